@@ -1,0 +1,206 @@
+//===- Graph.cpp - trainmem's graph IR -------------------------------------------===//
+//
+// Tensor sizes, attribute access, consumer bookkeeping, the topological order and the
+// layer-path heuristics shared by every importer.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/Graph.h"
+
+#include <algorithm>
+#include <cctype>
+#include <deque>
+
+namespace trainmem {
+
+const char *tensorKindName(TensorKind Kind) {
+  switch (Kind) {
+  case TensorKind::Input: return "input";
+  case TensorKind::Parameter: return "parameter";
+  case TensorKind::Buffer: return "buffer";
+  case TensorKind::Constant: return "constant";
+  case TensorKind::Activation: return "activation";
+  case TensorKind::Output: return "output";
+  }
+  return "activation";
+}
+
+int64_t Tensor::numElements() const {
+  if (!ShapeKnown)
+    return 0;
+  int64_t N = 1;
+  for (int64_t D : Shape)
+    N *= D;
+  return N;
+}
+
+int64_t Tensor::bytesAs(DType AsType) const {
+  return dtypeBytes(AsType, numElements());
+}
+
+template <typename T>
+static std::optional<T> getAttr(const std::map<std::string, AttributeValue> &Attrs,
+                                const std::string &Key) {
+  auto It = Attrs.find(Key);
+  if (It == Attrs.end())
+    return std::nullopt;
+  if (const T *V = std::get_if<T>(&It->second))
+    return *V;
+  return std::nullopt;
+}
+
+std::optional<int64_t> Node::intAttr(const std::string &Key) const {
+  return getAttr<int64_t>(Attributes, Key);
+}
+std::optional<double> Node::floatAttr(const std::string &Key) const {
+  return getAttr<double>(Attributes, Key);
+}
+std::optional<std::vector<int64_t>> Node::intsAttr(const std::string &Key) const {
+  return getAttr<std::vector<int64_t>>(Attributes, Key);
+}
+std::optional<std::string> Node::stringAttr(const std::string &Key) const {
+  return getAttr<std::string>(Attributes, Key);
+}
+
+TensorId Graph::findTensor(const std::string &TensorName) const {
+  auto It = TensorIndex.find(TensorName);
+  return It == TensorIndex.end() ? NoTensor : It->second;
+}
+
+TensorId Graph::addTensor(Tensor T) {
+  auto Id = static_cast<TensorId>(Tensors.size());
+  TensorIndex.emplace(T.Name, Id);
+  Tensors.push_back(std::move(T));
+  return Id;
+}
+
+NodeId Graph::addNode(Node N) {
+  auto Id = static_cast<NodeId>(Nodes.size());
+  Nodes.push_back(std::move(N));
+  return Id;
+}
+
+bool Graph::finalize() {
+  for (Tensor &T : Tensors) {
+    T.Consumers.clear();
+    T.Producer = NoNode;
+  }
+  for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N) {
+    for (TensorId In : Nodes[N].Inputs)
+      if (In != NoTensor) {
+        auto &C = Tensors[In].Consumers;
+        if (C.empty() || C.back() != N)
+          C.push_back(N);
+      }
+    for (TensorId Out : Nodes[N].Outputs)
+      if (Out != NoTensor)
+        Tensors[Out].Producer = N;
+  }
+  // Kahn's algorithm; ties broken by file order so the order is stable and matches the
+  // exporter's (which is already topological for every exporter we know).
+  std::vector<int> Pending(Nodes.size(), 0);
+  for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N)
+    for (TensorId In : Nodes[N].Inputs)
+      if (In != NoTensor && Tensors[In].Producer != NoNode)
+        ++Pending[N];
+  std::vector<NodeId> Ready;
+  for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N)
+    if (Pending[N] == 0)
+      Ready.push_back(N);
+  std::make_heap(Ready.begin(), Ready.end(), std::greater<>());
+  TopologicalOrder.clear();
+  TopologicalOrder.reserve(Nodes.size());
+  while (!Ready.empty()) {
+    std::pop_heap(Ready.begin(), Ready.end(), std::greater<>());
+    NodeId N = Ready.back();
+    Ready.pop_back();
+    TopologicalOrder.push_back(N);
+    for (TensorId Out : Nodes[N].Outputs) {
+      if (Out == NoTensor)
+        continue;
+      for (NodeId C : Tensors[Out].Consumers) {
+        // A node consuming the same tensor twice was counted once per input slot.
+        for (TensorId In : Nodes[C].Inputs)
+          if (In == Out && --Pending[C] == 0) {
+            Ready.push_back(C);
+            std::push_heap(Ready.begin(), Ready.end(), std::greater<>());
+          }
+      }
+    }
+  }
+  if (TopologicalOrder.size() != Nodes.size()) {
+    Diags.error("cycle", "",
+                "the graph has a cycle: " +
+                    std::to_string(Nodes.size() - TopologicalOrder.size()) +
+                    " nodes never become ready");
+    return false;
+  }
+  return true;
+}
+
+static bool isAllDigits(const std::string &S) {
+  return !S.empty() && std::all_of(S.begin(), S.end(), [](unsigned char C) {
+    return std::isdigit(C) != 0;
+  });
+}
+
+static std::vector<std::string> splitOn(const std::string &S, char Sep) {
+  std::vector<std::string> Parts;
+  std::string Cur;
+  for (char C : S) {
+    if (C == Sep) {
+      Parts.push_back(Cur);
+      Cur.clear();
+    } else {
+      Cur.push_back(C);
+    }
+  }
+  Parts.push_back(Cur);
+  return Parts;
+}
+
+std::string layerPathFromName(const std::string &Name, bool IsTensorName) {
+  if (Name.empty() || Name.rfind("onnx::", 0) == 0)
+    return "";
+  std::vector<std::string> Parts;
+  if (Name.front() == '/') {
+    // torch.onnx scope names: "/model/layers.3/self_attn/q_proj/MatMul" or the output
+    // "/model/layers.3/self_attn/q_proj/MatMul_output_0". The last component is the op.
+    for (const std::string &P : splitOn(Name.substr(1), '/'))
+      if (!P.empty())
+        Parts.push_back(P);
+    if (!Parts.empty())
+      Parts.pop_back();
+  } else if (IsTensorName) {
+    // Parameter names: "h.3.attn.c_attn.weight" -> drop the leaf attribute name.
+    Parts = splitOn(Name, '.');
+    if (Parts.size() < 2)
+      return "";
+    Parts.pop_back();
+  } else {
+    return "";
+  }
+  std::string Path;
+  for (const std::string &P : Parts) {
+    if (P.find_first_of(" :;,\"{}") != std::string::npos)
+      return "";
+    if (!Path.empty())
+      Path.push_back('.');
+    Path += P;
+  }
+  return Path;
+}
+
+std::string blockOfLayerPath(const std::string &LayerPath) {
+  std::vector<std::string> Parts = splitOn(LayerPath, '.');
+  std::string Block;
+  for (const std::string &P : Parts) {
+    if (!Block.empty())
+      Block.push_back('.');
+    Block += P;
+    if (isAllDigits(P))
+      return Block;
+  }
+  return "";
+}
+
+} // namespace trainmem

@@ -1,0 +1,152 @@
+//===- Graph.h - trainmem's graph IR -----------------------------------*- C++ -*-===//
+//
+// The graph IR every importer produces and every pass reads: tensors with their dtype,
+// concrete shape (after symbolic dims are bound), kind, producer and consumers; nodes with
+// op type, domain, attributes and a layer path; a topological order. Importers build it,
+// later passes (census, simulator, planner) only read it.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_GRAPH_H
+#define TRAINMEM_ANALYZER_GRAPH_H
+
+#include "analyzer/DType.h"
+#include "analyzer/Diagnostics.h"
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+namespace trainmem {
+
+using TensorId = int32_t;
+using NodeId = int32_t;
+inline constexpr TensorId NoTensor = -1;
+inline constexpr NodeId NoNode = -1;
+
+/// What a tensor is in the training step. Importers set Input/Constant/Activation/Output
+/// and mark stored tensors as Initializer; the parameter census decides which stored
+/// tensors are Parameters, Buffers or plain Constants.
+enum class TensorKind : uint8_t {
+  Input,       ///< a batch tensor fed by the user (ids, images, masks)
+  Parameter,   ///< a learnable weight (may be frozen)
+  Buffer,      ///< persistent non-learnable state (running stats, masks, rotary tables)
+  Constant,    ///< a literal the exporter emitted (shapes, scalars, axes)
+  Activation,  ///< an intermediate value computed in the forward pass
+  Output,      ///< a graph output (logits, loss)
+};
+
+const char *tensorKindName(TensorKind Kind);
+
+/// Where a stored tensor's payload lives, so a tie can be confirmed by comparing bytes
+/// without ever loading every weight.
+struct PayloadRef {
+  enum class Source : uint8_t { None, InlineRaw, InlineTyped, ExternalFile, Fill };
+  Source From = Source::None;
+  /// InlineRaw / InlineTyped: index of the initializer or Constant in the importer's own
+  /// bookkeeping; ExternalFile: the file and byte range. Fill: every element equals FillValue.
+  std::string File;
+  int64_t Offset = 0;
+  int64_t Length = -1;
+  double FillValue = 0.0;
+  int32_t Index = -1;
+};
+
+struct Tensor {
+  std::string Name;
+  DType Type = DType::Undefined;
+  /// Concrete dims after binding; empty for a scalar. Meaningful only if ShapeKnown.
+  std::vector<int64_t> Shape;
+  bool ShapeKnown = false;
+  TensorKind Kind = TensorKind::Activation;
+  /// True for tensors whose value is stored in the model (initializers, Constant nodes,
+  /// ConstantOfShape weights, parameters passed as graph inputs of training graphs).
+  bool Stored = false;
+  NodeId Producer = NoNode;
+  std::vector<NodeId> Consumers;
+  bool IsGraphOutput = false;
+  PayloadRef Payload;
+  /// Values of small stored integer/float tensors (at most SmallValueLimit elements):
+  /// shapes, axes, slice bounds and scalars that shape inference and export need.
+  std::vector<int64_t> IntValues;
+  std::vector<double> FloatValues;
+  static constexpr int64_t SmallValueLimit = 64;
+
+  int64_t numElements() const;
+  /// Bytes in the tensor's own dtype; 0 when the shape is unknown.
+  int64_t bytes() const { return bytesAs(Type); }
+  int64_t bytesAs(DType AsType) const;
+};
+
+/// One attribute value, enough for every attribute a memory model needs.
+using AttributeValue = std::variant<int64_t, double, std::string, std::vector<int64_t>,
+                                    std::vector<double>>;
+
+struct Node {
+  std::string Name;
+  std::string OpType;
+  std::string Domain; ///< "" for the default ONNX domain
+  std::map<std::string, AttributeValue> Attributes;
+  std::vector<TensorId> Inputs;  ///< NoTensor for an omitted optional input
+  std::vector<TensorId> Outputs; ///< NoTensor for an omitted optional output
+  /// Module path such as "h.3.attn" or "model.layers.3.self_attn.q_proj", derived from
+  /// node and tensor names; empty when nothing names a module.
+  std::string LayerPath;
+
+  std::optional<int64_t> intAttr(const std::string &Key) const;
+  std::optional<double> floatAttr(const std::string &Key) const;
+  std::optional<std::vector<int64_t>> intsAttr(const std::string &Key) const;
+  std::optional<std::string> stringAttr(const std::string &Key) const;
+};
+
+/// A binding of one symbolic dimension, with where the user set it.
+struct DimBinding {
+  std::string Name;
+  int64_t Value = 0;
+};
+
+struct Graph {
+  std::string Name;           ///< model name: file stem or config name
+  std::string SourcePath;     ///< file the graph was read from
+  std::string SourceFormat;   ///< "onnx", "hf-config", ...
+  std::string Producer;       ///< producer_name/version of an ONNX file
+  int64_t OpsetVersion = 0;   ///< default-domain opset
+  std::vector<Tensor> Tensors;
+  std::vector<Node> Nodes;
+  std::vector<TensorId> Inputs;   ///< batch inputs, in declaration order
+  std::vector<TensorId> Outputs;
+  std::vector<NodeId> TopologicalOrder;
+  std::vector<DimBinding> Dims;   ///< symbolic dims and the values they were bound to
+  /// Facts an importer knows better than a graph can show (e.g. HF `tie_word_embeddings`):
+  /// pairs of stored tensors that are one parameter in PyTorch.
+  std::vector<std::pair<TensorId, TensorId>> DeclaredTies;
+  std::optional<bool> DeclaredTieWordEmbeddings;
+  Diagnostics Diags;
+
+  TensorId findTensor(const std::string &TensorName) const;
+  TensorId addTensor(Tensor T);
+  NodeId addNode(Node N);
+  /// Recomputes consumers/producers from node inputs/outputs and the topological order
+  /// (Kahn's algorithm, stable in file order). Returns false and records an error
+  /// diagnostic if the graph has a cycle.
+  bool finalize();
+
+private:
+  std::unordered_map<std::string, TensorId> TensorIndex;
+};
+
+/// Derives a module path from an exporter node name or a tensor name:
+/// "/model/layers.3/self_attn/q_proj/MatMul" -> "model.layers.3.self_attn.q_proj",
+/// "h.3.attn.c_attn.weight" -> "h.3.attn.c_attn". Returns "" when nothing looks like a path.
+std::string layerPathFromName(const std::string &Name, bool IsTensorName);
+
+/// The repeated block a layer path belongs to: the prefix through the first all-digit
+/// component ("model.layers.3.self_attn" -> "model.layers.3"), or "" if there is none.
+std::string blockOfLayerPath(const std::string &LayerPath);
+
+} // namespace trainmem
+
+#endif

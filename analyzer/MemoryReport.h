@@ -1,0 +1,129 @@
+//===- MemoryReport.h - the one result every front end reads ----------*- C++ -*-===//
+//
+// A MemoryReport is computed once per analysis and rendered by every writer (text,
+// JSON `trainmem.report/1`, later Markdown, HTML, JUnit), stored in SQLite and shown by
+// the GUI. Every byte figure is an integer number of bytes.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_MEMORYREPORT_H
+#define TRAINMEM_ANALYZER_MEMORYREPORT_H
+
+#include "analyzer/Diagnostics.h"
+#include "analyzer/Graph.h"
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/TrainingSetup.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace trainmem {
+
+inline constexpr const char *ReportSchema = "trainmem.report/1";
+
+/// Bytes per category (DESIGN.md "The model of a training step").
+struct CategoryBytes {
+  int64_t Weights = 0;
+  int64_t MasterWeights = 0;
+  int64_t Gradients = 0;
+  int64_t OptimizerStates = 0;
+  int64_t Activations = 0;
+  int64_t Temporaries = 0;
+  int64_t Inputs = 0;
+
+  int64_t total() const {
+    return Weights + MasterWeights + Gradients + OptimizerStates + Activations + Temporaries +
+           Inputs;
+  }
+};
+
+/// A batch input with its bound shape.
+struct InputSummary {
+  std::string Name;
+  DType Type = DType::Int64;
+  std::vector<int64_t> Shape;
+  int64_t Bytes = 0;
+};
+
+struct ModelInfo {
+  std::string Name;
+  std::string Source;
+  std::string Format;
+  std::string Producer;
+  int64_t Opset = 0;
+  int64_t Nodes = 0;
+  int64_t Tensors = 0;
+  std::vector<DimBinding> Dims;
+  std::vector<InputSummary> Inputs;
+};
+
+/// Parameters, gradients and optimizer state of one module path.
+struct LayerSummary {
+  std::string Path;
+  int64_t Parameters = 0;
+  int64_t TrainableParameters = 0;
+  int64_t WeightBytes = 0;
+  int64_t GradientBytes = 0;
+  int64_t OptimizerStateBytes = 0;
+};
+
+/// One tensor named in a report (largest parameters, tensors live at the peak).
+struct TensorSummary {
+  std::string Name;
+  std::string Category;
+  std::string Layer;
+  std::string Op;
+  DType Type = DType::Float32;
+  std::vector<int64_t> Shape;
+  int64_t Bytes = 0;
+};
+
+struct PeakDetail {
+  std::string Phase;
+  std::string Op;
+  CategoryBytes ByCategory;
+  std::vector<TensorSummary> TopTensors;
+};
+
+struct TimelinePoint {
+  int64_t Index = 0;
+  std::string Phase;
+  std::string Op;
+  CategoryBytes Live;
+};
+
+struct MemoryReport {
+  ModelInfo Model;
+  TrainingSetup Setup;
+  int64_t TotalParameters = 0;
+  int64_t TrainableParameters = 0;
+  /// Per category: its largest live bytes over the step (activations: saved for
+  /// backward at the end of forward).
+  CategoryBytes Bytes;
+  /// Largest total live bytes over the step; empty until a step is simulated.
+  std::optional<int64_t> Peak;
+  std::optional<int64_t> PeakReserved;
+  std::optional<PeakDetail> PeakInfo;
+  std::vector<TimelinePoint> Timeline;
+  std::vector<LayerSummary> Layers;
+  std::vector<TensorSummary> LargestParameters;
+  std::vector<OptimizerStatePart> OptimizerStates;
+  int64_t BufferBytes = 0;
+  int TiedGroups = 0;
+  Diagnostics Diags;
+
+  /// Weights + master weights + gradients + optimizer states + inputs: memory a
+  /// steady-state step holds before its forward allocates anything.
+  int64_t persistentBytes() const {
+    return Bytes.Weights + Bytes.MasterWeights + Bytes.Gradients + Bytes.OptimizerStates +
+           Bytes.Inputs;
+  }
+};
+
+/// The report of a census: parameters, gradients, optimizer states, inputs, layers.
+MemoryReport buildCensusReport(const Graph &G, const TrainingSetup &Setup,
+                               const ParameterCensus &Census);
+
+} // namespace trainmem
+
+#endif

@@ -1,0 +1,535 @@
+//===- OnnxImporter.cpp - ONNX file -> graph IR ----------------------------------===//
+//
+// Reads an ONNX model without its payloads, inlines If branches (the larger one, by
+// stored bytes), binds symbolic dims from --dim / --input, runs ONNX's own shape
+// inference with data propagation, then builds the IR: Constant and ConstantOfShape
+// weights become stored tensors, parameters passed as graph inputs (ONNX Runtime
+// training graphs) are recognised, and shapes ONNX cannot infer (com.microsoft ops)
+// come from the ops' documented contracts in OnnxShapeFallback.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/ModelImporter.h"
+#include "analyzer/OnnxModelReader.h"
+#include "analyzer/OnnxShapeFallback.h"
+#include "analyzer/StoredTensorClassifier.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/Path.h"
+
+#include <onnx/defs/schema.h>
+#include <onnx/shape_inference/implementation.h>
+
+#include <map>
+#include <set>
+
+namespace trainmem {
+namespace {
+
+llvm::Error fileError(const std::string &Path, const std::string &Msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s", Path.c_str(),
+                                 Msg.c_str());
+}
+
+int64_t tensorProtoBytes(const onnx::TensorProto &T) {
+  int64_t N = 1;
+  for (int64_t D : T.dims())
+    N *= D;
+  return dtypeBytes(dtypeFromOnnx(T.data_type()), N);
+}
+
+/// Stored bytes of a subgraph (initializers and Constant tensors, nested graphs too):
+/// the measure used to pick the larger If branch.
+int64_t storedBytes(const onnx::GraphProto &G) {
+  int64_t Bytes = 0;
+  for (const auto &I : G.initializer())
+    Bytes += tensorProtoBytes(I);
+  for (const auto &N : G.node())
+    for (const auto &A : N.attribute()) {
+      if (A.has_t())
+        Bytes += tensorProtoBytes(A.t());
+      if (A.has_g())
+        Bytes += storedBytes(A.g());
+    }
+  return Bytes;
+}
+
+/// Replaces every If node by the nodes of its larger branch, renaming the names the
+/// branch defines so two inlined branches never collide. Branch outputs reach the If's
+/// outputs through Identity nodes.
+void inlineIfNodes(onnx::GraphProto &G, OnnxFile &File, Diagnostics &Diags, int &Counter) {
+  google::protobuf::RepeatedPtrField<onnx::NodeProto> NewNodes;
+  for (onnx::NodeProto &N : *G.mutable_node()) {
+    if (N.op_type() != "If" || !N.domain().empty()) {
+      for (auto &A : *N.mutable_attribute()) // Loop/Scan bodies may hold If nodes too
+        if (A.has_g())
+          inlineIfNodes(*A.mutable_g(), File, Diags, Counter);
+      *NewNodes.Add() = std::move(N);
+      continue;
+    }
+    const onnx::GraphProto *Then = nullptr, *Else = nullptr;
+    for (auto &A : *N.mutable_attribute()) {
+      if (A.name() == "then_branch")
+        Then = A.mutable_g();
+      else if (A.name() == "else_branch")
+        Else = A.mutable_g();
+    }
+    if (!Then || !Else) {
+      Diags.warning("if-malformed", N.name(), "If node without both branches; kept as is");
+      *NewNodes.Add() = std::move(N);
+      continue;
+    }
+    int64_t ThenBytes = storedBytes(*Then), ElseBytes = storedBytes(*Else);
+    bool TakeThen = ThenBytes > ElseBytes ||
+                    (ThenBytes == ElseBytes && Then->node_size() >= Else->node_size());
+    onnx::GraphProto Branch = TakeThen ? *Then : *Else;
+    inlineIfNodes(Branch, File, Diags, Counter);
+    std::string Prefix = (N.name().empty() ? "If" + std::to_string(Counter) : N.name()) +
+                         "/" + (TakeThen ? "then" : "else") + "/";
+    ++Counter;
+    std::map<std::string, std::string> Renamed;
+    auto Rename = [&](const std::string &Old) {
+      auto [It, New] = Renamed.emplace(Old, Prefix + Old);
+      if (New) {
+        auto P = File.Payloads.find(Old);
+        if (P != File.Payloads.end())
+          File.Payloads[It->second] = P->second;
+      }
+      return It->second;
+    };
+    for (auto &Init : *Branch.mutable_initializer()) {
+      Init.set_name(Rename(Init.name()));
+      *G.add_initializer() = Init;
+    }
+    for (auto &BN : *Branch.mutable_node())
+      for (auto &Out : *BN.mutable_output())
+        if (!Out.empty())
+          Out = Rename(Out);
+    for (auto &BN : *Branch.mutable_node()) {
+      for (auto &In : *BN.mutable_input()) {
+        auto It = Renamed.find(In);
+        if (It != Renamed.end())
+          In = It->second;
+      }
+      *NewNodes.Add() = std::move(BN);
+    }
+    for (int I = 0; I < N.output_size() && I < Branch.output_size(); ++I) {
+      onnx::NodeProto *Id = NewNodes.Add();
+      Id->set_op_type("Identity");
+      Id->set_name(Prefix + "Identity_" + std::to_string(I));
+      auto It = Renamed.find(Branch.output(I).name());
+      Id->add_input(It != Renamed.end() ? It->second : Branch.output(I).name());
+      Id->add_output(N.output(I));
+    }
+    Diags.note("if-branch", N.name(),
+               std::string("If node: accounted the ") + (TakeThen ? "then" : "else") +
+                   " branch (" + std::to_string(std::max(ThenBytes, ElseBytes)) +
+                   " stored bytes against " + std::to_string(std::min(ThenBytes, ElseBytes)) +
+                   "), the larger one");
+  }
+  G.mutable_node()->Swap(&NewNodes);
+}
+
+/// Binds every symbolic dim of the batch inputs; collects the unbound ones.
+llvm::Error bindInputs(onnx::GraphProto &G, const std::set<std::string> &StoredNames,
+                       const ImportOptions &Options, const std::string &Path,
+                       std::vector<DimBinding> &Bound) {
+  std::map<std::string, std::vector<std::string>> Unbound; // dim -> "input[k]" uses
+  std::set<std::string> KnownInputs, KnownDims;
+  for (onnx::ValueInfoProto &In : *G.mutable_input()) {
+    if (StoredNames.count(In.name()) || !In.type().has_tensor_type())
+      continue;
+    KnownInputs.insert(In.name());
+    auto *Shape = In.mutable_type()->mutable_tensor_type()->mutable_shape();
+    const InputShape *Override = nullptr;
+    for (const InputShape &S : Options.Inputs)
+      if (S.Name == In.name())
+        Override = &S;
+    if (Override) {
+      if (In.type().tensor_type().has_shape() &&
+          Shape->dim_size() != static_cast<int>(Override->Dims.size()))
+        return fileError(Path, "--input " + In.name() + ": the model declares rank " +
+                                   std::to_string(Shape->dim_size()) + ", the option gives " +
+                                   std::to_string(Override->Dims.size()) + " dims");
+      Shape->clear_dim();
+      for (int64_t D : Override->Dims)
+        Shape->add_dim()->set_dim_value(D);
+      continue;
+    }
+    for (int K = 0; K < Shape->dim_size(); ++K) {
+      auto *Dim = Shape->mutable_dim(K);
+      if (K == 0 && Options.MicroBatch) {
+        if (Dim->has_dim_param() && !Dim->dim_param().empty())
+          KnownDims.insert(Dim->dim_param());
+        Dim->clear_dim_param();
+        Dim->set_dim_value(*Options.MicroBatch);
+        continue;
+      }
+      if (Dim->has_dim_value() && Dim->dim_value() > 0)
+        continue;
+      std::string Name = Dim->has_dim_param() && !Dim->dim_param().empty()
+                             ? Dim->dim_param()
+                             : In.name() + "[" + std::to_string(K) + "]";
+      KnownDims.insert(Name);
+      std::optional<int64_t> V = lookupDim(Options, Name);
+      if (!V)
+        V = Options.DefaultDim;
+      if (!V) {
+        Unbound[Name].push_back(In.name() + " dim " + std::to_string(K));
+        continue;
+      }
+      Dim->clear_dim_param();
+      Dim->set_dim_value(*V);
+      bool Seen = false;
+      for (const DimBinding &B : Bound)
+        Seen |= B.Name == Name;
+      if (!Seen)
+        Bound.push_back({Name, *V});
+    }
+  }
+  for (const InputShape &S : Options.Inputs)
+    if (!KnownInputs.count(S.Name))
+      return fileError(Path, "--input " + S.Name + ": the model has no batch input of that "
+                             "name (inputs: " + llvm::join(KnownInputs, ", ") + ")");
+  for (const DimBinding &B : Options.Dims)
+    if (!KnownDims.count(B.Name) && !Unbound.count(B.Name)) {
+      bool OverriddenAway = false;
+      for (const DimBinding &Done : Bound)
+        OverriddenAway |= Done.Name == B.Name;
+      if (!OverriddenAway && !KnownDims.empty())
+        return fileError(Path, "--dim " + B.Name + ": the model has no symbolic dim of that "
+                               "name (dims: " + llvm::join(KnownDims, ", ") + ")");
+      if (KnownDims.empty() && Options.Inputs.empty())
+        return fileError(Path, "--dim " + B.Name + ": the model has no symbolic dims");
+    }
+  if (!Unbound.empty()) {
+    std::string Msg = "unbound symbolic dims: ";
+    bool First = true;
+    for (const auto &[Name, Uses] : Unbound) {
+      Msg += (First ? "" : "; ") + Name + " (" + llvm::join(Uses, ", ") + ")";
+      First = false;
+    }
+    Msg += "; bind each with --dim NAME=VALUE or set whole shapes with --input NAME=D0xD1x...";
+    return fileError(Path, Msg);
+  }
+  // Outputs declare the same symbolic dims; give them the bound values so inference
+  // never has to merge a symbol with a number.
+  for (onnx::ValueInfoProto &Out : *G.mutable_output()) {
+    if (!Out.type().has_tensor_type() || !Out.type().tensor_type().has_shape())
+      continue;
+    for (auto &Dim : *Out.mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim())
+      if (Dim.has_dim_param()) {
+        std::string P = Dim.dim_param();
+        Dim.clear_dim_param();
+        for (const DimBinding &B : Bound)
+          if (B.Name == P)
+            Dim.set_dim_value(B.Value);
+      }
+  }
+  G.clear_value_info();
+  return llvm::Error::success();
+}
+
+void setTypeFrom(Tensor &T, const onnx::TypeProto &Type) {
+  if (!Type.has_tensor_type())
+    return;
+  const auto &TT = Type.tensor_type();
+  if (TT.elem_type() != 0)
+    T.Type = dtypeFromOnnx(TT.elem_type());
+  if (!TT.has_shape())
+    return;
+  std::vector<int64_t> Dims;
+  for (const auto &D : TT.shape().dim()) {
+    if (!D.has_dim_value() || D.dim_value() < 0)
+      return;
+    Dims.push_back(D.dim_value());
+  }
+  T.Shape = std::move(Dims);
+  T.ShapeKnown = true;
+}
+
+void fillSmallValues(Tensor &T, const onnx::TensorProto &P) {
+  if (T.numElements() > Tensor::SmallValueLimit)
+    return;
+  // The proto keeps small payloads inline; decode the integer and float kinds.
+  int64_t N = T.numElements();
+  const std::string &Raw = P.raw_data();
+  auto FromRaw = [&](auto Sample, auto Sink) {
+    using E = decltype(Sample);
+    if (Raw.size() != static_cast<size_t>(N) * sizeof(E))
+      return false;
+    for (int64_t I = 0; I < N; ++I) {
+      E V;
+      std::memcpy(&V, Raw.data() + I * sizeof(E), sizeof(E));
+      Sink(V);
+    }
+    return true;
+  };
+  auto PushInt = [&T](auto V) { T.IntValues.push_back(static_cast<int64_t>(V)); };
+  auto PushFloat = [&T](auto V) { T.FloatValues.push_back(static_cast<double>(V)); };
+  switch (T.Type) {
+  case DType::Int64:
+    if (!Raw.empty()) FromRaw(int64_t{}, PushInt);
+    else for (int64_t V : P.int64_data()) PushInt(V);
+    break;
+  case DType::Int32:
+  case DType::Int16:
+  case DType::Int8:
+  case DType::UInt8:
+  case DType::Bool:
+    if (!Raw.empty()) {
+      if (T.Type == DType::Int32) FromRaw(int32_t{}, PushInt);
+      else if (T.Type == DType::Int16) FromRaw(int16_t{}, PushInt);
+      else if (T.Type == DType::Int8) FromRaw(int8_t{}, PushInt);
+      else FromRaw(uint8_t{}, PushInt);
+    } else {
+      for (int32_t V : P.int32_data()) PushInt(V);
+    }
+    break;
+  case DType::Float32:
+    if (!Raw.empty()) FromRaw(float{}, PushFloat);
+    else for (float V : P.float_data()) PushFloat(V);
+    break;
+  case DType::Float64:
+    if (!Raw.empty()) FromRaw(double{}, PushFloat);
+    else for (double V : P.double_data()) PushFloat(V);
+    break;
+  default:
+    break;
+  }
+  if (static_cast<int64_t>(T.IntValues.size()) != N)
+    T.IntValues.clear();
+  if (static_cast<int64_t>(T.FloatValues.size()) != N)
+    T.FloatValues.clear();
+}
+
+Tensor tensorFromProto(const onnx::TensorProto &P, const std::string &Name) {
+  Tensor T;
+  T.Name = Name;
+  T.Type = dtypeFromOnnx(P.data_type());
+  T.Shape.assign(P.dims().begin(), P.dims().end());
+  T.ShapeKnown = true;
+  T.Stored = true;
+  T.Kind = TensorKind::Constant;
+  fillSmallValues(T, P);
+  return T;
+}
+
+AttributeValue attributeValue(const onnx::AttributeProto &A, bool &Supported) {
+  Supported = true;
+  switch (A.type()) {
+  case onnx::AttributeProto::INT: return A.i();
+  case onnx::AttributeProto::FLOAT: return static_cast<double>(A.f());
+  case onnx::AttributeProto::STRING: return A.s();
+  case onnx::AttributeProto::INTS:
+    return std::vector<int64_t>(A.ints().begin(), A.ints().end());
+  case onnx::AttributeProto::FLOATS:
+    return std::vector<double>(A.floats().begin(), A.floats().end());
+  default:
+    Supported = false;
+    return int64_t{0};
+  }
+}
+
+/// A Constant node's value as a stored tensor (value, value_float(s), value_int(s)).
+std::optional<Tensor> constantNodeTensor(const onnx::NodeProto &N) {
+  for (const auto &A : N.attribute()) {
+    if (A.name() == "value" && A.has_t())
+      return tensorFromProto(A.t(), N.output(0));
+    Tensor T;
+    T.Name = N.output(0);
+    T.Stored = true;
+    T.ShapeKnown = true;
+    T.Kind = TensorKind::Constant;
+    if (A.name() == "value_float") {
+      T.Type = DType::Float32;
+      T.FloatValues = {A.f()};
+      return T;
+    }
+    if (A.name() == "value_int") {
+      T.Type = DType::Int64;
+      T.IntValues = {A.i()};
+      return T;
+    }
+    if (A.name() == "value_floats") {
+      T.Type = DType::Float32;
+      T.Shape = {A.floats_size()};
+      T.FloatValues.assign(A.floats().begin(), A.floats().end());
+      return T;
+    }
+    if (A.name() == "value_ints") {
+      T.Type = DType::Int64;
+      T.Shape = {A.ints_size()};
+      T.IntValues.assign(A.ints().begin(), A.ints().end());
+      return T;
+    }
+  }
+  return std::nullopt;
+}
+
+} // namespace
+
+llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &Options) {
+  auto FileOr = readOnnxModel(Path);
+  if (!FileOr)
+    return FileOr.takeError();
+  OnnxFile &File = *FileOr;
+  onnx::ModelProto &M = File.Model;
+  onnx::GraphProto &GP = *M.mutable_graph();
+
+  Graph G;
+  G.SourcePath = Path;
+  G.SourceFormat = "onnx";
+  G.Name = std::string(llvm::sys::path::stem(Path));
+  G.Producer = M.producer_name() + (M.producer_version().empty() ? "" : " " + M.producer_version());
+  for (const auto &Op : M.opset_import())
+    if (Op.domain().empty() || Op.domain() == "ai.onnx")
+      G.OpsetVersion = Op.version();
+
+  int IfCounter = 0;
+  inlineIfNodes(GP, File, G.Diags, IfCounter);
+
+  std::set<std::string> StoredNames;
+  for (const auto &I : GP.initializer())
+    StoredNames.insert(I.name());
+  if (auto E = bindInputs(GP, StoredNames, Options, Path, G.Dims))
+    return E;
+
+  try {
+    onnx::shape_inference::InferShapes(M, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions(false, 0, true));
+  } catch (const std::exception &Ex) {
+    G.Diags.warning("shape-inference", "",
+                    std::string("ONNX shape inference stopped early: ") + Ex.what() +
+                        "; shapes it did not reach come from trainmem's own rules");
+  }
+
+  std::map<std::string, const onnx::TypeProto *> Types;
+  for (const auto &VI : GP.value_info())
+    Types[VI.name()] = &VI.type();
+  for (const auto &VI : GP.output())
+    Types[VI.name()] = &VI.type();
+
+  auto Ensure = [&G, &Types](const std::string &Name) -> TensorId {
+    if (Name.empty())
+      return NoTensor;
+    TensorId Id = G.findTensor(Name);
+    if (Id != NoTensor)
+      return Id;
+    Tensor T;
+    T.Name = Name;
+    auto It = Types.find(Name);
+    if (It != Types.end())
+      setTypeFrom(T, *It->second);
+    return G.addTensor(std::move(T));
+  };
+  auto AttachPayload = [&File](Tensor &T) {
+    auto It = File.Payloads.find(T.Name);
+    if (It != File.Payloads.end())
+      T.Payload = It->second;
+  };
+
+  for (const auto &I : GP.initializer()) {
+    Tensor T = tensorFromProto(I, I.name());
+    AttachPayload(T);
+    G.addTensor(std::move(T));
+  }
+  for (const auto &In : GP.input()) {
+    if (StoredNames.count(In.name()))
+      continue;
+    Tensor T;
+    T.Name = In.name();
+    T.Kind = TensorKind::Input;
+    setTypeFrom(T, In.type());
+    G.Inputs.push_back(G.addTensor(std::move(T)));
+  }
+
+  std::map<std::string, int> UnsupportedAttrs;
+  for (const auto &N : GP.node()) {
+    if (N.op_type() == "Constant" && N.domain().empty() && N.output_size() == 1) {
+      if (std::optional<Tensor> T = constantNodeTensor(N)) {
+        AttachPayload(*T);
+        G.addTensor(std::move(*T));
+        continue;
+      }
+    }
+    // Weights exported as ConstantOfShape(shape initializer) (onnx-light models) are
+    // stored tensors whose shape is the shape input's value.
+    if (N.op_type() == "ConstantOfShape" && N.input_size() == 1 && N.output_size() == 1) {
+      TensorId ShapeId = G.findTensor(N.input(0));
+      if (ShapeId != NoTensor && G.Tensors[ShapeId].Stored &&
+          !G.Tensors[ShapeId].IntValues.empty()) {
+        Tensor T;
+        T.Name = N.output(0);
+        T.Type = DType::Float32;
+        T.Shape = G.Tensors[ShapeId].IntValues;
+        T.ShapeKnown = true;
+        T.Stored = true;
+        T.Kind = TensorKind::Constant;
+        T.Payload.From = PayloadRef::Source::Fill;
+        for (const auto &A : N.attribute())
+          if (A.name() == "value" && A.has_t()) {
+            T.Type = dtypeFromOnnx(A.t().data_type());
+            Tensor V = tensorFromProto(A.t(), "");
+            if (!V.FloatValues.empty())
+              T.Payload.FillValue = V.FloatValues[0];
+          }
+        G.addTensor(std::move(T));
+        continue;
+      }
+    }
+    Node Out;
+    Out.Name = N.name();
+    Out.OpType = N.op_type();
+    Out.Domain = N.domain() == "ai.onnx" ? "" : N.domain();
+    for (const auto &A : N.attribute()) {
+      bool Supported;
+      AttributeValue V = attributeValue(A, Supported);
+      if (Supported)
+        Out.Attributes.emplace(A.name(), std::move(V));
+      else if (!A.has_g() && A.graphs_size() == 0)
+        ++UnsupportedAttrs[N.op_type() + "." + A.name()];
+    }
+    for (const auto &In : N.input())
+      Out.Inputs.push_back(Ensure(In));
+    for (const auto &O : N.output())
+      Out.Outputs.push_back(Ensure(O));
+    if (N.op_type() == "Loop" || N.op_type() == "Scan")
+      G.Diags.warning("loop-body", N.name(),
+                      N.op_type() + " node: its body runs a data-dependent number of times; "
+                                    "accounted as one opaque op, body weights not counted");
+    G.addNode(std::move(Out));
+  }
+  for (const auto &A : UnsupportedAttrs)
+    G.Diags.note("attribute-skipped", A.first,
+                 "attribute of a kind the IR does not keep (" + std::to_string(A.second) +
+                     " nodes); not needed for memory");
+  for (const auto &O : GP.output()) {
+    TensorId Id = Ensure(O.name());
+    Tensor &T = G.Tensors[Id];
+    T.IsGraphOutput = true;
+    if (!T.Stored && T.Kind == TensorKind::Activation)
+      T.Kind = TensorKind::Output;
+    G.Outputs.push_back(Id);
+  }
+  // Dropping Constant nodes may leave a node input naming a tensor created only later;
+  // Ensure() resolved them all by name, so only dangling references remain unknown.
+  if (!G.finalize())
+    return fileError(Path, "the graph has a cycle; an ONNX graph must be topologically sortable");
+  for (NodeId N = 0; N < static_cast<NodeId>(G.Nodes.size()); ++N) {
+    Node &Nd = G.Nodes[N];
+    for (TensorId In : Nd.Inputs)
+      if (In != NoTensor && !G.Tensors[In].Stored && G.Tensors[In].Kind != TensorKind::Input &&
+          G.Tensors[In].Producer == NoNode)
+        return fileError(Path, "node '" + Nd.Name + "' (" + Nd.OpType + ") reads '" +
+                                   G.Tensors[In].Name +
+                                   "', which no node, initializer or input defines");
+  }
+
+  recogniseParameterInputs(G);
+  completeShapes(G);
+  assignLayerPaths(G);
+  classifyStoredTensors(G);
+  return G;
+}
+
+} // namespace trainmem

@@ -1,0 +1,434 @@
+//===- OnnxModelReader.cpp - read an ONNX file without its weights --------------===//
+//
+// A protobuf wire-format walk over a memory-mapped ONNX file. Small messages are handed
+// to protobuf's generated parsers; messages that can hold weights (graphs, nodes,
+// attributes, tensors) are walked field by field so payload bytes are skipped, never
+// copied. Offsets are 64-bit, so files past protobuf's 2 GiB message limit work.
+// Field numbers are those of onnx.proto (ONNX 1.12).
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/OnnxModelReader.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+#include <cstring>
+
+namespace trainmem {
+namespace {
+
+/// Messages below this size are parsed by protobuf directly: they cannot hold a payload
+/// large enough to matter.
+constexpr uint64_t DirectParseLimit = 64 * 1024;
+
+struct Span {
+  const uint8_t *Data = nullptr;
+  uint64_t Size = 0;
+  uint64_t FileOffset = 0; ///< offset of Data[0] in the file
+};
+
+enum WireType { Varint = 0, Fixed64 = 1, LengthDelimited = 2, Fixed32 = 5 };
+
+/// One field of a message: its number, wire type and either a varint value or a span.
+struct Field {
+  uint32_t Number = 0;
+  int Wire = 0;
+  uint64_t Value = 0;
+  Span Bytes;
+};
+
+class WireCursor {
+public:
+  explicit WireCursor(Span S) : S(S) {}
+  bool atEnd() const { return Pos >= S.Size; }
+
+  llvm::Expected<Field> next() {
+    uint64_t Tag;
+    if (!readVarint(Tag))
+      return bad("truncated field tag");
+    Field F;
+    F.Number = static_cast<uint32_t>(Tag >> 3);
+    F.Wire = static_cast<int>(Tag & 7);
+    switch (F.Wire) {
+    case Varint:
+      if (!readVarint(F.Value))
+        return bad("truncated varint");
+      return F;
+    case Fixed64:
+      if (S.Size - Pos < 8)
+        return bad("truncated fixed64");
+      std::memcpy(&F.Value, S.Data + Pos, 8);
+      Pos += 8;
+      return F;
+    case Fixed32: {
+      if (S.Size - Pos < 4)
+        return bad("truncated fixed32");
+      uint32_t V;
+      std::memcpy(&V, S.Data + Pos, 4);
+      F.Value = V;
+      Pos += 4;
+      return F;
+    }
+    case LengthDelimited: {
+      uint64_t Len;
+      if (!readVarint(Len) || Len > S.Size - Pos)
+        return bad("length-delimited field runs past the end of its message");
+      F.Bytes = {S.Data + Pos, Len, S.FileOffset + Pos};
+      Pos += Len;
+      return F;
+    }
+    default:
+      return bad("unsupported wire type " + std::to_string(F.Wire));
+    }
+  }
+
+private:
+  bool readVarint(uint64_t &Out) {
+    Out = 0;
+    for (int Shift = 0; Shift < 64; Shift += 7) {
+      if (Pos >= S.Size)
+        return false;
+      uint8_t B = S.Data[Pos++];
+      Out |= static_cast<uint64_t>(B & 0x7f) << Shift;
+      if (!(B & 0x80))
+        return true;
+    }
+    return false;
+  }
+  llvm::Error bad(const std::string &Msg) const {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "malformed protobuf at byte " +
+                                       std::to_string(S.FileOffset + Pos) + ": " + Msg);
+  }
+  Span S;
+  uint64_t Pos = 0;
+};
+
+
+template <typename Message>
+llvm::Error parseDirect(Span S, Message &Out, const char *What) {
+  if (S.Size > static_cast<uint64_t>(INT32_MAX) ||
+      !Out.ParseFromArray(S.Data, static_cast<int>(S.Size)))
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "malformed %s message at byte %llu", What,
+                                   static_cast<unsigned long long>(S.FileOffset));
+  return llvm::Error::success();
+}
+
+class Scanner {
+public:
+  Scanner(OnnxFile &File) : File(File) {}
+
+  llvm::Error scanModel(Span S) {
+    WireCursor C(S);
+    onnx::ModelProto &M = File.Model;
+    while (!C.atEnd()) {
+      auto F = C.next();
+      if (!F)
+        return F.takeError();
+      if (F->Number == 7 && F->Wire == LengthDelimited) {
+        if (auto E = scanGraph(F->Bytes, *M.mutable_graph()))
+          return E;
+        continue;
+      }
+      if (F->Number == 20 || F->Number == 25) // training_info, functions: not modelled
+        continue;
+      if (auto E = mergeField(F.get(), M))
+        return E;
+    }
+    return llvm::Error::success();
+  }
+
+private:
+  /// Re-encodes one field and lets protobuf merge it into Msg (for small fields).
+  template <typename Message> llvm::Error mergeField(const Field &F, Message &Msg) {
+    std::string Buf;
+    auto PutVarint = [&Buf](uint64_t V) {
+      while (V >= 0x80) {
+        Buf.push_back(static_cast<char>((V & 0x7f) | 0x80));
+        V >>= 7;
+      }
+      Buf.push_back(static_cast<char>(V));
+    };
+    PutVarint((static_cast<uint64_t>(F.Number) << 3) | static_cast<uint64_t>(F.Wire));
+    switch (F.Wire) {
+    case Varint:
+      PutVarint(F.Value);
+      break;
+    case Fixed64:
+      Buf.append(reinterpret_cast<const char *>(&F.Value), 8);
+      break;
+    case Fixed32: {
+      auto V = static_cast<uint32_t>(F.Value);
+      Buf.append(reinterpret_cast<const char *>(&V), 4);
+      break;
+    }
+    case LengthDelimited:
+      if (F.Bytes.Size > static_cast<uint64_t>(INT32_MAX))
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "field %u at byte %llu is over 2 GiB", F.Number,
+                                       static_cast<unsigned long long>(F.Bytes.FileOffset));
+      PutVarint(F.Bytes.Size);
+      Buf.append(reinterpret_cast<const char *>(F.Bytes.Data), F.Bytes.Size);
+      break;
+    }
+    if (!Msg.MergeFromString(Buf))
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "malformed field %u at byte %llu", F.Number,
+                                     static_cast<unsigned long long>(F.Bytes.FileOffset));
+    return llvm::Error::success();
+  }
+
+  llvm::Error scanGraph(Span S, onnx::GraphProto &G) {
+    WireCursor C(S);
+    while (!C.atEnd()) {
+      auto F = C.next();
+      if (!F)
+        return F.takeError();
+      if (F->Wire == LengthDelimited && F->Number == 1) {
+        if (auto E = scanNode(F->Bytes, *G.add_node()))
+          return E;
+      } else if (F->Wire == LengthDelimited && F->Number == 5) {
+        onnx::TensorProto *T = G.add_initializer();
+        auto Ref = scanTensor(F->Bytes, *T);
+        if (!Ref)
+          return Ref.takeError();
+        File.Payloads[T->name()] = *Ref;
+      } else if (F->Number == 15) {
+        continue; // sparse initializers: payload-only, their dense shape is in the proto
+      } else if (auto E = mergeField(F.get(), G)) {
+        return E;
+      }
+    }
+    return llvm::Error::success();
+  }
+
+  llvm::Error scanNode(Span S, onnx::NodeProto &N) {
+    if (S.Size < DirectParseLimit) {
+      if (auto E = parseDirect(S, N, "NodeProto"))
+        return E;
+      recordSmallConstant(N, S);
+      return llvm::Error::success();
+    }
+    WireCursor C(S);
+    std::optional<PayloadRef> ValueRef;
+    while (!C.atEnd()) {
+      auto F = C.next();
+      if (!F)
+        return F.takeError();
+      if (F->Wire == LengthDelimited && F->Number == 5) {
+        auto Ref = scanAttribute(F->Bytes, *N.add_attribute());
+        if (!Ref)
+          return Ref.takeError();
+        if (*Ref && N.attribute(N.attribute_size() - 1).name() == "value")
+          ValueRef = **Ref;
+      } else if (auto E = mergeField(F.get(), N)) {
+        return E;
+      }
+    }
+    if (N.op_type() == "Constant" && N.output_size() > 0 && ValueRef)
+      File.Payloads[N.output(0)] = *ValueRef;
+    return llvm::Error::success();
+  }
+
+  /// A small Constant node was parsed directly; find its tensor's payload offset anyway
+  /// so ties on small models can still be confirmed.
+  void recordSmallConstant(const onnx::NodeProto &N, Span S) {
+    if (N.op_type() != "Constant" || N.output_size() == 0)
+      return;
+    WireCursor C(S);
+    while (!C.atEnd()) {
+      auto F = C.next();
+      if (!F) {
+        llvm::consumeError(F.takeError());
+        return;
+      }
+      if (F->Wire != LengthDelimited || F->Number != 5)
+        continue;
+      onnx::AttributeProto Scratch;
+      auto Ref = scanAttribute(F->Bytes, Scratch);
+      if (!Ref) {
+        llvm::consumeError(Ref.takeError());
+        return;
+      }
+      if (*Ref && Scratch.name() == "value")
+        File.Payloads[N.output(0)] = **Ref;
+    }
+  }
+
+  /// Returns the payload of the attribute's `t` tensor when it has one.
+  llvm::Expected<std::optional<PayloadRef>> scanAttribute(Span S, onnx::AttributeProto &A) {
+    WireCursor C(S);
+    std::optional<PayloadRef> Ref;
+    while (!C.atEnd()) {
+      auto F = C.next();
+      if (!F)
+        return F.takeError();
+      if (F->Wire == LengthDelimited && F->Number == 5) {
+        auto R = scanTensor(F->Bytes, *A.mutable_t());
+        if (!R)
+          return R.takeError();
+        Ref = *R;
+      } else if (F->Wire == LengthDelimited && F->Number == 10) {
+        auto R = scanTensor(F->Bytes, *A.add_tensors());
+        if (!R)
+          return R.takeError();
+      } else if (F->Wire == LengthDelimited && F->Number == 6) {
+        if (auto E = scanGraph(F->Bytes, *A.mutable_g()))
+          return E;
+      } else if (F->Wire == LengthDelimited && F->Number == 11) {
+        if (auto E = scanGraph(F->Bytes, *A.add_graphs()))
+          return E;
+      } else if (auto E = mergeField(F.get(), A)) {
+        return E;
+      }
+    }
+    return Ref;
+  }
+
+  /// Fills T with everything but a large payload and says where the payload is.
+  llvm::Expected<PayloadRef> scanTensor(Span S, onnx::TensorProto &T) {
+    WireCursor C(S);
+    PayloadRef Ref;
+    Ref.File = File.Path;
+    std::vector<Field> PayloadFields;
+    while (!C.atEnd()) {
+      auto F = C.next();
+      if (!F)
+        return F.takeError();
+      switch (F->Number) {
+      case 4: case 5: case 6: case 7: case 9: case 10: case 11:
+        PayloadFields.push_back(*F);
+        break;
+      default:
+        if (auto E = mergeField(F.get(), T))
+          return E;
+      }
+    }
+    int64_t Elements = 1;
+    for (int64_t D : T.dims())
+      Elements *= D;
+    bool Small = Elements <= InlineElementLimit && S.Size < DirectParseLimit;
+    for (const Field &F : PayloadFields) {
+      if (Small) {
+        if (auto E = mergeField(F, T))
+          return E;
+      }
+      if (F.Wire != LengthDelimited)
+        continue; // unpacked repeated values: no contiguous payload to point at
+      if (F.Number == 9 || F.Number == 4 || F.Number == 10) {
+        // raw_data, packed float_data (fixed32) and packed double_data (fixed64) are
+        // little-endian arrays in the file.
+        Ref.From = F.Number == 9 ? PayloadRef::Source::InlineRaw
+                                 : PayloadRef::Source::InlineTyped;
+        Ref.Offset = static_cast<int64_t>(F.Bytes.FileOffset);
+        Ref.Length = static_cast<int64_t>(F.Bytes.Size);
+      }
+    }
+    if (!Small && !PayloadFields.empty())
+      File.Stripped[T.name()] = true;
+    if (T.data_location() == onnx::TensorProto::EXTERNAL) {
+      Ref.From = PayloadRef::Source::ExternalFile;
+      std::string Location;
+      for (const auto &Entry : T.external_data()) {
+        if (Entry.key() == "location")
+          Location = Entry.value();
+        else if (Entry.key() == "offset")
+          Ref.Offset = std::strtoll(Entry.value().c_str(), nullptr, 10);
+        else if (Entry.key() == "length")
+          Ref.Length = std::strtoll(Entry.value().c_str(), nullptr, 10);
+      }
+      llvm::SmallString<256> Full(llvm::sys::path::parent_path(File.Path));
+      llvm::sys::path::append(Full, Location);
+      Ref.File = std::string(Full);
+    }
+    return Ref;
+  }
+
+  OnnxFile &File;
+};
+
+} // namespace
+
+llvm::Expected<OnnxFile> readOnnxModel(const std::string &Path) {
+  auto Fail = [&Path](const std::string &Msg) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s", Path.c_str(),
+                                   Msg.c_str());
+  };
+  if (llvm::sys::fs::is_directory(Path))
+    return Fail("is a directory, expected an .onnx file");
+  auto Buffer = llvm::MemoryBuffer::getFile(Path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false);
+  if (!Buffer)
+    return Fail("cannot read: " + Buffer.getError().message());
+  OnnxFile File;
+  File.Path = Path;
+  File.FileSize = (*Buffer)->getBufferSize();
+  if (File.FileSize == 0)
+    return Fail("the file is empty, expected an ONNX model");
+  Span Whole{reinterpret_cast<const uint8_t *>((*Buffer)->getBufferStart()), File.FileSize, 0};
+  Scanner S(File);
+  if (auto E = S.scanModel(Whole))
+    return Fail("not an ONNX model (" + llvm::toString(std::move(E)) + ")");
+  if (!File.Model.has_graph() || File.Model.ir_version() <= 0)
+    return Fail("not an ONNX model: no graph or no ir_version field");
+  return File;
+}
+
+static llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> mapPayload(const Tensor &T) {
+  const PayloadRef &Ref = T.Payload;
+  bool Contiguous = Ref.From == PayloadRef::Source::InlineRaw ||
+                    Ref.From == PayloadRef::Source::ExternalFile ||
+                    (Ref.From == PayloadRef::Source::InlineTyped &&
+                     (T.Type == DType::Float32 || T.Type == DType::Float64));
+  if (!Contiguous)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "%s: payload of '%s' is not stored in the file",
+                                   Ref.File.c_str(), T.Name.c_str());
+  int64_t Want = T.bytes();
+  if (Ref.Length >= 0 && Ref.Length < Want)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "%s: payload of '%s' has %lld bytes, its shape needs %lld",
+                                   Ref.File.c_str(), T.Name.c_str(),
+                                   static_cast<long long>(Ref.Length),
+                                   static_cast<long long>(Want));
+  auto Buf = llvm::MemoryBuffer::getFileSlice(Ref.File, static_cast<uint64_t>(Want),
+                                              static_cast<uint64_t>(Ref.Offset),
+                                              /*IsVolatile=*/false);
+  if (!Buf)
+    return llvm::createStringError(Buf.getError(), "%s: cannot read payload of '%s': %s",
+                                   Ref.File.c_str(), T.Name.c_str(),
+                                   Buf.getError().message().c_str());
+  if (static_cast<int64_t>((*Buf)->getBufferSize()) < Want)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "%s: payload of '%s' runs past the end of the file",
+                                   Ref.File.c_str(), T.Name.c_str());
+  return std::move(*Buf);
+}
+
+llvm::Expected<bool> payloadsEqual(const Tensor &A, const Tensor &B, bool Transposed) {
+  if (A.Type != B.Type || A.numElements() != B.numElements())
+    return false;
+  auto MA = mapPayload(A);
+  if (!MA)
+    return MA.takeError();
+  auto MB = mapPayload(B);
+  if (!MB)
+    return MB.takeError();
+  const char *PA = (*MA)->getBufferStart(), *PB = (*MB)->getBufferStart();
+  size_t Elem = dtypeBits(A.Type) / 8;
+  if (!Transposed || A.Shape.size() != 2)
+    return std::memcmp(PA, PB, static_cast<size_t>(A.bytes())) == 0;
+  // B is A^T: B[j][i] == A[i][j]. Tiles keep both walks cache-friendly.
+  int64_t Rows = A.Shape[0], Cols = A.Shape[1];
+  constexpr int64_t Tile = 64;
+  for (int64_t I0 = 0; I0 < Rows; I0 += Tile)
+    for (int64_t J0 = 0; J0 < Cols; J0 += Tile)
+      for (int64_t I = I0; I < std::min(Rows, I0 + Tile); ++I)
+        for (int64_t J = J0; J < std::min(Cols, J0 + Tile); ++J)
+          if (std::memcmp(PA + (I * Cols + J) * Elem, PB + (J * Rows + I) * Elem, Elem) != 0)
+            return false;
+  return true;
+}
+
+} // namespace trainmem

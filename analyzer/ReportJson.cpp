@@ -1,0 +1,141 @@
+//===- ReportJson.cpp - the trainmem.report/1 JSON writer ------------------------===//
+//
+// Key names and meanings are a contract (DESIGN.md "Contracts"); a figure the build
+// cannot compute yet is written as null, never as a guess.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/ReportWriters.h"
+
+#include "trainmem/Version.h"
+
+#include "llvm/Support/FormatVariadic.h"
+
+namespace trainmem {
+namespace {
+
+llvm::json::Array shapeJson(const std::vector<int64_t> &Shape) {
+  llvm::json::Array A;
+  for (int64_t D : Shape)
+    A.push_back(D);
+  return A;
+}
+
+llvm::json::Object categoriesJson(const CategoryBytes &B) {
+  return llvm::json::Object{{"weights", B.Weights},
+                            {"master_weights", B.MasterWeights},
+                            {"gradients", B.Gradients},
+                            {"optimizer_states", B.OptimizerStates},
+                            {"activations", B.Activations},
+                            {"temporaries", B.Temporaries},
+                            {"inputs", B.Inputs}};
+}
+
+llvm::json::Object tensorJson(const TensorSummary &T) {
+  llvm::json::Object O{{"name", T.Name},
+                       {"category", T.Category},
+                       {"dtype", std::string(dtypeName(T.Type))},
+                       {"shape", shapeJson(T.Shape)},
+                       {"bytes", T.Bytes}};
+  if (!T.Layer.empty())
+    O["layer"] = T.Layer;
+  if (!T.Op.empty())
+    O["op"] = T.Op;
+  return O;
+}
+
+llvm::json::Value optionalBytes(const std::optional<int64_t> &V) {
+  if (V)
+    return *V;
+  return nullptr;
+}
+
+} // namespace
+
+llvm::json::Value reportToJson(const MemoryReport &R) {
+  llvm::json::Object Dims;
+  for (const DimBinding &D : R.Model.Dims)
+    Dims[D.Name] = D.Value;
+  llvm::json::Array Inputs;
+  for (const InputSummary &I : R.Model.Inputs)
+    Inputs.push_back(llvm::json::Object{{"name", I.Name},
+                                        {"dtype", std::string(dtypeName(I.Type))},
+                                        {"shape", shapeJson(I.Shape)},
+                                        {"bytes", I.Bytes}});
+  llvm::json::Object Model{{"name", R.Model.Name},       {"source", R.Model.Source},
+                           {"format", R.Model.Format},   {"producer", R.Model.Producer},
+                           {"opset", R.Model.Opset},     {"nodes", R.Model.Nodes},
+                           {"tensors", R.Model.Tensors}, {"dims", std::move(Dims)},
+                           {"inputs", std::move(Inputs)}};
+
+  bool Simulated = R.Peak.has_value();
+  llvm::json::Object Bytes = categoriesJson(R.Bytes);
+  if (!Simulated) {
+    Bytes["activations"] = nullptr;
+    Bytes["temporaries"] = nullptr;
+  }
+  Bytes["peak"] = optionalBytes(R.Peak);
+  Bytes["peak_reserved"] = optionalBytes(R.PeakReserved);
+
+  llvm::json::Value Peak = nullptr;
+  if (R.PeakInfo) {
+    llvm::json::Array Top;
+    for (const TensorSummary &T : R.PeakInfo->TopTensors)
+      Top.push_back(tensorJson(T));
+    Peak = llvm::json::Object{{"phase", R.PeakInfo->Phase},
+                              {"op", R.PeakInfo->Op},
+                              {"by_category", categoriesJson(R.PeakInfo->ByCategory)},
+                              {"top_tensors", std::move(Top)}};
+  }
+  llvm::json::Array Timeline;
+  for (const TimelinePoint &P : R.Timeline) {
+    llvm::json::Object O = categoriesJson(P.Live);
+    O["index"] = P.Index;
+    O["phase"] = P.Phase;
+    O["op"] = P.Op;
+    Timeline.push_back(std::move(O));
+  }
+  llvm::json::Array Layers;
+  for (const LayerSummary &L : R.Layers)
+    Layers.push_back(llvm::json::Object{{"path", L.Path},
+                                        {"parameters", L.Parameters},
+                                        {"trainable_parameters", L.TrainableParameters},
+                                        {"weight_bytes", L.WeightBytes},
+                                        {"gradient_bytes", L.GradientBytes},
+                                        {"optimizer_state_bytes", L.OptimizerStateBytes}});
+  llvm::json::Array Diags;
+  for (const Diagnostic &D : R.Diags.all())
+    Diags.push_back(llvm::json::Object{{"severity", severityName(D.Level)},
+                                       {"code", D.Code},
+                                       {"where", D.Where},
+                                       {"message", D.Message}});
+  llvm::json::Object States;
+  for (const OptimizerStatePart &S : R.OptimizerStates)
+    States[S.Name] = S.Bytes;
+  llvm::json::Array Largest;
+  for (const TensorSummary &T : R.LargestParameters)
+    Largest.push_back(tensorJson(T));
+
+  return llvm::json::Object{
+      {"schema", ReportSchema},
+      {"tool", llvm::json::Object{{"name", "trainmem"}, {"version", TRAINMEM_VERSION_STRING}}},
+      {"model", std::move(Model)},
+      {"setup", setupToJson(R.Setup)},
+      {"parameters", llvm::json::Object{{"total", R.TotalParameters},
+                                        {"trainable", R.TrainableParameters},
+                                        {"tied_groups", R.TiedGroups}}},
+      {"bytes", std::move(Bytes)},
+      {"buffers_bytes", R.BufferBytes},
+      {"optimizer_state_breakdown", std::move(States)},
+      {"peak", std::move(Peak)},
+      {"timeline", std::move(Timeline)},
+      {"layers", std::move(Layers)},
+      {"largest_parameters", std::move(Largest)},
+      {"diagnostics", std::move(Diags)},
+  };
+}
+
+void writeReportJson(const MemoryReport &R, llvm::raw_ostream &OS) {
+  OS << llvm::formatv("{0:2}", reportToJson(R)) << "\n";
+}
+
+} // namespace trainmem

@@ -1,0 +1,253 @@
+//===- TrainingSetup.cpp - how a training step is configured --------------------===//
+//
+// Names, parsers and JSON form of the training setup. The CLI and `--setup` files go
+// through the same parsers so an error reads the same wherever the value came from.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/TrainingSetup.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Regex.h"
+
+namespace trainmem {
+
+namespace {
+template <typename E> struct Named {
+  E Value;
+  const char *Name;
+};
+
+constexpr Named<Precision> Precisions[] = {
+    {Precision::Fp32, "fp32"},           {Precision::AmpBf16, "amp-bf16"},
+    {Precision::AmpFp16, "amp-fp16"},    {Precision::Bf16, "bf16"},
+    {Precision::MixedBf16, "mixed-bf16"}, {Precision::MixedFp16, "mixed-fp16"}};
+constexpr Named<OptimizerKind> Optimizers[] = {
+    {OptimizerKind::AdamW, "adamw"},         {OptimizerKind::Adam, "adam"},
+    {OptimizerKind::Sgd, "sgd"},             {OptimizerKind::SgdMomentum, "sgd-momentum"},
+    {OptimizerKind::Adafactor, "adafactor"}, {OptimizerKind::AdamW8bit, "adamw-8bit"},
+    {OptimizerKind::PagedAdamW8bit, "paged-adamw-8bit"}, {OptimizerKind::Lion, "lion"}};
+constexpr Named<OptimizerImpl> Impls[] = {{OptimizerImpl::ForLoop, "for-loop"},
+                                          {OptimizerImpl::Foreach, "foreach"},
+                                          {OptimizerImpl::Fused, "fused"}};
+constexpr Named<LossKind> Losses[] = {{LossKind::Auto, "auto"},
+                                      {LossKind::CrossEntropy, "cross-entropy"},
+                                      {LossKind::Mse, "mse"},
+                                      {LossKind::None, "none"}};
+constexpr Named<AutocastPolicy> Policies[] = {{AutocastPolicy::Cuda, "cuda"},
+                                              {AutocastPolicy::Cpu, "cpu"}};
+constexpr Named<TieMode> Ties[] = {
+    {TieMode::Auto, "auto"}, {TieMode::Yes, "yes"}, {TieMode::No, "no"}};
+
+template <typename E, size_t N> const char *nameOf(const Named<E> (&Table)[N], E Value) {
+  for (const auto &Entry : Table)
+    if (Entry.Value == Value)
+      return Entry.Name;
+  return "?";
+}
+
+template <typename E, size_t N>
+llvm::Expected<E> parseNamed(const Named<E> (&Table)[N], llvm::StringRef S,
+                             const char *What) {
+  std::vector<std::string> Allowed;
+  for (const auto &Entry : Table) {
+    if (S == Entry.Name)
+      return Entry.Value;
+    Allowed.push_back(Entry.Name);
+  }
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "%s: '%s' is not one of %s", What, S.str().c_str(),
+                                 llvm::join(Allowed, ", ").c_str());
+}
+} // namespace
+
+const char *precisionName(Precision P) { return nameOf(Precisions, P); }
+const char *optimizerName(OptimizerKind O) { return nameOf(Optimizers, O); }
+const char *optimizerImplName(OptimizerImpl I) { return nameOf(Impls, I); }
+const char *lossName(LossKind L) { return nameOf(Losses, L); }
+const char *autocastPolicyName(AutocastPolicy P) { return nameOf(Policies, P); }
+const char *tieModeName(TieMode T) { return nameOf(Ties, T); }
+
+llvm::Expected<Precision> parsePrecision(llvm::StringRef S) {
+  return parseNamed(Precisions, S, "--precision");
+}
+llvm::Expected<OptimizerKind> parseOptimizer(llvm::StringRef S) {
+  return parseNamed(Optimizers, S, "--optimizer");
+}
+llvm::Expected<OptimizerImpl> parseOptimizerImpl(llvm::StringRef S) {
+  return parseNamed(Impls, S, "--optimizer-impl");
+}
+llvm::Expected<LossKind> parseLoss(llvm::StringRef S) { return parseNamed(Losses, S, "--loss"); }
+llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S) {
+  return parseNamed(Policies, S, "--autocast-policy");
+}
+llvm::Expected<TieMode> parseTieMode(llvm::StringRef S) { return parseNamed(Ties, S, "--tie"); }
+
+llvm::Error validateCheckpoint(llvm::StringRef S) {
+  uint64_t K;
+  if (S == "none" || S == "blocks" || S == "selective")
+    return llvm::Error::success();
+  if (S.consume_front("every:") && !S.getAsInteger(10, K) && K > 0)
+    return llvm::Error::success();
+  if (S.consume_front("budget:") && !S.empty())
+    return llvm::Error::success();
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "--checkpoint: expected none, blocks, every:K, selective or "
+                                 "budget:BYTES");
+}
+
+DType TrainingSetup::weightDType() const {
+  switch (Prec) {
+  case Precision::Bf16:
+  case Precision::MixedBf16:
+    return DType::BFloat16;
+  case Precision::MixedFp16:
+    return DType::Float16;
+  default:
+    return DType::Float32; // fp32 and autocast keep fp32 weights
+  }
+}
+
+DType TrainingSetup::gradDType() const { return weightDType(); }
+
+DType TrainingSetup::optimizerStateDType() const {
+  // Pure bf16 training keeps moments in the parameter dtype (torch.zeros_like(param));
+  // mixed-precision recipes keep fp32 states beside the fp32 master weights.
+  return Prec == Precision::Bf16 ? DType::BFloat16 : DType::Float32;
+}
+
+bool TrainingSetup::keepsMasterWeights() const {
+  return Prec == Precision::MixedBf16 || Prec == Precision::MixedFp16;
+}
+
+llvm::Expected<std::vector<std::string>> readTrainableFile(const std::string &Path) {
+  auto Buffer = llvm::MemoryBuffer::getFile(Path, /*IsText=*/true);
+  if (!Buffer)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "--trainable-file=%s: cannot read: %s", Path.c_str(),
+                                   Buffer.getError().message().c_str());
+  std::vector<std::string> Names;
+  llvm::SmallVector<llvm::StringRef, 64> Lines;
+  (*Buffer)->getBuffer().split(Lines, '\n');
+  for (llvm::StringRef Line : Lines) {
+    Line = Line.trim();
+    if (Line.empty() || Line.startswith("#"))
+      continue;
+    Names.push_back(Line.str());
+  }
+  return Names;
+}
+
+llvm::json::Object setupToJson(const TrainingSetup &S) {
+  llvm::json::Object O{
+      {"precision", precisionName(S.Prec)},
+      {"autocast_policy", autocastPolicyName(S.Autocast)},
+      {"optimizer", optimizerName(S.Optimizer)},
+      {"optimizer_impl", optimizerImplName(S.Impl)},
+      {"loss", lossName(S.Loss)},
+      {"tie", tieModeName(S.Tie)},
+      {"keep_grads", S.KeepGrads},
+      {"checkpoint", S.Checkpoint},
+      {"grad_accum", S.GradAccum},
+  };
+  if (S.TrainableFile)
+    O["trainable_file"] = *S.TrainableFile;
+  if (!S.TrainRegex.empty())
+    O["train"] = S.TrainRegex;
+  if (!S.FreezeRegex.empty())
+    O["freeze"] = S.FreezeRegex;
+  if (S.MicroBatch)
+    O["micro_batch"] = *S.MicroBatch;
+  if (S.Dropout)
+    O["dropout"] = *S.Dropout;
+  if (!S.Gpu.empty())
+    O["gpu"] = S.Gpu;
+  return O;
+}
+
+llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
+                           llvm::StringRef FileName) {
+  auto Bad = [&](llvm::StringRef Key, llvm::StringRef Expected) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: key '%s': expected %s",
+                                   FileName.str().c_str(), Key.str().c_str(),
+                                   Expected.str().c_str());
+  };
+  auto Wrap = [&](llvm::StringRef Key, llvm::Error E) -> llvm::Error {
+    if (!E)
+      return llvm::Error::success();
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: key '%s': %s",
+                                   FileName.str().c_str(), Key.str().c_str(),
+                                   llvm::toString(std::move(E)).c_str());
+  };
+  for (const auto &KV : Obj) {
+    llvm::StringRef Key = KV.first;
+    const llvm::json::Value &V = KV.second;
+    auto Str = V.getAsString();
+    auto Int = V.getAsInteger();
+    auto Assign = [&](auto Parsed, auto &Field) -> llvm::Error {
+      if (!Parsed)
+        return Wrap(Key, Parsed.takeError());
+      Field = *Parsed;
+      return llvm::Error::success();
+    };
+    llvm::Error E = llvm::Error::success();
+    if (Key == "precision" || Key == "optimizer" || Key == "optimizer_impl" || Key == "loss" ||
+        Key == "autocast_policy" || Key == "tie" || Key == "checkpoint" || Key == "train" ||
+        Key == "freeze" || Key == "gpu" || Key == "trainable_file") {
+      if (!Str)
+        return Bad(Key, "a string");
+      if (Key == "precision") E = Assign(parsePrecision(*Str), S.Prec);
+      else if (Key == "optimizer") E = Assign(parseOptimizer(*Str), S.Optimizer);
+      else if (Key == "optimizer_impl") E = Assign(parseOptimizerImpl(*Str), S.Impl);
+      else if (Key == "loss") E = Assign(parseLoss(*Str), S.Loss);
+      else if (Key == "autocast_policy") E = Assign(parseAutocastPolicy(*Str), S.Autocast);
+      else if (Key == "tie") E = Assign(parseTieMode(*Str), S.Tie);
+      else if (Key == "checkpoint") {
+        E = Wrap(Key, validateCheckpoint(*Str));
+        S.Checkpoint = Str->str();
+      } else if (Key == "train") S.TrainRegex = Str->str();
+      else if (Key == "freeze") S.FreezeRegex = Str->str();
+      else if (Key == "gpu") S.Gpu = Str->str();
+      else if (Key == "trainable_file") {
+        auto Names = readTrainableFile(Str->str());
+        if (!Names)
+          return Wrap(Key, Names.takeError());
+        S.TrainableFile = Str->str();
+        S.TrainableNames = *Names;
+      }
+    } else if (Key == "keep_grads") {
+      auto B = V.getAsBoolean();
+      if (!B)
+        return Bad(Key, "true or false");
+      S.KeepGrads = *B;
+    } else if (Key == "grad_accum" || Key == "micro_batch") {
+      if (!Int || *Int < 1)
+        return Bad(Key, "a positive integer");
+      if (Key == "grad_accum") S.GradAccum = *Int;
+      else S.MicroBatch = *Int;
+    } else if (Key == "dropout") {
+      auto D = V.getAsNumber();
+      if (!D || *D < 0 || *D >= 1)
+        return Bad(Key, "a number in [0, 1)");
+      S.Dropout = *D;
+    } else {
+      return Bad(Key, "one of precision, autocast_policy, optimizer, optimizer_impl, loss, "
+                      "tie, keep_grads, checkpoint, grad_accum, micro_batch, dropout, gpu, "
+                      "train, freeze, trainable_file (unknown key)");
+    }
+    if (E)
+      return E;
+  }
+  if (!S.TrainRegex.empty() || !S.FreezeRegex.empty()) {
+    for (const std::string &R : {S.TrainRegex, S.FreezeRegex}) {
+      std::string Why;
+      if (!R.empty() && !llvm::Regex(R).isValid(Why))
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "%s: invalid regular expression '%s': %s",
+                                       FileName.str().c_str(), R.c_str(), Why.c_str());
+    }
+  }
+  return llvm::Error::success();
+}
+
+} // namespace trainmem

@@ -1,0 +1,89 @@
+//===- TrainingSetup.h - how a training step is configured ------------*- C++ -*-===//
+//
+// The typed form of every option that shapes a training step (DESIGN.md, "Contracts"):
+// precision recipe, optimizer and its implementation, loss, which parameters train, and
+// the strategies. Parsed from the command line or a `--setup` JSON object, echoed in the
+// report under `setup` with the same keys.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_TRAININGSETUP_H
+#define TRAINMEM_ANALYZER_TRAININGSETUP_H
+
+#include "analyzer/DType.h"
+
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace trainmem {
+
+enum class Precision { Fp32, AmpBf16, AmpFp16, Bf16, MixedBf16, MixedFp16 };
+enum class AutocastPolicy { Cuda, Cpu };
+enum class OptimizerKind { AdamW, Adam, Sgd, SgdMomentum, Adafactor, AdamW8bit, PagedAdamW8bit, Lion };
+enum class OptimizerImpl { ForLoop, Foreach, Fused };
+enum class LossKind { Auto, CrossEntropy, Mse, None };
+enum class TieMode { Auto, Yes, No };
+
+struct TrainingSetup {
+  Precision Prec = Precision::Fp32;
+  AutocastPolicy Autocast = AutocastPolicy::Cuda;
+  OptimizerKind Optimizer = OptimizerKind::AdamW;
+  OptimizerImpl Impl = OptimizerImpl::ForLoop;
+  LossKind Loss = LossKind::Auto;
+  TieMode Tie = TieMode::Auto;
+  /// `--trainable-file`: initializer names, one a line (the file's contents, read once).
+  std::optional<std::string> TrainableFile;
+  std::vector<std::string> TrainableNames;
+  std::string TrainRegex;   ///< `--train`
+  std::string FreezeRegex;  ///< `--freeze`
+  bool KeepGrads = false;   ///< `--keep-grads`: zero_grad(set_to_none=False)
+  std::string Checkpoint = "none";
+  int64_t GradAccum = 1;
+  std::optional<int64_t> MicroBatch;
+  std::optional<double> Dropout;
+  std::string Gpu;
+
+  /// Storage dtype of parameters and floating buffers under this recipe.
+  DType weightDType() const;
+  /// Dtype of parameter gradients.
+  DType gradDType() const;
+  /// Dtype of Adam-style moments (bitsandbytes 8-bit optimizers aside).
+  DType optimizerStateDType() const;
+  /// True when an fp32 master copy of trainable weights is kept (mixed-*).
+  bool keepsMasterWeights() const;
+};
+
+const char *precisionName(Precision P);
+const char *optimizerName(OptimizerKind O);
+const char *optimizerImplName(OptimizerImpl I);
+const char *lossName(LossKind L);
+const char *autocastPolicyName(AutocastPolicy P);
+const char *tieModeName(TieMode T);
+
+/// Parsers shared by the CLI and `--setup`; errors say what was found and what is allowed.
+llvm::Expected<Precision> parsePrecision(llvm::StringRef S);
+llvm::Expected<OptimizerKind> parseOptimizer(llvm::StringRef S);
+llvm::Expected<OptimizerImpl> parseOptimizerImpl(llvm::StringRef S);
+llvm::Expected<LossKind> parseLoss(llvm::StringRef S);
+llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S);
+llvm::Expected<TieMode> parseTieMode(llvm::StringRef S);
+llvm::Error validateCheckpoint(llvm::StringRef S);
+
+/// Reads a trainable-names file: one initializer name a line; blank lines and lines
+/// starting with '#' are skipped.
+llvm::Expected<std::vector<std::string>> readTrainableFile(const std::string &Path);
+
+/// The `setup` object of a report.
+llvm::json::Object setupToJson(const TrainingSetup &Setup);
+/// Applies a `--setup` JSON object (same keys as setupToJson) over Setup. Unknown keys
+/// and wrong types are errors naming the key.
+llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &Setup,
+                           llvm::StringRef FileName);
+
+} // namespace trainmem
+
+#endif

@@ -1,0 +1,25 @@
+//===- Commands.h - trainmem subcommands ------------------------------*- C++ -*-===//
+//
+// One function per subcommand; each returns the process exit code (DESIGN.md: 0 ok,
+// 1 usage or input error, 2 budget exceeded or regression, 3 internal error) after
+// printing its errors. main() only dispatches.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_CLI_COMMANDS_H
+#define TRAINMEM_CLI_COMMANDS_H
+
+#include "llvm/Support/Error.h"
+
+namespace trainmem::cli {
+
+enum ExitCode : int { ExitOk = 0, ExitInputError = 1, ExitGateFailed = 2, ExitInternal = 3 };
+
+int runAnalyze();
+int runExportOnnx();
+
+/// Prints "trainmem: error: MESSAGE" to stderr and returns ExitInputError.
+int reportError(llvm::Error E);
+
+} // namespace trainmem::cli
+
+#endif

@@ -1,0 +1,36 @@
+//===- ExportOnnxCommand.cpp - `trainmem export-onnx` ----------------------------===//
+//
+// Writes what trainmem understood of a model as a weightless ONNX file, so users can
+// open an HF-config model (or an ONNX file with its dims bound) in Netron.
+//
+//===----------------------------------------------------------------------------===//
+#include "cli/Commands.h"
+#include "cli/StepOptions.h"
+
+#include "analyzer/OnnxExporter.h"
+
+#include "llvm/Support/raw_ostream.h"
+
+namespace trainmem::cli {
+
+int runExportOnnx() {
+  auto Request = parseStepRequest();
+  if (!Request)
+    return reportError(Request.takeError());
+  std::string Out = outputPath();
+  if (Out == "-")
+    return reportError(llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                               "export-onnx needs -o OUT.onnx (it writes "
+                                               "a binary model and its .data file)"));
+  auto G = importRequestedModel(*Request);
+  if (!G)
+    return reportError(G.takeError());
+  if (llvm::Error E = exportWeightlessOnnx(*G, Out))
+    return reportError(std::move(E));
+  llvm::outs() << "wrote " << Out << " (" << G->Nodes.size() << " nodes, " << G->Tensors.size()
+               << " tensors; weights as external references to "
+               << weightlessOnnxDataPath(Out) << ", a sparse file)\n";
+  return ExitOk;
+}
+
+} // namespace trainmem::cli

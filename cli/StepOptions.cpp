@@ -1,0 +1,251 @@
+//===- StepOptions.cpp - the options every step-modelling command shares --------===//
+#include "cli/StepOptions.h"
+
+#include "llvm/Support/MemoryBuffer.h"
+
+namespace cl = llvm::cl;
+
+namespace trainmem::cli {
+
+cl::SubCommand &analyzeCommand() {
+  static cl::SubCommand Cmd("analyze",
+                            "Predict the memory of one training step: parameters, gradients, "
+                            "optimizer states, inputs (and, with the simulator, activations "
+                            "and the peak)");
+  return Cmd;
+}
+
+cl::SubCommand &exportOnnxCommand() {
+  static cl::SubCommand Cmd("export-onnx",
+                            "Write the model's graph as a weightless ONNX file (shapes and "
+                            "external-data references, no payload) that the ONNX checker "
+                            "and Netron open");
+  return Cmd;
+}
+
+namespace {
+
+cl::OptionCategory ModelCategory("Model options");
+cl::OptionCategory SetupCategory("Training setup options");
+cl::OptionCategory OutputCategory("Output options");
+
+// Attaches an option to every subcommand that models a step.
+struct Subs {
+  cl::sub A{analyzeCommand()};
+  cl::sub E{exportOnnxCommand()};
+};
+Subs S;
+
+cl::opt<std::string> ModelPath(cl::Positional, cl::desc("<model.onnx>"), S.A, S.E,
+                               cl::cat(ModelCategory));
+cl::opt<std::string> HfConfig("hf-config",
+                              cl::desc("Build the model from a Hugging Face config.json "
+                                       "(llama, mistral, qwen2, gemma, gpt2, gpt_neox, bert)"),
+                              cl::value_desc("file"), S.A, S.E, cl::cat(ModelCategory));
+cl::list<std::string> DimBindings("dim",
+                                  cl::desc("Bind a symbolic dimension, e.g. --dim batch=8 "
+                                           "(repeatable)"),
+                                  cl::value_desc("name=value"), S.A, S.E, cl::cat(ModelCategory));
+cl::list<std::string> InputShapes("input",
+                                  cl::desc("Set an input's whole shape, overriding static dims, "
+                                           "e.g. --input input_ids=8x512 (repeatable)"),
+                                  cl::value_desc("name=D0xD1x..."), S.A, S.E,
+                                  cl::cat(ModelCategory));
+cl::opt<unsigned> MicroBatch("micro-batch",
+                             cl::desc("Set dim 0 of every batch input to N (one micro-batch)"),
+                             cl::value_desc("N"), S.A, S.E, cl::cat(ModelCategory));
+
+cl::opt<std::string> SetupFile("setup",
+                               cl::desc("Read the training setup from a JSON object (the keys "
+                                        "a report echoes under 'setup'); options given on the "
+                                        "command line win"),
+                               cl::value_desc("file"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> PrecisionOpt("precision",
+                                  cl::desc("fp32 | amp-bf16 | amp-fp16 | bf16 | mixed-bf16 | "
+                                           "mixed-fp16 (default fp32)"),
+                                  cl::init("fp32"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> AutocastOpt("autocast-policy",
+                                 cl::desc("Whose autocast op lists amp-* follows: cuda | cpu "
+                                          "(default cuda)"),
+                                 cl::init("cuda"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> OptimizerOpt("optimizer",
+                                  cl::desc("adamw | adam | sgd | sgd-momentum | adafactor | "
+                                           "adamw-8bit | paged-adamw-8bit | lion (default adamw)"),
+                                  cl::init("adamw"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> ImplOpt("optimizer-impl",
+                             cl::desc("PyTorch's Adam implementation: for-loop | foreach | fused "
+                                      "(default for-loop)"),
+                             cl::init("for-loop"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> LossOpt("loss",
+                             cl::desc("auto | cross-entropy | mse | none (default auto: "
+                                      "cross-entropy over logits-shaped outputs)"),
+                             cl::init("auto"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> TrainableFile("trainable-file",
+                                   cl::desc("Only the parameters named in FILE train (ONNX "
+                                            "initializer names, one a line)"),
+                                   cl::value_desc("file"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> TrainRegex("train",
+                                cl::desc("Only parameters whose name or layer matches REGEX train"),
+                                cl::value_desc("regex"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> FreezeRegex("freeze",
+                                 cl::desc("Parameters whose name or layer matches REGEX are frozen"),
+                                 cl::value_desc("regex"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> TieOpt("tie",
+                            cl::desc("Tied embedding/LM head: auto (compare payloads) | yes | no "
+                                     "(default auto)"),
+                            cl::init("auto"), S.A, cl::cat(SetupCategory));
+cl::opt<bool> KeepGrads("keep-grads",
+                        cl::desc("Gradients are zeroed, not set to None, between steps"), S.A,
+                        cl::cat(SetupCategory));
+cl::opt<std::string> CheckpointOpt("checkpoint",
+                                   cl::desc("Activation checkpointing: none | blocks | every:K | "
+                                            "selective | budget:BYTES (default none)"),
+                                   cl::init("none"), S.A, cl::cat(SetupCategory));
+cl::opt<unsigned> GradAccum("grad-accum",
+                            cl::desc("Accumulate K micro-batches per optimizer step (default 1)"),
+                            cl::value_desc("K"), cl::init(1), S.A, cl::cat(SetupCategory));
+cl::opt<double> DropoutOpt("dropout",
+                           cl::desc("Training-time dropout probability where the exported graph "
+                                    "lost it"),
+                           cl::value_desc("P"), S.A, cl::cat(SetupCategory));
+
+cl::opt<std::string> Format("format", cl::desc("Report format: text | json (default text)"),
+                            cl::init("text"), S.A, cl::cat(OutputCategory));
+cl::opt<std::string> Output("o", cl::desc("Write to FILE (atomically) instead of stdout"),
+                            cl::value_desc("file"), S.A, S.E, cl::cat(OutputCategory));
+
+llvm::Error optionError(const std::string &Msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s", Msg.c_str());
+}
+
+llvm::Expected<int64_t> positive(llvm::StringRef Text, const std::string &Context) {
+  int64_t V;
+  if (Text.getAsInteger(10, V) || V <= 0)
+    return optionError(Context + ": '" + Text.str() + "' is not a positive integer");
+  return V;
+}
+
+template <typename T, typename Parser>
+llvm::Error applyIfGiven(const cl::opt<std::string> &Opt, Parser Parse, T &Field,
+                         bool FromSetupFile) {
+  if (FromSetupFile && Opt.getNumOccurrences() == 0)
+    return llvm::Error::success();
+  auto V = Parse(Opt.getValue());
+  if (!V)
+    return V.takeError();
+  Field = *V;
+  return llvm::Error::success();
+}
+
+} // namespace
+
+std::string outputFormat() { return Format; }
+std::string outputPath() { return Output.empty() ? "-" : Output.getValue(); }
+
+llvm::Expected<StepRequest> parseStepRequest() {
+  StepRequest R;
+  if (!HfConfig.empty() && !ModelPath.empty())
+    return optionError("give either MODEL or --hf-config=FILE, not both");
+  if (HfConfig.empty() && ModelPath.empty())
+    return optionError("no model: give an ONNX file as MODEL or --hf-config=FILE");
+  R.FromHfConfig = !HfConfig.empty();
+  R.ModelPath = R.FromHfConfig ? HfConfig.getValue() : ModelPath.getValue();
+
+  for (const std::string &B : DimBindings) {
+    auto [Name, Value] = llvm::StringRef(B).split('=');
+    if (Name.empty() || Value.empty())
+      return optionError("--dim " + B + ": expected NAME=VALUE");
+    auto V = positive(Value, "--dim " + Name.str());
+    if (!V)
+      return V.takeError();
+    R.Import.Dims.push_back({Name.str(), *V});
+  }
+  for (const std::string &I : InputShapes) {
+    auto [Name, Shape] = llvm::StringRef(I).split('=');
+    if (Name.empty() || Shape.empty())
+      return optionError("--input " + I + ": expected NAME=D0xD1x...");
+    InputShape IS{Name.str(), {}};
+    llvm::SmallVector<llvm::StringRef, 8> Dims;
+    Shape.split(Dims, 'x');
+    for (llvm::StringRef D : Dims) {
+      auto V = positive(D, "--input " + Name.str());
+      if (!V)
+        return V.takeError();
+      IS.Dims.push_back(*V);
+    }
+    R.Import.Inputs.push_back(IS);
+  }
+  if (MicroBatch.getNumOccurrences()) {
+    if (MicroBatch == 0)
+      return optionError("--micro-batch: expected a positive integer");
+    R.Import.MicroBatch = MicroBatch;
+    R.Setup.MicroBatch = MicroBatch;
+  }
+
+  TrainingSetup &Setup = R.Setup;
+  bool FromFile = !SetupFile.empty();
+  if (FromFile) {
+    auto Buffer = llvm::MemoryBuffer::getFile(SetupFile, /*IsText=*/true);
+    if (!Buffer)
+      return optionError("--setup=" + SetupFile + ": cannot read: " +
+                         Buffer.getError().message());
+    auto Parsed = llvm::json::parse((*Buffer)->getBuffer());
+    if (!Parsed)
+      return optionError("--setup=" + SetupFile + ": not JSON: " +
+                         llvm::toString(Parsed.takeError()));
+    const llvm::json::Object *Obj = Parsed->getAsObject();
+    if (!Obj)
+      return optionError("--setup=" + SetupFile + ": expected a JSON object");
+    if (auto E = applySetupJson(*Obj, Setup, SetupFile))
+      return E;
+  }
+  if (auto E = applyIfGiven(PrecisionOpt, parsePrecision, Setup.Prec, FromFile))
+    return E;
+  if (auto E = applyIfGiven(AutocastOpt, parseAutocastPolicy, Setup.Autocast, FromFile))
+    return E;
+  if (auto E = applyIfGiven(OptimizerOpt, parseOptimizer, Setup.Optimizer, FromFile))
+    return E;
+  if (auto E = applyIfGiven(ImplOpt, parseOptimizerImpl, Setup.Impl, FromFile))
+    return E;
+  if (auto E = applyIfGiven(LossOpt, parseLoss, Setup.Loss, FromFile))
+    return E;
+  if (auto E = applyIfGiven(TieOpt, parseTieMode, Setup.Tie, FromFile))
+    return E;
+  if (!FromFile || CheckpointOpt.getNumOccurrences()) {
+    if (auto E = validateCheckpoint(CheckpointOpt))
+      return E;
+    Setup.Checkpoint = CheckpointOpt;
+  }
+  if (!TrainableFile.empty()) {
+    auto Names = readTrainableFile(TrainableFile);
+    if (!Names)
+      return Names.takeError();
+    Setup.TrainableFile = TrainableFile.getValue();
+    Setup.TrainableNames = std::move(*Names);
+  }
+  if (TrainRegex.getNumOccurrences())
+    Setup.TrainRegex = TrainRegex;
+  if (FreezeRegex.getNumOccurrences())
+    Setup.FreezeRegex = FreezeRegex;
+  if (KeepGrads.getNumOccurrences())
+    Setup.KeepGrads = KeepGrads;
+  if (GradAccum.getNumOccurrences()) {
+    if (GradAccum == 0)
+      return optionError("--grad-accum: expected a positive integer");
+    Setup.GradAccum = GradAccum;
+  }
+  if (DropoutOpt.getNumOccurrences()) {
+    if (DropoutOpt < 0 || DropoutOpt >= 1)
+      return optionError("--dropout: expected a probability in [0, 1)");
+    Setup.Dropout = DropoutOpt;
+  }
+  return R;
+}
+
+llvm::Expected<Graph> importRequestedModel(const StepRequest &Request) {
+  if (Request.FromHfConfig)
+    return importHfConfig(Request.ModelPath, Request.Import);
+  return importModel(Request.ModelPath, Request.Import);
+}
+
+} // namespace trainmem::cli

@@ -1,0 +1,43 @@
+//===- StepOptions.h - the options every step-modelling command shares -*- C++ -*-===//
+//
+// DESIGN.md lists one option set for every command that models a training step
+// (analyze, plan, report, validate, export-onnx). They are declared once, attached to
+// each of those subcommands, and turned here into the library's typed structs.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_CLI_STEPOPTIONS_H
+#define TRAINMEM_CLI_STEPOPTIONS_H
+
+#include "analyzer/Graph.h"
+#include "analyzer/ModelImporter.h"
+#include "analyzer/TrainingSetup.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Error.h"
+
+namespace trainmem::cli {
+
+llvm::cl::SubCommand &analyzeCommand();
+llvm::cl::SubCommand &exportOnnxCommand();
+
+/// What a step-modelling command was asked for, parsed and validated.
+struct StepRequest {
+  std::string ModelPath;
+  bool FromHfConfig = false;
+  ImportOptions Import;
+  TrainingSetup Setup;
+};
+
+/// Reads the shared options of the active subcommand. Errors name the option.
+llvm::Expected<StepRequest> parseStepRequest();
+
+/// Imports the model the request names (ONNX file or HF config).
+llvm::Expected<Graph> importRequestedModel(const StepRequest &Request);
+
+/// `--format` and `-o`, shared by the commands that write a report.
+std::string outputFormat();
+std::string outputPath();
+
+} // namespace trainmem::cli
+
+#endif

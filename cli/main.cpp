@@ -1,0 +1,41 @@
+//===- main.cpp - the trainmem command -------------------------------------------===//
+//
+// Parses the command line (LLVM cl subcommands, grouped --help) and dispatches to the
+// subcommand; turns nothing into an exit code that a command did not decide.
+//
+//===----------------------------------------------------------------------------===//
+#include "cli/Commands.h"
+#include "cli/StepOptions.h"
+
+#include "trainmem/Version.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/raw_ostream.h"
+
+int main(int Argc, char **Argv) {
+  llvm::InitLLVM X(Argc, Argv);
+  llvm::cl::SetVersionPrinter([](llvm::raw_ostream &OS) {
+    OS << "trainmem " << TRAINMEM_VERSION_STRING << "\n";
+  });
+  // Force the subcommands into existence before parsing.
+  trainmem::cli::analyzeCommand();
+  trainmem::cli::exportOnnxCommand();
+  llvm::cl::HideUnrelatedOptions({});
+  if (!llvm::cl::ParseCommandLineOptions(
+          Argc, Argv,
+          "trainmem: will this training run fit on my GPU, where does the memory go, and "
+          "what is the cheapest change that makes it fit?\n\n"
+          "  trainmem analyze MODEL.onnx --dim batch=8 --optimizer=adamw\n"
+          "  trainmem analyze --hf-config=config.json --dim seq=4096 --format=json -o r.json\n"
+          "  trainmem export-onnx --hf-config=config.json -o model.onnx\n\n"
+          "Run 'trainmem SUBCOMMAND --help' for a subcommand's options.\n",
+          &llvm::errs()))
+    return trainmem::cli::ExitInputError;
+  if (trainmem::cli::analyzeCommand())
+    return trainmem::cli::runAnalyze();
+  if (trainmem::cli::exportOnnxCommand())
+    return trainmem::cli::runExportOnnx();
+  llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";
+  return trainmem::cli::ExitInputError;
+}

@@ -1,0 +1,40 @@
+# Finds every dependency once; folders link the imported targets by name.
+find_package(LLVM 16 CONFIG QUIET)
+if(NOT LLVM_FOUND)
+  find_package(LLVM CONFIG REQUIRED)  # 14 and 15 work too (BUILD-NOTES.md)
+endif()
+# LLVM's exported flags would force -fno-exceptions -std=c++17; take only includes and defs.
+add_library(trainmem_llvm INTERFACE)
+target_include_directories(trainmem_llvm SYSTEM INTERFACE ${LLVM_INCLUDE_DIRS})
+separate_arguments(_llvm_defs NATIVE_COMMAND ${LLVM_DEFINITIONS})
+target_compile_definitions(trainmem_llvm INTERFACE ${_llvm_defs})
+llvm_map_components_to_libnames(_llvm_libs support)
+target_link_libraries(trainmem_llvm INTERFACE ${_llvm_libs})
+
+# ONNX's CMake config does not look for protobuf itself (BUILD-NOTES.md).
+find_package(Protobuf REQUIRED)
+find_package(ONNX CONFIG REQUIRED)
+add_library(trainmem_onnx INTERFACE)
+target_link_libraries(trainmem_onnx INTERFACE onnx onnx_proto protobuf::libprotobuf)
+target_compile_definitions(trainmem_onnx INTERFACE ONNX_ML=1 ONNX_NAMESPACE=onnx)
+
+find_package(GTest)
+
+find_package(benchmark QUIET)
+set(TRAINMEM_HAVE_BENCHMARK ${benchmark_FOUND})
+
+find_package(Qt6 QUIET COMPONENTS Widgets Charts Concurrent Test)
+if(Qt6_FOUND)
+  option(TRAINMEM_BUILD_GUI "Build trainmem-gui (Qt 6)" ON)
+else()
+  option(TRAINMEM_BUILD_GUI "Build trainmem-gui (Qt 6)" OFF)
+endif()
+
+include(CheckLanguage)
+check_language(CUDA)
+find_package(CUDAToolkit QUIET)
+if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cupti)
+  option(TRAINMEM_WITH_CUDA "Build the CUDA kernels and the CUPTI probe" ON)
+else()
+  option(TRAINMEM_WITH_CUDA "Build the CUDA kernels and the CUPTI probe" OFF)
+endif()

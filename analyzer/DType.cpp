@@ -124,6 +124,8 @@ DType dtypeFromOnnx(int32_t OnnxType) {
 }
 
 int32_t dtypeToOnnx(DType Type) {
+  if (Type == DType::Undefined)
+    return 0;
   for (int32_t I = 1; I <= 22; ++I)
     if (dtypeFromOnnx(I) == Type)
       return I;

@@ -11,13 +11,13 @@
 #include "analyzer/ModelImporter.h"
 #include "analyzer/OnnxModelReader.h"
 #include "analyzer/OnnxShapeFallback.h"
+#include "analyzer/OnnxShapeInference.h"
 #include "analyzer/StoredTensorClassifier.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Path.h"
 
 #include <onnx/defs/schema.h>
-#include <onnx/shape_inference/implementation.h>
 
 #include <map>
 #include <set>
@@ -211,12 +211,12 @@ llvm::Error bindInputs(onnx::GraphProto &G, const std::set<std::string> &StoredN
     Msg += "; bind each with --dim NAME=VALUE or set whole shapes with --input NAME=D0xD1x...";
     return fileError(Path, Msg);
   }
-  // Outputs declare the same symbolic dims; give them the bound values so inference
-  // never has to merge a symbol with a number.
-  for (onnx::ValueInfoProto &Out : *G.mutable_output()) {
-    if (!Out.type().has_tensor_type() || !Out.type().tensor_type().has_shape())
-      continue;
-    for (auto &Dim : *Out.mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim())
+  // Outputs and value_info declare the same symbolic dims; give them the bound values
+  // so they can stand in where inference cannot reach.
+  auto Substitute = [&Bound](onnx::ValueInfoProto &VI) {
+    if (!VI.type().has_tensor_type() || !VI.type().tensor_type().has_shape())
+      return;
+    for (auto &Dim : *VI.mutable_type()->mutable_tensor_type()->mutable_shape()->mutable_dim())
       if (Dim.has_dim_param()) {
         std::string P = Dim.dim_param();
         Dim.clear_dim_param();
@@ -224,8 +224,11 @@ llvm::Error bindInputs(onnx::GraphProto &G, const std::set<std::string> &StoredN
           if (B.Name == P)
             Dim.set_dim_value(B.Value);
       }
-  }
-  G.clear_value_info();
+  };
+  for (onnx::ValueInfoProto &Out : *G.mutable_output())
+    Substitute(Out);
+  for (onnx::ValueInfoProto &VI : *G.mutable_value_info())
+    Substitute(VI);
   return llvm::Error::success();
 }
 
@@ -394,22 +397,20 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
   if (auto E = bindInputs(GP, StoredNames, Options, Path, G.Dims))
     return E;
 
-  try {
-    onnx::shape_inference::InferShapes(M, onnx::OpSchemaRegistry::Instance(),
-                                       onnx::ShapeInferenceOptions(false, 0, true));
-  } catch (const std::exception &Ex) {
-    G.Diags.warning("shape-inference", "",
-                    std::string("ONNX shape inference stopped early: ") + Ex.what() +
-                        "; shapes it did not reach come from trainmem's own rules");
-  }
-
+  // Declared types of outputs (and, below, value_info the exporter wrote) complete what
+  // inference cannot reach; bindInputs gave their symbolic dims the bound values.
   std::map<std::string, const onnx::TypeProto *> Types;
   for (const auto &VI : GP.value_info())
     Types[VI.name()] = &VI.type();
   for (const auto &VI : GP.output())
     Types[VI.name()] = &VI.type();
+  // A static dim the user overrode with --input makes the file's declared shapes stale.
+  bool DeclaredShapesValid = Options.Inputs.empty() && !Options.MicroBatch;
+  std::map<std::string, int> Opsets;
+  for (const auto &Op : M.opset_import())
+    Opsets[Op.domain() == "ai.onnx" ? "" : Op.domain()] = static_cast<int>(Op.version());
 
-  auto Ensure = [&G, &Types](const std::string &Name) -> TensorId {
+  auto Ensure = [&G](const std::string &Name) -> TensorId {
     if (Name.empty())
       return NoTensor;
     TensorId Id = G.findTensor(Name);
@@ -417,9 +418,6 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
       return Id;
     Tensor T;
     T.Name = Name;
-    auto It = Types.find(Name);
-    if (It != Types.end())
-      setTypeFrom(T, *It->second);
     return G.addTensor(std::move(T));
   };
   auto AttachPayload = [&File](Tensor &T) {
@@ -443,15 +441,22 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
     G.Inputs.push_back(G.addTensor(std::move(T)));
   }
 
-  std::map<std::string, int> UnsupportedAttrs;
-  for (const auto &N : GP.node()) {
-    if (N.op_type() == "Constant" && N.domain().empty() && N.output_size() == 1) {
+  // Constant nodes first: some files list a Constant after its consumer.
+  std::set<const onnx::NodeProto *> Folded;
+  for (const auto &N : GP.node())
+    if (N.op_type() == "Constant" && N.domain().empty() && N.output_size() == 1)
       if (std::optional<Tensor> T = constantNodeTensor(N)) {
         AttachPayload(*T);
-        G.addTensor(std::move(*T));
-        continue;
+        if (G.findTensor(T->Name) == NoTensor) {
+          G.addTensor(std::move(*T));
+          Folded.insert(&N);
+        }
       }
-    }
+  std::vector<const onnx::NodeProto *> Protos;
+  std::map<std::string, int> UnsupportedAttrs;
+  for (const auto &N : GP.node()) {
+    if (Folded.count(&N))
+      continue;
     // Weights exported as ConstantOfShape(shape initializer) (onnx-light models) are
     // stored tensors whose shape is the shape input's value.
     if (N.op_type() == "ConstantOfShape" && N.input_size() == 1 && N.output_size() == 1) {
@@ -472,7 +477,17 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
             Tensor V = tensorFromProto(A.t(), "");
             if (!V.FloatValues.empty())
               T.Payload.FillValue = V.FloatValues[0];
+            if (!V.IntValues.empty())
+              T.Payload.FillValue = static_cast<double>(V.IntValues[0]);
           }
+        // Small fills are shape arithmetic (pads, zero offsets): keep their values.
+        if (T.numElements() <= Tensor::SmallValueLimit) {
+          if (isFloating(T.Type))
+            T.FloatValues.assign(static_cast<size_t>(T.numElements()), T.Payload.FillValue);
+          else
+            T.IntValues.assign(static_cast<size_t>(T.numElements()),
+                               static_cast<int64_t>(T.Payload.FillValue));
+        }
         G.addTensor(std::move(T));
         continue;
       }
@@ -486,18 +501,24 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
       AttributeValue V = attributeValue(A, Supported);
       if (Supported)
         Out.Attributes.emplace(A.name(), std::move(V));
-      else if (!A.has_g() && A.graphs_size() == 0)
+      else if (!A.has_g() && A.graphs_size() == 0 &&
+               !(N.op_type() == "ConstantOfShape" && A.name() == "value"))
         ++UnsupportedAttrs[N.op_type() + "." + A.name()];
     }
     for (const auto &In : N.input())
       Out.Inputs.push_back(Ensure(In));
     for (const auto &O : N.output())
       Out.Outputs.push_back(Ensure(O));
-    if (N.op_type() == "Loop" || N.op_type() == "Scan")
-      G.Diags.warning("loop-body", N.name(),
-                      N.op_type() + " node: its body runs a data-dependent number of times; "
-                                    "accounted as one opaque op, body weights not counted");
+    for (const auto &A : N.attribute())
+      if (A.has_g() || A.graphs_size()) {
+        G.Diags.warning("subgraph-op", N.name(),
+                        N.op_type() + " node carries a subgraph ('" + A.name() +
+                            "'); it is accounted as one opaque op and the weights inside "
+                            "its subgraph are not counted");
+        break;
+      }
     G.addNode(std::move(Out));
+    Protos.push_back(&N);
   }
   for (const auto &A : UnsupportedAttrs)
     G.Diags.note("attribute-skipped", A.first,
@@ -525,8 +546,15 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
                                    "', which no node, initializer or input defines");
   }
 
+  inferShapes(G, Protos, Opsets);
+  for (Tensor &T : G.Tensors)
+    if (!T.ShapeKnown && DeclaredShapesValid) {
+      auto It = Types.find(T.Name);
+      if (It != Types.end())
+        setTypeFrom(T, *It->second);
+    }
   recogniseParameterInputs(G);
-  completeShapes(G);
+  reportUnknownShapes(G);
   assignLayerPaths(G);
   classifyStoredTensors(G);
   return G;

@@ -417,6 +417,15 @@ llvm::Expected<bool> payloadsEqual(const Tensor &A, const Tensor &B, bool Transp
     return MB.takeError();
   const char *PA = (*MA)->getBufferStart(), *PB = (*MB)->getBufferStart();
   size_t Elem = dtypeBits(A.Type) / 8;
+  // A payload whose elements are all equal (zeros of a weightless export, a constant
+  // fill) says nothing about a tie.
+  bool Constant = true;
+  for (int64_t I = 1; I < A.numElements() && Constant; ++I)
+    Constant = std::memcmp(PA, PA + I * Elem, Elem) == 0;
+  if (Constant)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "%s: every element of '%s' is equal (a weightless export?)",
+                                   A.Payload.File.c_str(), A.Name.c_str());
   if (!Transposed || A.Shape.size() != 2)
     return std::memcmp(PA, PB, static_cast<size_t>(A.bytes())) == 0;
   // B is A^T: B[j][i] == A[i][j]. Tiles keep both walks cache-friendly.

@@ -62,7 +62,8 @@ bool sameShapeAsFirstInput(const std::string &Op) {
       "Clip", "HardSigmoid", "HardSwish", "Cast", "BatchNormalization", "Gemm_bias",
       "ReluGrad", "GeluGrad", "FastGeluGrad", "SoftmaxGrad", "BiasFastGeluGrad_dX",
       "DropoutGrad", "BitmaskDropout", "BiasSplitGelu", "Cos", "Sin", "Softsign", "Selu",
-      "Elu", "Celu", "Mish", "Swish", "Silu"};
+      "Elu", "Celu", "Mish", "Swish", "Silu", "ImageScaler", "ScaledTanh",
+      "ThresholdedRelu", "ParametricSoftplus", "Affine"};
   return Ops.count(Op) != 0;
 }
 
@@ -73,11 +74,11 @@ bool isBroadcastOp(const std::string &Op) {
   return Ops.count(Op) != 0;
 }
 
-bool complete(const Graph &G, Tensor &T) { return T.ShapeKnown && T.Type != DType::Undefined; }
+bool complete(const Tensor &T) { return T.ShapeKnown && T.Type != DType::Undefined; }
 
 } // namespace
 
-void completeShapes(Graph &G) {
+void applyShapeContract(Graph &G, NodeId NId) {
   auto Known = [&G](TensorId Id) { return Id != NoTensor && G.Tensors[Id].ShapeKnown; };
   auto ShapeOf = [&G](TensorId Id) -> const Dims & { return G.Tensors[Id].Shape; };
   auto Set = [&G](TensorId Id, Dims D, DType Type) {
@@ -91,14 +92,14 @@ void completeShapes(Graph &G) {
     if (T.Type == DType::Undefined)
       T.Type = Type;
   };
-  for (NodeId NId : G.TopologicalOrder) {
+  {
     const Node &N = G.Nodes[NId];
     bool AllOut = true;
     for (TensorId Out : N.Outputs)
-      if (Out != NoTensor && !complete(G, G.Tensors[Out]))
+      if (Out != NoTensor && !complete(G.Tensors[Out]))
         AllOut = false;
     if (AllOut || N.Inputs.empty() || !Known(N.Inputs[0]))
-      continue;
+      return;
     const Tensor &In0 = G.Tensors[N.Inputs[0]];
     TensorId Out0 = N.Outputs.empty() ? NoTensor : N.Outputs[0];
     const std::string &Op = N.OpType;
@@ -106,9 +107,24 @@ void completeShapes(Graph &G) {
       Set(Out0, In0.Shape, dtypeFromOnnx(static_cast<int32_t>(N.intAttr("to").value_or(1))));
     } else if (sameShapeAsFirstInput(Op)) {
       Set(Out0, In0.Shape, In0.Type);
+      // Dropout's mask is bool from opset 12 on, the input's type before.
       if (Op == "Dropout" || Op == "BiasDropout" || Op == "BitmaskDropout")
         if (N.Outputs.size() > 1)
-          Set(N.Outputs[1], In0.Shape, DType::Bool);
+          Set(N.Outputs[1], In0.Shape,
+              N.Domain.empty() && G.OpsetVersion < 12 ? In0.Type : DType::Bool);
+      if ((Op == "LayerNormalization" || Op == "SimplifiedLayerNormalization") &&
+          N.Outputs.size() > 1) {
+        // Mean and inverse std dev keep the leading dims and set the normalised ones
+        // to 1 (ONNX Runtime's LayerNormalization contract, ONNX's since opset 17).
+        int64_t Axis = N.intAttr("axis").value_or(-1);
+        if (Axis < 0)
+          Axis += static_cast<int64_t>(In0.Shape.size());
+        Dims Stat = In0.Shape;
+        for (size_t K = static_cast<size_t>(std::max<int64_t>(Axis, 0)); K < Stat.size(); ++K)
+          Stat[K] = 1;
+        for (size_t I = 1; I < N.Outputs.size(); ++I)
+          Set(N.Outputs[I], Stat, DType::Float32);
+      }
       if (Op == "SkipLayerNormalization" && N.Outputs.size() > 3)
         Set(N.Outputs[3], In0.Shape, In0.Type); // input + skip + bias sum
     } else if (isBroadcastOp(Op)) {
@@ -146,21 +162,39 @@ void completeShapes(Graph &G) {
         Set(N.Outputs[2], {In0.Shape[0], In0.Shape[1], Hidden}, Type);
     }
   }
-  std::map<std::string, int> Unknown;
-  for (const Node &N : G.Nodes)
+}
+
+void reportUnknownShapes(Graph &G) {
+  // Report the nodes where knowledge stops (all inputs known, an output not), apart
+  // from the tensors that are unknown only because something upstream is.
+  std::map<std::string, int> Roots;
+  int Total = 0;
+  for (const Node &N : G.Nodes) {
+    bool InputsKnown = true, OutputUnknown = false;
+    for (TensorId In : N.Inputs)
+      InputsKnown &= In == NoTensor || G.Tensors[In].ShapeKnown;
     for (TensorId Out : N.Outputs)
-      if (Out != NoTensor && !G.Tensors[Out].ShapeKnown)
-        ++Unknown[(N.Domain.empty() ? "" : N.Domain + ".") + N.OpType];
-  if (!Unknown.empty()) {
+      if (Out != NoTensor && !G.Tensors[Out].ShapeKnown) {
+        OutputUnknown = true;
+        ++Total;
+      }
+    if (InputsKnown && OutputUnknown)
+      ++Roots[(N.Domain.empty() ? "" : N.Domain + ".") + N.OpType + " '" + N.Name + "'"];
+  }
+  if (Total) {
     std::string List;
-    int Total = 0;
-    for (const auto &[Op, Count] : Unknown) {
-      List += (List.empty() ? "" : ", ") + Op + " (" + std::to_string(Count) + ")";
-      Total += Count;
+    int Shown = 0;
+    for (const auto &[Op, Count] : Roots) {
+      if (++Shown > 6) {
+        List += ", ...";
+        break;
+      }
+      List += (List.empty() ? "" : ", ") + Op;
     }
     G.Diags.warning("unknown-shape", "",
-                    std::to_string(Total) + " tensors have no inferable shape, produced by: " +
-                        List + "; they count as 0 bytes until their shapes are known");
+                    std::to_string(Total) + " tensors have no inferable shape; inference stops at " +
+                        std::to_string(Roots.size()) + " node(s): " + List +
+                        "; unknown tensors count as 0 bytes");
   }
 }
 

@@ -126,10 +126,8 @@ void mergeTies(const Graph &G, const TrainingSetup &Setup, std::vector<CensusPar
       } else {
         std::string Why = llvm::toString(Equal.takeError());
         if (G.DeclaredTieWordEmbeddings) {
+          // The model says (HF tie_word_embeddings); nothing to compare.
           Tied = *G.DeclaredTieWordEmbeddings;
-          C.Diags.note("tie-declared", E.Name,
-                       "payloads not comparable (" + Why + "); tie taken from the model's "
-                       "tie_word_embeddings");
         } else {
           C.Diags.warning("tie-unconfirmed", E.Name,
                           "'" + E.Name + "' and '" + H.Name +
@@ -148,7 +146,9 @@ void mergeTies(const Graph &G, const TrainingSetup &Setup, std::vector<CensusPar
     C.Diags.note("tied-weights", E.Name,
                  "'" + H.Name + "' is " + (T.Transposed ? "the transpose of " : "a copy of ") +
                      "'" + E.Name + "' (" +
-                     (Setup.Tie == TieMode::Yes ? "--tie=yes" : "payloads compared") +
+                     (Setup.Tie == TieMode::Yes          ? "--tie=yes"
+                      : G.DeclaredTieWordEmbeddings ? "tie_word_embeddings"
+                                                    : "payloads compared") +
                      "): one parameter, counted once");
   }
   std::vector<CensusParameter> Kept;

@@ -122,7 +122,9 @@ int nonUnitDims(const Tensor &T) {
 bool isExporterLiteralName(const std::string &Name) {
   // torch.onnx names folded constants "onnx::Op_N" and scope constants
   // "/scope/Constant_N_output_0": neither is a module parameter name.
-  return Name.rfind("onnx::", 0) == 0 || Name.find("Constant") != std::string::npos;
+  // A leading '/' is a scope path, never a module parameter name.
+  return Name.rfind("onnx::", 0) == 0 || (!Name.empty() && Name.front() == '/') ||
+         Name.find("Constant") != std::string::npos;
 }
 
 TensorKind classify(const Graph &G, TensorId Id) {

@@ -9,6 +9,7 @@
 
 #include "analyzer/OnnxExporter.h"
 
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
 namespace trainmem::cli {
@@ -28,8 +29,11 @@ int runExportOnnx() {
   if (llvm::Error E = exportWeightlessOnnx(*G, Out))
     return reportError(std::move(E));
   llvm::outs() << "wrote " << Out << " (" << G->Nodes.size() << " nodes, " << G->Tensors.size()
-               << " tensors; weights as external references to "
-               << weightlessOnnxDataPath(Out) << ", a sparse file)\n";
+               << " tensors";
+  if (llvm::sys::fs::exists(weightlessOnnxDataPath(Out)))
+    llvm::outs() << "; weights as external references to " << weightlessOnnxDataPath(Out)
+                 << ", a sparse file";
+  llvm::outs() << ")\n";
   return ExitOk;
 }
 

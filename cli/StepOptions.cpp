@@ -51,6 +51,10 @@ cl::list<std::string> InputShapes("input",
                                            "e.g. --input input_ids=8x512 (repeatable)"),
                                   cl::value_desc("name=D0xD1x..."), S.A, S.E,
                                   cl::cat(ModelCategory));
+cl::opt<unsigned> DefaultDim("default-dim",
+                             cl::desc("Bind every symbolic dim that --dim and --input left "
+                                      "unbound to N (for exploring an unfamiliar model)"),
+                             cl::value_desc("N"), S.A, S.E, cl::cat(ModelCategory));
 cl::opt<unsigned> MicroBatch("micro-batch",
                              cl::desc("Set dim 0 of every batch input to N (one micro-batch)"),
                              cl::value_desc("N"), S.A, S.E, cl::cat(ModelCategory));
@@ -174,6 +178,11 @@ llvm::Expected<StepRequest> parseStepRequest() {
       IS.Dims.push_back(*V);
     }
     R.Import.Inputs.push_back(IS);
+  }
+  if (DefaultDim.getNumOccurrences()) {
+    if (DefaultDim == 0)
+      return optionError("--default-dim: expected a positive integer");
+    R.Import.DefaultDim = DefaultDim;
   }
   if (MicroBatch.getNumOccurrences()) {
     if (MicroBatch == 0)

@@ -1,0 +1,48 @@
+# trainmem: the whole set-up on a fresh Debian 12 machine is `make demo` or `make check`.
+#   make deps   installs the Debian packages that are missing (idempotent; a no-op when all are there)
+#   make build  configures and builds (binaries in build/bin/)
+#   make demo   deps + build + analyze the bundled sample and print its report
+#   make check  deps + build + every test (fixture tests skip when ../shared/fixtures is absent)
+
+BUILD_DIR ?= build
+PRESET    ?= default
+JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# Debian 12 package names; BUILD-NOTES.md lists why each is here.
+PACKAGES := cmake ninja-build g++ make pkg-config \
+  llvm-16-dev libzstd-dev libonnx-dev libprotobuf-dev \
+  qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev \
+  libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev xvfb xauth
+
+.PHONY: deps build demo check clean
+
+deps:
+	@missing=""; \
+	for p in $(PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps: all $(words $(PACKAGES)) Debian packages are installed"; \
+	else \
+	  echo "deps: installing$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+$(BUILD_DIR)/build.ninja:
+	cmake --preset $(PRESET)
+
+build: $(BUILD_DIR)/build.ninja
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+demo: deps build
+	@echo
+	@echo '$$ build/bin/trainmem analyze --hf-config=samples/hf/gpt2/config.json --dim batch=8 --dim seq=1024'
+	@$(BUILD_DIR)/bin/trainmem analyze --hf-config=samples/hf/gpt2/config.json --dim batch=8 --dim seq=1024
+
+check: deps build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+clean:
+	rm -rf $(BUILD_DIR)

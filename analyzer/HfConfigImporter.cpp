@@ -1,0 +1,1027 @@
+//===- HfConfigImporter.cpp - graph IR from a Hugging Face config.json -----------===//
+//
+// Builds, from nothing but a `config.json`, the graph torch.onnx (opset 17) would export
+// for the model's training forward (`model(input_ids)` -> logits), so every later pass
+// treats an HF config and an ONNX file alike. Weights are metadata only (name, shape,
+// dtype), which keeps a 7B model's import in milliseconds. The modules, parameter and
+// buffer names mirror transformers 5.x (measured against 5.24 with torch 2.15): rotary
+// tables live once per model (`model.rotary_emb`), GPT-2 has no causal-mask buffers, and
+// GPT-NeoX's head is `lm_head` (4.x called it `embed_out`).
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/ModelImporter.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
+#include <cassert>
+#include <cmath>
+#include <limits>
+#include <numbers>
+#include <unordered_map>
+
+namespace trainmem {
+namespace {
+
+using Shape = std::vector<int64_t>;
+using Attributes = std::map<std::string, AttributeValue>;
+
+/// What torch.onnx writes as the end of an open slice (`x[..., k:]`).
+constexpr int64_t SliceToEnd = std::numeric_limits<int64_t>::max();
+constexpr int64_t DefaultBatch = 1;
+constexpr int64_t DefaultSeq = 2048;
+const char *const SupportedTypes = "llama, mistral, qwen2, gemma, gpt2, gpt_neox, bert";
+const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
+
+llvm::Error fileError(llvm::StringRef File, const llvm::Twine &Message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 (File + ": " + Message).str());
+}
+
+//===-- Reading the config ------------------------------------------------------===//
+
+/// Typed access to config fields that remembers the first problem, so the importer can
+/// read every field and then report one message naming the file, field and expectation.
+/// JSON `null` counts as absent, as it does for transformers' config classes.
+class ConfigReader {
+public:
+  ConfigReader(const llvm::json::Object &Obj, llvm::StringRef File) : Obj(Obj), File(File) {}
+
+  const llvm::json::Value *present(llvm::StringRef Key) const {
+    const llvm::json::Value *V = Obj.get(Key);
+    return V && V->kind() != llvm::json::Value::Null ? V : nullptr;
+  }
+
+  /// A positive integer under the first of Keys present; Default (0: required) if none is.
+  int64_t size(std::initializer_list<llvm::StringRef> Keys, llvm::StringRef What,
+               int64_t Default = 0) {
+    for (llvm::StringRef Key : Keys)
+      if (const llvm::json::Value *V = present(Key)) {
+        if (std::optional<int64_t> I = V->getAsInteger(); I && *I > 0)
+          return *I;
+        fail(llvm::formatv("field '{0}' is {1}; expected a positive integer ({2})", Key, *V,
+                           What));
+        return 1;
+      }
+    if (Default == 0)
+      fail(llvm::formatv("field '{0}' is missing; expected a positive integer ({1})",
+                         llvm::join(Keys, "' or '"), What));
+    return Default == 0 ? 1 : Default;
+  }
+
+  /// A bool, number or string field, or Default when absent.
+  template <typename T> T get(llvm::StringRef Key, T Default) {
+    const llvm::json::Value *V = present(Key);
+    if (!V)
+      return Default;
+    if constexpr (std::is_same_v<T, bool>) {
+      if (std::optional<bool> B = V->getAsBoolean())
+        return *B;
+      fail(llvm::formatv("field '{0}' is {1}; expected true or false", Key, *V));
+    } else if constexpr (std::is_same_v<T, double>) {
+      if (std::optional<double> D = V->getAsNumber())
+        return *D;
+      fail(llvm::formatv("field '{0}' is {1}; expected a number", Key, *V));
+    } else {
+      if (std::optional<llvm::StringRef> S = V->getAsString())
+        return S->str();
+      fail(llvm::formatv("field '{0}' is {1}; expected a string", Key, *V));
+    }
+    return Default;
+  }
+
+  void fail(std::string Message) {
+    if (!FirstError)
+      FirstError = std::move(Message);
+  }
+  llvm::Error takeError() {
+    return FirstError ? fileError(File, *FirstError) : llvm::Error::success();
+  }
+
+private:
+  const llvm::json::Object &Obj;
+  llvm::StringRef File;
+  std::optional<std::string> FirstError;
+};
+
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert }; // Llama: also mistral, qwen2, gemma
+enum class HeadKind { CausalLm, MaskedLm, BaseModel };
+/// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
+/// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.
+enum class Activation { Silu, GeluErf, GeluTanhPython, GeluTanhFused, Relu };
+
+/// transformers' defaults (the config classes of 5.x) for fields a config may leave out.
+struct TypeDefaults {
+  llvm::StringRef Type;
+  ArchFamily Family;
+  int64_t MaxPositions;
+  llvm::StringRef NormEpsKey;
+  double NormEps;
+  llvm::StringRef ActKey, Act;
+  bool Tie;
+};
+constexpr TypeDefaults KnownTypes[] = {
+    {"llama", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"mistral", ArchFamily::Llama, 4096 * 32, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"qwen2", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"gemma", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_act", "gelu_pytorch_tanh",
+     true},
+    {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
+     "gelu_new", true},
+    {"gpt_neox", ArchFamily::GptNeoX, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu", false},
+    {"bert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
+};
+
+/// The architecture facts the graph depends on, after transformers' defaults are applied.
+struct HfModel {
+  std::string ModelType;
+  ArchFamily Family = ArchFamily::Llama;
+  HeadKind Head = HeadKind::CausalLm;
+  int64_t Hidden = 0, Intermediate = 0, Layers = 0, Heads = 0, KvHeads = 0, HeadDim = 0;
+  int64_t Vocab = 0, MaxPositions = 0, TypeVocab = 0, RotaryDim = 0;
+  double NormEps = 1e-6, RopeTheta = 10000.0;
+  bool RopeScaled = false;
+  Activation Act = Activation::Silu;
+  bool Tie = false, QkvBias = false, OutBias = false, MlpBias = false;
+  bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
+  bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
+};
+
+Activation readActivation(ConfigReader &R, const TypeDefaults &T) {
+  std::string Name = R.get<std::string>(T.ActKey, T.Act.str());
+  // GemmaConfig rewrites the legacy "gelu" of the released checkpoints to the tanh form.
+  if (T.Type == "gemma" && Name == "gelu")
+    Name = "gelu_pytorch_tanh";
+  if (Name == "silu" || Name == "swish")
+    return Activation::Silu;
+  if (Name == "gelu" || Name == "gelu_pytorch_tanh" || Name == "gelu_new")
+    return Name == "gelu" ? Activation::GeluErf
+           : Name == "gelu_new" ? Activation::GeluTanhPython
+                                : Activation::GeluTanhFused;
+  if (Name != "relu")
+    R.fail(llvm::formatv("field '{0}' is \"{1}\"; expected one of {2}", T.ActKey, Name,
+                         SupportedActivations));
+  return Activation::Relu;
+}
+
+HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics &Diags) {
+  HeadKind Default = Family == ArchFamily::Bert ? HeadKind::MaskedLm : HeadKind::CausalLm;
+  std::string Assumed = Default == HeadKind::MaskedLm ? "masked-LM" : "causal-LM";
+  const llvm::json::Array *Archs = Obj.getArray("architectures");
+  std::optional<llvm::StringRef> Arch;
+  if (Archs && !Archs->empty())
+    Arch = (*Archs)[0].getAsString();
+  if (!Arch) {
+    Diags.note("head-assumed", "architectures",
+               "no architectures given; modelling the " + Assumed + " head");
+    return Default;
+  }
+  if (Arch->ends_with("ForCausalLM") || *Arch == "GPT2LMHeadModel")
+    return HeadKind::CausalLm;
+  if (Arch->ends_with("ForMaskedLM"))
+    return HeadKind::MaskedLm;
+  if (Arch->ends_with("Model") && !Arch->contains("For") && !Arch->contains("Head"))
+    return HeadKind::BaseModel; // LlamaModel, BertModel, ...: no head, no prefix
+  Diags.warning("head-assumed", "architectures",
+                "architecture '" + Arch->str() + "' has a head trainmem does not model; " +
+                    "modelling the " + Assumed + " head");
+  return Default;
+}
+
+/// rope_theta (and GPT-NeoX's rotary fraction) as flat 4.x fields or 5.x
+/// `rope_parameters`. An empty FractionKey means the model rotates whole heads.
+void readRope(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
+              llvm::StringRef BaseKey, llvm::StringRef FractionKey, double Fraction) {
+  if (const llvm::json::Object *Params = Obj.getObject("rope_parameters")) {
+    M.RopeTheta = Params->getNumber("rope_theta").value_or(M.RopeTheta);
+    if (!FractionKey.empty())
+      Fraction = Params->getNumber("partial_rotary_factor").value_or(Fraction);
+    M.RopeScaled = Params->getString("rope_type").value_or("default") != "default";
+  }
+  M.RopeTheta = R.get("rope_theta", R.get(BaseKey, M.RopeTheta));
+  if (!FractionKey.empty())
+    Fraction = R.get("partial_rotary_factor", R.get(FractionKey, Fraction));
+  M.RopeScaled |= R.present("rope_scaling") != nullptr;
+  // GPTNeoXAttention: rotary_ndims = int(head_size * rotary_pct).
+  M.RotaryDim = static_cast<int64_t>(static_cast<double>(M.HeadDim) * Fraction);
+  if (M.RotaryDim <= 0 || M.RotaryDim % 2 != 0 || M.RotaryDim > M.HeadDim)
+    R.fail(llvm::formatv("rotary dimension {0} (head_dim {1} x rotary fraction {2}) must be "
+                         "even and in (0, head_dim]",
+                         M.RotaryDim, M.HeadDim, Fraction));
+}
+
+llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringRef File,
+                                    Diagnostics &Diags) {
+  std::optional<llvm::StringRef> Type = Obj.getString("model_type");
+  if (!Type)
+    return fileError(File, llvm::Twine("field 'model_type' is missing or not a string; ") +
+                               "expected one of " + SupportedTypes);
+  const TypeDefaults *T = llvm::find_if(KnownTypes, [&](auto &K) { return K.Type == *Type; });
+  if (T == std::end(KnownTypes))
+    return fileError(File, "model_type '" + *Type + "' is not supported; expected one of " +
+                               SupportedTypes);
+  ConfigReader R(Obj, File);
+  HfModel M;
+  M.ModelType = Type->str();
+  M.Family = T->Family;
+  M.Head = readHead(Obj, M.Family, Diags);
+  // GPT-2's own names come second: GPT2Config maps hidden_size to n_embd and so on.
+  M.Hidden = R.size({"hidden_size", "n_embd"}, "the model width");
+  M.Layers = R.size({"num_hidden_layers", "n_layer"}, "the number of layers");
+  M.Heads = R.size({"num_attention_heads", "n_head"}, "the number of attention heads");
+  M.Vocab = R.size({"vocab_size"}, "the vocabulary size");
+  M.Intermediate = M.Family == ArchFamily::Gpt2
+                       ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
+                       : R.size({"intermediate_size"}, "the MLP width");
+  M.KvHeads = M.Family == ArchFamily::Llama
+                  ? R.size({"num_key_value_heads"}, "the number of k/v heads", M.Heads)
+                  : M.Heads;
+  if (M.Family != ArchFamily::Gpt2 && R.present("head_dim"))
+    M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
+  else if (M.ModelType == "gemma")
+    M.HeadDim = 256; // GemmaConfig's default
+  else if (M.Hidden % M.Heads != 0)
+    R.fail(llvm::formatv("hidden size {0} is not a multiple of num_attention_heads {1}; "
+                         "expected head_dim to be given",
+                         M.Hidden, M.Heads));
+  else
+    M.HeadDim = M.Hidden / M.Heads;
+  M.MaxPositions = R.size({"max_position_embeddings", "n_positions"}, "the longest sequence",
+                          T->MaxPositions);
+  M.NormEps = R.get(T->NormEpsKey, T->NormEps);
+  M.Act = readActivation(R, *T);
+  M.Tie = R.get("tie_word_embeddings", T->Tie);
+  M.LearnedPositions = M.Family == ArchFamily::Gpt2 || M.Family == ArchFamily::Bert;
+
+  switch (M.Family) {
+  case ArchFamily::Llama:
+    // Qwen2 hard-codes biases on q/k/v only; Mistral has none whatever the config says.
+    if (M.ModelType == "qwen2") {
+      M.QkvBias = true;
+    } else if (M.ModelType != "mistral") {
+      M.QkvBias = M.OutBias = R.get("attention_bias", false);
+      M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
+    }
+    M.GemmaNorm = M.ModelType == "gemma";
+    readRope(R, Obj, M, "rope_theta", "", 1.0);
+    break;
+  case ArchFamily::Gpt2:
+    M.QkvBias = M.OutBias = M.MlpBias = true;
+    M.ScaleAttnWeights = R.get("scale_attn_weights", true);
+    M.ScaleByInverseLayerIdx = R.get("scale_attn_by_inverse_layer_idx", false);
+    if (R.get("add_cross_attention", false))
+      Diags.warning("unsupported-field", "add_cross_attention",
+                    "cross-attention blocks are not modelled (no encoder states are fed)");
+    break;
+  case ArchFamily::GptNeoX:
+    M.QkvBias = M.OutBias = R.get("attention_bias", true);
+    M.MlpBias = true;
+    M.ParallelResidual = R.get("use_parallel_residual", true);
+    readRope(R, Obj, M, "rotary_emb_base", "rotary_pct", 0.25);
+    break;
+  case ArchFamily::Bert: {
+    M.QkvBias = M.OutBias = M.MlpBias = true;
+    M.TypeVocab = R.size({"type_vocab_size"}, "the number of token types", 2);
+    std::string PosType = R.get<std::string>("position_embedding_type", "absolute");
+    if (PosType != "absolute")
+      Diags.warning("unsupported-field", "position_embedding_type",
+                    "'" + PosType + "' position embeddings are not modelled; absolute assumed");
+    break;
+  }
+  }
+  if (M.Heads % M.KvHeads != 0)
+    R.fail(llvm::formatv("num_attention_heads {0} is not a multiple of num_key_value_heads {1}",
+                         M.Heads, M.KvHeads));
+  if (llvm::Error E = R.takeError())
+    return E;
+  return M;
+}
+
+//===-- Building the graph ------------------------------------------------------===//
+
+/// A module's place in the HF model: its state-dict prefix ("model.layers.0.self_attn")
+/// and its torch.onnx scope ("/model/layers.0/self_attn"). The root is empty in both.
+struct Module {
+  std::string Param;
+  std::string Scope;
+
+  Module child(const std::string &Name) const {
+    return {Param.empty() ? Name : Param + "." + Name, Scope + "/" + Name};
+  }
+  std::string param(const std::string &Leaf) const {
+    return Param.empty() ? Leaf : Param + "." + Leaf;
+  }
+};
+
+/// Adds tensors and nodes with torch.onnx's naming (`<scope>/<Op>_<k>`, outputs
+/// `<node>_output_<i>`) and infers each output's shape, so every tensor is concrete.
+class GraphBuilder {
+public:
+  explicit GraphBuilder(Graph &G) : G(G) {}
+
+  const Shape &shape(TensorId Id) const { return G.Tensors[Id].Shape; }
+  DType type(TensorId Id) const { return G.Tensors[Id].Type; }
+  Tensor &tensor(TensorId Id) { return G.Tensors[Id]; }
+
+  TensorId input(const std::string &Name, Shape S) {
+    G.Inputs.push_back(addTensor(Name, std::move(S), DType::Int64, TensorKind::Input, false));
+    return G.Inputs.back();
+  }
+  TensorId stored(const std::string &Name, Shape S, DType Type, TensorKind Kind) {
+    return addTensor(Name, std::move(S), Type, Kind, true);
+  }
+  /// Weights are float32 whatever `torch_dtype` says: precision recipes decide storage.
+  TensorId parameter(const std::string &Name, Shape S) {
+    return stored(Name, std::move(S), DType::Float32, TensorKind::Parameter);
+  }
+
+  /// An int64 constant (shape, axes, slice bounds), shared by every use of equal value.
+  TensorId ints(const std::vector<int64_t> &Values, bool Scalar = false) {
+    std::string Key = Scalar ? "i" : "I";
+    for (int64_t V : Values)
+      Key += "," + std::to_string(V);
+    auto [Id, New] = constant(Key, Scalar ? Shape{} : Shape{int64_t(Values.size())}, DType::Int64);
+    if (New)
+      tensor(Id).IntValues = Values;
+    return Id;
+  }
+  /// A float32 0-dim constant (eps, scales, 0.5, 1.0).
+  TensorId scalar(double Value) {
+    auto [Id, New] = constant(llvm::formatv("f{0:e17}", Value).str(), {}, DType::Float32);
+    if (New) {
+      tensor(Id).FloatValues = {Value};
+      tensor(Id).Payload.From = PayloadRef::Source::Fill;
+      tensor(Id).Payload.FillValue = Value;
+    }
+    return Id;
+  }
+
+  /// The first output of the next node gets this name ("logits") instead of a scope name.
+  void nameNextOutput(std::string Name) { NextOutputName = std::move(Name); }
+  void markOutput(TensorId Id) {
+    tensor(Id).Kind = TensorKind::Output;
+    tensor(Id).IsGraphOutput = true;
+    G.Outputs.push_back(Id);
+  }
+
+  std::vector<TensorId> node(const std::string &Scope, const std::string &OpType,
+                             std::vector<TensorId> Inputs, const std::vector<Shape> &OutShapes,
+                             DType OutType, Attributes Attrs = {}) {
+    Node N;
+    std::string Base = Scope + "/" + OpType;
+    int Count = OpCounts[Base]++;
+    N.Name = Count == 0 ? Base : Base + "_" + std::to_string(Count);
+    N.OpType = OpType;
+    N.Attributes = std::move(Attrs);
+    N.Inputs = std::move(Inputs);
+    N.LayerPath = layerPathFromName(N.Name, false);
+    for (size_t I = 0; I < OutShapes.size(); ++I) {
+      std::string OutName = N.Name + "_output_" + std::to_string(I);
+      if (I == 0 && !NextOutputName.empty())
+        OutName = std::exchange(NextOutputName, std::string());
+      N.Outputs.push_back(addTensor(OutName, OutShapes[I], OutType, TensorKind::Activation, false));
+    }
+    std::vector<TensorId> Outs = N.Outputs;
+    G.addNode(std::move(N));
+    return Outs;
+  }
+  TensorId op(const std::string &Scope, const std::string &OpType, std::vector<TensorId> Inputs,
+              Shape OutShape, DType OutType, Attributes Attrs = {}) {
+    return node(Scope, OpType, std::move(Inputs), {std::move(OutShape)}, OutType,
+                std::move(Attrs))[0];
+  }
+
+  TensorId unary(const std::string &Scope, const std::string &OpType, TensorId X) {
+    return op(Scope, OpType, {X}, shape(X), type(X));
+  }
+  /// Elementwise op with numpy broadcasting; float32 if either side is.
+  TensorId binary(const std::string &Scope, const std::string &OpType, TensorId A, TensorId B) {
+    const Shape &SA = shape(A), &SB = shape(B);
+    Shape Out(std::max(SA.size(), SB.size()), 1);
+    for (size_t I = 0; I < Out.size(); ++I) {
+      int64_t DA = I < SA.size() ? SA[SA.size() - 1 - I] : 1;
+      int64_t DB = I < SB.size() ? SB[SB.size() - 1 - I] : 1;
+      assert((DA == DB || DA == 1 || DB == 1) && "shapes do not broadcast");
+      Out[Out.size() - 1 - I] = DA == 1 ? DB : DA;
+    }
+    return op(Scope, OpType, {A, B}, std::move(Out),
+              type(A) == DType::Float32 ? DType::Float32 : type(B));
+  }
+  TensorId matmul(const std::string &Scope, TensorId A, TensorId B) {
+    Shape Out = shape(A);
+    Out.back() = shape(B).back();
+    return op(Scope, "MatMul", {A, B}, std::move(Out), DType::Float32);
+  }
+  TensorId gemm(const std::string &Scope, TensorId A, TensorId B, TensorId C) {
+    return op(Scope, "Gemm", {A, B, C}, {shape(A)[0], shape(B)[1]}, DType::Float32,
+              {{"alpha", 1.0}, {"beta", 1.0}});
+  }
+  TensorId reshape(const std::string &Scope, TensorId X, const Shape &To) {
+    return op(Scope, "Reshape", {X, ints(To)}, To, type(X));
+  }
+  TensorId transpose(const std::string &Scope, TensorId X, const std::vector<int64_t> &Perm) {
+    Shape Out;
+    for (int64_t P : Perm)
+      Out.push_back(shape(X)[P]);
+    return op(Scope, "Transpose", {X}, std::move(Out), type(X), {{"perm", Perm}});
+  }
+  /// Opset 13+ takes the axes as an input; they must be ascending here.
+  TensorId unsqueeze(const std::string &Scope, TensorId X, const std::vector<int64_t> &Axes) {
+    Shape Out = shape(X);
+    for (int64_t A : Axes)
+      Out.insert(Out.begin() + A, 1);
+    return op(Scope, "Unsqueeze", {X, ints(Axes)}, std::move(Out), type(X));
+  }
+  TensorId slice(const std::string &Scope, TensorId X, int64_t Axis, int64_t Start, int64_t End) {
+    Shape Out = shape(X);
+    Out[Axis] = std::min(End, Out[Axis]) - Start;
+    return op(Scope, "Slice", {X, ints({Start}), ints({End}), ints({Axis}), ints({1})},
+              std::move(Out), type(X));
+  }
+  TensorId concat(const std::string &Scope, const std::vector<TensorId> &Xs, int64_t Axis) {
+    Shape Out = shape(Xs[0]);
+    size_t A = Axis < 0 ? Out.size() + Axis : Axis;
+    for (size_t I = 1; I < Xs.size(); ++I)
+      Out[A] += shape(Xs[I])[A];
+    return op(Scope, "Concat", Xs, std::move(Out), type(Xs[0]), {{"axis", Axis}});
+  }
+  /// Opset 13+ takes the split sizes as an input.
+  std::vector<TensorId> split(const std::string &Scope, TensorId X, int64_t Axis,
+                              const std::vector<int64_t> &Sizes) {
+    std::vector<Shape> Outs(Sizes.size(), shape(X));
+    for (size_t I = 0; I < Sizes.size(); ++I)
+      Outs[I][Axis < 0 ? Outs[I].size() + Axis : Axis] = Sizes[I];
+    return node(Scope, "Split", {X, ints(Sizes)}, Outs, type(X), {{"axis", Axis}});
+  }
+  /// Embedding lookup (axis 0) or `x[:, i]` with a scalar index on another axis.
+  TensorId gather(const std::string &Scope, TensorId Data, TensorId Indices, int64_t Axis = 0) {
+    const Shape &D = shape(Data);
+    Shape Out(D.begin(), D.begin() + Axis);
+    Out.insert(Out.end(), shape(Indices).begin(), shape(Indices).end());
+    Out.insert(Out.end(), D.begin() + Axis + 1, D.end());
+    return op(Scope, "Gather", {Data, Indices}, std::move(Out), type(Data), {{"axis", Axis}});
+  }
+  TensorId cast(const std::string &Scope, TensorId X, DType To) {
+    return op(Scope, "Cast", {X}, shape(X), To, {{"to", int64_t(dtypeToOnnx(To))}});
+  }
+  TensorId expand(const std::string &Scope, TensorId X, const Shape &To) {
+    return op(Scope, "Expand", {X, ints(To)}, To, type(X));
+  }
+  /// `torch.arange(n)`: int64 [n].
+  TensorId range(const std::string &Scope, int64_t N) {
+    return op(Scope, "Range", {ints({0}, true), ints({N}, true), ints({1}, true)}, {N},
+              DType::Int64);
+  }
+
+private:
+  TensorId addTensor(const std::string &Name, Shape S, DType Type, TensorKind Kind, bool Stored) {
+    Tensor T;
+    T.Name = Name;
+    T.Type = Type;
+    T.Shape = std::move(S);
+    T.ShapeKnown = true;
+    T.Kind = Kind;
+    T.Stored = Stored;
+    return G.addTensor(std::move(T));
+  }
+  /// torch.onnx names folded constants "onnx::<Op>_<n>"; layerPathFromName skips them.
+  std::pair<TensorId, bool> constant(const std::string &Key, Shape S, DType Type) {
+    auto [It, New] = Constants.try_emplace(Key, NoTensor);
+    if (New)
+      It->second = stored("onnx::Constant_" + std::to_string(Constants.size() - 1), std::move(S),
+                          Type, TensorKind::Constant);
+    return {It->second, New};
+  }
+
+  Graph &G;
+  std::unordered_map<std::string, int> OpCounts;
+  std::unordered_map<std::string, TensorId> Constants;
+  std::string NextOutputName;
+};
+
+struct BoundDims {
+  int64_t Batch = DefaultBatch;
+  int64_t Seq = DefaultSeq;
+};
+
+//===-- Blocks shared by the families ---------------------------------------------===//
+
+/// nn.Linear as torch.onnx exports it for 3-D inputs: MatMul against the weight stored
+/// transposed, [in, out] (what the exporter folds `weight.t()` into), then Add of the bias.
+TensorId linear(GraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out,
+                bool Bias) {
+  TensorId Y = B.matmul(Mod.Scope, X, B.parameter(Mod.param("weight"), {In, Out}));
+  if (Bias)
+    Y = B.binary(Mod.Scope, "Add", Y, B.parameter(Mod.param("bias"), {Out}));
+  return Y;
+}
+
+/// LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, with rsqrt exported as
+/// Reciprocal(Sqrt). GemmaRMSNorm scales by (1 + weight) instead.
+TensorId rmsNorm(GraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
+                 const std::string &OutName = "") {
+  const std::string &S = Mod.Scope;
+  TensorId Weight = B.parameter(Mod.param("weight"), {M.Hidden});
+  TensorId Sq = B.binary(S, "Pow", X, B.scalar(2.0));
+  Shape MeanShape = B.shape(X);
+  MeanShape.back() = 1;
+  TensorId Mean = B.op(S, "ReduceMean", {Sq}, MeanShape, DType::Float32,
+                       {{"axes", std::vector<int64_t>{-1}}, {"keepdims", int64_t{1}}});
+  TensorId Inv = B.unary(S, "Reciprocal",
+                         B.unary(S, "Sqrt", B.binary(S, "Add", Mean, B.scalar(M.NormEps))));
+  TensorId Normed = B.binary(S, "Mul", X, Inv);
+  if (M.GemmaNorm) {
+    TensorId Scale = B.binary(S, "Add", Weight, B.scalar(1.0));
+    B.nameNextOutput(OutName);
+    return B.binary(S, "Mul", Normed, Scale);
+  }
+  B.nameNextOutput(OutName);
+  return B.binary(S, "Mul", Weight, Normed);
+}
+
+/// nn.LayerNorm as opset 17's LayerNormalization.
+TensorId layerNorm(GraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
+                   const std::string &OutName = "") {
+  TensorId W = B.parameter(Mod.param("weight"), {M.Hidden});
+  TensorId Bias = B.parameter(Mod.param("bias"), {M.Hidden});
+  B.nameNextOutput(OutName);
+  return B.op(Mod.Scope, "LayerNormalization", {X, W, Bias}, B.shape(X), DType::Float32,
+              {{"axis", int64_t{-1}}, {"epsilon", M.NormEps}});
+}
+
+TensorId activation(GraphBuilder &B, const std::string &S, TensorId X, Activation Act) {
+  const double Beta = std::sqrt(2.0 / std::numbers::pi), Kappa = 0.044715; // tanh GELU
+  switch (Act) {
+  case Activation::Silu: // torch.onnx: silu(x) = x * Sigmoid(x)
+    return B.binary(S, "Mul", X, B.unary(S, "Sigmoid", X));
+  case Activation::Relu:
+    return B.unary(S, "Relu", X);
+  case Activation::GeluErf: { // opset-9 symbolic of gelu(approximate="none")
+    TensorId Erf = B.unary(S, "Erf", B.binary(S, "Div", X, B.scalar(std::numbers::sqrt2)));
+    TensorId Inner = B.binary(S, "Mul", X, B.binary(S, "Add", Erf, B.scalar(1.0)));
+    return B.binary(S, "Mul", Inner, B.scalar(0.5));
+  }
+  case Activation::GeluTanhFused: { // opset-9 symbolic of gelu(approximate="tanh")
+    TensorId Cube = B.binary(S, "Mul", X, B.binary(S, "Mul", X, X));
+    TensorId Inner = B.binary(S, "Add", X, B.binary(S, "Mul", B.scalar(Kappa), Cube));
+    TensorId Tanh = B.unary(S, "Tanh", B.binary(S, "Mul", B.scalar(Beta), Inner));
+    TensorId Half = B.binary(S, "Mul", X, B.binary(S, "Add", Tanh, B.scalar(1.0)));
+    return B.binary(S, "Mul", B.scalar(0.5), Half);
+  }
+  case Activation::GeluTanhPython: { // NewGELUActivation, traced op by op
+    TensorId HalfX = B.binary(S, "Mul", X, B.scalar(0.5));
+    TensorId Cube = B.binary(S, "Pow", X, B.scalar(3.0));
+    TensorId Inner = B.binary(S, "Add", X, B.binary(S, "Mul", Cube, B.scalar(Kappa)));
+    TensorId Tanh = B.unary(S, "Tanh", B.binary(S, "Mul", Inner, B.scalar(Beta)));
+    return B.binary(S, "Mul", HalfX, B.binary(S, "Add", Tanh, B.scalar(1.0)));
+  }
+  }
+  return X;
+}
+
+/// `.view(b, s, heads, head_dim).transpose(1, 2)`.
+TensorId splitHeads(GraphBuilder &B, const std::string &S, TensorId X, int64_t Heads,
+                    int64_t HeadDim) {
+  const Shape &In = B.shape(X);
+  TensorId R = B.reshape(S, X, {In[0], In[1], Heads, HeadDim});
+  return B.transpose(S, R, {0, 2, 1, 3});
+}
+
+/// The additive causal mask HF builds once per forward ([1, 1, seq, seq], 0 / finfo.min),
+/// shared by all layers; a constant because every dim is bound. Named like a torch.onnx
+/// scope constant, which is what StoredTensorClassifier expects of an exported mask.
+TensorId causalMask(GraphBuilder &B, const Module &Base, int64_t Seq) {
+  return B.stored(Base.Scope + "/causal_mask/Constant_output_0", {1, 1, Seq, Seq},
+                  DType::Float32, TensorKind::Constant);
+}
+
+/// The rotary embedding module (one per model in transformers 5.x): position ids from
+/// arange, freqs = pos * inv_freq, cat(freqs, freqs), then cos and sin [1, seq, rotary_dim].
+std::pair<TensorId, TensorId> rotaryTables(GraphBuilder &B, const Module &Base,
+                                           const HfModel &M, int64_t Seq) {
+  Module Rope = Base.child("rotary_emb");
+  int64_t Half = M.RotaryDim / 2;
+  TensorId InvFreq = B.stored(Rope.param("inv_freq"), {Half}, DType::Float32, TensorKind::Buffer);
+  // 5.x keeps an unused clone for dynamic RoPE variants; it is part of the model's memory.
+  TensorId Original =
+      B.stored(Rope.param("original_inv_freq"), {Half}, DType::Float32, TensorKind::Buffer);
+  // Values only where they are exact: scaled RoPE variants rewrite them.
+  if (Half <= Tensor::SmallValueLimit && !M.RopeScaled)
+    for (int64_t I = 0; I < Half; ++I) {
+      float Exponent = static_cast<float>(2 * I) / static_cast<float>(M.RotaryDim);
+      double V = 1.0f / std::pow(static_cast<float>(M.RopeTheta), Exponent);
+      B.tensor(InvFreq).FloatValues.push_back(V);
+      B.tensor(Original).FloatValues.push_back(V);
+    }
+  TensorId PositionIds = B.unsqueeze(Base.Scope, B.range(Base.Scope, Seq), {0});
+  TensorId Pos = B.cast(Rope.Scope, B.unsqueeze(Rope.Scope, PositionIds, {2}), DType::Float32);
+  TensorId Freqs = B.binary(Rope.Scope, "Mul", Pos, InvFreq);
+  TensorId Emb = B.concat(Rope.Scope, {Freqs, Freqs}, -1);
+  return {B.unary(Rope.Scope, "Cos", Emb), B.unary(Rope.Scope, "Sin", Emb)};
+}
+
+/// apply_rotary_pos_emb for one of q/k: x*cos + rotate_half(x)*sin on the first
+/// rotary_dim channels (all of them except for GPT-NeoX's partial rotary).
+TensorId applyRotary(GraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
+                     TensorId Sin) {
+  int64_t Rot = B.shape(Cos).back(), HeadDim = B.shape(X).back();
+  TensorId Rotated = X, Pass = NoTensor;
+  if (Rot < HeadDim) {
+    Rotated = B.slice(S, X, 3, 0, Rot);
+    Pass = B.slice(S, X, 3, Rot, SliceToEnd);
+  }
+  TensorId X1 = B.slice(S, Rotated, 3, 0, Rot / 2);
+  TensorId X2 = B.slice(S, Rotated, 3, Rot / 2, SliceToEnd);
+  TensorId Half = B.concat(S, {B.unary(S, "Neg", X2), X1}, -1);
+  TensorId Emb = B.binary(S, "Add", B.binary(S, "Mul", Rotated, Cos),
+                          B.binary(S, "Mul", Half, Sin));
+  return Pass == NoTensor ? Emb : B.concat(S, {Emb, Pass}, -1);
+}
+
+/// eager_attention_forward: repeat_kv for grouped-query attention, softmax(q k^T * scale
+/// + mask) v, heads merged back to [batch, seq, heads * head_dim].
+TensorId attention(GraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
+                   TensorId Mask, double Scale, int64_t Groups) {
+  if (Groups > 1) {
+    // hidden[:, :, None].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
+    auto RepeatKv = [&](TensorId X) {
+      const Shape In = B.shape(X);
+      TensorId E = B.expand(S, B.unsqueeze(S, X, {2}), {In[0], In[1], Groups, In[2], In[3]});
+      return B.reshape(S, E, {In[0], In[1] * Groups, In[2], In[3]});
+    };
+    K = RepeatKv(K);
+    V = RepeatKv(V);
+  }
+  TensorId Scores = B.matmul(S, Q, B.transpose(S, K, {0, 1, 3, 2}));
+  if (Scale != 1.0)
+    Scores = B.binary(S, "Mul", Scores, B.scalar(Scale));
+  Scores = B.binary(S, "Add", Scores, Mask);
+  TensorId Probs = B.op(S, "Softmax", {Scores}, B.shape(Scores), DType::Float32,
+                        {{"axis", int64_t{-1}}});
+  TensorId Out = B.transpose(S, B.matmul(S, Probs, V), {0, 2, 1, 3});
+  const Shape &O = B.shape(Out);
+  return B.reshape(S, Out, {O[0], O[1], O[2] * O[3]});
+}
+
+/// head_dim ** -0.5, the `scaling` of every eager attention in transformers 5.x.
+double attentionScale(const HfModel &M) { return 1.0 / std::sqrt(double(M.HeadDim)); }
+
+/// The output projection of a causal LM, or the base model's last hidden state.
+void finishDecoder(GraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
+                   const Module &Head) {
+  if (M.Head == HeadKind::BaseModel) {
+    B.markOutput(X);
+    return;
+  }
+  // A tied head reads the embedding itself: no stored `lm_head.weight`, a Transpose view.
+  TensorId W = M.Tie ? B.transpose(Head.Scope, Embedding, {1, 0})
+                     : B.parameter(Head.param("weight"), {M.Hidden, M.Vocab});
+  B.nameNextOutput("logits");
+  B.markOutput(B.matmul(Head.Scope, X, W));
+}
+
+//===-- The families ------------------------------------------------------------===//
+
+/// LlamaForCausalLM and its descendants MistralForCausalLM, Qwen2ForCausalLM and
+/// GemmaForCausalLM (RMSNorm, rotary, gated MLP, grouped-query attention).
+void buildLlamaFamily(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+  const int64_t H = M.Hidden, Hd = M.HeadDim;
+  Module Root;
+  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("model");
+  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  Module Embed = Base.child("embed_tokens");
+  TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
+  TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
+  if (M.GemmaNorm) {
+    // GemmaTextScaledWordEmbedding multiplies by a sqrt(hidden) buffer.
+    TensorId Scale = B.stored(Embed.param("embed_scale"), {}, DType::Float32, TensorKind::Buffer);
+    B.tensor(Scale).FloatValues = {std::sqrt(static_cast<double>(H))};
+    X = B.binary(Embed.Scope, "Mul", X, Scale);
+  }
+  auto [Cos, Sin] = rotaryTables(B, Base, M, D.Seq);
+  TensorId Mask = causalMask(B, Base, D.Seq);
+  for (int64_t L = 0; L < M.Layers; ++L) {
+    Module Layer = Base.child("layers." + std::to_string(L));
+    Module Attn = Layer.child("self_attn");
+    const std::string &AS = Attn.Scope;
+    TensorId Normed = rmsNorm(B, Layer.child("input_layernorm"), M, X);
+    auto Project = [&](const char *Name, int64_t Heads) {
+      TensorId P = linear(B, Attn.child(Name), Normed, H, Heads * Hd, M.QkvBias);
+      return splitHeads(B, AS, P, Heads, Hd);
+    };
+    TensorId Q = Project("q_proj", M.Heads), K = Project("k_proj", M.KvHeads);
+    TensorId V = Project("v_proj", M.KvHeads);
+    TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
+    Q = applyRotary(B, AS, Q, CosL, SinL);
+    K = applyRotary(B, AS, K, CosL, SinL);
+    TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), M.Heads / M.KvHeads);
+    TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
+    X = B.binary(Layer.Scope, "Add", X, O);
+
+    Module Mlp = Layer.child("mlp");
+    Normed = rmsNorm(B, Layer.child("post_attention_layernorm"), M, X);
+    TensorId Gate = linear(B, Mlp.child("gate_proj"), Normed, H, M.Intermediate, M.MlpBias);
+    TensorId Up = linear(B, Mlp.child("up_proj"), Normed, H, M.Intermediate, M.MlpBias);
+    TensorId Act = activation(B, Mlp.child("act_fn").Scope, Gate, M.Act);
+    TensorId Down = linear(B, Mlp.child("down_proj"), B.binary(Mlp.Scope, "Mul", Act, Up),
+                           M.Intermediate, H, M.MlpBias);
+    X = B.binary(Layer.Scope, "Add", X, Down);
+  }
+  X = rmsNorm(B, Base.child("norm"), M, X,
+              M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
+  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"));
+}
+
+/// transformers' Conv1D: addmm(bias, x.view(-1, in), weight).view(..., out). Its weight
+/// is already [in, out].
+TensorId conv1d(GraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out) {
+  Shape S = B.shape(X);
+  TensorId W = B.parameter(Mod.param("weight"), {In, Out});
+  TensorId Bias = B.parameter(Mod.param("bias"), {Out});
+  TensorId Flat = B.reshape(Mod.Scope, X, {S[0] * S[1], In});
+  S.back() = Out;
+  return B.reshape(Mod.Scope, B.gemm(Mod.Scope, Flat, W, Bias), S);
+}
+
+/// GPT2LMHeadModel: learned positions, pre-LayerNorm blocks of Conv1D layers.
+void buildGpt2(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+  const int64_t H = M.Hidden;
+  Module Root;
+  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("transformer");
+  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  Module Wte = Base.child("wte"), Wpe = Base.child("wpe");
+  TensorId WteW = B.parameter(Wte.param("weight"), {M.Vocab, H});
+  TensorId WpeW = B.parameter(Wpe.param("weight"), {M.MaxPositions, H});
+  TensorId PositionIds = B.unsqueeze(Base.Scope, B.range(Base.Scope, D.Seq), {0});
+  TensorId X = B.binary(Base.Scope, "Add", B.gather(Wte.Scope, WteW, Ids),
+                        B.gather(Wpe.Scope, WpeW, PositionIds));
+  TensorId Mask = causalMask(B, Base, D.Seq);
+  for (int64_t L = 0; L < M.Layers; ++L) {
+    Module Block = Base.child("h." + std::to_string(L));
+    Module Attn = Block.child("attn");
+    TensorId Qkv = conv1d(B, Attn.child("c_attn"), layerNorm(B, Block.child("ln_1"), M, X), H,
+                          3 * H);
+    std::vector<TensorId> Parts = B.split(Attn.Scope, Qkv, 2, {H, H, H});
+    auto Heads = [&](TensorId T) { return splitHeads(B, Attn.Scope, T, M.Heads, M.HeadDim); };
+    TensorId K = Heads(Parts[1]), V = Heads(Parts[2]), Q = Heads(Parts[0]); // HF's order
+    double Scale = M.ScaleAttnWeights ? attentionScale(M) : 1.0;
+    if (M.ScaleByInverseLayerIdx)
+      Scale /= static_cast<double>(L + 1);
+    TensorId Merged = attention(B, Attn.Scope, Q, K, V, Mask, Scale, 1);
+    X = B.binary(Block.Scope, "Add", conv1d(B, Attn.child("c_proj"), Merged, H, H), X);
+
+    Module Mlp = Block.child("mlp");
+    TensorId Up = conv1d(B, Mlp.child("c_fc"), layerNorm(B, Block.child("ln_2"), M, X), H,
+                         M.Intermediate);
+    TensorId Act = activation(B, Mlp.child("act").Scope, Up, M.Act);
+    X = B.binary(Block.Scope, "Add", X, conv1d(B, Mlp.child("c_proj"), Act, M.Intermediate, H));
+  }
+  X = layerNorm(B, Base.child("ln_f"), M, X,
+                M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
+  finishDecoder(B, M, X, WteW, Root.child("lm_head"));
+}
+
+/// GPTNeoXForCausalLM (Pythia): fused qkv, partial rotary, parallel residual.
+void buildGptNeoX(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+  const int64_t H = M.Hidden, Hd = M.HeadDim;
+  Module Root;
+  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("gpt_neox");
+  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  Module Embed = Base.child("embed_in");
+  TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
+  TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
+  auto [Cos, Sin] = rotaryTables(B, Base, M, D.Seq);
+  TensorId Mask = causalMask(B, Base, D.Seq);
+  for (int64_t L = 0; L < M.Layers; ++L) {
+    Module Layer = Base.child("layers." + std::to_string(L));
+    Module Attn = Layer.child("attention");
+    const std::string &AS = Attn.Scope;
+    TensorId Qkv = linear(B, Attn.child("query_key_value"),
+                          layerNorm(B, Layer.child("input_layernorm"), M, X), H, 3 * H,
+                          M.QkvBias);
+    // .view(b, s, heads, 3 * head_dim).transpose(1, 2).chunk(3, dim=-1)
+    std::vector<TensorId> Parts =
+        B.split(AS, splitHeads(B, AS, Qkv, M.Heads, 3 * Hd), -1, {Hd, Hd, Hd});
+    TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
+    TensorId Q = applyRotary(B, AS, Parts[0], CosL, SinL);
+    TensorId K = applyRotary(B, AS, Parts[1], CosL, SinL);
+    TensorId Merged = attention(B, AS, Q, K, Parts[2], Mask, attentionScale(M), 1);
+    TensorId AttnOut = linear(B, Attn.child("dense"), Merged, H, H, M.OutBias);
+
+    Module Mlp = Layer.child("mlp");
+    auto RunMlp = [&](TensorId In) {
+      TensorId Normed = layerNorm(B, Layer.child("post_attention_layernorm"), M, In);
+      TensorId Up = linear(B, Mlp.child("dense_h_to_4h"), Normed, H, M.Intermediate, true);
+      TensorId Act = activation(B, Mlp.child("act").Scope, Up, M.Act);
+      return linear(B, Mlp.child("dense_4h_to_h"), Act, M.Intermediate, H, true);
+    };
+    if (M.ParallelResidual) {
+      // mlp_output + attn_output + hidden_states, both branches reading the block input.
+      TensorId MlpOut = RunMlp(X);
+      X = B.binary(Layer.Scope, "Add", B.binary(Layer.Scope, "Add", MlpOut, AttnOut), X);
+    } else {
+      TensorId Mid = B.binary(Layer.Scope, "Add", AttnOut, X);
+      X = B.binary(Layer.Scope, "Add", RunMlp(Mid), Mid);
+    }
+  }
+  X = layerNorm(B, Base.child("final_layer_norm"), M, X,
+                M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
+  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"));
+}
+
+/// BertForMaskedLM (or BertModel with its pooler): learned positions and token types,
+/// post-LayerNorm encoder blocks, padding mask from the `attention_mask` input.
+void buildBert(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+  const int64_t H = M.Hidden;
+  Module Root;
+  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("bert");
+  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  TensorId TokenTypes = B.input("token_type_ids", {D.Batch, D.Seq});
+  TensorId AttnMask = B.input("attention_mask", {D.Batch, D.Seq});
+
+  Module Emb = Base.child("embeddings");
+  TensorId WordW = B.parameter(Emb.child("word_embeddings").param("weight"), {M.Vocab, H});
+  TensorId PosW = B.parameter(Emb.child("position_embeddings").param("weight"),
+                              {M.MaxPositions, H});
+  TensorId TypeW = B.parameter(Emb.child("token_type_embeddings").param("weight"),
+                               {M.TypeVocab, H});
+  // Non-persistent buffers: arange position ids, and the all-zero token types used only
+  // when the caller passes none (here it does, so that buffer has no consumer).
+  TensorId PosIds = B.stored(Emb.param("position_ids"), {1, M.MaxPositions}, DType::Int64,
+                             TensorKind::Buffer);
+  if (M.MaxPositions <= Tensor::SmallValueLimit)
+    for (int64_t I = 0; I < M.MaxPositions; ++I)
+      B.tensor(PosIds).IntValues.push_back(I);
+  TensorId TypeBuf = B.stored(Emb.param("token_type_ids"), {1, M.MaxPositions}, DType::Int64,
+                              TensorKind::Buffer);
+  B.tensor(TypeBuf).Payload.From = PayloadRef::Source::Fill;
+
+  TensorId X = B.binary(Emb.Scope, "Add",
+                        B.gather(Emb.child("word_embeddings").Scope, WordW, Ids),
+                        B.gather(Emb.child("token_type_embeddings").Scope, TypeW, TokenTypes));
+  TensorId Positions = B.slice(Emb.Scope, PosIds, 1, 0, D.Seq);
+  X = B.binary(Emb.Scope, "Add", X, B.gather(Emb.child("position_embeddings").Scope, PosW,
+                                              Positions));
+  X = layerNorm(B, Emb.child("LayerNorm"), M, X);
+
+  // The classic extended mask (1 - mask[:, None, None, :]) * finfo.min, [b, 1, 1, seq].
+  TensorId Ext = B.cast(Base.Scope, B.unsqueeze(Base.Scope, AttnMask, {1, 2}), DType::Float32);
+  Ext = B.binary(Base.Scope, "Mul", B.binary(Base.Scope, "Sub", B.scalar(1.0), Ext),
+                 B.scalar(static_cast<double>(std::numeric_limits<float>::lowest())));
+
+  for (int64_t L = 0; L < M.Layers; ++L) {
+    Module Layer = Base.child("encoder").child("layer." + std::to_string(L));
+    Module Self = Layer.child("attention").child("self");
+    auto Project = [&](const char *Name) {
+      return splitHeads(B, Self.Scope, linear(B, Self.child(Name), X, H, H, true), M.Heads,
+                        M.HeadDim);
+    };
+    TensorId Q = Project("query"), K = Project("key"), V = Project("value");
+    TensorId Merged = attention(B, Self.Scope, Q, K, V, Ext, attentionScale(M), 1);
+    Module SelfOut = Layer.child("attention").child("output");
+    TensorId Dense = linear(B, SelfOut.child("dense"), Merged, H, H, true);
+    TensorId AttnOut = layerNorm(B, SelfOut.child("LayerNorm"), M,
+                                 B.binary(SelfOut.Scope, "Add", Dense, X));
+    Module Inter = Layer.child("intermediate");
+    TensorId Up = linear(B, Inter.child("dense"), AttnOut, H, M.Intermediate, true);
+    TensorId Act = activation(B, Inter.child("intermediate_act_fn").Scope, Up, M.Act);
+    Module Out = Layer.child("output");
+    TensorId Down = linear(B, Out.child("dense"), Act, M.Intermediate, H, true);
+    X = layerNorm(B, Out.child("LayerNorm"), M, B.binary(Out.Scope, "Add", Down, AttnOut),
+                  M.Head == HeadKind::BaseModel && L + 1 == M.Layers ? "last_hidden_state" : "");
+  }
+
+  if (M.Head == HeadKind::BaseModel) {
+    B.markOutput(X);
+    // BertPooler: tanh(dense(hidden[:, 0])). A Linear on a 2-D input exports as Gemm with
+    // the [out, in] weight; MatMul + Add keeps the one [in, out] convention of this IR.
+    Module Pooler = Base.child("pooler");
+    TensorId First = B.gather(Pooler.Scope, X, B.ints({0}, true), 1);
+    TensorId Dense = linear(B, Pooler.child("dense"), First, H, H, true);
+    B.nameNextOutput("pooler_output");
+    B.markOutput(B.unary(Pooler.child("activation").Scope, "Tanh", Dense));
+    return;
+  }
+  Module Pred = Root.child("cls").child("predictions");
+  Module Transform = Pred.child("transform");
+  TensorId T = linear(B, Transform.child("dense"), X, H, H, true);
+  T = activation(B, Transform.child("transform_act_fn").Scope, T, M.Act);
+  T = layerNorm(B, Transform.child("LayerNorm"), M, T);
+  Module Decoder = Pred.child("decoder");
+  // cls.predictions.bias is decoder.bias when tied; untied, the decoder has its own and
+  // cls.predictions.bias stays an unused parameter (as in transformers 5.x).
+  TensorId PredBias = B.parameter(Pred.param("bias"), {M.Vocab});
+  TensorId W = M.Tie ? B.transpose(Decoder.Scope, WordW, {1, 0})
+                     : B.parameter(Decoder.param("weight"), {H, M.Vocab});
+  TensorId Bias = M.Tie ? PredBias : B.parameter(Decoder.param("bias"), {M.Vocab});
+  TensorId Scores = B.matmul(Decoder.Scope, T, W);
+  B.nameNextOutput("logits");
+  B.markOutput(B.binary(Decoder.Scope, "Add", Scores, Bias));
+}
+
+//===-- Dims and the entry point ----------------------------------------------------===//
+
+llvm::Expected<BoundDims> bindDims(const ImportOptions &Options, const HfModel &M,
+                                   llvm::StringRef File, Diagnostics &Diags) {
+  std::vector<std::string> InputNames = {"input_ids"};
+  if (M.Family == ArchFamily::Bert)
+    InputNames = {"input_ids", "token_type_ids", "attention_mask"};
+  std::optional<int64_t> Batch = lookupDim(Options, "batch");
+  std::optional<int64_t> Seq = lookupDim(Options, "seq");
+  std::optional<InputShape> FromInput;
+  for (const InputShape &In : Options.Inputs) {
+    if (llvm::find(InputNames, In.Name) == InputNames.end())
+      return fileError(File, "--input names '" + In.Name + "', but this model's inputs are " +
+                                 llvm::join(InputNames, ", "));
+    if (In.Dims.size() != 2)
+      return fileError(File, "--input " + In.Name + " has " + std::to_string(In.Dims.size()) +
+                                 " dims; expected 2 ([batch, seq])");
+    if (FromInput && FromInput->Dims != In.Dims)
+      return fileError(File, "--input " + In.Name + " and --input " + FromInput->Name +
+                                 " differ; every input of this model is [batch, seq]");
+    FromInput = In;
+    Batch = In.Dims[0];
+    Seq = In.Dims[1];
+  }
+  if (Options.MicroBatch) // `--micro-batch` sets dim 0 of every batch input
+    Batch = Options.MicroBatch;
+  BoundDims D;
+  D.Batch = Batch.value_or(DefaultBatch);
+  if (D.Batch <= 0)
+    return fileError(File, "dim 'batch' is " + std::to_string(D.Batch) +
+                               "; expected a positive integer");
+  if (!Seq && M.LearnedPositions && M.MaxPositions < DefaultSeq) {
+    // The default would always be rejected below: take the longest sequence it allows.
+    Seq = M.MaxPositions;
+    Diags.note("dim-default", "seq",
+               "seq not given; using the model's max_position_embeddings " +
+                   std::to_string(M.MaxPositions));
+  }
+  D.Seq = Seq.value_or(DefaultSeq);
+  if (D.Seq <= 0)
+    return fileError(File, "dim 'seq' is " + std::to_string(D.Seq) +
+                               "; expected a positive integer");
+  if (M.LearnedPositions && D.Seq > M.MaxPositions)
+    return fileError(File, "seq " + std::to_string(D.Seq) + " exceeds the " +
+                               std::to_string(M.MaxPositions) + " learned positions of this " +
+                               M.ModelType + " model (max_position_embeddings); expected seq <= " +
+                               std::to_string(M.MaxPositions));
+  return D;
+}
+
+std::string modelName(const llvm::json::Object &Obj, llvm::StringRef Path) {
+  if (std::optional<llvm::StringRef> Name = Obj.getString("_name_or_path"))
+    if (!Name->empty())
+      return Name->str();
+  llvm::StringRef Dir = llvm::sys::path::filename(llvm::sys::path::parent_path(Path));
+  return (Dir.empty() || Dir == ".") ? llvm::sys::path::stem(Path).str() : Dir.str();
+}
+
+} // namespace
+
+llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOptions &Options) {
+  llvm::ErrorOr<std::unique_ptr<llvm::MemoryBuffer>> Buffer =
+      llvm::MemoryBuffer::getFile(Path, /*IsText=*/true);
+  if (!Buffer)
+    return fileError(Path, "cannot read: " + Buffer.getError().message());
+  llvm::Expected<llvm::json::Value> Json = llvm::json::parse((*Buffer)->getBuffer());
+  if (!Json)
+    return fileError(Path, "not valid JSON: " + llvm::toString(Json.takeError()));
+  const llvm::json::Object *Obj = Json->getAsObject();
+  if (!Obj)
+    return fileError(Path, "expected a JSON object at the top level (a config.json)");
+
+  Graph G;
+  llvm::Expected<HfModel> M = readHfModel(*Obj, Path, G.Diags);
+  if (!M)
+    return M.takeError();
+  llvm::Expected<BoundDims> D = bindDims(Options, *M, Path, G.Diags);
+  if (!D)
+    return D.takeError();
+
+  G.Name = modelName(*Obj, Path);
+  G.SourcePath = Path;
+  G.SourceFormat = "hf-config";
+  G.OpsetVersion = 17;
+  G.Dims = {{"batch", D->Batch}, {"seq", D->Seq}};
+  G.DeclaredTieWordEmbeddings = M->Tie;
+  if (M->RopeScaled)
+    G.Diags.note("rope-scaling", "rope_scaling",
+                 "scaled RoPE changes inv_freq values only; shapes and memory are unchanged");
+
+  GraphBuilder B(G);
+  switch (M->Family) {
+  case ArchFamily::Llama: buildLlamaFamily(B, *M, *D); break;
+  case ArchFamily::Gpt2: buildGpt2(B, *M, *D); break;
+  case ArchFamily::GptNeoX: buildGptNeoX(B, *M, *D); break;
+  case ArchFamily::Bert: buildBert(B, *M, *D); break;
+  }
+  if (!G.finalize())
+    return fileError(Path, "internal error: the built graph has a cycle");
+  return G;
+}
+
+} // namespace trainmem

@@ -1,0 +1,595 @@
+//===- HfConfigImporterTest.cpp - the Hugging Face config importer against reality ===//
+//
+// Pins importHfConfig() to what transformers builds from the same config.json: parameter
+// counts and state-dict names measured with transformers, shapes, buffers, tied heads,
+// grouped-query attention, dims binding, the graph invariants later passes rely on, and
+// the errors a user sees for a broken or unsupported config.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/ModelImporter.h"
+
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+
+#include <unistd.h>
+
+using namespace trainmem;
+
+namespace {
+
+using Shape = std::vector<int64_t>;
+
+std::string samplePath(const std::string &Name) {
+  return std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Name + "/config.json";
+}
+
+ImportOptions dims(int64_t Batch, int64_t Seq) {
+  ImportOptions Options;
+  Options.Dims = {{"batch", Batch}, {"seq", Seq}};
+  return Options;
+}
+
+/// Short sequences keep the tests fast; parameter shapes do not depend on seq.
+Graph importPath(const std::string &Path, const ImportOptions &Options = dims(1, 128)) {
+  llvm::Expected<Graph> G = importHfConfig(Path, Options);
+  if (!G) {
+    ADD_FAILURE() << Path << ": " << llvm::toString(G.takeError());
+    return Graph();
+  }
+  return std::move(*G);
+}
+
+Graph importSample(const std::string &Name, const ImportOptions &Options = dims(1, 128)) {
+  return importPath(samplePath(Name), Options);
+}
+
+std::string importError(const std::string &Path, const ImportOptions &Options = dims(1, 128)) {
+  llvm::Expected<Graph> G = importHfConfig(Path, Options);
+  if (G)
+    return "<imported without error>";
+  return llvm::toString(G.takeError());
+}
+
+int64_t parameterCount(const Graph &G) {
+  int64_t N = 0;
+  for (const Tensor &T : G.Tensors)
+    if (T.Kind == TensorKind::Parameter)
+      N += T.numElements();
+  return N;
+}
+
+const Tensor *findTensor(const Graph &G, const std::string &Name) {
+  TensorId Id = G.findTensor(Name);
+  return Id == NoTensor ? nullptr : &G.Tensors[Id];
+}
+
+/// The shape of a named tensor, or {-1} when the graph has no such tensor.
+Shape shapeOf(const Graph &G, const std::string &Name) {
+  const Tensor *T = findTensor(G, Name);
+  return T ? T->Shape : Shape{-1};
+}
+
+const Node *findNode(const Graph &G, const std::string &Name) {
+  for (const Node &N : G.Nodes)
+    if (N.Name == Name)
+      return &N;
+  return nullptr;
+}
+
+const Node *producerOf(const Graph &G, TensorId Id) {
+  NodeId P = G.Tensors[Id].Producer;
+  return P == NoNode ? nullptr : &G.Nodes[P];
+}
+
+/// A sample config with some fields replaced, written to a temporary folder that is
+/// named after the variant (so the graph's name is predictable) and removed afterwards.
+using FieldEdits = std::vector<std::pair<std::string, llvm::json::Value>>;
+
+class ConfigVariant {
+public:
+  ConfigVariant(const std::string &Sample, const std::string &Variant, FieldEdits Edits,
+                const std::vector<std::string> &Remove = {}) {
+    std::ifstream In(samplePath(Sample));
+    std::string Text((std::istreambuf_iterator<char>(In)), std::istreambuf_iterator<char>());
+    llvm::Expected<llvm::json::Value> Json = llvm::json::parse(Text);
+    EXPECT_TRUE(static_cast<bool>(Json)) << llvm::toString(Json.takeError());
+    llvm::json::Object &Obj = *Json->getAsObject();
+    for (auto &KV : Edits)
+      Obj[KV.first] = KV.second;
+    for (const std::string &Key : Remove)
+      Obj.erase(Key);
+    write(Variant, llvm::formatv("{0:2}", llvm::json::Value(std::move(Obj))).str());
+  }
+  /// A config from literal text (for malformed files).
+  explicit ConfigVariant(const std::string &Variant, const std::string &Text) {
+    write(Variant, Text);
+  }
+  ~ConfigVariant() {
+    std::error_code Ignored;
+    std::filesystem::remove_all(Dir, Ignored);
+    std::filesystem::remove(Dir.parent_path(), Ignored); // only once it is empty
+  }
+  const std::string &path() const { return Path; }
+
+private:
+  void write(const std::string &Variant, const std::string &Text) {
+    Dir = std::filesystem::temp_directory_path() /
+          ("trainmem-hf-test-" + std::to_string(::getpid())) / Variant;
+    std::filesystem::create_directories(Dir);
+    Path = (Dir / "config.json").string();
+    std::ofstream(Path) << Text;
+  }
+  std::filesystem::path Dir;
+  std::string Path;
+};
+
+// Measured with torch 2.15.0 and transformers 5.24.0 (CPU wheels from PyPI, `pip install
+// torch transformers`): cfg = AutoConfig.from_pretrained("samples/hf/<name>"), then
+// AutoModelForCausalLM (AutoModelForMaskedLM for bert).from_config(cfg) under
+// `torch.device("meta")`, and sum(p.numel() for p in model.parameters()), which counts a
+// tied weight once. Every name and shape in model.named_parameters() and named_buffers()
+// was also compared with the IR (all equal, Linear weights transposed).
+const std::map<std::string, int64_t> MeasuredParameterCounts = {
+    {"llama-2-7b", 6'738'415'616},  {"mistral-7b", 7'241'732'096},
+    {"qwen2-0.5b", 494'032'768},    {"gemma-2b", 2'506'172'416},
+    {"gpt2", 124'439'808},          {"pythia-160m", 162'322'944},
+    {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
+};
+
+} // namespace
+
+TEST(HfConfigImporter, ParameterCountsMatchTransformers) {
+  for (const auto &[Name, Expected] : MeasuredParameterCounts) {
+    Graph G = importSample(Name);
+    EXPECT_EQ(parameterCount(G), Expected) << Name;
+  }
+}
+
+TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
+  // Same measurement as above with the edited config (AutoModel for the *Model
+  // architectures, which have no head and no "model." prefix).
+  struct Case {
+    std::string Sample, Variant;
+    FieldEdits Edits;
+    int64_t Expected;
+  };
+  std::vector<Case> Cases;
+  Cases.push_back({"bert-base-uncased", "bert-model",
+                   {{"architectures", llvm::json::Array{"BertModel"}}}, 109'482'240});
+  Cases.push_back({"bert-base-uncased", "bert-untied", {{"tie_word_embeddings", false}},
+                   132'985'716});
+  Cases.push_back({"gpt2", "gpt2-untied", {{"tie_word_embeddings", false}}, 163'037'184});
+  Cases.push_back({"gpt2", "gpt2-model", {{"architectures", llvm::json::Array{"GPT2Model"}}},
+                   124'439'808});
+  Cases.push_back({"tiny-llama", "llama-biases", {{"attention_bias", true}, {"mlp_bias", true}},
+                   159'232});
+  Cases.push_back({"tiny-llama", "llama-tied", {{"tie_word_embeddings", true}}, 125'248});
+  Cases.push_back({"tiny-llama", "llama-model",
+                   {{"architectures", llvm::json::Array{"LlamaModel"}}}, 125'248});
+  Cases.push_back({"pythia-160m", "neox-serial", {{"use_parallel_residual", false}},
+                   162'322'944});
+  Cases.push_back({"pythia-160m", "neox-tied", {{"tie_word_embeddings", true}}, 123'689'472});
+  for (Case &C : Cases) {
+    ConfigVariant Config(C.Sample, C.Variant, std::move(C.Edits));
+    EXPECT_EQ(parameterCount(importPath(Config.path())), C.Expected) << C.Variant;
+  }
+}
+
+TEST(HfConfigImporter, TinyLlamaStateDictMatchesTransformers) {
+  // model.named_parameters() / named_buffers() of the tiny-llama sample (transformers
+  // 5.24), with each Linear weight written as the IR stores it: [in, out].
+  std::map<std::string, Shape> Expected = {
+      {"model.embed_tokens.weight", {512, 64}}, {"model.norm.weight", {64}},
+      {"lm_head.weight", {64, 512}}};
+  for (int L = 0; L < 2; ++L) {
+    std::string P = "model.layers." + std::to_string(L) + ".";
+    Expected[P + "self_attn.q_proj.weight"] = {64, 64};
+    Expected[P + "self_attn.k_proj.weight"] = {64, 32};
+    Expected[P + "self_attn.v_proj.weight"] = {64, 32};
+    Expected[P + "self_attn.o_proj.weight"] = {64, 64};
+    Expected[P + "mlp.gate_proj.weight"] = {64, 176};
+    Expected[P + "mlp.up_proj.weight"] = {64, 176};
+    Expected[P + "mlp.down_proj.weight"] = {176, 64};
+    Expected[P + "input_layernorm.weight"] = {64};
+    Expected[P + "post_attention_layernorm.weight"] = {64};
+  }
+  std::map<std::string, Shape> ExpectedBuffers = {{"model.rotary_emb.inv_freq", {8}},
+                                                  {"model.rotary_emb.original_inv_freq", {8}}};
+  Graph G = importSample("tiny-llama");
+  std::map<std::string, Shape> Params, Buffers;
+  for (const Tensor &T : G.Tensors) {
+    if (T.Kind == TensorKind::Parameter)
+      Params[T.Name] = T.Shape;
+    if (T.Kind == TensorKind::Buffer)
+      Buffers[T.Name] = T.Shape;
+  }
+  EXPECT_EQ(Params, Expected);
+  EXPECT_EQ(Buffers, ExpectedBuffers);
+}
+
+TEST(HfConfigImporter, Llama2ParameterShapes) {
+  Graph G = importSample("llama-2-7b");
+  EXPECT_EQ(shapeOf(G, "model.embed_tokens.weight"), (Shape{32000, 4096}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.q_proj.weight"), (Shape{4096, 4096}));
+  EXPECT_EQ(shapeOf(G, "model.layers.31.mlp.gate_proj.weight"), (Shape{4096, 11008}));
+  EXPECT_EQ(shapeOf(G, "model.layers.31.mlp.down_proj.weight"), (Shape{11008, 4096}));
+  EXPECT_EQ(shapeOf(G, "model.norm.weight"), (Shape{4096}));
+  EXPECT_EQ(shapeOf(G, "lm_head.weight"), (Shape{4096, 32000}));
+  EXPECT_EQ(findTensor(G, "model.layers.0.self_attn.q_proj.bias"), nullptr);
+  EXPECT_EQ(findTensor(G, "model.layers.32.self_attn.q_proj.weight"), nullptr);
+  ASSERT_TRUE(G.DeclaredTieWordEmbeddings.has_value());
+  EXPECT_FALSE(*G.DeclaredTieWordEmbeddings);
+  const Tensor *Q = findTensor(G, "model.layers.0.self_attn.q_proj.weight");
+  ASSERT_NE(Q, nullptr);
+  EXPECT_TRUE(Q->Stored);
+  EXPECT_EQ(Q->Type, DType::Float32) << "weights are float32 whatever torch_dtype says";
+  EXPECT_EQ(G.Name, "meta-llama/Llama-2-7b-hf");
+  EXPECT_EQ(G.SourceFormat, "hf-config");
+  EXPECT_EQ(G.OpsetVersion, 17);
+}
+
+TEST(HfConfigImporter, GroupedQueryAttentionShapes) {
+  Graph Mistral = importSample("mistral-7b");
+  EXPECT_EQ(shapeOf(Mistral, "model.layers.0.self_attn.q_proj.weight"), (Shape{4096, 4096}));
+  EXPECT_EQ(shapeOf(Mistral, "model.layers.0.self_attn.k_proj.weight"), (Shape{4096, 1024}));
+  EXPECT_EQ(shapeOf(Mistral, "model.layers.0.self_attn.v_proj.weight"), (Shape{4096, 1024}));
+  // repeat_kv: [b, 8, s, 128] -> Unsqueeze -> Expand [b, 8, 4, s, 128] -> Reshape.
+  const Node *Expand = findNode(Mistral, "/model/layers.0/self_attn/Expand");
+  ASSERT_NE(Expand, nullptr);
+  EXPECT_EQ(Mistral.Tensors[Expand->Outputs[0]].Shape, (Shape{1, 8, 4, 128, 128}));
+  // q k^T is over all 32 heads.
+  const Node *Scores = findNode(Mistral, "/model/layers.0/self_attn/MatMul");
+  ASSERT_NE(Scores, nullptr);
+  EXPECT_EQ(Mistral.Tensors[Scores->Outputs[0]].Shape, (Shape{1, 32, 128, 128}));
+
+  Graph Qwen = importSample("qwen2-0.5b");
+  EXPECT_EQ(shapeOf(Qwen, "model.layers.0.self_attn.k_proj.weight"), (Shape{896, 128}));
+  EXPECT_EQ(shapeOf(Qwen, "model.layers.0.self_attn.k_proj.bias"), (Shape{128}));
+  EXPECT_EQ(shapeOf(Qwen, "model.layers.0.self_attn.q_proj.bias"), (Shape{896}));
+  EXPECT_EQ(findTensor(Qwen, "model.layers.0.self_attn.o_proj.bias"), nullptr);
+
+  Graph Gemma = importSample("gemma-2b"); // head_dim 256 with one k/v head
+  EXPECT_EQ(shapeOf(Gemma, "model.layers.0.self_attn.q_proj.weight"), (Shape{2048, 2048}));
+  EXPECT_EQ(shapeOf(Gemma, "model.layers.0.self_attn.k_proj.weight"), (Shape{2048, 256}));
+  EXPECT_EQ(shapeOf(Gemma, "model.layers.0.self_attn.o_proj.weight"), (Shape{2048, 2048}));
+}
+
+TEST(HfConfigImporter, TiedHeadReadsTheEmbeddingThroughATranspose) {
+  for (auto [Name, Embedding] :
+       {std::pair<std::string, std::string>{"gpt2", "transformer.wte.weight"},
+        {"gemma-2b", "model.embed_tokens.weight"},
+        {"qwen2-0.5b", "model.embed_tokens.weight"}}) {
+    Graph G = importSample(Name);
+    ASSERT_TRUE(G.DeclaredTieWordEmbeddings.has_value()) << Name;
+    EXPECT_TRUE(*G.DeclaredTieWordEmbeddings) << Name;
+    EXPECT_EQ(findTensor(G, "lm_head.weight"), nullptr) << Name;
+    TensorId Logits = G.findTensor("logits");
+    ASSERT_NE(Logits, NoTensor) << Name;
+    const Node *Head = producerOf(G, Logits);
+    ASSERT_NE(Head, nullptr);
+    EXPECT_EQ(Head->OpType, "MatMul");
+    const Node *Transpose = producerOf(G, Head->Inputs[1]);
+    ASSERT_NE(Transpose, nullptr) << Name;
+    EXPECT_EQ(Transpose->OpType, "Transpose");
+    EXPECT_EQ(Transpose->intsAttr("perm"), (std::vector<int64_t>{1, 0}));
+    EXPECT_EQ(G.Tensors[Transpose->Inputs[0]].Name, Embedding);
+  }
+  // BERT's MLM decoder is tied too and adds cls.predictions.bias.
+  Graph Bert = importSample("bert-base-uncased");
+  EXPECT_TRUE(Bert.DeclaredTieWordEmbeddings.value_or(false));
+  EXPECT_EQ(findTensor(Bert, "cls.predictions.decoder.weight"), nullptr);
+  EXPECT_EQ(shapeOf(Bert, "cls.predictions.bias"), (Shape{30522}));
+
+  // Untied: a separate [hidden, vocab] head (transformers 5.x names GPT-NeoX's lm_head).
+  Graph Pythia = importSample("pythia-160m");
+  EXPECT_FALSE(Pythia.DeclaredTieWordEmbeddings.value_or(true));
+  EXPECT_EQ(shapeOf(Pythia, "lm_head.weight"), (Shape{768, 50304}));
+  const Node *Head = producerOf(Pythia, Pythia.findTensor("logits"));
+  ASSERT_NE(Head, nullptr);
+  EXPECT_EQ(Pythia.Tensors[Head->Inputs[1]].Name, "lm_head.weight");
+}
+
+TEST(HfConfigImporter, Buffers) {
+  Graph Llama = importSample("llama-2-7b");
+  const Tensor *InvFreq = findTensor(Llama, "model.rotary_emb.inv_freq");
+  ASSERT_NE(InvFreq, nullptr);
+  EXPECT_EQ(InvFreq->Kind, TensorKind::Buffer);
+  EXPECT_TRUE(InvFreq->Stored);
+  EXPECT_EQ(InvFreq->Type, DType::Float32);
+  EXPECT_EQ(InvFreq->Shape, (Shape{64}));
+  ASSERT_EQ(InvFreq->FloatValues.size(), 64u);
+  EXPECT_DOUBLE_EQ(InvFreq->FloatValues[0], 1.0);
+  EXPECT_NEAR(InvFreq->FloatValues[1], std::pow(10000.0, -2.0 / 128), 1e-7);
+  EXPECT_FALSE(InvFreq->Consumers.empty());
+  EXPECT_EQ(shapeOf(Llama, "model.rotary_emb.original_inv_freq"), (Shape{64}));
+
+  EXPECT_EQ(shapeOf(importSample("pythia-160m"), "gpt_neox.rotary_emb.inv_freq"), (Shape{8}));
+
+  Graph Gemma = importSample("gemma-2b");
+  const Tensor *Scale = findTensor(Gemma, "model.embed_tokens.embed_scale");
+  ASSERT_NE(Scale, nullptr);
+  EXPECT_EQ(Scale->Kind, TensorKind::Buffer);
+  EXPECT_TRUE(Scale->Shape.empty());
+  ASSERT_EQ(Scale->FloatValues.size(), 1u);
+  EXPECT_DOUBLE_EQ(Scale->FloatValues[0], std::sqrt(2048.0));
+
+  Graph Bert = importSample("bert-base-uncased");
+  for (const char *Name : {"bert.embeddings.position_ids", "bert.embeddings.token_type_ids"}) {
+    const Tensor *T = findTensor(Bert, Name);
+    ASSERT_NE(T, nullptr) << Name;
+    EXPECT_EQ(T->Kind, TensorKind::Buffer);
+    EXPECT_EQ(T->Type, DType::Int64);
+    EXPECT_EQ(T->Shape, (Shape{1, 512}));
+  }
+
+  // transformers >= 4.x dropped GPT-2's attn.bias / attn.masked_bias mask buffers.
+  Graph Gpt2 = importSample("gpt2");
+  for (const Tensor &T : Gpt2.Tensors)
+    EXPECT_NE(T.Kind, TensorKind::Buffer) << T.Name;
+}
+
+TEST(HfConfigImporter, DimsBindInputAndLogitsShapes) {
+  Graph Default = importSample("tiny-llama", ImportOptions());
+  EXPECT_EQ(shapeOf(Default, "input_ids"), (Shape{1, 2048}));
+  EXPECT_EQ(shapeOf(Default, "logits"), (Shape{1, 2048, 512}));
+
+  Graph G = importSample("tiny-llama", dims(4, 128));
+  ASSERT_EQ(G.Inputs.size(), 1u);
+  const Tensor &Ids = G.Tensors[G.Inputs[0]];
+  EXPECT_EQ(Ids.Name, "input_ids");
+  EXPECT_EQ(Ids.Type, DType::Int64);
+  EXPECT_EQ(Ids.Kind, TensorKind::Input);
+  EXPECT_EQ(Ids.Shape, (Shape{4, 128}));
+  ASSERT_EQ(G.Outputs.size(), 1u);
+  const Tensor &Logits = G.Tensors[G.Outputs[0]];
+  EXPECT_EQ(Logits.Name, "logits");
+  EXPECT_TRUE(Logits.IsGraphOutput);
+  EXPECT_EQ(Logits.Kind, TensorKind::Output);
+  EXPECT_EQ(Logits.Type, DType::Float32);
+  EXPECT_EQ(Logits.Shape, (Shape{4, 128, 512}));
+  std::map<std::string, int64_t> Bound;
+  for (const DimBinding &D : G.Dims)
+    Bound[D.Name] = D.Value;
+  EXPECT_EQ(Bound, (std::map<std::string, int64_t>{{"batch", 4}, {"seq", 128}}));
+  EXPECT_EQ(shapeOf(G, "/model/causal_mask/Constant_output_0"), (Shape{1, 1, 128, 128}));
+
+  // --input input_ids=3x64 wins over --dim, and a later --dim of a name wins.
+  ImportOptions Options = dims(4, 128);
+  Options.Dims.push_back({"seq", 96});
+  EXPECT_EQ(shapeOf(importSample("tiny-llama", Options), "logits"), (Shape{4, 96, 512}));
+  Options.Inputs = {{"input_ids", {3, 64}}};
+  EXPECT_EQ(shapeOf(importSample("tiny-llama", Options), "logits"), (Shape{3, 64, 512}));
+  // --micro-batch sets dim 0 of the batch inputs.
+  Options.MicroBatch = 2;
+  EXPECT_EQ(shapeOf(importSample("tiny-llama", Options), "input_ids"), (Shape{2, 64}));
+
+  // BERT's three inputs share [batch, seq].
+  Graph Bert = importSample("bert-base-uncased", dims(8, 256));
+  ASSERT_EQ(Bert.Inputs.size(), 3u);
+  for (TensorId In : Bert.Inputs)
+    EXPECT_EQ(Bert.Tensors[In].Shape, (Shape{8, 256})) << Bert.Tensors[In].Name;
+  EXPECT_EQ(shapeOf(Bert, "logits"), (Shape{8, 256, 30522}));
+}
+
+TEST(HfConfigImporter, SequenceLongerThanLearnedPositionsIsRejected) {
+  std::string Error = importError(samplePath("gpt2"), dims(1, 2048));
+  EXPECT_NE(Error.find(samplePath("gpt2")), std::string::npos) << Error;
+  EXPECT_NE(Error.find("seq 2048"), std::string::npos) << Error;
+  EXPECT_NE(Error.find("1024"), std::string::npos) << Error;
+  EXPECT_NE(Error.find("max_position_embeddings"), std::string::npos) << Error;
+  EXPECT_NE(importError(samplePath("bert-base-uncased"), dims(1, 513)).find("512"),
+            std::string::npos);
+  // Rotary models have no learned table to run out of.
+  EXPECT_EQ(shapeOf(importSample("pythia-160m", dims(1, 4096)), "logits"),
+            (Shape{1, 4096, 50304}));
+  // Without an explicit seq, learned-position models take their longest sequence.
+  Graph G = importSample("gpt2", ImportOptions());
+  EXPECT_EQ(shapeOf(G, "input_ids"), (Shape{1, 1024}));
+  EXPECT_EQ(G.Diags.size(), 1u);
+}
+
+TEST(HfConfigImporter, BadDimsAndInputsAreRejected) {
+  ImportOptions Options;
+  Options.Inputs = {{"pixel_values", {1, 3, 224, 224}}};
+  std::string Error = importError(samplePath("tiny-llama"), Options);
+  EXPECT_NE(Error.find("pixel_values"), std::string::npos) << Error;
+  EXPECT_NE(Error.find("input_ids"), std::string::npos) << Error;
+  Options.Inputs = {{"input_ids", {1, 2, 3}}};
+  EXPECT_NE(importError(samplePath("tiny-llama"), Options).find("expected 2"),
+            std::string::npos);
+  Options.Inputs = {{"input_ids", {2, 64}}, {"attention_mask", {2, 32}}};
+  EXPECT_NE(importError(samplePath("bert-base-uncased"), Options).find("differ"),
+            std::string::npos);
+  EXPECT_NE(importError(samplePath("tiny-llama"), dims(0, 16)).find("dim 'batch' is 0"),
+            std::string::npos);
+}
+
+TEST(HfConfigImporter, MissingFieldNamesFileFieldAndExpectation) {
+  ConfigVariant Config("tiny-llama", "no-hidden-size", {}, {"hidden_size"});
+  std::string Error = importError(Config.path());
+  EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
+  EXPECT_NE(Error.find("'hidden_size'"), std::string::npos) << Error;
+  EXPECT_NE(Error.find("missing"), std::string::npos) << Error;
+  EXPECT_NE(Error.find("expected a positive integer"), std::string::npos) << Error;
+
+  ConfigVariant Wrong("tiny-llama", "string-layers", {{"num_hidden_layers", "two"}});
+  Error = importError(Wrong.path());
+  EXPECT_NE(Error.find("'num_hidden_layers' is \"two\""), std::string::npos) << Error;
+
+  ConfigVariant Act("tiny-llama", "bad-act", {{"hidden_act", "swiglu"}});
+  Error = importError(Act.path());
+  EXPECT_NE(Error.find("'hidden_act' is \"swiglu\""), std::string::npos) << Error;
+  EXPECT_NE(Error.find("gelu_pytorch_tanh"), std::string::npos) << Error;
+
+  ConfigVariant Kv("tiny-llama", "bad-kv", {{"num_key_value_heads", 3}});
+  EXPECT_NE(importError(Kv.path()).find("num_key_value_heads 3"), std::string::npos);
+
+  ConfigVariant NotJson("not-json", std::string("{\"model_type\": \"llama\",,}"));
+  EXPECT_NE(importError(NotJson.path()).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(importError("/nonexistent/config.json").find("cannot read"), std::string::npos);
+}
+
+TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
+  ConfigVariant Config("tiny-llama", "t5", {{"model_type", "t5"}});
+  std::string Error = importError(Config.path());
+  EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
+  EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
+  EXPECT_NE(Error.find("llama, mistral, qwen2, gemma, gpt2, gpt_neox, bert"), std::string::npos)
+      << Error;
+
+  ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});
+  EXPECT_NE(importError(NoType.path()).find("'model_type' is missing"), std::string::npos);
+}
+
+TEST(HfConfigImporter, EveryGraphIsConcreteOrderedAndStandardOnnx) {
+  // Ops of the default ONNX domain (opset 17) the importer may emit.
+  const std::set<std::string> StandardOps = {
+      "Add",   "Cast",  "Concat", "Cos",   "Div",       "Erf",  "Expand",
+      "Gather", "Gemm", "LayerNormalization", "MatMul", "Mul",  "Neg",
+      "Pow",   "Range", "Reciprocal", "ReduceMean", "Relu", "Reshape", "Sigmoid",
+      "Sin",   "Slice", "Softmax", "Split", "Sqrt", "Sub", "Tanh", "Transpose",
+      "Unsqueeze"};
+  for (const auto &[Name, Count] : MeasuredParameterCounts) {
+    Graph G = importSample(Name, dims(2, 64));
+    for (const Tensor &T : G.Tensors) {
+      EXPECT_TRUE(T.ShapeKnown) << Name << ": " << T.Name;
+      EXPECT_NE(T.Type, DType::Undefined) << Name << ": " << T.Name;
+      if (!T.Stored && T.Kind != TensorKind::Input) {
+        EXPECT_NE(T.Producer, NoNode) << Name << ": " << T.Name << " is never computed";
+      }
+    }
+    ASSERT_EQ(G.TopologicalOrder.size(), G.Nodes.size()) << Name;
+    std::vector<NodeId> Sorted = G.TopologicalOrder;
+    std::sort(Sorted.begin(), Sorted.end());
+    for (size_t I = 0; I < Sorted.size(); ++I)
+      ASSERT_EQ(Sorted[I], static_cast<NodeId>(I)) << Name << ": order is not a permutation";
+    std::vector<size_t> Position(G.Nodes.size());
+    for (size_t I = 0; I < G.TopologicalOrder.size(); ++I)
+      Position[G.TopologicalOrder[I]] = I;
+    for (NodeId N = 0; N < static_cast<NodeId>(G.Nodes.size()); ++N) {
+      const Node &Nd = G.Nodes[N];
+      EXPECT_TRUE(StandardOps.count(Nd.OpType)) << Name << ": " << Nd.Name;
+      EXPECT_EQ(Nd.Domain, "") << Nd.Name;
+      EXPECT_FALSE(Nd.LayerPath.empty()) << Name << ": " << Nd.Name;
+      for (TensorId In : Nd.Inputs) {
+        if (NodeId P = G.Tensors[In].Producer; P != NoNode) {
+          EXPECT_LT(Position[P], Position[N]) << Name << ": " << Nd.Name;
+        }
+      }
+    }
+    EXPECT_FALSE(G.Diags.hasErrors()) << Name;
+    int Outputs = 0;
+    for (const Tensor &T : G.Tensors)
+      Outputs += T.IsGraphOutput;
+    EXPECT_EQ(Outputs, 1) << Name;
+  }
+}
+
+TEST(HfConfigImporter, NodeNamesFollowTorchOnnxScopes) {
+  Graph G = importSample("tiny-llama");
+  const Node *Q = findNode(G, "/model/layers.0/self_attn/q_proj/MatMul");
+  ASSERT_NE(Q, nullptr);
+  EXPECT_EQ(Q->LayerPath, "model.layers.0.self_attn.q_proj");
+  EXPECT_EQ(G.Tensors[Q->Outputs[0]].Name, "/model/layers.0/self_attn/q_proj/MatMul_output_0");
+  EXPECT_EQ(G.Tensors[Q->Inputs[1]].Name, "model.layers.0.self_attn.q_proj.weight");
+  // The second MatMul directly in self_attn (probs x v) gets torch.onnx's "_1" suffix.
+  const Node *Pv = findNode(G, "/model/layers.0/self_attn/MatMul_1");
+  ASSERT_NE(Pv, nullptr);
+  EXPECT_EQ(G.Tensors[Pv->Outputs[0]].Shape, (Shape{1, 4, 128, 16}));
+  const Node *Head = findNode(G, "/lm_head/MatMul");
+  ASSERT_NE(Head, nullptr);
+  EXPECT_EQ(Head->LayerPath, "lm_head");
+}
+
+TEST(HfConfigImporter, RmsNormIsDecomposedLikeTorchOnnx) {
+  auto OpsIn = [](const Graph &G, const std::string &Scope) {
+    std::vector<std::string> Ops;
+    for (NodeId N : G.TopologicalOrder)
+      if (G.Nodes[N].Name.rfind(Scope + "/", 0) == 0)
+        Ops.push_back(G.Nodes[N].OpType);
+    return Ops;
+  };
+  Graph Llama = importSample("tiny-llama");
+  EXPECT_EQ(OpsIn(Llama, "/model/layers.0/input_layernorm"),
+            (std::vector<std::string>{"Pow", "ReduceMean", "Add", "Sqrt", "Reciprocal", "Mul",
+                                      "Mul"}));
+  const Node *Mean = findNode(Llama, "/model/layers.0/input_layernorm/ReduceMean");
+  ASSERT_NE(Mean, nullptr);
+  EXPECT_EQ(Mean->intsAttr("axes"), (std::vector<int64_t>{-1}));
+  EXPECT_EQ(Mean->intAttr("keepdims"), 1);
+  const Node *Eps = findNode(Llama, "/model/layers.0/input_layernorm/Add");
+  ASSERT_NE(Eps, nullptr);
+  EXPECT_EQ(Llama.Tensors[Eps->Inputs[1]].FloatValues, (std::vector<double>{1e-6}));
+  // SwiGLU: silu(gate) = gate * Sigmoid(gate), times up.
+  EXPECT_EQ(OpsIn(Llama, "/model/layers.0/mlp/act_fn"),
+            (std::vector<std::string>{"Sigmoid", "Mul"}));
+
+  // Gemma scales by (1 + weight) and uses the tanh GELU for its legacy "gelu".
+  Graph Gemma = importSample("gemma-2b");
+  std::vector<std::string> Norm = OpsIn(Gemma, "/model/norm");
+  EXPECT_EQ(Norm, (std::vector<std::string>{"Pow", "ReduceMean", "Add", "Sqrt", "Reciprocal",
+                                            "Mul", "Add", "Mul"}));
+  std::vector<std::string> Act = OpsIn(Gemma, "/model/layers.0/mlp/act_fn");
+  EXPECT_NE(std::find(Act.begin(), Act.end(), "Tanh"), Act.end());
+
+  // BERT's exact GELU: x * (erf(x / sqrt 2) + 1) * 0.5.
+  EXPECT_EQ(OpsIn(importSample("bert-base-uncased"),
+                  "/bert/encoder/layer.0/intermediate/intermediate_act_fn"),
+            (std::vector<std::string>{"Div", "Erf", "Add", "Mul", "Mul"}));
+}
+
+TEST(HfConfigImporter, GptNeoXPartialRotary) {
+  Graph G = importSample("pythia-160m", dims(2, 32));
+  // rotary_pct 0.25 of head_dim 64: cos/sin tables are 16 wide.
+  EXPECT_EQ(shapeOf(G, "/gpt_neox/rotary_emb/Cos_output_0"), (Shape{1, 32, 16}));
+  const Node *Split = findNode(G, "/gpt_neox/layers.0/attention/Split");
+  ASSERT_NE(Split, nullptr);
+  ASSERT_EQ(Split->Outputs.size(), 3u);
+  EXPECT_EQ(G.Tensors[Split->Outputs[0]].Shape, (Shape{2, 12, 32, 64}));
+  // The rotated 16 channels are concatenated back with the 48 that pass through.
+  const Node *Scores = findNode(G, "/gpt_neox/layers.0/attention/MatMul");
+  ASSERT_NE(Scores, nullptr);
+  const Node *QConcat = producerOf(G, Scores->Inputs[0]);
+  ASSERT_NE(QConcat, nullptr);
+  EXPECT_EQ(QConcat->OpType, "Concat");
+  EXPECT_EQ(G.Tensors[QConcat->Inputs[1]].Shape, (Shape{2, 12, 32, 48}));
+}
+
+TEST(HfConfigImporter, BertModelHasPoolerOutputs) {
+  ConfigVariant Config("bert-base-uncased", "bert-model-outputs",
+                       {{"architectures", llvm::json::Array{"BertModel"}}});
+  Graph G = importPath(Config.path(), dims(2, 64));
+  ASSERT_EQ(G.Outputs.size(), 2u);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "last_hidden_state");
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 64, 768}));
+  EXPECT_EQ(G.Tensors[G.Outputs[1]].Name, "pooler_output");
+  EXPECT_EQ(G.Tensors[G.Outputs[1]].Shape, (Shape{2, 768}));
+  // A base model is the root module: no "bert." prefix.
+  EXPECT_EQ(shapeOf(G, "pooler.dense.weight"), (Shape{768, 768}));
+  EXPECT_EQ(shapeOf(G, "embeddings.word_embeddings.weight"), (Shape{30522, 768}));
+  EXPECT_EQ(G.Name, "bert-model-outputs") << "the folder names a config without _name_or_path";
+}
+
+TEST(HfConfigImporter, Llama2At2048ImportsQuickly) {
+  // Tensors are metadata only; a 7B import must stay far below interactive latency.
+  double BestMs = 1e9;
+  for (int Run = 0; Run < 3; ++Run) {
+    auto Start = std::chrono::steady_clock::now();
+    Graph G = importSample("llama-2-7b", dims(1, 2048));
+    auto End = std::chrono::steady_clock::now();
+    ASSERT_EQ(G.Nodes.size(), G.TopologicalOrder.size());
+    BestMs = std::min(BestMs, std::chrono::duration<double, std::milli>(End - Start).count());
+  }
+  EXPECT_LT(BestMs, 100.0);
+}

@@ -1,0 +1,136 @@
+//===- GoldenTest.cpp - `trainmem` output pinned by checked-in expectations ------===//
+//
+// Each case runs the built binary from the project root with fixed arguments and
+// compares its exit code, stdout and stderr with tests/golden/NAME.out. On a mismatch
+// the actual output is written beside the expectation as NAME.out.actual and a unified
+// diff is printed. TRAINMEM_UPDATE_GOLDEN=1 rewrites the expectations (review the diff
+// before committing it).
+//
+//===----------------------------------------------------------------------------===//
+#include "support/Fixtures.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+using namespace trainmem::testing;
+
+namespace {
+
+struct GoldenCase {
+  const char *Name;
+  std::vector<std::string> Args;
+  bool NeedsFixtures;
+};
+
+std::string readFile(const std::string &Path) {
+  auto B = llvm::MemoryBuffer::getFile(Path, /*IsText=*/true);
+  return B ? (*B)->getBuffer().str() : std::string();
+}
+
+/// Runs trainmem from the source root; returns "exit code N\n--- stdout\n...--- stderr\n...".
+std::string runTrainmem(const std::vector<std::string> &Args) {
+  llvm::SmallString<128> Out, Err;
+  llvm::sys::fs::createTemporaryFile("golden", "out", Out);
+  llvm::sys::fs::createTemporaryFile("golden", "err", Err);
+  // argv[0] is what usage messages print; keep it independent of the build folder.
+  std::vector<llvm::StringRef> Argv{"trainmem"};
+  for (const std::string &A : Args)
+    Argv.push_back(A);
+  std::optional<llvm::StringRef> Redirects[] = {std::nullopt, llvm::StringRef(Out),
+                                                llvm::StringRef(Err)};
+  // Relative paths in arguments and messages are relative to the project root.
+  llvm::SmallString<256> Cwd;
+  llvm::sys::fs::current_path(Cwd);
+  llvm::sys::fs::set_current_path(TRAINMEM_SOURCE_DIR);
+  std::string ErrMsg;
+  int Rc = llvm::sys::ExecuteAndWait(TRAINMEM_BINARY, Argv, std::nullopt, Redirects, 120, 0,
+                                     &ErrMsg);
+  llvm::sys::fs::set_current_path(Cwd);
+  std::string Result = "exit code " + std::to_string(Rc) + "\n--- stdout\n" +
+                       readFile(std::string(Out)) + "--- stderr\n" + readFile(std::string(Err));
+  llvm::sys::fs::remove(Out);
+  llvm::sys::fs::remove(Err);
+  return Result;
+}
+
+void writeFile(const std::string &Path, const std::string &Text) {
+  std::error_code EC;
+  llvm::raw_fd_ostream OS(Path, EC);
+  OS << Text;
+}
+
+/// Test names already say which case runs; print the arguments, not the struct's bytes.
+void PrintTo(const GoldenCase &C, std::ostream *OS) {
+  *OS << "trainmem " << llvm::join(C.Args, " ");
+}
+
+class Golden : public ::testing::TestWithParam<GoldenCase> {};
+
+TEST_P(Golden, OutputMatchesExpectation) {
+  const GoldenCase &C = GetParam();
+  if (C.NeedsFixtures)
+    TRAINMEM_REQUIRE_FIXTURES("gt/onnx");
+  std::string Expected = std::string(TRAINMEM_SOURCE_DIR) + "/tests/golden/" + C.Name + ".out";
+  std::string Actual = runTrainmem(C.Args);
+  if (std::getenv("TRAINMEM_UPDATE_GOLDEN")) {
+    writeFile(Expected, Actual);
+    GTEST_SKIP() << "updated " << Expected;
+  }
+  std::string Want = readFile(Expected);
+  if (Want == Actual) {
+    llvm::sys::fs::remove(Expected + ".actual");
+    SUCCEED();
+    return;
+  }
+  writeFile(Expected + ".actual", Actual);
+  std::string Diff;
+  if (auto DiffTool = llvm::sys::findProgramByName("diff")) {
+    llvm::SmallString<128> DiffOut;
+    llvm::sys::fs::createTemporaryFile("golden", "diff", DiffOut);
+    std::optional<llvm::StringRef> R[] = {std::nullopt, llvm::StringRef(DiffOut), std::nullopt};
+    llvm::StringRef DiffArgs[] = {*DiffTool, "-u", Expected, Expected + ".actual"};
+    llvm::sys::ExecuteAndWait(*DiffTool, DiffArgs, std::nullopt, R);
+    Diff = readFile(std::string(DiffOut));
+    llvm::sys::fs::remove(DiffOut);
+  }
+  ADD_FAILURE() << "output of `trainmem " << llvm::join(C.Args, " ") << "` differs from "
+                << Expected << " (actual written beside it; rerun with "
+                << "TRAINMEM_UPDATE_GOLDEN=1 to accept):\n"
+                << (Diff.empty() ? Actual : Diff);
+}
+
+const std::string GT = "../shared/fixtures/gt/onnx/";
+
+const GoldenCase Cases[] = {
+    {"version", {"--version"}, false},
+    {"help", {"--help"}, false},
+    {"analyze_help", {"analyze", "--help"}, false},
+    {"analyze_gpt2_tiny_text", {"analyze", GT + "gpt2_tiny.onnx", "--dim", "batch=4", "--dim", "sequence=32"}, true},
+    {"analyze_gpt2_tiny_json", {"analyze", GT + "gpt2_tiny.onnx", "--input=input_ids=4x32", "--format=json"}, true},
+    {"analyze_llama_tiny_bf16_frozen", {"analyze", GT + "llama_tiny.onnx", "--dim=batch=2", "--dim=sequence=16", "--precision=bf16", "--freeze=^embed_tokens"}, true},
+    {"analyze_resnet18_sgdm_json", {"analyze", GT + "resnet18_tiny.onnx", "--default-dim=4", "--optimizer=sgd-momentum", "--format=json"}, true},
+    {"analyze_bert_tiny_tie_no", {"analyze", GT + "bert_tiny.onnx", "--default-dim=2", "--tie=no", "--optimizer=adamw-8bit"}, true},
+    {"analyze_hf_llama2_7b", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=4", "--dim", "seq=4096"}, false},
+    {"analyze_hf_gpt2_json", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--precision=mixed-bf16", "--format=json"}, false},
+    {"error_unbound_dims", {"analyze", GT + "gpt2_tiny.onnx"}, true},
+    {"error_unknown_dim", {"analyze", GT + "gpt2_tiny.onnx", "--dim", "batch=4", "--dim", "sequence=32", "--dim", "seqlen=8"}, true},
+    {"error_not_onnx", {"analyze", "README.md"}, false},
+    {"error_missing_file", {"analyze", "no/such/model.onnx"}, false},
+    {"error_bad_optimizer", {"analyze", "no/such/model.onnx", "--optimizer=rmsprop"}, false},
+    {"error_unknown_option", {"analyze", "--frobnicate"}, false},
+    {"error_no_model", {"analyze"}, false},
+    {"error_bad_trainable_name", {"analyze", GT + "gpt2_tiny.onnx", "--default-dim=2", "--trainable-file=tests/golden/data/not-a-parameter.txt"}, true},
+};
+
+INSTANTIATE_TEST_SUITE_P(Cli, Golden, ::testing::ValuesIn(Cases),
+                         [](const ::testing::TestParamInfo<GoldenCase> &I) {
+                           return std::string(I.param.Name);
+                         });
+
+} // namespace

@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
+#include "analyzer/OnnxGraphBuilder.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -17,17 +18,14 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 
-#include <cassert>
 #include <cmath>
 #include <limits>
 #include <numbers>
-#include <unordered_map>
 
 namespace trainmem {
 namespace {
 
 using Shape = std::vector<int64_t>;
-using Attributes = std::map<std::string, AttributeValue>;
 
 /// What torch.onnx writes as the end of an open slice (`x[..., k:]`).
 constexpr int64_t SliceToEnd = std::numeric_limits<int64_t>::max();
@@ -316,192 +314,6 @@ struct Module {
   }
 };
 
-/// Adds tensors and nodes with torch.onnx's naming (`<scope>/<Op>_<k>`, outputs
-/// `<node>_output_<i>`) and infers each output's shape, so every tensor is concrete.
-class GraphBuilder {
-public:
-  explicit GraphBuilder(Graph &G) : G(G) {}
-
-  const Shape &shape(TensorId Id) const { return G.Tensors[Id].Shape; }
-  DType type(TensorId Id) const { return G.Tensors[Id].Type; }
-  Tensor &tensor(TensorId Id) { return G.Tensors[Id]; }
-
-  TensorId input(const std::string &Name, Shape S) {
-    G.Inputs.push_back(addTensor(Name, std::move(S), DType::Int64, TensorKind::Input, false));
-    return G.Inputs.back();
-  }
-  TensorId stored(const std::string &Name, Shape S, DType Type, TensorKind Kind) {
-    return addTensor(Name, std::move(S), Type, Kind, true);
-  }
-  /// Weights are float32 whatever `torch_dtype` says: precision recipes decide storage.
-  TensorId parameter(const std::string &Name, Shape S) {
-    return stored(Name, std::move(S), DType::Float32, TensorKind::Parameter);
-  }
-
-  /// An int64 constant (shape, axes, slice bounds), shared by every use of equal value.
-  TensorId ints(const std::vector<int64_t> &Values, bool Scalar = false) {
-    std::string Key = Scalar ? "i" : "I";
-    for (int64_t V : Values)
-      Key += "," + std::to_string(V);
-    auto [Id, New] = constant(Key, Scalar ? Shape{} : Shape{int64_t(Values.size())}, DType::Int64);
-    if (New)
-      tensor(Id).IntValues = Values;
-    return Id;
-  }
-  /// A float32 0-dim constant (eps, scales, 0.5, 1.0).
-  TensorId scalar(double Value) {
-    auto [Id, New] = constant(llvm::formatv("f{0:e17}", Value).str(), {}, DType::Float32);
-    if (New) {
-      tensor(Id).FloatValues = {Value};
-      tensor(Id).Payload.From = PayloadRef::Source::Fill;
-      tensor(Id).Payload.FillValue = Value;
-    }
-    return Id;
-  }
-
-  /// The first output of the next node gets this name ("logits") instead of a scope name.
-  void nameNextOutput(std::string Name) { NextOutputName = std::move(Name); }
-  void markOutput(TensorId Id) {
-    tensor(Id).Kind = TensorKind::Output;
-    tensor(Id).IsGraphOutput = true;
-    G.Outputs.push_back(Id);
-  }
-
-  std::vector<TensorId> node(const std::string &Scope, const std::string &OpType,
-                             std::vector<TensorId> Inputs, const std::vector<Shape> &OutShapes,
-                             DType OutType, Attributes Attrs = {}) {
-    Node N;
-    std::string Base = Scope + "/" + OpType;
-    int Count = OpCounts[Base]++;
-    N.Name = Count == 0 ? Base : Base + "_" + std::to_string(Count);
-    N.OpType = OpType;
-    N.Attributes = std::move(Attrs);
-    N.Inputs = std::move(Inputs);
-    N.LayerPath = layerPathFromName(N.Name, false);
-    for (size_t I = 0; I < OutShapes.size(); ++I) {
-      std::string OutName = N.Name + "_output_" + std::to_string(I);
-      if (I == 0 && !NextOutputName.empty())
-        OutName = std::exchange(NextOutputName, std::string());
-      N.Outputs.push_back(addTensor(OutName, OutShapes[I], OutType, TensorKind::Activation, false));
-    }
-    std::vector<TensorId> Outs = N.Outputs;
-    G.addNode(std::move(N));
-    return Outs;
-  }
-  TensorId op(const std::string &Scope, const std::string &OpType, std::vector<TensorId> Inputs,
-              Shape OutShape, DType OutType, Attributes Attrs = {}) {
-    return node(Scope, OpType, std::move(Inputs), {std::move(OutShape)}, OutType,
-                std::move(Attrs))[0];
-  }
-
-  TensorId unary(const std::string &Scope, const std::string &OpType, TensorId X) {
-    return op(Scope, OpType, {X}, shape(X), type(X));
-  }
-  /// Elementwise op with numpy broadcasting; float32 if either side is.
-  TensorId binary(const std::string &Scope, const std::string &OpType, TensorId A, TensorId B) {
-    const Shape &SA = shape(A), &SB = shape(B);
-    Shape Out(std::max(SA.size(), SB.size()), 1);
-    for (size_t I = 0; I < Out.size(); ++I) {
-      int64_t DA = I < SA.size() ? SA[SA.size() - 1 - I] : 1;
-      int64_t DB = I < SB.size() ? SB[SB.size() - 1 - I] : 1;
-      assert((DA == DB || DA == 1 || DB == 1) && "shapes do not broadcast");
-      Out[Out.size() - 1 - I] = DA == 1 ? DB : DA;
-    }
-    return op(Scope, OpType, {A, B}, std::move(Out),
-              type(A) == DType::Float32 ? DType::Float32 : type(B));
-  }
-  TensorId matmul(const std::string &Scope, TensorId A, TensorId B) {
-    Shape Out = shape(A);
-    Out.back() = shape(B).back();
-    return op(Scope, "MatMul", {A, B}, std::move(Out), DType::Float32);
-  }
-  TensorId gemm(const std::string &Scope, TensorId A, TensorId B, TensorId C) {
-    return op(Scope, "Gemm", {A, B, C}, {shape(A)[0], shape(B)[1]}, DType::Float32,
-              {{"alpha", 1.0}, {"beta", 1.0}});
-  }
-  TensorId reshape(const std::string &Scope, TensorId X, const Shape &To) {
-    return op(Scope, "Reshape", {X, ints(To)}, To, type(X));
-  }
-  TensorId transpose(const std::string &Scope, TensorId X, const std::vector<int64_t> &Perm) {
-    Shape Out;
-    for (int64_t P : Perm)
-      Out.push_back(shape(X)[P]);
-    return op(Scope, "Transpose", {X}, std::move(Out), type(X), {{"perm", Perm}});
-  }
-  /// Opset 13+ takes the axes as an input; they must be ascending here.
-  TensorId unsqueeze(const std::string &Scope, TensorId X, const std::vector<int64_t> &Axes) {
-    Shape Out = shape(X);
-    for (int64_t A : Axes)
-      Out.insert(Out.begin() + A, 1);
-    return op(Scope, "Unsqueeze", {X, ints(Axes)}, std::move(Out), type(X));
-  }
-  TensorId slice(const std::string &Scope, TensorId X, int64_t Axis, int64_t Start, int64_t End) {
-    Shape Out = shape(X);
-    Out[Axis] = std::min(End, Out[Axis]) - Start;
-    return op(Scope, "Slice", {X, ints({Start}), ints({End}), ints({Axis}), ints({1})},
-              std::move(Out), type(X));
-  }
-  TensorId concat(const std::string &Scope, const std::vector<TensorId> &Xs, int64_t Axis) {
-    Shape Out = shape(Xs[0]);
-    size_t A = Axis < 0 ? Out.size() + Axis : Axis;
-    for (size_t I = 1; I < Xs.size(); ++I)
-      Out[A] += shape(Xs[I])[A];
-    return op(Scope, "Concat", Xs, std::move(Out), type(Xs[0]), {{"axis", Axis}});
-  }
-  /// Opset 13+ takes the split sizes as an input.
-  std::vector<TensorId> split(const std::string &Scope, TensorId X, int64_t Axis,
-                              const std::vector<int64_t> &Sizes) {
-    std::vector<Shape> Outs(Sizes.size(), shape(X));
-    for (size_t I = 0; I < Sizes.size(); ++I)
-      Outs[I][Axis < 0 ? Outs[I].size() + Axis : Axis] = Sizes[I];
-    return node(Scope, "Split", {X, ints(Sizes)}, Outs, type(X), {{"axis", Axis}});
-  }
-  /// Embedding lookup (axis 0) or `x[:, i]` with a scalar index on another axis.
-  TensorId gather(const std::string &Scope, TensorId Data, TensorId Indices, int64_t Axis = 0) {
-    const Shape &D = shape(Data);
-    Shape Out(D.begin(), D.begin() + Axis);
-    Out.insert(Out.end(), shape(Indices).begin(), shape(Indices).end());
-    Out.insert(Out.end(), D.begin() + Axis + 1, D.end());
-    return op(Scope, "Gather", {Data, Indices}, std::move(Out), type(Data), {{"axis", Axis}});
-  }
-  TensorId cast(const std::string &Scope, TensorId X, DType To) {
-    return op(Scope, "Cast", {X}, shape(X), To, {{"to", int64_t(dtypeToOnnx(To))}});
-  }
-  TensorId expand(const std::string &Scope, TensorId X, const Shape &To) {
-    return op(Scope, "Expand", {X, ints(To)}, To, type(X));
-  }
-  /// `torch.arange(n)`: int64 [n].
-  TensorId range(const std::string &Scope, int64_t N) {
-    return op(Scope, "Range", {ints({0}, true), ints({N}, true), ints({1}, true)}, {N},
-              DType::Int64);
-  }
-
-private:
-  TensorId addTensor(const std::string &Name, Shape S, DType Type, TensorKind Kind, bool Stored) {
-    Tensor T;
-    T.Name = Name;
-    T.Type = Type;
-    T.Shape = std::move(S);
-    T.ShapeKnown = true;
-    T.Kind = Kind;
-    T.Stored = Stored;
-    return G.addTensor(std::move(T));
-  }
-  /// torch.onnx names folded constants "onnx::<Op>_<n>"; layerPathFromName skips them.
-  std::pair<TensorId, bool> constant(const std::string &Key, Shape S, DType Type) {
-    auto [It, New] = Constants.try_emplace(Key, NoTensor);
-    if (New)
-      It->second = stored("onnx::Constant_" + std::to_string(Constants.size() - 1), std::move(S),
-                          Type, TensorKind::Constant);
-    return {It->second, New};
-  }
-
-  Graph &G;
-  std::unordered_map<std::string, int> OpCounts;
-  std::unordered_map<std::string, TensorId> Constants;
-  std::string NextOutputName;
-};
-
 struct BoundDims {
   int64_t Batch = DefaultBatch;
   int64_t Seq = DefaultSeq;
@@ -511,7 +323,7 @@ struct BoundDims {
 
 /// nn.Linear as torch.onnx exports it for 3-D inputs: MatMul against the weight stored
 /// transposed, [in, out] (what the exporter folds `weight.t()` into), then Add of the bias.
-TensorId linear(GraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out,
+TensorId linear(OnnxGraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out,
                 bool Bias) {
   TensorId Y = B.matmul(Mod.Scope, X, B.parameter(Mod.param("weight"), {In, Out}));
   if (Bias)
@@ -521,7 +333,7 @@ TensorId linear(GraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int6
 
 /// LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, with rsqrt exported as
 /// Reciprocal(Sqrt). GemmaRMSNorm scales by (1 + weight) instead.
-TensorId rmsNorm(GraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
+TensorId rmsNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
                  const std::string &OutName = "") {
   const std::string &S = Mod.Scope;
   TensorId Weight = B.parameter(Mod.param("weight"), {M.Hidden});
@@ -543,7 +355,7 @@ TensorId rmsNorm(GraphBuilder &B, const Module &Mod, const HfModel &M, TensorId 
 }
 
 /// nn.LayerNorm as opset 17's LayerNormalization.
-TensorId layerNorm(GraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
+TensorId layerNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
                    const std::string &OutName = "") {
   TensorId W = B.parameter(Mod.param("weight"), {M.Hidden});
   TensorId Bias = B.parameter(Mod.param("bias"), {M.Hidden});
@@ -552,7 +364,7 @@ TensorId layerNorm(GraphBuilder &B, const Module &Mod, const HfModel &M, TensorI
               {{"axis", int64_t{-1}}, {"epsilon", M.NormEps}});
 }
 
-TensorId activation(GraphBuilder &B, const std::string &S, TensorId X, Activation Act) {
+TensorId activation(OnnxGraphBuilder &B, const std::string &S, TensorId X, Activation Act) {
   const double Beta = std::sqrt(2.0 / std::numbers::pi), Kappa = 0.044715; // tanh GELU
   switch (Act) {
   case Activation::Silu: // torch.onnx: silu(x) = x * Sigmoid(x)
@@ -583,25 +395,39 @@ TensorId activation(GraphBuilder &B, const std::string &S, TensorId X, Activatio
 }
 
 /// `.view(b, s, heads, head_dim).transpose(1, 2)`.
-TensorId splitHeads(GraphBuilder &B, const std::string &S, TensorId X, int64_t Heads,
+TensorId splitHeads(OnnxGraphBuilder &B, const std::string &S, TensorId X, int64_t Heads,
                     int64_t HeadDim) {
   const Shape &In = B.shape(X);
   TensorId R = B.reshape(S, X, {In[0], In[1], Heads, HeadDim});
   return B.transpose(S, R, {0, 2, 1, 3});
 }
 
-/// The additive causal mask HF builds once per forward ([1, 1, seq, seq], 0 / finfo.min),
-/// shared by all layers; a constant because every dim is bound. Named like a torch.onnx
-/// scope constant, which is what StoredTensorClassifier expects of an exported mask.
-TensorId causalMask(GraphBuilder &B, const Module &Base, int64_t Seq) {
-  return B.stored(Base.Scope + "/causal_mask/Constant_output_0", {1, 1, Seq, Seq},
-                  DType::Float32, TensorKind::Constant);
+/// masking_utils.eager_mask, run once per forward and read by every layer: the boolean
+/// pattern is expanded (a view) to [batch, 1, seq, seq], then where(allowed, 0, finfo.min)
+/// materialises it as a float activation, as in transformers 5.x.
+TensorId additiveMask(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed,
+                      const BoundDims &D) {
+  Shape Full = {D.Batch, 1, D.Seq, D.Seq};
+  TensorId Expanded = B.expand(S, Allowed, Full);
+  double Min = std::numeric_limits<float>::lowest();
+  return B.op(S, "Where", {Expanded, B.scalar(0.0), B.scalar(Min)}, Full, DType::Float32);
 }
 
-/// The rotary embedding module (one per model in transformers 5.x): position ids from
-/// arange, freqs = pos * inv_freq, cat(freqs, freqs), then cos and sin [1, seq, rotary_dim].
-std::pair<TensorId, TensorId> rotaryTables(GraphBuilder &B, const Module &Base,
-                                           const HfModel &M, int64_t Seq) {
+/// causal_mask_function over cache_position: kv_idx <= q_idx. (Mistral's sliding window
+/// only removes more positions from the same [batch, 1, seq, seq] mask.)
+TensorId causalMask(OnnxGraphBuilder &B, const Module &Base, TensorId Positions,
+                    const BoundDims &D) {
+  TensorId Q = B.unsqueeze(Base.Scope, Positions, {0, 1, 3});
+  TensorId Kv = B.unsqueeze(Base.Scope, Positions, {0, 1, 2});
+  TensorId Allowed =
+      B.op(Base.Scope, "LessOrEqual", {Kv, Q}, {1, 1, D.Seq, D.Seq}, DType::Bool);
+  return additiveMask(B, Base.Scope, Allowed, D);
+}
+
+/// The rotary embedding module (one per model in transformers 5.x): freqs = position_ids *
+/// inv_freq, cat(freqs, freqs), then cos and sin [1, seq, rotary_dim].
+std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Base,
+                                           const HfModel &M, TensorId Positions) {
   Module Rope = Base.child("rotary_emb");
   int64_t Half = M.RotaryDim / 2;
   TensorId InvFreq = B.stored(Rope.param("inv_freq"), {Half}, DType::Float32, TensorKind::Buffer);
@@ -616,7 +442,7 @@ std::pair<TensorId, TensorId> rotaryTables(GraphBuilder &B, const Module &Base,
       B.tensor(InvFreq).FloatValues.push_back(V);
       B.tensor(Original).FloatValues.push_back(V);
     }
-  TensorId PositionIds = B.unsqueeze(Base.Scope, B.range(Base.Scope, Seq), {0});
+  TensorId PositionIds = B.unsqueeze(Base.Scope, Positions, {0});
   TensorId Pos = B.cast(Rope.Scope, B.unsqueeze(Rope.Scope, PositionIds, {2}), DType::Float32);
   TensorId Freqs = B.binary(Rope.Scope, "Mul", Pos, InvFreq);
   TensorId Emb = B.concat(Rope.Scope, {Freqs, Freqs}, -1);
@@ -625,7 +451,7 @@ std::pair<TensorId, TensorId> rotaryTables(GraphBuilder &B, const Module &Base,
 
 /// apply_rotary_pos_emb for one of q/k: x*cos + rotate_half(x)*sin on the first
 /// rotary_dim channels (all of them except for GPT-NeoX's partial rotary).
-TensorId applyRotary(GraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
+TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
                      TensorId Sin) {
   int64_t Rot = B.shape(Cos).back(), HeadDim = B.shape(X).back();
   TensorId Rotated = X, Pass = NoTensor;
@@ -643,7 +469,7 @@ TensorId applyRotary(GraphBuilder &B, const std::string &S, TensorId X, TensorId
 
 /// eager_attention_forward: repeat_kv for grouped-query attention, softmax(q k^T * scale
 /// + mask) v, heads merged back to [batch, seq, heads * head_dim].
-TensorId attention(GraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
+TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
                    TensorId Mask, double Scale, int64_t Groups) {
   if (Groups > 1) {
     // hidden[:, :, None].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
@@ -670,7 +496,7 @@ TensorId attention(GraphBuilder &B, const std::string &S, TensorId Q, TensorId K
 double attentionScale(const HfModel &M) { return 1.0 / std::sqrt(double(M.HeadDim)); }
 
 /// The output projection of a causal LM, or the base model's last hidden state.
-void finishDecoder(GraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
+void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
                    const Module &Head) {
   if (M.Head == HeadKind::BaseModel) {
     B.markOutput(X);
@@ -687,7 +513,7 @@ void finishDecoder(GraphBuilder &B, const HfModel &M, TensorId X, TensorId Embed
 
 /// LlamaForCausalLM and its descendants MistralForCausalLM, Qwen2ForCausalLM and
 /// GemmaForCausalLM (RMSNorm, rotary, gated MLP, grouped-query attention).
-void buildLlamaFamily(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
   Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("model");
@@ -701,8 +527,10 @@ void buildLlamaFamily(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
     B.tensor(Scale).FloatValues = {std::sqrt(static_cast<double>(H))};
     X = B.binary(Embed.Scope, "Mul", X, Scale);
   }
-  auto [Cos, Sin] = rotaryTables(B, Base, M, D.Seq);
-  TensorId Mask = causalMask(B, Base, D.Seq);
+  // cache_position = arange(seq): the rotary position ids and the causal mask share it.
+  TensorId Positions = B.range(Base.Scope, D.Seq);
+  auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
+  TensorId Mask = causalMask(B, Base, Positions, D);
   for (int64_t L = 0; L < M.Layers; ++L) {
     Module Layer = Base.child("layers." + std::to_string(L));
     Module Attn = Layer.child("self_attn");
@@ -737,7 +565,7 @@ void buildLlamaFamily(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
 
 /// transformers' Conv1D: addmm(bias, x.view(-1, in), weight).view(..., out). Its weight
 /// is already [in, out].
-TensorId conv1d(GraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out) {
+TensorId conv1d(OnnxGraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out) {
   Shape S = B.shape(X);
   TensorId W = B.parameter(Mod.param("weight"), {In, Out});
   TensorId Bias = B.parameter(Mod.param("bias"), {Out});
@@ -747,7 +575,7 @@ TensorId conv1d(GraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int6
 }
 
 /// GPT2LMHeadModel: learned positions, pre-LayerNorm blocks of Conv1D layers.
-void buildGpt2(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden;
   Module Root;
   Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("transformer");
@@ -755,10 +583,10 @@ void buildGpt2(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
   Module Wte = Base.child("wte"), Wpe = Base.child("wpe");
   TensorId WteW = B.parameter(Wte.param("weight"), {M.Vocab, H});
   TensorId WpeW = B.parameter(Wpe.param("weight"), {M.MaxPositions, H});
-  TensorId PositionIds = B.unsqueeze(Base.Scope, B.range(Base.Scope, D.Seq), {0});
+  TensorId Positions = B.range(Base.Scope, D.Seq);
   TensorId X = B.binary(Base.Scope, "Add", B.gather(Wte.Scope, WteW, Ids),
-                        B.gather(Wpe.Scope, WpeW, PositionIds));
-  TensorId Mask = causalMask(B, Base, D.Seq);
+                        B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0})));
+  TensorId Mask = causalMask(B, Base, Positions, D);
   for (int64_t L = 0; L < M.Layers; ++L) {
     Module Block = Base.child("h." + std::to_string(L));
     Module Attn = Block.child("attn");
@@ -785,7 +613,7 @@ void buildGpt2(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
 }
 
 /// GPTNeoXForCausalLM (Pythia): fused qkv, partial rotary, parallel residual.
-void buildGptNeoX(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
   Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("gpt_neox");
@@ -793,8 +621,10 @@ void buildGptNeoX(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
   Module Embed = Base.child("embed_in");
   TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
   TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
-  auto [Cos, Sin] = rotaryTables(B, Base, M, D.Seq);
-  TensorId Mask = causalMask(B, Base, D.Seq);
+  // cache_position = arange(seq): the rotary position ids and the causal mask share it.
+  TensorId Positions = B.range(Base.Scope, D.Seq);
+  auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
+  TensorId Mask = causalMask(B, Base, Positions, D);
   for (int64_t L = 0; L < M.Layers; ++L) {
     Module Layer = Base.child("layers." + std::to_string(L));
     Module Attn = Layer.child("attention");
@@ -834,7 +664,7 @@ void buildGptNeoX(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
 
 /// BertForMaskedLM (or BertModel with its pooler): learned positions and token types,
 /// post-LayerNorm encoder blocks, padding mask from the `attention_mask` input.
-void buildBert(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
+void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden;
   Module Root;
   Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("bert");
@@ -867,10 +697,9 @@ void buildBert(GraphBuilder &B, const HfModel &M, const BoundDims &D) {
                                               Positions));
   X = layerNorm(B, Emb.child("LayerNorm"), M, X);
 
-  // The classic extended mask (1 - mask[:, None, None, :]) * finfo.min, [b, 1, 1, seq].
-  TensorId Ext = B.cast(Base.Scope, B.unsqueeze(Base.Scope, AttnMask, {1, 2}), DType::Float32);
-  Ext = B.binary(Base.Scope, "Mul", B.binary(Base.Scope, "Sub", B.scalar(1.0), Ext),
-                 B.scalar(static_cast<double>(std::numeric_limits<float>::lowest())));
+  // create_bidirectional_mask: padding_mask_function(attention_mask)[b, kv] for every query.
+  TensorId Padding = B.cast(Base.Scope, AttnMask, DType::Bool);
+  TensorId Ext = additiveMask(B, Base.Scope, B.unsqueeze(Base.Scope, Padding, {1, 2}), D);
 
   for (int64_t L = 0; L < M.Layers; ++L) {
     Module Layer = Base.child("encoder").child("layer." + std::to_string(L));
@@ -1012,7 +841,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
     G.Diags.note("rope-scaling", "rope_scaling",
                  "scaled RoPE changes inv_freq values only; shapes and memory are unchanged");
 
-  GraphBuilder B(G);
+  OnnxGraphBuilder B(G);
   switch (M->Family) {
   case ArchFamily::Llama: buildLlamaFamily(B, *M, *D); break;
   case ArchFamily::Gpt2: buildGpt2(B, *M, *D); break;

@@ -10,6 +10,7 @@
 #include "analyzer/MemoryReport.h"
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/ReportWriters.h"
+#include "analyzer/StepSimulator.h"
 
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
@@ -38,7 +39,10 @@ int runAnalyze() {
   auto Census = takeCensus(*G, Request->Setup);
   if (!Census)
     return reportError(Census.takeError());
-  MemoryReport Report = buildCensusReport(*G, Request->Setup, *Census);
+  auto Sim = simulateStep(*G, Request->Setup, *Census);
+  if (!Sim)
+    return reportError(Sim.takeError());
+  MemoryReport Report = buildStepReport(*G, Request->Setup, *Census, *Sim);
   if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           writeReportJson(Report, OS);

@@ -10,12 +10,20 @@
 
 #include "llvm/Support/Error.h"
 
+namespace llvm::cl {
+class SubCommand;
+} // namespace llvm::cl
+
 namespace trainmem::cli {
 
 enum ExitCode : int { ExitOk = 0, ExitInputError = 1, ExitGateFailed = 2, ExitInternal = 3 };
 
 int runAnalyze();
 int runExportOnnx();
+
+/// `trainmem gpus`: the subcommand (its options live with it) and its action.
+llvm::cl::SubCommand &gpusCommand();
+int runGpus();
 
 /// Prints "trainmem: error: MESSAGE" to stderr and returns ExitInputError.
 int reportError(llvm::Error E);

@@ -21,6 +21,7 @@ int main(int Argc, char **Argv) {
   // Force the subcommands into existence before parsing.
   trainmem::cli::analyzeCommand();
   trainmem::cli::exportOnnxCommand();
+  trainmem::cli::gpusCommand();
   llvm::cl::HideUnrelatedOptions({});
   if (!llvm::cl::ParseCommandLineOptions(
           Argc, Argv,
@@ -36,6 +37,8 @@ int main(int Argc, char **Argv) {
     return trainmem::cli::runAnalyze();
   if (trainmem::cli::exportOnnxCommand())
     return trainmem::cli::runExportOnnx();
+  if (trainmem::cli::gpusCommand())
+    return trainmem::cli::runGpus();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";
   return trainmem::cli::ExitInputError;
 }

@@ -1,7 +1,7 @@
 //===- OnnxModelWriter.h - small ONNX files for importer tests --------*- C++ -*-===//
 //
 // Builds an onnx::ModelProto the way a test describes a model: `W.input("ids",
-// {"batch", "seq"}, INT64)`, `W.initializer("fc.weight", {4, 8}, Values)`,
+// {"batch", "seq"}, OnnxInt64)`, `W.initializer("fc.weight", {4, 8}, Values)`,
 // `W.node("MatMul", {"x", "fc.weight"}, {"y"}).i("transB", 1)`, then `W.save(Dir,
 // "mlp.onnx")`. Nothing is validated here: tests write malformed files on purpose.
 //
@@ -84,6 +84,22 @@ inline onnx::TensorProto boolTensor(const std::string &Name, const std::vector<i
   }
   T.set_raw_data(std::string(static_cast<size_t>(N), Fill ? '\1' : '\0'));
   return T;
+}
+
+/// Appends a protobuf varint: for writing field headers by hand, e.g. a payload too
+/// large for protobuf's own serializer.
+inline void putVarint(std::string &Out, uint64_t V) {
+  while (V >= 0x80) {
+    Out.push_back(static_cast<char>((V & 0x7f) | 0x80));
+    V >>= 7;
+  }
+  Out.push_back(static_cast<char>(V));
+}
+
+/// Appends the tag and length of a length-delimited field whose Length bytes follow.
+inline void putFieldHeader(std::string &Out, uint32_t Field, uint64_t Length) {
+  putVarint(Out, (static_cast<uint64_t>(Field) << 3) | 2);
+  putVarint(Out, Length);
 }
 
 /// A node being written; attribute setters chain, named as in onnx.helper.
@@ -213,7 +229,50 @@ public:
     if (EC)
       return "";
     OS << bytes();
-    return OS.has_error() ? "" : std::string(Path);
+    OS.close();
+    bool Failed = OS.has_error();
+    OS.clear_error(); // an unchecked error would abort in the stream's destructor
+    return Failed ? "" : std::string(Path);
+  }
+
+  /// Writes the model plus one last initializer, Header (name, dtype, dims), whose
+  /// raw_data of PayloadBytes is a hole at the end of the file: the initializer is the
+  /// graph's last field and the graph the model's, their headers written by hand since
+  /// protobuf cannot serialize messages over 2 GiB. Returns the payload's file offset,
+  /// or nullopt with Error set when the file cannot be written or extended.
+  std::optional<uint64_t> saveWithTrailingPayload(const std::string &Path,
+                                                  const onnx::TensorProto &Header,
+                                                  uint64_t PayloadBytes,
+                                                  std::string &Error) const {
+    std::string Tensor = Header.SerializeAsString();
+    putFieldHeader(Tensor, /*raw_data=*/9, PayloadBytes);
+    std::string GraphBytes = Model.graph().SerializeAsString();
+    putFieldHeader(GraphBytes, /*initializer=*/5, Tensor.size() + PayloadBytes);
+    GraphBytes += Tensor;
+    onnx::ModelProto WithoutGraph = Model;
+    WithoutGraph.clear_graph();
+    std::string File = WithoutGraph.SerializeAsString();
+    putFieldHeader(File, /*graph=*/7, GraphBytes.size() + PayloadBytes);
+    File += GraphBytes;
+
+    int FD;
+    if (std::error_code EC = llvm::sys::fs::openFileForWrite(Path, FD)) {
+      Error = EC.message();
+      return std::nullopt;
+    }
+    llvm::raw_fd_ostream OS(FD, /*shouldClose=*/false);
+    OS << File;
+    OS.flush();
+    std::error_code EC = OS.error();
+    OS.clear_error();
+    if (!EC)
+      EC = llvm::sys::fs::resize_file(FD, File.size() + PayloadBytes);
+    llvm::sys::fs::closeFile(FD);
+    if (EC) {
+      Error = EC.message();
+      return std::nullopt;
+    }
+    return File.size();
   }
 
 private:

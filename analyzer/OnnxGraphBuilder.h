@@ -1,0 +1,121 @@
+//===- OnnxGraphBuilder.h - graph IR built the way torch.onnx names it -*- C++ -*-===//
+//
+// A small builder for importers that synthesise a graph rather than read one (the HF
+// config importer): each call adds one ONNX op with the names torch.onnx (opset 17)
+// would give it (`<scope>/<Op>_<k>`, outputs `<node>_output_<i>`, folded constants
+// `onnx::Constant_<n>`) and infers its output's concrete shape and dtype, so later
+// passes cannot tell the result from an imported export.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_ONNXGRAPHBUILDER_H
+#define TRAINMEM_ANALYZER_ONNXGRAPHBUILDER_H
+
+#include "analyzer/Graph.h"
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace trainmem {
+
+/// Adds tensors and nodes to a Graph with torch.onnx's naming and infers each output's
+/// shape, so every tensor is concrete. Shapes must already be bound (no symbolic dims).
+class OnnxGraphBuilder {
+public:
+  using Shape = std::vector<int64_t>;
+  using Attributes = std::map<std::string, AttributeValue>;
+
+  /// Builds into G, which must outlive the builder; G.finalize() is the caller's job.
+  explicit OnnxGraphBuilder(Graph &G) : G(G) {}
+
+  /// The shape, dtype and whole record of a tensor already in the graph.
+  const Shape &shape(TensorId Id) const { return G.Tensors[Id].Shape; }
+  DType type(TensorId Id) const { return G.Tensors[Id].Type; }
+  Tensor &tensor(TensorId Id) { return G.Tensors[Id]; }
+
+  /// A batch input (int64: token ids, token types, masks), appended to G.Inputs.
+  TensorId input(const std::string &Name, Shape S) {
+    G.Inputs.push_back(addTensor(Name, std::move(S), DType::Int64, TensorKind::Input, false));
+    return G.Inputs.back();
+  }
+  /// A stored tensor (weight, buffer or constant) named by its state-dict key.
+  TensorId stored(const std::string &Name, Shape S, DType Type, TensorKind Kind) {
+    return addTensor(Name, std::move(S), Type, Kind, true);
+  }
+  /// A learnable weight. Weights are float32 whatever `torch_dtype` says: precision
+  /// recipes decide storage.
+  TensorId parameter(const std::string &Name, Shape S) {
+    return stored(Name, std::move(S), DType::Float32, TensorKind::Parameter);
+  }
+
+  /// An int64 constant (shape, axes, slice bounds), shared by every use of equal value;
+  /// Scalar makes it 0-dim (one value) instead of a 1-D list.
+  TensorId ints(const std::vector<int64_t> &Values, bool Scalar = false);
+  /// A float32 0-dim constant (eps, scales, 0.5, 1.0), shared by every use of equal value.
+  TensorId scalar(double Value);
+
+  /// The first output of the next node gets this name ("logits") instead of a scope name.
+  /// An empty Name leaves the scope name.
+  void nameNextOutput(std::string Name) { NextOutputName = std::move(Name); }
+  /// Makes Id a graph output (kind Output, appended to G.Outputs).
+  void markOutput(TensorId Id);
+
+  /// Adds one node named after Scope and OpType, with one output of dtype OutType per
+  /// entry of OutShapes, and returns those outputs.
+  std::vector<TensorId> node(const std::string &Scope, const std::string &OpType,
+                             std::vector<TensorId> Inputs, const std::vector<Shape> &OutShapes,
+                             DType OutType, Attributes Attrs = {});
+  /// node() for an op with one output.
+  TensorId op(const std::string &Scope, const std::string &OpType, std::vector<TensorId> Inputs,
+              Shape OutShape, DType OutType, Attributes Attrs = {}) {
+    return node(Scope, OpType, std::move(Inputs), {std::move(OutShape)}, OutType,
+                std::move(Attrs))[0];
+  }
+
+  /// An elementwise op that keeps X's shape and dtype (Sqrt, Tanh, Neg, ...).
+  TensorId unary(const std::string &Scope, const std::string &OpType, TensorId X) {
+    return op(Scope, OpType, {X}, shape(X), type(X));
+  }
+  /// Elementwise op with numpy broadcasting; float32 if either side is.
+  TensorId binary(const std::string &Scope, const std::string &OpType, TensorId A, TensorId B);
+  /// MatMul: A's shape with the last dim of B (float32).
+  TensorId matmul(const std::string &Scope, TensorId A, TensorId B);
+  /// Gemm (alpha = beta = 1) of a 2-D A [m, k] and B [k, n], plus C.
+  TensorId gemm(const std::string &Scope, TensorId A, TensorId B, TensorId C);
+  /// Reshape to a fully given shape (no -1 or 0 entries), passed as an ints() constant.
+  TensorId reshape(const std::string &Scope, TensorId X, const Shape &To);
+  TensorId transpose(const std::string &Scope, TensorId X, const std::vector<int64_t> &Perm);
+  /// Opset 13+ takes the axes as an input; they must be ascending here.
+  TensorId unsqueeze(const std::string &Scope, TensorId X, const std::vector<int64_t> &Axes);
+  /// `x[..., Start:End]` on Axis (step 1); End may run past the dim (torch.onnx writes
+  /// INT64_MAX for an open end).
+  TensorId slice(const std::string &Scope, TensorId X, int64_t Axis, int64_t Start, int64_t End);
+  /// Concatenation along Axis (negative counts from the end).
+  TensorId concat(const std::string &Scope, const std::vector<TensorId> &Xs, int64_t Axis);
+  /// Opset 13+ takes the split sizes as an input.
+  std::vector<TensorId> split(const std::string &Scope, TensorId X, int64_t Axis,
+                              const std::vector<int64_t> &Sizes);
+  /// Embedding lookup (axis 0) or `x[:, i]` with a scalar index on another axis.
+  TensorId gather(const std::string &Scope, TensorId Data, TensorId Indices, int64_t Axis = 0);
+  TensorId cast(const std::string &Scope, TensorId X, DType To);
+  /// Broadcast X to the fully given shape To.
+  TensorId expand(const std::string &Scope, TensorId X, const Shape &To);
+  /// `torch.arange(n)`: int64 [n].
+  TensorId range(const std::string &Scope, int64_t N);
+
+private:
+  TensorId addTensor(const std::string &Name, Shape S, DType Type, TensorKind Kind, bool Stored);
+  std::pair<TensorId, bool> constant(const std::string &Key, Shape S, DType Type);
+
+  Graph &G;
+  std::unordered_map<std::string, int> OpCounts;
+  std::unordered_map<std::string, TensorId> Constants;
+  std::string NextOutputName;
+};
+
+} // namespace trainmem
+
+#endif

@@ -1,0 +1,488 @@
+//===- OpMemoryRules.cpp - what each op allocates and saves, as PyTorch does -----===//
+//
+// Saved-for-backward rules follow PyTorch's tools/autograd/derivatives.yaml: an op
+// saves an operand only when the gradient of another input needs it (mul saves `other`
+// for self's gradient and `self` for other's), activations save their result when the
+// derivative is written in terms of it (relu, sigmoid, tanh, softmax, sqrt, exp,
+// reciprocal) and their input otherwise (gelu, silu, erf, log, pow, hardtanh).
+// Normalisations save their statistics (LayerNorm: mean and rstd per row; BatchNorm in
+// training: save_mean and save_invstd per channel) in fp32.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/OpMemoryRules.h"
+
+#include <set>
+
+namespace trainmem {
+namespace {
+
+/// Slots that only carry shapes, axes or bounds (Python ints in PyTorch).
+bool isShapeSlot(const std::string &Op, size_t Slot) {
+  if (Slot == 0)
+    return Op == "ConstantOfShape" || Op == "Range";
+  if (Op == "Reshape" || Op == "Expand" || Op == "Tile" || Op == "Unsqueeze" ||
+      Op == "Squeeze" || Op == "Split" || Op == "TopK" || Op == "OneHot" || Op == "CumSum" ||
+      Op == "Upsample" || Op == "ReduceMean" || Op == "ReduceSum" || Op == "ReduceMax" ||
+      Op == "ReduceMin" || Op == "ReduceProd" || Op == "Range")
+    return true;
+  if (Op == "Slice" || Op == "Pad" || Op == "Resize")
+    return Slot >= 1;
+  return false;
+}
+
+/// Tensors that exist in PyTorch only as Python ints: shape arithmetic feeding shape
+/// slots. Computed consumer-first, so a chain Shape -> Gather -> Concat -> Reshape is
+/// recognised as a whole.
+std::vector<bool> shapeOnlyTensors(const Graph &G) {
+  std::vector<bool> ShapeOnly(G.Tensors.size(), false);
+  for (auto It = G.TopologicalOrder.rbegin(); It != G.TopologicalOrder.rend(); ++It) {
+    const Node &N = G.Nodes[*It];
+    for (TensorId Out : N.Outputs) {
+      if (Out == NoTensor)
+        continue;
+      const Tensor &T = G.Tensors[Out];
+      if (T.IsGraphOutput || isFloating(T.Type) || T.Consumers.empty())
+        continue;
+      bool All = true;
+      for (NodeId C : T.Consumers) {
+        const Node &CN = G.Nodes[C];
+        bool OutputsShapeOnly = !CN.Outputs.empty();
+        for (TensorId O : CN.Outputs)
+          OutputsShapeOnly &= O != NoTensor && ShapeOnly[O];
+        bool InShapeSlot = true;
+        for (size_t S = 0; S < CN.Inputs.size(); ++S)
+          if (CN.Inputs[S] == Out && !isShapeSlot(CN.OpType, S))
+            InShapeSlot = false;
+        // A Gather of a shape is shape arithmetic; a Gather from a table is not.
+        if (CN.OpType == "Gather" && CN.Inputs.size() > 1 && CN.Inputs[1] == Out &&
+            CN.Inputs[0] != NoTensor && !ShapeOnly[CN.Inputs[0]] &&
+            G.Tensors[CN.Inputs[0]].Producer != NoNode &&
+            G.Nodes[G.Tensors[CN.Inputs[0]].Producer].OpType != "Shape")
+          InShapeSlot = false;
+        All &= InShapeSlot || OutputsShapeOnly;
+      }
+      ShapeOnly[Out] = All;
+    }
+  }
+  // Shape and Size outputs are always Python-side.
+  for (const Node &N : G.Nodes)
+    if (N.OpType == "Shape" || N.OpType == "Size")
+      for (TensorId Out : N.Outputs)
+        if (Out != NoTensor)
+          ShapeOnly[Out] = true;
+  return ShapeOnly;
+}
+
+bool isParameter(const Graph &G, TensorId T) {
+  return T != NoTensor && G.Tensors[T].Stored && G.Tensors[T].Kind == TensorKind::Parameter;
+}
+
+/// The single consumer of T, or NoNode.
+NodeId soleConsumer(const Graph &G, TensorId T) {
+  const auto &C = G.Tensors[T].Consumers;
+  if (C.size() != 1 || G.Tensors[T].IsGraphOutput)
+    return NoNode;
+  return C[0];
+}
+
+bool isScalarConstant(const Graph &G, TensorId T) {
+  return T != NoTensor && G.Tensors[T].Stored && G.Tensors[T].numElements() <= 1;
+}
+
+/// A parameter reached directly or through a Transpose (torch.onnx's Linear weight).
+bool isWeightOperand(const Graph &G, TensorId T) {
+  if (isParameter(G, T))
+    return true;
+  if (T == NoTensor || G.Tensors[T].Producer == NoNode)
+    return false;
+  const Node &P = G.Nodes[G.Tensors[T].Producer];
+  return P.OpType == "Transpose" && isParameter(G, P.Inputs[0]);
+}
+
+class SimOpBuilder {
+public:
+  explicit SimOpBuilder(const Graph &G) : G(G), Used(G.Nodes.size(), false) {}
+
+  std::vector<SimOp> build() {
+    std::vector<bool> ShapeOnly = shapeOnlyTensors(G);
+    for (NodeId N : G.TopologicalOrder) {
+      if (Used[N])
+        continue;
+      const Node &Nd = G.Nodes[N];
+      bool AllShape = !Nd.Outputs.empty();
+      for (TensorId O : Nd.Outputs)
+        AllShape &= O == NoTensor || ShapeOnly[O];
+      if (AllShape) {
+        Used[N] = true;
+        continue;
+      }
+      // A Transpose of a weight is part of the Linear that reads it.
+      if (Nd.OpType == "Transpose" && isParameter(G, Nd.Inputs[0])) {
+        Used[N] = true;
+        continue;
+      }
+      if (tryGeluErf(N) || tryGeluTanh(N) || tryLayerNorm(N) || trySilu(N) || tryLinear(N))
+        continue;
+      add(Nd.OpType, Nd.Inputs, Nd.Outputs, {N});
+    }
+    return std::move(Ops);
+  }
+
+private:
+  void add(std::string Kind, std::vector<TensorId> Inputs, std::vector<TensorId> Outputs,
+           std::vector<NodeId> Nodes) {
+    SimOp Op;
+    Op.Kind = std::move(Kind);
+    Op.Inputs = std::move(Inputs);
+    Op.Outputs = std::move(Outputs);
+    for (NodeId N : Nodes)
+      Used[N] = true;
+    Op.Nodes = Nodes;
+    Op.Layer = G.Nodes[Nodes.front()].LayerPath;
+    Op.Name = G.Nodes[Nodes.front()].Name;
+    Ops.push_back(std::move(Op));
+  }
+
+  const Node *next(TensorId T, const char *OpType) {
+    if (T == NoTensor)
+      return nullptr;
+    NodeId C = soleConsumer(G, T);
+    if (C == NoNode || Used[C] || G.Nodes[C].OpType != OpType)
+      return nullptr;
+    return &G.Nodes[C];
+  }
+  NodeId id(const Node *N) { return static_cast<NodeId>(N - G.Nodes.data()); }
+
+  /// x -> Div(x, sqrt2) -> Erf -> Add(1) -> Mul(x) -> Mul(0.5): F.gelu (saves x).
+  bool tryGeluErf(NodeId N) {
+    const Node &Div = G.Nodes[N];
+    if ((Div.OpType != "Div" && Div.OpType != "Mul") || Div.Inputs.size() != 2 ||
+        !isScalarConstant(G, Div.Inputs[1]))
+      return false;
+    TensorId X = Div.Inputs[0];
+    const Node *Erf = next(Div.Outputs[0], "Erf");
+    const Node *Add = Erf ? next(Erf->Outputs[0], "Add") : nullptr;
+    const Node *Mul = Add ? next(Add->Outputs[0], "Mul") : nullptr;
+    if (!Mul)
+      return false;
+    std::vector<NodeId> Nodes{N, id(Erf), id(Add), id(Mul)};
+    TensorId Out = Mul->Outputs[0];
+    bool HasX = Mul->Inputs[0] == X || Mul->Inputs[1] == X;
+    if (const Node *Half = next(Out, "Mul")) {
+      if (!HasX && (Half->Inputs[0] == X || Half->Inputs[1] == X))
+        HasX = true;
+      Nodes.push_back(id(Half));
+      Out = Half->Outputs[0];
+    }
+    if (!HasX)
+      return false;
+    add("Gelu", {X}, {Out}, Nodes);
+    return true;
+  }
+
+  /// 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))): F.gelu(approximate='tanh').
+  bool tryGeluTanh(NodeId N) {
+    const Node &Tanh = G.Nodes[N];
+    if (Tanh.OpType != "Mul" || Tanh.Inputs.size() != 2 || Tanh.Inputs[0] != Tanh.Inputs[1])
+      return false;
+    // Walk from x*x to the Tanh and the final products; every step consumes x or the chain.
+    TensorId X = Tanh.Inputs[0];
+    std::vector<NodeId> Nodes{N};
+    TensorId Cur = Tanh.Outputs[0];
+    bool SawTanh = false;
+    for (int Step = 0; Step < 8; ++Step) {
+      NodeId C = soleConsumer(G, Cur);
+      if (C == NoNode || Used[C])
+        break;
+      const Node &CN = G.Nodes[C];
+      if (CN.OpType != "Mul" && CN.OpType != "Add" && CN.OpType != "Tanh")
+        break;
+      SawTanh |= CN.OpType == "Tanh";
+      Nodes.push_back(C);
+      Cur = CN.Outputs[0];
+      // The last Mul by 0.5 (or by x) after the Tanh ends the pattern.
+      if (SawTanh && CN.OpType == "Mul") {
+        NodeId C2 = soleConsumer(G, Cur);
+        if (C2 != NoNode && !Used[C2] && G.Nodes[C2].OpType == "Mul" &&
+            (isScalarConstant(G, G.Nodes[C2].Inputs[0]) ||
+             isScalarConstant(G, G.Nodes[C2].Inputs[1]))) {
+          Nodes.push_back(C2);
+          Cur = G.Nodes[C2].Outputs[0];
+        }
+        add("Gelu", {X}, {Cur}, Nodes);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /// ReduceMean -> Sub -> Pow -> ReduceMean -> Add -> Sqrt -> Div [-> Mul w -> Add b]:
+  /// LayerNorm exported before opset 17.
+  bool tryLayerNorm(NodeId N) {
+    const Node &Mean = G.Nodes[N];
+    if (Mean.OpType != "ReduceMean")
+      return false;
+    TensorId X = Mean.Inputs[0];
+    const Node *Sub = nullptr;
+    for (NodeId C : G.Tensors[Mean.Outputs[0]].Consumers)
+      if (G.Nodes[C].OpType == "Sub" && G.Nodes[C].Inputs[0] == X)
+        Sub = &G.Nodes[C];
+    if (!Sub)
+      return false;
+    const Node *Pow = nullptr, *Div = nullptr;
+    for (NodeId C : G.Tensors[Sub->Outputs[0]].Consumers) {
+      if (G.Nodes[C].OpType == "Pow")
+        Pow = &G.Nodes[C];
+      if (G.Nodes[C].OpType == "Div")
+        Div = &G.Nodes[C];
+    }
+    const Node *Mean2 = Pow ? next(Pow->Outputs[0], "ReduceMean") : nullptr;
+    const Node *AddEps = Mean2 ? next(Mean2->Outputs[0], "Add") : nullptr;
+    const Node *Sqrt = AddEps ? next(AddEps->Outputs[0], "Sqrt") : nullptr;
+    if (!Sqrt || !Div || Div->Inputs[1] != Sqrt->Outputs[0])
+      return false;
+    std::vector<NodeId> Nodes{N, id(Sub), id(Pow), id(Mean2), id(AddEps), id(Sqrt), id(Div)};
+    TensorId Out = Div->Outputs[0], Weight = NoTensor, Bias = NoTensor;
+    if (const Node *Mul = next(Out, "Mul")) {
+      TensorId W = Mul->Inputs[0] == Out ? Mul->Inputs[1] : Mul->Inputs[0];
+      if (isParameter(G, W)) {
+        Weight = W;
+        Nodes.push_back(id(Mul));
+        Out = Mul->Outputs[0];
+        if (const Node *Add = next(Out, "Add")) {
+          TensorId B = Add->Inputs[0] == Out ? Add->Inputs[1] : Add->Inputs[0];
+          if (isParameter(G, B)) {
+            Bias = B;
+            Nodes.push_back(id(Add));
+            Out = Add->Outputs[0];
+          }
+        }
+      }
+    }
+    add("LayerNormalization", {X, Weight, Bias}, {Out}, Nodes);
+    return true;
+  }
+
+  /// x * Sigmoid(x): F.silu, which saves only x.
+  bool trySilu(NodeId N) {
+    const Node &Sig = G.Nodes[N];
+    if (Sig.OpType != "Sigmoid")
+      return false;
+    TensorId X = Sig.Inputs[0];
+    const Node *Mul = next(Sig.Outputs[0], "Mul");
+    if (!Mul || (Mul->Inputs[0] != X && Mul->Inputs[1] != X))
+      return false;
+    add("Silu", {X}, {Mul->Outputs[0]}, {N, id(Mul)});
+    return true;
+  }
+
+  /// MatMul(x, W) [+ Add(bias)]: F.linear, one addmm/mm with the bias fused in.
+  bool tryLinear(NodeId N) {
+    const Node &MM = G.Nodes[N];
+    if ((MM.OpType != "MatMul" && MM.OpType != "Gemm") || MM.Inputs.size() < 2 ||
+        !isWeightOperand(G, MM.Inputs[1]) || isWeightOperand(G, MM.Inputs[0]))
+      return false;
+    if (MM.OpType == "Gemm") {
+      TensorId GemmBias = MM.Inputs.size() > 2 ? MM.Inputs[2] : NoTensor;
+      add("Linear", {MM.Inputs[0], MM.Inputs[1], GemmBias}, {MM.Outputs[0]},
+          {N});
+      return true;
+    }
+    TensorId Out = MM.Outputs[0], Bias = NoTensor;
+    std::vector<NodeId> Nodes{N};
+    if (const Node *Add = next(Out, "Add")) {
+      TensorId B = Add->Inputs[0] == Out ? Add->Inputs[1] : Add->Inputs[0];
+      if (isParameter(G, B) && G.Tensors[B].Shape.size() == 1) {
+        Bias = B;
+        Nodes.push_back(id(Add));
+        Out = Add->Outputs[0];
+      }
+    }
+    add("Linear", {MM.Inputs[0], MM.Inputs[1], Bias}, {Out}, Nodes);
+    return true;
+  }
+
+  const Graph &G;
+  std::vector<bool> Used;
+  std::vector<SimOp> Ops;
+};
+
+bool isViewOp(const std::string &K) {
+  static const std::set<std::string> Ops = {"Transpose", "Reshape", "Squeeze", "Unsqueeze",
+                                            "Flatten", "Identity", "Split", "Slice",
+                                            "Expand"};
+  return Ops.count(K) != 0;
+}
+
+/// A Python scalar in PyTorch (saved as a number, not a tensor).
+bool isScalarConstantTensor(const RuleContext &Ctx, TensorId T) {
+  if (T == NoTensor)
+    return true;
+  const Tensor &Tn = Ctx.G.Tensors[T];
+  return Tn.numElements() <= 1 && (Tn.Stored || !Tn.FloatValues.empty() || !Tn.IntValues.empty());
+}
+
+} // namespace
+
+std::vector<SimOp> buildSimOps(const Graph &G) { return SimOpBuilder(G).build(); }
+
+OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
+  OpMemoryRule R;
+  const std::string &K = Op.Kind;
+  size_t NIn = Op.Inputs.size();
+  R.Outputs.assign(Op.Outputs.size(), OutputKind::New);
+  R.GradInputBytes.assign(NIn, 0);
+  R.GradIsPassThrough.assign(NIn, false);
+  auto Needs = [&](size_t I) {
+    return I < NIn && Op.Inputs[I] != NoTensor && Ctx.RequiresGrad[Op.Inputs[I]];
+  };
+  auto In = [&](size_t I) { return I < NIn ? Op.Inputs[I] : NoTensor; };
+  auto SaveIn = [&](size_t I) { R.Saved.push_back({SavedItem::Input, static_cast<int>(I), 0, ""}); };
+  auto SaveOut = [&](size_t I) { R.Saved.push_back({SavedItem::Output, static_cast<int>(I), 0, ""}); };
+  auto SaveExtra = [&](int64_t Bytes, const char *Name) {
+    R.Saved.push_back({SavedItem::Extra, 0, Bytes, Name});
+  };
+  // Every input needing a gradient gets one of its own size unless the rule says else.
+  for (size_t I = 0; I < NIn; ++I)
+    if (Needs(I))
+      R.GradInputBytes[I] = Ctx.bytes(In(I));
+
+  if (isViewOp(K)) {
+    R.Outputs.assign(Op.Outputs.size(), OutputKind::ViewOfInput0);
+    // Views hand back a view of the output gradient, except where PyTorch materialises
+    // the input-sized gradient: Split (cat of the pieces), Slice (zeros + copy) and
+    // Expand (a sum back to the input shape).
+    if (K != "Split" && K != "Slice" && K != "Expand")
+      R.GradIsPassThrough[0] = true;
+    for (size_t I = 1; I < NIn; ++I)
+      R.GradInputBytes[I] = 0;
+    return R;
+  }
+  if (K == "Linear" || K == "Gemm") {
+    // addmm/mm: saves the input for the weight's gradient; the weight itself is a
+    // parameter (no new memory) for the input's gradient.
+    if (Needs(1))
+      SaveIn(0);
+    if (Needs(0))
+      SaveIn(1);
+    return R;
+  }
+  if (K == "MatMul") {
+    if (Needs(1))
+      SaveIn(0);
+    if (Needs(0))
+      SaveIn(1);
+    return R;
+  }
+  if (K == "Add" || K == "Sum") {
+    for (size_t I = 0; I < NIn; ++I)
+      if (Needs(I) && Ctx.elements(In(I)) == Ctx.elements(Op.Outputs[0]))
+        R.GradIsPassThrough[I] = true; // AddBackward returns grad itself
+    return R;
+  }
+  if (K == "Sub") {
+    if (Needs(0) && Ctx.elements(In(0)) == Ctx.elements(Op.Outputs[0]))
+      R.GradIsPassThrough[0] = true;
+    return R;
+  }
+  if (K == "Mul") {
+    if (Needs(0) && !isScalarConstantTensor(Ctx, In(1)))
+      SaveIn(1);
+    if (Needs(1) && !isScalarConstantTensor(Ctx, In(0)))
+      SaveIn(0);
+    return R;
+  }
+  if (K == "Div") {
+    if (Needs(0) && !isScalarConstantTensor(Ctx, In(1)))
+      SaveIn(1);
+    if (Needs(1)) {
+      SaveIn(0);
+      SaveIn(1);
+    }
+    return R;
+  }
+  if (K == "Pow") {
+    SaveIn(0);
+    R.BackwardTransient = Ctx.bytes(In(0)); // grad * exp * x.pow(exp - 1)
+    return R;
+  }
+  if (K == "Relu" || K == "Sigmoid" || K == "Tanh" || K == "Softmax" || K == "LogSoftmax" ||
+      K == "Sqrt" || K == "Exp" || K == "Reciprocal") {
+    SaveOut(0);
+    return R;
+  }
+  if (K == "Gelu" || K == "Silu" || K == "Erf" || K == "Log" || K == "LeakyRelu" ||
+      K == "Clip" || K == "HardSigmoid" || K == "HardSwish" || K == "Cos" || K == "Sin" ||
+      K == "Elu" || K == "Selu" || K == "Softplus" || K == "Mish") {
+    SaveIn(0);
+    return R;
+  }
+  if (K == "Neg" || K == "Cast" || K == "Concat" || K == "ReduceSum" || K == "ReduceMean" ||
+      K == "Pad" || K == "Resize" || K == "Upsample" || K == "Not" || K == "Equal" ||
+      K == "Less" || K == "Greater" || K == "LessOrEqual" || K == "GreaterOrEqual" ||
+      K == "Range" || K == "ConstantOfShape" || K == "Abs" || K == "Sign") {
+    if (K == "Concat")
+      std::fill(R.GradIsPassThrough.begin(), R.GradIsPassThrough.end(), true);
+    return R;
+  }
+  if (K == "Where") {
+    SaveIn(0);
+    return R;
+  }
+  if (K == "Gather") {
+    // Embedding: saves the indices; its backward builds a dense [V, D] gradient.
+    SaveIn(1);
+    R.GradInputBytes[1] = 0;
+    return R;
+  }
+  if (K == "LayerNormalization") {
+    // native_layer_norm saves input, weight, bias and fp32 mean and rstd per row.
+    TensorId X = In(0);
+    const Tensor &T = Ctx.G.Tensors[X];
+    int64_t Rows = T.Shape.empty() ? 1 : T.numElements() / T.Shape.back();
+    SaveIn(0);
+    SaveExtra(Rows * 4, "mean");
+    SaveExtra(Rows * 4, "rstd");
+    return R;
+  }
+  if (K == "BatchNormalization") {
+    TensorId X = In(0);
+    const Tensor &T = Ctx.G.Tensors[X];
+    int64_t Channels = T.Shape.size() > 1 ? T.Shape[1] : 1;
+    SaveIn(0);
+    SaveExtra(Channels * 4, "save_mean");
+    SaveExtra(Channels * 4, "save_invstd");
+    for (size_t I = 3; I < NIn; ++I)
+      R.GradInputBytes[I] = 0;
+    return R;
+  }
+  if (K == "Conv" || K == "ConvTranspose") {
+    if (Needs(1))
+      SaveIn(0);
+    if (Needs(0))
+      SaveIn(1);
+    return R;
+  }
+  if (K == "MaxPool") {
+    SaveIn(0);
+    SaveExtra(Ctx.elements(Op.Outputs[0]) * 8, "indices");
+    return R;
+  }
+  if (K == "AveragePool" || K == "GlobalAveragePool" || K == "ReduceMax" || K == "ReduceMin") {
+    SaveIn(0);
+    return R;
+  }
+  if (K == "Dropout") {
+    // CUDA's native_dropout keeps a bool mask; the CPU kernel a mask in the input dtype.
+    int64_t N = Ctx.elements(In(0));
+    SaveExtra(Ctx.DropoutMaskIsBool ? N : Ctx.bytes(In(0)), "dropout_mask");
+    return R;
+  }
+  // Unknown op: assume it keeps every activation input (the conservative choice).
+  for (size_t I = 0; I < NIn; ++I)
+    if (In(I) != NoTensor && !Ctx.G.Tensors[In(I)].Stored)
+      SaveIn(I);
+  return R;
+}
+
+} // namespace trainmem

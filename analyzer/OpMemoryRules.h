@@ -1,0 +1,83 @@
+//===- OpMemoryRules.h - what each op allocates and saves, as PyTorch does -*- C++ -*-===//
+//
+// The simulator replays ops, not ONNX nodes: a pre-pass groups the nodes an exporter
+// decomposed (GELU's Erf arithmetic, LayerNorm before opset 17, SiLU, Linear = MatMul +
+// bias Add) back into the op PyTorch ran, and drops shape arithmetic PyTorch does on
+// Python ints. Each op then has a rule, in the spirit of PyTorch's derivative formulas
+// (tools/autograd/derivatives.yaml): which outputs are new storage and which are views,
+// what the forward saves for backward given which inputs need a gradient, and what its
+// backward allocates.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_OPMEMORYRULES_H
+#define TRAINMEM_ANALYZER_OPMEMORYRULES_H
+
+#include "analyzer/Graph.h"
+
+#include <string>
+#include <vector>
+
+namespace trainmem {
+
+/// One op as PyTorch runs it, possibly covering several IR nodes.
+struct SimOp {
+  std::string Kind;              ///< "Linear", "Gelu", "LayerNorm", or an ONNX op type
+  std::vector<TensorId> Inputs;  ///< NoTensor for omitted optional inputs
+  std::vector<TensorId> Outputs;
+  std::vector<NodeId> Nodes;     ///< the IR nodes it stands for (first is the anchor)
+  std::string Layer;             ///< layer path of the anchor node
+  std::string Name;              ///< anchor node name
+};
+
+/// Groups the graph's nodes into the ops PyTorch executes, in execution order. Nodes that
+/// only compute shapes (every output has a value known at import) are dropped.
+std::vector<SimOp> buildSimOps(const Graph &G);
+
+/// Where an output's memory comes from.
+enum class OutputKind { New, ViewOfInput0, None };
+
+/// What is saved for backward; sizes are resolved by the simulator.
+struct SavedItem {
+  enum Kind { Input, Output, Extra } What = Input;
+  int Index = 0;           ///< input or output index
+  int64_t ExtraBytes = 0;  ///< for Extra: bytes of a tensor the op makes only to save it
+  std::string ExtraName;
+};
+
+/// Forward and backward memory behaviour of one op, given which inputs need grads.
+struct OpMemoryRule {
+  std::vector<OutputKind> Outputs;
+  /// Tensors saved for backward (only filled when some input requires grad).
+  std::vector<SavedItem> Saved;
+  /// Bytes allocated inside the forward and freed before it returns (contiguous copies
+  /// of operands that are not kept).
+  int64_t ForwardTransient = 0;
+  /// Per input: bytes its gradient allocates (0 when the gradient is the output
+  /// gradient itself passed through, or a view of it). Only for inputs needing grad.
+  std::vector<int64_t> GradInputBytes;
+  /// True where the input's gradient is the output gradient passed through unchanged.
+  std::vector<bool> GradIsPassThrough;
+  /// Extra bytes the backward holds while it computes (freed when it returns).
+  int64_t BackwardTransient = 0;
+};
+
+/// Byte size of a tensor under the simulated precision, for rules that size extras.
+struct RuleContext {
+  const Graph &G;
+  std::vector<DType> TypeOf;        ///< per tensor: dtype in the simulated step
+  std::vector<bool> RequiresGrad;   ///< per tensor
+  bool DropoutMaskIsBool = true;    ///< CUDA native_dropout keeps a bool mask
+
+  int64_t bytes(TensorId T) const {
+    return T == NoTensor ? 0 : G.Tensors[T].bytesAs(TypeOf[T]);
+  }
+  int64_t elements(TensorId T) const {
+    return T == NoTensor ? 0 : G.Tensors[T].numElements();
+  }
+};
+
+OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx);
+
+} // namespace trainmem
+
+#endif

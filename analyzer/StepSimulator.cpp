@@ -1,0 +1,869 @@
+//===- StepSimulator.cpp - replay one steady-state training step -----------------===//
+//
+// The passes, in order: buildSimOps (ops as PyTorch runs them), dtypes under the
+// precision recipe, requires-grad propagation from trainable parameters, then the
+// event replay: persistent state (weights, optimizer states, inputs, kept gradients),
+// forward, loss, backward, optimizer step, zero_grad; repeated per micro-batch for
+// gradient accumulation. Storages are reference-counted like PyTorch's: a tensor holds
+// its storage while it has consumers left, views share their base, and each saved
+// tensor holds its storage until its op's backward has run (autograd releases saved
+// variables right after a node executes).
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/StepSimulator.h"
+#include "analyzer/OpMemoryRules.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace trainmem {
+namespace {
+
+enum class Cat { Weights, MasterWeights, Gradients, OptimizerStates, Activations, Temporaries, Inputs };
+
+int64_t &slot(CategoryBytes &B, Cat C) {
+  switch (C) {
+  case Cat::Weights: return B.Weights;
+  case Cat::MasterWeights: return B.MasterWeights;
+  case Cat::Gradients: return B.Gradients;
+  case Cat::OptimizerStates: return B.OptimizerStates;
+  case Cat::Activations: return B.Activations;
+  case Cat::Temporaries: return B.Temporaries;
+  case Cat::Inputs: return B.Inputs;
+  }
+  return B.Temporaries;
+}
+
+const char *catName(Cat C) {
+  switch (C) {
+  case Cat::Weights: return "weights";
+  case Cat::MasterWeights: return "master_weights";
+  case Cat::Gradients: return "gradients";
+  case Cat::OptimizerStates: return "optimizer_states";
+  case Cat::Activations: return "activations";
+  case Cat::Temporaries: return "temporaries";
+  case Cat::Inputs: return "inputs";
+  }
+  return "temporaries";
+}
+
+using StorageId = int32_t;
+constexpr StorageId NoStorage = -1;
+
+struct Storage {
+  int64_t Bytes = 0;
+  Cat Category = Cat::Temporaries;
+  std::string Name, Op, Layer;
+  DType Type = DType::Float32;
+  std::vector<int64_t> Shape;
+  int Refs = 0;
+  bool Live = false;
+};
+
+/// Live storages and the timeline over them.
+class Memory {
+public:
+  StorageId alloc(int64_t Bytes, Cat C, std::string Name, std::string Op, std::string Layer,
+                  DType Type, std::vector<int64_t> Shape) {
+    Storage S;
+    S.Bytes = Bytes;
+    S.Category = C;
+    S.Name = std::move(Name);
+    S.Op = std::move(Op);
+    S.Layer = std::move(Layer);
+    S.Type = Type;
+    S.Shape = std::move(Shape);
+    S.Refs = 1;
+    S.Live = true;
+    slot(LiveBytes, C) += Bytes;
+    Total += Bytes;
+    Storages.push_back(std::move(S));
+    LiveSet.insert(static_cast<StorageId>(Storages.size() - 1));
+    return static_cast<StorageId>(Storages.size() - 1);
+  }
+  void retain(StorageId S) {
+    if (S != NoStorage)
+      ++Storages[S].Refs;
+  }
+  void release(StorageId S) {
+    if (S == NoStorage)
+      return;
+    Storage &St = Storages[S];
+    if (--St.Refs > 0 || !St.Live)
+      return;
+    St.Live = false;
+    slot(LiveBytes, St.Category) -= St.Bytes;
+    Total -= St.Bytes;
+    LiveSet.erase(S);
+  }
+  void recategorize(StorageId S, Cat C) {
+    Storage &St = Storages[S];
+    if (!St.Live || St.Category == C)
+      return;
+    slot(LiveBytes, St.Category) -= St.Bytes;
+    St.Category = C;
+    slot(LiveBytes, C) += St.Bytes;
+  }
+  Storage &operator[](StorageId S) { return Storages[S]; }
+
+  /// Records the state after an event; keeps the per-category maxima and the peak.
+  void point(const std::string &Phase, const std::string &Op, const std::string &Layer) {
+    for (Cat C : {Cat::Weights, Cat::MasterWeights, Cat::Gradients, Cat::OptimizerStates,
+                  Cat::Activations, Cat::Temporaries, Cat::Inputs})
+      slot(Max, C) = std::max(slot(Max, C), slot(LiveBytes, C));
+    TimelinePoint P;
+    P.Index = static_cast<int64_t>(Timeline.size());
+    P.Phase = Phase;
+    P.Op = Op;
+    P.Live = LiveBytes;
+    Timeline.push_back(std::move(P));
+    if (Total <= Peak)
+      return;
+    Peak = Total;
+    PeakInfo.Phase = Phase;
+    PeakInfo.Op = Layer.empty() ? Op : Op + " (" + Layer + ")";
+    PeakInfo.ByCategory = LiveBytes;
+    std::vector<StorageId> Ids(LiveSet.begin(), LiveSet.end());
+    size_t Keep = std::min<size_t>(10, Ids.size());
+    std::partial_sort(Ids.begin(), Ids.begin() + Keep, Ids.end(),
+                      [this](StorageId A, StorageId B) {
+                        return Storages[A].Bytes > Storages[B].Bytes;
+                      });
+    PeakInfo.TopTensors.clear();
+    for (size_t I = 0; I < Keep; ++I) {
+      const Storage &S = Storages[Ids[I]];
+      PeakInfo.TopTensors.push_back(
+          {S.Name, catName(S.Category), S.Layer, S.Op, S.Type, S.Shape, S.Bytes});
+    }
+  }
+
+  CategoryBytes LiveBytes, Max;
+  int64_t Total = 0, Peak = 0;
+  PeakDetail PeakInfo;
+  std::vector<TimelinePoint> Timeline;
+
+private:
+  std::vector<Storage> Storages;
+  std::set<StorageId> LiveSet;
+};
+
+/// A tensor's memory layout: enough of PyTorch's strides to know when an op copies.
+struct Layout {
+  std::vector<int64_t> Shape, Strides;
+};
+
+Layout contiguous(const std::vector<int64_t> &Shape) {
+  Layout L{Shape, std::vector<int64_t>(Shape.size(), 1)};
+  for (size_t I = Shape.size(); I-- > 1;)
+    L.Strides[I - 1] = L.Strides[I] * std::max<int64_t>(Shape[I], 1);
+  return L;
+}
+
+/// PyTorch's computeStride (aten/src/ATen/TensorUtils.cpp): the strides of a view with
+/// NewShape over Old, or nothing when the data cannot be viewed and reshape copies.
+std::optional<std::vector<int64_t>> viewStrides(const Layout &Old,
+                                                const std::vector<int64_t> &NewShape) {
+  int64_t N = 1;
+  for (int64_t D : Old.Shape)
+    N *= D;
+  if (N == 0 || Old.Shape.empty())
+    return contiguous(NewShape).Strides;
+  std::vector<int64_t> New(NewShape.size(), 0);
+  int64_t ViewD = static_cast<int64_t>(NewShape.size()) - 1;
+  int64_t ChunkBase = Old.Strides.back(), TensorNumel = 1, ViewNumel = 1;
+  for (int64_t D = static_cast<int64_t>(Old.Shape.size()) - 1; D >= 0; --D) {
+    TensorNumel *= Old.Shape[D];
+    if (D == 0 || (Old.Shape[D - 1] != 1 &&
+                   Old.Strides[D - 1] != TensorNumel * ChunkBase)) {
+      while (ViewD >= 0 && (ViewNumel < TensorNumel || NewShape[ViewD] == 1)) {
+        New[ViewD] = ViewNumel * ChunkBase;
+        ViewNumel *= NewShape[ViewD];
+        --ViewD;
+      }
+      if (ViewNumel != TensorNumel)
+        return std::nullopt;
+      if (D > 0) {
+        ChunkBase = Old.Strides[D - 1];
+        TensorNumel = 1;
+        ViewNumel = 1;
+      }
+    }
+  }
+  if (ViewD != -1)
+    return std::nullopt;
+  return New;
+}
+
+
+/// Does flattening all but the last Keep dims of L need a copy?
+bool flattenNeedsCopy(const Layout &L, size_t Keep) {
+  if (L.Shape.size() <= Keep + 1)
+    return false;
+  std::vector<int64_t> Flat;
+  int64_t Lead = 1;
+  for (size_t I = 0; I + Keep < L.Shape.size(); ++I)
+    Lead *= L.Shape[I];
+  Flat.push_back(Lead);
+  for (size_t I = L.Shape.size() - Keep; I < L.Shape.size(); ++I)
+    Flat.push_back(L.Shape[I]);
+  return !viewStrides(L, Flat);
+}
+
+struct Value {
+  StorageId Storage = NoStorage;
+  Layout L;
+  int PendingUses = 0;
+  bool Held = false; ///< holds one reference to Storage
+};
+
+class Simulator {
+public:
+  Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census)
+      : G(G), Setup(Setup), Census(Census),
+        Ctx{G, std::vector<DType>(G.Tensors.size()), std::vector<bool>(G.Tensors.size()),
+            Setup.Autocast == AutocastPolicy::Cuda} {}
+
+  llvm::Expected<StepSimulation> run();
+
+private:
+  void assignTypes();
+  void propagateRequiresGrad();
+  void allocatePersistent();
+  llvm::Error forward(int MicroBatch);
+  void loss();
+  void backward();
+  void optimizerStep();
+  void zeroGrad();
+
+  DType recipeType(DType T) const {
+    if (!isFloating(T))
+      return T;
+    if (Setup.Prec == Precision::Bf16 || Setup.Prec == Precision::MixedBf16)
+      return DType::BFloat16;
+    if (Setup.Prec == Precision::MixedFp16)
+      return DType::Float16;
+    return T;
+  }
+  DType lowPrecision() const {
+    return Setup.Prec == Precision::AmpFp16 || Setup.Prec == Precision::MixedFp16
+               ? DType::Float16
+               : DType::BFloat16;
+  }
+  bool isAmp() const {
+    return Setup.Prec == Precision::AmpBf16 || Setup.Prec == Precision::AmpFp16;
+  }
+
+  void holdValue(TensorId T, StorageId S, Layout L) {
+    Value &V = Values[T];
+    V.Storage = S;
+    V.L = std::move(L);
+    V.Held = true;
+  }
+  void dropValue(TensorId T) {
+    Value &V = Values[T];
+    if (V.Held) {
+      Mem.release(V.Storage);
+      V.Held = false;
+    }
+  }
+  /// Storage that an op reading T (possibly through a fresh copy) sees.
+  StorageId storageOf(TensorId T) const { return T == NoTensor ? NoStorage : Values[T].Storage; }
+
+  std::string phaseName(const char *Base) const {
+    if (Setup.GradAccum <= 1)
+      return Base;
+    return std::string(Base) + " (micro-batch " + std::to_string(CurrentMicroBatch + 1) + ")";
+  }
+
+  const Graph &G;
+  const TrainingSetup &Setup;
+  const ParameterCensus &Census;
+  RuleContext Ctx;
+  Memory Mem;
+  std::vector<SimOp> Ops;
+  std::vector<Value> Values;
+  /// Per op: the storages its backward node holds (saved tensors), one reference each.
+  std::vector<std::vector<StorageId>> SavedBy;
+  std::vector<bool> HasBackward;
+  /// Trainable parameter tensor -> index in Census.Parameters; gradient storage per param.
+  std::map<TensorId, size_t> ParamIndex;
+  std::vector<StorageId> ParamGrad;
+  std::vector<StorageId> GradOf;
+  TensorId LossLogits = NoTensor;
+  StorageId LogSoftmax = NoStorage, TotalWeight = NoStorage, LossValue = NoStorage;
+  int64_t LossRows = 0, LossClasses = 0;
+  int CurrentMicroBatch = 0;
+  int64_t SavedAtEnd = 0;
+  std::map<std::string, int64_t> SavedByLayer;
+  Diagnostics Diags;
+};
+
+void Simulator::assignTypes() {
+  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
+    Ctx.TypeOf[T] = recipeType(G.Tensors[T].Type);
+  if (!isAmp())
+    return;
+  // Autocast (CUDA lists by default): matmul-like ops compute in 16 bits; softmax,
+  // log_softmax and layer_norm run in fp32 on CUDA and in their input's dtype on CPU;
+  // elementwise ops promote to the widest input; everything else keeps its input type.
+  DType Low = lowPrecision();
+  for (const SimOp &Op : Ops) {
+    DType In0 = Op.Inputs.empty() || Op.Inputs[0] == NoTensor ? DType::Float32
+                                                              : Ctx.TypeOf[Op.Inputs[0]];
+    DType Out = In0;
+    const std::string &K = Op.Kind;
+    if (K == "Linear" || K == "MatMul" || K == "Conv" || K == "Gemm" || K == "ConvTranspose")
+      Out = Low;
+    else if (K == "Softmax" || K == "LogSoftmax" || K == "LayerNormalization")
+      Out = Setup.Autocast == AutocastPolicy::Cuda ? DType::Float32 : In0;
+    else if (K == "Add" || K == "Sub" || K == "Mul" || K == "Div" || K == "Where" ||
+             K == "Concat") {
+      Out = Low;
+      for (TensorId I : Op.Inputs)
+        if (I != NoTensor && isFloating(Ctx.TypeOf[I]) && !G.Tensors[I].Stored &&
+            Ctx.TypeOf[I] == DType::Float32)
+          Out = DType::Float32;
+      bool AnyLow = false;
+      for (TensorId I : Op.Inputs)
+        AnyLow |= I != NoTensor && Ctx.TypeOf[I] == Low;
+      if (!AnyLow)
+        Out = In0;
+      for (TensorId I : Op.Inputs)
+        if (I != NoTensor && G.Tensors[I].Stored && isFloating(G.Tensors[I].Type) &&
+            G.Tensors[I].numElements() > 1)
+          Out = DType::Float32; // a float32 parameter or buffer promotes the result
+    }
+    for (TensorId O : Op.Outputs)
+      if (O != NoTensor && isFloating(G.Tensors[O].Type))
+        Ctx.TypeOf[O] = Out;
+  }
+}
+
+void Simulator::propagateRequiresGrad() {
+  for (size_t I = 0; I < Census.Parameters.size(); ++I) {
+    const CensusParameter &P = Census.Parameters[I];
+    for (TensorId T : P.Tensors) {
+      ParamIndex[T] = I;
+      Ctx.RequiresGrad[T] = P.Trainable;
+    }
+  }
+  for (const SimOp &Op : Ops) {
+    bool Any = false;
+    for (TensorId I : Op.Inputs)
+      Any |= I != NoTensor && Ctx.RequiresGrad[I];
+    for (TensorId O : Op.Outputs)
+      if (O != NoTensor)
+        Ctx.RequiresGrad[O] = Any && isFloating(G.Tensors[O].Type);
+  }
+}
+
+void Simulator::allocatePersistent() {
+  for (const CensusParameter &P : Census.Parameters) {
+    StorageId S = Mem.alloc(P.bytes(), Cat::Weights, P.Name, "parameter", P.LayerPath, P.Type,
+                            P.Shape);
+    for (TensorId T : P.Tensors)
+      holdValue(T, S, contiguous(G.Tensors[T].Shape));
+    for (size_t K = 1; K < P.Tensors.size(); ++K)
+      Mem.retain(S);
+  }
+  for (const CensusBuffer &B : Census.Buffers) {
+    StorageId S = Mem.alloc(B.bytes(), Cat::Weights, B.Name, "buffer", B.LayerPath, B.Type, {});
+    if (B.Tensor != NoTensor)
+      holdValue(B.Tensor, S, contiguous(G.Tensors[B.Tensor].Shape));
+  }
+  ParamGrad.assign(Census.Parameters.size(), NoStorage);
+  for (const CensusParameter &P : Census.Parameters) {
+    if (!P.Trainable)
+      continue;
+    int64_t StateBytes = 0;
+    for (const OptimizerStatePart &Part : optimizerStateOf(P, Setup))
+      StateBytes += Part.Bytes;
+    if (StateBytes)
+      Mem.alloc(StateBytes, Cat::OptimizerStates, P.Name + " (optimizer state)", "optimizer",
+                P.LayerPath, P.Type, P.Shape);
+    if (Setup.keepsMasterWeights())
+      Mem.alloc(dtypeBytes(DType::Float32, P.NumElements), Cat::MasterWeights,
+                P.Name + " (fp32 master)", "optimizer", P.LayerPath, DType::Float32, P.Shape);
+    if (Setup.KeepGrads)
+      ParamGrad[&P - Census.Parameters.data()] =
+          Mem.alloc(P.bytes(), Cat::Gradients, P.Name + ".grad", "zero_grad", P.LayerPath,
+                    P.Type, P.Shape);
+  }
+  // The whole batch is materialised once; micro-batches are views of it.
+  for (TensorId In : G.Inputs) {
+    const Tensor &T = G.Tensors[In];
+    std::vector<int64_t> Shape = T.Shape;
+    if (!Shape.empty())
+      Shape[0] *= Setup.GradAccum;
+    StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[In]) * Setup.GradAccum, Cat::Inputs, T.Name,
+                            "input", "", Ctx.TypeOf[In], Shape);
+    (void)S;
+  }
+}
+
+llvm::Expected<StepSimulation> Simulator::run() {
+  Ops = buildSimOps(G);
+  assignTypes();
+  propagateRequiresGrad();
+  Values.assign(G.Tensors.size(), {});
+  GradOf.assign(G.Tensors.size(), NoStorage);
+  allocatePersistent();
+  Mem.point("start", "step start", "");
+  for (CurrentMicroBatch = 0; CurrentMicroBatch < Setup.GradAccum; ++CurrentMicroBatch) {
+    if (auto E = forward(CurrentMicroBatch))
+      return E;
+    loss();
+    backward();
+  }
+  optimizerStep();
+  zeroGrad();
+
+  StepSimulation Sim;
+  Sim.MaxByCategory = Mem.Max;
+  Sim.MaxByCategory.Activations = SavedAtEnd;
+  Sim.SavedAtEndOfForward = SavedAtEnd;
+  Sim.Peak = Mem.Peak;
+  Sim.PeakInfo = Mem.PeakInfo;
+  Sim.Timeline = std::move(Mem.Timeline);
+  for (const auto &[Layer, Bytes] : SavedByLayer)
+    Sim.SavedByLayer.emplace_back(Layer, Bytes);
+  Sim.Diags = Diags;
+  Sim.FirstStepNote =
+      "Step 1 differs: optimizer states are created lazily inside the first optimizer "
+      "step, so step 1's forward and backward run without them; the figures above are the "
+      "steady state (step 2 on).";
+  return Sim;
+}
+
+llvm::Error Simulator::forward(int MicroBatch) {
+  // Inputs are views of the materialised batch; every tensor's consumers are counted.
+  for (TensorId In : G.Inputs)
+    Values[In].L = contiguous(G.Tensors[In].Shape);
+  for (Value &V : Values)
+    V.PendingUses = 0;
+  for (const SimOp &Op : Ops) {
+    std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
+    for (TensorId I : Distinct)
+      if (I != NoTensor)
+        ++Values[I].PendingUses;
+  }
+  SavedBy.assign(Ops.size(), {});
+  HasBackward.assign(Ops.size(), false);
+  std::string Phase = phaseName("forward");
+  for (size_t OpI = 0; OpI < Ops.size(); ++OpI) {
+    const SimOp &Op = Ops[OpI];
+    OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
+    bool AnyGrad = false;
+    for (TensorId I : Op.Inputs)
+      AnyGrad |= I != NoTensor && Ctx.RequiresGrad[I];
+    // Operands that matmul must copy to flatten (non-viewable strides): the copy is
+    // what bmm/mm sees and saves.
+    std::map<size_t, StorageId> Copies;
+    auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
+      TensorId T = Op.Inputs[Slot];
+      if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage)
+        return;
+      if (flattenNeedsCopy(Values[T].L, Keep))
+        Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
+                                 G.Tensors[T].Name + " (contiguous copy)", Op.Kind, Op.Layer,
+                                 Ctx.TypeOf[T], G.Tensors[T].Shape);
+    };
+    if (Op.Kind == "Linear")
+      CopyIfNeeded(0, 1);
+    if (Op.Kind == "MatMul") {
+      CopyIfNeeded(0, 2);
+      CopyIfNeeded(1, 2);
+    }
+    // Outputs.
+    for (size_t OI = 0; OI < Op.Outputs.size(); ++OI) {
+      TensorId O = Op.Outputs[OI];
+      if (O == NoTensor)
+        continue;
+      const Tensor &T = G.Tensors[O];
+      if (Rule.Outputs[OI] == OutputKind::ViewOfInput0 && Op.Inputs[0] != NoTensor &&
+          Values[Op.Inputs[0]].Storage != NoStorage) {
+        const Value &Src = Values[Op.Inputs[0]];
+        Layout L;
+        if (Op.Kind == "Transpose") {
+          std::vector<int64_t> Perm = G.Nodes[Op.Nodes[0]].intsAttr("perm").value_or(
+              std::vector<int64_t>{});
+          if (Perm.size() == Src.L.Shape.size()) {
+            for (int64_t P : Perm) {
+              L.Shape.push_back(Src.L.Shape[P]);
+              L.Strides.push_back(Src.L.Strides[P]);
+            }
+          }
+        } else if (Op.Kind == "Split" || Op.Kind == "Slice") {
+          L = Src.L;
+          if (T.ShapeKnown && T.Shape.size() == L.Shape.size())
+            L.Shape = T.Shape; // same strides, smaller extent
+        } else if (Op.Kind == "Expand") {
+          L = contiguous(T.Shape);
+          size_t Off = T.Shape.size() - Src.L.Shape.size();
+          for (size_t D = 0; D < T.Shape.size(); ++D)
+            L.Strides[D] = D < Off || Src.L.Shape[D - Off] != T.Shape[D]
+                               ? 0
+                               : Src.L.Strides[D - Off];
+        } else if (auto S = viewStrides(Src.L, T.Shape)) {
+          L = {T.Shape, *S};
+        }
+        if (L.Shape.size() != T.Shape.size() || L.Strides.size() != T.Shape.size()) {
+          // Not viewable: reshape copies.
+          StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
+                                  Op.Layer, Ctx.TypeOf[O], T.Shape);
+          holdValue(O, S, contiguous(T.Shape));
+        } else {
+          Mem.retain(Src.Storage);
+          holdValue(O, Src.Storage, L);
+        }
+        continue;
+      }
+      if (!T.ShapeKnown)
+        continue;
+      StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
+                              Op.Layer, Ctx.TypeOf[O], T.Shape);
+      holdValue(O, S, contiguous(T.Shape));
+    }
+    // Autocast: 16-bit copies of fp32 operands of matmul-like ops (weights cached).
+    std::vector<StorageId> CastCopies;
+    if (isAmp() && (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Conv" ||
+                    Op.Kind == "Gemm")) {
+      for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
+        TensorId T = Op.Inputs[Slot];
+        if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32)
+          continue;
+        CastCopies.push_back(Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
+                                       G.Tensors[T].Name + " (autocast copy)", Op.Kind,
+                                       Op.Layer, lowPrecision(), G.Tensors[T].Shape));
+        Copies[Slot] = CastCopies.back();
+      }
+    }
+    // Saved for backward.
+    if (AnyGrad) {
+      HasBackward[OpI] = true;
+      for (const SavedItem &Item : Rule.Saved) {
+        StorageId S = NoStorage;
+        if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
+          auto C = Copies.find(Item.Index);
+          S = C != Copies.end() ? C->second : storageOf(Op.Inputs[Item.Index]);
+          if (S == NoStorage)
+            continue;
+          Mem.retain(S);
+        } else if (Item.What == SavedItem::Output &&
+                   Item.Index < static_cast<int>(Op.Outputs.size())) {
+          S = storageOf(Op.Outputs[Item.Index]);
+          if (S == NoStorage)
+            continue;
+          Mem.retain(S);
+        } else if (Item.What == SavedItem::Extra) {
+          S = Mem.alloc(Item.ExtraBytes, Cat::Activations, Op.Name + " " + Item.ExtraName,
+                        Op.Kind, Op.Layer, DType::Float32, {});
+        }
+        if (S == NoStorage)
+          continue;
+        if (Mem[S].Category == Cat::Temporaries)
+          Mem.recategorize(S, Cat::Activations);
+        SavedBy[OpI].push_back(S);
+      }
+    }
+    if (Rule.ForwardTransient) {
+      StorageId S = Mem.alloc(Rule.ForwardTransient, Cat::Temporaries, Op.Name + " scratch",
+                              Op.Kind, Op.Layer, DType::Float32, {});
+      Mem.point(Phase, Op.Name, Op.Layer);
+      Mem.release(S);
+    }
+    Mem.point(Phase, Op.Name, Op.Layer);
+    for (auto &[Slot, S] : Copies)
+      Mem.release(S); // the saved ones keep their own reference
+    std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
+    for (TensorId I : Distinct) {
+      if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
+        continue;
+      if (--Values[I].PendingUses <= 0 && !G.Tensors[I].IsGraphOutput)
+        dropValue(I);
+    }
+    // Outputs nobody reads die at once (unless they are graph outputs).
+    for (TensorId O : Op.Outputs)
+      if (O != NoTensor && Values[O].PendingUses == 0 && !G.Tensors[O].IsGraphOutput)
+        dropValue(O);
+  }
+  (void)MicroBatch;
+  return llvm::Error::success();
+}
+
+void Simulator::loss() {
+  std::string Phase = phaseName("forward");
+  // The output the loss is computed on: the first floating graph output.
+  LossLogits = NoTensor;
+  for (TensorId O : G.Outputs)
+    if (isFloating(G.Tensors[O].Type) && G.Tensors[O].ShapeKnown) {
+      LossLogits = O;
+      break;
+    }
+  LossKind Kind = Setup.Loss;
+  if (LossLogits != NoTensor && Kind == LossKind::Auto)
+    Kind = G.Tensors[LossLogits].Shape.size() >= 2 ? LossKind::CrossEntropy : LossKind::None;
+  LogSoftmax = TotalWeight = LossValue = NoStorage;
+  if (LossLogits == NoTensor || Kind == LossKind::None) {
+    if (LossLogits != NoTensor)
+      LossValue = storageOf(LossLogits);
+  } else {
+    const Tensor &T = G.Tensors[LossLogits];
+    DType LossType = Setup.Prec == Precision::Bf16 ? DType::BFloat16 : DType::Float32;
+    if (Kind == LossKind::CrossEntropy) {
+      LossClasses = T.Shape.back();
+      LossRows = T.numElements() / std::max<int64_t>(LossClasses, 1);
+      if (CurrentMicroBatch == 0 || true) {
+        // Labels: one int64 per row, for the whole batch.
+        static bool LabelsAllocated = false;
+        (void)LabelsAllocated;
+      }
+      // log_softmax in fp32 (autocast's fp32 list; pure bf16 keeps bf16), saved for nll.
+      DType LsType = isAmp() ? DType::Float32 : Ctx.TypeOf[LossLogits];
+      if (isAmp() && Ctx.TypeOf[LossLogits] != DType::Float32) {
+        // The fp32 copy of 16-bit logits that cross_entropy runs on.
+        StorageId Up = Mem.alloc(T.bytesAs(DType::Float32), Cat::Temporaries,
+                                 "logits (fp32 for the loss)", "Cast", "loss", DType::Float32,
+                                 T.Shape);
+        Mem.point(Phase, "cross_entropy", "loss");
+        Mem.release(Up);
+      }
+      LogSoftmax = Mem.alloc(T.bytesAs(LsType), Cat::Activations, "log_softmax(logits)",
+                             "LogSoftmax", "loss", LsType, {LossRows, LossClasses});
+      LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss", "NllLoss", "loss",
+                            LossType, {});
+      TotalWeight = Mem.alloc(dtypeBytes(LossType, 1), Cat::Activations, "total_weight",
+                              "NllLoss", "loss", LossType, {});
+    } else { // MSE keeps input and target
+      Mem.retain(storageOf(LossLogits));
+      LogSoftmax = storageOf(LossLogits);
+      if (Mem[LogSoftmax].Category == Cat::Temporaries)
+        Mem.recategorize(LogSoftmax, Cat::Activations);
+      LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss", "MseLoss", "loss",
+                            LossType, {});
+    }
+    Mem.point(Phase, "loss", "loss");
+  }
+  // Saved bytes at the end of the forward: what backward will read.
+  int64_t Saved = Mem.LiveBytes.Activations;
+  SavedAtEnd = Saved;
+  if (CurrentMicroBatch == 0) {
+    SavedByLayer.clear();
+    for (size_t OpI = 0; OpI < Ops.size(); ++OpI)
+      for (StorageId S : SavedBy[OpI])
+        if (Mem[S].Category == Cat::Activations)
+          SavedByLayer[Ops[OpI].Layer.empty() ? "(model)" : Ops[OpI].Layer] += Mem[S].Bytes;
+  }
+  // The caller drops the model's outputs before backward (only the loss is kept).
+  for (TensorId O : G.Outputs)
+    if (O != NoTensor && Values[O].Held && storageOf(O) != LossValue)
+      dropValue(O);
+  Mem.point(phaseName("backward"), "outputs released", "");
+}
+
+void Simulator::backward() {
+  std::string Phase = phaseName("backward");
+  std::fill(GradOf.begin(), GradOf.end(), NoStorage);
+  if (LossValue == NoStorage)
+    return;
+  StorageId Seed = Mem.alloc(4, Cat::Temporaries, "grad(loss)", "backward", "loss",
+                             DType::Float32, {});
+  if (LossLogits != NoTensor && LogSoftmax != NoStorage && LossRows > 0) {
+    const Tensor &T = G.Tensors[LossLogits];
+    DType LsType = Mem[LogSoftmax].Type;
+    // NllLossBackward: a dense [rows, classes] gradient, then LogSoftmaxBackward.
+    StorageId GradLs = Mem.alloc(T.bytesAs(LsType), Cat::Temporaries, "grad(log_softmax)",
+                                 "NllLossBackward", "loss", LsType, T.Shape);
+    Mem.release(Seed);
+    Mem.point(Phase, "NllLossBackward", "loss");
+    StorageId GradLogits = Mem.alloc(T.bytesAs(LsType), Cat::Temporaries, "grad(logits)",
+                                     "LogSoftmaxBackward", "loss", LsType, T.Shape);
+    Mem.point(Phase, "LogSoftmaxBackward", "loss");
+    Mem.release(GradLs);
+    Mem.release(LogSoftmax);
+    Mem.release(TotalWeight);
+    if (LsType != Ctx.TypeOf[LossLogits]) { // cast back to the logits' dtype
+      StorageId Down = Mem.alloc(T.bytesAs(Ctx.TypeOf[LossLogits]), Cat::Temporaries,
+                                 "grad(logits)", "ToCopyBackward", "loss",
+                                 Ctx.TypeOf[LossLogits], T.Shape);
+      Mem.point(Phase, "ToCopyBackward", "loss");
+      Mem.release(GradLogits);
+      GradLogits = Down;
+    }
+    GradOf[LossLogits] = GradLogits;
+  } else if (LossLogits != NoTensor) {
+    if (LogSoftmax != NoStorage && LogSoftmax != LossValue)
+      Mem.release(LogSoftmax);
+    GradOf[LossLogits] = Seed;
+  } else {
+    Mem.release(Seed);
+  }
+  Mem.release(LossValue);
+
+  auto Deliver = [&](TensorId In, StorageId Grad, const SimOp &Op) {
+    auto P = ParamIndex.find(In);
+    if (P != ParamIndex.end()) {
+      size_t I = P->second;
+      if (!Census.Parameters[I].Trainable) {
+        Mem.release(Grad);
+        return;
+      }
+      if (ParamGrad[I] == NoStorage) {
+        // AccumulateGrad steals a gradient it alone holds; a shared one is cloned.
+        if (Mem[Grad].Refs == 1) {
+          Mem.recategorize(Grad, Cat::Gradients);
+          Mem[Grad].Name = Census.Parameters[I].Name + ".grad";
+          ParamGrad[I] = Grad;
+        } else {
+          const CensusParameter &Pm = Census.Parameters[I];
+          ParamGrad[I] = Mem.alloc(Pm.bytes(), Cat::Gradients, Pm.Name + ".grad", Op.Kind,
+                                   Op.Layer, Pm.Type, Pm.Shape);
+          Mem.release(Grad);
+        }
+      } else {
+        Mem.release(Grad); // added in place into .grad
+      }
+      return;
+    }
+    if (GradOf[In] == NoStorage) {
+      GradOf[In] = Grad;
+    } else {
+      // InputBuffer::accumulate adds into the buffer it owns alone; the other is freed.
+      Mem.release(Grad);
+    }
+  };
+
+  for (size_t OpI = Ops.size(); OpI-- > 0;) {
+    const SimOp &Op = Ops[OpI];
+    bool AnyOutGrad = false;
+    for (TensorId O : Op.Outputs)
+      AnyOutGrad |= O != NoTensor && GradOf[O] != NoStorage;
+    if (!HasBackward[OpI] || !AnyOutGrad) {
+      for (StorageId S : SavedBy[OpI])
+        Mem.release(S);
+      SavedBy[OpI].clear();
+      for (TensorId O : Op.Outputs)
+        if (O != NoTensor && GradOf[O] != NoStorage) {
+          Mem.release(GradOf[O]);
+          GradOf[O] = NoStorage;
+        }
+      continue;
+    }
+    OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
+    StorageId OutGrad = Op.Outputs.empty() ? NoStorage : GradOf[Op.Outputs[0]];
+    std::vector<std::pair<TensorId, StorageId>> Produced;
+    // Parameters' gradients first (mm computes grad_weight before grad_input).
+    std::vector<size_t> Order;
+    for (size_t I = 0; I < Op.Inputs.size(); ++I)
+      if (ParamIndex.count(Op.Inputs[I]))
+        Order.push_back(I);
+    for (size_t I = 0; I < Op.Inputs.size(); ++I)
+      if (!ParamIndex.count(Op.Inputs[I]))
+        Order.push_back(I);
+    StorageId Scratch = NoStorage;
+    if (Rule.BackwardTransient)
+      Scratch = Mem.alloc(Rule.BackwardTransient, Cat::Temporaries, Op.Name + " backward scratch",
+                          Op.Kind, Op.Layer, DType::Float32, {});
+    for (size_t I : Order) {
+      TensorId In = Op.Inputs[I];
+      if (In == NoTensor || !Ctx.RequiresGrad[In])
+        continue;
+      if (Rule.GradIsPassThrough[I] && OutGrad != NoStorage) {
+        Mem.retain(OutGrad);
+        Produced.emplace_back(In, OutGrad);
+        continue;
+      }
+      int64_t Bytes = Rule.GradInputBytes[I];
+      if (ParamIndex.count(In))
+        Bytes = Census.Parameters[ParamIndex[In]].bytes();
+      if (!Bytes)
+        continue;
+      Produced.emplace_back(In, Mem.alloc(Bytes, Cat::Temporaries, "grad(" + G.Tensors[In].Name + ")",
+                                          Op.Kind + "Backward", Op.Layer, Ctx.TypeOf[In],
+                                          G.Tensors[In].Shape));
+    }
+    Mem.point(Phase, Op.Name, Op.Layer);
+    if (Scratch != NoStorage)
+      Mem.release(Scratch);
+    for (auto &[In, S] : Produced)
+      Deliver(In, S, Op);
+    for (TensorId O : Op.Outputs)
+      if (O != NoTensor && GradOf[O] != NoStorage) {
+        Mem.release(GradOf[O]);
+        GradOf[O] = NoStorage;
+      }
+    for (StorageId S : SavedBy[OpI])
+      Mem.release(S);
+    SavedBy[OpI].clear();
+    Mem.point(Phase, Op.Name, Op.Layer);
+  }
+  for (StorageId &S : GradOf)
+    if (S != NoStorage) {
+      Mem.release(S);
+      S = NoStorage;
+    }
+  // Values still held (inputs of ops that never ran backward) are released with the graph.
+  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
+    if (!G.Tensors[T].Stored && G.Tensors[T].Kind != TensorKind::Input)
+      dropValue(T);
+  Mem.point(Phase, "backward done", "");
+}
+
+void Simulator::optimizerStep() {
+  // torch.optim's single-tensor Adam(W) computes denom = (exp_avg_sq.sqrt() / bc2).add_(eps):
+  // two parameter-sized temporaries for the parameter being updated. The foreach
+  // version does the same with lists: two temporaries the size of all parameters.
+  // SGD (with or without momentum), Lion and Adafactor's updates are in place at step 2+.
+  int64_t Transient = 0, Largest = 0, Sum = 0;
+  for (const CensusParameter &P : Census.Parameters)
+    if (P.Trainable) {
+      DType T = Setup.keepsMasterWeights() ? DType::Float32 : P.Type;
+      Largest = std::max(Largest, dtypeBytes(T, P.NumElements));
+      Sum += dtypeBytes(T, P.NumElements);
+    }
+  bool Adam = Setup.Optimizer == OptimizerKind::Adam || Setup.Optimizer == OptimizerKind::AdamW;
+  if (Adam && Setup.Impl == OptimizerImpl::ForLoop)
+    Transient = 2 * Largest;
+  else if (Adam && Setup.Impl == OptimizerImpl::Foreach)
+    Transient = 2 * Sum;
+  StorageId S = NoStorage;
+  if (Transient)
+    S = Mem.alloc(Transient, Cat::Temporaries, "optimizer scratch", "optimizer.step", "",
+                  DType::Float32, {});
+  Mem.point("optimizer", "optimizer.step", "");
+  if (S != NoStorage)
+    Mem.release(S);
+}
+
+void Simulator::zeroGrad() {
+  if (!Setup.KeepGrads)
+    for (StorageId &S : ParamGrad)
+      if (S != NoStorage) {
+        Mem.release(S);
+        S = NoStorage;
+      }
+  Mem.point("zero_grad", "zero_grad", "");
+}
+
+} // namespace
+
+llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
+                                            const ParameterCensus &Census) {
+  return Simulator(G, Setup, Census).run();
+}
+
+MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
+                             const ParameterCensus &Census, const StepSimulation &Sim) {
+  MemoryReport R = buildCensusReport(G, Setup, Census);
+  R.Bytes.Activations = Sim.SavedAtEndOfForward;
+  R.Bytes.Temporaries = Sim.MaxByCategory.Temporaries;
+  R.Bytes.Gradients = std::max(R.Bytes.Gradients, Sim.MaxByCategory.Gradients);
+  R.Peak = Sim.Peak;
+  R.PeakInfo = Sim.PeakInfo;
+  R.Timeline = Sim.Timeline;
+  R.Diags.append(Sim.Diags);
+  return R;
+}
+
+} // namespace trainmem

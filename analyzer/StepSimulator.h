@@ -1,0 +1,47 @@
+//===- StepSimulator.h - replay one steady-state training step --------*- C++ -*-===//
+//
+// Replays one training step of a graph under a setup, as eager PyTorch runs it: the
+// forward allocates outputs and keeps what backward needs, the loss, the backward in
+// reverse order with gradients accumulated and saved tensors released, the optimizer
+// step with its implementation's scratch, zero_grad. Every allocation and free is an
+// event on a live-bytes timeline split by category; the peak is the largest total.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_STEPSIMULATOR_H
+#define TRAINMEM_ANALYZER_STEPSIMULATOR_H
+
+#include "analyzer/Graph.h"
+#include "analyzer/MemoryReport.h"
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/TrainingSetup.h"
+
+#include "llvm/Support/Error.h"
+
+namespace trainmem {
+
+struct StepSimulation {
+  /// Largest live bytes of each category over the step.
+  CategoryBytes MaxByCategory;
+  /// Bytes saved for backward when the (last micro-batch's) forward ends, loss included.
+  int64_t SavedAtEndOfForward = 0;
+  int64_t Peak = 0;
+  PeakDetail PeakInfo;
+  std::vector<TimelinePoint> Timeline;
+  /// Saved-for-backward bytes per layer path at the end of the forward.
+  std::vector<std::pair<std::string, int64_t>> SavedByLayer;
+  /// What the first step does differently (states created lazily), for the text report.
+  std::string FirstStepNote;
+  Diagnostics Diags;
+};
+
+llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
+                                            const ParameterCensus &Census);
+
+/// The report with the simulation's figures: activations, temporaries, peak, peak
+/// detail, timeline and saved bytes per layer, on top of the census.
+MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
+                             const ParameterCensus &Census, const StepSimulation &Sim);
+
+} // namespace trainmem
+
+#endif

@@ -83,7 +83,8 @@ void inlineIfNodes(onnx::GraphProto &G, OnnxFile &File, Diagnostics &Diags, int 
                     (ThenBytes == ElseBytes && Then->node_size() >= Else->node_size());
     onnx::GraphProto Branch = TakeThen ? *Then : *Else;
     inlineIfNodes(Branch, File, Diags, Counter);
-    std::string Prefix = (N.name().empty() ? "If" + std::to_string(Counter) : N.name()) +
+    // The counter keeps prefixes unique even when node names repeat or are empty.
+    std::string Prefix = (N.name().empty() ? "If" : N.name()) + "#" + std::to_string(Counter) +
                          "/" + (TakeThen ? "then" : "else") + "/";
     ++Counter;
     std::map<std::string, std::string> Renamed;
@@ -129,37 +130,85 @@ void inlineIfNodes(onnx::GraphProto &G, OnnxFile &File, Diagnostics &Diags, int 
   G.mutable_node()->Swap(&NewNodes);
 }
 
+/// Graph inputs read only in weight slots: parameters of a training graph, which
+/// binding must leave alone (recogniseParameterInputs makes them parameters later).
+std::set<std::string> parameterInputs(const onnx::GraphProto &G,
+                                      const std::set<std::string> &StoredNames) {
+  std::map<std::string, bool> OnlyWeights;
+  for (const auto &In : G.input())
+    if (!StoredNames.count(In.name()) && In.type().has_tensor_type() &&
+        isFloating(dtypeFromOnnx(In.type().tensor_type().elem_type())))
+      OnlyWeights[In.name()] = false;
+  std::map<std::string, bool> Seen;
+  for (const auto &N : G.node())
+    for (int Slot = 0; Slot < N.input_size(); ++Slot) {
+      auto It = OnlyWeights.find(N.input(Slot));
+      if (It == OnlyWeights.end())
+        continue;
+      bool Weight = isWeightSlot(N.op_type(), N.domain(), static_cast<size_t>(Slot)) &&
+                    !((N.op_type() == "MatMul" || N.op_type() == "Gemm" ||
+                       N.op_type() == "FusedMatMul") && Slot == 0);
+      It->second = (Seen[It->first] ? It->second : true) && Weight;
+      Seen[It->first] = true;
+    }
+  std::set<std::string> Result;
+  for (const auto &[Name, Only] : OnlyWeights)
+    if (Only && Seen[Name])
+      Result.insert(Name);
+  return Result;
+}
+
 /// Binds every symbolic dim of the batch inputs; collects the unbound ones.
 llvm::Error bindInputs(onnx::GraphProto &G, const std::set<std::string> &StoredNames,
+                       const std::set<std::string> &ParameterInputs,
                        const ImportOptions &Options, const std::string &Path,
                        std::vector<DimBinding> &Bound) {
   std::map<std::string, std::vector<std::string>> Unbound; // dim -> "input[k]" uses
   std::set<std::string> KnownInputs, KnownDims;
+  auto Record = [&Bound](const std::string &Name, int64_t Value) {
+    for (const DimBinding &B : Bound)
+      if (B.Name == Name)
+        return;
+    Bound.push_back({Name, Value});
+  };
   for (onnx::ValueInfoProto &In : *G.mutable_input()) {
     if (StoredNames.count(In.name()) || !In.type().has_tensor_type())
       continue;
+    // Parameters passed as inputs (training graphs) keep their declared shape.
+    if (ParameterInputs.count(In.name()))
+      continue;
     KnownInputs.insert(In.name());
+    bool HasShape = In.type().tensor_type().has_shape();
     auto *Shape = In.mutable_type()->mutable_tensor_type()->mutable_shape();
     const InputShape *Override = nullptr;
     for (const InputShape &S : Options.Inputs)
       if (S.Name == In.name())
         Override = &S;
     if (Override) {
-      if (In.type().tensor_type().has_shape() &&
-          Shape->dim_size() != static_cast<int>(Override->Dims.size()))
+      if (HasShape && Shape->dim_size() != static_cast<int>(Override->Dims.size()))
         return fileError(Path, "--input " + In.name() + ": the model declares rank " +
                                    std::to_string(Shape->dim_size()) + ", the option gives " +
                                    std::to_string(Override->Dims.size()) + " dims");
+      for (int K = 0; K < Shape->dim_size(); ++K)
+        if (Shape->dim(K).has_dim_param() && !Shape->dim(K).dim_param().empty()) {
+          KnownDims.insert(Shape->dim(K).dim_param());
+          Record(Shape->dim(K).dim_param(), Override->Dims[K]);
+        }
       Shape->clear_dim();
       for (int64_t D : Override->Dims)
         Shape->add_dim()->set_dim_value(D);
       continue;
     }
+    if (!HasShape)
+      return fileError(Path, "input '" + In.name() + "' declares no shape; set it with --input " +
+                                 In.name() + "=D0xD1x...");
     for (int K = 0; K < Shape->dim_size(); ++K) {
       auto *Dim = Shape->mutable_dim(K);
       if (K == 0 && Options.MicroBatch) {
-        if (Dim->has_dim_param() && !Dim->dim_param().empty())
-          KnownDims.insert(Dim->dim_param());
+        std::string Name = Dim->has_dim_param() && !Dim->dim_param().empty() ? Dim->dim_param()
+                                                                              : "batch";
+        KnownDims.insert(Name);
+        Record(Name, *Options.MicroBatch);
         Dim->clear_dim_param();
         Dim->set_dim_value(*Options.MicroBatch);
         continue;
@@ -179,11 +228,7 @@ llvm::Error bindInputs(onnx::GraphProto &G, const std::set<std::string> &StoredN
       }
       Dim->clear_dim_param();
       Dim->set_dim_value(*V);
-      bool Seen = false;
-      for (const DimBinding &B : Bound)
-        Seen |= B.Name == Name;
-      if (!Seen)
-        Bound.push_back({Name, *V});
+      Record(Name, *V);
     }
   }
   for (const InputShape &S : Options.Inputs)
@@ -394,7 +439,8 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
   std::set<std::string> StoredNames;
   for (const auto &I : GP.initializer())
     StoredNames.insert(I.name());
-  if (auto E = bindInputs(GP, StoredNames, Options, Path, G.Dims))
+  if (auto E = bindInputs(GP, StoredNames, parameterInputs(GP, StoredNames), Options, Path,
+                          G.Dims))
     return E;
 
   // Declared types of outputs (and, below, value_info the exporter wrote) complete what

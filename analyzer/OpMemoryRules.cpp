@@ -417,7 +417,13 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     SaveIn(0);
     return R;
   }
-  if (K == "Neg" || K == "Cast" || K == "Concat" || K == "ReduceSum" || K == "ReduceMean" ||
+  if (K == "ReduceMean") {
+    // Measured on torch 1.13: mean(dim) keeps its input alive until MeanBackward runs
+    // (RMSNorm's pow output is freed there), so it is charged as saved.
+    SaveIn(0);
+    return R;
+  }
+  if (K == "Neg" || K == "Cast" || K == "Concat" || K == "ReduceSum" ||
       K == "Pad" || K == "Resize" || K == "Upsample" || K == "Not" || K == "Equal" ||
       K == "Less" || K == "Greater" || K == "LessOrEqual" || K == "GreaterOrEqual" ||
       K == "Range" || K == "ConstantOfShape" || K == "Abs" || K == "Sign") {
@@ -452,6 +458,9 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     SaveIn(0);
     SaveExtra(Channels * 4, "save_mean");
     SaveExtra(Channels * 4, "save_invstd");
+    // The CPU batch_norm_backward kernel fills an input-sized scratch first.
+    if (Ctx.Cpu)
+      R.BackwardTransient = Ctx.bytes(X);
     for (size_t I = 3; I < NIn; ++I)
       R.GradInputBytes[I] = 0;
     return R;
@@ -461,6 +470,14 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       SaveIn(0);
     if (Needs(0))
       SaveIn(1);
+    if (Ctx.Cpu) {
+      // oneDNN (mkldnn_convolution) reorders source, weights and destination into its
+      // blocked layout: forward holds X, W and Y copies at once, backward the gradient
+      // and input copies beside the new gradients (measured on torch 1.13's CPU build).
+      int64_t X = Ctx.bytes(In(0)), W = Ctx.bytes(In(1)), Y = Ctx.bytes(Op.Outputs[0]);
+      R.ForwardTransient = std::max(X + W, Y);
+      R.BackwardTransient = Needs(0) ? std::max(X + Y, W) : std::max(Y, W);
+    }
     return R;
   }
   if (K == "MaxPool") {

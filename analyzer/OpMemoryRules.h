@@ -67,6 +67,7 @@ struct RuleContext {
   std::vector<DType> TypeOf;        ///< per tensor: dtype in the simulated step
   std::vector<bool> RequiresGrad;   ///< per tensor
   bool DropoutMaskIsBool = true;    ///< CUDA native_dropout keeps a bool mask
+  bool Cpu = false;                 ///< oneDNN kernels: operand reorders in conv
 
   int64_t bytes(TensorId T) const {
     return T == NoTensor ? 0 : G.Tensors[T].bytesAs(TypeOf[T]);

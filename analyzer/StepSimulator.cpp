@@ -222,7 +222,7 @@ public:
   Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census)
       : G(G), Setup(Setup), Census(Census),
         Ctx{G, std::vector<DType>(G.Tensors.size()), std::vector<bool>(G.Tensors.size()),
-            Setup.Autocast == AutocastPolicy::Cuda} {}
+            Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu} {}
 
   llvm::Expected<StepSimulation> run();
 
@@ -231,6 +231,13 @@ private:
   void propagateRequiresGrad();
   void allocatePersistent();
   llvm::Error forward(int MicroBatch);
+  void runOp(size_t OpI, bool Save, const std::string &Phase);
+  void planCheckpoints();
+  void planDropout();
+  void enterCheckpoint(size_t Seg, const std::string &Phase);
+  void recompute(size_t Seg, const std::string &Phase);
+  void leaveCheckpoint(size_t Seg);
+  void applyDropout(size_t OpI, bool Save, const std::string &Phase);
   void loss();
   void backward();
   void optimizerStep();
@@ -297,6 +304,20 @@ private:
   int64_t SavedAtEnd = 0;
   std::map<std::string, int64_t> SavedByLayer;
   Diagnostics Diags;
+
+  /// A run of ops recomputed in backward (one repeated block under --checkpoint).
+  struct Segment {
+    size_t First = 0, Last = 0;
+    std::vector<TensorId> Inputs;
+  };
+  std::vector<Segment> Segments;
+  std::vector<std::vector<StorageId>> SegmentSaved;
+  std::vector<StorageId> RngStates;
+  /// torch.get_rng_state() on CPU: the mt19937 state as a uint8 tensor.
+  static constexpr int64_t CpuRngStateBytes = 5056;
+  /// Ops whose first output goes through training-time dropout (--dropout).
+  std::set<size_t> Dropouts;
+  std::map<TensorId, StorageId> DropoutMasks;
 };
 
 void Simulator::assignTypes() {
@@ -408,6 +429,8 @@ llvm::Expected<StepSimulation> Simulator::run() {
   propagateRequiresGrad();
   Values.assign(G.Tensors.size(), {});
   GradOf.assign(G.Tensors.size(), NoStorage);
+  planCheckpoints();
+  planDropout();
   allocatePersistent();
   Mem.point("start", "step start", "");
   for (CurrentMicroBatch = 0; CurrentMicroBatch < Setup.GradAccum; ++CurrentMicroBatch) {
@@ -450,146 +473,334 @@ llvm::Error Simulator::forward(int MicroBatch) {
   }
   SavedBy.assign(Ops.size(), {});
   HasBackward.assign(Ops.size(), false);
+  SegmentSaved.assign(Segments.size(), {});
   std::string Phase = phaseName("forward");
+  size_t Seg = 0;
   for (size_t OpI = 0; OpI < Ops.size(); ++OpI) {
-    const SimOp &Op = Ops[OpI];
-    OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
-    bool AnyGrad = false;
-    for (TensorId I : Op.Inputs)
-      AnyGrad |= I != NoTensor && Ctx.RequiresGrad[I];
-    // Operands that matmul must copy to flatten (non-viewable strides): the copy is
-    // what bmm/mm sees and saves.
-    std::map<size_t, StorageId> Copies;
-    auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
-      TensorId T = Op.Inputs[Slot];
-      if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage)
-        return;
-      if (flattenNeedsCopy(Values[T].L, Keep))
-        Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
-                                 G.Tensors[T].Name + " (contiguous copy)", Op.Kind, Op.Layer,
-                                 Ctx.TypeOf[T], G.Tensors[T].Shape);
-    };
-    if (Op.Kind == "Linear")
-      CopyIfNeeded(0, 1);
-    if (Op.Kind == "MatMul") {
-      CopyIfNeeded(0, 2);
-      CopyIfNeeded(1, 2);
-    }
-    // Outputs.
-    for (size_t OI = 0; OI < Op.Outputs.size(); ++OI) {
-      TensorId O = Op.Outputs[OI];
-      if (O == NoTensor)
-        continue;
-      const Tensor &T = G.Tensors[O];
-      if (Rule.Outputs[OI] == OutputKind::ViewOfInput0 && Op.Inputs[0] != NoTensor &&
-          Values[Op.Inputs[0]].Storage != NoStorage) {
-        const Value &Src = Values[Op.Inputs[0]];
-        Layout L;
-        if (Op.Kind == "Transpose") {
-          std::vector<int64_t> Perm = G.Nodes[Op.Nodes[0]].intsAttr("perm").value_or(
-              std::vector<int64_t>{});
-          if (Perm.size() == Src.L.Shape.size()) {
-            for (int64_t P : Perm) {
-              L.Shape.push_back(Src.L.Shape[P]);
-              L.Strides.push_back(Src.L.Strides[P]);
-            }
-          }
-        } else if (Op.Kind == "Split" || Op.Kind == "Slice") {
-          L = Src.L;
-          if (T.ShapeKnown && T.Shape.size() == L.Shape.size())
-            L.Shape = T.Shape; // same strides, smaller extent
-        } else if (Op.Kind == "Expand") {
-          L = contiguous(T.Shape);
-          size_t Off = T.Shape.size() - Src.L.Shape.size();
-          for (size_t D = 0; D < T.Shape.size(); ++D)
-            L.Strides[D] = D < Off || Src.L.Shape[D - Off] != T.Shape[D]
-                               ? 0
-                               : Src.L.Strides[D - Off];
-        } else if (auto S = viewStrides(Src.L, T.Shape)) {
-          L = {T.Shape, *S};
-        }
-        if (L.Shape.size() != T.Shape.size() || L.Strides.size() != T.Shape.size()) {
-          // Not viewable: reshape copies.
-          StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
-                                  Op.Layer, Ctx.TypeOf[O], T.Shape);
-          holdValue(O, S, contiguous(T.Shape));
-        } else {
-          Mem.retain(Src.Storage);
-          holdValue(O, Src.Storage, L);
-        }
-        continue;
-      }
-      if (!T.ShapeKnown)
-        continue;
-      StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
-                              Op.Layer, Ctx.TypeOf[O], T.Shape);
-      holdValue(O, S, contiguous(T.Shape));
-    }
-    // Autocast: 16-bit copies of fp32 operands of matmul-like ops (weights cached).
-    std::vector<StorageId> CastCopies;
-    if (isAmp() && (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Conv" ||
-                    Op.Kind == "Gemm")) {
-      for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
-        TensorId T = Op.Inputs[Slot];
-        if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32)
-          continue;
-        CastCopies.push_back(Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
-                                       G.Tensors[T].Name + " (autocast copy)", Op.Kind,
-                                       Op.Layer, lowPrecision(), G.Tensors[T].Shape));
-        Copies[Slot] = CastCopies.back();
-      }
-    }
-    // Saved for backward.
-    if (AnyGrad) {
-      HasBackward[OpI] = true;
-      for (const SavedItem &Item : Rule.Saved) {
-        StorageId S = NoStorage;
-        if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
-          auto C = Copies.find(Item.Index);
-          S = C != Copies.end() ? C->second : storageOf(Op.Inputs[Item.Index]);
-          if (S == NoStorage)
-            continue;
-          Mem.retain(S);
-        } else if (Item.What == SavedItem::Output &&
-                   Item.Index < static_cast<int>(Op.Outputs.size())) {
-          S = storageOf(Op.Outputs[Item.Index]);
-          if (S == NoStorage)
-            continue;
-          Mem.retain(S);
-        } else if (Item.What == SavedItem::Extra) {
-          S = Mem.alloc(Item.ExtraBytes, Cat::Activations, Op.Name + " " + Item.ExtraName,
-                        Op.Kind, Op.Layer, DType::Float32, {});
-        }
-        if (S == NoStorage)
-          continue;
-        if (Mem[S].Category == Cat::Temporaries)
-          Mem.recategorize(S, Cat::Activations);
-        SavedBy[OpI].push_back(S);
-      }
-    }
-    if (Rule.ForwardTransient) {
-      StorageId S = Mem.alloc(Rule.ForwardTransient, Cat::Temporaries, Op.Name + " scratch",
-                              Op.Kind, Op.Layer, DType::Float32, {});
-      Mem.point(Phase, Op.Name, Op.Layer);
-      Mem.release(S);
-    }
-    Mem.point(Phase, Op.Name, Op.Layer);
-    for (auto &[Slot, S] : Copies)
-      Mem.release(S); // the saved ones keep their own reference
-    std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
-    for (TensorId I : Distinct) {
-      if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
-        continue;
-      if (--Values[I].PendingUses <= 0 && !G.Tensors[I].IsGraphOutput)
-        dropValue(I);
-    }
-    // Outputs nobody reads die at once (unless they are graph outputs).
-    for (TensorId O : Op.Outputs)
-      if (O != NoTensor && Values[O].PendingUses == 0 && !G.Tensors[O].IsGraphOutput)
-        dropValue(O);
+    while (Seg < Segments.size() && Segments[Seg].Last < OpI)
+      ++Seg;
+    bool InSegment = Seg < Segments.size() && Segments[Seg].First <= OpI;
+    if (InSegment && OpI == Segments[Seg].First)
+      enterCheckpoint(Seg, Phase);
+    runOp(OpI, !InSegment, Phase);
   }
   (void)MicroBatch;
   return llvm::Error::success();
+}
+
+void Simulator::enterCheckpoint(size_t Seg, const std::string &Phase) {
+  // torch.utils.checkpoint keeps the segment's inputs (save_for_backward) and, when it
+  // preserves RNG state, a copy of the CPU generator state (5,056 bytes) that lives
+  // until the graph is freed after backward.
+  for (TensorId In : Segments[Seg].Inputs) {
+    StorageId S = storageOf(In);
+    if (S == NoStorage || !Ctx.RequiresGrad[In])
+      continue;
+    Mem.retain(S);
+    if (Mem[S].Category == Cat::Temporaries)
+      Mem.recategorize(S, Cat::Activations);
+    SegmentSaved[Seg].push_back(S);
+  }
+  if (Setup.Device == DeviceKind::Cpu)
+    RngStates.push_back(Mem.alloc(CpuRngStateBytes, Cat::Activations, "checkpoint RNG state",
+                                  "checkpoint", Ops[Segments[Seg].First].Layer, DType::UInt8,
+                                  {CpuRngStateBytes}));
+  Mem.point(Phase, "checkpoint", Ops[Segments[Seg].First].Layer);
+}
+
+void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
+  const SimOp &Op = Ops[OpI];
+  OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
+  bool AnyGrad = false;
+  for (TensorId I : Op.Inputs)
+    AnyGrad |= I != NoTensor && Ctx.RequiresGrad[I];
+  AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
+  // Operands that matmul must copy to flatten (non-viewable strides): the copy is
+  // what bmm/mm sees and saves.
+  std::map<size_t, StorageId> Copies;
+  auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
+    TensorId T = Op.Inputs[Slot];
+    if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage)
+      return;
+    if (flattenNeedsCopy(Values[T].L, Keep))
+      Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
+                               G.Tensors[T].Name + " (contiguous copy)", Op.Kind, Op.Layer,
+                               Ctx.TypeOf[T], G.Tensors[T].Shape);
+  };
+  if (Op.Kind == "Linear")
+    CopyIfNeeded(0, 1);
+  if (Op.Kind == "MatMul") {
+    CopyIfNeeded(0, 2);
+    CopyIfNeeded(1, 2);
+  }
+  // Outputs.
+  for (size_t OI = 0; OI < Op.Outputs.size(); ++OI) {
+    TensorId O = Op.Outputs[OI];
+    if (O == NoTensor)
+      continue;
+    const Tensor &T = G.Tensors[O];
+    if (Rule.Outputs[OI] == OutputKind::ViewOfInput0 && Op.Inputs[0] != NoTensor &&
+        Values[Op.Inputs[0]].Storage != NoStorage) {
+      const Value &Src = Values[Op.Inputs[0]];
+      Layout L;
+      if (Op.Kind == "Transpose") {
+        std::vector<int64_t> Perm = G.Nodes[Op.Nodes[0]].intsAttr("perm").value_or(
+            std::vector<int64_t>{});
+        if (Perm.size() == Src.L.Shape.size()) {
+          for (int64_t P : Perm) {
+            L.Shape.push_back(Src.L.Shape[P]);
+            L.Strides.push_back(Src.L.Strides[P]);
+          }
+        }
+      } else if (Op.Kind == "Split" || Op.Kind == "Slice") {
+        L = Src.L;
+        if (T.ShapeKnown && T.Shape.size() == L.Shape.size())
+          L.Shape = T.Shape; // same strides, smaller extent
+      } else if (Op.Kind == "Expand") {
+        L = contiguous(T.Shape);
+        size_t Off = T.Shape.size() - Src.L.Shape.size();
+        for (size_t D = 0; D < T.Shape.size(); ++D)
+          L.Strides[D] = D < Off || Src.L.Shape[D - Off] != T.Shape[D]
+                             ? 0
+                             : Src.L.Strides[D - Off];
+      } else if (auto S = viewStrides(Src.L, T.Shape)) {
+        L = {T.Shape, *S};
+      }
+      if (L.Shape.size() != T.Shape.size() || L.Strides.size() != T.Shape.size()) {
+        // Not viewable: reshape copies.
+        StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
+                                Op.Layer, Ctx.TypeOf[O], T.Shape);
+        holdValue(O, S, contiguous(T.Shape));
+      } else {
+        Mem.retain(Src.Storage);
+        holdValue(O, Src.Storage, L);
+      }
+      continue;
+    }
+    if (!T.ShapeKnown)
+      continue;
+    StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
+                            Op.Layer, Ctx.TypeOf[O], T.Shape);
+    holdValue(O, S, contiguous(T.Shape));
+  }
+  // Autocast: 16-bit copies of fp32 operands of matmul-like ops (weights cached).
+  std::vector<StorageId> CastCopies;
+  if (isAmp() && (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Conv" ||
+                  Op.Kind == "Gemm")) {
+    for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
+      TensorId T = Op.Inputs[Slot];
+      if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32)
+        continue;
+      CastCopies.push_back(Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
+                                     G.Tensors[T].Name + " (autocast copy)", Op.Kind,
+                                     Op.Layer, lowPrecision(), G.Tensors[T].Shape));
+      Copies[Slot] = CastCopies.back();
+    }
+  }
+  // Saved for backward.
+  if (AnyGrad) {
+    HasBackward[OpI] = true;
+    for (const SavedItem &Item : Rule.Saved) {
+      StorageId S = NoStorage;
+      if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
+        auto C = Copies.find(Item.Index);
+        S = C != Copies.end() ? C->second : storageOf(Op.Inputs[Item.Index]);
+        if (S == NoStorage)
+          continue;
+        Mem.retain(S);
+      } else if (Item.What == SavedItem::Output &&
+                 Item.Index < static_cast<int>(Op.Outputs.size())) {
+        S = storageOf(Op.Outputs[Item.Index]);
+        if (S == NoStorage)
+          continue;
+        Mem.retain(S);
+      } else if (Item.What == SavedItem::Extra) {
+        S = Mem.alloc(Item.ExtraBytes, Cat::Activations, Op.Name + " " + Item.ExtraName,
+                      Op.Kind, Op.Layer, DType::Float32, {});
+      }
+      if (S == NoStorage)
+        continue;
+      if (Mem[S].Category == Cat::Temporaries)
+        Mem.recategorize(S, Cat::Activations);
+      SavedBy[OpI].push_back(S);
+    }
+  }
+  if (Rule.ForwardTransient) {
+    StorageId S = Mem.alloc(Rule.ForwardTransient, Cat::Temporaries, Op.Name + " scratch",
+                            Op.Kind, Op.Layer, DType::Float32, {});
+    Mem.point(Phase, Op.Name, Op.Layer);
+    Mem.release(S);
+  }
+  Mem.point(Phase, Op.Name, Op.Layer);
+  for (auto &[Slot, S] : Copies)
+    Mem.release(S); // the saved ones keep their own reference
+  std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
+  for (TensorId I : Distinct) {
+    if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
+      continue;
+    if (--Values[I].PendingUses <= 0 && !G.Tensors[I].IsGraphOutput)
+      dropValue(I);
+  }
+  // Outputs nobody reads die at once (unless they are graph outputs).
+  for (TensorId O : Op.Outputs)
+    if (O != NoTensor && Values[O].PendingUses == 0 && !G.Tensors[O].IsGraphOutput)
+      dropValue(O);
+
+  if (Dropouts.count(OpI))
+    applyDropout(OpI, Save, Phase);
+}
+
+void Simulator::planCheckpoints() {
+  const std::string &Mode = Setup.Checkpoint;
+  if (Mode == "none")
+    return;
+  int64_t Every = 1;
+  if (llvm::StringRef(Mode).startswith("every:"))
+    llvm::StringRef(Mode).drop_front(6).getAsInteger(10, Every);
+  if (Mode != "blocks" && !llvm::StringRef(Mode).startswith("every:")) {
+    Diags.warning("checkpoint-mode", Mode,
+                  "--checkpoint=" + Mode + " is not simulated yet; the step is simulated "
+                  "without checkpointing (use blocks or every:K)");
+    return;
+  }
+  // Repeated blocks are the runs of ops whose layer paths share a numbered prefix
+  // ("h.3", "model.layers.12"); each is wrapped in torch.utils.checkpoint.
+  int BlockIndex = 0;
+  for (size_t I = 0; I < Ops.size();) {
+    std::string Block = blockOfLayerPath(Ops[I].Layer);
+    size_t J = I;
+    while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
+      ++J;
+    if (!Block.empty()) {
+      if (BlockIndex % std::max<int64_t>(Every, 1) == 0) {
+        Segment Seg{I, J, {}};
+        std::set<TensorId> Produced, Inputs;
+        for (size_t K = I; K <= J; ++K)
+          for (TensorId O : Ops[K].Outputs)
+            Produced.insert(O);
+        for (size_t K = I; K <= J; ++K)
+          for (TensorId In : Ops[K].Inputs)
+            if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
+                G.Tensors[In].Kind != TensorKind::Input && Inputs.insert(In).second)
+              Seg.Inputs.push_back(In);
+        Segments.push_back(std::move(Seg));
+      }
+      ++BlockIndex;
+    }
+    I = J + 1;
+  }
+  if (Segments.empty())
+    Diags.warning("checkpoint-blocks", "",
+                  "--checkpoint=" + Mode + ": no repeated blocks found in the layer paths "
+                  "(names like h.0 or layers.3); simulated without checkpointing");
+}
+
+void Simulator::planDropout() {
+  if (!Setup.Dropout || *Setup.Dropout <= 0)
+    return;
+  // Where nn.Dropout sits in the transformer blocks exported models lose it from: on the
+  // attention probabilities, on each residual branch's output projection, and on the
+  // input of the block stack (embeddings).
+  std::map<TensorId, size_t> ProducerOp;
+  for (size_t I = 0; I < Ops.size(); ++I)
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        ProducerOp[O] = I;
+  auto consumers = [&](TensorId T) { return G.Tensors[T].Consumers; };
+  for (size_t I = 0; I < Ops.size(); ++I) {
+    const SimOp &Op = Ops[I];
+    if (Op.Outputs.empty() || Op.Outputs[0] == NoTensor)
+      continue;
+    TensorId Out = Op.Outputs[0];
+    if (Op.Kind == "Softmax") {
+      for (NodeId C : consumers(Out))
+        if (G.Nodes[C].OpType == "MatMul")
+          Dropouts.insert(I);
+    } else if (Op.Kind == "Linear" && consumers(Out).size() == 1) {
+      const Node &C = G.Nodes[consumers(Out)[0]];
+      if (C.OpType == "Add" && C.Inputs.size() == 2) {
+        TensorId Other = C.Inputs[0] == Out ? C.Inputs[1] : C.Inputs[0];
+        if (Other != NoTensor && !G.Tensors[Other].Stored &&
+            G.Tensors[Other].numElements() == G.Tensors[Out].numElements())
+          Dropouts.insert(I);
+      }
+    }
+  }
+  for (const SimOp &Op : Ops) {
+    if (blockOfLayerPath(Op.Layer).empty())
+      continue;
+    for (TensorId In : Op.Inputs) {
+      auto P = In == NoTensor ? ProducerOp.end() : ProducerOp.find(In);
+      if (P != ProducerOp.end() && blockOfLayerPath(Ops[P->second].Layer).empty() &&
+          isFloating(G.Tensors[In].Type)) {
+        Dropouts.insert(P->second);
+        return;
+      }
+    }
+  }
+}
+
+void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {
+  TensorId T = Ops[OpI].Outputs[0];
+  StorageId In = storageOf(T);
+  if (In == NoStorage || !Values[T].Held)
+    return;
+  const Tensor &Tn = G.Tensors[T];
+  // CUDA's fused native_dropout keeps a bool mask; the CPU path (1.13 _dropout) keeps a
+  // mask tensor in the input's dtype. The output x * mask is new memory.
+  bool Saved = Save && Ctx.RequiresGrad[T];
+  int64_t MaskBytes = Setup.Device == DeviceKind::Cuda ? Tn.numElements()
+                                                       : Tn.bytesAs(Ctx.TypeOf[T]);
+  StorageId Mask = Mem.alloc(MaskBytes, Saved ? Cat::Activations : Cat::Temporaries,
+                             Tn.Name + " dropout mask", "Dropout", Ops[OpI].Layer,
+                             Setup.Device == DeviceKind::Cuda ? DType::Bool : Ctx.TypeOf[T],
+                             Tn.Shape);
+  StorageId Out = Mem.alloc(Tn.bytesAs(Ctx.TypeOf[T]), Cat::Temporaries, Tn.Name + " (dropout)",
+                            "Dropout", Ops[OpI].Layer, Ctx.TypeOf[T], Tn.Shape);
+  Mem.point(Phase, Ops[OpI].Name + " dropout", Ops[OpI].Layer);
+  Layout L = Values[T].L;
+  dropValue(T);
+  int Uses = Values[T].PendingUses;
+  holdValue(T, Out, contiguous(Tn.Shape));
+  Values[T].PendingUses = Uses;
+  if (Saved)
+    DropoutMasks[T] = Mask;
+  else
+    Mem.release(Mask);
+  (void)L;
+}
+
+void Simulator::recompute(size_t Seg, const std::string &Phase) {
+  const Segment &S = Segments[Seg];
+  for (size_t I = S.First; I <= S.Last; ++I)
+    for (TensorId In : Ops[I].Inputs)
+      if (In != NoTensor)
+        Values[In].PendingUses = 0;
+  for (size_t I = S.First; I <= S.Last; ++I) {
+    std::set<TensorId> Distinct(Ops[I].Inputs.begin(), Ops[I].Inputs.end());
+    for (TensorId In : Distinct)
+      if (In != NoTensor)
+        ++Values[In].PendingUses;
+  }
+  StorageId Rng = NoStorage;
+  if (Setup.Device == DeviceKind::Cpu) // fork_rng saves and restores the generator state
+    Rng = Mem.alloc(CpuRngStateBytes, Cat::Temporaries, "recompute RNG state", "checkpoint",
+                    Ops[S.First].Layer, DType::UInt8, {CpuRngStateBytes});
+  for (size_t I = S.First; I <= S.Last; ++I)
+    runOp(I, true, Phase);
+  if (Rng != NoStorage)
+    Mem.release(Rng);
+}
+
+void Simulator::leaveCheckpoint(size_t Seg) {
+  const Segment &S = Segments[Seg];
+  for (size_t I = S.First; I <= S.Last; ++I)
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        dropValue(O);
+  for (StorageId St : SegmentSaved[Seg])
+    Mem.release(St);
+  SegmentSaved[Seg].clear();
 }
 
 void Simulator::loss() {
@@ -701,6 +912,26 @@ void Simulator::backward() {
   }
   Mem.release(LossValue);
 
+  // Gradients reaching one parameter from several uses (a tied embedding and LM head)
+  // are summed in AccumulateGrad's input buffer first; it runs once all have arrived.
+  std::vector<int> UsesLeft(Census.Parameters.size(), 0);
+  std::vector<StorageId> Pending(Census.Parameters.size(), NoStorage);
+  for (size_t OpI = 0; OpI < Ops.size(); ++OpI)
+    if (HasBackward[OpI])
+      for (TensorId In : std::set<TensorId>(Ops[OpI].Inputs.begin(), Ops[OpI].Inputs.end())) {
+        auto P = ParamIndex.find(In);
+        if (P != ParamIndex.end() && Census.Parameters[P->second].Trainable)
+          ++UsesLeft[P->second];
+      }
+  // InputBuffer::accumulate sums a second gradient into a fresh tensor and frees both.
+  auto Accumulate = [&](StorageId Old, StorageId Incoming, const SimOp &Op) {
+    StorageId Sum = Mem.alloc(Mem[Old].Bytes, Mem[Old].Category, Mem[Old].Name, "AddBackward",
+                              Op.Layer, Mem[Old].Type, Mem[Old].Shape);
+    Mem.point(Phase, Op.Name + " (gradient sum)", Op.Layer);
+    Mem.release(Old);
+    Mem.release(Incoming);
+    return Sum;
+  };
   auto Deliver = [&](TensorId In, StorageId Grad, const SimOp &Op) {
     auto P = ParamIndex.find(In);
     if (P != ParamIndex.end()) {
@@ -709,33 +940,64 @@ void Simulator::backward() {
         Mem.release(Grad);
         return;
       }
+      StorageId Buffered = Pending[I] == NoStorage ? Grad : Accumulate(Pending[I], Grad, Op);
+      Pending[I] = NoStorage;
+      if (--UsesLeft[I] > 0) {
+        Pending[I] = Buffered;
+        return;
+      }
       if (ParamGrad[I] == NoStorage) {
         // AccumulateGrad steals a gradient it alone holds; a shared one is cloned.
-        if (Mem[Grad].Refs == 1) {
-          Mem.recategorize(Grad, Cat::Gradients);
-          Mem[Grad].Name = Census.Parameters[I].Name + ".grad";
-          ParamGrad[I] = Grad;
+        if (Mem[Buffered].Refs == 1) {
+          Mem.recategorize(Buffered, Cat::Gradients);
+          Mem[Buffered].Name = Census.Parameters[I].Name + ".grad";
+          ParamGrad[I] = Buffered;
         } else {
           const CensusParameter &Pm = Census.Parameters[I];
           ParamGrad[I] = Mem.alloc(Pm.bytes(), Cat::Gradients, Pm.Name + ".grad", Op.Kind,
                                    Op.Layer, Pm.Type, Pm.Shape);
-          Mem.release(Grad);
+          Mem.release(Buffered);
         }
       } else {
-        Mem.release(Grad); // added in place into .grad
+        Mem.release(Buffered); // .grad += new_grad, in place
       }
       return;
     }
-    if (GradOf[In] == NoStorage) {
+    if (GradOf[In] == NoStorage)
       GradOf[In] = Grad;
-    } else {
-      // InputBuffer::accumulate adds into the buffer it owns alone; the other is freed.
-      Mem.release(Grad);
-    }
+    else
+      GradOf[In] = Accumulate(GradOf[In], Grad, Op);
   };
 
+  std::map<size_t, size_t> SegmentEndingAt, SegmentStartingAt;
+  for (size_t I = 0; I < Segments.size(); ++I) {
+    SegmentEndingAt[Segments[I].Last] = I;
+    SegmentStartingAt[Segments[I].First] = I;
+  }
   for (size_t OpI = Ops.size(); OpI-- > 0;) {
     const SimOp &Op = Ops[OpI];
+    if (auto Seg = SegmentEndingAt.find(OpI); Seg != SegmentEndingAt.end()) {
+      bool Needed = false;
+      for (size_t I = Segments[Seg->second].First; I <= OpI; ++I)
+        for (TensorId O : Ops[I].Outputs)
+          Needed |= O != NoTensor && GradOf[O] != NoStorage;
+      if (Needed)
+        recompute(Seg->second, Phase + " (recompute)");
+    }
+    if (auto D = DropoutMasks.find(Op.Outputs.empty() ? NoTensor : Op.Outputs[0]);
+        D != DropoutMasks.end()) {
+      TensorId T = D->first;
+      if (GradOf[T] != NoStorage) {
+        StorageId Through = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
+                                      "grad(" + G.Tensors[T].Name + ")", "DropoutBackward",
+                                      Op.Layer, Ctx.TypeOf[T], G.Tensors[T].Shape);
+        Mem.point(Phase, Op.Name + " dropout backward", Op.Layer);
+        Mem.release(GradOf[T]);
+        GradOf[T] = Through;
+      }
+      Mem.release(D->second);
+      DropoutMasks.erase(D);
+    }
     bool AnyOutGrad = false;
     for (TensorId O : Op.Outputs)
       AnyOutGrad |= O != NoTensor && GradOf[O] != NoStorage;
@@ -797,12 +1059,23 @@ void Simulator::backward() {
       Mem.release(S);
     SavedBy[OpI].clear();
     Mem.point(Phase, Op.Name, Op.Layer);
+    if (auto Seg = SegmentStartingAt.find(OpI); Seg != SegmentStartingAt.end())
+      leaveCheckpoint(Seg->second);
   }
+  for (auto &[T, Mask] : DropoutMasks)
+    Mem.release(Mask);
+  DropoutMasks.clear();
+  for (size_t I = 0; I < Segments.size(); ++I)
+    leaveCheckpoint(I);
   for (StorageId &S : GradOf)
     if (S != NoStorage) {
       Mem.release(S);
       S = NoStorage;
     }
+  // The checkpoints' RNG states go with the graph, after the last backward node.
+  for (StorageId S : RngStates)
+    Mem.release(S);
+  RngStates.clear();
   // Values still held (inputs of ops that never ran backward) are released with the graph.
   for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
     if (!G.Tensors[T].Stored && G.Tensors[T].Kind != TensorKind::Input)

@@ -36,6 +36,7 @@ constexpr Named<LossKind> Losses[] = {{LossKind::Auto, "auto"},
                                       {LossKind::None, "none"}};
 constexpr Named<AutocastPolicy> Policies[] = {{AutocastPolicy::Cuda, "cuda"},
                                               {AutocastPolicy::Cpu, "cpu"}};
+constexpr Named<DeviceKind> Devices[] = {{DeviceKind::Cuda, "cuda"}, {DeviceKind::Cpu, "cpu"}};
 constexpr Named<TieMode> Ties[] = {
     {TieMode::Auto, "auto"}, {TieMode::Yes, "yes"}, {TieMode::No, "no"}};
 
@@ -67,6 +68,7 @@ const char *optimizerImplName(OptimizerImpl I) { return nameOf(Impls, I); }
 const char *lossName(LossKind L) { return nameOf(Losses, L); }
 const char *autocastPolicyName(AutocastPolicy P) { return nameOf(Policies, P); }
 const char *tieModeName(TieMode T) { return nameOf(Ties, T); }
+const char *deviceName(DeviceKind D) { return nameOf(Devices, D); }
 
 llvm::Expected<Precision> parsePrecision(llvm::StringRef S) {
   return parseNamed(Precisions, S, "--precision");
@@ -82,6 +84,9 @@ llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S) {
   return parseNamed(Policies, S, "--autocast-policy");
 }
 llvm::Expected<TieMode> parseTieMode(llvm::StringRef S) { return parseNamed(Ties, S, "--tie"); }
+llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S) {
+  return parseNamed(Devices, S, "--device");
+}
 
 llvm::Error validateCheckpoint(llvm::StringRef S) {
   uint64_t K;
@@ -142,6 +147,7 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
   llvm::json::Object O{
       {"precision", precisionName(S.Prec)},
       {"autocast_policy", autocastPolicyName(S.Autocast)},
+      {"device", deviceName(S.Device)},
       {"optimizer", optimizerName(S.Optimizer)},
       {"optimizer_impl", optimizerImplName(S.Impl)},
       {"loss", lossName(S.Loss)},
@@ -192,7 +198,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
     };
     llvm::Error E = llvm::Error::success();
     if (Key == "precision" || Key == "optimizer" || Key == "optimizer_impl" || Key == "loss" ||
-        Key == "autocast_policy" || Key == "tie" || Key == "checkpoint" || Key == "train" ||
+        Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "checkpoint" || Key == "train" ||
         Key == "freeze" || Key == "gpu" || Key == "trainable_file") {
       if (!Str)
         return Bad(Key, "a string");
@@ -202,6 +208,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
       else if (Key == "loss") E = Assign(parseLoss(*Str), S.Loss);
       else if (Key == "autocast_policy") E = Assign(parseAutocastPolicy(*Str), S.Autocast);
       else if (Key == "tie") E = Assign(parseTieMode(*Str), S.Tie);
+      else if (Key == "device") E = Assign(parseDevice(*Str), S.Device);
       else if (Key == "checkpoint") {
         E = Wrap(Key, validateCheckpoint(*Str));
         S.Checkpoint = Str->str();
@@ -231,7 +238,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
         return Bad(Key, "a number in [0, 1)");
       S.Dropout = *D;
     } else {
-      return Bad(Key, "one of precision, autocast_policy, optimizer, optimizer_impl, loss, "
+      return Bad(Key, "one of precision, autocast_policy, device, optimizer, optimizer_impl, loss, "
                       "tie, keep_grads, checkpoint, grad_accum, micro_batch, dropout, gpu, "
                       "train, freeze, trainable_file (unknown key)");
     }

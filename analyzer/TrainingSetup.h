@@ -27,10 +27,14 @@ enum class OptimizerKind { AdamW, Adam, Sgd, SgdMomentum, Adafactor, AdamW8bit, 
 enum class OptimizerImpl { ForLoop, Foreach, Fused };
 enum class LossKind { Auto, CrossEntropy, Mse, None };
 enum class TieMode { Auto, Yes, No };
+/// Where the step runs: kernels differ in what they allocate (CUDA's dropout keeps a bool
+/// mask, the CPU one a mask in the input dtype; oneDNN convolutions reorder operands).
+enum class DeviceKind { Cuda, Cpu };
 
 struct TrainingSetup {
   Precision Prec = Precision::Fp32;
   AutocastPolicy Autocast = AutocastPolicy::Cuda;
+  DeviceKind Device = DeviceKind::Cuda;
   OptimizerKind Optimizer = OptimizerKind::AdamW;
   OptimizerImpl Impl = OptimizerImpl::ForLoop;
   LossKind Loss = LossKind::Auto;
@@ -63,6 +67,7 @@ const char *optimizerImplName(OptimizerImpl I);
 const char *lossName(LossKind L);
 const char *autocastPolicyName(AutocastPolicy P);
 const char *tieModeName(TieMode T);
+const char *deviceName(DeviceKind D);
 
 /// Parsers shared by the CLI and `--setup`; errors say what was found and what is allowed.
 llvm::Expected<Precision> parsePrecision(llvm::StringRef S);
@@ -71,6 +76,7 @@ llvm::Expected<OptimizerImpl> parseOptimizerImpl(llvm::StringRef S);
 llvm::Expected<LossKind> parseLoss(llvm::StringRef S);
 llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S);
 llvm::Expected<TieMode> parseTieMode(llvm::StringRef S);
+llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S);
 llvm::Error validateCheckpoint(llvm::StringRef S);
 
 /// Reads a trainable-names file: one initializer name a line; blank lines and lines

@@ -25,10 +25,9 @@ namespace trainmem::cli {
 
 cl::SubCommand &gpusCommand() {
   static cl::SubCommand Cmd("gpus",
-                            "List the GPU catalogue (usable memory as the driver reports it, "
-                            "bandwidth, peak rates, precisions) or show one GPU in detail; a "
-                            "GPU is named by its name, display name, nvidia-smi name or a "
-                            "unique prefix, ignoring case and punctuation");
+                            "List the GPU catalogue, or show one GPU (by name, nvidia-smi name "
+                            "or unique prefix): usable memory, bandwidth, peak rates, "
+                            "precisions");
   return Cmd;
 }
 
@@ -45,8 +44,7 @@ cl::opt<std::string> CatalogPath("catalog",
                                  cl::value_desc("file"), cl::sub(gpusCommand()),
                                  cl::cat(GpusCategory));
 cl::opt<std::string> GpusFormat("format", cl::desc("Output format: text | json (default text)"),
-                                cl::init("text"), cl::sub(gpusCommand()),
-                                cl::cat(GpusCategory));
+                                cl::init("text"), cl::sub(gpusCommand()), cl::cat(GpusCategory));
 
 /// "2.04" -> "2.04", "67.00" -> "67", "989.50" -> "989.5": vendor figures as written.
 std::string formatDecimal(double Value) {
@@ -85,8 +83,7 @@ std::string catalogueLabel(const GpuCatalog &Catalog) {
 }
 
 void writeList(const GpuCatalog &Catalog, llvm::raw_ostream &OS) {
-  OS << "GPU catalogue: " << catalogueLabel(Catalog) << ", " << Catalog.gpus().size()
-     << " GPUs\n"
+  OS << "GPU catalogue: " << catalogueLabel(Catalog) << ", " << Catalog.gpus().size() << " GPUs\n"
      << "usable memory: the total the driver reports (nvidia-smi, rocm-smi), 1 GiB = 2^30 "
         "bytes; bandwidth and bf16 rate (dense): decimal units, 1 GB/s = 10^9 bytes/s\n\n";
   size_t NameWidth = 4, DisplayWidth = 12;
@@ -97,9 +94,9 @@ void writeList(const GpuCatalog &Catalog, llvm::raw_ostream &OS) {
   auto Row = [&](llvm::StringRef Name, llvm::StringRef Display, llvm::StringRef Memory,
                  llvm::StringRef Bandwidth, llvm::StringRef Bf16, llvm::StringRef DTypes) {
     OS << llvm::format("%-*s  %-*s  %13s  %10s  %11s  %s", static_cast<int>(NameWidth),
-                       Name.str().c_str(), static_cast<int>(DisplayWidth),
-                       Display.str().c_str(), Memory.str().c_str(), Bandwidth.str().c_str(),
-                       Bf16.str().c_str(), DTypes.str().c_str())
+                       Name.str().c_str(), static_cast<int>(DisplayWidth), Display.str().c_str(),
+                       Memory.str().c_str(), Bandwidth.str().c_str(), Bf16.str().c_str(),
+                       DTypes.str().c_str())
        << "\n";
   };
   Row("name", "display name", "usable memory", "bandwidth", "bf16 TFLOPS", "dtypes");
@@ -149,23 +146,21 @@ void writeDetail(const GpuCatalog &Catalog, const GpuSpec &G, llvm::raw_ostream 
     Field("also known as", Aliases);
   }
   Field("vendor", G.Vendor);
-  std::string Arch = G.Architecture.empty() ? std::string("not in the catalogue")
-                                            : G.Architecture;
+  std::string Arch = G.Architecture.empty() ? std::string("not in the catalogue") : G.Architecture;
   if (!G.ComputeCapability.empty())
     Arch += ", compute capability " + G.ComputeCapability;
   Field("architecture", Arch);
-  Field("memory", formatGiB(G.MemoryBytes) + " (" + formatCount(G.MemoryBytes) +
-                      " bytes), as marketed");
+  Field("memory",
+        formatGiB(G.MemoryBytes) + " (" + formatCount(G.MemoryBytes) + " bytes), as marketed");
   Field("usable memory", formatGiB(G.UsableBytes) + " (" + formatCount(G.UsableBytes) +
                              " bytes), the total the driver reports");
-  Field("bandwidth", G.BandwidthBytesPerSecond ? formatBandwidth(G)
-                                               : std::string("not in the catalogue"));
+  Field("bandwidth",
+        G.BandwidthBytesPerSecond ? formatBandwidth(G) : std::string("not in the catalogue"));
   Field("dtypes", dtypeList(G));
   std::string Peaks;
   for (MathPrecision P : allMathPrecisions())
     if (std::optional<double> F = G.peakFlops(P))
-      Peaks += (Peaks.empty() ? "" : ", ") + mathPrecisionName(P).str() + " " +
-               formatTflops(F);
+      Peaks += (Peaks.empty() ? "" : ", ") + mathPrecisionName(P).str() + " " + formatTflops(F);
   Field("peak dense TFLOPS", Peaks.empty() ? std::string("not in the catalogue") : Peaks);
   if (!G.Note.empty())
     writeWrapped(OS, "note", G.Note);
@@ -177,9 +172,8 @@ void writeDetail(const GpuCatalog &Catalog, const GpuSpec &G, llvm::raw_ostream 
 int runGpus() {
   std::string Format = GpusFormat;
   if (Format != "text" && Format != "json")
-    return reportError(llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                               "--format=%s: gpus writes text or json",
-                                               Format.c_str()));
+    return reportError(llvm::createStringError(
+        llvm::inconvertibleErrorCode(), "--format=%s: gpus writes text or json", Format.c_str()));
   llvm::Expected<GpuCatalog> Catalog = GpuCatalog::loadConfigured(CatalogPath);
   if (!Catalog)
     return reportError(Catalog.takeError());

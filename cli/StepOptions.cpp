@@ -70,8 +70,13 @@ cl::opt<std::string> PrecisionOpt("precision",
                                   cl::init("fp32"), S.A, cl::cat(SetupCategory));
 cl::opt<std::string> AutocastOpt("autocast-policy",
                                  cl::desc("Whose autocast op lists amp-* follows: cuda | cpu "
-                                          "(default cuda)"),
+                                          "(default: the device's)"),
                                  cl::init("cuda"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> DeviceOpt("device",
+                               cl::desc("Where the step runs: cuda | cpu (default cuda). Kernels "
+                                        "differ in scratch and saved masks; --autocast-policy "
+                                        "defaults to the device"),
+                               cl::init("cuda"), S.A, cl::cat(SetupCategory));
 cl::opt<std::string> OptimizerOpt("optimizer",
                                   cl::desc("adamw | adam | sgd | sgd-momentum | adafactor | "
                                            "adamw-8bit | paged-adamw-8bit | lion (default adamw)"),
@@ -210,8 +215,19 @@ llvm::Expected<StepRequest> parseStepRequest() {
   }
   if (auto E = applyIfGiven(PrecisionOpt, parsePrecision, Setup.Prec, FromFile))
     return E;
-  if (auto E = applyIfGiven(AutocastOpt, parseAutocastPolicy, Setup.Autocast, FromFile))
+  if (auto E = applyIfGiven(DeviceOpt, parseDevice, Setup.Device, FromFile))
     return E;
+  if (AutocastOpt.getNumOccurrences() || !FromFile) {
+    if (auto E = applyIfGiven(AutocastOpt, parseAutocastPolicy, Setup.Autocast, FromFile))
+      return E;
+  }
+  // The autocast op lists follow the device unless set explicitly, and CPU autocast
+  // implies a CPU run when the device is not given.
+  if (!AutocastOpt.getNumOccurrences() && DeviceOpt.getNumOccurrences())
+    Setup.Autocast = Setup.Device == DeviceKind::Cpu ? AutocastPolicy::Cpu : AutocastPolicy::Cuda;
+  if (AutocastOpt.getNumOccurrences() && !DeviceOpt.getNumOccurrences() &&
+      Setup.Autocast == AutocastPolicy::Cpu)
+    Setup.Device = DeviceKind::Cpu;
   if (auto E = applyIfGiven(OptimizerOpt, parseOptimizer, Setup.Optimizer, FromFile))
     return E;
   if (auto E = applyIfGiven(ImplOpt, parseOptimizerImpl, Setup.Impl, FromFile))

@@ -107,8 +107,9 @@ private:
   llvm::Error checkSchema(const llvm::json::Object &Top) const {
     const llvm::json::Value *Schema = Top.get("schema");
     if (!Schema)
-      return makeError(SourceName + ": no \"schema\" key; a GPU catalogue starts with "
-                                    "\"schema\": \"" +
+      return makeError(SourceName +
+                       ": no \"schema\" key; a GPU catalogue starts with "
+                       "\"schema\": \"" +
                        GpuCatalogSchema + "\"");
     std::optional<llvm::StringRef> Name = Schema->getAsString();
     int Version = 0;
@@ -123,8 +124,8 @@ private:
     return llvm::Error::success();
   }
 
-  llvm::Expected<std::string> readString(const llvm::json::Object &Entry,
-                                         llvm::StringRef Field, bool Required) const {
+  llvm::Expected<std::string> readString(const llvm::json::Object &Entry, llvm::StringRef Field,
+                                         bool Required) const {
     const llvm::json::Value *V = Entry.get(Field);
     if (!V) {
       if (Required)
@@ -153,8 +154,8 @@ private:
       Bytes = *Parsed;
     } else if (std::optional<int64_t> I = V->getAsInteger()) {
       Bytes = *I;
-    } else if (std::optional<double> D = V->getAsNumber()) {
-      return fieldError(Field, llvm::formatv("{0} is not a whole number of bytes", *D).str());
+    } else if (V->getAsNumber()) {
+      return fieldError(Field, describeJson(*V) + " is not a whole number of bytes");
     } else {
       return fieldError(Field, "expected a number of bytes, found " + describeJson(*V));
     }
@@ -172,12 +173,11 @@ private:
     return *D;
   }
 
-  llvm::Expected<MathPrecision> readPrecision(llvm::StringRef Field,
-                                              llvm::StringRef Name) const {
+  llvm::Expected<MathPrecision> readPrecision(llvm::StringRef Field, llvm::StringRef Name) const {
     if (std::optional<MathPrecision> P = mathPrecisionFromName(Name))
       return *P;
-    return fieldError(Field, "unknown precision \"" + Name +
-                                 "\"; expected fp32, tf32, bf16, fp16 or fp8");
+    return fieldError(Field,
+                      "unknown precision \"" + Name + "\"; expected fp32, tf32, bf16, fp16 or fp8");
   }
 
   llvm::Expected<GpuSpec> readEntry(const llvm::json::Value &Value, size_t Index) {
@@ -202,13 +202,15 @@ private:
     Where += " (" + Spec.Name + ")";
 
     static const llvm::StringLiteral KnownFields[] = {
-        "name",         "display_name",          "aliases",    "vendor",
-        "architecture", "compute_capability",    "memory_bytes", "usable_bytes",
-        "bandwidth_bytes_per_s", "peak_flops",   "dtypes",     "note"};
+        "name",         "display_name", "aliases",
+        "vendor",       "architecture", "compute_capability",
+        "memory_bytes", "usable_bytes", "bandwidth_bytes_per_s",
+        "peak_flops",   "dtypes",       "note"};
     for (const auto &[Key, Unused] : *Entry)
       if (!llvm::is_contained(KnownFields, llvm::StringRef(Key)))
         return makeError(SourceName + ": " + Where + ": unknown field \"" + Key.str() +
-                         "\"; expected " + llvm::join(std::begin(KnownFields), std::end(KnownFields), ", "));
+                         "\"; expected " +
+                         llvm::join(std::begin(KnownFields), std::end(KnownFields), ", "));
 
     struct StringField {
       llvm::StringRef Key;
@@ -255,8 +257,8 @@ private:
     if (!Memory)
       return Memory.takeError();
     Spec.MemoryBytes = *Memory;
-    llvm::Expected<int64_t> Usable = readBytes(
-        *Entry, "usable_bytes", "the total the driver reports (nvidia-smi), in bytes");
+    llvm::Expected<int64_t> Usable =
+        readBytes(*Entry, "usable_bytes", "the total the driver reports (nvidia-smi), in bytes");
     if (!Usable)
       return Usable.takeError();
     Spec.UsableBytes = *Usable;
@@ -282,8 +284,8 @@ private:
                                   "e.g. [\"fp32\", \"fp16\"]");
     const llvm::json::Array *DTypeList = DTypes->getAsArray();
     if (!DTypeList || DTypeList->empty())
-      return fieldError("dtypes", "expected a non-empty list of precisions, found " +
-                                      describeJson(*DTypes));
+      return fieldError("dtypes",
+                        "expected a non-empty list of precisions, found " + describeJson(*DTypes));
     for (size_t I = 0; I < DTypeList->size(); ++I) {
       std::string Field = llvm::formatv("dtypes[{0}]", I).str();
       std::optional<llvm::StringRef> S = (*DTypeList)[I].getAsString();
@@ -346,9 +348,8 @@ private:
                                        "({7}){8}; every name, display name and alias must "
                                        "pick out one GPU",
                                        SourceName, I, G.Name, Field, Text,
-                                       SameName ? "duplicates the name of" : "is also",
-                                       First.Index, Gpus[First.Index].Name,
-                                       SameName ? "" : "'s " + First.Field)
+                                       SameName ? "duplicates the name of" : "is also", First.Index,
+                                       Gpus[First.Index].Name, SameName ? "" : "'s " + First.Field)
                              .str());
       }
     }
@@ -391,8 +392,7 @@ std::optional<MathPrecision> mathPrecisionFromName(llvm::StringRef Name) {
 
 llvm::ArrayRef<MathPrecision> allMathPrecisions() { return AllPrecisions; }
 
-llvm::Expected<GpuCatalog> GpuCatalog::parse(llvm::StringRef Text,
-                                             llvm::StringRef SourceName) {
+llvm::Expected<GpuCatalog> GpuCatalog::parse(llvm::StringRef Text, llvm::StringRef SourceName) {
   llvm::Expected<std::vector<GpuSpec>> Gpus = CatalogReader(SourceName).read(Text);
   if (!Gpus)
     return Gpus.takeError();
@@ -437,8 +437,8 @@ const GpuSpec *GpuCatalog::find(llvm::StringRef Query) const {
 }
 
 llvm::Expected<const GpuSpec &> GpuCatalog::lookup(llvm::StringRef Query) const {
-  std::string Where = Source == "built-in" ? std::string("the built-in GPU catalogue")
-                                           : "GPU catalogue " + Source;
+  std::string Where =
+      Source == "built-in" ? std::string("the built-in GPU catalogue") : "GPU catalogue " + Source;
   std::string Key = spellingKey(Query);
   if (Key.empty())
     return makeError("no GPU name given; `trainmem gpus` lists " + Where);
@@ -457,8 +457,8 @@ llvm::Expected<const GpuSpec &> GpuCatalog::lookup(llvm::StringRef Query) const 
     std::vector<llvm::StringRef> Names;
     for (const GpuSpec &G : Gpus)
       Names.push_back(G.Name);
-    return makeError("unknown GPU \"" + Query + "\" in " + Where + "; known GPUs: " +
-                     llvm::join(Names, ", "));
+    return makeError("unknown GPU \"" + Query + "\" in " + Where +
+                     "; known GPUs: " + llvm::join(Names, ", "));
   }
   std::vector<std::string> Listed;
   for (const GpuSpec *G : Candidates)

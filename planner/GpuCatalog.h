@@ -41,20 +41,20 @@ llvm::ArrayRef<MathPrecision> allMathPrecisions();
 /// One catalogue entry. Optional figures are absent where the catalogue does not know
 /// them; nothing is filled in with a guess.
 struct GpuSpec {
-  std::string Name;                   ///< short id, e.g. "h100-sxm-80gb"
-  std::string DisplayName;            ///< e.g. "NVIDIA H100 SXM5 80GB"
-  std::vector<std::string> Aliases;   ///< other spellings, e.g. nvidia-smi's product name
-  std::string Vendor;                 ///< "nvidia", "amd"
-  std::string Architecture;           ///< e.g. "Hopper"; empty when not given
-  std::string ComputeCapability;      ///< CUDA "major.minor"; empty for other vendors
-  int64_t MemoryBytes = 0;            ///< capacity as marketed
-  int64_t UsableBytes = 0;            ///< total as the driver reports it (nvidia-smi, rocm-smi)
+  std::string Name;                 ///< short id, e.g. "h100-sxm-80gb"
+  std::string DisplayName;          ///< e.g. "NVIDIA H100 SXM5 80GB"
+  std::vector<std::string> Aliases; ///< other spellings, e.g. nvidia-smi's product name
+  std::string Vendor;               ///< "nvidia", "amd"
+  std::string Architecture;         ///< e.g. "Hopper"; empty when not given
+  std::string ComputeCapability;    ///< CUDA "major.minor"; empty for other vendors
+  int64_t MemoryBytes = 0;          ///< capacity as marketed
+  int64_t UsableBytes = 0;          ///< total as the driver reports it (nvidia-smi, rocm-smi)
   std::optional<double> BandwidthBytesPerSecond;
   /// Dense peak FLOP/s, indexed by MathPrecision.
   std::array<std::optional<double>, NumMathPrecisions> PeakFlops{};
   /// Natively supported precisions, indexed by MathPrecision.
   std::array<bool, NumMathPrecisions> Supported{};
-  std::string Note;                   ///< where the figures come from
+  std::string Note; ///< where the figures come from
 
   bool supports(MathPrecision P) const { return Supported[static_cast<unsigned>(P)]; }
   std::optional<double> peakFlops(MathPrecision P) const {
@@ -85,7 +85,9 @@ public:
   /// name is an error listing the catalogue.
   llvm::Expected<const GpuSpec &> lookup(llvm::StringRef Query) const;
 
-  llvm::ArrayRef<GpuSpec> gpus() const { return Gpus; }
+  llvm::ArrayRef<GpuSpec> gpus() const & { return Gpus; }
+  /// The entries live in the catalogue: iterating a temporary's would dangle.
+  llvm::ArrayRef<GpuSpec> gpus() const && = delete;
   /// "built-in" or the path the catalogue was read from.
   llvm::StringRef source() const { return Source; }
 

@@ -125,6 +125,13 @@ const GoldenCase Cases[] = {
     {"error_bad_optimizer", {"analyze", "no/such/model.onnx", "--optimizer=rmsprop"}, false},
     {"error_unknown_option", {"analyze", "--frobnicate"}, false},
     {"error_no_model", {"analyze"}, false},
+    {"gpus_list", {"gpus"}, false},
+    {"gpus_help", {"gpus", "--help"}, false},
+    {"gpus_h100_sxm_json", {"gpus", "h100-sxm-80gb", "--format=json"}, false},
+    {"gpus_detail_by_nvidia_smi_name", {"gpus", "NVIDIA A100-SXM4-40GB"}, false},
+    {"gpus_error_unknown", {"gpus", "rtx-9090"}, false},
+    {"gpus_error_ambiguous", {"gpus", "h100"}, false},
+    {"gpus_error_newer_catalog", {"gpus", "--catalog=tests/golden/data/gpus-newer-schema.json"}, false},
     {"error_bad_trainable_name", {"analyze", GT + "gpt2_tiny.onnx", "--default-dim=2", "--trainable-file=tests/golden/data/not-a-parameter.txt"}, true},
 };
 

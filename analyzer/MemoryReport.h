@@ -65,6 +65,8 @@ struct LayerSummary {
   int64_t WeightBytes = 0;
   int64_t GradientBytes = 0;
   int64_t OptimizerStateBytes = 0;
+  /// Bytes saved for backward by this layer's ops at the end of the forward.
+  int64_t SavedBytes = 0;
 };
 
 /// One tensor named in a report (largest parameters, tensors live at the peak).
@@ -110,6 +112,10 @@ struct MemoryReport {
   std::vector<OptimizerStatePart> OptimizerStates;
   int64_t BufferBytes = 0;
   int TiedGroups = 0;
+  /// Saved-for-backward bytes per layer path at the end of the forward.
+  std::vector<std::pair<std::string, int64_t>> SavedByLayer;
+  /// Sentences the text report prints after the numbers (e.g. what step 1 does).
+  std::vector<std::string> Notes;
   Diagnostics Diags;
 
   /// Weights + master weights + gradients + optimizer states + inputs: memory a

@@ -121,7 +121,8 @@ public:
         Used[N] = true;
         continue;
       }
-      if (tryGeluErf(N) || tryGeluTanh(N) || tryLayerNorm(N) || trySilu(N) || tryLinear(N))
+      if (tryGeluErf(N) || tryGeluTanh(N) || tryLayerNorm(N) || trySilu(N) || tryRsqrt(N) ||
+          tryLinear(N))
         continue;
       add(Nd.OpType, Nd.Inputs, Nd.Outputs, {N});
     }
@@ -260,6 +261,24 @@ private:
       }
     }
     add("LayerNormalization", {X, Weight, Bias}, {Out}, Nodes);
+    return true;
+  }
+
+  /// Sqrt -> Div(1, .) or Sqrt -> Reciprocal: torch.rsqrt exported, one tensor saved.
+  bool tryRsqrt(NodeId N) {
+    const Node &Sqrt = G.Nodes[N];
+    if (Sqrt.OpType != "Sqrt")
+      return false;
+    NodeId C = soleConsumer(G, Sqrt.Outputs[0]);
+    if (C == NoNode || Used[C])
+      return false;
+    const Node &Next = G.Nodes[C];
+    bool Recip = Next.OpType == "Reciprocal";
+    bool OneOver = Next.OpType == "Div" && Next.Inputs.size() == 2 &&
+                   Next.Inputs[1] == Sqrt.Outputs[0] && isScalarConstant(G, Next.Inputs[0]);
+    if (!Recip && !OneOver)
+      return false;
+    add("Rsqrt", {Sqrt.Inputs[0]}, {Next.Outputs[0]}, {N, C});
     return true;
   }
 
@@ -407,7 +426,7 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     return R;
   }
   if (K == "Relu" || K == "Sigmoid" || K == "Tanh" || K == "Softmax" || K == "LogSoftmax" ||
-      K == "Sqrt" || K == "Exp" || K == "Reciprocal") {
+      K == "Sqrt" || K == "Exp" || K == "Reciprocal" || K == "Rsqrt") {
     SaveOut(0);
     return R;
   }
@@ -446,18 +465,25 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     TensorId X = In(0);
     const Tensor &T = Ctx.G.Tensors[X];
     int64_t Rows = T.Shape.empty() ? 1 : T.numElements() / T.Shape.back();
+    // CUDA keeps the statistics in the accumulation type (fp32); the CPU kernel in the
+    // input's dtype.
+    int64_t StatBytes = Ctx.Cpu ? dtypeBytes(Ctx.TypeOf[X], 1) : 4;
     SaveIn(0);
-    SaveExtra(Rows * 4, "mean");
-    SaveExtra(Rows * 4, "rstd");
+    SaveExtra(Rows * StatBytes, "mean");
+    SaveExtra(Rows * StatBytes, "rstd");
     return R;
   }
   if (K == "BatchNormalization") {
     TensorId X = In(0);
     const Tensor &T = Ctx.G.Tensors[X];
     int64_t Channels = T.Shape.size() > 1 ? T.Shape[1] : 1;
+    // The CPU kernel keeps save_mean/save_invstd in the parameters' dtype (fp32 weights
+    // under autocast, bf16 in a pure-bf16 model); CUDA in fp32.
+    TensorId Wt = In(1) != NoTensor ? In(1) : X;
+    int64_t StatBytes = Ctx.Cpu ? dtypeBytes(Ctx.TypeOf[Wt], 1) : 4;
     SaveIn(0);
-    SaveExtra(Channels * 4, "save_mean");
-    SaveExtra(Channels * 4, "save_invstd");
+    SaveExtra(Channels * StatBytes, "save_mean");
+    SaveExtra(Channels * StatBytes, "save_invstd");
     // The CPU batch_norm_backward kernel fills an input-sized scratch first.
     if (Ctx.Cpu)
       R.BackwardTransient = Ctx.bytes(X);
@@ -466,10 +492,10 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     return R;
   }
   if (K == "Conv" || K == "ConvTranspose") {
-    if (Needs(1))
-      SaveIn(0);
-    if (Needs(0))
-      SaveIn(1);
+    // convolution_backward is one formula for input, weight and bias, so autograd keeps
+    // both operands whenever the node exists (unlike mm, whose grads are separate).
+    SaveIn(0);
+    SaveIn(1);
     if (Ctx.Cpu) {
       // oneDNN (mkldnn_convolution) reorders source, weights and destination into its
       // blocked layout: forward holds X, W and Y copies at once, backward the gradient

@@ -101,7 +101,8 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
                                         {"trainable_parameters", L.TrainableParameters},
                                         {"weight_bytes", L.WeightBytes},
                                         {"gradient_bytes", L.GradientBytes},
-                                        {"optimizer_state_bytes", L.OptimizerStateBytes}});
+                                        {"optimizer_state_bytes", L.OptimizerStateBytes},
+                                        {"saved_bytes", L.SavedBytes}});
   llvm::json::Array Diags;
   for (const Diagnostic &D : R.Diags.all())
     Diags.push_back(llvm::json::Object{{"severity", severityName(D.Level)},

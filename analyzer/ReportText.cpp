@@ -41,7 +41,11 @@ void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
   OS << ", " << R.Model.Nodes << " nodes)\n";
   OS << "  source: " << R.Model.Source << "\n";
   OS << "  setup:  " << precisionName(R.Setup.Prec) << ", " << optimizerName(R.Setup.Optimizer)
-     << " (" << optimizerImplName(R.Setup.Impl) << ")";
+     << " (" << optimizerImplName(R.Setup.Impl) << "), device " << deviceName(R.Setup.Device);
+  if (R.Setup.Checkpoint != "none")
+    OS << ", checkpoint " << R.Setup.Checkpoint;
+  if (R.Setup.Dropout)
+    OS << ", dropout " << *R.Setup.Dropout;
   if (R.Setup.GradAccum > 1)
     OS << ", grad-accum " << R.Setup.GradAccum;
   if (R.Setup.KeepGrads)
@@ -66,6 +70,41 @@ void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
 
   int64_t Persistent = R.persistentBytes();
   int64_t Total = R.Peak ? *R.Peak : Persistent;
+  if (R.Peak) {
+    OS << "Peak: " << formatBytes(*R.Peak) << " (" << formatCount(*R.Peak) << " B)";
+    if (R.PeakInfo)
+      OS << " in " << R.PeakInfo->Phase << " at " << R.PeakInfo->Op;
+    OS << "\n";
+    if (R.PeakReserved)
+      OS << "  as the CUDA caching allocator reserves it, with context and workspaces: "
+         << formatBytes(*R.PeakReserved) << "\n";
+    if (R.PeakInfo) {
+      const CategoryBytes &C = R.PeakInfo->ByCategory;
+      OS << "\n  live at the peak, by category:\n";
+      auto PeakRow = [&](const char *Label, int64_t Bytes) {
+        if (Bytes)
+          row(OS, Label, Bytes, *R.Peak);
+      };
+      PeakRow("weights", C.Weights);
+      PeakRow("master weights", C.MasterWeights);
+      PeakRow("gradients", C.Gradients);
+      PeakRow("optimizer states", C.OptimizerStates);
+      PeakRow("activations (saved)", C.Activations);
+      PeakRow("temporaries", C.Temporaries);
+      PeakRow("inputs", C.Inputs);
+      OS << "\n  largest tensors live at the peak:\n";
+      size_t Shown = 0;
+      for (const TensorSummary &T : R.PeakInfo->TopTensors) {
+        if (++Shown > 5)
+          break;
+        OS << llvm::format("  %-44s %-9s %-16s %12s  %s%s%s\n", T.Name.c_str(),
+                           std::string(dtypeName(T.Type)).c_str(), shapeText(T.Shape).c_str(),
+                           formatBytes(T.Bytes).c_str(), T.Op.c_str(),
+                           T.Layer.empty() ? "" : " in ", T.Layer.c_str());
+      }
+    }
+    OS << "\nLargest over the step, per category:\n";
+  }
   OS << "  category                       size   share              bytes\n";
   row(OS, "weights", R.Bytes.Weights, Total,
       R.BufferBytes ? ("incl. " + formatBytes(R.BufferBytes) + " of buffers") : "");
@@ -78,20 +117,16 @@ void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
   row(OS, "optimizer states", R.Bytes.OptimizerStates, Total, StateNote);
   row(OS, "inputs", R.Bytes.Inputs, Total);
   if (R.Peak) {
-    row(OS, "activations (saved)", R.Bytes.Activations, Total);
+    row(OS, "activations (saved)", R.Bytes.Activations, Total, "at the end of the forward");
     row(OS, "temporaries (max)", R.Bytes.Temporaries, Total);
-    OS << "\nPeak: " << formatBytes(*R.Peak) << " (" << formatCount(*R.Peak) << " B)";
-    if (R.PeakInfo)
-      OS << " in " << R.PeakInfo->Phase << " at " << R.PeakInfo->Op;
-    OS << "\n";
   } else {
     OS << "  activations            not modelled\n";
     OS << "  temporaries            not modelled\n";
     OS << "\nPersistent state: " << formatBytes(Persistent) << " (" << formatCount(Persistent)
-       << " B) = weights + master weights + gradients + optimizer states + inputs.\n"
-       << "Peak: not computed by this build: the training-step simulator (saved activations "
-          "and temporaries) is not in it yet. The peak is at least the persistent state.\n";
+       << " B) = weights + master weights + gradients + optimizer states + inputs.\n";
   }
+  for (const std::string &Note : R.Notes)
+    OS << "\n" << Note << "\n";
 
   if (!R.LargestParameters.empty()) {
     OS << "\nLargest parameters:\n";

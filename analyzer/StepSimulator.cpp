@@ -1135,6 +1135,17 @@ MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
   R.Peak = Sim.Peak;
   R.PeakInfo = Sim.PeakInfo;
   R.Timeline = Sim.Timeline;
+  R.SavedByLayer = Sim.SavedByLayer;
+  for (const auto &[Path, Bytes] : Sim.SavedByLayer) {
+    auto It = std::find_if(R.Layers.begin(), R.Layers.end(),
+                           [&Path = Path](const LayerSummary &L) { return L.Path == Path; });
+    if (It == R.Layers.end()) {
+      R.Layers.push_back({Path});
+      It = R.Layers.end() - 1;
+    }
+    It->SavedBytes += Bytes;
+  }
+  R.Notes.push_back(Sim.FirstStepNote);
   R.Diags.append(Sim.Diags);
   return R;
 }

@@ -404,16 +404,19 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       R.GradIsPassThrough[0] = true;
     return R;
   }
+  // A Python number operand becomes an 8-byte float64 "wrapped number" tensor, which
+  // MulBackward/DivBackward keep when the other operand needs a gradient.
+  auto SaveScalar = [&]() { SaveExtra(8, "wrapped scalar"); };
   if (K == "Mul") {
-    if (Needs(0) && !isScalarConstantTensor(Ctx, In(1)))
-      SaveIn(1);
-    if (Needs(1) && !isScalarConstantTensor(Ctx, In(0)))
-      SaveIn(0);
+    if (Needs(0))
+      isScalarConstantTensor(Ctx, In(1)) ? SaveScalar() : SaveIn(1);
+    if (Needs(1))
+      isScalarConstantTensor(Ctx, In(0)) ? SaveScalar() : SaveIn(0);
     return R;
   }
   if (K == "Div") {
-    if (Needs(0) && !isScalarConstantTensor(Ctx, In(1)))
-      SaveIn(1);
+    if (Needs(0))
+      isScalarConstantTensor(Ctx, In(1)) ? SaveScalar() : SaveIn(1);
     if (Needs(1)) {
       SaveIn(0);
       SaveIn(1);

@@ -411,6 +411,29 @@ void Simulator::allocatePersistent() {
           Mem.alloc(P.bytes(), Cat::Gradients, P.Name + ".grad", "zero_grad", P.LayerPath,
                     P.Type, P.Shape);
   }
+  // The loss target (labels) is part of the batch: one int64 class index per row for
+  // cross-entropy, a tensor like the output for MSE.
+  for (TensorId O : G.Outputs)
+    if (isFloating(G.Tensors[O].Type) && G.Tensors[O].ShapeKnown) {
+      const Tensor &T = G.Tensors[O];
+      LossKind Kind = Setup.Loss;
+      if (Kind == LossKind::Auto)
+        Kind = T.Shape.size() >= 2 ? LossKind::CrossEntropy : LossKind::None;
+      std::vector<int64_t> Shape = T.Shape;
+      int64_t Bytes = 0;
+      if (Kind == LossKind::CrossEntropy) {
+        Shape.pop_back();
+        Bytes = dtypeBytes(DType::Int64, T.numElements() / std::max<int64_t>(T.Shape.back(), 1));
+      } else if (Kind == LossKind::Mse) {
+        Bytes = T.bytesAs(Ctx.TypeOf[O]);
+      }
+      if (!Shape.empty())
+        Shape[0] *= Setup.GradAccum;
+      if (Bytes)
+        Mem.alloc(Bytes * Setup.GradAccum, Cat::Inputs, "labels", "input", "loss",
+                  Kind == LossKind::Mse ? Ctx.TypeOf[O] : DType::Int64, Shape);
+      break;
+    }
   // The whole batch is materialised once; micro-batches are views of it.
   for (TensorId In : G.Inputs) {
     const Tensor &T = G.Tensors[In];
@@ -772,10 +795,14 @@ void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {
 
 void Simulator::recompute(size_t Seg, const std::string &Phase) {
   const Segment &S = Segments[Seg];
-  for (size_t I = S.First; I <= S.Last; ++I)
+  for (size_t I = S.First; I <= S.Last; ++I) {
     for (TensorId In : Ops[I].Inputs)
       if (In != NoTensor)
         Values[In].PendingUses = 0;
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        Values[O].PendingUses = 0;
+  }
   for (size_t I = S.First; I <= S.Last; ++I) {
     std::set<TensorId> Distinct(Ops[I].Inputs.begin(), Ops[I].Inputs.end());
     for (TensorId In : Distinct)
@@ -786,6 +813,21 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
   if (Setup.Device == DeviceKind::Cpu) // fork_rng saves and restores the generator state
     Rng = Mem.alloc(CpuRngStateBytes, Cat::Temporaries, "recompute RNG state", "checkpoint",
                     Ops[S.First].Layer, DType::UInt8, {CpuRngStateBytes});
+  // CheckpointFunction.backward holds the recomputed outputs while it runs backward
+  // through them: a use that outlives the segment's own ops (dropped in leaveCheckpoint).
+  std::set<NodeId> Inside;
+  for (size_t I = S.First; I <= S.Last; ++I)
+    Inside.insert(Ops[I].Nodes.begin(), Ops[I].Nodes.end());
+  for (size_t I = S.First; I <= S.Last; ++I)
+    for (TensorId O : Ops[I].Outputs) {
+      if (O == NoTensor)
+        continue;
+      bool Escapes = G.Tensors[O].IsGraphOutput;
+      for (NodeId C : G.Tensors[O].Consumers)
+        Escapes |= !Inside.count(C);
+      if (Escapes)
+        ++Values[O].PendingUses;
+    }
   for (size_t I = S.First; I <= S.Last; ++I)
     runOp(I, true, Phase);
   if (Rng != NoStorage)
@@ -825,11 +867,6 @@ void Simulator::loss() {
     if (Kind == LossKind::CrossEntropy) {
       LossClasses = T.Shape.back();
       LossRows = T.numElements() / std::max<int64_t>(LossClasses, 1);
-      if (CurrentMicroBatch == 0 || true) {
-        // Labels: one int64 per row, for the whole batch.
-        static bool LabelsAllocated = false;
-        (void)LabelsAllocated;
-      }
       // log_softmax in fp32 (autocast's fp32 list; pure bf16 keeps bf16), saved for nll.
       DType LsType = isAmp() ? DType::Float32 : Ctx.TypeOf[LossLogits];
       if (isAmp() && Ctx.TypeOf[LossLogits] != DType::Float32) {
@@ -1048,8 +1085,8 @@ void Simulator::backward() {
     Mem.point(Phase, Op.Name, Op.Layer);
     if (Scratch != NoStorage)
       Mem.release(Scratch);
-    for (auto &[In, S] : Produced)
-      Deliver(In, S, Op);
+    // The engine frees a node's incoming gradients and saved tensors when the node
+    // returns, then hands its outputs to the next nodes' input buffers (where sums happen).
     for (TensorId O : Op.Outputs)
       if (O != NoTensor && GradOf[O] != NoStorage) {
         Mem.release(GradOf[O]);
@@ -1058,6 +1095,8 @@ void Simulator::backward() {
     for (StorageId S : SavedBy[OpI])
       Mem.release(S);
     SavedBy[OpI].clear();
+    for (auto &[In, S] : Produced)
+      Deliver(In, S, Op);
     Mem.point(Phase, Op.Name, Op.Layer);
     if (auto Seg = SegmentStartingAt.find(OpI); Seg != SegmentStartingAt.end())
       leaveCheckpoint(Seg->second);

@@ -1,4 +1,4 @@
-//===- CachingAllocatorModel.h - PyTorch's CUDA caching allocator, replayed -*- C++ -*-===//
+//===- CachingAllocatorModel.h - PyTorch's CUDA caching allocator -*- C++ -*-===//
 //
 // Replays allocations and frees through a model of PyTorch's CUDA caching allocator
 // (c10/cuda/CUDACachingAllocator.cpp, DeviceCachingAllocator, read at pytorch/pytorch
@@ -38,12 +38,12 @@ namespace trainmem {
 
 /// PyTorch's allocator constants (CUDACachingAllocator.cpp), in bytes.
 namespace caching_allocator {
-inline constexpr int64_t MinBlockSize = 512;            ///< kMinBlockSize
-inline constexpr int64_t SmallSize = 1048576;           ///< kSmallSize, 1 MiB
-inline constexpr int64_t SmallBuffer = 2097152;         ///< kSmallBuffer, 2 MiB
-inline constexpr int64_t MinLargeAlloc = 10485760;      ///< kMinLargeAlloc, 10 MiB
-inline constexpr int64_t LargeBuffer = 20971520;        ///< kLargeBuffer, 20 MiB
-inline constexpr int64_t RoundLarge = 2097152;          ///< kRoundLarge, 2 MiB
+inline constexpr int64_t MinBlockSize = 512;       ///< kMinBlockSize
+inline constexpr int64_t SmallSize = 1048576;      ///< kSmallSize, 1 MiB
+inline constexpr int64_t SmallBuffer = 2097152;    ///< kSmallBuffer, 2 MiB
+inline constexpr int64_t MinLargeAlloc = 10485760; ///< kMinLargeAlloc, 10 MiB
+inline constexpr int64_t LargeBuffer = 20971520;   ///< kLargeBuffer, 20 MiB
+inline constexpr int64_t RoundLarge = 2097152;     ///< kRoundLarge, 2 MiB
 } // namespace caching_allocator
 
 /// The `PYTORCH_CUDA_ALLOC_CONF` settings the model follows.

@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/StepSimulator.h"
+#include "analyzer/CachingAllocatorModel.h"
 #include "analyzer/OpMemoryRules.h"
 
 #include <algorithm>
@@ -49,6 +50,11 @@ const char *catName(Cat C) {
 }
 
 using StorageId = int32_t;
+
+bool isMatmulKind(const std::string &Kind) {
+  return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
+         Kind == "ConvTranspose";
+}
 constexpr StorageId NoStorage = -1;
 
 struct Storage {
@@ -59,6 +65,7 @@ struct Storage {
   std::vector<int64_t> Shape;
   int Refs = 0;
   bool Live = false;
+  int64_t Handle = 0; ///< the block the caching-allocator replay gave it
 };
 
 /// Live storages and the timeline over them.
@@ -76,6 +83,8 @@ public:
     S.Shape = std::move(Shape);
     S.Refs = 1;
     S.Live = true;
+    if (Allocator)
+      S.Handle = Allocator->allocate(Bytes);
     slot(LiveBytes, C) += Bytes;
     Total += Bytes;
     Storages.push_back(std::move(S));
@@ -93,6 +102,8 @@ public:
     if (--St.Refs > 0 || !St.Live)
       return;
     St.Live = false;
+    if (Allocator)
+      Allocator->free(St.Handle);
     slot(LiveBytes, St.Category) -= St.Bytes;
     Total -= St.Bytes;
     LiveSet.erase(S);
@@ -138,6 +149,8 @@ public:
     }
   }
 
+  /// The CUDA caching allocator replayed over the same events (CUDA runs only).
+  std::optional<CachingAllocatorModel> Allocator;
   CategoryBytes LiveBytes, Max;
   int64_t Total = 0, Peak = 0;
   PeakDetail PeakInfo;
@@ -309,7 +322,13 @@ private:
   struct Segment {
     size_t First = 0, Last = 0;
     std::vector<TensorId> Inputs;
+    /// Selective: matmul outputs are kept, everything else is recomputed.
+    bool Selective = false;
   };
+  /// The selective segment whose forward is running (-1: none); its cache of kept
+  /// matmul outputs.
+  int ActiveSelective = -1;
+  std::set<StorageId> SelectiveKeep;
   std::vector<Segment> Segments;
   std::vector<std::vector<StorageId>> SegmentSaved;
   std::vector<StorageId> RngStates;
@@ -454,6 +473,14 @@ llvm::Expected<StepSimulation> Simulator::run() {
   GradOf.assign(G.Tensors.size(), NoStorage);
   planCheckpoints();
   planDropout();
+  CudaRuntimeOverhead Runtime = estimateCudaRuntimeOverhead(Setup.Gpu);
+  if (Setup.Device == DeviceKind::Cuda) {
+    Mem.Allocator.emplace();
+    // cuBLAS workspaces come from the caching allocator too: one for the forward's
+    // handle and one for the autograd thread's, alive for the whole process.
+    Mem.Allocator->allocate(Runtime.CublasWorkspaceBytes);
+    Mem.Allocator->allocate(Runtime.CublasWorkspaceBytes);
+  }
   allocatePersistent();
   Mem.point("start", "step start", "");
   for (CurrentMicroBatch = 0; CurrentMicroBatch < Setup.GradAccum; ++CurrentMicroBatch) {
@@ -470,6 +497,14 @@ llvm::Expected<StepSimulation> Simulator::run() {
   Sim.MaxByCategory.Activations = SavedAtEnd;
   Sim.SavedAtEndOfForward = SavedAtEnd;
   Sim.Peak = Mem.Peak;
+  if (Mem.Allocator) {
+    Sim.PeakReserved = Mem.Allocator->peakReservedBytes() + Runtime.ContextBytes;
+    Sim.ReservedNote =
+        "peak_reserved replays PyTorch's CUDA caching allocator over this step (512-byte "
+        "blocks, 2 MiB small and 20 MiB large segments, never released; fragmentation from "
+        "earlier steps is not replayed) with two cuBLAS workspaces, and adds the CUDA "
+        "context: " + Runtime.Note;
+  }
   Sim.PeakInfo = Mem.PeakInfo;
   Sim.Timeline = std::move(Mem.Timeline);
   for (const auto &[Layer, Bytes] : SavedByLayer)
@@ -505,7 +540,21 @@ llvm::Error Simulator::forward(int MicroBatch) {
     bool InSegment = Seg < Segments.size() && Segments[Seg].First <= OpI;
     if (InSegment && OpI == Segments[Seg].First)
       enterCheckpoint(Seg, Phase);
-    runOp(OpI, !InSegment, Phase);
+    bool Selective = InSegment && Segments[Seg].Selective;
+    ActiveSelective = Selective ? static_cast<int>(Seg) : -1;
+    runOp(OpI, !InSegment || Selective, Phase);
+    if (Selective && isMatmulKind(Ops[OpI].Kind))
+      for (TensorId O : Ops[OpI].Outputs) {
+        StorageId S = storageOf(O);
+        if (S == NoStorage || !Values[O].Held)
+          continue;
+        // The selective policy stores matmul outputs for backward (MUST_SAVE).
+        Mem.retain(S);
+        Mem.recategorize(S, Cat::Activations);
+        SegmentSaved[Seg].push_back(S);
+        SelectiveKeep.insert(S);
+      }
+    ActiveSelective = -1;
   }
   (void)MicroBatch;
   return llvm::Error::success();
@@ -625,6 +674,22 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     HasBackward[OpI] = true;
     for (const SavedItem &Item : Rule.Saved) {
       StorageId S = NoStorage;
+      // Under selective checkpointing only stored matmul outputs (and the segment's
+      // inputs, parameters and batch) stay; the rest is recomputed in backward.
+      if (ActiveSelective >= 0) {
+        if (Item.What == SavedItem::Extra)
+          continue;
+        TensorId T = Item.What == SavedItem::Input ? Op.Inputs[Item.Index]
+                                                   : Op.Outputs[Item.Index];
+        StorageId Cand = storageOf(T);
+        bool Persistent = Cand != NoStorage && (Mem[Cand].Category == Cat::Weights ||
+                                                 Mem[Cand].Category == Cat::Inputs);
+        bool SegmentInput = false;
+        for (StorageId K : SegmentSaved[ActiveSelective])
+          SegmentInput |= K == Cand;
+        if (!Persistent && !SegmentInput && !SelectiveKeep.count(Cand))
+          continue;
+      }
       if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
         auto C = Copies.find(Item.Index);
         S = C != Copies.end() ? C->second : storageOf(Op.Inputs[Item.Index]);
@@ -680,7 +745,8 @@ void Simulator::planCheckpoints() {
   int64_t Every = 1;
   if (llvm::StringRef(Mode).startswith("every:"))
     llvm::StringRef(Mode).drop_front(6).getAsInteger(10, Every);
-  if (Mode != "blocks" && !llvm::StringRef(Mode).startswith("every:")) {
+  bool Selective = Mode == "selective";
+  if (Mode != "blocks" && !Selective && !llvm::StringRef(Mode).startswith("every:")) {
     Diags.warning("checkpoint-mode", Mode,
                   "--checkpoint=" + Mode + " is not simulated yet; the step is simulated "
                   "without checkpointing (use blocks or every:K)");
@@ -696,7 +762,7 @@ void Simulator::planCheckpoints() {
       ++J;
     if (!Block.empty()) {
       if (BlockIndex % std::max<int64_t>(Every, 1) == 0) {
-        Segment Seg{I, J, {}};
+        Segment Seg{I, J, {}, Selective};
         std::set<TensorId> Produced, Inputs;
         for (size_t K = I; K <= J; ++K)
           for (TensorId O : Ops[K].Outputs)
@@ -828,14 +894,34 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       if (Escapes)
         ++Values[O].PendingUses;
     }
-  for (size_t I = S.First; I <= S.Last; ++I)
-    runOp(I, true, Phase);
+  for (size_t I = S.First; I <= S.Last; ++I) {
+    if (!S.Selective || !isMatmulKind(Ops[I].Kind)) {
+      runOp(I, true, Phase);
+      continue;
+    }
+    // A stored matmul is not rerun; its backward reads the recomputed inputs.
+    OpMemoryRule Rule = memoryRuleFor(Ops[I], Ctx);
+    for (const SavedItem &Item : Rule.Saved)
+      if (Item.What == SavedItem::Input) {
+        StorageId St = storageOf(Ops[I].Inputs[Item.Index]);
+        if (St == NoStorage ||
+            std::find(SavedBy[I].begin(), SavedBy[I].end(), St) != SavedBy[I].end())
+          continue;
+        Mem.retain(St);
+        SavedBy[I].push_back(St);
+      }
+    for (TensorId In : std::set<TensorId>(Ops[I].Inputs.begin(), Ops[I].Inputs.end()))
+      if (In != NoTensor && !G.Tensors[In].Stored && --Values[In].PendingUses <= 0)
+        dropValue(In);
+  }
   if (Rng != NoStorage)
     Mem.release(Rng);
 }
 
 void Simulator::leaveCheckpoint(size_t Seg) {
   const Segment &S = Segments[Seg];
+  for (StorageId St : SegmentSaved[Seg])
+    SelectiveKeep.erase(St);
   for (size_t I = S.First; I <= S.Last; ++I)
     for (TensorId O : Ops[I].Outputs)
       if (O != NoTensor)
@@ -1125,8 +1211,8 @@ void Simulator::backward() {
 void Simulator::optimizerStep() {
   // torch.optim's single-tensor Adam(W) computes denom = (exp_avg_sq.sqrt() / bc2).add_(eps):
   // two parameter-sized temporaries for the parameter being updated. The foreach
-  // version does the same with lists: two temporaries the size of all parameters.
-  // SGD (with or without momentum), Lion and Adafactor's updates are in place at step 2+.
+  // version does the same with lists: two temporaries the size of all parameters. The
+  // fused kernel needs none; SGD (with or without momentum) updates in place at step 2+.
   int64_t Transient = 0, Largest = 0, Sum = 0;
   for (const CensusParameter &P : Census.Parameters)
     if (P.Trainable) {
@@ -1139,6 +1225,12 @@ void Simulator::optimizerStep() {
     Transient = 2 * Largest;
   else if (Adam && Setup.Impl == OptimizerImpl::Foreach)
     Transient = 2 * Sum;
+  else if (Setup.Optimizer == OptimizerKind::Lion ||
+           Setup.Optimizer == OptimizerKind::Adafactor)
+    // Lion builds `exp_avg * b1 + grad * (1 - b1)` out of place; transformers' Adafactor
+    // builds `grad**2 + eps` and the approximated update: two parameter-sized tensors
+    // for the parameter being updated. bitsandbytes' 8-bit kernels update in place.
+    Transient = 2 * Largest;
   StorageId S = NoStorage;
   if (Transient)
     S = Mem.alloc(Transient, Cat::Temporaries, "optimizer scratch", "optimizer.step", "",
@@ -1170,8 +1262,10 @@ MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
   MemoryReport R = buildCensusReport(G, Setup, Census);
   R.Bytes.Activations = Sim.SavedAtEndOfForward;
   R.Bytes.Temporaries = Sim.MaxByCategory.Temporaries;
+  R.Bytes.Inputs = Sim.MaxByCategory.Inputs; // the batch inputs and the loss's labels
   R.Bytes.Gradients = std::max(R.Bytes.Gradients, Sim.MaxByCategory.Gradients);
   R.Peak = Sim.Peak;
+  R.PeakReserved = Sim.PeakReserved;
   R.PeakInfo = Sim.PeakInfo;
   R.Timeline = Sim.Timeline;
   R.SavedByLayer = Sim.SavedByLayer;
@@ -1185,6 +1279,8 @@ MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
     It->SavedBytes += Bytes;
   }
   R.Notes.push_back(Sim.FirstStepNote);
+  if (!Sim.ReservedNote.empty())
+    R.Notes.push_back(Sim.ReservedNote);
   R.Diags.append(Sim.Diags);
   return R;
 }

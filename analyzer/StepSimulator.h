@@ -25,6 +25,11 @@ struct StepSimulation {
   /// Bytes saved for backward when the (last micro-batch's) forward ends, loss included.
   int64_t SavedAtEndOfForward = 0;
   int64_t Peak = 0;
+  /// What nvidia-smi would show at the peak: the caching allocator's reserved bytes
+  /// (replayed over the step's events, cuBLAS workspaces included) plus the CUDA context.
+  /// Only for CUDA runs.
+  std::optional<int64_t> PeakReserved;
+  std::string ReservedNote;
   PeakDetail PeakInfo;
   std::vector<TimelinePoint> Timeline;
   /// Saved-for-backward bytes per layer path at the end of the forward.

@@ -1,0 +1,147 @@
+//===- SimulatorBench.cpp - speed of the allocator replay, importer and simulator ===//
+//
+// Google Benchmark programs for the hot paths of a prediction: replaying allocations
+// through the caching allocator model, importing a 7B Hugging Face config, and
+// simulating one training step of it (reported per graph node). Run by hand:
+// `build/bin/trainmem_bench`; nothing here asserts a time.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/CachingAllocatorModel.h"
+#include "analyzer/ModelImporter.h"
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <random>
+#include <vector>
+
+using namespace trainmem;
+
+namespace {
+
+constexpr int64_t KiB = 1024;
+constexpr int64_t MiB = 1024 * KiB;
+const char *const Llama7BConfig =
+    TRAINMEM_SOURCE_DIR "/samples/hf/llama-2-7b/config.json";
+
+/// One allocation or free of a pre-drawn replay script.
+struct AllocatorOp {
+  int64_t Bytes; ///< > 0: allocate this much into slot Slot; 0: free slot Slot
+  uint32_t Slot;
+};
+
+/// Pairs alloc/free operations with a training-like size mix: half small tensors
+/// (biases, norms, scalars: up to 1 MiB), a third activations of 1-10 MiB, the rest
+/// 10-256 MiB (weights, logits, optimizer states), with up to 512 live at a time.
+std::vector<AllocatorOp> makeAllocatorScript(int64_t Pairs) {
+  std::mt19937_64 Rng(7);
+  auto drawBytes = [&]() -> int64_t {
+    const uint64_t Kind = Rng() % 100;
+    if (Kind < 50)
+      return 1 + static_cast<int64_t>(Rng() % MiB);
+    if (Kind < 85)
+      return MiB + 1 + static_cast<int64_t>(Rng() % (9 * MiB));
+    return 10 * MiB + static_cast<int64_t>(Rng() % (246 * MiB));
+  };
+  constexpr uint32_t Window = 512;
+  std::vector<AllocatorOp> Ops;
+  Ops.reserve(2 * Pairs);
+  std::vector<uint32_t> FreeSlots, LiveSlots;
+  for (uint32_t Slot = Window; Slot > 0; --Slot)
+    FreeSlots.push_back(Slot - 1);
+  for (int64_t I = 0; I < Pairs; ++I) {
+    if (FreeSlots.empty()) {
+      size_t Pick = Rng() % LiveSlots.size();
+      Ops.push_back({0, LiveSlots[Pick]});
+      FreeSlots.push_back(LiveSlots[Pick]);
+      LiveSlots[Pick] = LiveSlots.back();
+      LiveSlots.pop_back();
+    }
+    uint32_t Slot = FreeSlots.back();
+    FreeSlots.pop_back();
+    LiveSlots.push_back(Slot);
+    Ops.push_back({drawBytes(), Slot});
+  }
+  for (uint32_t Slot : LiveSlots)
+    Ops.push_back({0, Slot});
+  return Ops;
+}
+
+void BM_AllocatorModel(benchmark::State &State) {
+  const std::vector<AllocatorOp> Ops = makeAllocatorScript(State.range(0));
+  std::vector<CachingAllocatorModel::Handle> Slots(512,
+                                                   CachingAllocatorModel::NullHandle);
+  int64_t PeakReserved = 0;
+  for (auto _ : State) {
+    CachingAllocatorModel Allocator;
+    for (const AllocatorOp &Op : Ops) {
+      if (Op.Bytes > 0)
+        Slots[Op.Slot] = Allocator.allocate(Op.Bytes);
+      else
+        Allocator.free(Slots[Op.Slot]);
+    }
+    PeakReserved = Allocator.peakReservedBytes();
+    benchmark::DoNotOptimize(PeakReserved);
+  }
+  State.SetItemsProcessed(State.iterations() * State.range(0));
+  State.counters["peak_reserved_MiB"] = static_cast<double>(PeakReserved) / MiB;
+}
+BENCHMARK(BM_AllocatorModel)->Arg(100000)->Arg(1000000)->Unit(benchmark::kMillisecond);
+
+ImportOptions llama7BOptions() {
+  ImportOptions Options;
+  Options.Dims = {{"batch", 1}, {"seq", 2048}};
+  return Options;
+}
+
+void BM_ImportHfConfig7B(benchmark::State &State) {
+  const ImportOptions Options = llama7BOptions();
+  size_t Nodes = 0;
+  for (auto _ : State) {
+    llvm::Expected<Graph> G = importHfConfig(Llama7BConfig, Options);
+    if (!G) {
+      State.SkipWithError(llvm::toString(G.takeError()).c_str());
+      return;
+    }
+    Nodes = G->Nodes.size();
+    benchmark::DoNotOptimize(G->Nodes.data());
+  }
+  State.counters["nodes"] = static_cast<double>(Nodes);
+}
+BENCHMARK(BM_ImportHfConfig7B)->Unit(benchmark::kMillisecond);
+
+void BM_SimulateStep7B(benchmark::State &State) {
+  llvm::Expected<Graph> G = importHfConfig(Llama7BConfig, llama7BOptions());
+  if (!G) {
+    State.SkipWithError(llvm::toString(G.takeError()).c_str());
+    return;
+  }
+  const TrainingSetup Setup;
+  llvm::Expected<ParameterCensus> Census = takeCensus(*G, Setup);
+  if (!Census) {
+    State.SkipWithError(llvm::toString(Census.takeError()).c_str());
+    return;
+  }
+  std::chrono::nanoseconds Elapsed{0};
+  for (auto _ : State) {
+    auto Start = std::chrono::steady_clock::now();
+    llvm::Expected<StepSimulation> Sim = simulateStep(*G, Setup, *Census);
+    Elapsed += std::chrono::steady_clock::now() - Start;
+    if (!Sim) {
+      State.SkipWithError(llvm::toString(Sim.takeError()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(Sim->Peak);
+  }
+  const double Nodes = static_cast<double>(G->Nodes.size());
+  State.counters["nodes"] = Nodes;
+  State.counters["ns_per_node"] = static_cast<double>(Elapsed.count()) /
+                                  (static_cast<double>(State.iterations()) * Nodes);
+}
+BENCHMARK(BM_SimulateStep7B)->Unit(benchmark::kMillisecond);
+
+} // namespace
+
+BENCHMARK_MAIN();

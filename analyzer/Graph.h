@@ -124,6 +124,9 @@ struct Graph {
   /// pairs of stored tensors that are one parameter in PyTorch.
   std::vector<std::pair<TensorId, TensorId>> DeclaredTies;
   std::optional<bool> DeclaredTieWordEmbeddings;
+  /// Training-time dropout probability the model's config declares (HF configs); the
+  /// simulator applies it unless --dropout says otherwise.
+  std::optional<double> DeclaredDropout;
   Diagnostics Diags;
 
   TensorId findTensor(const std::string &TensorName) const;

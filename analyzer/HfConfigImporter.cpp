@@ -837,6 +837,13 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.OpsetVersion = 17;
   G.Dims = {{"batch", D->Batch}, {"seq", D->Seq}};
   G.DeclaredTieWordEmbeddings = M->Tie;
+  // Training-time dropout the config asks for (GPT-2 attn/resid/embd_pdrop, BERT
+  // hidden/attention_probs_dropout_prob, LLaMA-style attention_dropout): the largest.
+  for (const char *Key : {"attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob",
+                          "attention_probs_dropout_prob", "attention_dropout",
+                          "hidden_dropout", "classifier_dropout"})
+    if (std::optional<double> P = Obj->getNumber(Key); P && *P > 0 && *P < 1)
+      G.DeclaredDropout = std::max(G.DeclaredDropout.value_or(0.0), *P);
   if (M->RopeScaled)
     G.Diags.note("rope-scaling", "rope_scaling",
                  "scaled RoPE changes inv_freq values only; shapes and memory are unchanged");

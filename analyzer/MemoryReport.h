@@ -94,6 +94,17 @@ struct TimelinePoint {
   CategoryBytes Live;
 };
 
+/// The target GPU of `--gpu` and whether the step fits on it.
+struct GpuFit {
+  std::string Name;
+  std::string DisplayName;
+  int64_t UsableBytes = 0;
+  /// The figure compared with the GPU: peak_reserved on CUDA runs, else the peak.
+  int64_t RequiredBytes = 0;
+  std::string RequiredBasis; ///< "peak_reserved" or "peak"
+  bool fits() const { return RequiredBytes <= UsableBytes; }
+};
+
 struct MemoryReport {
   ModelInfo Model;
   TrainingSetup Setup;
@@ -106,6 +117,7 @@ struct MemoryReport {
   std::optional<int64_t> Peak;
   std::optional<int64_t> PeakReserved;
   std::optional<PeakDetail> PeakInfo;
+  std::optional<GpuFit> Gpu;
   std::vector<TimelinePoint> Timeline;
   std::vector<LayerSummary> Layers;
   std::vector<TensorSummary> LargestParameters;

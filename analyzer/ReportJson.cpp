@@ -116,8 +116,18 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
   for (const TensorSummary &T : R.LargestParameters)
     Largest.push_back(tensorJson(T));
 
+  llvm::json::Value Gpu = nullptr;
+  if (R.Gpu)
+    Gpu = llvm::json::Object{{"name", R.Gpu->Name},
+                             {"display_name", R.Gpu->DisplayName},
+                             {"usable_bytes", R.Gpu->UsableBytes},
+                             {"required_bytes", R.Gpu->RequiredBytes},
+                             {"required_basis", R.Gpu->RequiredBasis},
+                             {"fits", R.Gpu->fits()},
+                             {"headroom_bytes", R.Gpu->UsableBytes - R.Gpu->RequiredBytes}};
   return llvm::json::Object{
       {"schema", ReportSchema},
+      {"gpu", std::move(Gpu)},
       {"tool", llvm::json::Object{{"name", "trainmem"}, {"version", TRAINMEM_VERSION_STRING}}},
       {"model", std::move(Model)},
       {"setup", setupToJson(R.Setup)},

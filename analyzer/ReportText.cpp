@@ -78,6 +78,14 @@ void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
     if (R.PeakReserved)
       OS << "  as the CUDA caching allocator reserves it, with context and workspaces: "
          << formatBytes(*R.PeakReserved) << "\n";
+    if (R.Gpu) {
+      int64_t Headroom = R.Gpu->UsableBytes - R.Gpu->RequiredBytes;
+      OS << (R.Gpu->fits() ? "  FITS on " : "  DOES NOT FIT on ") << R.Gpu->DisplayName << " ("
+         << formatBytes(R.Gpu->UsableBytes) << " usable): "
+         << (R.Gpu->fits() ? formatBytes(Headroom) + " to spare"
+                           : formatBytes(-Headroom) + " over")
+         << " (" << R.Gpu->RequiredBasis << ")\n";
+    }
     if (R.PeakInfo) {
       const CategoryBytes &C = R.PeakInfo->ByCategory;
       OS << "\n  live at the peak, by category:\n";

@@ -785,8 +785,13 @@ void Simulator::planCheckpoints() {
 }
 
 void Simulator::planDropout() {
-  if (!Setup.Dropout || *Setup.Dropout <= 0)
+  double Prob = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
+  if (Prob <= 0)
     return;
+  if (!Setup.Dropout)
+    Diags.note("dropout-from-config", "",
+               "training-time dropout p=" + std::to_string(Prob).substr(0, 4) +
+                   " from the model's config (--dropout=0 to simulate without it)");
   // Where nn.Dropout sits in the transformer blocks exported models lose it from: on the
   // attention probabilities, on each residual branch's output projection, and on the
   // input of the block stack (embeddings).

@@ -11,6 +11,7 @@
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/ReportWriters.h"
 #include "analyzer/StepSimulator.h"
+#include "planner/GpuCatalog.h"
 
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
@@ -39,10 +40,32 @@ int runAnalyze() {
   auto Census = takeCensus(*G, Request->Setup);
   if (!Census)
     return reportError(Census.takeError());
+  // Resolve --gpu first: an unknown name is a usage error before any work is done, and
+  // the canonical name selects the runtime overheads.
+  std::optional<GpuSpec> Gpu;
+  if (!Request->Setup.Gpu.empty()) {
+    auto Catalog = GpuCatalog::loadConfigured();
+    if (!Catalog)
+      return reportError(Catalog.takeError());
+    auto Spec = Catalog->lookup(Request->Setup.Gpu);
+    if (!Spec)
+      return reportError(Spec.takeError());
+    Gpu = *Spec;
+    Request->Setup.Gpu = Gpu->Name;
+  }
   auto Sim = simulateStep(*G, Request->Setup, *Census);
   if (!Sim)
     return reportError(Sim.takeError());
   MemoryReport Report = buildStepReport(*G, Request->Setup, *Census, *Sim);
+  if (Gpu) {
+    GpuFit Fit;
+    Fit.Name = Gpu->Name;
+    Fit.DisplayName = Gpu->DisplayName;
+    Fit.UsableBytes = Gpu->UsableBytes;
+    Fit.RequiredBasis = Report.PeakReserved ? "peak_reserved" : "peak";
+    Fit.RequiredBytes = Report.PeakReserved ? *Report.PeakReserved : Report.Peak.value_or(0);
+    Report.Gpu = Fit;
+  }
   if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           writeReportJson(Report, OS);

@@ -118,6 +118,10 @@ cl::opt<double> DropoutOpt("dropout",
                                     "lost it"),
                            cl::value_desc("P"), S.A, cl::cat(SetupCategory));
 
+cl::opt<std::string> GpuOpt("gpu",
+                            cl::desc("Target GPU from the catalogue ('trainmem gpus' lists it): "
+                                     "the report says whether the step fits"),
+                            cl::value_desc("name"), S.A, cl::cat(SetupCategory));
 cl::opt<std::string> Format("format", cl::desc("Report format: text | json (default text)"),
                             cl::init("text"), S.A, cl::cat(OutputCategory));
 cl::opt<std::string> Output("o", cl::desc("Write to FILE (atomically) instead of stdout"),
@@ -248,6 +252,8 @@ llvm::Expected<StepRequest> parseStepRequest() {
     Setup.TrainableFile = TrainableFile.getValue();
     Setup.TrainableNames = std::move(*Names);
   }
+  if (GpuOpt.getNumOccurrences())
+    Setup.Gpu = GpuOpt;
   if (TrainRegex.getNumOccurrences())
     Setup.TrainRegex = TrainRegex;
   if (FreezeRegex.getNumOccurrences())

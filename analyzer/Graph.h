@@ -127,6 +127,8 @@ struct Graph {
   /// Training-time dropout probability the model's config declares (HF configs); the
   /// simulator applies it unless --dropout says otherwise.
   std::optional<double> DeclaredDropout;
+  /// True when the model's source says attention runs fused (HF's default SDPA).
+  bool DeclaredFusedAttention = false;
   Diagnostics Diags;
 
   TensorId findTensor(const std::string &TensorName) const;

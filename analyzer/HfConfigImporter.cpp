@@ -844,6 +844,12 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
                           "hidden_dropout", "classifier_dropout"})
     if (std::optional<double> P = Obj->getNumber(Key); P && *P > 0 && *P < 1)
       G.DeclaredDropout = std::max(G.DeclaredDropout.value_or(0.0), *P);
+  // transformers runs attention through torch's scaled_dot_product_attention unless the
+  // config pins another implementation.
+  std::optional<llvm::StringRef> Impl = Obj->getString("attn_implementation");
+  if (!Impl)
+    Impl = Obj->getString("_attn_implementation");
+  G.DeclaredFusedAttention = !Impl || *Impl == "sdpa" || Impl->startswith("flash");
   if (M->RopeScaled)
     G.Diags.note("rope-scaling", "rope_scaling",
                  "scaled RoPE changes inv_freq values only; shapes and memory are unchanged");

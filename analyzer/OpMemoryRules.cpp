@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/OpMemoryRules.h"
 
+#include <map>
 #include <set>
 
 namespace trainmem {
@@ -101,7 +102,8 @@ bool isWeightOperand(const Graph &G, TensorId T) {
 
 class SimOpBuilder {
 public:
-  explicit SimOpBuilder(const Graph &G) : G(G), Used(G.Nodes.size(), false) {}
+  SimOpBuilder(const Graph &G, bool FuseAttention)
+      : G(G), FuseAttention(FuseAttention), Used(G.Nodes.size(), false) {}
 
   std::vector<SimOp> build() {
     std::vector<bool> ShapeOnly = shapeOnlyTensors(G);
@@ -121,8 +123,8 @@ public:
         Used[N] = true;
         continue;
       }
-      if (tryGeluErf(N) || tryGeluTanh(N) || tryLayerNorm(N) || trySilu(N) || tryRsqrt(N) ||
-          tryLinear(N))
+      if ((FuseAttention && tryAttention(N)) || tryGeluErf(N) || tryGeluTanh(N) ||
+          tryLayerNorm(N) || trySilu(N) || tryRsqrt(N) || tryLinear(N))
         continue;
       add(Nd.OpType, Nd.Inputs, Nd.Outputs, {N});
     }
@@ -264,6 +266,54 @@ private:
     return true;
   }
 
+  /// MatMul(q, k^T) -> [Div/Mul scale] -> [Add mask | Where] -> Softmax -> MatMul(., v):
+  /// torch.nn.functional.scaled_dot_product_attention, as transformers runs it.
+  bool tryAttention(NodeId N) {
+    const Node &QK = G.Nodes[N];
+    if (QK.OpType != "MatMul" || QK.Inputs.size() != 2 || isWeightOperand(G, QK.Inputs[1]) ||
+        isWeightOperand(G, QK.Inputs[0]) || G.Tensors[QK.Outputs[0]].Shape.size() < 3)
+      return false;
+    std::vector<NodeId> Nodes{N};
+    std::vector<TensorId> Masks;
+    TensorId Cur = QK.Outputs[0];
+    const Node *Softmax = nullptr;
+    for (int Step = 0; Step < 6 && !Softmax; ++Step) {
+      NodeId C = soleConsumer(G, Cur);
+      if (C == NoNode || Used[C])
+        return false;
+      const Node &CN = G.Nodes[C];
+      if ((CN.OpType == "Div" || CN.OpType == "Mul") && CN.Inputs.size() == 2 &&
+          (isScalarConstant(G, CN.Inputs[0]) || isScalarConstant(G, CN.Inputs[1]) ||
+           G.Tensors[CN.Inputs[CN.Inputs[0] == Cur ? 1 : 0]].numElements() <= 1)) {
+        // a scale
+      } else if (CN.OpType == "Add" && CN.Inputs.size() == 2) {
+        Masks.push_back(CN.Inputs[0] == Cur ? CN.Inputs[1] : CN.Inputs[0]);
+      } else if (CN.OpType == "Where" && CN.Inputs.size() == 3) {
+        for (TensorId In : CN.Inputs)
+          if (In != Cur)
+            Masks.push_back(In);
+      } else if (CN.OpType == "Softmax") {
+        Softmax = &CN;
+      } else {
+        return false;
+      }
+      Nodes.push_back(C);
+      Cur = CN.Outputs[0];
+    }
+    if (!Softmax)
+      return false;
+    NodeId PVId = soleConsumer(G, Cur);
+    if (PVId == NoNode || Used[PVId] || G.Nodes[PVId].OpType != "MatMul" ||
+        G.Nodes[PVId].Inputs[0] != Cur)
+      return false;
+    const Node &PV = G.Nodes[PVId];
+    Nodes.push_back(PVId);
+    std::vector<TensorId> Inputs{QK.Inputs[0], QK.Inputs[1], PV.Inputs[1]};
+    Inputs.insert(Inputs.end(), Masks.begin(), Masks.end());
+    add("ScaledDotProductAttention", Inputs, {PV.Outputs[0]}, Nodes);
+    return true;
+  }
+
   /// Sqrt -> Div(1, .) or Sqrt -> Reciprocal: torch.rsqrt exported, one tensor saved.
   bool tryRsqrt(NodeId N) {
     const Node &Sqrt = G.Nodes[N];
@@ -322,6 +372,7 @@ private:
   }
 
   const Graph &G;
+  bool FuseAttention;
   std::vector<bool> Used;
   std::vector<SimOp> Ops;
 };
@@ -343,7 +394,41 @@ bool isScalarConstantTensor(const RuleContext &Ctx, TensorId T) {
 
 } // namespace
 
-std::vector<SimOp> buildSimOps(const Graph &G) { return SimOpBuilder(G).build(); }
+std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention) {
+  std::vector<SimOp> Ops = SimOpBuilder(G, FuseAttention).build();
+  // A fused op sits where its first node was; an input computed later (an attention
+  // mask) must run first. Stable topological order over the ops' tensors.
+  std::map<TensorId, size_t> Producer;
+  for (size_t I = 0; I < Ops.size(); ++I)
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        Producer[O] = I;
+  std::vector<std::vector<size_t>> Users(Ops.size());
+  std::vector<int> Pending(Ops.size(), 0);
+  for (size_t I = 0; I < Ops.size(); ++I)
+    for (TensorId In : std::set<TensorId>(Ops[I].Inputs.begin(), Ops[I].Inputs.end())) {
+      auto P = In == NoTensor ? Producer.end() : Producer.find(In);
+      if (P != Producer.end() && P->second != I) {
+        Users[P->second].push_back(I);
+        ++Pending[I];
+      }
+    }
+  std::set<size_t> Ready;
+  for (size_t I = 0; I < Ops.size(); ++I)
+    if (!Pending[I])
+      Ready.insert(I);
+  std::vector<SimOp> Sorted;
+  Sorted.reserve(Ops.size());
+  while (!Ready.empty()) {
+    size_t I = *Ready.begin();
+    Ready.erase(Ready.begin());
+    Sorted.push_back(Ops[I]);
+    for (size_t U : Users[I])
+      if (--Pending[U] == 0)
+        Ready.insert(U);
+  }
+  return Sorted.size() == Ops.size() ? Sorted : Ops;
+}
 
 OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
   OpMemoryRule R;
@@ -375,6 +460,27 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       R.GradIsPassThrough[0] = true;
     for (size_t I = 1; I < NIn; ++I)
       R.GradInputBytes[I] = 0;
+    return R;
+  }
+  if (K == "ScaledDotProductAttention") {
+    // Flash / memory-efficient SDPA (aten::_scaled_dot_product_*_attention) saves q, k, v,
+    // its output and a fp32 log-sum-exp per query row; dropout draws from a Philox seed
+    // instead of keeping a mask. The backward accumulates dq in fp32 and keeps a per-row
+    // fp32 delta beside the three input gradients.
+    const Tensor &Q = Ctx.G.Tensors[In(0)];
+    int64_t Rows = Q.Shape.size() >= 2 ? Q.numElements() / std::max<int64_t>(Q.Shape.back(), 1)
+                                       : Q.numElements();
+    SaveIn(0);
+    SaveIn(1);
+    SaveIn(2);
+    SaveOut(0);
+    SaveExtra(Rows * 4, "logsumexp");
+    for (size_t I = 3; I < NIn; ++I) {
+      R.GradInputBytes[I] = 0;
+      if (In(I) != NoTensor && isFloating(Ctx.TypeOf[In(I)]) && Ctx.elements(In(I)) > 1)
+        SaveIn(I); // an additive attention bias is kept for the backward
+    }
+    R.BackwardTransient = Ctx.elements(In(0)) * 4 + Rows * 4;
     return R;
   }
   if (K == "Linear" || K == "Gemm") {

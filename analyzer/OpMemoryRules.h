@@ -30,8 +30,10 @@ struct SimOp {
 };
 
 /// Groups the graph's nodes into the ops PyTorch executes, in execution order. Nodes that
-/// only compute shapes (every output has a value known at import) are dropped.
-std::vector<SimOp> buildSimOps(const Graph &G);
+/// only compute shapes (every output has a value known at import) are dropped. With
+/// FuseAttention, MatMul -> [scale] -> [mask] -> Softmax -> MatMul chains become one
+/// ScaledDotProductAttention op.
+std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention = false);
 
 /// Where an output's memory comes from.
 enum class OutputKind { New, ViewOfInput0, None };

@@ -466,7 +466,9 @@ void Simulator::allocatePersistent() {
 }
 
 llvm::Expected<StepSimulation> Simulator::run() {
-  Ops = buildSimOps(G);
+  bool Fuse = Setup.Attention == AttentionImpl::Sdpa ||
+              (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
+  Ops = buildSimOps(G, Fuse);
   assignTypes();
   propagateRequiresGrad();
   Values.assign(G.Tensors.size(), {});

@@ -37,6 +37,9 @@ constexpr Named<LossKind> Losses[] = {{LossKind::Auto, "auto"},
 constexpr Named<AutocastPolicy> Policies[] = {{AutocastPolicy::Cuda, "cuda"},
                                               {AutocastPolicy::Cpu, "cpu"}};
 constexpr Named<DeviceKind> Devices[] = {{DeviceKind::Cuda, "cuda"}, {DeviceKind::Cpu, "cpu"}};
+constexpr Named<AttentionImpl> Attentions[] = {{AttentionImpl::Auto, "auto"},
+                                               {AttentionImpl::Eager, "eager"},
+                                               {AttentionImpl::Sdpa, "sdpa"}};
 constexpr Named<TieMode> Ties[] = {
     {TieMode::Auto, "auto"}, {TieMode::Yes, "yes"}, {TieMode::No, "no"}};
 
@@ -69,6 +72,7 @@ const char *lossName(LossKind L) { return nameOf(Losses, L); }
 const char *autocastPolicyName(AutocastPolicy P) { return nameOf(Policies, P); }
 const char *tieModeName(TieMode T) { return nameOf(Ties, T); }
 const char *deviceName(DeviceKind D) { return nameOf(Devices, D); }
+const char *attentionName(AttentionImpl A) { return nameOf(Attentions, A); }
 
 llvm::Expected<Precision> parsePrecision(llvm::StringRef S) {
   return parseNamed(Precisions, S, "--precision");
@@ -84,6 +88,9 @@ llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S) {
   return parseNamed(Policies, S, "--autocast-policy");
 }
 llvm::Expected<TieMode> parseTieMode(llvm::StringRef S) { return parseNamed(Ties, S, "--tie"); }
+llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S) {
+  return parseNamed(Attentions, S, "--attention");
+}
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S) {
   return parseNamed(Devices, S, "--device");
 }
@@ -148,6 +155,7 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
       {"precision", precisionName(S.Prec)},
       {"autocast_policy", autocastPolicyName(S.Autocast)},
       {"device", deviceName(S.Device)},
+      {"attention", attentionName(S.Attention)},
       {"optimizer", optimizerName(S.Optimizer)},
       {"optimizer_impl", optimizerImplName(S.Impl)},
       {"loss", lossName(S.Loss)},
@@ -198,7 +206,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
     };
     llvm::Error E = llvm::Error::success();
     if (Key == "precision" || Key == "optimizer" || Key == "optimizer_impl" || Key == "loss" ||
-        Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "checkpoint" || Key == "train" ||
+        Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "attention" || Key == "checkpoint" || Key == "train" ||
         Key == "freeze" || Key == "gpu" || Key == "trainable_file") {
       if (!Str)
         return Bad(Key, "a string");
@@ -209,6 +217,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
       else if (Key == "autocast_policy") E = Assign(parseAutocastPolicy(*Str), S.Autocast);
       else if (Key == "tie") E = Assign(parseTieMode(*Str), S.Tie);
       else if (Key == "device") E = Assign(parseDevice(*Str), S.Device);
+      else if (Key == "attention") E = Assign(parseAttention(*Str), S.Attention);
       else if (Key == "checkpoint") {
         E = Wrap(Key, validateCheckpoint(*Str));
         S.Checkpoint = Str->str();
@@ -238,7 +247,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
         return Bad(Key, "a number in [0, 1)");
       S.Dropout = *D;
     } else {
-      return Bad(Key, "one of precision, autocast_policy, device, optimizer, optimizer_impl, loss, "
+      return Bad(Key, "one of precision, autocast_policy, device, attention, optimizer, optimizer_impl, loss, "
                       "tie, keep_grads, checkpoint, grad_accum, micro_batch, dropout, gpu, "
                       "train, freeze, trainable_file (unknown key)");
     }

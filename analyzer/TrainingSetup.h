@@ -30,11 +30,17 @@ enum class TieMode { Auto, Yes, No };
 /// Where the step runs: kernels differ in what they allocate (CUDA's dropout keeps a bool
 /// mask, the CPU one a mask in the input dtype; oneDNN convolutions reorder operands).
 enum class DeviceKind { Cuda, Cpu };
+/// How attention runs: the exported ops as they are (eager: scores and probabilities
+/// materialised and saved), or fused scaled_dot_product_attention (flash /
+/// memory-efficient kernels save only the output and a log-sum-exp per row). Auto: SDPA
+/// for Hugging Face configs (transformers' default), eager for ONNX files.
+enum class AttentionImpl { Auto, Eager, Sdpa };
 
 struct TrainingSetup {
   Precision Prec = Precision::Fp32;
   AutocastPolicy Autocast = AutocastPolicy::Cuda;
   DeviceKind Device = DeviceKind::Cuda;
+  AttentionImpl Attention = AttentionImpl::Auto;
   OptimizerKind Optimizer = OptimizerKind::AdamW;
   OptimizerImpl Impl = OptimizerImpl::ForLoop;
   LossKind Loss = LossKind::Auto;
@@ -68,6 +74,7 @@ const char *lossName(LossKind L);
 const char *autocastPolicyName(AutocastPolicy P);
 const char *tieModeName(TieMode T);
 const char *deviceName(DeviceKind D);
+const char *attentionName(AttentionImpl A);
 
 /// Parsers shared by the CLI and `--setup`; errors say what was found and what is allowed.
 llvm::Expected<Precision> parsePrecision(llvm::StringRef S);
@@ -77,6 +84,7 @@ llvm::Expected<LossKind> parseLoss(llvm::StringRef S);
 llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S);
 llvm::Expected<TieMode> parseTieMode(llvm::StringRef S);
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S);
+llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S);
 llvm::Error validateCheckpoint(llvm::StringRef S);
 
 /// Reads a trainable-names file: one initializer name a line; blank lines and lines

@@ -77,6 +77,11 @@ cl::opt<std::string> DeviceOpt("device",
                                         "differ in scratch and saved masks; --autocast-policy "
                                         "defaults to the device"),
                                cl::init("cuda"), S.A, cl::cat(SetupCategory));
+cl::opt<std::string> AttentionOpt("attention",
+                                  cl::desc("auto | eager | sdpa (default auto: sdpa for Hugging "
+                                           "Face configs, as transformers runs them; the "
+                                           "exported ops for ONNX files)"),
+                                  cl::init("auto"), S.A, cl::cat(SetupCategory));
 cl::opt<std::string> OptimizerOpt("optimizer",
                                   cl::desc("adamw | adam | sgd | sgd-momentum | adafactor | "
                                            "adamw-8bit | paged-adamw-8bit | lion (default adamw)"),
@@ -220,6 +225,8 @@ llvm::Expected<StepRequest> parseStepRequest() {
   if (auto E = applyIfGiven(PrecisionOpt, parsePrecision, Setup.Prec, FromFile))
     return E;
   if (auto E = applyIfGiven(DeviceOpt, parseDevice, Setup.Device, FromFile))
+    return E;
+  if (auto E = applyIfGiven(AttentionOpt, parseAttention, Setup.Attention, FromFile))
     return E;
   if (AutocastOpt.getNumOccurrences() || !FromFile) {
     if (auto E = applyIfGiven(AutocastOpt, parseAutocastPolicy, Setup.Autocast, FromFile))

@@ -38,8 +38,8 @@ build: $(BUILD_DIR)/build.ninja
 
 demo: deps build
 	@echo
-	@echo '$$ build/bin/trainmem analyze --hf-config=samples/hf/gpt2/config.json --dim batch=8 --dim seq=1024'
-	@$(BUILD_DIR)/bin/trainmem analyze --hf-config=samples/hf/gpt2/config.json --dim batch=8 --dim seq=1024
+	@echo '$$ build/bin/trainmem analyze --hf-config=samples/hf/gpt2/config.json --dim batch=8 --dim seq=1024 --gpu=rtx-4090'
+	@$(BUILD_DIR)/bin/trainmem analyze --hf-config=samples/hf/gpt2/config.json --dim batch=8 --dim seq=1024 --gpu=rtx-4090
 
 check: deps build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

@@ -108,6 +108,14 @@ struct DimBinding {
   int64_t Value = 0;
 };
 
+/// A parameter stored in a packed format (bitsandbytes NF4, int8): its bytes and the
+/// dtype its compute dequantizes to. Set by strategies, read by the census and simulator.
+struct QuantizedStorage {
+  std::string Format;     ///< e.g. "nf4"
+  int64_t Bytes = 0;      ///< packed payload plus quantization constants
+  DType ComputeType = DType::BFloat16;
+};
+
 struct Graph {
   std::string Name;           ///< model name: file stem or config name
   std::string SourcePath;     ///< file the graph was read from
@@ -129,6 +137,10 @@ struct Graph {
   std::optional<double> DeclaredDropout;
   /// True when the model's source says attention runs fused (HF's default SDPA).
   bool DeclaredFusedAttention = false;
+  /// Parameters stored quantized (QLoRA's NF4 base weights), by tensor.
+  std::map<TensorId, QuantizedStorage> Quantized;
+  /// Tensors a strategy added as trainable adapters (LoRA A and B).
+  std::vector<TensorId> AdapterParameters;
   Diagnostics Diags;
 
   TensorId findTensor(const std::string &TensorName) const;

@@ -394,6 +394,21 @@ bool isScalarConstantTensor(const RuleContext &Ctx, TensorId T) {
 
 } // namespace
 
+/// The packed storage of the parameter a linear reads as its weight, if quantized.
+const QuantizedStorage *quantizedWeight(const RuleContext &Ctx, TensorId T) {
+  if (T == NoTensor)
+    return nullptr;
+  TensorId P = T;
+  if (Ctx.G.Tensors[T].Producer != NoNode) {
+    const Node &N = Ctx.G.Nodes[Ctx.G.Tensors[T].Producer];
+    if (N.OpType != "Transpose")
+      return nullptr;
+    P = N.Inputs[0];
+  }
+  auto It = Ctx.G.Quantized.find(P);
+  return It == Ctx.G.Quantized.end() ? nullptr : &It->second;
+}
+
 std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention) {
   std::vector<SimOp> Ops = SimOpBuilder(G, FuseAttention).build();
   // A fused op sits where its first node was; an input computed later (an attention
@@ -490,6 +505,14 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       SaveIn(0);
     if (Needs(0))
       SaveIn(1);
+    // A 4-bit weight (bitsandbytes Linear4bit) is dequantized to the compute dtype for
+    // the forward matmul and again for the input's gradient.
+    if (const QuantizedStorage *Q = quantizedWeight(Ctx, In(1))) {
+      int64_t Dequantized = dtypeBytes(Q->ComputeType, Ctx.elements(In(1)));
+      R.ForwardTransient = Dequantized;
+      if (Needs(0))
+        R.BackwardTransient = Dequantized;
+    }
     return R;
   }
   if (K == "MatMul") {

@@ -81,6 +81,10 @@ struct RuleContext {
 
 OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx);
 
+/// The packed storage of the parameter a linear reads as its weight (directly or through
+/// a Transpose), or null when it is not quantized.
+const QuantizedStorage *quantizedWeight(const RuleContext &Ctx, TensorId Weight);
+
 } // namespace trainmem
 
 #endif

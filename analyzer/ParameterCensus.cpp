@@ -209,7 +209,7 @@ llvm::Error selectTrainable(const Graph &G, const TrainingSetup &Setup,
   for (size_t I = 0; I < Params.size(); ++I) {
     CensusParameter &P = Params[I];
     if (Setup.TrainableFile)
-      P.Trainable = Listed.count(I) != 0;
+      P.Trainable = Listed.count(I) != 0 || (Train && Matches(*Train, P));
     else if (Train)
       P.Trainable = Matches(*Train, P);
     else
@@ -325,6 +325,8 @@ llvm::Expected<ParameterCensus> takeCensus(const Graph &G, const TrainingSetup &
     CensusParameter P;
     P.Name = T.Name;
     P.Tensors = {Id};
+    if (auto Q = G.Quantized.find(Id); Q != G.Quantized.end())
+      P.Quantized = Q->second;
     P.Shape = T.Shape;
     P.FileType = T.Type;
     P.Type = storageType(T.Type, Setup);

@@ -27,7 +27,11 @@ struct CensusParameter {
   int64_t NumElements = 0;
   bool Trainable = true;
   std::string LayerPath;
-  int64_t bytes() const { return dtypeBytes(Type, NumElements); }
+  /// Packed storage (QLoRA NF4): the bytes replace NumElements x Type.
+  std::optional<QuantizedStorage> Quantized;
+  int64_t bytes() const {
+    return Quantized ? Quantized->Bytes : dtypeBytes(Type, NumElements);
+  }
 };
 
 struct CensusBuffer {

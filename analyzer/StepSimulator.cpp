@@ -663,7 +663,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
                   Op.Kind == "Gemm")) {
     for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
       TensorId T = Op.Inputs[Slot];
-      if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32)
+      // bitsandbytes dequantizes 4-bit weights to the compute dtype itself (no cast).
+      if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32 || quantizedWeight(Ctx, T))
         continue;
       CastCopies.push_back(Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
                                      G.Tensors[T].Name + " (autocast copy)", Op.Kind,

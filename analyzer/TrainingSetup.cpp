@@ -176,6 +176,16 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
     O["dropout"] = *S.Dropout;
   if (!S.Gpu.empty())
     O["gpu"] = S.Gpu;
+  if (S.Lora) {
+    llvm::json::Array Targets;
+    for (const std::string &T : S.Lora->Targets)
+      Targets.push_back(T);
+    O["lora"] = llvm::json::Object{{"rank", S.Lora->Rank},
+                                   {"alpha", S.Lora->Alpha},
+                                   {"targets", std::move(Targets)},
+                                   {"dropout", S.Lora->Dropout},
+                                   {"qlora", S.Lora->QLora}};
+  }
   return O;
 }
 
@@ -241,13 +251,41 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
         return Bad(Key, "a positive integer");
       if (Key == "grad_accum") S.GradAccum = *Int;
       else S.MicroBatch = *Int;
+    } else if (Key == "lora") {
+      const llvm::json::Object *L = V.getAsObject();
+      if (!L)
+        return Bad(Key, "an object with rank, alpha, targets, dropout, qlora");
+      LoraSetup Lora;
+      for (const auto &F : *L) {
+        llvm::StringRef FK = F.first;
+        if (FK == "rank" && F.second.getAsInteger() && *F.second.getAsInteger() > 0)
+          Lora.Rank = *F.second.getAsInteger();
+        else if (FK == "alpha" && F.second.getAsNumber())
+          Lora.Alpha = *F.second.getAsNumber();
+        else if (FK == "dropout" && F.second.getAsNumber() && *F.second.getAsNumber() >= 0 &&
+                 *F.second.getAsNumber() < 1)
+          Lora.Dropout = *F.second.getAsNumber();
+        else if (FK == "qlora" && F.second.getAsBoolean())
+          Lora.QLora = *F.second.getAsBoolean();
+        else if (FK == "targets" && F.second.getAsArray()) {
+          for (const llvm::json::Value &T : *F.second.getAsArray()) {
+            if (!T.getAsString())
+              return Bad("lora.targets", "a list of module names");
+            Lora.Targets.push_back(T.getAsString()->str());
+          }
+        } else {
+          return Bad(("lora." + FK).str(), "rank (positive integer), alpha (number), targets "
+                                           "(list of names), dropout (in [0, 1)), qlora (bool)");
+        }
+      }
+      S.Lora = Lora;
     } else if (Key == "dropout") {
       auto D = V.getAsNumber();
       if (!D || *D < 0 || *D >= 1)
         return Bad(Key, "a number in [0, 1)");
       S.Dropout = *D;
     } else {
-      return Bad(Key, "one of precision, autocast_policy, device, attention, optimizer, optimizer_impl, loss, "
+      return Bad(Key, "one of precision, autocast_policy, device, attention, lora, optimizer, optimizer_impl, loss, "
                       "tie, keep_grads, checkpoint, grad_accum, micro_batch, dropout, gpu, "
                       "train, freeze, trainable_file (unknown key)");
     }

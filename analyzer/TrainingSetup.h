@@ -36,6 +36,18 @@ enum class DeviceKind { Cuda, Cpu };
 /// for Hugging Face configs (transformers' default), eager for ONNX files.
 enum class AttentionImpl { Auto, Eager, Sdpa };
 
+/// LoRA as PEFT builds it (`--lora-*`, `--qlora`); applied by planner/LoraTransform.
+struct LoraSetup {
+  int64_t Rank = 8;
+  double Alpha = 16;
+  /// Module names matched against the end of layer paths ("q_proj", "c_attn"); empty
+  /// means the architecture's PEFT default; {"all-linear"} every linear but the head.
+  std::vector<std::string> Targets;
+  double Dropout = 0.0;
+  /// QLoRA: base linear weights in bitsandbytes NF4 (double-quantized), compute in bf16.
+  bool QLora = false;
+};
+
 struct TrainingSetup {
   Precision Prec = Precision::Fp32;
   AutocastPolicy Autocast = AutocastPolicy::Cuda;
@@ -56,6 +68,7 @@ struct TrainingSetup {
   std::optional<int64_t> MicroBatch;
   std::optional<double> Dropout;
   std::string Gpu;
+  std::optional<LoraSetup> Lora;
 
   /// Storage dtype of parameters and floating buffers under this recipe.
   DType weightDType() const;

@@ -127,6 +127,26 @@ cl::opt<std::string> GpuOpt("gpu",
                             cl::desc("Target GPU from the catalogue ('trainmem gpus' lists it): "
                                      "the report says whether the step fits"),
                             cl::value_desc("name"), S.A, cl::cat(SetupCategory));
+cl::OptionCategory StrategyCategory("Strategy options");
+cl::opt<unsigned> LoraRank("lora-rank",
+                           cl::desc("Train LoRA adapters of rank R on the target linears (base "
+                                    "weights frozen, as PEFT does)"),
+                           cl::value_desc("R"), S.A, cl::cat(StrategyCategory));
+cl::opt<double> LoraAlpha("lora-alpha", cl::desc("LoRA alpha (default 8, PEFT's; scale only)"),
+                          cl::value_desc("A"), cl::init(8.0), S.A, cl::cat(StrategyCategory));
+cl::opt<std::string> LoraTargets("lora-targets",
+                                 cl::desc("Comma-separated module names matched against the end "
+                                          "of layer paths (q_proj,v_proj), or all-linear "
+                                          "(default: PEFT's for the architecture)"),
+                                 cl::value_desc("list"), S.A, cl::cat(StrategyCategory));
+cl::opt<double> LoraDropout("lora-dropout",
+                            cl::desc("Dropout on the adapter input; its dropped copy is saved "
+                                     "(default 0)"),
+                            cl::value_desc("P"), cl::init(0.0), S.A, cl::cat(StrategyCategory));
+cl::opt<bool> QLora("qlora",
+                    cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
+                             "(double-quantized), computing in bf16 under autocast"),
+                    S.A, cl::cat(StrategyCategory));
 cl::opt<std::string> Format("format", cl::desc("Report format: text | json (default text)"),
                             cl::init("text"), S.A, cl::cat(OutputCategory));
 cl::opt<std::string> Output("o", cl::desc("Write to FILE (atomically) instead of stdout"),
@@ -261,6 +281,27 @@ llvm::Expected<StepRequest> parseStepRequest() {
   }
   if (GpuOpt.getNumOccurrences())
     Setup.Gpu = GpuOpt;
+  if (LoraRank.getNumOccurrences() || QLora || LoraTargets.getNumOccurrences()) {
+    LoraSetup L = Setup.Lora.value_or(LoraSetup{});
+    if (LoraRank.getNumOccurrences()) {
+      if (LoraRank == 0)
+        return optionError("--lora-rank: expected a positive integer");
+      L.Rank = LoraRank;
+    }
+    L.Alpha = LoraAlpha;
+    if (LoraDropout < 0 || LoraDropout >= 1)
+      return optionError("--lora-dropout: expected a probability in [0, 1)");
+    L.Dropout = LoraDropout;
+    L.QLora = L.QLora || QLora;
+    if (!LoraTargets.empty()) {
+      L.Targets.clear();
+      llvm::SmallVector<llvm::StringRef, 8> Parts;
+      llvm::StringRef(LoraTargets).split(Parts, ',', -1, false);
+      for (llvm::StringRef P : Parts)
+        L.Targets.push_back(P.trim().str());
+    }
+    Setup.Lora = L;
+  }
   if (TrainRegex.getNumOccurrences())
     Setup.TrainRegex = TrainRegex;
   if (FreezeRegex.getNumOccurrences())

@@ -1,0 +1,254 @@
+//===- LoraTransform.cpp - LoRA and QLoRA as graph transformations --------------===//
+//
+// PEFT (peft/tuners/lora/layer.py, Linear.forward) computes
+//   result = base_layer(x) + lora_B(lora_A(dropout(x))) * scaling,  scaling = alpha / r
+// with lora_A: in -> r and lora_B: r -> out, both without bias, and freezes every base
+// parameter (bias="none"). The adapter weights are created in the base layer's dtype.
+// bitsandbytes (functional.quantize_4bit, QuantState) stores a 4-bit weight as packed
+// nibbles (N/2 bytes), one absmax per 64 values, and with compress_statistics those
+// absmax are themselves quantized to uint8 with an fp32 absmax per 256 of them, a
+// 256-entry fp32 code and an fp32 offset; the NF4 code adds 16 fp32 values.
+//
+//===----------------------------------------------------------------------------===//
+#include "planner/LoraTransform.h"
+
+#include "analyzer/StoredTensorClassifier.h"
+
+#include "llvm/ADT/StringExtras.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+namespace trainmem {
+namespace {
+
+bool isParameterTensor(const Graph &G, TensorId T) {
+  return T != NoTensor && G.Tensors[T].Stored && G.Tensors[T].Kind == TensorKind::Parameter;
+}
+
+/// The parameter a linear reads as its weight, directly or through torch.onnx's Transpose.
+TensorId weightParameter(const Graph &G, TensorId T) {
+  if (isParameterTensor(G, T))
+    return T;
+  if (T == NoTensor || G.Tensors[T].Producer == NoNode)
+    return NoTensor;
+  const Node &P = G.Nodes[G.Tensors[T].Producer];
+  if (P.OpType == "Transpose" && isParameterTensor(G, P.Inputs[0]))
+    return P.Inputs[0];
+  return NoTensor;
+}
+
+struct LinearSite {
+  NodeId MatMul = NoNode;
+  NodeId Last = NoNode;   ///< the bias Add when there is one, else the MatMul
+  TensorId Input = NoTensor, Output = NoTensor, Weight = NoTensor;
+  std::string Module;     ///< dotted module path ("h.0.attn.c_attn")
+};
+
+std::vector<LinearSite> linearSites(const Graph &G) {
+  std::vector<LinearSite> Sites;
+  for (NodeId N = 0; N < static_cast<NodeId>(G.Nodes.size()); ++N) {
+    const Node &Nd = G.Nodes[N];
+    if ((Nd.OpType != "MatMul" && Nd.OpType != "Gemm") || Nd.Inputs.size() < 2)
+      continue;
+    TensorId W = weightParameter(G, Nd.Inputs[1]);
+    if (W == NoTensor || weightParameter(G, Nd.Inputs[0]) != NoTensor)
+      continue;
+    LinearSite S{N, N, Nd.Inputs[0], Nd.Outputs[0], W, Nd.LayerPath};
+    const auto &C = G.Tensors[S.Output].Consumers;
+    if (Nd.OpType == "MatMul" && C.size() == 1 && G.Nodes[C[0]].OpType == "Add") {
+      const Node &Add = G.Nodes[C[0]];
+      TensorId B = Add.Inputs[0] == S.Output ? Add.Inputs[1] : Add.Inputs[0];
+      if (isParameterTensor(G, B) && G.Tensors[B].Shape.size() == 1) {
+        S.Last = C[0];
+        S.Output = Add.Outputs[0];
+      }
+    }
+    if (S.Module.empty())
+      S.Module = layerPathFromName(G.Tensors[W].Name, true);
+    Sites.push_back(S);
+  }
+  return Sites;
+}
+
+bool matchesTarget(const std::string &Module, const std::string &Target) {
+  // PEFT matches a target name against the end of the module's dotted path.
+  return Module == Target ||
+         (Module.size() > Target.size() && llvm::StringRef(Module).endswith(Target) &&
+          Module[Module.size() - Target.size() - 1] == '.');
+}
+
+std::string lastComponent(const std::string &Module) {
+  size_t Dot = Module.rfind('.');
+  return Dot == std::string::npos ? Module : Module.substr(Dot + 1);
+}
+
+} // namespace
+
+std::vector<std::string> defaultLoraTargets(const Graph &G) {
+  // peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.
+  std::set<std::string> Names;
+  for (const LinearSite &S : linearSites(G))
+    Names.insert(lastComponent(S.Module));
+  if (Names.count("q_proj") && Names.count("v_proj"))
+    return {"q_proj", "v_proj"};
+  if (Names.count("c_attn"))
+    return {"c_attn"};
+  if (Names.count("query_key_value"))
+    return {"query_key_value"};
+  if (Names.count("query") && Names.count("value"))
+    return {"query", "value"};
+  return {};
+}
+
+int64_t nf4StorageBytes(int64_t Elements) {
+  int64_t Packed = (Elements + 1) / 2;
+  int64_t Blocks = (Elements + 63) / 64;
+  int64_t NestedBlocks = (Blocks + 255) / 256;
+  return Packed + Blocks /* uint8 absmax */ + NestedBlocks * 4 /* fp32 absmax of absmax */ +
+         256 * 4 /* nested code */ + 4 /* offset */ + 16 * 4 /* NF4 code */;
+}
+
+llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
+  std::vector<std::string> Targets = Lora.Targets;
+  if (Targets.empty())
+    Targets = defaultLoraTargets(Base);
+  bool AllLinear = Targets.size() == 1 && Targets[0] == "all-linear";
+  std::vector<LinearSite> Sites = linearSites(Base);
+  std::set<std::string> Available;
+  for (const LinearSite &S : Sites)
+    Available.insert(lastComponent(S.Module));
+  if (Targets.empty())
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        "--lora-targets: no PEFT default for this model; name the modules (linear layers: %s) "
+        "or use all-linear",
+        llvm::join(Available, ", ").c_str());
+
+  std::vector<const LinearSite *> Chosen;
+  std::set<NodeId> ChosenLast;
+  for (const LinearSite &S : Sites) {
+    bool IsHead = Base.Tensors[S.Output].IsGraphOutput;
+    bool Match = AllLinear ? !IsHead : false;
+    for (const std::string &T : Targets)
+      Match |= !AllLinear && matchesTarget(S.Module, T);
+    if (Match) {
+      Chosen.push_back(&S);
+      ChosenLast.insert(S.Last);
+    }
+  }
+  if (Chosen.empty())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "--lora-targets=%s matches no linear layer of %s (linear "
+                                   "modules: %s)",
+                                   llvm::join(Targets, ",").c_str(), Base.Name.c_str(),
+                                   llvm::join(Available, ", ").c_str());
+
+  Graph G = Base;
+  auto AddTensor = [&G](std::string Name, std::vector<int64_t> Shape, DType Type, TensorKind Kind,
+                        bool Stored) {
+    Tensor T;
+    T.Name = std::move(Name);
+    T.Shape = std::move(Shape);
+    T.ShapeKnown = true;
+    T.Type = Type;
+    T.Kind = Kind;
+    T.Stored = Stored;
+    return G.addTensor(std::move(T));
+  };
+  std::vector<Node> NewNodes;
+  std::map<TensorId, TensorId> Redirect; // base output -> base + adapter
+  for (NodeId N = 0; N < static_cast<NodeId>(Base.Nodes.size()); ++N) {
+    Node Copy = Base.Nodes[N];
+    for (TensorId &In : Copy.Inputs)
+      if (auto R = Redirect.find(In); R != Redirect.end())
+        In = R->second;
+    NewNodes.push_back(std::move(Copy));
+    if (!ChosenLast.count(N))
+      continue;
+    const LinearSite &S = **std::find_if(Chosen.begin(), Chosen.end(),
+                                         [N](const LinearSite *C) { return C->Last == N; });
+    const Tensor &X = Base.Tensors[S.Input], &Y = Base.Tensors[S.Output];
+    DType Type = Base.Tensors[S.Weight].Type;
+    int64_t In = X.Shape.back(), Out = Y.Shape.back(), R = Lora.Rank;
+    std::string Prefix = "/" + S.Module;
+    std::replace(Prefix.begin(), Prefix.end(), '.', '/');
+    auto MakeNode = [&](const std::string &Op, const std::string &Sub,
+                        std::vector<TensorId> Inputs, TensorId Output) {
+      Node Nd;
+      Nd.Name = Prefix + "/" + Sub + "/" + Op;
+      Nd.OpType = Op;
+      Nd.Inputs = std::move(Inputs);
+      Nd.Outputs = {Output};
+      Nd.LayerPath = S.Module + "." + Sub;
+      NewNodes.push_back(std::move(Nd));
+    };
+    auto Shaped = [&X](int64_t Last) {
+      std::vector<int64_t> Sh = X.Shape;
+      Sh.back() = Last;
+      return Sh;
+    };
+    TensorId A = AddTensor(S.Module + ".lora_A.weight", {In, R}, Type, TensorKind::Parameter, true);
+    TensorId B = AddTensor(S.Module + ".lora_B.weight", {R, Out}, Type, TensorKind::Parameter, true);
+    G.AdapterParameters.push_back(A);
+    G.AdapterParameters.push_back(B);
+    TensorId Src = S.Input;
+    if (Lora.Dropout > 0) {
+      TensorId D = AddTensor(Prefix + "/lora_dropout/Dropout_output_0", X.Shape, X.Type,
+                             TensorKind::Activation, false);
+      MakeNode("Dropout", "lora_dropout", {Src}, D);
+      Src = D;
+    }
+    TensorId HA = AddTensor(Prefix + "/lora_A/MatMul_output_0", Shaped(R), Y.Type,
+                            TensorKind::Activation, false);
+    MakeNode("MatMul", "lora_A", {Src, A}, HA);
+    TensorId HB = AddTensor(Prefix + "/lora_B/MatMul_output_0", Y.Shape, Y.Type,
+                            TensorKind::Activation, false);
+    MakeNode("MatMul", "lora_B", {HA, B}, HB);
+    TensorId Scale = AddTensor(Prefix + "/lora_scaling", {}, DType::Float32, TensorKind::Constant,
+                               true);
+    G.Tensors[Scale].FloatValues = {Lora.Alpha / static_cast<double>(R)};
+    TensorId Scaled = AddTensor(Prefix + "/Mul_output_0", Y.Shape, Y.Type,
+                                TensorKind::Activation, false);
+    MakeNode("Mul", "lora_scaling", {HB, Scale}, Scaled);
+    TensorId Sum = AddTensor(Prefix + "/lora_Add_output_0", Y.Shape, Y.Type,
+                             Y.IsGraphOutput ? TensorKind::Output : TensorKind::Activation, false);
+    Node AddNode;
+    AddNode.Name = Prefix + "/lora/Add";
+    AddNode.OpType = "Add";
+    AddNode.Inputs = {S.Output, Scaled};
+    AddNode.Outputs = {Sum};
+    AddNode.LayerPath = S.Module;
+    NewNodes.push_back(std::move(AddNode));
+    Redirect[S.Output] = Sum;
+    if (Y.IsGraphOutput) {
+      G.Tensors[S.Output].IsGraphOutput = false;
+      G.Tensors[Sum].IsGraphOutput = true;
+      for (TensorId &O : G.Outputs)
+        if (O == S.Output)
+          O = Sum;
+    }
+  }
+  G.Nodes = std::move(NewNodes);
+  if (Lora.QLora) {
+    // transformers' bitsandbytes integration quantizes every nn.Linear but the output
+    // embedding (get_keys_to_not_convert); embeddings and norms stay in 16/32 bits.
+    for (const LinearSite &S : Sites) {
+      if (Base.Tensors[S.Output].IsGraphOutput)
+        continue;
+      G.Quantized[S.Weight] = {"nf4", nf4StorageBytes(Base.Tensors[S.Weight].numElements()),
+                               DType::BFloat16};
+    }
+  }
+  if (!G.finalize())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "internal error: the LoRA graph has a cycle");
+  G.Diags.note("lora", "",
+               std::to_string(Chosen.size()) + " linear layers get LoRA adapters (r=" +
+                   std::to_string(Lora.Rank) + ", targets " + llvm::join(Targets, ",") +
+                   (Lora.QLora ? "; base linear weights in NF4" : "") + ")");
+  return G;
+}
+
+} // namespace trainmem

@@ -1,0 +1,35 @@
+//===- LoraTransform.h - LoRA and QLoRA as graph transformations ------*- C++ -*-===//
+//
+// Strategies change the graph the simulator replays, never a formula on the side. LoRA
+// adds, beside every targeted linear layer, the adapter PEFT builds: an optional dropout
+// of the input, A (in x r) and B (r x out) matmuls, the alpha/r scale and the sum with
+// the frozen base output. QLoRA also stores the base linear weights in bitsandbytes'
+// NF4 format, which the census counts and the simulator dequantizes per use.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_PLANNER_LORATRANSFORM_H
+#define TRAINMEM_PLANNER_LORATRANSFORM_H
+
+#include "analyzer/Graph.h"
+#include "analyzer/TrainingSetup.h"
+
+#include "llvm/Support/Error.h"
+
+namespace trainmem {
+
+/// PEFT's default target modules for the architecture the layer paths suggest
+/// (q_proj,v_proj for LLaMA-style models, c_attn for GPT-2, query,value for BERT,
+/// query_key_value for GPT-NeoX), or an empty list when none is known.
+std::vector<std::string> defaultLoraTargets(const Graph &G);
+
+/// Bytes of an N-element weight in bitsandbytes' NF4 with double quantization
+/// (quantize_4bit, blocksize 64, compress_statistics=True).
+int64_t nf4StorageBytes(int64_t Elements);
+
+/// Returns a copy of G with LoRA adapters on the target linears. Errors: no linear layer
+/// matches the targets (the message lists the linear module names the model has).
+llvm::Expected<Graph> applyLora(const Graph &G, const LoraSetup &Lora);
+
+} // namespace trainmem
+
+#endif

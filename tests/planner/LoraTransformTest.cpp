@@ -1,0 +1,130 @@
+//===- LoraTransformTest.cpp - LoRA and QLoRA graph transformations --------------===//
+#include "planner/LoraTransform.h"
+
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
+#include "support/GraphBuilder.h"
+
+#include <gtest/gtest.h>
+
+using namespace trainmem;
+using trainmem::testing::GraphBuilder;
+
+namespace {
+
+/// A two-block model with q_proj/v_proj-style linears and an LM head.
+Graph tinyDecoder() {
+  GraphBuilder B;
+  TensorId X = B.input("x", {2, 4, 16});
+  for (int L = 0; L < 2; ++L) {
+    std::string P = "/layers." + std::to_string(L) + "/attn/";
+    TensorId Q = B.weight("layers." + std::to_string(L) + ".attn.q_proj.weight", {16, 16});
+    TensorId V = B.weight("layers." + std::to_string(L) + ".attn.v_proj.weight", {16, 16});
+    TensorId Up = B.weight("layers." + std::to_string(L) + ".mlp.up_proj.weight", {16, 32});
+    TensorId Down = B.weight("layers." + std::to_string(L) + ".mlp.down_proj.weight", {32, 16});
+    TensorId HQ = B.op("MatMul", {X, Q}, {2, 4, 16}, P + "q_proj/MatMul");
+    TensorId HV = B.op("MatMul", {X, V}, {2, 4, 16}, P + "v_proj/MatMul");
+    TensorId A = B.op("Add", {HQ, HV}, {2, 4, 16}, P + "Add");
+    std::string M = "/layers." + std::to_string(L) + "/mlp/";
+    TensorId U = B.op("MatMul", {A, Up}, {2, 4, 32}, M + "up_proj/MatMul");
+    TensorId R = B.op("Relu", {U}, {2, 4, 32}, M + "Relu");
+    TensorId D = B.op("MatMul", {R, Down}, {2, 4, 16}, M + "down_proj/MatMul");
+    X = B.op("Add", {X, D}, {2, 4, 16}, "/layers." + std::to_string(L) + "/Add");
+  }
+  TensorId Head = B.weight("lm_head.weight", {16, 50});
+  B.output(B.op("MatMul", {X, Head}, {2, 4, 50}, "/lm_head/MatMul"));
+  return B.finish();
+}
+
+int64_t countNamed(const Graph &G, llvm::StringRef Needle) {
+  int64_t N = 0;
+  for (const Tensor &T : G.Tensors)
+    N += llvm::StringRef(T.Name).contains(Needle) && T.Stored;
+  return N;
+}
+
+TrainingSetup adaptersOnly(const Graph &G) {
+  TrainingSetup S;
+  S.TrainableFile = std::string("(LoRA adapters)");
+  for (TensorId T : G.AdapterParameters)
+    S.TrainableNames.push_back(G.Tensors[T].Name);
+  return S;
+}
+
+} // namespace
+
+TEST(LoraTransform, DefaultTargetsFollowPeftForLlamaStyleNames) {
+  Graph G = tinyDecoder();
+  EXPECT_EQ(defaultLoraTargets(G), (std::vector<std::string>{"q_proj", "v_proj"}));
+  auto L = applyLora(G, LoraSetup{});
+  ASSERT_TRUE(static_cast<bool>(L)) << llvm::toString(L.takeError());
+  EXPECT_EQ(countNamed(*L, "lora_A"), 4);
+  EXPECT_EQ(countNamed(*L, "lora_B"), 4);
+  auto C = takeCensus(*L, adaptersOnly(*L));
+  ASSERT_TRUE(static_cast<bool>(C));
+  // 4 adapted 16x16 linears, r=8: A 16x8 + B 8x16 each.
+  EXPECT_EQ(C->TrainableParameters, 4 * (16 * 8 + 8 * 16));
+  // Per layer q, v (16x16) and up, down (16x32); the head 16x50; the adapters.
+  EXPECT_EQ(C->TotalParameters, 2 * (2 * 256 + 2 * 512) + 16 * 50 + 4 * (16 * 8 + 8 * 16));
+}
+
+TEST(LoraTransform, AllLinearSkipsTheHeadAndUnknownTargetsListTheModules) {
+  Graph G = tinyDecoder();
+  LoraSetup All;
+  All.Targets = {"all-linear"};
+  auto L = applyLora(G, All);
+  ASSERT_TRUE(static_cast<bool>(L));
+  EXPECT_EQ(countNamed(*L, "lora_A"), 8) << "q, v, up, down in 2 layers; not lm_head";
+  EXPECT_EQ(countNamed(*L, "lm_head.lora_A"), 0);
+  LoraSetup Bad;
+  Bad.Targets = {"o_proj"};
+  auto E = applyLora(G, Bad);
+  ASSERT_FALSE(static_cast<bool>(E));
+  std::string Msg = llvm::toString(E.takeError());
+  EXPECT_NE(Msg.find("o_proj"), std::string::npos) << Msg;
+  EXPECT_NE(Msg.find("down_proj"), std::string::npos) << "lists the linear modules: " << Msg;
+}
+
+TEST(LoraTransform, AdapterDropoutKeepsItsMaskAndTheDroppedCopy) {
+  Graph G = tinyDecoder();
+  LoraSetup Plain, Dropped;
+  Dropped.Dropout = 0.1;
+  auto A = applyLora(G, Plain), B = applyLora(G, Dropped);
+  ASSERT_TRUE(A && B);
+  auto CA = takeCensus(*A, adaptersOnly(*A)), CB = takeCensus(*B, adaptersOnly(*B));
+  ASSERT_TRUE(CA && CB);
+  TrainingSetup SA = adaptersOnly(*A), SB = adaptersOnly(*B);
+  auto RA = simulateStep(*A, SA, *CA), RB = simulateStep(*B, SB, *CB);
+  ASSERT_TRUE(RA && RB);
+  // Each adapter's lora_A now saves its own dropped copy of x (2x4x16 fp32) instead of
+  // the shared x. Layer 0 reads the batch input, which needs no gradient: its dropouts
+  // record no node and keep no mask. Layer 1's x needs one: two bool masks (CUDA), and
+  // x itself is no longer saved by anyone.
+  int64_t X = 2 * 4 * 16;
+  int64_t Layer0 = 2 * X * 4;
+  int64_t Layer1 = 2 * X * 4 + 2 * X - X * 4;
+  EXPECT_EQ(RB->SavedAtEndOfForward - RA->SavedAtEndOfForward, Layer0 + Layer1);
+}
+
+TEST(LoraTransform, QloraStoresBaseLinearsInNf4AndKeepsTheHead) {
+  // bitsandbytes: N/2 packed + N/64 uint8 absmax + fp32 per 256 absmax + 1 KiB nested code
+  // + 4 B offset + 64 B NF4 code.
+  EXPECT_EQ(nf4StorageBytes(4096 * 4096),
+            4096 * 4096 / 2 + 4096 * 4096 / 64 + (4096 * 4096 / 64 / 256) * 4 + 1024 + 4 + 64);
+  Graph G = tinyDecoder();
+  LoraSetup Q;
+  Q.QLora = true;
+  auto L = applyLora(G, Q);
+  ASSERT_TRUE(static_cast<bool>(L));
+  EXPECT_EQ(L->Quantized.size(), 8u) << "every linear but the head";
+  auto C = takeCensus(*L, adaptersOnly(*L));
+  ASSERT_TRUE(static_cast<bool>(C));
+  int64_t Expected = 0;
+  for (const CensusParameter &P : C->Parameters)
+    Expected += P.Quantized ? nf4StorageBytes(P.NumElements) : P.NumElements * 4;
+  EXPECT_EQ(C->ParameterBytes, Expected);
+  bool HeadQuantized = false;
+  for (const CensusParameter &P : C->Parameters)
+    HeadQuantized |= P.Name == "lm_head.weight" && P.Quantized.has_value();
+  EXPECT_FALSE(HeadQuantized);
+}

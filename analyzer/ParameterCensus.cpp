@@ -18,7 +18,11 @@
 #include "analyzer/OnnxModelReader.h"
 #include "analyzer/StoredTensorClassifier.h"
 
+#include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Regex.h"
+
+#include <algorithm>
+#include <climits>
 
 #include <map>
 #include <set>
@@ -200,6 +204,57 @@ llvm::Error selectTrainable(const Graph &G, const TrainingSetup &Setup,
           Setup.TrainableFile->c_str(), Missing.size(), List.c_str());
     }
   }
+  // --sparse-update: which parameters the update set holds, by execution order.
+  std::set<size_t> Sparse;
+  bool SparseOn = !Setup.SparseUpdate.empty() && Setup.SparseUpdate != "none";
+  if (SparseOn) {
+    std::vector<int> Position(G.Nodes.size(), 0);
+    for (size_t I = 0; I < G.TopologicalOrder.size(); ++I)
+      Position[G.TopologicalOrder[I]] = static_cast<int>(I);
+    std::vector<int> FirstUse(Params.size(), INT32_MAX);
+    for (size_t I = 0; I < Params.size(); ++I)
+      for (TensorId T : Params[I].Tensors)
+        for (auto [N, Slot] : effectiveUses(G, T))
+          FirstUse[I] = std::min(FirstUse[I], Position[N]);
+    if (Setup.SparseUpdate == "bias-only") {
+      // BitFit: every bias vector.
+      for (size_t I = 0; I < Params.size(); ++I)
+        for (TensorId T : Params[I].Tensors)
+          if (llvm::StringRef(G.Tensors[T].Name).endswith("bias") &&
+              G.Tensors[T].Shape.size() == 1)
+            Sparse.insert(I);
+    } else {
+      int64_t K = 0;
+      llvm::StringRef(Setup.SparseUpdate).drop_front(5).getAsInteger(10, K);
+      // Repeated blocks in the order they run; the last K and everything after them train
+      // (the final norm and an untied head), everything before stays frozen.
+      std::map<std::string, int> BlockStart;
+      for (size_t I = 0; I < Params.size(); ++I) {
+        std::string Block = blockOfLayerPath(Params[I].LayerPath);
+        if (!Block.empty() && FirstUse[I] != INT32_MAX) {
+          auto [It, New] = BlockStart.emplace(Block, FirstUse[I]);
+          if (!New)
+            It->second = std::min(It->second, FirstUse[I]);
+        }
+      }
+      std::vector<int> Starts;
+      for (const auto &[Block, Start] : BlockStart)
+        Starts.push_back(Start);
+      std::sort(Starts.begin(), Starts.end());
+      if (Starts.empty())
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "--sparse-update=%s: the model has no repeated blocks "
+                                       "(layer paths such as h.3 or layers.12)",
+                                       Setup.SparseUpdate.c_str());
+      int Cut = Starts[Starts.size() - std::min<size_t>(static_cast<size_t>(K), Starts.size())];
+      for (size_t I = 0; I < Params.size(); ++I) {
+        std::string Block = blockOfLayerPath(Params[I].LayerPath);
+        int Start = Block.empty() ? FirstUse[I] : BlockStart[Block];
+        if (Start >= Cut && FirstUse[I] != INT32_MAX)
+          Sparse.insert(I);
+      }
+    }
+  }
   auto Matches = [&G](const llvm::Regex &R, const CensusParameter &P) {
     for (TensorId T : P.Tensors)
       if (R.match(G.Tensors[T].Name))
@@ -208,7 +263,9 @@ llvm::Error selectTrainable(const Graph &G, const TrainingSetup &Setup,
   };
   for (size_t I = 0; I < Params.size(); ++I) {
     CensusParameter &P = Params[I];
-    if (Setup.TrainableFile)
+    if (SparseOn)
+      P.Trainable = Sparse.count(I) != 0 || Listed.count(I) != 0 || (Train && Matches(*Train, P));
+    else if (Setup.TrainableFile)
       P.Trainable = Listed.count(I) != 0 || (Train && Matches(*Train, P));
     else if (Train)
       P.Trainable = Matches(*Train, P);

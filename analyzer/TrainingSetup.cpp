@@ -108,6 +108,16 @@ llvm::Error validateCheckpoint(llvm::StringRef S) {
                                  "budget:BYTES");
 }
 
+llvm::Error validateSparseUpdate(llvm::StringRef S) {
+  uint64_t K;
+  if (S.empty() || S == "none" || S == "bias-only")
+    return llvm::Error::success();
+  if (S.consume_front("last:") && !S.getAsInteger(10, K) && K > 0)
+    return llvm::Error::success();
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "--sparse-update: expected last:K (K > 0) or bias-only");
+}
+
 DType TrainingSetup::weightDType() const {
   switch (Prec) {
   case Precision::Bf16:
@@ -172,6 +182,8 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
     O["freeze"] = S.FreezeRegex;
   if (S.MicroBatch)
     O["micro_batch"] = *S.MicroBatch;
+  if (!S.SparseUpdate.empty())
+    O["sparse_update"] = S.SparseUpdate;
   if (S.Dropout)
     O["dropout"] = *S.Dropout;
   if (!S.Gpu.empty())
@@ -217,7 +229,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
     llvm::Error E = llvm::Error::success();
     if (Key == "precision" || Key == "optimizer" || Key == "optimizer_impl" || Key == "loss" ||
         Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "attention" || Key == "checkpoint" || Key == "train" ||
-        Key == "freeze" || Key == "gpu" || Key == "trainable_file") {
+        Key == "freeze" || Key == "gpu" || Key == "trainable_file" || Key == "sparse_update") {
       if (!Str)
         return Bad(Key, "a string");
       if (Key == "precision") E = Assign(parsePrecision(*Str), S.Prec);
@@ -234,6 +246,10 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
       } else if (Key == "train") S.TrainRegex = Str->str();
       else if (Key == "freeze") S.FreezeRegex = Str->str();
       else if (Key == "gpu") S.Gpu = Str->str();
+      else if (Key == "sparse_update") {
+        E = Wrap(Key, validateSparseUpdate(*Str));
+        S.SparseUpdate = Str->str();
+      }
       else if (Key == "trainable_file") {
         auto Names = readTrainableFile(Str->str());
         if (!Names)
@@ -285,7 +301,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
         return Bad(Key, "a number in [0, 1)");
       S.Dropout = *D;
     } else {
-      return Bad(Key, "one of precision, autocast_policy, device, attention, lora, optimizer, optimizer_impl, loss, "
+      return Bad(Key, "one of precision, autocast_policy, device, attention, lora, sparse_update, optimizer, optimizer_impl, loss, "
                       "tie, keep_grads, checkpoint, grad_accum, micro_batch, dropout, gpu, "
                       "train, freeze, trainable_file (unknown key)");
     }

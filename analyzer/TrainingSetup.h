@@ -64,6 +64,9 @@ struct TrainingSetup {
   std::string FreezeRegex;  ///< `--freeze`
   bool KeepGrads = false;   ///< `--keep-grads`: zero_grad(set_to_none=False)
   std::string Checkpoint = "none";
+  /// `--sparse-update`: "" (off), "last:K" (the last K repeated blocks and what follows
+  /// them), "bias-only" (BitFit: every bias).
+  std::string SparseUpdate;
   int64_t GradAccum = 1;
   std::optional<int64_t> MicroBatch;
   std::optional<double> Dropout;
@@ -99,6 +102,7 @@ llvm::Expected<TieMode> parseTieMode(llvm::StringRef S);
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S);
 llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S);
 llvm::Error validateCheckpoint(llvm::StringRef S);
+llvm::Error validateSparseUpdate(llvm::StringRef S);
 
 /// Reads a trainable-names file: one initializer name a line; blank lines and lines
 /// starting with '#' are skipped.

@@ -143,6 +143,11 @@ cl::opt<double> LoraDropout("lora-dropout",
                             cl::desc("Dropout on the adapter input; its dropped copy is saved "
                                      "(default 0)"),
                             cl::value_desc("P"), cl::init(0.0), S.A, cl::cat(StrategyCategory));
+cl::opt<std::string> SparseUpdate("sparse-update",
+                                  cl::desc("Train only part of the model: last:K (the last K "
+                                           "repeated blocks and what follows them) or "
+                                           "bias-only (BitFit)"),
+                                  cl::value_desc("mode"), S.A, cl::cat(StrategyCategory));
 cl::opt<bool> QLora("qlora",
                     cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
                              "(double-quantized), computing in bf16 under autocast"),
@@ -281,6 +286,11 @@ llvm::Expected<StepRequest> parseStepRequest() {
   }
   if (GpuOpt.getNumOccurrences())
     Setup.Gpu = GpuOpt;
+  if (SparseUpdate.getNumOccurrences()) {
+    if (auto E = validateSparseUpdate(SparseUpdate))
+      return E;
+    Setup.SparseUpdate = SparseUpdate;
+  }
   if (LoraRank.getNumOccurrences() || QLora || LoraTargets.getNumOccurrences()) {
     LoraSetup L = Setup.Lora.value_or(LoraSetup{});
     if (LoraRank.getNumOccurrences()) {

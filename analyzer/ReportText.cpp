@@ -46,6 +46,19 @@ void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
     OS << ", checkpoint " << R.Setup.Checkpoint;
   if (R.Setup.Dropout)
     OS << ", dropout " << *R.Setup.Dropout;
+  const ShardingSetup &Sh = R.Setup.Sharding;
+  if (Sh.active()) {
+    OS << ", " << (Sh.Fsdp ? (Sh.ZeroStage == 2 ? "FSDP SHARD_GRAD_OP" : "FSDP FULL_SHARD")
+                           : Sh.ZeroStage ? "ZeRO-" + std::to_string(Sh.ZeroStage) : "DDP")
+       << " over " << Sh.Gpus << " GPU" << (Sh.Gpus > 1 ? "s" : "");
+    if (Sh.Offload != OffloadKind::None)
+      OS << ", offload " << offloadName(Sh.Offload);
+    OS << " (figures per GPU)";
+  }
+  if (R.Setup.Lora)
+    OS << ", " << (R.Setup.Lora->QLora ? "QLoRA" : "LoRA") << " r=" << R.Setup.Lora->Rank;
+  if (!R.Setup.SparseUpdate.empty())
+    OS << ", sparse update " << R.Setup.SparseUpdate;
   if (R.Setup.GradAccum > 1)
     OS << ", grad-accum " << R.Setup.GradAccum;
   if (R.Setup.KeepGrads)

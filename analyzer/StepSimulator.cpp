@@ -336,6 +336,15 @@ private:
   static constexpr int64_t CpuRngStateBytes = 5056;
   /// Ops whose first output goes through training-time dropout (--dropout).
   std::set<size_t> Dropouts;
+  /// ZeRO-3 / FSDP FULL_SHARD: the parameters each op's unit gathers (bytes beyond the
+  /// local shard), the unit key per op, and the gathered storage currently held.
+  std::vector<std::string> GatherUnit;
+  std::map<std::string, int64_t> GatherBytes;
+  std::string HeldUnit;
+  StorageId Gathered = NoStorage;
+  void planGathers();
+  void gatherFor(size_t OpI, const std::string &Phase);
+  void releaseGathered();
   std::map<TensorId, StorageId> DropoutMasks;
 };
 
@@ -399,9 +408,17 @@ void Simulator::propagateRequiresGrad() {
 }
 
 void Simulator::allocatePersistent() {
+  const ShardingSetup &Sh = Setup.Sharding;
+  int64_t N = std::max<int64_t>(Sh.Gpus, 1);
+  auto Shard = [N](int64_t Bytes) { return (Bytes + N - 1) / N; };
+  // ZeRO-3 / FSDP FULL_SHARD keep 1/N of each parameter (none with --offload=params);
+  // the full tensor exists only while its block runs (gathered below).
+  bool ShardParams = Sh.ZeroStage >= 3;
   for (const CensusParameter &P : Census.Parameters) {
-    StorageId S = Mem.alloc(P.bytes(), Cat::Weights, P.Name, "parameter", P.LayerPath, P.Type,
-                            P.Shape);
+    int64_t Bytes = ShardParams ? (Sh.Offload == OffloadKind::Params ? 0 : Shard(P.bytes()))
+                                : P.bytes();
+    StorageId S = Mem.alloc(Bytes, Cat::Weights, P.Name + (ShardParams ? " (shard)" : ""),
+                            "parameter", P.LayerPath, P.Type, P.Shape);
     for (TensorId T : P.Tensors)
       holdValue(T, S, contiguous(G.Tensors[T].Shape));
     for (size_t K = 1; K < P.Tensors.size(); ++K)
@@ -413,22 +430,44 @@ void Simulator::allocatePersistent() {
       holdValue(B.Tensor, S, contiguous(G.Tensors[B.Tensor].Shape));
   }
   ParamGrad.assign(Census.Parameters.size(), NoStorage);
+  // ZeRO-1+ shards optimizer states and fp32 masters; --offload=optimizer moves them to
+  // the CPU. ZeRO-2+ keeps only a gradient partition between steps.
+  bool ShardStates = Sh.ZeroStage >= 1, StatesOnCpu = Sh.Offload != OffloadKind::None;
+  int64_t TrainableGradBytes = 0;
   for (const CensusParameter &P : Census.Parameters) {
     if (!P.Trainable)
       continue;
+    TrainableGradBytes += P.bytes();
     int64_t StateBytes = 0;
     for (const OptimizerStatePart &Part : optimizerStateOf(P, Setup))
       StateBytes += Part.Bytes;
-    if (StateBytes)
-      Mem.alloc(StateBytes, Cat::OptimizerStates, P.Name + " (optimizer state)", "optimizer",
-                P.LayerPath, P.Type, P.Shape);
-    if (Setup.keepsMasterWeights())
-      Mem.alloc(dtypeBytes(DType::Float32, P.NumElements), Cat::MasterWeights,
+    if (StateBytes && !StatesOnCpu)
+      Mem.alloc(ShardStates ? Shard(StateBytes) : StateBytes, Cat::OptimizerStates,
+                P.Name + " (optimizer state)", "optimizer", P.LayerPath, P.Type, P.Shape);
+    if (Setup.keepsMasterWeights() && !StatesOnCpu) {
+      int64_t Master = dtypeBytes(DType::Float32, P.NumElements);
+      Mem.alloc(ShardStates ? Shard(Master) : Master, Cat::MasterWeights,
                 P.Name + " (fp32 master)", "optimizer", P.LayerPath, DType::Float32, P.Shape);
+    }
     if (Setup.KeepGrads)
       ParamGrad[&P - Census.Parameters.data()] =
-          Mem.alloc(P.bytes(), Cat::Gradients, P.Name + ".grad", "zero_grad", P.LayerPath,
-                    P.Type, P.Shape);
+          Mem.alloc(Sh.ZeroStage >= 2 ? Shard(P.bytes()) : P.bytes(), Cat::Gradients,
+                    P.Name + ".grad", "zero_grad", P.LayerPath, P.Type, P.Shape);
+  }
+  // DDP's reducer keeps its gradient buckets (about the size of all gradients) for the
+  // whole run; DeepSpeed ZeRO-2/3 keeps a contiguous reduction bucket of
+  // reduce_bucket_size elements (default 5e8), capped here at the gradients' size.
+  if (N > 1 && Sh.ZeroStage == 0 && !Sh.Fsdp && TrainableGradBytes)
+    Mem.alloc(TrainableGradBytes, Cat::Gradients, "DDP gradient buckets", "DDP", "",
+              DType::Float32, {});
+  if (Sh.ZeroStage >= 2 && !Sh.Fsdp && TrainableGradBytes) {
+    int64_t Elements = 0;
+    for (const CensusParameter &P : Census.Parameters)
+      if (P.Trainable)
+        Elements += P.NumElements;
+    DType GradType = Census.Parameters.empty() ? DType::Float32 : Census.Parameters[0].Type;
+    Mem.alloc(dtypeBytes(GradType, std::min<int64_t>(Elements, 500000000)), Cat::Gradients,
+              "ZeRO reduction bucket", "DeepSpeed", "", GradType, {});
   }
   // The loss target (labels) is part of the batch: one int64 class index per row for
   // cross-entropy, a tensor like the output for MSE.
@@ -475,6 +514,7 @@ llvm::Expected<StepSimulation> Simulator::run() {
   GradOf.assign(G.Tensors.size(), NoStorage);
   planCheckpoints();
   planDropout();
+  planGathers();
   CudaRuntimeOverhead Runtime = estimateCudaRuntimeOverhead(Setup.Gpu);
   if (Setup.Device == DeviceKind::Cuda) {
     Mem.Allocator.emplace();
@@ -544,6 +584,7 @@ llvm::Error Simulator::forward(int MicroBatch) {
       enterCheckpoint(Seg, Phase);
     bool Selective = InSegment && Segments[Seg].Selective;
     ActiveSelective = Selective ? static_cast<int>(Seg) : -1;
+    gatherFor(OpI, Phase);
     runOp(OpI, !InSegment || Selective, Phase);
     if (Selective && isMatmulKind(Ops[OpI].Kind))
       for (TensorId O : Ops[OpI].Outputs) {
@@ -739,6 +780,52 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
 
   if (Dropouts.count(OpI))
     applyDropout(OpI, Save, Phase);
+}
+
+void Simulator::planGathers() {
+  GatherUnit.assign(Ops.size(), "");
+  if (Setup.Sharding.ZeroStage < 3)
+    return;
+  int64_t N = std::max<int64_t>(Setup.Sharding.Gpus, 1);
+  bool OnCpu = Setup.Sharding.Offload == OffloadKind::Params;
+  std::map<std::string, std::set<size_t>> UnitParams;
+  for (size_t I = 0; I < Ops.size(); ++I) {
+    // FSDP wraps each repeated block (auto_wrap_policy on the block class); DeepSpeed
+    // ZeRO-3 fetches parameters module by module, about the same at block granularity.
+    std::string Block = blockOfLayerPath(Ops[I].Layer);
+    GatherUnit[I] = Block.empty() ? "op#" + std::to_string(I) : Block;
+    for (TensorId In : Ops[I].Inputs)
+      if (auto P = ParamIndex.find(In); P != ParamIndex.end())
+        UnitParams[GatherUnit[I]].insert(P->second);
+  }
+  for (const auto &[Unit, Params] : UnitParams) {
+    int64_t Bytes = 0;
+    for (size_t P : Params) {
+      int64_t Full = Census.Parameters[P].bytes();
+      Bytes += OnCpu ? Full : Full - (Full + N - 1) / N;
+    }
+    GatherBytes[Unit] = Bytes;
+  }
+}
+
+void Simulator::gatherFor(size_t OpI, const std::string &Phase) {
+  if (GatherUnit.empty() || GatherUnit[OpI].empty() || GatherUnit[OpI] == HeldUnit)
+    return;
+  releaseGathered();
+  HeldUnit = GatherUnit[OpI];
+  int64_t Bytes = GatherBytes.count(HeldUnit) ? GatherBytes[HeldUnit] : 0;
+  if (Bytes) {
+    Gathered = Mem.alloc(Bytes, Cat::Weights, HeldUnit + " (all-gathered parameters)",
+                         "all-gather", HeldUnit, DType::Float32, {});
+    Mem.point(Phase, "all-gather " + HeldUnit, HeldUnit);
+  }
+}
+
+void Simulator::releaseGathered() {
+  if (Gathered != NoStorage)
+    Mem.release(Gathered);
+  Gathered = NoStorage;
+  HeldUnit.clear();
 }
 
 void Simulator::planCheckpoints() {
@@ -940,6 +1027,7 @@ void Simulator::leaveCheckpoint(size_t Seg) {
 }
 
 void Simulator::loss() {
+  releaseGathered();
   std::string Phase = phaseName("forward");
   // The output the loss is computed on: the first floating graph output.
   LossLogits = NoTensor;
@@ -1077,6 +1165,19 @@ void Simulator::backward() {
         Pending[I] = Buffered;
         return;
       }
+      if (Setup.Sharding.ZeroStage >= 2) {
+        // ZeRO-2/3 and FSDP reduce-scatter the full gradient as soon as it is complete
+        // and keep this GPU's partition.
+        const CensusParameter &Pm = Census.Parameters[I];
+        int64_t N = std::max<int64_t>(Setup.Sharding.Gpus, 1);
+        if (ParamGrad[I] == NoStorage)
+          ParamGrad[I] = Mem.alloc((Pm.bytes() + N - 1) / N, Cat::Gradients,
+                                   Pm.Name + ".grad (shard)", Op.Kind, Op.Layer, Pm.Type,
+                                   Pm.Shape);
+        Mem.point(Phase, Op.Name + " (reduce-scatter)", Op.Layer);
+        Mem.release(Buffered);
+        return;
+      }
       if (ParamGrad[I] == NoStorage) {
         // AccumulateGrad steals a gradient it alone holds; a shared one is cloned.
         if (Mem[Buffered].Refs == 1) {
@@ -1107,6 +1208,8 @@ void Simulator::backward() {
   }
   for (size_t OpI = Ops.size(); OpI-- > 0;) {
     const SimOp &Op = Ops[OpI];
+    if (HasBackward[OpI] || SegmentEndingAt.count(OpI))
+      gatherFor(OpI, Phase);
     if (auto Seg = SegmentEndingAt.find(OpI); Seg != SegmentEndingAt.end()) {
       bool Needed = false;
       for (size_t I = Segments[Seg->second].First; I <= OpI; ++I)
@@ -1205,6 +1308,7 @@ void Simulator::backward() {
       Mem.release(S);
       S = NoStorage;
     }
+  releaseGathered();
   // The checkpoints' RNG states go with the graph, after the last backward node.
   for (StorageId S : RngStates)
     Mem.release(S);
@@ -1239,6 +1343,11 @@ void Simulator::optimizerStep() {
     // builds `grad**2 + eps` and the approximated update: two parameter-sized tensors
     // for the parameter being updated. bitsandbytes' 8-bit kernels update in place.
     Transient = 2 * Largest;
+  const ShardingSetup &Sh = Setup.Sharding;
+  if (Sh.Offload != OffloadKind::None || (Sh.ZeroStage >= 1 && !Sh.Fsdp))
+    Transient = 0; // DeepSpeed steps with FusedAdam on the GPU or CPUAdam on the host
+  else if (Sh.Fsdp)
+    Transient = (Transient + Sh.Gpus - 1) / std::max<int64_t>(Sh.Gpus, 1); // sharded flat params
   StorageId S = NoStorage;
   if (Transient)
     S = Mem.alloc(Transient, Cat::Temporaries, "optimizer scratch", "optimizer.step", "",
@@ -1272,6 +1381,13 @@ MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
   R.Bytes.Temporaries = Sim.MaxByCategory.Temporaries;
   R.Bytes.Inputs = Sim.MaxByCategory.Inputs; // the batch inputs and the loss's labels
   R.Bytes.Gradients = std::max(R.Bytes.Gradients, Sim.MaxByCategory.Gradients);
+  if (Setup.Sharding.active()) {
+    // Per-GPU figures: what this GPU holds under sharding and offload.
+    R.Bytes.Weights = Sim.MaxByCategory.Weights;
+    R.Bytes.MasterWeights = Sim.MaxByCategory.MasterWeights;
+    R.Bytes.Gradients = Sim.MaxByCategory.Gradients;
+    R.Bytes.OptimizerStates = Sim.MaxByCategory.OptimizerStates;
+  }
   R.Peak = Sim.Peak;
   R.PeakReserved = Sim.PeakReserved;
   R.PeakInfo = Sim.PeakInfo;

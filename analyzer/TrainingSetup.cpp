@@ -40,6 +40,9 @@ constexpr Named<DeviceKind> Devices[] = {{DeviceKind::Cuda, "cuda"}, {DeviceKind
 constexpr Named<AttentionImpl> Attentions[] = {{AttentionImpl::Auto, "auto"},
                                                {AttentionImpl::Eager, "eager"},
                                                {AttentionImpl::Sdpa, "sdpa"}};
+constexpr Named<OffloadKind> Offloads[] = {{OffloadKind::None, "none"},
+                                           {OffloadKind::Optimizer, "optimizer"},
+                                           {OffloadKind::Params, "params"}};
 constexpr Named<TieMode> Ties[] = {
     {TieMode::Auto, "auto"}, {TieMode::Yes, "yes"}, {TieMode::No, "no"}};
 
@@ -73,6 +76,10 @@ const char *autocastPolicyName(AutocastPolicy P) { return nameOf(Policies, P); }
 const char *tieModeName(TieMode T) { return nameOf(Ties, T); }
 const char *deviceName(DeviceKind D) { return nameOf(Devices, D); }
 const char *attentionName(AttentionImpl A) { return nameOf(Attentions, A); }
+const char *offloadName(OffloadKind O) { return nameOf(Offloads, O); }
+llvm::Expected<OffloadKind> parseOffload(llvm::StringRef S) {
+  return parseNamed(Offloads, S, "--offload");
+}
 
 llvm::Expected<Precision> parsePrecision(llvm::StringRef S) {
   return parseNamed(Precisions, S, "--precision");
@@ -184,6 +191,11 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
     O["micro_batch"] = *S.MicroBatch;
   if (!S.SparseUpdate.empty())
     O["sparse_update"] = S.SparseUpdate;
+  if (S.Sharding.active())
+    O["sharding"] = llvm::json::Object{{"zero", S.Sharding.ZeroStage},
+                                       {"fsdp", S.Sharding.Fsdp},
+                                       {"gpus", S.Sharding.Gpus},
+                                       {"offload", offloadName(S.Sharding.Offload)}};
   if (S.Dropout)
     O["dropout"] = *S.Dropout;
   if (!S.Gpu.empty())

@@ -48,6 +48,17 @@ struct LoraSetup {
   bool QLora = false;
 };
 
+/// Data parallelism over several GPUs (DeepSpeed ZeRO, PyTorch FSDP, DDP) and offload.
+enum class OffloadKind { None, Optimizer, Params };
+
+struct ShardingSetup {
+  int ZeroStage = 0;     ///< 0 (DDP when Gpus > 1), 1, 2, 3
+  bool Fsdp = false;     ///< PyTorch FSDP: FULL_SHARD (stage 3) or SHARD_GRAD_OP (--zero=2)
+  int64_t Gpus = 1;
+  OffloadKind Offload = OffloadKind::None;
+  bool active() const { return Gpus > 1 || ZeroStage > 0 || Fsdp || Offload != OffloadKind::None; }
+};
+
 struct TrainingSetup {
   Precision Prec = Precision::Fp32;
   AutocastPolicy Autocast = AutocastPolicy::Cuda;
@@ -72,6 +83,7 @@ struct TrainingSetup {
   std::optional<double> Dropout;
   std::string Gpu;
   std::optional<LoraSetup> Lora;
+  ShardingSetup Sharding;
 
   /// Storage dtype of parameters and floating buffers under this recipe.
   DType weightDType() const;
@@ -91,6 +103,8 @@ const char *autocastPolicyName(AutocastPolicy P);
 const char *tieModeName(TieMode T);
 const char *deviceName(DeviceKind D);
 const char *attentionName(AttentionImpl A);
+const char *offloadName(OffloadKind O);
+llvm::Expected<OffloadKind> parseOffload(llvm::StringRef S);
 
 /// Parsers shared by the CLI and `--setup`; errors say what was found and what is allowed.
 llvm::Expected<Precision> parsePrecision(llvm::StringRef S);

@@ -148,6 +148,19 @@ cl::opt<std::string> SparseUpdate("sparse-update",
                                            "repeated blocks and what follows them) or "
                                            "bias-only (BitFit)"),
                                   cl::value_desc("mode"), S.A, cl::cat(StrategyCategory));
+cl::opt<unsigned> ZeroStage("zero",
+                            cl::desc("DeepSpeed ZeRO stage 0-3: 1 shards optimizer states (and "
+                                     "fp32 masters), 2 also gradients, 3 also parameters"),
+                            cl::value_desc("stage"), S.A, cl::cat(StrategyCategory));
+cl::opt<bool> Fsdp("fsdp",
+                   cl::desc("PyTorch FSDP: FULL_SHARD (like ZeRO-3), SHARD_GRAD_OP with --zero=2"),
+                   S.A, cl::cat(StrategyCategory));
+cl::opt<unsigned> Gpus("gpus", cl::desc("Data-parallel GPUs (default 1); figures are per GPU"),
+                       cl::value_desc("N"), S.A, cl::cat(StrategyCategory));
+cl::opt<std::string> Offload("offload",
+                             cl::desc("none | optimizer (states and masters to CPU) | params "
+                                      "(ZeRO-3/FSDP parameters to CPU too)"),
+                             cl::init("none"), S.A, cl::cat(StrategyCategory));
 cl::opt<bool> QLora("qlora",
                     cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
                              "(double-quantized), computing in bf16 under autocast"),
@@ -286,6 +299,33 @@ llvm::Expected<StepRequest> parseStepRequest() {
   }
   if (GpuOpt.getNumOccurrences())
     Setup.Gpu = GpuOpt;
+  if (ZeroStage.getNumOccurrences() || Fsdp || Gpus.getNumOccurrences() ||
+      Offload.getNumOccurrences()) {
+    ShardingSetup &Sh = Setup.Sharding;
+    if (ZeroStage.getNumOccurrences()) {
+      if (ZeroStage > 3)
+        return optionError("--zero: expected a stage from 0 to 3");
+      Sh.ZeroStage = static_cast<int>(ZeroStage);
+    }
+    Sh.Fsdp = Fsdp;
+    if (Sh.Fsdp && !ZeroStage.getNumOccurrences())
+      Sh.ZeroStage = 3;
+    if (Sh.Fsdp && Sh.ZeroStage != 2 && Sh.ZeroStage != 3)
+      return optionError("--fsdp: FULL_SHARD is --zero=3 (the default), SHARD_GRAD_OP --zero=2");
+    if (Gpus.getNumOccurrences()) {
+      if (Gpus == 0)
+        return optionError("--gpus: expected a positive integer");
+      Sh.Gpus = Gpus;
+    }
+    auto O = parseOffload(Offload);
+    if (!O)
+      return O.takeError();
+    Sh.Offload = *O;
+    if (Sh.Offload == OffloadKind::Params && Sh.ZeroStage != 3)
+      return optionError("--offload=params needs parameters to be sharded (--zero=3 or --fsdp)");
+    if (Sh.Offload == OffloadKind::Optimizer && Sh.ZeroStage == 0)
+      return optionError("--offload=optimizer needs ZeRO (--zero=1, 2 or 3) or --fsdp");
+  }
   if (SparseUpdate.getNumOccurrences()) {
     if (auto E = validateSparseUpdate(SparseUpdate))
       return E;

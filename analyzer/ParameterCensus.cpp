@@ -332,12 +332,49 @@ void collectBuffers(const Graph &G, const TrainingSetup &Setup, ParameterCensus 
 
 } // namespace
 
+bool isGaloreTarget(const CensusParameter &P, const TrainingSetup &Setup) {
+  if (!Setup.Galore || P.Shape.size() != 2)
+    return false;
+  for (const std::string &T : Setup.Galore->Targets)
+    if (P.LayerPath.find(T) != std::string::npos || P.Name.find(T) != std::string::npos)
+      return true;
+  return false;
+}
+
 std::vector<OptimizerStatePart> optimizerStateOf(const CensusParameter &P,
                                                  const TrainingSetup &Setup) {
   // States live beside the fp32 master weights in mixed-precision recipes, else in the
   // parameter's own dtype.
   DType StateType = Setup.keepsMasterWeights() ? DType::Float32 : P.Type;
   int64_t N = P.NumElements;
+  if (Setup.Galore) {
+    // galore-torch's AdamW (a transformers AdamW) keeps `step` as a Python int. A target
+    // m x n weight keeps a projector of r x min(m, n) in the parameter's dtype and Adam
+    // moments of the projected gradient, r x max(m, n).
+    int64_t R = Setup.Galore->Rank;
+    if (isGaloreTarget(P, Setup)) {
+      int64_t Small = std::min(P.Shape[0], P.Shape[1]), Large = std::max(P.Shape[0], P.Shape[1]);
+      R = std::min(R, Small);
+      CensusParameter LowRank = P;
+      LowRank.NumElements = R * Large;
+      LowRank.Shape = {R, Large};
+      TrainingSetup Inner = Setup;
+      Inner.Galore.reset();
+      std::vector<OptimizerStatePart> Parts;
+      for (OptimizerStatePart &Part : optimizerStateOf(LowRank, Inner))
+        if (Part.Name != "step")
+          Parts.push_back(Part);
+      Parts.push_back({"projector", dtypeBytes(P.Type, R * Small)});
+      return Parts;
+    }
+    TrainingSetup Inner = Setup;
+    Inner.Galore.reset();
+    std::vector<OptimizerStatePart> Parts;
+    for (OptimizerStatePart &Part : optimizerStateOf(P, Inner))
+      if (Part.Name != "step")
+        Parts.push_back(Part);
+    return Parts;
+  }
   int64_t Full = dtypeBytes(StateType, N);
   switch (Setup.Optimizer) {
   case OptimizerKind::Adam:

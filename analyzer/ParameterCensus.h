@@ -70,6 +70,9 @@ struct ParameterCensus {
   int64_t weightBytes() const { return ParameterBytes + BufferBytes; }
 };
 
+/// True when GaLore projects this parameter's gradient (a 2-D weight on a target path).
+bool isGaloreTarget(const CensusParameter &P, const TrainingSetup &Setup);
+
 /// Optimizer state bytes of one trainable parameter, by part, under the setup.
 std::vector<OptimizerStatePart> optimizerStateOf(const CensusParameter &P,
                                                  const TrainingSetup &Setup);

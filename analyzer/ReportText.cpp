@@ -57,6 +57,8 @@ void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
   }
   if (R.Setup.Lora)
     OS << ", " << (R.Setup.Lora->QLora ? "QLoRA" : "LoRA") << " r=" << R.Setup.Lora->Rank;
+  if (R.Setup.Galore)
+    OS << ", GaLore r=" << R.Setup.Galore->Rank << (R.Setup.Galore->PerLayer ? " per layer" : "");
   if (!R.Setup.SparseUpdate.empty())
     OS << ", sparse update " << R.Setup.SparseUpdate;
   if (R.Setup.GradAccum > 1)

@@ -230,6 +230,22 @@ struct Value {
   bool Held = false; ///< holds one reference to Storage
 };
 
+/// GaLore's update of one parameter (galore-torch AdamW): project the gradient to rank r,
+/// run Adam on it (denom = exp_avg_sq.sqrt() + eps), project the update back to full size;
+/// and, every UpdateGap steps, the projector refresh: an SVD of an fp32 copy of the
+/// gradient (torch.linalg.svd, full_matrices=False: U m x k, S, Vh k x n).
+std::pair<int64_t, int64_t> galoreTransients(const CensusParameter &P,
+                                                    const TrainingSetup &Setup) {
+  if (!isGaloreTarget(P, Setup))
+    return {dtypeBytes(P.Type, P.NumElements), 0}; // transformers' AdamW: one denom
+  int64_t M = P.Shape[0], N = P.Shape[1], K = std::min(M, N), Large = std::max(M, N);
+  int64_t R = std::min(Setup.Galore->Rank, K);
+  int64_t LowRank = dtypeBytes(P.Type, R * Large);
+  int64_t Update = P.bytes() + 2 * LowRank;
+  int64_t Svd = 4 * (M * N + M * K + K + K * N);
+  return {Update, Svd};
+}
+
 class Simulator {
 public:
   Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census)
@@ -1165,6 +1181,19 @@ void Simulator::backward() {
         Pending[I] = Buffered;
         return;
       }
+      if (Setup.Galore && Setup.Galore->PerLayer) {
+        // Per-layer GaLore steps each weight in its post-accumulate-grad hook and frees
+        // the gradient there: only the weights in flight have gradients.
+        auto [Update, Svd] = galoreTransients(Census.Parameters[I], Setup);
+        StorageId T = Mem.alloc(std::max(Update, Svd), Cat::Temporaries,
+                                Census.Parameters[I].Name + " GaLore update", "optimizer",
+                                Op.Layer, DType::Float32, {});
+        Mem.recategorize(Buffered, Cat::Gradients);
+        Mem.point(Phase, Op.Name + " (GaLore layer-wise step)", Op.Layer);
+        Mem.release(T);
+        Mem.release(Buffered);
+        return;
+      }
       if (Setup.Sharding.ZeroStage >= 2) {
         // ZeRO-2/3 and FSDP reduce-scatter the full gradient as soon as it is complete
         // and keep this GPU's partition.
@@ -1321,6 +1350,25 @@ void Simulator::backward() {
 }
 
 void Simulator::optimizerStep() {
+  if (Setup.Galore) {
+    int64_t Update = 0, Svd = 0;
+    for (const CensusParameter &P : Census.Parameters)
+      if (P.Trainable && !Setup.Galore->PerLayer) {
+        auto [U, S] = galoreTransients(P, Setup);
+        Update = std::max(Update, U);
+        Svd = std::max(Svd, S);
+      }
+    for (auto [Bytes, What] : {std::pair{Svd, "GaLore projector SVD (every update gap)"},
+                               std::pair{Update, "optimizer.step"}}) {
+      StorageId S = Bytes ? Mem.alloc(Bytes, Cat::Temporaries, What, "optimizer.step", "",
+                                      DType::Float32, {})
+                          : NoStorage;
+      Mem.point("optimizer", What, "");
+      if (S != NoStorage)
+        Mem.release(S);
+    }
+    return;
+  }
   // torch.optim's single-tensor Adam(W) computes denom = (exp_avg_sq.sqrt() / bc2).add_(eps):
   // two parameter-sized temporaries for the parameter being updated. The foreach
   // version does the same with lists: two temporaries the size of all parameters. The
@@ -1380,7 +1428,8 @@ MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
   R.Bytes.Activations = Sim.SavedAtEndOfForward;
   R.Bytes.Temporaries = Sim.MaxByCategory.Temporaries;
   R.Bytes.Inputs = Sim.MaxByCategory.Inputs; // the batch inputs and the loss's labels
-  R.Bytes.Gradients = std::max(R.Bytes.Gradients, Sim.MaxByCategory.Gradients);
+  // The simulation knows when gradients live (layer-wise updates, reduce-scatter).
+  R.Bytes.Gradients = Sim.MaxByCategory.Gradients;
   if (Setup.Sharding.active()) {
     // Per-GPU figures: what this GPU holds under sharding and offload.
     R.Bytes.Weights = Sim.MaxByCategory.Weights;

@@ -191,6 +191,15 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
     O["micro_batch"] = *S.MicroBatch;
   if (!S.SparseUpdate.empty())
     O["sparse_update"] = S.SparseUpdate;
+  if (S.Galore) {
+    llvm::json::Array Targets;
+    for (const std::string &T : S.Galore->Targets)
+      Targets.push_back(T);
+    O["galore"] = llvm::json::Object{{"rank", S.Galore->Rank},
+                                     {"update_gap", S.Galore->UpdateGap},
+                                     {"targets", std::move(Targets)},
+                                     {"per_layer", S.Galore->PerLayer}};
+  }
   if (S.Sharding.active())
     O["sharding"] = llvm::json::Object{{"zero", S.Sharding.ZeroStage},
                                        {"fsdp", S.Sharding.Fsdp},

@@ -48,6 +48,18 @@ struct LoraSetup {
   bool QLora = false;
 };
 
+/// GaLore (Zhao et al. 2024, galore-torch): Adam moments on a rank-r projection of each
+/// target weight's gradient; the projector is refreshed by an SVD every UpdateGap steps.
+struct GaloreSetup {
+  int64_t Rank = 128;
+  int64_t UpdateGap = 200;
+  /// Substrings of layer paths that mark target weights (galore-torch's examples use
+  /// "attn" and "mlp"); only 2-D weights are projected.
+  std::vector<std::string> Targets = {"attn", "mlp"};
+  /// Layer-wise updates in post-accumulate-grad hooks: one weight's gradient at a time.
+  bool PerLayer = false;
+};
+
 /// Data parallelism over several GPUs (DeepSpeed ZeRO, PyTorch FSDP, DDP) and offload.
 enum class OffloadKind { None, Optimizer, Params };
 
@@ -84,6 +96,7 @@ struct TrainingSetup {
   std::string Gpu;
   std::optional<LoraSetup> Lora;
   ShardingSetup Sharding;
+  std::optional<GaloreSetup> Galore;
 
   /// Storage dtype of parameters and floating buffers under this recipe.
   DType weightDType() const;

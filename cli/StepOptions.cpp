@@ -161,6 +161,21 @@ cl::opt<std::string> Offload("offload",
                              cl::desc("none | optimizer (states and masters to CPU) | params "
                                       "(ZeRO-3/FSDP parameters to CPU too)"),
                              cl::init("none"), S.A, cl::cat(StrategyCategory));
+cl::opt<unsigned> GaloreRank("galore-rank",
+                             cl::desc("GaLore: Adam on rank-R projections of the 2-D target "
+                                      "weights' gradients (galore-torch)"),
+                             cl::value_desc("R"), S.A, cl::cat(StrategyCategory));
+cl::opt<unsigned> GaloreGap("galore-update-gap",
+                            cl::desc("Steps between projector SVDs (default 200)"),
+                            cl::value_desc("T"), cl::init(200), S.A, cl::cat(StrategyCategory));
+cl::opt<std::string> GaloreTargets("galore-targets",
+                                   cl::desc("Comma-separated substrings of layer paths to "
+                                            "project (default attn,mlp)"),
+                                   cl::value_desc("list"), S.A, cl::cat(StrategyCategory));
+cl::opt<bool> GalorePerLayer("galore-per-layer",
+                             cl::desc("Layer-wise GaLore: each weight steps in its gradient "
+                                      "hook, so one gradient is alive at a time"),
+                             S.A, cl::cat(StrategyCategory));
 cl::opt<bool> QLora("qlora",
                     cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
                              "(double-quantized), computing in bf16 under autocast"),
@@ -325,6 +340,29 @@ llvm::Expected<StepRequest> parseStepRequest() {
       return optionError("--offload=params needs parameters to be sharded (--zero=3 or --fsdp)");
     if (Sh.Offload == OffloadKind::Optimizer && Sh.ZeroStage == 0)
       return optionError("--offload=optimizer needs ZeRO (--zero=1, 2 or 3) or --fsdp");
+  }
+  if (GaloreRank.getNumOccurrences() || GalorePerLayer || GaloreTargets.getNumOccurrences()) {
+    GaloreSetup Gl = Setup.Galore.value_or(GaloreSetup{});
+    if (GaloreRank.getNumOccurrences()) {
+      if (GaloreRank == 0)
+        return optionError("--galore-rank: expected a positive integer");
+      Gl.Rank = GaloreRank;
+    }
+    if (GaloreGap == 0)
+      return optionError("--galore-update-gap: expected a positive integer");
+    Gl.UpdateGap = GaloreGap;
+    Gl.PerLayer = GalorePerLayer;
+    if (!GaloreTargets.empty()) {
+      Gl.Targets.clear();
+      llvm::SmallVector<llvm::StringRef, 8> Parts;
+      llvm::StringRef(GaloreTargets).split(Parts, ',', -1, false);
+      for (llvm::StringRef P : Parts)
+        Gl.Targets.push_back(P.trim().str());
+    }
+    if (Setup.Optimizer != OptimizerKind::AdamW && Setup.Optimizer != OptimizerKind::Adam &&
+        Setup.Optimizer != OptimizerKind::AdamW8bit)
+      return optionError("--galore-*: GaLore runs with --optimizer=adamw or adamw-8bit");
+    Setup.Galore = Gl;
   }
   if (SparseUpdate.getNumOccurrences()) {
     if (auto E = validateSparseUpdate(SparseUpdate))

@@ -126,6 +126,7 @@ const GoldenCase Cases[] = {
     {"analyze_gpt2_tiny_sparse_last1", {"analyze", GT + "gpt2_tiny.onnx", "--input=input_ids=4x32", "--sparse-update=last:1", "--format=json"}, true},
     {"analyze_hf_llama2_7b_zero3", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=1", "--dim", "seq=2048", "--precision=mixed-bf16", "--zero=3", "--gpus=8", "--gpu=a100-sxm-40gb"}, false},
     {"error_offload_without_zero", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--offload=optimizer"}, false},
+    {"analyze_hf_llama2_7b_galore8bit", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=1", "--dim", "seq=256", "--precision=bf16", "--optimizer=adamw-8bit", "--galore-rank=128", "--galore-per-layer", "--checkpoint=blocks", "--gpu=rtx-4090"}, false},
     {"error_unknown_gpu", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--gpu=h100"}, false},
     {"error_unbound_dims", {"analyze", GT + "gpt2_tiny.onnx"}, true},
     {"error_unknown_dim", {"analyze", GT + "gpt2_tiny.onnx", "--dim", "batch=4", "--dim", "sequence=32", "--dim", "seqlen=8"}, true},

@@ -12,7 +12,7 @@
 #include "analyzer/ReportWriters.h"
 #include "analyzer/StepSimulator.h"
 #include "planner/GpuCatalog.h"
-#include "planner/LoraTransform.h"
+#include "planner/StrategyApply.h"
 
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
@@ -38,27 +38,8 @@ int runAnalyze() {
   auto G = importRequestedModel(*Request);
   if (!G)
     return reportError(G.takeError());
-  if (Request->Setup.Lora) {
-    // LoRA is a transformation of the graph; the adapters are what trains (PEFT freezes
-    // the base), plus whatever --train selects (modules_to_save).
-    auto Adapted = applyLora(*G, *Request->Setup.Lora);
-    if (!Adapted)
-      return reportError(Adapted.takeError());
-    *G = std::move(*Adapted);
-    if (!Request->Setup.TrainableFile) {
-      Request->Setup.TrainableFile = std::string("(LoRA adapters)");
-      for (TensorId T : G->AdapterParameters)
-        Request->Setup.TrainableNames.push_back(G->Tensors[T].Name);
-    }
-    if (Request->Setup.Lora->QLora && Request->Setup.Prec == Precision::Fp32) {
-      // QLoRA computes in bf16 (bnb_4bit_compute_dtype) with fp32 adapters and norms
-      // (prepare_model_for_kbit_training): autocast is how that runs.
-      Request->Setup.Prec = Precision::AmpBf16;
-      G->Diags.note("qlora-precision", "",
-                    "--qlora computes in bf16: simulated as amp-bf16 (fp32 adapters, norms and "
-                    "embeddings, NF4 base linears)");
-    }
-  }
+  if (llvm::Error E = applyStrategies(*G, Request->Setup))
+    return reportError(std::move(E));
   auto Census = takeCensus(*G, Request->Setup);
   if (!Census)
     return reportError(Census.takeError());

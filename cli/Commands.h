@@ -20,6 +20,7 @@ enum ExitCode : int { ExitOk = 0, ExitInputError = 1, ExitGateFailed = 2, ExitIn
 
 int runAnalyze();
 int runExportOnnx();
+int runPlan();
 
 /// `trainmem gpus`: the subcommand (its options live with it) and its action.
 llvm::cl::SubCommand &gpusCommand();

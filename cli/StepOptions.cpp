@@ -15,6 +15,14 @@ cl::SubCommand &analyzeCommand() {
   return Cmd;
 }
 
+cl::SubCommand &planCommand() {
+  static cl::SubCommand Cmd("plan",
+                            "Search strategies (precision, 8-bit optimizers, checkpointing, LoRA, "
+                            "QLoRA, GaLore, ZeRO/FSDP, micro-batch) for a target GPU and rank the "
+                            "plans that fit");
+  return Cmd;
+}
+
 cl::SubCommand &exportOnnxCommand() {
   static cl::SubCommand Cmd("export-onnx",
                             "Write the model's graph as a weightless ONNX file (shapes and "
@@ -33,100 +41,101 @@ cl::OptionCategory OutputCategory("Output options");
 struct Subs {
   cl::sub A{analyzeCommand()};
   cl::sub E{exportOnnxCommand()};
+  cl::sub P{planCommand()};
 };
 Subs S;
 
-cl::opt<std::string> ModelPath(cl::Positional, cl::desc("<model.onnx>"), S.A, S.E,
+cl::opt<std::string> ModelPath(cl::Positional, cl::desc("<model.onnx>"), S.A, S.E, S.P,
                                cl::cat(ModelCategory));
 cl::opt<std::string> HfConfig("hf-config",
                               cl::desc("Build the model from a Hugging Face config.json "
                                        "(llama, mistral, qwen2, gemma, gpt2, gpt_neox, bert)"),
-                              cl::value_desc("file"), S.A, S.E, cl::cat(ModelCategory));
+                              cl::value_desc("file"), S.A, S.E, S.P, cl::cat(ModelCategory));
 cl::list<std::string> DimBindings("dim",
                                   cl::desc("Bind a symbolic dimension, e.g. --dim batch=8 "
                                            "(repeatable)"),
-                                  cl::value_desc("name=value"), S.A, S.E, cl::cat(ModelCategory));
+                                  cl::value_desc("name=value"), S.A, S.E, S.P, cl::cat(ModelCategory));
 cl::list<std::string> InputShapes("input",
                                   cl::desc("Set an input's whole shape, overriding static dims, "
                                            "e.g. --input input_ids=8x512 (repeatable)"),
-                                  cl::value_desc("name=D0xD1x..."), S.A, S.E,
+                                  cl::value_desc("name=D0xD1x..."), S.A, S.E, S.P,
                                   cl::cat(ModelCategory));
 cl::opt<unsigned> DefaultDim("default-dim",
                              cl::desc("Bind every symbolic dim that --dim and --input left "
                                       "unbound to N (for exploring an unfamiliar model)"),
-                             cl::value_desc("N"), S.A, S.E, cl::cat(ModelCategory));
+                             cl::value_desc("N"), S.A, S.E, S.P, cl::cat(ModelCategory));
 cl::opt<unsigned> MicroBatch("micro-batch",
                              cl::desc("Set dim 0 of every batch input to N (one micro-batch)"),
-                             cl::value_desc("N"), S.A, S.E, cl::cat(ModelCategory));
+                             cl::value_desc("N"), S.A, S.E, S.P, cl::cat(ModelCategory));
 
 cl::opt<std::string> SetupFile("setup",
                                cl::desc("Read the training setup from a JSON object (the keys "
                                         "a report echoes under 'setup'); options given on the "
                                         "command line win"),
-                               cl::value_desc("file"), S.A, cl::cat(SetupCategory));
+                               cl::value_desc("file"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> PrecisionOpt("precision",
                                   cl::desc("fp32 | amp-bf16 | amp-fp16 | bf16 | mixed-bf16 | "
                                            "mixed-fp16 (default fp32)"),
-                                  cl::init("fp32"), S.A, cl::cat(SetupCategory));
+                                  cl::init("fp32"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> AutocastOpt("autocast-policy",
                                  cl::desc("Whose autocast op lists amp-* follows: cuda | cpu "
                                           "(default: the device's)"),
-                                 cl::init("cuda"), S.A, cl::cat(SetupCategory));
+                                 cl::init("cuda"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> DeviceOpt("device",
                                cl::desc("Where the step runs: cuda | cpu (default cuda). Kernels "
                                         "differ in scratch and saved masks; --autocast-policy "
                                         "defaults to the device"),
-                               cl::init("cuda"), S.A, cl::cat(SetupCategory));
+                               cl::init("cuda"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> AttentionOpt("attention",
                                   cl::desc("auto | eager | sdpa (default auto: sdpa for Hugging "
                                            "Face configs, as transformers runs them; the "
                                            "exported ops for ONNX files)"),
-                                  cl::init("auto"), S.A, cl::cat(SetupCategory));
+                                  cl::init("auto"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> OptimizerOpt("optimizer",
                                   cl::desc("adamw | adam | sgd | sgd-momentum | adafactor | "
                                            "adamw-8bit | paged-adamw-8bit | lion (default adamw)"),
-                                  cl::init("adamw"), S.A, cl::cat(SetupCategory));
+                                  cl::init("adamw"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> ImplOpt("optimizer-impl",
                              cl::desc("PyTorch's Adam implementation: for-loop | foreach | fused "
                                       "(default for-loop)"),
-                             cl::init("for-loop"), S.A, cl::cat(SetupCategory));
+                             cl::init("for-loop"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> LossOpt("loss",
                              cl::desc("auto | cross-entropy | mse | none (default auto: "
                                       "cross-entropy over logits-shaped outputs)"),
-                             cl::init("auto"), S.A, cl::cat(SetupCategory));
+                             cl::init("auto"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> TrainableFile("trainable-file",
                                    cl::desc("Only the parameters named in FILE train (ONNX "
                                             "initializer names, one a line)"),
-                                   cl::value_desc("file"), S.A, cl::cat(SetupCategory));
+                                   cl::value_desc("file"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> TrainRegex("train",
                                 cl::desc("Only parameters whose name or layer matches REGEX train"),
-                                cl::value_desc("regex"), S.A, cl::cat(SetupCategory));
+                                cl::value_desc("regex"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> FreezeRegex("freeze",
                                  cl::desc("Parameters whose name or layer matches REGEX are frozen"),
-                                 cl::value_desc("regex"), S.A, cl::cat(SetupCategory));
+                                 cl::value_desc("regex"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> TieOpt("tie",
                             cl::desc("Tied embedding/LM head: auto (compare payloads) | yes | no "
                                      "(default auto)"),
-                            cl::init("auto"), S.A, cl::cat(SetupCategory));
+                            cl::init("auto"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<bool> KeepGrads("keep-grads",
-                        cl::desc("Gradients are zeroed, not set to None, between steps"), S.A,
+                        cl::desc("Gradients are zeroed, not set to None, between steps"), S.A, S.P,
                         cl::cat(SetupCategory));
 cl::opt<std::string> CheckpointOpt("checkpoint",
                                    cl::desc("Activation checkpointing: none | blocks | every:K | "
                                             "selective | budget:BYTES (default none)"),
-                                   cl::init("none"), S.A, cl::cat(SetupCategory));
+                                   cl::init("none"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<unsigned> GradAccum("grad-accum",
                             cl::desc("Accumulate K micro-batches per optimizer step (default 1)"),
-                            cl::value_desc("K"), cl::init(1), S.A, cl::cat(SetupCategory));
+                            cl::value_desc("K"), cl::init(1), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<double> DropoutOpt("dropout",
                            cl::desc("Training-time dropout probability where the exported graph "
                                     "lost it"),
-                           cl::value_desc("P"), S.A, cl::cat(SetupCategory));
+                           cl::value_desc("P"), S.A, S.P, cl::cat(SetupCategory));
 
 cl::opt<std::string> GpuOpt("gpu",
                             cl::desc("Target GPU from the catalogue ('trainmem gpus' lists it): "
                                      "the report says whether the step fits"),
-                            cl::value_desc("name"), S.A, cl::cat(SetupCategory));
+                            cl::value_desc("name"), S.A, S.P, cl::cat(SetupCategory));
 cl::OptionCategory StrategyCategory("Strategy options");
 cl::opt<unsigned> LoraRank("lora-rank",
                            cl::desc("Train LoRA adapters of rank R on the target linears (base "
@@ -156,7 +165,7 @@ cl::opt<bool> Fsdp("fsdp",
                    cl::desc("PyTorch FSDP: FULL_SHARD (like ZeRO-3), SHARD_GRAD_OP with --zero=2"),
                    S.A, cl::cat(StrategyCategory));
 cl::opt<unsigned> Gpus("gpus", cl::desc("Data-parallel GPUs (default 1); figures are per GPU"),
-                       cl::value_desc("N"), S.A, cl::cat(StrategyCategory));
+                       cl::value_desc("N"), S.A, S.P, cl::cat(StrategyCategory));
 cl::opt<std::string> Offload("offload",
                              cl::desc("none | optimizer (states and masters to CPU) | params "
                                       "(ZeRO-3/FSDP parameters to CPU too)"),
@@ -181,9 +190,9 @@ cl::opt<bool> QLora("qlora",
                              "(double-quantized), computing in bf16 under autocast"),
                     S.A, cl::cat(StrategyCategory));
 cl::opt<std::string> Format("format", cl::desc("Report format: text | json (default text)"),
-                            cl::init("text"), S.A, cl::cat(OutputCategory));
+                            cl::init("text"), S.A, S.P, cl::cat(OutputCategory));
 cl::opt<std::string> Output("o", cl::desc("Write to FILE (atomically) instead of stdout"),
-                            cl::value_desc("file"), S.A, S.E, cl::cat(OutputCategory));
+                            cl::value_desc("file"), S.A, S.E, S.P, cl::cat(OutputCategory));
 
 llvm::Error optionError(const std::string &Msg) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s", Msg.c_str());

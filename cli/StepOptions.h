@@ -19,6 +19,7 @@ namespace trainmem::cli {
 
 llvm::cl::SubCommand &analyzeCommand();
 llvm::cl::SubCommand &exportOnnxCommand();
+llvm::cl::SubCommand &planCommand();
 
 /// What a step-modelling command was asked for, parsed and validated.
 struct StepRequest {

@@ -21,6 +21,7 @@ int main(int Argc, char **Argv) {
   // Force the subcommands into existence before parsing.
   trainmem::cli::analyzeCommand();
   trainmem::cli::exportOnnxCommand();
+  trainmem::cli::planCommand();
   trainmem::cli::gpusCommand();
   llvm::cl::HideUnrelatedOptions({});
   if (!llvm::cl::ParseCommandLineOptions(
@@ -37,6 +38,8 @@ int main(int Argc, char **Argv) {
     return trainmem::cli::runAnalyze();
   if (trainmem::cli::exportOnnxCommand())
     return trainmem::cli::runExportOnnx();
+  if (trainmem::cli::planCommand())
+    return trainmem::cli::runPlan();
   if (trainmem::cli::gpusCommand())
     return trainmem::cli::runGpus();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";

@@ -105,10 +105,14 @@ TEST(BuiltinGpuCatalog, LoadsAndCoversTheAgreedGpus) {
   std::set<std::string> Names;
   for (const GpuSpec &G : C.gpus())
     Names.insert(G.Name);
-  for (const char *Name : {"h200-sxm-141gb", "h100-sxm-80gb", "h100-pcie-80gb", "a100-sxm-80gb",
-                           "a100-sxm-40gb", "l40s", "l4", "a10g", "rtx-4090", "rtx-3090",
-                           "rtx-a6000", "v100-sxm2-32gb", "v100-sxm2-16gb", "t4", "mi300x"})
+  for (const char *Name :
+       {"b200-hgx-180gb", "h200-sxm-141gb", "h100-sxm-80gb", "h100-pcie-80gb", "h100-nvl-94gb",
+        "a100-sxm-80gb", "a100-sxm-40gb", "a100-pcie-80gb", "a100-pcie-40gb", "l40s", "l40", "l4",
+        "a40", "a10g", "rtx-4090", "rtx-4080", "rtx-3090", "rtx-6000-ada", "rtx-a6000",
+        "v100-sxm2-32gb", "v100-sxm2-16gb", "t4", "mi300x", "mi250x"})
     EXPECT_TRUE(Names.count(Name)) << Name << " is missing from the built-in catalogue";
+  // From T4 and V100 to H200 and B200, with AMD's MI250X and MI300X.
+  EXPECT_GE(C.gpus().size(), 20u);
 }
 
 TEST(BuiltinGpuCatalog, IsTheDataFileCompiledIn) {
@@ -120,22 +124,32 @@ TEST(BuiltinGpuCatalog, IsTheDataFileCompiledIn) {
 }
 
 TEST(BuiltinGpuCatalog, UsableBytesAreTheDriverReportedTotals) {
-  // nvidia-smi memory.total (MiB) for each part; rocm-smi's byte figure for the MI300X.
-  const std::map<std::string, int64_t> DriverTotal = {{"h200-sxm-141gb", 143771 * MiB},
+  // nvidia-smi memory.total (MiB) for each part; rocm-smi's byte figures for the AMD
+  // parts (the MI250X's per GCD, the device ROCm shows).
+  const std::map<std::string, int64_t> DriverTotal = {{"b200-hgx-180gb", 183359 * MiB},
+                                                      {"h200-sxm-141gb", 143771 * MiB},
                                                       {"h100-sxm-80gb", 81559 * MiB},
                                                       {"h100-pcie-80gb", 81559 * MiB},
+                                                      {"h100-nvl-94gb", 95830 * MiB},
                                                       {"a100-sxm-80gb", 81920 * MiB},
                                                       {"a100-sxm-40gb", 40960 * MiB},
+                                                      {"a100-pcie-80gb", 81920 * MiB},
+                                                      {"a100-pcie-40gb", 40960 * MiB},
                                                       {"l40s", 46068 * MiB},
+                                                      {"l40", 46068 * MiB},
                                                       {"l4", 23034 * MiB},
+                                                      {"a40", 46068 * MiB},
                                                       {"a10g", 23028 * MiB},
                                                       {"rtx-4090", 24564 * MiB},
+                                                      {"rtx-4080", 16376 * MiB},
                                                       {"rtx-3090", 24576 * MiB},
+                                                      {"rtx-6000-ada", 49140 * MiB},
                                                       {"rtx-a6000", 49140 * MiB},
                                                       {"v100-sxm2-32gb", 32768 * MiB},
                                                       {"v100-sxm2-16gb", 16384 * MiB},
                                                       {"t4", 15360 * MiB},
-                                                      {"mi300x", 206141652992}};
+                                                      {"mi300x", 206141652992},
+                                                      {"mi250x", 68702699520}};
   GpuCatalog C = builtinCatalog();
   for (const auto &[Name, Bytes] : DriverTotal) {
     const GpuSpec *G = C.find(Name);
@@ -185,9 +199,10 @@ TEST(BuiltinGpuCatalog, PrecisionSupportFollowsTheArchitecture) {
     SCOPED_TRACE(G.Name);
     bool PreAmpere = G.Architecture == "Volta" || G.Architecture == "Turing";
     EXPECT_EQ(G.supports(MathPrecision::BF16), !PreAmpere);
-    EXPECT_EQ(G.supports(MathPrecision::TF32), !PreAmpere);
+    // CDNA 2 (MI250X) has bf16 matrix cores but no TF32; AMD added it with CDNA 3.
+    EXPECT_EQ(G.supports(MathPrecision::TF32), !PreAmpere && G.Architecture != "CDNA 2");
     bool HasFp8 = G.Architecture == "Hopper" || G.Architecture == "Ada Lovelace" ||
-                  G.Architecture == "CDNA 3";
+                  G.Architecture == "Blackwell" || G.Architecture == "CDNA 3";
     EXPECT_EQ(G.supports(MathPrecision::FP8), HasFp8);
   }
 }
@@ -210,6 +225,41 @@ TEST(BuiltinGpuCatalog, PinsDatasheetFigures) {
   EXPECT_FALSE(A10G->BandwidthBytesPerSecond);
   for (MathPrecision P : allMathPrecisions())
     EXPECT_FALSE(A10G->peakFlops(P));
+
+  // HGX B200: 180 GB read as GiB, as marketed for HGX (not the 192 GB of the stacks).
+  const GpuSpec *B200 = C.find("b200-hgx-180gb");
+  ASSERT_NE(B200, nullptr);
+  EXPECT_EQ(B200->MemoryBytes, 180 * GiB);
+  EXPECT_EQ(B200->ComputeCapability, "10.0");
+  EXPECT_EQ(B200->BandwidthBytesPerSecond, 7.7e12);
+  EXPECT_EQ(B200->peakFlops(MathPrecision::BF16), 2250e12);
+  EXPECT_EQ(B200->peakFlops(MathPrecision::FP8), 4500e12);
+  const GpuSpec *H100Nvl = C.find("h100-nvl-94gb");
+  ASSERT_NE(H100Nvl, nullptr);
+  EXPECT_EQ(H100Nvl->MemoryBytes, 94 * GiB);
+  EXPECT_EQ(H100Nvl->peakFlops(MathPrecision::BF16), 835.5e12);
+  // The L40 runs half the L40S's tensor rates on the same die.
+  const GpuSpec *L40 = C.find("l40"), *L40S = C.find("l40s");
+  ASSERT_NE(L40, nullptr);
+  ASSERT_NE(L40S, nullptr);
+  EXPECT_EQ(L40->peakFlops(MathPrecision::BF16), 181.05e12);
+  EXPECT_EQ(L40S->peakFlops(MathPrecision::BF16), 362.05e12);
+  // One MI250X GCD: half the module's memory, bandwidth and rates; no TF32 or FP8.
+  const GpuSpec *MI250X = C.find("mi250x");
+  ASSERT_NE(MI250X, nullptr);
+  EXPECT_EQ(MI250X->MemoryBytes, 64 * GiB);
+  EXPECT_EQ(MI250X->BandwidthBytesPerSecond, 1.6384e12);
+  EXPECT_EQ(MI250X->peakFlops(MathPrecision::BF16), 191.5e12);
+  EXPECT_FALSE(MI250X->supports(MathPrecision::TF32));
+  EXPECT_TRUE(MI250X->ComputeCapability.empty());
+  // The RTX 6000 Ada's one datasheet tensor figure does not say its accumulator, so its
+  // tensor rates stay absent; the FP32 rate is known.
+  const GpuSpec *Rtx6000 = C.find("rtx-6000-ada");
+  ASSERT_NE(Rtx6000, nullptr);
+  EXPECT_EQ(Rtx6000->peakFlops(MathPrecision::FP32), 91.1e12);
+  for (MathPrecision P : {MathPrecision::TF32, MathPrecision::BF16, MathPrecision::FP16,
+                          MathPrecision::FP8})
+    EXPECT_FALSE(Rtx6000->peakFlops(P)) << mathPrecisionName(P).str();
 }
 
 TEST(BuiltinGpuCatalog, JsonWriterRoundTrips) {
@@ -261,6 +311,23 @@ TEST(GpuLookup, DisplayNameAndNvidiaSmiName) {
   EXPECT_EQ(C.find("NVIDIA A100-SXM4-40GB"), C.find("a100-sxm-40gb"));
   EXPECT_EQ(C.find("Tesla T4"), C.find("t4"));
   EXPECT_NE(C.find("t4"), nullptr);
+  const std::map<std::string, std::string> SmiNames = {
+      {"NVIDIA B200", "b200-hgx-180gb"},
+      {"NVIDIA H100 NVL", "h100-nvl-94gb"},
+      {"NVIDIA A100 80GB PCIe", "a100-pcie-80gb"},
+      {"NVIDIA A100-PCIE-40GB", "a100-pcie-40gb"},
+      {"NVIDIA L40", "l40"},
+      {"NVIDIA L40S", "l40s"},
+      {"NVIDIA A40", "a40"},
+      {"NVIDIA RTX 6000 Ada Generation", "rtx-6000-ada"},
+      {"NVIDIA RTX A6000", "rtx-a6000"},
+      {"NVIDIA GeForce RTX 4080", "rtx-4080"},
+      {"AMD Instinct MI250X", "mi250x"}};
+  for (const auto &[Query, Name] : SmiNames) {
+    const GpuSpec *G = C.find(Query);
+    ASSERT_NE(G, nullptr) << Query;
+    EXPECT_EQ(G->Name, Name) << Query;
+  }
 }
 
 TEST(GpuLookup, UniquePrefix) {
@@ -269,15 +336,28 @@ TEST(GpuLookup, UniquePrefix) {
   EXPECT_EQ(C.find("h200")->Name, "h200-sxm-141gb");
   ASSERT_NE(C.find("H100 PCIe"), nullptr);
   EXPECT_EQ(C.find("H100 PCIe")->Name, "h100-pcie-80gb");
-  ASSERT_NE(C.find("rtx-40"), nullptr);
-  EXPECT_EQ(C.find("rtx-40")->Name, "rtx-4090");
+  ASSERT_NE(C.find("rtx-409"), nullptr);
+  EXPECT_EQ(C.find("rtx-409")->Name, "rtx-4090");
+  EXPECT_EQ(C.find("rtx-40"), nullptr) << "rtx-4090 and rtx-4080";
+  ASSERT_NE(C.find("b200"), nullptr);
+  EXPECT_EQ(C.find("b200")->Name, "b200-hgx-180gb");
+  ASSERT_NE(C.find("H100 NVL"), nullptr);
+  EXPECT_EQ(C.find("H100 NVL")->Name, "h100-nvl-94gb");
+  // "rtx 6000" is not a prefix of the RTX A6000's spellings.
+  ASSERT_NE(C.find("rtx 6000"), nullptr);
+  EXPECT_EQ(C.find("rtx 6000")->Name, "rtx-6000-ada");
+  ASSERT_NE(C.find("mi250"), nullptr);
+  EXPECT_EQ(C.find("mi250")->Name, "mi250x");
+  EXPECT_EQ(C.find("a100 pcie"), nullptr) << "80 GB and 40 GB";
 }
 
 TEST(GpuLookup, ExactMatchBeatsLongerNamesItPrefixes) {
-  // "l4" is also a prefix of "l40s"; the exact name must win.
+  // "l4" is also a prefix of "l40" and "l40s", and "l40" of "l40s"; the exact name wins.
   GpuCatalog C = builtinCatalog();
-  ASSERT_NE(C.find("L4"), nullptr);
-  EXPECT_EQ(C.find("L4")->Name, "l4");
+  for (const char *Name : {"l4", "l40", "l40s"}) {
+    ASSERT_NE(C.find(llvm::StringRef(Name).upper()), nullptr) << Name;
+    EXPECT_EQ(C.find(llvm::StringRef(Name).upper())->Name, Name);
+  }
 }
 
 TEST(GpuLookup, AmbiguousPrefixListsTheCandidates) {
@@ -289,6 +369,7 @@ TEST(GpuLookup, AmbiguousPrefixListsTheCandidates) {
   EXPECT_CONTAINS(Message, "\"h100\" is ambiguous");
   EXPECT_CONTAINS(Message, "h100-sxm-80gb (NVIDIA H100 SXM5 80GB)");
   EXPECT_CONTAINS(Message, "h100-pcie-80gb (NVIDIA H100 PCIe 80GB)");
+  EXPECT_CONTAINS(Message, "h100-nvl-94gb (NVIDIA H100 NVL 94GB)");
   EXPECT_EQ(Message.find("h200"), std::string::npos) << Message;
 }
 

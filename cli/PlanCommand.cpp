@@ -1,0 +1,131 @@
+//===- PlanCommand.cpp - `trainmem plan` ------------------------------------------===//
+//
+// Searches strategies for a target GPU and prints the ranked plans: what each needs
+// against the GPU's usable memory, its relative step time, what it gives up, the
+// engines that run it and the largest micro-batch that fits.
+//
+//===----------------------------------------------------------------------------===//
+#include "cli/Commands.h"
+#include "cli/StepOptions.h"
+
+#include "analyzer/Units.h"
+#include "planner/GpuCatalog.h"
+#include "planner/PlanSearch.h"
+
+#include "llvm/Support/CommandLine.h"
+#include "llvm/Support/Format.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/raw_ostream.h"
+
+namespace cl = llvm::cl;
+
+namespace trainmem::cli {
+namespace {
+
+cl::OptionCategory PlanCategory("Plan options");
+cl::opt<std::string> Objective("objective",
+                               cl::desc("fit-fastest (default) | max-trainable | max-batch"),
+                               cl::init("fit-fastest"), cl::sub(planCommand()),
+                               cl::cat(PlanCategory));
+cl::opt<std::string> Budget("budget",
+                            cl::desc("Memory per GPU a plan may use (e.g. 70GiB); default the "
+                                     "GPU's usable memory"),
+                            cl::value_desc("size"), cl::sub(planCommand()), cl::cat(PlanCategory));
+
+int64_t batchOf(const Graph &G) {
+  for (const DimBinding &D : G.Dims)
+    if (D.Name == "batch")
+      return D.Value;
+  for (TensorId In : G.Inputs)
+    if (!G.Tensors[In].Shape.empty())
+      return G.Tensors[In].Shape[0];
+  return 1;
+}
+
+} // namespace
+
+int runPlan() {
+  std::string Format = outputFormat();
+  if (Format != "text" && Format != "json")
+    return reportError(llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                               "--format=%s: plan writes text or json",
+                                               Format.c_str()));
+  auto Request = parseStepRequest();
+  if (!Request)
+    return reportError(Request.takeError());
+  if (Request->Setup.Gpu.empty())
+    return reportError(llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                               "plan needs --gpu=NAME (see trainmem gpus)"));
+  auto Objectives = parsePlanObjective(Objective);
+  if (!Objectives)
+    return reportError(Objectives.takeError());
+  auto Catalog = GpuCatalog::loadConfigured();
+  if (!Catalog)
+    return reportError(Catalog.takeError());
+  auto Gpu = Catalog->lookup(Request->Setup.Gpu);
+  if (!Gpu)
+    return reportError(Gpu.takeError());
+  // The batch the user asked for (dim 0 of the inputs) is the global batch per GPU.
+  auto First = importRequestedModel(*Request);
+  if (!First)
+    return reportError(First.takeError());
+  PlanRequest Plan;
+  Plan.Gpu = *Gpu;
+  Plan.Budget = Gpu->UsableBytes;
+  if (!Budget.empty()) {
+    auto B = parseBytes(Budget);
+    if (!B)
+      return reportError(B.takeError());
+    Plan.Budget = *B;
+  }
+  Plan.Base = Request->Setup;
+  Plan.Gpus = Request->Setup.Sharding.Gpus;
+  Plan.Objective = *Objectives;
+  Plan.GlobalBatch = batchOf(*First);
+  StepRequest Base = *Request;
+  Plan.Model = [Base](int64_t MicroBatch) mutable -> llvm::Expected<Graph> {
+    Base.Import.MicroBatch = MicroBatch;
+    return importRequestedModel(Base);
+  };
+  auto Plans = searchPlans(Plan);
+  if (!Plans)
+    return reportError(Plans.takeError());
+  if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
+        if (Format == "json") {
+          OS << llvm::formatv("{0:2}", plansToJson(*Plans, Plan)) << "\n";
+          return llvm::Error::success();
+        }
+        OS << "trainmem plan: " << First->Name << " on " << Gpu->DisplayName;
+        if (Plan.Gpus > 1)
+          OS << " x" << Plan.Gpus;
+        OS << " (budget " << formatBytes(Plan.Budget) << " per GPU, batch " << Plan.GlobalBatch
+           << " per GPU, objective " << planObjectiveName(Plan.Objective) << ")\n\n";
+        OS << llvm::formatv("{0,4}  {1,-64} {2,9} {3,12} {4,5} {5,7} {6,-17} {7}\n", "rank",
+                            "plan", "batch", "needs", "fits", "time", "fidelity", "engines");
+        for (size_t I = 0; I < Plans->size(); ++I) {
+          const trainmem::Plan &P = (*Plans)[I];
+          std::string Batch = std::to_string(P.MicroBatch) +
+                              (P.GradAccum > 1 ? "x" + std::to_string(P.GradAccum) : "");
+          std::string Engines;
+          for (const std::string &Engine : P.Engines)
+            Engines += (Engines.empty() ? "" : ",") + Engine;
+          OS << llvm::format("%4zu  %-64s %9s %12s %5s %6.2fx %-17s %s\n", I + 1,
+                             (P.Name + (P.Pareto ? " *" : "")).c_str(), Batch.c_str(),
+                             formatBytes(P.Required).c_str(), P.Fits ? "yes" : "no",
+                             P.Overhead, fidelityName(P.Fid), Engines.c_str());
+          OS << "      " << P.Why;
+          if (P.MaxMicroBatch)
+            OS << "; largest micro-batch that fits: " << P.MaxMicroBatch;
+          OS << "\n";
+        }
+        OS << "\nbatch: micro-batch x accumulation steps. needs: peak_reserved per GPU (the "
+              "caching allocator's reserve plus the CUDA context). time: estimated step time "
+              "relative to a full fine-tune step without checkpointing. * on the Pareto front "
+              "of memory against time.\n";
+        return llvm::Error::success();
+      }))
+    return reportError(std::move(E));
+  return ExitOk;
+}
+
+} // namespace trainmem::cli

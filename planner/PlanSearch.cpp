@@ -1,0 +1,389 @@
+//===- PlanSearch.cpp - ranked training plans for a target GPU -------------------===//
+//
+// Candidates are typed setups; each is evaluated by importing the model for a
+// micro-batch, applying the strategies and simulating the step. For every candidate the
+// largest micro-batch that fits is found by doubling then bisection, and the global
+// batch is reached with gradient accumulation.
+//
+// Step-time estimates are relative to a plain full fine-tune step (forward = 1 unit,
+// backward = 2 units) and are rough by design; they only order plans:
+//   activation checkpointing recomputes the forward (+1 unit: x4/3);
+//   LoRA/QLoRA skip the base weights' gradients (backward 2 -> 1 unit: x2/3), QLoRA's
+//   4-bit dequantization adds about 30% to its matmuls;
+//   GaLore adds its projections and an SVD every update gap (about +5%);
+//   ZeRO-3 / FSDP all-gather parameters in forward and backward (+10%), optimizer
+//   offload runs the step on the CPU (+30%), parameter offload streams weights (+80%).
+//
+//===----------------------------------------------------------------------------===//
+#include "planner/PlanSearch.h"
+#include "planner/StrategyApply.h"
+
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
+#include "analyzer/Units.h"
+
+#include <algorithm>
+
+namespace trainmem {
+
+llvm::Expected<PlanObjective> parsePlanObjective(llvm::StringRef S) {
+  if (S == "fit-fastest")
+    return PlanObjective::FitFastest;
+  if (S == "max-trainable")
+    return PlanObjective::MaxTrainable;
+  if (S == "max-batch")
+    return PlanObjective::MaxBatch;
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 "--objective: '%s' is not one of fit-fastest, max-trainable, "
+                                 "max-batch",
+                                 S.str().c_str());
+}
+
+const char *planObjectiveName(PlanObjective O) {
+  switch (O) {
+  case PlanObjective::FitFastest: return "fit-fastest";
+  case PlanObjective::MaxTrainable: return "max-trainable";
+  case PlanObjective::MaxBatch: return "max-batch";
+  }
+  return "fit-fastest";
+}
+
+const char *fidelityName(Fidelity F) {
+  switch (F) {
+  case Fidelity::Full: return "full";
+  case Fidelity::LowRankGradient: return "low-rank gradient";
+  case Fidelity::Adapter: return "adapter";
+  case Fidelity::Sparse: return "sparse";
+  }
+  return "full";
+}
+
+namespace {
+
+struct Candidate {
+  std::string Name;
+  TrainingSetup Setup;
+  Fidelity Fid = Fidelity::Full;
+  double Overhead = 1.0;
+  std::vector<std::string> Engines;
+};
+
+
+std::vector<Candidate> candidates(const PlanRequest &R) {
+  bool Bf16 = R.Gpu.supports(MathPrecision::BF16);
+  Precision Amp = Bf16 ? Precision::AmpBf16 : Precision::AmpFp16;
+  Precision Mixed = Bf16 ? Precision::MixedBf16 : Precision::MixedFp16;
+  std::vector<Candidate> Out;
+  auto Add = [&](std::string Name, auto Configure, Fidelity F, double Overhead,
+                 std::vector<std::string> Engines) {
+    for (bool Ckpt : {false, true}) {
+      Candidate C;
+      C.Setup = R.Base;
+      C.Setup.Gpu = R.Gpu.Name;
+      C.Setup.Sharding.Gpus = R.Gpus;
+      Configure(C.Setup);
+      C.Setup.Checkpoint = Ckpt ? "blocks" : "none";
+      C.Name = Name + (Ckpt ? " + checkpoint blocks" : "");
+      C.Fid = F;
+      C.Overhead = Overhead * (Ckpt ? 4.0 / 3.0 : 1.0);
+      C.Engines = Engines;
+      Out.push_back(std::move(C));
+    }
+  };
+  Add(std::string("full, ") + precisionName(Amp) + ", AdamW (fused)",
+      [&](TrainingSetup &S) {
+        S.Prec = Amp;
+        S.Optimizer = OptimizerKind::AdamW;
+        S.Impl = OptimizerImpl::Fused;
+      },
+      Fidelity::Full, 1.0, {"hf", "accelerate-fsdp"});
+  Add(std::string("full, ") + precisionName(Amp) + ", 8-bit AdamW",
+      [&](TrainingSetup &S) {
+        S.Prec = Amp;
+        S.Optimizer = OptimizerKind::AdamW8bit;
+      },
+      Fidelity::Full, 1.0, {"hf"});
+  if (Bf16) {
+    Add("full, pure bf16, AdamW (fused)",
+        [](TrainingSetup &S) {
+          S.Prec = Precision::Bf16;
+          S.Optimizer = OptimizerKind::AdamW;
+          S.Impl = OptimizerImpl::Fused;
+        },
+        Fidelity::Full, 1.0, {"torchtune", "hf"});
+    Add("GaLore r=128 layer-wise, 8-bit, pure bf16",
+        [](TrainingSetup &S) {
+          S.Prec = Precision::Bf16;
+          S.Optimizer = OptimizerKind::AdamW8bit;
+          S.Galore = GaloreSetup{};
+          S.Galore->Rank = 128;
+          S.Galore->PerLayer = true;
+        },
+        Fidelity::LowRankGradient, 1.05, {"hf"});
+  }
+  for (int64_t Rank : {16, 64})
+    Add("LoRA r=" + std::to_string(Rank) + " (all linear), " + precisionName(Amp),
+        [&, Rank](TrainingSetup &S) {
+          S.Prec = Amp;
+          S.Optimizer = OptimizerKind::AdamW;
+          S.Impl = OptimizerImpl::Fused;
+          S.Lora = LoraSetup{};
+          S.Lora->Rank = Rank;
+          S.Lora->Alpha = 2.0 * static_cast<double>(Rank);
+          S.Lora->Targets = {"all-linear"};
+        },
+        Fidelity::Adapter, 2.0 / 3.0, {"hf", "torchtune"});
+  if (Bf16)
+    Add("QLoRA r=64 (all linear), NF4 base",
+        [](TrainingSetup &S) {
+          S.Prec = Precision::AmpBf16;
+          S.Optimizer = OptimizerKind::PagedAdamW8bit;
+          S.Lora = LoraSetup{};
+          S.Lora->Rank = 64;
+          S.Lora->Alpha = 16;
+          S.Lora->Targets = {"all-linear"};
+          S.Lora->QLora = true;
+        },
+        Fidelity::Adapter, 2.0 / 3.0 * 1.3, {"hf", "torchtune"});
+  if (R.Gpus > 1) {
+    for (int Stage : {2, 3})
+      Add("ZeRO-" + std::to_string(Stage) + ", " + precisionName(Mixed) + ", AdamW",
+          [&, Stage](TrainingSetup &S) {
+            S.Prec = Mixed;
+            S.Optimizer = OptimizerKind::AdamW;
+            S.Sharding.ZeroStage = Stage;
+          },
+          Fidelity::Full, Stage == 3 ? 1.1 : 1.0, {"deepspeed", "hf"});
+    Add(std::string("ZeRO-3 + optimizer offload, ") + precisionName(Mixed),
+        [&](TrainingSetup &S) {
+          S.Prec = Mixed;
+          S.Optimizer = OptimizerKind::AdamW;
+          S.Sharding.ZeroStage = 3;
+          S.Sharding.Offload = OffloadKind::Optimizer;
+        },
+        Fidelity::Full, 1.1 * 1.3, {"deepspeed", "hf"});
+    Add(std::string("FSDP full shard, ") + precisionName(Amp),
+        [&](TrainingSetup &S) {
+          S.Prec = Amp;
+          S.Optimizer = OptimizerKind::AdamW;
+          S.Sharding.ZeroStage = 3;
+          S.Sharding.Fsdp = true;
+        },
+        Fidelity::Full, 1.1, {"accelerate-fsdp", "torchtune"});
+  }
+  return Out;
+}
+
+struct Evaluation {
+  int64_t Peak = 0, Required = 0, Trainable = 0;
+  bool Ok = false;
+  std::string Error;
+};
+
+/// Accumulation steps that reach the requested batch with MicroBatch samples per step.
+int64_t accumulationFor(const PlanRequest &R, int64_t MicroBatch) {
+  if (R.Objective == PlanObjective::MaxBatch)
+    return 1;
+  int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);
+  return (Target + MicroBatch - 1) / MicroBatch;
+}
+
+Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
+  Evaluation E;
+  auto G = R.Model(MicroBatch);
+  if (!G) {
+    E.Error = llvm::toString(G.takeError());
+    return E;
+  }
+  TrainingSetup S = C.Setup;
+  S.MicroBatch = MicroBatch;
+  S.GradAccum = accumulationFor(R, MicroBatch);
+  if (auto Err = applyStrategies(*G, S)) {
+    E.Error = llvm::toString(std::move(Err));
+    return E;
+  }
+  auto Census = takeCensus(*G, S);
+  if (!Census) {
+    E.Error = llvm::toString(Census.takeError());
+    return E;
+  }
+  auto Sim = simulateStep(*G, S, *Census);
+  if (!Sim) {
+    E.Error = llvm::toString(Sim.takeError());
+    return E;
+  }
+  E.Peak = Sim->Peak;
+  E.Required = Sim->PeakReserved.value_or(Sim->Peak);
+  E.Trainable = Census->TrainableParameters;
+  E.Ok = true;
+  return E;
+}
+
+} // namespace
+
+llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
+  std::vector<Plan> Plans;
+  int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);
+  int64_t Cap = R.Objective == PlanObjective::MaxBatch ? std::max<int64_t>(Target, 4096) : Target;
+  for (const Candidate &C : candidates(R)) {
+    // Largest micro-batch that fits: double, then bisect between the last fit and miss.
+    auto Fits = [&](int64_t M, Evaluation &Out) {
+      Out = evaluate(R, C, M);
+      return Out.Ok && Out.Required <= R.Budget;
+    };
+    Evaluation AtOne;
+    bool OneFits = Fits(1, AtOne);
+    if (!AtOne.Ok)
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
+                                     C.Name.c_str(), AtOne.Error.c_str());
+    int64_t Best = OneFits ? 1 : 0;
+    Evaluation BestEval = AtOne;
+    if (OneFits) {
+      int64_t Lo = 1, Hi = 0;
+      for (int64_t M = 2; M <= Cap; M *= 2) {
+        Evaluation E;
+        if (Fits(M, E)) {
+          Lo = M;
+          BestEval = E;
+        } else {
+          Hi = M;
+          break;
+        }
+      }
+      if (Hi == 0 && Lo < Cap) {
+        Evaluation E;
+        if (Fits(Cap, E)) {
+          Lo = Cap;
+          BestEval = E;
+        } else {
+          Hi = Cap;
+        }
+      }
+      while (Hi && Hi - Lo > 1) {
+        int64_t Mid = (Lo + Hi) / 2;
+        Evaluation E;
+        if (Fits(Mid, E)) {
+          Lo = Mid;
+          BestEval = E;
+        } else {
+          Hi = Mid;
+        }
+      }
+      Best = Lo;
+    }
+    Plan P;
+    P.Name = C.Name;
+    P.Setup = C.Setup;
+    P.Fid = C.Fid;
+    P.Engines = C.Engines;
+    P.MaxMicroBatch = Best;
+    P.MicroBatch = std::max<int64_t>(1, std::min(Best, Target));
+    if (R.Objective == PlanObjective::MaxBatch && Best)
+      P.MicroBatch = Best;
+    P.GradAccum = accumulationFor(R, P.MicroBatch);
+    // Evaluate at the chosen micro-batch (the search may have stopped elsewhere).
+    Evaluation Final = P.MicroBatch == 1 ? AtOne : evaluate(R, C, P.MicroBatch);
+    if (P.MicroBatch == Best && BestEval.Ok)
+      Final = BestEval;
+    P.Setup.MicroBatch = P.MicroBatch;
+    P.Setup.GradAccum = P.GradAccum;
+    P.Peak = Final.Peak;
+    P.Required = Final.Required;
+    P.Fits = Final.Ok && Final.Required <= R.Budget;
+    P.Headroom = R.Budget - Final.Required;
+    P.TrainableParameters = Final.Trainable;
+    // Smaller micro-batches run the same work in more, less efficient steps; count it
+    // only as accumulation, not as extra compute.
+    P.Overhead = C.Overhead;
+    Plans.push_back(std::move(P));
+  }
+  auto Better = [&R](const Plan &A, const Plan &B) {
+    if (A.Fits != B.Fits)
+      return A.Fits;
+    if (!A.Fits)
+      return A.Required < B.Required;
+    switch (R.Objective) {
+    case PlanObjective::MaxTrainable:
+      if (A.TrainableParameters != B.TrainableParameters)
+        return A.TrainableParameters > B.TrainableParameters;
+      break;
+    case PlanObjective::MaxBatch:
+      if (A.MaxMicroBatch != B.MaxMicroBatch)
+        return A.MaxMicroBatch > B.MaxMicroBatch;
+      break;
+    case PlanObjective::FitFastest:
+      break;
+    }
+    if (A.Overhead != B.Overhead)
+      return A.Overhead < B.Overhead;
+    if (A.Fid != B.Fid)
+      return A.Fid < B.Fid;
+    return A.Required < B.Required;
+  };
+  std::stable_sort(Plans.begin(), Plans.end(), Better);
+  // Pareto front of required memory against overhead among the plans that fit.
+  for (Plan &P : Plans) {
+    if (!P.Fits)
+      continue;
+    P.Pareto = true;
+    for (const Plan &Q : Plans)
+      if (Q.Fits && &Q != &P && Q.Required <= P.Required && Q.Overhead <= P.Overhead &&
+          (Q.Required < P.Required || Q.Overhead < P.Overhead))
+        P.Pareto = false;
+  }
+  for (size_t I = 0; I < Plans.size(); ++I) {
+    Plan &P = Plans[I];
+    if (!P.Fits) {
+      P.Why = P.MaxMicroBatch == 0
+                  ? "does not fit: needs " + formatBytes(P.Required) + " of " +
+                        formatBytes(R.Budget) + " even at micro-batch 1"
+                  : "does not fit";
+      continue;
+    }
+    std::string Reason = "fits with " + formatBytes(P.Headroom) + " to spare";
+    if (P.GradAccum > 1)
+      Reason += "; micro-batch " + std::to_string(P.MicroBatch) + " x " +
+                std::to_string(P.GradAccum) + " accumulation steps reach the batch";
+    if (I == 0)
+      Reason += std::string("; best for ") + planObjectiveName(R.Objective);
+    if (P.Pareto)
+      Reason += "; on the memory/overhead Pareto front";
+    P.Why = Reason;
+  }
+  return Plans;
+}
+
+llvm::json::Value plansToJson(const std::vector<Plan> &Plans, const PlanRequest &R) {
+  llvm::json::Array Out;
+  for (size_t I = 0; I < Plans.size(); ++I) {
+    const Plan &P = Plans[I];
+    llvm::json::Array Engines;
+    for (const std::string &E : P.Engines)
+      Engines.push_back(E);
+    Out.push_back(llvm::json::Object{{"rank", static_cast<int64_t>(I + 1)},
+                                     {"name", P.Name},
+                                     {"setup", setupToJson(P.Setup)},
+                                     {"micro_batch", P.MicroBatch},
+                                     {"grad_accum", P.GradAccum},
+                                     {"max_micro_batch", P.MaxMicroBatch},
+                                     {"peak_bytes", P.Peak},
+                                     {"required_bytes", P.Required},
+                                     {"fits", P.Fits},
+                                     {"headroom_bytes", P.Headroom},
+                                     {"relative_step_time", P.Overhead},
+                                     {"fidelity", fidelityName(P.Fid)},
+                                     {"trainable_parameters", P.TrainableParameters},
+                                     {"engines", std::move(Engines)},
+                                     {"pareto", P.Pareto},
+                                     {"why", P.Why}});
+  }
+  return llvm::json::Object{{"schema", "trainmem.plans/1"},
+                            {"gpu", R.Gpu.Name},
+                            {"gpus", R.Gpus},
+                            {"budget_bytes", R.Budget},
+                            {"objective", planObjectiveName(R.Objective)},
+                            {"global_batch_per_gpu", R.GlobalBatch},
+                            {"plans", std::move(Out)}};
+}
+
+} // namespace trainmem

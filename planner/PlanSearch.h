@@ -1,0 +1,73 @@
+//===- PlanSearch.h - ranked training plans for a target GPU ----------*- C++ -*-===//
+//
+// The planner tries combinations of strategies (precision recipe, 8-bit optimizer,
+// activation checkpointing, LoRA, QLoRA, GaLore, ZeRO / FSDP over several GPUs,
+// micro-batch with gradient accumulation) and evaluates every one with the full step
+// simulation — never a formula on the side — then ranks the ones that fit.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_PLANNER_PLANSEARCH_H
+#define TRAINMEM_PLANNER_PLANSEARCH_H
+
+#include "analyzer/Graph.h"
+#include "analyzer/TrainingSetup.h"
+#include "planner/GpuCatalog.h"
+
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace trainmem {
+
+enum class PlanObjective { FitFastest, MaxTrainable, MaxBatch };
+llvm::Expected<PlanObjective> parsePlanObjective(llvm::StringRef S);
+const char *planObjectiveName(PlanObjective O);
+
+/// What a plan gives up, coarsest first.
+enum class Fidelity { Full, LowRankGradient, Adapter, Sparse };
+const char *fidelityName(Fidelity F);
+
+struct Plan {
+  std::string Name;             ///< "QLoRA r=64 + checkpoint blocks"
+  TrainingSetup Setup;          ///< the setup, micro-batch and accumulation included
+  int64_t MicroBatch = 1;
+  int64_t GradAccum = 1;
+  int64_t Peak = 0;             ///< tensor-level peak per GPU
+  int64_t Required = 0;         ///< what is compared with the budget (peak_reserved on CUDA)
+  bool Fits = false;
+  int64_t Headroom = 0;         ///< budget - required (negative when it does not fit)
+  /// Estimated step time relative to a plain full fine-tune step without checkpointing
+  /// on the same hardware (see the assumptions in PlanSearch.cpp).
+  double Overhead = 1.0;
+  Fidelity Fid = Fidelity::Full;
+  int64_t TrainableParameters = 0;
+  /// The largest micro-batch that fits with this strategy (0: none).
+  int64_t MaxMicroBatch = 0;
+  std::vector<std::string> Engines;
+  std::string Why;
+  bool Pareto = false;          ///< on the front of required memory against overhead
+};
+
+struct PlanRequest {
+  /// Builds the model for one micro-batch size (the importer with dim 0 bound to N).
+  std::function<llvm::Expected<Graph>(int64_t MicroBatch)> Model;
+  TrainingSetup Base;            ///< precision, optimizer, loss... the user chose
+  GpuSpec Gpu;
+  int64_t Budget = 0;            ///< bytes per GPU the plan may use (usable memory by default)
+  int64_t GlobalBatch = 1;       ///< samples per optimizer step per GPU the user wants
+  int64_t Gpus = 1;
+  PlanObjective Objective = PlanObjective::FitFastest;
+};
+
+/// Evaluates every candidate and returns them ranked: plans that fit first, ordered by
+/// the objective, then the ones that do not, closest first.
+llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request);
+
+llvm::json::Value plansToJson(const std::vector<Plan> &Plans, const PlanRequest &Request);
+
+} // namespace trainmem
+
+#endif

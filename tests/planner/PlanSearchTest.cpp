@@ -1,0 +1,127 @@
+//===- PlanSearchTest.cpp - plans are ranked, consistent and honest ---------------===//
+//
+// Every plan is re-simulated independently: what it says it needs is what its setup
+// needs, a plan that fits fits, the largest micro-batch is the largest, the plans that
+// fit come first, and no plan dominates one marked on the Pareto front.
+//
+//===----------------------------------------------------------------------------===//
+#include "planner/PlanSearch.h"
+#include "planner/StrategyApply.h"
+
+#include "analyzer/ModelImporter.h"
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
+
+#include <gtest/gtest.h>
+
+#include <climits>
+
+using namespace trainmem;
+
+namespace {
+
+const std::string TinyLlama = std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/tiny-llama/config.json";
+
+llvm::Expected<Graph> tinyLlama(int64_t MicroBatch) {
+  ImportOptions O;
+  O.Dims = {{"seq", 256}};
+  O.MicroBatch = MicroBatch;
+  return importHfConfig(TinyLlama, O);
+}
+
+int64_t required(const TrainingSetup &Setup, int64_t MicroBatch) {
+  auto G = tinyLlama(MicroBatch);
+  EXPECT_TRUE(static_cast<bool>(G));
+  TrainingSetup S = Setup;
+  EXPECT_FALSE(static_cast<bool>(applyStrategies(*G, S)));
+  auto C = takeCensus(*G, S);
+  EXPECT_TRUE(static_cast<bool>(C));
+  auto R = simulateStep(*G, S, *C);
+  EXPECT_TRUE(static_cast<bool>(R));
+  // The timeline never has negative live bytes in any category.
+  for (const TimelinePoint &P : R->Timeline) {
+    const CategoryBytes &L = P.Live;
+    EXPECT_GE(std::min({L.Weights, L.MasterWeights, L.Gradients, L.OptimizerStates,
+                        L.Activations, L.Temporaries, L.Inputs}),
+              0)
+        << P.Op;
+  }
+  return R->PeakReserved.value_or(R->Peak);
+}
+
+PlanRequest request(int64_t Budget, int64_t Batch, int64_t Gpus, PlanObjective Objective) {
+  PlanRequest R;
+  R.Model = tinyLlama;
+  R.Gpu.Name = "test-gpu";
+  R.Gpu.DisplayName = "Test GPU";
+  R.Gpu.UsableBytes = Budget;
+  R.Gpu.Supported[static_cast<unsigned>(MathPrecision::BF16)] = true;
+  R.Budget = Budget;
+  R.GlobalBatch = Batch;
+  R.Gpus = Gpus;
+  R.Objective = Objective;
+  return R;
+}
+
+} // namespace
+
+TEST(PlanSearch, EveryPlanIsConsistentWithItsOwnSimulation) {
+  // A budget between the smallest and the largest needs at micro-batch 1, so some plans
+  // fit and some do not.
+  auto Probe = searchPlans(request(int64_t(1) << 40, 1, 2, PlanObjective::FitFastest));
+  ASSERT_TRUE(static_cast<bool>(Probe)) << llvm::toString(Probe.takeError());
+  int64_t Low = INT64_MAX, High = 0;
+  for (const Plan &P : *Probe) {
+    Low = std::min(Low, P.Required);
+    High = std::max(High, P.Required);
+  }
+  ASSERT_LT(Low, High);
+  PlanRequest R = request((Low + High) / 2, 16, 2, PlanObjective::FitFastest);
+  auto Plans = searchPlans(R);
+  ASSERT_TRUE(static_cast<bool>(Plans)) << llvm::toString(Plans.takeError());
+  ASSERT_GE(Plans->size(), 10u);
+  bool SeenMiss = false;
+  int Fitting = 0;
+  for (const Plan &P : *Plans) {
+    EXPECT_EQ(P.Required, required(P.Setup, P.MicroBatch)) << P.Name;
+    EXPECT_EQ(P.Fits, P.Required <= R.Budget) << P.Name;
+    EXPECT_EQ(P.Headroom, R.Budget - P.Required) << P.Name;
+    EXPECT_GE(P.MicroBatch * P.GradAccum, R.GlobalBatch) << P.Name;
+    if (!P.Fits)
+      SeenMiss = true;
+    else
+      EXPECT_FALSE(SeenMiss) << P.Name << " fits but ranks below a plan that does not";
+    Fitting += P.Fits;
+    if (P.MaxMicroBatch > 0 && P.MaxMicroBatch < R.GlobalBatch) {
+      TrainingSetup At = P.Setup, Above = P.Setup;
+      At.GradAccum = (R.GlobalBatch + P.MaxMicroBatch - 1) / P.MaxMicroBatch;
+      Above.GradAccum = (R.GlobalBatch + P.MaxMicroBatch) / (P.MaxMicroBatch + 1);
+      EXPECT_LE(required(At, P.MaxMicroBatch), R.Budget) << P.Name;
+      EXPECT_GT(required(Above, P.MaxMicroBatch + 1), R.Budget) << P.Name;
+    }
+  }
+  EXPECT_GT(Fitting, 0);
+  EXPECT_TRUE(SeenMiss) << "the budget was chosen so that some plans do not fit";
+  for (const Plan &P : *Plans)
+    if (P.Pareto)
+      for (const Plan &Q : *Plans)
+        if (Q.Fits && &Q != &P) {
+          EXPECT_FALSE(Q.Required <= P.Required && Q.Overhead <= P.Overhead &&
+                       (Q.Required < P.Required || Q.Overhead < P.Overhead))
+              << Q.Name << " dominates " << P.Name;
+        }
+}
+
+TEST(PlanSearch, ObjectivesOrderTheFittingPlans) {
+  auto Trainable = searchPlans(request(int64_t(1) << 30, 8, 1, PlanObjective::MaxTrainable));
+  ASSERT_TRUE(static_cast<bool>(Trainable));
+  ASSERT_TRUE(Trainable->front().Fits);
+  EXPECT_EQ(Trainable->front().Fid, Fidelity::Full) << "full fine-tuning trains the most";
+  auto Batch = searchPlans(request(int64_t(1) << 30, 8, 1, PlanObjective::MaxBatch));
+  ASSERT_TRUE(static_cast<bool>(Batch));
+  for (const Plan &P : *Batch) {
+    if (P.Fits) {
+      EXPECT_LE(P.MaxMicroBatch, Batch->front().MaxMicroBatch) << P.Name;
+    }
+  }
+}

@@ -93,7 +93,7 @@ void writeList(const GpuCatalog &Catalog, llvm::raw_ostream &OS) {
   }
   auto Row = [&](llvm::StringRef Name, llvm::StringRef Display, llvm::StringRef Memory,
                  llvm::StringRef Bandwidth, llvm::StringRef Bf16, llvm::StringRef DTypes) {
-    OS << llvm::format("%-*s  %-*s  %13s  %10s  %11s  %s", static_cast<int>(NameWidth),
+    OS << llvm::format("%-*s  %-*s  %13s  %11s  %11s  %s", static_cast<int>(NameWidth),
                        Name.str().c_str(), static_cast<int>(DisplayWidth), Display.str().c_str(),
                        Memory.str().c_str(), Bandwidth.str().c_str(), Bf16.str().c_str(),
                        DTypes.str().c_str())

@@ -46,9 +46,9 @@ int64_t batchOf(const Graph &G) {
 
 int runPlan() {
   std::string Format = outputFormat();
-  if (Format != "text" && Format != "json")
+  if (Format != "text" && Format != "json" && Format != "markdown")
     return reportError(llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                               "--format=%s: plan writes text or json",
+                                               "--format=%s: plan writes text, json or markdown",
                                                Format.c_str()));
   auto Request = parseStepRequest();
   if (!Request)
@@ -93,6 +93,30 @@ int runPlan() {
   if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json") {
           OS << llvm::formatv("{0:2}", plansToJson(*Plans, Plan)) << "\n";
+          return llvm::Error::success();
+        }
+        if (Format == "markdown") {
+          OS << "### trainmem plan: " << First->Name << " on " << Gpu->DisplayName
+             << (Plan.Gpus > 1 ? " x" + std::to_string(Plan.Gpus) : "") << "\n\n"
+             << "Budget " << formatBytes(Plan.Budget) << " per GPU, batch " << Plan.GlobalBatch
+             << " per GPU, objective `" << planObjectiveName(Plan.Objective) << "`.\n\n"
+             << "| rank | plan | micro-batch × accumulation | needs per GPU | fits | step time "
+                "| fidelity | engines | largest micro-batch |\n"
+             << "| ---: | --- | ---: | ---: | :---: | ---: | --- | --- | ---: |\n";
+          for (size_t I = 0; I < Plans->size(); ++I) {
+            const trainmem::Plan &P = (*Plans)[I];
+            std::string Engines;
+            for (const std::string &Engine : P.Engines)
+              Engines += (Engines.empty() ? "" : ", ") + Engine;
+            OS << "| " << I + 1 << " | " << P.Name << (P.Pareto ? " ★" : "") << " | "
+               << P.MicroBatch << " × " << P.GradAccum << " | " << formatBytes(P.Required)
+               << " | " << (P.Fits ? "yes" : "no") << " | "
+               << llvm::format("%.2f", P.Overhead) << "× | " << fidelityName(P.Fid) << " | "
+               << Engines << " | " << P.MaxMicroBatch << " |\n";
+          }
+          OS << "\n★ on the Pareto front of memory against step time. Needs: peak_reserved "
+                "(caching allocator reserve plus CUDA context). Step time relative to a full "
+                "fine-tune step without checkpointing (coarse estimate).\n";
           return llvm::Error::success();
         }
         OS << "trainmem plan: " << First->Name << " on " << Gpu->DisplayName;

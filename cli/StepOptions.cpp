@@ -189,7 +189,9 @@ cl::opt<bool> QLora("qlora",
                     cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
                              "(double-quantized), computing in bf16 under autocast"),
                     S.A, cl::cat(StrategyCategory));
-cl::opt<std::string> Format("format", cl::desc("Report format: text | json (default text)"),
+cl::opt<std::string> Format("format",
+                            cl::desc("Output format: text | json (analyze, plan) | markdown "
+                                     "(plan); default text"),
                             cl::init("text"), S.A, S.P, cl::cat(OutputCategory));
 cl::opt<std::string> Output("o", cl::desc("Write to FILE (atomically) instead of stdout"),
                             cl::value_desc("file"), S.A, S.E, S.P, cl::cat(OutputCategory));

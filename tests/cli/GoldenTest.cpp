@@ -129,6 +129,7 @@ const GoldenCase Cases[] = {
     {"analyze_hf_llama2_7b_galore8bit", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=1", "--dim", "seq=256", "--precision=bf16", "--optimizer=adamw-8bit", "--galore-rank=128", "--galore-per-layer", "--checkpoint=blocks", "--gpu=rtx-4090"}, false},
     {"plan_hf_llama2_7b_a100", {"plan", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=8", "--dim", "seq=2048", "--gpu=a100-sxm-80gb"}, false},
     {"plan_hf_gpt2_json_gpus2", {"plan", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=16", "--dim", "seq=1024", "--gpu=rtx-4090", "--gpus=2", "--format=json"}, false},
+    {"plan_hf_qwen2_markdown", {"plan", "--hf-config=samples/hf/qwen2-0.5b/config.json", "--dim", "batch=4", "--dim", "seq=1024", "--gpu=t4", "--format=markdown"}, false},
     {"error_plan_without_gpu", {"plan", "--hf-config=samples/hf/gpt2/config.json"}, false},
     {"error_unknown_gpu", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--gpu=h100"}, false},
     {"error_unbound_dims", {"analyze", GT + "gpt2_tiny.onnx"}, true},

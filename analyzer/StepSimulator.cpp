@@ -848,14 +848,17 @@ void Simulator::planCheckpoints() {
   const std::string &Mode = Setup.Checkpoint;
   if (Mode == "none")
     return;
-  int64_t Every = 1;
+  int64_t Every = 1, FirstK = -1;
   if (llvm::StringRef(Mode).startswith("every:"))
     llvm::StringRef(Mode).drop_front(6).getAsInteger(10, Every);
+  if (llvm::StringRef(Mode).startswith("first:"))
+    llvm::StringRef(Mode).drop_front(6).getAsInteger(10, FirstK);
   bool Selective = Mode == "selective";
-  if (Mode != "blocks" && !Selective && !llvm::StringRef(Mode).startswith("every:")) {
+  if (Mode != "blocks" && !Selective && !llvm::StringRef(Mode).startswith("every:") &&
+      FirstK < 0) {
     Diags.warning("checkpoint-mode", Mode,
-                  "--checkpoint=" + Mode + " is not simulated yet; the step is simulated "
-                  "without checkpointing (use blocks or every:K)");
+                  "--checkpoint=" + Mode + " is resolved by the planner before simulation; "
+                  "simulated without checkpointing");
     return;
   }
   // Repeated blocks are the runs of ops whose layer paths share a numbered prefix
@@ -867,7 +870,9 @@ void Simulator::planCheckpoints() {
     while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
       ++J;
     if (!Block.empty()) {
-      if (BlockIndex % std::max<int64_t>(Every, 1) == 0) {
+      bool Chosen = FirstK >= 0 ? BlockIndex < FirstK
+                                : BlockIndex % std::max<int64_t>(Every, 1) == 0;
+      if (Chosen) {
         Segment Seg{I, J, {}, Selective};
         std::set<TensorId> Produced, Inputs;
         for (size_t K = I; K <= J; ++K)

@@ -108,11 +108,13 @@ llvm::Error validateCheckpoint(llvm::StringRef S) {
     return llvm::Error::success();
   if (S.consume_front("every:") && !S.getAsInteger(10, K) && K > 0)
     return llvm::Error::success();
+  if (S.consume_front("first:") && !S.getAsInteger(10, K))
+    return llvm::Error::success();
   if (S.consume_front("budget:") && !S.empty())
     return llvm::Error::success();
   return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                 "--checkpoint: expected none, blocks, every:K, selective or "
-                                 "budget:BYTES");
+                                 "--checkpoint: expected none, blocks, every:K, first:K, "
+                                 "selective or budget:SIZE");
 }
 
 llvm::Error validateSparseUpdate(llvm::StringRef S) {

@@ -12,6 +12,7 @@
 #include "analyzer/ReportWriters.h"
 #include "analyzer/StepSimulator.h"
 #include "planner/GpuCatalog.h"
+#include "planner/CheckpointBudget.h"
 #include "planner/StrategyApply.h"
 
 #include "llvm/Support/WithColor.h"
@@ -55,6 +56,19 @@ int runAnalyze() {
       return reportError(Spec.takeError());
     Gpu = *Spec;
     Request->Setup.Gpu = Gpu->Name;
+  }
+  if (llvm::StringRef(Request->Setup.Checkpoint).startswith("budget:")) {
+    auto Choice = chooseCheckpointForBudget(*G, Request->Setup, *Census);
+    if (!Choice)
+      return reportError(Choice.takeError());
+    G->Diags.note("checkpoint-budget", Request->Setup.Checkpoint,
+                  "checkpointing the first " + std::to_string(Choice->Checkpointed) + " of " +
+                      std::to_string(Choice->Blocks) + " blocks meets the budget (" +
+                      Choice->Mode + "); partial checkpointing is expressed by Megatron-LM "
+                      "(--recompute-granularity=full --recompute-method=block "
+                      "--recompute-num-layers=K) or by wrapping those blocks in "
+                      "torch.utils.checkpoint; HF Trainer checkpoints all blocks");
+    Request->Setup.Checkpoint = Choice->Mode;
   }
   auto Sim = simulateStep(*G, Request->Setup, *Census);
   if (!Sim)

@@ -121,6 +121,7 @@ struct Graph {
   std::string SourcePath;     ///< file the graph was read from
   std::string SourceFormat;   ///< "onnx", "hf-config", ...
   std::string Producer;       ///< producer_name/version of an ONNX file
+  std::string Architecture;   ///< HF model_type ("llama", "gpt2"...), empty for ONNX files
   int64_t OpsetVersion = 0;   ///< default-domain opset
   std::vector<Tensor> Tensors;
   std::vector<Node> Nodes;

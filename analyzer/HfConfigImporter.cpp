@@ -834,6 +834,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.Name = modelName(*Obj, Path);
   G.SourcePath = Path;
   G.SourceFormat = "hf-config";
+  G.Architecture = Obj->getString("model_type").value_or("").str();
   G.OpsetVersion = 17;
   G.Dims = {{"batch", D->Batch}, {"seq", D->Seq}};
   G.DeclaredTieWordEmbeddings = M->Tie;

@@ -454,6 +454,8 @@ llvm::Expected<ParameterCensus> takeCensus(const Graph &G, const TrainingSetup &
       continue;
     C.TrainableParameters += P.NumElements;
     C.TrainableBytes += P.bytes();
+    if (Setup.ZerothOrder)
+      continue; // MeZO estimates the gradient from two losses: no .grad, no state
     C.GradientBytes += P.bytes();
     if (Setup.keepsMasterWeights())
       C.MasterWeightBytes += dtypeBytes(DType::Float32, P.NumElements);

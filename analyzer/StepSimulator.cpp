@@ -413,6 +413,8 @@ void Simulator::propagateRequiresGrad() {
       Ctx.RequiresGrad[T] = P.Trainable;
     }
   }
+  if (Setup.ZerothOrder) // forward passes under torch.no_grad(): nothing requires grad
+    std::fill(Ctx.RequiresGrad.begin(), Ctx.RequiresGrad.end(), false);
   for (const SimOp &Op : Ops) {
     bool Any = false;
     for (TensorId I : Op.Inputs)
@@ -495,7 +497,7 @@ void Simulator::allocatePersistent() {
         Kind = T.Shape.size() >= 2 ? LossKind::CrossEntropy : LossKind::None;
       std::vector<int64_t> Shape = T.Shape;
       int64_t Bytes = 0;
-      if (Kind == LossKind::CrossEntropy) {
+      if (Kind == LossKind::CrossEntropy || Kind == LossKind::CutCrossEntropy) {
         Shape.pop_back();
         Bytes = dtypeBytes(DType::Int64, T.numElements() / std::max<int64_t>(T.Shape.back(), 1));
       } else if (Kind == LossKind::Mse) {
@@ -528,6 +530,11 @@ llvm::Expected<StepSimulation> Simulator::run() {
   propagateRequiresGrad();
   Values.assign(G.Tensors.size(), {});
   GradOf.assign(G.Tensors.size(), NoStorage);
+  for (TensorId O : G.Outputs)
+    if (isFloating(G.Tensors[O].Type) && G.Tensors[O].ShapeKnown) {
+      LossLogits = O; // the output the loss is computed on
+      break;
+    }
   planCheckpoints();
   planDropout();
   planGathers();
@@ -541,14 +548,44 @@ llvm::Expected<StepSimulation> Simulator::run() {
   }
   allocatePersistent();
   Mem.point("start", "step start", "");
-  for (CurrentMicroBatch = 0; CurrentMicroBatch < Setup.GradAccum; ++CurrentMicroBatch) {
-    if (auto E = forward(CurrentMicroBatch))
-      return E;
-    loss();
-    backward();
+  if (Setup.ZerothOrder) {
+    // MeZO: two forward passes under no_grad at theta +- eps*z; z is regenerated from a
+    // seed per parameter (torch.normal of the parameter's shape), so the largest
+    // parameter is the only transient of the in-place perturb-and-update.
+    for (int Pass = 0; Pass < 2; ++Pass) {
+      if (auto E = forward(Pass))
+        return E;
+      loss();
+      for (StorageId S : {LogSoftmax, TotalWeight, LossValue})
+        if (S != NoStorage)
+          Mem.release(S);
+      for (size_t OpI = 0; OpI < Ops.size(); ++OpI) {
+        for (StorageId S : SavedBy[OpI])
+          Mem.release(S);
+        SavedBy[OpI].clear();
+      }
+      for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
+        if (!G.Tensors[T].Stored && G.Tensors[T].Kind != TensorKind::Input)
+          dropValue(T);
+    }
+    int64_t Largest = 0;
+    for (const CensusParameter &P : Census.Parameters)
+      if (P.Trainable)
+        Largest = std::max(Largest, P.bytes());
+    StorageId Z = Mem.alloc(Largest, Cat::Temporaries, "perturbation z", "MeZO", "",
+                            DType::Float32, {});
+    Mem.point("optimizer", "MeZO perturb and update", "");
+    Mem.release(Z);
+  } else {
+    for (CurrentMicroBatch = 0; CurrentMicroBatch < Setup.GradAccum; ++CurrentMicroBatch) {
+      if (auto E = forward(CurrentMicroBatch))
+        return E;
+      loss();
+      backward();
+    }
+    optimizerStep();
+    zeroGrad();
   }
-  optimizerStep();
-  zeroGrad();
 
   StepSimulation Sim;
   Sim.MaxByCategory = Mem.Max;
@@ -710,7 +747,11 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     }
     if (!T.ShapeKnown)
       continue;
-    StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
+    // Cut cross-entropy never materialises the logits; the head's matmul is fused into
+    // the loss kernel.
+    bool Unmaterialised = Setup.Loss == LossKind::CutCrossEntropy && O == LossLogits;
+    StorageId S = Mem.alloc(Unmaterialised ? 0 : T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries,
+                            T.Name + (Unmaterialised ? " (not materialised)" : ""), Op.Kind,
                             Op.Layer, Ctx.TypeOf[O], T.Shape);
     holdValue(O, S, contiguous(T.Shape));
   }
@@ -1050,13 +1091,6 @@ void Simulator::leaveCheckpoint(size_t Seg) {
 void Simulator::loss() {
   releaseGathered();
   std::string Phase = phaseName("forward");
-  // The output the loss is computed on: the first floating graph output.
-  LossLogits = NoTensor;
-  for (TensorId O : G.Outputs)
-    if (isFloating(G.Tensors[O].Type) && G.Tensors[O].ShapeKnown) {
-      LossLogits = O;
-      break;
-    }
   LossKind Kind = Setup.Loss;
   if (LossLogits != NoTensor && Kind == LossKind::Auto)
     Kind = G.Tensors[LossLogits].Shape.size() >= 2 ? LossKind::CrossEntropy : LossKind::None;
@@ -1067,7 +1101,15 @@ void Simulator::loss() {
   } else {
     const Tensor &T = G.Tensors[LossLogits];
     DType LossType = Setup.Prec == Precision::Bf16 ? DType::BFloat16 : DType::Float32;
-    if (Kind == LossKind::CrossEntropy) {
+    if (Kind == LossKind::CutCrossEntropy) {
+      // Only a fp32 log-sum-exp per row is kept for the backward.
+      LossClasses = T.Shape.back();
+      LossRows = T.numElements() / std::max<int64_t>(LossClasses, 1);
+      LogSoftmax = Mem.alloc(LossRows * 4, Cat::Activations, "logsumexp (cut cross-entropy)",
+                             "CutCrossEntropy", "loss", DType::Float32, {LossRows});
+      LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss",
+                            "CutCrossEntropy", "loss", LossType, {});
+    } else if (Kind == LossKind::CrossEntropy) {
       LossClasses = T.Shape.back();
       LossRows = T.numElements() / std::max<int64_t>(LossClasses, 1);
       // log_softmax in fp32 (autocast's fp32 list; pure bf16 keeps bf16), saved for nll.
@@ -1080,11 +1122,13 @@ void Simulator::loss() {
         Mem.point(Phase, "cross_entropy", "loss");
         Mem.release(Up);
       }
-      LogSoftmax = Mem.alloc(T.bytesAs(LsType), Cat::Activations, "log_softmax(logits)",
+      // Under no_grad (zeroth-order) nothing is kept for a backward.
+      Cat Kept = Setup.ZerothOrder ? Cat::Temporaries : Cat::Activations;
+      LogSoftmax = Mem.alloc(T.bytesAs(LsType), Kept, "log_softmax(logits)",
                              "LogSoftmax", "loss", LsType, {LossRows, LossClasses});
       LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss", "NllLoss", "loss",
                             LossType, {});
-      TotalWeight = Mem.alloc(dtypeBytes(LossType, 1), Cat::Activations, "total_weight",
+      TotalWeight = Mem.alloc(dtypeBytes(LossType, 1), Kept, "total_weight",
                               "NllLoss", "loss", LossType, {});
     } else { // MSE keeps input and target
       Mem.retain(storageOf(LossLogits));
@@ -1120,7 +1164,14 @@ void Simulator::backward() {
     return;
   StorageId Seed = Mem.alloc(4, Cat::Temporaries, "grad(loss)", "backward", "loss",
                              DType::Float32, {});
-  if (LossLogits != NoTensor && LogSoftmax != NoStorage && LossRows > 0) {
+  if (Setup.Loss == LossKind::CutCrossEntropy && LossLogits != NoTensor) {
+    // The fused backward recomputes logits blockwise (on-chip) and hands the head the
+    // gradients of its input and weight directly: nothing logits-sized exists.
+    Mem.release(Seed);
+    Mem.release(LogSoftmax);
+    GradOf[LossLogits] = Mem.alloc(0, Cat::Temporaries, "grad(logits) (not materialised)",
+                                   "CutCrossEntropyBackward", "loss", DType::Float32, {});
+  } else if (LossLogits != NoTensor && LogSoftmax != NoStorage && LossRows > 0) {
     const Tensor &T = G.Tensors[LossLogits];
     DType LsType = Mem[LogSoftmax].Type;
     // NllLossBackward: a dense [rows, classes] gradient, then LogSoftmaxBackward.

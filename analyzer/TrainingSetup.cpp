@@ -32,6 +32,7 @@ constexpr Named<OptimizerImpl> Impls[] = {{OptimizerImpl::ForLoop, "for-loop"},
                                           {OptimizerImpl::Fused, "fused"}};
 constexpr Named<LossKind> Losses[] = {{LossKind::Auto, "auto"},
                                       {LossKind::CrossEntropy, "cross-entropy"},
+                                      {LossKind::CutCrossEntropy, "cut-cross-entropy"},
                                       {LossKind::Mse, "mse"},
                                       {LossKind::None, "none"}};
 constexpr Named<AutocastPolicy> Policies[] = {{AutocastPolicy::Cuda, "cuda"},
@@ -193,6 +194,8 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
     O["micro_batch"] = *S.MicroBatch;
   if (!S.SparseUpdate.empty())
     O["sparse_update"] = S.SparseUpdate;
+  if (S.ZerothOrder)
+    O["zeroth_order"] = true;
   if (S.Galore) {
     llvm::json::Array Targets;
     for (const std::string &T : S.Galore->Targets)

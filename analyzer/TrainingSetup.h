@@ -25,7 +25,10 @@ enum class Precision { Fp32, AmpBf16, AmpFp16, Bf16, MixedBf16, MixedFp16 };
 enum class AutocastPolicy { Cuda, Cpu };
 enum class OptimizerKind { AdamW, Adam, Sgd, SgdMomentum, Adafactor, AdamW8bit, PagedAdamW8bit, Lion };
 enum class OptimizerImpl { ForLoop, Foreach, Fused };
-enum class LossKind { Auto, CrossEntropy, Mse, None };
+/// CutCrossEntropy: Wijmans et al. 2024 (Apple's cut-cross-entropy): the loss is computed
+/// from the head's input and weight blockwise; logits are never materialised and only a
+/// log-sum-exp per row is kept.
+enum class LossKind { Auto, CrossEntropy, CutCrossEntropy, Mse, None };
 enum class TieMode { Auto, Yes, No };
 /// Where the step runs: kernels differ in what they allocate (CUDA's dropout keeps a bool
 /// mask, the CPU one a mask in the input dtype; oneDNN convolutions reorder operands).
@@ -97,6 +100,9 @@ struct TrainingSetup {
   std::optional<LoraSetup> Lora;
   ShardingSetup Sharding;
   std::optional<GaloreSetup> Galore;
+  /// Zeroth-order fine-tuning (MeZO): forward passes only, parameters perturbed and
+  /// updated in place; no saved activations, gradients or optimizer state.
+  bool ZerothOrder = false;
 
   /// Storage dtype of parameters and floating buffers under this recipe.
   DType weightDType() const;

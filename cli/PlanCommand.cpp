@@ -10,6 +10,7 @@
 
 #include "analyzer/Units.h"
 #include "planner/GpuCatalog.h"
+#include "planner/ConfigEmitters.h"
 #include "planner/PlanSearch.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -27,6 +28,11 @@ cl::opt<std::string> Objective("objective",
                                cl::desc("fit-fastest (default) | max-trainable | max-batch"),
                                cl::init("fit-fastest"), cl::sub(planCommand()),
                                cl::cat(PlanCategory));
+cl::opt<std::string> Emit("emit",
+                          cl::desc("Write the configs that run the best fitting plan on an engine: "
+                                   "hf | deepspeed | accelerate-fsdp | torchtune (into the "
+                                   "folder -o names; the ranking still goes to stdout)"),
+                          cl::value_desc("engine"), cl::sub(planCommand()), cl::cat(PlanCategory));
 cl::opt<std::string> Budget("budget",
                             cl::desc("Memory per GPU a plan may use (e.g. 70GiB); default the "
                                      "GPU's usable memory"),
@@ -87,9 +93,48 @@ int runPlan() {
     Base.Import.MicroBatch = MicroBatch;
     return importRequestedModel(Base);
   };
+  std::optional<ConfigTarget> Target;
+  std::string EmitDir;
+  if (!Emit.empty()) {
+    auto T = parseConfigTarget(Emit);
+    if (!T)
+      return reportError(T.takeError());
+    Target = *T;
+    EmitDir = outputPath();
+    if (EmitDir == "-")
+      return reportError(llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                                 "--emit needs -o DIR, the folder to write "
+                                                 "the configs into"));
+  }
   auto Plans = searchPlans(Plan);
   if (!Plans)
     return reportError(Plans.takeError());
+  if (Target) {
+    const trainmem::Plan *Chosen = nullptr;
+    for (const trainmem::Plan &P : *Plans)
+      if (P.Fits && std::find(P.Engines.begin(), P.Engines.end(), Emit.getValue()) !=
+                        P.Engines.end()) {
+        Chosen = &P;
+        break;
+      }
+    if (!Chosen)
+      return reportError(llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          "--emit=%s: no plan that fits runs on %s (see the ranking with --format=text)",
+          Emit.getValue().c_str(), Emit.getValue().c_str()));
+    EmitContext Ctx;
+    Ctx.ModelName = First->Name;
+    Ctx.ModelSource = First->SourcePath;
+    Ctx.MicroBatch = Chosen->MicroBatch;
+    Ctx.Architecture = First->Architecture;
+    if (llvm::Error E = writeConfigs(*Target, Chosen->Setup, Ctx, EmitDir))
+      return reportError(std::move(E));
+    llvm::outs() << "wrote the " << Emit << " configs for plan '" << Chosen->Name
+                 << "' (micro-batch " << Chosen->MicroBatch << " x " << Chosen->GradAccum
+                 << ", needs " << formatBytes(Chosen->Required) << " of "
+                 << formatBytes(Plan.Budget) << ") into " << EmitDir << "\n";
+    return ExitOk;
+  }
   if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json") {
           OS << llvm::formatv("{0:2}", plansToJson(*Plans, Plan)) << "\n";

@@ -100,8 +100,9 @@ cl::opt<std::string> ImplOpt("optimizer-impl",
                                       "(default for-loop)"),
                              cl::init("for-loop"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> LossOpt("loss",
-                             cl::desc("auto | cross-entropy | mse | none (default auto: "
-                                      "cross-entropy over logits-shaped outputs)"),
+                             cl::desc("auto | cross-entropy | cut-cross-entropy | mse | none "
+                                      "(default auto: cross-entropy over logits-shaped outputs; "
+                                      "cut-cross-entropy never materialises the logits)"),
                              cl::init("auto"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> TrainableFile("trainable-file",
                                    cl::desc("Only the parameters named in FILE train (ONNX "
@@ -185,6 +186,10 @@ cl::opt<bool> GalorePerLayer("galore-per-layer",
                              cl::desc("Layer-wise GaLore: each weight steps in its gradient "
                                       "hook, so one gradient is alive at a time"),
                              S.A, cl::cat(StrategyCategory));
+cl::opt<bool> ZerothOrder("zeroth-order",
+                          cl::desc("Zeroth-order fine-tuning (MeZO): two forward passes, "
+                                   "in-place perturbation and update; no backward"),
+                          S.A, cl::cat(StrategyCategory));
 cl::opt<bool> QLora("qlora",
                     cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
                              "(double-quantized), computing in bf16 under autocast"),
@@ -375,6 +380,8 @@ llvm::Expected<StepRequest> parseStepRequest() {
       return optionError("--galore-*: GaLore runs with --optimizer=adamw or adamw-8bit");
     Setup.Galore = Gl;
   }
+  if (ZerothOrder)
+    Setup.ZerothOrder = true;
   if (SparseUpdate.getNumOccurrences()) {
     if (auto E = validateSparseUpdate(SparseUpdate))
       return E;

@@ -96,7 +96,7 @@ std::vector<Candidate> candidates(const PlanRequest &R) {
         S.Optimizer = OptimizerKind::AdamW;
         S.Impl = OptimizerImpl::Fused;
       },
-      Fidelity::Full, 1.0, {"hf", "accelerate-fsdp"});
+      Fidelity::Full, 1.0, {"hf"});
   Add(std::string("full, ") + precisionName(Amp) + ", 8-bit AdamW",
       [&](TrainingSetup &S) {
         S.Prec = Amp;
@@ -132,7 +132,7 @@ std::vector<Candidate> candidates(const PlanRequest &R) {
           S.Lora->Alpha = 2.0 * static_cast<double>(Rank);
           S.Lora->Targets = {"all-linear"};
         },
-        Fidelity::Adapter, 2.0 / 3.0, {"hf", "torchtune"});
+        Fidelity::Adapter, 2.0 / 3.0, {"hf"});
   if (Bf16)
     Add("QLoRA r=64 (all linear), NF4 base",
         [](TrainingSetup &S) {
@@ -144,7 +144,7 @@ std::vector<Candidate> candidates(const PlanRequest &R) {
           S.Lora->Targets = {"all-linear"};
           S.Lora->QLora = true;
         },
-        Fidelity::Adapter, 2.0 / 3.0 * 1.3, {"hf", "torchtune"});
+        Fidelity::Adapter, 2.0 / 3.0 * 1.3, {"hf"});
   if (R.Gpus > 1) {
     for (int Stage : {2, 3})
       Add("ZeRO-" + std::to_string(Stage) + ", " + precisionName(Mixed) + ", AdamW",
@@ -169,7 +169,7 @@ std::vector<Candidate> candidates(const PlanRequest &R) {
           S.Sharding.ZeroStage = 3;
           S.Sharding.Fsdp = true;
         },
-        Fidelity::Full, 1.1, {"accelerate-fsdp", "torchtune"});
+        Fidelity::Full, 1.1, {"accelerate-fsdp"});
   }
   return Out;
 }
@@ -295,6 +295,9 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
     // Smaller micro-batches run the same work in more, less efficient steps; count it
     // only as accumulation, not as extra compute.
     P.Overhead = C.Overhead;
+    // transformers refuses layer-wise GaLore with gradient accumulation.
+    if (P.Setup.Galore && P.Setup.Galore->PerLayer && P.GradAccum > 1)
+      P.Engines.clear();
     Plans.push_back(std::move(P));
   }
   auto Better = [&R](const Plan &A, const Plan &B) {
@@ -341,6 +344,8 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
       continue;
     }
     std::string Reason = "fits with " + formatBytes(P.Headroom) + " to spare";
+    if (P.Engines.empty())
+      Reason += "; no engine runs it as set up (layer-wise GaLore cannot accumulate gradients)";
     if (P.GradAccum > 1)
       Reason += "; micro-batch " + std::to_string(P.MicroBatch) + " x " +
                 std::to_string(P.GradAccum) + " accumulation steps reach the batch";

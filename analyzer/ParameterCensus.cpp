@@ -398,6 +398,16 @@ std::vector<OptimizerStatePart> optimizerStateOf(const CensusParameter &P,
     return {{"exp_avg_sq_row", dtypeBytes(StateType, Rows)},
             {"exp_avg_sq_col", dtypeBytes(StateType, Cols)}};
   }
+  case OptimizerKind::AdamWFp8: {
+    // torchao's AdamWFp8 (_AdamBase._new_buffer): a tensor of at least 4096 values that
+    // divides into blocks of 256 keeps each moment as float8_e4m3fn codes plus one fp32
+    // scale per block; any other keeps zeros_like(p). Its step counter is
+    // torch.tensor(0.0), created on the host, so it takes no device memory.
+    if (N < 4096 || N % 256 != 0)
+      return {{"exp_avg", Full}, {"exp_avg_sq", Full}};
+    int64_t Moment = N + N / 256 * 4;
+    return {{"exp_avg", Moment}, {"exp_avg_sq", Moment}};
+  }
   case OptimizerKind::AdamW8bit:
   case OptimizerKind::PagedAdamW8bit: {
     if (N < 4096)

@@ -322,6 +322,8 @@ private:
   /// Per op: the storages its backward node holds (saved tensors), one reference each.
   std::vector<std::vector<StorageId>> SavedBy;
   std::vector<bool> HasBackward;
+  /// Per op: bytes its backward unpacks from int8-stored saved tensors.
+  std::vector<int64_t> Unpacked;
   /// Trainable parameter tensor -> index in Census.Parameters; gradient storage per param.
   std::map<TensorId, size_t> ParamIndex;
   std::vector<StorageId> ParamGrad;
@@ -626,6 +628,7 @@ llvm::Error Simulator::forward(int MicroBatch) {
   }
   SavedBy.assign(Ops.size(), {});
   HasBackward.assign(Ops.size(), false);
+  Unpacked.assign(Ops.size(), 0);
   SegmentSaved.assign(Segments.size(), {});
   std::string Phase = phaseName("forward");
   size_t Seg = 0;
@@ -809,6 +812,19 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       }
       if (S == NoStorage)
         continue;
+      if (Setup.Int8Activations && Item.What != SavedItem::Extra &&
+          (Mem[S].Category == Cat::Temporaries || Mem[S].Category == Cat::Activations) &&
+          isFloating(Mem[S].Type) && Mem[S].Bytes > 0) {
+        // A pack hook keeps an int8 copy with one fp32 scale per 256 values instead of
+        // the tensor; the backward unpacks it to full size for the node's formula.
+        int64_t Elements = Mem[S].Bytes / std::max<int64_t>(dtypeBits(Mem[S].Type) / 8, 1);
+        StorageId Packed = Mem.alloc(Elements + (Elements + 255) / 256 * 4, Cat::Activations,
+                                     Mem[S].Name + " (int8)", Op.Kind, Op.Layer, DType::Int8,
+                                     Mem[S].Shape);
+        Unpacked[OpI] += Mem[S].Bytes;
+        Mem.release(S);
+        S = Packed;
+      }
       if (Mem[S].Category == Cat::Temporaries)
         Mem.recategorize(S, Cat::Activations);
       SavedBy[OpI].push_back(S);
@@ -1343,9 +1359,9 @@ void Simulator::backward() {
       if (!ParamIndex.count(Op.Inputs[I]))
         Order.push_back(I);
     StorageId Scratch = NoStorage;
-    if (Rule.BackwardTransient)
-      Scratch = Mem.alloc(Rule.BackwardTransient, Cat::Temporaries, Op.Name + " backward scratch",
-                          Op.Kind, Op.Layer, DType::Float32, {});
+    if (int64_t Bytes = Rule.BackwardTransient + (OpI < Unpacked.size() ? Unpacked[OpI] : 0))
+      Scratch = Mem.alloc(Bytes, Cat::Temporaries, Op.Name + " backward scratch", Op.Kind,
+                          Op.Layer, DType::Float32, {});
     for (size_t I : Order) {
       TensorId In = Op.Inputs[I];
       if (In == NoTensor || !Ctx.RequiresGrad[In])
@@ -1445,7 +1461,9 @@ void Simulator::optimizerStep() {
            Setup.Optimizer == OptimizerKind::Adafactor)
     // Lion builds `exp_avg * b1 + grad * (1 - b1)` out of place; transformers' Adafactor
     // builds `grad**2 + eps` and the approximated update: two parameter-sized tensors
-    // for the parameter being updated. bitsandbytes' 8-bit kernels update in place.
+    // for the parameter being updated. bitsandbytes' 8-bit kernels update in place, as
+    // does torchao's AdamWFp8 (one torch.compile'd kernel per parameter; its buffers are
+    // not measured here, so none are predicted).
     Transient = 2 * Largest;
   const ShardingSetup &Sh = Setup.Sharding;
   if (Sh.Offload != OffloadKind::None || (Sh.ZeroStage >= 1 && !Sh.Fsdp))

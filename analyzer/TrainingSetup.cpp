@@ -26,7 +26,8 @@ constexpr Named<OptimizerKind> Optimizers[] = {
     {OptimizerKind::AdamW, "adamw"},         {OptimizerKind::Adam, "adam"},
     {OptimizerKind::Sgd, "sgd"},             {OptimizerKind::SgdMomentum, "sgd-momentum"},
     {OptimizerKind::Adafactor, "adafactor"}, {OptimizerKind::AdamW8bit, "adamw-8bit"},
-    {OptimizerKind::PagedAdamW8bit, "paged-adamw-8bit"}, {OptimizerKind::Lion, "lion"}};
+    {OptimizerKind::PagedAdamW8bit, "paged-adamw-8bit"}, {OptimizerKind::Lion, "lion"},
+    {OptimizerKind::AdamWFp8, "adamw-fp8"}};
 constexpr Named<OptimizerImpl> Impls[] = {{OptimizerImpl::ForLoop, "for-loop"},
                                           {OptimizerImpl::Foreach, "foreach"},
                                           {OptimizerImpl::Fused, "fused"}};
@@ -196,6 +197,8 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
     O["sparse_update"] = S.SparseUpdate;
   if (S.ZerothOrder)
     O["zeroth_order"] = true;
+  if (S.Int8Activations)
+    O["activation_storage"] = "int8";
   if (S.Galore) {
     llvm::json::Array Targets;
     for (const std::string &T : S.Galore->Targets)
@@ -283,11 +286,76 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
         S.TrainableFile = Str->str();
         S.TrainableNames = *Names;
       }
-    } else if (Key == "keep_grads") {
+    } else if (Key == "keep_grads" || Key == "zeroth_order") {
       auto B = V.getAsBoolean();
       if (!B)
         return Bad(Key, "true or false");
-      S.KeepGrads = *B;
+      (Key == "keep_grads" ? S.KeepGrads : S.ZerothOrder) = *B;
+    } else if (Key == "activation_storage") {
+      if (!Str || (*Str != "native" && *Str != "int8"))
+        return Bad(Key, "\"native\" or \"int8\"");
+      S.Int8Activations = *Str == "int8";
+    } else if (Key == "galore") {
+      const llvm::json::Object *Gl = V.getAsObject();
+      const char *Fields = "an object with rank, update_gap (positive integers), targets "
+                           "(list of names), per_layer (bool)";
+      if (!Gl)
+        return Bad(Key, Fields);
+      GaloreSetup Galore;
+      for (const auto &F : *Gl) {
+        llvm::StringRef FK = F.first;
+        auto N = F.second.getAsInteger();
+        if (FK == "rank" && N && *N > 0)
+          Galore.Rank = *N;
+        else if (FK == "update_gap" && N && *N > 0)
+          Galore.UpdateGap = *N;
+        else if (FK == "per_layer" && F.second.getAsBoolean())
+          Galore.PerLayer = *F.second.getAsBoolean();
+        else if (FK == "targets" && F.second.getAsArray()) {
+          Galore.Targets.clear();
+          for (const llvm::json::Value &T : *F.second.getAsArray()) {
+            if (!T.getAsString())
+              return Bad("galore.targets", "a list of layer-path substrings");
+            Galore.Targets.push_back(T.getAsString()->str());
+          }
+        } else {
+          return Bad(("galore." + FK).str(), Fields);
+        }
+      }
+      S.Galore = Galore;
+    } else if (Key == "sharding") {
+      const llvm::json::Object *Sh = V.getAsObject();
+      const char *Fields = "an object with zero (0-3), fsdp (bool), gpus (positive integer), "
+                           "offload (none, optimizer or params)";
+      if (!Sh)
+        return Bad(Key, Fields);
+      ShardingSetup Sharding;
+      for (const auto &F : *Sh) {
+        llvm::StringRef FK = F.first;
+        auto N = F.second.getAsInteger();
+        auto Name = F.second.getAsString();
+        if (FK == "zero" && N && *N >= 0 && *N <= 3)
+          Sharding.ZeroStage = static_cast<int>(*N);
+        else if (FK == "gpus" && N && *N > 0)
+          Sharding.Gpus = *N;
+        else if (FK == "fsdp" && F.second.getAsBoolean())
+          Sharding.Fsdp = *F.second.getAsBoolean();
+        else if (FK == "offload" && Name) {
+          auto O = parseOffload(*Name);
+          if (!O)
+            return Wrap("sharding.offload", O.takeError());
+          Sharding.Offload = *O;
+        } else {
+          return Bad(("sharding." + FK).str(), Fields);
+        }
+      }
+      if (Sharding.Fsdp && Sharding.ZeroStage != 2 && Sharding.ZeroStage != 3)
+        return Bad("sharding.zero", "2 (SHARD_GRAD_OP) or 3 (FULL_SHARD) with fsdp");
+      if (Sharding.Offload == OffloadKind::Params && Sharding.ZeroStage != 3)
+        return Bad("sharding.offload", "\"params\" only with zero 3");
+      if (Sharding.Offload == OffloadKind::Optimizer && Sharding.ZeroStage == 0)
+        return Bad("sharding.offload", "\"optimizer\" only with zero 1, 2 or 3");
+      S.Sharding = Sharding;
     } else if (Key == "grad_accum" || Key == "micro_batch") {
       if (!Int || *Int < 1)
         return Bad(Key, "a positive integer");
@@ -327,9 +395,10 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
         return Bad(Key, "a number in [0, 1)");
       S.Dropout = *D;
     } else {
-      return Bad(Key, "one of precision, autocast_policy, device, attention, lora, sparse_update, optimizer, optimizer_impl, loss, "
-                      "tie, keep_grads, checkpoint, grad_accum, micro_batch, dropout, gpu, "
-                      "train, freeze, trainable_file (unknown key)");
+      return Bad(Key, "one of precision, autocast_policy, device, attention, lora, galore, "
+                      "sharding, sparse_update, zeroth_order, activation_storage, optimizer, "
+                      "optimizer_impl, loss, tie, keep_grads, checkpoint, grad_accum, "
+                      "micro_batch, dropout, gpu, train, freeze, trainable_file (unknown key)");
     }
     if (E)
       return E;

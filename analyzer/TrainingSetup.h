@@ -23,7 +23,7 @@ namespace trainmem {
 
 enum class Precision { Fp32, AmpBf16, AmpFp16, Bf16, MixedBf16, MixedFp16 };
 enum class AutocastPolicy { Cuda, Cpu };
-enum class OptimizerKind { AdamW, Adam, Sgd, SgdMomentum, Adafactor, AdamW8bit, PagedAdamW8bit, Lion };
+enum class OptimizerKind { AdamW, Adam, Sgd, SgdMomentum, Adafactor, AdamW8bit, PagedAdamW8bit, Lion, AdamWFp8 };
 enum class OptimizerImpl { ForLoop, Foreach, Fused };
 /// CutCrossEntropy: Wijmans et al. 2024 (Apple's cut-cross-entropy): the loss is computed
 /// from the head's input and weight blockwise; logits are never materialised and only a
@@ -103,6 +103,9 @@ struct TrainingSetup {
   /// Zeroth-order fine-tuning (MeZO): forward passes only, parameters perturbed and
   /// updated in place; no saved activations, gradients or optimizer state.
   bool ZerothOrder = false;
+  /// Saved activations kept in 8 bits (saved-tensor hooks that quantize floating tensors
+  /// with one fp32 scale per block of 256 values, dequantized in backward).
+  bool Int8Activations = false;
 
   /// Storage dtype of parameters and floating buffers under this recipe.
   DType weightDType() const;

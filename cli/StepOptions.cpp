@@ -93,7 +93,8 @@ cl::opt<std::string> AttentionOpt("attention",
                                   cl::init("auto"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> OptimizerOpt("optimizer",
                                   cl::desc("adamw | adam | sgd | sgd-momentum | adafactor | "
-                                           "adamw-8bit | paged-adamw-8bit | lion (default adamw)"),
+                                           "adamw-8bit | paged-adamw-8bit | lion | adamw-fp8 "
+                                           "(default adamw)"),
                                   cl::init("adamw"), S.A, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> ImplOpt("optimizer-impl",
                              cl::desc("PyTorch's Adam implementation: for-loop | foreach | fused "
@@ -190,6 +191,12 @@ cl::opt<bool> ZerothOrder("zeroth-order",
                           cl::desc("Zeroth-order fine-tuning (MeZO): two forward passes, "
                                    "in-place perturbation and update; no backward"),
                           S.A, cl::cat(StrategyCategory));
+cl::opt<std::string> ActivationStorage("activation-storage",
+                                        cl::desc("Saved activations: native (default) | int8 "
+                                                 "(quantized by saved-tensor hooks, one fp32 "
+                                                 "scale per 256 values)"),
+                                        cl::value_desc("mode"), cl::init("native"), S.A,
+                                        cl::cat(StrategyCategory));
 cl::opt<bool> QLora("qlora",
                     cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
                              "(double-quantized), computing in bf16 under autocast"),
@@ -382,6 +389,11 @@ llvm::Expected<StepRequest> parseStepRequest() {
   }
   if (ZerothOrder)
     Setup.ZerothOrder = true;
+  if (ActivationStorage != "native" && ActivationStorage != "int8")
+    return optionError("--activation-storage: expected native or int8, got '" +
+                       ActivationStorage + "'");
+  if (!FromFile || ActivationStorage.getNumOccurrences())
+    Setup.Int8Activations = ActivationStorage == "int8";
   if (SparseUpdate.getNumOccurrences()) {
     if (auto E = validateSparseUpdate(SparseUpdate))
       return E;

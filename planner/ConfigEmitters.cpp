@@ -243,6 +243,21 @@ llvm::Expected<StepShape> stepShape(ConfigTarget T, const TrainingSetup &S,
   if (S.Lora && S.Galore)
     return emitError(T, "GaLore projects the gradients of full weights and LoRA freezes "
                         "them; choose one");
+  // These change what the training script itself does; a config that left them out
+  // would train a step the prediction did not describe.
+  if (S.ZerothOrder)
+    return emitError(T, "--zeroth-order (MeZO) replaces backward and the optimizer in the "
+                        "training loop; no " +
+                            llvm::Twine(configTargetName(T)) + " config can say it");
+  if (S.Loss == LossKind::CutCrossEntropy)
+    return emitError(T, "--loss=cut-cross-entropy patches the model's loss in the training "
+                        "script (cut_cross_entropy.cce_patch); no " +
+                            llvm::Twine(configTargetName(T)) + " config can say it");
+  if (S.Int8Activations)
+    return emitError(T, "--activation-storage=int8 installs saved-tensor hooks "
+                        "(torch.autograd.graph.saved_tensors_hooks) in the training script; "
+                        "no " +
+                            llvm::Twine(configTargetName(T)) + " config can say it");
 
   StepShape Shape;
   Shape.MicroBatch = S.MicroBatch.value_or(Ctx.MicroBatch);
@@ -435,6 +450,10 @@ llvm::Error addHfOptimizer(ConfigTarget T, const TrainingSetup &S, const StepSha
   case OptimizerKind::Lion:
     Args["optim"] = "lion_32bit";
     break;
+  case OptimizerKind::AdamWFp8:
+    // transformers names torchao's 4- and 8-bit AdamW (adamw_torch_4bit/8bit), not FP8.
+    return emitError(T, "--optimizer=adamw-fp8 (torchao AdamWFp8) has no TrainingArguments "
+                        "optim name (use --emit=torchtune)");
   case OptimizerKind::SgdMomentum:
     return emitError(T, "transformers' optim=sgd is torch.optim.SGD without momentum; "
                         "--optimizer=sgd-momentum has no TrainingArguments form");
@@ -564,6 +583,9 @@ llvm::Expected<llvm::json::Object> deepSpeedConfig(ConfigTarget T, const Trainin
     if (S.Optimizer == OptimizerKind::SgdMomentum)
       Params["momentum"] = 0.9;
     break;
+  case OptimizerKind::AdamWFp8:
+    return emitError(T, "--optimizer=adamw-fp8 (torchao AdamWFp8) is not a DeepSpeed "
+                        "optimizer type, and the Trainer cannot build it either");
   case OptimizerKind::AdamW8bit:
   case OptimizerKind::PagedAdamW8bit:
   case OptimizerKind::Adafactor:
@@ -983,6 +1005,10 @@ renderTorchtune(const TrainingSetup &S, const EmitContext &Ctx, const StepShape 
     break;
   case OptimizerKind::Lion:
     Y.key(2, "_component_", "bitsandbytes.optim.Lion");
+    TorchOptim = false;
+    break;
+  case OptimizerKind::AdamWFp8:
+    Y.key(2, "_component_", "torchao.optim.AdamWFp8");
     TorchOptim = false;
     break;
   case OptimizerKind::Adafactor:

@@ -452,6 +452,17 @@ TEST(ConfigEmittersHf, OptimizerNames) {
                                       S.Optimizer = OptimizerKind::SgdMomentum;
                                     }));
   EXPECT_NE(Message.find("sgd-momentum"), std::string::npos) << Message;
+  // torchao's FP8 AdamW has no TrainingArguments name nor DeepSpeed type; torchtune
+  // instantiates it by its import path.
+  auto Fp8 = [](TrainingSetup &S) { S.Optimizer = OptimizerKind::AdamWFp8; };
+  for (ConfigTarget T : {ConfigTarget::HfTrainer, ConfigTarget::DeepSpeed}) {
+    std::string Refusal = renderError(T, setup(Fp8));
+    EXPECT_NE(Refusal.find("adamw-fp8"), std::string::npos) << Refusal;
+  }
+  Files Tune = render(ConfigTarget::Torchtune, setup(Fp8));
+  ASSERT_EQ(Tune.size(), 1u);
+  EXPECT_NE(Tune.begin()->second.find("_component_: torchao.optim.AdamWFp8"), std::string::npos)
+      << Tune.begin()->second;
 }
 
 TEST(ConfigEmittersHf, GaloreLayerWise8BitIsGaloreAdamw8bitLayerwise) {
@@ -637,6 +648,9 @@ TEST(ConfigEmitters, SettingsNoEngineConfigHoldsAreErrors) {
          lora(S);
          galore(S, false);
        }},
+      {"--zeroth-order", [](TrainingSetup &S) { S.ZerothOrder = true; }},
+      {"--loss=cut-cross-entropy", [](TrainingSetup &S) { S.Loss = LossKind::CutCrossEntropy; }},
+      {"--activation-storage=int8", [](TrainingSetup &S) { S.Int8Activations = true; }},
   };
   for (ConfigTarget T : {ConfigTarget::HfTrainer, ConfigTarget::DeepSpeed,
                          ConfigTarget::AccelerateFsdp, ConfigTarget::Torchtune})

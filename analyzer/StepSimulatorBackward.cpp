@@ -1,0 +1,350 @@
+//===- StepSimulatorBackward.cpp - backward, optimizer step, zero_grad ----------===//
+//
+// The backward half of the replay: gradients per op in reverse order, saved tensors
+// released as each node runs, gradient accumulation and reduction under sharding,
+// GaLore's projected updates, the optimizer step's scratch and zero_grad.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/StepSimulatorState.h"
+
+namespace trainmem {
+namespace sim {
+namespace {
+
+/// GaLore's update of one parameter (galore-torch AdamW): project the gradient to rank r,
+/// run Adam on it (denom = exp_avg_sq.sqrt() + eps), project the update back to full size;
+/// and, every UpdateGap steps, the projector refresh: an SVD of an fp32 copy of the
+/// gradient (torch.linalg.svd, full_matrices=False: U m x k, S, Vh k x n).
+std::pair<int64_t, int64_t> galoreTransients(const CensusParameter &P,
+                                                    const TrainingSetup &Setup) {
+  if (!isGaloreTarget(P, Setup))
+    return {dtypeBytes(P.Type, P.NumElements), 0}; // transformers' AdamW: one denom
+  int64_t M = P.Shape[0], N = P.Shape[1], K = std::min(M, N), Large = std::max(M, N);
+  int64_t R = std::min(Setup.Galore->Rank, K);
+  int64_t LowRank = dtypeBytes(P.Type, R * Large);
+  int64_t Update = P.bytes() + 2 * LowRank;
+  int64_t Svd = 4 * (M * N + M * K + K + K * N);
+  return {Update, Svd};
+}
+
+} // namespace
+
+void Simulator::backward() {
+  std::string Phase = phaseName("backward");
+  std::fill(GradOf.begin(), GradOf.end(), NoStorage);
+  if (LossValue == NoStorage)
+    return;
+  StorageId Seed = Mem.alloc(4, Cat::Temporaries, "grad(loss)", "backward", "loss",
+                             DType::Float32, {});
+  if (Setup.Loss == LossKind::CutCrossEntropy && LossLogits != NoTensor) {
+    // The fused backward recomputes logits blockwise (on-chip) and hands the head the
+    // gradients of its input and weight directly: nothing logits-sized exists.
+    Mem.release(Seed);
+    Mem.release(LogSoftmax);
+    GradOf[LossLogits] = Mem.alloc(0, Cat::Temporaries, "grad(logits) (not materialised)",
+                                   "CutCrossEntropyBackward", "loss", DType::Float32, {});
+  } else if (LossLogits != NoTensor && LogSoftmax != NoStorage && LossRows > 0) {
+    const Tensor &T = G.Tensors[LossLogits];
+    DType LsType = Mem[LogSoftmax].Type;
+    // NllLossBackward: a dense [rows, classes] gradient, then LogSoftmaxBackward.
+    StorageId GradLs = Mem.alloc(T.bytesAs(LsType), Cat::Temporaries, "grad(log_softmax)",
+                                 "NllLossBackward", "loss", LsType, T.Shape);
+    Mem.release(Seed);
+    Mem.point(Phase, "NllLossBackward", "loss");
+    StorageId GradLogits = Mem.alloc(T.bytesAs(LsType), Cat::Temporaries, "grad(logits)",
+                                     "LogSoftmaxBackward", "loss", LsType, T.Shape);
+    Mem.point(Phase, "LogSoftmaxBackward", "loss");
+    Mem.release(GradLs);
+    Mem.release(LogSoftmax);
+    Mem.release(TotalWeight);
+    if (LsType != Ctx.TypeOf[LossLogits]) { // cast back to the logits' dtype
+      StorageId Down = Mem.alloc(T.bytesAs(Ctx.TypeOf[LossLogits]), Cat::Temporaries,
+                                 "grad(logits)", "ToCopyBackward", "loss",
+                                 Ctx.TypeOf[LossLogits], T.Shape);
+      Mem.point(Phase, "ToCopyBackward", "loss");
+      Mem.release(GradLogits);
+      GradLogits = Down;
+    }
+    GradOf[LossLogits] = GradLogits;
+  } else if (LossLogits != NoTensor) {
+    if (LogSoftmax != NoStorage && LogSoftmax != LossValue)
+      Mem.release(LogSoftmax);
+    GradOf[LossLogits] = Seed;
+  } else {
+    Mem.release(Seed);
+  }
+  Mem.release(LossValue);
+
+  // Gradients reaching one parameter from several uses (a tied embedding and LM head)
+  // are summed in AccumulateGrad's input buffer first; it runs once all have arrived.
+  std::vector<int> UsesLeft(Census.Parameters.size(), 0);
+  std::vector<StorageId> Pending(Census.Parameters.size(), NoStorage);
+  for (size_t OpI = 0; OpI < Ops.size(); ++OpI)
+    if (HasBackward[OpI])
+      for (TensorId In : std::set<TensorId>(Ops[OpI].Inputs.begin(), Ops[OpI].Inputs.end())) {
+        auto P = ParamIndex.find(In);
+        if (P != ParamIndex.end() && Census.Parameters[P->second].Trainable)
+          ++UsesLeft[P->second];
+      }
+  // InputBuffer::accumulate sums a second gradient into a fresh tensor and frees both.
+  auto Accumulate = [&](StorageId Old, StorageId Incoming, const SimOp &Op) {
+    StorageId Sum = Mem.alloc(Mem[Old].Bytes, Mem[Old].Category, Mem[Old].Name, "AddBackward",
+                              Op.Layer, Mem[Old].Type, Mem[Old].Shape);
+    Mem.point(Phase, Op.Name + " (gradient sum)", Op.Layer);
+    Mem.release(Old);
+    Mem.release(Incoming);
+    return Sum;
+  };
+  auto Deliver = [&](TensorId In, StorageId Grad, const SimOp &Op) {
+    auto P = ParamIndex.find(In);
+    if (P != ParamIndex.end()) {
+      size_t I = P->second;
+      if (!Census.Parameters[I].Trainable) {
+        Mem.release(Grad);
+        return;
+      }
+      StorageId Buffered = Pending[I] == NoStorage ? Grad : Accumulate(Pending[I], Grad, Op);
+      Pending[I] = NoStorage;
+      if (--UsesLeft[I] > 0) {
+        Pending[I] = Buffered;
+        return;
+      }
+      if (Setup.Galore && Setup.Galore->PerLayer) {
+        // Per-layer GaLore steps each weight in its post-accumulate-grad hook and frees
+        // the gradient there: only the weights in flight have gradients.
+        auto [Update, Svd] = galoreTransients(Census.Parameters[I], Setup);
+        StorageId T = Mem.alloc(std::max(Update, Svd), Cat::Temporaries,
+                                Census.Parameters[I].Name + " GaLore update", "optimizer",
+                                Op.Layer, DType::Float32, {});
+        Mem.recategorize(Buffered, Cat::Gradients);
+        Mem.point(Phase, Op.Name + " (GaLore layer-wise step)", Op.Layer);
+        Mem.release(T);
+        Mem.release(Buffered);
+        return;
+      }
+      if (Setup.Sharding.ZeroStage >= 2) {
+        // ZeRO-2/3 and FSDP reduce-scatter the full gradient as soon as it is complete
+        // and keep this GPU's partition.
+        const CensusParameter &Pm = Census.Parameters[I];
+        int64_t N = std::max<int64_t>(Setup.Sharding.Gpus, 1);
+        if (ParamGrad[I] == NoStorage)
+          ParamGrad[I] = Mem.alloc((Pm.bytes() + N - 1) / N, Cat::Gradients,
+                                   Pm.Name + ".grad (shard)", Op.Kind, Op.Layer, Pm.Type,
+                                   Pm.Shape);
+        Mem.point(Phase, Op.Name + " (reduce-scatter)", Op.Layer);
+        Mem.release(Buffered);
+        return;
+      }
+      if (ParamGrad[I] == NoStorage) {
+        // AccumulateGrad steals a gradient it alone holds; a shared one is cloned.
+        if (Mem[Buffered].Refs == 1) {
+          Mem.recategorize(Buffered, Cat::Gradients);
+          Mem[Buffered].Name = Census.Parameters[I].Name + ".grad";
+          ParamGrad[I] = Buffered;
+        } else {
+          const CensusParameter &Pm = Census.Parameters[I];
+          ParamGrad[I] = Mem.alloc(Pm.bytes(), Cat::Gradients, Pm.Name + ".grad", Op.Kind,
+                                   Op.Layer, Pm.Type, Pm.Shape);
+          Mem.release(Buffered);
+        }
+      } else {
+        Mem.release(Buffered); // .grad += new_grad, in place
+      }
+      return;
+    }
+    if (GradOf[In] == NoStorage)
+      GradOf[In] = Grad;
+    else
+      GradOf[In] = Accumulate(GradOf[In], Grad, Op);
+  };
+
+  std::map<size_t, size_t> SegmentEndingAt, SegmentStartingAt;
+  for (size_t I = 0; I < Segments.size(); ++I) {
+    SegmentEndingAt[Segments[I].Last] = I;
+    SegmentStartingAt[Segments[I].First] = I;
+  }
+  for (size_t OpI = Ops.size(); OpI-- > 0;) {
+    const SimOp &Op = Ops[OpI];
+    if (HasBackward[OpI] || SegmentEndingAt.count(OpI))
+      gatherFor(OpI, Phase);
+    if (auto Seg = SegmentEndingAt.find(OpI); Seg != SegmentEndingAt.end()) {
+      bool Needed = false;
+      for (size_t I = Segments[Seg->second].First; I <= OpI; ++I)
+        for (TensorId O : Ops[I].Outputs)
+          Needed |= O != NoTensor && GradOf[O] != NoStorage;
+      if (Needed)
+        recompute(Seg->second, Phase + " (recompute)");
+    }
+    if (auto D = DropoutMasks.find(Op.Outputs.empty() ? NoTensor : Op.Outputs[0]);
+        D != DropoutMasks.end()) {
+      TensorId T = D->first;
+      if (GradOf[T] != NoStorage) {
+        StorageId Through = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
+                                      "grad(" + G.Tensors[T].Name + ")", "DropoutBackward",
+                                      Op.Layer, Ctx.TypeOf[T], G.Tensors[T].Shape);
+        Mem.point(Phase, Op.Name + " dropout backward", Op.Layer);
+        Mem.release(GradOf[T]);
+        GradOf[T] = Through;
+      }
+      Mem.release(D->second);
+      DropoutMasks.erase(D);
+    }
+    bool AnyOutGrad = false;
+    for (TensorId O : Op.Outputs)
+      AnyOutGrad |= O != NoTensor && GradOf[O] != NoStorage;
+    if (!HasBackward[OpI] || !AnyOutGrad) {
+      for (StorageId S : SavedBy[OpI])
+        Mem.release(S);
+      SavedBy[OpI].clear();
+      for (TensorId O : Op.Outputs)
+        if (O != NoTensor && GradOf[O] != NoStorage) {
+          Mem.release(GradOf[O]);
+          GradOf[O] = NoStorage;
+        }
+      continue;
+    }
+    OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
+    StorageId OutGrad = Op.Outputs.empty() ? NoStorage : GradOf[Op.Outputs[0]];
+    std::vector<std::pair<TensorId, StorageId>> Produced;
+    // Parameters' gradients first (mm computes grad_weight before grad_input).
+    std::vector<size_t> Order;
+    for (size_t I = 0; I < Op.Inputs.size(); ++I)
+      if (ParamIndex.count(Op.Inputs[I]))
+        Order.push_back(I);
+    for (size_t I = 0; I < Op.Inputs.size(); ++I)
+      if (!ParamIndex.count(Op.Inputs[I]))
+        Order.push_back(I);
+    StorageId Scratch = NoStorage;
+    if (int64_t Bytes = Rule.BackwardTransient + (OpI < Unpacked.size() ? Unpacked[OpI] : 0))
+      Scratch = Mem.alloc(Bytes, Cat::Temporaries, Op.Name + " backward scratch", Op.Kind,
+                          Op.Layer, DType::Float32, {});
+    for (size_t I : Order) {
+      TensorId In = Op.Inputs[I];
+      if (In == NoTensor || !Ctx.RequiresGrad[In])
+        continue;
+      if (Rule.GradIsPassThrough[I] && OutGrad != NoStorage) {
+        Mem.retain(OutGrad);
+        Produced.emplace_back(In, OutGrad);
+        continue;
+      }
+      int64_t Bytes = Rule.GradInputBytes[I];
+      if (ParamIndex.count(In))
+        Bytes = Census.Parameters[ParamIndex[In]].bytes();
+      if (!Bytes)
+        continue;
+      Produced.emplace_back(In, Mem.alloc(Bytes, Cat::Temporaries, "grad(" + G.Tensors[In].Name + ")",
+                                          Op.Kind + "Backward", Op.Layer, Ctx.TypeOf[In],
+                                          G.Tensors[In].Shape));
+    }
+    Mem.point(Phase, Op.Name, Op.Layer);
+    if (Scratch != NoStorage)
+      Mem.release(Scratch);
+    // The engine frees a node's incoming gradients and saved tensors when the node
+    // returns, then hands its outputs to the next nodes' input buffers (where sums happen).
+    for (TensorId O : Op.Outputs)
+      if (O != NoTensor && GradOf[O] != NoStorage) {
+        Mem.release(GradOf[O]);
+        GradOf[O] = NoStorage;
+      }
+    for (StorageId S : SavedBy[OpI])
+      Mem.release(S);
+    SavedBy[OpI].clear();
+    for (auto &[In, S] : Produced)
+      Deliver(In, S, Op);
+    Mem.point(Phase, Op.Name, Op.Layer);
+    if (auto Seg = SegmentStartingAt.find(OpI); Seg != SegmentStartingAt.end())
+      leaveCheckpoint(Seg->second);
+  }
+  for (auto &[T, Mask] : DropoutMasks)
+    Mem.release(Mask);
+  DropoutMasks.clear();
+  for (size_t I = 0; I < Segments.size(); ++I)
+    leaveCheckpoint(I);
+  for (StorageId &S : GradOf)
+    if (S != NoStorage) {
+      Mem.release(S);
+      S = NoStorage;
+    }
+  releaseGathered();
+  // The checkpoints' RNG states go with the graph, after the last backward node.
+  for (StorageId S : RngStates)
+    Mem.release(S);
+  RngStates.clear();
+  // Values still held (inputs of ops that never ran backward) are released with the graph.
+  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
+    if (!G.Tensors[T].Stored && G.Tensors[T].Kind != TensorKind::Input)
+      dropValue(T);
+  Mem.point(Phase, "backward done", "");
+}
+
+void Simulator::optimizerStep() {
+  if (Setup.Galore) {
+    int64_t Update = 0, Svd = 0;
+    for (const CensusParameter &P : Census.Parameters)
+      if (P.Trainable && !Setup.Galore->PerLayer) {
+        auto [U, S] = galoreTransients(P, Setup);
+        Update = std::max(Update, U);
+        Svd = std::max(Svd, S);
+      }
+    for (auto [Bytes, What] : {std::pair{Svd, "GaLore projector SVD (every update gap)"},
+                               std::pair{Update, "optimizer.step"}}) {
+      StorageId S = Bytes ? Mem.alloc(Bytes, Cat::Temporaries, What, "optimizer.step", "",
+                                      DType::Float32, {})
+                          : NoStorage;
+      Mem.point("optimizer", What, "");
+      if (S != NoStorage)
+        Mem.release(S);
+    }
+    return;
+  }
+  // torch.optim's single-tensor Adam(W) computes denom = (exp_avg_sq.sqrt() / bc2).add_(eps):
+  // two parameter-sized temporaries for the parameter being updated. The foreach
+  // version does the same with lists: two temporaries the size of all parameters. The
+  // fused kernel needs none; SGD (with or without momentum) updates in place at step 2+.
+  int64_t Transient = 0, Largest = 0, Sum = 0;
+  for (const CensusParameter &P : Census.Parameters)
+    if (P.Trainable) {
+      DType T = Setup.keepsMasterWeights() ? DType::Float32 : P.Type;
+      Largest = std::max(Largest, dtypeBytes(T, P.NumElements));
+      Sum += dtypeBytes(T, P.NumElements);
+    }
+  bool Adam = Setup.Optimizer == OptimizerKind::Adam || Setup.Optimizer == OptimizerKind::AdamW;
+  if (Adam && Setup.Impl == OptimizerImpl::ForLoop)
+    Transient = 2 * Largest;
+  else if (Adam && Setup.Impl == OptimizerImpl::Foreach)
+    Transient = 2 * Sum;
+  else if (Setup.Optimizer == OptimizerKind::Lion ||
+           Setup.Optimizer == OptimizerKind::Adafactor)
+    // Lion builds `exp_avg * b1 + grad * (1 - b1)` out of place; transformers' Adafactor
+    // builds `grad**2 + eps` and the approximated update: two parameter-sized tensors
+    // for the parameter being updated. bitsandbytes' 8-bit kernels update in place, as
+    // does torchao's AdamWFp8 (one torch.compile'd kernel per parameter; its buffers are
+    // not measured here, so none are predicted).
+    Transient = 2 * Largest;
+  const ShardingSetup &Sh = Setup.Sharding;
+  if (Sh.Offload != OffloadKind::None || (Sh.ZeroStage >= 1 && !Sh.Fsdp))
+    Transient = 0; // DeepSpeed steps with FusedAdam on the GPU or CPUAdam on the host
+  else if (Sh.Fsdp)
+    Transient = (Transient + Sh.Gpus - 1) / std::max<int64_t>(Sh.Gpus, 1); // sharded flat params
+  StorageId S = NoStorage;
+  if (Transient)
+    S = Mem.alloc(Transient, Cat::Temporaries, "optimizer scratch", "optimizer.step", "",
+                  DType::Float32, {});
+  Mem.point("optimizer", "optimizer.step", "");
+  if (S != NoStorage)
+    Mem.release(S);
+}
+
+void Simulator::zeroGrad() {
+  if (!Setup.KeepGrads)
+    for (StorageId &S : ParamGrad)
+      if (S != NoStorage) {
+        Mem.release(S);
+        S = NoStorage;
+      }
+  Mem.point("zero_grad", "zero_grad", "");
+}
+
+
+} // namespace sim
+} // namespace trainmem

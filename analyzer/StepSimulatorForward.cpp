@@ -1,0 +1,626 @@
+//===- StepSimulatorForward.cpp - forward, checkpointing, dropout, loss ----------===//
+//
+// The forward half of the replay: each op as PyTorch runs it (views, copies, autocast
+// casts, what its backward saves), checkpointed segments and their recomputation,
+// dropout masks, and the loss.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/StepSimulatorState.h"
+
+namespace trainmem {
+namespace sim {
+namespace {
+
+/// PyTorch's computeStride (aten/src/ATen/TensorUtils.cpp): the strides of a view with
+/// NewShape over Old, or nothing when the data cannot be viewed and reshape copies.
+std::optional<std::vector<int64_t>> viewStrides(const Layout &Old,
+                                                const std::vector<int64_t> &NewShape) {
+  int64_t N = 1;
+  for (int64_t D : Old.Shape)
+    N *= D;
+  if (N == 0 || Old.Shape.empty())
+    return contiguous(NewShape).Strides;
+  std::vector<int64_t> New(NewShape.size(), 0);
+  int64_t ViewD = static_cast<int64_t>(NewShape.size()) - 1;
+  int64_t ChunkBase = Old.Strides.back(), TensorNumel = 1, ViewNumel = 1;
+  for (int64_t D = static_cast<int64_t>(Old.Shape.size()) - 1; D >= 0; --D) {
+    TensorNumel *= Old.Shape[D];
+    if (D == 0 || (Old.Shape[D - 1] != 1 &&
+                   Old.Strides[D - 1] != TensorNumel * ChunkBase)) {
+      while (ViewD >= 0 && (ViewNumel < TensorNumel || NewShape[ViewD] == 1)) {
+        New[ViewD] = ViewNumel * ChunkBase;
+        ViewNumel *= NewShape[ViewD];
+        --ViewD;
+      }
+      if (ViewNumel != TensorNumel)
+        return std::nullopt;
+      if (D > 0) {
+        ChunkBase = Old.Strides[D - 1];
+        TensorNumel = 1;
+        ViewNumel = 1;
+      }
+    }
+  }
+  if (ViewD != -1)
+    return std::nullopt;
+  return New;
+}
+
+
+/// Does flattening all but the last Keep dims of L need a copy?
+bool flattenNeedsCopy(const Layout &L, size_t Keep) {
+  if (L.Shape.size() <= Keep + 1)
+    return false;
+  std::vector<int64_t> Flat;
+  int64_t Lead = 1;
+  for (size_t I = 0; I + Keep < L.Shape.size(); ++I)
+    Lead *= L.Shape[I];
+  Flat.push_back(Lead);
+  for (size_t I = L.Shape.size() - Keep; I < L.Shape.size(); ++I)
+    Flat.push_back(L.Shape[I]);
+  return !viewStrides(L, Flat);
+}
+
+} // namespace
+
+llvm::Error Simulator::forward(int MicroBatch) {
+  // Inputs are views of the materialised batch; every tensor's consumers are counted.
+  for (TensorId In : G.Inputs)
+    Values[In].L = contiguous(G.Tensors[In].Shape);
+  for (Value &V : Values)
+    V.PendingUses = 0;
+  for (const SimOp &Op : Ops) {
+    std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
+    for (TensorId I : Distinct)
+      if (I != NoTensor)
+        ++Values[I].PendingUses;
+  }
+  SavedBy.assign(Ops.size(), {});
+  HasBackward.assign(Ops.size(), false);
+  Unpacked.assign(Ops.size(), 0);
+  SegmentSaved.assign(Segments.size(), {});
+  std::string Phase = phaseName("forward");
+  size_t Seg = 0;
+  for (size_t OpI = 0; OpI < Ops.size(); ++OpI) {
+    while (Seg < Segments.size() && Segments[Seg].Last < OpI)
+      ++Seg;
+    bool InSegment = Seg < Segments.size() && Segments[Seg].First <= OpI;
+    if (InSegment && OpI == Segments[Seg].First)
+      enterCheckpoint(Seg, Phase);
+    bool Selective = InSegment && Segments[Seg].Selective;
+    ActiveSelective = Selective ? static_cast<int>(Seg) : -1;
+    gatherFor(OpI, Phase);
+    runOp(OpI, !InSegment || Selective, Phase);
+    if (Selective && isMatmulKind(Ops[OpI].Kind))
+      for (TensorId O : Ops[OpI].Outputs) {
+        StorageId S = storageOf(O);
+        if (S == NoStorage || !Values[O].Held)
+          continue;
+        // The selective policy stores matmul outputs for backward (MUST_SAVE).
+        Mem.retain(S);
+        Mem.recategorize(S, Cat::Activations);
+        SegmentSaved[Seg].push_back(S);
+        SelectiveKeep.insert(S);
+      }
+    ActiveSelective = -1;
+  }
+  (void)MicroBatch;
+  return llvm::Error::success();
+}
+
+void Simulator::enterCheckpoint(size_t Seg, const std::string &Phase) {
+  // torch.utils.checkpoint keeps the segment's inputs (save_for_backward) and, when it
+  // preserves RNG state, a copy of the CPU generator state (5,056 bytes) that lives
+  // until the graph is freed after backward.
+  for (TensorId In : Segments[Seg].Inputs) {
+    StorageId S = storageOf(In);
+    if (S == NoStorage || !Ctx.RequiresGrad[In])
+      continue;
+    Mem.retain(S);
+    if (Mem[S].Category == Cat::Temporaries)
+      Mem.recategorize(S, Cat::Activations);
+    SegmentSaved[Seg].push_back(S);
+  }
+  if (Setup.Device == DeviceKind::Cpu)
+    RngStates.push_back(Mem.alloc(CpuRngStateBytes, Cat::Activations, "checkpoint RNG state",
+                                  "checkpoint", Ops[Segments[Seg].First].Layer, DType::UInt8,
+                                  {CpuRngStateBytes}));
+  Mem.point(Phase, "checkpoint", Ops[Segments[Seg].First].Layer);
+}
+
+void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
+  const SimOp &Op = Ops[OpI];
+  OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
+  bool AnyGrad = false;
+  for (TensorId I : Op.Inputs)
+    AnyGrad |= I != NoTensor && Ctx.RequiresGrad[I];
+  AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
+  // Operands that matmul must copy to flatten (non-viewable strides): the copy is
+  // what bmm/mm sees and saves.
+  std::map<size_t, StorageId> Copies;
+  auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
+    TensorId T = Op.Inputs[Slot];
+    if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage)
+      return;
+    if (flattenNeedsCopy(Values[T].L, Keep))
+      Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
+                               G.Tensors[T].Name + " (contiguous copy)", Op.Kind, Op.Layer,
+                               Ctx.TypeOf[T], G.Tensors[T].Shape);
+  };
+  if (Op.Kind == "Linear")
+    CopyIfNeeded(0, 1);
+  if (Op.Kind == "MatMul") {
+    CopyIfNeeded(0, 2);
+    CopyIfNeeded(1, 2);
+  }
+  // Outputs.
+  for (size_t OI = 0; OI < Op.Outputs.size(); ++OI) {
+    TensorId O = Op.Outputs[OI];
+    if (O == NoTensor)
+      continue;
+    const Tensor &T = G.Tensors[O];
+    if (Rule.Outputs[OI] == OutputKind::ViewOfInput0 && Op.Inputs[0] != NoTensor &&
+        Values[Op.Inputs[0]].Storage != NoStorage) {
+      const Value &Src = Values[Op.Inputs[0]];
+      Layout L;
+      if (Op.Kind == "Transpose") {
+        std::vector<int64_t> Perm = G.Nodes[Op.Nodes[0]].intsAttr("perm").value_or(
+            std::vector<int64_t>{});
+        if (Perm.size() == Src.L.Shape.size()) {
+          for (int64_t P : Perm) {
+            L.Shape.push_back(Src.L.Shape[P]);
+            L.Strides.push_back(Src.L.Strides[P]);
+          }
+        }
+      } else if (Op.Kind == "Split" || Op.Kind == "Slice") {
+        L = Src.L;
+        if (T.ShapeKnown && T.Shape.size() == L.Shape.size())
+          L.Shape = T.Shape; // same strides, smaller extent
+      } else if (Op.Kind == "Expand") {
+        L = contiguous(T.Shape);
+        size_t Off = T.Shape.size() - Src.L.Shape.size();
+        for (size_t D = 0; D < T.Shape.size(); ++D)
+          L.Strides[D] = D < Off || Src.L.Shape[D - Off] != T.Shape[D]
+                             ? 0
+                             : Src.L.Strides[D - Off];
+      } else if (auto S = viewStrides(Src.L, T.Shape)) {
+        L = {T.Shape, *S};
+      }
+      if (L.Shape.size() != T.Shape.size() || L.Strides.size() != T.Shape.size()) {
+        // Not viewable: reshape copies.
+        StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
+                                Op.Layer, Ctx.TypeOf[O], T.Shape);
+        holdValue(O, S, contiguous(T.Shape));
+      } else {
+        Mem.retain(Src.Storage);
+        holdValue(O, Src.Storage, L);
+      }
+      continue;
+    }
+    if (!T.ShapeKnown)
+      continue;
+    // Cut cross-entropy never materialises the logits; the head's matmul is fused into
+    // the loss kernel.
+    bool Unmaterialised = Setup.Loss == LossKind::CutCrossEntropy && O == LossLogits;
+    StorageId S = Mem.alloc(Unmaterialised ? 0 : T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries,
+                            T.Name + (Unmaterialised ? " (not materialised)" : ""), Op.Kind,
+                            Op.Layer, Ctx.TypeOf[O], T.Shape);
+    holdValue(O, S, contiguous(T.Shape));
+  }
+  // Autocast: 16-bit copies of fp32 operands of matmul-like ops (weights cached).
+  std::vector<StorageId> CastCopies;
+  if (isAmp() && (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Conv" ||
+                  Op.Kind == "Gemm")) {
+    for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
+      TensorId T = Op.Inputs[Slot];
+      // bitsandbytes dequantizes 4-bit weights to the compute dtype itself (no cast).
+      if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32 || quantizedWeight(Ctx, T))
+        continue;
+      CastCopies.push_back(Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
+                                     G.Tensors[T].Name + " (autocast copy)", Op.Kind,
+                                     Op.Layer, lowPrecision(), G.Tensors[T].Shape));
+      Copies[Slot] = CastCopies.back();
+    }
+  }
+  // Saved for backward.
+  if (AnyGrad) {
+    HasBackward[OpI] = true;
+    for (const SavedItem &Item : Rule.Saved) {
+      StorageId S = NoStorage;
+      // Under selective checkpointing only stored matmul outputs (and the segment's
+      // inputs, parameters and batch) stay; the rest is recomputed in backward.
+      if (ActiveSelective >= 0) {
+        if (Item.What == SavedItem::Extra)
+          continue;
+        TensorId T = Item.What == SavedItem::Input ? Op.Inputs[Item.Index]
+                                                   : Op.Outputs[Item.Index];
+        StorageId Cand = storageOf(T);
+        bool Persistent = Cand != NoStorage && (Mem[Cand].Category == Cat::Weights ||
+                                                 Mem[Cand].Category == Cat::Inputs);
+        bool SegmentInput = false;
+        for (StorageId K : SegmentSaved[ActiveSelective])
+          SegmentInput |= K == Cand;
+        if (!Persistent && !SegmentInput && !SelectiveKeep.count(Cand))
+          continue;
+      }
+      if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
+        auto C = Copies.find(Item.Index);
+        S = C != Copies.end() ? C->second : storageOf(Op.Inputs[Item.Index]);
+        if (S == NoStorage)
+          continue;
+        Mem.retain(S);
+      } else if (Item.What == SavedItem::Output &&
+                 Item.Index < static_cast<int>(Op.Outputs.size())) {
+        S = storageOf(Op.Outputs[Item.Index]);
+        if (S == NoStorage)
+          continue;
+        Mem.retain(S);
+      } else if (Item.What == SavedItem::Extra) {
+        S = Mem.alloc(Item.ExtraBytes, Cat::Activations, Op.Name + " " + Item.ExtraName,
+                      Op.Kind, Op.Layer, DType::Float32, {});
+      }
+      if (S == NoStorage)
+        continue;
+      if (Setup.Int8Activations && Item.What != SavedItem::Extra &&
+          (Mem[S].Category == Cat::Temporaries || Mem[S].Category == Cat::Activations) &&
+          isFloating(Mem[S].Type) && Mem[S].Bytes > 0) {
+        // A pack hook keeps an int8 copy with one fp32 scale per 256 values instead of
+        // the tensor; the backward unpacks it to full size for the node's formula.
+        int64_t Elements = Mem[S].Bytes / std::max<int64_t>(dtypeBits(Mem[S].Type) / 8, 1);
+        StorageId Packed = Mem.alloc(Elements + (Elements + 255) / 256 * 4, Cat::Activations,
+                                     Mem[S].Name + " (int8)", Op.Kind, Op.Layer, DType::Int8,
+                                     Mem[S].Shape);
+        Unpacked[OpI] += Mem[S].Bytes;
+        Mem.release(S);
+        S = Packed;
+      }
+      if (Mem[S].Category == Cat::Temporaries)
+        Mem.recategorize(S, Cat::Activations);
+      SavedBy[OpI].push_back(S);
+    }
+  }
+  if (Rule.ForwardTransient) {
+    StorageId S = Mem.alloc(Rule.ForwardTransient, Cat::Temporaries, Op.Name + " scratch",
+                            Op.Kind, Op.Layer, DType::Float32, {});
+    Mem.point(Phase, Op.Name, Op.Layer);
+    Mem.release(S);
+  }
+  Mem.point(Phase, Op.Name, Op.Layer);
+  for (auto &[Slot, S] : Copies)
+    Mem.release(S); // the saved ones keep their own reference
+  std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
+  for (TensorId I : Distinct) {
+    if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
+      continue;
+    if (--Values[I].PendingUses <= 0 && !G.Tensors[I].IsGraphOutput)
+      dropValue(I);
+  }
+  // Outputs nobody reads die at once (unless they are graph outputs).
+  for (TensorId O : Op.Outputs)
+    if (O != NoTensor && Values[O].PendingUses == 0 && !G.Tensors[O].IsGraphOutput)
+      dropValue(O);
+
+  if (Dropouts.count(OpI))
+    applyDropout(OpI, Save, Phase);
+}
+
+void Simulator::planGathers() {
+  GatherUnit.assign(Ops.size(), "");
+  if (Setup.Sharding.ZeroStage < 3)
+    return;
+  int64_t N = std::max<int64_t>(Setup.Sharding.Gpus, 1);
+  bool OnCpu = Setup.Sharding.Offload == OffloadKind::Params;
+  std::map<std::string, std::set<size_t>> UnitParams;
+  for (size_t I = 0; I < Ops.size(); ++I) {
+    // FSDP wraps each repeated block (auto_wrap_policy on the block class); DeepSpeed
+    // ZeRO-3 fetches parameters module by module, about the same at block granularity.
+    std::string Block = blockOfLayerPath(Ops[I].Layer);
+    GatherUnit[I] = Block.empty() ? "op#" + std::to_string(I) : Block;
+    for (TensorId In : Ops[I].Inputs)
+      if (auto P = ParamIndex.find(In); P != ParamIndex.end())
+        UnitParams[GatherUnit[I]].insert(P->second);
+  }
+  for (const auto &[Unit, Params] : UnitParams) {
+    int64_t Bytes = 0;
+    for (size_t P : Params) {
+      int64_t Full = Census.Parameters[P].bytes();
+      Bytes += OnCpu ? Full : Full - (Full + N - 1) / N;
+    }
+    GatherBytes[Unit] = Bytes;
+  }
+}
+
+void Simulator::gatherFor(size_t OpI, const std::string &Phase) {
+  if (GatherUnit.empty() || GatherUnit[OpI].empty() || GatherUnit[OpI] == HeldUnit)
+    return;
+  releaseGathered();
+  HeldUnit = GatherUnit[OpI];
+  int64_t Bytes = GatherBytes.count(HeldUnit) ? GatherBytes[HeldUnit] : 0;
+  if (Bytes) {
+    Gathered = Mem.alloc(Bytes, Cat::Weights, HeldUnit + " (all-gathered parameters)",
+                         "all-gather", HeldUnit, DType::Float32, {});
+    Mem.point(Phase, "all-gather " + HeldUnit, HeldUnit);
+  }
+}
+
+void Simulator::releaseGathered() {
+  if (Gathered != NoStorage)
+    Mem.release(Gathered);
+  Gathered = NoStorage;
+  HeldUnit.clear();
+}
+
+void Simulator::planCheckpoints() {
+  const std::string &Mode = Setup.Checkpoint;
+  if (Mode == "none")
+    return;
+  int64_t Every = 1, FirstK = -1;
+  if (llvm::StringRef(Mode).startswith("every:"))
+    llvm::StringRef(Mode).drop_front(6).getAsInteger(10, Every);
+  if (llvm::StringRef(Mode).startswith("first:"))
+    llvm::StringRef(Mode).drop_front(6).getAsInteger(10, FirstK);
+  bool Selective = Mode == "selective";
+  if (Mode != "blocks" && !Selective && !llvm::StringRef(Mode).startswith("every:") &&
+      FirstK < 0) {
+    Diags.warning("checkpoint-mode", Mode,
+                  "--checkpoint=" + Mode + " is resolved by the planner before simulation; "
+                  "simulated without checkpointing");
+    return;
+  }
+  // Repeated blocks are the runs of ops whose layer paths share a numbered prefix
+  // ("h.3", "model.layers.12"); each is wrapped in torch.utils.checkpoint.
+  int BlockIndex = 0;
+  for (size_t I = 0; I < Ops.size();) {
+    std::string Block = blockOfLayerPath(Ops[I].Layer);
+    size_t J = I;
+    while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
+      ++J;
+    if (!Block.empty()) {
+      bool Chosen = FirstK >= 0 ? BlockIndex < FirstK
+                                : BlockIndex % std::max<int64_t>(Every, 1) == 0;
+      if (Chosen) {
+        Segment Seg{I, J, {}, Selective};
+        std::set<TensorId> Produced, Inputs;
+        for (size_t K = I; K <= J; ++K)
+          for (TensorId O : Ops[K].Outputs)
+            Produced.insert(O);
+        for (size_t K = I; K <= J; ++K)
+          for (TensorId In : Ops[K].Inputs)
+            if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
+                G.Tensors[In].Kind != TensorKind::Input && Inputs.insert(In).second)
+              Seg.Inputs.push_back(In);
+        Segments.push_back(std::move(Seg));
+      }
+      ++BlockIndex;
+    }
+    I = J + 1;
+  }
+  if (Segments.empty())
+    Diags.warning("checkpoint-blocks", "",
+                  "--checkpoint=" + Mode + ": no repeated blocks found in the layer paths "
+                  "(names like h.0 or layers.3); simulated without checkpointing");
+}
+
+void Simulator::planDropout() {
+  double Prob = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
+  if (Prob <= 0)
+    return;
+  if (!Setup.Dropout)
+    Diags.note("dropout-from-config", "",
+               "training-time dropout p=" + std::to_string(Prob).substr(0, 4) +
+                   " from the model's config (--dropout=0 to simulate without it)");
+  // Where nn.Dropout sits in the transformer blocks exported models lose it from: on the
+  // attention probabilities, on each residual branch's output projection, and on the
+  // input of the block stack (embeddings).
+  std::map<TensorId, size_t> ProducerOp;
+  for (size_t I = 0; I < Ops.size(); ++I)
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        ProducerOp[O] = I;
+  auto consumers = [&](TensorId T) { return G.Tensors[T].Consumers; };
+  for (size_t I = 0; I < Ops.size(); ++I) {
+    const SimOp &Op = Ops[I];
+    if (Op.Outputs.empty() || Op.Outputs[0] == NoTensor)
+      continue;
+    TensorId Out = Op.Outputs[0];
+    if (Op.Kind == "Softmax") {
+      for (NodeId C : consumers(Out))
+        if (G.Nodes[C].OpType == "MatMul")
+          Dropouts.insert(I);
+    } else if (Op.Kind == "Linear" && consumers(Out).size() == 1) {
+      const Node &C = G.Nodes[consumers(Out)[0]];
+      if (C.OpType == "Add" && C.Inputs.size() == 2) {
+        TensorId Other = C.Inputs[0] == Out ? C.Inputs[1] : C.Inputs[0];
+        if (Other != NoTensor && !G.Tensors[Other].Stored &&
+            G.Tensors[Other].numElements() == G.Tensors[Out].numElements())
+          Dropouts.insert(I);
+      }
+    }
+  }
+  for (const SimOp &Op : Ops) {
+    if (blockOfLayerPath(Op.Layer).empty())
+      continue;
+    for (TensorId In : Op.Inputs) {
+      auto P = In == NoTensor ? ProducerOp.end() : ProducerOp.find(In);
+      if (P != ProducerOp.end() && blockOfLayerPath(Ops[P->second].Layer).empty() &&
+          isFloating(G.Tensors[In].Type)) {
+        Dropouts.insert(P->second);
+        return;
+      }
+    }
+  }
+}
+
+void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {
+  TensorId T = Ops[OpI].Outputs[0];
+  StorageId In = storageOf(T);
+  if (In == NoStorage || !Values[T].Held)
+    return;
+  const Tensor &Tn = G.Tensors[T];
+  // CUDA's fused native_dropout keeps a bool mask; the CPU path (1.13 _dropout) keeps a
+  // mask tensor in the input's dtype. The output x * mask is new memory.
+  bool Saved = Save && Ctx.RequiresGrad[T];
+  int64_t MaskBytes = Setup.Device == DeviceKind::Cuda ? Tn.numElements()
+                                                       : Tn.bytesAs(Ctx.TypeOf[T]);
+  StorageId Mask = Mem.alloc(MaskBytes, Saved ? Cat::Activations : Cat::Temporaries,
+                             Tn.Name + " dropout mask", "Dropout", Ops[OpI].Layer,
+                             Setup.Device == DeviceKind::Cuda ? DType::Bool : Ctx.TypeOf[T],
+                             Tn.Shape);
+  StorageId Out = Mem.alloc(Tn.bytesAs(Ctx.TypeOf[T]), Cat::Temporaries, Tn.Name + " (dropout)",
+                            "Dropout", Ops[OpI].Layer, Ctx.TypeOf[T], Tn.Shape);
+  Mem.point(Phase, Ops[OpI].Name + " dropout", Ops[OpI].Layer);
+  Layout L = Values[T].L;
+  dropValue(T);
+  int Uses = Values[T].PendingUses;
+  holdValue(T, Out, contiguous(Tn.Shape));
+  Values[T].PendingUses = Uses;
+  if (Saved)
+    DropoutMasks[T] = Mask;
+  else
+    Mem.release(Mask);
+  (void)L;
+}
+
+void Simulator::recompute(size_t Seg, const std::string &Phase) {
+  const Segment &S = Segments[Seg];
+  for (size_t I = S.First; I <= S.Last; ++I) {
+    for (TensorId In : Ops[I].Inputs)
+      if (In != NoTensor)
+        Values[In].PendingUses = 0;
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        Values[O].PendingUses = 0;
+  }
+  for (size_t I = S.First; I <= S.Last; ++I) {
+    std::set<TensorId> Distinct(Ops[I].Inputs.begin(), Ops[I].Inputs.end());
+    for (TensorId In : Distinct)
+      if (In != NoTensor)
+        ++Values[In].PendingUses;
+  }
+  StorageId Rng = NoStorage;
+  if (Setup.Device == DeviceKind::Cpu) // fork_rng saves and restores the generator state
+    Rng = Mem.alloc(CpuRngStateBytes, Cat::Temporaries, "recompute RNG state", "checkpoint",
+                    Ops[S.First].Layer, DType::UInt8, {CpuRngStateBytes});
+  // CheckpointFunction.backward holds the recomputed outputs while it runs backward
+  // through them: a use that outlives the segment's own ops (dropped in leaveCheckpoint).
+  std::set<NodeId> Inside;
+  for (size_t I = S.First; I <= S.Last; ++I)
+    Inside.insert(Ops[I].Nodes.begin(), Ops[I].Nodes.end());
+  for (size_t I = S.First; I <= S.Last; ++I)
+    for (TensorId O : Ops[I].Outputs) {
+      if (O == NoTensor)
+        continue;
+      bool Escapes = G.Tensors[O].IsGraphOutput;
+      for (NodeId C : G.Tensors[O].Consumers)
+        Escapes |= !Inside.count(C);
+      if (Escapes)
+        ++Values[O].PendingUses;
+    }
+  for (size_t I = S.First; I <= S.Last; ++I) {
+    if (!S.Selective || !isMatmulKind(Ops[I].Kind)) {
+      runOp(I, true, Phase);
+      continue;
+    }
+    // A stored matmul is not rerun; its backward reads the recomputed inputs.
+    OpMemoryRule Rule = memoryRuleFor(Ops[I], Ctx);
+    for (const SavedItem &Item : Rule.Saved)
+      if (Item.What == SavedItem::Input) {
+        StorageId St = storageOf(Ops[I].Inputs[Item.Index]);
+        if (St == NoStorage ||
+            std::find(SavedBy[I].begin(), SavedBy[I].end(), St) != SavedBy[I].end())
+          continue;
+        Mem.retain(St);
+        SavedBy[I].push_back(St);
+      }
+    for (TensorId In : std::set<TensorId>(Ops[I].Inputs.begin(), Ops[I].Inputs.end()))
+      if (In != NoTensor && !G.Tensors[In].Stored && --Values[In].PendingUses <= 0)
+        dropValue(In);
+  }
+  if (Rng != NoStorage)
+    Mem.release(Rng);
+}
+
+void Simulator::leaveCheckpoint(size_t Seg) {
+  const Segment &S = Segments[Seg];
+  for (StorageId St : SegmentSaved[Seg])
+    SelectiveKeep.erase(St);
+  for (size_t I = S.First; I <= S.Last; ++I)
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        dropValue(O);
+  for (StorageId St : SegmentSaved[Seg])
+    Mem.release(St);
+  SegmentSaved[Seg].clear();
+}
+
+void Simulator::loss() {
+  releaseGathered();
+  std::string Phase = phaseName("forward");
+  LossKind Kind = Setup.Loss;
+  if (LossLogits != NoTensor && Kind == LossKind::Auto)
+    Kind = G.Tensors[LossLogits].Shape.size() >= 2 ? LossKind::CrossEntropy : LossKind::None;
+  LogSoftmax = TotalWeight = LossValue = NoStorage;
+  if (LossLogits == NoTensor || Kind == LossKind::None) {
+    if (LossLogits != NoTensor)
+      LossValue = storageOf(LossLogits);
+  } else {
+    const Tensor &T = G.Tensors[LossLogits];
+    DType LossType = Setup.Prec == Precision::Bf16 ? DType::BFloat16 : DType::Float32;
+    if (Kind == LossKind::CutCrossEntropy) {
+      // Only a fp32 log-sum-exp per row is kept for the backward.
+      LossClasses = T.Shape.back();
+      LossRows = T.numElements() / std::max<int64_t>(LossClasses, 1);
+      LogSoftmax = Mem.alloc(LossRows * 4, Cat::Activations, "logsumexp (cut cross-entropy)",
+                             "CutCrossEntropy", "loss", DType::Float32, {LossRows});
+      LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss",
+                            "CutCrossEntropy", "loss", LossType, {});
+    } else if (Kind == LossKind::CrossEntropy) {
+      LossClasses = T.Shape.back();
+      LossRows = T.numElements() / std::max<int64_t>(LossClasses, 1);
+      // log_softmax in fp32 (autocast's fp32 list; pure bf16 keeps bf16), saved for nll.
+      DType LsType = isAmp() ? DType::Float32 : Ctx.TypeOf[LossLogits];
+      if (isAmp() && Ctx.TypeOf[LossLogits] != DType::Float32) {
+        // The fp32 copy of 16-bit logits that cross_entropy runs on.
+        StorageId Up = Mem.alloc(T.bytesAs(DType::Float32), Cat::Temporaries,
+                                 "logits (fp32 for the loss)", "Cast", "loss", DType::Float32,
+                                 T.Shape);
+        Mem.point(Phase, "cross_entropy", "loss");
+        Mem.release(Up);
+      }
+      // Under no_grad (zeroth-order) nothing is kept for a backward.
+      Cat Kept = Setup.ZerothOrder ? Cat::Temporaries : Cat::Activations;
+      LogSoftmax = Mem.alloc(T.bytesAs(LsType), Kept, "log_softmax(logits)",
+                             "LogSoftmax", "loss", LsType, {LossRows, LossClasses});
+      LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss", "NllLoss", "loss",
+                            LossType, {});
+      TotalWeight = Mem.alloc(dtypeBytes(LossType, 1), Kept, "total_weight",
+                              "NllLoss", "loss", LossType, {});
+    } else { // MSE keeps input and target
+      Mem.retain(storageOf(LossLogits));
+      LogSoftmax = storageOf(LossLogits);
+      if (Mem[LogSoftmax].Category == Cat::Temporaries)
+        Mem.recategorize(LogSoftmax, Cat::Activations);
+      LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss", "MseLoss", "loss",
+                            LossType, {});
+    }
+    Mem.point(Phase, "loss", "loss");
+  }
+  // Saved bytes at the end of the forward: what backward will read.
+  int64_t Saved = Mem.LiveBytes.Activations;
+  SavedAtEnd = Saved;
+  if (CurrentMicroBatch == 0) {
+    SavedByLayer.clear();
+    for (size_t OpI = 0; OpI < Ops.size(); ++OpI)
+      for (StorageId S : SavedBy[OpI])
+        if (Mem[S].Category == Cat::Activations)
+          SavedByLayer[Ops[OpI].Layer.empty() ? "(model)" : Ops[OpI].Layer] += Mem[S].Bytes;
+  }
+  // The caller drops the model's outputs before backward (only the loss is kept).
+  for (TensorId O : G.Outputs)
+    if (O != NoTensor && Values[O].Held && storageOf(O) != LossValue)
+      dropValue(O);
+  Mem.point(phaseName("backward"), "outputs released", "");
+}
+
+} // namespace sim
+} // namespace trainmem

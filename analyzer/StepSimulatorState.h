@@ -1,0 +1,307 @@
+//===- StepSimulatorState.h - the step simulator's state, shared by its parts -*- C++ -*-===//
+//
+// Internal to analyzer/StepSimulator*.cpp: the storages and their reference counts
+// (Memory), tensor layouts, and the Simulator whose passes those files define
+// (StepSimulator.cpp: dtypes, requires-grad, persistent state and the replay loop;
+// StepSimulatorForward.cpp: forward, checkpointing, dropout and the loss;
+// StepSimulatorBackward.cpp: backward, optimizer step and zero_grad).
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_STEPSIMULATORSTATE_H
+#define TRAINMEM_ANALYZER_STEPSIMULATORSTATE_H
+
+#include "analyzer/StepSimulator.h"
+#include "analyzer/CachingAllocatorModel.h"
+#include "analyzer/OpMemoryRules.h"
+
+#include <algorithm>
+#include <map>
+#include <optional>
+#include <set>
+
+namespace trainmem {
+namespace sim {
+
+enum class Cat { Weights, MasterWeights, Gradients, OptimizerStates, Activations, Temporaries, Inputs };
+
+inline int64_t &slot(CategoryBytes &B, Cat C) {
+  switch (C) {
+  case Cat::Weights: return B.Weights;
+  case Cat::MasterWeights: return B.MasterWeights;
+  case Cat::Gradients: return B.Gradients;
+  case Cat::OptimizerStates: return B.OptimizerStates;
+  case Cat::Activations: return B.Activations;
+  case Cat::Temporaries: return B.Temporaries;
+  case Cat::Inputs: return B.Inputs;
+  }
+  return B.Temporaries;
+}
+
+inline const char *catName(Cat C) {
+  switch (C) {
+  case Cat::Weights: return "weights";
+  case Cat::MasterWeights: return "master_weights";
+  case Cat::Gradients: return "gradients";
+  case Cat::OptimizerStates: return "optimizer_states";
+  case Cat::Activations: return "activations";
+  case Cat::Temporaries: return "temporaries";
+  case Cat::Inputs: return "inputs";
+  }
+  return "temporaries";
+}
+
+using StorageId = int32_t;
+
+inline bool isMatmulKind(const std::string &Kind) {
+  return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
+         Kind == "ConvTranspose";
+}
+constexpr StorageId NoStorage = -1;
+
+struct Storage {
+  int64_t Bytes = 0;
+  Cat Category = Cat::Temporaries;
+  std::string Name, Op, Layer;
+  DType Type = DType::Float32;
+  std::vector<int64_t> Shape;
+  int Refs = 0;
+  bool Live = false;
+  int64_t Handle = 0; ///< the block the caching-allocator replay gave it
+};
+
+/// Live storages and the timeline over them.
+class Memory {
+public:
+  StorageId alloc(int64_t Bytes, Cat C, std::string Name, std::string Op, std::string Layer,
+                  DType Type, std::vector<int64_t> Shape) {
+    Storage S;
+    S.Bytes = Bytes;
+    S.Category = C;
+    S.Name = std::move(Name);
+    S.Op = std::move(Op);
+    S.Layer = std::move(Layer);
+    S.Type = Type;
+    S.Shape = std::move(Shape);
+    S.Refs = 1;
+    S.Live = true;
+    if (Allocator)
+      S.Handle = Allocator->allocate(Bytes);
+    slot(LiveBytes, C) += Bytes;
+    Total += Bytes;
+    Storages.push_back(std::move(S));
+    LiveSet.insert(static_cast<StorageId>(Storages.size() - 1));
+    return static_cast<StorageId>(Storages.size() - 1);
+  }
+  void retain(StorageId S) {
+    if (S != NoStorage)
+      ++Storages[S].Refs;
+  }
+  void release(StorageId S) {
+    if (S == NoStorage)
+      return;
+    Storage &St = Storages[S];
+    if (--St.Refs > 0 || !St.Live)
+      return;
+    St.Live = false;
+    if (Allocator)
+      Allocator->free(St.Handle);
+    slot(LiveBytes, St.Category) -= St.Bytes;
+    Total -= St.Bytes;
+    LiveSet.erase(S);
+  }
+  void recategorize(StorageId S, Cat C) {
+    Storage &St = Storages[S];
+    if (!St.Live || St.Category == C)
+      return;
+    slot(LiveBytes, St.Category) -= St.Bytes;
+    St.Category = C;
+    slot(LiveBytes, C) += St.Bytes;
+  }
+  Storage &operator[](StorageId S) { return Storages[S]; }
+
+  /// Records the state after an event; keeps the per-category maxima and the peak.
+  void point(const std::string &Phase, const std::string &Op, const std::string &Layer) {
+    for (Cat C : {Cat::Weights, Cat::MasterWeights, Cat::Gradients, Cat::OptimizerStates,
+                  Cat::Activations, Cat::Temporaries, Cat::Inputs})
+      slot(Max, C) = std::max(slot(Max, C), slot(LiveBytes, C));
+    TimelinePoint P;
+    P.Index = static_cast<int64_t>(Timeline.size());
+    P.Phase = Phase;
+    P.Op = Op;
+    P.Live = LiveBytes;
+    Timeline.push_back(std::move(P));
+    if (Total <= Peak)
+      return;
+    Peak = Total;
+    PeakInfo.Phase = Phase;
+    PeakInfo.Op = Layer.empty() ? Op : Op + " (" + Layer + ")";
+    PeakInfo.ByCategory = LiveBytes;
+    std::vector<StorageId> Ids(LiveSet.begin(), LiveSet.end());
+    size_t Keep = std::min<size_t>(10, Ids.size());
+    std::partial_sort(Ids.begin(), Ids.begin() + Keep, Ids.end(),
+                      [this](StorageId A, StorageId B) {
+                        return Storages[A].Bytes > Storages[B].Bytes;
+                      });
+    PeakInfo.TopTensors.clear();
+    for (size_t I = 0; I < Keep; ++I) {
+      const Storage &S = Storages[Ids[I]];
+      PeakInfo.TopTensors.push_back(
+          {S.Name, catName(S.Category), S.Layer, S.Op, S.Type, S.Shape, S.Bytes});
+    }
+  }
+
+  /// The CUDA caching allocator replayed over the same events (CUDA runs only).
+  std::optional<CachingAllocatorModel> Allocator;
+  CategoryBytes LiveBytes, Max;
+  int64_t Total = 0, Peak = 0;
+  PeakDetail PeakInfo;
+  std::vector<TimelinePoint> Timeline;
+
+private:
+  std::vector<Storage> Storages;
+  std::set<StorageId> LiveSet;
+};
+
+/// A tensor's memory layout: enough of PyTorch's strides to know when an op copies.
+struct Layout {
+  std::vector<int64_t> Shape, Strides;
+};
+
+inline Layout contiguous(const std::vector<int64_t> &Shape) {
+  Layout L{Shape, std::vector<int64_t>(Shape.size(), 1)};
+  for (size_t I = Shape.size(); I-- > 1;)
+    L.Strides[I - 1] = L.Strides[I] * std::max<int64_t>(Shape[I], 1);
+  return L;
+}
+
+struct Value {
+  StorageId Storage = NoStorage;
+  Layout L;
+  int PendingUses = 0;
+  bool Held = false; ///< holds one reference to Storage
+};
+
+class Simulator {
+public:
+  Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census)
+      : G(G), Setup(Setup), Census(Census),
+        Ctx{G, std::vector<DType>(G.Tensors.size()), std::vector<bool>(G.Tensors.size()),
+            Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu} {}
+
+  llvm::Expected<StepSimulation> run();
+
+private:
+  void assignTypes();
+  void propagateRequiresGrad();
+  void allocatePersistent();
+  llvm::Error forward(int MicroBatch);
+  void runOp(size_t OpI, bool Save, const std::string &Phase);
+  void planCheckpoints();
+  void planDropout();
+  void enterCheckpoint(size_t Seg, const std::string &Phase);
+  void recompute(size_t Seg, const std::string &Phase);
+  void leaveCheckpoint(size_t Seg);
+  void applyDropout(size_t OpI, bool Save, const std::string &Phase);
+  void loss();
+  void backward();
+  void optimizerStep();
+  void zeroGrad();
+
+  DType recipeType(DType T) const {
+    if (!isFloating(T))
+      return T;
+    if (Setup.Prec == Precision::Bf16 || Setup.Prec == Precision::MixedBf16)
+      return DType::BFloat16;
+    if (Setup.Prec == Precision::MixedFp16)
+      return DType::Float16;
+    return T;
+  }
+  DType lowPrecision() const {
+    return Setup.Prec == Precision::AmpFp16 || Setup.Prec == Precision::MixedFp16
+               ? DType::Float16
+               : DType::BFloat16;
+  }
+  bool isAmp() const {
+    return Setup.Prec == Precision::AmpBf16 || Setup.Prec == Precision::AmpFp16;
+  }
+
+  void holdValue(TensorId T, StorageId S, Layout L) {
+    Value &V = Values[T];
+    V.Storage = S;
+    V.L = std::move(L);
+    V.Held = true;
+  }
+  void dropValue(TensorId T) {
+    Value &V = Values[T];
+    if (V.Held) {
+      Mem.release(V.Storage);
+      V.Held = false;
+    }
+  }
+  /// Storage that an op reading T (possibly through a fresh copy) sees.
+  StorageId storageOf(TensorId T) const { return T == NoTensor ? NoStorage : Values[T].Storage; }
+
+  std::string phaseName(const char *Base) const {
+    if (Setup.GradAccum <= 1)
+      return Base;
+    return std::string(Base) + " (micro-batch " + std::to_string(CurrentMicroBatch + 1) + ")";
+  }
+
+  const Graph &G;
+  const TrainingSetup &Setup;
+  const ParameterCensus &Census;
+  RuleContext Ctx;
+  Memory Mem;
+  std::vector<SimOp> Ops;
+  std::vector<Value> Values;
+  /// Per op: the storages its backward node holds (saved tensors), one reference each.
+  std::vector<std::vector<StorageId>> SavedBy;
+  std::vector<bool> HasBackward;
+  /// Per op: bytes its backward unpacks from int8-stored saved tensors.
+  std::vector<int64_t> Unpacked;
+  /// Trainable parameter tensor -> index in Census.Parameters; gradient storage per param.
+  std::map<TensorId, size_t> ParamIndex;
+  std::vector<StorageId> ParamGrad;
+  std::vector<StorageId> GradOf;
+  TensorId LossLogits = NoTensor;
+  StorageId LogSoftmax = NoStorage, TotalWeight = NoStorage, LossValue = NoStorage;
+  int64_t LossRows = 0, LossClasses = 0;
+  int CurrentMicroBatch = 0;
+  int64_t SavedAtEnd = 0;
+  std::map<std::string, int64_t> SavedByLayer;
+  Diagnostics Diags;
+
+  /// A run of ops recomputed in backward (one repeated block under --checkpoint).
+  struct Segment {
+    size_t First = 0, Last = 0;
+    std::vector<TensorId> Inputs;
+    /// Selective: matmul outputs are kept, everything else is recomputed.
+    bool Selective = false;
+  };
+  /// The selective segment whose forward is running (-1: none); its cache of kept
+  /// matmul outputs.
+  int ActiveSelective = -1;
+  std::set<StorageId> SelectiveKeep;
+  std::vector<Segment> Segments;
+  std::vector<std::vector<StorageId>> SegmentSaved;
+  std::vector<StorageId> RngStates;
+  /// torch.get_rng_state() on CPU: the mt19937 state as a uint8 tensor.
+  static constexpr int64_t CpuRngStateBytes = 5056;
+  /// Ops whose first output goes through training-time dropout (--dropout).
+  std::set<size_t> Dropouts;
+  /// ZeRO-3 / FSDP FULL_SHARD: the parameters each op's unit gathers (bytes beyond the
+  /// local shard), the unit key per op, and the gathered storage currently held.
+  std::vector<std::string> GatherUnit;
+  std::map<std::string, int64_t> GatherBytes;
+  std::string HeldUnit;
+  StorageId Gathered = NoStorage;
+  void planGathers();
+  void gatherFor(size_t OpI, const std::string &Phase);
+  void releaseGathered();
+  std::map<TensorId, StorageId> DropoutMasks;
+};
+
+} // namespace sim
+} // namespace trainmem
+
+#endif

@@ -48,6 +48,15 @@ int64_t batchOf(const Graph &G) {
   return 1;
 }
 
+/// The engines whose configs carry a plan out; "none" where only a hand-written training
+/// loop does (a sparse update set, layer-wise GaLore with accumulation).
+std::string engineList(const Plan &P, llvm::StringRef Separator) {
+  std::string Out;
+  for (const std::string &Engine : P.Engines)
+    Out += (Out.empty() ? "" : Separator.str()) + Engine;
+  return Out.empty() ? "none" : Out;
+}
+
 } // namespace
 
 int runPlan() {
@@ -150,9 +159,7 @@ int runPlan() {
              << "| ---: | --- | ---: | ---: | :---: | ---: | --- | --- | ---: |\n";
           for (size_t I = 0; I < Plans->size(); ++I) {
             const trainmem::Plan &P = (*Plans)[I];
-            std::string Engines;
-            for (const std::string &Engine : P.Engines)
-              Engines += (Engines.empty() ? "" : ", ") + Engine;
+            std::string Engines = engineList(P, ", ");
             OS << "| " << I + 1 << " | " << P.Name << (P.Pareto ? " ★" : "") << " | "
                << P.MicroBatch << " × " << P.GradAccum << " | " << formatBytes(P.Required)
                << " | " << (P.Fits ? "yes" : "no") << " | "
@@ -175,9 +182,7 @@ int runPlan() {
           const trainmem::Plan &P = (*Plans)[I];
           std::string Batch = std::to_string(P.MicroBatch) +
                               (P.GradAccum > 1 ? "x" + std::to_string(P.GradAccum) : "");
-          std::string Engines;
-          for (const std::string &Engine : P.Engines)
-            Engines += (Engines.empty() ? "" : ",") + Engine;
+          std::string Engines = engineList(P, ",");
           OS << llvm::format("%4zu  %-64s %9s %12s %5s %6.2fx %-17s %s\n", I + 1,
                              (P.Name + (P.Pareto ? " *" : "")).c_str(), Batch.c_str(),
                              formatBytes(P.Required).c_str(), P.Fits ? "yes" : "no",

@@ -12,7 +12,8 @@
 //   4-bit dequantization adds about 30% to its matmuls;
 //   GaLore adds its projections and an SVD every update gap (about +5%);
 //   ZeRO-3 / FSDP all-gather parameters in forward and backward (+10%), optimizer
-//   offload runs the step on the CPU (+30%), parameter offload streams weights (+80%).
+//   offload runs the step on the CPU (+30%), parameter offload streams weights (+80%);
+//   a sparse update of the last K of N blocks back-propagates through K blocks only.
 //
 //===----------------------------------------------------------------------------===//
 #include "planner/PlanSearch.h"
@@ -23,6 +24,7 @@
 #include "analyzer/Units.h"
 
 #include <algorithm>
+#include <set>
 
 namespace trainmem {
 
@@ -219,13 +221,92 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
   return E;
 }
 
+/// Sparse update, TinyEngine-style: search the update set that fits the budget. The set
+/// grows from the output backwards in whole repeated blocks (training block i needs the
+/// saved activations of every block after it anyway, so sets that skip blocks save
+/// little), plus BitFit's biases. Training the last K of N blocks holds activations,
+/// gradients and optimizer states for those K only, so memory grows with K: the largest
+/// K that fits is found by bisection, each probe one simulated step, at the requested
+/// micro-batch or, when even one block does not fit there, the largest smaller power of
+/// two that lets one fit. Step time: forward (1 unit) plus backward through K of N blocks
+/// (2K/N units) of a full step's 3; BitFit still back-propagates through every block but
+/// computes no weight gradients (2/3, as LoRA). No engine config selects an update set
+/// (the script sets requires_grad), so these plans list no engine.
+llvm::Error appendUpdateSets(const PlanRequest &R, std::vector<Candidate> &Out) {
+  Precision Amp =
+      R.Gpu.supports(MathPrecision::BF16) ? Precision::AmpBf16 : Precision::AmpFp16;
+  Candidate Base;
+  Base.Setup = R.Base;
+  Base.Setup.Gpu = R.Gpu.Name;
+  Base.Setup.Sharding.Gpus = R.Gpus;
+  Base.Setup.Prec = Amp;
+  Base.Setup.Optimizer = OptimizerKind::AdamW;
+  Base.Setup.Impl = OptimizerImpl::Fused;
+  Base.Setup.Checkpoint = "none";
+  Base.Fid = Fidelity::Sparse;
+
+  auto G = R.Model(1);
+  if (!G)
+    return G.takeError();
+  auto Census = takeCensus(*G, R.Base);
+  if (!Census)
+    return Census.takeError();
+  std::set<std::string> Blocks;
+  bool HasBias = false;
+  for (const CensusParameter &P : Census->Parameters) {
+    std::string Block = blockOfLayerPath(P.LayerPath);
+    if (!Block.empty())
+      Blocks.insert(Block);
+    HasBias |= llvm::StringRef(P.Name).endswith("bias") && P.Shape.size() == 1;
+  }
+  if (HasBias) {
+    Candidate C = Base;
+    C.Name = std::string("sparse: biases only (BitFit), ") + precisionName(Amp);
+    C.Setup.SparseUpdate = "bias-only";
+    C.Overhead = 2.0 / 3.0;
+    Out.push_back(std::move(C));
+  }
+  const int64_t N = static_cast<int64_t>(Blocks.size());
+  if (N < 2)
+    return llvm::Error::success();
+  auto Fits = [&](int64_t K, int64_t MicroBatch) {
+    Candidate C = Base;
+    C.Setup.SparseUpdate = "last:" + std::to_string(K);
+    Evaluation E = evaluate(R, C, MicroBatch);
+    return E.Ok && E.Required <= R.Budget;
+  };
+  int64_t K = 0;
+  for (int64_t M = std::max<int64_t>(R.GlobalBatch, 1); M >= 1 && !K; M /= 2) {
+    if (!Fits(1, M))
+      continue;
+    int64_t Lo = 1, Hi = N + 1; // Lo fits, Hi does not (N + 1 stands for "none")
+    while (Hi - Lo > 1) {
+      int64_t Mid = (Lo + Hi) / 2;
+      (Fits(Mid, M) ? Lo : Hi) = Mid;
+    }
+    K = Lo;
+  }
+  if (!K)
+    return llvm::Error::success(); // not even one block fits; BitFit may still
+  Candidate C = Base;
+  C.Name = "sparse: last " + std::to_string(K) + " of " + std::to_string(N) +
+           " blocks (searched), " + precisionName(Amp);
+  C.Setup.SparseUpdate = "last:" + std::to_string(K);
+  C.Overhead = (1.0 + 2.0 * static_cast<double>(K) / static_cast<double>(N)) / 3.0;
+  Out.push_back(std::move(C));
+  return llvm::Error::success();
+}
+
 } // namespace
 
 llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
   std::vector<Plan> Plans;
   int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);
   int64_t Cap = R.Objective == PlanObjective::MaxBatch ? std::max<int64_t>(Target, 4096) : Target;
-  for (const Candidate &C : candidates(R)) {
+  std::vector<Candidate> All = candidates(R);
+  if (llvm::Error E = appendUpdateSets(R, All))
+    return E;
+  for (const Candidate &C : All) {
     // Largest micro-batch that fits: double, then bisect between the last fit and miss.
     auto Fits = [&](int64_t M, Evaluation &Out) {
       Out = evaluate(R, C, M);
@@ -305,6 +386,10 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
       return A.Fits;
     if (!A.Fits)
       return A.Required < B.Required;
+    // A plan some engine's config carries out comes before one that needs a hand-written
+    // training loop (a sparse update set, layer-wise GaLore with accumulation).
+    if (A.Engines.empty() != B.Engines.empty())
+      return B.Engines.empty();
     switch (R.Objective) {
     case PlanObjective::MaxTrainable:
       if (A.TrainableParameters != B.TrainableParameters)
@@ -345,7 +430,11 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
     }
     std::string Reason = "fits with " + formatBytes(P.Headroom) + " to spare";
     if (P.Engines.empty())
-      Reason += "; no engine runs it as set up (layer-wise GaLore cannot accumulate gradients)";
+      Reason += P.Fid == Fidelity::Sparse
+                    ? "; no engine config selects the update set: the training script sets "
+                      "requires_grad (trainmem analyze --sparse-update predicts it)"
+                    : "; no engine runs it as set up (layer-wise GaLore cannot accumulate "
+                      "gradients)";
     if (P.GradAccum > 1)
       Reason += "; micro-batch " + std::to_string(P.MicroBatch) + " x " +
                 std::to_string(P.GradAccum) + " accumulation steps reach the batch";

@@ -125,3 +125,55 @@ TEST(PlanSearch, ObjectivesOrderTheFittingPlans) {
     }
   }
 }
+
+TEST(PlanSearch, UpdateSetSearchTrainsTheMostBlocksThatFit) {
+  // tiny-llama has 2 blocks. The setup the search probes: amp-bf16, fused AdamW, no
+  // checkpointing, the last K blocks (and what follows them) trainable.
+  PlanRequest Probe = request(int64_t(1) << 40, 8, 1, PlanObjective::FitFastest);
+  auto Sparse = [&](const char *Mode) {
+    TrainingSetup S = Probe.Base;
+    S.Gpu = Probe.Gpu.Name;
+    S.Prec = Precision::AmpBf16;
+    S.Optimizer = OptimizerKind::AdamW;
+    S.Impl = OptimizerImpl::Fused;
+    S.SparseUpdate = Mode;
+    S.MicroBatch = 8;
+    return S;
+  };
+  const int64_t One = required(Sparse("last:1"), 8), Two = required(Sparse("last:2"), 8);
+  ASSERT_LT(One, Two) << "a block more trains more and keeps more";
+  auto Find = [](const std::vector<Plan> &Plans, llvm::StringRef Prefix) -> const Plan * {
+    for (const Plan &P : Plans)
+      if (llvm::StringRef(P.Setup.SparseUpdate).startswith(Prefix))
+        return &P;
+    return nullptr;
+  };
+  // Between the two: one block fits at micro-batch 8, two do not.
+  PlanRequest Mid = request((One + Two) / 2, 8, 1, PlanObjective::FitFastest);
+  auto Plans = searchPlans(Mid);
+  ASSERT_TRUE(static_cast<bool>(Plans)) << llvm::toString(Plans.takeError());
+  const Plan *Found = Find(*Plans, "last:");
+  ASSERT_NE(Found, nullptr);
+  EXPECT_EQ(Found->Setup.SparseUpdate, "last:1");
+  EXPECT_EQ(Found->Fid, Fidelity::Sparse);
+  EXPECT_TRUE(Found->Fits);
+  EXPECT_TRUE(Found->Engines.empty()) << "no engine config selects an update set";
+  EXPECT_NE(Found->Name.find("last 1 of 2 blocks"), std::string::npos) << Found->Name;
+  // Enough for both: the whole stack.
+  auto Roomy = searchPlans(request(Two, 8, 1, PlanObjective::FitFastest));
+  ASSERT_TRUE(static_cast<bool>(Roomy));
+  Found = Find(*Roomy, "last:");
+  ASSERT_NE(Found, nullptr);
+  EXPECT_EQ(Found->Setup.SparseUpdate, "last:2");
+  // tiny-llama has no biases, so no BitFit plan.
+  EXPECT_EQ(Find(*Roomy, "bias-only"), nullptr);
+  // Plans an engine carries out rank before those that need a hand-written loop.
+  bool SeenManual = false;
+  for (const Plan &P : *Roomy)
+    if (P.Fits) {
+      if (P.Engines.empty())
+        SeenManual = true;
+      else
+        EXPECT_FALSE(SeenManual) << P.Name << " has an engine but ranks below a manual plan";
+    }
+}

@@ -336,8 +336,12 @@ llvm::Expected<TrainingSetup> readHfTrainerConfig(llvm::StringRef TrainingArgsJs
 
   TRAINMEM_READ(UseCpu, R.boolean("use_cpu"));
   TRAINMEM_READ(NoCuda, R.boolean("no_cuda"));
-  if (UseCpu.value_or(false) || NoCuda.value_or(false))
+  if (UseCpu.value_or(false) || NoCuda.value_or(false)) {
     S.Device = DeviceKind::Cpu;
+    // torch.optim defaults to the single-tensor loop for CPU tensors.
+    if (S.Impl == OptimizerImpl::Foreach)
+      S.Impl = OptimizerImpl::ForLoop;
+  }
 
   // Checkpointing: the Trainer's flag, or FSDP's own (fsdp_config).
   TRAINMEM_READ(Checkpointing, R.boolean("gradient_checkpointing"));

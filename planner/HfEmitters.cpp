@@ -171,8 +171,20 @@ llvm::Error addHfOptimizer(ConfigTarget T, const TrainingSetup &S, const StepSha
   switch (S.Optimizer) {
   case OptimizerKind::AdamW:
   case OptimizerKind::Adam:
-    // torch.optim.AdamW picks the foreach implementation for CUDA tensors unless told
-    // fused=True; transformers has no name for the single-tensor loop.
+    // torch.optim.AdamW picks the foreach implementation for CUDA tensors and the
+    // single-tensor loop for CPU ones unless told fused=True; transformers names only
+    // the default and fused. Their scratch differs, so the other one is refused.
+    if (S.Impl != OptimizerImpl::Fused) {
+      OptimizerImpl Runs =
+          S.Device == DeviceKind::Cpu ? OptimizerImpl::ForLoop : OptimizerImpl::Foreach;
+      if (S.Impl != Runs)
+        return emitError(T, "--optimizer-impl=" + llvm::Twine(optimizerImplName(S.Impl)) +
+                                ": optim=adamw_torch runs torch.optim's " +
+                                optimizerImplName(Runs) + " implementation on " +
+                                deviceName(S.Device) + ", whose optimizer scratch differs; "
+                                "use --optimizer-impl=" + optimizerImplName(Runs) +
+                                " or fused");
+    }
     Args["optim"] = S.Impl == OptimizerImpl::Fused ? "adamw_torch_fused" : "adamw_torch";
     break;
   case OptimizerKind::AdamW8bit:

@@ -33,6 +33,7 @@ using Edit = std::function<void(TrainingSetup &)>;
 
 inline TrainingSetup setup(const Edit &Change = {}) {
   TrainingSetup S;
+  S.Impl = OptimizerImpl::Foreach; // what the Trainer's adamw_torch runs on CUDA
   S.MicroBatch = 4;
   S.GradAccum = 8;
   if (Change)

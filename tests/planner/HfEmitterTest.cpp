@@ -56,7 +56,7 @@ TEST(ConfigEmittersHf, OptimizerNames) {
   };
   for (Case C : {Case{OptimizerKind::AdamW, OptimizerImpl::Foreach, "adamw_torch"},
                  Case{OptimizerKind::AdamW, OptimizerImpl::Fused, "adamw_torch_fused"},
-                 Case{OptimizerKind::Adam, OptimizerImpl::ForLoop, "adamw_torch"},
+                 Case{OptimizerKind::Adam, OptimizerImpl::Foreach, "adamw_torch"},
                  Case{OptimizerKind::AdamW8bit, OptimizerImpl::ForLoop, "adamw_bnb_8bit"},
                  Case{OptimizerKind::PagedAdamW8bit, OptimizerImpl::ForLoop, "paged_adamw_8bit"},
                  Case{OptimizerKind::Adafactor, OptimizerImpl::ForLoop, "adafactor"},
@@ -241,9 +241,28 @@ TEST(ConfigEmittersHf, FsdpInTrainingArguments) {
 }
 
 TEST(ConfigEmittersHf, CpuRunsUseCpu) {
-  Files F = render(ConfigTarget::HfTrainer,
-                   setup([](TrainingSetup &S) { S.Device = DeviceKind::Cpu; }));
+  Files F = render(ConfigTarget::HfTrainer, setup([](TrainingSetup &S) {
+                     S.Device = DeviceKind::Cpu;
+                     S.Impl = OptimizerImpl::ForLoop;
+                   }));
   EXPECT_EQ(boolean(parseJson(F["training_args.json"]), "use_cpu"), true);
+}
+
+TEST(ConfigEmittersHf, AdamwTorchRunsTheDevicesDefaultImplementation) {
+  // optim=adamw_torch is torch.optim.AdamW without foreach/fused: foreach for CUDA
+  // tensors, the single-tensor loop for CPU ones. Asking for the other is refused.
+  std::string Cuda = renderError(ConfigTarget::HfTrainer, setup([](TrainingSetup &S) {
+                                   S.Impl = OptimizerImpl::ForLoop;
+                                 }));
+  EXPECT_NE(Cuda.find("--optimizer-impl=for-loop: optim=adamw_torch runs torch.optim's "
+                      "foreach implementation on cuda"),
+            std::string::npos)
+      << Cuda;
+  std::string Cpu = renderError(ConfigTarget::HfTrainer, setup([](TrainingSetup &S) {
+                                  S.Device = DeviceKind::Cpu;
+                                }));
+  EXPECT_NE(Cpu.find("runs torch.optim's for-loop implementation on cpu"), std::string::npos)
+      << Cpu;
 }
 
 TEST(ConfigEmittersHf, MicroBatchComesFromTheSetupOrTheContext) {

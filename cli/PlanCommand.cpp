@@ -102,6 +102,11 @@ int runPlan() {
     Base.Import.MicroBatch = MicroBatch;
     return importRequestedModel(Base);
   };
+  EmitContext Ctx;
+  Ctx.ModelName = First->Name;
+  Ctx.ModelSource = First->SourcePath;
+  Ctx.Architecture = First->Architecture;
+  Plan.Emit = Ctx;
   std::optional<ConfigTarget> Target;
   std::string EmitDir;
   if (!Emit.empty()) {
@@ -131,11 +136,7 @@ int runPlan() {
           llvm::inconvertibleErrorCode(),
           "--emit=%s: no plan that fits runs on %s (see the ranking with --format=text)",
           Emit.getValue().c_str(), Emit.getValue().c_str()));
-    EmitContext Ctx;
-    Ctx.ModelName = First->Name;
-    Ctx.ModelSource = First->SourcePath;
     Ctx.MicroBatch = Chosen->MicroBatch;
-    Ctx.Architecture = First->Architecture;
     if (llvm::Error E = writeConfigs(*Target, Chosen->Setup, Ctx, EmitDir))
       return reportError(std::move(E));
     llvm::outs() << "wrote the " << Emit << " configs for plan '" << Chosen->Name

@@ -368,6 +368,19 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
       Final = BestEval;
     P.Setup.MicroBatch = P.MicroBatch;
     P.Setup.GradAccum = P.GradAccum;
+    if (R.Emit) {
+      EmitContext Ctx = *R.Emit;
+      Ctx.MicroBatch = P.MicroBatch;
+      P.Engines.clear();
+      for (ConfigTarget T : {ConfigTarget::HfTrainer, ConfigTarget::DeepSpeed,
+                             ConfigTarget::AccelerateFsdp, ConfigTarget::Torchtune}) {
+        auto Files = renderConfigs(T, P.Setup, Ctx);
+        if (Files)
+          P.Engines.push_back(configTargetName(T));
+        else
+          llvm::consumeError(Files.takeError()); // not this engine: it is left out
+      }
+    }
     P.Peak = Final.Peak;
     P.Required = Final.Required;
     P.Fits = Final.Ok && Final.Required <= R.Budget;

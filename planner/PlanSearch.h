@@ -11,12 +11,14 @@
 
 #include "analyzer/Graph.h"
 #include "analyzer/TrainingSetup.h"
+#include "planner/ConfigEmitters.h"
 #include "planner/GpuCatalog.h"
 
 #include "llvm/Support/Error.h"
 #include "llvm/Support/JSON.h"
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +62,10 @@ struct PlanRequest {
   int64_t GlobalBatch = 1;       ///< samples per optimizer step per GPU the user wants
   int64_t Gpus = 1;
   PlanObjective Objective = PlanObjective::FitFastest;
+  /// The model as the engines load it. When set, a plan's engines are the config targets
+  /// whose emitter accepts its final setup (renderConfigs succeeds), so `plan --emit`
+  /// and the listed engines agree; otherwise each candidate's own list.
+  std::optional<EmitContext> Emit;
 };
 
 /// Evaluates every candidate and returns them ranked: plans that fit first, ordered by

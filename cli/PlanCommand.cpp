@@ -177,14 +177,14 @@ int runPlan() {
           OS << " x" << Plan.Gpus;
         OS << " (budget " << formatBytes(Plan.Budget) << " per GPU, batch " << Plan.GlobalBatch
            << " per GPU, objective " << planObjectiveName(Plan.Objective) << ")\n\n";
-        OS << llvm::formatv("{0,4}  {1,-64} {2,9} {3,12} {4,5} {5,7} {6,-17} {7}\n", "rank",
+        OS << llvm::formatv("{0,4}  {1,-68} {2,9} {3,12} {4,5} {5,7} {6,-17} {7}\n", "rank",
                             "plan", "batch", "needs", "fits", "time", "fidelity", "engines");
         for (size_t I = 0; I < Plans->size(); ++I) {
           const trainmem::Plan &P = (*Plans)[I];
           std::string Batch = std::to_string(P.MicroBatch) +
                               (P.GradAccum > 1 ? "x" + std::to_string(P.GradAccum) : "");
           std::string Engines = engineList(P, ",");
-          OS << llvm::format("%4zu  %-64s %9s %12s %5s %6.2fx %-17s %s\n", I + 1,
+          OS << llvm::format("%4zu  %-68s %9s %12s %5s %6.2fx %-17s %s\n", I + 1,
                              (P.Name + (P.Pareto ? " *" : "")).c_str(), Batch.c_str(),
                              formatBytes(P.Required).c_str(), P.Fits ? "yes" : "no",
                              P.Overhead, fidelityName(P.Fid), Engines.c_str());

@@ -13,7 +13,8 @@
 //   GaLore adds its projections and an SVD every update gap (about +5%);
 //   ZeRO-3 / FSDP all-gather parameters in forward and backward (+10%), optimizer
 //   offload runs the step on the CPU (+30%), parameter offload streams weights (+80%);
-//   a sparse update of the last K of N blocks back-propagates through K blocks only.
+//   a sparse update of the last K of N blocks back-propagates through K blocks only;
+//   checkpointing K of N blocks recomputes their forward (x (1 + K/3N)).
 //
 //===----------------------------------------------------------------------------===//
 #include "planner/PlanSearch.h"
@@ -232,7 +233,74 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
 /// (2K/N units) of a full step's 3; BitFit still back-propagates through every block but
 /// computes no weight gradients (2/3, as LoRA). No engine config selects an update set
 /// (the script sets requires_grad), so these plans list no engine.
-llvm::Error appendUpdateSets(const PlanRequest &R, std::vector<Candidate> &Out) {
+/// What the search needs to know about the model's structure: its repeated blocks (by
+/// layer path, as --sparse-update and --checkpoint count them) and whether it has biases.
+struct ModelShape {
+  int64_t Blocks = 0;
+  bool HasBias = false;
+};
+
+llvm::Expected<ModelShape> modelShape(const PlanRequest &R) {
+  auto G = R.Model(1);
+  if (!G)
+    return G.takeError();
+  auto Census = takeCensus(*G, R.Base);
+  if (!Census)
+    return Census.takeError();
+  std::set<std::string> Blocks;
+  ModelShape Shape;
+  for (const CensusParameter &P : Census->Parameters) {
+    std::string Block = blockOfLayerPath(P.LayerPath);
+    if (!Block.empty())
+      Blocks.insert(Block);
+    Shape.HasBias |= llvm::StringRef(P.Name).endswith("bias") && P.Shape.size() == 1;
+  }
+  Shape.Blocks = static_cast<int64_t>(Blocks.size());
+  return Shape;
+}
+
+/// Partial activation checkpointing: for a candidate that misses the budget at the
+/// requested micro-batch without checkpointing but meets it with every block
+/// checkpointed, the fewest blocks (checkpointing the first K, whose saved activations
+/// live longest) that meet it, by bisection over K with one simulated step per probe.
+/// Recompute is one extra forward through K of N blocks: step time x (1 + K/3N).
+void appendPartialCheckpoints(const PlanRequest &R, const ModelShape &Shape,
+                              std::vector<Candidate> &Out) {
+  if (Shape.Blocks < 2 || R.Objective == PlanObjective::MaxBatch)
+    return;
+  const int64_t M = std::max<int64_t>(R.GlobalBatch, 1), N = Shape.Blocks;
+  auto Fits = [&](const Candidate &C, const std::string &Mode) {
+    Candidate Probe = C;
+    Probe.Setup.Checkpoint = Mode;
+    Evaluation E = evaluate(R, Probe, M);
+    return E.Ok && E.Required <= R.Budget;
+  };
+  const size_t Count = Out.size();
+  for (size_t I = 0; I < Count; ++I) {
+    const Candidate C = Out[I];
+    if (C.Setup.Checkpoint != "none" || C.Fid == Fidelity::Sparse)
+      continue;
+    if (Fits(C, "none") || !Fits(C, "blocks"))
+      continue;
+    int64_t Lo = 0, Hi = N; // K = Lo misses, K = Hi fits
+    while (Hi - Lo > 1) {
+      int64_t Mid = (Lo + Hi) / 2;
+      (Fits(C, "first:" + std::to_string(Mid)) ? Hi : Lo) = Mid;
+    }
+    if (Hi == N)
+      continue; // every block: the "+ checkpoint blocks" candidate already
+    Candidate Partial = C;
+    Partial.Setup.Checkpoint = "first:" + std::to_string(Hi);
+    Partial.Name = C.Name + " + checkpoint " + std::to_string(Hi) + "/" + std::to_string(N) +
+                   " blocks";
+    Partial.Overhead =
+        C.Overhead * (1.0 + static_cast<double>(Hi) / (3.0 * static_cast<double>(N)));
+    Out.push_back(std::move(Partial));
+  }
+}
+
+llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
+                             std::vector<Candidate> &Out) {
   Precision Amp =
       R.Gpu.supports(MathPrecision::BF16) ? Precision::AmpBf16 : Precision::AmpFp16;
   Candidate Base;
@@ -245,28 +313,14 @@ llvm::Error appendUpdateSets(const PlanRequest &R, std::vector<Candidate> &Out) 
   Base.Setup.Checkpoint = "none";
   Base.Fid = Fidelity::Sparse;
 
-  auto G = R.Model(1);
-  if (!G)
-    return G.takeError();
-  auto Census = takeCensus(*G, R.Base);
-  if (!Census)
-    return Census.takeError();
-  std::set<std::string> Blocks;
-  bool HasBias = false;
-  for (const CensusParameter &P : Census->Parameters) {
-    std::string Block = blockOfLayerPath(P.LayerPath);
-    if (!Block.empty())
-      Blocks.insert(Block);
-    HasBias |= llvm::StringRef(P.Name).endswith("bias") && P.Shape.size() == 1;
-  }
-  if (HasBias) {
+  if (Shape.HasBias) {
     Candidate C = Base;
     C.Name = std::string("sparse: biases only (BitFit), ") + precisionName(Amp);
     C.Setup.SparseUpdate = "bias-only";
     C.Overhead = 2.0 / 3.0;
     Out.push_back(std::move(C));
   }
-  const int64_t N = static_cast<int64_t>(Blocks.size());
+  const int64_t N = Shape.Blocks;
   if (N < 2)
     return llvm::Error::success();
   auto Fits = [&](int64_t K, int64_t MicroBatch) {
@@ -304,7 +358,11 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
   int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);
   int64_t Cap = R.Objective == PlanObjective::MaxBatch ? std::max<int64_t>(Target, 4096) : Target;
   std::vector<Candidate> All = candidates(R);
-  if (llvm::Error E = appendUpdateSets(R, All))
+  auto Shape = modelShape(R);
+  if (!Shape)
+    return Shape.takeError();
+  appendPartialCheckpoints(R, *Shape, All);
+  if (llvm::Error E = appendUpdateSets(R, *Shape, All))
     return E;
   for (const Candidate &C : All) {
     // Largest micro-batch that fits: double, then bisect between the last fit and miss.
@@ -377,6 +435,8 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
         auto Files = renderConfigs(T, P.Setup, Ctx);
         if (Files)
           P.Engines.push_back(configTargetName(T));
+        else if (T == ConfigTarget::HfTrainer)
+          P.EngineRefusal = llvm::toString(Files.takeError());
         else
           llvm::consumeError(Files.takeError()); // not this engine: it is left out
       }
@@ -442,7 +502,9 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
       continue;
     }
     std::string Reason = "fits with " + formatBytes(P.Headroom) + " to spare";
-    if (P.Engines.empty())
+    if (P.Engines.empty() && !P.EngineRefusal.empty())
+      Reason += "; no engine config runs it (" + P.EngineRefusal + ")";
+    else if (P.Engines.empty())
       Reason += P.Fid == Fidelity::Sparse
                     ? "; no engine config selects the update set: the training script sets "
                       "requires_grad (trainmem analyze --sparse-update predicts it)"

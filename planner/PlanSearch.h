@@ -49,6 +49,8 @@ struct Plan {
   /// The largest micro-batch that fits with this strategy (0: none).
   int64_t MaxMicroBatch = 0;
   std::vector<std::string> Engines;
+  /// Why the Hugging Face emitter refuses the plan when no engine runs it.
+  std::string EngineRefusal;
   std::string Why;
   bool Pareto = false;          ///< on the front of required memory against overhead
 };

@@ -177,3 +177,47 @@ TEST(PlanSearch, UpdateSetSearchTrainsTheMostBlocksThatFit) {
         EXPECT_FALSE(SeenManual) << P.Name << " has an engine but ranks below a manual plan";
     }
 }
+
+TEST(PlanSearch, PartialCheckpointingIsTheFewestBlocksThatFit) {
+  // Full fine-tuning in amp-bf16 with fused AdamW on tiny-llama (2 blocks), batch 8.
+  PlanRequest Probe = request(int64_t(1) << 40, 8, 1, PlanObjective::FitFastest);
+  auto Full = [&](const char *Checkpoint) {
+    TrainingSetup S = Probe.Base;
+    S.Gpu = Probe.Gpu.Name;
+    S.Prec = Precision::AmpBf16;
+    S.Optimizer = OptimizerKind::AdamW;
+    S.Impl = OptimizerImpl::Fused;
+    S.Checkpoint = Checkpoint;
+    S.MicroBatch = 8;
+    return required(S, 8);
+  };
+  const int64_t None = Full("none"), One = Full("first:1"), Both = Full("blocks");
+  ASSERT_LT(One, None);
+  ASSERT_LE(Both, One); // reserved memory rounds to the allocator's segments
+  // Room for one checkpointed block but not for none.
+  auto Plans = searchPlans(request(One, 8, 1, PlanObjective::FitFastest));
+  ASSERT_TRUE(static_cast<bool>(Plans)) << llvm::toString(Plans.takeError());
+  const Plan *Partial = nullptr;
+  for (const Plan &P : *Plans)
+    if (P.Name == "full, amp-bf16, AdamW (fused) + checkpoint 1/2 blocks")
+      Partial = &P;
+  ASSERT_NE(Partial, nullptr);
+  EXPECT_EQ(Partial->Setup.Checkpoint, "first:1");
+  EXPECT_TRUE(Partial->Fits);
+  EXPECT_EQ(Partial->MicroBatch, 8);
+  // Recomputing one of two blocks' forward: 1 + 1/6 of a step.
+  EXPECT_DOUBLE_EQ(Partial->Overhead, 1.0 + 1.0 / 6.0);
+  // Every partial plan checkpoints fewer blocks than all and misses the budget without.
+  for (const Plan &P : *Plans)
+    if (llvm::StringRef(P.Setup.Checkpoint).startswith("first:")) {
+      EXPECT_EQ(P.Setup.Checkpoint, "first:1") << P.Name;
+      TrainingSetup Without = P.Setup;
+      Without.Checkpoint = "none";
+      EXPECT_GT(required(Without, P.MicroBatch), One) << P.Name;
+    }
+  // With room for full fine-tuning without checkpointing, it gets no partial plan.
+  auto Roomy = searchPlans(request(None, 8, 1, PlanObjective::FitFastest));
+  ASSERT_TRUE(static_cast<bool>(Roomy));
+  for (const Plan &P : *Roomy)
+    EXPECT_NE(P.Name, "full, amp-bf16, AdamW (fused) + checkpoint 1/2 blocks");
+}

@@ -63,6 +63,18 @@ PlanRequest request(int64_t Budget, int64_t Batch, int64_t Gpus, PlanObjective O
   return R;
 }
 
+/// The base the search builds its sparse and partial-checkpoint candidates on, for
+/// request(): full fine-tuning in amp-bf16 with fused AdamW at micro-batch 8.
+TrainingSetup ampFusedAt8(const PlanRequest &R) {
+  TrainingSetup S = R.Base;
+  S.Gpu = R.Gpu.Name;
+  S.Prec = Precision::AmpBf16;
+  S.Optimizer = OptimizerKind::AdamW;
+  S.Impl = OptimizerImpl::Fused;
+  S.MicroBatch = 8;
+  return S;
+}
+
 } // namespace
 
 TEST(PlanSearch, EveryPlanIsConsistentWithItsOwnSimulation) {
@@ -131,13 +143,8 @@ TEST(PlanSearch, UpdateSetSearchTrainsTheMostBlocksThatFit) {
   // checkpointing, the last K blocks (and what follows them) trainable.
   PlanRequest Probe = request(int64_t(1) << 40, 8, 1, PlanObjective::FitFastest);
   auto Sparse = [&](const char *Mode) {
-    TrainingSetup S = Probe.Base;
-    S.Gpu = Probe.Gpu.Name;
-    S.Prec = Precision::AmpBf16;
-    S.Optimizer = OptimizerKind::AdamW;
-    S.Impl = OptimizerImpl::Fused;
+    TrainingSetup S = ampFusedAt8(Probe);
     S.SparseUpdate = Mode;
-    S.MicroBatch = 8;
     return S;
   };
   const int64_t One = required(Sparse("last:1"), 8), Two = required(Sparse("last:2"), 8);
@@ -182,13 +189,8 @@ TEST(PlanSearch, PartialCheckpointingIsTheFewestBlocksThatFit) {
   // Full fine-tuning in amp-bf16 with fused AdamW on tiny-llama (2 blocks), batch 8.
   PlanRequest Probe = request(int64_t(1) << 40, 8, 1, PlanObjective::FitFastest);
   auto Full = [&](const char *Checkpoint) {
-    TrainingSetup S = Probe.Base;
-    S.Gpu = Probe.Gpu.Name;
-    S.Prec = Precision::AmpBf16;
-    S.Optimizer = OptimizerKind::AdamW;
-    S.Impl = OptimizerImpl::Fused;
+    TrainingSetup S = ampFusedAt8(Probe);
     S.Checkpoint = Checkpoint;
-    S.MicroBatch = 8;
     return required(S, 8);
   };
   const int64_t None = Full("none"), One = Full("first:1"), Both = Full("blocks");

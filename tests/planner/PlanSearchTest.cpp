@@ -38,6 +38,11 @@ int64_t required(const TrainingSetup &Setup, int64_t MicroBatch) {
   EXPECT_TRUE(static_cast<bool>(C));
   auto R = simulateStep(*G, S, *C);
   EXPECT_TRUE(static_cast<bool>(R));
+  // The categories at the peak add up to the peak, and no point of the timeline is
+  // above it.
+  EXPECT_EQ(R->PeakInfo.ByCategory.total(), R->Peak);
+  for (const TimelinePoint &P : R->Timeline)
+    EXPECT_LE(P.Live.total(), R->Peak) << P.Op;
   // The timeline never has negative live bytes in any category.
   for (const TimelinePoint &P : R->Timeline) {
     const CategoryBytes &L = P.Live;

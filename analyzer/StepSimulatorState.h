@@ -67,6 +67,7 @@ struct Storage {
   int Refs = 0;
   bool Live = false;
   int64_t Handle = 0; ///< the block the caching-allocator replay gave it
+  size_t LivePos = 0; ///< index in Memory's live list while live
 };
 
 /// Live storages and the timeline over them.
@@ -88,8 +89,9 @@ public:
       S.Handle = Allocator->allocate(Bytes);
     slot(LiveBytes, C) += Bytes;
     Total += Bytes;
+    S.LivePos = LiveList.size();
     Storages.push_back(std::move(S));
-    LiveSet.insert(static_cast<StorageId>(Storages.size() - 1));
+    LiveList.push_back(static_cast<StorageId>(Storages.size() - 1));
     return static_cast<StorageId>(Storages.size() - 1);
   }
   void retain(StorageId S) {
@@ -107,7 +109,11 @@ public:
       Allocator->free(St.Handle);
     slot(LiveBytes, St.Category) -= St.Bytes;
     Total -= St.Bytes;
-    LiveSet.erase(S);
+    // Swap-remove from the live list.
+    StorageId Last = LiveList.back();
+    LiveList[St.LivePos] = Last;
+    Storages[Last].LivePos = St.LivePos;
+    LiveList.pop_back();
   }
   void recategorize(StorageId S, Cat C) {
     Storage &St = Storages[S];
@@ -136,11 +142,15 @@ public:
     PeakInfo.Phase = Phase;
     PeakInfo.Op = Layer.empty() ? Op : Op + " (" + Layer + ")";
     PeakInfo.ByCategory = LiveBytes;
-    std::vector<StorageId> Ids(LiveSet.begin(), LiveSet.end());
+    // The peak rises at most events of the forward, so this runs often: a contiguous
+    // list and a top-10 selection (largest first, the older storage first on ties).
+    std::vector<StorageId> Ids(LiveList);
     size_t Keep = std::min<size_t>(10, Ids.size());
     std::partial_sort(Ids.begin(), Ids.begin() + Keep, Ids.end(),
                       [this](StorageId A, StorageId B) {
-                        return Storages[A].Bytes > Storages[B].Bytes;
+                        if (Storages[A].Bytes != Storages[B].Bytes)
+                          return Storages[A].Bytes > Storages[B].Bytes;
+                        return A < B;
                       });
     PeakInfo.TopTensors.clear();
     for (size_t I = 0; I < Keep; ++I) {
@@ -159,7 +169,7 @@ public:
 
 private:
   std::vector<Storage> Storages;
-  std::set<StorageId> LiveSet;
+  std::vector<StorageId> LiveList; ///< live storages, unordered (swap-remove)
 };
 
 /// A tensor's memory layout: enough of PyTorch's strides to know when an op copies.

@@ -25,6 +25,8 @@
 #include "analyzer/Units.h"
 
 #include <algorithm>
+#include <map>
+#include <memory>
 #include <set>
 
 namespace trainmem {
@@ -353,7 +355,21 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
 
 } // namespace
 
-llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &R) {
+llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
+  // The search probes the same few micro-batches many times; each model is imported once
+  // and copied for each probe (strategies such as LoRA transform the graph).
+  PlanRequest R = Request;
+  auto Imported = std::make_shared<std::map<int64_t, Graph>>();
+  R.Model = [Import = Request.Model, Imported](int64_t MicroBatch) -> llvm::Expected<Graph> {
+    auto It = Imported->find(MicroBatch);
+    if (It == Imported->end()) {
+      auto G = Import(MicroBatch);
+      if (!G)
+        return G.takeError();
+      It = Imported->emplace(MicroBatch, std::move(*G)).first;
+    }
+    return It->second;
+  };
   std::vector<Plan> Plans;
   int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);
   int64_t Cap = R.Objective == PlanObjective::MaxBatch ? std::max<int64_t>(Target, 4096) : Target;

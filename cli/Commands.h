@@ -26,6 +26,10 @@ int runPlan();
 llvm::cl::SubCommand &gpusCommand();
 int runGpus();
 
+/// `trainmem diff BASE.json NEW.json`: the subcommand and its action.
+llvm::cl::SubCommand &diffCommand();
+int runDiff();
+
 /// Prints "trainmem: error: MESSAGE" to stderr and returns ExitInputError.
 int reportError(llvm::Error E);
 

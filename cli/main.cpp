@@ -23,6 +23,7 @@ int main(int Argc, char **Argv) {
   trainmem::cli::exportOnnxCommand();
   trainmem::cli::planCommand();
   trainmem::cli::gpusCommand();
+  trainmem::cli::diffCommand();
   llvm::cl::HideUnrelatedOptions({});
   if (!llvm::cl::ParseCommandLineOptions(
           Argc, Argv,
@@ -30,7 +31,8 @@ int main(int Argc, char **Argv) {
           "what is the cheapest change that makes it fit?\n\n"
           "  trainmem analyze MODEL.onnx --dim batch=8 --optimizer=adamw\n"
           "  trainmem analyze --hf-config=config.json --dim seq=4096 --format=json -o r.json\n"
-          "  trainmem export-onnx --hf-config=config.json -o model.onnx\n\n"
+          "  trainmem export-onnx --hf-config=config.json -o model.onnx\n"
+          "  trainmem diff base.json new.json --max-increase=5%\n\n"
           "Run 'trainmem SUBCOMMAND --help' for a subcommand's options.\n",
           &llvm::errs()))
     return trainmem::cli::ExitInputError;
@@ -42,6 +44,8 @@ int main(int Argc, char **Argv) {
     return trainmem::cli::runPlan();
   if (trainmem::cli::gpusCommand())
     return trainmem::cli::runGpus();
+  if (trainmem::cli::diffCommand())
+    return trainmem::cli::runDiff();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";
   return trainmem::cli::ExitInputError;
 }

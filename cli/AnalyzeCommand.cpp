@@ -25,6 +25,57 @@ int reportError(llvm::Error E) {
   return ExitInputError;
 }
 
+llvm::Expected<MemoryReport> predictStep(StepRequest &Request) {
+  auto G = importRequestedModel(Request);
+  if (!G)
+    return G.takeError();
+  if (llvm::Error E = applyStrategies(*G, Request.Setup))
+    return E;
+  auto Census = takeCensus(*G, Request.Setup);
+  if (!Census)
+    return Census.takeError();
+  // Resolve --gpu first: an unknown name is a usage error before any work is done, and
+  // the canonical name selects the runtime overheads.
+  std::optional<GpuSpec> Gpu;
+  if (!Request.Setup.Gpu.empty()) {
+    auto Catalog = GpuCatalog::loadConfigured();
+    if (!Catalog)
+      return Catalog.takeError();
+    auto Spec = Catalog->lookup(Request.Setup.Gpu);
+    if (!Spec)
+      return Spec.takeError();
+    Gpu = *Spec;
+    Request.Setup.Gpu = Gpu->Name;
+  }
+  if (llvm::StringRef(Request.Setup.Checkpoint).startswith("budget:")) {
+    auto Choice = chooseCheckpointForBudget(*G, Request.Setup, *Census);
+    if (!Choice)
+      return Choice.takeError();
+    G->Diags.note("checkpoint-budget", Request.Setup.Checkpoint,
+                  "checkpointing the first " + std::to_string(Choice->Checkpointed) + " of " +
+                      std::to_string(Choice->Blocks) + " blocks meets the budget (" +
+                      Choice->Mode + "); partial checkpointing is expressed by Megatron-LM "
+                      "(--recompute-granularity=full --recompute-method=block "
+                      "--recompute-num-layers=K) or by wrapping those blocks in "
+                      "torch.utils.checkpoint; HF Trainer checkpoints all blocks");
+    Request.Setup.Checkpoint = Choice->Mode;
+  }
+  auto Sim = simulateStep(*G, Request.Setup, *Census);
+  if (!Sim)
+    return Sim.takeError();
+  MemoryReport Report = buildStepReport(*G, Request.Setup, *Census, *Sim);
+  if (Gpu) {
+    GpuFit Fit;
+    Fit.Name = Gpu->Name;
+    Fit.DisplayName = Gpu->DisplayName;
+    Fit.UsableBytes = Gpu->UsableBytes;
+    Fit.RequiredBasis = Report.PeakReserved ? "peak_reserved" : "peak";
+    Fit.RequiredBytes = Report.PeakReserved ? *Report.PeakReserved : Report.Peak.value_or(0);
+    Report.Gpu = Fit;
+  }
+  return Report;
+}
+
 int runAnalyze() {
   std::string Format = outputFormat();
   if (Format != "text" && Format != "json")
@@ -36,53 +87,10 @@ int runAnalyze() {
   auto Request = parseStepRequest();
   if (!Request)
     return reportError(Request.takeError());
-  auto G = importRequestedModel(*Request);
-  if (!G)
-    return reportError(G.takeError());
-  if (llvm::Error E = applyStrategies(*G, Request->Setup))
-    return reportError(std::move(E));
-  auto Census = takeCensus(*G, Request->Setup);
-  if (!Census)
-    return reportError(Census.takeError());
-  // Resolve --gpu first: an unknown name is a usage error before any work is done, and
-  // the canonical name selects the runtime overheads.
-  std::optional<GpuSpec> Gpu;
-  if (!Request->Setup.Gpu.empty()) {
-    auto Catalog = GpuCatalog::loadConfigured();
-    if (!Catalog)
-      return reportError(Catalog.takeError());
-    auto Spec = Catalog->lookup(Request->Setup.Gpu);
-    if (!Spec)
-      return reportError(Spec.takeError());
-    Gpu = *Spec;
-    Request->Setup.Gpu = Gpu->Name;
-  }
-  if (llvm::StringRef(Request->Setup.Checkpoint).startswith("budget:")) {
-    auto Choice = chooseCheckpointForBudget(*G, Request->Setup, *Census);
-    if (!Choice)
-      return reportError(Choice.takeError());
-    G->Diags.note("checkpoint-budget", Request->Setup.Checkpoint,
-                  "checkpointing the first " + std::to_string(Choice->Checkpointed) + " of " +
-                      std::to_string(Choice->Blocks) + " blocks meets the budget (" +
-                      Choice->Mode + "); partial checkpointing is expressed by Megatron-LM "
-                      "(--recompute-granularity=full --recompute-method=block "
-                      "--recompute-num-layers=K) or by wrapping those blocks in "
-                      "torch.utils.checkpoint; HF Trainer checkpoints all blocks");
-    Request->Setup.Checkpoint = Choice->Mode;
-  }
-  auto Sim = simulateStep(*G, Request->Setup, *Census);
-  if (!Sim)
-    return reportError(Sim.takeError());
-  MemoryReport Report = buildStepReport(*G, Request->Setup, *Census, *Sim);
-  if (Gpu) {
-    GpuFit Fit;
-    Fit.Name = Gpu->Name;
-    Fit.DisplayName = Gpu->DisplayName;
-    Fit.UsableBytes = Gpu->UsableBytes;
-    Fit.RequiredBasis = Report.PeakReserved ? "peak_reserved" : "peak";
-    Fit.RequiredBytes = Report.PeakReserved ? *Report.PeakReserved : Report.Peak.value_or(0);
-    Report.Gpu = Fit;
-  }
+  auto Predicted = predictStep(*Request);
+  if (!Predicted)
+    return reportError(Predicted.takeError());
+  const MemoryReport &Report = *Predicted;
   if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           writeReportJson(Report, OS);

@@ -14,11 +14,22 @@ namespace llvm::cl {
 class SubCommand;
 } // namespace llvm::cl
 
+namespace trainmem {
+struct MemoryReport;
+} // namespace trainmem
+
 namespace trainmem::cli {
+
+struct StepRequest;
+
+/// Imports, applies the strategies, resolves --gpu and --checkpoint=budget:, simulates:
+/// the report `analyze` and `report` write. The setup in Request is updated to what ran.
+llvm::Expected<MemoryReport> predictStep(StepRequest &Request);
 
 enum ExitCode : int { ExitOk = 0, ExitInputError = 1, ExitGateFailed = 2, ExitInternal = 3 };
 
 int runAnalyze();
+int runReport();
 int runExportOnnx();
 int runPlan();
 

@@ -20,6 +20,7 @@ namespace trainmem::cli {
 llvm::cl::SubCommand &analyzeCommand();
 llvm::cl::SubCommand &exportOnnxCommand();
 llvm::cl::SubCommand &planCommand();
+llvm::cl::SubCommand &reportCommand();
 
 /// What a step-modelling command was asked for, parsed and validated.
 struct StepRequest {

@@ -24,6 +24,7 @@ int main(int Argc, char **Argv) {
   trainmem::cli::planCommand();
   trainmem::cli::gpusCommand();
   trainmem::cli::diffCommand();
+  trainmem::cli::reportCommand();
   llvm::cl::HideUnrelatedOptions({});
   if (!llvm::cl::ParseCommandLineOptions(
           Argc, Argv,
@@ -44,6 +45,8 @@ int main(int Argc, char **Argv) {
     return trainmem::cli::runPlan();
   if (trainmem::cli::gpusCommand())
     return trainmem::cli::runGpus();
+  if (trainmem::cli::reportCommand())
+    return trainmem::cli::runReport();
   if (trainmem::cli::diffCommand())
     return trainmem::cli::runDiff();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";

@@ -18,6 +18,9 @@ add_library(trainmem_onnx INTERFACE)
 target_link_libraries(trainmem_onnx INTERFACE onnx onnx_proto protobuf::libprotobuf)
 target_compile_definitions(trainmem_onnx INTERFACE ONNX_ML=1 ONNX_NAMESPACE=onnx)
 
+# SQLite: the run history (store/). libsqlite3-dev.
+find_package(SQLite3 REQUIRED)
+
 find_package(GTest)
 
 find_package(benchmark QUIET)

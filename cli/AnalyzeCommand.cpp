@@ -99,6 +99,11 @@ int runAnalyze() {
         return llvm::Error::success();
       }))
     return reportError(std::move(E));
+  if (llvm::Error E = recordRun("analyze", *Request, Report.Model.Name,
+                                setupToJson(Report.Setup), reportToJson(Report),
+                                Report.Peak.value_or(Report.persistentBytes()),
+                                Report.PeakReserved))
+    return reportError(std::move(E));
   return ExitOk;
 }
 

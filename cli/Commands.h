@@ -9,6 +9,10 @@
 #define TRAINMEM_CLI_COMMANDS_H
 
 #include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <optional>
+#include <string>
 
 namespace llvm::cl {
 class SubCommand;
@@ -40,6 +44,16 @@ int runGpus();
 /// `trainmem diff BASE.json NEW.json`: the subcommand and its action.
 llvm::cl::SubCommand &diffCommand();
 int runDiff();
+
+/// `trainmem history --db=FILE`: the subcommand and its action.
+llvm::cl::SubCommand &historyCommand();
+int runHistory();
+
+/// With --db=FILE, records a run of Command in the history database (a no-op without).
+llvm::Error recordRun(const std::string &Command, const StepRequest &Request,
+                      const std::string &ModelName, const llvm::json::Value &Setup,
+                      const llvm::json::Value &Report, int64_t Peak,
+                      std::optional<int64_t> PeakReserved);
 
 /// Prints "trainmem: error: MESSAGE" to stderr and returns ExitInputError.
 int reportError(llvm::Error E);

@@ -200,6 +200,12 @@ int runPlan() {
         return llvm::Error::success();
       }))
     return reportError(std::move(E));
+  // The history keeps the ranked plans; its peak is the best plan's requirement.
+  if (!Plans->empty())
+    if (llvm::Error E = recordRun("plan", *Request, First->Name,
+                                  setupToJson(Plans->front().Setup), plansToJson(*Plans, Plan),
+                                  Plans->front().Required, std::nullopt))
+      return reportError(std::move(E));
   return ExitOk;
 }
 

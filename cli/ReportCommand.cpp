@@ -133,6 +133,11 @@ int runReport() {
         return llvm::Error::success();
       }))
     return reportError(std::move(E));
+  if (llvm::Error E = recordRun("report", *Request, Report.Model.Name,
+                                setupToJson(Report.Setup), reportToJson(Report),
+                                Report.Peak.value_or(Report.persistentBytes()),
+                                Report.PeakReserved))
+    return reportError(std::move(E));
   for (const GateResult &G : Gates)
     if (!G.Passed) {
       llvm::WithColor::error(llvm::errs(), "trainmem") << "budget exceeded: " << G.Message

@@ -215,6 +215,11 @@ cl::opt<std::string> Format("format",
                                      "markdown (plan, report) | junit | html (report); default "
                                      "text"),
                             cl::init("text"), S.A, S.R, S.P, cl::cat(OutputCategory));
+cl::opt<std::string> HistoryDb("db",
+                               cl::desc("Record this run (model digest, setup, report, git "
+                                        "commit and branch, time) in the SQLite history FILE; "
+                                        "see trainmem history"),
+                               cl::value_desc("file"), S.A, S.R, S.P, cl::cat(OutputCategory));
 cl::opt<std::string> Output("o", cl::desc("Write to FILE (atomically) instead of stdout"),
                             cl::value_desc("file"), S.A, S.R, S.E, S.P, cl::cat(OutputCategory));
 
@@ -244,6 +249,8 @@ llvm::Error applyIfGiven(const cl::opt<std::string> &Opt, Parser Parse, T &Field
 } // namespace
 
 std::string outputFormat() { return Format; }
+std::string historyDb() { return HistoryDb; }
+
 std::string outputPath() { return Output.empty() ? "-" : Output.getValue(); }
 
 llvm::Expected<StepRequest> parseStepRequest() {

@@ -39,6 +39,8 @@ llvm::Expected<Graph> importRequestedModel(const StepRequest &Request);
 /// `--format` and `-o`, shared by the commands that write a report.
 std::string outputFormat();
 std::string outputPath();
+/// `--db`: the history database to record the run in, or "".
+std::string historyDb();
 
 } // namespace trainmem::cli
 

@@ -25,6 +25,7 @@ int main(int Argc, char **Argv) {
   trainmem::cli::gpusCommand();
   trainmem::cli::diffCommand();
   trainmem::cli::reportCommand();
+  trainmem::cli::historyCommand();
   llvm::cl::HideUnrelatedOptions({});
   if (!llvm::cl::ParseCommandLineOptions(
           Argc, Argv,
@@ -47,6 +48,8 @@ int main(int Argc, char **Argv) {
     return trainmem::cli::runGpus();
   if (trainmem::cli::reportCommand())
     return trainmem::cli::runReport();
+  if (trainmem::cli::historyCommand())
+    return trainmem::cli::runHistory();
   if (trainmem::cli::diffCommand())
     return trainmem::cli::runDiff();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";

@@ -12,6 +12,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <ctime>
 
 namespace trainmem {
@@ -182,6 +183,27 @@ llvm::Expected<std::vector<RunRecord>> RunStore::list(const std::string &ModelFi
   }
   if (Rc != SQLITE_DONE)
     return sqlError("reading the runs");
+  return Out;
+}
+
+std::vector<std::pair<std::string, std::vector<std::pair<std::string, int64_t>>>>
+peakTrend(const std::vector<RunRecord> &Runs) {
+  std::vector<std::pair<std::string, std::vector<std::pair<std::string, int64_t>>>> Out;
+  for (const RunRecord &R : Runs) {
+    auto Model = std::find_if(Out.begin(), Out.end(),
+                              [&](const auto &M) { return M.first == R.Model; });
+    if (Model == Out.end()) {
+      Out.push_back({R.Model, {}});
+      Model = Out.end() - 1;
+    }
+    auto &Commits = Model->second;
+    auto Commit = std::find_if(Commits.begin(), Commits.end(),
+                               [&](const auto &C) { return C.first == R.Commit; });
+    if (Commit == Commits.end())
+      Commits.push_back({R.Commit, R.Peak});
+    else
+      Commit->second = R.Peak;
+  }
   return Out;
 }
 

@@ -62,6 +62,11 @@ private:
   std::string Path;
 };
 
+/// The peak per commit, per model: for each model, its commits in the order they first
+/// appear among Runs, each with the peak of its last run.
+std::vector<std::pair<std::string, std::vector<std::pair<std::string, int64_t>>>>
+peakTrend(const std::vector<RunRecord> &Runs);
+
 /// SHA-256 (hex) of a model file: its size and its first 64 MiB, so that a multi-gigabyte
 /// ONNX file is not read whole; empty when the file cannot be read.
 std::string modelDigest(const std::string &Path);

@@ -167,3 +167,28 @@ TEST_F(RunStoreTest, AnUnopenablePathIsAClearError) {
   EXPECT_NE(llvm::toString(Store.takeError()).find("cannot open the history database"),
             std::string::npos);
 }
+
+TEST(PeakTrend, LastRunOfEachCommitPerModelInOrderOfAppearance) {
+  std::vector<RunRecord> Runs;
+  auto Add = [&](const char *Model, const char *Commit, int64_t Peak) {
+    RunRecord R;
+    R.Model = Model;
+    R.Commit = Commit;
+    R.Peak = Peak;
+    Runs.push_back(R);
+  };
+  Add("gpt2", "a", 100);
+  Add("llama", "a", 900);
+  Add("gpt2", "a", 110); // a re-run of commit a: the last one counts
+  Add("gpt2", "b", 130);
+  Add("gpt2", "c", 120);
+  auto Trend = peakTrend(Runs);
+  ASSERT_EQ(Trend.size(), 2u);
+  EXPECT_EQ(Trend[0].first, "gpt2");
+  ASSERT_EQ(Trend[0].second.size(), 3u);
+  EXPECT_EQ(Trend[0].second[0], (std::pair<std::string, int64_t>{"a", 110}));
+  EXPECT_EQ(Trend[0].second[1], (std::pair<std::string, int64_t>{"b", 130}));
+  EXPECT_EQ(Trend[0].second[2], (std::pair<std::string, int64_t>{"c", 120}));
+  EXPECT_EQ(Trend[1].first, "llama");
+  EXPECT_EQ(Trend[1].second.size(), 1u);
+}

@@ -1,0 +1,104 @@
+//===- ReportSchemaTest.cpp - the trainmem.report/1 contract ---------------------===//
+//
+// DESIGN.md fixes the report JSON: its top-level keys, the byte figures (integers, every
+// category under its name), the peak with by_category under the same names, the
+// timeline and the layers. A simulated step's report must have all of them, typed.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/ReportWriters.h"
+#include "analyzer/StepSimulator.h"
+#include "support/GraphBuilder.h"
+
+#include <gtest/gtest.h>
+
+using namespace trainmem;
+using trainmem::testing::GraphBuilder;
+
+namespace {
+
+const char *const Categories[] = {"weights",          "master_weights", "gradients",
+                                  "optimizer_states", "activations",    "temporaries",
+                                  "inputs"};
+
+llvm::json::Object stepReport() {
+  GraphBuilder B;
+  TensorId X = B.input("x", {4, 16});
+  TensorId W = B.weight("fc.weight", {16, 8});
+  B.output(B.op("MatMul", {X, W}, {4, 8}, "/fc/MatMul"));
+  Graph G = B.finish();
+  TrainingSetup S;
+  auto C = takeCensus(G, S);
+  EXPECT_TRUE(static_cast<bool>(C));
+  auto Sim = simulateStep(G, S, *C);
+  EXPECT_TRUE(static_cast<bool>(Sim));
+  llvm::json::Value V = reportToJson(buildStepReport(G, S, *C, *Sim));
+  // Through text and back, as a consumer reads it.
+  auto Parsed = llvm::json::parse(llvm::formatv("{0}", V).str());
+  EXPECT_TRUE(static_cast<bool>(Parsed));
+  return *Parsed->getAsObject();
+}
+
+} // namespace
+
+TEST(ReportSchema, TopLevelKeysAndTypes) {
+  llvm::json::Object R = stepReport();
+  EXPECT_EQ(R.getString("schema"), "trainmem.report/1");
+  for (const char *Key : {"model", "setup", "parameters", "bytes", "peak"})
+    EXPECT_NE(R.getObject(Key), nullptr) << Key;
+  for (const char *Key : {"timeline", "layers", "diagnostics"})
+    EXPECT_NE(R.getArray(Key), nullptr) << Key;
+  const llvm::json::Object *Params = R.getObject("parameters");
+  ASSERT_NE(Params, nullptr);
+  EXPECT_EQ(Params->getInteger("total"), 128);
+  EXPECT_EQ(Params->getInteger("trainable"), 128);
+}
+
+TEST(ReportSchema, EveryByteFigureIsAnIntegerUnderItsCategoryName) {
+  llvm::json::Object R = stepReport();
+  const llvm::json::Object *Bytes = R.getObject("bytes");
+  ASSERT_NE(Bytes, nullptr);
+  for (const char *Key : Categories) {
+    auto V = Bytes->getInteger(Key);
+    ASSERT_TRUE(V.has_value()) << "bytes." << Key;
+    EXPECT_GE(*V, 0) << Key;
+  }
+  ASSERT_TRUE(Bytes->getInteger("peak").has_value());
+  ASSERT_TRUE(Bytes->getInteger("peak_reserved").has_value()) << "a CUDA step has one";
+  // bytes.peak is the largest total: no timeline point exceeds it, and peak.by_category
+  // adds up to it.
+  const int64_t Peak = *Bytes->getInteger("peak");
+  const llvm::json::Object *At = R.getObject("peak");
+  ASSERT_NE(At, nullptr);
+  for (const char *Key : {"phase", "op"})
+    EXPECT_TRUE(At->getString(Key).has_value()) << "peak." << Key;
+  const llvm::json::Object *ByCategory = At->getObject("by_category");
+  ASSERT_NE(ByCategory, nullptr);
+  int64_t Sum = 0;
+  for (const char *Key : Categories) {
+    auto V = ByCategory->getInteger(Key);
+    ASSERT_TRUE(V.has_value()) << "peak.by_category." << Key;
+    Sum += *V;
+  }
+  EXPECT_EQ(Sum, Peak);
+  const llvm::json::Array *Top = At->getArray("top_tensors");
+  ASSERT_NE(Top, nullptr);
+  ASSERT_FALSE(Top->empty());
+  for (const llvm::json::Value &T : *Top) {
+    const llvm::json::Object *O = T.getAsObject();
+    ASSERT_NE(O, nullptr);
+    EXPECT_TRUE(O->getString("name") && O->getInteger("bytes") && O->getString("category"));
+  }
+  for (const llvm::json::Value &P : *R.getArray("timeline")) {
+    const llvm::json::Object *O = P.getAsObject();
+    ASSERT_NE(O, nullptr);
+    int64_t Total = 0;
+    for (const char *Key : Categories) {
+      auto V = O->getInteger(Key);
+      ASSERT_TRUE(V.has_value()) << "timeline point without " << Key;
+      Total += *V;
+    }
+    EXPECT_LE(Total, Peak);
+    EXPECT_TRUE(O->getString("phase").has_value());
+  }
+}

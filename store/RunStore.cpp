@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <ctime>
 
 namespace trainmem {
@@ -25,8 +26,15 @@ struct Statement {
   ~Statement() { sqlite3_finalize(S); }
 };
 
+/// Now, or $SOURCE_DATE_EPOCH when set (the reproducible-builds convention), so that
+/// recorded histories can be reproduced in tests.
 std::string utcNow() {
   std::time_t T = std::time(nullptr);
+  if (const char *Epoch = std::getenv("SOURCE_DATE_EPOCH")) {
+    long long Seconds = 0;
+    if (!llvm::StringRef(Epoch).getAsInteger(10, Seconds) && Seconds >= 0)
+      T = static_cast<std::time_t>(Seconds);
+  }
   std::tm Tm{};
   gmtime_r(&T, &Tm);
   char Buf[32];

@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <unistd.h> // environ
 
 using namespace trainmem::testing;
 
@@ -34,7 +35,9 @@ std::string readFile(const std::string &Path) {
 }
 
 /// Runs trainmem from the source root; returns "exit code N\n--- stdout\n...--- stderr\n...".
-std::string runTrainmem(const std::vector<std::string> &Args) {
+/// Extra "NAME=VALUE" entries are added to the environment.
+std::string runTrainmem(const std::vector<std::string> &Args,
+                        const std::vector<std::string> &ExtraEnv = {}) {
   llvm::SmallString<128> Out, Err;
   llvm::sys::fs::createTemporaryFile("golden", "out", Out);
   llvm::sys::fs::createTemporaryFile("golden", "err", Err);
@@ -49,8 +52,26 @@ std::string runTrainmem(const std::vector<std::string> &Args) {
   llvm::sys::fs::current_path(Cwd);
   llvm::sys::fs::set_current_path(TRAINMEM_SOURCE_DIR);
   std::string ErrMsg;
-  int Rc = llvm::sys::ExecuteAndWait(TRAINMEM_BINARY, Argv, std::nullopt, Redirects, 120, 0,
-                                     &ErrMsg);
+  std::optional<llvm::ArrayRef<llvm::StringRef>> Env;
+  std::vector<std::string> EnvStrings;
+  std::vector<llvm::StringRef> EnvRefs;
+  if (!ExtraEnv.empty()) {
+    // The extra entries replace inherited ones of the same name (CI sets GITHUB_SHA).
+    auto Overridden = [&](llvm::StringRef Entry) {
+      for (const std::string &X : ExtraEnv)
+        if (Entry.split('=').first == llvm::StringRef(X).split('=').first)
+          return true;
+      return false;
+    };
+    for (char **E = environ; *E; ++E)
+      if (!Overridden(*E))
+        EnvStrings.push_back(*E);
+    EnvStrings.insert(EnvStrings.end(), ExtraEnv.begin(), ExtraEnv.end());
+    for (const std::string &E : EnvStrings)
+      EnvRefs.push_back(E);
+    Env = EnvRefs;
+  }
+  int Rc = llvm::sys::ExecuteAndWait(TRAINMEM_BINARY, Argv, Env, Redirects, 120, 0, &ErrMsg);
   llvm::sys::fs::set_current_path(Cwd);
   std::string Result = "exit code " + std::to_string(Rc) + "\n--- stdout\n" +
                        readFile(std::string(Out)) + "--- stderr\n" + readFile(std::string(Err));
@@ -72,12 +93,11 @@ void PrintTo(const GoldenCase &C, std::ostream *OS) {
 
 class Golden : public ::testing::TestWithParam<GoldenCase> {};
 
-TEST_P(Golden, OutputMatchesExpectation) {
-  const GoldenCase &C = GetParam();
-  if (C.NeedsFixtures)
-    TRAINMEM_REQUIRE_FIXTURES("gt/onnx");
-  std::string Expected = std::string(TRAINMEM_SOURCE_DIR) + "/tests/golden/" + C.Name + ".out";
-  std::string Actual = runTrainmem(C.Args);
+/// Compares Actual with tests/golden/NAME.out (or rewrites it under
+/// TRAINMEM_UPDATE_GOLDEN); Command names the run in the failure message.
+void expectGolden(const std::string &Name, const std::string &Command,
+                  const std::string &Actual) {
+  std::string Expected = std::string(TRAINMEM_SOURCE_DIR) + "/tests/golden/" + Name + ".out";
   if (std::getenv("TRAINMEM_UPDATE_GOLDEN")) {
     writeFile(Expected, Actual);
     GTEST_SKIP() << "updated " << Expected;
@@ -99,10 +119,47 @@ TEST_P(Golden, OutputMatchesExpectation) {
     Diff = readFile(std::string(DiffOut));
     llvm::sys::fs::remove(DiffOut);
   }
-  ADD_FAILURE() << "output of `trainmem " << llvm::join(C.Args, " ") << "` differs from "
+  ADD_FAILURE() << "output of `" << Command << "` differs from "
                 << Expected << " (actual written beside it; rerun with "
                 << "TRAINMEM_UPDATE_GOLDEN=1 to accept):\n"
                 << (Diff.empty() ? Actual : Diff);
+}
+
+TEST_P(Golden, OutputMatchesExpectation) {
+  const GoldenCase &C = GetParam();
+  if (C.NeedsFixtures)
+    TRAINMEM_REQUIRE_FIXTURES("gt/onnx");
+  expectGolden(C.Name, "trainmem " + llvm::join(C.Args, " "), runTrainmem(C.Args));
+}
+
+/// Runs recorded with --db under fixed commits and times, then listed by `history`.
+TEST(GoldenHistory, RecordedRunsAndThePeakPerCommit) {
+  llvm::SmallString<128> Dir;
+  ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("trainmem-history", Dir));
+  const std::string Db = (Dir + "/history.db").str();
+  auto Record = [&](const char *Commit, const char *Seq, const char *Command, long Time) {
+    std::string Out = runTrainmem(
+        {Command, "--hf-config=samples/hf/tiny-llama/config.json", "--dim", "batch=2", "--dim",
+         Seq, "--format=json", "-o", "/dev/null", "--db=" + Db},
+        {std::string("GITHUB_SHA=") + Commit, "GITHUB_REF_NAME=main",
+         "SOURCE_DATE_EPOCH=" + std::to_string(Time)});
+    EXPECT_EQ(Out.rfind("exit code 0", 0), 0u) << Out;
+  };
+  Record("1111111111aaaa", "seq=64", "analyze", 1764300000);
+  Record("1111111111aaaa", "seq=64", "report", 1764300060);
+  Record("2222222222bbbb", "seq=128", "analyze", 1764303600);
+  auto Listed = [&](std::vector<std::string> Args) {
+    Args.insert(Args.begin(), {"history", "--db=" + Db});
+    std::string Out = runTrainmem(Args);
+    // The database lives in a temporary folder; its name is not part of the expectation.
+    for (size_t At; (At = Out.find(Db)) != std::string::npos;)
+      Out.replace(At, Db.size(), "HISTORY.db");
+    return Out;
+  };
+  expectGolden("history_text", "trainmem history", Listed({}));
+  expectGolden("history_json", "trainmem history --format=json",
+               Listed({"--format=json", "--model=tiny-llama"}));
+  llvm::sys::fs::remove_directories(Dir);
 }
 
 const std::string GT = "../shared/fixtures/gt/onnx/";
@@ -139,6 +196,7 @@ const GoldenCase Cases[] = {
     {"report_markdown_gpu_budget", {"report", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--budget=gpu:rtx-4090:10%", "--format=markdown"}, false},
     {"report_junit_budget_exceeded", {"report", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--budget=12GiB", "--budget-on=reserved", "--format=junit"}, false},
     {"report_html_tiny_llama", {"report", "--hf-config=samples/hf/tiny-llama/config.json", "--dim", "batch=2", "--dim", "seq=64", "--budget=8MiB", "--format=html"}, false},
+    {"report_json_tiny_llama", {"report", "--hf-config=samples/hf/tiny-llama/config.json", "--dim", "batch=2", "--dim", "seq=64", "--budget=8MiB", "--format=json"}, false},
     {"report_text_budget_exceeded", {"report", "--hf-config=samples/hf/tiny-llama/config.json", "--dim", "batch=2", "--dim", "seq=64", "--budget=4MiB"}, false},
     {"error_report_bad_budget", {"report", "--hf-config=samples/hf/gpt2/config.json", "--budget=gpu:rtx-4090:150%"}, false},
     {"error_report_bad_format", {"report", "--hf-config=samples/hf/gpt2/config.json", "--format=pdf"}, false},

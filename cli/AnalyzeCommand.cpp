@@ -99,10 +99,7 @@ int runAnalyze() {
         return llvm::Error::success();
       }))
     return reportError(std::move(E));
-  if (llvm::Error E = recordRun("analyze", *Request, Report.Model.Name,
-                                setupToJson(Report.Setup), reportToJson(Report),
-                                Report.Peak.value_or(Report.persistentBytes()),
-                                Report.PeakReserved))
+  if (llvm::Error E = recordReportRun("analyze", *Request, Report))
     return reportError(std::move(E));
   return ExitOk;
 }

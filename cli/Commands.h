@@ -55,6 +55,10 @@ llvm::Error recordRun(const std::string &Command, const StepRequest &Request,
                       const llvm::json::Value &Report, int64_t Peak,
                       std::optional<int64_t> PeakReserved);
 
+/// recordRun for a step's report (analyze, report).
+llvm::Error recordReportRun(const std::string &Command, const StepRequest &Request,
+                            const MemoryReport &Report);
+
 /// Prints "trainmem: error: MESSAGE" to stderr and returns ExitInputError.
 int reportError(llvm::Error E);
 

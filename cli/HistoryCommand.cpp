@@ -7,6 +7,8 @@
 #include "cli/Commands.h"
 #include "cli/StepOptions.h"
 
+#include "analyzer/MemoryReport.h"
+#include "analyzer/ReportWriters.h"
 #include "analyzer/Units.h"
 #include "store/RunStore.h"
 
@@ -70,6 +72,13 @@ llvm::Error recordRun(const std::string &Command, const StepRequest &Request,
   if (!Id)
     return Id.takeError();
   return llvm::Error::success();
+}
+
+llvm::Error recordReportRun(const std::string &Command, const StepRequest &Request,
+                            const MemoryReport &Report) {
+  return recordRun(Command, Request, Report.Model.Name, setupToJson(Report.Setup),
+                   reportToJson(Report), Report.Peak.value_or(Report.persistentBytes()),
+                   Report.PeakReserved);
 }
 
 int runHistory() {

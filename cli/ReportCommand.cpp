@@ -133,10 +133,7 @@ int runReport() {
         return llvm::Error::success();
       }))
     return reportError(std::move(E));
-  if (llvm::Error E = recordRun("report", *Request, Report.Model.Name,
-                                setupToJson(Report.Setup), reportToJson(Report),
-                                Report.Peak.value_or(Report.persistentBytes()),
-                                Report.PeakReserved))
+  if (llvm::Error E = recordReportRun("report", *Request, Report))
     return reportError(std::move(E));
   for (const GateResult &G : Gates)
     if (!G.Passed) {

@@ -37,6 +37,21 @@ struct CategoryBytes {
   }
 };
 
+/// Each category under its report name (DESIGN.md: bytes.X, peak.by_category.X), in the
+/// order the report lists them. Writers and readers go through this one table.
+struct CategoryField {
+  const char *Name;
+  int64_t CategoryBytes::*Member;
+};
+inline constexpr CategoryField CategoryFields[] = {
+    {"weights", &CategoryBytes::Weights},
+    {"master_weights", &CategoryBytes::MasterWeights},
+    {"gradients", &CategoryBytes::Gradients},
+    {"optimizer_states", &CategoryBytes::OptimizerStates},
+    {"activations", &CategoryBytes::Activations},
+    {"temporaries", &CategoryBytes::Temporaries},
+    {"inputs", &CategoryBytes::Inputs}};
+
 /// A batch input with its bound shape.
 struct InputSummary {
   std::string Name;

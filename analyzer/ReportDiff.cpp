@@ -1,5 +1,6 @@
 //===- ReportDiff.cpp - what changed between two memory reports ------------------===//
 #include "analyzer/ReportDiff.h"
+#include "analyzer/MemoryReport.h"
 #include "analyzer/Units.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -18,10 +19,14 @@ llvm::Error fieldError(llvm::StringRef File, llvm::StringRef Field, llvm::String
                                  Expected.str().c_str());
 }
 
-/// The report's byte figures, most important first.
-constexpr const char *ByteKeys[] = {"peak",       "peak_reserved",  "weights",
-                                    "master_weights", "gradients", "optimizer_states",
-                                    "activations", "temporaries",   "inputs"};
+/// The report's byte figures, most important first: the peak figures, then the
+/// categories in the report's order.
+std::vector<const char *> byteKeys() {
+  std::vector<const char *> Keys = {"peak", "peak_reserved"};
+  for (const CategoryField &F : CategoryFields)
+    Keys.push_back(F.Name);
+  return Keys;
+}
 
 std::vector<FigureDelta> largestChanges(const std::map<std::string, int64_t> &Base,
                                         const std::map<std::string, int64_t> &New,
@@ -81,7 +86,7 @@ llvm::Expected<ReportFigures> readReportFigures(llvm::StringRef Json, llvm::Stri
   const llvm::json::Object *Bytes = O->getObject("bytes");
   if (!Bytes)
     return fieldError(File, "bytes", "an object of byte figures");
-  for (const char *Key : ByteKeys) {
+  for (const char *Key : byteKeys()) {
     const llvm::json::Value *B = Bytes->get(Key);
     if (!B || B->kind() == llvm::json::Value::Null)
       continue;
@@ -129,7 +134,7 @@ ReportDiff diffReports(const ReportFigures &Base, const ReportFigures &New, size
   D.NewModel = New.Model;
   D.BasePeakAt = Base.PeakAt;
   D.NewPeakAt = New.PeakAt;
-  for (const char *Key : ByteKeys) {
+  for (const char *Key : byteKeys()) {
     FigureDelta F;
     F.Name = Key;
     for (const auto &[Name, Bytes] : Base.Bytes)

@@ -12,6 +12,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
+#include <iterator>
 
 namespace trainmem {
 
@@ -42,21 +43,21 @@ std::string cell(llvm::StringRef Text) {
 }
 
 /// The categories in stacking order (bottom first) with their chart colours.
-constexpr std::pair<const char *, const char *> Categories[] = {
-    {"weights", "#4e79a7"},       {"master_weights", "#a0cbe8"},
-    {"gradients", "#f28e2b"},     {"optimizer_states", "#ffbe7d"},
-    {"inputs", "#bab0ac"},        {"activations", "#59a14f"},
-    {"temporaries", "#e15759"}};
-
-int64_t categoryBytes(const CategoryBytes &B, llvm::StringRef Name) {
-  if (Name == "weights") return B.Weights;
-  if (Name == "master_weights") return B.MasterWeights;
-  if (Name == "gradients") return B.Gradients;
-  if (Name == "optimizer_states") return B.OptimizerStates;
-  if (Name == "inputs") return B.Inputs;
-  if (Name == "activations") return B.Activations;
-  return B.Temporaries;
-}
+struct ChartCategory {
+  const char *Name;
+  int64_t CategoryBytes::*Member;
+  const char *Color;
+};
+constexpr ChartCategory Categories[] = {
+    {"weights", &CategoryBytes::Weights, "#4e79a7"},
+    {"master_weights", &CategoryBytes::MasterWeights, "#a0cbe8"},
+    {"gradients", &CategoryBytes::Gradients, "#f28e2b"},
+    {"optimizer_states", &CategoryBytes::OptimizerStates, "#ffbe7d"},
+    {"inputs", &CategoryBytes::Inputs, "#bab0ac"},
+    {"activations", &CategoryBytes::Activations, "#59a14f"},
+    {"temporaries", &CategoryBytes::Temporaries, "#e15759"}};
+static_assert(std::size(Categories) == std::size(CategoryFields),
+              "every report category has a place in the chart");
 
 int64_t gatedFigure(const MemoryReport &R, bool OnReserved) {
   if (OnReserved && R.PeakReserved)
@@ -84,8 +85,8 @@ GateResult checkBudget(const MemoryReport &R, int64_t Budget, const std::string 
   if (R.PeakInfo) {
     G.Message += "; the peak is in " + R.PeakInfo->Phase + " at " + R.PeakInfo->Op;
     std::vector<std::pair<int64_t, std::string>> Parts;
-    for (const auto &[Name, Color] : Categories)
-      if (int64_t B = categoryBytes(R.PeakInfo->ByCategory, Name))
+    for (const auto &[Name, Member, Color] : Categories)
+      if (int64_t B = R.PeakInfo->ByCategory.*Member)
         Parts.push_back({B, Name});
     std::sort(Parts.rbegin(), Parts.rend());
     if (!Parts.empty()) {
@@ -118,8 +119,8 @@ void writeReportMarkdown(const MemoryReport &R, const std::vector<GateResult> &G
     OS << "| " << cell(R.Gpu->DisplayName) << " usable | " << formatBytes(R.Gpu->UsableBytes)
        << " | " << (R.Gpu->fits() ? "fits" : "does not fit") << " |\n";
   const CategoryBytes &AtPeak = R.PeakInfo ? R.PeakInfo->ByCategory : R.Bytes;
-  for (const auto &[Name, Color] : Categories) {
-    int64_t B = categoryBytes(AtPeak, Name);
+  for (const auto &[Name, Member, Color] : Categories) {
+    int64_t B = AtPeak.*Member;
     if (!B)
       continue;
     OS << "| " << Name << " | " << formatBytes(B) << " | ";
@@ -231,11 +232,11 @@ void writeReportHtml(const MemoryReport &R, const std::vector<GateResult> &Gates
     }
     // Stacked areas, bottom category first.
     std::vector<int64_t> Below(N, 0);
-    for (const auto &[Name, Color] : Categories) {
+    for (const auto &[Name, Member, Color] : Categories) {
       std::vector<int64_t> Above(N);
       bool Any = false;
       for (size_t I = 0; I < N; ++I) {
-        int64_t B = categoryBytes(R.Timeline[I].Live, Name);
+        int64_t B = R.Timeline[I].Live.*Member;
         Any |= B > 0;
         Above[I] = Below[I] + B;
       }
@@ -271,7 +272,7 @@ void writeReportHtml(const MemoryReport &R, const std::vector<GateResult> &Gates
                           Y(R.Timeline[At].Live.total()) + 4, escapeXml(formatBytes(*R.Peak)));
     }
     OS << "</svg>\n<p>";
-    for (const auto &[Name, Color] : Categories)
+    for (const auto &[Name, Member, Color] : Categories)
       OS << "<span class=\"sw\" style=\"background:" << Color << "\"></span>" << Name
          << " &nbsp; ";
     OS << "</p>\n";
@@ -279,11 +280,11 @@ void writeReportHtml(const MemoryReport &R, const std::vector<GateResult> &Gates
 
   OS << "<h2>Breakdown</h2>\n<table><tr><th>category</th><th>at the peak</th>"
         "<th>largest over the step</th></tr>\n";
-  for (const auto &[Name, Color] : Categories)
+  for (const auto &[Name, Member, Color] : Categories)
     OS << "<tr><td><span class=\"sw\" style=\"background:" << Color << "\"></span>" << Name
        << "</td><td>"
-       << escapeXml(formatBytes(R.PeakInfo ? categoryBytes(R.PeakInfo->ByCategory, Name) : 0))
-       << "</td><td>" << escapeXml(formatBytes(categoryBytes(R.Bytes, Name))) << "</td></tr>\n";
+       << escapeXml(formatBytes(R.PeakInfo ? R.PeakInfo->ByCategory.*Member : 0))
+       << "</td><td>" << escapeXml(formatBytes(R.Bytes.*Member)) << "</td></tr>\n";
   OS << "</table>\n";
   if (R.PeakInfo && !R.PeakInfo->TopTensors.empty()) {
     OS << "<h2>Largest tensors live at the peak</h2>\n<table><tr><th>tensor</th>"

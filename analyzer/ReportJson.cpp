@@ -21,13 +21,10 @@ llvm::json::Array shapeJson(const std::vector<int64_t> &Shape) {
 }
 
 llvm::json::Object categoriesJson(const CategoryBytes &B) {
-  return llvm::json::Object{{"weights", B.Weights},
-                            {"master_weights", B.MasterWeights},
-                            {"gradients", B.Gradients},
-                            {"optimizer_states", B.OptimizerStates},
-                            {"activations", B.Activations},
-                            {"temporaries", B.Temporaries},
-                            {"inputs", B.Inputs}};
+  llvm::json::Object O;
+  for (const CategoryField &F : CategoryFields)
+    O[F.Name] = B.*F.Member;
+  return O;
 }
 
 llvm::json::Object tensorJson(const TensorSummary &T) {

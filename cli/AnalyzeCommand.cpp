@@ -31,6 +31,12 @@ llvm::Expected<MemoryReport> predictStep(StepRequest &Request) {
     return G.takeError();
   if (llvm::Error E = applyStrategies(*G, Request.Setup))
     return E;
+  if (Request.DeviceDefaultedToCpu)
+    G->Diags.note("device-default", "--device",
+                  "no GPU targeted, so the step is modelled as eager PyTorch runs it on the "
+                  "CPU (dropout masks in the input's dtype, no caching allocator); --gpu=NAME "
+                  "or --device=cuda models a CUDA device (bool masks, the allocator's "
+                  "peak_reserved)");
   auto Census = takeCensus(*G, Request.Setup);
   if (!Census)
     return Census.takeError();

@@ -65,7 +65,7 @@ int runPlan() {
     return reportError(llvm::createStringError(llvm::inconvertibleErrorCode(),
                                                "--format=%s: plan writes text, json or markdown",
                                                Format.c_str()));
-  auto Request = parseStepRequest();
+  auto Request = parseStepRequest(/*TargetsGpu=*/true);
   if (!Request)
     return reportError(Request.takeError());
   if (Request->Setup.Gpu.empty())

@@ -105,7 +105,9 @@ int runReport() {
       return reportError(B.takeError());
     Limit = *B;
   }
-  auto Request = parseStepRequest();
+  // A GPU's budget or the caching allocator's figure aim at a CUDA device.
+  auto Request = parseStepRequest(
+      /*TargetsGpu=*/llvm::StringRef(Budget).starts_with("gpu:") || BudgetOn == "reserved");
   if (!Request)
     return reportError(Request.takeError());
   auto Predicted = predictStep(*Request);

@@ -3,6 +3,8 @@
 
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <set>
+
 namespace cl = llvm::cl;
 
 namespace trainmem::cli {
@@ -89,12 +91,13 @@ cl::opt<std::string> PrecisionOpt("precision",
 cl::opt<std::string> AutocastOpt("autocast-policy",
                                  cl::desc("Whose autocast op lists amp-* follows: cuda | cpu "
                                           "(default: the device's)"),
-                                 cl::init("cuda"), S.A, S.R, S.P, cl::cat(SetupCategory));
+                                 cl::init("auto"), S.A, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> DeviceOpt("device",
-                               cl::desc("Where the step runs: cuda | cpu (default cuda). Kernels "
-                                        "differ in scratch and saved masks; --autocast-policy "
-                                        "defaults to the device"),
-                               cl::init("cuda"), S.A, S.R, S.P, cl::cat(SetupCategory));
+                               cl::desc("Where the step runs: auto | cuda | cpu (default auto: "
+                                        "cuda when a GPU is targeted (--gpu, plan, a gpu: "
+                                        "budget), else cpu). Kernels differ in saved masks and "
+                                        "scratch; --autocast-policy defaults to the device"),
+                               cl::init("auto"), S.A, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> AttentionOpt("attention",
                                   cl::desc("auto | eager | sdpa (default auto: sdpa for Hugging "
                                            "Face configs, as transformers runs them; the "
@@ -253,7 +256,7 @@ std::string historyDb() { return HistoryDb; }
 
 std::string outputPath() { return Output.empty() ? "-" : Output.getValue(); }
 
-llvm::Expected<StepRequest> parseStepRequest() {
+llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu) {
   StepRequest R;
   if (!HfConfig.empty() && !ModelPath.empty())
     return optionError("give either MODEL or --hf-config=FILE, not both");
@@ -300,6 +303,7 @@ llvm::Expected<StepRequest> parseStepRequest() {
 
   TrainingSetup &Setup = R.Setup;
   bool FromFile = !SetupFile.empty();
+  std::set<std::string> SetupFileKeys;
   if (FromFile) {
     auto Buffer = llvm::MemoryBuffer::getFile(SetupFile, /*IsText=*/true);
     if (!Buffer)
@@ -314,24 +318,35 @@ llvm::Expected<StepRequest> parseStepRequest() {
       return optionError("--setup=" + SetupFile + ": expected a JSON object");
     if (auto E = applySetupJson(*Obj, Setup, SetupFile))
       return E;
+    for (const auto &KV : *Obj)
+      SetupFileKeys.insert(KV.first.str());
   }
   if (auto E = applyIfGiven(PrecisionOpt, parsePrecision, Setup.Prec, FromFile))
     return E;
-  if (auto E = applyIfGiven(DeviceOpt, parseDevice, Setup.Device, FromFile))
-    return E;
   if (auto E = applyIfGiven(AttentionOpt, parseAttention, Setup.Attention, FromFile))
     return E;
-  if (AutocastOpt.getNumOccurrences() || !FromFile) {
-    if (auto E = applyIfGiven(AutocastOpt, parseAutocastPolicy, Setup.Autocast, FromFile))
+  // The device: given (option or setup file), else implied by CPU autocast, else CUDA when a
+  // GPU is targeted and the host otherwise. The autocast op lists follow the device unless set.
+  bool DeviceGiven = DeviceOpt.getNumOccurrences() ? DeviceOpt != "auto"
+                                                   : FromFile && SetupFileKeys.count("device");
+  bool AutocastGiven = AutocastOpt.getNumOccurrences()
+                           ? AutocastOpt != "auto"
+                           : FromFile && SetupFileKeys.count("autocast_policy");
+  if (DeviceOpt.getNumOccurrences() && DeviceOpt != "auto")
+    if (auto E = applyIfGiven(DeviceOpt, parseDevice, Setup.Device, false))
       return E;
+  if (AutocastOpt.getNumOccurrences() && AutocastOpt != "auto")
+    if (auto E = applyIfGiven(AutocastOpt, parseAutocastPolicy, Setup.Autocast, false))
+      return E;
+  if (!DeviceGiven) {
+    Setup.Device = AutocastGiven && Setup.Autocast == AutocastPolicy::Cpu ? DeviceKind::Cpu
+                   : TargetsGpu || GpuOpt.getNumOccurrences() || !Setup.Gpu.empty()
+                       ? DeviceKind::Cuda
+                       : DeviceKind::Cpu;
+    R.DeviceDefaultedToCpu = Setup.Device == DeviceKind::Cpu && !AutocastGiven;
   }
-  // The autocast op lists follow the device unless set explicitly, and CPU autocast
-  // implies a CPU run when the device is not given.
-  if (!AutocastOpt.getNumOccurrences() && DeviceOpt.getNumOccurrences())
+  if (!AutocastGiven)
     Setup.Autocast = Setup.Device == DeviceKind::Cpu ? AutocastPolicy::Cpu : AutocastPolicy::Cuda;
-  if (AutocastOpt.getNumOccurrences() && !DeviceOpt.getNumOccurrences() &&
-      Setup.Autocast == AutocastPolicy::Cpu)
-    Setup.Device = DeviceKind::Cpu;
   if (auto E = applyIfGiven(OptimizerOpt, parseOptimizer, Setup.Optimizer, FromFile))
     return E;
   if (auto E = applyIfGiven(ImplOpt, parseOptimizerImpl, Setup.Impl, FromFile))

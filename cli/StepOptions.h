@@ -28,10 +28,13 @@ struct StepRequest {
   bool FromHfConfig = false;
   ImportOptions Import;
   TrainingSetup Setup;
+  /// --device was left to auto and resolved to the host (no GPU targeted).
+  bool DeviceDefaultedToCpu = false;
 };
 
-/// Reads the shared options of the active subcommand. Errors name the option.
-llvm::Expected<StepRequest> parseStepRequest();
+/// Reads the shared options of the active subcommand. Errors name the option. TargetsGpu:
+/// the command aims at a GPU (a gpu: budget), so an unset --device means CUDA.
+llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu = false);
 
 /// Imports the model the request names (ONNX file or HF config).
 llvm::Expected<Graph> importRequestedModel(const StepRequest &Request);

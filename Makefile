@@ -13,7 +13,7 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PACKAGES := cmake ninja-build g++ make pkg-config \
   llvm-16-dev libzstd-dev libonnx-dev libprotobuf-dev \
   qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev \
-  libsqlite3-dev libgtest-dev libgmock-dev libbenchmark-dev xvfb xauth
+  libsqlite3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev xvfb xauth
 
 .PHONY: deps build demo check clean
 

@@ -30,10 +30,14 @@ struct CategoryBytes {
   int64_t Activations = 0;
   int64_t Temporaries = 0;
   int64_t Inputs = 0;
+  /// Only in reports read from traces: torch's memory timeline has an autograd_detail
+  /// category, and a Chrome trace or snapshot knows no categories at all (unknown).
+  int64_t AutogradDetail = 0;
+  int64_t Unknown = 0;
 
   int64_t total() const {
     return Weights + MasterWeights + Gradients + OptimizerStates + Activations + Temporaries +
-           Inputs;
+           Inputs + AutogradDetail + Unknown;
   }
 };
 
@@ -51,6 +55,10 @@ inline constexpr CategoryField CategoryFields[] = {
     {"activations", &CategoryBytes::Activations},
     {"temporaries", &CategoryBytes::Temporaries},
     {"inputs", &CategoryBytes::Inputs}};
+/// The categories only reports read from traces carry (DESIGN.md: "reports read from
+/// traces may add autograd_detail and unknown").
+inline constexpr CategoryField TraceCategoryFields[] = {
+    {"autograd_detail", &CategoryBytes::AutogradDetail}, {"unknown", &CategoryBytes::Unknown}};
 
 /// A batch input with its bound shape.
 struct InputSummary {
@@ -107,6 +115,39 @@ struct TimelinePoint {
   std::string Phase;
   std::string Op;
   CategoryBytes Live;
+  /// Measured timelines: the trace's clock (microseconds) and the reserved bytes.
+  std::optional<double> TimeUs;
+  std::optional<int64_t> Reserved;
+};
+
+/// What a report read from a trace adds: where its numbers come from.
+struct MeasuredDeviceSummary {
+  std::string Device;
+  int64_t Events = 0;
+  int64_t Peak = 0;
+  std::optional<int64_t> PeakReserved;
+  std::string PeakBasis;
+};
+/// The peak inside one named range of a trace (a profiler step, an annotated phase).
+struct MeasuredRange {
+  std::string Name;
+  double StartUs = 0;
+  double EndUs = 0;
+  int64_t Peak = 0;
+  double PeakTimeUs = 0;
+};
+struct MeasuredSummary {
+  std::string Format; ///< traceFormatName
+  std::string Device; ///< the device the report is about
+  std::string PeakBasis;
+  double PeakTimeUs = 0;
+  std::string PeakRange;
+  std::optional<int64_t> FragmentationAtPeak;
+  int64_t LiveAtPeakCount = 0;
+  bool HasCategories = false;
+  std::vector<MeasuredDeviceSummary> Devices;
+  std::vector<MeasuredRange> Ranges;
+  std::vector<std::pair<std::string, int64_t>> PhasePeaks;
 };
 
 /// The target GPU of `--gpu` and whether the step fits on it.
@@ -133,6 +174,8 @@ struct MemoryReport {
   std::optional<int64_t> PeakReserved;
   std::optional<PeakDetail> PeakInfo;
   std::optional<GpuFit> Gpu;
+  /// Set when the report was read from a trace of a real run rather than predicted.
+  std::optional<MeasuredSummary> Measured;
   std::vector<TimelinePoint> Timeline;
   std::vector<LayerSummary> Layers;
   std::vector<TensorSummary> LargestParameters;

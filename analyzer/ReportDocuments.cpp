@@ -16,8 +16,6 @@
 
 namespace trainmem {
 
-namespace {
-
 std::string escapeXml(llvm::StringRef Text) {
   std::string Out;
   Out.reserve(Text.size());
@@ -33,6 +31,8 @@ std::string escapeXml(llvm::StringRef Text) {
   }
   return Out;
 }
+
+namespace {
 
 /// Markdown table cells: a pipe would end the cell.
 std::string cell(llvm::StringRef Text) {

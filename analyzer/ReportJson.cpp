@@ -20,10 +20,13 @@ llvm::json::Array shapeJson(const std::vector<int64_t> &Shape) {
   return A;
 }
 
-llvm::json::Object categoriesJson(const CategoryBytes &B) {
+llvm::json::Object categoriesJson(const CategoryBytes &B, bool Measured = false) {
   llvm::json::Object O;
   for (const CategoryField &F : CategoryFields)
     O[F.Name] = B.*F.Member;
+  if (Measured)
+    for (const CategoryField &F : TraceCategoryFields)
+      O[F.Name] = B.*F.Member;
   return O;
 }
 
@@ -65,7 +68,8 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
                            {"inputs", std::move(Inputs)}};
 
   bool Simulated = R.Peak.has_value();
-  llvm::json::Object Bytes = categoriesJson(R.Bytes);
+  bool Measured = R.Measured.has_value();
+  llvm::json::Object Bytes = categoriesJson(R.Bytes, Measured);
   if (!Simulated) {
     Bytes["activations"] = nullptr;
     Bytes["temporaries"] = nullptr;
@@ -80,15 +84,19 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
       Top.push_back(tensorJson(T));
     Peak = llvm::json::Object{{"phase", R.PeakInfo->Phase},
                               {"op", R.PeakInfo->Op},
-                              {"by_category", categoriesJson(R.PeakInfo->ByCategory)},
+                              {"by_category", categoriesJson(R.PeakInfo->ByCategory, Measured)},
                               {"top_tensors", std::move(Top)}};
   }
   llvm::json::Array Timeline;
   for (const TimelinePoint &P : R.Timeline) {
-    llvm::json::Object O = categoriesJson(P.Live);
+    llvm::json::Object O = categoriesJson(P.Live, Measured);
     O["index"] = P.Index;
     O["phase"] = P.Phase;
     O["op"] = P.Op;
+    if (P.TimeUs)
+      O["time_us"] = *P.TimeUs;
+    if (P.Reserved)
+      O["reserved"] = *P.Reserved;
     Timeline.push_back(std::move(O));
   }
   llvm::json::Array Layers;
@@ -122,7 +130,7 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
                              {"required_basis", R.Gpu->RequiredBasis},
                              {"fits", R.Gpu->fits()},
                              {"headroom_bytes", R.Gpu->UsableBytes - R.Gpu->RequiredBytes}};
-  return llvm::json::Object{
+  llvm::json::Object Doc{
       {"schema", ReportSchema},
       {"gpu", std::move(Gpu)},
       {"tool", llvm::json::Object{{"name", "trainmem"}, {"version", TRAINMEM_VERSION_STRING}}},
@@ -140,6 +148,12 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
       {"largest_parameters", std::move(Largest)},
       {"diagnostics", std::move(Diags)},
   };
+  if (Measured) {
+    // A measured run has no training setup; where its numbers come from instead.
+    Doc["setup"] = nullptr;
+    Doc["measured"] = measuredToJson(*R.Measured);
+  }
+  return Doc;
 }
 
 void writeReportJson(const MemoryReport &R, llvm::raw_ostream &OS) {

@@ -35,6 +35,8 @@ std::string shapeText(const std::vector<int64_t> &Shape) {
 } // namespace
 
 void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
+  if (R.Measured)
+    return writeMeasuredText(R, OS);
   OS << "trainmem report: " << R.Model.Name << " (" << R.Model.Format;
   if (R.Model.Opset)
     OS << ", opset " << R.Model.Opset;

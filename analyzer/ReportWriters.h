@@ -25,6 +25,13 @@ llvm::json::Value reportToJson(const MemoryReport &R);
 void writeReportJson(const MemoryReport &R, llvm::raw_ostream &OS);
 /// A readable summary in binary units with a breakdown table.
 void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS);
+/// Text for XML and HTML: & < > " ' escaped.
+std::string escapeXml(llvm::StringRef Text);
+
+/// The text and JSON parts of a report read from a trace (MemoryReport::Measured);
+/// writeReportText and reportToJson call them.
+void writeMeasuredText(const MemoryReport &R, llvm::raw_ostream &OS);
+llvm::json::Value measuredToJson(const MeasuredSummary &M);
 
 /// A CI gate on a report: its name, whether it passed, and the sentence that says why.
 struct GateResult {

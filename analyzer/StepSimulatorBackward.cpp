@@ -295,6 +295,7 @@ void Simulator::optimizerStep() {
       if (S != NoStorage)
         Mem.release(S);
     }
+    Mem.point("optimizer", "optimizer.step done", "");
     return;
   }
   // torch.optim's single-tensor Adam(W) computes denom = (exp_avg_sq.sqrt() / bc2).add_(eps):
@@ -331,8 +332,11 @@ void Simulator::optimizerStep() {
     S = Mem.alloc(Transient, Cat::Temporaries, "optimizer scratch", "optimizer.step", "",
                   DType::Float32, {});
   Mem.point("optimizer", "optimizer.step", "");
-  if (S != NoStorage)
+  if (S != NoStorage) {
+    // The state the step leaves behind (what zero_grad starts from), scratch freed.
     Mem.release(S);
+    Mem.point("optimizer", "optimizer.step done", "");
+  }
 }
 
 void Simulator::zeroGrad() {

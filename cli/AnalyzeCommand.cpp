@@ -83,6 +83,8 @@ llvm::Expected<MemoryReport> predictStep(StepRequest &Request) {
 }
 
 int runAnalyze() {
+  if (isTraceModelArgument())
+    return runAnalyzeTrace();
   std::string Format = outputFormat();
   if (Format != "text" && Format != "json")
     return reportError(llvm::createStringError(

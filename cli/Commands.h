@@ -33,6 +33,10 @@ llvm::Expected<MemoryReport> predictStep(StepRequest &Request);
 enum ExitCode : int { ExitOk = 0, ExitInputError = 1, ExitGateFailed = 2, ExitInternal = 3 };
 
 int runAnalyze();
+/// `analyze TRACE`: a trace where a model is expected is read, not simulated.
+bool isTraceModelArgument();
+int runAnalyzeTrace();
+int runCompare();
 int runReport();
 int runExportOnnx();
 int runPlan();

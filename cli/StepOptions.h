@@ -21,6 +21,7 @@ llvm::cl::SubCommand &analyzeCommand();
 llvm::cl::SubCommand &exportOnnxCommand();
 llvm::cl::SubCommand &planCommand();
 llvm::cl::SubCommand &reportCommand();
+llvm::cl::SubCommand &compareCommand();
 
 /// What a step-modelling command was asked for, parsed and validated.
 struct StepRequest {
@@ -34,7 +35,14 @@ struct StepRequest {
 
 /// Reads the shared options of the active subcommand. Errors name the option. TargetsGpu:
 /// the command aims at a GPU (a gpu: budget), so an unset --device means CUDA.
-llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu = false);
+/// ModelOverride: the model file when the command's positional is not the shared one
+/// (compare's PREDICTION).
+llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu = false,
+                                             llvm::StringRef ModelOverride = "");
+/// The positional MODEL of analyze / report / plan / export-onnx ("" when absent).
+std::string modelPositional();
+/// --hf-config was given.
+bool hfConfigGiven();
 
 /// Imports the model the request names (ONNX file or HF config).
 llvm::Expected<Graph> importRequestedModel(const StepRequest &Request);

@@ -26,6 +26,7 @@ int main(int Argc, char **Argv) {
   trainmem::cli::diffCommand();
   trainmem::cli::reportCommand();
   trainmem::cli::historyCommand();
+  trainmem::cli::compareCommand();
   llvm::cl::HideUnrelatedOptions({});
   if (!llvm::cl::ParseCommandLineOptions(
           Argc, Argv,
@@ -34,7 +35,9 @@ int main(int Argc, char **Argv) {
           "  trainmem analyze MODEL.onnx --dim batch=8 --optimizer=adamw\n"
           "  trainmem analyze --hf-config=config.json --dim seq=4096 --format=json -o r.json\n"
           "  trainmem export-onnx --hf-config=config.json -o model.onnx\n"
-          "  trainmem diff base.json new.json --max-increase=5%\n\n"
+          "  trainmem diff base.json new.json --max-increase=5%\n"
+          "  trainmem analyze run.pt.trace.json.gz            (a profiler trace, measured)\n"
+          "  trainmem compare predicted.json run.pt.trace.json.gz --max-error=5\n\n"
           "Run 'trainmem SUBCOMMAND --help' for a subcommand's options.\n",
           &llvm::errs()))
     return trainmem::cli::ExitInputError;
@@ -52,6 +55,8 @@ int main(int Argc, char **Argv) {
     return trainmem::cli::runHistory();
   if (trainmem::cli::diffCommand())
     return trainmem::cli::runDiff();
+  if (trainmem::cli::compareCommand())
+    return trainmem::cli::runCompare();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";
   return trainmem::cli::ExitInputError;
 }

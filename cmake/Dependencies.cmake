@@ -21,6 +21,10 @@ target_compile_definitions(trainmem_onnx INTERFACE ONNX_ML=1 ONNX_NAMESPACE=onnx
 # SQLite: the run history (store/). libsqlite3-dev.
 find_package(SQLite3 REQUIRED)
 
+# zlib: streamed gunzip of profiler traces (analyzer/TraceStream.cpp). zlib1g-dev, which
+# LLVM's own packages already pull in.
+find_package(ZLIB REQUIRED)
+
 find_package(GTest)
 
 find_package(benchmark QUIET)

@@ -226,6 +226,17 @@ const GoldenCase Cases[] = {
     {"gpus_error_unknown", {"gpus", "rtx-9090"}, false},
     {"gpus_error_ambiguous", {"gpus", "h100"}, false},
     {"gpus_error_newer_catalog", {"gpus", "--catalog=tests/golden/data/gpus-newer-schema.json"}, false},
+    {"trace_kineto_small_text", {"analyze", "tests/data/traces/kineto_small.json.gz"}, false},
+    {"trace_timeline_json", {"analyze", "tests/data/traces/timeline.raw.json", "--format=json"}, false},
+    {"trace_nsys_text", {"analyze", "tests/data/traces/nsys_memory.sqlite", "--trace-device=cuda:1"}, false},
+    {"trace_resnet50_kineto_text", {"analyze", "../shared/fixtures/traces/resnet50_num_workers_4.worker0.1623212756351.pt.trace.json.gz"}, true},
+    {"trace_no_memory_events", {"analyze", "../shared/fixtures/traces/tests__data__cpu_only__rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz"}, true},
+    {"compare_gpt2_tiny_text", {"compare", GT + "gpt2_tiny.onnx", "../shared/fixtures/gt/traces/gpt2_tiny__plain__adamw__b4.trace.json.gz", "--input=input_ids=4x32", "--trace-window=^phase:.*#2", "--max-error=1"}, true},
+    {"compare_report_markdown_gate_fails", {"compare", "tests/data/reports/gpt2_tiny_b4_cpu.json", "../shared/fixtures/gt/traces/gpt2_tiny__plain__adamw__b4.trace.json.gz", "--max-error=5", "--format=markdown"}, true},
+    {"compare_help", {"compare", "--help"}, false},
+    {"error_compare_one_argument", {"compare", "tests/data/traces/kineto_small.json"}, false},
+    {"error_compare_no_memory_events", {"compare", "tests/data/reports/gpt2_tiny_b4_cpu.json", "tests/data/traces/nsys_no_memory.sqlite"}, false},
+    {"error_trace_device_missing", {"analyze", "tests/data/traces/kineto_small.json", "--trace-device=cuda:3"}, false},
     {"error_bad_trainable_name", {"analyze", GT + "gpt2_tiny.onnx", "--default-dim=2", "--trainable-file=tests/golden/data/not-a-parameter.txt"}, true},
 };
 

@@ -1,0 +1,550 @@
+//===- ChromeTraceImport.cpp - PyTorch profiler Chrome traces with memory -===//
+//
+// torch.profiler (kineto) writes `[memory]` instant events when profile_memory=True:
+// args `Bytes` (negative for a free), and in newer traces `Addr`, `Total Allocated`,
+// `Total Reserved`, `Device Type` (0 CPU, 1 CUDA) and `Device Id`. Older kineto traces
+// (categories Operator / Runtime / Kernel) carry Bytes and the device only, so the peak
+// is a running sum from the trace's start; newer ones (cpu_op / cuda_runtime) give the
+// allocator's own counter. Operators are the "X" events of category cpu_op or Operator.
+//
+// Two streamed passes: the first reads the memory events (compact records, time-sorted
+// per device afterwards: kineto does not write them in time order) and the named ranges;
+// the second attributes the allocations live at each device's peak to the innermost
+// operator enclosing them on their thread. The file itself is never held in memory.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/TraceImport.h"
+#include "analyzer/TraceStream.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/Regex.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <map>
+#include <unordered_map>
+
+namespace trainmem {
+
+namespace {
+
+/// The fields of one trace event that the importer reads; everything else is skipped.
+struct Event {
+  std::string Ph, Cat, Name, Tid;
+  double Ts = std::numeric_limits<double>::quiet_NaN();
+  double Dur = 0;
+  bool Memory = false;
+  std::optional<int64_t> Bytes, Addr, TotalAllocated, TotalReserved, DeviceType, DeviceId;
+};
+
+struct MemoryRecord {
+  double Ts;
+  int64_t Bytes;
+  int64_t TotalAllocated; // INT64_MIN when absent
+  int64_t TotalReserved;  // INT64_MIN when absent
+  uint64_t Addr;
+  uint32_t Tid;
+  uint32_t Order;
+  bool HasAddr;
+};
+
+constexpr int64_t Absent = std::numeric_limits<int64_t>::min();
+
+llvm::Expected<std::optional<int64_t>> readInteger(JsonCursor &C) {
+  auto T = C.peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T == 'n') {
+    if (llvm::Error E = C.skipValue())
+      return E;
+    return std::nullopt;
+  }
+  if (*T == '"') { // some writers quote numbers
+    auto S = C.readString();
+    if (!S)
+      return S.takeError();
+    int64_t V;
+    if (llvm::StringRef(*S).getAsInteger(10, V))
+      return std::nullopt;
+    return V;
+  }
+  auto N = C.readNumber();
+  if (!N)
+    return N.takeError();
+  if (N->Integer)
+    return *N->Integer;
+  return static_cast<int64_t>(std::llround(N->Value));
+}
+
+llvm::Expected<double> readDouble(JsonCursor &C) {
+  auto T = C.peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T == '"') {
+    auto S = C.readString();
+    if (!S)
+      return S.takeError();
+    double V = 0;
+    if (llvm::StringRef(*S).getAsDouble(V))
+      return C.error("expected a number in quotes, found '" + *S + "'");
+    return V;
+  }
+  auto N = C.readNumber();
+  if (!N)
+    return N.takeError();
+  return N->Value;
+}
+
+/// A string, or a number as text (tids are either); other values are skipped.
+llvm::Error readScalarText(JsonCursor &C, std::string &Into) {
+  auto T = C.peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T == '"')
+    return C.readString(Into);
+  Into.clear();
+  if (*T == '{' || *T == '[' || *T == 'n' || *T == 't' || *T == 'f')
+    return C.skipValue();
+  auto N = C.readNumber();
+  if (!N)
+    return N.takeError();
+  Into = N->Integer ? std::to_string(*N->Integer) : llvm::formatv("{0}", N->Value).str();
+  return llvm::Error::success();
+}
+
+llvm::Error readArgs(JsonCursor &C, Event &E) {
+  auto T = C.peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T != '{')
+    return C.skipValue();
+  return C.readObject([&](llvm::StringRef Key) -> llvm::Error {
+    std::optional<int64_t> *Field = Key == "Bytes"             ? &E.Bytes
+                                    : Key == "Addr"            ? &E.Addr
+                                    : Key == "Total Allocated" ? &E.TotalAllocated
+                                    : Key == "Total Reserved"  ? &E.TotalReserved
+                                    : Key == "Device Type"     ? &E.DeviceType
+                                    : Key == "Device Id"       ? &E.DeviceId
+                                                               : nullptr;
+    if (!Field)
+      return C.skipValue();
+    auto V = readInteger(C);
+    if (!V)
+      return V.takeError();
+    *Field = *V;
+    return llvm::Error::success();
+  });
+}
+
+llvm::Error readEvent(JsonCursor &C, Event &E) {
+  // Reset without giving the strings' buffers back: the next event reuses them.
+  E.Ph.clear();
+  E.Cat.clear();
+  E.Name.clear();
+  E.Tid.clear();
+  E.Ts = std::numeric_limits<double>::quiet_NaN();
+  E.Dur = 0;
+  E.Memory = false;
+  E.Bytes = E.Addr = E.TotalAllocated = E.TotalReserved = E.DeviceType = E.DeviceId =
+      std::nullopt;
+  auto T = C.peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T != '{')
+    return C.skipValue(); // not an event object: ignored like Perfetto does
+  auto Num = [&](double &Into) -> llvm::Error {
+    auto D = readDouble(C);
+    if (!D)
+      return D.takeError();
+    Into = *D;
+    return llvm::Error::success();
+  };
+  if (llvm::Error Err = C.readObject([&](llvm::StringRef Key) -> llvm::Error {
+        if (Key == "ph")
+          return readScalarText(C, E.Ph);
+        if (Key == "cat")
+          return readScalarText(C, E.Cat);
+        if (Key == "name")
+          return readScalarText(C, E.Name);
+        if (Key == "tid")
+          return readScalarText(C, E.Tid);
+        if (Key == "ts")
+          return Num(E.Ts);
+        if (Key == "dur")
+          return Num(E.Dur);
+        if (Key == "args")
+          return readArgs(C, E);
+        return C.skipValue();
+      }))
+    return Err;
+  E.Memory = E.Name == "[memory]" && (E.Ph == "i" || E.Ph == "I");
+  return llvm::Error::success();
+}
+
+/// Streams the events of a Chrome trace: either a JSON array of events or an object
+/// whose "traceEvents" member is one. Returns the number of events.
+llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes,
+                                     const std::function<void(const Event &)> &Visit) {
+  auto Reader = ByteReader::open(Path, ChunkBytes);
+  if (!Reader)
+    return Reader.takeError();
+  JsonCursor C(std::move(*Reader), Path.str());
+  int64_t Count = 0;
+  Event E;
+  auto streamArray = [&]() {
+    return C.readArray([&]() -> llvm::Error {
+      if (llvm::Error Err = readEvent(C, E))
+        return Err;
+      ++Count;
+      Visit(E);
+      return llvm::Error::success();
+    });
+  };
+  auto T = C.peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T == '[') {
+    if (llvm::Error Err = streamArray())
+      return Err;
+    return Count;
+  }
+  if (*T != '{')
+    return C.error("expected a Chrome trace: a JSON object with \"traceEvents\" or an array "
+                   "of events");
+  bool Found = false;
+  if (llvm::Error Err = C.readObject([&](llvm::StringRef Key) -> llvm::Error {
+        if (Key != "traceEvents")
+          return C.skipValue();
+        Found = true;
+        return streamArray();
+      }))
+    return Err;
+  if (!Found)
+    return C.error("no \"traceEvents\" array: not a Chrome trace");
+  return Count;
+}
+
+std::string deviceName(std::optional<int64_t> Type, std::optional<int64_t> Id) {
+  int64_t T = Type.value_or(0);
+  if (T == 0)
+    return "cpu";
+  int64_t I = std::max<int64_t>(Id.value_or(0), 0);
+  if (T == 1)
+    return "cuda:" + std::to_string(I);
+  return "device" + std::to_string(T) + ":" + std::to_string(I);
+}
+
+// Phases of a training step as the trace names them: explicit annotations ("forward",
+// "## backward ##", "phase:optimizer#2"), the autograd engine's evaluate_function ranges
+// and *_backward operators, and the optimizer's "Optimizer.step#..." /
+// "Optimizer.zero_grad#..." ranges that torch.optim records.
+enum PhaseKind { Forward, Backward, Optimizer, ZeroGrad, NumPhases };
+constexpr const char *PhaseNames[NumPhases] = {"forward", "backward", "optimizer", "zero_grad"};
+
+int classifyPhase(llvm::StringRef Name) {
+  if (Name.starts_with("autograd::engine::evaluate_function") ||
+      Name.contains_insensitive("backward"))
+    return Backward;
+  if (Name.contains_insensitive("zero_grad"))
+    return ZeroGrad;
+  if (Name.starts_with("Optimizer.step") || Name.contains_insensitive("optimizer"))
+    return Optimizer;
+  if (Name.contains_insensitive("forward"))
+    return Forward;
+  return -1;
+}
+
+using Intervals = std::vector<std::pair<double, double>>;
+
+void mergeIntervals(Intervals &I) {
+  std::sort(I.begin(), I.end());
+  Intervals Out;
+  for (auto &P : I)
+    if (!Out.empty() && P.first <= Out.back().second)
+      Out.back().second = std::max(Out.back().second, P.second);
+    else
+      Out.push_back(P);
+  I = std::move(Out);
+}
+
+bool inIntervals(const Intervals &I, double T) {
+  auto It = std::upper_bound(I.begin(), I.end(), std::make_pair(T, std::numeric_limits<double>::infinity()));
+  return It != I.begin() && std::prev(It)->second >= T;
+}
+
+std::optional<double> nextStart(const Intervals &I, double T) {
+  auto It = std::upper_bound(I.begin(), I.end(), std::make_pair(T, std::numeric_limits<double>::infinity()));
+  if (It == I.end())
+    return std::nullopt;
+  return It->first;
+}
+
+/// The phase at time T: the annotated or operator-derived range around it; without
+/// explicit forward ranges, what precedes a backward range is its forward.
+const char *phaseAt(const Intervals (&P)[NumPhases], double T) {
+  for (int K : {Backward, Optimizer, ZeroGrad, Forward})
+    if (inIntervals(P[K], T))
+      return PhaseNames[K];
+  if (!P[Forward].empty())
+    return "";
+  std::optional<double> B = nextStart(P[Backward], T);
+  std::optional<double> O = nextStart(P[Optimizer], T);
+  std::optional<double> Z = nextStart(P[ZeroGrad], T);
+  if (B && (!O || *B < *O) && (!Z || *B < *Z))
+    return PhaseNames[Forward];
+  return "";
+}
+
+/// A point whose enclosing operator the second pass looks up.
+struct OpQuery {
+  uint32_t Tid;
+  double Ts;
+  std::string *Into;
+  double BestDur = std::numeric_limits<double>::infinity();
+};
+
+} // namespace
+
+static llvm::Expected<std::optional<llvm::Regex>> compilePattern(const std::string &Text,
+                                                          const char *Option) {
+  if (Text.empty())
+    return std::nullopt;
+  llvm::Regex R(Text);
+  std::string Why;
+  if (!R.isValid(Why))
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s=%s: %s", Option,
+                                   Text.c_str(), Why.c_str());
+  return std::optional<llvm::Regex>(std::move(R));
+}
+
+llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const TraceOptions &Opts) {
+  auto PatternOr = compilePattern(Opts.RangePattern, "--trace-range");
+  if (!PatternOr)
+    return PatternOr.takeError();
+  auto WindowOr = compilePattern(Opts.WindowPattern, "--trace-window");
+  if (!WindowOr)
+    return WindowOr.takeError();
+  std::optional<llvm::Regex> &Pattern = *PatternOr;
+  std::optional<llvm::Regex> &Window = *WindowOr;
+  Intervals WindowIntervals;
+  llvm::StringMap<uint32_t> Tids;
+  std::map<std::string, std::vector<MemoryRecord>> ByDevice;
+  std::vector<MeasuredRange> Ranges;
+  Intervals Phases[NumPhases];
+  int64_t OpEvents = 0;
+  auto tidIndex = [&](const std::string &Tid) {
+    auto [It, New] = Tids.try_emplace(Tid, static_cast<uint32_t>(Tids.size()));
+    return It->second;
+  };
+  auto Count = forEachEvent(Path, Opts.ChunkBytes, [&](const Event &E) {
+    if (E.Memory && E.Bytes && !std::isnan(E.Ts)) {
+      auto &Records = ByDevice[deviceName(E.DeviceType, E.DeviceId)];
+      Records.push_back({E.Ts, *E.Bytes, E.TotalAllocated.value_or(Absent),
+                         E.TotalReserved.value_or(Absent),
+                         static_cast<uint64_t>(E.Addr.value_or(0)), tidIndex(E.Tid),
+                         static_cast<uint32_t>(Records.size()), E.Addr.has_value()});
+      return;
+    }
+    if (E.Ph != "X" || std::isnan(E.Ts))
+      return;
+    if (E.Cat == "cpu_op" || E.Cat == "Operator")
+      ++OpEvents;
+    if (int K = classifyPhase(E.Name); K >= 0)
+      Phases[K].push_back({E.Ts, E.Ts + E.Dur});
+    if (Window && Window->match(E.Name))
+      WindowIntervals.push_back({E.Ts, E.Ts + E.Dur});
+    if (llvm::StringRef(E.Name).starts_with("ProfilerStep#") ||
+        (Pattern && Pattern->match(E.Name)))
+      Ranges.push_back({E.Name, E.Ts, E.Ts + E.Dur, 0, 0});
+  });
+  if (!Count)
+    return Count.takeError();
+
+  MeasuredTrace T;
+  T.Format = TraceFormat::ChromeTrace;
+  T.Path = Path.str();
+  if (ByDevice.empty()) {
+    T.Diags.warning("no-memory-events", Path.str(),
+                    llvm::formatv("the trace has {0} events but no [memory] events; record "
+                                  "them with torch.profiler.profile(profile_memory=True, ...)",
+                                  *Count)
+                        .str());
+    return T;
+  }
+  std::sort(Ranges.begin(), Ranges.end(),
+            [](const MeasuredRange &A, const MeasuredRange &B) { return A.StartUs < B.StartUs; });
+  for (Intervals &I : Phases)
+    mergeIntervals(I);
+  mergeIntervals(WindowIntervals);
+  if (Window && WindowIntervals.empty())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "%s: --trace-window=%s matches no range of the trace",
+                                   Path.str().c_str(), Opts.WindowPattern.c_str());
+
+  std::vector<OpQuery> Queries;
+  // Devices in a stable order: CUDA devices first (by index), then the CPU, then others.
+  std::vector<std::string> Names;
+  for (auto &[Name, Records] : ByDevice)
+    Names.push_back(Name);
+  std::stable_sort(Names.begin(), Names.end(), [](const std::string &A, const std::string &B) {
+    auto Rank = [](llvm::StringRef N) { return N.starts_with("cuda:") ? 0 : N == "cpu" ? 1 : 2; };
+    if (Rank(A) != Rank(B))
+      return Rank(A) < Rank(B);
+    return A.size() != B.size() ? A.size() < B.size() : A < B;
+  });
+  T.Devices.reserve(Names.size());
+  std::vector<std::vector<uint32_t>> QueryTids; // per device: tid of each LiveAtPeak entry
+  for (const std::string &Name : Names) {
+    std::vector<MemoryRecord> &Records = ByDevice[Name];
+    std::stable_sort(Records.begin(), Records.end(),
+                     [](const MemoryRecord &A, const MemoryRecord &B) { return A.Ts < B.Ts; });
+    DeviceMemory D;
+    D.Device = Name;
+    D.Events = static_cast<int64_t>(Records.size());
+    bool AllTotals = std::all_of(Records.begin(), Records.end(),
+                                 [](const MemoryRecord &R) { return R.TotalAllocated != Absent; });
+    bool AnyReserved = std::any_of(Records.begin(), Records.end(), [](const MemoryRecord &R) {
+      return R.TotalReserved != Absent && R.TotalReserved > 0;
+    });
+    D.PeakBasis = AllTotals ? "total_allocated" : "running_sum";
+    std::vector<MeasuredSample> Samples;
+    Samples.reserve(Records.size());
+    int64_t Sum = 0;
+    size_t PeakIndex = 0;
+    bool AnyInWindow = false;
+    D.Peak = std::numeric_limits<int64_t>::min();
+    for (size_t I = 0; I < Records.size(); ++I) {
+      const MemoryRecord &R = Records[I];
+      Sum += R.Bytes;
+      MeasuredSample S;
+      S.TimeUs = R.Ts;
+      S.Allocated = AllTotals ? R.TotalAllocated : Sum;
+      if (AnyReserved && R.TotalReserved != Absent) {
+        S.Reserved = R.TotalReserved;
+        D.PeakReserved = std::max(D.PeakReserved.value_or(0), R.TotalReserved);
+      }
+      bool InWindow = !Window || inIntervals(WindowIntervals, R.Ts);
+      if (InWindow && S.Allocated > D.Peak) {
+        D.Peak = S.Allocated;
+        PeakIndex = I;
+      }
+      AnyInWindow |= InWindow;
+      S.Phase = phaseAt(Phases, R.Ts);
+      Samples.push_back(S);
+    }
+    if (!AnyInWindow) {
+      T.Diags.note("window-empty", Name,
+                   "no memory events of this device inside --trace-window=" +
+                       Opts.WindowPattern);
+      continue;
+    }
+    // A phase's peak counts the state it was entered with (the sample before its first
+    // event), as the simulator's phase peaks do.
+    for (int K = 0; K < NumPhases; ++K) {
+      std::optional<int64_t> Max;
+      for (size_t I = 0; I < Samples.size(); ++I) {
+        const MeasuredSample &S = Samples[I];
+        if (S.Phase != PhaseNames[K] || (Window && !inIntervals(WindowIntervals, S.TimeUs)))
+          continue;
+        Max = std::max(Max.value_or(S.Allocated), S.Allocated);
+        if (I > 0 && Samples[I - 1].Phase != S.Phase)
+          Max = std::max(*Max, Samples[I - 1].Allocated);
+      }
+      if (Max)
+        D.PhasePeaks.push_back({PhaseNames[K], *Max});
+    }
+    D.PeakTimeUs = Samples[PeakIndex].TimeUs;
+    if (Samples[PeakIndex].Reserved)
+      D.FragmentationAtPeak = *Samples[PeakIndex].Reserved - D.Peak;
+    for (const MeasuredRange &R : Ranges) {
+      MeasuredRange Copy = R;
+      auto First = std::lower_bound(
+          Samples.begin(), Samples.end(), R.StartUs,
+          [](const MeasuredSample &S, double At) { return S.TimeUs < At; });
+      bool Any = false;
+      for (auto It = First; It != Samples.end() && It->TimeUs <= R.EndUs; ++It)
+        if (!Any || It->Allocated > Copy.Peak) {
+          Copy.Peak = It->Allocated;
+          Copy.PeakTimeUs = It->TimeUs;
+          Any = true;
+        }
+      if (Any)
+        D.Ranges.push_back(Copy);
+      if (R.StartUs <= D.PeakTimeUs && D.PeakTimeUs <= R.EndUs)
+        D.PeakRange = R.Name; // ranges are sorted by start: the last match is innermost
+    }
+    // The allocations live at the peak, where the trace pairs frees with addresses.
+    bool HaveAddrs = std::all_of(Records.begin(), Records.end(),
+                                 [](const MemoryRecord &R) { return R.HasAddr; });
+    std::vector<uint32_t> LiveTids;
+    if (HaveAddrs) {
+      std::unordered_map<uint64_t, size_t> Live;
+      for (size_t I = 0; I <= PeakIndex; ++I) {
+        const MemoryRecord &R = Records[I];
+        if (R.Bytes > 0)
+          Live[R.Addr] = I;
+        else
+          Live.erase(R.Addr);
+      }
+      std::vector<size_t> Order;
+      for (auto &[Addr, I] : Live)
+        Order.push_back(I);
+      std::sort(Order.begin(), Order.end(), [&](size_t A, size_t B) {
+        return Records[A].Bytes != Records[B].Bytes ? Records[A].Bytes > Records[B].Bytes
+                                                    : A < B;
+      });
+      D.LiveAtPeakCount = static_cast<int64_t>(Order.size());
+      Order.resize(std::min(Order.size(), Opts.TopAllocations));
+      for (size_t I : Order) {
+        D.LiveAtPeak.push_back({Records[I].Bytes, Records[I].Addr, Records[I].Ts, "", ""});
+        LiveTids.push_back(Records[I].Tid);
+      }
+    } else {
+      T.Diags.note("no-addresses", Name,
+                   "the trace's memory events have no Addr (older kineto), so frees cannot be "
+                   "paired with allocations: the peak is exact, the allocations live at it "
+                   "are not listed");
+    }
+    LiveTids.push_back(Records[PeakIndex].Tid); // last: the peak event itself
+    QueryTids.push_back(std::move(LiveTids));
+    if (Window)
+      llvm::erase_if(Samples, [&](const MeasuredSample &S) {
+        return !inIntervals(WindowIntervals, S.TimeUs);
+      });
+    D.Timeline = std::move(Samples);
+    decimateTimeline(D.Timeline, Opts.MaxTimelinePoints);
+    T.Devices.push_back(std::move(D));
+  }
+
+  if (OpEvents > 0) {
+    for (size_t DI = 0; DI < T.Devices.size(); ++DI) {
+      DeviceMemory &D = T.Devices[DI];
+      for (size_t I = 0; I < D.LiveAtPeak.size(); ++I)
+        Queries.push_back({QueryTids[DI][I], D.LiveAtPeak[I].TimeUs, &D.LiveAtPeak[I].Op});
+      Queries.push_back({QueryTids[DI].back(), D.PeakTimeUs, &D.PeakOp});
+    }
+    auto Second = forEachEvent(Path, Opts.ChunkBytes, [&](const Event &E) {
+      if (E.Ph != "X" || (E.Cat != "cpu_op" && E.Cat != "Operator") || std::isnan(E.Ts))
+        return;
+      auto It = Tids.find(E.Tid);
+      if (It == Tids.end())
+        return;
+      for (OpQuery &Q : Queries)
+        if (Q.Tid == It->second && E.Ts <= Q.Ts && Q.Ts <= E.Ts + E.Dur && E.Dur < Q.BestDur) {
+          Q.BestDur = E.Dur;
+          *Q.Into = E.Name;
+        }
+    });
+    if (!Second)
+      return Second.takeError();
+  }
+  if (llvm::Error E = selectTraceDevice(T, Opts))
+    return E;
+  return T;
+}
+
+} // namespace trainmem

@@ -1,0 +1,460 @@
+//===- TraceStream.cpp - streamed reading of (gzipped) JSON traces --------===//
+#include "analyzer/TraceStream.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+
+namespace trainmem {
+
+namespace {
+
+// A decompression bomb: more than this many output bytes per input byte, once the output
+// is past MinBombBytes. Chrome traces compress 10-30x; repetitive ones reach ~100x.
+constexpr uint64_t MaxExpansion = 1000;
+constexpr uint64_t MinBombBytes = uint64_t(256) << 20;
+
+llvm::Error fileError(llvm::StringRef Path, const llvm::Twine &Message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 (Path + ": " + Message).str());
+}
+
+class PlainReader : public ByteReader {
+public:
+  PlainReader(llvm::sys::fs::file_t F, std::string Path, size_t ChunkBytes)
+      : File(F), Path(std::move(Path)) {
+    Buffer.resize(std::max<size_t>(ChunkBytes, 1));
+  }
+  ~PlainReader() override { llvm::sys::fs::closeFile(File); }
+
+  llvm::Expected<llvm::StringRef> next() override {
+    auto N = llvm::sys::fs::readNativeFile(File, llvm::MutableArrayRef<char>(Buffer));
+    if (!N)
+      return fileError(Path, "read failed: " + llvm::toString(N.takeError()));
+    Read += *N;
+    return llvm::StringRef(Buffer.data(), *N);
+  }
+  uint64_t fileBytesRead() const override { return Read; }
+  bool compressed() const override { return false; }
+
+  /// Reads raw file bytes for the gzip reader.
+  llvm::Expected<size_t> readRaw(char *Into, size_t Bytes) {
+    auto N = llvm::sys::fs::readNativeFile(File, llvm::MutableArrayRef<char>(Into, Bytes));
+    if (!N)
+      return fileError(Path, "read failed: " + llvm::toString(N.takeError()));
+    Read += *N;
+    return *N;
+  }
+
+private:
+  llvm::sys::fs::file_t File;
+  std::string Path;
+  std::vector<char> Buffer;
+  uint64_t Read = 0;
+};
+
+// zlib directly: LLVM's compression API inflates whole buffers only.
+class GzipReader : public ByteReader {
+public:
+  GzipReader(std::unique_ptr<PlainReader> Raw, std::string Path, size_t ChunkBytes)
+      : Raw(std::move(Raw)), Path(std::move(Path)) {
+    In.resize(std::max<size_t>(ChunkBytes, 1));
+    Out.resize(std::max<size_t>(ChunkBytes, 1));
+    Stream.zalloc = Z_NULL;
+    Stream.zfree = Z_NULL;
+    Stream.opaque = Z_NULL;
+    Ready = inflateInit2(&Stream, 16 + MAX_WBITS) == Z_OK;
+  }
+  ~GzipReader() override {
+    if (Ready)
+      inflateEnd(&Stream);
+  }
+
+  llvm::Expected<llvm::StringRef> next() override {
+    if (!Ready)
+      return fileError(Path, "cannot initialise zlib");
+    while (true) {
+      if (Stream.avail_in == 0) {
+        auto N = Raw->readRaw(In.data(), In.size());
+        if (!N)
+          return N.takeError();
+        if (*N == 0) {
+          if (!MemberOpen)
+            return llvm::StringRef();
+          return fileError(Path, "truncated gzip stream (ends inside compressed data)");
+        }
+        Stream.next_in = reinterpret_cast<Bytef *>(In.data());
+        Stream.avail_in = static_cast<uInt>(*N);
+      }
+      if (!MemberOpen) {
+        // Concatenated gzip members continue the same stream.
+        if (inflateReset(&Stream) != Z_OK)
+          return fileError(Path, "cannot reset zlib");
+        MemberOpen = true;
+      }
+      Stream.next_out = reinterpret_cast<Bytef *>(Out.data());
+      Stream.avail_out = static_cast<uInt>(Out.size());
+      int Rc = inflate(&Stream, Z_NO_FLUSH);
+      if (Rc != Z_OK && Rc != Z_STREAM_END && Rc != Z_BUF_ERROR)
+        return fileError(Path, llvm::formatv("corrupt gzip data near compressed byte {0}: {1}",
+                                             Raw->fileBytesRead() - Stream.avail_in,
+                                             Stream.msg ? Stream.msg : "inflate failed"));
+      if (Rc == Z_STREAM_END)
+        MemberOpen = false;
+      size_t Produced = Out.size() - Stream.avail_out;
+      Total += Produced;
+      if (Total > MinBombBytes && Total / std::max<uint64_t>(Raw->fileBytesRead(), 1) >
+                                      MaxExpansion)
+        return fileError(Path, llvm::formatv("gzip expands more than {0}x ({1} bytes from {2}); "
+                                             "refusing a likely decompression bomb",
+                                             MaxExpansion, Total, Raw->fileBytesRead()));
+      if (Produced)
+        return llvm::StringRef(Out.data(), Produced);
+      if (Rc == Z_BUF_ERROR && Stream.avail_in != 0)
+        return fileError(Path, "corrupt gzip data (inflate made no progress)");
+    }
+  }
+  uint64_t fileBytesRead() const override { return Raw->fileBytesRead(); }
+  bool compressed() const override { return true; }
+
+private:
+  std::unique_ptr<PlainReader> Raw;
+  std::string Path;
+  std::vector<char> In, Out;
+  z_stream Stream{};
+  bool Ready = false;
+  bool MemberOpen = false;
+  uint64_t Total = 0;
+};
+
+} // namespace
+
+ByteReader::~ByteReader() = default;
+
+llvm::Expected<std::unique_ptr<ByteReader>> ByteReader::open(llvm::StringRef Path,
+                                                            size_t ChunkBytes) {
+  if (llvm::sys::fs::is_directory(Path))
+    return fileError(Path, "is a directory, not a trace file");
+  char Magic[2] = {0, 0};
+  size_t N = 0;
+  {
+    auto F = llvm::sys::fs::openNativeFileForRead(Path);
+    if (!F)
+      return fileError(Path, "cannot open: " + llvm::toString(F.takeError()));
+    auto Got = llvm::sys::fs::readNativeFile(*F, llvm::MutableArrayRef<char>(Magic, 2));
+    llvm::sys::fs::closeFile(*F);
+    if (!Got)
+      return fileError(Path, "read failed: " + llvm::toString(Got.takeError()));
+    N = *Got;
+  }
+  auto F = llvm::sys::fs::openNativeFileForRead(Path);
+  if (!F)
+    return fileError(Path, "cannot open: " + llvm::toString(F.takeError()));
+  auto Fresh = std::make_unique<PlainReader>(*F, Path.str(), ChunkBytes);
+  if (N == 2 && static_cast<unsigned char>(Magic[0]) == 0x1f &&
+      static_cast<unsigned char>(Magic[1]) == 0x8b)
+    return std::make_unique<GzipReader>(std::move(Fresh), Path.str(), ChunkBytes);
+  return std::unique_ptr<ByteReader>(std::move(Fresh));
+}
+
+llvm::Expected<std::string> ByteReader::peek(llvm::StringRef Path, size_t Bytes) {
+  auto R = open(Path);
+  if (!R)
+    return R.takeError();
+  std::string Head;
+  while (Head.size() < Bytes) {
+    auto C = (*R)->next();
+    if (!C)
+      return C.takeError();
+    if (C->empty())
+      break;
+    Head += C->take_front(Bytes - Head.size()).str();
+  }
+  return Head;
+}
+
+JsonCursor::JsonCursor(std::unique_ptr<ByteReader> Reader, std::string Name)
+    : Reader(std::move(Reader)), Name(std::move(Name)) {}
+
+llvm::Error JsonCursor::error(const llvm::Twine &Message) const {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 llvm::formatv("{0}: byte {1}: {2}", Name, offset(), Message.str())
+                                     .str());
+}
+
+llvm::Expected<bool> JsonCursor::fill() {
+  if (Pos < Chunk.size())
+    return true;
+  if (AtEnd)
+    return false;
+  Consumed += Chunk.size();
+  auto C = Reader->next();
+  if (!C)
+    return C.takeError();
+  Chunk = *C;
+  Pos = 0;
+  if (Chunk.empty())
+    AtEnd = true;
+  return !Chunk.empty();
+}
+
+llvm::Expected<int> JsonCursor::get() {
+  if (Pos >= Chunk.size()) {
+    auto More = fill();
+    if (!More)
+      return More.takeError();
+    if (!*More)
+      return -1;
+  }
+  return static_cast<unsigned char>(Chunk[Pos++]);
+}
+
+llvm::Expected<char> JsonCursor::peekToken() {
+  while (true) {
+    if (Pos >= Chunk.size()) {
+      auto More = fill();
+      if (!More)
+        return More.takeError();
+      if (!*More)
+        return 0;
+    }
+    char C = Chunk[Pos];
+    if (C != ' ' && C != '\n' && C != '\r' && C != '\t')
+      return C;
+    ++Pos;
+  }
+}
+
+llvm::Error JsonCursor::expect(char C) {
+  auto T = peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T != C)
+    return error(*T ? llvm::formatv("expected '{0}', found '{1}'", C, *T).str()
+                    : llvm::formatv("expected '{0}', found the end of the file", C).str());
+  ++Pos;
+  return llvm::Error::success();
+}
+
+llvm::Expected<bool> JsonCursor::nextMember(char Close, bool First) {
+  auto T = peekToken();
+  if (!T)
+    return T.takeError();
+  if (*T == Close) {
+    ++Pos;
+    return false;
+  }
+  if (!First) {
+    if (*T != ',')
+      return error(*T ? llvm::formatv("expected ',' or '{0}', found '{1}'", Close, *T).str()
+                      : llvm::formatv("expected ',' or '{0}', found the end of the file", Close)
+                            .str());
+    ++Pos;
+  }
+  auto Next = peekToken();
+  if (!Next)
+    return Next.takeError();
+  if (*Next == 0)
+    return error("unexpected end of the file");
+  return true;
+}
+
+llvm::Error JsonCursor::readObject(llvm::function_ref<llvm::Error(llvm::StringRef)> Member) {
+  if (llvm::Error E = expect('{'))
+    return E;
+  std::string Key; // keys are short: no allocation past the small-string buffer
+  for (bool First = true;; First = false) {
+    auto More = nextMember('}', First);
+    if (!More)
+      return More.takeError();
+    if (!*More)
+      return llvm::Error::success();
+    if (llvm::Error E = readString(Key))
+      return E;
+    if (llvm::Error E = expect(':'))
+      return E;
+    if (llvm::Error E = Member(Key))
+      return E;
+  }
+}
+
+llvm::Error JsonCursor::readArray(llvm::function_ref<llvm::Error()> Element) {
+  if (llvm::Error E = expect('['))
+    return E;
+  for (bool First = true;; First = false) {
+    auto More = nextMember(']', First);
+    if (!More)
+      return More.takeError();
+    if (!*More)
+      return llvm::Error::success();
+    if (llvm::Error E = Element())
+      return E;
+  }
+}
+
+llvm::Expected<std::string> JsonCursor::readString() {
+  std::string S;
+  if (llvm::Error E = readString(S))
+    return E;
+  return S;
+}
+
+llvm::Error JsonCursor::readString(std::string &S) {
+  S.clear();
+  if (llvm::Error E = expect('"'))
+    return E;
+  while (true) {
+    // Copy runs of plain characters at once.
+    size_t Start = Pos;
+    while (Pos < Chunk.size() && Chunk[Pos] != '"' && Chunk[Pos] != '\\')
+      ++Pos;
+    S.append(Chunk.data() + Start, Pos - Start);
+    auto C = get();
+    if (!C)
+      return C.takeError();
+    if (*C < 0)
+      return error("unterminated string");
+    if (*C == '"')
+      return llvm::Error::success();
+    if (*C != '\\') {
+      S += static_cast<char>(*C); // the run reached the chunk's end; get() refilled
+      continue;
+    }
+    auto E = get();
+    if (!E)
+      return E.takeError();
+    switch (*E) {
+    case '"': S += '"'; break;
+    case '\\': S += '\\'; break;
+    case '/': S += '/'; break;
+    case 'b': S += '\b'; break;
+    case 'f': S += '\f'; break;
+    case 'n': S += '\n'; break;
+    case 'r': S += '\r'; break;
+    case 't': S += '\t'; break;
+    case 'u': {
+      unsigned Code = 0;
+      for (int I = 0; I < 4; ++I) {
+        auto H = get();
+        if (!H)
+          return H.takeError();
+        int D = *H;
+        Code <<= 4;
+        if (D >= '0' && D <= '9') Code |= D - '0';
+        else if (D >= 'a' && D <= 'f') Code |= D - 'a' + 10;
+        else if (D >= 'A' && D <= 'F') Code |= D - 'A' + 10;
+        else return error("bad \\u escape in a string");
+      }
+      // Names in traces are ASCII; other code points are kept as UTF-8 (surrogate pairs
+      // become two replacement-free 3-byte sequences, which is enough for display).
+      if (Code < 0x80) {
+        S += static_cast<char>(Code);
+      } else if (Code < 0x800) {
+        S += static_cast<char>(0xC0 | (Code >> 6));
+        S += static_cast<char>(0x80 | (Code & 0x3F));
+      } else {
+        S += static_cast<char>(0xE0 | (Code >> 12));
+        S += static_cast<char>(0x80 | ((Code >> 6) & 0x3F));
+        S += static_cast<char>(0x80 | (Code & 0x3F));
+      }
+      break;
+    }
+    default:
+      return error("bad escape in a string");
+    }
+  }
+}
+
+llvm::Expected<JsonCursor::Number> JsonCursor::readNumber() {
+  auto T = peekToken();
+  if (!T)
+    return T.takeError();
+  char Text[65];
+  size_t Size = 0;
+  while (true) {
+    if (Pos >= Chunk.size()) {
+      auto More = fill();
+      if (!More)
+        return More.takeError();
+      if (!*More)
+        break;
+    }
+    char C = Chunk[Pos];
+    if (!((C >= '0' && C <= '9') || C == '-' || C == '+' || C == '.' || C == 'e' || C == 'E'))
+      break;
+    if (Size == 64)
+      return error("number longer than 64 characters");
+    Text[Size++] = C;
+    ++Pos;
+  }
+  if (Size == 0)
+    return error(*T ? llvm::formatv("expected a number, found '{0}'", *T).str()
+                    : std::string("expected a number, found the end of the file"));
+  Number N;
+  llvm::StringRef Ref(Text, Size);
+  int64_t I;
+  if (Ref.find_first_of(".eE") == llvm::StringRef::npos && !Ref.getAsInteger(10, I)) {
+    N.Integer = I;
+    N.Value = static_cast<double>(I);
+    return N;
+  }
+  if (Ref.getAsDouble(N.Value))
+    return error("malformed number '" + Ref + "'");
+  return N;
+}
+
+llvm::Error JsonCursor::skipString() {
+  // Read into a reused buffer: one implementation of escapes and chunk boundaries.
+  return readString(Skipped);
+}
+
+llvm::Error JsonCursor::skipValue() {
+  // Iterative: a stack of the closing brackets still open.
+  std::vector<char> Open;
+  while (true) {
+    auto T = peekToken();
+    if (!T)
+      return T.takeError();
+    char C = *T;
+    if (C == 0)
+      return error("unexpected end of the file");
+    if (C == '"') {
+      if (llvm::Error E = skipString())
+        return E;
+    } else if (C == '{' || C == '[') {
+      ++Pos;
+      Open.push_back(C == '{' ? '}' : ']');
+      continue;
+    } else if (C == '}' || C == ']') {
+      if (Open.empty() || Open.back() != C)
+        return error(llvm::formatv("unexpected '{0}'", C).str());
+      ++Pos;
+      Open.pop_back();
+    } else if (C == ',' || C == ':') {
+      if (Open.empty())
+        return error(llvm::formatv("unexpected '{0}'", C).str());
+      ++Pos;
+      continue;
+    } else if (C == 't' || C == 'f' || C == 'n') {
+      llvm::StringRef Word = C == 't' ? "true" : C == 'f' ? "false" : "null";
+      for (char W : Word) {
+        auto G = get();
+        if (!G)
+          return G.takeError();
+        if (*G != W)
+          return error("malformed literal (expected " + Word + ")");
+      }
+    } else {
+      auto N = readNumber();
+      if (!N)
+        return N.takeError();
+    }
+    if (Open.empty())
+      return llvm::Error::success();
+  }
+}
+
+} // namespace trainmem

@@ -1,0 +1,94 @@
+//===- TraceStream.h - streamed reading of (gzipped) JSON traces ----*- C++ -*-===//
+//
+// Profiler traces run to gigabytes, so they are never read whole: ByteReader hands out
+// the file in chunks, inflating gzip on the way, and JsonCursor pulls JSON tokens from it.
+// llvm::json parses whole documents only, which would hold the file (and a tree several
+// times its size) in memory; this cursor holds one chunk and the value being read.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_TRACESTREAM_H
+#define TRAINMEM_ANALYZER_TRACESTREAM_H
+
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace trainmem {
+
+/// A file read in chunks, gunzipped when it starts with the gzip magic.
+class ByteReader {
+public:
+  /// ChunkBytes: how much is read (and inflated) at a time.
+  static llvm::Expected<std::unique_ptr<ByteReader>> open(llvm::StringRef Path,
+                                                          size_t ChunkBytes = 1 << 20);
+  virtual ~ByteReader();
+  /// The next chunk; empty at the end. Errors name the file (corrupt gzip, read error,
+  /// a decompression bomb).
+  virtual llvm::Expected<llvm::StringRef> next() = 0;
+  /// Bytes of the file consumed so far (compressed bytes for gzip).
+  virtual uint64_t fileBytesRead() const = 0;
+  virtual bool compressed() const = 0;
+  /// The first bytes of the (decompressed) content, for format detection.
+  static llvm::Expected<std::string> peek(llvm::StringRef Path, size_t Bytes);
+
+protected:
+  ByteReader() = default;
+};
+
+/// A pull parser over a ByteReader. Every method that reads reports errors with the
+/// file name and the byte offset (in the decompressed stream).
+class JsonCursor {
+public:
+  JsonCursor(std::unique_ptr<ByteReader> Reader, std::string Name);
+
+  /// The next non-space character without consuming it; 0 at the end.
+  llvm::Expected<char> peekToken();
+  /// Consumes the expected structural character (after whitespace).
+  llvm::Error expect(char C);
+  /// Inside an object or array after its opening bracket: true when another member
+  /// follows (consuming the ',' separator), false at the closing bracket (consumed).
+  llvm::Expected<bool> nextMember(char Close, bool First);
+
+  llvm::Expected<std::string> readString();
+  /// The same into a caller's buffer (cleared first), so a hot loop allocates nothing.
+  llvm::Error readString(std::string &Into);
+  /// A number; Integer holds it exactly when it has no fraction or exponent.
+  struct Number {
+    double Value = 0;
+    std::optional<int64_t> Integer;
+  };
+  llvm::Expected<Number> readNumber();
+  /// Reads an object: Member is called after each key's ':' and must consume the value.
+  llvm::Error readObject(llvm::function_ref<llvm::Error(llvm::StringRef Key)> Member);
+  /// Reads an array: Element is called at each element and must consume it.
+  llvm::Error readArray(llvm::function_ref<llvm::Error()> Element);
+  /// Skips one value of any kind (containers iteratively, so depth cannot overflow).
+  llvm::Error skipValue();
+
+  uint64_t offset() const { return Consumed + Pos; }
+  const std::string &name() const { return Name; }
+  llvm::Error error(const llvm::Twine &Message) const;
+
+private:
+  llvm::Expected<bool> fill();
+  llvm::Expected<int> get();
+  llvm::Error skipString();
+
+  std::unique_ptr<ByteReader> Reader;
+  std::string Name;
+  llvm::StringRef Chunk;
+  size_t Pos = 0;
+  uint64_t Consumed = 0;
+  bool AtEnd = false;
+  std::string Skipped;
+};
+
+} // namespace trainmem
+
+#endif

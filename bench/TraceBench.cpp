@@ -1,0 +1,119 @@
+//===- TraceBench.cpp - trace import throughput and memory -----------------===//
+//
+// A synthetic kineto-style Chrome trace (a training loop of profiler steps: cpu_op events
+// with shapes, autograd ranges, [memory] events with addresses and totals, written in
+// shuffled order), gzipped as the profiler's .json.gz, imported end to end. Reports the
+// gzipped and the decompressed bytes per second; the goal (issue 9) is >= 100 MB/s of
+// gzipped trace. Arg: profiler steps (each ~1.3 MB of JSON).
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/TraceImport.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <benchmark/benchmark.h>
+#include <zlib.h>
+
+#include <cstdio>
+#include <random>
+#include <string>
+
+namespace {
+
+std::string writeTrace(int Steps, uint64_t &RawBytes) {
+  llvm::SmallString<128> Path;
+  llvm::sys::fs::createTemporaryFile("trainmem-bench-trace", "json.gz", Path);
+  gzFile F = gzopen(Path.c_str(), "wb6");
+  std::mt19937_64 Rng(42);
+  std::string Out = "{\"schemaVersion\": 1, \"traceEvents\": [\n";
+  RawBytes = 0;
+  auto flush = [&](bool Force) {
+    if (Out.size() > (1 << 20) || Force) {
+      gzwrite(F, Out.data(), static_cast<unsigned>(Out.size()));
+      RawBytes += Out.size();
+      Out.clear();
+    }
+  };
+  int64_t Total = 0;
+  double Ts = 1e15;
+  bool First = true;
+  for (int S = 0; S < Steps; ++S) {
+    Out += llvm::formatv("{0}{{\"ph\": \"X\", \"cat\": \"user_annotation\", \"name\": "
+                         "\"ProfilerStep#{1}\", \"pid\": 1, \"tid\": 1, \"ts\": {2}, \"dur\": "
+                         "50000}\n",
+                         First ? "" : ",", S, Ts)
+               .str();
+    First = false;
+    std::vector<std::pair<uint64_t, int64_t>> Live;
+    for (int Op = 0; Op < 2000; ++Op) {
+      double At = Ts + Op * 20;
+      bool Backward = Op >= 1000;
+      Out += llvm::formatv(",{{\"ph\": \"X\", \"cat\": \"cpu_op\", \"name\": \"aten::{0}\", "
+                           "\"pid\": 1, \"tid\": {1}, \"ts\": {2}, \"dur\": 15, \"args\": "
+                           "{{\"External id\": {3}, \"Input Dims\": [[8, 1024, 768], [768, "
+                           "768]], \"Input type\": [\"float\", \"float\"]}}\n",
+                           Backward ? "mm_backward" : "linear", Backward ? 2 : 1, At, Op)
+                 .str();
+      int64_t Bytes;
+      uint64_t Addr;
+      if (!Backward || Live.empty() || Rng() % 2) {
+        Bytes = static_cast<int64_t>(512 * (1 + Rng() % 4096));
+        Addr = 0x7f0000000000ull + (Rng() % (1ull << 32)) * 512;
+        Live.push_back({Addr, Bytes});
+      } else {
+        size_t I = Rng() % Live.size();
+        Addr = Live[I].first;
+        Bytes = -Live[I].second;
+        Live.erase(Live.begin() + static_cast<long>(I));
+      }
+      Total += Bytes;
+      Out += llvm::formatv(",{{\"ph\": \"i\", \"cat\": \"cpu_instant_event\", \"s\": \"t\", "
+                           "\"name\": \"[memory]\", \"pid\": 1, \"tid\": {0}, \"ts\": {1}, "
+                           "\"args\": {{\"Device Type\": 1, \"Device Id\": 0, \"Addr\": {2}, "
+                           "\"Bytes\": {3}, \"Total Allocated\": {4}, \"Total Reserved\": "
+                           "{5}}}\n",
+                           Backward ? 2 : 1, At + 5, Addr, Bytes, Total, Total + (1 << 30))
+                 .str();
+      flush(false);
+    }
+    for (auto &[Addr, Bytes] : Live) {
+      Total -= Bytes;
+      Out += llvm::formatv(",{{\"ph\": \"i\", \"name\": \"[memory]\", \"pid\": 1, \"tid\": 1, "
+                           "\"ts\": {0}, \"args\": {{\"Device Type\": 1, \"Device Id\": 0, "
+                           "\"Addr\": {1}, \"Bytes\": {2}, \"Total Allocated\": {3}}}\n",
+                           Ts + 45000, Addr, -Bytes, Total)
+                 .str();
+    }
+    Ts += 50000;
+  }
+  Out += "]}\n";
+  flush(true);
+  gzclose(F);
+  return Path.str().str();
+}
+
+void BM_ImportChromeTraceGz(benchmark::State &State) {
+  uint64_t Raw = 0;
+  std::string Path = writeTrace(static_cast<int>(State.range(0)), Raw);
+  uint64_t Packed = 0;
+  llvm::sys::fs::file_size(Path, Packed);
+  for (auto _ : State) {
+    auto T = trainmem::importTrace(Path);
+    if (!T) {
+      State.SkipWithError(llvm::toString(T.takeError()).c_str());
+      break;
+    }
+    benchmark::DoNotOptimize(T->selected().Peak);
+  }
+  State.counters["gz_MB_per_s"] = benchmark::Counter(
+      static_cast<double>(Packed) / 1e6, benchmark::Counter::kIsIterationInvariantRate);
+  State.counters["json_MB_per_s"] = benchmark::Counter(
+      static_cast<double>(Raw) / 1e6, benchmark::Counter::kIsIterationInvariantRate);
+  State.counters["gz_MB"] = static_cast<double>(Packed) / 1e6;
+  State.counters["json_MB"] = static_cast<double>(Raw) / 1e6;
+  llvm::sys::fs::remove(Path);
+}
+BENCHMARK(BM_ImportChromeTraceGz)->Arg(20)->Arg(100)->Unit(benchmark::kMillisecond);
+
+} // namespace

@@ -1,0 +1,305 @@
+//===- TraceImportTest.cpp - Chrome traces, memory timelines, nsys exports ---===//
+//
+// The inputs are written by tests/data/traces/make_traces.py, which prints the figures
+// asserted here (worked out from the events by hand, not by trainmem).
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/ReportWriters.h"
+#include "analyzer/TraceCompare.h"
+#include "analyzer/TraceImport.h"
+#include "analyzer/TraceStream.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <fstream>
+
+namespace trainmem {
+namespace {
+
+constexpr int64_t MiB = 1 << 20;
+
+std::string data(const std::string &Name) {
+  return std::string(TRAINMEM_SOURCE_DIR) + "/tests/data/traces/" + Name;
+}
+
+std::string tempFile(const std::string &Suffix, const std::string &Content) {
+  llvm::SmallString<128> Path;
+  int Fd;
+  EXPECT_FALSE(llvm::sys::fs::createTemporaryFile("trainmem-trace", Suffix, Fd, Path));
+  llvm::raw_fd_ostream OS(Fd, /*shouldClose=*/true);
+  OS << Content;
+  return Path.str().str();
+}
+
+const std::pair<std::string, int64_t> *phase(const DeviceMemory &D, llvm::StringRef Name) {
+  for (const auto &P : D.PhasePeaks)
+    if (P.first == Name)
+      return &P;
+  return nullptr;
+}
+
+void expectKinetoSmall(const MeasuredTrace &T) {
+  ASSERT_EQ(T.Devices.size(), 2u);
+  EXPECT_EQ(T.Devices[0].Device, "cuda:0");
+  EXPECT_EQ(T.Devices[1].Device, "cpu");
+  const DeviceMemory &D = T.selected();
+  EXPECT_EQ(D.Device, "cuda:0");
+  EXPECT_EQ(D.PeakBasis, "total_allocated");
+  EXPECT_EQ(D.Events, 8);
+  EXPECT_EQ(D.Peak, 128 * MiB);
+  EXPECT_EQ(D.PeakReserved, 160 * MiB);
+  EXPECT_EQ(D.FragmentationAtPeak, 32 * MiB);
+  EXPECT_EQ(D.PeakRange, "ProfilerStep#1");
+  EXPECT_EQ(D.PeakOp, "aten::mm");
+  ASSERT_EQ(D.LiveAtPeak.size(), 3u);
+  EXPECT_EQ(D.LiveAtPeakCount, 3);
+  EXPECT_EQ(D.LiveAtPeak[0].Bytes, 16 * MiB);
+  EXPECT_EQ(D.LiveAtPeak[0].Op, "aten::mm"); // on the autograd thread
+  EXPECT_EQ(D.LiveAtPeak[1].Bytes, 8 * MiB);
+  EXPECT_EQ(D.LiveAtPeak[1].Op, "aten::mm");
+  EXPECT_EQ(D.LiveAtPeak[2].Bytes, 4 * MiB);
+  EXPECT_EQ(D.LiveAtPeak[2].Op, "aten::relu");
+  ASSERT_TRUE(phase(D, "forward"));
+  EXPECT_EQ(phase(D, "forward")->second, 112 * MiB);
+  EXPECT_EQ(phase(D, "backward")->second, 128 * MiB);
+  EXPECT_EQ(phase(D, "optimizer")->second, 106 * MiB);
+  EXPECT_EQ(phase(D, "zero_grad")->second, 104 * MiB);
+  ASSERT_EQ(D.Ranges.size(), 1u);
+  EXPECT_EQ(D.Ranges[0].Peak, 128 * MiB);
+}
+
+TEST(ChromeTrace, PlainGzippedAndTinyChunksAgree) {
+  for (const char *Name : {"kineto_small.json", "kineto_small.json.gz"})
+    for (size_t Chunk : {size_t(1) << 20, size_t(7), size_t(1)}) {
+      SCOPED_TRACE(std::string(Name) + " chunk " + std::to_string(Chunk));
+      TraceOptions Opts;
+      Opts.ChunkBytes = Chunk;
+      auto T = importTrace(data(Name), Opts);
+      ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+      EXPECT_EQ(T->Format, TraceFormat::ChromeTrace);
+      expectKinetoSmall(*T);
+    }
+}
+
+TEST(ChromeTrace, DeviceSelection) {
+  TraceOptions Opts;
+  Opts.Device = "cpu";
+  auto T = importTrace(data("kineto_small.json"), Opts);
+  ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+  EXPECT_EQ(T->selected().Device, "cpu");
+  EXPECT_EQ(T->selected().Peak, 4096);
+  Opts.Device = "cuda:3";
+  auto Missing = importTrace(data("kineto_small.json"), Opts);
+  ASSERT_FALSE(bool(Missing));
+  std::string Message = llvm::toString(Missing.takeError());
+  EXPECT_NE(Message.find("--trace-device=cuda:3"), std::string::npos) << Message;
+  EXPECT_NE(Message.find("cuda:0, cpu"), std::string::npos) << Message;
+}
+
+TEST(ChromeTrace, WindowRestrictsThePeak) {
+  TraceOptions Opts;
+  Opts.WindowPattern = "^Optimizer\\.step";
+  auto T = importTrace(data("kineto_small.json"), Opts);
+  ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+  EXPECT_EQ(T->selected().Peak, 106 * MiB);
+  Opts.WindowPattern = "no such range";
+  auto None = importTrace(data("kineto_small.json"), Opts);
+  ASSERT_FALSE(bool(None));
+  EXPECT_NE(llvm::toString(None.takeError()).find("matches no range"), std::string::npos);
+}
+
+TEST(ChromeTrace, ReportAndJson) {
+  auto T = importTrace(data("kineto_small.json"));
+  ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+  MemoryReport R = traceToReport(*T);
+  ASSERT_TRUE(R.Peak && R.Measured);
+  EXPECT_EQ(*R.Peak, 128 * MiB);
+  EXPECT_EQ(R.PeakInfo->ByCategory.Unknown, 128 * MiB);
+  EXPECT_EQ(R.Bytes.Unknown, 128 * MiB);
+  std::string Json;
+  llvm::raw_string_ostream OS(Json);
+  writeReportJson(R, OS);
+  auto Back = readReportJson(Json, "round-trip");
+  ASSERT_TRUE(bool(Back)) << llvm::toString(Back.takeError());
+  EXPECT_EQ(*Back->Peak, 128 * MiB);
+  ASSERT_TRUE(Back->Measured);
+  EXPECT_EQ(Back->Measured->PhasePeaks.size(), 4u);
+  EXPECT_EQ(Back->Measured->Device, "cuda:0");
+}
+
+TEST(ChromeTrace, NoMemoryEventsIsSaidNotFailed) {
+  std::string Path = tempFile(".json", R"({"traceEvents": [{"ph": "X", "cat": "cpu_op",
+      "name": "aten::mm", "ts": 1, "dur": 2, "tid": 1, "pid": 1}]})");
+  auto T = importTrace(Path);
+  ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+  EXPECT_TRUE(T->Devices.empty());
+  ASSERT_EQ(T->Diags.size(), 1u);
+  EXPECT_EQ(T->Diags.all()[0].Code, "no-memory-events");
+  EXPECT_NE(T->Diags.all()[0].Message.find("profile_memory=True"), std::string::npos);
+  llvm::sys::fs::remove(Path);
+}
+
+TEST(ChromeTrace, MalformedInputNamesTheByte) {
+  for (const char *Text : {R"({"traceEvents": [{"ph": "i", "ts": 1,)",
+                           R"({"traceEvents": [{"ph": "i" "ts": 1}]})", R"({"other": 1})",
+                           R"({"traceEvents": [{"name": "\q"}]})", "42"}) {
+    std::string Path = tempFile(".json", Text);
+    auto T = importChromeTrace(Path, {});
+    ASSERT_FALSE(bool(T)) << Text;
+    std::string Message = llvm::toString(T.takeError());
+    EXPECT_NE(Message.find(Path), std::string::npos) << Message;
+    llvm::sys::fs::remove(Path);
+  }
+}
+
+TEST(TraceStream, TruncatedGzipIsAnError) {
+  std::ifstream In(data("kineto_small.json.gz"), std::ios::binary);
+  std::string Bytes((std::istreambuf_iterator<char>(In)), std::istreambuf_iterator<char>());
+  std::string Path = tempFile(".json.gz", Bytes.substr(0, Bytes.size() / 2));
+  auto T = importTrace(Path);
+  ASSERT_FALSE(bool(T));
+  EXPECT_NE(llvm::toString(T.takeError()).find("gzip"), std::string::npos);
+  llvm::sys::fs::remove(Path);
+}
+
+TEST(TraceStream, DecompressionBombIsRefused) {
+  // 300 MiB of spaces deflate to ~300 KiB: a ratio of ~1000 past 256 MiB.
+  std::string Packed;
+  z_stream S{};
+  ASSERT_EQ(deflateInit2(&S, 9, Z_DEFLATED, 16 + MAX_WBITS, 9, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string Block(1 << 20, ' ');
+  Block[0] = '[';
+  std::vector<char> Out(1 << 16);
+  for (int I = 0; I < 300; ++I) {
+    S.next_in = reinterpret_cast<Bytef *>(Block.data());
+    S.avail_in = static_cast<uInt>(Block.size());
+    do {
+      S.next_out = reinterpret_cast<Bytef *>(Out.data());
+      S.avail_out = static_cast<uInt>(Out.size());
+      deflate(&S, I == 299 ? Z_FINISH : Z_NO_FLUSH);
+      Packed.append(Out.data(), Out.size() - S.avail_out);
+    } while (S.avail_out == 0);
+    Block[0] = ' ';
+  }
+  deflateEnd(&S);
+  std::string Path = tempFile(".json.gz", Packed);
+  auto T = importChromeTrace(Path, {});
+  ASSERT_FALSE(bool(T));
+  EXPECT_NE(llvm::toString(T.takeError()).find("decompression bomb"), std::string::npos);
+  llvm::sys::fs::remove(Path);
+}
+
+TEST(MemoryTimeline, CategoriesAtThePeak) {
+  for (const char *Name : {"timeline.raw.json", "timeline.raw.json.gz"}) {
+    SCOPED_TRACE(Name);
+    auto T = importTrace(data(Name));
+    ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+    EXPECT_EQ(T->Format, TraceFormat::MemoryTimeline);
+    const DeviceMemory &D = T->selected();
+    EXPECT_EQ(D.Peak, 191 * MiB);
+    ASSERT_TRUE(D.PeakByCategory);
+    EXPECT_EQ(D.PeakByCategory->Weights, 40 * MiB);
+    EXPECT_EQ(D.PeakByCategory->OptimizerStates, 80 * MiB);
+    EXPECT_EQ(D.PeakByCategory->Activations, 30 * MiB);
+    EXPECT_EQ(D.PeakByCategory->Gradients, 40 * MiB);
+    EXPECT_EQ(D.PeakByCategory->Inputs, MiB);
+    EXPECT_EQ(D.PeakByCategory->Temporaries, 0);
+    MemoryReport R = traceToReport(*T);
+    EXPECT_EQ(R.Bytes.AutogradDetail, 30 * MiB); // after the version bump
+    EXPECT_EQ(R.Bytes.Temporaries, 5 * MiB);
+    EXPECT_EQ(R.Bytes.Activations, 30 * MiB);
+  }
+}
+
+TEST(MemoryTimeline, BadRowsAreNamed) {
+  for (const char *Text : {"[[0, 9, 10, 0]]", "[[0, 2, 10, 12]]", "[[0, 2, 10]]"}) {
+    std::string Path = tempFile(".raw.json", Text);
+    auto T = importTrace(Path);
+    ASSERT_FALSE(bool(T)) << Text;
+    EXPECT_NE(llvm::toString(T.takeError()).find("byte 1"), std::string::npos) << Text;
+    llvm::sys::fs::remove(Path);
+  }
+}
+
+TEST(NsysSqlite, DriverAllocationsPerDevice) {
+  auto T = importTrace(data("nsys_memory.sqlite"));
+  ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+  EXPECT_EQ(T->Format, TraceFormat::NsysSqlite);
+  ASSERT_EQ(T->Devices.size(), 2u);
+  const DeviceMemory &D = T->selected();
+  EXPECT_EQ(D.Device, "cuda:0");
+  EXPECT_EQ(D.Peak, 62 * MiB);
+  EXPECT_EQ(D.PeakReserved, 62 * MiB);
+  EXPECT_EQ(D.LiveAtPeakCount, 3);
+  EXPECT_EQ(D.LiveAtPeak[0].Bytes, 40 * MiB);
+  EXPECT_EQ(T->Devices[1].Peak, 2 * MiB);
+  auto Empty = importTrace(data("nsys_no_memory.sqlite"));
+  ASSERT_TRUE(bool(Empty)) << llvm::toString(Empty.takeError());
+  EXPECT_TRUE(Empty->Devices.empty());
+  EXPECT_EQ(Empty->Diags.all()[0].Code, "no-memory-events");
+}
+
+TEST(TraceFormats, DetectionAndRefusal) {
+  auto Detect = [](const std::string &Path) {
+    auto F = detectTraceFormat(Path);
+    return F ? std::string(traceFormatName(*F)) : llvm::toString(F.takeError());
+  };
+  EXPECT_EQ(Detect(data("kineto_small.json.gz")), "chrome-trace");
+  EXPECT_EQ(Detect(data("timeline.raw.json")), "memory-timeline");
+  EXPECT_EQ(Detect(data("nsys_memory.sqlite")), "nsys-sqlite");
+  std::string Text = tempFile(".json", "hello");
+  EXPECT_NE(Detect(Text).find("not a trace trainmem reads"), std::string::npos);
+  llvm::sys::fs::remove(Text);
+  EXPECT_TRUE(looksLikeTrace("run.pt.trace.json.gz"));
+  EXPECT_FALSE(looksLikeTrace("models/llama/config.json"));
+  EXPECT_FALSE(looksLikeTrace("model.onnx"));
+}
+
+TEST(TraceTimeline, DecimationKeepsThePeak) {
+  std::vector<MeasuredSample> Samples;
+  for (int I = 0; I < 10000; ++I)
+    Samples.push_back({static_cast<double>(I), I == 6123 ? 1000000 : I % 97, std::nullopt,
+                       std::nullopt, ""});
+  decimateTimeline(Samples, 100);
+  EXPECT_LE(Samples.size(), 100u);
+  int64_t Max = 0;
+  for (const MeasuredSample &S : Samples)
+    Max = std::max(Max, S.Allocated);
+  EXPECT_EQ(Max, 1000000);
+}
+
+TEST(Compare, ErrorsPerPhase) {
+  auto T = importTrace(data("kineto_small.json"));
+  ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+  MemoryReport Measured = traceToReport(*T);
+  MemoryReport Predicted;
+  Predicted.Model.Name = "prediction";
+  Predicted.Peak = 120 * MiB;
+  auto Point = [&](const char *Phase, int64_t Total) {
+    TimelinePoint P;
+    P.Phase = Phase;
+    P.Live.Temporaries = Total;
+    Predicted.Timeline.push_back(P);
+  };
+  Point("forward", 110 * MiB);
+  Point("backward", 120 * MiB);
+  Point("optimizer", 106 * MiB);
+  Comparison C = compareReports(Predicted, Measured);
+  EXPECT_NEAR(*C.Peak.errorPercent(), -6.25, 1e-9);
+  ASSERT_EQ(C.Phases.size(), 3u); // zero_grad is on one side only
+  EXPECT_EQ(C.Phases[0].Name, "forward");
+  EXPECT_NEAR(*C.Phases[0].errorPercent(), 100.0 * (110.0 - 112.0) / 112.0, 1e-9);
+  // The optimizer phase is entered with the backward's last state (120 MiB) live.
+  EXPECT_EQ(C.Phases[2].Predicted, 120 * MiB);
+  EXPECT_NEAR(worstError(C), 100.0 * (120.0 - 106.0) / 106.0, 1e-9);
+  EXPECT_EQ(C.AlignedPhases.size(), 3u);
+  EXPECT_FALSE(C.PredictedLine.Points.empty());
+  EXPECT_FALSE(C.MeasuredLine.Points.empty());
+}
+
+} // namespace
+} // namespace trainmem

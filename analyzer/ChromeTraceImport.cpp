@@ -411,12 +411,18 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       return R.TotalReserved != Absent && R.TotalReserved > 0;
     });
     D.PeakBasis = AllTotals ? "total_allocated" : "running_sum";
-    std::vector<MeasuredSample> Samples;
-    Samples.reserve(Records.size());
+    // One pass over the time-sorted records: the peak, the phases' and ranges' peaks, and
+    // a timeline decimated as it grows, so only the records themselves scale with the trace.
     int64_t Sum = 0;
     size_t PeakIndex = 0;
     bool AnyInWindow = false;
     D.Peak = std::numeric_limits<int64_t>::min();
+    std::optional<int64_t> PhasePeak[NumPhases];
+    const char *PrevPhase = nullptr;
+    int64_t PrevAllocated = 0;
+    std::vector<MeasuredRange> Open; // ranges that have started, by end
+    size_t NextRange = 0;
+    std::vector<MeasuredRange> Closed;
     for (size_t I = 0; I < Records.size(); ++I) {
       const MemoryRecord &R = Records[I];
       Sum += R.Bytes;
@@ -427,56 +433,73 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         S.Reserved = R.TotalReserved;
         D.PeakReserved = std::max(D.PeakReserved.value_or(0), R.TotalReserved);
       }
+      const char *Phase = phaseAt(Phases, R.Ts);
       bool InWindow = !Window || inIntervals(WindowIntervals, R.Ts);
-      if (InWindow && S.Allocated > D.Peak) {
-        D.Peak = S.Allocated;
-        PeakIndex = I;
+      if (InWindow) {
+        AnyInWindow = true;
+        if (S.Allocated > D.Peak) {
+          D.Peak = S.Allocated;
+          PeakIndex = I;
+          D.PeakTimeUs = R.Ts;
+          D.FragmentationAtPeak.reset();
+          if (S.Reserved)
+            D.FragmentationAtPeak = *S.Reserved - S.Allocated;
+        }
+        // A phase's peak counts the state it was entered with (the sample before its
+        // first event), as the simulator's phase peaks do.
+        for (int K = 0; K < NumPhases; ++K)
+          if (Phase == PhaseNames[K]) {
+            int64_t V = std::max(PhasePeak[K].value_or(S.Allocated), S.Allocated);
+            if (I > 0 && PrevPhase != Phase)
+              V = std::max(V, PrevAllocated);
+            PhasePeak[K] = V;
+          }
+        S.Phase = Phase;
+        D.Timeline.push_back(S);
+        if (D.Timeline.size() > 4 * std::max<size_t>(Opts.MaxTimelinePoints, 2))
+          decimateTimeline(D.Timeline, Opts.MaxTimelinePoints);
       }
-      AnyInWindow |= InWindow;
-      S.Phase = phaseAt(Phases, R.Ts);
-      Samples.push_back(S);
+      PrevPhase = Phase;
+      PrevAllocated = S.Allocated;
+      // Ranges (sorted by start): open those begun, close those ended, raise the rest.
+      while (NextRange < Ranges.size() && Ranges[NextRange].StartUs <= R.Ts) {
+        Open.push_back(Ranges[NextRange++]);
+        Open.back().Peak = std::numeric_limits<int64_t>::min();
+      }
+      for (size_t K = 0; K < Open.size();) {
+        if (Open[K].EndUs < R.Ts) {
+          if (Open[K].Peak != std::numeric_limits<int64_t>::min())
+            Closed.push_back(Open[K]);
+          Open.erase(Open.begin() + static_cast<long>(K));
+          continue;
+        }
+        if (S.Allocated > Open[K].Peak) {
+          Open[K].Peak = S.Allocated;
+          Open[K].PeakTimeUs = R.Ts;
+        }
+        ++K;
+      }
     }
+    for (const MeasuredRange &R : Open)
+      if (R.Peak != std::numeric_limits<int64_t>::min())
+        Closed.push_back(R);
     if (!AnyInWindow) {
       T.Diags.note("window-empty", Name,
                    "no memory events of this device inside --trace-window=" +
                        Opts.WindowPattern);
       continue;
     }
-    // A phase's peak counts the state it was entered with (the sample before its first
-    // event), as the simulator's phase peaks do.
-    for (int K = 0; K < NumPhases; ++K) {
-      std::optional<int64_t> Max;
-      for (size_t I = 0; I < Samples.size(); ++I) {
-        const MeasuredSample &S = Samples[I];
-        if (S.Phase != PhaseNames[K] || (Window && !inIntervals(WindowIntervals, S.TimeUs)))
-          continue;
-        Max = std::max(Max.value_or(S.Allocated), S.Allocated);
-        if (I > 0 && Samples[I - 1].Phase != S.Phase)
-          Max = std::max(*Max, Samples[I - 1].Allocated);
-      }
-      if (Max)
-        D.PhasePeaks.push_back({PhaseNames[K], *Max});
-    }
-    D.PeakTimeUs = Samples[PeakIndex].TimeUs;
-    if (Samples[PeakIndex].Reserved)
-      D.FragmentationAtPeak = *Samples[PeakIndex].Reserved - D.Peak;
-    for (const MeasuredRange &R : Ranges) {
-      MeasuredRange Copy = R;
-      auto First = std::lower_bound(
-          Samples.begin(), Samples.end(), R.StartUs,
-          [](const MeasuredSample &S, double At) { return S.TimeUs < At; });
-      bool Any = false;
-      for (auto It = First; It != Samples.end() && It->TimeUs <= R.EndUs; ++It)
-        if (!Any || It->Allocated > Copy.Peak) {
-          Copy.Peak = It->Allocated;
-          Copy.PeakTimeUs = It->TimeUs;
-          Any = true;
-        }
-      if (Any)
-        D.Ranges.push_back(Copy);
+    for (int K = 0; K < NumPhases; ++K)
+      if (PhasePeak[K])
+        D.PhasePeaks.push_back({PhaseNames[K], *PhasePeak[K]});
+    std::stable_sort(Closed.begin(), Closed.end(),
+                     [](const MeasuredRange &A, const MeasuredRange &B) {
+                       return A.StartUs < B.StartUs;
+                     });
+    D.Ranges = std::move(Closed);
+    for (const MeasuredRange &R : D.Ranges)
       if (R.StartUs <= D.PeakTimeUs && D.PeakTimeUs <= R.EndUs)
-        D.PeakRange = R.Name; // ranges are sorted by start: the last match is innermost
-    }
+        D.PeakRange = R.Name; // sorted by start: the last match is the innermost
     // The allocations live at the peak, where the trace pairs frees with addresses.
     bool HaveAddrs = std::all_of(Records.begin(), Records.end(),
                                  [](const MemoryRecord &R) { return R.HasAddr; });
@@ -511,11 +534,6 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     }
     LiveTids.push_back(Records[PeakIndex].Tid); // last: the peak event itself
     QueryTids.push_back(std::move(LiveTids));
-    if (Window)
-      llvm::erase_if(Samples, [&](const MeasuredSample &S) {
-        return !inIntervals(WindowIntervals, S.TimeUs);
-      });
-    D.Timeline = std::move(Samples);
     decimateTimeline(D.Timeline, Opts.MaxTimelinePoints);
     T.Devices.push_back(std::move(D));
   }

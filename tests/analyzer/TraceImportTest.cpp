@@ -299,6 +299,24 @@ TEST(Compare, ErrorsPerPhase) {
   EXPECT_EQ(C.AlignedPhases.size(), 3u);
   EXPECT_FALSE(C.PredictedLine.Points.empty());
   EXPECT_FALSE(C.MeasuredLine.Points.empty());
+
+  // Every writer lists the same rows; HTML draws both lines on the phase-aligned axis.
+  std::string Html, Markdown, Text;
+  llvm::raw_string_ostream H(Html), Md(Markdown), Tx(Text);
+  writeComparisonHtml(C, H);
+  writeComparisonMarkdown(C, Md);
+  writeComparisonText(C, Tx);
+  size_t Lines = 0;
+  for (size_t At = 0; (At = Html.find("<polyline", At)) != std::string::npos; ++At)
+    ++Lines;
+  EXPECT_EQ(Lines, 2u);
+  EXPECT_NE(Html.find("<title>predicted</title>"), std::string::npos);
+  EXPECT_NE(Html.find("<title>measured</title>"), std::string::npos);
+  for (const std::string *Doc : {&Html, &Markdown, &Text})
+    EXPECT_NE(Doc->find("peak in backward"), std::string::npos);
+  llvm::json::Value J = comparisonToJson(C);
+  EXPECT_EQ(J.getAsObject()->getString("schema"), "trainmem.compare/1");
+  EXPECT_EQ(J.getAsObject()->getArray("phases")->size(), 3u);
 }
 
 } // namespace

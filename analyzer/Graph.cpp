@@ -33,6 +33,51 @@ int64_t Tensor::numElements() const {
   return N;
 }
 
+llvm::Error Graph::checkLimits(llvm::StringRef Path) const {
+  // Far beyond any model (LLaMA-70B has ~10^4 nodes), small enough that a hostile file
+  // cannot make the simulator's per-node tables exhaust memory.
+  constexpr size_t MaxNodes = 20'000'000, MaxTensors = 50'000'000;
+  constexpr int64_t MaxBytes = int64_t(1) << 62;
+  // All tensors together: what the simulator sums (live sets, states a few times the
+  // parameters) then stays far from int64's limit.
+  constexpr int64_t MaxTotalBytes = int64_t(1) << 60;
+  int64_t Total = 0;
+  auto Fail = [&](const std::string &Message) {
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   (Path + ": " + Message).str());
+  };
+  if (Nodes.size() > MaxNodes)
+    return Fail(std::to_string(Nodes.size()) + " nodes; at most " + std::to_string(MaxNodes) +
+                " are read");
+  if (Tensors.size() > MaxTensors)
+    return Fail(std::to_string(Tensors.size()) + " tensors; at most " +
+                std::to_string(MaxTensors) + " are read");
+  for (const Tensor &T : Tensors) {
+    if (!T.ShapeKnown)
+      continue;
+    int64_t N = 1;
+    bool Overflow = false;
+    for (int64_t D : T.Shape) {
+      if (D < 0)
+        return Fail("tensor '" + T.Name + "': negative dimension " + std::to_string(D));
+      Overflow |= __builtin_mul_overflow(N, D, &N);
+    }
+    int64_t Bits = 0;
+    Overflow |= __builtin_mul_overflow(N, static_cast<int64_t>(dtypeBits(T.Type)), &Bits);
+    if (Overflow || Bits / 8 > MaxBytes) {
+      std::string Shape;
+      for (size_t I = 0; I < T.Shape.size(); ++I)
+        Shape += (I ? "x" : "") + std::to_string(T.Shape[I]);
+      return Fail("tensor '" + T.Name + "' of shape [" + Shape +
+                  "]: its size does not fit in 2^62 bytes (check --dim and --input values)");
+    }
+    if (__builtin_add_overflow(Total, Bits / 8, &Total) || Total > MaxTotalBytes)
+      return Fail("the tensors of the graph add up to more than 2^60 bytes (1 EiB) at tensor '" +
+                  T.Name + "' (check --dim and --input values)");
+  }
+  return llvm::Error::success();
+}
+
 int64_t Tensor::bytesAs(DType AsType) const {
   return dtypeBytes(AsType, numElements());
 }

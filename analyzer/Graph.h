@@ -12,6 +12,8 @@
 #include "analyzer/DType.h"
 #include "analyzer/Diagnostics.h"
 
+#include "llvm/Support/Error.h"
+
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -151,6 +153,12 @@ struct Graph {
   /// (Kahn's algorithm, stable in file order). Returns false and records an error
   /// diagnostic if the graph has a cycle.
   bool finalize();
+
+  /// Limits every importer enforces before the graph is used: node and tensor counts,
+  /// and shapes whose element count or byte size does not fit 62 bits (checked
+  /// arithmetic: a 2^40 x 2^40 shape is an error naming the tensor, never a wrapped
+  /// number). Errors name Path.
+  llvm::Error checkLimits(llvm::StringRef Path) const;
 
 private:
   std::unordered_map<std::string, TensorId> TensorIndex;

@@ -864,6 +864,8 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   }
   if (!G.finalize())
     return fileError(Path, "internal error: the built graph has a cycle");
+  if (llvm::Error E = G.checkLimits(Path))
+    return E;
   return G;
 }
 

@@ -599,6 +599,8 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
       if (It != Types.end())
         setTypeFrom(T, *It->second);
     }
+  if (llvm::Error E = G.checkLimits(Path))
+    return E;
   recogniseParameterInputs(G);
   reportUnknownShapes(G);
   assignLayerPaths(G);

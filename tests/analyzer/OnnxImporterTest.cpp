@@ -231,6 +231,20 @@ TEST_F(OnnxImporterDims, InputOptionWithWrongRankNamesTheInput) {
   EXPECT_TRUE(contains(Msg, "rank"));
 }
 
+TEST_F(OnnxImporterDims, ShapesBeyond62BitsAreAnErrorNotAWrappedNumber) {
+  std::string Path = save(staticLinear(), "linear.onnx");
+  ImportOptions Options;
+  Options.Inputs = {{"x", {int64_t(1) << 40, int64_t(1) << 40}}};
+  std::string Msg = importError(Path, Options);
+  EXPECT_TRUE(contains(Msg, Path)) << Msg;
+  EXPECT_TRUE(contains(Msg, "1099511627776x1099511627776")) << Msg;
+  EXPECT_TRUE(contains(Msg, "2^62 bytes")) << Msg;
+  // The largest shape that fits is still read.
+  Options.Inputs = {{"x", {int64_t(1) << 20, 128}}};
+  Graph G = importOk(Path, Options);
+  EXPECT_EQ(shapeOf(G, "x"), Shape({int64_t(1) << 20, 128}));
+}
+
 TEST_F(OnnxImporterDims, UnknownDimOrInputNameIsAnError) {
   std::string Path = save(symbolicModel(), "dims.onnx");
   ImportOptions Typo;

@@ -758,6 +758,11 @@ llvm::Expected<BoundDims> bindDims(const ImportOptions &Options, const HfModel &
   std::vector<std::string> InputNames = {"input_ids"};
   if (M.Family == ArchFamily::Bert)
     InputNames = {"input_ids", "token_type_ids", "attention_mask"};
+  // A misspelt dim (--dim sequence=4096) would otherwise be ignored without a word.
+  for (const DimBinding &B : Options.Dims)
+    if (B.Name != "batch" && B.Name != "seq")
+      return fileError(File, "--dim " + B.Name + ": a Hugging Face config has the dims batch "
+                             "and seq only");
   std::optional<int64_t> Batch = lookupDim(Options, "batch");
   std::optional<int64_t> Seq = lookupDim(Options, "seq");
   std::optional<InputShape> FromInput;

@@ -114,3 +114,51 @@ TEST(Mutation, DamagedInputsExitCleanly) {
 }
 
 } // namespace
+
+namespace {
+
+int runQuiet(const std::vector<llvm::StringRef> &Argv) {
+  std::optional<llvm::StringRef> Redirects[] = {std::nullopt, llvm::StringRef("/dev/null"),
+                                                llvm::StringRef("/dev/null")};
+  return llvm::sys::ExecuteAndWait(TRAINMEM_BINARY, Argv, std::nullopt, Redirects, 60);
+}
+
+std::string slurp(const llvm::Twine &Path) {
+  auto B = llvm::MemoryBuffer::getFile(Path);
+  return B ? (*B)->getBuffer().str() : "<missing>";
+}
+
+TEST(AtomicOutput, AFailedRunLeavesTheExistingOutputWhole) {
+  llvm::SmallString<128> Dir;
+  ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("trainmem-atomic", Dir));
+  std::string Out = (Dir + "/report.json").str();
+  {
+    std::error_code EC;
+    llvm::raw_fd_ostream OS(Out, EC);
+    OS << "the previous report\n";
+  }
+  std::string Config = std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/tiny-llama/config.json";
+  std::string Missing = (Dir + "/no-such-model.onnx").str();
+  // An input error, and a failure of the output itself (a directory in its place).
+  EXPECT_EQ(runQuiet({"trainmem", "analyze", Missing, "-o", Out}), 1);
+  EXPECT_EQ(slurp(Out), "the previous report\n");
+  EXPECT_EQ(runQuiet({"trainmem", "analyze", "--hf-config=" + Config, "--dim", "batch=1",
+                      "--dim", "seq=8", "--dim", "nope=3", "-o", Out}),
+            1);
+  EXPECT_EQ(slurp(Out), "the previous report\n");
+  // A good run replaces it whole, through a temporary file and a rename.
+  EXPECT_EQ(runQuiet({"trainmem", "analyze", "--hf-config=" + Config, "--dim", "batch=1",
+                      "--dim", "seq=8", "--format=json", "-o", Out}),
+            0);
+  std::string Written = slurp(Out);
+  EXPECT_EQ(Written.rfind("{", 0), 0u);
+  EXPECT_NE(Written.find("\"trainmem.report/1\""), std::string::npos);
+  std::error_code EC;
+  int Left = 0;
+  for (llvm::sys::fs::directory_iterator It(Dir, EC), End; It != End && !EC; It.increment(EC))
+    ++Left;
+  EXPECT_EQ(Left, 1) << "a temporary file was left beside the output";
+  llvm::sys::fs::remove_directories(Dir);
+}
+
+} // namespace

@@ -40,6 +40,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/Pickle.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/TraceImport.h"
 #include "analyzer/TraceStream.h"
 #include "analyzer/Units.h"
@@ -65,8 +66,6 @@ namespace {
 
 using pickle::Value;
 
-/// llvm::json's parser and its values' destructors recurse once per level.
-constexpr size_t MaxJsonDepth = 1000;
 /// Frames looked at for the top one; C++ unwinding frames come first with stacks="all".
 constexpr size_t MaxFramesScanned = 64;
 
@@ -75,28 +74,6 @@ llvm::Error fileError(llvm::StringRef Path, const llvm::Twine &Msg) {
 }
 
 //===- Reading the file -------------------------------------------------------===//
-
-/// The deepest nesting of arrays and objects in JSON text, found before parsing.
-size_t jsonDepth(llvm::StringRef S) {
-  size_t Depth = 0, Max = 0;
-  bool InString = false;
-  for (size_t I = 0; I < S.size(); ++I) {
-    char C = S[I];
-    if (InString) {
-      if (C == '\\')
-        ++I;
-      else if (C == '"')
-        InString = false;
-    } else if (C == '"') {
-      InString = true;
-    } else if (C == '[' || C == '{') {
-      Max = std::max(Max, ++Depth);
-    } else if ((C == ']' || C == '}') && Depth > 0) {
-      --Depth;
-    }
-  }
-  return Max;
-}
 
 /// The JSON form of a snapshot, as the pickle's values. Objects lose their key order
 /// (llvm::json keeps none), which nothing here depends on.
@@ -166,10 +143,7 @@ llvm::Expected<std::pair<Value, size_t>> readSnapshot(llvm::StringRef Path, Trac
       return V.takeError();
     return std::make_pair(std::move(*V), Data.size());
   }
-  if (jsonDepth(Data) > MaxJsonDepth)
-    return fileError(Path, "JSON nested more than " + llvm::Twine(MaxJsonDepth) +
-                               " deep; a snapshot nests six levels");
-  auto J = llvm::json::parse(Data);
+  auto J = parseJson(Data);
   if (!J)
     return fileError(Path, "invalid JSON: " + llvm::toString(J.takeError()));
   return std::make_pair(fromJson(*J), Data.size());

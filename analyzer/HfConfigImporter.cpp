@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/OnnxGraphBuilder.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -821,7 +822,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
       llvm::MemoryBuffer::getFile(Path, /*IsText=*/true);
   if (!Buffer)
     return fileError(Path, "cannot read: " + Buffer.getError().message());
-  llvm::Expected<llvm::json::Value> Json = llvm::json::parse((*Buffer)->getBuffer());
+  llvm::Expected<llvm::json::Value> Json = parseJson((*Buffer)->getBuffer());
   if (!Json)
     return fileError(Path, "not valid JSON: " + llvm::toString(Json.takeError()));
   const llvm::json::Object *Obj = Json->getAsObject();

@@ -1,5 +1,6 @@
 //===- ReportDiff.cpp - what changed between two memory reports ------------------===//
 #include "analyzer/ReportDiff.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/MemoryReport.h"
 #include "analyzer/Units.h"
 
@@ -68,7 +69,7 @@ std::optional<double> FigureDelta::percent() const {
 }
 
 llvm::Expected<ReportFigures> readReportFigures(llvm::StringRef Json, llvm::StringRef File) {
-  llvm::Expected<llvm::json::Value> V = llvm::json::parse(Json);
+  llvm::Expected<llvm::json::Value> V = parseJson(Json);
   if (!V)
     return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: not JSON: %s",
                                    File.str().c_str(), llvm::toString(V.takeError()).c_str());

@@ -1,5 +1,6 @@
 //===- TraceCompare.cpp - a prediction lined up with a measured run -------===//
 #include "analyzer/TraceCompare.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/ReportWriters.h"
 #include "analyzer/Units.h"
 
@@ -163,7 +164,7 @@ double worstError(const Comparison &C) {
 }
 
 llvm::Expected<MemoryReport> readReportJson(llvm::StringRef Json, llvm::StringRef File) {
-  auto Parsed = llvm::json::parse(Json);
+  auto Parsed = parseJson(Json);
   if (!Parsed)
     return fieldError(File, "JSON", llvm::toString(Parsed.takeError()));
   const llvm::json::Object *Doc = Parsed->getAsObject();

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "cli/Commands.h"
+#include "analyzer/SafeJson.h"
 #include "cli/StepOptions.h"
 
 #include "analyzer/MemoryReport.h"
@@ -96,7 +97,7 @@ int runHistory() {
     llvm::json::Array Out;
     for (const RunRecord &R : *Runs) {
       llvm::json::Value Setup = llvm::json::Object{};
-      if (auto Parsed = llvm::json::parse(R.SetupJson))
+      if (auto Parsed = parseJson(R.SetupJson))
         Setup = std::move(*Parsed);
       else
         llvm::consumeError(Parsed.takeError());

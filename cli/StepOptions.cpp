@@ -1,5 +1,6 @@
 //===- StepOptions.cpp - the options every step-modelling command shares --------===//
 #include "cli/StepOptions.h"
+#include "analyzer/SafeJson.h"
 
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -322,7 +323,7 @@ llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu, llvm::StringRef Mo
     if (!Buffer)
       return optionError("--setup=" + SetupFile + ": cannot read: " +
                          Buffer.getError().message());
-    auto Parsed = llvm::json::parse((*Buffer)->getBuffer());
+    auto Parsed = parseJson((*Buffer)->getBuffer());
     if (!Parsed)
       return optionError("--setup=" + SetupFile + ": not JSON: " +
                          llvm::toString(Parsed.takeError()));

@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "planner/ConfigEmitters.h"
+#include "analyzer/SafeJson.h"
 #include "planner/EmitterSupport.h"
 
 #include "llvm/ADT/SmallVector.h"
@@ -27,7 +28,7 @@ using namespace emit;
 namespace {
 
 llvm::Expected<llvm::json::Object> parseObject(llvm::StringRef Text, llvm::StringRef What) {
-  llvm::Expected<llvm::json::Value> V = llvm::json::parse(Text);
+  llvm::Expected<llvm::json::Value> V = parseJson(Text);
   if (!V)
     return error(What + ": not valid JSON: " + llvm::toString(V.takeError()));
   if (!V->getAsObject())

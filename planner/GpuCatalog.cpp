@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "planner/GpuCatalog.h"
+#include "analyzer/SafeJson.h"
 
 #include "analyzer/Units.h"
 
@@ -62,7 +63,7 @@ public:
   explicit CatalogReader(llvm::StringRef SourceName) : SourceName(SourceName) {}
 
   llvm::Expected<std::vector<GpuSpec>> read(llvm::StringRef Text) {
-    llvm::Expected<llvm::json::Value> Doc = llvm::json::parse(Text);
+    llvm::Expected<llvm::json::Value> Doc = parseJson(Text);
     if (!Doc)
       return makeError(SourceName + ": not valid JSON: " + llvm::toString(Doc.takeError()));
     const llvm::json::Object *Top = Doc->getAsObject();

@@ -162,3 +162,45 @@ TEST(AtomicOutput, AFailedRunLeavesTheExistingOutputWhole) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(Limits, DeeplyNestedJsonIsAnErrorNotAStackOverflow) {
+  llvm::SmallString<128> Dir;
+  ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("trainmem-deep", Dir));
+  std::string Deep = std::string(200000, '[') + std::string(200000, ']');
+  struct Case {
+    const char *File;
+    std::vector<std::string> Args;
+  };
+  std::string Root = (Dir + "/").str();
+  const Case Cases[] = {
+      {"config.json", {"analyze", "--hf-config=" + Root + "config.json"}},
+      {"setup.json",
+       {"analyze", "--hf-config=" + std::string(TRAINMEM_SOURCE_DIR) +
+                       "/samples/hf/tiny-llama/config.json",
+        "--setup=" + Root + "setup.json"}},
+      {"a.json", {"diff", Root + "a.json", Root + "a.json"}},
+      {"snapshot.json", {"analyze", Root + "snapshot.json"}},
+  };
+  for (const Case &C : Cases) {
+    {
+      std::error_code EC;
+      llvm::raw_fd_ostream OS(Root + C.File, EC);
+      OS << (llvm::StringRef(C.File) == "snapshot.json" ? "{\"segments\": " + Deep + "}" : Deep);
+    }
+    std::string Err = Root + "stderr";
+    std::vector<llvm::StringRef> Argv{"trainmem"};
+    for (const std::string &A : C.Args)
+      Argv.push_back(A);
+    std::optional<llvm::StringRef> Redirects[] = {std::nullopt, llvm::StringRef("/dev/null"),
+                                                  llvm::StringRef(Err)};
+    int Rc = llvm::sys::ExecuteAndWait(TRAINMEM_BINARY, Argv, std::nullopt, Redirects, 60);
+    std::string Stderr = slurp(Err);
+    EXPECT_EQ(Rc, 1) << C.File << ": " << Stderr;
+    EXPECT_NE(Stderr.find("nested"), std::string::npos) << C.File << ": " << Stderr;
+  }
+  llvm::sys::fs::remove_directories(Dir);
+}
+
+} // namespace

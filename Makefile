@@ -15,7 +15,11 @@ PACKAGES := cmake ninja-build g++ make pkg-config \
   qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev \
   libsqlite3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev xvfb xauth
 
-.PHONY: deps build demo check clean
+# `make fuzz` only: clang and its libFuzzer runtime.
+FUZZ_PACKAGES := clang-14 libclang-rt-14-dev
+FUZZ_SECONDS  ?= 60
+
+.PHONY: deps build demo check clean fuzz check-asan
 
 deps:
 	@missing=""; \
@@ -44,5 +48,20 @@ demo: deps build
 check: deps build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# libFuzzer targets (tests/fuzz/README.md): FUZZ_SECONDS per target, corpora in build-fuzz/fuzz/.
+fuzz: deps
+	@$(MAKE) --no-print-directory deps PACKAGES="$(FUZZ_PACKAGES)"
+	cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+	  -DCMAKE_C_COMPILER=clang-14 -DCMAKE_CXX_COMPILER=clang++-14 -DTRAINMEM_FUZZ=ON \
+	  -DBUILD_TESTING=OFF
+	cmake --build build-fuzz -j $(JOBS)
+	tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
+
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer (build-asan/).
+check-asan: deps
+	cmake --preset asan
+	cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) build-fuzz build-asan

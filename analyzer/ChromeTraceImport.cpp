@@ -77,7 +77,10 @@ llvm::Expected<std::optional<int64_t>> readInteger(JsonCursor &C) {
     return N.takeError();
   if (N->Integer)
     return *N->Integer;
-  return static_cast<int64_t>(std::llround(N->Value));
+  // A float where an integer belongs: kept when integral and in range, else absent.
+  if (std::fabs(N->Value) < 9.0e18 && N->Value == std::floor(N->Value))
+    return static_cast<int64_t>(N->Value);
+  return std::nullopt;
 }
 
 llvm::Expected<double> readDouble(JsonCursor &C) {
@@ -425,7 +428,10 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     std::vector<MeasuredRange> Closed;
     for (size_t I = 0; I < Records.size(); ++I) {
       const MemoryRecord &R = Records[I];
-      Sum += R.Bytes;
+      if (!addBytesChecked(Sum, R.Bytes))
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "%s: %s: the running sum of Bytes overflows 64 bits",
+                                       Path.str().c_str(), Name.c_str());
       MeasuredSample S;
       S.TimeUs = R.Ts;
       S.Allocated = AllTotals ? R.TotalAllocated : Sum;

@@ -484,8 +484,6 @@ std::string topFrameOp(const Value *Frames) {
 
 //===- Replaying one device ---------------------------------------------------===//
 
-bool addChecked(int64_t &Acc, int64_t Delta) { return !__builtin_add_overflow(Acc, Delta, &Acc); }
-
 /// What an event does to allocated and reserved bytes.
 std::pair<int64_t, int64_t> deltas(const TraceEvent &E) {
   switch (E.Kind) {
@@ -515,7 +513,7 @@ llvm::Expected<DeviceMemory> replayDevice(llvm::StringRef Path, int64_t Index, c
   int64_t SumAllocated = 0, SumReserved = 0;
   for (const TraceEvent &E : D.Events) {
     auto [DA, DR] = deltas(E);
-    if (!addChecked(SumAllocated, DA) || !addChecked(SumReserved, DR))
+    if (!addBytesChecked(SumAllocated, DA) || !addBytesChecked(SumReserved, DR))
       return Overflow();
   }
   int64_t Allocated = 0, Reserved = 0;
@@ -549,7 +547,7 @@ llvm::Expected<DeviceMemory> replayDevice(llvm::StringRef Path, int64_t Index, c
     const TraceEvent &E = D.Events[I];
     auto [DA, DR] = deltas(E);
     // Partial sums of hostile sizes can overflow even where the total does not.
-    if (!addChecked(Allocated, DA) || !addChecked(Reserved, DR))
+    if (!addBytesChecked(Allocated, DA) || !addBytesChecked(Reserved, DR))
       return Overflow();
     Negative |= Allocated < 0 || Reserved < 0;
     AddSample(TimeOf(I + 1), Allocated, Reserved);

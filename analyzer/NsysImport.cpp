@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <limits>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -113,19 +114,23 @@ llvm::Expected<MeasuredTrace> importNsysSqlite(llvm::StringRef Path, const Trace
                                sqlite3_column_int64(RawStmt, 2));
     DeviceState &S = Devices[Device];
     ++S.D.Events;
+    bool Fits = true;
     if (sqlite3_column_int64(RawStmt, 4) == 0) {
       S.Allocations[Key] = {Bytes, TimeUs};
-      S.Current += Bytes;
+      Fits = addBytesChecked(S.Current, Bytes);
     } else {
       auto It = S.Allocations.find(Key);
       if (It == S.Allocations.end()) {
         ++UnpairedFrees; // allocated before the capture began
-        S.Current -= Bytes;
+        Fits = Bytes != std::numeric_limits<int64_t>::min() && addBytesChecked(S.Current, -Bytes);
       } else {
-        S.Current -= It->second.Bytes;
+        Fits = addBytesChecked(S.Current, -It->second.Bytes);
         S.Allocations.erase(It);
       }
     }
+    if (!Fits)
+      return nsysError(Path, llvm::Twine(Table) + ": the bytes of device " +
+                                 llvm::Twine(Device) + " overflow 64 bits");
     MeasuredSample Sample;
     Sample.TimeUs = TimeUs;
     Sample.Allocated = S.Current;

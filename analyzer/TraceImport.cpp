@@ -6,6 +6,7 @@
 #include "llvm/Support/Path.h"
 
 #include <algorithm>
+#include <cmath>
 #include <tuple>
 
 namespace trainmem {
@@ -179,11 +180,20 @@ llvm::Expected<MeasuredTrace> importMemoryTimeline(llvm::StringRef Path,
     int64_t Row[4] = {0, 0, 0, 0};
     int N = 0;
     if (llvm::Error E = C.readArray([&]() -> llvm::Error {
+          uint64_t At = C.offset();
           auto V = C.readNumber();
           if (!V)
             return V.takeError();
+          // Integers as torch writes them; a time may come as a float. Anything else
+          // (1e44, 0.5 bytes) is refused rather than converted out of range.
+          std::optional<int64_t> I = V->Integer;
+          if (!I && N == 0 && std::fabs(V->Value) < 9.0e18)
+            I = static_cast<int64_t>(V->Value);
+          if (!I)
+            return traceError(Path, llvm::formatv("byte {0}: expected an integer, found {1}",
+                                                  At, V->Value));
           if (N < 4)
-            Row[N] = V->Integer ? *V->Integer : static_cast<int64_t>(V->Value);
+            Row[N] = *I;
           ++N;
           return llvm::Error::success();
         }))
@@ -199,8 +209,8 @@ llvm::Expected<MeasuredTrace> importMemoryTimeline(llvm::StringRef Path,
                                             RowAt, Action));
     if (Cat < 0 || Cat > 7)
       return traceError(Path, llvm::formatv("byte {0}: category {1}; expected 0-7", RowAt, Cat));
-    Live.*ByIndex[Cat] += Bytes;
-    Total += Bytes;
+    if (!addBytesChecked(Live.*ByIndex[Cat], Bytes) || !addBytesChecked(Total, Bytes))
+      return traceError(Path, llvm::formatv("byte {0}: the live bytes overflow 64 bits", RowAt));
     ++D.Events;
     MeasuredSample S;
     S.TimeUs = static_cast<double>(TimeNs) / 1000.0;

@@ -140,6 +140,11 @@ llvm::Error selectTraceDevice(MeasuredTrace &T, const TraceOptions &Opts);
 /// the live allocations at the peak as top tensors, and the timeline.
 MemoryReport traceToReport(const MeasuredTrace &T);
 
+/// Acc += V unless that overflows int64 (hostile byte counts); false then.
+inline bool addBytesChecked(int64_t &Acc, int64_t V) {
+  return !__builtin_add_overflow(Acc, V, &Acc);
+}
+
 /// Keeps at most Max samples by merging neighbours pairwise, each merged sample taking the
 /// larger allocated (and reserved) figure, so the peak survives.
 void decimateTimeline(std::vector<MeasuredSample> &Timeline, size_t Max);

@@ -104,14 +104,18 @@ struct ConvShape {
   std::string check() const;
 };
 
+/// Hyperparameters in double, as torch.optim holds them (Python floats).
 struct AdamOptions {
-  float Lr = 1e-3f;
-  float Beta1 = 0.9f, Beta2 = 0.999f;
-  float Eps = 1e-8f;
-  float WeightDecay = 0.0f;
+  double Lr = 1e-3;
+  double Beta1 = 0.9, Beta2 = 0.999;
+  double Eps = 1e-8;
+  double WeightDecay = 0.0;
   bool Decoupled = true; ///< AdamW; false: Adam with L2 decay added to the gradient
   int64_t Step = 1;      ///< the step being taken, counted from 1 as torch's state['step']
 };
+
+/// The largest head dimension attentionForwardTiled and attentionBackwardTiled take.
+inline constexpr int64_t MaxTiledHeadDim = 256;
 
 /// Values per absmax block of bitsandbytes' blockwise optimizers (BLOCKSIZE_2STATE).
 inline constexpr int64_t QuantBlockSize = 256;
@@ -219,7 +223,7 @@ public:
                                int64_t Cols) = 0;
   /// Memory-efficient attention (FlashAttention-style online softmax over key tiles): saves
   /// only Lse [B, H, T], the natural-log sum of exp(scale * q.k) per query row. HeadDim must
-  /// be at most 256.
+  /// be at most MaxTiledHeadDim.
   virtual void attentionForwardTiled(float *O, float *Lse, const float *Q, const float *K,
                                      const float *V, const AttentionShape &S) = 0;
   /// Recomputes the probabilities from Lse. Delta is a workspace of S.rows() floats (rowsum of

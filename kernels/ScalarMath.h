@@ -155,6 +155,7 @@ TRAINMEM_HD float activationDerivative(Activation Kind, float X) {
 /// The scalars of one Adam step, computed once on the host (adamScalars() in Kernels.cpp) the
 /// way the reference implementations compute them before touching any tensor.
 struct AdamScalars {
+  float Lr = 1e-3f;
   float Beta1 = 0.9f;
   float Beta2 = 0.999f;
   float Eps = 1e-8f;
@@ -205,10 +206,10 @@ TRAINMEM_HD void adam8bitStates(float Grad, float &S1, float &S2, const AdamScal
 
 /// bitsandbytes applies weight decay after the Adam update and always decoupled, for Adam8bit
 /// and AdamW8bit alike (the same blockwise kernel runs both).
-TRAINMEM_HD float adam8bitParam(float Param, float S1, float S2, float Lr, const AdamScalars &S) {
+TRAINMEM_HD float adam8bitParam(float Param, float S1, float S2, const AdamScalars &S) {
   Param = Param + S.Bnb8bitStepSize * (S1 / (sqrtf(S2) + S.Bnb8bitCorrection2 * S.Eps));
   if (S.WeightDecay > 0.0f)
-    Param = Param * (1.0f - Lr * S.WeightDecay);
+    Param = Param * (1.0f - S.Lr * S.WeightDecay);
   return Param;
 }
 

@@ -321,3 +321,54 @@ TEST(Compare, ErrorsPerPhase) {
 
 } // namespace
 } // namespace trainmem
+
+namespace trainmem {
+namespace {
+
+// Inputs the fuzzers found (tests/fuzz/README.md): each file starts with the byte
+// FuzzTraces uses to pick the importer. They must be errors with a message, not crashes.
+TEST(FuzzRegressions, FoundInputsAreErrorsOrReports) {
+  std::string Dir = std::string(TRAINMEM_SOURCE_DIR) + "/tests/data/fuzz-regressions";
+  std::error_code EC;
+  int Seen = 0;
+  for (llvm::sys::fs::directory_iterator It(Dir, EC), End; It != End && !EC; It.increment(EC)) {
+    if (!llvm::StringRef(It->path()).starts_with(Dir + "/traces-"))
+      continue;
+    std::ifstream In(It->path(), std::ios::binary);
+    std::string Bytes((std::istreambuf_iterator<char>(In)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(Bytes.empty());
+    std::string Path = tempFile(".trace", Bytes.substr(1));
+    TraceOptions Opts;
+    Opts.ChunkBytes = 61;
+    llvm::Expected<MeasuredTrace> T =
+        Bytes[0] % 6 == 0   ? importChromeTrace(Path, Opts)
+        : Bytes[0] % 6 == 1 ? importMemoryTimeline(Path, Opts)
+        : Bytes[0] % 6 == 2 ? importCudaSnapshot(Path, TraceFormat::CudaSnapshotPickle, Opts)
+        : Bytes[0] % 6 == 3 ? importCudaSnapshot(Path, TraceFormat::CudaSnapshotJson, Opts)
+        : Bytes[0] % 6 == 4 ? importNsysSqlite(Path, Opts)
+                            : importTrace(Path, Opts);
+    if (!T) {
+      std::string Message = llvm::toString(T.takeError());
+      EXPECT_NE(Message.find(Path), std::string::npos) << It->path() << ": " << Message;
+    }
+    llvm::sys::fs::remove(Path);
+    ++Seen;
+  }
+  EXPECT_GT(Seen, 0);
+}
+
+TEST(FuzzRegressions, TimelineValuesOutOfIntegerRangeAreRefused) {
+  std::string Path = tempFile(".raw.json", "[[0, 2, 4.28283e+44, 3]]");
+  auto T = importTrace(Path);
+  ASSERT_FALSE(bool(T));
+  EXPECT_NE(llvm::toString(T.takeError()).find("expected an integer"), std::string::npos);
+  llvm::sys::fs::remove(Path);
+  Path = tempFile(".raw.json", "[[0, 2, 9223372036854775807, 3], [1, 2, 9223372036854775807, 3]]");
+  auto Sum = importTrace(Path);
+  ASSERT_FALSE(bool(Sum));
+  EXPECT_NE(llvm::toString(Sum.takeError()).find("overflow"), std::string::npos);
+  llvm::sys::fs::remove(Path);
+}
+
+} // namespace
+} // namespace trainmem

@@ -1,0 +1,60 @@
+#!/bin/sh
+# Runs every fuzz target of BUILD_DIR for SECONDS each, seeded from the project's test data
+# and ../shared/fixtures (when present); corpora and crashes stay in BUILD_DIR/fuzz/.
+# Prints each target's executions and the total.  Usage: tests/fuzz/run.sh BUILD_DIR SECONDS
+set -eu
+build=$1; seconds=$2
+root=$(cd "$(dirname "$0")/../.." && pwd)
+fixtures=${TRAINMEM_FIXTURES:-$root/../shared/fixtures}
+work=$build/fuzz
+mkdir -p "$work"
+
+seed() { # seed TARGET FILE [PREFIX-BYTE]: copy FILE into TARGET's seed folder
+  mkdir -p "$work/$1/seeds"
+  name=$(basename "$2")
+  if [ $# -ge 3 ]; then
+    { printf "\\$(printf '%03o' "$3")"; head -c 200000 "$2"; } > "$work/$1/seeds/$3-$name"
+  else
+    head -c 2000000 "$2" > "$work/$1/seeds/$name"
+  fi
+}
+
+for f in "$root"/tests/data/traces/*; do
+  case $f in
+    *kineto*) seed FuzzTraces "$f" 0 ;;
+    *timeline*) seed FuzzTraces "$f" 1 ;;
+    *snapshot*.pickle|*pickle_values*) seed FuzzTraces "$f" 2; seed FuzzUnpickle "$f" ;;
+    *snapshot*.json) seed FuzzTraces "$f" 3 ;;
+    *.sqlite) seed FuzzTraces "$f" 4 ;;
+  esac
+done
+for f in "$root"/samples/hf/*/config.json; do
+  mkdir -p "$work/FuzzHfConfig/seeds"
+  cp "$f" "$work/FuzzHfConfig/seeds/$(basename "$(dirname "$f")").json"
+done
+for f in "$root"/tests/data/reports/*.json; do seed FuzzJsonReaders "$f" 1; seed FuzzJsonReaders "$f" 2; done
+printf '\000{"precision": "bf16", "optimizer": "adamw-8bit", "checkpoint": "blocks", "lora": {"rank": 8}}' \
+  > "$work/FuzzJsonReaders/seeds/setup.json" 2>/dev/null || true
+if [ -d "$fixtures/gt/onnx" ]; then
+  for f in "$fixtures"/gt/onnx/*_tiny.onnx; do seed FuzzOnnx "$f"; done
+  for f in "$fixtures"/traces/*.json.gz; do seed FuzzTraces "$f" 5; done
+fi
+mkdir -p "$work/FuzzOnnx/seeds"
+
+total=0
+for target in FuzzOnnx FuzzHfConfig FuzzTraces FuzzUnpickle FuzzJsonReaders; do
+  mkdir -p "$work/$target/corpus" "$work/$target/crashes"
+  log=$work/$target/last-run.log
+  # Small inputs run thousands of times faster; the ONNX target keeps room for real models.
+  case $target in FuzzOnnx) maxlen=262144 ;; *) maxlen=16384 ;; esac
+  if ! "$build/bin/$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=4096 \
+       -max_len=$maxlen \
+       -timeout=10 -artifact_prefix="$work/$target/crashes/" \
+       "$work/$target/corpus" "$work/$target/seeds" > "$log" 2>&1; then
+    echo "$target: FAILED (see $log and $work/$target/crashes/)"; tail -30 "$log"; exit 1
+  fi
+  runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo 0)
+  echo "$target: $runs executions in ${seconds}s, no crash, hang or leak"
+  total=$((total + runs))
+done
+echo "fuzz: $total executions in all"

@@ -429,6 +429,10 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
   G.SourceFormat = "onnx";
   G.Name = std::string(llvm::sys::path::stem(Path));
   G.Producer = M.producer_name() + (M.producer_version().empty() ? "" : " " + M.producer_version());
+  for (const std::string &Refused : File.RefusedLocations)
+    G.Diags.warning("external-data-outside", Refused,
+                    "the external-data location leads out of the model's folder (an absolute "
+                    "path, '..' or a symbolic link); trainmem never opens it");
   for (const auto &Op : M.opset_import())
     if (Op.domain().empty() || Op.domain() == "ai.onnx")
       G.OpsetVersion = Op.version();

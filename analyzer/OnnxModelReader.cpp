@@ -329,6 +329,8 @@ private:
       File.Stripped[T.name()] = true;
     if (T.data_location() == onnx::TensorProto::EXTERNAL) {
       Ref.From = PayloadRef::Source::ExternalFile;
+      Ref.Offset = 0; // the external-data defaults, whatever inline fields said
+      Ref.Length = -1;
       std::string Location;
       for (const auto &Entry : T.external_data()) {
         if (Entry.key() == "location")
@@ -338,11 +340,38 @@ private:
         else if (Entry.key() == "length")
           Ref.Length = std::strtoll(Entry.value().c_str(), nullptr, 10);
       }
+      if (!locationInsideFolder(Location)) {
+        // Never opened: a downloaded model must not make trainmem read /etc/passwd.
+        Ref.From = PayloadRef::Source::None;
+        File.RefusedLocations.push_back(T.name() + ": " + Location);
+        return Ref;
+      }
       llvm::SmallString<256> Full(llvm::sys::path::parent_path(File.Path));
       llvm::sys::path::append(Full, Location);
       Ref.File = std::string(Full);
     }
     return Ref;
+  }
+
+  /// ONNX external data is "relative to the model file's folder": an absolute path, a
+  /// ".." component, or a symbolic link that resolves outside that folder is refused.
+  bool locationInsideFolder(llvm::StringRef Location) const {
+    if (Location.empty() || llvm::sys::path::is_absolute(Location) ||
+        Location.contains('\0'))
+      return false;
+    for (auto It = llvm::sys::path::begin(Location), End = llvm::sys::path::end(Location);
+         It != End; ++It)
+      if (*It == "..")
+        return false;
+    llvm::SmallString<256> Folder(llvm::sys::path::parent_path(File.Path)), Real, RealFolder;
+    if (Folder.empty())
+      Folder = ".";
+    llvm::SmallString<256> Full(Folder);
+    llvm::sys::path::append(Full, Location);
+    if (llvm::sys::fs::real_path(Full, Real) || llvm::sys::fs::real_path(Folder, RealFolder))
+      return true; // nothing there to open; reading it fails with its own message
+    llvm::sys::path::append(RealFolder, "");
+    return llvm::StringRef(Real).starts_with(RealFolder);
   }
 
   OnnxFile &File;

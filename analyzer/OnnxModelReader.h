@@ -33,6 +33,9 @@ struct OnnxFile {
   std::unordered_map<std::string, PayloadRef> Payloads;
   /// Names of initializers whose payload was stripped (the IR must not trust their data).
   std::unordered_map<std::string, bool> Stripped;
+  /// External-data locations refused because they lead out of the model's folder
+  /// ("tensor: location"); such payloads are never opened.
+  std::vector<std::string> RefusedLocations;
 };
 
 /// Tensors with at most this many elements keep their data in the proto.

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
+#include "analyzer/OnnxModelReader.h"
 #include "analyzer/ParameterCensus.h"
 #include "tests/support/OnnxModelWriter.h"
 
@@ -378,6 +379,70 @@ TEST_F(OnnxImporterBadFiles, EveryBadFileIsAnErrorNamingThePath) {
     ASSERT_FALSE(ViaDetection) << "importModel accepted it";
     EXPECT_TRUE(contains(llvm::toString(ViaDetection.takeError()), Path));
   }
+}
+
+TEST_F(OnnxImporterBadFiles, ExternalDataOutsideTheModelFolderIsNeverOpened) {
+  // A secret beside the model's folder, reachable by '..', by an absolute path and by a
+  // symbolic link inside the folder.
+  llvm::SmallString<256> Outside(Dir);
+  llvm::sys::path::append(Outside, "secret.bin");
+  writeBytes("secret.bin", std::string(32 * 8 * 4, '\x01'));
+  llvm::SmallString<256> Sub(Dir);
+  llvm::sys::path::append(Sub, "model");
+  ASSERT_FALSE(llvm::sys::fs::create_directory(Sub));
+  llvm::SmallString<256> Link(Sub);
+  llvm::sys::path::append(Link, "link.bin");
+  ASSERT_FALSE(llvm::sys::fs::create_link(Outside, Link));
+  std::string Varied(32 * 8 * 4, '\0');
+  for (size_t I = 0; I < Varied.size(); ++I)
+    Varied[I] = static_cast<char>(I * 7 + 1);
+  writeBytes("model/inside.bin", Varied);
+
+  OnnxModelWriter W;
+  W.input("ids", {2, 4}, OnnxInt64);
+  auto External = [&](const std::string &Name, const std::string &Location) {
+    onnx::TensorProto &T = W.initializer(Name, {32, 8});
+    T.clear_float_data();
+    T.clear_raw_data();
+    T.set_data_location(onnx::TensorProto::EXTERNAL);
+    onnx::StringStringEntryProto *E = T.add_external_data();
+    E->set_key("location");
+    E->set_value(Location);
+  };
+  External("up.weight", "../secret.bin");
+  External("abs.weight", std::string(Outside));
+  External("link.weight", "link.bin");
+  External("ok.weight", "inside.bin");
+  for (const char *Name : {"up.weight", "abs.weight", "link.weight", "ok.weight"})
+    W.node("Gather", {Name, "ids"}, {std::string(Name) + ".out"}, std::string("/") + Name);
+  for (const char *Name : {"up.weight", "abs.weight", "link.weight", "ok.weight"})
+    W.output(std::string(Name) + ".out");
+  std::string Path = W.save(Sub, "model.onnx");
+  ASSERT_FALSE(Path.empty());
+  Graph G = importOk(Path);
+  std::vector<std::string> Refused;
+  for (const Diagnostic &D : G.Diags.all())
+    if (D.Code == "external-data-outside")
+      Refused.push_back(D.Where);
+  EXPECT_EQ(Refused, (std::vector<std::string>{"up.weight: ../secret.bin",
+                                               "abs.weight: " + std::string(Outside),
+                                               "link.weight: link.bin"}));
+  // Refused payloads cannot be read (so never compared); the one inside can.
+  const Tensor *Up = nullptr, *Ok = nullptr;
+  for (const Tensor &T : G.Tensors) {
+    if (T.Name == "up.weight")
+      Up = &T;
+    if (T.Name == "ok.weight")
+      Ok = &T;
+  }
+  ASSERT_TRUE(Up && Ok);
+  auto Same = payloadsEqual(*Up, *Up, false);
+  EXPECT_FALSE(bool(Same));
+  if (!Same)
+    llvm::consumeError(Same.takeError());
+  auto Inside = payloadsEqual(*Ok, *Ok, false);
+  ASSERT_TRUE(bool(Inside)) << llvm::toString(Inside.takeError());
+  EXPECT_TRUE(*Inside);
 }
 
 TEST_F(OnnxImporterBadFiles, NoPrefixOfAValidFileCrashes) {

@@ -306,9 +306,10 @@ private:
       }
     }
     int64_t Elements = 1;
+    bool Huge = false; // negative or overflowing dims: never parsed as a small tensor
     for (int64_t D : T.dims())
-      Elements *= D;
-    bool Small = Elements <= InlineElementLimit && S.Size < DirectParseLimit;
+      Huge |= D < 0 || __builtin_mul_overflow(Elements, D, &Elements);
+    bool Small = !Huge && Elements <= InlineElementLimit && S.Size < DirectParseLimit;
     for (const Field &F : PayloadFields) {
       if (Small) {
         if (auto E = mergeField(F, T))

@@ -445,6 +445,27 @@ TEST_F(OnnxImporterBadFiles, ExternalDataOutsideTheModelFolderIsNeverOpened) {
   EXPECT_TRUE(*Inside);
 }
 
+TEST(OnnxFuzzRegressions, FoundInputsAreErrorsNotCrashes) {
+  // Inputs the fuzzer found (tests/fuzz/README.md); under the sanitizers they were
+  // overflows, here they must import or fail with a message naming the file.
+  std::string Dir = std::string(TRAINMEM_SOURCE_DIR) + "/tests/data/fuzz-regressions";
+  std::error_code EC;
+  int Seen = 0;
+  for (llvm::sys::fs::directory_iterator It(Dir, EC), End; It != End && !EC; It.increment(EC)) {
+    if (!llvm::StringRef(It->path()).ends_with(".onnx"))
+      continue;
+    ImportOptions Options;
+    Options.DefaultDim = 2;
+    auto G = importOnnx(It->path(), Options);
+    if (!G) {
+      std::string Message = llvm::toString(G.takeError());
+      EXPECT_NE(Message.find(It->path()), std::string::npos) << Message;
+    }
+    ++Seen;
+  }
+  EXPECT_GT(Seen, 0);
+}
+
 TEST_F(OnnxImporterBadFiles, NoPrefixOfAValidFileCrashes) {
   OnnxModelWriter W;
   W.input("x", {2, 4});

@@ -12,7 +12,10 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
+#include <cerrno>
 #include <cstring>
+#include <fcntl.h>
+#include <unistd.h>
 
 namespace trainmem {
 namespace {
@@ -436,9 +439,35 @@ static llvm::Expected<std::unique_ptr<llvm::MemoryBuffer>> mapPayload(const Tens
   return std::move(*Buf);
 }
 
+/// True when T's external payload lies in a hole of a sparse file (what a weightless
+/// export writes): it is all zeros, and reading it would only fault in zero pages. POSIX
+/// lseek(SEEK_DATA) says so without reading; LLVM's file API has no such query.
+static bool payloadIsHole(const Tensor &T) {
+#ifdef SEEK_DATA
+  if (T.Payload.From != PayloadRef::Source::ExternalFile || T.Payload.Offset < 0)
+    return false;
+  int Fd = ::open(T.Payload.File.c_str(), O_RDONLY | O_CLOEXEC);
+  if (Fd < 0)
+    return false;
+  off_t Data = ::lseek(Fd, static_cast<off_t>(T.Payload.Offset), SEEK_DATA);
+  int Errno = errno;
+  ::close(Fd);
+  if (Data < 0)
+    return Errno == ENXIO; // no data from Offset to the end of the file
+  return Data >= static_cast<off_t>(T.Payload.Offset + T.bytes());
+#else
+  return false;
+#endif
+}
+
 llvm::Expected<bool> payloadsEqual(const Tensor &A, const Tensor &B, bool Transposed) {
   if (A.Type != B.Type || A.numElements() != B.numElements())
     return false;
+  if (payloadIsHole(A) || payloadIsHole(B))
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "%s: the payload of '%s' is a hole of a sparse file (a "
+                                   "weightless export), so it says nothing about a tie",
+                                   A.Payload.File.c_str(), A.Name.c_str());
   auto MA = mapPayload(A);
   if (!MA)
     return MA.takeError();
@@ -449,9 +478,9 @@ llvm::Expected<bool> payloadsEqual(const Tensor &A, const Tensor &B, bool Transp
   size_t Elem = dtypeBits(A.Type) / 8;
   // A payload whose elements are all equal (zeros of a weightless export, a constant
   // fill) says nothing about a tie.
-  bool Constant = true;
-  for (int64_t I = 1; I < A.numElements() && Constant; ++I)
-    Constant = std::memcmp(PA, PA + I * Elem, Elem) == 0;
+  // All elements equal <=> the payload equals itself shifted by one element.
+  int64_t N = A.numElements();
+  bool Constant = N < 2 || std::memcmp(PA, PA + Elem, static_cast<size_t>(N - 1) * Elem) == 0;
   if (Constant)
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "%s: every element of '%s' is equal (a weightless export?)",

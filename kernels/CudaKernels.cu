@@ -8,7 +8,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/CudaDevice.h"
+#include "CudaDevice.h"
 
 namespace trainmem::kernels {
 
@@ -310,8 +310,8 @@ void CudaDevice::biasAdd(float *Y, const float *X, const float *Bias, const Chan
 void CudaDevice::biasGrad(float *DBias, const float *DY, const ChannelShape &S) {
   if (S.Channels <= 0 || !activate())
     return;
-  biasGradKernel<<<cuda::rowBlocks(S.Channels), cuda::Threads>>>(DBias, DY, S.Outer,
-                                                                  S.Channels, S.Inner);
+  biasGradKernel<<<cuda::rowBlocks(S.Channels), cuda::Threads>>>(DBias, DY, S.Outer, S.Channels,
+                                                                 S.Inner);
   checkLaunch("biasGrad");
 }
 
@@ -351,8 +351,8 @@ void CudaDevice::activationForward(Activation Kind, float *Y, const float *X, in
   checkLaunch("activationForward");
 }
 
-void CudaDevice::activationBackward(Activation Kind, float *DX, const float *DY,
-                                    const float *X, int64_t N) {
+void CudaDevice::activationBackward(Activation Kind, float *DX, const float *DY, const float *X,
+                                    int64_t N) {
   if (N <= 0 || !activate())
     return;
   activationBackwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(Kind, DX, DY, X, N);
@@ -382,8 +382,8 @@ __global__ void embeddingBackwardKernel(float *DWeight, const float *DOut, const
   }
 }
 
-__global__ void dropoutForwardKernel(float *Y, uint8_t *Mask, const float *X, int64_t N,
-                                     float P, float Scale, uint64_t Seed, uint64_t Offset) {
+__global__ void dropoutForwardKernel(float *Y, uint8_t *Mask, const float *X, int64_t N, float P,
+                                     float Scale, uint64_t Seed, uint64_t Offset) {
   for (int64_t I = cuda::globalThread(); I < N; I += cuda::gridThreads()) {
     bool Keep = uniformFloat(Seed, Offset + static_cast<uint64_t>(I)) >= P;
     Mask[I] = Keep ? 1 : 0;
@@ -391,8 +391,8 @@ __global__ void dropoutForwardKernel(float *Y, uint8_t *Mask, const float *X, in
   }
 }
 
-__global__ void dropoutBackwardKernel(float *DX, const float *DY, const uint8_t *Mask,
-                                      int64_t N, float Scale) {
+__global__ void dropoutBackwardKernel(float *DX, const float *DY, const uint8_t *Mask, int64_t N,
+                                      float Scale) {
   for (int64_t I = cuda::globalThread(); I < N; I += cuda::gridThreads())
     DX[I] = Mask[I] ? DY[I] * Scale : 0.0f;
 }
@@ -412,8 +412,7 @@ void CudaDevice::embeddingForward(float *Out, const float *Weight, const int64_t
   int64_t N = NumIds * Dim;
   if (N <= 0 || !activate())
     return;
-  embeddingForwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(Out, Weight, Ids, Vocab, Dim,
-                                                                 N);
+  embeddingForwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(Out, Weight, Ids, Vocab, Dim, N);
   checkLaunch("embeddingForward");
 }
 
@@ -422,8 +421,7 @@ void CudaDevice::embeddingBackward(float *DWeight, const float *DOut, const int6
   int64_t N = NumIds * Dim;
   if (N <= 0 || !activate())
     return;
-  embeddingBackwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(DWeight, DOut, Ids, Vocab,
-                                                                  Dim, N);
+  embeddingBackwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(DWeight, DOut, Ids, Vocab, Dim, N);
   checkLaunch("embeddingBackward");
 }
 
@@ -433,8 +431,8 @@ void CudaDevice::dropoutForward(float *Y, uint8_t *Mask, const float *X, int64_t
     return recordError("dropoutForward: p must lie in [0, 1], got " + std::to_string(P));
   if (N <= 0 || !activate())
     return;
-  dropoutForwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(Y, Mask, X, N, P,
-                                                               dropoutScale(P), Seed, Offset);
+  dropoutForwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(Y, Mask, X, N, P, dropoutScale(P),
+                                                              Seed, Offset);
   checkLaunch("dropoutForward");
 }
 
@@ -444,8 +442,7 @@ void CudaDevice::dropoutBackward(float *DX, const float *DY, const uint8_t *Mask
     return recordError("dropoutBackward: p must lie in [0, 1], got " + std::to_string(P));
   if (N <= 0 || !activate())
     return;
-  dropoutBackwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(DX, DY, Mask, N,
-                                                                dropoutScale(P));
+  dropoutBackwardKernel<<<cuda::blocksFor(N), cuda::Threads>>>(DX, DY, Mask, N, dropoutScale(P));
   checkLaunch("dropoutBackward");
 }
 
@@ -470,8 +467,8 @@ struct ConvParams {
 };
 
 ConvParams convParams(const ConvShape &S) {
-  return ConvParams{S.InChannels, S.Height,    S.Width,     S.KernelH,     S.KernelW,
-                    S.StrideH,    S.StrideW,   S.PadH,      S.PadW,        S.DilationH,
+  return ConvParams{S.InChannels, S.Height,      S.Width,     S.KernelH, S.KernelW,
+                    S.StrideH,    S.StrideW,     S.PadH,      S.PadW,    S.DilationH,
                     S.DilationW,  S.outHeight(), S.outWidth()};
 }
 

@@ -8,7 +8,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/CudaDevice.h"
+#include "CudaDevice.h"
 
 namespace trainmem::kernels {
 
@@ -103,8 +103,7 @@ void CudaDevice::adam8bitStep(float *Param, const float *Grad, const Adam8bitSta
   if (N <= 0 || !activate())
     return;
   int64_t Blocks = (N + QuantBlockSize - 1) / QuantBlockSize;
-  adam8bitKernel<<<cuda::rowBlocks(Blocks), cuda::Threads>>>(Param, Grad, State, N,
-                                                             adamScalars(O));
+  adam8bitKernel<<<cuda::rowBlocks(Blocks), cuda::Threads>>>(Param, Grad, State, N, adamScalars(O));
   checkLaunch("adam8bitStep");
 }
 
@@ -116,8 +115,7 @@ void CudaDevice::orthonormalizeColumns(float *A, int64_t Rows, int64_t Cols) {
   for (int64_t J = 0; J < Cols; ++J) {
     normalizeColumnKernel<<<1, cuda::Threads>>>(A, Rows, Cols, J);
     if (J + 1 < Cols)
-      projectOutColumnKernel<<<cuda::rowBlocks(Cols - J - 1), cuda::Threads>>>(A, Rows, Cols,
-                                                                              J);
+      projectOutColumnKernel<<<cuda::rowBlocks(Cols - J - 1), cuda::Threads>>>(A, Rows, Cols, J);
   }
   checkLaunch("orthonormalizeColumns");
 }

@@ -9,7 +9,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/CudaDevice.h"
+#include "CudaDevice.h"
 
 namespace trainmem::kernels {
 
@@ -48,8 +48,8 @@ __global__ void layerNormForwardKernel(float *Y, float *MeanOut, float *RstdOut,
 }
 
 __global__ void layerNormBackwardKernel(float *DX, const float *DY, const float *X,
-                                        const float *Mean, const float *Rstd,
-                                        const float *Gamma, int64_t Rows, int64_t Cols) {
+                                        const float *Mean, const float *Rstd, const float *Gamma,
+                                        int64_t Rows, int64_t Cols) {
   for (int64_t R = blockIdx.x; R < Rows; R += gridDim.x) {
     const float *Xr = X + R * Cols, *DYr = DY + R * Cols;
     float SumG = 0.0f, SumGXhat = 0.0f;
@@ -70,9 +70,9 @@ __global__ void layerNormBackwardKernel(float *DX, const float *DY, const float 
 
 /// dgamma and dbeta of LayerNorm (Mean non-null) or dgamma of RMSNorm (Mean null, xhat = x *
 /// rstd): a thread per column sums the rows in order, coalesced across threads.
-__global__ void normColumnSumsKernel(float *DGamma, float *DBeta, const float *DY,
-                                     const float *X, const float *Mean, const float *Rstd,
-                                     int64_t Rows, int64_t Cols) {
+__global__ void normColumnSumsKernel(float *DGamma, float *DBeta, const float *DY, const float *X,
+                                     const float *Mean, const float *Rstd, int64_t Rows,
+                                     int64_t Cols) {
   for (int64_t C = cuda::globalThread(); C < Cols; C += cuda::gridThreads()) {
     float SumGamma = 0.0f, SumBeta = 0.0f;
     for (int64_t R = 0; R < Rows; ++R) {
@@ -88,9 +88,8 @@ __global__ void normColumnSumsKernel(float *DGamma, float *DBeta, const float *D
   }
 }
 
-__global__ void rmsNormForwardKernel(float *Y, float *RstdOut, const float *X,
-                                     const float *Gamma, int64_t Rows, int64_t Cols,
-                                     float Eps) {
+__global__ void rmsNormForwardKernel(float *Y, float *RstdOut, const float *X, const float *Gamma,
+                                     int64_t Rows, int64_t Cols, float Eps) {
   for (int64_t R = blockIdx.x; R < Rows; R += gridDim.x) {
     const float *Xr = X + R * Cols;
     float SquareSum = 0.0f;
@@ -104,9 +103,8 @@ __global__ void rmsNormForwardKernel(float *Y, float *RstdOut, const float *X,
   }
 }
 
-__global__ void rmsNormBackwardKernel(float *DX, const float *DY, const float *X,
-                                      const float *Rstd, const float *Gamma, int64_t Rows,
-                                      int64_t Cols) {
+__global__ void rmsNormBackwardKernel(float *DX, const float *DY, const float *X, const float *Rstd,
+                                      const float *Gamma, int64_t Rows, int64_t Cols) {
   for (int64_t R = blockIdx.x; R < Rows; R += gridDim.x) {
     const float *Xr = X + R * Cols, *DYr = DY + R * Cols;
     float SumGXhat = 0.0f;
@@ -208,9 +206,8 @@ __global__ void crossEntropyBackwardKernel(float *DLogits, const float *LogProbs
   for (int64_t I = cuda::globalThread(); I < N; I += cuda::gridThreads()) {
     int64_t Target = Targets[I / Classes];
     float OneHot = I % Classes == Target ? 1.0f : 0.0f;
-    DLogits[I] = isCountedTarget(Target, Classes, IgnoreIndex)
-                     ? (expf(LogProbs[I]) - OneHot) * Scale
-                     : 0.0f;
+    DLogits[I] =
+        isCountedTarget(Target, Classes, IgnoreIndex) ? (expf(LogProbs[I]) - OneHot) * Scale : 0.0f;
   }
 }
 
@@ -218,8 +215,8 @@ __global__ void crossEntropyBackwardKernel(float *DLogits, const float *LogProbs
 // Memory-efficient attention
 //===----------------------------------------------------------------------===//
 
-constexpr int AttnWarps = 4;  ///< rows per block, one warp each
-constexpr int AttnTile = 16;  ///< rows of the other operand staged in shared memory at once
+constexpr int AttnWarps = 4; ///< rows per block, one warp each
+constexpr int AttnTile = 16; ///< rows of the other operand staged in shared memory at once
 constexpr int AttnPerLane = MaxTiledHeadDim / 32; ///< head-dim elements a lane keeps
 
 __device__ inline int64_t minIndex(int64_t A, int64_t B) { return A < B ? A : B; }
@@ -235,8 +232,8 @@ __device__ inline void loadRow(float (&Out)[AttnPerLane], const float *Row, int 
 }
 
 /// The dot product of a lane-distributed row with a row in shared memory, on every lane.
-__device__ inline float dotWithShared(const float (&Row)[AttnPerLane], const float *Shared,
-                                      int D, int Lane) {
+__device__ inline float dotWithShared(const float (&Row)[AttnPerLane], const float *Shared, int D,
+                                      int Lane) {
   float Part = 0.0f;
 #pragma unroll
   for (int C = 0; C < AttnPerLane; ++C) {
@@ -316,8 +313,8 @@ __global__ void attentionForwardKernel(float *O, float *Lse, const float *Q, con
 }
 
 /// Delta = rowsum(dO * O), one warp per row.
-__global__ void attentionDeltaKernel(float *Delta, const float *DO, const float *O,
-                                     int64_t Rows, int D) {
+__global__ void attentionDeltaKernel(float *Delta, const float *DO, const float *O, int64_t Rows,
+                                     int D) {
   int Warp = threadIdx.x >> 5, Lane = threadIdx.x & 31;
   for (int64_t Row = static_cast<int64_t>(blockIdx.x) * AttnWarps + Warp; Row < Rows;
        Row += static_cast<int64_t>(gridDim.x) * AttnWarps) {
@@ -386,10 +383,9 @@ __global__ void attentionBackwardQueryKernel(float *DQ, const float *DO, const f
 
 /// dK_j = scale * sum_i dS_ij q_i and dV_j = sum_i P_ij dO_i, a warp per key row, queries
 /// (with their Lse and Delta) staged in tiles.
-__global__ void attentionBackwardKeyKernel(float *DK, float *DV, const float *DO,
-                                           const float *Q, const float *K, const float *V,
-                                           const float *Lse, const float *Delta,
-                                           AttnParams P) {
+__global__ void attentionBackwardKeyKernel(float *DK, float *DV, const float *DO, const float *Q,
+                                           const float *K, const float *V, const float *Lse,
+                                           const float *Delta, AttnParams P) {
   extern __shared__ float Shared[];
   float *QTile = Shared, *DOTile = Shared + AttnTile * P.D;
   float *LseTile = Shared + 2 * AttnTile * P.D, *DeltaTile = LseTile + AttnTile;
@@ -468,8 +464,7 @@ std::string checkTiled(const AttentionShape &S) {
 }
 
 AttnParams attnParams(const AttentionShape &S) {
-  return AttnParams{S.Batch * S.Heads, S.SeqLen, static_cast<int>(S.HeadDim), S.scale(),
-                    S.Causal};
+  return AttnParams{S.Batch * S.Heads, S.SeqLen, static_cast<int>(S.HeadDim), S.scale(), S.Causal};
 }
 
 unsigned attnBlocks(const AttentionShape &S) {
@@ -483,14 +478,14 @@ unsigned attnBlocks(const AttentionShape &S) {
 //===----------------------------------------------------------------------===//
 
 void CudaDevice::layerNormForward(float *Y, float *Mean, float *Rstd, const float *X,
-                                  const float *Gamma, const float *Beta, int64_t Rows,
-                                  int64_t Cols, float Eps) {
+                                  const float *Gamma, const float *Beta, int64_t Rows, int64_t Cols,
+                                  float Eps) {
   if (Cols < 1)
     return recordError("layerNormForward: no columns");
   if (Rows <= 0 || !activate())
     return;
-  layerNormForwardKernel<<<cuda::rowBlocks(Rows), cuda::Threads>>>(Y, Mean, Rstd, X, Gamma,
-                                                                   Beta, Rows, Cols, Eps);
+  layerNormForwardKernel<<<cuda::rowBlocks(Rows), cuda::Threads>>>(Y, Mean, Rstd, X, Gamma, Beta,
+                                                                   Rows, Cols, Eps);
   checkLaunch("layerNormForward");
 }
 
@@ -501,13 +496,13 @@ void CudaDevice::layerNormBackward(float *DX, float *DGamma, float *DBeta, const
     return recordError("layerNormBackward: no columns");
   if (Rows <= 0 || !activate())
     return;
-  layerNormBackwardKernel<<<cuda::rowBlocks(Rows), cuda::Threads>>>(DX, DY, X, Mean, Rstd,
-                                                                    Gamma, Rows, Cols);
+  layerNormBackwardKernel<<<cuda::rowBlocks(Rows), cuda::Threads>>>(DX, DY, X, Mean, Rstd, Gamma,
+                                                                    Rows, Cols);
   checkLaunch("layerNormBackward");
   if (!DGamma && !DBeta)
     return;
-  normColumnSumsKernel<<<cuda::blocksFor(Cols), cuda::Threads>>>(DGamma, DBeta, DY, X, Mean,
-                                                                 Rstd, Rows, Cols);
+  normColumnSumsKernel<<<cuda::blocksFor(Cols), cuda::Threads>>>(DGamma, DBeta, DY, X, Mean, Rstd,
+                                                                 Rows, Cols);
   checkLaunch("layerNormBackward (dgamma, dbeta)");
 }
 
@@ -534,13 +529,12 @@ void CudaDevice::rmsNormBackward(float *DX, float *DGamma, const float *DY, cons
   checkLaunch("rmsNormBackward");
   if (!DGamma)
     return;
-  normColumnSumsKernel<<<cuda::blocksFor(Cols), cuda::Threads>>>(DGamma, nullptr, DY, X,
-                                                                 nullptr, Rstd, Rows, Cols);
+  normColumnSumsKernel<<<cuda::blocksFor(Cols), cuda::Threads>>>(DGamma, nullptr, DY, X, nullptr,
+                                                                 Rstd, Rows, Cols);
   checkLaunch("rmsNormBackward (dgamma)");
 }
 
-void CudaDevice::softmaxForward(float *Y, const float *X, int64_t Rows, int64_t Cols,
-                                bool Causal) {
+void CudaDevice::softmaxForward(float *Y, const float *X, int64_t Rows, int64_t Cols, bool Causal) {
   if (Cols < 1)
     return recordError("softmaxForward: no columns");
   if (Rows <= 0 || !activate())
@@ -558,8 +552,8 @@ void CudaDevice::softmaxBackward(float *DX, const float *DY, const float *Y, int
 }
 
 void CudaDevice::crossEntropyForward(float *LogProbs, float *Loss, float *TotalWeight,
-                                     const float *Logits, const int64_t *Targets,
-                                     int64_t Rows, int64_t Classes, int64_t IgnoreIndex) {
+                                     const float *Logits, const int64_t *Targets, int64_t Rows,
+                                     int64_t Classes, int64_t IgnoreIndex) {
   if (Classes < 1)
     return recordError("crossEntropyForward: no classes");
   if (!activate())
@@ -572,10 +566,9 @@ void CudaDevice::crossEntropyForward(float *LogProbs, float *Loss, float *TotalW
   checkLaunch("crossEntropyForward (mean)");
 }
 
-void CudaDevice::crossEntropyBackward(float *DLogits, const float *LogProbs,
-                                      const int64_t *Targets, const float *TotalWeight,
-                                      int64_t Rows, int64_t Classes, int64_t IgnoreIndex,
-                                      float DLoss) {
+void CudaDevice::crossEntropyBackward(float *DLogits, const float *LogProbs, const int64_t *Targets,
+                                      const float *TotalWeight, int64_t Rows, int64_t Classes,
+                                      int64_t IgnoreIndex, float DLoss) {
   int64_t N = Rows * Classes;
   if (N <= 0 || !activate())
     return;
@@ -605,16 +598,16 @@ void CudaDevice::attentionBackwardTiled(float *DQ, float *DK, float *DV, float *
   if (!activate())
     return;
   AttnParams P = attnParams(S);
-  attentionDeltaKernel<<<cuda::rowBlocks((S.rows() + AttnWarps - 1) / AttnWarps),
-                         AttnWarps * 32>>>(Delta, DO, O, S.rows(), P.D);
+  attentionDeltaKernel<<<cuda::rowBlocks((S.rows() + AttnWarps - 1) / AttnWarps), AttnWarps * 32>>>(
+      Delta, DO, O, S.rows(), P.D);
   checkLaunch("attentionBackwardTiled (delta)");
   size_t QuerySharedBytes = 2 * AttnTile * S.HeadDim * sizeof(float);
-  attentionBackwardQueryKernel<<<attnBlocks(S), AttnWarps * 32, QuerySharedBytes>>>(
-      DQ, DO, Q, K, V, Lse, Delta, P);
+  attentionBackwardQueryKernel<<<attnBlocks(S), AttnWarps * 32, QuerySharedBytes>>>(DQ, DO, Q, K, V,
+                                                                                    Lse, Delta, P);
   checkLaunch("attentionBackwardTiled (dq)");
   size_t KeySharedBytes = (2 * AttnTile * S.HeadDim + 2 * AttnTile) * sizeof(float);
-  attentionBackwardKeyKernel<<<attnBlocks(S), AttnWarps * 32, KeySharedBytes>>>(
-      DK, DV, DO, Q, K, V, Lse, Delta, P);
+  attentionBackwardKeyKernel<<<attnBlocks(S), AttnWarps * 32, KeySharedBytes>>>(DK, DV, DO, Q, K, V,
+                                                                                Lse, Delta, P);
   checkLaunch("attentionBackwardTiled (dk, dv)");
 }
 

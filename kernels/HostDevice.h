@@ -11,7 +11,7 @@
 #ifndef TRAINMEM_KERNELS_HOSTDEVICE_H
 #define TRAINMEM_KERNELS_HOSTDEVICE_H
 
-#include "kernels/Kernels.h"
+#include "Kernels.h"
 
 namespace trainmem::kernels {
 
@@ -46,37 +46,35 @@ public:
 
   void layerNormForward(float *Y, float *Mean, float *Rstd, const float *X, const float *Gamma,
                         const float *Beta, int64_t Rows, int64_t Cols, float Eps) override;
-  void layerNormBackward(float *DX, float *DGamma, float *DBeta, const float *DY,
-                         const float *X, const float *Mean, const float *Rstd,
-                         const float *Gamma, int64_t Rows, int64_t Cols) override;
+  void layerNormBackward(float *DX, float *DGamma, float *DBeta, const float *DY, const float *X,
+                         const float *Mean, const float *Rstd, const float *Gamma, int64_t Rows,
+                         int64_t Cols) override;
   void rmsNormForward(float *Y, float *Rstd, const float *X, const float *Gamma, int64_t Rows,
                       int64_t Cols, float Eps) override;
-  void rmsNormBackward(float *DX, float *DGamma, const float *DY, const float *X,
-                       const float *Rstd, const float *Gamma, int64_t Rows,
-                       int64_t Cols) override;
+  void rmsNormBackward(float *DX, float *DGamma, const float *DY, const float *X, const float *Rstd,
+                       const float *Gamma, int64_t Rows, int64_t Cols) override;
 
-  void softmaxForward(float *Y, const float *X, int64_t Rows, int64_t Cols,
-                      bool Causal) override;
+  void softmaxForward(float *Y, const float *X, int64_t Rows, int64_t Cols, bool Causal) override;
   void softmaxBackward(float *DX, const float *DY, const float *Y, int64_t Rows,
                        int64_t Cols) override;
-  void attentionForwardTiled(float *O, float *Lse, const float *Q, const float *K,
-                             const float *V, const AttentionShape &S) override;
+  void attentionForwardTiled(float *O, float *Lse, const float *Q, const float *K, const float *V,
+                             const AttentionShape &S) override;
   void attentionBackwardTiled(float *DQ, float *DK, float *DV, float *Delta, const float *DO,
                               const float *Q, const float *K, const float *V, const float *O,
                               const float *Lse, const AttentionShape &S) override;
 
   void embeddingForward(float *Out, const float *Weight, const int64_t *Ids, int64_t NumIds,
                         int64_t Vocab, int64_t Dim) override;
-  void embeddingBackward(float *DWeight, const float *DOut, const int64_t *Ids,
-                         int64_t NumIds, int64_t Vocab, int64_t Dim) override;
-  void crossEntropyForward(float *LogProbs, float *Loss, float *TotalWeight,
-                           const float *Logits, const int64_t *Targets, int64_t Rows,
-                           int64_t Classes, int64_t IgnoreIndex) override;
+  void embeddingBackward(float *DWeight, const float *DOut, const int64_t *Ids, int64_t NumIds,
+                         int64_t Vocab, int64_t Dim) override;
+  void crossEntropyForward(float *LogProbs, float *Loss, float *TotalWeight, const float *Logits,
+                           const int64_t *Targets, int64_t Rows, int64_t Classes,
+                           int64_t IgnoreIndex) override;
   void crossEntropyBackward(float *DLogits, const float *LogProbs, const int64_t *Targets,
                             const float *TotalWeight, int64_t Rows, int64_t Classes,
                             int64_t IgnoreIndex, float DLoss) override;
-  void dropoutForward(float *Y, uint8_t *Mask, const float *X, int64_t N, float P,
-                      uint64_t Seed, uint64_t Offset) override;
+  void dropoutForward(float *Y, uint8_t *Mask, const float *X, int64_t N, float P, uint64_t Seed,
+                      uint64_t Offset) override;
   void dropoutBackward(float *DX, const float *DY, const uint8_t *Mask, int64_t N,
                        float P) override;
 

@@ -8,7 +8,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/HostDevice.h"
+#include "HostDevice.h"
 
 #include <algorithm>
 #include <cstring>
@@ -174,8 +174,8 @@ void HostDevice::activationForward(Activation Kind, float *Y, const float *X, in
     Y[I] = activate(Kind, X[I]);
 }
 
-void HostDevice::activationBackward(Activation Kind, float *DX, const float *DY,
-                                    const float *X, int64_t N) {
+void HostDevice::activationBackward(Activation Kind, float *DX, const float *DY, const float *X,
+                                    int64_t N) {
   for (int64_t I = 0; I < N; ++I)
     DX[I] = DY[I] * activationDerivative(Kind, X[I]);
 }

@@ -5,7 +5,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/HostDevice.h"
+#include "HostDevice.h"
 
 #include <algorithm>
 #include <cmath>
@@ -51,8 +51,7 @@ void HostDevice::adam8bitStep(float *Param, const float *Grad, const Adam8bitSta
       if (std::isfinite(Grad[Start + I]))
         Param[Start + I] = adam8bitParam(Param[Start + I], S1[I], S2[I], S);
       State.ExpAvgCodes[Start + I] = quantizeToMap(State.SignedMap, S1[I], NewAbsmax1, true);
-      State.ExpAvgSqCodes[Start + I] =
-          quantizeToMap(State.UnsignedMap, S2[I], NewAbsmax2, false);
+      State.ExpAvgSqCodes[Start + I] = quantizeToMap(State.UnsignedMap, S2[I], NewAbsmax2, false);
     }
   }
 }

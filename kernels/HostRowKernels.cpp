@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/HostDevice.h"
+#include "HostDevice.h"
 
 #include <algorithm>
 #include <cmath>
@@ -20,8 +20,8 @@ namespace trainmem::kernels {
 //===----------------------------------------------------------------------===//
 
 void HostDevice::layerNormForward(float *Y, float *Mean, float *Rstd, const float *X,
-                                  const float *Gamma, const float *Beta, int64_t Rows,
-                                  int64_t Cols, float Eps) {
+                                  const float *Gamma, const float *Beta, int64_t Rows, int64_t Cols,
+                                  float Eps) {
   if (Cols < 1)
     return recordError("layerNormForward: no columns");
   for (int64_t R = 0; R < Rows; ++R) {
@@ -134,8 +134,7 @@ void HostDevice::rmsNormBackward(float *DX, float *DGamma, const float *DY, cons
 // Softmax and cross-entropy
 //===----------------------------------------------------------------------===//
 
-void HostDevice::softmaxForward(float *Y, const float *X, int64_t Rows, int64_t Cols,
-                                bool Causal) {
+void HostDevice::softmaxForward(float *Y, const float *X, int64_t Rows, int64_t Cols, bool Causal) {
   if (Cols < 1)
     return recordError("softmaxForward: no columns");
   for (int64_t R = 0; R < Rows; ++R) {
@@ -170,8 +169,8 @@ static bool isCountedTarget(int64_t Target, int64_t Classes, int64_t IgnoreIndex
 }
 
 void HostDevice::crossEntropyForward(float *LogProbs, float *Loss, float *TotalWeight,
-                                     const float *Logits, const int64_t *Targets,
-                                     int64_t Rows, int64_t Classes, int64_t IgnoreIndex) {
+                                     const float *Logits, const int64_t *Targets, int64_t Rows,
+                                     int64_t Classes, int64_t IgnoreIndex) {
   if (Classes < 1)
     return recordError("crossEntropyForward: no classes");
   for (int64_t R = 0; R < Rows; ++R) {
@@ -198,10 +197,9 @@ void HostDevice::crossEntropyForward(float *LogProbs, float *Loss, float *TotalW
   *TotalWeight = Count;
 }
 
-void HostDevice::crossEntropyBackward(float *DLogits, const float *LogProbs,
-                                      const int64_t *Targets, const float *TotalWeight,
-                                      int64_t Rows, int64_t Classes, int64_t IgnoreIndex,
-                                      float DLoss) {
+void HostDevice::crossEntropyBackward(float *DLogits, const float *LogProbs, const int64_t *Targets,
+                                      const float *TotalWeight, int64_t Rows, int64_t Classes,
+                                      int64_t IgnoreIndex, float DLoss) {
   float Scale = DLoss / *TotalWeight;
   for (int64_t R = 0; R < Rows; ++R) {
     bool Counted = isCountedTarget(Targets[R], Classes, IgnoreIndex);

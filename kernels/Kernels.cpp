@@ -7,7 +7,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/Kernels.h"
+#include "Kernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -75,15 +75,14 @@ int64_t ConvShape::outWidth() const {
 }
 
 std::string ConvShape::check() const {
-  if (Batch < 1 || InChannels < 1 || Height < 1 || Width < 1 || OutChannels < 1 ||
-      KernelH < 1 || KernelW < 1)
+  if (Batch < 1 || InChannels < 1 || Height < 1 || Width < 1 || OutChannels < 1 || KernelH < 1 ||
+      KernelW < 1)
     return "conv2d sizes must be positive";
   if (StrideH < 1 || StrideW < 1 || DilationH < 1 || DilationW < 1 || PadH < 0 || PadW < 0)
     return "conv2d stride and dilation must be positive and padding non-negative";
   if (Groups < 1 || InChannels % Groups != 0 || OutChannels % Groups != 0)
     return "conv2d groups (" + std::to_string(Groups) + ") must divide in channels (" +
-           std::to_string(InChannels) + ") and out channels (" + std::to_string(OutChannels) +
-           ")";
+           std::to_string(InChannels) + ") and out channels (" + std::to_string(OutChannels) + ")";
   if (Height + 2 * PadH < DilationH * (KernelH - 1) + 1 ||
       Width + 2 * PadW < DilationW * (KernelW - 1) + 1)
     return "conv2d kernel larger than the padded input";
@@ -240,8 +239,8 @@ static std::string checkLora(const LoraShape &S) {
   return "";
 }
 
-void loraForward(Device &D, float *Out, float *XA, const float *X, const float *A,
-                 const float *B, const LoraShape &S, bool AccumulateOut) {
+void loraForward(Device &D, float *Out, float *XA, const float *X, const float *A, const float *B,
+                 const LoraShape &S, bool AccumulateOut) {
   if (std::string Why = checkLora(S); !Why.empty())
     return D.recordError("loraForward: " + Why);
   D.matmul(plainMatmul(S.Tokens, S.Rank, S.InFeatures, false, true, X, A, XA));
@@ -265,8 +264,8 @@ void loraBackward(Device &D, float *DX, float *DA, float *DB, float *DXA, const 
 
 static std::string checkGalore(int64_t M, int64_t N, int64_t Rank) {
   if (M < 1 || N < 1 || Rank < 1 || Rank > std::min(M, N))
-    return "GaLore needs 1 <= rank <= min(rows, cols) (M=" + std::to_string(M) + ", N=" +
-           std::to_string(N) + ", rank=" + std::to_string(Rank) + ")";
+    return "GaLore needs 1 <= rank <= min(rows, cols) (M=" + std::to_string(M) +
+           ", N=" + std::to_string(N) + ", rank=" + std::to_string(Rank) + ")";
   return "";
 }
 
@@ -277,15 +276,15 @@ void galoreProject(Device &D, float *R, const float *P, const float *G, int64_t 
   D.matmul(plainMatmul(Rank, N, M, true, false, P, G, R));
 }
 
-void galoreProjectBack(Device &D, float *Out, const float *P, const float *R, int64_t M,
-                       int64_t N, int64_t Rank, float Scale) {
+void galoreProjectBack(Device &D, float *Out, const float *P, const float *R, int64_t M, int64_t N,
+                       int64_t Rank, float Scale) {
   if (std::string Why = checkGalore(M, N, Rank); !Why.empty())
     return D.recordError("galoreProjectBack: " + Why);
   D.matmul(plainMatmul(M, N, Rank, false, false, P, R, Out, Scale));
 }
 
-void galoreUpdateProjector(Device &D, float *P, float *Sketch, const float *G, int64_t M,
-                           int64_t N, int64_t Rank, uint64_t Seed, int PowerIterations) {
+void galoreUpdateProjector(Device &D, float *P, float *Sketch, const float *G, int64_t M, int64_t N,
+                           int64_t Rank, uint64_t Seed, int PowerIterations) {
   if (std::string Why = checkGalore(M, N, Rank); !Why.empty())
     return D.recordError("galoreUpdateProjector: " + Why);
   D.fillNormal(Sketch, N * Rank, Seed, 0);
@@ -313,30 +312,30 @@ size_t conv2dWorkspaceBytes(const ConvShape &S) {
 namespace {
 /// The per-group sizes of a convolution's matmuls.
 struct ConvGroupSizes {
-  int64_t OutPerGroup;  ///< Kg
-  int64_t ColumnRows;   ///< (C / G) * KH * KW
-  int64_t OutPixels;    ///< OH * OW
-  int64_t InputImage;   ///< C * H * W
-  int64_t OutputImage;  ///< K * OH * OW
+  int64_t OutPerGroup; ///< Kg
+  int64_t ColumnRows;  ///< (C / G) * KH * KW
+  int64_t OutPixels;   ///< OH * OW
+  int64_t InputImage;  ///< C * H * W
+  int64_t OutputImage; ///< K * OH * OW
 
   explicit ConvGroupSizes(const ConvShape &S)
       : OutPerGroup(S.OutChannels / S.Groups),
-        ColumnRows(S.InChannels / S.Groups * S.KernelH * S.KernelW),
-        OutPixels(S.columnCols()), InputImage(S.InChannels * S.Height * S.Width),
-        OutputImage(S.OutChannels * S.columnCols()) {}
+        ColumnRows(S.InChannels / S.Groups * S.KernelH * S.KernelW), OutPixels(S.columnCols()),
+        InputImage(S.InChannels * S.Height * S.Width), OutputImage(S.OutChannels * S.columnCols()) {
+  }
 };
 } // namespace
 
-void conv2dForward(Device &D, float *Out, float *Workspace, const float *Input,
-                   const float *Weight, const float *Bias, const ConvShape &S) {
+void conv2dForward(Device &D, float *Out, float *Workspace, const float *Input, const float *Weight,
+                   const float *Bias, const ConvShape &S) {
   if (std::string Why = S.check(); !Why.empty())
     return D.recordError("conv2dForward: " + Why);
   ConvGroupSizes Z(S);
   for (int64_t Image = 0; Image < S.Batch; ++Image) {
     D.im2col(Workspace, Input + Image * Z.InputImage, S);
     // Out_g [Kg, OH*OW] = W_g [Kg, Cg*KH*KW] . Col_g, one batch entry per group.
-    MatmulArgs Args = plainMatmul(Z.OutPerGroup, Z.OutPixels, Z.ColumnRows, false, false,
-                                  Weight, Workspace, Out + Image * Z.OutputImage);
+    MatmulArgs Args = plainMatmul(Z.OutPerGroup, Z.OutPixels, Z.ColumnRows, false, false, Weight,
+                                  Workspace, Out + Image * Z.OutputImage);
     Args.Batch = S.Groups;
     D.matmul(Args);
   }
@@ -351,8 +350,8 @@ void conv2dBackwardData(Device &D, float *DInput, float *Workspace, const float 
   ConvGroupSizes Z(S);
   for (int64_t Image = 0; Image < S.Batch; ++Image) {
     // Col_g [Cg*KH*KW, OH*OW] = W_g^T . DOut_g
-    MatmulArgs Args = plainMatmul(Z.ColumnRows, Z.OutPixels, Z.OutPerGroup, true, false,
-                                  Weight, DOut + Image * Z.OutputImage, Workspace);
+    MatmulArgs Args = plainMatmul(Z.ColumnRows, Z.OutPixels, Z.OutPerGroup, true, false, Weight,
+                                  DOut + Image * Z.OutputImage, Workspace);
     Args.Batch = S.Groups;
     D.matmul(Args);
     D.col2im(DInput + Image * Z.InputImage, Workspace, S);
@@ -367,10 +366,9 @@ void conv2dBackwardWeight(Device &D, float *DWeight, float *DBias, float *Worksp
   for (int64_t Image = 0; Image < S.Batch; ++Image) {
     D.im2col(Workspace, Input + Image * Z.InputImage, S);
     // DW_g [Kg, Cg*KH*KW] += DOut_g . Col_g^T, summed over images through Beta.
-    MatmulArgs Args =
-        plainMatmul(Z.OutPerGroup, Z.ColumnRows, Z.OutPixels, false, true,
-                    DOut + Image * Z.OutputImage, Workspace, DWeight, 1.0f,
-                    Image == 0 ? 0.0f : 1.0f);
+    MatmulArgs Args = plainMatmul(Z.OutPerGroup, Z.ColumnRows, Z.OutPixels, false, true,
+                                  DOut + Image * Z.OutputImage, Workspace, DWeight, 1.0f,
+                                  Image == 0 ? 0.0f : 1.0f);
     Args.Batch = S.Groups;
     D.matmul(Args);
   }

@@ -21,7 +21,7 @@
 #ifndef TRAINMEM_KERNELS_KERNELS_H
 #define TRAINMEM_KERNELS_KERNELS_H
 
-#include "kernels/ScalarMath.h"
+#include "ScalarMath.h"
 
 #include <array>
 #include <cstddef>
@@ -184,8 +184,8 @@ public:
   /// Out = A * B (Out may alias either input).
   virtual void mul(float *Out, const float *A, const float *B, int64_t N) = 0;
   /// DA = DOut * B, DB = DOut * A; either output may be null when not needed.
-  virtual void mulBackward(float *DA, float *DB, const float *DOut, const float *A,
-                           const float *B, int64_t N) = 0;
+  virtual void mulBackward(float *DA, float *DB, const float *DOut, const float *A, const float *B,
+                           int64_t N) = 0;
   /// Out = Factor * In. Its own gradient: DIn = Factor * DOut.
   virtual void scale(float *Out, const float *In, float Factor, int64_t N) = 0;
   virtual void activationForward(Activation Kind, float *Y, const float *X, int64_t N) = 0;
@@ -198,8 +198,8 @@ public:
   /// Per row of X [Rows, Cols]: Mean, Rstd = 1 / sqrt(biased variance + Eps), and
   /// Y = (X - Mean) * Rstd * Gamma + Beta. Gamma or Beta may be null (1 and 0).
   virtual void layerNormForward(float *Y, float *Mean, float *Rstd, const float *X,
-                                const float *Gamma, const float *Beta, int64_t Rows,
-                                int64_t Cols, float Eps) = 0;
+                                const float *Gamma, const float *Beta, int64_t Rows, int64_t Cols,
+                                float Eps) = 0;
   /// DX from DY and the saved X, Mean, Rstd; DGamma and DBeta (sums over rows) may be null.
   virtual void layerNormBackward(float *DX, float *DGamma, float *DBeta, const float *DY,
                                  const float *X, const float *Mean, const float *Rstd,
@@ -237,8 +237,8 @@ public:
 
   /// Out[i] = Weight[Ids[i]], Weight [Vocab, Dim]. Ids outside [0, Vocab) give zero rows
   /// (torch raises; callers check ids on the host).
-  virtual void embeddingForward(float *Out, const float *Weight, const int64_t *Ids,
-                                int64_t NumIds, int64_t Vocab, int64_t Dim) = 0;
+  virtual void embeddingForward(float *Out, const float *Weight, const int64_t *Ids, int64_t NumIds,
+                                int64_t Vocab, int64_t Dim) = 0;
   /// DWeight[Ids[i]] += DOut[i]: accumulates, so zero DWeight first. The CUDA twin uses
   /// atomics, so repeated ids sum in an unspecified order.
   virtual void embeddingBackward(float *DWeight, const float *DOut, const int64_t *Ids,
@@ -251,10 +251,9 @@ public:
                                    const float *Logits, const int64_t *Targets, int64_t Rows,
                                    int64_t Classes, int64_t IgnoreIndex) = 0;
   /// DLogits = (softmax - onehot) * DLoss / TotalWeight[0]; ignored rows get 0.
-  virtual void crossEntropyBackward(float *DLogits, const float *LogProbs,
-                                    const int64_t *Targets, const float *TotalWeight,
-                                    int64_t Rows, int64_t Classes, int64_t IgnoreIndex,
-                                    float DLoss) = 0;
+  virtual void crossEntropyBackward(float *DLogits, const float *LogProbs, const int64_t *Targets,
+                                    const float *TotalWeight, int64_t Rows, int64_t Classes,
+                                    int64_t IgnoreIndex, float DLoss) = 0;
   /// Mask[i] = uniformFloat(Seed, Offset + i) >= P, Y = X * Mask / (1 - P) (0 when P == 1).
   /// The mask is identical on every twin for the same Seed and Offset.
   virtual void dropoutForward(float *Y, uint8_t *Mask, const float *X, int64_t N, float P,
@@ -265,14 +264,14 @@ public:
   //===--- Optimizers ----------------------------------------------------------------===//
 
   /// One torch.optim.AdamW (or Adam) step, in place.
-  virtual void adamStep(float *Param, const float *Grad, float *ExpAvg, float *ExpAvgSq,
-                        int64_t N, const AdamOptions &O) = 0;
+  virtual void adamStep(float *Param, const float *Grad, float *ExpAvg, float *ExpAvgSq, int64_t N,
+                        const AdamOptions &O) = 0;
   /// One step of bitsandbytes' 8-bit blockwise Adam: per block of 256, dequantize both
   /// states, update them, take the new absmax, update Param, requantize. Zeroed codes and
   /// absmax are a valid initial state (dequantizes to 0). A non-finite gradient element
   /// leaves its parameter alone and zeroes its states, as bitsandbytes does.
-  virtual void adam8bitStep(float *Param, const float *Grad, const Adam8bitState &State,
-                            int64_t N, const AdamOptions &O) = 0;
+  virtual void adam8bitStep(float *Param, const float *Grad, const Adam8bitState &State, int64_t N,
+                            const AdamOptions &O) = 0;
 
   //===--- GaLore and convolution helpers ----------------------------------------------===//
 
@@ -319,8 +318,8 @@ struct LoraShape {
 
 /// XA [Tokens, Rank] = X A^T (saved for backward); Out (+)= scaling * XA B^T. With
 /// AccumulateOut the adapter adds onto the frozen layer's output already in Out.
-void loraForward(Device &D, float *Out, float *XA, const float *X, const float *A,
-                 const float *B, const LoraShape &S, bool AccumulateOut);
+void loraForward(Device &D, float *Out, float *XA, const float *X, const float *A, const float *B,
+                 const LoraShape &S, bool AccumulateOut);
 /// DB = scaling DOut^T XA, DXA = scaling DOut B, DA = DXA^T X, DX (+)= DXA A. DXA is a
 /// workspace of Tokens * Rank floats. DX may be null (input needs no gradient).
 void loraBackward(Device &D, float *DX, float *DA, float *DB, float *DXA, const float *DOut,
@@ -332,21 +331,21 @@ void loraBackward(Device &D, float *DX, float *DA, float *DB, float *DXA, const 
 void galoreProject(Device &D, float *R, const float *P, const float *G, int64_t M, int64_t N,
                    int64_t Rank);
 /// Out [M, N] = Scale * P R: the low-rank update back in the weight's shape.
-void galoreProjectBack(Device &D, float *Out, const float *P, const float *R, int64_t M,
-                       int64_t N, int64_t Rank, float Scale);
+void galoreProjectBack(Device &D, float *Out, const float *P, const float *R, int64_t M, int64_t N,
+                       int64_t Rank, float Scale);
 /// A new projector P [M, Rank] with orthonormal columns spanning (approximately) the top-Rank
 /// left singular subspace of G, by the randomized range finder with power iterations (Halko,
 /// Martinsson and Tropp 2011, Algorithm 4.4): Gaussian sketch, Y = G Omega, orthonormalise,
 /// then (G G^T)^q. Sketch is a workspace of N * Rank floats.
-void galoreUpdateProjector(Device &D, float *P, float *Sketch, const float *G, int64_t M,
-                           int64_t N, int64_t Rank, uint64_t Seed, int PowerIterations = 1);
+void galoreUpdateProjector(Device &D, float *P, float *Sketch, const float *G, int64_t M, int64_t N,
+                           int64_t Rank, uint64_t Seed, int PowerIterations = 1);
 
 /// The im2col workspace of the conv2d functions: one image's columns.
 size_t conv2dWorkspaceBytes(const ConvShape &S);
 /// Out = conv2d(Input, Weight) + Bias (Bias may be null), image by image: im2col, then one
 /// matmul batched over groups.
-void conv2dForward(Device &D, float *Out, float *Workspace, const float *Input,
-                   const float *Weight, const float *Bias, const ConvShape &S);
+void conv2dForward(Device &D, float *Out, float *Workspace, const float *Input, const float *Weight,
+                   const float *Bias, const ConvShape &S);
 /// DInput by W^T DOut into the workspace, then col2im.
 void conv2dBackwardData(Device &D, float *DInput, float *Workspace, const float *DOut,
                         const float *Weight, const ConvShape &S);

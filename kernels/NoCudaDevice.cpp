@@ -5,7 +5,7 @@
 //
 //===----------------------------------------------------------------------------===//
 
-#include "kernels/Kernels.h"
+#include "Kernels.h"
 
 namespace trainmem::kernels {
 

@@ -91,8 +91,8 @@ TRAINMEM_HD float uniformFloat(uint64_t Seed, uint64_t Counter) {
 /// last bits of logf/cosf, not bit for bit.
 TRAINMEM_HD float normalFloat(uint64_t Seed, uint64_t Counter) {
   // U1 in (0, 1]: log(0) must not occur.
-  float U1 = static_cast<float>((randomBits(Seed, 2 * Counter) >> 40) + 1) *
-             5.9604644775390625e-08f;
+  float U1 =
+      static_cast<float>((randomBits(Seed, 2 * Counter) >> 40) + 1) * 5.9604644775390625e-08f;
   float U2 = uniformFloat(Seed, 2 * Counter + 1);
   return sqrtf(-2.0f * logf(U1)) * cosf(6.283185307179586f * U2);
 }

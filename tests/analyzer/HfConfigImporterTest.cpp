@@ -156,6 +156,19 @@ TEST(HfConfigImporter, ParameterCountsMatchTransformers) {
   }
 }
 
+// The scaling configs of bench/onnx_scaling.sh: the LLaMA formula 2*V*H + L*(2*H*H +
+// 2*H*KV*Dh + 3*H*I + 2*H) + H, which gives the totals commonly published for these
+// checkpoints (transformers was not available to measure them, unlike the map above).
+TEST(HfConfigImporter, ParameterCountsOfTheLargeLlamaConfigs) {
+  const std::map<std::string, int64_t> Published = {{"llama-2-13b", 13'015'864'320},
+                                                    {"codellama-34b", 33'743'970'304},
+                                                    {"llama-2-70b", 68'976'648'192}};
+  for (const auto &[Name, Expected] : Published) {
+    Graph G = importSample(Name);
+    EXPECT_EQ(parameterCount(G), Expected) << Name;
+  }
+}
+
 TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
   // Same measurement as above with the edited config (AutoModel for the *Model
   // architectures, which have no head and no "model." prefix).

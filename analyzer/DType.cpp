@@ -6,6 +6,8 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/DType.h"
 
+#include <limits>
+
 namespace trainmem {
 
 unsigned dtypeBits(DType Type) {
@@ -42,7 +44,13 @@ unsigned dtypeBits(DType Type) {
 }
 
 int64_t dtypeBytes(DType Type, int64_t NumElements) {
-  return (NumElements * static_cast<int64_t>(dtypeBits(Type)) + 7) / 8;
+  // Saturating, like Tensor::numElements: absurd shapes are rejected by the importers'
+  // limits, never wrapped into plausible byte counts on the way there.
+  int64_t Bits;
+  if (__builtin_mul_overflow(NumElements, static_cast<int64_t>(dtypeBits(Type)), &Bits) ||
+      Bits > std::numeric_limits<int64_t>::max() - 7)
+    return std::numeric_limits<int64_t>::max() / 8;
+  return (Bits + 7) / 8;
 }
 
 bool isFloating(DType Type) {

@@ -7,6 +7,7 @@
 #include "analyzer/Graph.h"
 
 #include <algorithm>
+#include <limits>
 #include <cctype>
 #include <deque>
 
@@ -27,9 +28,13 @@ const char *tensorKindName(TensorKind Kind) {
 int64_t Tensor::numElements() const {
   if (!ShapeKnown)
     return 0;
+  // Saturating: importers reject shapes past 2^62 bytes (Graph::checkLimits), but code that
+  // runs before that check (shape inference, stored-tensor classification) must never see
+  // a wrapped count.
   int64_t N = 1;
   for (int64_t D : Shape)
-    N *= D;
+    if (D < 0 || __builtin_mul_overflow(N, D, &N))
+      return std::numeric_limits<int64_t>::max();
   return N;
 }
 
@@ -68,7 +73,8 @@ llvm::Error Graph::checkLimits(llvm::StringRef Path) const {
       std::string Shape;
       for (size_t I = 0; I < T.Shape.size(); ++I)
         Shape += (I ? "x" : "") + std::to_string(T.Shape[I]);
-      return Fail("tensor '" + T.Name + "' of shape [" + Shape +
+      return Fail("tensor '" + (T.Name.empty() ? std::string("(unnamed)") : T.Name) +
+                  "' of shape [" + Shape +
                   "]: its size does not fit in 2^62 bytes (check --dim and --input values)");
     }
     if (__builtin_add_overflow(Total, Bits / 8, &Total) || Total > MaxTotalBytes)

@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/OnnxModelReader.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
@@ -183,6 +184,14 @@ private:
   }
 
   llvm::Error scanGraph(Span S, onnx::GraphProto &G) {
+    // Subgraphs (If branches, Loop and Scan bodies) recurse through here; real models nest
+    // a few levels, a hostile file could nest until the stack overflows.
+    constexpr unsigned MaxGraphDepth = 64;
+    if (GraphDepth >= MaxGraphDepth)
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "subgraphs nested more than %u levels deep", MaxGraphDepth);
+    ++GraphDepth;
+    auto Leave = llvm::make_scope_exit([this] { --GraphDepth; });
     WireCursor C(S);
     while (!C.atEnd()) {
       auto F = C.next();
@@ -379,6 +388,7 @@ private:
   }
 
   OnnxFile &File;
+  unsigned GraphDepth = 0;
 };
 
 } // namespace

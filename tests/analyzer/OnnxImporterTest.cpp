@@ -445,6 +445,39 @@ TEST_F(OnnxImporterBadFiles, ExternalDataOutsideTheModelFolderIsNeverOpened) {
   EXPECT_TRUE(*Inside);
 }
 
+TEST_F(OnnxImporterBadFiles, SubgraphsNestedPastTheLimitAreAnError) {
+  // If nodes nested 80 deep: an error naming the file, never a stack overflow.
+  auto Nested = [](int Depth) {
+    onnx::ModelProto M;
+    M.set_ir_version(8);
+    M.add_opset_import()->set_version(17);
+    onnx::GraphProto *G = M.mutable_graph();
+    G->set_name("outer");
+    for (int I = 0; I < Depth; ++I) {
+      onnx::NodeProto *If = G->add_node();
+      If->set_op_type("If");
+      If->add_input("cond");
+      If->add_output("y" + std::to_string(I));
+      onnx::AttributeProto *A = If->add_attribute();
+      A->set_name("then_branch");
+      A->set_type(onnx::AttributeProto::GRAPH);
+      G = A->mutable_g();
+      G->set_name("branch" + std::to_string(I));
+    }
+    // A large innermost node makes every enclosing node large too, so each level goes
+    // through the streaming reader (small nodes are parsed by protobuf, whose own
+    // recursion limit of 100 messages then applies).
+    G->add_node()->set_doc_string(std::string(1 << 20, 'x'));
+    std::string Bytes;
+    M.SerializeToString(&Bytes);
+    return Bytes;
+  };
+  std::string Deep = writeBytes("deep.onnx", Nested(80));
+  std::string Msg = importError(Deep);
+  EXPECT_TRUE(contains(Msg, Deep)) << Msg;
+  EXPECT_TRUE(contains(Msg, "nested more than 64 levels")) << Msg;
+}
+
 TEST(OnnxFuzzRegressions, FoundInputsAreErrorsNotCrashes) {
   // Inputs the fuzzer found (tests/fuzz/README.md); under the sanitizers they were
   // overflows, here they must import or fail with a message naming the file.

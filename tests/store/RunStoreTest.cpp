@@ -93,7 +93,7 @@ TEST_F(RunStoreTest, ANewerSchemaIsRefusedAndLeftAlone) {
 }
 
 TEST_F(RunStoreTest, FourConcurrentWritersLoseNoRow) {
-  constexpr int Writers = 4, Each = 50;
+  constexpr int Writers = 4, Each = 100;
   std::vector<std::thread> Threads;
   std::atomic<int> Failures{0};
   for (int W = 0; W < Writers; ++W)

@@ -1,0 +1,62 @@
+//===- StepPrediction.cpp - a setup applied to a graph, simulated, reported -===//
+#include "planner/StepPrediction.h"
+
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
+#include "planner/CheckpointBudget.h"
+#include "planner/GpuCatalog.h"
+#include "planner/StrategyApply.h"
+
+#include <optional>
+
+namespace trainmem {
+
+llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
+  if (llvm::Error E = applyStrategies(G, Setup))
+    return E;
+  auto Census = takeCensus(G, Setup);
+  if (!Census)
+    return Census.takeError();
+  // Resolve the GPU first: an unknown name is a usage error before any work is done, and
+  // the canonical name selects the runtime overheads.
+  std::optional<GpuSpec> Gpu;
+  if (!Setup.Gpu.empty()) {
+    auto Catalog = GpuCatalog::loadConfigured();
+    if (!Catalog)
+      return Catalog.takeError();
+    auto Spec = Catalog->lookup(Setup.Gpu);
+    if (!Spec)
+      return Spec.takeError();
+    Gpu = *Spec;
+    Setup.Gpu = Gpu->Name;
+  }
+  if (llvm::StringRef(Setup.Checkpoint).startswith("budget:")) {
+    auto Choice = chooseCheckpointForBudget(G, Setup, *Census);
+    if (!Choice)
+      return Choice.takeError();
+    G.Diags.note("checkpoint-budget", Setup.Checkpoint,
+                 "checkpointing the first " + std::to_string(Choice->Checkpointed) + " of " +
+                     std::to_string(Choice->Blocks) + " blocks meets the budget (" +
+                     Choice->Mode + "); partial checkpointing is expressed by Megatron-LM "
+                     "(--recompute-granularity=full --recompute-method=block "
+                     "--recompute-num-layers=K) or by wrapping those blocks in "
+                     "torch.utils.checkpoint; HF Trainer checkpoints all blocks");
+    Setup.Checkpoint = Choice->Mode;
+  }
+  auto Sim = simulateStep(G, Setup, *Census);
+  if (!Sim)
+    return Sim.takeError();
+  MemoryReport Report = buildStepReport(G, Setup, *Census, *Sim);
+  if (Gpu) {
+    GpuFit Fit;
+    Fit.Name = Gpu->Name;
+    Fit.DisplayName = Gpu->DisplayName;
+    Fit.UsableBytes = Gpu->UsableBytes;
+    Fit.RequiredBasis = Report.PeakReserved ? "peak_reserved" : "peak";
+    Fit.RequiredBytes = Report.PeakReserved ? *Report.PeakReserved : Report.Peak.value_or(0);
+    Report.Gpu = Fit;
+  }
+  return Report;
+}
+
+} // namespace trainmem

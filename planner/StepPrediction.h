@@ -1,0 +1,26 @@
+//===- StepPrediction.h - a setup applied to a graph, simulated, reported -*- C++ -*-===//
+//
+// The one path from an imported graph and a training setup to the report every front
+// end shows: strategies applied, census taken, the target GPU resolved, a checkpoint
+// budget turned into a block count, the step simulated, the GPU verdict attached. The CLI
+// (`analyze`, `report`, `compare`) and the GUI call it; neither repeats it.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_PLANNER_STEPPREDICTION_H
+#define TRAINMEM_PLANNER_STEPPREDICTION_H
+
+#include "analyzer/Graph.h"
+#include "analyzer/MemoryReport.h"
+#include "analyzer/TrainingSetup.h"
+
+#include "llvm/Support/Error.h"
+
+namespace trainmem {
+
+/// Predicts one training step of G under Setup. Setup is updated to what ran (the GPU's
+/// canonical name, the checkpoint mode a budget resolved to). G is consumed.
+llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup);
+
+} // namespace trainmem
+
+#endif

@@ -1,0 +1,66 @@
+//===- Analysis.h - what the GUI asks for, and running it off the UI thread -*- C++ -*-===//
+//
+// An AnalysisRequest is the model plus the setup panel's values; AnalysisRunner runs the
+// same library path as `trainmem analyze` (import, planner/StepPrediction) on a worker
+// thread and hands the MemoryReport back. Requests made while one runs coalesce: only the
+// newest waiting one runs next, so dragging a slider never queues stale work.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_GUI_ANALYSIS_H
+#define TRAINMEM_GUI_ANALYSIS_H
+
+#include "analyzer/MemoryReport.h"
+#include "analyzer/ModelImporter.h"
+#include "analyzer/TrainingSetup.h"
+
+#include <QFutureWatcher>
+#include <QObject>
+#include <QString>
+
+#include <memory>
+#include <optional>
+
+namespace trainmem::gui {
+
+struct AnalysisRequest {
+  QString Path;          ///< an .onnx file, a Hugging Face config.json, a trace or a report
+  int64_t Batch = 1;     ///< HF configs: dim batch; ONNX: dim 0 of every batch input
+  int64_t Seq = 128;     ///< HF configs: dim seq; ONNX: every other symbolic dim
+  TrainingSetup Setup;
+};
+
+/// What came back: a report, or the error text `trainmem` would print, and how long the
+/// analysis took.
+struct AnalysisResult {
+  std::optional<MemoryReport> Report;
+  QString Error;
+  double Milliseconds = 0;
+};
+
+/// Runs a request synchronously (the worker's body; tests call it directly). A trace or
+/// a trainmem report JSON is read instead of simulated.
+AnalysisResult runAnalysis(const AnalysisRequest &Request);
+
+class AnalysisRunner : public QObject {
+  Q_OBJECT
+public:
+  explicit AnalysisRunner(QObject *Parent = nullptr);
+  void request(const AnalysisRequest &R);
+  bool busy() const { return Running; }
+
+signals:
+  void started();
+  void finished(const trainmem::gui::AnalysisResult &Result);
+
+private:
+  void startNext();
+  QFutureWatcher<AnalysisResult> Watcher;
+  std::optional<AnalysisRequest> Pending;
+  bool Running = false;
+};
+
+} // namespace trainmem::gui
+
+Q_DECLARE_METATYPE(trainmem::gui::AnalysisResult)
+
+#endif

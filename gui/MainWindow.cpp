@@ -1,0 +1,285 @@
+//===- MainWindow.cpp - trainmem-gui's window -----------------------------===//
+#include "gui/MainWindow.h"
+
+#include "analyzer/Units.h"
+#include "gui/ReportModels.h"
+#include "gui/TimelineChart.h"
+#include "planner/GpuCatalog.h"
+
+#include <QComboBox>
+#include <QDragEnterEvent>
+#include <QFileDialog>
+#include <QFileInfo>
+#include <QFormLayout>
+#include <QHeaderView>
+#include <QLabel>
+#include <QMenuBar>
+#include <QMimeData>
+#include <QSettings>
+#include <QSortFilterProxyModel>
+#include <QSpinBox>
+#include <QSplitter>
+#include <QStatusBar>
+#include <QTabWidget>
+#include <QTableView>
+#include <QVBoxLayout>
+
+namespace trainmem::gui {
+
+namespace {
+
+QTableView *tableFor(QAbstractItemModel *Model, QWidget *Parent) {
+  auto *Proxy = new QSortFilterProxyModel(Parent);
+  Proxy->setSourceModel(Model);
+  Proxy->setSortRole(Qt::UserRole); // bytes sort as numbers
+  auto *View = new QTableView(Parent);
+  View->setModel(Proxy);
+  View->setSortingEnabled(true);
+  View->setSelectionBehavior(QAbstractItemView::SelectRows);
+  View->horizontalHeader()->setStretchLastSection(true);
+  View->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  View->verticalHeader()->hide();
+  // Largest first where there are bytes (column 1), as the text report lists them.
+  View->sortByColumn(Model->columnCount() > 1 ? 1 : 0, Qt::DescendingOrder);
+  return View;
+}
+
+QComboBox *combo(const QStringList &Items, QWidget *Parent) {
+  auto *C = new QComboBox(Parent);
+  C->addItems(Items);
+  return C;
+}
+
+} // namespace
+
+MainWindow::MainWindow(QWidget *Parent) : QMainWindow(Parent) {
+  setWindowTitle("trainmem");
+  setAcceptDrops(true);
+  Runner = new AnalysisRunner(this);
+  Chart = new TimelineChart(this);
+  Categories = new CategoryModel(this);
+  Tensors = new TopTensorModel(this);
+  Layers = new LayerModel(this);
+  Diags = new DiagnosticModel(this);
+  Summary = new QLabel("Open an ONNX model, a Hugging Face config.json, a trace or a report "
+                       "(File menu, or drop it here).",
+                       this);
+  Summary->setWordWrap(true);
+  Summary->setTextInteractionFlags(Qt::TextSelectableByMouse);
+
+  auto *Tabs = new QTabWidget(this);
+  Tabs->addTab(tableFor(Categories, this), "Breakdown at the peak");
+  Tabs->addTab(tableFor(Tensors, this), "Tensors at the peak");
+  Tabs->addTab(tableFor(Layers, this), "Layers");
+  Tabs->addTab(tableFor(Diags, this), "Diagnostics");
+  auto *Right = new QSplitter(Qt::Vertical, this);
+  auto *Top = new QWidget(this);
+  auto *TopLayout = new QVBoxLayout(Top);
+  TopLayout->addWidget(Summary);
+  TopLayout->addWidget(Chart, 1);
+  Right->addWidget(Top);
+  Right->addWidget(Tabs);
+  Right->setStretchFactor(0, 3);
+  Right->setStretchFactor(1, 2);
+  auto *Main = new QSplitter(Qt::Horizontal, this);
+  Main->addWidget(buildSetupPanel());
+  Main->addWidget(Right);
+  Main->setStretchFactor(1, 1);
+  setCentralWidget(Main);
+  buildMenus();
+  resize(1280, 820);
+
+  connect(Runner, &AnalysisRunner::started, this,
+          [this] { statusBar()->showMessage("analysing…"); });
+  connect(Runner, &AnalysisRunner::finished, this, &MainWindow::showResult);
+  connect(Chart, &TimelineChart::pointClicked, this, [this](int I) {
+    if (Report && I >= 0 && size_t(I) < Report->Timeline.size())
+      statusBar()->showMessage(QString("op %1: %2 (%3), %4 live")
+                                   .arg(I)
+                                   .arg(QString::fromStdString(Report->Timeline[I].Op),
+                                        QString::fromStdString(Report->Timeline[I].Phase),
+                                        QString::fromStdString(
+                                            formatBytes(Report->Timeline[I].Live.total()))));
+  });
+}
+
+QWidget *MainWindow::buildSetupPanel() {
+  auto *Panel = new QWidget(this);
+  auto *Form = new QFormLayout(Panel);
+  Batch = new QSpinBox(Panel);
+  Batch->setRange(1, 1 << 20);
+  Batch->setValue(1);
+  Batch->setToolTip("HF configs: dim batch. ONNX: dim 0 of every batch input (--micro-batch)");
+  Seq = new QSpinBox(Panel);
+  Seq->setRange(1, 1 << 22);
+  Seq->setValue(128);
+  Seq->setToolTip("HF configs: dim seq. ONNX: every other symbolic dim (--default-dim)");
+  Precision = combo({"fp32", "amp-bf16", "amp-fp16", "bf16", "mixed-bf16", "mixed-fp16"}, Panel);
+  Optimizer = combo({"adamw", "adam", "sgd", "sgd-momentum", "adafactor", "adamw-8bit",
+                     "paged-adamw-8bit", "lion", "adamw-fp8"},
+                    Panel);
+  Impl = combo({"for-loop", "foreach", "fused"}, Panel);
+  Checkpoint = combo({"none", "blocks", "selective", "every:2"}, Panel);
+  LoraRank = new QSpinBox(Panel);
+  LoraRank->setRange(0, 4096);
+  LoraRank->setSpecialValueText("off");
+  Gpu = new QComboBox(Panel);
+  Gpu->addItem("none (host semantics)", QString());
+  if (auto Catalog = GpuCatalog::loadConfigured())
+    for (const GpuSpec &G : Catalog->gpus())
+      Gpu->addItem(QString::fromStdString(G.DisplayName), QString::fromStdString(G.Name));
+  else
+    llvm::consumeError(Catalog.takeError());
+  Form->addRow("batch", Batch);
+  Form->addRow("sequence", Seq);
+  Form->addRow("precision", Precision);
+  Form->addRow("optimizer", Optimizer);
+  Form->addRow("implementation", Impl);
+  Form->addRow("checkpointing", Checkpoint);
+  Form->addRow("LoRA rank", LoraRank);
+  Form->addRow("target GPU", Gpu);
+  for (QSpinBox *S : {Batch, Seq, LoraRank})
+    connect(S, &QSpinBox::valueChanged, this, [this] { analyse(); });
+  for (QComboBox *C : {Precision, Optimizer, Impl, Checkpoint, Gpu})
+    connect(C, &QComboBox::currentIndexChanged, this, [this] { analyse(); });
+  Panel->setMinimumWidth(260);
+  return Panel;
+}
+
+void MainWindow::buildMenus() {
+  QMenu *File = menuBar()->addMenu("&File");
+  File->addAction("&Open…", QKeySequence::Open, this, [this] {
+    QString P = QFileDialog::getOpenFileName(
+        this, "Open a model, config, trace or report", QString(),
+        "Models and traces (*.onnx *.json *.gz *.pickle *.pkl *.sqlite);;All files (*)");
+    if (!P.isEmpty())
+      openPath(P);
+  });
+  Recent = File->addMenu("Open &recent");
+  refreshRecentMenu();
+  File->addSeparator();
+  File->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
+}
+
+void MainWindow::refreshRecentMenu() {
+  Recent->clear();
+  const QStringList Files = QSettings("trainmem", "trainmem-gui").value("recent").toStringList();
+  for (const QString &F : Files)
+    Recent->addAction(F, this, [this, F] { openPath(F); });
+  Recent->setEnabled(!Files.isEmpty());
+}
+
+void MainWindow::rememberRecent(const QString &P) {
+  QSettings S("trainmem", "trainmem-gui");
+  QStringList Files = S.value("recent").toStringList();
+  Files.removeAll(P);
+  Files.prepend(P);
+  while (Files.size() > 10)
+    Files.removeLast();
+  S.setValue("recent", Files);
+  refreshRecentMenu();
+}
+
+void MainWindow::openPath(const QString &P) {
+  Path = QFileInfo(P).absoluteFilePath();
+  setWindowTitle("trainmem — " + QFileInfo(P).fileName());
+  rememberRecent(Path);
+  analyse();
+}
+
+AnalysisRequest MainWindow::currentRequest() const {
+  AnalysisRequest R;
+  R.Path = Path;
+  R.Batch = Batch->value();
+  R.Seq = Seq->value();
+  TrainingSetup &S = R.Setup;
+  auto Take = [](auto Parsed, auto &Into) {
+    if (Parsed)
+      Into = *Parsed;
+    else
+      llvm::consumeError(Parsed.takeError());
+  };
+  Take(parsePrecision(Precision->currentText().toStdString()), S.Prec);
+  Take(parseOptimizer(Optimizer->currentText().toStdString()), S.Optimizer);
+  Take(parseOptimizerImpl(Impl->currentText().toStdString()), S.Impl);
+  S.Checkpoint = Checkpoint->currentText().toStdString();
+  if (LoraRank->value() > 0) {
+    LoraSetup L;
+    L.Rank = LoraRank->value();
+    L.Alpha = 2.0 * static_cast<double>(L.Rank);
+    S.Lora = L;
+  }
+  S.Gpu = Gpu->currentData().toString().toStdString();
+  // As `trainmem analyze` with --device=auto: CUDA when a GPU is targeted, else the host.
+  S.Device = S.Gpu.empty() ? DeviceKind::Cpu : DeviceKind::Cuda;
+  S.Autocast = S.Gpu.empty() ? AutocastPolicy::Cpu : AutocastPolicy::Cuda;
+  return R;
+}
+
+void MainWindow::applyRequest(const AnalysisRequest &R) {
+  Applying = true;
+  Batch->setValue(int(R.Batch));
+  Seq->setValue(int(R.Seq));
+  Precision->setCurrentText(precisionName(R.Setup.Prec));
+  Optimizer->setCurrentText(optimizerName(R.Setup.Optimizer));
+  Impl->setCurrentText(optimizerImplName(R.Setup.Impl));
+  Checkpoint->setCurrentText(QString::fromStdString(R.Setup.Checkpoint));
+  LoraRank->setValue(R.Setup.Lora ? int(R.Setup.Lora->Rank) : 0);
+  int G = Gpu->findData(QString::fromStdString(R.Setup.Gpu));
+  Gpu->setCurrentIndex(G < 0 ? 0 : G);
+  Applying = false;
+}
+
+void MainWindow::analyse() {
+  if (Applying || Path.isEmpty())
+    return;
+  Runner->request(currentRequest());
+}
+
+void MainWindow::showResult(const AnalysisResult &R) {
+  if (!R.Report) {
+    Summary->setText("<b>Error:</b> " + R.Error.toHtmlEscaped());
+    statusBar()->showMessage("analysis failed");
+    emit analysisShown(false);
+    return;
+  }
+  Report = std::make_shared<const MemoryReport>(*R.Report);
+  Chart->setReport(Report);
+  for (ReportTableModel *M : std::initializer_list<ReportTableModel *>{Categories, Tensors,
+                                                                       Layers, Diags})
+    M->setReport(Report);
+  QString Text = QString("<b>%1</b> (%2)").arg(QString::fromStdString(Report->Model.Name),
+                                                QString::fromStdString(Report->Model.Format));
+  if (Report->Peak) {
+    Text += QString(" — peak <b>%1</b>").arg(QString::fromStdString(formatBytes(*Report->Peak)));
+    if (Report->PeakInfo)
+      Text += QString(" in %1 at %2")
+                  .arg(QString::fromStdString(Report->PeakInfo->Phase),
+                       QString::fromStdString(Report->PeakInfo->Op).toHtmlEscaped());
+  }
+  if (Report->PeakReserved)
+    Text += QString("; reserved %1")
+                .arg(QString::fromStdString(formatBytes(*Report->PeakReserved)));
+  if (Report->Gpu)
+    Text += QString("<br>%1 on %2 (%3 usable)")
+                .arg(Report->Gpu->fits() ? "<span style='color:#2a7'>FITS</span>"
+                                         : "<span style='color:#c22'>DOES NOT FIT</span>",
+                     QString::fromStdString(Report->Gpu->DisplayName),
+                     QString::fromStdString(formatBytes(Report->Gpu->UsableBytes)));
+  Summary->setText(Text);
+  statusBar()->showMessage(QString("analysed in %1 ms").arg(R.Milliseconds, 0, 'f', 1));
+  emit analysisShown(true);
+}
+
+void MainWindow::dragEnterEvent(QDragEnterEvent *E) {
+  if (E->mimeData()->hasUrls())
+    E->acceptProposedAction();
+}
+
+void MainWindow::dropEvent(QDropEvent *E) {
+  const QList<QUrl> Urls = E->mimeData()->urls();
+  if (!Urls.isEmpty() && Urls.front().isLocalFile())
+    openPath(Urls.front().toLocalFile());
+}
+
+} // namespace trainmem::gui

@@ -1,0 +1,142 @@
+//===- GuiTest.cpp - trainmem-gui under QT_QPA_PLATFORM=offscreen ----------===//
+//
+// Every item model through QAbstractItemModelTester; each kind of input opens; a setup
+// change re-runs the analysis and redraws the chart; the window renders to a non-blank
+// image (what --screenshot writes).
+//
+//===----------------------------------------------------------------------------===//
+#include "gui/MainWindow.h"
+#include "gui/ReportModels.h"
+#include "gui/TimelineChart.h"
+
+#include "llvm/Support/FileSystem.h"
+
+#include <QAbstractItemModelTester>
+#include <QSignalSpy>
+#include <QSpinBox>
+#include <QStandardPaths>
+#include <QtTest/QtTest>
+
+#include <set>
+
+using namespace trainmem;
+using namespace trainmem::gui;
+
+namespace {
+
+QString source(const char *Relative) {
+  return QString(TRAINMEM_SOURCE_DIR) + "/" + Relative;
+}
+
+AnalysisRequest request(const QString &Path) {
+  AnalysisRequest R;
+  R.Path = Path;
+  R.Batch = 2;
+  R.Seq = 64;
+  R.Setup.Device = DeviceKind::Cpu;
+  return R;
+}
+
+} // namespace
+
+class GuiTest : public QObject {
+  Q_OBJECT
+private slots:
+  void initTestCase() {
+    qRegisterMetaType<AnalysisResult>();
+    QStandardPaths::setTestModeEnabled(true); // recent files go to a test location
+  }
+
+  void modelsPassTheModelTester() {
+    AnalysisResult R = runAnalysis(request(source("samples/hf/tiny-llama/config.json")));
+    QVERIFY2(R.Report, qPrintable(R.Error));
+    auto Report = std::make_shared<const MemoryReport>(*R.Report);
+    CategoryModel Categories;
+    TopTensorModel Tensors;
+    LayerModel Layers;
+    DiagnosticModel Diags;
+    for (ReportTableModel *M : std::initializer_list<ReportTableModel *>{&Categories, &Tensors,
+                                                                         &Layers, &Diags}) {
+      QAbstractItemModelTester Tester(M, QAbstractItemModelTester::FailureReportingMode::QtTest);
+      M->setReport(Report);
+      M->setReport(nullptr);
+      M->setReport(Report);
+    }
+    QCOMPARE(Categories.rowCount(), 7);
+    QCOMPARE(Tensors.rowCount(), int(Report->PeakInfo->TopTensors.size()));
+    QCOMPARE(Layers.rowCount(), int(Report->Layers.size()));
+    QCOMPARE(Diags.rowCount(), int(Report->Diags.size()));
+    // Bytes come back raw for sorting, formatted for display; shares add up to the peak.
+    double Shares = 0;
+    int64_t Sum = 0;
+    for (int Row = 0; Row < Categories.rowCount(); ++Row) {
+      Sum += Categories.data(Categories.index(Row, 1), Qt::UserRole).toLongLong();
+      Shares += Categories.data(Categories.index(Row, 2), Qt::UserRole).toDouble();
+    }
+    QCOMPARE(Sum, *Report->Peak);
+    QVERIFY(std::abs(Shares - 100.0) < 1e-6);
+    QCOMPARE(Tensors.data(Tensors.index(0, 1), Qt::UserRole).toLongLong(),
+             Report->PeakInfo->TopTensors[0].Bytes);
+  }
+
+  void everyKindOfInputOpens() {
+    struct Input {
+      QString Path;
+      const char *Format;
+    };
+    std::vector<Input> Inputs = {
+        {source("samples/hf/tiny-llama/config.json"), "hf-config"},
+        {source("tests/data/traces/kineto_small.json"), "chrome-trace"},
+        {source("tests/data/traces/cuda_snapshot_two_devices.pickle"), "cuda-snapshot-pickle"},
+        {source("tests/data/reports/tiny_llama_b2_s64.json"), "hf-config"},
+    };
+    QString Onnx = QString(TRAINMEM_FIXTURES_DIR) + "/gt/onnx/gpt2_tiny.onnx";
+    if (llvm::sys::fs::exists(Onnx.toStdString()))
+      Inputs.push_back({Onnx, "onnx"});
+    for (const Input &In : Inputs) {
+      AnalysisResult R = runAnalysis(request(In.Path));
+      QVERIFY2(R.Report, qPrintable(In.Path + ": " + R.Error));
+      QVERIFY2(R.Report->Peak && *R.Report->Peak > 0, qPrintable(In.Path));
+      QCOMPARE(QString::fromStdString(R.Report->Model.Format), QString(In.Format));
+    }
+    AnalysisResult Bad = runAnalysis(request(source("README.md")));
+    QVERIFY(!Bad.Report);
+    QVERIFY2(Bad.Error.contains("README.md"), qPrintable(Bad.Error));
+  }
+
+  void aSetupChangeRedrawsTheChart() {
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
+    W.applyRequest(R);
+    W.openPath(R.Path);
+    QVERIFY(Shown.wait(30000));
+    QCOMPARE(Shown.takeFirst().at(0).toBool(), true);
+    double Before = W.timeline()->drawnMaximum();
+    QVERIFY(Before > 0);
+    QVERIFY(W.timeline()->seriesCount() >= 4);
+    W.findChildren<QSpinBox *>().front()->setValue(8); // batch 2 -> 8
+    QVERIFY(Shown.wait(30000));
+    QVERIFY2(W.timeline()->drawnMaximum() > Before, "a larger batch must raise the peak");
+    QCOMPARE(double(*W.report()->Peak), W.timeline()->drawnMaximum());
+  }
+
+  void theWindowRendersNotBlank() {
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    W.resize(1200, 800);
+    W.show();
+    W.openPath(source("samples/hf/tiny-llama/config.json"));
+    QVERIFY(Shown.wait(30000));
+    QImage Image = W.grab().toImage();
+    QVERIFY(!Image.isNull());
+    std::set<QRgb> Colours;
+    for (int Y = 0; Y < Image.height(); Y += 7)
+      for (int X = 0; X < Image.width(); X += 7)
+        Colours.insert(Image.pixel(X, Y));
+    QVERIFY2(Colours.size() > 20, "the rendered window is (nearly) one colour");
+  }
+};
+
+QTEST_MAIN(GuiTest)
+#include "GuiTest.moc"

@@ -284,7 +284,7 @@ void writeComparisonText(const Comparison &C, llvm::raw_ostream &OS) {
                        formatBytes(R.Predicted).c_str(), formatBytes(R.Measured).c_str(),
                        errorText(R).c_str());
   });
-  OS << llvm::formatv("\nworst |error| (peak and phases): {0:0.00}%\n", worstError(C));
+  OS << llvm::formatv("\nworst |error| (peak and phases): {0:F2}%\n", worstError(C));
   for (const std::string &N : C.Notes)
     OS << "note: " << N << "\n";
 }
@@ -299,7 +299,7 @@ void writeComparisonMarkdown(const Comparison &C, llvm::raw_ostream &OS) {
     OS << "| " << Prefix << R.Name << " | " << formatBytes(R.Predicted) << " | "
        << formatBytes(R.Measured) << " | " << errorText(R) << " |\n";
   });
-  OS << llvm::formatv("\nWorst |error| (peak and phases): **{0:0.00}%**\n", worstError(C));
+  OS << llvm::formatv("\nWorst |error| (peak and phases): **{0:F2}%**\n", worstError(C));
   for (const std::string &N : C.Notes)
     OS << "\n> " << N << "\n";
 }
@@ -331,17 +331,17 @@ void writeComparisonHtml(const Comparison &C, llvm::raw_ostream &OS) {
   OS << "</table>\n<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\""
      << H << "\" role=\"img\" aria-label=\"predicted and measured timelines\">\n";
   for (size_t K = 0; K < C.AlignedPhases.size(); ++K) {
-    OS << llvm::formatv("<rect x=\"{0:0.0}\" y=\"{1}\" width=\"{2:0.0}\" height=\"{3}\" "
+    OS << llvm::formatv("<rect x=\"{0:F1}\" y=\"{1}\" width=\"{2:F1}\" height=\"{3}\" "
                         "fill=\"{4}\"/>\n",
                         Xof(static_cast<double>(K)), Top, Xof(1) - Left, H - Top - Bottom,
                         K % 2 ? "#f4f4f4" : "#fbfbfb");
-    OS << llvm::formatv("<text x=\"{0:0.0}\" y=\"{1}\" font-size=\"12\">{2}</text>\n",
+    OS << llvm::formatv("<text x=\"{0:F1}\" y=\"{1}\" font-size=\"12\">{2}</text>\n",
                         Xof(static_cast<double>(K)) + 4, H - 10, C.AlignedPhases[K]);
   }
   auto Poly = [&](const AlignedLine &L, const char *Colour, const char *Name) {
     OS << "<polyline fill=\"none\" stroke=\"" << Colour << "\" stroke-width=\"2\" points=\"";
     for (const auto &[X, Y] : L.Points)
-      OS << llvm::formatv("{0:0.0},{1:0.0} ", Xof(X), Yof(Y));
+      OS << llvm::formatv("{0:F1},{1:F1} ", Xof(X), Yof(Y));
     OS << "\"><title>" << Name << "</title></polyline>\n";
   };
   Poly(C.PredictedLine, "#1f77b4", "predicted");

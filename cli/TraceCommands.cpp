@@ -155,7 +155,7 @@ int runCompare() {
     return reportError(std::move(E));
   if (MaxError.getNumOccurrences() && worstError(C) > MaxError) {
     llvm::WithColor::error(llvm::errs(), "trainmem")
-        << llvm::formatv("prediction off by {0:0.00}%, more than --max-error={1}%\n",
+        << llvm::formatv("prediction off by {0:F2}%, more than --max-error={1}%\n",
                          worstError(C), MaxError.getValue());
     return ExitGateFailed;
   }

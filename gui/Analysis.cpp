@@ -3,6 +3,7 @@
 
 #include "analyzer/TraceCompare.h"
 #include "analyzer/TraceImport.h"
+#include "planner/GpuCatalog.h"
 #include "planner/StepPrediction.h"
 
 #include "llvm/Support/MemoryBuffer.h"
@@ -20,6 +21,19 @@ bool isHfConfig(const QString &Path) { return QFileInfo(Path).fileName() == "con
 bool isReportJson(const std::string &Path) {
   auto Buffer = llvm::MemoryBuffer::getFile(Path, /*IsText=*/true);
   return Buffer && (*Buffer)->getBuffer().contains("\"trainmem.report/1\"");
+}
+
+/// The importer options of a request, with dim 0 of the batch inputs set to MicroBatch.
+llvm::Expected<Graph> importFor(const AnalysisRequest &R, int64_t MicroBatch) {
+  ImportOptions Import;
+  Import.MicroBatch = MicroBatch;
+  std::string Path = R.Path.toStdString();
+  if (isHfConfig(R.Path)) {
+    Import.Dims = {{"batch", R.Batch}, {"seq", R.Seq}};
+    return importHfConfig(Path, Import);
+  }
+  Import.DefaultDim = R.Seq;
+  return importModel(Path, Import);
 }
 
 } // namespace
@@ -47,20 +61,43 @@ AnalysisResult runAnalysis(const AnalysisRequest &Request) {
       return Finish(T.takeError());
     return Finish(traceToReport(*T));
   }
-  ImportOptions Import;
   TrainingSetup Setup = Request.Setup;
-  llvm::Expected<Graph> G = [&]() -> llvm::Expected<Graph> {
-    if (isHfConfig(Request.Path)) {
-      Import.Dims = {{"batch", Request.Batch}, {"seq", Request.Seq}};
-      return importHfConfig(Path, Import);
-    }
-    Import.MicroBatch = Request.Batch;
-    Import.DefaultDim = Request.Seq;
-    return importModel(Path, Import);
-  }();
+  llvm::Expected<Graph> G = importFor(Request, Request.Batch);
   if (!G)
     return Finish(G.takeError());
   return Finish(predictStepReport(std::move(*G), Setup));
+}
+
+
+PlanResult runPlanSearch(const AnalysisRequest &Request) {
+  QElapsedTimer Timer;
+  Timer.start();
+  PlanResult Result;
+  auto Fail = [&](llvm::Error E) {
+    Result.Error = QString::fromStdString(llvm::toString(std::move(E)));
+    return Result;
+  };
+  if (Request.Setup.Gpu.empty())
+    return Fail(llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                        "choose a target GPU to plan for"));
+  auto Catalog = GpuCatalog::loadConfigured();
+  if (!Catalog)
+    return Fail(Catalog.takeError());
+  auto Gpu = Catalog->lookup(Request.Setup.Gpu);
+  if (!Gpu)
+    return Fail(Gpu.takeError());
+  PlanRequest Plan;
+  Plan.Gpu = *Gpu;
+  Plan.Budget = Gpu->UsableBytes;
+  Plan.Base = Request.Setup;
+  Plan.GlobalBatch = Request.Batch;
+  Plan.Model = [Request](int64_t MicroBatch) { return importFor(Request, MicroBatch); };
+  auto Plans = searchPlans(Plan);
+  if (!Plans)
+    return Fail(Plans.takeError());
+  Result.Plans = std::move(*Plans);
+  Result.Milliseconds = static_cast<double>(Timer.nsecsElapsed()) / 1e6;
+  return Result;
 }
 
 AnalysisRunner::AnalysisRunner(QObject *Parent) : QObject(Parent) {

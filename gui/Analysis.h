@@ -12,6 +12,7 @@
 #include "analyzer/MemoryReport.h"
 #include "analyzer/ModelImporter.h"
 #include "analyzer/TrainingSetup.h"
+#include "planner/PlanSearch.h"
 
 #include <QFutureWatcher>
 #include <QObject>
@@ -19,6 +20,7 @@
 
 #include <memory>
 #include <optional>
+#include <vector>
 
 namespace trainmem::gui {
 
@@ -40,6 +42,15 @@ struct AnalysisResult {
 /// Runs a request synchronously (the worker's body; tests call it directly). A trace or
 /// a trainmem report JSON is read instead of simulated.
 AnalysisResult runAnalysis(const AnalysisRequest &Request);
+
+/// The planner's ranked plans for the request's target GPU (Setup.Gpu), with the request's
+/// batch as the global batch: what `trainmem plan` lists.
+struct PlanResult {
+  std::vector<Plan> Plans;
+  QString Error;
+  double Milliseconds = 0;
+};
+PlanResult runPlanSearch(const AnalysisRequest &Request);
 
 class AnalysisRunner : public QObject {
   Q_OBJECT

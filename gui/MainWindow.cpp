@@ -2,11 +2,16 @@
 #include "gui/MainWindow.h"
 
 #include "analyzer/Units.h"
+#include "gui/PlanHistoryModels.h"
 #include "gui/ReportModels.h"
 #include "gui/TimelineChart.h"
 #include "planner/GpuCatalog.h"
 
 #include <QComboBox>
+#include <QFutureWatcher>
+#include <QMessageBox>
+#include <QPushButton>
+#include <QtConcurrent/QtConcurrentRun>
 #include <QDragEnterEvent>
 #include <QFileDialog>
 #include <QFileInfo>
@@ -61,17 +66,40 @@ MainWindow::MainWindow(QWidget *Parent) : QMainWindow(Parent) {
   Tensors = new TopTensorModel(this);
   Layers = new LayerModel(this);
   Diags = new DiagnosticModel(this);
+  Plans = new PlanModel(this);
+  History = new HistoryModel(this);
   Summary = new QLabel("Open an ONNX model, a Hugging Face config.json, a trace or a report "
                        "(File menu, or drop it here).",
                        this);
   Summary->setWordWrap(true);
   Summary->setTextInteractionFlags(Qt::TextSelectableByMouse);
 
-  auto *Tabs = new QTabWidget(this);
+  Tabs = new QTabWidget(this);
   Tabs->addTab(tableFor(Categories, this), "Breakdown at the peak");
   Tabs->addTab(tableFor(Tensors, this), "Tensors at the peak");
   Tabs->addTab(tableFor(Layers, this), "Layers");
   Tabs->addTab(tableFor(Diags, this), "Diagnostics");
+  {
+    auto *Page = new QWidget(this);
+    auto *Layout = new QVBoxLayout(Page);
+    auto *Search = new QPushButton("Search plans for the target GPU", Page);
+    PlanStatus = new QLabel("The planner ranks strategies for the GPU chosen in the setup "
+                            "panel; double-click a plan to apply it.",
+                            Page);
+    PlanStatus->setWordWrap(true);
+    QTableView *View = tableFor(Plans, Page);
+    View->sortByColumn(0, Qt::AscendingOrder);
+    Layout->addWidget(Search);
+    Layout->addWidget(PlanStatus);
+    Layout->addWidget(View, 1);
+    Tabs->addTab(Page, "Plans");
+    connect(Search, &QPushButton::clicked, this, &MainWindow::searchPlans);
+    connect(View, &QTableView::doubleClicked, this, [this, View](const QModelIndex &I) {
+      auto *Proxy = static_cast<QSortFilterProxyModel *>(View->model());
+      applyPlan(Proxy->mapToSource(I).row());
+    });
+  }
+  Tabs->addTab(tableFor(History, this), "History");
   auto *Right = new QSplitter(Qt::Vertical, this);
   auto *Top = new QWidget(this);
   auto *TopLayout = new QVBoxLayout(Top);
@@ -138,10 +166,17 @@ QWidget *MainWindow::buildSetupPanel() {
   Form->addRow("checkpointing", Checkpoint);
   Form->addRow("LoRA rank", LoraRank);
   Form->addRow("target GPU", Gpu);
+  auto Changed = [this] {
+    if (Applying)
+      return;
+    AppliedSetup.reset(); // the panel says what runs again
+    AppliedName.clear();
+    analyse();
+  };
   for (QSpinBox *S : {Batch, Seq, LoraRank})
-    connect(S, &QSpinBox::valueChanged, this, [this] { analyse(); });
+    connect(S, &QSpinBox::valueChanged, this, Changed);
   for (QComboBox *C : {Precision, Optimizer, Impl, Checkpoint, Gpu})
-    connect(C, &QComboBox::currentIndexChanged, this, [this] { analyse(); });
+    connect(C, &QComboBox::currentIndexChanged, this, Changed);
   Panel->setMinimumWidth(260);
   return Panel;
 }
@@ -157,6 +192,13 @@ void MainWindow::buildMenus() {
   });
   Recent = File->addMenu("Open &recent");
   refreshRecentMenu();
+  File->addAction("Open &history…", this, [this] {
+    QString P = QFileDialog::getOpenFileName(this, "Open a trainmem history database",
+                                             QString(), "SQLite (*.db *.sqlite);;All files (*)");
+    QString Why;
+    if (!P.isEmpty() && !openHistory(P, &Why))
+      QMessageBox::warning(this, "trainmem", Why);
+  });
   File->addSeparator();
   File->addAction("&Quit", QKeySequence::Quit, this, &QWidget::close);
 }
@@ -192,6 +234,10 @@ AnalysisRequest MainWindow::currentRequest() const {
   R.Path = Path;
   R.Batch = Batch->value();
   R.Seq = Seq->value();
+  if (AppliedSetup) {
+    R.Setup = *AppliedSetup;
+    return R;
+  }
   TrainingSetup &S = R.Setup;
   auto Take = [](auto Parsed, auto &Into) {
     if (Parsed)
@@ -266,9 +312,73 @@ void MainWindow::showResult(const AnalysisResult &R) {
                                          : "<span style='color:#c22'>DOES NOT FIT</span>",
                      QString::fromStdString(Report->Gpu->DisplayName),
                      QString::fromStdString(formatBytes(Report->Gpu->UsableBytes)));
+  if (!AppliedName.isEmpty())
+    Text += "<br>plan applied: " + AppliedName.toHtmlEscaped();
   Summary->setText(Text);
   statusBar()->showMessage(QString("analysed in %1 ms").arg(R.Milliseconds, 0, 'f', 1));
   emit analysisShown(true);
+}
+
+void MainWindow::searchPlans() {
+  AnalysisRequest R = currentRequest();
+  if (R.Path.isEmpty() || R.Setup.Gpu.empty()) {
+    PlanStatus->setText("Open a model and choose a target GPU first.");
+    emit plansShown(false);
+    return;
+  }
+  PlanStatus->setText("searching plans…");
+  auto *Watcher = new QFutureWatcher<PlanResult>(this);
+  connect(Watcher, &QFutureWatcher<PlanResult>::finished, this, [this, Watcher] {
+    PlanResult Result = Watcher->result();
+    Watcher->deleteLater();
+    if (!Result.Error.isEmpty()) {
+      PlanStatus->setText("<b>Error:</b> " + Result.Error.toHtmlEscaped());
+      emit plansShown(false);
+      return;
+    }
+    size_t Fit = std::count_if(Result.Plans.begin(), Result.Plans.end(),
+                               [](const Plan &P) { return P.Fits; });
+    PlanStatus->setText(QString("%1 plans, %2 fit (%3 ms); double-click one to apply it.")
+                            .arg(Result.Plans.size())
+                            .arg(Fit)
+                            .arg(Result.Milliseconds, 0, 'f', 0));
+    Plans->setPlans(std::move(Result.Plans));
+    emit plansShown(true);
+  });
+  Watcher->setFuture(QtConcurrent::run([R] { return runPlanSearch(R); }));
+}
+
+void MainWindow::applyPlan(int Row) {
+  const Plan *P = Plans->plan(Row);
+  if (!P)
+    return;
+  AnalysisRequest R = currentRequest();
+  R.Setup = P->Setup;
+  R.Batch = P->MicroBatch; // the batch dim is one micro-batch; Setup holds the accumulation
+  applyRequest(R); // the panel shows what it can of the plan
+  AppliedSetup = P->Setup;
+  AppliedName = QString::fromStdString(P->Name);
+  analyse();
+}
+
+bool MainWindow::openHistory(const QString &File, QString *Error) {
+  auto Fail = [&](const QString &Why) {
+    if (Error)
+      *Error = Why;
+    return false;
+  };
+  // Opening a store creates it; a viewer must not create files that were never there.
+  if (!QFileInfo::exists(File))
+    return Fail(File + ": no such file");
+  auto Store = RunStore::open(File.toStdString());
+  if (!Store)
+    return Fail(QString::fromStdString(llvm::toString(Store.takeError())));
+  auto Runs = (*Store)->list();
+  if (!Runs)
+    return Fail(QString::fromStdString(llvm::toString(Runs.takeError())));
+  History->setRuns(std::move(*Runs));
+  Tabs->setCurrentIndex(Tabs->count() - 1);
+  return true;
 }
 
 void MainWindow::dragEnterEvent(QDragEnterEvent *E) {

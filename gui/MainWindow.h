@@ -16,6 +16,7 @@
 
 class QComboBox;
 class QLabel;
+class QTabWidget;
 class QSpinBox;
 class QTableView;
 
@@ -23,6 +24,8 @@ namespace trainmem::gui {
 
 class CategoryModel;
 class DiagnosticModel;
+class HistoryModel;
+class PlanModel;
 class LayerModel;
 class TimelineChart;
 class TopTensorModel;
@@ -44,11 +47,21 @@ public:
   TopTensorModel *topTensorModel() const { return Tensors; }
   LayerModel *layerModel() const { return Layers; }
   DiagnosticModel *diagnosticModel() const { return Diags; }
+  PlanModel *planModel() const { return Plans; }
+  HistoryModel *historyModel() const { return History; }
+  /// Runs the planner for the target GPU off the UI thread (plansShown when done).
+  void searchPlans();
+  /// Applies the plan in row Row of the plan model to the setup and re-analyses.
+  void applyPlan(int Row);
+  /// Shows the runs of a history database (`--db`); an error when it cannot be read.
+  bool openHistory(const QString &Path, QString *Error = nullptr);
   AnalysisRunner *runner() const { return Runner; }
 
 signals:
   /// A report (or an error) arrived and is on screen.
   void analysisShown(bool Ok);
+  /// The planner's plans (or an error) are on screen.
+  void plansShown(bool Ok);
 
 protected:
   void dragEnterEvent(QDragEnterEvent *E) override;
@@ -71,7 +84,14 @@ private:
   TopTensorModel *Tensors;
   LayerModel *Layers;
   DiagnosticModel *Diags;
-  QLabel *Summary;
+  PlanModel *Plans;
+  HistoryModel *History;
+  QLabel *Summary, *PlanStatus;
+  QTabWidget *Tabs;
+  /// A plan's whole setup (GaLore, QLoRA, accumulation...) while it is applied; a change in
+  /// the panel goes back to what the panel says.
+  std::optional<TrainingSetup> AppliedSetup;
+  QString AppliedName;
   QSpinBox *Batch, *Seq, *LoraRank;
   QComboBox *Precision, *Optimizer, *Impl, *Checkpoint, *Gpu;
   QMenu *Recent = nullptr;

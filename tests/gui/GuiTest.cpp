@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "gui/MainWindow.h"
+#include "gui/PlanHistoryModels.h"
 #include "gui/ReportModels.h"
 #include "gui/TimelineChart.h"
 
@@ -15,6 +16,7 @@
 #include <QSignalSpy>
 #include <QSpinBox>
 #include <QStandardPaths>
+#include <QTemporaryDir>
 #include <QtTest/QtTest>
 
 #include <set>
@@ -119,6 +121,60 @@ private slots:
     QVERIFY(Shown.wait(30000));
     QVERIFY2(W.timeline()->drawnMaximum() > Before, "a larger batch must raise the peak");
     QCOMPARE(double(*W.report()->Peak), W.timeline()->drawnMaximum());
+  }
+
+  void plansAreSearchedAndApplied() {
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    QSignalSpy Planned(&W, &MainWindow::plansShown);
+    AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
+    R.Setup.Gpu = "rtx-4090";
+    W.applyRequest(R);
+    W.openPath(R.Path);
+    QVERIFY(Shown.wait(30000));
+    W.searchPlans();
+    QVERIFY(Planned.wait(60000));
+    QCOMPARE(Planned.takeFirst().at(0).toBool(), true);
+    QAbstractItemModelTester Tester(W.planModel(),
+                                    QAbstractItemModelTester::FailureReportingMode::QtTest);
+    QVERIFY(W.planModel()->rowCount() > 0);
+    const Plan *First = W.planModel()->plan(0);
+    QVERIFY(First);
+    int64_t Expected = First->Peak;
+    W.applyPlan(0);
+    QVERIFY(Shown.wait(30000));
+    // The window shows the same step the planner evaluated.
+    QCOMPARE(*W.report()->Peak, Expected);
+  }
+
+  void historyOpens() {
+    QTemporaryDir Dir;
+    QString Db = Dir.filePath("history.db");
+    {
+      auto Store = RunStore::open(Db.toStdString());
+      QVERIFY(bool(Store));
+      for (int I = 0; I < 3; ++I) {
+        RunRecord Run;
+        Run.Command = "analyze";
+        Run.Model = "tiny-llama";
+        Run.Commit = "abcdef1234567890";
+        Run.Branch = "main";
+        Run.SetupJson = "{}";
+        Run.ReportJson = "{}";
+        Run.Peak = 1000 + I;
+        auto Id = (*Store)->record(Run);
+        QVERIFY(bool(Id));
+      }
+    }
+    MainWindow W;
+    QString Why;
+    QVERIFY2(W.openHistory(Db, &Why), qPrintable(Why));
+    QAbstractItemModelTester Tester(W.historyModel(),
+                                    QAbstractItemModelTester::FailureReportingMode::QtTest);
+    QCOMPARE(W.historyModel()->rowCount(), 3);
+    QVERIFY(!W.openHistory(Dir.filePath("missing.db"), &Why));
+    QVERIFY(Why.contains("no such file"));
+    QVERIFY(!QFileInfo::exists(Dir.filePath("missing.db")));
   }
 
   void theWindowRendersNotBlank() {

@@ -56,6 +56,15 @@ std::vector<const TimelinePoint *> stepPoints(const MemoryReport &R) {
 AlignedLine align(const MemoryReport &R, const std::vector<std::string> &Phases) {
   AlignedLine L;
   std::vector<const TimelinePoint *> Points = stepPoints(R);
+  // A measured run without a step range holds several steps: draw the last one (from the
+  // last start of its first phase), the steady state the prediction describes.
+  if (R.Measured && R.Measured->PeakRange.empty() && !Phases.empty()) {
+    size_t Start = 0;
+    for (size_t I = 0; I < Points.size(); ++I)
+      if (Points[I]->Phase == Phases.front() && (I == 0 || Points[I - 1]->Phase != Phases.front()))
+        Start = I;
+    Points.erase(Points.begin(), Points.begin() + static_cast<long>(Start));
+  }
   for (size_t K = 0; K < Phases.size(); ++K) {
     std::vector<int64_t> Totals;
     for (const TimelinePoint *P : Points)

@@ -1,6 +1,7 @@
 //===- MainWindow.cpp - trainmem-gui's window -----------------------------===//
 #include "gui/MainWindow.h"
 
+#include "analyzer/TraceCompare.h"
 #include "analyzer/Units.h"
 #include "gui/PlanHistoryModels.h"
 #include "gui/ReportModels.h"
@@ -192,6 +193,13 @@ void MainWindow::buildMenus() {
   });
   Recent = File->addMenu("Open &recent");
   refreshRecentMenu();
+  File->addAction("&Compare with a trace…", this, [this] {
+    QString P = QFileDialog::getOpenFileName(
+        this, "Open a trace of a real run", QString(),
+        "Traces (*.json *.gz *.pickle *.pkl *.sqlite);;All files (*)");
+    if (!P.isEmpty())
+      compareWithTrace(P);
+  });
   File->addAction("Open &history…", this, [this] {
     QString P = QFileDialog::getOpenFileName(this, "Open a trainmem history database",
                                              QString(), "SQLite (*.db *.sqlite);;All files (*)");
@@ -294,27 +302,7 @@ void MainWindow::showResult(const AnalysisResult &R) {
   for (ReportTableModel *M : std::initializer_list<ReportTableModel *>{Categories, Tensors,
                                                                        Layers, Diags})
     M->setReport(Report);
-  QString Text = QString("<b>%1</b> (%2)").arg(QString::fromStdString(Report->Model.Name),
-                                                QString::fromStdString(Report->Model.Format));
-  if (Report->Peak) {
-    Text += QString(" — peak <b>%1</b>").arg(QString::fromStdString(formatBytes(*Report->Peak)));
-    if (Report->PeakInfo)
-      Text += QString(" in %1 at %2")
-                  .arg(QString::fromStdString(Report->PeakInfo->Phase),
-                       QString::fromStdString(Report->PeakInfo->Op).toHtmlEscaped());
-  }
-  if (Report->PeakReserved)
-    Text += QString("; reserved %1")
-                .arg(QString::fromStdString(formatBytes(*Report->PeakReserved)));
-  if (Report->Gpu)
-    Text += QString("<br>%1 on %2 (%3 usable)")
-                .arg(Report->Gpu->fits() ? "<span style='color:#2a7'>FITS</span>"
-                                         : "<span style='color:#c22'>DOES NOT FIT</span>",
-                     QString::fromStdString(Report->Gpu->DisplayName),
-                     QString::fromStdString(formatBytes(Report->Gpu->UsableBytes)));
-  if (!AppliedName.isEmpty())
-    Text += "<br>plan applied: " + AppliedName.toHtmlEscaped();
-  Summary->setText(Text);
+  refreshSummary();
   statusBar()->showMessage(QString("analysed in %1 ms").arg(R.Milliseconds, 0, 'f', 1));
   emit analysisShown(true);
 }
@@ -348,6 +336,28 @@ void MainWindow::searchPlans() {
   Watcher->setFuture(QtConcurrent::run([R] { return runPlanSearch(R); }));
 }
 
+void MainWindow::compareWithTrace(const QString &TracePath) {
+  AnalysisRequest R;
+  R.Path = QFileInfo(TracePath).absoluteFilePath();
+  auto *Watcher = new QFutureWatcher<AnalysisResult>(this);
+  connect(Watcher, &QFutureWatcher<AnalysisResult>::finished, this, [this, Watcher] {
+    AnalysisResult Result = Watcher->result();
+    Watcher->deleteLater();
+    if (!Result.Report || !Result.Report->Measured || !Result.Report->Peak) {
+      QString Why = Result.Report ? QString("not a trace with memory events")
+                                  : Result.Error;
+      statusBar()->showMessage("cannot compare: " + Why);
+      emit measuredShown(false);
+      return;
+    }
+    Measured = std::make_shared<const MemoryReport>(std::move(*Result.Report));
+    Chart->setMeasured(Measured);
+    refreshSummary();
+    emit measuredShown(true);
+  });
+  Watcher->setFuture(QtConcurrent::run([R] { return runAnalysis(R); }));
+}
+
 void MainWindow::applyPlan(int Row) {
   const Plan *P = Plans->plan(Row);
   if (!P)
@@ -379,6 +389,42 @@ bool MainWindow::openHistory(const QString &File, QString *Error) {
   History->setRuns(std::move(*Runs));
   Tabs->setCurrentIndex(Tabs->count() - 1);
   return true;
+}
+
+void MainWindow::refreshSummary() {
+  if (!Report)
+    return;
+  QString Text = QString("<b>%1</b> (%2)").arg(QString::fromStdString(Report->Model.Name),
+                                                QString::fromStdString(Report->Model.Format));
+  if (Report->Peak) {
+    Text += QString(" — peak <b>%1</b>").arg(QString::fromStdString(formatBytes(*Report->Peak)));
+    if (Report->PeakInfo)
+      Text += QString(" in %1 at %2")
+                  .arg(QString::fromStdString(Report->PeakInfo->Phase),
+                       QString::fromStdString(Report->PeakInfo->Op).toHtmlEscaped());
+  }
+  if (Report->PeakReserved)
+    Text += QString("; reserved %1")
+                .arg(QString::fromStdString(formatBytes(*Report->PeakReserved)));
+  if (Report->Gpu)
+    Text += QString("<br>%1 on %2 (%3 usable)")
+                .arg(Report->Gpu->fits() ? "<span style='color:#2a7'>FITS</span>"
+                                         : "<span style='color:#c22'>DOES NOT FIT</span>",
+                     QString::fromStdString(Report->Gpu->DisplayName),
+                     QString::fromStdString(formatBytes(Report->Gpu->UsableBytes)));
+  if (!AppliedName.isEmpty())
+    Text += "<br>plan applied: " + AppliedName.toHtmlEscaped();
+  if (Measured && Measured->Peak) {
+    Comparison C = compareReports(*Report, *Measured);
+    Text += QString("<br>measured (%1): peak %2, prediction off by %3 (worst phase %4 %)")
+                .arg(QString::fromStdString(C.TraceFormat),
+                     QString::fromStdString(formatBytes(*Measured->Peak)),
+                     C.Peak.errorPercent()
+                         ? QString::number(*C.Peak.errorPercent(), 'f', 2) + " %"
+                         : QString("n/a"))
+                .arg(worstError(C), 0, 'f', 2);
+  }
+  Summary->setText(Text);
 }
 
 void MainWindow::dragEnterEvent(QDragEnterEvent *E) {

@@ -53,6 +53,8 @@ public:
   void searchPlans();
   /// Applies the plan in row Row of the plan model to the setup and re-analyses.
   void applyPlan(int Row);
+  /// Reads a trace off the UI thread and draws it over the prediction (measuredShown).
+  void compareWithTrace(const QString &TracePath);
   /// Shows the runs of a history database (`--db`); an error when it cannot be read.
   bool openHistory(const QString &Path, QString *Error = nullptr);
   AnalysisRunner *runner() const { return Runner; }
@@ -62,6 +64,8 @@ signals:
   void analysisShown(bool Ok);
   /// The planner's plans (or an error) are on screen.
   void plansShown(bool Ok);
+  /// A trace to compare with was read (or failed to be).
+  void measuredShown(bool Ok);
 
 protected:
   void dragEnterEvent(QDragEnterEvent *E) override;
@@ -72,12 +76,13 @@ private:
   QWidget *buildSetupPanel();
   void analyse();
   void showResult(const AnalysisResult &R);
+  void refreshSummary();
   void rememberRecent(const QString &Path);
   void refreshRecentMenu();
 
   QString Path;
   bool Applying = false;
-  std::shared_ptr<const MemoryReport> Report;
+  std::shared_ptr<const MemoryReport> Report, Measured;
   AnalysisRunner *Runner;
   TimelineChart *Chart;
   CategoryModel *Categories;

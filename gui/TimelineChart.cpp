@@ -1,6 +1,7 @@
 //===- TimelineChart.cpp - the step's memory over time, stacked by category ===//
 #include "gui/TimelineChart.h"
 
+#include "analyzer/TraceCompare.h"
 #include "analyzer/Units.h"
 
 #include <QToolTip>
@@ -149,6 +150,45 @@ void TimelineChart::setReport(std::shared_ptr<const MemoryReport> R) {
     Gpu->attachAxis(X);
     Gpu->attachAxis(Y);
   }
+  drawMeasured();
+}
+
+void TimelineChart::setMeasured(std::shared_ptr<const MemoryReport> M) {
+  Measured = std::move(M);
+  setReport(Report); // redraws, with the measured line when there is one
+}
+
+void TimelineChart::drawMeasured() {
+  MeasuredPoints = 0;
+  if (!Measured || !Report || Report->Timeline.empty() || chart()->axes().size() < 2)
+    return;
+  Comparison C = compareReports(*Report, *Measured);
+  // Phase k of the aligned axis spans the predicted ops of that phase.
+  std::vector<std::pair<double, double>> Span;
+  for (const std::string &Phase : C.AlignedPhases) {
+    double First = -1, Last = -1;
+    for (size_t I = 0; I < Report->Timeline.size(); ++I)
+      if (Report->Timeline[I].Phase == Phase) {
+        if (First < 0)
+          First = double(I);
+        Last = double(I);
+      }
+    Span.push_back({First, Last});
+  }
+  auto *Line = new QLineSeries();
+  Line->setName("measured (" + QString::fromStdString(C.TraceFormat) + ")");
+  for (const auto &[X, Y] : C.MeasuredLine.Points) {
+    size_t K = std::min(Span.size() - 1, static_cast<size_t>(X));
+    auto [First, Last] = Span[K];
+    Line->append(First + (X - double(K)) * (Last - First), static_cast<double>(Y) / (1 << 20));
+  }
+  MeasuredPoints = static_cast<int>(Line->count());
+  QPen Pen(Qt::black);
+  Pen.setWidth(2);
+  Line->setPen(Pen);
+  chart()->addSeries(Line);
+  for (QAbstractAxis *A : chart()->axes())
+    Line->attachAxis(A);
 }
 
 void TimelineChart::showPoint(double X) {

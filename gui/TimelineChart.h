@@ -21,6 +21,11 @@ class TimelineChart : public QChartView {
 public:
   explicit TimelineChart(QWidget *Parent = nullptr);
   void setReport(std::shared_ptr<const MemoryReport> R);
+  /// A measured run (a report read from a trace) drawn over the prediction, its phases
+  /// aligned with the predicted ones as `trainmem compare` aligns them; null removes it.
+  void setMeasured(std::shared_ptr<const MemoryReport> M);
+  /// Points of the measured line currently drawn (0 without one); for tests.
+  int measuredPoints() const { return MeasuredPoints; }
   /// Series drawn for the current report (areas, shading, peak, GPU line); for tests.
   int seriesCount() const;
   /// The largest stacked value drawn (the peak), in bytes.
@@ -32,7 +37,9 @@ signals:
 
 private:
   void showPoint(double X);
-  std::shared_ptr<const MemoryReport> Report;
+  void drawMeasured();
+  std::shared_ptr<const MemoryReport> Report, Measured;
+  int MeasuredPoints = 0;
   double DrawnMax = 0;
 };
 

@@ -2,7 +2,7 @@
 //
 // trainmem-gui [MODEL | config.json | TRACE | REPORT.json] [--batch N] [--seq N]
 //   [--precision P] [--optimizer O] [--optimizer-impl I] [--checkpoint C] [--lora-rank R]
-//   [--gpu NAME] [--screenshot FILE.png]
+//   [--gpu NAME] [--trace TRACE] [--screenshot FILE.png]
 // With --screenshot the window is rendered to FILE.png once the analysis is shown, and the
 // program exits (0, or 1 when the analysis failed) — for docs and CI.
 //
@@ -40,7 +40,8 @@ int main(int Argc, char **Argv) {
   QCommandLineOption Lora("lora-rank", "LoRA rank (0: off)", "R", "0");
   QCommandLineOption Gpu("gpu", "target GPU from the catalogue (trainmem gpus)", "NAME");
   QCommandLineOption Shot("screenshot", "render the window to FILE.png and exit", "FILE");
-  P.addOptions({Batch, Seq, Precision, Optimizer, Impl, Checkpoint, Lora, Gpu, Shot});
+  QCommandLineOption Trace("trace", "draw a trace of a real run over the prediction", "FILE");
+  P.addOptions({Batch, Seq, Precision, Optimizer, Impl, Checkpoint, Lora, Gpu, Shot, Trace});
   P.process(App);
 
   trainmem::gui::MainWindow W;
@@ -88,7 +89,10 @@ int main(int Argc, char **Argv) {
       return 1;
     }
     QString File = P.value(Shot);
-    QObject::connect(&W, &trainmem::gui::MainWindow::analysisShown, &W, [&W, File](bool Ok) {
+    // With --trace the picture waits for the measured line as well.
+    auto Ready = P.isSet(Trace) ? &trainmem::gui::MainWindow::measuredShown
+                                : &trainmem::gui::MainWindow::analysisShown;
+    QObject::connect(&W, Ready, &W, [&W, File](bool Ok) {
       // One event-loop turn so the chart lays out before it is grabbed.
       QTimer::singleShot(50, &W, [&W, File, Ok] {
         bool Saved = W.grab().save(File, "PNG");
@@ -100,5 +104,7 @@ int main(int Argc, char **Argv) {
   }
   if (!P.positionalArguments().isEmpty())
     W.openPath(P.positionalArguments().front());
+  if (P.isSet(Trace))
+    W.compareWithTrace(P.value(Trace));
   return App.exec();
 }

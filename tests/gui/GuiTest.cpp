@@ -147,6 +147,30 @@ private slots:
     QCOMPARE(*W.report()->Peak, Expected);
   }
 
+  void aTraceIsDrawnOverThePrediction() {
+    QString Onnx = QString(TRAINMEM_FIXTURES_DIR) + "/gt/onnx/gpt2_tiny.onnx";
+    QString Trace =
+        QString(TRAINMEM_FIXTURES_DIR) + "/gt/traces/gpt2_tiny__plain__adamw__b4.trace.json.gz";
+    if (!QFileInfo::exists(Onnx) || !QFileInfo::exists(Trace))
+      QSKIP("../shared/fixtures is absent");
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    QSignalSpy Compared(&W, &MainWindow::measuredShown);
+    AnalysisRequest R = request(Onnx);
+    R.Batch = 4;
+    R.Seq = 32;
+    W.applyRequest(R);
+    W.openPath(Onnx);
+    QVERIFY(Shown.wait(30000));
+    W.compareWithTrace(Trace);
+    QVERIFY(Compared.wait(30000));
+    QCOMPARE(Compared.takeFirst().at(0).toBool(), true);
+    QVERIFY(W.timeline()->measuredPoints() > 10);
+    W.compareWithTrace(source("tests/data/traces/nsys_no_memory.sqlite"));
+    QVERIFY(Compared.wait(30000));
+    QCOMPARE(Compared.takeFirst().at(0).toBool(), false);
+  }
+
   void historyOpens() {
     QTemporaryDir Dir;
     QString Db = Dir.filePath("history.db");

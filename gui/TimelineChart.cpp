@@ -45,8 +45,10 @@ void TimelineChart::setReport(std::shared_ptr<const MemoryReport> R) {
   Report = std::move(R);
   QChart *C = chart();
   C->removeAllSeries();
-  for (QAbstractAxis *A : C->axes())
-    C->removeAxis(A);
+  for (QAbstractAxis *A : C->axes()) {
+    C->removeAxis(A); // gives the axis back to us
+    delete A;
+  }
   DrawnMax = 0;
   if (!Report || Report->Timeline.empty())
     return;
@@ -86,6 +88,8 @@ void TimelineChart::setReport(std::shared_ptr<const MemoryReport> R) {
       Hi->append(double(Start), Top * 1.08);
       Hi->append(double(I - 1), Top * 1.08);
       auto *Shade = new QAreaSeries(Hi, Lo);
+      Hi->setParent(Shade); // an area series does not own its boundary lines
+      Lo->setParent(Shade);
       Shade->setName(QString::fromStdString(Phase));
       Shade->setColor(Phase == "backward" ? QColor(0, 0, 0, 18) : QColor(0, 0, 120, 18));
       Shade->setBorderColor(Qt::transparent);
@@ -110,6 +114,8 @@ void TimelineChart::setReport(std::shared_ptr<const MemoryReport> R) {
       Below[I] = Now;
     }
     auto *Area = new QAreaSeries(Hi, Lo);
+    Hi->setParent(Area);
+    Lo->setParent(Area);
     Area->setName(F->Name);
     Area->setColor(QColor(colourOf(F->Name)));
     Area->setBorderColor(QColor(colourOf(F->Name)).darker(120));

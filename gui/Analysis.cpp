@@ -3,6 +3,7 @@
 
 #include "analyzer/TraceCompare.h"
 #include "analyzer/TraceImport.h"
+#include "planner/ConfigEmitters.h"
 #include "planner/GpuCatalog.h"
 #include "planner/StepPrediction.h"
 
@@ -98,6 +99,25 @@ PlanResult runPlanSearch(const AnalysisRequest &Request) {
   Result.Plans = std::move(*Plans);
   Result.Milliseconds = static_cast<double>(Timer.nsecsElapsed()) / 1e6;
   return Result;
+}
+
+QString exportConfigs(const AnalysisRequest &Request, const TrainingSetup &Setup,
+                      const QString &Target, const QString &Dir) {
+  auto Fail = [](llvm::Error E) { return QString::fromStdString(llvm::toString(std::move(E))); };
+  auto T = parseConfigTarget(Target.toStdString());
+  if (!T)
+    return Fail(T.takeError());
+  auto G = importFor(Request, Setup.MicroBatch.value_or(Request.Batch));
+  if (!G)
+    return Fail(G.takeError());
+  EmitContext Ctx;
+  Ctx.ModelName = G->Name;
+  Ctx.ModelSource = G->SourcePath;
+  Ctx.Architecture = G->Architecture;
+  Ctx.MicroBatch = Setup.MicroBatch.value_or(Request.Batch);
+  if (llvm::Error E = writeConfigs(*T, Setup, Ctx, Dir.toStdString()))
+    return Fail(std::move(E));
+  return QString();
 }
 
 AnalysisRunner::AnalysisRunner(QObject *Parent) : QObject(Parent) {

@@ -52,6 +52,11 @@ struct PlanResult {
 };
 PlanResult runPlanSearch(const AnalysisRequest &Request);
 
+/// Writes the config files that run Setup (a plan's) on Target into Dir, through the
+/// planner's emitters, as `trainmem plan --emit` does. Empty on success, else the error.
+QString exportConfigs(const AnalysisRequest &Request, const TrainingSetup &Setup,
+                      const QString &Target, const QString &Dir);
+
 class AnalysisRunner : public QObject {
   Q_OBJECT
 public:

@@ -8,7 +8,9 @@
 #include "gui/TimelineChart.h"
 #include "planner/GpuCatalog.h"
 
+#include <QCheckBox>
 #include <QComboBox>
+#include <QInputDialog>
 #include <QFutureWatcher>
 #include <QMessageBox>
 #include <QPushButton>
@@ -21,6 +23,7 @@
 #include <QLabel>
 #include <QMenuBar>
 #include <QMimeData>
+#include <QScrollArea>
 #include <QSettings>
 #include <QSortFilterProxyModel>
 #include <QSpinBox>
@@ -28,6 +31,7 @@
 #include <QStatusBar>
 #include <QTabWidget>
 #include <QTableView>
+#include <QHBoxLayout>
 #include <QVBoxLayout>
 
 namespace trainmem::gui {
@@ -84,17 +88,41 @@ MainWindow::MainWindow(QWidget *Parent) : QMainWindow(Parent) {
     auto *Page = new QWidget(this);
     auto *Layout = new QVBoxLayout(Page);
     auto *Search = new QPushButton("Search plans for the target GPU", Page);
+    auto *Export = new QPushButton("Export config…", Page);
     PlanStatus = new QLabel("The planner ranks strategies for the GPU chosen in the setup "
                             "panel; double-click a plan to apply it.",
                             Page);
     PlanStatus->setWordWrap(true);
     QTableView *View = tableFor(Plans, Page);
     View->sortByColumn(0, Qt::AscendingOrder);
-    Layout->addWidget(Search);
+    auto *Buttons = new QHBoxLayout();
+    Buttons->addWidget(Search);
+    Buttons->addWidget(Export);
+    Layout->addLayout(Buttons);
     Layout->addWidget(PlanStatus);
     Layout->addWidget(View, 1);
     Tabs->addTab(Page, "Plans");
     connect(Search, &QPushButton::clicked, this, &MainWindow::searchPlans);
+    connect(Export, &QPushButton::clicked, this, [this, View] {
+      QModelIndex I = View->currentIndex();
+      if (!I.isValid()) {
+        PlanStatus->setText("Select the plan to export first.");
+        return;
+      }
+      int Row = static_cast<QSortFilterProxyModel *>(View->model())->mapToSource(I).row();
+      bool Ok = false;
+      QString Target = QInputDialog::getItem(
+          this, "Export config", "Engine:", {"hf", "deepspeed", "accelerate-fsdp", "torchtune"},
+          0, false, &Ok);
+      if (!Ok)
+        return;
+      QString Dir = QFileDialog::getExistingDirectory(this, "Write the config files into");
+      if (Dir.isEmpty())
+        return;
+      QString Why = exportPlan(Row, Target, Dir);
+      PlanStatus->setText(Why.isEmpty() ? "wrote the " + Target + " configs into " + Dir
+                                        : "<b>Cannot export:</b> " + Why.toHtmlEscaped());
+    });
     connect(View, &QTableView::doubleClicked, this, [this, View](const QModelIndex &I) {
       auto *Proxy = static_cast<QSortFilterProxyModel *>(View->model());
       applyPlan(Proxy->mapToSource(I).row());
@@ -111,7 +139,10 @@ MainWindow::MainWindow(QWidget *Parent) : QMainWindow(Parent) {
   Right->setStretchFactor(0, 3);
   Right->setStretchFactor(1, 2);
   auto *Main = new QSplitter(Qt::Horizontal, this);
-  Main->addWidget(buildSetupPanel());
+  auto *Scroll = new QScrollArea(this);
+  Scroll->setWidget(buildSetupPanel());
+  Scroll->setWidgetResizable(true);
+  Main->addWidget(Scroll);
   Main->addWidget(Right);
   Main->setStretchFactor(1, 1);
   setCentralWidget(Main);
@@ -149,9 +180,26 @@ QWidget *MainWindow::buildSetupPanel() {
                     Panel);
   Impl = combo({"for-loop", "foreach", "fused"}, Panel);
   Checkpoint = combo({"none", "blocks", "selective", "every:2"}, Panel);
+  GradAccum = new QSpinBox(Panel);
+  GradAccum->setRange(1, 4096);
+  GradAccum->setToolTip("micro-batches accumulated per optimizer step (--grad-accum)");
   LoraRank = new QSpinBox(Panel);
   LoraRank->setRange(0, 4096);
   LoraRank->setSpecialValueText("off");
+  QLora = new QCheckBox("QLoRA (NF4 base weights)", Panel);
+  GaloreRank = new QSpinBox(Panel);
+  GaloreRank->setRange(0, 65536);
+  GaloreRank->setSpecialValueText("off");
+  GaloreGap = new QSpinBox(Panel);
+  GaloreGap->setRange(1, 100000);
+  GaloreGap->setValue(200);
+  GalorePerLayer = new QCheckBox("per-layer updates", Panel);
+  Sparse = combo({"none", "bias-only", "last:1", "last:2", "last:4"}, Panel);
+  Zero = combo({"0", "1", "2", "3"}, Panel);
+  Fsdp = new QCheckBox("FSDP", Panel);
+  Gpus = new QSpinBox(Panel);
+  Gpus->setRange(1, 4096);
+  Offload = combo({"none", "optimizer", "params"}, Panel);
   Gpu = new QComboBox(Panel);
   Gpu->addItem("none (host semantics)", QString());
   if (auto Catalog = GpuCatalog::loadConfigured())
@@ -165,7 +213,17 @@ QWidget *MainWindow::buildSetupPanel() {
   Form->addRow("optimizer", Optimizer);
   Form->addRow("implementation", Impl);
   Form->addRow("checkpointing", Checkpoint);
+  Form->addRow("grad accumulation", GradAccum);
   Form->addRow("LoRA rank", LoraRank);
+  Form->addRow("", QLora);
+  Form->addRow("GaLore rank", GaloreRank);
+  Form->addRow("GaLore update gap", GaloreGap);
+  Form->addRow("", GalorePerLayer);
+  Form->addRow("sparse update", Sparse);
+  Form->addRow("ZeRO stage", Zero);
+  Form->addRow("", Fsdp);
+  Form->addRow("GPUs", Gpus);
+  Form->addRow("offload", Offload);
   Form->addRow("target GPU", Gpu);
   auto Changed = [this] {
     if (Applying)
@@ -174,10 +232,12 @@ QWidget *MainWindow::buildSetupPanel() {
     AppliedName.clear();
     analyse();
   };
-  for (QSpinBox *S : {Batch, Seq, LoraRank})
+  for (QSpinBox *S : {Batch, Seq, GradAccum, LoraRank, GaloreRank, GaloreGap, Gpus})
     connect(S, &QSpinBox::valueChanged, this, Changed);
-  for (QComboBox *C : {Precision, Optimizer, Impl, Checkpoint, Gpu})
+  for (QComboBox *C : {Precision, Optimizer, Impl, Checkpoint, Sparse, Zero, Offload, Gpu})
     connect(C, &QComboBox::currentIndexChanged, this, Changed);
+  for (QCheckBox *B : {QLora, GalorePerLayer, Fsdp})
+    connect(B, &QCheckBox::toggled, this, Changed);
   Panel->setMinimumWidth(260);
   return Panel;
 }
@@ -257,12 +317,27 @@ AnalysisRequest MainWindow::currentRequest() const {
   Take(parseOptimizer(Optimizer->currentText().toStdString()), S.Optimizer);
   Take(parseOptimizerImpl(Impl->currentText().toStdString()), S.Impl);
   S.Checkpoint = Checkpoint->currentText().toStdString();
+  S.GradAccum = GradAccum->value();
   if (LoraRank->value() > 0) {
     LoraSetup L;
     L.Rank = LoraRank->value();
     L.Alpha = 2.0 * static_cast<double>(L.Rank);
+    L.QLora = QLora->isChecked();
     S.Lora = L;
   }
+  if (GaloreRank->value() > 0) {
+    GaloreSetup G;
+    G.Rank = GaloreRank->value();
+    G.UpdateGap = GaloreGap->value();
+    G.PerLayer = GalorePerLayer->isChecked();
+    S.Galore = G;
+  }
+  if (Sparse->currentText() != "none")
+    S.SparseUpdate = Sparse->currentText().toStdString();
+  S.Sharding.ZeroStage = Zero->currentText().toInt();
+  S.Sharding.Fsdp = Fsdp->isChecked();
+  S.Sharding.Gpus = Gpus->value();
+  Take(parseOffload(Offload->currentText().toStdString()), S.Sharding.Offload);
   S.Gpu = Gpu->currentData().toString().toStdString();
   // As `trainmem analyze` with --device=auto: CUDA when a GPU is targeted, else the host.
   S.Device = S.Gpu.empty() ? DeviceKind::Cpu : DeviceKind::Cuda;
@@ -279,6 +354,18 @@ void MainWindow::applyRequest(const AnalysisRequest &R) {
   Impl->setCurrentText(optimizerImplName(R.Setup.Impl));
   Checkpoint->setCurrentText(QString::fromStdString(R.Setup.Checkpoint));
   LoraRank->setValue(R.Setup.Lora ? int(R.Setup.Lora->Rank) : 0);
+  QLora->setChecked(R.Setup.Lora && R.Setup.Lora->QLora);
+  GradAccum->setValue(int(R.Setup.GradAccum));
+  GaloreRank->setValue(R.Setup.Galore ? int(R.Setup.Galore->Rank) : 0);
+  GaloreGap->setValue(R.Setup.Galore ? int(R.Setup.Galore->UpdateGap) : 200);
+  GalorePerLayer->setChecked(R.Setup.Galore && R.Setup.Galore->PerLayer);
+  Sparse->setCurrentText(R.Setup.SparseUpdate.empty()
+                             ? QString("none")
+                             : QString::fromStdString(R.Setup.SparseUpdate));
+  Zero->setCurrentText(QString::number(R.Setup.Sharding.ZeroStage));
+  Fsdp->setChecked(R.Setup.Sharding.Fsdp);
+  Gpus->setValue(int(R.Setup.Sharding.Gpus));
+  Offload->setCurrentText(offloadName(R.Setup.Sharding.Offload));
   int G = Gpu->findData(QString::fromStdString(R.Setup.Gpu));
   Gpu->setCurrentIndex(G < 0 ? 0 : G);
   Applying = false;
@@ -369,6 +456,13 @@ void MainWindow::applyPlan(int Row) {
   AppliedSetup = P->Setup;
   AppliedName = QString::fromStdString(P->Name);
   analyse();
+}
+
+QString MainWindow::exportPlan(int Row, const QString &Target, const QString &Dir) {
+  const Plan *P = Plans->plan(Row);
+  if (!P)
+    return "no such plan";
+  return exportConfigs(currentRequest(), P->Setup, Target, Dir);
 }
 
 bool MainWindow::openHistory(const QString &File, QString *Error) {

@@ -14,6 +14,7 @@
 
 #include <memory>
 
+class QCheckBox;
 class QComboBox;
 class QLabel;
 class QTabWidget;
@@ -55,6 +56,9 @@ public:
   void applyPlan(int Row);
   /// Reads a trace off the UI thread and draws it over the prediction (measuredShown).
   void compareWithTrace(const QString &TracePath);
+  /// Writes the configs of the plan in row Row for Target ("hf", "deepspeed",
+  /// "accelerate-fsdp", "torchtune") into Dir; empty on success, else the error.
+  QString exportPlan(int Row, const QString &Target, const QString &Dir);
   /// Shows the runs of a history database (`--db`); an error when it cannot be read.
   bool openHistory(const QString &Path, QString *Error = nullptr);
   AnalysisRunner *runner() const { return Runner; }
@@ -97,8 +101,9 @@ private:
   /// the panel goes back to what the panel says.
   std::optional<TrainingSetup> AppliedSetup;
   QString AppliedName;
-  QSpinBox *Batch, *Seq, *LoraRank;
-  QComboBox *Precision, *Optimizer, *Impl, *Checkpoint, *Gpu;
+  QSpinBox *Batch, *Seq, *GradAccum, *LoraRank, *GaloreRank, *GaloreGap, *Gpus;
+  QComboBox *Precision, *Optimizer, *Impl, *Checkpoint, *Sparse, *Zero, *Offload, *Gpu;
+  QCheckBox *QLora, *GalorePerLayer, *Fsdp;
   QMenu *Recent = nullptr;
 };
 

@@ -145,6 +145,32 @@ private slots:
     QVERIFY(Shown.wait(30000));
     // The window shows the same step the planner evaluated.
     QCOMPARE(*W.report()->Peak, Expected);
+    // Its configs are written by the planner's emitters.
+    QTemporaryDir Out;
+    QString Why = W.exportPlan(0, "hf", Out.path());
+    QVERIFY2(Why.isEmpty(), qPrintable(Why));
+    QVERIFY(QFileInfo::exists(Out.filePath("training_args.json")));
+    QVERIFY(!W.exportPlan(0, "nonsense", Out.path()).isEmpty());
+  }
+
+  void strategiesInThePanelReachThePrediction() {
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
+    W.applyRequest(R);
+    W.openPath(R.Path);
+    QVERIFY(Shown.wait(30000));
+    QCOMPARE(W.report()->TrainableParameters, W.report()->TotalParameters);
+    R.Setup.Lora = LoraSetup{};
+    R.Setup.Lora->Rank = 4;
+    R.Setup.Sharding.ZeroStage = 2;
+    R.Setup.Sharding.Gpus = 2;
+    W.applyRequest(R);
+    QCOMPARE(W.currentRequest().Setup.Sharding.ZeroStage, 2);
+    QCOMPARE(W.currentRequest().Setup.Lora->Rank, int64_t(4));
+    W.findChildren<QSpinBox *>().front()->setValue(3); // any change runs the analysis
+    QVERIFY(Shown.wait(30000));
+    QVERIFY(W.report()->TrainableParameters < W.report()->TotalParameters);
   }
 
   void aTraceIsDrawnOverThePrediction() {

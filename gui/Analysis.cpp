@@ -33,6 +33,7 @@ llvm::Expected<Graph> importFor(const AnalysisRequest &R, int64_t MicroBatch) {
     Import.Dims = {{"batch", R.Batch}, {"seq", R.Seq}};
     return importHfConfig(Path, Import);
   }
+  Import.Dims = R.Dims;
   Import.DefaultDim = R.Seq;
   return importModel(Path, Import);
 }

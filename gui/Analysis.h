@@ -27,7 +27,9 @@ namespace trainmem::gui {
 struct AnalysisRequest {
   QString Path;          ///< an .onnx file, a Hugging Face config.json, a trace or a report
   int64_t Batch = 1;     ///< HF configs: dim batch; ONNX: dim 0 of every batch input
-  int64_t Seq = 128;     ///< HF configs: dim seq; ONNX: every other symbolic dim
+  int64_t Seq = 128;     ///< HF configs: dim seq; ONNX: every symbolic dim not in Dims
+  /// ONNX: values for named symbolic dims (the setup panel's per-dim fields).
+  std::vector<DimBinding> Dims;
   TrainingSetup Setup;
 };
 

@@ -19,6 +19,7 @@
 #include <QFileDialog>
 #include <QFileInfo>
 #include <QFormLayout>
+#include <QGroupBox>
 #include <QHeaderView>
 #include <QLabel>
 #include <QMenuBar>
@@ -209,6 +210,11 @@ QWidget *MainWindow::buildSetupPanel() {
     llvm::consumeError(Catalog.takeError());
   Form->addRow("batch", Batch);
   Form->addRow("sequence", Seq);
+  DimsBox = new QGroupBox("model dims", Panel);
+  DimsForm = new QFormLayout(DimsBox);
+  DimsBox->setToolTip("the ONNX model's symbolic dims; 'sequence' binds any left out");
+  DimsBox->hide();
+  Form->addRow(DimsBox);
   Form->addRow("precision", Precision);
   Form->addRow("optimizer", Optimizer);
   Form->addRow("implementation", Impl);
@@ -292,6 +298,7 @@ void MainWindow::rememberRecent(const QString &P) {
 
 void MainWindow::openPath(const QString &P) {
   Path = QFileInfo(P).absoluteFilePath();
+  rebuildDims(MemoryReport()); // another model has other dims
   setWindowTitle("trainmem — " + QFileInfo(P).fileName());
   rememberRecent(Path);
   analyse();
@@ -302,6 +309,8 @@ AnalysisRequest MainWindow::currentRequest() const {
   R.Path = Path;
   R.Batch = Batch->value();
   R.Seq = Seq->value();
+  for (const auto &[Name, Spin] : DimSpins)
+    R.Dims.push_back({Name, Spin->value()});
   if (AppliedSetup) {
     R.Setup = *AppliedSetup;
     return R;
@@ -385,6 +394,7 @@ void MainWindow::showResult(const AnalysisResult &R) {
     return;
   }
   Report = std::make_shared<const MemoryReport>(*R.Report);
+  rebuildDims(*Report);
   Chart->setReport(Report);
   for (ReportTableModel *M : std::initializer_list<ReportTableModel *>{Categories, Tensors,
                                                                        Layers, Diags})
@@ -483,6 +493,35 @@ bool MainWindow::openHistory(const QString &File, QString *Error) {
   History->setRuns(std::move(*Runs));
   Tabs->setCurrentIndex(Tabs->count() - 1);
   return true;
+}
+
+void MainWindow::rebuildDims(const MemoryReport &R) {
+  std::vector<std::pair<std::string, int64_t>> Wanted;
+  if (R.Model.Format == "onnx")
+    for (const DimBinding &D : R.Model.Dims)
+      if (!llvm::StringRef(D.Name).contains_insensitive("batch"))
+        Wanted.push_back({D.Name, D.Value});
+  bool Same = Wanted.size() == DimSpins.size();
+  for (size_t I = 0; Same && I < Wanted.size(); ++I)
+    Same = Wanted[I].first == DimSpins[I].first;
+  if (Same)
+    return;
+  while (DimsForm->rowCount() > 0)
+    DimsForm->removeRow(0);
+  DimSpins.clear();
+  for (const auto &[Name, Value] : Wanted) {
+    auto *Spin = new QSpinBox(DimsBox);
+    Spin->setRange(1, 1 << 24);
+    Spin->setValue(int(std::min<int64_t>(Value, 1 << 24)));
+    connect(Spin, &QSpinBox::valueChanged, this, [this] {
+      AppliedSetup.reset();
+      AppliedName.clear();
+      analyse();
+    });
+    DimsForm->addRow(QString::fromStdString(Name), Spin);
+    DimSpins.push_back({Name, Spin});
+  }
+  DimsBox->setVisible(!DimSpins.empty());
 }
 
 void MainWindow::refreshSummary() {

@@ -16,6 +16,8 @@
 
 class QCheckBox;
 class QComboBox;
+class QFormLayout;
+class QGroupBox;
 class QLabel;
 class QTabWidget;
 class QSpinBox;
@@ -104,6 +106,11 @@ private:
   QSpinBox *Batch, *Seq, *GradAccum, *LoraRank, *GaloreRank, *GaloreGap, *Gpus;
   QComboBox *Precision, *Optimizer, *Impl, *Checkpoint, *Sparse, *Zero, *Offload, *Gpu;
   QCheckBox *QLora, *GalorePerLayer, *Fsdp;
+  /// One field per symbolic dim of an ONNX model (batch dims excepted: the batch field).
+  QGroupBox *DimsBox;
+  QFormLayout *DimsForm;
+  std::vector<std::pair<std::string, QSpinBox *>> DimSpins;
+  void rebuildDims(const MemoryReport &R);
   QMenu *Recent = nullptr;
 };
 

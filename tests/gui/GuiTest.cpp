@@ -197,6 +197,34 @@ private slots:
     QCOMPARE(Compared.takeFirst().at(0).toBool(), false);
   }
 
+  void onnxDimsGetTheirOwnFields() {
+    QString Onnx = QString(TRAINMEM_FIXTURES_DIR) + "/gt/onnx/gpt2_tiny.onnx";
+    if (!QFileInfo::exists(Onnx))
+      QSKIP("../shared/fixtures is absent");
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    AnalysisRequest R = request(Onnx);
+    R.Batch = 4;
+    R.Seq = 32;
+    W.applyRequest(R);
+    W.openPath(Onnx);
+    QVERIFY(Shown.wait(30000));
+    std::vector<DimBinding> Dims = W.currentRequest().Dims;
+    QCOMPARE(Dims.size(), size_t(1));
+    QCOMPARE(QString::fromStdString(Dims[0].Name), QString("sequence"));
+    QCOMPARE(Dims[0].Value, int64_t(32));
+    int64_t Before = *W.report()->Peak;
+    QSpinBox *Sequence = nullptr;
+    for (QSpinBox *S : W.findChildren<QSpinBox *>())
+      if (S->parentWidget() && S->parentWidget()->inherits("QGroupBox"))
+        Sequence = S;
+    QVERIFY(Sequence);
+    Sequence->setValue(16);
+    QVERIFY(Shown.wait(30000));
+    QVERIFY(*W.report()->Peak < Before);
+    QCOMPARE(W.report()->Model.Inputs[0].Shape, (std::vector<int64_t>{4, 16}));
+  }
+
   void historyOpens() {
     QTemporaryDir Dir;
     QString Db = Dir.filePath("history.db");

@@ -114,6 +114,8 @@ struct TimelinePoint {
   int64_t Index = 0;
   std::string Phase;
   std::string Op;
+  /// The layer path of the op (not written to JSON; the GUI selects by it).
+  std::string Layer;
   CategoryBytes Live;
   /// Measured timelines: the trace's clock (microseconds) and the reserved bytes.
   std::optional<double> TimeUs;

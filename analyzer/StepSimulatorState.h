@@ -134,6 +134,7 @@ public:
     P.Index = static_cast<int64_t>(Timeline.size());
     P.Phase = Phase;
     P.Op = Op;
+    P.Layer = Layer;
     P.Live = LiveBytes;
     Timeline.push_back(std::move(P));
     if (Total <= Peak)

@@ -21,7 +21,9 @@
 #include <QFormLayout>
 #include <QGroupBox>
 #include <QHeaderView>
+#include <QItemSelectionModel>
 #include <QLabel>
+#include <QLineEdit>
 #include <QMenuBar>
 #include <QMimeData>
 #include <QScrollArea>
@@ -82,7 +84,8 @@ MainWindow::MainWindow(QWidget *Parent) : QMainWindow(Parent) {
 
   Tabs = new QTabWidget(this);
   Tabs->addTab(tableFor(Categories, this), "Breakdown at the peak");
-  Tabs->addTab(tableFor(Tensors, this), "Tensors at the peak");
+  TensorView = tableFor(Tensors, this);
+  Tabs->addTab(TensorView, "Tensors at the peak");
   Tabs->addTab(tableFor(Layers, this), "Layers");
   Tabs->addTab(tableFor(Diags, this), "Diagnostics");
   {
@@ -154,13 +157,24 @@ MainWindow::MainWindow(QWidget *Parent) : QMainWindow(Parent) {
           [this] { statusBar()->showMessage("analysing…"); });
   connect(Runner, &AnalysisRunner::finished, this, &MainWindow::showResult);
   connect(Chart, &TimelineChart::pointClicked, this, [this](int I) {
-    if (Report && I >= 0 && size_t(I) < Report->Timeline.size())
-      statusBar()->showMessage(QString("op %1: %2 (%3), %4 live")
-                                   .arg(I)
-                                   .arg(QString::fromStdString(Report->Timeline[I].Op),
-                                        QString::fromStdString(Report->Timeline[I].Phase),
-                                        QString::fromStdString(
-                                            formatBytes(Report->Timeline[I].Live.total()))));
+    if (!Report || I < 0 || size_t(I) >= Report->Timeline.size())
+      return;
+    // Select the tensors at the peak that the clicked op's layer produced.
+    const std::string &Layer = Report->Timeline[size_t(I)].Layer;
+    QAbstractItemModel *Proxy = TensorView->model();
+    TensorView->selectionModel()->clearSelection();
+    for (int Row = 0; Row < Proxy->rowCount() && !Layer.empty(); ++Row)
+      if (Proxy->index(Row, 4).data().toString().toStdString() == Layer) {
+        TensorView->selectionModel()->select(
+            Proxy->index(Row, 0), QItemSelectionModel::Select | QItemSelectionModel::Rows);
+        Tabs->setCurrentWidget(TensorView);
+      }
+    const TimelinePoint &P = Report->Timeline[size_t(I)];
+    statusBar()->showMessage(QString("op %1: %2 (%3), %4 live")
+                                 .arg(I)
+                                 .arg(QString::fromStdString(P.Op),
+                                      QString::fromStdString(P.Phase),
+                                      QString::fromStdString(formatBytes(P.Live.total()))));
   });
 }
 
@@ -180,6 +194,11 @@ QWidget *MainWindow::buildSetupPanel() {
                      "paged-adamw-8bit", "lion", "adamw-fp8"},
                     Panel);
   Impl = combo({"for-loop", "foreach", "fused"}, Panel);
+  Loss = combo({"auto", "cross-entropy", "cut-cross-entropy", "mse", "none"}, Panel);
+  LoraTargets = new QLineEdit(Panel);
+  LoraTargets->setPlaceholderText("PEFT's defaults");
+  LoraTargets->setToolTip("module names (q_proj,v_proj) or all-linear; empty: PEFT's defaults "
+                          "for the architecture");
   Checkpoint = combo({"none", "blocks", "selective", "every:2"}, Panel);
   GradAccum = new QSpinBox(Panel);
   GradAccum->setRange(1, 4096);
@@ -218,9 +237,11 @@ QWidget *MainWindow::buildSetupPanel() {
   Form->addRow("precision", Precision);
   Form->addRow("optimizer", Optimizer);
   Form->addRow("implementation", Impl);
+  Form->addRow("loss", Loss);
   Form->addRow("checkpointing", Checkpoint);
   Form->addRow("grad accumulation", GradAccum);
   Form->addRow("LoRA rank", LoraRank);
+  Form->addRow("LoRA targets", LoraTargets);
   Form->addRow("", QLora);
   Form->addRow("GaLore rank", GaloreRank);
   Form->addRow("GaLore update gap", GaloreGap);
@@ -244,6 +265,8 @@ QWidget *MainWindow::buildSetupPanel() {
     connect(C, &QComboBox::currentIndexChanged, this, Changed);
   for (QCheckBox *B : {QLora, GalorePerLayer, Fsdp})
     connect(B, &QCheckBox::toggled, this, Changed);
+  connect(Loss, &QComboBox::currentIndexChanged, this, Changed);
+  connect(LoraTargets, &QLineEdit::editingFinished, this, Changed);
   Panel->setMinimumWidth(260);
   return Panel;
 }
@@ -325,6 +348,7 @@ AnalysisRequest MainWindow::currentRequest() const {
   Take(parsePrecision(Precision->currentText().toStdString()), S.Prec);
   Take(parseOptimizer(Optimizer->currentText().toStdString()), S.Optimizer);
   Take(parseOptimizerImpl(Impl->currentText().toStdString()), S.Impl);
+  Take(parseLoss(Loss->currentText().toStdString()), S.Loss);
   S.Checkpoint = Checkpoint->currentText().toStdString();
   S.GradAccum = GradAccum->value();
   if (LoraRank->value() > 0) {
@@ -332,6 +356,8 @@ AnalysisRequest MainWindow::currentRequest() const {
     L.Rank = LoraRank->value();
     L.Alpha = 2.0 * static_cast<double>(L.Rank);
     L.QLora = QLora->isChecked();
+    for (const QString &T : LoraTargets->text().split(',', Qt::SkipEmptyParts))
+      L.Targets.push_back(T.trimmed().toStdString());
     S.Lora = L;
   }
   if (GaloreRank->value() > 0) {
@@ -361,6 +387,12 @@ void MainWindow::applyRequest(const AnalysisRequest &R) {
   Precision->setCurrentText(precisionName(R.Setup.Prec));
   Optimizer->setCurrentText(optimizerName(R.Setup.Optimizer));
   Impl->setCurrentText(optimizerImplName(R.Setup.Impl));
+  Loss->setCurrentText(lossName(R.Setup.Loss));
+  QStringList Targets;
+  if (R.Setup.Lora)
+    for (const std::string &T : R.Setup.Lora->Targets)
+      Targets << QString::fromStdString(T);
+  LoraTargets->setText(Targets.join(","));
   Checkpoint->setCurrentText(QString::fromStdString(R.Setup.Checkpoint));
   LoraRank->setValue(R.Setup.Lora ? int(R.Setup.Lora->Rank) : 0);
   QLora->setChecked(R.Setup.Lora && R.Setup.Lora->QLora);

@@ -19,6 +19,7 @@ class QComboBox;
 class QFormLayout;
 class QGroupBox;
 class QLabel;
+class QLineEdit;
 class QTabWidget;
 class QSpinBox;
 class QTableView;
@@ -104,7 +105,9 @@ private:
   std::optional<TrainingSetup> AppliedSetup;
   QString AppliedName;
   QSpinBox *Batch, *Seq, *GradAccum, *LoraRank, *GaloreRank, *GaloreGap, *Gpus;
-  QComboBox *Precision, *Optimizer, *Impl, *Checkpoint, *Sparse, *Zero, *Offload, *Gpu;
+  QComboBox *Precision, *Optimizer, *Impl, *Loss, *Checkpoint, *Sparse, *Zero, *Offload, *Gpu;
+  QLineEdit *LoraTargets;
+  QTableView *TensorView = nullptr;
   QCheckBox *QLora, *GalorePerLayer, *Fsdp;
   /// One field per symbolic dim of an ONNX model (batch dims excepted: the batch field).
   QGroupBox *DimsBox;

@@ -15,6 +15,7 @@
 #include <QAbstractItemModelTester>
 #include <QSignalSpy>
 #include <QSpinBox>
+#include <QTableView>
 #include <QStandardPaths>
 #include <QTemporaryDir>
 #include <QtTest/QtTest>
@@ -121,6 +122,26 @@ private slots:
     QVERIFY(Shown.wait(30000));
     QVERIFY2(W.timeline()->drawnMaximum() > Before, "a larger batch must raise the peak");
     QCOMPARE(double(*W.report()->Peak), W.timeline()->drawnMaximum());
+
+    // Clicking an op on the chart selects the tensors its layer produced among those at
+    // the peak.
+    const MemoryReport &R2 = *W.report();
+    std::string Layer;
+    for (const TensorSummary &T : R2.PeakInfo->TopTensors)
+      if (!T.Layer.empty() && Layer.empty())
+        Layer = T.Layer;
+    int At = -1;
+    for (size_t I = 0; I < R2.Timeline.size() && At < 0; ++I)
+      if (R2.Timeline[I].Layer == Layer)
+        At = int(I);
+    QVERIFY2(At >= 0, Layer.c_str());
+    emit W.timeline()->pointClicked(At);
+    QTableView *Tensors = nullptr;
+    for (QTableView *V : W.findChildren<QTableView *>())
+      if (V->model()->columnCount() == 5)
+        Tensors = V;
+    QVERIFY(Tensors);
+    QVERIFY(!Tensors->selectionModel()->selectedRows().isEmpty());
   }
 
   void plansAreSearchedAndApplied() {

@@ -55,9 +55,22 @@ constexpr ChartCategory Categories[] = {
     {"optimizer_states", &CategoryBytes::OptimizerStates, "#ffbe7d"},
     {"inputs", &CategoryBytes::Inputs, "#bab0ac"},
     {"activations", &CategoryBytes::Activations, "#59a14f"},
-    {"temporaries", &CategoryBytes::Temporaries, "#e15759"}};
-static_assert(std::size(Categories) == std::size(CategoryFields),
+    {"temporaries", &CategoryBytes::Temporaries, "#e15759"},
+    // Only reports read from traces have these (a Chrome trace knows no categories).
+    {"autograd_detail", &CategoryBytes::AutogradDetail, "#9c755f"},
+    {"unknown", &CategoryBytes::Unknown, "#d4a6c8"}};
+static_assert(std::size(Categories) == std::size(CategoryFields) + std::size(TraceCategoryFields),
               "every report category has a place in the chart");
+
+/// The categories a report has: the trace-only ones for reports read from traces.
+std::vector<ChartCategory> categoriesOf(const MemoryReport &R) {
+  std::vector<ChartCategory> Out;
+  for (const ChartCategory &C : Categories)
+    if (R.Measured ||
+        (C.Member != &CategoryBytes::AutogradDetail && C.Member != &CategoryBytes::Unknown))
+      Out.push_back(C);
+  return Out;
+}
 
 int64_t gatedFigure(const MemoryReport &R, bool OnReserved) {
   if (OnReserved && R.PeakReserved)
@@ -105,7 +118,12 @@ GateResult checkBudget(const MemoryReport &R, int64_t Budget, const std::string 
 
 void writeReportMarkdown(const MemoryReport &R, const std::vector<GateResult> &Gates,
                          llvm::raw_ostream &OS) {
-  OS << "### trainmem: " << cell(R.Model.Name) << ", one training step\n\n";
+  OS << "### trainmem: " << cell(R.Model.Name);
+  if (R.Measured)
+    OS << ", measured (" << R.Measured->Format << ", " << R.Measured->Device << ", peak from "
+       << R.Measured->PeakBasis << ")\n\n";
+  else
+    OS << ", one training step\n\n";
   for (const GateResult &G : Gates)
     OS << (G.Passed ? "✅ " : "❌ ") << "**" << cell(G.Name) << "**: " << cell(G.Message)
        << "\n\n";
@@ -130,8 +148,11 @@ void writeReportMarkdown(const MemoryReport &R, const std::vector<GateResult> &G
   }
   if (R.PeakInfo) {
     OS << "\nThe peak is in **" << cell(R.PeakInfo->Phase) << "** at `" << R.PeakInfo->Op
-       << "`. Parameters: " << formatParamCount(R.TotalParameters) << " ("
-       << formatParamCount(R.TrainableParameters) << " trainable).\n";
+       << "`.";
+    if (!R.Measured)
+      OS << " Parameters: " << formatParamCount(R.TotalParameters) << " ("
+         << formatParamCount(R.TrainableParameters) << " trainable).";
+    OS << "\n";
     if (!R.PeakInfo->TopTensors.empty()) {
       OS << "\n<details><summary>Largest tensors live at the peak</summary>\n\n"
          << "| tensor | category | layer | bytes |\n| --- | --- | --- | ---: |\n";
@@ -272,7 +293,7 @@ void writeReportHtml(const MemoryReport &R, const std::vector<GateResult> &Gates
                           Y(R.Timeline[At].Live.total()) + 4, escapeXml(formatBytes(*R.Peak)));
     }
     OS << "</svg>\n<p>";
-    for (const auto &[Name, Member, Color] : Categories)
+    for (const auto &[Name, Member, Color] : categoriesOf(R))
       OS << "<span class=\"sw\" style=\"background:" << Color << "\"></span>" << Name
          << " &nbsp; ";
     OS << "</p>\n";
@@ -280,7 +301,7 @@ void writeReportHtml(const MemoryReport &R, const std::vector<GateResult> &Gates
 
   OS << "<h2>Breakdown</h2>\n<table><tr><th>category</th><th>at the peak</th>"
         "<th>largest over the step</th></tr>\n";
-  for (const auto &[Name, Member, Color] : Categories)
+  for (const auto &[Name, Member, Color] : categoriesOf(R))
     OS << "<tr><td><span class=\"sw\" style=\"background:" << Color << "\"></span>" << Name
        << "</td><td>"
        << escapeXml(formatBytes(R.PeakInfo ? R.PeakInfo->ByCategory.*Member : 0))

@@ -36,6 +36,9 @@ int runAnalyze();
 /// `analyze TRACE`: a trace where a model is expected is read, not simulated.
 bool isTraceModelArgument();
 int runAnalyzeTrace();
+/// The report of a trace named on the command line (--trace-device, --trace-range and
+/// --trace-window apply).
+llvm::Expected<MemoryReport> measuredReport(llvm::StringRef Path);
 int runCompare();
 int runReport();
 int runExportOnnx();

@@ -105,12 +105,30 @@ int runReport() {
       return reportError(B.takeError());
     Limit = *B;
   }
-  // A GPU's budget or the caching allocator's figure aim at a CUDA device.
-  auto Request = parseStepRequest(
-      /*TargetsGpu=*/llvm::StringRef(Budget).starts_with("gpu:") || BudgetOn == "reserved");
-  if (!Request)
-    return reportError(Request.takeError());
-  auto Predicted = predictStep(*Request);
+  // A trace gates what a real run measured; a model, what the simulator predicts.
+  bool FromTrace = isTraceModelArgument();
+  std::optional<StepRequest> Request;
+  llvm::Expected<MemoryReport> Predicted = [&]() -> llvm::Expected<MemoryReport> {
+    if (FromTrace) {
+      if (!historyDb().empty())
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "--db records predictions; a trace is a measurement "
+                                       "(record the prediction of the same setup instead)");
+      auto M = measuredReport(modelPositional());
+      if (M && !M->Peak && Limit)
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "%s: no memory events to gate the budget on",
+                                       modelPositional().c_str());
+      return M;
+    }
+    // A GPU's budget or the caching allocator's figure aim at a CUDA device.
+    auto R = parseStepRequest(
+        /*TargetsGpu=*/llvm::StringRef(Budget).starts_with("gpu:") || BudgetOn == "reserved");
+    if (!R)
+      return R.takeError();
+    Request = std::move(*R);
+    return predictStep(*Request);
+  }();
   if (!Predicted)
     return reportError(Predicted.takeError());
   const MemoryReport &Report = *Predicted;
@@ -135,8 +153,9 @@ int runReport() {
         return llvm::Error::success();
       }))
     return reportError(std::move(E));
-  if (llvm::Error E = recordReportRun("report", *Request, Report))
-    return reportError(std::move(E));
+  if (Request)
+    if (llvm::Error E = recordReportRun("report", *Request, Report))
+      return reportError(std::move(E));
   for (const GateResult &G : Gates)
     if (!G.Passed) {
       llvm::WithColor::error(llvm::errs(), "trainmem") << "budget exceeded: " << G.Message

@@ -28,19 +28,22 @@ cl::opt<std::string> TraceDevice("trace-device",
                                  cl::desc("The device of a trace to report: cpu | cuda:N "
                                           "(default: the first CUDA device, else the CPU)"),
                                  cl::value_desc("device"), cl::sub(analyzeCommand()),
-                                 cl::sub(compareCommand()), cl::cat(TraceCategory));
+                                 cl::sub(compareCommand()), cl::sub(reportCommand()),
+                                 cl::cat(TraceCategory));
 cl::opt<std::string> TraceRange("trace-range",
                                 cl::desc("Also report the peak of every trace range (an "
                                          "operator or annotation) whose name matches REGEX, "
                                          "e.g. 'phase:.*'; ProfilerStep#N ranges always"),
                                 cl::value_desc("regex"), cl::sub(analyzeCommand()),
-                                cl::sub(compareCommand()), cl::cat(TraceCategory));
+                                cl::sub(compareCommand()), cl::sub(reportCommand()),
+                                cl::cat(TraceCategory));
 cl::opt<std::string> TraceWindow("trace-window",
                                  cl::desc("Report only the events inside the trace ranges whose "
                                           "name matches REGEX (e.g. 'ProfilerStep#[3-9]' to skip "
                                           "warm-up, 'phase:.*#2' for one step)"),
                                  cl::value_desc("regex"), cl::sub(analyzeCommand()),
-                                 cl::sub(compareCommand()), cl::cat(TraceCategory));
+                                 cl::sub(compareCommand()), cl::sub(reportCommand()),
+                                 cl::cat(TraceCategory));
 cl::list<std::string> CompareInputs(cl::Positional,
                                     cl::desc("<PREDICTION: report.json | model.onnx> <TRACE> "
                                              "(with --hf-config: <TRACE> only)"),
@@ -55,6 +58,8 @@ llvm::Error usage(const llvm::Twine &Message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), Message.str());
 }
 
+} // namespace
+
 llvm::Expected<MemoryReport> measuredReport(llvm::StringRef Path) {
   TraceOptions Opts;
   Opts.Device = TraceDevice;
@@ -65,6 +70,8 @@ llvm::Expected<MemoryReport> measuredReport(llvm::StringRef Path) {
     return T.takeError();
   return traceToReport(*T);
 }
+
+namespace {
 
 bool isReportJson(llvm::StringRef Path) {
   if (!Path.ends_with(".json"))

@@ -36,7 +36,7 @@ for _ in range(3):
     m = onnx.load(sys.argv[1], load_external_data=False)
     onnx.shape_inference.infer_shapes(m)
     ts.append(time.perf_counter() - t)
-print(sorted(ts)[1])
+print("%.4f" % sorted(ts)[1])
 PY
 )
     r=$(python3 -c "print('%.2f' % ($t / $p))")

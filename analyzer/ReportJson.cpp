@@ -8,6 +8,7 @@
 
 #include "trainmem/Version.h"
 
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 
 namespace trainmem {
@@ -51,7 +52,76 @@ llvm::json::Value optionalBytes(const std::optional<int64_t> &V) {
 
 } // namespace
 
-llvm::json::Value reportToJson(const MemoryReport &R) {
+namespace {
+
+/// The whole report but its timeline, which writeReportJson streams (for a 7B model the
+/// timeline is thousands of objects: building them as llvm::json values and printing them
+/// took about half of `analyze`'s time).
+llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline);
+
+/// The members of a timeline point in llvm::json's printing order (keys sorted): a
+/// category (by its field), or one of the point's own fields. Worked out once per report.
+struct PointMember {
+  llvm::StringRef Key;
+  int64_t CategoryBytes::*Category = nullptr;
+  enum { None, Index, Phase, Op, TimeUs, Reserved } Field = None;
+};
+
+std::vector<PointMember> pointMembers(bool Measured, bool HasTime, bool HasReserved) {
+  std::vector<PointMember> M;
+  for (const CategoryField &F : CategoryFields)
+    M.push_back({F.Name, F.Member});
+  if (Measured)
+    for (const CategoryField &F : TraceCategoryFields)
+      M.push_back({F.Name, F.Member});
+  M.push_back({"index", nullptr, PointMember::Index});
+  M.push_back({"phase", nullptr, PointMember::Phase});
+  M.push_back({"op", nullptr, PointMember::Op});
+  if (HasTime)
+    M.push_back({"time_us", nullptr, PointMember::TimeUs});
+  if (HasReserved)
+    M.push_back({"reserved", nullptr, PointMember::Reserved});
+  llvm::sort(M, [](const PointMember &A, const PointMember &B) { return A.Key < B.Key; });
+  return M;
+}
+
+/// The member order of the points written last, and which optional fields it had.
+struct PointOrder {
+  std::vector<PointMember> Members;
+  unsigned Shape = ~0u;
+};
+
+void writeTimelinePoint(llvm::json::OStream &J, const TimelinePoint &P, bool Measured,
+                        PointOrder &Order) {
+  // Points of one report agree on their optional fields, except where a measured sample
+  // lacks a reserved figure: the order is worked out again only when the shape changes.
+  unsigned Shape = (Measured ? 1 : 0) | (P.TimeUs ? 2 : 0) | (P.Reserved ? 4 : 0);
+  if (Shape != Order.Shape) {
+    Order.Members = pointMembers(Measured, P.TimeUs.has_value(), P.Reserved.has_value());
+    Order.Shape = Shape;
+  }
+  const std::vector<PointMember> &Cached = Order.Members;
+  J.object([&] {
+    for (const PointMember &M : Cached) {
+      switch (M.Field) {
+      case PointMember::None: J.attribute(M.Key, P.Live.*M.Category); break;
+      case PointMember::Index: J.attribute(M.Key, P.Index); break;
+      case PointMember::Phase: J.attribute(M.Key, P.Phase); break;
+      case PointMember::Op: J.attribute(M.Key, P.Op); break;
+      case PointMember::TimeUs: J.attribute(M.Key, *P.TimeUs); break;
+      case PointMember::Reserved: J.attribute(M.Key, *P.Reserved); break;
+      }
+    }
+  });
+}
+
+} // namespace
+
+llvm::json::Value reportToJson(const MemoryReport &R) { return reportObject(R, true); }
+
+namespace {
+
+llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline) {
   llvm::json::Object Dims;
   for (const DimBinding &D : R.Model.Dims)
     Dims[D.Name] = D.Value;
@@ -89,6 +159,8 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
   }
   llvm::json::Array Timeline;
   for (const TimelinePoint &P : R.Timeline) {
+    if (!WithTimeline)
+      break;
     llvm::json::Object O = categoriesJson(P.Live, Measured);
     O["index"] = P.Index;
     O["phase"] = P.Phase;
@@ -156,8 +228,32 @@ llvm::json::Value reportToJson(const MemoryReport &R) {
   return Doc;
 }
 
+} // namespace
+
 void writeReportJson(const MemoryReport &R, llvm::raw_ostream &OS) {
-  OS << llvm::formatv("{0:2}", reportToJson(R)) << "\n";
+  // The same bytes as printing reportToJson(R): members in sorted key order, the timeline
+  // streamed point by point instead of built as values first.
+  llvm::json::Object Doc = reportObject(R, false);
+  std::vector<std::string> Keys;
+  for (const auto &KV : Doc)
+    Keys.push_back(KV.first.str());
+  llvm::sort(Keys);
+  bool Measured = R.Measured.has_value();
+  llvm::json::OStream J(OS, 2);
+  J.object([&] {
+    for (const std::string &Key : Keys) {
+      if (Key != "timeline") {
+        J.attribute(Key, *Doc.get(Key));
+        continue;
+      }
+      J.attributeArray("timeline", [&] {
+        PointOrder Order;
+        for (const TimelinePoint &P : R.Timeline)
+          writeTimelinePoint(J, P, Measured, Order);
+      });
+    }
+  });
+  OS << "\n";
 }
 
 } // namespace trainmem

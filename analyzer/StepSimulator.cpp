@@ -269,8 +269,8 @@ llvm::Expected<StepSimulation> Simulator::run() {
 using sim::Simulator;
 
 llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
-                                            const ParameterCensus &Census) {
-  return Simulator(G, Setup, Census).run();
+                                            const ParameterCensus &Census, bool Details) {
+  return Simulator(G, Setup, Census, Details).run();
 }
 
 MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,

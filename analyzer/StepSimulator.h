@@ -39,8 +39,10 @@ struct StepSimulation {
   Diagnostics Diags;
 };
 
+/// Details: the timeline and the tensors live at the peak; searches that only compare
+/// figures (the planner) leave them out.
 llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
-                                            const ParameterCensus &Census);
+                                            const ParameterCensus &Census, bool Details = true);
 
 /// The report with the simulation's figures: activations, temporaries, peak, peak
 /// detail, timeline and saved bytes per layer, on top of the census.

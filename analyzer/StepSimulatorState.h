@@ -125,24 +125,32 @@ public:
   }
   Storage &operator[](StorageId S) { return Storages[S]; }
 
+  /// Without details (the planner's evaluations) no timeline and no tensors at the peak
+  /// are kept: only the figures.
+  bool Details = true;
+
   /// Records the state after an event; keeps the per-category maxima and the peak.
   void point(const std::string &Phase, const std::string &Op, const std::string &Layer) {
     for (Cat C : {Cat::Weights, Cat::MasterWeights, Cat::Gradients, Cat::OptimizerStates,
                   Cat::Activations, Cat::Temporaries, Cat::Inputs})
       slot(Max, C) = std::max(slot(Max, C), slot(LiveBytes, C));
-    TimelinePoint P;
-    P.Index = static_cast<int64_t>(Timeline.size());
-    P.Phase = Phase;
-    P.Op = Op;
-    P.Layer = Layer;
-    P.Live = LiveBytes;
-    Timeline.push_back(std::move(P));
+    if (Details) {
+      TimelinePoint P;
+      P.Index = static_cast<int64_t>(Timeline.size());
+      P.Phase = Phase;
+      P.Op = Op;
+      P.Layer = Layer;
+      P.Live = LiveBytes;
+      Timeline.push_back(std::move(P));
+    }
     if (Total <= Peak)
       return;
     Peak = Total;
     PeakInfo.Phase = Phase;
     PeakInfo.Op = Layer.empty() ? Op : Op + " (" + Layer + ")";
     PeakInfo.ByCategory = LiveBytes;
+    if (!Details)
+      return;
     // The peak rises at most events of the forward, so this runs often: a contiguous
     // list and a top-10 selection (largest first, the older storage first on ties).
     std::vector<StorageId> Ids(LiveList);
@@ -194,10 +202,13 @@ struct Value {
 
 class Simulator {
 public:
-  Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census)
+  Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census,
+            bool Details = true)
       : G(G), Setup(Setup), Census(Census),
         Ctx{G, std::vector<DType>(G.Tensors.size()), std::vector<bool>(G.Tensors.size()),
-            Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu} {}
+            Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu} {
+    Mem.Details = Details;
+  }
 
   llvm::Expected<StepSimulation> run();
 

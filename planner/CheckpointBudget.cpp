@@ -32,7 +32,7 @@ llvm::Expected<CheckpointChoice> chooseCheckpointForBudget(const Graph &G,
   for (int64_t K = 0; K <= Best.Blocks; ++K) {
     TrainingSetup S = Setup;
     S.Checkpoint = K == 0 ? "none" : K == Best.Blocks ? "blocks" : "first:" + std::to_string(K);
-    auto Sim = simulateStep(G, S, Census);
+    auto Sim = simulateStep(G, S, Census, /*Details=*/false);
     if (!Sim)
       return Sim.takeError();
     int64_t Need = Sim->PeakReserved.value_or(Sim->Peak);

@@ -212,7 +212,7 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
     E.Error = llvm::toString(Census.takeError());
     return E;
   }
-  auto Sim = simulateStep(*G, S, *Census);
+  auto Sim = simulateStep(*G, S, *Census, /*Details=*/false);
   if (!Sim) {
     E.Error = llvm::toString(Sim.takeError());
     return E;

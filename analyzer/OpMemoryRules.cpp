@@ -11,6 +11,8 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/OpMemoryRules.h"
 
+#include "llvm/ADT/STLExtras.h"
+
 #include <map>
 #include <set>
 
@@ -445,6 +447,89 @@ std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention) {
   return Sorted.size() == Ops.size() ? Sorted : Ops;
 }
 
+/// The scratch of a 2-D convolution on the CPU, as torch 1.13 runs it. Every figure
+/// below was measured with the profiler's c10 allocator events (1 intra-op thread, an
+/// AVX2 CPU: the fixtures' machine; probes in DESIGN.md's measurement notes).
+///
+/// Backend: `ConvParams::use_mkldnn` (aten/src/ATen/native/Convolution.cpp) sends fp32
+/// convolutions to oneDNN unless a 1x1 stride-1 kernel meets one thread and a batch under
+/// 16, or a 3x3-or-smaller kernel meets batch 1 with a small input; bf16 goes to oneDNN
+/// only where `mkldnn_bf16_device_check()` holds (AVX-512 BW/VL/DQ), so on AVX2 CPUs it
+/// takes THNN's im2col path. Depthwise and grouped convolutions stay with oneDNN.
+///
+/// THNN (`_slow_conv2d_forward/_backward`): the forward unfolds the input into a
+/// [N, Cin*kH*kW, OH*OW] column buffer (none for a 1x1 stride-1 unpadded kernel, which is
+/// a view), and the weight gradient builds the same buffer again; the input gradient
+/// needs none.
+///
+/// oneDNN: forward reorders X, W and Y into the blocked layout (X + W + Y beside the
+/// output, then the output copy); the data gradient holds dY, W and dX copies; the weight
+/// gradient either runs the direct JIT kernel (dY and X copies beside the blocked dW) or,
+/// when the input is shorter than the kernel (IH < KH), a GEMM-based kernel whose
+/// scratchpad is 4 weights plus one image's im2col buffer plus 256 bytes per thread.
+/// An input with fewer than 8 channels (the stem) is read in place, without a copy.
+/// Grouped and depthwise kernels are taken to behave like the direct kernel (no fixture
+/// measures them on the CPU).
+static void cpuConvolutionScratch(const SimOp &Op, const RuleContext &Ctx, bool NeedsInput,
+                                  bool NeedsWeight, OpMemoryRule &R) {
+  const Node &N = Ctx.G.Nodes[Op.Nodes.front()];
+  TensorId XT = Op.Inputs[0], WT = Op.Inputs[1], YT = Op.Outputs[0];
+  const auto &XS = Ctx.G.Tensors[XT].Shape, &WS = Ctx.G.Tensors[WT].Shape,
+             &YS = Ctx.G.Tensors[YT].Shape;
+  int64_t X = Ctx.bytes(XT), W = Ctx.bytes(WT), Y = Ctx.bytes(YT);
+  int64_t Group = N.intAttr("group").value_or(1);
+  bool Conv2d = Op.Kind == "Conv" && XS.size() == 4 && WS.size() == 4 && YS.size() == 4;
+  if (!Conv2d) {
+    // Other ranks and transposed convolutions: the oneDNN reorders, as for 2-D.
+    R.ForwardTransient = std::max(X + W, Y);
+    R.BackwardTransient = NeedsInput ? std::max(X + Y, W) : std::max(Y, W);
+    return;
+  }
+  int64_t Batch = XS[0], Cin = XS[1], IH = XS[2], IW = XS[3];
+  int64_t KH = WS[2], KW = WS[3], OH = YS[2], OW = YS[3];
+  auto Strides = N.intsAttr("strides").value_or(std::vector<int64_t>{1, 1});
+  auto Dilations = N.intsAttr("dilations").value_or(std::vector<int64_t>{1, 1});
+  auto Pads = N.intsAttr("pads").value_or(std::vector<int64_t>{0, 0, 0, 0});
+  bool Strided = llvm::any_of(Strides, [](int64_t S) { return S != 1; });
+  bool Dilated = llvm::any_of(Dilations, [](int64_t D) { return D != 1; });
+  bool Padded = llvm::any_of(Pads, [](int64_t P) { return P != 0; });
+  DType Compute = Ctx.AutocastType.value_or(Ctx.TypeOf[XT]);
+  int64_t Elt = dtypeBytes(Compute, 1);
+  bool Bf16 = Compute == DType::BFloat16;
+  bool Mkldnn;
+  if (Bf16)
+    Mkldnn = Ctx.CpuHasAvx512Bf16;
+  else
+    Mkldnn = (Strided || Dilated || Batch >= 16 || KH != 1 || KW != 1 || Ctx.CpuThreads > 1) &&
+             (Group > 1 || (KH > 3 && KW > 3) || Batch > 1 || Batch * Cin * IH * IW > 20480);
+  if (!Mkldnn && Group == 1) {
+    bool Unfolds = KH != 1 || KW != 1 || Strided || Dilated || Padded;
+    int64_t Columns = Unfolds ? Batch * Cin * KH * KW * OH * OW * Elt : 0;
+    R.ForwardTransient = Columns;
+    R.BackwardTransient = NeedsWeight ? Columns : 0;
+    return;
+  }
+  bool Blocked = Cin >= 8;
+  int64_t XCopy = Blocked ? X : 0;
+  R.ForwardTransient = std::max(XCopy + W, Y);
+  // The simulator holds the scratch beside the new gradients, so the scratch is the
+  // backward's peak above its start less the gradients it keeps.
+  int64_t DataPeak = NeedsInput ? XCopy + Y + W : 0;
+  int64_t WeightPeak = 0;
+  if (NeedsWeight) {
+    int64_t Held = NeedsInput ? X : 0; // dX exists by then
+    if (IH < KH && Group == 1) {
+      int64_t Im2col = Cin / Group * KH * KW * OH * OW * Elt;
+      int64_t Scratchpad = Ctx.CpuThreads * (4 * W + Im2col) + 256;
+      WeightPeak = Held + W + std::max(Scratchpad, W);
+    } else {
+      WeightPeak = Held + std::max(Y + XCopy + W, 2 * W);
+    }
+  }
+  int64_t Kept = (NeedsInput ? X : 0) + (NeedsWeight ? W : 0);
+  R.BackwardTransient = std::max<int64_t>(0, std::max(DataPeak, WeightPeak) - Kept);
+}
+
 OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
   OpMemoryRule R;
   const std::string &K = Op.Kind;
@@ -628,14 +713,8 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     // both operands whenever the node exists (unlike mm, whose grads are separate).
     SaveIn(0);
     SaveIn(1);
-    if (Ctx.Cpu) {
-      // oneDNN (mkldnn_convolution) reorders source, weights and destination into its
-      // blocked layout: forward holds X, W and Y copies at once, backward the gradient
-      // and input copies beside the new gradients (measured on torch 1.13's CPU build).
-      int64_t X = Ctx.bytes(In(0)), W = Ctx.bytes(In(1)), Y = Ctx.bytes(Op.Outputs[0]);
-      R.ForwardTransient = std::max(X + W, Y);
-      R.BackwardTransient = Needs(0) ? std::max(X + Y, W) : std::max(Y, W);
-    }
+    if (Ctx.Cpu)
+      cpuConvolutionScratch(Op, Ctx, Needs(0), Needs(1), R);
     return R;
   }
   if (K == "MaxPool") {

@@ -14,6 +14,7 @@
 
 #include "analyzer/Graph.h"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -70,6 +71,12 @@ struct RuleContext {
   std::vector<bool> RequiresGrad;   ///< per tensor
   bool DropoutMaskIsBool = true;    ///< CUDA native_dropout keeps a bool mask
   bool Cpu = false;                 ///< oneDNN kernels: operand reorders in conv
+  /// CPU convolution backends (torch 1.13): intra-op threads (the fixtures use 1) and
+  /// whether oneDNN takes bf16 (AVX-512 BW/VL/DQ); on AVX2, bf16 convolutions run im2col.
+  int64_t CpuThreads = 1;
+  bool CpuHasAvx512Bf16 = false;
+  /// Under autocast: the 16-bit type matmuls and convolutions compute in.
+  std::optional<DType> AutocastType;
 
   int64_t bytes(TensorId T) const {
     return T == NoTensor ? 0 : G.Tensors[T].bytesAs(TypeOf[T]);

@@ -177,6 +177,10 @@ llvm::Expected<StepSimulation> Simulator::run() {
   bool Fuse = Setup.Attention == AttentionImpl::Sdpa ||
               (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
   Ops = buildSimOps(G, Fuse);
+  NodeInOp.assign(G.Nodes.size(), false);
+  for (const SimOp &Op : Ops)
+    for (NodeId N : Op.Nodes)
+      NodeInOp[N] = true;
   assignTypes();
   propagateRequiresGrad();
   Values.assign(G.Tensors.size(), {});

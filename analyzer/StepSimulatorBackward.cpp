@@ -172,8 +172,17 @@ void Simulator::backward() {
       for (size_t I = Segments[Seg->second].First; I <= OpI; ++I)
         for (TensorId O : Ops[I].Outputs)
           Needed |= O != NoTensor && GradOf[O] != NoStorage;
-      if (Needed)
+      if (Needed) {
         recompute(Seg->second, Phase + " (recompute)");
+        // CheckpointFunction.backward receives the outputs' gradients as arguments and
+        // holds them until it returns, after the whole segment's backward.
+        for (size_t I = Segments[Seg->second].First; I <= OpI; ++I)
+          for (TensorId O : Ops[I].Outputs)
+            if (O != NoTensor && GradOf[O] != NoStorage) {
+              Mem.retain(GradOf[O]);
+              SegmentSaved[Seg->second].push_back(GradOf[O]);
+            }
+      }
     }
     if (auto D = DropoutMasks.find(Op.Outputs.empty() ? NoTensor : Op.Outputs[0]);
         D != DropoutMasks.end()) {

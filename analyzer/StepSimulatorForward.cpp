@@ -114,7 +114,7 @@ void Simulator::enterCheckpoint(size_t Seg, const std::string &Phase) {
   // until the graph is freed after backward.
   for (TensorId In : Segments[Seg].Inputs) {
     StorageId S = storageOf(In);
-    if (S == NoStorage || !Ctx.RequiresGrad[In])
+    if (S == NoStorage)
       continue;
     Mem.retain(S);
     if (Mem[S].Category == Cat::Temporaries)
@@ -511,8 +511,9 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       if (O == NoTensor)
         continue;
       bool Escapes = G.Tensors[O].IsGraphOutput;
+      // Shape-only consumers (a Shape node feeding a Reshape) hold nothing at run time.
       for (NodeId C : G.Tensors[O].Consumers)
-        Escapes |= !Inside.count(C);
+        Escapes |= NodeInOp[C] && !Inside.count(C);
       if (Escapes)
         ++Values[O].PendingUses;
     }

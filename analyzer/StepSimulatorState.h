@@ -206,8 +206,11 @@ public:
             bool Details = true)
       : G(G), Setup(Setup), Census(Census),
         Ctx{G, std::vector<DType>(G.Tensors.size()), std::vector<bool>(G.Tensors.size()),
-            Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu} {
+            Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu,
+            /*CpuThreads=*/1, /*CpuHasAvx512Bf16=*/false, /*AutocastType=*/std::nullopt} {
     Mem.Details = Details;
+    if (isAmp())
+      Ctx.AutocastType = lowPrecision();
   }
 
   llvm::Expected<StepSimulation> run();
@@ -275,6 +278,8 @@ private:
   RuleContext Ctx;
   Memory Mem;
   std::vector<SimOp> Ops;
+  /// Per IR node: whether some op runs it (shape-only nodes run in Python, not here).
+  std::vector<bool> NodeInOp;
   std::vector<Value> Values;
   /// Per op: the storages its backward node holds (saved tensors), one reference each.
   std::vector<std::vector<StorageId>> SavedBy;

@@ -449,7 +449,7 @@ std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention) {
 
 /// The scratch of a 2-D convolution on the CPU, as torch 1.13 runs it. Every figure
 /// below was measured with the profiler's c10 allocator events (1 intra-op thread, an
-/// AVX2 CPU: the fixtures' machine; probes in DESIGN.md's measurement notes).
+/// AVX2 CPU: the fixtures' machine; `bench/cpu_conv_probe.py` reproduces every figure).
 ///
 /// Backend: `ConvParams::use_mkldnn` (aten/src/ATen/native/Convolution.cpp) sends fp32
 /// convolutions to oneDNN unless a 1x1 stride-1 kernel meets one thread and a batch under

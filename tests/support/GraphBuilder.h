@@ -60,6 +60,11 @@ public:
     return Out;
   }
 
+  /// Sets an attribute of the node added last.
+  void attribute(const std::string &Key, AttributeValue Value) {
+    G.Nodes.back().Attributes[Key] = std::move(Value);
+  }
+
   void output(TensorId T) {
     G.Tensors[T].IsGraphOutput = true;
     G.Tensors[T].Kind = TensorKind::Output;

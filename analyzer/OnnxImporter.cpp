@@ -14,6 +14,7 @@
 #include "analyzer/OnnxShapeInference.h"
 #include "analyzer/StoredTensorClassifier.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Path.h"
 
@@ -417,6 +418,8 @@ std::optional<Tensor> constantNodeTensor(const onnx::NodeProto &N) {
 } // namespace
 
 llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &Options) {
+  std::shared_future<void> Registration = startSchemaRegistration();
+  auto WaitForRegistration = llvm::make_scope_exit([&] { Registration.wait(); });
   auto FileOr = readOnnxModel(Path);
   if (!FileOr)
     return FileOr.takeError();

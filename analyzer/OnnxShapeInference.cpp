@@ -13,6 +13,7 @@
 #include <onnx/defs/shape_inference.h>
 
 #include <cmath>
+#include <future>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -518,6 +519,16 @@ bool propagateValues(Graph &G, NodeId NId) {
     Type = DType::Bool;
   storeValue(Out, *V, Type);
   return true;
+}
+
+std::shared_future<void> startSchemaRegistration() {
+  // The first Schema() call builds the registry inside a function-local static, so a
+  // concurrent caller blocks until it is complete.
+  static std::shared_future<void> Registered =
+      std::async(std::launch::async, [] {
+        (void)onnx::OpSchemaRegistry::Schema("Relu", 14, "");
+      }).share();
+  return Registered;
 }
 
 void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,

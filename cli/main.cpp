@@ -11,9 +11,10 @@
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/InitLLVM.h"
+#include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
-int main(int Argc, char **Argv) {
+static int run(int Argc, char **Argv) {
   llvm::InitLLVM X(Argc, Argv);
   llvm::cl::SetVersionPrinter([](llvm::raw_ostream &OS) {
     OS << "trainmem " << TRAINMEM_VERSION_STRING << "\n";
@@ -59,4 +60,13 @@ int main(int Argc, char **Argv) {
     return trainmem::cli::runCompare();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";
   return trainmem::cli::ExitInputError;
+}
+
+int main(int Argc, char **Argv) {
+  int Code = run(Argc, Argv);
+  // Every output file is complete and closed by now. Skipping the static destructors saves
+  // a few milliseconds per run (ONNX's schema registry alone is ~25,000 allocations).
+  llvm::outs().flush();
+  llvm::errs().flush();
+  llvm::sys::Process::Exit(Code, /*NoCleanup=*/true);
 }

@@ -177,6 +177,8 @@ llvm::Expected<StepSimulation> Simulator::run() {
   bool Fuse = Setup.Attention == AttentionImpl::Sdpa ||
               (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
   Ops = buildSimOps(G, Fuse);
+  // Roughly: each op's outputs, saved extras and gradients, plus parameters and states.
+  Mem.reserve(Ops.size() * 4 + G.Tensors.size());
   NodeInOp.assign(G.Nodes.size(), false);
   for (const SimOp &Op : Ops)
     for (NodeId N : Op.Nodes)

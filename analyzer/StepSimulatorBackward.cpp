@@ -143,7 +143,7 @@ void Simulator::backward() {
           ParamGrad[I] = Buffered;
         } else {
           const CensusParameter &Pm = Census.Parameters[I];
-          ParamGrad[I] = Mem.alloc(Pm.bytes(), Cat::Gradients, Pm.Name + ".grad", Op.Kind,
+          ParamGrad[I] = Mem.alloc(Pm.bytes(), Cat::Gradients, llvm::Twine(Pm.Name) + ".grad", Op.Kind,
                                    Op.Layer, Pm.Type, Pm.Shape);
           Mem.release(Buffered);
         }
@@ -212,7 +212,7 @@ void Simulator::backward() {
         }
       continue;
     }
-    OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
+    const OpMemoryRule &Rule = ruleFor(OpI);
     StorageId OutGrad = Op.Outputs.empty() ? NoStorage : GradOf[Op.Outputs[0]];
     std::vector<std::pair<TensorId, StorageId>> Produced;
     // Parameters' gradients first (mm computes grad_weight before grad_input).
@@ -225,7 +225,7 @@ void Simulator::backward() {
         Order.push_back(I);
     StorageId Scratch = NoStorage;
     if (int64_t Bytes = Rule.BackwardTransient + (OpI < Unpacked.size() ? Unpacked[OpI] : 0))
-      Scratch = Mem.alloc(Bytes, Cat::Temporaries, Op.Name + " backward scratch", Op.Kind,
+      Scratch = Mem.alloc(Bytes, Cat::Temporaries, llvm::Twine(Op.Name) + " backward scratch", Op.Kind,
                           Op.Layer, DType::Float32, {});
     for (size_t I : Order) {
       TensorId In = Op.Inputs[I];
@@ -241,7 +241,7 @@ void Simulator::backward() {
         Bytes = Census.Parameters[ParamIndex[In]].bytes();
       if (!Bytes)
         continue;
-      Produced.emplace_back(In, Mem.alloc(Bytes, Cat::Temporaries, "grad(" + G.Tensors[In].Name + ")",
+      Produced.emplace_back(In, Mem.alloc(Bytes, Cat::Temporaries, llvm::Twine("grad(") + G.Tensors[In].Name + ")",
                                           Op.Kind + "Backward", Op.Layer, Ctx.TypeOf[In],
                                           G.Tensors[In].Shape));
     }

@@ -130,7 +130,7 @@ void Simulator::enterCheckpoint(size_t Seg, const std::string &Phase) {
 
 void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   const SimOp &Op = Ops[OpI];
-  OpMemoryRule Rule = memoryRuleFor(Op, Ctx);
+  const OpMemoryRule &Rule = ruleFor(OpI);
   bool AnyGrad = false;
   for (TensorId I : Op.Inputs)
     AnyGrad |= I != NoTensor && Ctx.RequiresGrad[I];
@@ -203,7 +203,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     // the loss kernel.
     bool Unmaterialised = Setup.Loss == LossKind::CutCrossEntropy && O == LossLogits;
     StorageId S = Mem.alloc(Unmaterialised ? 0 : T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries,
-                            T.Name + (Unmaterialised ? " (not materialised)" : ""), Op.Kind,
+                            llvm::Twine(T.Name) + (Unmaterialised ? " (not materialised)" : ""), Op.Kind,
                             Op.Layer, Ctx.TypeOf[O], T.Shape);
     holdValue(O, S, contiguous(T.Shape));
   }
@@ -217,7 +217,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32 || quantizedWeight(Ctx, T))
         continue;
       CastCopies.push_back(Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
-                                     G.Tensors[T].Name + " (autocast copy)", Op.Kind,
+                                     llvm::Twine(G.Tensors[T].Name) + " (autocast copy)", Op.Kind,
                                      Op.Layer, lowPrecision(), G.Tensors[T].Shape));
       Copies[Slot] = CastCopies.back();
     }
@@ -256,7 +256,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
           continue;
         Mem.retain(S);
       } else if (Item.What == SavedItem::Extra) {
-        S = Mem.alloc(Item.ExtraBytes, Cat::Activations, Op.Name + " " + Item.ExtraName,
+        S = Mem.alloc(Item.ExtraBytes, Cat::Activations, llvm::Twine(Op.Name) + " " + Item.ExtraName,
                       Op.Kind, Op.Layer, DType::Float32, {});
       }
       if (S == NoStorage)
@@ -280,7 +280,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     }
   }
   if (Rule.ForwardTransient) {
-    StorageId S = Mem.alloc(Rule.ForwardTransient, Cat::Temporaries, Op.Name + " scratch",
+    StorageId S = Mem.alloc(Rule.ForwardTransient, Cat::Temporaries, llvm::Twine(Op.Name) + " scratch",
                             Op.Kind, Op.Layer, DType::Float32, {});
     Mem.point(Phase, Op.Name, Op.Layer);
     Mem.release(S);
@@ -523,7 +523,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       continue;
     }
     // A stored matmul is not rerun; its backward reads the recomputed inputs.
-    OpMemoryRule Rule = memoryRuleFor(Ops[I], Ctx);
+    const OpMemoryRule &Rule = ruleFor(I);
     for (const SavedItem &Item : Rule.Saved)
       if (Item.What == SavedItem::Input) {
         StorageId St = storageOf(Ops[I].Inputs[Item.Index]);

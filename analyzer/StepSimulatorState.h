@@ -14,6 +14,11 @@
 #include "analyzer/CachingAllocatorModel.h"
 #include "analyzer/OpMemoryRules.h"
 
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/SmallString.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/ADT/Twine.h"
+
 #include <algorithm>
 #include <map>
 #include <optional>
@@ -73,16 +78,20 @@ struct Storage {
 /// Live storages and the timeline over them.
 class Memory {
 public:
-  StorageId alloc(int64_t Bytes, Cat C, std::string Name, std::string Op, std::string Layer,
-                  DType Type, std::vector<int64_t> Shape) {
+  /// Names, op, layer and shape only describe tensors at the peak, so a run without
+  /// details keeps none of them (no string is built: callers pass Twines).
+  StorageId alloc(int64_t Bytes, Cat C, const llvm::Twine &Name, llvm::StringRef Op,
+                  llvm::StringRef Layer, DType Type, llvm::ArrayRef<int64_t> Shape) {
     Storage S;
     S.Bytes = Bytes;
     S.Category = C;
-    S.Name = std::move(Name);
-    S.Op = std::move(Op);
-    S.Layer = std::move(Layer);
+    if (Details) {
+      S.Name = Name.str();
+      S.Op = Op.str();
+      S.Layer = Layer.str();
+      S.Shape.assign(Shape.begin(), Shape.end());
+    }
     S.Type = Type;
-    S.Shape = std::move(Shape);
     S.Refs = 1;
     S.Live = true;
     if (Allocator)
@@ -124,30 +133,42 @@ public:
     slot(LiveBytes, C) += St.Bytes;
   }
   Storage &operator[](StorageId S) { return Storages[S]; }
+  void reserve(size_t N) {
+    Storages.reserve(N);
+    LiveList.reserve(N / 4);
+  }
 
   /// Without details (the planner's evaluations) no timeline and no tensors at the peak
   /// are kept: only the figures.
   bool Details = true;
 
   /// Records the state after an event; keeps the per-category maxima and the peak.
-  void point(const std::string &Phase, const std::string &Op, const std::string &Layer) {
+  void point(llvm::StringRef Phase, const llvm::Twine &Op, llvm::StringRef Layer) {
     for (Cat C : {Cat::Weights, Cat::MasterWeights, Cat::Gradients, Cat::OptimizerStates,
                   Cat::Activations, Cat::Temporaries, Cat::Inputs})
       slot(Max, C) = std::max(slot(Max, C), slot(LiveBytes, C));
     if (Details) {
       TimelinePoint P;
       P.Index = static_cast<int64_t>(Timeline.size());
-      P.Phase = Phase;
-      P.Op = Op;
-      P.Layer = Layer;
+      P.Phase = Phase.str();
+      P.Op = Op.str();
+      P.Layer = Layer.str();
       P.Live = LiveBytes;
       Timeline.push_back(std::move(P));
     }
     if (Total <= Peak)
       return;
     Peak = Total;
-    PeakInfo.Phase = Phase;
-    PeakInfo.Op = Layer.empty() ? Op : Op + " (" + Layer + ")";
+    // The peak rises at most events of the forward: assign() reuses the strings' storage.
+    PeakInfo.Phase.assign(Phase.data(), Phase.size());
+    PeakOp.clear();
+    Op.toVector(PeakOp);
+    if (!Layer.empty()) {
+      PeakOp += " (";
+      PeakOp += Layer;
+      PeakOp += ")";
+    }
+    PeakInfo.Op.assign(PeakOp.data(), PeakOp.size());
     PeakInfo.ByCategory = LiveBytes;
     if (!Details)
       return;
@@ -175,6 +196,7 @@ public:
   int64_t Total = 0, Peak = 0;
   PeakDetail PeakInfo;
   std::vector<TimelinePoint> Timeline;
+  llvm::SmallString<128> PeakOp;
 
 private:
   std::vector<Storage> Storages;
@@ -278,6 +300,16 @@ private:
   RuleContext Ctx;
   Memory Mem;
   std::vector<SimOp> Ops;
+  /// Each op's rule depends only on the op and on dtypes and requires-grad, which are
+  /// settled before the forward: computed once, read by forward, recompute and backward.
+  std::vector<std::optional<OpMemoryRule>> Rules;
+  const OpMemoryRule &ruleFor(size_t OpI) {
+    if (Rules.size() != Ops.size())
+      Rules.assign(Ops.size(), std::nullopt);
+    if (!Rules[OpI])
+      Rules[OpI] = memoryRuleFor(Ops[OpI], Ctx);
+    return *Rules[OpI];
+  }
   /// Per IR node: whether some op runs it (shape-only nodes run in Python, not here).
   std::vector<bool> NodeInOp;
   std::vector<Value> Values;

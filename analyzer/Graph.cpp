@@ -6,10 +6,13 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/Graph.h"
 
+#include "llvm/ADT/STLExtras.h"
+
 #include <algorithm>
-#include <limits>
 #include <cctype>
 #include <deque>
+#include <limits>
+#include <set>
 
 namespace trainmem {
 
@@ -252,6 +255,23 @@ std::string blockOfLayerPath(const std::string &LayerPath) {
       return Block;
   }
   return "";
+}
+
+std::vector<std::string> repeatedBlocks(const Graph &G) {
+  std::vector<std::string> Order;
+  std::set<std::string> Seen, Composite;
+  for (NodeId N : G.TopologicalOrder) {
+    const std::string &Path = G.Nodes[N].LayerPath;
+    std::string Block = blockOfLayerPath(Path);
+    if (Block.empty())
+      continue;
+    if (Seen.insert(Block).second)
+      Order.push_back(Block);
+    if (Path.size() > Block.size())
+      Composite.insert(Block);
+  }
+  llvm::erase_if(Order, [&](const std::string &B) { return !Composite.count(B); });
+  return Order;
 }
 
 } // namespace trainmem

@@ -173,6 +173,12 @@ std::string layerPathFromName(const std::string &Name, bool IsTensorName);
 /// component ("model.layers.3.self_attn" -> "model.layers.3"), or "" if there is none.
 std::string blockOfLayerPath(const std::string &LayerPath);
 
+/// The blocks of blockOfLayerPath that are composite modules (some node sits in a
+/// submodule below the block: "h.3.attn", "features.4.conv"), in graph order. A numbered
+/// single layer such as a Sequential's "stem.0" Conv2d is not a repeated block: models
+/// checkpoint their transformer or residual blocks, not those.
+std::vector<std::string> repeatedBlocks(const Graph &G);
+
 } // namespace trainmem
 
 #endif

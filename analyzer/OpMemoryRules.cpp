@@ -468,8 +468,7 @@ std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention) {
 /// when the input is shorter than the kernel (IH < KH), a GEMM-based kernel whose
 /// scratchpad is 4 weights plus one image's im2col buffer plus 256 bytes per thread.
 /// An input with fewer than 8 channels (the stem) is read in place, without a copy.
-/// Grouped and depthwise kernels are taken to behave like the direct kernel (no fixture
-/// measures them on the CPU).
+/// Depthwise convolutions follow the same rules per group (MobileNetV2, measured).
 static void cpuConvolutionScratch(const SimOp &Op, const RuleContext &Ctx, bool NeedsInput,
                                   bool NeedsWeight, OpMemoryRule &R) {
   const Node &N = Ctx.G.Nodes[Op.Nodes.front()];
@@ -518,7 +517,7 @@ static void cpuConvolutionScratch(const SimOp &Op, const RuleContext &Ctx, bool 
   int64_t WeightPeak = 0;
   if (NeedsWeight) {
     int64_t Held = NeedsInput ? X : 0; // dX exists by then
-    if (IH < KH && Group == 1) {
+    if (IH < KH) {
       int64_t Im2col = Cin / Group * KH * KW * OH * OW * Elt;
       int64_t Scratchpad = Ctx.CpuThreads * (4 * W + Im2col) + 256;
       WeightPeak = Held + W + std::max(Scratchpad, W);

@@ -7,6 +7,10 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/StepSimulatorState.h"
 
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
+
 namespace trainmem {
 namespace sim {
 namespace {
@@ -63,6 +67,58 @@ bool flattenNeedsCopy(const Layout &L, size_t Keep) {
 
 } // namespace
 
+std::vector<std::vector<TensorId>> Simulator::moduleInputHolds() const {
+  // Python keeps a module's input alive until the module returns: the caller's variable
+  // (nn.Sequential's loop variable, a block's `hidden_states`) and the forward's own
+  // argument refer to it. Where autograd saves nothing (frozen layers) that decides when
+  // it is freed. A module is a layer-path prefix; it returns after its last op. A
+  // container whose ops all sit in numbered children (a ModuleList, or a Sequential the
+  // parent iterates: `for b in self.features: x = b(x)`) is not called, so it holds
+  // nothing; its numbered elements are.
+  auto Parent = [](llvm::StringRef P) {
+    size_t Dot = P.rfind('.');
+    return Dot == llvm::StringRef::npos ? llvm::StringRef() : P.take_front(Dot);
+  };
+  auto Within = [](llvm::StringRef Layer, llvm::StringRef Module) {
+    return Layer == Module ||
+           (Layer.starts_with(Module) && Layer.size() > Module.size() &&
+            Layer[Module.size()] == '.');
+  };
+  llvm::StringMap<size_t> End;
+  llvm::StringMap<bool> Called;
+  std::vector<size_t> ProducerOp(G.Tensors.size(), Ops.size());
+  for (size_t I = 0; I < Ops.size(); ++I) {
+    llvm::StringRef Child;
+    for (llvm::StringRef P = Ops[I].Layer; !P.empty(); Child = P, P = Parent(P)) {
+      End[P] = I;
+      bool Numbered = !Child.empty() &&
+                      llvm::all_of(Child.drop_front(P.size() + 1), llvm::isDigit);
+      Called[P] |= !Numbered;
+    }
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        ProducerOp[O] = I;
+  }
+  std::vector<size_t> Until(G.Tensors.size(), 0);
+  std::vector<bool> Held(G.Tensors.size(), false);
+  for (size_t C = 0; C < Ops.size(); ++C)
+    for (TensorId T : Ops[C].Inputs) {
+      if (T == NoTensor || ProducerOp[T] == Ops.size())
+        continue; // parameters, buffers and the batch live anyway
+      llvm::StringRef From = Ops[ProducerOp[T]].Layer;
+      for (llvm::StringRef P = Ops[C].Layer; !P.empty(); P = Parent(P))
+        if (Called[P] && !Within(From, P)) {
+          Until[T] = std::max(Until[T], End[P]);
+          Held[T] = true;
+        }
+    }
+  std::vector<std::vector<TensorId>> Out(Ops.size());
+  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
+    if (Held[T])
+      Out[Until[T]].push_back(T);
+  return Out;
+}
+
 llvm::Error Simulator::forward(int MicroBatch) {
   // Inputs are views of the materialised batch; every tensor's consumers are counted.
   for (TensorId In : G.Inputs)
@@ -75,6 +131,10 @@ llvm::Error Simulator::forward(int MicroBatch) {
       if (I != NoTensor)
         ++Values[I].PendingUses;
   }
+  std::vector<std::vector<TensorId>> HeldUntil = moduleInputHolds();
+  for (const std::vector<TensorId> &Held : HeldUntil)
+    for (TensorId T : Held)
+      ++Values[T].PendingUses;
   SavedBy.assign(Ops.size(), {});
   HasBackward.assign(Ops.size(), false);
   Unpacked.assign(Ops.size(), 0);
@@ -91,6 +151,9 @@ llvm::Error Simulator::forward(int MicroBatch) {
     ActiveSelective = Selective ? static_cast<int>(Seg) : -1;
     gatherFor(OpI, Phase);
     runOp(OpI, !InSegment || Selective, Phase);
+    for (TensorId T : HeldUntil[OpI])
+      if (--Values[T].PendingUses <= 0 && !G.Tensors[T].IsGraphOutput)
+        dropValue(T);
     if (Selective && isMatmulKind(Ops[OpI].Kind))
       for (TensorId O : Ops[OpI].Outputs) {
         StorageId S = storageOf(O);
@@ -368,14 +431,17 @@ void Simulator::planCheckpoints() {
     return;
   }
   // Repeated blocks are the runs of ops whose layer paths share a numbered prefix
-  // ("h.3", "model.layers.12"); each is wrapped in torch.utils.checkpoint.
+  // ("h.3", "model.layers.12") of a composite module; each is wrapped in
+  // torch.utils.checkpoint.
+  std::vector<std::string> Repeated = repeatedBlocks(G);
+  std::set<std::string> Composite(Repeated.begin(), Repeated.end());
   int BlockIndex = 0;
   for (size_t I = 0; I < Ops.size();) {
     std::string Block = blockOfLayerPath(Ops[I].Layer);
     size_t J = I;
     while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
       ++J;
-    if (!Block.empty()) {
+    if (!Block.empty() && Composite.count(Block)) {
       bool Chosen = FirstK >= 0 ? BlockIndex < FirstK
                                 : BlockIndex % std::max<int64_t>(Every, 1) == 0;
       if (Chosen) {

@@ -245,6 +245,8 @@ private:
   void runOp(size_t OpI, bool Save, const std::string &Phase);
   void planCheckpoints();
   void planDropout();
+  /// Per op: the tensors whose module returns after it (they stay alive until then).
+  std::vector<std::vector<TensorId>> moduleInputHolds() const;
   void enterCheckpoint(size_t Seg, const std::string &Phase);
   void recompute(size_t Seg, const std::string &Phase);
   void leaveCheckpoint(size_t Seg);

@@ -34,8 +34,10 @@ struct GtCase {
   int64_t Peak = 0, Saved = 0;
 };
 
-/// Reads a gt case the way ../shared/tools/score-fixtures turns it into CLI options.
-inline std::optional<GtCase> readGtCase(const std::string &Path, std::string &Why) {
+/// Reads a gt case the way ../shared/tools/score-fixtures turns it into CLI options. Its
+/// ONNX file is named relative to Root (the fixtures folder unless said).
+inline std::optional<GtCase> readGtCase(const std::string &Path, std::string &Why,
+                                        const std::string &Root = fixturesDir()) {
   auto Buffer = llvm::MemoryBuffer::getFile(Path);
   if (!Buffer) {
     Why = "cannot read";
@@ -49,7 +51,7 @@ inline std::optional<GtCase> readGtCase(const std::string &Path, std::string &Wh
   const llvm::json::Object &O = *Json->getAsObject();
   GtCase C;
   C.Id = O.getString("case_id").value_or("").str();
-  C.Onnx = fixturesDir() + "/" + O.getObject("model")->getString("onnx_file").value_or("").str();
+  C.Onnx = Root + "/" + O.getObject("model")->getString("onnx_file").value_or("").str();
   const llvm::json::Object &Variant = *O.getObject("variant");
   int64_t Accum = 1;
   if (const llvm::json::Object *GA = Variant.getObject("grad_accumulation"))
@@ -110,11 +112,11 @@ inline std::optional<GtCase> readGtCase(const std::string &Path, std::string &Wh
   return C;
 }
 
-/// Every case file, sorted by name.
-inline std::vector<std::string> gtCasePaths() {
+/// Every case file under Root/gt/cases, sorted by name.
+inline std::vector<std::string> gtCasePaths(const std::string &Root = fixturesDir()) {
   std::vector<std::string> Paths;
   std::error_code EC;
-  for (llvm::sys::fs::directory_iterator It(fixturesDir() + "/gt/cases", EC), End;
+  for (llvm::sys::fs::directory_iterator It(Root + "/gt/cases", EC), End;
        It != End && !EC; It.increment(EC))
     if (llvm::sys::path::extension(It->path()) == ".json")
       Paths.push_back(It->path());

@@ -7,10 +7,11 @@
 // is a running sum from the trace's start; newer ones (cpu_op / cuda_runtime) give the
 // allocator's own counter. Operators are the "X" events of category cpu_op or Operator.
 //
-// Two streamed passes: the first reads the memory events (compact records, time-sorted
-// per device afterwards: kineto does not write them in time order) and the named ranges;
-// the second attributes the allocations live at each device's peak to the innermost
-// operator enclosing them on their thread. The file itself is never held in memory.
+// One streamed pass reads the memory events (compact records, time-sorted per device
+// afterwards: kineto does not write them in time order), the named ranges and the
+// operators; the allocations live at each device's peak are then attributed to the
+// innermost operator enclosing them on their thread. Past 2 M operators a second streamed
+// pass does the attribution instead of keeping them. The file is never held in memory.
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/TraceImport.h"
@@ -343,6 +344,17 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     auto [It, New] = Tids.try_emplace(Tid, static_cast<uint32_t>(Tids.size()));
     return It->second;
   };
+  // Operators are kept from the first pass for the attribution, up to a cap (48 MB of
+  // records by default); a trace with more is attributed by a second streamed pass
+  // instead, so memory stays bounded on the largest traces.
+  struct OpRecord {
+    double Ts, Dur;
+    uint32_t Tid, Name;
+  };
+  std::vector<OpRecord> OpRecords;
+  llvm::StringMap<uint32_t> OpNames;
+  std::vector<llvm::StringRef> NameOf;
+  bool OpsKept = true;
   auto Count = forEachEvent(Path, Opts.ChunkBytes, [&](const Event &E) {
     if (E.Memory && E.Bytes && !std::isnan(E.Ts)) {
       auto &Records = ByDevice[deviceName(E.DeviceType, E.DeviceId)];
@@ -354,8 +366,18 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     }
     if (E.Ph != "X" || std::isnan(E.Ts))
       return;
-    if (E.Cat == "cpu_op" || E.Cat == "Operator")
+    if (E.Cat == "cpu_op" || E.Cat == "Operator") {
       ++OpEvents;
+      if (OpsKept && OpRecords.size() < Opts.MaxKeptOperators) {
+        auto [It, New] = OpNames.try_emplace(E.Name, static_cast<uint32_t>(NameOf.size()));
+        if (New)
+          NameOf.push_back(It->first());
+        OpRecords.push_back({E.Ts, E.Dur, tidIndex(E.Tid), It->second});
+      } else if (OpsKept) {
+        OpsKept = false;
+        std::vector<OpRecord>().swap(OpRecords);
+      }
+    }
     if (int K = classifyPhase(E.Name); K >= 0)
       Phases[K].push_back({E.Ts, E.Ts + E.Dur});
     if (Window && Window->match(E.Name))
@@ -551,20 +573,28 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         Queries.push_back({QueryTids[DI][I], D.LiveAtPeak[I].TimeUs, &D.LiveAtPeak[I].Op});
       Queries.push_back({QueryTids[DI].back(), D.PeakTimeUs, &D.PeakOp});
     }
-    auto Second = forEachEvent(Path, Opts.ChunkBytes, [&](const Event &E) {
-      if (E.Ph != "X" || (E.Cat != "cpu_op" && E.Cat != "Operator") || std::isnan(E.Ts))
-        return;
-      auto It = Tids.find(E.Tid);
-      if (It == Tids.end())
-        return;
+    // The innermost operator enclosing each point on its thread: the shortest one, the
+    // first in file order on ties.
+    auto Offer = [&](uint32_t Tid, double Ts, double Dur, llvm::StringRef Name) {
       for (OpQuery &Q : Queries)
-        if (Q.Tid == It->second && E.Ts <= Q.Ts && Q.Ts <= E.Ts + E.Dur && E.Dur < Q.BestDur) {
-          Q.BestDur = E.Dur;
-          *Q.Into = E.Name;
+        if (Q.Tid == Tid && Ts <= Q.Ts && Q.Ts <= Ts + Dur && Dur < Q.BestDur) {
+          Q.BestDur = Dur;
+          *Q.Into = Name.str();
         }
-    });
-    if (!Second)
-      return Second.takeError();
+    };
+    if (OpsKept) {
+      for (const OpRecord &R : OpRecords)
+        Offer(R.Tid, R.Ts, R.Dur, NameOf[R.Name]);
+    } else {
+      auto Second = forEachEvent(Path, Opts.ChunkBytes, [&](const Event &E) {
+        if (E.Ph != "X" || (E.Cat != "cpu_op" && E.Cat != "Operator") || std::isnan(E.Ts))
+          return;
+        if (auto It = Tids.find(E.Tid); It != Tids.end())
+          Offer(It->second, E.Ts, E.Dur, E.Name);
+      });
+      if (!Second)
+        return Second.takeError();
+    }
   }
   if (llvm::Error E = selectTraceDevice(T, Opts))
     return E;

@@ -51,6 +51,9 @@ struct TraceOptions {
   size_t TopAllocations = 10;
   /// Bytes read (and inflated) at a time; tests make it tiny to cross every boundary.
   size_t ChunkBytes = 1 << 20;
+  /// Chrome traces: operators kept from the first pass to attribute the allocations at
+  /// the peak (24 bytes each); a trace with more is attributed by a second pass instead.
+  size_t MaxKeptOperators = size_t(1) << 21;
 };
 
 /// One allocation live at a device's peak.

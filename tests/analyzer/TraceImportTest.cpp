@@ -85,6 +85,18 @@ TEST(ChromeTrace, PlainGzippedAndTinyChunksAgree) {
     }
 }
 
+TEST(ChromeTrace, TheSecondPassAttributesLikeTheKeptOperators) {
+  // Past MaxKeptOperators the operators are read again in a second pass: same answers.
+  for (size_t Kept : {size_t(0), size_t(2)}) {
+    SCOPED_TRACE("operators kept: " + std::to_string(Kept));
+    TraceOptions Opts;
+    Opts.MaxKeptOperators = Kept;
+    auto T = importTrace(data("kineto_small.json.gz"), Opts);
+    ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+    expectKinetoSmall(*T);
+  }
+}
+
 TEST(ChromeTrace, DeviceSelection) {
   TraceOptions Opts;
   Opts.Device = "cpu";

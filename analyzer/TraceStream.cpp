@@ -7,6 +7,8 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
 
 namespace trainmem {
 
@@ -393,16 +395,27 @@ llvm::Expected<JsonCursor::Number> JsonCursor::readNumber() {
   if (Size == 0)
     return error(*T ? llvm::formatv("expected a number, found '{0}'", *T).str()
                     : std::string("expected a number, found the end of the file"));
+  // std::from_chars rather than StringRef::getAsDouble (APFloat): traces are mostly
+  // numbers, and this is several times faster with the same correctly rounded result.
   Number N;
   llvm::StringRef Ref(Text, Size);
-  int64_t I;
-  if (Ref.find_first_of(".eE") == llvm::StringRef::npos && !Ref.getAsInteger(10, I)) {
-    N.Integer = I;
-    N.Value = static_cast<double>(I);
-    return N;
+  const char *Begin = Text, *End = Text + Size;
+  if (Begin < End && *Begin == '+')
+    ++Begin;
+  if (Ref.find_first_of(".eE") == llvm::StringRef::npos) {
+    int64_t I;
+    auto [Ptr, Ec] = std::from_chars(Begin, End, I);
+    if (Ec == std::errc() && Ptr == End) {
+      N.Integer = I;
+      N.Value = static_cast<double>(I);
+      return N;
+    }
   }
-  if (Ref.getAsDouble(N.Value))
+  auto [Ptr, Ec] = std::from_chars(Begin, End, N.Value);
+  if (Ptr != End || (Ec != std::errc() && Ec != std::errc::result_out_of_range))
     return error("malformed number '" + Ref + "'");
+  if (Ec == std::errc::result_out_of_range) // as strtod: overflow to infinity, underflow to 0
+    N.Value = std::strtod(std::string(Ref).c_str(), nullptr);
   return N;
 }
 

@@ -147,7 +147,11 @@ cl::opt<bool> KeepGrads("keep-grads",
                         cl::cat(SetupCategory));
 cl::opt<std::string> CheckpointOpt("checkpoint",
                                    cl::desc("Activation checkpointing: none | blocks | every:K | "
-                                            "selective | budget:BYTES (default none)"),
+                                            "first:K | selective | blocks:LIST[+selective:LIST] "
+                                            "(block indices from 0, e.g. blocks:0-3,7) | "
+                                            "budget:SIZE (fewest first blocks that fit) | "
+                                            "optimal:SIZE (least recompute FLOPs that fit: "
+                                            "keep, selective or whole per block) (default none)"),
                                    cl::init("none"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<unsigned> GradAccum("grad-accum",
                             cl::desc("Accumulate K micro-batches per optimizer step (default 1)"),

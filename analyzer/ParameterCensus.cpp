@@ -206,7 +206,9 @@ llvm::Error selectTrainable(const Graph &G, const TrainingSetup &Setup,
   }
   // --sparse-update: which parameters the update set holds, by execution order.
   std::set<size_t> Sparse;
-  bool SparseOn = !Setup.SparseUpdate.empty() && Setup.SparseUpdate != "none";
+  // The per-layer and budget forms arrive resolved by the planner as TrainableNames.
+  bool SparseOn = Setup.SparseUpdate == "bias-only" ||
+                  llvm::StringRef(Setup.SparseUpdate).startswith("last:");
   if (SparseOn) {
     std::vector<int> Position(G.Nodes.size(), 0);
     for (size_t I = 0; I < G.TopologicalOrder.size(); ++I)

@@ -214,8 +214,21 @@ llvm::Error validateSparseUpdate(llvm::StringRef S) {
     return llvm::Error::success();
   if (S.consume_front("last:") && !S.getAsInteger(10, K) && K > 0)
     return llvm::Error::success();
+  if (S.consume_front("budget:") && !S.empty())
+    return llvm::Error::success();
+  if (S.consume_front("layers:") || S.consume_front("weights:") || S.consume_front("biases:")) {
+    llvm::Regex R(S);
+    std::string Why;
+    if (!S.empty() && R.isValid(Why))
+      return llvm::Error::success();
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "--sparse-update: '%s' is not a regular expression over "
+                                   "layer paths%s%s",
+                                   S.str().c_str(), Why.empty() ? "" : ": ", Why.c_str());
+  }
   return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                 "--sparse-update: expected last:K (K > 0) or bias-only");
+                                 "--sparse-update: expected last:K (K > 0), bias-only, "
+                                 "layers:REGEX, weights:REGEX, biases:REGEX or budget:SIZE");
 }
 
 DType TrainingSetup::weightDType() const {

@@ -94,7 +94,8 @@ struct TrainingSetup {
   /// resolves to one of the others before simulation.
   std::string Checkpoint = "none";
   /// `--sparse-update`: "" (off), "last:K" (the last K repeated blocks and what follows
-  /// them), "bias-only" (BitFit: every bias).
+  /// them), "bias-only" (BitFit: every bias). The planner resolves layers:REGEX,
+  /// weights:REGEX, biases:REGEX and budget:SIZE into TrainableNames before the census.
   std::string SparseUpdate;
   int64_t GradAccum = 1;
   std::optional<int64_t> MicroBatch;

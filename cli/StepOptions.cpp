@@ -183,8 +183,13 @@ cl::opt<double> LoraDropout("lora-dropout",
                             cl::value_desc("P"), cl::init(0.0), S.A, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<std::string> SparseUpdate("sparse-update",
                                   cl::desc("Train only part of the model: last:K (the last K "
-                                           "repeated blocks and what follows them) or "
-                                           "bias-only (BitFit)"),
+                                           "repeated blocks and what follows them), "
+                                           "bias-only (BitFit), layers:REGEX (every parameter "
+                                           "of the layers whose path matches), weights:REGEX, "
+                                           "biases:REGEX (their weights or biases and norm "
+                                           "scales only), or budget:SIZE (the set that fits, "
+                                           "searched TinyEngine-style: biases first, later "
+                                           "layers first)"),
                                   cl::value_desc("mode"), S.A, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<unsigned> ZeroStage("zero",
                             cl::desc("DeepSpeed ZeRO stage 0-3: 1 shards optimizer states (and "

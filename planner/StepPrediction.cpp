@@ -6,6 +6,7 @@
 #include "planner/CheckpointBudget.h"
 #include "planner/CheckpointOptimal.h"
 #include "planner/GpuCatalog.h"
+#include "planner/SparseUpdateSearch.h"
 #include "planner/StrategyApply.h"
 
 #include "analyzer/Units.h"
@@ -29,6 +30,20 @@ llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
       return Spec.takeError();
     Gpu = *Spec;
     Setup.Gpu = Gpu->Name;
+  }
+  // The update set first: checkpointing is chosen for the parameters that train.
+  if (llvm::StringRef(Setup.SparseUpdate).startswith("budget:")) {
+    auto Sel = searchSparseUpdate(G, Setup);
+    if (!Sel)
+      return Sel.takeError();
+    G.Diags.note("sparse-update-budget", Setup.SparseUpdate,
+                 "the update set that meets the budget (" + formatBytes(Sel->Required) +
+                     " simulated, " + std::to_string(Sel->Simulations) +
+                     " simulations): " + Sel->summary() +
+                     "; biases first, then weights, later layers first (TinyEngine, Lin et "
+                     "al. 2022); no engine config selects it: the training script sets "
+                     "requires_grad on exactly these parameters");
+    applySparseSelection(*Sel, Setup);
   }
   auto Census = takeCensus(G, Setup);
   if (!Census)

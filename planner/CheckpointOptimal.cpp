@@ -7,8 +7,10 @@
 //      shape (a signature of its ops' kinds and output shapes) the step with only that
 //      block checkpointed selectively and whole: the drop in saved-for-backward bytes is
 //      that option's saving for every block of the same signature;
-//   3. the DP over blocks (solveCheckpointKnapsack) for the saving the budget asks for
-//      (the step's requirement without checkpointing minus the budget);
+//   3. the DP over blocks (solveCheckpointKnapsack, with the backward constraints: while
+//      a block's backward runs only the blocks before it have saved less) for the
+//      saving the budget asks for, first the step's requirement without checkpointing
+//      minus the budget;
 //   4. the full simulation of the choice. The simulated requirement does not fall one
 //      for one with the saving (recompute keeps one block's working set live, the
 //      allocator rounds, some temporaries shrink with the saved tensors), so the saving
@@ -27,6 +29,7 @@
 #include "analyzer/Units.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <iterator>
 #include <limits>
@@ -107,7 +110,8 @@ int64_t forwardFlops(const Graph &G, const SimOp &Op) {
 }
 
 KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> &Blocks,
-                                         int64_t RequiredSaving, int64_t Granularity) {
+                                         int64_t RequiredSaving, int64_t Granularity,
+                                         bool BackwardConstraints) {
   KnapsackSolution Sol;
   const size_t N = Blocks.size();
   Sol.Choice.assign(N, BlockCheckpoint::Keep);
@@ -125,7 +129,17 @@ KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> 
   Cur[0] = {0, 0};
   std::vector<std::vector<uint8_t>> Option(N, std::vector<uint8_t>(W, 0));
   std::vector<std::vector<int32_t>> From(N, std::vector<int32_t>(W, -1));
+  // After[i]: the keep bytes of the blocks after block i, freed when its backward runs.
+  std::vector<int64_t> After(N, 0);
+  for (size_t I = N; I-- > 1;)
+    After[I - 1] = After[I] + Blocks[I].KeepBytes;
   for (size_t I = 0; I < N; ++I) {
+    if (BackwardConstraints) {
+      // Savings so far must cover what block I's backward needs.
+      int64_t Threshold = Bucketed(std::max<int64_t>(RequiredSaving - After[I], 0));
+      for (size_t J = 0; J < W && static_cast<int64_t>(J) < Threshold; ++J)
+        Cur[J] = Cost{};
+    }
     std::fill(Next.begin(), Next.end(), Cost{});
     const CheckpointCandidate &B = Blocks[I];
     const std::pair<int64_t, int64_t> Options[3] = {
@@ -218,6 +232,8 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   }
   for (const SimOp &Op : Ops)
     Result.ForwardFlops += forwardFlops(G, Op);
+  for (const BlockRun &R : Runs)
+    Result.BlockFlops += R.FullFlops;
   Result.Blocks = static_cast<int64_t>(Runs.size());
   if (Runs.empty())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
@@ -264,18 +280,31 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
                                   std::max<int64_t>(None->Saved - Whole->Saved, 0)})
                .first;
     }
+    // Checkpointing a block whole frees all it saves but its input: that stands for
+    // what its backward has live again.
     Candidates.push_back({Runs[B].Block, It->second.first, It->second.second,
-                          Runs[B].SelectiveFlops, Runs[B].FullFlops});
+                          Runs[B].SelectiveFlops, Runs[B].FullFlops,
+                          std::max(It->second.first, It->second.second)});
   }
   int64_t MostSaving = 0;
   for (const CheckpointCandidate &C : Candidates)
     MostSaving += std::max(C.SelectiveSaving, C.FullSaving);
   Result.Granularity = std::max<int64_t>(1, (MostSaving + Buckets - 1) / Buckets);
-  // What the DP can be asked for: the largest savings in whole buckets.
-  MostSaving = 0;
-  for (const CheckpointCandidate &C : Candidates)
-    MostSaving += (std::max(C.SelectiveSaving, C.FullSaving) + Result.Granularity / 2) /
-                  Result.Granularity * Result.Granularity;
+  // What the DP can be asked for under the backward constraints: while block b's
+  // backward runs, the largest savings of the blocks before it plus what the blocks
+  // after it kept (freed by then); the least of these over b, in whole buckets.
+  {
+    int64_t Before = 0, After = 0;
+    for (const CheckpointCandidate &C : Candidates)
+      After += C.KeepBytes;
+    MostSaving = INT64_MAX;
+    for (const CheckpointCandidate &C : Candidates) {
+      After -= C.KeepBytes;
+      MostSaving = std::min(MostSaving, Before + After);
+      Before += std::max(C.SelectiveSaving, C.FullSaving);
+    }
+    MostSaving = MostSaving / Result.Granularity * Result.Granularity;
+  }
 
   auto ModeOf = [&](const KnapsackSolution &Sol, BlockCheckpointSelection &Sel) {
     for (size_t B = 0; B < Sol.Choice.size(); ++B) {
@@ -314,7 +343,8 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   for (int Solve = 0; Solve < MaxSolves; ++Solve) {
     // No choice frees more than every block's largest saving: ask for that at most.
     Ask = std::min(Ask, MostSaving);
-    KnapsackSolution Sol = solveCheckpointKnapsack(Candidates, Ask, Result.Granularity);
+    KnapsackSolution Sol = solveCheckpointKnapsack(Candidates, Ask, Result.Granularity,
+                                                   /*BackwardConstraints=*/true);
     if (!Sol.Feasible)
       break;
     BlockCheckpointSelection Sel;
@@ -386,15 +416,30 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
     Result.Required = Verified[BestMode];
     return Result;
   }
-  // Every block whole frees the most the proxy knows of; report what it reaches when
-  // the search has not simulated it.
-  if (LeastMode != "blocks") {
-    auto All = Simulate("blocks");
-    if (!All)
-      return All.takeError();
-    if (All->Required < LeastSeen) {
-      LeastSeen = All->Required;
-      LeastMode = "blocks";
+  // Where the peak is not in the backward (the loss, say) the last block's saving counts
+  // too, which the constraints leave out: every block selective, then every block
+  // whole, cheapest first, before giving up.
+  for (auto [Mode, Choice] : {std::pair{"selective", BlockCheckpoint::Selective},
+                              std::pair{"blocks", BlockCheckpoint::Full}}) {
+    if (Verified.count(Mode))
+      continue;
+    auto Sim = Simulate(Mode);
+    if (!Sim)
+      return Sim.takeError();
+    if (Sim->Required < LeastSeen) {
+      LeastSeen = Sim->Required;
+      LeastMode = Mode;
+    }
+    if (Sim->Required <= *Budget) {
+      Result.Mode = Mode;
+      for (size_t B = 0; B < Candidates.size(); ++B) {
+        Result.RecomputeFlops += Choice == BlockCheckpoint::Full ? Candidates[B].FullFlops
+                                                                 : Candidates[B].SelectiveFlops;
+        (Choice == BlockCheckpoint::Full ? Result.Selection.Full : Result.Selection.Selective)
+            .push_back(static_cast<int64_t>(B));
+      }
+      Result.Required = Sim->Required;
+      return Result;
     }
   }
   return llvm::createStringError(
@@ -419,14 +464,15 @@ std::string formatFlops(int64_t Flops) {
 }
 
 std::string checkpointEngines(llvm::StringRef Mode) {
-  const std::string EveryBlockOnly =
-      "Hugging Face gradient_checkpointing, FSDP's activation_checkpointing and torchtune's "
-      "enable_activation_checkpointing only checkpoint every block";
-  const std::string SelectivePolicy =
-      "selective blocks need a per-op policy: torch.utils.checkpoint with "
-      "context_fn=create_selective_checkpoint_contexts (PyTorch 2.4+) saving the matmul "
-      "outputs (torchtitan's op-level selective AC does this); Megatron-LM's "
-      "--recompute-granularity=selective recomputes core attention only, a different policy";
+  const std::string Flags = "Hugging Face gradient_checkpointing, FSDP's activation_checkpointing "
+                            "and torchtune's enable_activation_checkpointing checkpoint every "
+                            "block";
+  const std::string Policy =
+      "a per-op policy that saves matmul outputs (torch.utils.checkpoint with "
+      "context_fn=create_selective_checkpoint_contexts, PyTorch 2.4+, as torchtitan's op-level "
+      "selective AC; not Megatron-LM's selective, which recomputes core attention only)";
+  const std::string Wrap = "torch.utils.checkpoint or deepspeed.checkpointing.checkpoint "
+                           "around those blocks in the model code";
   if (Mode == "none")
     return "";
   if (Mode == "blocks" || Mode == "every:1")
@@ -434,17 +480,14 @@ std::string checkpointEngines(llvm::StringRef Mode) {
            "checkpointing, FSDP activation_checkpointing, torchtune "
            "enable_activation_checkpointing";
   if (Mode == "selective")
-    return "every block, " + SelectivePolicy;
+    return "every block under " + Policy;
   if (Mode.startswith("first:"))
     return "the first " + Mode.drop_front(6).str() +
-           " blocks: Megatron-LM (--recompute-granularity=full --recompute-method=block "
-           "--recompute-num-layers=" + Mode.drop_front(6).str() +
-           ") or torch.utils.checkpoint / deepspeed.checkpointing.checkpoint around those "
-           "blocks in the model code; " + EveryBlockOnly;
+           " blocks: Megatron-LM --recompute-granularity=full --recompute-method=block "
+           "--recompute-num-layers=" + Mode.drop_front(6).str() + ", or " + Wrap + " (" +
+           Flags + ")";
   if (Mode.startswith("every:"))
-    return "every " + Mode.drop_front(6).str() +
-           "th block: torch.utils.checkpoint around those blocks in the model code; " +
-           EveryBlockOnly;
+    return "every " + Mode.drop_front(6).str() + "th block: " + Wrap + " (" + Flags + ")";
   auto Sel = parseBlockCheckpointSelection(Mode);
   if (!Sel) {
     llvm::consumeError(Sel.takeError());
@@ -452,12 +495,10 @@ std::string checkpointEngines(llvm::StringRef Mode) {
   }
   if (!*Sel)
     return "";
-  std::string Out = "a per-block selection: torch.utils.checkpoint (or "
-                    "deepspeed.checkpointing.checkpoint) around each listed block in the "
-                    "model code; " + EveryBlockOnly;
+  std::string Out = "a per-block selection: " + Wrap;
   if (!(*Sel)->Selective.empty())
-    Out += "; " + SelectivePolicy;
-  return Out;
+    Out += ", the selective ones under " + Policy;
+  return Out + " (" + Flags + ")";
 }
 
 } // namespace trainmem

@@ -33,6 +33,9 @@ struct CheckpointCandidate {
   int64_t FullSaving = 0;      ///< saved bytes freed by checkpointing the whole block
   int64_t SelectiveFlops = 0;  ///< recompute: the block's ops other than matmuls
   int64_t FullFlops = 0;       ///< recompute: the block's whole forward
+  /// Saved bytes of the block without checkpointing (what its backward has live again
+  /// when it is recomputed); used by the backward constraints.
+  int64_t KeepBytes = 0;
 };
 
 struct KnapsackSolution {
@@ -42,13 +45,19 @@ struct KnapsackSolution {
   int64_t Saving = 0;                  ///< bytes freed (exact, not bucketed)
 };
 
-/// The least-recompute choice whose saving is at least RequiredSaving. Exact over
-/// savings in whole buckets of Granularity bytes (each saving and the requirement
-/// rounded to the nearest bucket; with Granularity 1, exact in bytes). Ties in
-/// FLOPs go to the choice that checkpoints earlier blocks (their recompute runs late in
-/// backward, when little else is live). O(blocks x buckets x 3).
+/// The least-recompute choice whose saving is at least RequiredSaving. With
+/// BackwardConstraints the requirement must also hold while each block's backward runs:
+/// block b's activations are live again then (kept, or recomputed), the blocks after it
+/// are freed, so only the savings of the blocks before it count:
+///   sum over j < b of saving_j >= RequiredSaving - sum over j > b of KeepBytes_j.
+/// (Chen et al. 2016's chain schedule as a covering DP: checkpointing the last block
+/// frees nothing when its backward starts.) Exact over savings in whole buckets of
+/// Granularity bytes (savings, requirement and thresholds rounded to the nearest
+/// bucket; with Granularity 1, exact in bytes). Ties in FLOPs go to the choice that
+/// checkpoints earlier blocks. O(blocks x buckets x 3).
 KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> &Blocks,
-                                         int64_t RequiredSaving, int64_t Granularity);
+                                         int64_t RequiredSaving, int64_t Granularity,
+                                         bool BackwardConstraints = false);
 
 /// Forward FLOPs of one op from its shapes: 2*M*N*K for matmuls and linears, 2 x output
 /// x (input channels / groups x kernel) for convolutions, both products and ~5 per score
@@ -61,6 +70,7 @@ struct OptimalCheckpoint {
   int64_t Blocks = 0;               ///< repeated blocks in the model
   int64_t RecomputeFlops = 0;
   int64_t ForwardFlops = 0;         ///< the whole model's forward, for scale
+  int64_t BlockFlops = 0;           ///< the repeated blocks' forward: all of them whole
   int64_t Required = 0;             ///< simulated figure compared with the budget
   int64_t Budget = 0;
   int64_t Granularity = 0;          ///< bytes per DP bucket

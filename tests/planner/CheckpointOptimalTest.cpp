@@ -23,6 +23,7 @@ namespace {
 CheckpointCandidate block(int64_t SelSaving, int64_t SelFlops, int64_t FullSaving,
                           int64_t FullFlops) {
   CheckpointCandidate C;
+  C.KeepBytes = FullSaving;
   C.SelectiveSaving = SelSaving;
   C.SelectiveFlops = SelFlops;
   C.FullSaving = FullSaving;
@@ -33,7 +34,8 @@ CheckpointCandidate block(int64_t SelSaving, int64_t SelFlops, int64_t FullSavin
 using BC = BlockCheckpoint;
 
 /// The cheapest choice by trying all 3^n of them.
-int64_t bruteForce(const std::vector<CheckpointCandidate> &Blocks, int64_t Required) {
+int64_t bruteForce(const std::vector<CheckpointCandidate> &Blocks, int64_t Required,
+                   bool BackwardConstraints) {
   int64_t Best = -1;
   size_t Total = 1;
   for (size_t I = 0; I < Blocks.size(); ++I)
@@ -41,12 +43,21 @@ int64_t bruteForce(const std::vector<CheckpointCandidate> &Blocks, int64_t Requi
   for (size_t Code = 0; Code < Total; ++Code) {
     int64_t Saving = 0, Flops = 0;
     size_t C = Code;
-    for (const CheckpointCandidate &B : Blocks) {
+    bool Ok = true;
+    for (size_t I = 0; I < Blocks.size(); ++I) {
+      const CheckpointCandidate &B = Blocks[I];
+      // While block I's backward runs: the savings before it against the requirement
+      // less what the blocks after it kept.
+      int64_t After = 0;
+      for (size_t J = I + 1; J < Blocks.size(); ++J)
+        After += Blocks[J].KeepBytes;
+      if (BackwardConstraints && Saving < Required - After)
+        Ok = false;
       Saving += C % 3 == 1 ? B.SelectiveSaving : C % 3 == 2 ? B.FullSaving : 0;
       Flops += C % 3 == 1 ? B.SelectiveFlops : C % 3 == 2 ? B.FullFlops : 0;
       C /= 3;
     }
-    if (Saving >= Required && (Best < 0 || Flops < Best))
+    if (Ok && Saving >= Required && (Best < 0 || Flops < Best))
       Best = Flops;
   }
   return Best;
@@ -130,6 +141,23 @@ TEST(CheckpointKnapsack, HandComputedChain) {
   EXPECT_FALSE(solveCheckpointKnapsack(ThreeBlocks, 25, 1).Feasible);
 }
 
+TEST(CheckpointKnapsack, BackwardConstraintsCountOnlyTheBlocksBefore) {
+  // Keep bytes 10, 8, 6; 12 asked. While block 1's backward runs, block 2 (6 bytes)
+  // is freed, so block 0 must free 6 or more: whole (10). While block 2's runs, blocks 0
+  // and 1 must free 12: block 1 adds 2 or more, selectively for 3 FLOPs. Block 2's own
+  // saving never helps its backward.
+  KnapsackSolution Sol = solveCheckpointKnapsack(ThreeBlocks, 12, 1, true);
+  ASSERT_TRUE(Sol.Feasible);
+  EXPECT_EQ(Sol.Flops, 13);
+  EXPECT_EQ(Sol.Choice, (std::vector<BC>{BC::Full, BC::Selective, BC::Keep}));
+  // Without the constraints the cheapest 12 bytes cost 11 FLOPs (HandComputedChain).
+  EXPECT_EQ(solveCheckpointKnapsack(ThreeBlocks, 12, 1).Flops, 11);
+  // Block 0's backward has only the 8 + 6 bytes of the blocks after it freed, and
+  // nothing before it to checkpoint: 14 bytes is the most that can be asked.
+  EXPECT_TRUE(solveCheckpointKnapsack(ThreeBlocks, 14, 1, true).Feasible);
+  EXPECT_FALSE(solveCheckpointKnapsack(ThreeBlocks, 15, 1, true).Feasible);
+}
+
 TEST(CheckpointKnapsack, MatchesBruteForceAndGrowsWithTheRequirement) {
   std::mt19937 Rng(7);
   std::uniform_int_distribution<int64_t> Bytes(0, 40), Flops(1, 30);
@@ -142,17 +170,20 @@ TEST(CheckpointKnapsack, MatchesBruteForceAndGrowsWithTheRequirement) {
       Blocks.push_back(block(SelSaving, SelFlops, FullSaving, SelFlops + Flops(Rng)));
       Most += FullSaving;
     }
-    int64_t Previous = 0;
-    for (int64_t Required = 0; Required <= Most + 1; ++Required) {
-      KnapsackSolution Sol = solveCheckpointKnapsack(Blocks, Required, 1);
-      int64_t Expected = bruteForce(Blocks, Required);
-      ASSERT_EQ(Sol.Feasible, Expected >= 0) << "case " << Case << " required " << Required;
-      if (!Sol.Feasible)
-        continue;
-      EXPECT_EQ(Sol.Flops, Expected) << "case " << Case << " required " << Required;
-      EXPECT_GE(Sol.Saving, Required);
-      EXPECT_GE(Sol.Flops, Previous) << "asking for more never recomputes less";
-      Previous = Sol.Flops;
+    for (bool Backward : {false, true}) {
+      int64_t Previous = 0;
+      for (int64_t Required = 0; Required <= Most + 1; ++Required) {
+        KnapsackSolution Sol = solveCheckpointKnapsack(Blocks, Required, 1, Backward);
+        int64_t Expected = bruteForce(Blocks, Required, Backward);
+        ASSERT_EQ(Sol.Feasible, Expected >= 0)
+            << "case " << Case << " required " << Required << " backward " << Backward;
+        if (!Sol.Feasible)
+          continue;
+        EXPECT_EQ(Sol.Flops, Expected) << "case " << Case << " required " << Required;
+        EXPECT_GE(Sol.Saving, Required);
+        EXPECT_GE(Sol.Flops, Previous) << "asking for more never recomputes less";
+        Previous = Sol.Flops;
+      }
     }
   }
 }

@@ -270,6 +270,42 @@ TEST(CheckpointOptimal, FitsByTheFullSimulationAndNeverRecomputesMoreForMore) {
   EXPECT_EQ(Nothing->RecomputeFlops, 0);
 }
 
+TEST(CheckpointOptimal, MonotoneOnGpt2WithTheCachingAllocator) {
+  // peak_reserved rounds to the allocator's segments, which the DP's proxy does not see.
+  ImportOptions O;
+  O.Dims = {{"batch", 4}, {"seq", 512}};
+  auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/gpt2/config.json", O);
+  ASSERT_TRUE(static_cast<bool>(G));
+  Model M{std::move(*G), {}, {}};
+  M.Setup.Prec = Precision::AmpBf16;
+  M.Setup.Gpu = "a100-sxm-80gb";
+  auto C = takeCensus(M.G, M.Setup);
+  ASSERT_TRUE(static_cast<bool>(C));
+  M.Census = std::move(*C);
+  int64_t None = need(M, "none"), All = need(M, "blocks");
+  ASSERT_LT(All, None);
+  std::vector<int64_t> PerBlock = blockFlops(M.G);
+  int64_t Previous = INT64_MAX;
+  for (int Step = 1; Step <= 12; ++Step) {
+    int64_t Budget = All + (None - All) * Step / 12;
+    TrainingSetup S = M.Setup;
+    S.Checkpoint = "optimal:" + std::to_string(Budget);
+    auto Choice = chooseOptimalCheckpoint(M.G, S, M.Census);
+    ASSERT_TRUE(static_cast<bool>(Choice)) << Budget << ": " << llvm::toString(Choice.takeError());
+    EXPECT_EQ(Choice->Required, need(M, Choice->Mode)) << Choice->Mode;
+    EXPECT_LE(Choice->Required, Budget) << Choice->Mode;
+    EXPECT_LE(Choice->RecomputeFlops, Previous) << "budget " << Budget << ": " << Choice->Mode;
+    Previous = Choice->RecomputeFlops;
+    S.Checkpoint = "budget:" + std::to_string(Budget);
+    auto First = chooseCheckpointForBudget(M.G, S, M.Census);
+    ASSERT_TRUE(static_cast<bool>(First));
+    int64_t FirstFlops = 0;
+    for (int64_t K = 0; K < First->Checkpointed; ++K)
+      FirstFlops += PerBlock[static_cast<size_t>(K)];
+    EXPECT_LE(Choice->RecomputeFlops, FirstFlops) << Choice->Mode << " against " << First->Mode;
+  }
+}
+
 TEST(CheckpointOptimal, RefusesWhatNoChoiceMeetsAndBadSizes) {
   Model M = tinyLlama();
   int64_t All = need(M, "blocks");

@@ -107,7 +107,9 @@ llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S) {
 }
 
 namespace {
-/// "0-3,7" into {0,1,2,3,7}; false on anything else.
+/// "0-3,7" into {0,1,2,3,7}; false on anything else, and past MaxBlockIndex (no model
+/// has that many blocks; a hostile range must not allocate without bound).
+constexpr int64_t MaxBlockIndex = 1 << 20;
 bool parseIndexRanges(llvm::StringRef S, std::vector<int64_t> &Out) {
   if (S.empty())
     return false;
@@ -120,6 +122,8 @@ bool parseIndexRanges(llvm::StringRef S, std::vector<int64_t> &Out) {
       return false;
     B = A;
     if (P.contains('-') && (Hi.getAsInteger(10, B) || B < A))
+      return false;
+    if (B > MaxBlockIndex || static_cast<int64_t>(Out.size()) + (B - A) > MaxBlockIndex)
       return false;
     for (int64_t I = A; I <= B; ++I)
       Out.push_back(I);

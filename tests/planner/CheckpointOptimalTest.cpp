@@ -211,7 +211,8 @@ TEST(BlockCheckpointSelection, ParsesFormatsAndRefuses) {
   ASSERT_TRUE(static_cast<bool>(Plain));
   EXPECT_FALSE(Plain->has_value());
   for (const char *Bad : {"blocks:", "blocks:a", "blocks:3-1", "blocks:1+selective:1",
-                          "selective:0+selective:1", "blocks:0+first:2"}) {
+                          "selective:0+selective:1", "blocks:0+first:2",
+                          "blocks:0-99999999999", "blocks:-1"}) {
     auto E = parseBlockCheckpointSelection(Bad);
     ASSERT_FALSE(static_cast<bool>(E)) << Bad;
     EXPECT_NE(llvm::toString(E.takeError()).find("--checkpoint="), std::string::npos);

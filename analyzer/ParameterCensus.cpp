@@ -206,7 +206,9 @@ llvm::Error selectTrainable(const Graph &G, const TrainingSetup &Setup,
   }
   // --sparse-update: which parameters the update set holds, by execution order.
   std::set<size_t> Sparse;
-  bool SparseOn = !Setup.SparseUpdate.empty() && Setup.SparseUpdate != "none";
+  // The per-layer and budget forms arrive resolved by the planner as TrainableNames.
+  bool SparseOn = Setup.SparseUpdate == "bias-only" ||
+                  llvm::StringRef(Setup.SparseUpdate).startswith("last:");
   if (SparseOn) {
     std::vector<int> Position(G.Nodes.size(), 0);
     for (size_t I = 0; I < G.TopologicalOrder.size(); ++I)
@@ -228,9 +230,13 @@ llvm::Error selectTrainable(const Graph &G, const TrainingSetup &Setup,
       llvm::StringRef(Setup.SparseUpdate).drop_front(5).getAsInteger(10, K);
       // Repeated blocks in the order they run; the last K and everything after them train
       // (the final norm and an untied head), everything before stays frozen.
+      std::vector<std::string> Repeated = repeatedBlocks(G);
+      std::set<std::string> Composite(Repeated.begin(), Repeated.end());
       std::map<std::string, int> BlockStart;
       for (size_t I = 0; I < Params.size(); ++I) {
         std::string Block = blockOfLayerPath(Params[I].LayerPath);
+        if (!Composite.count(Block))
+          Block.clear();
         if (!Block.empty() && FirstUse[I] != INT32_MAX) {
           auto [It, New] = BlockStart.emplace(Block, FirstUse[I]);
           if (!New)
@@ -249,7 +255,7 @@ llvm::Error selectTrainable(const Graph &G, const TrainingSetup &Setup,
       int Cut = Starts[Starts.size() - std::min<size_t>(static_cast<size_t>(K), Starts.size())];
       for (size_t I = 0; I < Params.size(); ++I) {
         std::string Block = blockOfLayerPath(Params[I].LayerPath);
-        int Start = Block.empty() ? FirstUse[I] : BlockStart[Block];
+        int Start = !Composite.count(Block) ? FirstUse[I] : BlockStart[Block];
         if (Start >= Cut && FirstUse[I] != INT32_MAX)
           Sparse.insert(I);
       }

@@ -423,8 +423,15 @@ void Simulator::planCheckpoints() {
   if (llvm::StringRef(Mode).startswith("first:"))
     llvm::StringRef(Mode).drop_front(6).getAsInteger(10, FirstK);
   bool Selective = Mode == "selective";
+  // A per-block selection (what --checkpoint=optimal resolves to): each listed block is
+  // its own segment, whole or selective.
+  std::optional<BlockCheckpointSelection> PerBlock;
+  if (auto Sel = parseBlockCheckpointSelection(Mode))
+    PerBlock = *Sel;
+  else
+    llvm::consumeError(Sel.takeError());
   if (Mode != "blocks" && !Selective && !llvm::StringRef(Mode).startswith("every:") &&
-      FirstK < 0) {
+      FirstK < 0 && !PerBlock) {
     Diags.warning("checkpoint-mode", Mode,
                   "--checkpoint=" + Mode + " is resolved by the planner before simulation; "
                   "simulated without checkpointing");
@@ -442,10 +449,14 @@ void Simulator::planCheckpoints() {
     while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
       ++J;
     if (!Block.empty() && Composite.count(Block)) {
-      bool Chosen = FirstK >= 0 ? BlockIndex < FirstK
-                                : BlockIndex % std::max<int64_t>(Every, 1) == 0;
+      auto Listed = [&](const std::vector<int64_t> &V) {
+        return std::binary_search(V.begin(), V.end(), int64_t{BlockIndex});
+      };
+      bool Chosen = PerBlock     ? Listed(PerBlock->Full) || Listed(PerBlock->Selective)
+                    : FirstK >= 0 ? BlockIndex < FirstK
+                                  : BlockIndex % std::max<int64_t>(Every, 1) == 0;
       if (Chosen) {
-        Segment Seg{I, J, {}, Selective};
+        Segment Seg{I, J, {}, PerBlock ? Listed(PerBlock->Selective) : Selective};
         std::set<TensorId> Produced, Inputs;
         for (size_t K = I; K <= J; ++K)
           for (TensorId O : Ops[K].Outputs)
@@ -461,7 +472,15 @@ void Simulator::planCheckpoints() {
     }
     I = J + 1;
   }
-  if (Segments.empty())
+  if (PerBlock)
+    for (const std::vector<int64_t> *V : {&PerBlock->Full, &PerBlock->Selective})
+      if (!V->empty() && V->back() >= BlockIndex)
+        Diags.warning("checkpoint-blocks", Mode,
+                      "--checkpoint=" + Mode + " lists block " + std::to_string(V->back()) +
+                          " but the model has " + std::to_string(BlockIndex) +
+                          " repeated blocks (0 to " + std::to_string(BlockIndex - 1) +
+                          "); the blocks past the end are ignored");
+  if (Segments.empty() && BlockIndex == 0)
     Diags.warning("checkpoint-blocks", "",
                   "--checkpoint=" + Mode + ": no repeated blocks found in the layer paths "
                   "(names like h.0 or layers.3); simulated without checkpointing");

@@ -10,6 +10,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Regex.h"
 
+#include <algorithm>
+
 namespace trainmem {
 
 namespace {
@@ -104,6 +106,91 @@ llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S) {
   return parseNamed(Devices, S, "--device");
 }
 
+namespace {
+/// "0-3,7" into {0,1,2,3,7}; false on anything else, and past MaxBlockIndex (no model
+/// has that many blocks; a hostile range must not allocate without bound).
+constexpr int64_t MaxBlockIndex = 1 << 20;
+bool parseIndexRanges(llvm::StringRef S, std::vector<int64_t> &Out) {
+  if (S.empty())
+    return false;
+  llvm::SmallVector<llvm::StringRef, 8> Parts;
+  S.split(Parts, ',');
+  for (llvm::StringRef P : Parts) {
+    auto [Lo, Hi] = P.split('-');
+    int64_t A, B;
+    if (Lo.getAsInteger(10, A) || A < 0)
+      return false;
+    B = A;
+    if (P.contains('-') && (Hi.getAsInteger(10, B) || B < A))
+      return false;
+    if (B > MaxBlockIndex || static_cast<int64_t>(Out.size()) + (B - A) > MaxBlockIndex)
+      return false;
+    for (int64_t I = A; I <= B; ++I)
+      Out.push_back(I);
+  }
+  return true;
+}
+
+void appendIndexRanges(std::string &Out, const std::vector<int64_t> &Indices) {
+  for (size_t I = 0; I < Indices.size();) {
+    size_t J = I;
+    while (J + 1 < Indices.size() && Indices[J + 1] == Indices[J] + 1)
+      ++J;
+    Out += (I ? "," : "") + std::to_string(Indices[I]);
+    if (J > I)
+      Out += "-" + std::to_string(Indices[J]);
+    I = J + 1;
+  }
+}
+} // namespace
+
+llvm::Expected<std::optional<BlockCheckpointSelection>>
+parseBlockCheckpointSelection(llvm::StringRef S) {
+  if (!S.startswith("blocks:") && !S.startswith("selective:"))
+    return std::nullopt;
+  BlockCheckpointSelection Sel;
+  llvm::SmallVector<llvm::StringRef, 2> Parts;
+  S.split(Parts, '+');
+  bool SeenFull = false, SeenSelective = false;
+  for (llvm::StringRef P : Parts) {
+    std::vector<int64_t> *Into = nullptr;
+    if (P.consume_front("blocks:") && !SeenFull)
+      Into = &Sel.Full, SeenFull = true;
+    else if (P.consume_front("selective:") && !SeenSelective)
+      Into = &Sel.Selective, SeenSelective = true;
+    if (!Into || !parseIndexRanges(P, *Into))
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          "--checkpoint=%s: expected blocks:LIST, selective:LIST or both joined by '+', "
+          "LIST being block indices and ranges from 0 such as 0-3,7",
+          S.str().c_str());
+  }
+  for (std::vector<int64_t> *V : {&Sel.Full, &Sel.Selective}) {
+    std::sort(V->begin(), V->end());
+    V->erase(std::unique(V->begin(), V->end()), V->end());
+  }
+  for (int64_t I : Sel.Selective)
+    if (std::binary_search(Sel.Full.begin(), Sel.Full.end(), I))
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "--checkpoint=%s: block %lld is listed both whole "
+                                     "(blocks:) and selective",
+                                     S.str().c_str(), static_cast<long long>(I));
+  return Sel;
+}
+
+std::string formatBlockCheckpointSelection(const BlockCheckpointSelection &Sel) {
+  std::string Out;
+  if (!Sel.Full.empty()) {
+    Out = "blocks:";
+    appendIndexRanges(Out, Sel.Full);
+  }
+  if (!Sel.Selective.empty()) {
+    Out += Out.empty() ? "selective:" : "+selective:";
+    appendIndexRanges(Out, Sel.Selective);
+  }
+  return Out.empty() ? "none" : Out;
+}
+
 llvm::Error validateCheckpoint(llvm::StringRef S) {
   uint64_t K;
   if (S == "none" || S == "blocks" || S == "selective")
@@ -112,11 +199,17 @@ llvm::Error validateCheckpoint(llvm::StringRef S) {
     return llvm::Error::success();
   if (S.consume_front("first:") && !S.getAsInteger(10, K))
     return llvm::Error::success();
-  if (S.consume_front("budget:") && !S.empty())
+  if ((S.consume_front("budget:") || S.consume_front("optimal:")) && !S.empty())
+    return llvm::Error::success();
+  auto Sel = parseBlockCheckpointSelection(S);
+  if (!Sel)
+    return Sel.takeError();
+  if (*Sel)
     return llvm::Error::success();
   return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                  "--checkpoint: expected none, blocks, every:K, first:K, "
-                                 "selective or budget:SIZE");
+                                 "selective, blocks:LIST[+selective:LIST], budget:SIZE or "
+                                 "optimal:SIZE");
 }
 
 llvm::Error validateSparseUpdate(llvm::StringRef S) {
@@ -125,8 +218,21 @@ llvm::Error validateSparseUpdate(llvm::StringRef S) {
     return llvm::Error::success();
   if (S.consume_front("last:") && !S.getAsInteger(10, K) && K > 0)
     return llvm::Error::success();
+  if (S.consume_front("budget:") && !S.empty())
+    return llvm::Error::success();
+  if (S.consume_front("layers:") || S.consume_front("weights:") || S.consume_front("biases:")) {
+    llvm::Regex R(S);
+    std::string Why;
+    if (!S.empty() && R.isValid(Why))
+      return llvm::Error::success();
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "--sparse-update: '%s' is not a regular expression over "
+                                   "layer paths%s%s",
+                                   S.str().c_str(), Why.empty() ? "" : ": ", Why.c_str());
+  }
   return llvm::createStringError(llvm::inconvertibleErrorCode(),
-                                 "--sparse-update: expected last:K (K > 0) or bias-only");
+                                 "--sparse-update: expected last:K (K > 0), bias-only, "
+                                 "layers:REGEX, weights:REGEX, biases:REGEX or budget:SIZE");
 }
 
 DType TrainingSetup::weightDType() const {

@@ -89,9 +89,13 @@ struct TrainingSetup {
   std::string TrainRegex;   ///< `--train`
   std::string FreezeRegex;  ///< `--freeze`
   bool KeepGrads = false;   ///< `--keep-grads`: zero_grad(set_to_none=False)
+  /// `--checkpoint`: none, blocks, every:K, first:K, selective, a per-block selection
+  /// (see BlockCheckpointSelection), or budget:SIZE / optimal:SIZE, which the planner
+  /// resolves to one of the others before simulation.
   std::string Checkpoint = "none";
   /// `--sparse-update`: "" (off), "last:K" (the last K repeated blocks and what follows
-  /// them), "bias-only" (BitFit: every bias).
+  /// them), "bias-only" (BitFit: every bias). The planner resolves layers:REGEX,
+  /// weights:REGEX, biases:REGEX and budget:SIZE into TrainableNames before the census.
   std::string SparseUpdate;
   int64_t GradAccum = 1;
   std::optional<int64_t> MicroBatch;
@@ -138,6 +142,20 @@ llvm::Expected<TieMode> parseTieMode(llvm::StringRef S);
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S);
 llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S);
 llvm::Error validateCheckpoint(llvm::StringRef S);
+
+/// A per-block checkpoint selection, `blocks:0-3,7+selective:4-6`: repeated blocks by
+/// index in execution order (as first:K counts them), wrapped whole (Full) or under the
+/// selective policy that keeps matmul outputs (Selective). Either part may be absent.
+struct BlockCheckpointSelection {
+  std::vector<int64_t> Full;      ///< ascending, no duplicates
+  std::vector<int64_t> Selective; ///< ascending, disjoint from Full
+};
+/// Parses the per-block form; nullopt when S is not of that form (plain "blocks",
+/// "selective" and the other modes), an error when it is but is malformed.
+llvm::Expected<std::optional<BlockCheckpointSelection>>
+parseBlockCheckpointSelection(llvm::StringRef S);
+/// The canonical string of a selection (ranges collapsed; "none" when empty).
+std::string formatBlockCheckpointSelection(const BlockCheckpointSelection &Sel);
 llvm::Error validateSparseUpdate(llvm::StringRef S);
 
 /// Reads a trainable-names file: one initializer name a line; blank lines and lines

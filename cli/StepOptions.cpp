@@ -147,7 +147,11 @@ cl::opt<bool> KeepGrads("keep-grads",
                         cl::cat(SetupCategory));
 cl::opt<std::string> CheckpointOpt("checkpoint",
                                    cl::desc("Activation checkpointing: none | blocks | every:K | "
-                                            "selective | budget:BYTES (default none)"),
+                                            "first:K | selective | blocks:LIST[+selective:LIST] "
+                                            "(block indices from 0, e.g. blocks:0-3,7) | "
+                                            "budget:SIZE (fewest first blocks that fit) | "
+                                            "optimal:SIZE (least recompute FLOPs that fit: "
+                                            "keep, selective or whole per block) (default none)"),
                                    cl::init("none"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<unsigned> GradAccum("grad-accum",
                             cl::desc("Accumulate K micro-batches per optimizer step (default 1)"),
@@ -179,8 +183,13 @@ cl::opt<double> LoraDropout("lora-dropout",
                             cl::value_desc("P"), cl::init(0.0), S.A, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<std::string> SparseUpdate("sparse-update",
                                   cl::desc("Train only part of the model: last:K (the last K "
-                                           "repeated blocks and what follows them) or "
-                                           "bias-only (BitFit)"),
+                                           "repeated blocks and what follows them), "
+                                           "bias-only (BitFit), layers:REGEX (every parameter "
+                                           "of the layers whose path matches), weights:REGEX, "
+                                           "biases:REGEX (their weights or biases and norm "
+                                           "scales only), or budget:SIZE (the set that fits, "
+                                           "searched TinyEngine-style: biases first, later "
+                                           "layers first)"),
                                   cl::value_desc("mode"), S.A, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<unsigned> ZeroStage("zero",
                             cl::desc("DeepSpeed ZeRO stage 0-3: 1 shards optimizer states (and "

@@ -4,7 +4,6 @@
 #include "analyzer/StepSimulator.h"
 #include "analyzer/Units.h"
 
-#include <set>
 
 namespace trainmem {
 
@@ -18,10 +17,7 @@ llvm::Expected<CheckpointChoice> chooseCheckpointForBudget(const Graph &G,
   if (!Budget)
     return llvm::createStringError(llvm::inconvertibleErrorCode(), "--checkpoint=budget:%s: %s",
                                    Spec.str().c_str(), llvm::toString(Budget.takeError()).c_str());
-  std::set<std::string> Blocks;
-  for (const Node &N : G.Nodes)
-    if (std::string B = blockOfLayerPath(N.LayerPath); !B.empty())
-      Blocks.insert(B);
+  std::vector<std::string> Blocks = repeatedBlocks(G);
   if (Blocks.empty())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "--checkpoint=budget: the model has no repeated blocks "

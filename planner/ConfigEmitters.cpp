@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "planner/ConfigEmitters.h"
+#include "planner/CheckpointOptimal.h"
 #include "planner/EmitterSupport.h"
 
 #include "llvm/ADT/SmallString.h"
@@ -94,7 +95,8 @@ llvm::Expected<StepShape> stepShape(ConfigTarget T, const TrainingSetup &S,
   else if (!Checkpoint.empty() && Checkpoint != "none")
     return emitError(T, "--checkpoint=" + Checkpoint +
                             " is not expressible: the engine checkpoints every transformer "
-                            "block or none (use --checkpoint=blocks or none)");
+                            "block or none (use --checkpoint=blocks or none); it runs as " +
+                            checkpointEngines(Checkpoint));
   return Shape;
 }
 

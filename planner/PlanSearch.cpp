@@ -13,11 +13,15 @@
 //   GaLore adds its projections and an SVD every update gap (about +5%);
 //   ZeRO-3 / FSDP all-gather parameters in forward and backward (+10%), optimizer
 //   offload runs the step on the CPU (+30%), parameter offload streams weights (+80%);
-//   a sparse update of the last K of N blocks back-propagates through K blocks only;
-//   checkpointing K of N blocks recomputes their forward (x (1 + K/3N)).
+//   a sparse update of the last K of N blocks back-propagates through K blocks only, a
+//   searched update set as deep as its earliest parameter;
+//   optimal checkpointing recomputes its choice's FLOPs (x (1 + recompute / (3 x the
+//   blocks' forward))).
 //
 //===----------------------------------------------------------------------------===//
 #include "planner/PlanSearch.h"
+#include "planner/CheckpointOptimal.h"
+#include "planner/SparseUpdateSearch.h"
 #include "planner/StrategyApply.h"
 
 #include "analyzer/ParameterCensus.h"
@@ -71,6 +75,8 @@ struct Candidate {
   Fidelity Fid = Fidelity::Full;
   double Overhead = 1.0;
   std::vector<std::string> Engines;
+  int64_t RecomputeFlops = 0, ForwardFlops = 0;
+  std::string CheckpointRunsAs, UpdateSet;
 };
 
 
@@ -193,20 +199,34 @@ int64_t accumulationFor(const PlanRequest &R, int64_t MicroBatch) {
   return (Target + MicroBatch - 1) / MicroBatch;
 }
 
+/// The graph and setup a candidate is simulated with at a micro-batch: the model for
+/// that micro-batch, the strategies applied.
+struct Prepared {
+  Graph G;
+  TrainingSetup Setup;
+};
+
+llvm::Expected<Prepared> prepare(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
+  auto G = R.Model(MicroBatch);
+  if (!G)
+    return G.takeError();
+  Prepared P{std::move(*G), C.Setup};
+  P.Setup.MicroBatch = MicroBatch;
+  P.Setup.GradAccum = accumulationFor(R, MicroBatch);
+  if (auto Err = applyStrategies(P.G, P.Setup))
+    return Err;
+  return P;
+}
+
 Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
   Evaluation E;
-  auto G = R.Model(MicroBatch);
-  if (!G) {
-    E.Error = llvm::toString(G.takeError());
+  auto P = prepare(R, C, MicroBatch);
+  if (!P) {
+    E.Error = llvm::toString(P.takeError());
     return E;
   }
-  TrainingSetup S = C.Setup;
-  S.MicroBatch = MicroBatch;
-  S.GradAccum = accumulationFor(R, MicroBatch);
-  if (auto Err = applyStrategies(*G, S)) {
-    E.Error = llvm::toString(std::move(Err));
-    return E;
-  }
+  Graph *G = &P->G;
+  TrainingSetup &S = P->Setup;
   auto Census = takeCensus(*G, S);
   if (!Census) {
     E.Error = llvm::toString(Census.takeError());
@@ -249,28 +269,24 @@ llvm::Expected<ModelShape> modelShape(const PlanRequest &R) {
   auto Census = takeCensus(*G, R.Base);
   if (!Census)
     return Census.takeError();
-  std::set<std::string> Blocks;
   ModelShape Shape;
-  for (const CensusParameter &P : Census->Parameters) {
-    std::string Block = blockOfLayerPath(P.LayerPath);
-    if (!Block.empty())
-      Blocks.insert(Block);
+  for (const CensusParameter &P : Census->Parameters)
     Shape.HasBias |= llvm::StringRef(P.Name).endswith("bias") && P.Shape.size() == 1;
-  }
-  Shape.Blocks = static_cast<int64_t>(Blocks.size());
+  Shape.Blocks = static_cast<int64_t>(repeatedBlocks(*G).size());
   return Shape;
 }
 
-/// Partial activation checkpointing: for a candidate that misses the budget at the
+/// Optimal activation checkpointing: for a candidate that misses the budget at the
 /// requested micro-batch without checkpointing but meets it with every block
-/// checkpointed, the fewest blocks (checkpointing the first K, whose saved activations
-/// live longest) that meet it, by bisection over K with one simulated step per probe.
-/// Recompute is one extra forward through K of N blocks: step time x (1 + K/3N).
-void appendPartialCheckpoints(const PlanRequest &R, const ModelShape &Shape,
+/// checkpointed, the per-block choice (keep, selective, whole) with the least recompute
+/// FLOPs that meets it (planner/CheckpointOptimal: an exact DP verified by the full
+/// simulation). Step time: x (1 + recompute FLOPs / (3 x the blocks' forward FLOPs)),
+/// which is x 4/3 for every block whole, as the "+ checkpoint blocks" candidates count.
+void appendOptimalCheckpoints(const PlanRequest &R, const ModelShape &Shape,
                               std::vector<Candidate> &Out) {
   if (Shape.Blocks < 2 || R.Objective == PlanObjective::MaxBatch)
     return;
-  const int64_t M = std::max<int64_t>(R.GlobalBatch, 1), N = Shape.Blocks;
+  const int64_t M = std::max<int64_t>(R.GlobalBatch, 1);
   auto Fits = [&](const Candidate &C, const std::string &Mode) {
     Candidate Probe = C;
     Probe.Setup.Checkpoint = Mode;
@@ -284,19 +300,32 @@ void appendPartialCheckpoints(const PlanRequest &R, const ModelShape &Shape,
       continue;
     if (Fits(C, "none") || !Fits(C, "blocks"))
       continue;
-    int64_t Lo = 0, Hi = N; // K = Lo misses, K = Hi fits
-    while (Hi - Lo > 1) {
-      int64_t Mid = (Lo + Hi) / 2;
-      (Fits(C, "first:" + std::to_string(Mid)) ? Hi : Lo) = Mid;
+    auto P = prepare(R, C, M);
+    if (!P) {
+      llvm::consumeError(P.takeError());
+      continue;
     }
-    if (Hi == N)
-      continue; // every block: the "+ checkpoint blocks" candidate already
+    auto Census = takeCensus(P->G, P->Setup);
+    if (!Census) {
+      llvm::consumeError(Census.takeError());
+      continue;
+    }
+    auto Choice = chooseOptimalCheckpoint(P->G, P->Setup, *Census, R.Budget);
+    if (!Choice) {
+      llvm::consumeError(Choice.takeError()); // "+ checkpoint blocks" is the answer
+      continue;
+    }
+    if (Choice->Mode == "blocks" || Choice->Mode == "none")
+      continue; // the candidates with and without "+ checkpoint blocks" already
     Candidate Partial = C;
-    Partial.Setup.Checkpoint = "first:" + std::to_string(Hi);
-    Partial.Name = C.Name + " + checkpoint " + std::to_string(Hi) + "/" + std::to_string(N) +
-                   " blocks";
+    Partial.Setup.Checkpoint = Choice->Mode;
+    Partial.Name = C.Name + " + checkpoint optimal"; // the choice is in the plan's why
     Partial.Overhead =
-        C.Overhead * (1.0 + static_cast<double>(Hi) / (3.0 * static_cast<double>(N)));
+        C.Overhead * (1.0 + static_cast<double>(Choice->RecomputeFlops) /
+                                (3.0 * static_cast<double>(std::max<int64_t>(Choice->BlockFlops, 1))));
+    Partial.RecomputeFlops = Choice->RecomputeFlops;
+    Partial.ForwardFlops = Choice->ForwardFlops;
+    Partial.CheckpointRunsAs = checkpointEngines(Choice->Mode);
     Out.push_back(std::move(Partial));
   }
 }
@@ -342,14 +371,42 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
     }
     K = Lo;
   }
-  if (!K)
-    return llvm::Error::success(); // not even one block fits; BitFit may still
-  Candidate C = Base;
-  C.Name = "sparse: last " + std::to_string(K) + " of " + std::to_string(N) +
-           " blocks (searched), " + precisionName(Amp);
-  C.Setup.SparseUpdate = "last:" + std::to_string(K);
-  C.Overhead = (1.0 + 2.0 * static_cast<double>(K) / static_cast<double>(N)) / 3.0;
-  Out.push_back(std::move(C));
+  if (K) {
+    Candidate C = Base;
+    C.Name = "sparse: last " + std::to_string(K) + " of " + std::to_string(N) +
+             " blocks (searched), " + precisionName(Amp);
+    C.Setup.SparseUpdate = "last:" + std::to_string(K);
+    C.Overhead = (1.0 + 2.0 * static_cast<double>(K) / static_cast<double>(N)) / 3.0;
+    Out.push_back(std::move(C));
+  }
+  // Parameter by parameter (planner/SparseUpdateSearch): biases and norm scales first,
+  // later layers first, each kept set a simulated step that fits; at the requested
+  // micro-batch or the largest smaller power of two where any set fits. Step time:
+  // forward plus backward as deep as the earliest updated parameter.
+  for (int64_t M = std::max<int64_t>(R.GlobalBatch, 1); M >= 1; M /= 2) {
+    Candidate C = Base;
+    std::string Budget = formatBytes(R.Budget);
+    Budget.erase(std::remove(Budget.begin(), Budget.end(), ' '), Budget.end());
+    C.Setup.SparseUpdate = "budget:" + Budget;
+    auto P = prepare(R, C, M);
+    if (!P)
+      return P.takeError();
+    auto Sel = searchSparseUpdate(P->G, P->Setup, R.Budget);
+    if (!Sel) {
+      llvm::consumeError(Sel.takeError()); // nothing fits at this micro-batch
+      continue;
+    }
+    if (Sel->Biases + Sel->Weights == Sel->Candidates)
+      break; // everything trains: the full fine-tuning candidate already
+    applySparseSelection(*Sel, C.Setup);
+    C.Name = "sparse: " + std::to_string(Sel->Biases + Sel->Weights) + " of " +
+             std::to_string(Sel->Candidates) + " parameters (TinyEngine search), " +
+             precisionName(Amp);
+    C.Overhead = (1.0 + 2.0 * Sel->BackwardDepth) / 3.0;
+    C.UpdateSet = Sel->summary();
+    Out.push_back(std::move(C));
+    break;
+  }
   return llvm::Error::success();
 }
 
@@ -377,7 +434,7 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
   auto Shape = modelShape(R);
   if (!Shape)
     return Shape.takeError();
-  appendPartialCheckpoints(R, *Shape, All);
+  appendOptimalCheckpoints(R, *Shape, All);
   if (llvm::Error E = appendUpdateSets(R, *Shape, All))
     return E;
   for (const Candidate &C : All) {
@@ -431,6 +488,10 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
     P.Setup = C.Setup;
     P.Fid = C.Fid;
     P.Engines = C.Engines;
+    P.RecomputeFlops = C.RecomputeFlops;
+    P.ForwardFlops = C.ForwardFlops;
+    P.CheckpointRunsAs = C.CheckpointRunsAs;
+    P.UpdateSet = C.UpdateSet;
     P.MaxMicroBatch = Best;
     P.MicroBatch = std::max<int64_t>(1, std::min(Best, Target));
     if (R.Objective == PlanObjective::MaxBatch && Best)
@@ -526,6 +587,12 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
                       "requires_grad (trainmem analyze --sparse-update predicts it)"
                     : "; no engine runs it as set up (layer-wise GaLore cannot accumulate "
                       "gradients)";
+    if (P.RecomputeFlops)
+      Reason += "; --checkpoint=" + P.Setup.Checkpoint + " recomputes " +
+                formatFlops(P.RecomputeFlops) + " of the forward's " +
+                formatFlops(P.ForwardFlops);
+    if (!P.UpdateSet.empty())
+      Reason += "; updates " + P.UpdateSet;
     if (P.GradAccum > 1)
       Reason += "; micro-batch " + std::to_string(P.MicroBatch) + " x " +
                 std::to_string(P.GradAccum) + " accumulation steps reach the batch";
@@ -545,22 +612,33 @@ llvm::json::Value plansToJson(const std::vector<Plan> &Plans, const PlanRequest 
     llvm::json::Array Engines;
     for (const std::string &E : P.Engines)
       Engines.push_back(E);
-    Out.push_back(llvm::json::Object{{"rank", static_cast<int64_t>(I + 1)},
-                                     {"name", P.Name},
-                                     {"setup", setupToJson(P.Setup)},
-                                     {"micro_batch", P.MicroBatch},
-                                     {"grad_accum", P.GradAccum},
-                                     {"max_micro_batch", P.MaxMicroBatch},
-                                     {"peak_bytes", P.Peak},
-                                     {"required_bytes", P.Required},
-                                     {"fits", P.Fits},
-                                     {"headroom_bytes", P.Headroom},
-                                     {"relative_step_time", P.Overhead},
-                                     {"fidelity", fidelityName(P.Fid)},
-                                     {"trainable_parameters", P.TrainableParameters},
-                                     {"engines", std::move(Engines)},
-                                     {"pareto", P.Pareto},
-                                     {"why", P.Why}});
+    llvm::json::Object Entry{{"rank", static_cast<int64_t>(I + 1)},
+                             {"name", P.Name},
+                             {"setup", setupToJson(P.Setup)},
+                             {"micro_batch", P.MicroBatch},
+                             {"grad_accum", P.GradAccum},
+                             {"max_micro_batch", P.MaxMicroBatch},
+                             {"peak_bytes", P.Peak},
+                             {"required_bytes", P.Required},
+                             {"fits", P.Fits},
+                             {"headroom_bytes", P.Headroom},
+                             {"relative_step_time", P.Overhead},
+                             {"fidelity", fidelityName(P.Fid)},
+                             {"trainable_parameters", P.TrainableParameters},
+                             {"engines", std::move(Engines)},
+                             {"pareto", P.Pareto},
+                             {"why", P.Why}};
+    if (P.RecomputeFlops)
+      Entry["checkpoint"] = llvm::json::Object{{"mode", P.Setup.Checkpoint},
+                                               {"recompute_flops", P.RecomputeFlops},
+                                               {"forward_flops", P.ForwardFlops},
+                                               {"runs_as", P.CheckpointRunsAs}};
+    if (!P.UpdateSet.empty())
+      Entry["update_set"] = llvm::json::Object{
+          {"parameters", static_cast<int64_t>(P.Setup.TrainableNames.size())},
+          {"names", llvm::json::Array(P.Setup.TrainableNames)},
+          {"summary", P.UpdateSet}};
+    Out.push_back(std::move(Entry));
   }
   return llvm::json::Object{{"schema", "trainmem.plans/1"},
                             {"gpu", R.Gpu.Name},

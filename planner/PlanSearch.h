@@ -49,6 +49,13 @@ struct Plan {
   /// The largest micro-batch that fits with this strategy (0: none).
   int64_t MaxMicroBatch = 0;
   std::vector<std::string> Engines;
+  /// Optimal checkpointing (the cheapest per-block choice that fits): its recompute and
+  /// the forward's FLOPs, and in words what runs it; zero and empty otherwise.
+  int64_t RecomputeFlops = 0;
+  int64_t ForwardFlops = 0;
+  std::string CheckpointRunsAs;
+  /// A searched sparse update set (TinyEngine-style), in words; empty otherwise.
+  std::string UpdateSet;
   /// Why the Hugging Face emitter refuses the plan when no engine runs it.
   std::string EngineRefusal;
   std::string Why;

@@ -4,8 +4,12 @@
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/StepSimulator.h"
 #include "planner/CheckpointBudget.h"
+#include "planner/CheckpointOptimal.h"
 #include "planner/GpuCatalog.h"
+#include "planner/SparseUpdateSearch.h"
 #include "planner/StrategyApply.h"
+
+#include "analyzer/Units.h"
 
 #include <optional>
 
@@ -14,11 +18,8 @@ namespace trainmem {
 llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
   if (llvm::Error E = applyStrategies(G, Setup))
     return E;
-  auto Census = takeCensus(G, Setup);
-  if (!Census)
-    return Census.takeError();
   // Resolve the GPU first: an unknown name is a usage error before any work is done, and
-  // the canonical name selects the runtime overheads.
+  // the canonical name selects the runtime overheads every simulation below includes.
   std::optional<GpuSpec> Gpu;
   if (!Setup.Gpu.empty()) {
     auto Catalog = GpuCatalog::loadConfigured();
@@ -30,6 +31,23 @@ llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
     Gpu = *Spec;
     Setup.Gpu = Gpu->Name;
   }
+  // The update set first: checkpointing is chosen for the parameters that train.
+  if (llvm::StringRef(Setup.SparseUpdate).startswith("budget:")) {
+    auto Sel = searchSparseUpdate(G, Setup);
+    if (!Sel)
+      return Sel.takeError();
+    G.Diags.note("sparse-update-budget", Setup.SparseUpdate,
+                 "the update set that meets the budget (" + formatBytes(Sel->Required) +
+                     " simulated, " + std::to_string(Sel->Simulations) +
+                     " simulations): " + Sel->summary() +
+                     "; biases first, then weights, later layers first (TinyEngine, Lin et "
+                     "al. 2022); no engine config selects it: the training script sets "
+                     "requires_grad on exactly these parameters");
+    applySparseSelection(*Sel, Setup);
+  }
+  auto Census = takeCensus(G, Setup);
+  if (!Census)
+    return Census.takeError();
   if (llvm::StringRef(Setup.Checkpoint).startswith("budget:")) {
     auto Choice = chooseCheckpointForBudget(G, Setup, *Census);
     if (!Choice)
@@ -41,6 +59,27 @@ llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
                      "(--recompute-granularity=full --recompute-method=block "
                      "--recompute-num-layers=K) or by wrapping those blocks in "
                      "torch.utils.checkpoint; HF Trainer checkpoints all blocks");
+    Setup.Checkpoint = Choice->Mode;
+  } else if (llvm::StringRef(Setup.Checkpoint).startswith("optimal:")) {
+    auto Choice = chooseOptimalCheckpoint(G, Setup, *Census);
+    if (!Choice)
+      return Choice.takeError();
+    std::string Engines = checkpointEngines(Choice->Mode);
+    if (Choice->Mode == "none")
+      G.Diags.note("checkpoint-optimal", Setup.Checkpoint,
+                   "the step meets the budget without checkpointing (" +
+                       formatBytes(Choice->Required) + " simulated)");
+    else
+      G.Diags.note("checkpoint-optimal", Setup.Checkpoint,
+                 "--checkpoint=" + Choice->Mode + " recomputes the least (" +
+                     formatFlops(Choice->RecomputeFlops) + " against the forward's " +
+                     formatFlops(Choice->ForwardFlops) + ") of the " +
+                     std::to_string(Choice->Blocks) +
+                     " blocks' keep / selective / whole choices that meet the budget (" +
+                     formatBytes(Choice->Required) + " simulated; " +
+                     std::to_string(Choice->Solves) + " DP solutions verified, " +
+                     std::to_string(Choice->Simulations) + " simulations)" +
+                     (Engines.empty() ? std::string() : "; runs as " + Engines));
     Setup.Checkpoint = Choice->Mode;
   }
   auto Sim = simulateStep(G, Setup, *Census);

@@ -1,12 +1,28 @@
 //===- StrategyApply.cpp - turn a setup's strategies into the graph to simulate ------===//
 #include "planner/StrategyApply.h"
 #include "planner/LoraTransform.h"
+#include "planner/SparseUpdateSearch.h"
 
 namespace trainmem {
 
+namespace {
+/// --sparse-update=layers:/weights:/biases:REGEX becomes the names the census trains.
+llvm::Error applySparseLayers(const Graph &G, TrainingSetup &Setup) {
+  llvm::StringRef Spec(Setup.SparseUpdate);
+  if (!isPlannerSparseUpdate(Spec) || Spec.startswith("budget:") ||
+      (Setup.TrainableFile && llvm::StringRef(*Setup.TrainableFile).startswith("(sparse update")))
+    return llvm::Error::success(); // a budget needs the simulation; resolved already
+  auto Sel = selectSparseLayers(G, Setup);
+  if (!Sel)
+    return Sel.takeError();
+  applySparseSelection(*Sel, Setup);
+  return llvm::Error::success();
+}
+} // namespace
+
 llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup) {
   if (!Setup.Lora)
-    return llvm::Error::success();
+    return applySparseLayers(G, Setup);
   // LoRA is a transformation of the graph; the adapters are what trains (PEFT freezes
   // the base), plus whatever --train selects (modules_to_save).
   auto Adapted = applyLora(G, *Setup.Lora);
@@ -26,7 +42,7 @@ llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup) {
                  "--qlora computes in bf16: simulated as amp-bf16 (fp32 adapters, norms and "
                  "embeddings, NF4 base linears)");
   }
-  return llvm::Error::success();
+  return applySparseLayers(G, Setup);
 }
 
 } // namespace trainmem

@@ -2,7 +2,8 @@
 //
 // The one place where a TrainingSetup's graph-changing strategies are applied before the
 // census and the simulation, so `analyze` and `plan` evaluate a strategy the same way:
-// LoRA / QLoRA adapters (and the trainable set they imply), QLoRA's compute recipe.
+// LoRA / QLoRA adapters (and the trainable set they imply), QLoRA's compute recipe, and
+// the per-layer forms of --sparse-update (layers:/weights:/biases:REGEX).
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_PLANNER_STRATEGYAPPLY_H
@@ -16,7 +17,7 @@
 namespace trainmem {
 
 /// Rewrites G and Setup for the setup's strategies. Errors: LoRA targets that match no
-/// linear layer.
+/// linear layer, a per-layer sparse update that matches no parameter.
 llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup);
 
 } // namespace trainmem

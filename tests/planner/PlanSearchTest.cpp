@@ -190,7 +190,7 @@ TEST(PlanSearch, UpdateSetSearchTrainsTheMostBlocksThatFit) {
     }
 }
 
-TEST(PlanSearch, PartialCheckpointingIsTheFewestBlocksThatFit) {
+TEST(PlanSearch, OptimalCheckpointingIsTheLeastRecomputeThatFits) {
   // Full fine-tuning in amp-bf16 with fused AdamW on tiny-llama (2 blocks), batch 8.
   PlanRequest Probe = request(int64_t(1) << 40, 8, 1, PlanObjective::FitFastest);
   auto Full = [&](const char *Checkpoint) {
@@ -202,29 +202,66 @@ TEST(PlanSearch, PartialCheckpointingIsTheFewestBlocksThatFit) {
   ASSERT_LT(One, None);
   ASSERT_LE(Both, One); // reserved memory rounds to the allocator's segments
   // Room for one checkpointed block but not for none.
-  auto Plans = searchPlans(request(One, 8, 1, PlanObjective::FitFastest));
+  PlanRequest R = request(One, 8, 1, PlanObjective::FitFastest);
+  auto Plans = searchPlans(R);
   ASSERT_TRUE(static_cast<bool>(Plans)) << llvm::toString(Plans.takeError());
-  const Plan *Partial = nullptr;
+  const Plan *Optimal = nullptr;
   for (const Plan &P : *Plans)
-    if (P.Name == "full, amp-bf16, AdamW (fused) + checkpoint 1/2 blocks")
-      Partial = &P;
-  ASSERT_NE(Partial, nullptr);
-  EXPECT_EQ(Partial->Setup.Checkpoint, "first:1");
-  EXPECT_TRUE(Partial->Fits);
-  EXPECT_EQ(Partial->MicroBatch, 8);
-  // Recomputing one of two blocks' forward: 1 + 1/6 of a step.
-  EXPECT_DOUBLE_EQ(Partial->Overhead, 1.0 + 1.0 / 6.0);
-  // Every partial plan checkpoints fewer blocks than all and misses the budget without.
+    if (P.Name == "full, amp-bf16, AdamW (fused) + checkpoint optimal")
+      Optimal = &P;
+  ASSERT_NE(Optimal, nullptr);
+  EXPECT_NE(Optimal->Setup.Checkpoint, "blocks");
+  EXPECT_NE(Optimal->Setup.Checkpoint, "none");
+  EXPECT_TRUE(Optimal->Fits);
+  EXPECT_EQ(Optimal->MicroBatch, 8);
+  // First:1 fits, so the least recompute is at most one of two blocks' forward:
+  // 1 + 1/6 of a step, and more than nothing.
+  EXPECT_GT(Optimal->RecomputeFlops, 0);
+  EXPECT_LE(Optimal->Overhead, 1.0 + 1.0 / 6.0 + 1e-12);
+  EXPECT_GT(Optimal->Overhead, 1.0);
+  EXPECT_NE(Optimal->CheckpointRunsAs.find("torch.utils.checkpoint"), std::string::npos);
+  // Every optimal plan misses the budget without checkpointing; its JSON says what
+  // it recomputes and what runs it.
   for (const Plan &P : *Plans)
-    if (llvm::StringRef(P.Setup.Checkpoint).startswith("first:")) {
-      EXPECT_EQ(P.Setup.Checkpoint, "first:1") << P.Name;
+    if (P.RecomputeFlops) {
       TrainingSetup Without = P.Setup;
       Without.Checkpoint = "none";
       EXPECT_GT(required(Without, P.MicroBatch), One) << P.Name;
     }
-  // With room for full fine-tuning without checkpointing, it gets no partial plan.
+  llvm::json::Value Json = plansToJson(*Plans, R);
+  bool SawCheckpoint = false;
+  for (const llvm::json::Value &V : *Json.getAsObject()->getArray("plans"))
+    if (const llvm::json::Object *C = V.getAsObject()->getObject("checkpoint")) {
+      SawCheckpoint = true;
+      EXPECT_GT(C->getInteger("recompute_flops").value_or(0), 0);
+      EXPECT_FALSE(C->getString("runs_as").value_or("").empty());
+    }
+  EXPECT_TRUE(SawCheckpoint);
+  // With room for full fine-tuning without checkpointing, it gets no optimal plan.
   auto Roomy = searchPlans(request(None, 8, 1, PlanObjective::FitFastest));
   ASSERT_TRUE(static_cast<bool>(Roomy));
   for (const Plan &P : *Roomy)
-    EXPECT_NE(P.Name, "full, amp-bf16, AdamW (fused) + checkpoint 1/2 blocks");
+    EXPECT_NE(P.Name, "full, amp-bf16, AdamW (fused) + checkpoint optimal");
+}
+
+TEST(PlanSearch, TinyEngineSearchIsASparsePlanThatFits) {
+  PlanRequest Probe = request(int64_t(1) << 40, 8, 1, PlanObjective::FitFastest);
+  TrainingSetup S = ampFusedAt8(Probe);
+  S.SparseUpdate = "last:1";
+  const int64_t One = required(S, 8);
+  PlanRequest R = request(One, 8, 1, PlanObjective::MaxTrainable);
+  auto Plans = searchPlans(R);
+  ASSERT_TRUE(static_cast<bool>(Plans)) << llvm::toString(Plans.takeError());
+  const Plan *Searched = nullptr;
+  for (const Plan &P : *Plans)
+    if (llvm::StringRef(P.Setup.SparseUpdate).startswith("budget:"))
+      Searched = &P;
+  ASSERT_NE(Searched, nullptr);
+  EXPECT_EQ(Searched->Fid, Fidelity::Sparse);
+  EXPECT_TRUE(Searched->Fits);
+  EXPECT_TRUE(Searched->Engines.empty()) << "no engine config selects an update set";
+  EXPECT_GT(Searched->TrainableParameters, 0);
+  EXPECT_NE(Searched->Name.find("TinyEngine"), std::string::npos) << Searched->Name;
+  EXPECT_NE(Searched->Why.find("updates "), std::string::npos) << Searched->Why;
+  EXPECT_EQ(Searched->Required, required(Searched->Setup, Searched->MicroBatch));
 }

@@ -1,0 +1,254 @@
+//===- ExecutorStep.cpp - the loss, the backward engine and one training step -===//
+//
+// The backward engine runs the tape in reverse: a node whose outputs got no gradient is
+// dropped (its saved tensors with it); otherwise its closure computes the input gradients
+// while the saved tensors are still held, then the engine releases the incoming gradients
+// and the closure (release_variables) before handing the results on. A tensor that gets a
+// second gradient has the two summed into a new tensor (InputBuffer::accumulate); a
+// parameter's gradient waits in AccumulateGrad's buffer until all its uses delivered, and
+// is then stolen when nothing else holds it.
+//
+//===----------------------------------------------------------------------------===//
+#include "cupti_probe/ExecutorState.h"
+
+#include <algorithm>
+
+namespace trainmem::probe {
+
+static llvm::Error errorf(const std::string &Msg) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s", Msg.c_str());
+}
+
+//===----------------------------------------------------------------------===//
+// Backward engine
+//===----------------------------------------------------------------------===//
+
+void ExecutorImpl::accumulateParamGrad(size_t P, XTensor Grad) {
+  Alloc.setOp("AccumulateGrad " + Census.Parameters[P].Name);
+  if (PendingParamGrad[P].defined()) {
+    // InputBuffer::accumulate: a second gradient for one input is summed into a new
+    // tensor and both are freed (the tied embedding / LM head weight).
+    XTensor Sum = binary(PendingParamGrad[P], Grad, ParamValue[P].Dims, ElemType::F32,
+                         [](double A, double B) { return A + B; }, "grad sum");
+    PendingParamGrad[P] = {};
+    Grad = Sum;
+  }
+  if (--GradUsesLeft[P] > 0) {
+    PendingParamGrad[P] = std::move(Grad);
+    return;
+  }
+  const XTensor &Value = ParamValue[P];
+  if (!ParamGrad[P].defined()) {
+    // AccumulateGrad steals a contiguous gradient nobody else holds; else it clones.
+    bool Steal = Grad.Buf.use_count() == 1 && Grad.isContiguous() && Grad.Offset == 0 &&
+                 Grad.Buf->bytes() == static_cast<size_t>(Value.bytes());
+    XTensor Owned = Steal ? Grad : clone(Grad, "");
+    Alloc.recategorize(*Owned.Buf, MemCategory::Gradients);
+    ParamGrad[P] = Owned.view(Value.Dims, contiguousStrides(Value.Dims), 0);
+    return;
+  }
+  // .grad += new_grad, in place (kept gradients, or a second backward).
+  XTensor C = contiguous(Grad, "grad");
+  Dev.add(ParamGrad[P].Buf->as<float>(), ParamGrad[P].Buf->as<float>(),
+          C.Buf->as<float>() + C.Offset, Value.numel());
+}
+
+void ExecutorImpl::deliver(TensorId In, XTensor Grad, std::map<TensorId, XTensor> &Grads) {
+  if (ParamOf[In] >= 0) {
+    size_t P = static_cast<size_t>(ParamOf[In]);
+    if (!Census.Parameters[P].Trainable)
+      return;
+    const XTensor &View = Persistent[In];
+    if (Grad.Strides != View.Strides || Grad.Offset != View.Offset ||
+        Grad.Buf->bytes() != static_cast<size_t>(ParamValue[P].bytes())) {
+      // Lay the gradient out like the parameter's storage (a tied, transposed use).
+      XTensor Laid = alloc(ParamValue[P].Dims, ElemType::F32, MemCategory::Temporaries,
+                           "grad");
+      XTensor Target = Laid.view(View.Dims, View.Strides, View.Offset);
+      const float *Src = static_cast<const float *>(Host.read(*Grad.Buf));
+      float *Dst = static_cast<float *>(Host.write(*Laid.Buf));
+      forEachElement(View.Dims, {Grad.Strides, Target.Strides}, {Grad.Offset, Target.Offset},
+                     [&](const std::vector<int64_t> &O) { Dst[O[1]] = Src[O[0]]; });
+      Host.flush();
+      Grad = Laid;
+    } else {
+      Grad = Grad.view(ParamValue[P].Dims, contiguousStrides(ParamValue[P].Dims), 0);
+    }
+    accumulateParamGrad(P, std::move(Grad));
+    return;
+  }
+  auto It = Grads.find(In);
+  if (It == Grads.end()) {
+    Grads.emplace(In, std::move(Grad));
+    return;
+  }
+  XTensor Sum = binary(It->second, Grad, It->second.Dims, ElemType::F32,
+                       [](double A, double B) { return A + B; }, "grad sum");
+  It->second = {};
+  Grad = {};
+  It->second = std::move(Sum);
+}
+
+llvm::Error ExecutorImpl::runBackward(Tape &T, std::map<TensorId, XTensor> &Grads) {
+  // Deliveries each parameter expects from this tape (AccumulateGrad runs once all came).
+  std::vector<int> Uses(Census.Parameters.size(), 0);
+  for (const TapeNode &N : T)
+    for (TensorId In : std::set<TensorId>(N.Inputs.begin(), N.Inputs.end()))
+      if (In != NoTensor && ParamOf[In] >= 0)
+        ++Uses[ParamOf[In]];
+  for (size_t P = 0; P < Uses.size(); ++P)
+    GradUsesLeft[P] += Uses[P];
+  for (size_t I = T.size(); I-- > 0;) {
+    TapeNode &N = T[I];
+    std::vector<XTensor> OutGrads(N.Outputs.size());
+    bool Any = false;
+    for (size_t K = 0; K < N.Outputs.size(); ++K)
+      if (auto It = Grads.find(N.Outputs[K]); It != Grads.end()) {
+        OutGrads[K] = std::move(It->second);
+        Grads.erase(It);
+        Any = true;
+      }
+    if (!Any) {
+      N.Backward = nullptr;
+      for (TensorId In : std::set<TensorId>(N.Inputs.begin(), N.Inputs.end()))
+        if (In != NoTensor && ParamOf[In] >= 0)
+          --GradUsesLeft[ParamOf[In]];
+      continue;
+    }
+    Alloc.setOp(N.Name, N.Layer);
+    std::vector<XTensor> InGrads = N.Backward(OutGrads);
+    Host.flush();
+    if (Options.AfterEachOp)
+      Options.AfterEachOp();
+    if (auto Err = deviceError(N.Name + " backward"))
+      return Err;
+    if (!BackwardError.empty())
+      return errorf(BackwardError);
+    // The engine releases the node's incoming gradients and saved tensors when it returns.
+    OutGrads.clear();
+    N.Backward = nullptr;
+    std::set<size_t> Delivered;
+    for (size_t K = 0; K < N.Inputs.size() && K < InGrads.size(); ++K) {
+      TensorId In = N.Inputs[K];
+      if (In == NoTensor)
+        continue;
+      if (InGrads[K].defined())
+        deliver(In, std::move(InGrads[K]), Grads);
+      else if (ParamOf[In] >= 0 && Delivered.insert(static_cast<size_t>(ParamOf[In])).second)
+        --GradUsesLeft[ParamOf[In]];
+    }
+  }
+  T.clear();
+  return llvm::Error::success();
+}
+
+//===----------------------------------------------------------------------===//
+// Loss and the step
+//===----------------------------------------------------------------------===//
+
+llvm::Expected<float> ExecutorImpl::step(bool RunOptimizer, bool Backward) {
+  BackwardError.clear();
+  Alloc.setPhase("forward");
+  Env E;
+  Tape T;
+  GradEnabled = TapeWanted = Backward;
+  if (auto Err = forward(E, T))
+    return Err;
+  GradEnabled = TapeWanted = true;
+  // F.cross_entropy = log_softmax (its fp32 output saved) + nll_loss (total_weight saved).
+  Alloc.setOp("cross_entropy", "loss");
+  XTensor LogitsV = contiguous(E.Values[Logits], "logits (contiguous)");
+  XTensor LogProbs = alloc({LossRows, LossClasses}, ElemType::F32, MemCategory::Temporaries,
+                           "log_softmax(logits)");
+  XTensor Loss = alloc({}, ElemType::F32, MemCategory::Temporaries, "loss");
+  XTensor TotalWeight = alloc({}, ElemType::F32, MemCategory::Temporaries, "total_weight");
+  Dev.crossEntropyForward(LogProbs.Buf->as<float>(), Loss.Buf->as<float>(),
+                          TotalWeight.Buf->as<float>(), LogitsV.Buf->as<float>() + LogitsV.Offset,
+                          Labels.Buf->as<int64_t>(), LossRows, LossClasses, -100);
+  float LossValue = 0;
+  Dev.copyToHost(&LossValue, Loss.Buf->data(), 4);
+  if (Backward) {
+    save(LogProbs);
+    save(TotalWeight);
+  }
+  // The caller keeps only the loss: the logits go before backward.
+  LogitsV = {};
+  E.Values[Logits] = {};
+  if (auto Err = deviceError("cross_entropy"))
+    return Err;
+  SavedAtEndOfForward = Alloc.live().Activations;
+  if (!Backward) {
+    T.clear();
+    return LossValue;
+  }
+  Alloc.setPhase("backward");
+  Alloc.setOp("NllLossBackward", "loss");
+  XTensor Seed = alloc({}, ElemType::F32, MemCategory::Temporaries, "grad(loss)");
+  Dev.fill(Seed.Buf->as<float>(), 1, 1.0f);
+  // nll_loss_backward: zeros, then -1 / total_weight at each row's target.
+  XTensor GradLogProbs = zeros({LossRows, LossClasses}, ElemType::F32, "grad(log_softmax)");
+  {
+    float Total = 0;
+    Dev.copyToHost(&Total, TotalWeight.Buf->data(), 4);
+    float *GL = static_cast<float *>(Host.write(*GradLogProbs.Buf));
+    const int64_t *Lab = static_cast<const int64_t *>(Host.read(*Labels.Buf));
+    for (int64_t R = 0; R < LossRows; ++R)
+      GL[R * LossClasses + Lab[R]] = -1.0f / Total;
+    Host.flush();
+  }
+  TotalWeight = {};
+  Alloc.setOp("LogSoftmaxBackward", "loss");
+  // _log_softmax_backward_data: g - exp(logp) * sum(g) per row, which for the nll gradient
+  // above is the fused cross-entropy gradient (softmax - onehot) / total_weight.
+  XTensor GradLogits = alloc({LossRows, LossClasses}, ElemType::F32, MemCategory::Temporaries,
+                             "grad(logits)");
+  {
+    XTensor TW = alloc({}, ElemType::F32, MemCategory::Temporaries, "total_weight (read)");
+    float Rows = 0;
+    const int64_t *Lab = static_cast<const int64_t *>(Host.read(*Labels.Buf));
+    for (int64_t R = 0; R < LossRows; ++R)
+      Rows += Lab[R] != -100;
+    Dev.copyFromHost(TW.Buf->data(), &Rows, 4);
+    Host.flush();
+    Dev.crossEntropyBackward(GradLogits.Buf->as<float>(), LogProbs.Buf->as<float>(),
+                             Labels.Buf->as<int64_t>(), TW.Buf->as<float>(), LossRows,
+                             LossClasses, -100, 1.0f);
+  }
+  GradLogProbs = {};
+  LogProbs = {};
+  std::map<TensorId, XTensor> Grads;
+  Grads[Logits] = GradLogits.view(G.Tensors[Logits].Shape,
+                                  contiguousStrides(G.Tensors[Logits].Shape), 0);
+  GradLogits = {};
+  if (auto Err = runBackward(T, Grads))
+    return Err;
+  // Gradients no node consumed (batch inputs) and any AccumulateGrad still waiting.
+  Grads.clear();
+  for (size_t P = 0; P < PendingParamGrad.size(); ++P)
+    if (PendingParamGrad[P].defined()) {
+      GradUsesLeft[P] = 1;
+      XTensor Pending = std::move(PendingParamGrad[P]);
+      PendingParamGrad[P] = {};
+      accumulateParamGrad(P, std::move(Pending));
+    }
+  std::fill(GradUsesLeft.begin(), GradUsesLeft.end(), 0);
+  E.Values.clear();
+  Seed = {};
+  Loss = {};
+  // The checkpoints' RNG states go with the graph, after the last backward node.
+  CheckpointRngStates.clear();
+  Alloc.setOp("backward done");
+  if (RunOptimizer) {
+    Alloc.setPhase("optimizer");
+    if (auto Err = optimizerStep())
+      return Err;
+    Alloc.setPhase("zero_grad");
+    zeroGrad();
+  }
+  if (auto Err = deviceError("the step"))
+    return Err;
+  ++StepsDone;
+  return LossValue;
+}
+
+} // namespace trainmem::probe

@@ -12,6 +12,7 @@
 #include "cupti_probe/ExecutorState.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace trainmem::probe {
 
@@ -198,21 +199,22 @@ llvm::Expected<float> ExecutorImpl::step(bool RunOptimizer, bool Backward) {
   }
   TotalWeight = {};
   Alloc.setOp("LogSoftmaxBackward", "loss");
-  // _log_softmax_backward_data: g - exp(logp) * sum(g) per row, which for the nll gradient
-  // above is the fused cross-entropy gradient (softmax - onehot) / total_weight.
+  // _log_softmax_backward_data: g - exp(logp) * sum(g), per row.
   XTensor GradLogits = alloc({LossRows, LossClasses}, ElemType::F32, MemCategory::Temporaries,
                              "grad(logits)");
   {
-    XTensor TW = alloc({}, ElemType::F32, MemCategory::Temporaries, "total_weight (read)");
-    float Rows = 0;
-    const int64_t *Lab = static_cast<const int64_t *>(Host.read(*Labels.Buf));
-    for (int64_t R = 0; R < LossRows; ++R)
-      Rows += Lab[R] != -100;
-    Dev.copyFromHost(TW.Buf->data(), &Rows, 4);
+    const float *GL = static_cast<const float *>(Host.read(*GradLogProbs.Buf));
+    const float *LP = static_cast<const float *>(Host.read(*LogProbs.Buf));
+    float *DX = static_cast<float *>(Host.write(*GradLogits.Buf));
+    for (int64_t R = 0; R < LossRows; ++R) {
+      const float *G = GL + R * LossClasses, *L = LP + R * LossClasses;
+      double Sum = 0;
+      for (int64_t C = 0; C < LossClasses; ++C)
+        Sum += G[C];
+      for (int64_t C = 0; C < LossClasses; ++C)
+        DX[R * LossClasses + C] = static_cast<float>(G[C] - std::exp(L[C]) * Sum);
+    }
     Host.flush();
-    Dev.crossEntropyBackward(GradLogits.Buf->as<float>(), LogProbs.Buf->as<float>(),
-                             Labels.Buf->as<int64_t>(), TW.Buf->as<float>(), LossRows,
-                             LossClasses, -100, 1.0f);
   }
   GradLogProbs = {};
   LogProbs = {};

@@ -3,7 +3,7 @@
 // Broadcasting arithmetic, the pointwise functions and mean/sum over axes, each with the
 // backward closure of its derivatives.yaml formula and only the tensors that formula
 // reads: add/sub nothing; mul/div the other operand (a Python scalar as PyTorch's 8-byte
-// float64 wrapped number); pow, erf and mean their input; sqrt, rsqrt, reciprocal, exp,
+// float64 wrapped number); pow, erf, cos, sin and mean their input; sqrt, rsqrt, reciprocal, exp,
 // sigmoid, tanh and relu their output; where its condition. Gradients of broadcast
 // operands are computed full size and then summed down, as autograd does.
 //
@@ -33,10 +33,11 @@ llvm::Expected<bool> ExecutorImpl::runArithmeticOp(const SimOp &Op, std::vector<
   auto IsFloat = [](const XTensor &T) { return T.Type == ElemType::F32 || T.Type == ElemType::F64; };
 
   if (K == "Add" || K == "Sub" || K == "Mul" || K == "Div" || K == "Equal" || K == "Less" ||
-      K == "Greater" || K == "And" || K == "Or") {
+      K == "Greater" || K == "LessOrEqual" || K == "GreaterOrEqual" || K == "And" || K == "Or") {
     const XTensor &A = In[0], &B = In[1];
     Shape Dims = broadcastOf(A.Dims, B.Dims);
-    bool Compare = K == "Equal" || K == "Less" || K == "Greater" || K == "And" || K == "Or";
+    bool Compare = K == "Equal" || K == "Less" || K == "Greater" || K == "LessOrEqual" ||
+                   K == "GreaterOrEqual" || K == "And" || K == "Or";
     ElemType T = Compare ? ElemType::Bool
                  : IsFloat(A) || IsFloat(B) ? ElemType::F32
                                             : ElemType::I64;
@@ -51,6 +52,8 @@ llvm::Expected<bool> ExecutorImpl::runArithmeticOp(const SimOp &Op, std::vector<
     else if (K == "Equal") F = [](double X, double Y) { return X == Y ? 1.0 : 0.0; };
     else if (K == "Less") F = [](double X, double Y) { return X < Y ? 1.0 : 0.0; };
     else if (K == "Greater") F = [](double X, double Y) { return X > Y ? 1.0 : 0.0; };
+    else if (K == "LessOrEqual") F = [](double X, double Y) { return X <= Y ? 1.0 : 0.0; };
+    else if (K == "GreaterOrEqual") F = [](double X, double Y) { return X >= Y ? 1.0 : 0.0; };
     else if (K == "And") F = [](double X, double Y) { return X != 0 && Y != 0 ? 1.0 : 0.0; };
     else F = [](double X, double Y) { return X != 0 || Y != 0 ? 1.0 : 0.0; };
     Out[0] = binary(A, B, Dims, T, F, OutName);
@@ -165,6 +168,8 @@ llvm::Expected<bool> ExecutorImpl::runArithmeticOp(const SimOp &Op, std::vector<
        [](double Y) { return Y > 0 ? 1.0 : 0.0; }},
       {"Erf", false, [](double X) { return std::erf(X); },
        [](double X) { return 1.1283791670955126 * std::exp(-X * X); }},
+      {"Cos", false, [](double X) { return std::cos(X); }, [](double X) { return -std::sin(X); }},
+      {"Sin", false, [](double X) { return std::sin(X); }, [](double X) { return std::cos(X); }},
       {"Not", false, [](double X) { return X != 0 ? 0.0 : 1.0; }, nullptr},
   };
   for (const Pointwise &P : Table) {

@@ -345,8 +345,16 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
       return true;
     Shape KtDims = In[1].Dims;
     bool Transposed = Kt.Dims != KtDims;
+    // An additive attention bias is an input of the fused backward
+    // (_efficient_attention_backward reads it), so the node keeps it. The kernels apply the
+    // causal mask themselves; the batches the executor feeds have no padding, so the bias
+    // of these graphs masks exactly that.
+    std::vector<XTensor> Biases;
+    for (size_t I = 3; I < In.size(); ++I)
+      if (In[I].defined() && In[I].Type == ElemType::F32 && In[I].numel() > 1)
+        Biases.push_back(save(In[I]));
     *Bw = [this, SQ = save(Q), SK = save(Kc), SV = save(V), SO = save(O), SL = save(Lse), S,
-           KtDims, Transposed](std::vector<XTensor> &GOut) {
+           KtDims, Transposed, Biases](std::vector<XTensor> &GOut) {
       XTensor Gr = contiguous(GOut[0], "grad (contiguous)");
       XTensor DQ = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(q)");
       XTensor DK = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(k)");

@@ -266,6 +266,10 @@ void ExecutorImpl::planSegments() {
   SegmentOfOp.assign(Ops.size(), -1);
   if (Setup.Checkpoint == "none")
     return;
+  std::vector<int> OpOfNode(G.Nodes.size(), -1);
+  for (size_t I = 0; I < Ops.size(); ++I)
+    for (NodeId N : Ops[I].Nodes)
+      OpOfNode[N] = static_cast<int>(I);
   int64_t Every = 1;
   if (llvm::StringRef(Setup.Checkpoint).startswith("every:"))
     llvm::StringRef(Setup.Checkpoint).drop_front(6).getAsInteger(10, Every);
@@ -286,16 +290,17 @@ void ExecutorImpl::planSegments() {
           if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
               Seen.insert(In).second)
             S.Inputs.push_back(In);
-      std::set<NodeId> Inside;
-      for (size_t K = I; K <= J; ++K)
-        Inside.insert(Ops[K].Nodes.begin(), Ops[K].Nodes.end());
+      // A tensor escapes when an op outside the block reads it. Consumers that run no op
+      // (Shape and the rest of the shape arithmetic PyTorch does on Python ints) do not
+      // hold it.
       for (size_t K = I; K <= J; ++K)
         for (TensorId O : Ops[K].Outputs) {
           if (O == NoTensor)
             continue;
           bool Escapes = G.Tensors[O].IsGraphOutput;
           for (NodeId C : G.Tensors[O].Consumers)
-            Escapes |= !Inside.count(C);
+            Escapes |= OpOfNode[C] >= 0 && (OpOfNode[C] < static_cast<int>(I) ||
+                                            OpOfNode[C] > static_cast<int>(J));
           if (Escapes)
             S.Outputs.push_back(O);
         }
@@ -561,11 +566,12 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
             }
           ForkedRng = {};
           Alloc.setPhase(Phase);
+          // torch.autograd.backward(outputs, grads): the incoming gradients stay referenced
+          // by CheckpointFunction.backward's arguments until it returns.
           std::map<TensorId, XTensor> Grads;
           for (size_t K = 0; K < S.Outputs.size() && K < OutGrads.size(); ++K)
             if (OutGrads[K].defined())
-              Grads[S.Outputs[K]] = std::move(OutGrads[K]);
-          OutGrads.clear();
+              Grads[S.Outputs[K]] = OutGrads[K];
           if (auto Err = runBackward(Inner, Grads))
             BackwardError = llvm::toString(std::move(Err));
           Local.Values.clear();

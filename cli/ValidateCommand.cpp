@@ -39,6 +39,10 @@ cl::opt<unsigned> StepsOpt("steps",
                            cl::desc("Training steps to run; the last is measured (default 2: "
                                     "step 2 is the steady state, optimizer states exist)"),
                            cl::init(2), cl::sub(validateCommand()), cl::cat(ValidateCategory));
+cl::opt<bool> TimelineOpt("timeline",
+                          cl::desc("JSON: add both timelines (live bytes per op, one point per "
+                                   "op and phase, the op's largest total)"),
+                          cl::sub(validateCommand()), cl::cat(ValidateCategory));
 cl::opt<double> MaxError("max-error",
                          cl::desc("Exit 2 when the peak's error passes PCT percent"),
                          cl::value_desc("PCT"), cl::init(-1.0), cl::sub(validateCommand()),
@@ -64,6 +68,29 @@ llvm::json::Object byCategory(const CategoryBytes &B) {
   for (const CategoryField &F : CategoryFields)
     O[F.Name] = B.*F.Member;
   return O;
+}
+
+/// One point per run of consecutive points with the same phase and op: the largest total.
+llvm::json::Array timelineJson(const std::vector<TimelinePoint> &Points) {
+  llvm::json::Array Out;
+  std::string Phase, Op;
+  int64_t Largest = -1;
+  auto Flush = [&] {
+    if (Largest >= 0)
+      Out.push_back(llvm::json::Object{{"phase", Phase}, {"op", Op}, {"live", Largest}});
+  };
+  for (const TimelinePoint &P : Points) {
+    std::string PointOp = P.Layer.empty() ? P.Op : P.Op + " (" + P.Layer + ")";
+    if (P.Phase != Phase || PointOp != Op) {
+      Flush();
+      Phase = P.Phase;
+      Op = PointOp;
+      Largest = -1;
+    }
+    Largest = std::max(Largest, P.Live.total());
+  }
+  Flush();
+  return Out;
 }
 
 struct Outcome {
@@ -110,6 +137,15 @@ llvm::json::Object toJson(const Outcome &R) {
                                            {"total_us", K.TotalUs}});
     Measured["kernels"] = std::move(Kernels);
   }
+  llvm::json::Object Predicted{{"peak", P.Peak.value_or(0)},
+                               {"by_category", byCategory(PredAt)},
+                               {"phase", P.PeakInfo ? P.PeakInfo->Phase : ""},
+                               {"op", P.PeakInfo ? P.PeakInfo->Op : ""},
+                               {"saved_for_backward", P.Bytes.Activations}};
+  if (TimelineOpt) {
+    Predicted["timeline"] = timelineJson(P.Timeline);
+    Measured["timeline"] = timelineJson(M.Timeline);
+  }
   llvm::json::Array Notes;
   for (const std::string &N : R.Adjustments)
     Notes.push_back(N);
@@ -122,12 +158,7 @@ llvm::json::Object toJson(const Outcome &R) {
       {"steps", M.StepsRun},
       {"measured_step", M.StepsRun},
       {"setup", setupToJson(P.Setup)},
-      {"predicted",
-       llvm::json::Object{{"peak", P.Peak.value_or(0)},
-                          {"by_category", byCategory(PredAt)},
-                          {"phase", P.PeakInfo ? P.PeakInfo->Phase : ""},
-                          {"op", P.PeakInfo ? P.PeakInfo->Op : ""},
-                          {"saved_for_backward", P.Bytes.Activations}}},
+      {"predicted", std::move(Predicted)},
       {"measured", std::move(Measured)},
       {"errors", std::move(Errors)},
       {"notes", std::move(Notes)}};
@@ -271,7 +302,7 @@ int runValidate() {
   auto PeakError = errorPct(R.Predicted.Peak.value_or(0), R.Measured.Peak);
   if (MaxError >= 0 && (!PeakError || std::fabs(*PeakError) > MaxError)) {
     llvm::errs() << "trainmem: validate: the peak's error " << pct(PeakError)
-                 << " passes --max-error=" << MaxError << "%\n";
+                 << " passes --max-error=" << llvm::formatv("{0:F4}", MaxError.getValue()) << "%\n";
     return ExitGateFailed;
   }
   return ExitOk;

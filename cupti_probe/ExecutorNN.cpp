@@ -389,8 +389,8 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
   }
   if (K == "Conv" || K == "BatchNormalization" || K == "MaxPool" || K == "AveragePool" ||
       K == "GlobalAveragePool" || K == "ConvTranspose")
-    return unsupported(Op, "convolutional networks are not run by the executor yet (the kernels "
-                           "have conv2d, the executor no pooling or batch norm)");
+    return unsupported(Op, "the executor does not run convolutional networks yet (pooling and "
+                           "batch norm have no kernels)");
   return false;
 }
 

@@ -247,6 +247,7 @@ const GoldenCase Cases[] = {
     {"validate_llama_tiny_checkpoint_json", {"validate", GT + "llama_tiny.onnx", "--input=input_ids=4x32", "--checkpoint=blocks", "--format=json", "--max-error=2"}, true},
     {"error_validate_bf16", {"validate", GT + "gpt2_tiny.onnx", "--input=input_ids=4x32", "--precision=bf16"}, true},
     {"error_validate_bad_device", {"validate", GT + "gpt2_tiny.onnx", "--device=tpu"}, true},
+    {"error_validate_conv", {"validate", GT + "resnet18_tiny.onnx", "--dim", "batch=2"}, true},
     {"report_trace_markdown_gpu_budget", {"report", "../shared/fixtures/traces/resnet50_num_workers_4.worker0.1623212756351.pt.trace.json.gz", "--budget=gpu:v100-sxm2-16gb", "--format=markdown"}, true},
     {"report_trace_budget_exceeded", {"report", "tests/data/traces/kineto_small.json.gz", "--budget=100MiB"}, false},
     {"error_report_trace_with_db", {"report", "tests/data/traces/kineto_small.json", "--db=/tmp/never-created.db"}, false},

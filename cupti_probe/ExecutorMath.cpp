@@ -249,6 +249,8 @@ llvm::Expected<bool> ExecutorImpl::runArithmeticOp(const SimOp &Op, std::vector<
       Count *= X.Dims[D];
       Kept[D] = 1;
     }
+    if (numel(Kept) != numel(G.Tensors[Op.Outputs[0]].Shape))
+      return unsupported(Op, "reduction axes computed at run time");
     double Scale = K == "ReduceMean" ? 1.0 / static_cast<double>(Count) : 1.0;
     XTensor R = zeros(Kept, ElemType::F32, OutName);
     const float *PX = static_cast<const float *>(Host.read(*X.Buf));

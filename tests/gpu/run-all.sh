@@ -1,13 +1,13 @@
 #!/bin/sh
 # On a machine with an NVIDIA GPU: build the CUDA parts, run every test labelled `gpu` (the
-# CUDA twin of each kernel against its host twin), then `trainmem validate --device=cuda`
-# (the executor under CUPTI) on the gt models (tiny tier, and GPT-2 small) and on a
-# LLaMA-1B-shaped Hugging Face config (TinyLlama-1.1B), plain and with LoRA, GaLore and
-# 8-bit AdamW. Writes the logs, a summary and validate.md (predicted against measured peak,
-# a Markdown table) to $OUT (default BUILD_DIR/out). Sized for 10 minutes on one GPU: each
-# validation has its own time limit, and runs left when the budget is spent are listed as
-# not run. Without a usable GPU the tests report "skipped" and validate exits 1 with the
-# CUDA runtime's reason (recorded in the table).
+# CUDA twin of each kernel against its host twin, the executor on the GPU under CUPTI), then
+# `trainmem validate --device=cuda` (the executor under CUPTI) on the gt models (tiny tier,
+# and GPT-2 small) and on a LLaMA-1B-shaped Hugging Face config (TinyLlama-1.1B), plain and
+# with LoRA, GaLore and 8-bit AdamW. Writes the logs, a summary and validate.md (predicted
+# against measured peak, a Markdown table) to $OUT (default BUILD_DIR/out). Sized for 10
+# minutes on one GPU: each validation has its own time limit, and runs left when the budget
+# is spent are listed as not run. Without a usable GPU the tests report "skipped" and
+# validate exits 1 with the CUDA runtime's reason (recorded in the table).
 #   tests/gpu/run-all.sh [BUILD_DIR]
 # TRAINMEM_BIN=PATH skips the build and the kernel tests and validates with that binary;
 # VALIDATE_DEVICE (default cuda) and VALIDATE_BUDGET_S (default 540) change the rest.
@@ -23,7 +23,7 @@ if [ -z "${TRAINMEM_BIN:-}" ]; then
   command -v nvidia-smi >/dev/null && nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINMEM_WITH_CUDA=ON \
     -DTRAINMEM_BUILD_GUI=OFF > "$out/configure.log" 2>&1
-  cmake --build "$build" -j "$(nproc)" --target kernels_tests trainmem > "$out/build.log" 2>&1
+  cmake --build "$build" -j "$(nproc)" --target kernels_tests probe_gpu_tests trainmem > "$out/build.log" 2>&1
   (cd "$build" && ctest -L gpu --output-on-failure) > "$out/gpu-tests.log" 2>&1 || status=$?
   grep -E "tests passed|tests failed|Skipped|Failed" "$out/gpu-tests.log" | tee "$out/summary.txt"
 fi

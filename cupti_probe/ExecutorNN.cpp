@@ -318,59 +318,69 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     for (size_t I = 0; I < 3; ++I)
       if (auto E = Require(I))
         return E;
-    XTensor Q = contiguous(In[0], "q (contiguous)"), Kt = In[1], V = contiguous(In[2], "v (contiguous)");
-    if (Q.Dims.size() != 4)
+    if (In[0].Dims.size() != 4 || In[1].Dims.size() != 4 || In[2].Dims.size() != 4)
       return unsupported(Op, "attention on other than [batch, heads, seq, head_dim] tensors");
     // The exported graph hands K^T to the QK matmul; the fused kernel reads K.
-    if (Kt.Dims[2] != Q.Dims[2] || Kt.Dims[3] != Q.Dims[3])
-      Kt = Kt.view({Kt.Dims[0], Kt.Dims[1], Kt.Dims[3], Kt.Dims[2]},
-                   {Kt.Strides[0], Kt.Strides[1], Kt.Strides[3], Kt.Strides[2]}, Kt.Offset);
-    XTensor Kc = contiguous(Kt, "k (contiguous)");
-    if (Kc.Dims != Q.Dims || V.Dims != Q.Dims)
+    bool Transposed = In[1].Dims[2] != In[0].Dims[2] || In[1].Dims[3] != In[0].Dims[3];
+    auto KeyOf = [Transposed](const XTensor &Kt) {
+      return Transposed ? Kt.view({Kt.Dims[0], Kt.Dims[1], Kt.Dims[3], Kt.Dims[2]},
+                                  {Kt.Strides[0], Kt.Strides[1], Kt.Strides[3], Kt.Strides[2]},
+                                  Kt.Offset)
+                        : Kt;
+    };
+    if (KeyOf(In[1]).Dims != In[0].Dims || In[2].Dims != In[0].Dims)
       return unsupported(Op, "attention whose q, k and v differ in shape (grouped heads)");
     kernels::AttentionShape S;
-    S.Batch = Q.Dims[0];
-    S.Heads = Q.Dims[1];
-    S.SeqLen = Q.Dims[2];
-    S.HeadDim = Q.Dims[3];
+    S.Batch = In[0].Dims[0];
+    S.Heads = In[0].Dims[1];
+    S.SeqLen = In[0].Dims[2];
+    S.HeadDim = In[0].Dims[3];
     S.Causal = Op.Inputs.size() > 3 && G.Architecture != "bert";
     if (S.HeadDim > kernels::MaxTiledHeadDim)
       return unsupported(Op, "a head dimension above " + std::to_string(kernels::MaxTiledHeadDim));
-    XTensor O = alloc(Q.Dims, ElemType::F32, MemCategory::Temporaries, OutName);
+    XTensor O = alloc(In[0].Dims, ElemType::F32, MemCategory::Temporaries, OutName);
     XTensor Lse = alloc({S.rows()}, ElemType::F32, MemCategory::Temporaries, OutName + " logsumexp");
-    Dev.attentionForwardTiled(O.Buf->as<float>(), Lse.Buf->as<float>(), Q.Buf->as<float>() + Q.Offset,
-                              Kc.Buf->as<float>() + Kc.Offset, V.Buf->as<float>() + V.Offset, S);
+    {
+      // The real kernels read strided q, k and v; the reference kernel wants them packed,
+      // so packed copies exist only while it runs.
+      XTensor Q = contiguous(In[0], "q (packed for the kernel)");
+      XTensor Kc = contiguous(KeyOf(In[1]), "k (packed for the kernel)");
+      XTensor V = contiguous(In[2], "v (packed for the kernel)");
+      Dev.attentionForwardTiled(O.Buf->as<float>(), Lse.Buf->as<float>(),
+                                Q.Buf->as<float>() + Q.Offset, Kc.Buf->as<float>() + Kc.Offset,
+                                V.Buf->as<float>() + V.Offset, S);
+    }
     Out[0] = O;
     if (!Bw)
       return true;
-    Shape KtDims = In[1].Dims;
-    bool Transposed = Kt.Dims != KtDims;
-    // An additive attention bias is an input of the fused backward
-    // (_efficient_attention_backward reads it), so the node keeps it. The kernels apply the
-    // causal mask themselves; the batches the executor feeds have no padding, so the bias
+    // The node keeps q, k and v as they were passed (views keep their whole storage), the
+    // output and the log-sum-exp; an additive attention bias is an input of the fused
+    // backward (_efficient_attention_backward reads it), so it is kept too. The kernels apply
+    // the causal mask themselves; the batches the executor feeds have no padding, so the bias
     // of these graphs masks exactly that.
     std::vector<XTensor> Biases;
     for (size_t I = 3; I < In.size(); ++I)
       if (In[I].defined() && In[I].Type == ElemType::F32 && In[I].numel() > 1)
         Biases.push_back(save(In[I]));
-    *Bw = [this, SQ = save(Q), SK = save(Kc), SV = save(V), SO = save(O), SL = save(Lse), S,
-           KtDims, Transposed, Biases](std::vector<XTensor> &GOut) {
+    *Bw = [this, SQ = save(In[0]), SKt = save(In[1]), SV = save(In[2]), SO = save(O),
+           SL = save(Lse), S, KeyOf, Biases](std::vector<XTensor> &GOut) {
       XTensor Gr = contiguous(GOut[0], "grad (contiguous)");
+      XTensor Q = contiguous(SQ, "q (packed for the kernel)");
+      XTensor Kc = contiguous(KeyOf(SKt), "k (packed for the kernel)");
+      XTensor V = contiguous(SV, "v (packed for the kernel)");
       XTensor DQ = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(q)");
       XTensor DK = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(k)");
       XTensor DV = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(v)");
       XTensor Delta = alloc({S.rows()}, ElemType::F32, MemCategory::Temporaries, "attention delta");
       Dev.attentionBackwardTiled(DQ.Buf->as<float>(), DK.Buf->as<float>(), DV.Buf->as<float>(),
                                  Delta.Buf->as<float>(), Gr.Buf->as<float>() + Gr.Offset,
-                                 SQ.Buf->as<float>(), SK.Buf->as<float>(), SV.Buf->as<float>(),
-                                 SO.Buf->as<float>(), SL.Buf->as<float>(), S);
+                                 Q.Buf->as<float>() + Q.Offset, Kc.Buf->as<float>() + Kc.Offset,
+                                 V.Buf->as<float>() + V.Offset, SO.Buf->as<float>(),
+                                 SL.Buf->as<float>(), S);
       std::vector<XTensor> R(3);
       R[0] = DQ;
-      R[1] = Transposed ? DK.view(KtDims, {DK.Strides[0], DK.Strides[1], DK.Strides[3],
-                                           DK.Strides[2]}, 0)
-                        : DK;
+      R[1] = KeyOf(DK); // the gradient of K^T is a view of K's
       R[2] = DV;
-      R.resize(3);
       return R;
     };
     return true;

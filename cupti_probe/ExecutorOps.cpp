@@ -172,6 +172,10 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
         AxesV = G.Tensors[Op.Inputs[3]].IntValues;
       if (Op.Inputs.size() > 4 && Op.Inputs[4] != NoTensor)
         StepsV = G.Tensors[Op.Inputs[4]].IntValues;
+      if (Op.Inputs.size() < 2) { // opset < 10: bounds are attributes
+        StartV = Anchor.intsAttr("starts").value_or(std::vector<int64_t>{});
+        AxesV = Anchor.intsAttr("axes").value_or(std::vector<int64_t>{});
+      }
       int Changed = 0;
       for (size_t D = 0; D < OD.size() && D < X.Dims.size(); ++D)
         if (OD[D] != X.Dims[D]) {
@@ -186,7 +190,7 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
       if (Start < 0)
         Start += X.Dims[Axis];
       Starts[0] = std::clamp<int64_t>(Start, 0, X.Dims[Axis]);
-      if (StartV.empty() && Changed && OD[Axis] != X.Dims[Axis] &&
+      if (StartV.empty() && Changed && Op.Inputs.size() > 1 && Op.Inputs[1] != NoTensor &&
           G.Tensors[Op.Inputs[1]].Producer != NoNode)
         return unsupported(Op, "slice bounds computed at run time");
     }

@@ -2,9 +2,8 @@
 //
 // Predicts the step exactly as `analyze` does (the shared predictStep path), runs the same
 // step for real with the cupti_probe executor, and lines the two up per category and at
-// the peak. The setup is adjusted where the executor runs something specific (its Adam is
-// one fused kernel; the host run is a CPU device) and the output says so. Exit 2 when the
-// peak's error passes --max-error.
+// the peak. The setup is adjusted to the device the step runs on (a host run is a CPU
+// device) and the output says so. Exit 2 when the peak's error passes --max-error.
 //
 //===----------------------------------------------------------------------------===//
 #include "cli/Commands.h"
@@ -232,18 +231,12 @@ int runValidate() {
     return reportError(Request.takeError());
   Outcome R;
   // The step the executor runs: a CPU device on the host (PyTorch's CPU kernels, what the
-  // gt fixtures measured), CUDA on a GPU; Adam as one fused kernel.
+  // gt fixtures measured), CUDA on a GPU.
   TrainingSetup &Setup = Request->Setup;
   Setup.Device = CudaIndex >= 0 ? DeviceKind::Cuda : DeviceKind::Cpu;
   Setup.Autocast = CudaIndex >= 0 ? AutocastPolicy::Cuda : AutocastPolicy::Cpu;
   R.Adjustments.push_back(std::string("predicted as --device=") + deviceName(Setup.Device) +
                           ", the device the step runs on");
-  if ((Setup.Optimizer == OptimizerKind::AdamW || Setup.Optimizer == OptimizerKind::Adam) &&
-      !Setup.Galore && Setup.Impl != OptimizerImpl::Fused) {
-    Setup.Impl = OptimizerImpl::Fused;
-    R.Adjustments.push_back("predicted with --optimizer-impl=fused: the executor's Adam is one "
-                            "fused kernel per parameter (no scratch)");
-  }
   TrainingSetup ExecSetup = Setup;
   std::unique_ptr<kernels::Device> Dev;
   if (CudaIndex >= 0) {

@@ -83,10 +83,6 @@ llvm::Error ExecutorImpl::checkSetup() {
   switch (Setup.Optimizer) {
   case OptimizerKind::AdamW:
   case OptimizerKind::Adam:
-    if (Setup.Impl != OptimizerImpl::Fused && !Setup.Galore)
-      return No(std::string("--optimizer-impl=") + optimizerImplName(Setup.Impl) +
-                ": its Adam is one fused kernel per parameter (--optimizer-impl=fused)");
-    break;
   case OptimizerKind::AdamW8bit:
   case OptimizerKind::PagedAdamW8bit:
     break;

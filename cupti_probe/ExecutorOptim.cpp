@@ -1,6 +1,8 @@
 //===- ExecutorOptim.cpp - the optimizer step and zero_grad -------------------===//
 //
-// torch.optim.AdamW(fused=True) (one kernel per parameter, no scratch), bitsandbytes'
+// torch.optim.AdamW in its three implementations (fused=True: one kernel per parameter, no
+// scratch; the for-loop and foreach ones as the elementwise ops they run, with their
+// temporaries: sqrt and denom per parameter, or for all parameters at once), bitsandbytes'
 // AdamW8bit (blockwise 8-bit states for tensors of at least 4,096 values, fp32 states
 // below that, as its min_8bit_size) and galore-torch's GaLoreAdamW (Adam on the rank-r
 // projection of each target weight's gradient, projector refreshed every update gap).
@@ -44,6 +46,7 @@ llvm::Error ExecutorImpl::optimizerStep() {
   Base.Lr = Options.LearningRate;
   Base.Decoupled = Setup.Optimizer != OptimizerKind::Adam;
   Base.WeightDecay = Base.Decoupled ? 0.01 : 0.0;
+  std::vector<size_t> ForeachParams;
   for (size_t I = 0; I < Census.Parameters.size(); ++I) {
     const CensusParameter &P = Census.Parameters[I];
     if (!P.Trainable || !ParamGrad[I].defined())
@@ -159,9 +162,93 @@ llvm::Error ExecutorImpl::optimizerStep() {
       if (!EightBit && !Setup.Galore)
         S.Step = State(1, ElemType::F32, "step");
     }
-    Dev.adamStep(Param, Grad, S.ExpAvg.Buf->as<float>(), S.ExpAvgSq.Buf->as<float>(), N, O);
+    bool Fused = EightBit || Setup.Galore || Setup.Impl == OptimizerImpl::Fused;
+    if (Fused) {
+      Dev.adamStep(Param, Grad, S.ExpAvg.Buf->as<float>(), S.ExpAvgSq.Buf->as<float>(), N, O);
+      continue;
+    }
+    adamMoments(I, O);
+    if (Setup.Impl == OptimizerImpl::ForLoop) {
+      // _single_tensor_adam: denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps),
+      // the sqrt freed once the division made its result.
+      XTensor Denom;
+      {
+        XTensor Sqrt = adamSqrt(I);
+        Denom = adamDenom(I, Sqrt, O);
+      }
+      adamApply(I, Denom, O);
+      continue;
+    }
+    ForeachParams.push_back(I);
+  }
+  if (!ForeachParams.empty()) {
+    // _multi_tensor_adam: exp_avg_sq_sqrt = _foreach_sqrt(...) and denom =
+    // _foreach_add(exp_avg_sq_sqrt, eps) are lists of every parameter's size, both alive until
+    // the step returns.
+    Alloc.setOp("optimizer.step (foreach)");
+    std::vector<XTensor> Sqrts, Denoms;
+    for (size_t I : ForeachParams)
+      Sqrts.push_back(adamSqrt(I));
+    for (size_t K = 0; K < ForeachParams.size(); ++K)
+      Denoms.push_back(adamDenom(ForeachParams[K], Sqrts[K], stepOptions(ForeachParams[K], Base)));
+    for (size_t K = 0; K < ForeachParams.size(); ++K)
+      adamApply(ForeachParams[K], Denoms[K], stepOptions(ForeachParams[K], Base));
   }
   return deviceError("the optimizer step");
+}
+
+kernels::AdamOptions ExecutorImpl::stepOptions(size_t I, const kernels::AdamOptions &Base) const {
+  kernels::AdamOptions O = Base;
+  O.Step = States[I].Steps;
+  return O;
+}
+
+void ExecutorImpl::adamMoments(size_t I, const kernels::AdamOptions &O) {
+  // step_t += 1; param.mul_(1 - lr * weight_decay); exp_avg.lerp_(grad, 1 - beta1);
+  // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2): all in place.
+  ParamState &S = States[I];
+  int64_t N = ParamValue[I].numel();
+  float *Step = static_cast<float *>(Host.write(*S.Step.Buf));
+  Step[0] += 1.0f;
+  float *P = static_cast<float *>(Host.write(*ParamValue[I].Buf));
+  const float *Gr = static_cast<const float *>(Host.read(*ParamGrad[I].Buf));
+  float *M = static_cast<float *>(Host.write(*S.ExpAvg.Buf));
+  float *V = static_cast<float *>(Host.write(*S.ExpAvgSq.Buf));
+  float Decay = static_cast<float>(1.0 - O.Lr * O.WeightDecay);
+  float B1 = static_cast<float>(O.Beta1), B2 = static_cast<float>(O.Beta2);
+  for (int64_t E = 0; E < N; ++E) {
+    if (O.Decoupled)
+      P[E] *= Decay;
+    float G = O.Decoupled ? Gr[E] : Gr[E] + static_cast<float>(O.WeightDecay) * P[E];
+    M[E] = M[E] * B1 + G * (1.0f - B1);
+    V[E] = V[E] * B2 + G * G * (1.0f - B2);
+  }
+  Host.flush();
+}
+
+XTensor ExecutorImpl::adamSqrt(size_t I) {
+  const XTensor &V = States[I].ExpAvgSq;
+  return unary(V, ElemType::F32, [](double X) { return std::sqrt(X); }, "exp_avg_sq.sqrt()");
+}
+
+XTensor ExecutorImpl::adamDenom(size_t I, const XTensor &Sqrt, const kernels::AdamOptions &O) {
+  double Correction2 = std::sqrt(1.0 - std::pow(O.Beta2, static_cast<double>(O.Step)));
+  double Eps = O.Eps;
+  (void)I;
+  return unary(Sqrt, ElemType::F32, [Correction2, Eps](double X) { return X / Correction2 + Eps; },
+               "adam denom");
+}
+
+void ExecutorImpl::adamApply(size_t I, const XTensor &Denom, const kernels::AdamOptions &O) {
+  // param.addcdiv_(exp_avg, denom, value=-lr / bias_correction1)
+  double StepSize = O.Lr / (1.0 - std::pow(O.Beta1, static_cast<double>(O.Step)));
+  int64_t N = ParamValue[I].numel();
+  float *P = static_cast<float *>(Host.write(*ParamValue[I].Buf));
+  const float *M = static_cast<const float *>(Host.read(*States[I].ExpAvg.Buf));
+  const float *D = static_cast<const float *>(Host.read(*Denom.Buf));
+  for (int64_t E = 0; E < N; ++E)
+    P[E] -= static_cast<float>(StepSize) * M[E] / D[E];
+  Host.flush();
 }
 
 void ExecutorImpl::zeroGrad() {

@@ -84,6 +84,11 @@ public:
   //===--- ExecutorOptim.cpp ---===//
   llvm::Error optimizerStep();
   void zeroGrad();
+  kernels::AdamOptions stepOptions(size_t I, const kernels::AdamOptions &Base) const;
+  void adamMoments(size_t I, const kernels::AdamOptions &O);
+  XTensor adamSqrt(size_t I);
+  XTensor adamDenom(size_t I, const XTensor &Sqrt, const kernels::AdamOptions &O);
+  void adamApply(size_t I, const XTensor &Denom, const kernels::AdamOptions &O);
 
   //===--- helpers shared by the op files ---===//
   XTensor alloc(const Shape &Dims, ElemType Type, MemCategory C, const std::string &Name);

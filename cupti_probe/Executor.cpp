@@ -25,6 +25,8 @@ static llvm::Error errorf(const std::string &Msg) {
 ExecutorImpl::~ExecutorImpl() {
   // Tensors first (they return their buffers to Alloc), in no particular order.
   Labels = {};
+  LabelsView = {};
+  FullInputs.clear();
   Persistent.clear();
   ParamValue.clear();
   ParamGrad.clear();
@@ -73,8 +75,6 @@ llvm::Error ExecutorImpl::checkSetup() {
     return No("training-time dropout (p=" + std::to_string(Dropout).substr(0, 4) +
               "; the model's config declares it unless --dropout says otherwise): pass "
               "--dropout=0");
-  if (Setup.GradAccum != 1)
-    return No("--grad-accum above 1");
   if (Setup.Loss != LossKind::Auto && Setup.Loss != LossKind::CrossEntropy)
     return No(std::string("--loss=") + lossName(Setup.Loss) + ": it runs cross-entropy");
   if (Setup.Checkpoint != "none" && Setup.Checkpoint != "blocks" &&
@@ -221,9 +221,14 @@ llvm::Error ExecutorImpl::allocatePersistent() {
       IdBound = IdBound ? std::min(IdBound, Rows) : Rows;
     }
   uint64_t Counter = 0;
+  int64_t MicroBatches = std::max<int64_t>(Setup.GradAccum, 1);
+  FullInputs.assign(G.Tensors.size(), {});
   for (TensorId In : G.Inputs) {
     const Tensor &T = G.Tensors[In];
-    XTensor Value = alloc(effectiveShape(T), elemTypeOf(T.Type), MemCategory::Inputs, T.Name);
+    Shape Dims = effectiveShape(T);
+    if (!Dims.empty())
+      Dims[0] *= MicroBatches;
+    XTensor Value = alloc(Dims, elemTypeOf(T.Type), MemCategory::Inputs, T.Name);
     if (Value.Type == ElemType::F32) {
       FillNormal(Value, 1.0f);
     } else {
@@ -236,7 +241,7 @@ llvm::Error ExecutorImpl::allocatePersistent() {
                                                    static_cast<uint64_t>(std::max<int64_t>(
                                                        IdBound, 2))));
     }
-    Persistent[In] = Value;
+    FullInputs[In] = Value;
   }
   for (TensorId O : G.Outputs)
     if (isFloating(G.Tensors[O].Type) && G.Tensors[O].ShapeKnown &&
@@ -249,9 +254,9 @@ llvm::Error ExecutorImpl::allocatePersistent() {
                   "loss; the graph has none");
   LossClasses = G.Tensors[Logits].Shape.back();
   LossRows = G.Tensors[Logits].numElements() / std::max<int64_t>(LossClasses, 1);
-  Labels = alloc({LossRows}, ElemType::I64, MemCategory::Inputs, "labels");
+  Labels = alloc({LossRows * MicroBatches}, ElemType::I64, MemCategory::Inputs, "labels");
   int64_t *L = static_cast<int64_t *>(Host.write(*Labels.Buf));
-  for (int64_t R = 0; R < LossRows; ++R)
+  for (int64_t R = 0; R < LossRows * MicroBatches; ++R)
     L[R] = static_cast<int64_t>(kernels::randomBits(Options.Seed + 1, static_cast<uint64_t>(R)) %
                                 static_cast<uint64_t>(LossClasses));
   Host.flush();

@@ -67,6 +67,9 @@ public:
 
   llvm::Error initialize();
   llvm::Expected<float> step(bool RunOptimizer, bool Backward = true);
+  /// Forward, loss and backward of one micro-batch (gradients accumulate).
+  llvm::Expected<float> microStep(int MicroBatch, bool Backward);
+  void bindMicroBatch(int MicroBatch);
   llvm::Expected<MeasuredStep> measure();
 
   //===--- Executor.cpp ---===//
@@ -145,7 +148,8 @@ public:
   std::vector<Segment> Segments;
   std::vector<int> SegmentOfOp;            ///< -1 outside checkpointed blocks
   std::vector<XTensor> CheckpointRngStates; ///< live until the graph is freed
-  XTensor Labels;
+  XTensor Labels, LabelsView;
+  std::vector<XTensor> FullInputs; ///< per batch input: all micro-batches, one allocation
   TensorId Logits = NoTensor;
   int64_t LossRows = 0, LossClasses = 0;
   bool GradEnabled = true, TapeWanted = true;

@@ -147,9 +147,53 @@ llvm::Error ExecutorImpl::runBackward(Tape &T, std::map<TensorId, XTensor> &Grad
 // Loss and the step
 //===----------------------------------------------------------------------===//
 
+void ExecutorImpl::bindMicroBatch(int MicroBatch) {
+  // The batch is materialised once; each micro-batch is a view of it (as the gt accum2
+  // harness splits one batch into contiguous views).
+  for (TensorId In : G.Inputs) {
+    const XTensor &Full = FullInputs[In];
+    int64_t Each = Full.numel() / std::max<int64_t>(Setup.GradAccum, 1);
+    Shape Dims = G.Tensors[In].ShapeKnown ? G.Tensors[In].Shape : Shape{};
+    Persistent[In] = Full.view(Dims, contiguousStrides(Dims), Each * MicroBatch);
+  }
+  LabelsView = Labels.view({LossRows}, {1}, LossRows * MicroBatch);
+}
+
+static std::string phaseOf(const char *Base, int MicroBatch, int64_t MicroBatches) {
+  if (MicroBatches <= 1)
+    return Base;
+  return std::string(Base) + " (micro-batch " + std::to_string(MicroBatch + 1) + ")";
+}
+
 llvm::Expected<float> ExecutorImpl::step(bool RunOptimizer, bool Backward) {
   BackwardError.clear();
-  Alloc.setPhase("forward");
+  float Total = 0;
+  int64_t MicroBatches = std::max<int64_t>(Setup.GradAccum, 1);
+  for (int MicroBatch = 0; MicroBatch < MicroBatches; ++MicroBatch) {
+    auto Loss = microStep(MicroBatch, Backward);
+    if (!Loss)
+      return Loss.takeError();
+    Total += *Loss / static_cast<float>(MicroBatches);
+  }
+  if (!Backward)
+    return Total;
+  if (RunOptimizer) {
+    Alloc.setPhase("optimizer");
+    if (auto Err = optimizerStep())
+      return Err;
+    Alloc.setPhase("zero_grad");
+    zeroGrad();
+  }
+  if (auto Err = deviceError("the step"))
+    return Err;
+  ++StepsDone;
+  return Total;
+}
+
+llvm::Expected<float> ExecutorImpl::microStep(int MicroBatch, bool Backward) {
+  int64_t MicroBatches = std::max<int64_t>(Setup.GradAccum, 1);
+  bindMicroBatch(MicroBatch);
+  Alloc.setPhase(phaseOf("forward", MicroBatch, MicroBatches));
   Env E;
   Tape T;
   GradEnabled = TapeWanted = Backward;
@@ -165,9 +209,20 @@ llvm::Expected<float> ExecutorImpl::step(bool RunOptimizer, bool Backward) {
   XTensor TotalWeight = alloc({}, ElemType::F32, MemCategory::Temporaries, "total_weight");
   Dev.crossEntropyForward(LogProbs.Buf->as<float>(), Loss.Buf->as<float>(),
                           TotalWeight.Buf->as<float>(), LogitsV.Buf->as<float>() + LogitsV.Offset,
-                          Labels.Buf->as<int64_t>(), LossRows, LossClasses, -100);
+                          LabelsView.Buf->as<int64_t>() + LabelsView.Offset, LossRows,
+                          LossClasses, -100);
   float LossValue = 0;
   Dev.copyToHost(&LossValue, Loss.Buf->data(), 4);
+  // Accumulation divides each micro-batch's loss: `loss / K` keeps the divisor, a Python
+  // number, as an 8-byte wrapped number until DivBackward.
+  XTensor Divisor, Scaled;
+  if (MicroBatches > 1) {
+    Scaled = alloc({}, ElemType::F32, MemCategory::Temporaries, "loss / K");
+    Dev.scale(Scaled.Buf->as<float>(), Loss.Buf->as<float>(),
+              1.0f / static_cast<float>(MicroBatches), 1);
+    if (Backward)
+      Divisor = wrappedScalar(static_cast<double>(MicroBatches));
+  }
   if (Backward) {
     save(LogProbs);
     save(TotalWeight);
@@ -177,24 +232,35 @@ llvm::Expected<float> ExecutorImpl::step(bool RunOptimizer, bool Backward) {
   E.Values[Logits] = {};
   if (auto Err = deviceError("cross_entropy"))
     return Err;
-  SavedAtEndOfForward = Alloc.live().Activations;
+  if (MicroBatch == 0)
+    SavedAtEndOfForward = Alloc.live().Activations;
   if (!Backward) {
     T.clear();
     return LossValue;
   }
-  Alloc.setPhase("backward");
+  Alloc.setPhase(phaseOf("backward", MicroBatch, MicroBatches));
   Alloc.setOp("NllLossBackward", "loss");
   XTensor Seed = alloc({}, ElemType::F32, MemCategory::Temporaries, "grad(loss)");
   Dev.fill(Seed.Buf->as<float>(), 1, 1.0f);
+  float DLoss = 1.0f;
+  if (MicroBatches > 1) {
+    // DivBackward: grad / K into a new scalar; the divisor goes with the node.
+    XTensor GradLoss = alloc({}, ElemType::F32, MemCategory::Temporaries, "grad(loss) / K");
+    DLoss = 1.0f / static_cast<float>(MicroBatches);
+    Dev.fill(GradLoss.Buf->as<float>(), 1, DLoss);
+    Divisor = {};
+    Seed = GradLoss;
+  }
   // nll_loss_backward: zeros, then -1 / total_weight at each row's target.
   XTensor GradLogProbs = zeros({LossRows, LossClasses}, ElemType::F32, "grad(log_softmax)");
   {
     float Total = 0;
     Dev.copyToHost(&Total, TotalWeight.Buf->data(), 4);
     float *GL = static_cast<float *>(Host.write(*GradLogProbs.Buf));
-    const int64_t *Lab = static_cast<const int64_t *>(Host.read(*Labels.Buf));
+    const int64_t *Lab =
+        static_cast<const int64_t *>(Host.read(*LabelsView.Buf)) + LabelsView.Offset;
     for (int64_t R = 0; R < LossRows; ++R)
-      GL[R * LossClasses + Lab[R]] = -1.0f / Total;
+      GL[R * LossClasses + Lab[R]] = -DLoss / Total;
     Host.flush();
   }
   TotalWeight = {};
@@ -239,17 +305,8 @@ llvm::Expected<float> ExecutorImpl::step(bool RunOptimizer, bool Backward) {
   Loss = {};
   // The checkpoints' RNG states go with the graph, after the last backward node.
   CheckpointRngStates.clear();
+  Scaled = {};
   Alloc.setOp("backward done");
-  if (RunOptimizer) {
-    Alloc.setPhase("optimizer");
-    if (auto Err = optimizerStep())
-      return Err;
-    Alloc.setPhase("zero_grad");
-    zeroGrad();
-  }
-  if (auto Err = deviceError("the step"))
-    return Err;
-  ++StepsDone;
   return LossValue;
 }
 

@@ -108,16 +108,17 @@ TEST(FixtureValidation, ExecutorMeasuresWhatTheSimulatorPredicts) {
 
 TEST(FixtureValidation, ExecutorMeasuresWhatPyTorchMeasured) {
   TRAINMEM_REQUIRE_FIXTURES("gt/cases");
-  // The fp32 transformer steps the executor runs (batch 4, and batch 1, whose peak is the
-  // for-loop Adam's sqrt and denom of the largest parameter).
+  // The fp32 transformer steps the executor runs (batch 4; batch 1, whose peak is the
+  // for-loop Adam's sqrt and denom of the largest parameter; two micro-batches of 4).
   std::printf("%-44s %12s %12s %8s\n", "gt case", "executor", "PyTorch", "error");
   int Cases = 0;
   for (const std::string &Path : gtCasePaths()) {
     llvm::StringRef Name = llvm::sys::path::stem(Path);
     if (!Name.contains("_tiny__") || Name.startswith("resnet") || Name.startswith("mobilenet") ||
-        !(Name.endswith("__b4") || Name.endswith("__b1")) ||
+        !(Name.endswith("__b4") || Name.endswith("__b1") || Name.contains("__accum2__")) ||
         !(Name.contains("__plain__") || Name.contains("__lora__") || Name.contains("__frozen__") ||
-          Name.contains("__keepgrads__") || Name.contains("__checkpoint__")) ||
+          Name.contains("__keepgrads__") || Name.contains("__checkpoint__") ||
+          Name.contains("__accum2__")) ||
         Name.contains("sgdm"))
       continue;
     std::string Why;
@@ -138,7 +139,7 @@ TEST(FixtureValidation, ExecutorMeasuresWhatPyTorchMeasured) {
     EXPECT_EQ(Measured->SavedAtEndOfForward, C->Saved) << C->Id;
     ++Cases;
   }
-  EXPECT_GE(Cases, 19);
+  EXPECT_GE(Cases, 22);
 }
 
 } // namespace

@@ -71,9 +71,6 @@ llvm::Error ExecutorImpl::optimizerStep() {
       int64_t R = std::min<int64_t>(Setup.Galore->Rank, Small);
       bool Refresh = !S.Projector.defined() || (S.Steps - 1) % Setup.Galore->UpdateGap == 0;
       if (!S.Projector.defined()) {
-        S.Galore = true;
-        S.RightProjection = Right;
-        S.Rank = R;
         S.Projector = State(Small * R, ElemType::F32, "GaLore projector");
         S.ExpAvg = State(R * Large, ElemType::F32, "exp_avg (projected)");
         S.ExpAvgSq = State(R * Large, ElemType::F32, "exp_avg_sq (projected)");
@@ -130,8 +127,8 @@ llvm::Error ExecutorImpl::optimizerStep() {
     if (EightBit && N >= Min8bitSize) {
       if (!SignedMapBuf.defined()) {
         // The code books live on the device beside the states (bitsandbytes' qmap1/2).
-        SignedMap = kernels::dynamicQuantizationMap(true);
-        UnsignedMap = kernels::dynamicQuantizationMap(false);
+        std::array<float, 256> SignedMap = kernels::dynamicQuantizationMap(true);
+        std::array<float, 256> UnsignedMap = kernels::dynamicQuantizationMap(false);
         SignedMapBuf = State(256, ElemType::F32, "8-bit signed code book");
         UnsignedMapBuf = State(256, ElemType::F32, "8-bit unsigned code book");
         Dev.copyFromHost(SignedMapBuf.Buf->data(), SignedMap.data(), 1024);

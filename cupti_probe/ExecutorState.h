@@ -53,8 +53,6 @@ struct ParamState {
   XTensor ExpAvg, ExpAvgSq, Step;            // fp32 Adam (Step: torch's 4-byte tensor)
   XTensor Codes1, Absmax1, Codes2, Absmax2;  // 8-bit blockwise Adam
   XTensor Projector;                         // GaLore
-  bool Galore = false, RightProjection = false;
-  int64_t Rank = 0;
   int64_t Steps = 0;
 };
 
@@ -143,7 +141,7 @@ public:
   std::vector<int> ParamOf;        ///< tensor -> census parameter, or -1
   std::vector<XTensor> ParamValue, ParamGrad;
   std::vector<ParamState> States;
-  std::vector<int> GradUses, GradUsesLeft; ///< per parameter, deliveries per backward
+  std::vector<int> GradUsesLeft;         ///< per parameter, deliveries still due this backward
   std::vector<XTensor> PendingParamGrad;   ///< AccumulateGrad's input buffer
   std::vector<Segment> Segments;
   std::vector<int> SegmentOfOp;            ///< -1 outside checkpointed blocks
@@ -157,8 +155,9 @@ public:
   std::string BackwardError;
   int64_t StepsDone = 0;
   int64_t SavedAtEndOfForward = 0;
+  /// The executor's generator position (what a checkpoint's RNG state records; a step
+  /// without dropout draws nothing).
   uint64_t RandomOffset = 0;
-  std::array<float, 256> SignedMap{}, UnsignedMap{};
   XTensor SignedMapBuf, UnsignedMapBuf;
 };
 

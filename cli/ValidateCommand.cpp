@@ -217,9 +217,9 @@ int runValidate() {
   int CudaIndex = -1;
   if (Device.consume_front("cuda")) {
     CudaIndex = 0;
-    if (Device.consume_front(":") && (Device.getAsInteger(10, CudaIndex) || CudaIndex < 0))
-      return reportError(usage("--device=" + DeviceOpt + ": expected host, cuda or cuda:N"));
-    if (!Device.empty())
+    bool Bad = !Device.empty() && (!Device.consume_front(":") ||
+                                   Device.getAsInteger(10, CudaIndex) || CudaIndex < 0);
+    if (Bad)
       return reportError(usage("--device=" + DeviceOpt + ": expected host, cuda or cuda:N"));
   } else if (Device != "host") {
     return reportError(usage("--device=" + DeviceOpt + ": expected host, cuda or cuda:N"));

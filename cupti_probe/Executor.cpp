@@ -70,11 +70,6 @@ llvm::Error ExecutorImpl::checkSetup() {
     return No("--qlora: the kernels have no NF4 dequantization");
   if (Setup.Lora && Setup.Lora->Dropout > 0)
     return No("--lora-dropout above 0");
-  double Dropout = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
-  if (Dropout > 0)
-    return No("training-time dropout (p=" + std::to_string(Dropout).substr(0, 4) +
-              "; the model's config declares it unless --dropout says otherwise): pass "
-              "--dropout=0");
   if (Setup.Loss != LossKind::Auto && Setup.Loss != LossKind::CrossEntropy)
     return No(std::string("--loss=") + lossName(Setup.Loss) + ": it runs cross-entropy");
   if (Setup.Checkpoint != "none" && Setup.Checkpoint != "blocks" &&
@@ -335,6 +330,7 @@ llvm::Error ExecutorImpl::initialize() {
   if (auto E = allocatePersistent())
     return E;
   planSegments();
+  planDropout();
   return llvm::Error::success();
 }
 
@@ -477,6 +473,12 @@ llvm::Error ExecutorImpl::runOp(size_t OpI, Env &E, Tape *T) {
       N.Inputs.push_back(requiresGrad(I) ? I : NoTensor);
     N.Backward = std::move(Bw);
     T->push_back(std::move(N));
+  }
+  if (DropoutOps.count(OpI) && !Out.empty() && Out[0].defined()) {
+    applyDropout(OpI, Out[0], T);
+    Host.flush();
+    if (auto Err = deviceError(Op.Name + " dropout"))
+      return Err;
   }
   for (size_t K = 0; K < Op.Outputs.size(); ++K)
     if (Op.Outputs[K] != NoTensor && !Persistent[Op.Outputs[K]].defined())

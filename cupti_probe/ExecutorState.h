@@ -5,7 +5,7 @@
 // the backward engine and the step; ExecutorOps.cpp: views, concatenation, embedding;
 // ExecutorMath.cpp: elementwise ops and reductions; ExecutorNN.cpp: linear, matmul,
 // normalisation, softmax, activations, attention; ExecutorOptim.cpp: the optimizers and
-// zero_grad).
+// zero_grad; ExecutorDropout.cpp: dropout where the export lost it).
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_CUPTI_PROBE_EXECUTORSTATE_H
@@ -76,6 +76,10 @@ public:
   llvm::Error forward(Env &E, Tape &T);
   llvm::Error runOp(size_t OpI, Env &E, Tape *T);
   void planSegments();
+  //===--- ExecutorDropout.cpp ---===//
+  void planDropout();
+  /// Replaces an op's output by its dropped version; records the dropout's backward.
+  void applyDropout(size_t OpI, XTensor &Value, Tape *T);
   llvm::Error runBackward(Tape &T, std::map<TensorId, XTensor> &Grads);
   void deliver(TensorId In, XTensor Grad, std::map<TensorId, XTensor> &Grads);
   void accumulateParamGrad(size_t P, XTensor Grad);
@@ -146,6 +150,9 @@ public:
   std::vector<Segment> Segments;
   std::vector<int> SegmentOfOp;            ///< -1 outside checkpointed blocks
   std::vector<XTensor> CheckpointRngStates; ///< live until the graph is freed
+  std::set<size_t> DropoutOps; ///< ops whose first output goes through dropout
+  double DropoutP = 0;
+  int CurrentMicroBatch = 0;
   XTensor Labels, LabelsView;
   std::vector<XTensor> FullInputs; ///< per batch input: all micro-batches, one allocation
   TensorId Logits = NoTensor;

@@ -192,6 +192,7 @@ llvm::Expected<float> ExecutorImpl::step(bool RunOptimizer, bool Backward) {
 
 llvm::Expected<float> ExecutorImpl::microStep(int MicroBatch, bool Backward) {
   int64_t MicroBatches = std::max<int64_t>(Setup.GradAccum, 1);
+  CurrentMicroBatch = MicroBatch;
   bindMicroBatch(MicroBatch);
   Alloc.setPhase(phaseOf("forward", MicroBatch, MicroBatches));
   Env E;

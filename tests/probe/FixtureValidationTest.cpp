@@ -109,7 +109,8 @@ TEST(FixtureValidation, ExecutorMeasuresWhatTheSimulatorPredicts) {
 TEST(FixtureValidation, ExecutorMeasuresWhatPyTorchMeasured) {
   TRAINMEM_REQUIRE_FIXTURES("gt/cases");
   // The fp32 transformer steps the executor runs (batch 4; batch 1, whose peak is the
-  // for-loop Adam's sqrt and denom of the largest parameter; two micro-batches of 4).
+  // for-loop Adam's sqrt and denom of the largest parameter; two micro-batches of 4;
+  // dropout p=0.1 on the CPU, whose masks are fp32).
   std::printf("%-44s %12s %12s %8s\n", "gt case", "executor", "PyTorch", "error");
   int Cases = 0;
   for (const std::string &Path : gtCasePaths()) {
@@ -118,7 +119,7 @@ TEST(FixtureValidation, ExecutorMeasuresWhatPyTorchMeasured) {
         !(Name.endswith("__b4") || Name.endswith("__b1") || Name.contains("__accum2__")) ||
         !(Name.contains("__plain__") || Name.contains("__lora__") || Name.contains("__frozen__") ||
           Name.contains("__keepgrads__") || Name.contains("__checkpoint__") ||
-          Name.contains("__accum2__")) ||
+          Name.contains("__accum2__") || Name.contains("__dropout__")) ||
         Name.contains("sgdm"))
       continue;
     std::string Why;
@@ -139,7 +140,7 @@ TEST(FixtureValidation, ExecutorMeasuresWhatPyTorchMeasured) {
     EXPECT_EQ(Measured->SavedAtEndOfForward, C->Saved) << C->Id;
     ++Cases;
   }
-  EXPECT_GE(Cases, 22);
+  EXPECT_GE(Cases, 23);
 }
 
 } // namespace

@@ -6,7 +6,8 @@
 //   tensor, 4 bytes per parameter tensor, for every implementation.
 // - torch.optim.SGD with momentum: one momentum_buffer like the parameter.
 // - bitsandbytes >= 0.44 8-bit Adam: uint8 state1/state2 with one fp32 absmax per 256
-//   values; tensors under 4096 elements keep 32-bit states (min_8bit_size).
+//   values; tensors under 4096 elements keep 32-bit states (min_8bit_size); two 256-entry
+//   fp32 quantization maps per optimizer.
 // - transformers.Adafactor (beta1=None): factored second moments, a row and a column
 //   vector per matrix, a full one for vectors, in the gradient's dtype.
 // - Lion: one exp_avg like the parameter.
@@ -481,6 +482,15 @@ llvm::Expected<ParameterCensus> takeCensus(const Graph &G, const TrainingSetup &
       States[Part.Name] += Part.Bytes;
       C.OptimizerStateBytes += Part.Bytes;
     }
+  }
+  // bitsandbytes' Optimizer2State moves its "dynamic" and "udynamic" maps (256 fp32 each)
+  // to the device once, when the first parameter gets 8-bit states; every such parameter's
+  // state refers to those two tensors (qmap1, qmap2).
+  if (States.count("state1") && States.count("absmax1")) {
+    C.SharedOptimizerStateBytes = 2 * dtypeBytes(DType::Float32, 256);
+    StateOrder.push_back("qmap");
+    States["qmap"] = C.SharedOptimizerStateBytes;
+    C.OptimizerStateBytes += C.SharedOptimizerStateBytes;
   }
   for (const std::string &Name : StateOrder)
     C.OptimizerStates.push_back({Name, States[Name]});

@@ -62,6 +62,9 @@ struct ParameterCensus {
   int64_t BufferBytes = 0;
   int64_t GradientBytes = 0;
   int64_t OptimizerStateBytes = 0;
+  /// State the optimizer keeps once, not per parameter (included in OptimizerStateBytes):
+  /// bitsandbytes' two 256-entry fp32 quantization maps on the device.
+  int64_t SharedOptimizerStateBytes = 0;
   int64_t MasterWeightBytes = 0;
   std::vector<OptimizerStatePart> OptimizerStates;
   int TiedGroups = 0;

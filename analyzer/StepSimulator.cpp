@@ -123,6 +123,9 @@ void Simulator::allocatePersistent() {
           Mem.alloc(Sh.ZeroStage >= 2 ? Shard(P.bytes()) : P.bytes(), Cat::Gradients,
                     P.Name + ".grad", "zero_grad", P.LayerPath, P.Type, P.Shape);
   }
+  if (Census.SharedOptimizerStateBytes && !StatesOnCpu)
+    Mem.alloc(Census.SharedOptimizerStateBytes, Cat::OptimizerStates,
+              "quantization maps (qmap1, qmap2)", "optimizer", "", DType::Float32, {2, 256});
   // DDP's reducer keeps its gradient buckets (about the size of all gradients) for the
   // whole run; DeepSpeed ZeRO-2/3 keeps a contiguous reduction bucket of
   // reduce_bucket_size elements (default 5e8), capped here at the gradients' size.

@@ -43,6 +43,7 @@ int runCompare();
 int runReport();
 int runExportOnnx();
 int runPlan();
+int runValidate();
 
 /// `trainmem gpus`: the subcommand (its options live with it) and its action.
 llvm::cl::SubCommand &gpusCommand();

@@ -1,6 +1,6 @@
 //===- HistoryCommand.cpp - `--db` recording and `trainmem history` --------------===//
 //
-// analyze, report and plan record their run with --db=FILE; `trainmem history` lists
+// analyze, report, plan and validate record their run with --db=FILE; `trainmem history` lists
 // the runs and the peak's trend per commit, per model.
 //
 //===----------------------------------------------------------------------------===//

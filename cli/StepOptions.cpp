@@ -43,6 +43,14 @@ cl::SubCommand &compareCommand() {
   return Cmd;
 }
 
+cl::SubCommand &validateCommand() {
+  static cl::SubCommand Cmd("validate",
+                            "Run the model's real training step (random weights) on the "
+                            "reference kernels and measure it beside the prediction: per "
+                            "category and peak, predicted against measured, with the error");
+  return Cmd;
+}
+
 cl::SubCommand &exportOnnxCommand() {
   static cl::SubCommand Cmd("export-onnx",
                             "Write the model's graph as a weightless ONNX file (shapes and "
@@ -64,41 +72,42 @@ struct Subs {
   cl::sub P{planCommand()};
   cl::sub R{reportCommand()};
   cl::sub C{compareCommand()};
+  cl::sub V{validateCommand()};
 };
 Subs S;
 
-cl::opt<std::string> ModelPath(cl::Positional, cl::desc("<model.onnx>"), S.A, S.R, S.E, S.P,
+cl::opt<std::string> ModelPath(cl::Positional, cl::desc("<model.onnx>"), S.A, S.V, S.R, S.E, S.P,
                                cl::cat(ModelCategory));
 cl::opt<std::string> HfConfig("hf-config",
                               cl::desc("Build the model from a Hugging Face config.json "
                                        "(llama, mistral, qwen2, gemma, gpt2, gpt_neox, bert)"),
-                              cl::value_desc("file"), S.A, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
+                              cl::value_desc("file"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
 cl::list<std::string> DimBindings("dim",
                                   cl::desc("Bind a symbolic dimension, e.g. --dim batch=8 "
                                            "(repeatable)"),
-                                  cl::value_desc("name=value"), S.A, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
+                                  cl::value_desc("name=value"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
 cl::list<std::string> InputShapes("input",
                                   cl::desc("Set an input's whole shape, overriding static dims, "
                                            "e.g. --input input_ids=8x512 (repeatable)"),
-                                  cl::value_desc("name=D0xD1x..."), S.A, S.C, S.R, S.E, S.P,
+                                  cl::value_desc("name=D0xD1x..."), S.A, S.V, S.C, S.R, S.E, S.P,
                                   cl::cat(ModelCategory));
 cl::opt<unsigned> DefaultDim("default-dim",
                              cl::desc("Bind every symbolic dim that --dim and --input left "
                                       "unbound to N (for exploring an unfamiliar model)"),
-                             cl::value_desc("N"), S.A, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
+                             cl::value_desc("N"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
 cl::opt<unsigned> MicroBatch("micro-batch",
                              cl::desc("Set dim 0 of every batch input to N (one micro-batch)"),
-                             cl::value_desc("N"), S.A, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
+                             cl::value_desc("N"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
 
 cl::opt<std::string> SetupFile("setup",
                                cl::desc("Read the training setup from a JSON object (the keys "
                                         "a report echoes under 'setup'); options given on the "
                                         "command line win"),
-                               cl::value_desc("file"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                               cl::value_desc("file"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> PrecisionOpt("precision",
                                   cl::desc("fp32 | amp-bf16 | amp-fp16 | bf16 | mixed-bf16 | "
                                            "mixed-fp16 (default fp32)"),
-                                  cl::init("fp32"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                                  cl::init("fp32"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> AutocastOpt("autocast-policy",
                                  cl::desc("Whose autocast op lists amp-* follows: cuda | cpu "
                                           "(default: the device's)"),
@@ -113,37 +122,37 @@ cl::opt<std::string> AttentionOpt("attention",
                                   cl::desc("auto | eager | sdpa (default auto: sdpa for Hugging "
                                            "Face configs, as transformers runs them; the "
                                            "exported ops for ONNX files)"),
-                                  cl::init("auto"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                                  cl::init("auto"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> OptimizerOpt("optimizer",
                                   cl::desc("adamw | adam | sgd | sgd-momentum | adafactor | "
                                            "adamw-8bit | paged-adamw-8bit | lion | adamw-fp8 "
                                            "(default adamw)"),
-                                  cl::init("adamw"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                                  cl::init("adamw"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> ImplOpt("optimizer-impl",
                              cl::desc("PyTorch's Adam implementation: for-loop | foreach | fused "
                                       "(default for-loop)"),
-                             cl::init("for-loop"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                             cl::init("for-loop"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> LossOpt("loss",
                              cl::desc("auto | cross-entropy | cut-cross-entropy | mse | none "
                                       "(default auto: cross-entropy over logits-shaped outputs; "
                                       "cut-cross-entropy never materialises the logits)"),
-                             cl::init("auto"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                             cl::init("auto"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> TrainableFile("trainable-file",
                                    cl::desc("Only the parameters named in FILE train (ONNX "
                                             "initializer names, one a line)"),
-                                   cl::value_desc("file"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                                   cl::value_desc("file"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> TrainRegex("train",
                                 cl::desc("Only parameters whose name or layer matches REGEX train"),
-                                cl::value_desc("regex"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                                cl::value_desc("regex"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> FreezeRegex("freeze",
                                  cl::desc("Parameters whose name or layer matches REGEX are frozen"),
-                                 cl::value_desc("regex"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                                 cl::value_desc("regex"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> TieOpt("tie",
                             cl::desc("Tied embedding/LM head: auto (compare payloads) | yes | no "
                                      "(default auto)"),
-                            cl::init("auto"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                            cl::init("auto"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<bool> KeepGrads("keep-grads",
-                        cl::desc("Gradients are zeroed, not set to None, between steps"), S.A, S.C, S.R, S.P,
+                        cl::desc("Gradients are zeroed, not set to None, between steps"), S.A, S.V, S.C, S.R, S.P,
                         cl::cat(SetupCategory));
 cl::opt<std::string> CheckpointOpt("checkpoint",
                                    cl::desc("Activation checkpointing: none | blocks | every:K | "
@@ -152,14 +161,14 @@ cl::opt<std::string> CheckpointOpt("checkpoint",
                                             "budget:SIZE (fewest first blocks that fit) | "
                                             "optimal:SIZE (least recompute FLOPs that fit: "
                                             "keep, selective or whole per block) (default none)"),
-                                   cl::init("none"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                                   cl::init("none"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<unsigned> GradAccum("grad-accum",
                             cl::desc("Accumulate K micro-batches per optimizer step (default 1)"),
-                            cl::value_desc("K"), cl::init(1), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                            cl::value_desc("K"), cl::init(1), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<double> DropoutOpt("dropout",
                            cl::desc("Training-time dropout probability where the exported graph "
                                     "lost it"),
-                           cl::value_desc("P"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+                           cl::value_desc("P"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 
 cl::opt<std::string> GpuOpt("gpu",
                             cl::desc("Target GPU from the catalogue ('trainmem gpus' lists it): "
@@ -169,18 +178,18 @@ cl::OptionCategory StrategyCategory("Strategy options");
 cl::opt<unsigned> LoraRank("lora-rank",
                            cl::desc("Train LoRA adapters of rank R on the target linears (base "
                                     "weights frozen, as PEFT does)"),
-                           cl::value_desc("R"), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                           cl::value_desc("R"), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<double> LoraAlpha("lora-alpha", cl::desc("LoRA alpha (default 8, PEFT's; scale only)"),
-                          cl::value_desc("A"), cl::init(8.0), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                          cl::value_desc("A"), cl::init(8.0), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<std::string> LoraTargets("lora-targets",
                                  cl::desc("Comma-separated module names matched against the end "
                                           "of layer paths (q_proj,v_proj), or all-linear "
                                           "(default: PEFT's for the architecture)"),
-                                 cl::value_desc("list"), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                                 cl::value_desc("list"), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<double> LoraDropout("lora-dropout",
                             cl::desc("Dropout on the adapter input; its dropped copy is saved "
                                      "(default 0)"),
-                            cl::value_desc("P"), cl::init(0.0), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                            cl::value_desc("P"), cl::init(0.0), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<std::string> SparseUpdate("sparse-update",
                                   cl::desc("Train only part of the model: last:K (the last K "
                                            "repeated blocks and what follows them), "
@@ -190,7 +199,7 @@ cl::opt<std::string> SparseUpdate("sparse-update",
                                            "scales only), or budget:SIZE (the set that fits, "
                                            "searched TinyEngine-style: biases first, later "
                                            "layers first)"),
-                                  cl::value_desc("mode"), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                                  cl::value_desc("mode"), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<unsigned> ZeroStage("zero",
                             cl::desc("DeepSpeed ZeRO stage 0-3: 1 shards optimizer states (and "
                                      "fp32 masters), 2 also gradients, 3 also parameters"),
@@ -207,18 +216,18 @@ cl::opt<std::string> Offload("offload",
 cl::opt<unsigned> GaloreRank("galore-rank",
                              cl::desc("GaLore: Adam on rank-R projections of the 2-D target "
                                       "weights' gradients (galore-torch)"),
-                             cl::value_desc("R"), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                             cl::value_desc("R"), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<unsigned> GaloreGap("galore-update-gap",
                             cl::desc("Steps between projector SVDs (default 200)"),
-                            cl::value_desc("T"), cl::init(200), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                            cl::value_desc("T"), cl::init(200), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<std::string> GaloreTargets("galore-targets",
                                    cl::desc("Comma-separated substrings of layer paths to "
                                             "project (default attn,mlp)"),
-                                   cl::value_desc("list"), S.A, S.C, S.R, cl::cat(StrategyCategory));
+                                   cl::value_desc("list"), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<bool> GalorePerLayer("galore-per-layer",
                              cl::desc("Layer-wise GaLore: each weight steps in its gradient "
                                       "hook, so one gradient is alive at a time"),
-                             S.A, S.C, S.R, cl::cat(StrategyCategory));
+                             S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<bool> ZerothOrder("zeroth-order",
                           cl::desc("Zeroth-order fine-tuning (MeZO): two forward passes, "
                                    "in-place perturbation and update; no backward"),
@@ -232,19 +241,19 @@ cl::opt<std::string> ActivationStorage("activation-storage",
 cl::opt<bool> QLora("qlora",
                     cl::desc("QLoRA: LoRA on base linear weights stored in bitsandbytes NF4 "
                              "(double-quantized), computing in bf16 under autocast"),
-                    S.A, S.C, S.R, cl::cat(StrategyCategory));
+                    S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<std::string> Format("format",
                             cl::desc("Output format: text | json (analyze, plan, report, "
                                      "compare) | markdown (plan, report, compare) | junit "
                                      "(report) | html (report, compare); default text"),
-                            cl::init("text"), S.A, S.C, S.R, S.P, cl::cat(OutputCategory));
+                            cl::init("text"), S.A, S.V, S.C, S.R, S.P, cl::cat(OutputCategory));
 cl::opt<std::string> HistoryDb("db",
                                cl::desc("Record this run (model digest, setup, report, git "
                                         "commit and branch, time) in the SQLite history FILE; "
                                         "see trainmem history"),
-                               cl::value_desc("file"), S.A, S.R, S.P, cl::cat(OutputCategory));
+                               cl::value_desc("file"), S.A, S.V, S.R, S.P, cl::cat(OutputCategory));
 cl::opt<std::string> Output("o", cl::desc("Write to FILE (atomically) instead of stdout"),
-                            cl::value_desc("file"), S.A, S.C, S.R, S.E, S.P, cl::cat(OutputCategory));
+                            cl::value_desc("file"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(OutputCategory));
 
 llvm::Error optionError(const std::string &Msg) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s", Msg.c_str());

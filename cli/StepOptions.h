@@ -22,6 +22,7 @@ llvm::cl::SubCommand &exportOnnxCommand();
 llvm::cl::SubCommand &planCommand();
 llvm::cl::SubCommand &reportCommand();
 llvm::cl::SubCommand &compareCommand();
+llvm::cl::SubCommand &validateCommand();
 
 /// What a step-modelling command was asked for, parsed and validated.
 struct StepRequest {

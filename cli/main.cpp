@@ -28,6 +28,7 @@ static int run(int Argc, char **Argv) {
   trainmem::cli::reportCommand();
   trainmem::cli::historyCommand();
   trainmem::cli::compareCommand();
+  trainmem::cli::validateCommand();
   llvm::cl::HideUnrelatedOptions({});
   if (!llvm::cl::ParseCommandLineOptions(
           Argc, Argv,
@@ -38,7 +39,8 @@ static int run(int Argc, char **Argv) {
           "  trainmem export-onnx --hf-config=config.json -o model.onnx\n"
           "  trainmem diff base.json new.json --max-increase=5%\n"
           "  trainmem analyze run.pt.trace.json.gz            (a profiler trace, measured)\n"
-          "  trainmem compare predicted.json run.pt.trace.json.gz --max-error=5\n\n"
+          "  trainmem compare predicted.json run.pt.trace.json.gz --max-error=5\n"
+          "  trainmem validate MODEL.onnx --dim batch=4 --dim sequence=32   (run it, measure)\n\n"
           "Run 'trainmem SUBCOMMAND --help' for a subcommand's options.\n",
           &llvm::errs()))
     return trainmem::cli::ExitInputError;
@@ -58,6 +60,8 @@ static int run(int Argc, char **Argv) {
     return trainmem::cli::runDiff();
   if (trainmem::cli::compareCommand())
     return trainmem::cli::runCompare();
+  if (trainmem::cli::validateCommand())
+    return trainmem::cli::runValidate();
   llvm::errs() << "trainmem: no subcommand given. Run 'trainmem --help' for the list.\n";
   return trainmem::cli::ExitInputError;
 }

@@ -83,7 +83,10 @@ TEST(Census, EightBitAdamKeepsSmallTensorsIn32Bit) {
   TrainingSetup S;
   S.Optimizer = OptimizerKind::AdamW8bit;
   int64_t Blocks = (12800 + 255) / 256; // 50 blocks, one fp32 absmax each per state
-  EXPECT_EQ(census(G, S).OptimizerStateBytes, 2 * 12800 + 2 * Blocks * 4 + 2 * 100 * 4);
+  // Plus the optimizer's two 256-entry fp32 quantization maps, once.
+  ParameterCensus C = census(G, S);
+  EXPECT_EQ(C.SharedOptimizerStateBytes, 2 * 256 * 4);
+  EXPECT_EQ(C.OptimizerStateBytes, 2 * 12800 + 2 * Blocks * 4 + 2 * 100 * 4 + 2 * 256 * 4);
 }
 
 TEST(Census, Bf16HalvesWeightsGradsAndMomentsButNotTheStep) {

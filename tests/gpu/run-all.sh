@@ -1,20 +1,84 @@
 #!/bin/sh
-# On a machine with an NVIDIA GPU: build the CUDA parts and run every test labelled `gpu`
-# (the CUDA twin of each kernel against its host twin), writing the log and a summary to
-# $OUT (default build-gpu/out). Finishes in a few minutes on one GPU; without a usable GPU
-# the tests report "skipped" with the CUDA runtime's reason.
+# On a machine with an NVIDIA GPU: build the CUDA parts, run every test labelled `gpu` (the
+# CUDA twin of each kernel against its host twin, the executor on the GPU under CUPTI), then
+# `trainmem validate --device=cuda` (the executor under CUPTI) on the gt models (tiny tier,
+# and GPT-2 small) and on a LLaMA-1B-shaped Hugging Face config (TinyLlama-1.1B), plain and
+# with LoRA, GaLore and 8-bit AdamW. Writes the logs, a summary and validate.md (predicted
+# against measured peak, a Markdown table) to $OUT (default BUILD_DIR/out). Sized for 10
+# minutes on one GPU: each validation has its own time limit, and runs left when the budget
+# is spent are listed as not run. Without a usable GPU the tests report "skipped" and
+# validate exits 1 with the CUDA runtime's reason (recorded in the table).
 #   tests/gpu/run-all.sh [BUILD_DIR]
-# `trainmem validate` (the executor and the CUPTI probe) is not built yet; when it is, this
-# script also validates the gt models and a LLaMA-1B-shaped config here.
+# TRAINMEM_BIN=PATH skips the build and the kernel tests and validates with that binary;
+# VALIDATE_DEVICE (default cuda) and VALIDATE_BUDGET_S (default 540) change the rest.
 set -eu
 build=${1:-build-gpu}
 out=${OUT:-$build/out}
+budget=${VALIDATE_BUDGET_S:-540}
+device=${VALIDATE_DEVICE:-cuda}
 mkdir -p "$out"
-command -v nvidia-smi >/dev/null && nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINMEM_WITH_CUDA=ON \
-  -DTRAINMEM_BUILD_GUI=OFF > "$out/configure.log" 2>&1
-cmake --build "$build" -j "$(nproc)" --target kernels_tests > "$out/build.log" 2>&1
+start=$(date +%s)
 status=0
-(cd "$build" && ctest -L gpu --output-on-failure) > "$out/gpu-tests.log" 2>&1 || status=$?
-grep -E "tests passed|tests failed|Skipped|Failed" "$out/gpu-tests.log" | tee "$out/summary.txt"
+if [ -z "${TRAINMEM_BIN:-}" ]; then
+  command -v nvidia-smi >/dev/null && nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINMEM_WITH_CUDA=ON \
+    -DTRAINMEM_BUILD_GUI=OFF > "$out/configure.log" 2>&1
+  cmake --build "$build" -j "$(nproc)" --target kernels_tests probe_gpu_tests trainmem > "$out/build.log" 2>&1
+  (cd "$build" && ctest -L gpu --output-on-failure) > "$out/gpu-tests.log" 2>&1 || status=$?
+  grep -E "tests passed|tests failed|Skipped|Failed" "$out/gpu-tests.log" | tee "$out/summary.txt"
+fi
+bin=${TRAINMEM_BIN:-$build/bin/trainmem}
+
+gt=${TRAINMEM_FIXTURES:-../shared/fixtures}/gt/onnx
+table="$out/validate.md"
+{
+  echo "| model | variant | predicted peak (B) | measured peak (B, CUPTI) | error | cudaMemGetInfo peak | seconds |"
+  echo "| --- | --- | ---: | ---: | ---: | ---: | ---: |"
+} > "$table"
+# run NAME LIMIT_S VARIANT ARGS...: one validation, one table row.
+run() {
+  name=$1 limit=$2 variant=$3
+  shift 3
+  if [ $(( $(date +%s) - start )) -gt "$budget" ]; then
+    echo "| $name | $variant | | | not run: time budget spent | | |" >> "$table"
+    return
+  fi
+  log="$out/validate-$name-$variant.txt"
+  t0=$(date +%s)
+  rc=0
+  timeout "$limit" "$bin" validate --device="$device" "$@" > "$log" 2>&1 || rc=$?
+  secs=$(( $(date +%s) - t0 ))
+  if [ "$rc" -ne 0 ]; then
+    why=$(tail -n 1 "$log" | tr '|' '/')
+    [ "$rc" -eq 124 ] && why="timed out after ${limit} s"
+    echo "| $name | $variant | | | exit $rc: $why | | $secs |" >> "$table"
+    status=1
+    return
+  fi
+  set -- $(awk '$1 == "peak" { print $2, $3, $4; exit }' "$log")
+  used=$(sed -n 's/^cudaMemGetInfo: \(.*\) in use.*/\1/p' "$log")
+  echo "| $name | $variant | $1 | $2 | $3 | $used | $secs |" >> "$table"
+}
+# variants NAME LIMIT_S GALORE_TARGETS MODEL_ARGS...: plain, LoRA, GaLore, 8-bit AdamW.
+variants() {
+  name=$1 limit=$2 targets=$3
+  shift 3
+  run "$name" "$limit" plain "$@"
+  run "$name" "$limit" lora "$@" --lora-rank=8 --lora-alpha=16
+  run "$name" "$limit" galore "$@" --galore-rank=8 --galore-targets="$targets"
+  run "$name" "$limit" adamw-8bit "$@" --optimizer=adamw-8bit
+}
+for m in gpt2_tiny llama_tiny bert_tiny; do
+  if [ -f "$gt/$m.onnx" ]; then
+    variants "$m" 60 h.,layers.,layer. "$gt/$m.onnx" --dim batch=4 --dim sequence=32
+    run "$m" 60 checkpoint "$gt/$m.onnx" --dim batch=4 --dim sequence=32 --checkpoint=blocks
+  fi
+done
+if [ -f "$gt/gpt2_small.onnx" ]; then
+  variants gpt2_small 90 h. "$gt/gpt2_small.onnx" --dim batch=4 --dim sequence=128
+fi
+# The fused Adam: the for-loop one runs as host loops, too slow over 1.1 B parameters.
+variants tinyllama-1.1b 90 attn,mlp --hf-config=samples/hf/tinyllama-1.1b/config.json \
+  --dim batch=1 --dim seq=128 --optimizer-impl=fused
+cat "$table" | tee -a "$out/summary.txt"
 exit $status

@@ -1,0 +1,97 @@
+//===- HfConfigValidationTest.cpp - executor and simulator on every HF architecture -===//
+//
+// The Hugging Face configs of samples/hf, shrunk to a few thousand parameters per layer
+// (their structure kept: GQA, partial rotary, parallel residual, tied heads, fused SDPA
+// attention), run by the executor and predicted by the simulator: the peak and the bytes
+// saved for backward must agree within 2%.
+//
+//===----------------------------------------------------------------------------===//
+#include "cupti_probe/Executor.h"
+
+#include "analyzer/ModelImporter.h"
+#include "analyzer/ParameterCensus.h"
+#include "planner/StepPrediction.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/JSON.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+
+using namespace trainmem;
+
+namespace {
+
+/// samples/hf/NAME/config.json with its sizes cut down, written to a temporary file.
+std::string shrunkConfig(const std::string &Name) {
+  std::string Path = std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Name + "/config.json";
+  auto Buffer = llvm::MemoryBuffer::getFile(Path);
+  EXPECT_TRUE(bool(Buffer)) << Path;
+  if (!Buffer)
+    return "";
+  auto Json = llvm::json::parse((*Buffer)->getBuffer());
+  EXPECT_TRUE(bool(Json)) << Path;
+  if (!Json)
+    return "";
+  llvm::json::Object &O = *Json->getAsObject();
+  const std::pair<const char *, int64_t> Sizes[] = {
+      {"hidden_size", 64},      {"n_embd", 64},           {"intermediate_size", 128},
+      {"num_hidden_layers", 2}, {"n_layer", 2},           {"num_attention_heads", 4},
+      {"n_head", 4},            {"num_key_value_heads", 2}, {"vocab_size", 512},
+      {"head_dim", 16}};
+  for (auto [Key, Value] : Sizes)
+    if (O.get(Key))
+      O[Key] = Value;
+  for (const char *Key : {"resid_pdrop", "embd_pdrop", "attn_pdrop", "hidden_dropout_prob",
+                          "attention_probs_dropout_prob", "attention_dropout", "hidden_dropout"})
+    if (O.get(Key))
+      O[Key] = 0.0;
+  llvm::SmallString<128> Out;
+  llvm::sys::fs::createTemporaryFile("hf-" + Name, "json", Out);
+  std::error_code EC;
+  llvm::raw_fd_ostream OS(Out, EC);
+  OS << llvm::json::Value(std::move(*Json));
+  return std::string(Out);
+}
+
+TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
+  std::printf("%-20s %12s %12s %8s %12s %12s\n", "config", "predicted", "measured", "error",
+              "saved pred", "saved meas");
+  for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "gemma-2b",
+                           "mistral-7b", "bert-base-uncased"}) {
+    std::string Path = shrunkConfig(Name);
+    ASSERT_FALSE(Path.empty()) << Name;
+    ImportOptions Import;
+    Import.Dims = {{"batch", 2}, {"seq", 16}};
+    auto G = importHfConfig(Path, Import);
+    llvm::sys::fs::remove(Path);
+    ASSERT_TRUE(bool(G)) << Name << ": " << llvm::toString(G.takeError());
+    TrainingSetup Setup;
+    Setup.Device = DeviceKind::Cpu;
+    Setup.Autocast = AutocastPolicy::Cpu;
+    Setup.Impl = OptimizerImpl::Fused;
+    TrainingSetup ExecSetup = Setup;
+    auto Predicted = predictStepReport(*G, Setup);
+    ASSERT_TRUE(bool(Predicted)) << Name << ": " << llvm::toString(Predicted.takeError());
+    auto Census = takeCensus(*G, ExecSetup);
+    ASSERT_TRUE(bool(Census)) << Name;
+    auto Dev = kernels::makeHostDevice();
+    auto Measured = probe::executeTrainingSteps(*G, ExecSetup, *Census, *Dev);
+    ASSERT_TRUE(bool(Measured)) << Name << ": " << llvm::toString(Measured.takeError());
+    int64_t P = Predicted->Peak.value_or(0), M = Measured->Peak;
+    int64_t SP = Predicted->Bytes.Activations, SM = Measured->SavedAtEndOfForward;
+    double Error = 100.0 * static_cast<double>(M - P) / static_cast<double>(P);
+    double SavedError = 100.0 * static_cast<double>(SM - SP) / static_cast<double>(SP);
+    std::printf("%-20s %12lld %12lld %+7.3f%% %12lld %12lld\n", Name, static_cast<long long>(P),
+                static_cast<long long>(M), Error, static_cast<long long>(SP),
+                static_cast<long long>(SM));
+    EXPECT_LE(std::fabs(Error), 2.0) << Name;
+    EXPECT_LE(std::fabs(SavedError), 2.0) << Name;
+  }
+}
+
+} // namespace

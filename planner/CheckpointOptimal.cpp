@@ -412,20 +412,23 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
       break;
     Ask = Next;
   }
-  if (Best) {
-    Result.Mode = BestMode;
-    Result.Selection = std::move(BestSel);
-    Result.RecomputeFlops = Best->Flops;
-    Result.Required = Verified[BestMode];
-    return Result;
-  }
-  // Where the peak is not in the backward (the loss, say) the last block's saving counts
-  // too, which the constraints leave out: every block selective, then every block
-  // whole, cheapest first, before giving up.
-  for (auto [Mode, Choice] : {std::pair{"selective", BlockCheckpoint::Selective},
-                              std::pair{"blocks", BlockCheckpoint::Full}}) {
-    if (Verified.count(Mode))
-      continue;
+  // The answer is the cheapest verified choice among the DP's, the first-K family's and,
+  // where the DP found none, every block selective.
+  struct Choice {
+    std::string Mode;
+    BlockCheckpointSelection Selection;
+    int64_t Flops = 0;
+  };
+  std::optional<Choice> Pick;
+  auto Offer = [&](Choice C) {
+    if (!Pick || C.Flops < Pick->Flops)
+      Pick = std::move(C);
+  };
+  if (Best)
+    Offer({BestMode, BestSel, Best->Flops});
+  auto Verify = [&](const std::string &Mode) -> llvm::Expected<int64_t> {
+    if (auto It = Verified.find(Mode); It != Verified.end())
+      return It->second;
     auto Sim = Simulate(Mode);
     if (!Sim)
       return Sim.takeError();
@@ -433,17 +436,56 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
       LeastSeen = Sim->Required;
       LeastMode = Mode;
     }
-    if (Sim->Required <= *Budget) {
-      Result.Mode = Mode;
-      for (size_t B = 0; B < Candidates.size(); ++B) {
-        Result.RecomputeFlops += Choice == BlockCheckpoint::Full ? Candidates[B].FullFlops
-                                                                 : Candidates[B].SelectiveFlops;
-        (Choice == BlockCheckpoint::Full ? Result.Selection.Full : Result.Selection.Selective)
-            .push_back(static_cast<int64_t>(B));
-      }
-      Result.Required = Sim->Required;
-      return Result;
+    return Verified[Mode] = Sim->Required;
+  };
+  // The first-K family (Megatron-LM's block method, what budget: picks) as a floor: the
+  // DP works on per-block savings measured one block at a time and can miss a prefix
+  // that fits. Bisect for the fewest first blocks that fit (each probe simulated), so
+  // optimal: never recomputes more than budget: would.
+  const int64_t N = static_cast<int64_t>(Candidates.size());
+  auto PrefixMode = [N](int64_t K) {
+    return K == N ? std::string("blocks") : "first:" + std::to_string(K);
+  };
+  auto AllNeed = Verify(PrefixMode(N));
+  if (!AllNeed)
+    return AllNeed.takeError();
+  if (*AllNeed <= *Budget) {
+    int64_t Lo = 0, Hi = N; // first:Lo misses (none does), first:Hi fits
+    while (Hi - Lo > 1) {
+      int64_t Mid = Lo + (Hi - Lo) / 2;
+      auto Need = Verify(PrefixMode(Mid));
+      if (!Need)
+        return Need.takeError();
+      (*Need <= *Budget ? Hi : Lo) = Mid;
     }
+    Choice C{PrefixMode(Hi), {}, 0};
+    for (int64_t B = 0; B < Hi; ++B) {
+      C.Flops += Candidates[B].FullFlops;
+      C.Selection.Full.push_back(B);
+    }
+    Offer(std::move(C));
+  }
+  // Where the peak is not in the backward (the loss, say) the last block's saving counts
+  // too, which the DP's constraints leave out: try every block selective.
+  if (!Best) {
+    auto Need = Verify("selective");
+    if (!Need)
+      return Need.takeError();
+    if (*Need <= *Budget) {
+      Choice C{"selective", {}, 0};
+      for (int64_t B = 0; B < N; ++B) {
+        C.Flops += Candidates[B].SelectiveFlops;
+        C.Selection.Selective.push_back(B);
+      }
+      Offer(std::move(C));
+    }
+  }
+  if (Pick) {
+    Result.Mode = Pick->Mode;
+    Result.Selection = std::move(Pick->Selection);
+    Result.RecomputeFlops = Pick->Flops;
+    Result.Required = Verified[Pick->Mode];
+    return Result;
   }
   return llvm::createStringError(
       llvm::inconvertibleErrorCode(),

@@ -79,22 +79,34 @@ std::vector<std::vector<TensorId>> Simulator::moduleInputHolds() const {
     size_t Dot = P.rfind('.');
     return Dot == llvm::StringRef::npos ? llvm::StringRef() : P.take_front(Dot);
   };
-  auto Within = [](llvm::StringRef Layer, llvm::StringRef Module) {
-    return Layer == Module ||
-           (Layer.starts_with(Module) && Layer.size() > Module.size() &&
-            Layer[Module.size()] == '.');
-  };
-  llvm::StringMap<size_t> End;
-  llvm::StringMap<bool> Called;
+  // Modules by number, and each distinct layer path's chain of modules (itself first,
+  // then its ancestors), so the per-input work below compares small integers.
+  llvm::StringMap<uint32_t> ModuleId;
+  std::vector<size_t> End;
+  std::vector<bool> Called;
+  llvm::StringMap<std::vector<uint32_t>> Chains;
+  std::vector<const std::vector<uint32_t> *> ChainOf(Ops.size());
   std::vector<size_t> ProducerOp(G.Tensors.size(), Ops.size());
   for (size_t I = 0; I < Ops.size(); ++I) {
-    llvm::StringRef Child;
-    for (llvm::StringRef P = Ops[I].Layer; !P.empty(); Child = P, P = Parent(P)) {
-      End[P] = I;
-      bool Numbered = !Child.empty() &&
-                      llvm::all_of(Child.drop_front(P.size() + 1), llvm::isDigit);
-      Called[P] |= !Numbered;
+    auto [It, New] = Chains.try_emplace(Ops[I].Layer);
+    if (New) {
+      llvm::StringRef Child;
+      for (llvm::StringRef P = Ops[I].Layer; !P.empty(); Child = P, P = Parent(P)) {
+        auto [M, Added] = ModuleId.try_emplace(P, static_cast<uint32_t>(End.size()));
+        if (Added) {
+          End.push_back(0);
+          Called.push_back(false);
+        }
+        bool Numbered = !Child.empty() &&
+                        llvm::all_of(Child.drop_front(P.size() + 1), llvm::isDigit);
+        if (!Numbered)
+          Called[M->second] = true;
+        It->second.push_back(M->second);
+      }
     }
+    ChainOf[I] = &It->second;
+    for (uint32_t M : It->second)
+      End[M] = I;
     for (TensorId O : Ops[I].Outputs)
       if (O != NoTensor)
         ProducerOp[O] = I;
@@ -105,10 +117,10 @@ std::vector<std::vector<TensorId>> Simulator::moduleInputHolds() const {
     for (TensorId T : Ops[C].Inputs) {
       if (T == NoTensor || ProducerOp[T] == Ops.size())
         continue; // parameters, buffers and the batch live anyway
-      llvm::StringRef From = Ops[ProducerOp[T]].Layer;
-      for (llvm::StringRef P = Ops[C].Layer; !P.empty(); P = Parent(P))
-        if (Called[P] && !Within(From, P)) {
-          Until[T] = std::max(Until[T], End[P]);
+      const std::vector<uint32_t> &From = *ChainOf[ProducerOp[T]];
+      for (uint32_t M : *ChainOf[C])
+        if (Called[M] && !llvm::is_contained(From, M)) {
+          Until[T] = std::max(Until[T], End[M]);
           Held[T] = true;
         }
     }

@@ -184,7 +184,8 @@ KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> 
 llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
                                                           const TrainingSetup &Setup,
                                                           const ParameterCensus &Census,
-                                                          std::optional<int64_t> Budget) {
+                                                          std::optional<int64_t> Budget,
+                                                          SimulationCache *Cache) {
   std::string Option = "--checkpoint=" + Setup.Checkpoint;
   if (!Budget) {
     llvm::StringRef Spec(Setup.Checkpoint);
@@ -250,7 +251,7 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   auto Simulate = [&](const std::string &Mode) -> llvm::Expected<Measured> {
     TrainingSetup S = Setup;
     S.Checkpoint = Mode;
-    auto Sim = simulateStep(G, S, Census, /*Details=*/false);
+    auto Sim = simulateForPlanning(Cache, G, S, Census);
     if (!Sim)
       return Sim.takeError();
     ++Result.Simulations;

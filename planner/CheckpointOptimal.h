@@ -16,6 +16,7 @@
 #include "analyzer/OpMemoryRules.h"
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/TrainingSetup.h"
+#include "planner/SimulationCache.h"
 
 #include "llvm/Support/Error.h"
 
@@ -84,7 +85,8 @@ struct OptimalCheckpoint {
 llvm::Expected<OptimalCheckpoint>
 chooseOptimalCheckpoint(const Graph &G, const TrainingSetup &Setup,
                         const ParameterCensus &Census,
-                        std::optional<int64_t> Budget = std::nullopt);
+                        std::optional<int64_t> Budget = std::nullopt,
+                        SimulationCache *Cache = nullptr);
 
 /// "3.42 TFLOP": floating-point operations with a decimal prefix.
 std::string formatFlops(int64_t Flops);

@@ -28,9 +28,13 @@
 #include "analyzer/StepSimulator.h"
 #include "analyzer/Units.h"
 
+#include "llvm/Support/ThreadPool.h"
+#include "llvm/Support/Threading.h"
+
 #include <algorithm>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
 
 namespace trainmem {
@@ -232,7 +236,7 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
     E.Error = llvm::toString(Census.takeError());
     return E;
   }
-  auto Sim = simulateStep(*G, S, *Census, /*Details=*/false);
+  auto Sim = simulateForPlanning(R.Simulations.get(), *G, S, *Census);
   if (!Sim) {
     E.Error = llvm::toString(Sim.takeError());
     return E;
@@ -293,30 +297,30 @@ void appendOptimalCheckpoints(const PlanRequest &R, const ModelShape &Shape,
     Evaluation E = evaluate(R, Probe, M);
     return E.Ok && E.Required <= R.Budget;
   };
-  const size_t Count = Out.size();
-  for (size_t I = 0; I < Count; ++I) {
-    const Candidate C = Out[I];
+  // One search per candidate, on every core; appended in the candidates' order.
+  auto Search = [&](const Candidate &C) -> std::optional<Candidate> {
     if (C.Setup.Checkpoint != "none" || C.Fid == Fidelity::Sparse)
-      continue;
+      return std::nullopt;
     if (Fits(C, "none") || !Fits(C, "blocks"))
-      continue;
+      return std::nullopt;
     auto P = prepare(R, C, M);
     if (!P) {
       llvm::consumeError(P.takeError());
-      continue;
+      return std::nullopt;
     }
     auto Census = takeCensus(P->G, P->Setup);
     if (!Census) {
       llvm::consumeError(Census.takeError());
-      continue;
+      return std::nullopt;
     }
-    auto Choice = chooseOptimalCheckpoint(P->G, P->Setup, *Census, R.Budget);
+    auto Choice =
+        chooseOptimalCheckpoint(P->G, P->Setup, *Census, R.Budget, R.Simulations.get());
     if (!Choice) {
       llvm::consumeError(Choice.takeError()); // "+ checkpoint blocks" is the answer
-      continue;
+      return std::nullopt;
     }
     if (Choice->Mode == "blocks" || Choice->Mode == "none")
-      continue; // the candidates with and without "+ checkpoint blocks" already
+      return std::nullopt; // the candidates with and without "+ checkpoint blocks" already
     Candidate Partial = C;
     Partial.Setup.Checkpoint = Choice->Mode;
     Partial.Name = C.Name + " + checkpoint optimal"; // the choice is in the plan's why
@@ -326,8 +330,18 @@ void appendOptimalCheckpoints(const PlanRequest &R, const ModelShape &Shape,
     Partial.RecomputeFlops = Choice->RecomputeFlops;
     Partial.ForwardFlops = Choice->ForwardFlops;
     Partial.CheckpointRunsAs = checkpointEngines(Choice->Mode);
-    Out.push_back(std::move(Partial));
+    return Partial;
+  };
+  std::vector<std::optional<Candidate>> Found(Out.size());
+  {
+    llvm::ThreadPool Pool(llvm::hardware_concurrency());
+    for (size_t I = 0; I < Out.size(); ++I)
+      Pool.async([&, I] { Found[I] = Search(Out[I]); });
+    Pool.wait();
   }
+  for (std::optional<Candidate> &C : Found)
+    if (C)
+      Out.push_back(std::move(*C));
 }
 
 llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
@@ -391,7 +405,7 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
     auto P = prepare(R, C, M);
     if (!P)
       return P.takeError();
-    auto Sel = searchSparseUpdate(P->G, P->Setup, R.Budget);
+    auto Sel = searchSparseUpdate(P->G, P->Setup, R.Budget, R.Simulations.get());
     if (!Sel) {
       llvm::consumeError(Sel.takeError()); // nothing fits at this micro-batch
       continue;
@@ -410,22 +424,134 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
   return llvm::Error::success();
 }
 
+/// One candidate's plan: the largest micro-batch that fits (double, then bisect between
+/// the last fit and miss), the step at the micro-batch used, the engines that run it.
+llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t Target,
+                             int64_t Cap) {
+  // Largest micro-batch that fits: double, then bisect between the last fit and miss.
+  auto Fits = [&](int64_t M, Evaluation &Out) {
+    Out = evaluate(R, C, M);
+    return Out.Ok && Out.Required <= R.Budget;
+  };
+  Evaluation AtOne;
+  bool OneFits = Fits(1, AtOne);
+  if (!AtOne.Ok)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
+                                   C.Name.c_str(), AtOne.Error.c_str());
+  int64_t Best = OneFits ? 1 : 0;
+  Evaluation BestEval = AtOne;
+  if (OneFits) {
+    int64_t Lo = 1, Hi = 0;
+    for (int64_t M = 2; M <= Cap; M *= 2) {
+      Evaluation E;
+      if (Fits(M, E)) {
+        Lo = M;
+        BestEval = E;
+      } else {
+        Hi = M;
+        break;
+      }
+    }
+    if (Hi == 0 && Lo < Cap) {
+      Evaluation E;
+      if (Fits(Cap, E)) {
+        Lo = Cap;
+        BestEval = E;
+      } else {
+        Hi = Cap;
+      }
+    }
+    while (Hi && Hi - Lo > 1) {
+      int64_t Mid = (Lo + Hi) / 2;
+      Evaluation E;
+      if (Fits(Mid, E)) {
+        Lo = Mid;
+        BestEval = E;
+      } else {
+        Hi = Mid;
+      }
+    }
+    Best = Lo;
+  }
+  Plan P;
+  P.Name = C.Name;
+  P.Setup = C.Setup;
+  P.Fid = C.Fid;
+  P.Engines = C.Engines;
+  P.RecomputeFlops = C.RecomputeFlops;
+  P.ForwardFlops = C.ForwardFlops;
+  P.CheckpointRunsAs = C.CheckpointRunsAs;
+  P.UpdateSet = C.UpdateSet;
+  P.MaxMicroBatch = Best;
+  P.MicroBatch = std::max<int64_t>(1, std::min(Best, Target));
+  if (R.Objective == PlanObjective::MaxBatch && Best)
+    P.MicroBatch = Best;
+  P.GradAccum = accumulationFor(R, P.MicroBatch);
+  // Evaluate at the chosen micro-batch (the search may have stopped elsewhere).
+  Evaluation Final = P.MicroBatch == 1 ? AtOne : evaluate(R, C, P.MicroBatch);
+  if (P.MicroBatch == Best && BestEval.Ok)
+    Final = BestEval;
+  P.Setup.MicroBatch = P.MicroBatch;
+  P.Setup.GradAccum = P.GradAccum;
+  if (R.Emit) {
+    EmitContext Ctx = *R.Emit;
+    Ctx.MicroBatch = P.MicroBatch;
+    P.Engines.clear();
+    for (ConfigTarget T : {ConfigTarget::HfTrainer, ConfigTarget::DeepSpeed,
+                           ConfigTarget::AccelerateFsdp, ConfigTarget::Torchtune}) {
+      auto Files = renderConfigs(T, P.Setup, Ctx);
+      if (Files)
+        P.Engines.push_back(configTargetName(T));
+      else if (T == ConfigTarget::HfTrainer)
+        P.EngineRefusal = llvm::toString(Files.takeError());
+      else
+        llvm::consumeError(Files.takeError()); // not this engine: it is left out
+    }
+  }
+  P.Peak = Final.Peak;
+  P.Required = Final.Required;
+  P.Fits = Final.Ok && Final.Required <= R.Budget;
+  P.Headroom = R.Budget - Final.Required;
+  P.TrainableParameters = Final.Trainable;
+  // Smaller micro-batches run the same work in more, less efficient steps; count it
+  // only as accumulation, not as extra compute.
+  P.Overhead = C.Overhead;
+  // transformers refuses layer-wise GaLore with gradient accumulation.
+  if (P.Setup.Galore && P.Setup.Galore->PerLayer && P.GradAccum > 1)
+    P.Engines.clear();
+  return P;
+}
+
 } // namespace
 
 llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
   // The search probes the same few micro-batches many times; each model is imported once
   // and copied for each probe (strategies such as LoRA transform the graph).
+  // Candidates run on worker threads: the imports are shared under a lock (a graph, once
+  // in the map, is only read, and map nodes do not move), and so are the simulations.
   PlanRequest R = Request;
-  auto Imported = std::make_shared<std::map<int64_t, Graph>>();
+  if (!R.Simulations)
+    R.Simulations = std::make_shared<SimulationCache>();
+  struct Imports {
+    std::mutex Lock;
+    std::map<int64_t, Graph> Graphs;
+  };
+  auto Imported = std::make_shared<Imports>();
   R.Model = [Import = Request.Model, Imported](int64_t MicroBatch) -> llvm::Expected<Graph> {
-    auto It = Imported->find(MicroBatch);
-    if (It == Imported->end()) {
+    const Graph *Found = nullptr;
+    {
+      std::lock_guard<std::mutex> Guard(Imported->Lock);
+      if (auto It = Imported->Graphs.find(MicroBatch); It != Imported->Graphs.end())
+        Found = &It->second;
+    }
+    if (!Found) {
       auto G = Import(MicroBatch);
       if (!G)
         return G.takeError();
-      It = Imported->emplace(MicroBatch, std::move(*G)).first;
+      std::lock_guard<std::mutex> Guard(Imported->Lock);
+      Found = &Imported->Graphs.emplace(MicroBatch, std::move(*G)).first->second;
     }
-    return It->second;
+    return *Found;
   };
   std::vector<Plan> Plans;
   int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);
@@ -437,99 +563,18 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
   appendOptimalCheckpoints(R, *Shape, All);
   if (llvm::Error E = appendUpdateSets(R, *Shape, All))
     return E;
-  for (const Candidate &C : All) {
-    // Largest micro-batch that fits: double, then bisect between the last fit and miss.
-    auto Fits = [&](int64_t M, Evaluation &Out) {
-      Out = evaluate(R, C, M);
-      return Out.Ok && Out.Required <= R.Budget;
-    };
-    Evaluation AtOne;
-    bool OneFits = Fits(1, AtOne);
-    if (!AtOne.Ok)
-      return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
-                                     C.Name.c_str(), AtOne.Error.c_str());
-    int64_t Best = OneFits ? 1 : 0;
-    Evaluation BestEval = AtOne;
-    if (OneFits) {
-      int64_t Lo = 1, Hi = 0;
-      for (int64_t M = 2; M <= Cap; M *= 2) {
-        Evaluation E;
-        if (Fits(M, E)) {
-          Lo = M;
-          BestEval = E;
-        } else {
-          Hi = M;
-          break;
-        }
-      }
-      if (Hi == 0 && Lo < Cap) {
-        Evaluation E;
-        if (Fits(Cap, E)) {
-          Lo = Cap;
-          BestEval = E;
-        } else {
-          Hi = Cap;
-        }
-      }
-      while (Hi && Hi - Lo > 1) {
-        int64_t Mid = (Lo + Hi) / 2;
-        Evaluation E;
-        if (Fits(Mid, E)) {
-          Lo = Mid;
-          BestEval = E;
-        } else {
-          Hi = Mid;
-        }
-      }
-      Best = Lo;
-    }
-    Plan P;
-    P.Name = C.Name;
-    P.Setup = C.Setup;
-    P.Fid = C.Fid;
-    P.Engines = C.Engines;
-    P.RecomputeFlops = C.RecomputeFlops;
-    P.ForwardFlops = C.ForwardFlops;
-    P.CheckpointRunsAs = C.CheckpointRunsAs;
-    P.UpdateSet = C.UpdateSet;
-    P.MaxMicroBatch = Best;
-    P.MicroBatch = std::max<int64_t>(1, std::min(Best, Target));
-    if (R.Objective == PlanObjective::MaxBatch && Best)
-      P.MicroBatch = Best;
-    P.GradAccum = accumulationFor(R, P.MicroBatch);
-    // Evaluate at the chosen micro-batch (the search may have stopped elsewhere).
-    Evaluation Final = P.MicroBatch == 1 ? AtOne : evaluate(R, C, P.MicroBatch);
-    if (P.MicroBatch == Best && BestEval.Ok)
-      Final = BestEval;
-    P.Setup.MicroBatch = P.MicroBatch;
-    P.Setup.GradAccum = P.GradAccum;
-    if (R.Emit) {
-      EmitContext Ctx = *R.Emit;
-      Ctx.MicroBatch = P.MicroBatch;
-      P.Engines.clear();
-      for (ConfigTarget T : {ConfigTarget::HfTrainer, ConfigTarget::DeepSpeed,
-                             ConfigTarget::AccelerateFsdp, ConfigTarget::Torchtune}) {
-        auto Files = renderConfigs(T, P.Setup, Ctx);
-        if (Files)
-          P.Engines.push_back(configTargetName(T));
-        else if (T == ConfigTarget::HfTrainer)
-          P.EngineRefusal = llvm::toString(Files.takeError());
-        else
-          llvm::consumeError(Files.takeError()); // not this engine: it is left out
-      }
-    }
-    P.Peak = Final.Peak;
-    P.Required = Final.Required;
-    P.Fits = Final.Ok && Final.Required <= R.Budget;
-    P.Headroom = R.Budget - Final.Required;
-    P.TrainableParameters = Final.Trainable;
-    // Smaller micro-batches run the same work in more, less efficient steps; count it
-    // only as accumulation, not as extra compute.
-    P.Overhead = C.Overhead;
-    // transformers refuses layer-wise GaLore with gradient accumulation.
-    if (P.Setup.Galore && P.Setup.Galore->PerLayer && P.GradAccum > 1)
-      P.Engines.clear();
-    Plans.push_back(std::move(P));
+  // Candidates are independent: evaluated on every core, ranked in their own order.
+  std::vector<std::optional<llvm::Expected<Plan>>> Results(All.size());
+  {
+    llvm::ThreadPool Pool(llvm::hardware_concurrency());
+    for (size_t I = 0; I < All.size(); ++I)
+      Pool.async([&, I] { Results[I].emplace(planFor(R, All[I], Target, Cap)); });
+    Pool.wait();
+  }
+  for (std::optional<llvm::Expected<Plan>> &Result : Results) {
+    if (!*Result)
+      return Result->takeError();
+    Plans.push_back(std::move(**Result));
   }
   auto Better = [&R](const Plan &A, const Plan &B) {
     if (A.Fits != B.Fits)

@@ -13,11 +13,13 @@
 #include "analyzer/TrainingSetup.h"
 #include "planner/ConfigEmitters.h"
 #include "planner/GpuCatalog.h"
+#include "planner/SimulationCache.h"
 
 #include "llvm/Support/Error.h"
 #include "llvm/Support/JSON.h"
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -75,6 +77,10 @@ struct PlanRequest {
   /// whose emitter accepts its final setup (renderConfigs succeeds), so `plan --emit`
   /// and the listed engines agree; otherwise each candidate's own list.
   std::optional<EmitContext> Emit;
+  /// Simulations shared by the search's candidates and threads; searchPlans makes one
+  /// when this is empty. A caller may pass one to read its counts afterwards, never one
+  /// that served another model or request.
+  std::shared_ptr<SimulationCache> Simulations;
 };
 
 /// Evaluates every candidate and returns them ranked: plans that fit first, ordered by

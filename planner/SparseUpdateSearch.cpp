@@ -146,7 +146,8 @@ void applySparseSelection(const SparseSelection &Sel, TrainingSetup &Setup) {
 }
 
 llvm::Expected<SparseSelection> searchSparseUpdate(const Graph &G, const TrainingSetup &Setup,
-                                                   std::optional<int64_t> Budget) {
+                                                   std::optional<int64_t> Budget,
+                                                   SimulationCache *Cache) {
   std::string Option = "--sparse-update=" + Setup.SparseUpdate;
   if (!Budget) {
     llvm::StringRef Spec(Setup.SparseUpdate);
@@ -195,7 +196,7 @@ llvm::Expected<SparseSelection> searchSparseUpdate(const Graph &G, const Trainin
     auto Census = takeCensus(G, S);
     if (!Census)
       return Census.takeError();
-    auto Sim = simulateStep(G, S, *Census, /*Details=*/false);
+    auto Sim = simulateForPlanning(Cache, G, S, *Census);
     if (!Sim)
       return Sim.takeError();
     ++Sel.Simulations;

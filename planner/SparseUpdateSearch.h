@@ -14,6 +14,7 @@
 
 #include "analyzer/Graph.h"
 #include "analyzer/TrainingSetup.h"
+#include "planner/SimulationCache.h"
 
 #include "llvm/Support/Error.h"
 
@@ -63,7 +64,8 @@ llvm::Expected<SparseSelection> selectSparseLayers(const Graph &G, const Trainin
 /// Simulations: O(log n) for the prefixes plus one per candidate tried after them.
 /// Errors: an unparsable size, or a budget that not even the cheapest candidate meets.
 llvm::Expected<SparseSelection> searchSparseUpdate(const Graph &G, const TrainingSetup &Setup,
-                                                   std::optional<int64_t> Budget = std::nullopt);
+                                                   std::optional<int64_t> Budget = std::nullopt,
+                                                   SimulationCache *Cache = nullptr);
 
 /// Makes Setup train the selection (on top of what it already lists).
 void applySparseSelection(const SparseSelection &Sel, TrainingSetup &Setup);

@@ -1,0 +1,51 @@
+//===- SimulationCache.h - step simulations shared across a plan search -*- C++ -*-===//
+//
+// A plan search simulates the same step many times: a candidate's evaluation, the
+// optimal-checkpoint search's "none" and "blocks" probes and its verified choice, the
+// largest-micro-batch bisection. Within one search the model is fixed, so the setup (its
+// JSON form, the names it trains) and the graph's inputs decide the simulation; this
+// keeps each result once, for every candidate and worker thread of the search. It is
+// created per search and never outlives it (another model needs another cache).
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_PLANNER_SIMULATIONCACHE_H
+#define TRAINMEM_PLANNER_SIMULATIONCACHE_H
+
+#include "analyzer/Graph.h"
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
+#include "analyzer/TrainingSetup.h"
+
+#include "llvm/Support/Error.h"
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+
+namespace trainmem {
+
+class SimulationCache {
+public:
+  /// simulateStep without details, or the result kept from an equal request. Errors are
+  /// not kept.
+  llvm::Expected<StepSimulation> simulate(const Graph &G, const TrainingSetup &Setup,
+                                          const ParameterCensus &Census);
+
+  int64_t simulations() const { return Simulations; }
+  int64_t hits() const { return Hits; }
+
+private:
+  std::mutex Lock;
+  std::map<std::string, StepSimulation> Results;
+  std::atomic<int64_t> Simulations{0}, Hits{0};
+};
+
+/// Through the cache when there is one, else a plain simulation without details.
+llvm::Expected<StepSimulation> simulateForPlanning(SimulationCache *Cache, const Graph &G,
+                                                   const TrainingSetup &Setup,
+                                                   const ParameterCensus &Census);
+
+} // namespace trainmem
+
+#endif

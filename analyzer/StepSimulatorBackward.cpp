@@ -81,7 +81,7 @@ void Simulator::backward() {
   std::vector<StorageId> Pending(Census.Parameters.size(), NoStorage);
   for (size_t OpI = 0; OpI < Ops.size(); ++OpI)
     if (HasBackward[OpI])
-      for (TensorId In : std::set<TensorId>(Ops[OpI].Inputs.begin(), Ops[OpI].Inputs.end())) {
+      for (TensorId In : distinctInputs(Ops[OpI].Inputs)) {
         auto P = ParamIndex.find(In);
         if (P != ParamIndex.end() && Census.Parameters[P->second].Trainable)
           ++UsesLeft[P->second];

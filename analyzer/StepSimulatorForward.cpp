@@ -138,7 +138,7 @@ llvm::Error Simulator::forward(int MicroBatch) {
   for (Value &V : Values)
     V.PendingUses = 0;
   for (const SimOp &Op : Ops) {
-    std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
+    auto Distinct = distinctInputs(Op.Inputs);
     for (TensorId I : Distinct)
       if (I != NoTensor)
         ++Values[I].PendingUses;
@@ -219,7 +219,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       return;
     if (flattenNeedsCopy(Values[T].L, Keep))
       Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
-                               G.Tensors[T].Name + " (contiguous copy)", Op.Kind, Op.Layer,
+                               llvm::Twine(G.Tensors[T].Name) + " (contiguous copy)", Op.Kind, Op.Layer,
                                Ctx.TypeOf[T], G.Tensors[T].Shape);
   };
   if (Op.Kind == "Linear")
@@ -363,7 +363,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   Mem.point(Phase, Op.Name, Op.Layer);
   for (auto &[Slot, S] : Copies)
     Mem.release(S); // the saved ones keep their own reference
-  std::set<TensorId> Distinct(Op.Inputs.begin(), Op.Inputs.end());
+  auto Distinct = distinctInputs(Op.Inputs);
   for (TensorId I : Distinct) {
     if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
       continue;
@@ -589,7 +589,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
         Values[O].PendingUses = 0;
   }
   for (size_t I = S.First; I <= S.Last; ++I) {
-    std::set<TensorId> Distinct(Ops[I].Inputs.begin(), Ops[I].Inputs.end());
+    auto Distinct = distinctInputs(Ops[I].Inputs);
     for (TensorId In : Distinct)
       if (In != NoTensor)
         ++Values[In].PendingUses;
@@ -630,7 +630,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
         Mem.retain(St);
         SavedBy[I].push_back(St);
       }
-    for (TensorId In : std::set<TensorId>(Ops[I].Inputs.begin(), Ops[I].Inputs.end()))
+    for (TensorId In : distinctInputs(Ops[I].Inputs))
       if (In != NoTensor && !G.Tensors[In].Stored && --Values[In].PendingUses <= 0)
         dropValue(In);
   }

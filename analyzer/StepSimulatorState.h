@@ -15,7 +15,9 @@
 #include "analyzer/OpMemoryRules.h"
 
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallString.h"
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
 
@@ -62,6 +64,15 @@ inline bool isMatmulKind(const std::string &Kind) {
          Kind == "ConvTranspose";
 }
 constexpr StorageId NoStorage = -1;
+
+/// An op's inputs without repeats (x * x reads x once), in ascending order, without the
+/// allocation of a std::set: this runs for every op of every simulated step.
+inline llvm::SmallVector<TensorId, 4> distinctInputs(const std::vector<TensorId> &Inputs) {
+  llvm::SmallVector<TensorId, 4> V(Inputs.begin(), Inputs.end());
+  llvm::sort(V);
+  V.erase(std::unique(V.begin(), V.end()), V.end());
+  return V;
+}
 
 struct Storage {
   int64_t Bytes = 0;

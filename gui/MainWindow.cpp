@@ -199,7 +199,14 @@ QWidget *MainWindow::buildSetupPanel() {
   LoraTargets->setPlaceholderText("PEFT's defaults");
   LoraTargets->setToolTip("module names (q_proj,v_proj) or all-linear; empty: PEFT's defaults "
                           "for the architecture");
-  Checkpoint = combo({"none", "blocks", "selective", "every:2"}, Panel);
+  // Editable: any --checkpoint value (first:K, blocks:0-3+selective:4-6, budget:SIZE,
+  // optimal:SIZE — the last two resolved by the planner as in the CLI).
+  Checkpoint = combo({"none", "blocks", "selective", "every:2", "optimal:24GiB"}, Panel);
+  Checkpoint->setEditable(true);
+  Checkpoint->setInsertPolicy(QComboBox::NoInsert);
+  Checkpoint->setToolTip("none, blocks, selective, every:K, first:K, blocks:LIST+selective:LIST, "
+                         "budget:SIZE (fewest first blocks that fit) or optimal:SIZE (least "
+                         "recompute that fits); type a value and press Enter");
   GradAccum = new QSpinBox(Panel);
   GradAccum->setRange(1, 4096);
   GradAccum->setToolTip("micro-batches accumulated per optimizer step (--grad-accum)");
@@ -214,7 +221,12 @@ QWidget *MainWindow::buildSetupPanel() {
   GaloreGap->setRange(1, 100000);
   GaloreGap->setValue(200);
   GalorePerLayer = new QCheckBox("per-layer updates", Panel);
-  Sparse = combo({"none", "bias-only", "last:1", "last:2", "last:4"}, Panel);
+  Sparse = combo({"none", "bias-only", "last:1", "last:2", "last:4", "budget:24GiB"}, Panel);
+  Sparse->setEditable(true);
+  Sparse->setInsertPolicy(QComboBox::NoInsert);
+  Sparse->setToolTip("none, bias-only, last:K, layers:REGEX, weights:REGEX, biases:REGEX or "
+                     "budget:SIZE (the update set that fits, TinyEngine-style); type a value "
+                     "and press Enter");
   Zero = combo({"0", "1", "2", "3"}, Panel);
   Fsdp = new QCheckBox("FSDP", Panel);
   Gpus = new QSpinBox(Panel);
@@ -266,6 +278,8 @@ QWidget *MainWindow::buildSetupPanel() {
   for (QCheckBox *B : {QLora, GalorePerLayer, Fsdp})
     connect(B, &QCheckBox::toggled, this, Changed);
   connect(Loss, &QComboBox::currentIndexChanged, this, Changed);
+  for (QComboBox *C : {Checkpoint, Sparse})
+    connect(C->lineEdit(), &QLineEdit::editingFinished, this, Changed);
   connect(LoraTargets, &QLineEdit::editingFinished, this, Changed);
   Panel->setMinimumWidth(260);
   return Panel;

@@ -13,6 +13,8 @@
 #include "llvm/Support/FileSystem.h"
 
 #include <QAbstractItemModelTester>
+#include <QComboBox>
+#include <QLineEdit>
 #include <QSignalSpy>
 #include <QSpinBox>
 #include <QTableView>
@@ -105,6 +107,46 @@ private slots:
     AnalysisResult Bad = runAnalysis(request(source("README.md")));
     QVERIFY(!Bad.Report);
     QVERIFY2(Bad.Error.contains("README.md"), qPrintable(Bad.Error));
+  }
+
+  void typedCheckpointValuesResolveLikeTheCli() {
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
+    W.applyRequest(R);
+    W.openPath(R.Path);
+    QVERIFY(Shown.wait(30000));
+    auto Need = [&] { return W.report()->PeakReserved.value_or(*W.report()->Peak); };
+    int64_t None = Need();
+    QComboBox *Ckpt = nullptr;
+    for (QComboBox *C : W.findChildren<QComboBox *>())
+      if (C->toolTip().startsWith("none, blocks, selective"))
+        Ckpt = C;
+    QVERIFY(Ckpt && Ckpt->isEditable());
+    // Typing a listed value also selects that item: both runs must settle before the
+    // report is read.
+    auto Type = [&](const QString &Text) {
+      Ckpt->setEditText(Text);
+      emit Ckpt->lineEdit()->editingFinished();
+      if (!Shown.wait(30000))
+        return false;
+      while (Shown.wait(1000)) {
+      }
+      return true;
+    };
+    QVERIFY(Type("blocks"));
+    int64_t All = Need();
+    QVERIFY(All < None);
+    // A budget between the two: the planner's optimal choice, resolved and stated.
+    int64_t Budget = (None + All) / 2;
+    QVERIFY(Type(QString("optimal:%1").arg(Budget)));
+    QVERIFY2(!QString::fromStdString(W.report()->Setup.Checkpoint).startsWith("optimal:"),
+             W.report()->Setup.Checkpoint.c_str());
+    QVERIFY(Need() <= Budget);
+    bool Stated = false;
+    for (const Diagnostic &D : W.report()->Diags.all())
+      Stated |= D.Code == "checkpoint-optimal";
+    QVERIFY(Stated);
   }
 
   void aSetupChangeRedrawsTheChart() {

@@ -28,9 +28,9 @@
 
 #include "llvm/ADT/StringRef.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -123,7 +123,29 @@ private:
       return Size != O.Size ? Size < O.Size : Address < O.Address;
     }
   };
-  using FreePool = std::set<FreeKey>;
+  /// Free blocks sorted as BlockComparatorSize. A sorted vector where PyTorch keeps a
+  /// std::set: a pool holds tens to hundreds of blocks, and the replay inserts and erases
+  /// at nearly every event, where the set's node allocations dominated the planner's time.
+  class FreePool {
+  public:
+    using iterator = std::vector<FreeKey>::iterator;
+    iterator lower_bound(const FreeKey &K) { return std::lower_bound(V.begin(), V.end(), K); }
+    iterator end() { return V.end(); }
+    void erase(iterator It) { V.erase(It); }
+    void erase(const FreeKey &K) {
+      auto It = lower_bound(K);
+      if (It != V.end() && !(K < *It))
+        V.erase(It);
+    }
+    void insert(const FreeKey &K) {
+      auto It = lower_bound(K);
+      if (It == V.end() || K < *It)
+        V.insert(It, K);
+    }
+
+  private:
+    std::vector<FreeKey> V;
+  };
 
   int32_t newBlock();
   void releaseBlock(int32_t Index);

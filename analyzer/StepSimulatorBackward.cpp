@@ -309,8 +309,10 @@ void Simulator::optimizerStep() {
   }
   // torch.optim's single-tensor Adam(W) computes denom = (exp_avg_sq.sqrt() / bc2).add_(eps):
   // two parameter-sized temporaries for the parameter being updated. The foreach
-  // version does the same with lists: two temporaries the size of all parameters. The
-  // fused kernel needs none; SGD (with or without momentum) updates in place at step 2+.
+  // version in 1.13 does the same with lists (`denom = _foreach_add(sqrt, eps)`): two
+  // temporaries the size of all parameters; 2.x divides and adds eps in place
+  // (`_foreach_add_(exp_avg_sq_sqrt, eps)`, torch/optim/adamw.py): one. The fused kernel
+  // needs none; SGD (with or without momentum) updates in place at step 2+.
   int64_t Transient = 0, Largest = 0, Sum = 0;
   for (const CensusParameter &P : Census.Parameters)
     if (P.Trainable) {
@@ -322,7 +324,7 @@ void Simulator::optimizerStep() {
   if (Adam && Setup.Impl == OptimizerImpl::ForLoop)
     Transient = 2 * Largest;
   else if (Adam && Setup.Impl == OptimizerImpl::Foreach)
-    Transient = 2 * Sum;
+    Transient = (Setup.torchVersion() == TorchVersion::V1_13 ? 2 : 1) * Sum;
   else if (Setup.Optimizer == OptimizerKind::Lion ||
            Setup.Optimizer == OptimizerKind::Adafactor)
     // Lion builds `exp_avg * b1 + grad * (1 - b1)` out of place; transformers' Adafactor

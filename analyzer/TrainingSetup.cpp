@@ -44,6 +44,9 @@ constexpr Named<DeviceKind> Devices[] = {{DeviceKind::Cuda, "cuda"}, {DeviceKind
 constexpr Named<AttentionImpl> Attentions[] = {{AttentionImpl::Auto, "auto"},
                                                {AttentionImpl::Eager, "eager"},
                                                {AttentionImpl::Sdpa, "sdpa"}};
+constexpr Named<TorchVersion> TorchVersions[] = {{TorchVersion::Auto, "auto"},
+                                                 {TorchVersion::V1_13, "1.13"},
+                                                 {TorchVersion::V2, "2"}};
 constexpr Named<OffloadKind> Offloads[] = {{OffloadKind::None, "none"},
                                            {OffloadKind::Optimizer, "optimizer"},
                                            {OffloadKind::Params, "params"}};
@@ -80,6 +83,7 @@ const char *autocastPolicyName(AutocastPolicy P) { return nameOf(Policies, P); }
 const char *tieModeName(TieMode T) { return nameOf(Ties, T); }
 const char *deviceName(DeviceKind D) { return nameOf(Devices, D); }
 const char *attentionName(AttentionImpl A) { return nameOf(Attentions, A); }
+const char *torchVersionName(TorchVersion V) { return nameOf(TorchVersions, V); }
 const char *offloadName(OffloadKind O) { return nameOf(Offloads, O); }
 llvm::Expected<OffloadKind> parseOffload(llvm::StringRef S) {
   return parseNamed(Offloads, S, "--offload");
@@ -101,6 +105,9 @@ llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S) {
 llvm::Expected<TieMode> parseTieMode(llvm::StringRef S) { return parseNamed(Ties, S, "--tie"); }
 llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S) {
   return parseNamed(Attentions, S, "--attention");
+}
+llvm::Expected<TorchVersion> parseTorchVersion(llvm::StringRef S) {
+  return parseNamed(TorchVersions, S, "--torch");
 }
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S) {
   return parseNamed(Devices, S, "--device");
@@ -283,6 +290,7 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
       {"autocast_policy", autocastPolicyName(S.Autocast)},
       {"device", deviceName(S.Device)},
       {"attention", attentionName(S.Attention)},
+      {"torch", torchVersionName(S.torchVersion())},
       {"optimizer", optimizerName(S.Optimizer)},
       {"optimizer_impl", optimizerImplName(S.Impl)},
       {"loss", lossName(S.Loss)},
@@ -363,7 +371,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
     };
     llvm::Error E = llvm::Error::success();
     if (Key == "precision" || Key == "optimizer" || Key == "optimizer_impl" || Key == "loss" ||
-        Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "attention" || Key == "checkpoint" || Key == "train" ||
+        Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "attention" || Key == "torch" || Key == "checkpoint" || Key == "train" ||
         Key == "freeze" || Key == "gpu" || Key == "trainable_file" || Key == "sparse_update") {
       if (!Str)
         return Bad(Key, "a string");
@@ -375,6 +383,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
       else if (Key == "tie") E = Assign(parseTieMode(*Str), S.Tie);
       else if (Key == "device") E = Assign(parseDevice(*Str), S.Device);
       else if (Key == "attention") E = Assign(parseAttention(*Str), S.Attention);
+      else if (Key == "torch") E = Assign(parseTorchVersion(*Str), S.Torch);
       else if (Key == "checkpoint") {
         E = Wrap(Key, validateCheckpoint(*Str));
         S.Checkpoint = Str->str();

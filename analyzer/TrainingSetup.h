@@ -38,6 +38,12 @@ enum class DeviceKind { Cuda, Cpu };
 /// memory-efficient kernels save only the output and a log-sum-exp per row). Auto: SDPA
 /// for Hugging Face configs (transformers' default), eager for ONNX files.
 enum class AttentionImpl { Auto, Eager, Sdpa };
+/// The PyTorch release whose behaviour is modelled where releases differ. The rules follow
+/// torch 1.13 (the fixtures' measurements) except where 2.x is known to allocate
+/// otherwise: foreach Adam(W) builds one list of temporaries in 2.x (sqrt, then
+/// in-place div and add), two in 1.13 (an out-of-place add for the denominator). Auto:
+/// 1.13 on the CPU (Debian's torch, the CPU measurements), 2 on CUDA devices.
+enum class TorchVersion { Auto, V1_13, V2 };
 
 /// LoRA as PEFT builds it (`--lora-*`, `--qlora`); applied by planner/LoraTransform.
 struct LoraSetup {
@@ -79,6 +85,13 @@ struct TrainingSetup {
   AutocastPolicy Autocast = AutocastPolicy::Cuda;
   DeviceKind Device = DeviceKind::Cuda;
   AttentionImpl Attention = AttentionImpl::Auto;
+  TorchVersion Torch = TorchVersion::Auto;
+  /// Auto resolved by the device.
+  TorchVersion torchVersion() const {
+    return Torch != TorchVersion::Auto ? Torch
+           : Device == DeviceKind::Cpu ? TorchVersion::V1_13
+                                       : TorchVersion::V2;
+  }
   OptimizerKind Optimizer = OptimizerKind::AdamW;
   OptimizerImpl Impl = OptimizerImpl::ForLoop;
   LossKind Loss = LossKind::Auto;
@@ -129,6 +142,7 @@ const char *autocastPolicyName(AutocastPolicy P);
 const char *tieModeName(TieMode T);
 const char *deviceName(DeviceKind D);
 const char *attentionName(AttentionImpl A);
+const char *torchVersionName(TorchVersion V);
 const char *offloadName(OffloadKind O);
 llvm::Expected<OffloadKind> parseOffload(llvm::StringRef S);
 
@@ -141,6 +155,7 @@ llvm::Expected<AutocastPolicy> parseAutocastPolicy(llvm::StringRef S);
 llvm::Expected<TieMode> parseTieMode(llvm::StringRef S);
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S);
 llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S);
+llvm::Expected<TorchVersion> parseTorchVersion(llvm::StringRef S);
 llvm::Error validateCheckpoint(llvm::StringRef S);
 
 /// A per-block checkpoint selection, `blocks:0-3,7+selective:4-6`: repeated blocks by

@@ -118,6 +118,12 @@ cl::opt<std::string> DeviceOpt("device",
                                         "budget), else cpu). Kernels differ in saved masks and "
                                         "scratch; --autocast-policy defaults to the device"),
                                cl::init("auto"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+cl::opt<std::string> TorchOpt("torch",
+                              cl::desc("The PyTorch release modelled where releases differ "
+                                       "(foreach Adam keeps two lists of temporaries in 1.13, "
+                                       "one in 2.x): auto | 1.13 | 2 (default auto: 1.13 on "
+                                       "the CPU, as the measured CPU cases; 2 on CUDA)"),
+                              cl::init("auto"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> AttentionOpt("attention",
                                   cl::desc("auto | eager | sdpa (default auto: sdpa for Hugging "
                                            "Face configs, as transformers runs them; the "
@@ -356,6 +362,8 @@ llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu, llvm::StringRef Mo
   if (auto E = applyIfGiven(PrecisionOpt, parsePrecision, Setup.Prec, FromFile))
     return E;
   if (auto E = applyIfGiven(AttentionOpt, parseAttention, Setup.Attention, FromFile))
+    return E;
+  if (auto E = applyIfGiven(TorchOpt, parseTorchVersion, Setup.Torch, FromFile))
     return E;
   // The device: given (option or setup file), else implied by CPU autocast, else CUDA when a
   // GPU is targeted and the host otherwise. The autocast op lists follow the device unless set.

@@ -22,21 +22,6 @@ constexpr int64_t Min8bitSize = 4096;
 /// galore-torch's default projection scale (the examples' --galore_scale 0.25).
 constexpr float GaloreScale = 0.25f;
 
-kernels::MatmulArgs plainMatmul(int64_t M, int64_t N, int64_t K, bool TransA, bool TransB,
-                                const float *A, const float *B, float *C, float Alpha = 1.0f) {
-  kernels::MatmulArgs Args;
-  Args.M = M;
-  Args.N = N;
-  Args.K = K;
-  Args.TransA = TransA;
-  Args.TransB = TransB;
-  Args.A = A;
-  Args.B = B;
-  Args.C = C;
-  Args.Alpha = Alpha;
-  return Args;
-}
-
 } // namespace
 
 llvm::Error ExecutorImpl::optimizerStep() {
@@ -91,10 +76,10 @@ llvm::Error ExecutorImpl::optimizerStep() {
                                 "GaLore sketch");
           Dev.fillNormal(Omega.Buf->as<float>(), M * R, SeedNow, 0);
           // Y = G^T Omega [Cols, R]; one power iteration (G^T G) Y; orthonormalise.
-          Dev.matmul(plainMatmul(Cols, R, M, true, false, Grad, Omega.Buf->as<float>(), Proj));
+          Dev.matmul(kernels::MatmulArgs::plain(Cols, R, M, true, false, Grad, Omega.Buf->as<float>(), Proj));
           Dev.orthonormalizeColumns(Proj, Cols, R);
-          Dev.matmul(plainMatmul(M, R, Cols, false, false, Grad, Proj, Omega.Buf->as<float>()));
-          Dev.matmul(plainMatmul(Cols, R, M, true, false, Grad, Omega.Buf->as<float>(), Proj));
+          Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, Grad, Proj, Omega.Buf->as<float>()));
+          Dev.matmul(kernels::MatmulArgs::plain(Cols, R, M, true, false, Grad, Omega.Buf->as<float>(), Proj));
           Dev.orthonormalizeColumns(Proj, Cols, R);
         }
       }
@@ -105,7 +90,7 @@ llvm::Error ExecutorImpl::optimizerStep() {
       if (!Right)
         kernels::galoreProject(Dev, Low.Buf->as<float>(), Proj, Grad, M, Cols, R);
       else
-        Dev.matmul(plainMatmul(M, R, Cols, false, false, Grad, Proj, Low.Buf->as<float>()));
+        Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, Grad, Proj, Low.Buf->as<float>()));
       XTensor Update = zeros({R * Large}, ElemType::F32, "GaLore low-rank update");
       kernels::AdamOptions Inner = O;
       Inner.WeightDecay = 0.0;
@@ -117,7 +102,7 @@ llvm::Error ExecutorImpl::optimizerStep() {
         kernels::galoreProjectBack(Dev, Full.Buf->as<float>(), Proj, Update.Buf->as<float>(), M,
                                    Cols, R, GaloreScale);
       else
-        Dev.matmul(plainMatmul(M, Cols, R, false, true, Update.Buf->as<float>(), Proj,
+        Dev.matmul(kernels::MatmulArgs::plain(M, Cols, R, false, true, Update.Buf->as<float>(), Proj,
                                Full.Buf->as<float>(), GaloreScale));
       Dev.add(Param, Param, Full.Buf->as<float>(), N);
       if (O.WeightDecay > 0)

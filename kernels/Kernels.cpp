@@ -216,23 +216,6 @@ void attentionBackwardNaive(Device &D, float *DQ, float *DK, float *DV, float *D
 // LoRA and GaLore
 //===----------------------------------------------------------------------===//
 
-static MatmulArgs plainMatmul(int64_t M, int64_t N, int64_t K, bool TransA, bool TransB,
-                              const float *A, const float *B, float *C, float Alpha = 1.0f,
-                              float Beta = 0.0f) {
-  MatmulArgs Args;
-  Args.M = M;
-  Args.N = N;
-  Args.K = K;
-  Args.TransA = TransA;
-  Args.TransB = TransB;
-  Args.A = A;
-  Args.B = B;
-  Args.C = C;
-  Args.Alpha = Alpha;
-  Args.Beta = Beta;
-  return Args;
-}
-
 static std::string checkLora(const LoraShape &S) {
   if (S.Tokens < 0 || S.InFeatures < 1 || S.OutFeatures < 1 || S.Rank < 1)
     return "LoRA sizes must be positive (rank " + std::to_string(S.Rank) + ")";
@@ -243,8 +226,8 @@ void loraForward(Device &D, float *Out, float *XA, const float *X, const float *
                  const LoraShape &S, bool AccumulateOut) {
   if (std::string Why = checkLora(S); !Why.empty())
     return D.recordError("loraForward: " + Why);
-  D.matmul(plainMatmul(S.Tokens, S.Rank, S.InFeatures, false, true, X, A, XA));
-  D.matmul(plainMatmul(S.Tokens, S.OutFeatures, S.Rank, false, true, XA, B, Out, S.scaling(),
+  D.matmul(MatmulArgs::plain(S.Tokens, S.Rank, S.InFeatures, false, true, X, A, XA));
+  D.matmul(MatmulArgs::plain(S.Tokens, S.OutFeatures, S.Rank, false, true, XA, B, Out, S.scaling(),
                        AccumulateOut ? 1.0f : 0.0f));
 }
 
@@ -254,11 +237,11 @@ void loraBackward(Device &D, float *DX, float *DA, float *DB, float *DXA, const 
   if (std::string Why = checkLora(S); !Why.empty())
     return D.recordError("loraBackward: " + Why);
   float Scaling = S.scaling();
-  D.matmul(plainMatmul(S.OutFeatures, S.Rank, S.Tokens, true, false, DOut, XA, DB, Scaling));
-  D.matmul(plainMatmul(S.Tokens, S.Rank, S.OutFeatures, false, false, DOut, B, DXA, Scaling));
-  D.matmul(plainMatmul(S.Rank, S.InFeatures, S.Tokens, true, false, DXA, X, DA));
+  D.matmul(MatmulArgs::plain(S.OutFeatures, S.Rank, S.Tokens, true, false, DOut, XA, DB, Scaling));
+  D.matmul(MatmulArgs::plain(S.Tokens, S.Rank, S.OutFeatures, false, false, DOut, B, DXA, Scaling));
+  D.matmul(MatmulArgs::plain(S.Rank, S.InFeatures, S.Tokens, true, false, DXA, X, DA));
   if (DX)
-    D.matmul(plainMatmul(S.Tokens, S.InFeatures, S.Rank, false, false, DXA, A, DX, 1.0f,
+    D.matmul(MatmulArgs::plain(S.Tokens, S.InFeatures, S.Rank, false, false, DXA, A, DX, 1.0f,
                          AccumulateDX ? 1.0f : 0.0f));
 }
 
@@ -273,14 +256,14 @@ void galoreProject(Device &D, float *R, const float *P, const float *G, int64_t 
                    int64_t Rank) {
   if (std::string Why = checkGalore(M, N, Rank); !Why.empty())
     return D.recordError("galoreProject: " + Why);
-  D.matmul(plainMatmul(Rank, N, M, true, false, P, G, R));
+  D.matmul(MatmulArgs::plain(Rank, N, M, true, false, P, G, R));
 }
 
 void galoreProjectBack(Device &D, float *Out, const float *P, const float *R, int64_t M, int64_t N,
                        int64_t Rank, float Scale) {
   if (std::string Why = checkGalore(M, N, Rank); !Why.empty())
     return D.recordError("galoreProjectBack: " + Why);
-  D.matmul(plainMatmul(M, N, Rank, false, false, P, R, Out, Scale));
+  D.matmul(MatmulArgs::plain(M, N, Rank, false, false, P, R, Out, Scale));
 }
 
 void galoreUpdateProjector(Device &D, float *P, float *Sketch, const float *G, int64_t M, int64_t N,
@@ -288,15 +271,15 @@ void galoreUpdateProjector(Device &D, float *P, float *Sketch, const float *G, i
   if (std::string Why = checkGalore(M, N, Rank); !Why.empty())
     return D.recordError("galoreUpdateProjector: " + Why);
   D.fillNormal(Sketch, N * Rank, Seed, 0);
-  D.matmul(plainMatmul(M, Rank, N, false, false, G, Sketch, P));
+  D.matmul(MatmulArgs::plain(M, Rank, N, false, false, G, Sketch, P));
   D.orthonormalizeColumns(P, M, Rank);
   // Each power iteration sharpens the basis towards the dominant singular vectors; the
   // orthonormalisation between the two products keeps small singular values from drowning
   // in rounding (Halko et al., Algorithm 4.4).
   for (int I = 0; I < PowerIterations; ++I) {
-    D.matmul(plainMatmul(N, Rank, M, true, false, G, P, Sketch));
+    D.matmul(MatmulArgs::plain(N, Rank, M, true, false, G, P, Sketch));
     D.orthonormalizeColumns(Sketch, N, Rank);
-    D.matmul(plainMatmul(M, Rank, N, false, false, G, Sketch, P));
+    D.matmul(MatmulArgs::plain(M, Rank, N, false, false, G, Sketch, P));
     D.orthonormalizeColumns(P, M, Rank);
   }
 }
@@ -334,7 +317,7 @@ void conv2dForward(Device &D, float *Out, float *Workspace, const float *Input, 
   for (int64_t Image = 0; Image < S.Batch; ++Image) {
     D.im2col(Workspace, Input + Image * Z.InputImage, S);
     // Out_g [Kg, OH*OW] = W_g [Kg, Cg*KH*KW] . Col_g, one batch entry per group.
-    MatmulArgs Args = plainMatmul(Z.OutPerGroup, Z.OutPixels, Z.ColumnRows, false, false, Weight,
+    MatmulArgs Args = MatmulArgs::plain(Z.OutPerGroup, Z.OutPixels, Z.ColumnRows, false, false, Weight,
                                   Workspace, Out + Image * Z.OutputImage);
     Args.Batch = S.Groups;
     D.matmul(Args);
@@ -350,7 +333,7 @@ void conv2dBackwardData(Device &D, float *DInput, float *Workspace, const float 
   ConvGroupSizes Z(S);
   for (int64_t Image = 0; Image < S.Batch; ++Image) {
     // Col_g [Cg*KH*KW, OH*OW] = W_g^T . DOut_g
-    MatmulArgs Args = plainMatmul(Z.ColumnRows, Z.OutPixels, Z.OutPerGroup, true, false, Weight,
+    MatmulArgs Args = MatmulArgs::plain(Z.ColumnRows, Z.OutPixels, Z.OutPerGroup, true, false, Weight,
                                   DOut + Image * Z.OutputImage, Workspace);
     Args.Batch = S.Groups;
     D.matmul(Args);
@@ -366,7 +349,7 @@ void conv2dBackwardWeight(Device &D, float *DWeight, float *DBias, float *Worksp
   for (int64_t Image = 0; Image < S.Batch; ++Image) {
     D.im2col(Workspace, Input + Image * Z.InputImage, S);
     // DW_g [Kg, Cg*KH*KW] += DOut_g . Col_g^T, summed over images through Beta.
-    MatmulArgs Args = plainMatmul(Z.OutPerGroup, Z.ColumnRows, Z.OutPixels, false, true,
+    MatmulArgs Args = MatmulArgs::plain(Z.OutPerGroup, Z.ColumnRows, Z.OutPixels, false, true,
                                   DOut + Image * Z.OutputImage, Workspace, DWeight, 1.0f,
                                   Image == 0 ? 0.0f : 1.0f);
     Args.Batch = S.Groups;

@@ -66,6 +66,23 @@ struct MatmulArgs {
   int64_t strideC() const { return StrideC != Packed ? StrideC : M * N; }
   /// Empty when the arguments are consistent, else what is wrong.
   std::string check() const;
+  /// A single dense fp32 product, C = Alpha * op(A) * op(B) + Beta * C.
+  static MatmulArgs plain(int64_t M, int64_t N, int64_t K, bool TransA, bool TransB,
+                          const float *A, const float *B, float *C, float Alpha = 1.0f,
+                          float Beta = 0.0f) {
+    MatmulArgs Args;
+    Args.M = M;
+    Args.N = N;
+    Args.K = K;
+    Args.TransA = TransA;
+    Args.TransB = TransB;
+    Args.A = A;
+    Args.B = B;
+    Args.C = C;
+    Args.Alpha = Alpha;
+    Args.Beta = Beta;
+    return Args;
+  }
 };
 
 /// A tensor seen as [Outer, Channels, Inner] for a per-channel bias: [rows, features, 1] for

@@ -738,4 +738,20 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
   return R;
 }
 
+std::vector<BlockSpan> repeatedBlockSpans(const Graph &G, const std::vector<SimOp> &Ops) {
+  std::vector<std::string> Repeated = repeatedBlocks(G);
+  std::set<std::string> Composite(Repeated.begin(), Repeated.end());
+  std::vector<BlockSpan> Spans;
+  for (size_t I = 0; I < Ops.size();) {
+    std::string Block = blockOfLayerPath(Ops[I].Layer);
+    size_t J = I;
+    while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
+      ++J;
+    if (!Block.empty() && Composite.count(Block))
+      Spans.push_back({std::move(Block), I, J});
+    I = J + 1;
+  }
+  return Spans;
+}
+
 } // namespace trainmem

@@ -36,6 +36,15 @@ struct SimOp {
 /// ScaledDotProductAttention op.
 std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention = false);
 
+/// One repeated block's ops: Ops[First..Last], consecutive in execution order.
+struct BlockSpan {
+  std::string Block; ///< the layer path of the block ("h.3", "model.layers.12")
+  size_t First = 0, Last = 0;
+};
+/// The runs of ops of each repeated block (repeatedBlocks: composite numbered modules), in
+/// execution order: what --checkpoint counts, wraps and recomputes.
+std::vector<BlockSpan> repeatedBlockSpans(const Graph &G, const std::vector<SimOp> &Ops);
+
 /// Where an output's memory comes from.
 enum class OutputKind { New, ViewOfInput0, None };
 

@@ -452,37 +452,29 @@ void Simulator::planCheckpoints() {
   // Repeated blocks are the runs of ops whose layer paths share a numbered prefix
   // ("h.3", "model.layers.12") of a composite module; each is wrapped in
   // torch.utils.checkpoint.
-  std::vector<std::string> Repeated = repeatedBlocks(G);
-  std::set<std::string> Composite(Repeated.begin(), Repeated.end());
   int BlockIndex = 0;
-  for (size_t I = 0; I < Ops.size();) {
-    std::string Block = blockOfLayerPath(Ops[I].Layer);
-    size_t J = I;
-    while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
-      ++J;
-    if (!Block.empty() && Composite.count(Block)) {
-      auto Listed = [&](const std::vector<int64_t> &V) {
-        return std::binary_search(V.begin(), V.end(), int64_t{BlockIndex});
-      };
-      bool Chosen = PerBlock     ? Listed(PerBlock->Full) || Listed(PerBlock->Selective)
-                    : FirstK >= 0 ? BlockIndex < FirstK
-                                  : BlockIndex % std::max<int64_t>(Every, 1) == 0;
-      if (Chosen) {
-        Segment Seg{I, J, {}, PerBlock ? Listed(PerBlock->Selective) : Selective};
-        std::set<TensorId> Produced, Inputs;
-        for (size_t K = I; K <= J; ++K)
-          for (TensorId O : Ops[K].Outputs)
-            Produced.insert(O);
-        for (size_t K = I; K <= J; ++K)
-          for (TensorId In : Ops[K].Inputs)
-            if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
-                G.Tensors[In].Kind != TensorKind::Input && Inputs.insert(In).second)
-              Seg.Inputs.push_back(In);
-        Segments.push_back(std::move(Seg));
-      }
-      ++BlockIndex;
+  for (const BlockSpan &Span : repeatedBlockSpans(G, Ops)) {
+    size_t I = Span.First, J = Span.Last;
+    auto Listed = [&](const std::vector<int64_t> &V) {
+      return std::binary_search(V.begin(), V.end(), int64_t{BlockIndex});
+    };
+    bool Chosen = PerBlock     ? Listed(PerBlock->Full) || Listed(PerBlock->Selective)
+                  : FirstK >= 0 ? BlockIndex < FirstK
+                                : BlockIndex % std::max<int64_t>(Every, 1) == 0;
+    if (Chosen) {
+      Segment Seg{I, J, {}, PerBlock ? Listed(PerBlock->Selective) : Selective};
+      std::set<TensorId> Produced, Inputs;
+      for (size_t K = I; K <= J; ++K)
+        for (TensorId O : Ops[K].Outputs)
+          Produced.insert(O);
+      for (size_t K = I; K <= J; ++K)
+        for (TensorId In : Ops[K].Inputs)
+          if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
+              G.Tensors[In].Kind != TensorKind::Input && Inputs.insert(In).second)
+            Seg.Inputs.push_back(In);
+      Segments.push_back(std::move(Seg));
     }
-    I = J + 1;
+    ++BlockIndex;
   }
   if (PerBlock)
     for (const std::vector<int64_t> *V : {&PerBlock->Full, &PerBlock->Selective})

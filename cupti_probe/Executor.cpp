@@ -270,41 +270,37 @@ void ExecutorImpl::planSegments() {
   if (llvm::StringRef(Setup.Checkpoint).startswith("every:"))
     llvm::StringRef(Setup.Checkpoint).drop_front(6).getAsInteger(10, Every);
   int BlockIndex = 0;
-  for (size_t I = 0; I < Ops.size();) {
-    std::string Block = blockOfLayerPath(Ops[I].Layer);
-    size_t J = I;
-    while (!Block.empty() && J + 1 < Ops.size() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
-      ++J;
-    if (!Block.empty() && BlockIndex++ % std::max<int64_t>(Every, 1) == 0) {
-      Segment S{I, J, {}, {}};
-      std::set<TensorId> Produced, Seen;
-      for (size_t K = I; K <= J; ++K)
-        for (TensorId O : Ops[K].Outputs)
-          Produced.insert(O);
-      for (size_t K = I; K <= J; ++K)
-        for (TensorId In : Ops[K].Inputs)
-          if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
-              Seen.insert(In).second)
-            S.Inputs.push_back(In);
-      // A tensor escapes when an op outside the block reads it. Consumers that run no op
-      // (Shape and the rest of the shape arithmetic PyTorch does on Python ints) do not
-      // hold it.
-      for (size_t K = I; K <= J; ++K)
-        for (TensorId O : Ops[K].Outputs) {
-          if (O == NoTensor)
-            continue;
-          bool Escapes = G.Tensors[O].IsGraphOutput;
-          for (NodeId C : G.Tensors[O].Consumers)
-            Escapes |= OpOfNode[C] >= 0 && (OpOfNode[C] < static_cast<int>(I) ||
-                                            OpOfNode[C] > static_cast<int>(J));
-          if (Escapes)
-            S.Outputs.push_back(O);
-        }
-      for (size_t K = I; K <= J; ++K)
-        SegmentOfOp[K] = static_cast<int>(Segments.size());
-      Segments.push_back(std::move(S));
-    }
-    I = J + 1;
+  for (const BlockSpan &Span : repeatedBlockSpans(G, Ops)) {
+    if (BlockIndex++ % std::max<int64_t>(Every, 1) != 0)
+      continue;
+    size_t I = Span.First, J = Span.Last;
+    Segment S{I, J, {}, {}};
+    std::set<TensorId> Produced, Seen;
+    for (size_t K = I; K <= J; ++K)
+      for (TensorId O : Ops[K].Outputs)
+        Produced.insert(O);
+    for (size_t K = I; K <= J; ++K)
+      for (TensorId In : Ops[K].Inputs)
+        if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
+            Seen.insert(In).second)
+          S.Inputs.push_back(In);
+    // A tensor escapes when an op outside the block reads it. Consumers that run no op
+    // (Shape and the rest of the shape arithmetic PyTorch does on Python ints) do not
+    // hold it.
+    for (size_t K = I; K <= J; ++K)
+      for (TensorId O : Ops[K].Outputs) {
+        if (O == NoTensor)
+          continue;
+        bool Escapes = G.Tensors[O].IsGraphOutput;
+        for (NodeId C : G.Tensors[O].Consumers)
+          Escapes |= OpOfNode[C] >= 0 && (OpOfNode[C] < static_cast<int>(I) ||
+                                          OpOfNode[C] > static_cast<int>(J));
+        if (Escapes)
+          S.Outputs.push_back(O);
+      }
+    for (size_t K = I; K <= J; ++K)
+      SegmentOfOp[K] = static_cast<int>(Segments.size());
+    Segments.push_back(std::move(S));
   }
 }
 

@@ -208,31 +208,22 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   bool Fuse = Setup.Attention == AttentionImpl::Sdpa ||
               (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
   std::vector<SimOp> Ops = buildSimOps(G, Fuse);
-  std::vector<std::string> Repeated = repeatedBlocks(G);
-  std::set<std::string> Composite(Repeated.begin(), Repeated.end());
   std::vector<BlockRun> Runs;
-  for (size_t I = 0; I < Ops.size();) {
-    std::string Block = blockOfLayerPath(Ops[I].Layer);
-    size_t J = I;
-    while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
-      ++J;
-    if (!Block.empty() && Composite.count(Block)) {
-      BlockRun R{Block, I, J, "", 0, 0};
-      for (size_t K = I; K <= J; ++K) {
-        int64_t F = forwardFlops(G, Ops[K]);
-        R.FullFlops += F;
-        if (!keptBySelectivePolicy(Ops[K].Kind))
-          R.SelectiveFlops += F;
-        R.Signature += Ops[K].Kind;
-        for (TensorId T : Ops[K].Outputs)
-          if (T != NoTensor && G.Tensors[T].ShapeKnown)
-            for (int64_t D : G.Tensors[T].Shape)
-              R.Signature += "," + std::to_string(D);
-        R.Signature += ";";
-      }
-      Runs.push_back(std::move(R));
+  for (const BlockSpan &Span : repeatedBlockSpans(G, Ops)) {
+    BlockRun R{Span.Block, Span.First, Span.Last, "", 0, 0};
+    for (size_t K = Span.First; K <= Span.Last; ++K) {
+      int64_t F = forwardFlops(G, Ops[K]);
+      R.FullFlops += F;
+      if (!keptBySelectivePolicy(Ops[K].Kind))
+        R.SelectiveFlops += F;
+      R.Signature += Ops[K].Kind;
+      for (TensorId T : Ops[K].Outputs)
+        if (T != NoTensor && G.Tensors[T].ShapeKnown)
+          for (int64_t D : G.Tensors[T].Shape)
+            R.Signature += "," + std::to_string(D);
+      R.Signature += ";";
     }
-    I = J + 1;
+    Runs.push_back(std::move(R));
   }
   for (const SimOp &Op : Ops)
     Result.ForwardFlops += forwardFlops(G, Op);

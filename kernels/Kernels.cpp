@@ -174,17 +174,8 @@ int64_t adam8bitStateBytes(int64_t N) {
 static MatmulArgs attentionMatmul(const AttentionShape &S, int64_t M, int64_t N, int64_t K,
                                   bool TransA, bool TransB, const float *A, const float *B,
                                   float *C, float Alpha) {
-  MatmulArgs Args;
-  Args.M = M;
-  Args.N = N;
-  Args.K = K;
+  MatmulArgs Args = MatmulArgs::plain(M, N, K, TransA, TransB, A, B, C, Alpha);
   Args.Batch = S.Batch * S.Heads;
-  Args.TransA = TransA;
-  Args.TransB = TransB;
-  Args.A = A;
-  Args.B = B;
-  Args.C = C;
-  Args.Alpha = Alpha;
   return Args;
 }
 

@@ -164,17 +164,24 @@ llvm::Error ExecutorImpl::optimizerStep() {
     ForeachParams.push_back(I);
   }
   if (!ForeachParams.empty()) {
-    // _multi_tensor_adam: exp_avg_sq_sqrt = _foreach_sqrt(...) and denom =
-    // _foreach_add(exp_avg_sq_sqrt, eps) are lists of every parameter's size, both alive until
-    // the step returns.
+    // _multi_tensor_adam: exp_avg_sq_sqrt = _foreach_sqrt(...) is a list of every
+    // parameter's size; torch 1.13 then builds denom = _foreach_add(exp_avg_sq_sqrt, eps),
+    // a second list, both alive until the step returns; 2.x divides and adds in place.
     Alloc.setOp("optimizer.step (foreach)");
     std::vector<XTensor> Sqrts, Denoms;
     for (size_t I : ForeachParams)
       Sqrts.push_back(adamSqrt(I));
+    bool InPlace = Setup.torchVersion() == TorchVersion::V2;
+    for (size_t K = 0; K < ForeachParams.size(); ++K) {
+      kernels::AdamOptions O = stepOptions(ForeachParams[K], Base);
+      if (InPlace)
+        adamDenomInPlace(Sqrts[K], O);
+      else
+        Denoms.push_back(adamDenom(ForeachParams[K], Sqrts[K], O));
+    }
     for (size_t K = 0; K < ForeachParams.size(); ++K)
-      Denoms.push_back(adamDenom(ForeachParams[K], Sqrts[K], stepOptions(ForeachParams[K], Base)));
-    for (size_t K = 0; K < ForeachParams.size(); ++K)
-      adamApply(ForeachParams[K], Denoms[K], stepOptions(ForeachParams[K], Base));
+      adamApply(ForeachParams[K], InPlace ? Sqrts[K] : Denoms[K],
+                stepOptions(ForeachParams[K], Base));
   }
   return deviceError("the optimizer step");
 }
@@ -219,6 +226,15 @@ XTensor ExecutorImpl::adamDenom(size_t I, const XTensor &Sqrt, const kernels::Ad
   (void)I;
   return unary(Sqrt, ElemType::F32, [Correction2, Eps](double X) { return X / Correction2 + Eps; },
                "adam denom");
+}
+
+void ExecutorImpl::adamDenomInPlace(const XTensor &Sqrt, const kernels::AdamOptions &O) {
+  double Correction2 = std::sqrt(1.0 - std::pow(O.Beta2, static_cast<double>(O.Step)));
+  int64_t N = Sqrt.numel();
+  float *D = static_cast<float *>(Host.write(*Sqrt.Buf));
+  for (int64_t E = 0; E < N; ++E)
+    D[E] = static_cast<float>(D[E] / Correction2 + O.Eps);
+  Host.flush();
 }
 
 void ExecutorImpl::adamApply(size_t I, const XTensor &Denom, const kernels::AdamOptions &O) {

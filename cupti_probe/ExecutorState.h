@@ -93,6 +93,8 @@ public:
   void adamMoments(size_t I, const kernels::AdamOptions &O);
   XTensor adamSqrt(size_t I);
   XTensor adamDenom(size_t I, const XTensor &Sqrt, const kernels::AdamOptions &O);
+  /// PyTorch 2.x's foreach step: the division and the eps in place, in the sqrt's buffer.
+  void adamDenomInPlace(const XTensor &Sqrt, const kernels::AdamOptions &O);
   void adamApply(size_t I, const XTensor &Denom, const kernels::AdamOptions &O);
 
   //===--- helpers shared by the op files ---===//

@@ -147,3 +147,35 @@ TEST(FixtureValidation, ExecutorMeasuresWhatPyTorchMeasured) {
 }
 
 } // namespace
+
+// foreach Adam as each PyTorch release runs it: 1.13 keeps the sqrt list and a second
+// denominator list, 2.x divides and adds eps in place. At batch 1 GPT-2's step peaks in
+// the optimizer, so the releases differ there by one list: every trainable byte.
+TEST(FixtureValidation, ForeachAdamFollowsThePyTorchRelease) {
+  TRAINMEM_REQUIRE_FIXTURES("gt/onnx");
+  std::string Path = fixturesDir() + "/gt/onnx/gpt2_tiny.onnx";
+  ImportOptions I;
+  I.Dims = {{"batch", 1}, {"sequence", 32}};
+  int64_t Peaks[2] = {0, 0}, Trainable = 0;
+  for (TorchVersion V : {TorchVersion::V1_13, TorchVersion::V2}) {
+    TrainingSetup Setup;
+    Setup.Device = DeviceKind::Cpu;
+    Setup.Autocast = AutocastPolicy::Cpu;
+    Setup.Impl = OptimizerImpl::Foreach;
+    Setup.Torch = V;
+    auto G = importModel(Path, I);
+    ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
+    Graph Copy = *G;
+    auto Predicted = predictStepReport(std::move(Copy), Setup);
+    ASSERT_TRUE(bool(Predicted)) << llvm::toString(Predicted.takeError());
+    auto Census = takeCensus(*G, Setup);
+    ASSERT_TRUE(bool(Census)) << llvm::toString(Census.takeError());
+    Trainable = Census->TrainableBytes;
+    auto Dev = kernels::makeHostDevice();
+    auto Measured = probe::executeTrainingSteps(*G, Setup, *Census, *Dev);
+    ASSERT_TRUE(bool(Measured)) << llvm::toString(Measured.takeError());
+    EXPECT_EQ(Measured->Peak, Predicted->Peak.value_or(0)) << torchVersionName(V);
+    Peaks[V == TorchVersion::V2] = Measured->Peak;
+  }
+  EXPECT_EQ(Peaks[0] - Peaks[1], Trainable);
+}

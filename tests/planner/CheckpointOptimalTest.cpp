@@ -234,26 +234,22 @@ TEST(BlockCheckpointSelection, SimulatesLikeTheUniformModes) {
   EXPECT_NE(need(M, "blocks:0+selective:1"), need(M, "blocks"));
 }
 
-TEST(CheckpointOptimal, FitsByTheFullSimulationAndNeverRecomputesMoreForMore) {
-  Model M = tinyLlama();
-  int64_t None = need(M, "none"), All = need(M, "blocks");
-  ASSERT_LT(All, None);
+/// Budgets from every block checkpointed (All) to none (None) in Steps parts, from step
+/// From: each choice fits by its own simulation, recompute never rises with the budget,
+/// and it is never more than the fewest first blocks that fit (budget:).
+static void sweepBudgets(const Model &M, int64_t All, int64_t None, int From, int Steps) {
   std::vector<int64_t> PerBlock = blockFlops(M.G);
-  ASSERT_EQ(PerBlock.size(), 2u);
   int64_t Previous = INT64_MAX;
-  for (int Step = 0; Step <= 8; ++Step) {
-    int64_t Budget = All + (None - All) * Step / 8;
+  for (int Step = From; Step <= Steps; ++Step) {
+    int64_t Budget = All + (None - All) * Step / Steps;
     TrainingSetup S = M.Setup;
     S.Checkpoint = "optimal:" + std::to_string(Budget);
     auto Choice = chooseOptimalCheckpoint(M.G, S, M.Census);
     ASSERT_TRUE(static_cast<bool>(Choice)) << Budget << ": " << llvm::toString(Choice.takeError());
-    // What it says it needs is what its mode needs, and that fits.
     EXPECT_EQ(Choice->Required, need(M, Choice->Mode)) << Choice->Mode;
     EXPECT_LE(Choice->Required, Budget) << Choice->Mode;
     EXPECT_LE(Choice->RecomputeFlops, Previous) << "budget " << Budget << ": " << Choice->Mode;
     Previous = Choice->RecomputeFlops;
-    // Never more recompute than the fewest first blocks that fit (which the DP can
-    // also choose).
     S.Checkpoint = "budget:" + std::to_string(Budget);
     auto First = chooseCheckpointForBudget(M.G, S, M.Census);
     ASSERT_TRUE(static_cast<bool>(First));
@@ -262,6 +258,14 @@ TEST(CheckpointOptimal, FitsByTheFullSimulationAndNeverRecomputesMoreForMore) {
       FirstFlops += PerBlock[static_cast<size_t>(K)];
     EXPECT_LE(Choice->RecomputeFlops, FirstFlops) << Choice->Mode << " against " << First->Mode;
   }
+}
+
+TEST(CheckpointOptimal, FitsByTheFullSimulationAndNeverRecomputesMoreForMore) {
+  Model M = tinyLlama();
+  int64_t None = need(M, "none"), All = need(M, "blocks");
+  ASSERT_LT(All, None);
+  ASSERT_EQ(blockFlops(M.G).size(), 2u);
+  sweepBudgets(M, All, None, 0, 8);
   // The whole budget needs nothing; every block is the most that can be done.
   TrainingSetup S = M.Setup;
   S.Checkpoint = "optimal:" + std::to_string(None);
@@ -285,26 +289,7 @@ TEST(CheckpointOptimal, MonotoneOnGpt2WithTheCachingAllocator) {
   M.Census = std::move(*C);
   int64_t None = need(M, "none"), All = need(M, "blocks");
   ASSERT_LT(All, None);
-  std::vector<int64_t> PerBlock = blockFlops(M.G);
-  int64_t Previous = INT64_MAX;
-  for (int Step = 1; Step <= 12; ++Step) {
-    int64_t Budget = All + (None - All) * Step / 12;
-    TrainingSetup S = M.Setup;
-    S.Checkpoint = "optimal:" + std::to_string(Budget);
-    auto Choice = chooseOptimalCheckpoint(M.G, S, M.Census);
-    ASSERT_TRUE(static_cast<bool>(Choice)) << Budget << ": " << llvm::toString(Choice.takeError());
-    EXPECT_EQ(Choice->Required, need(M, Choice->Mode)) << Choice->Mode;
-    EXPECT_LE(Choice->Required, Budget) << Choice->Mode;
-    EXPECT_LE(Choice->RecomputeFlops, Previous) << "budget " << Budget << ": " << Choice->Mode;
-    Previous = Choice->RecomputeFlops;
-    S.Checkpoint = "budget:" + std::to_string(Budget);
-    auto First = chooseCheckpointForBudget(M.G, S, M.Census);
-    ASSERT_TRUE(static_cast<bool>(First));
-    int64_t FirstFlops = 0;
-    for (int64_t K = 0; K < First->Checkpointed; ++K)
-      FirstFlops += PerBlock[static_cast<size_t>(K)];
-    EXPECT_LE(Choice->RecomputeFlops, FirstFlops) << Choice->Mode << " against " << First->Mode;
-  }
+  sweepBudgets(M, All, None, 1, 12);
 }
 
 TEST(CheckpointOptimal, RefusesWhatNoChoiceMeetsAndBadSizes) {

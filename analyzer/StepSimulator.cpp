@@ -57,10 +57,11 @@ void Simulator::assignTypes() {
 }
 
 void Simulator::propagateRequiresGrad() {
+  ParamIndex.assign(G.Tensors.size());
   for (size_t I = 0; I < Census.Parameters.size(); ++I) {
     const CensusParameter &P = Census.Parameters[I];
     for (TensorId T : P.Tensors) {
-      ParamIndex[T] = I;
+      ParamIndex.set(T, I);
       Ctx.RequiresGrad[T] = P.Trainable;
     }
   }
@@ -112,16 +113,16 @@ void Simulator::allocatePersistent() {
       StateBytes += Part.Bytes;
     if (StateBytes && !StatesOnCpu)
       Mem.alloc(ShardStates ? Shard(StateBytes) : StateBytes, Cat::OptimizerStates,
-                P.Name + " (optimizer state)", "optimizer", P.LayerPath, P.Type, P.Shape);
+                llvm::Twine(P.Name) + " (optimizer state)", "optimizer", P.LayerPath, P.Type, P.Shape);
     if (Setup.keepsMasterWeights() && !StatesOnCpu) {
       int64_t Master = dtypeBytes(DType::Float32, P.NumElements);
       Mem.alloc(ShardStates ? Shard(Master) : Master, Cat::MasterWeights,
-                P.Name + " (fp32 master)", "optimizer", P.LayerPath, DType::Float32, P.Shape);
+                llvm::Twine(P.Name) + " (fp32 master)", "optimizer", P.LayerPath, DType::Float32, P.Shape);
     }
     if (Setup.KeepGrads)
       ParamGrad[&P - Census.Parameters.data()] =
           Mem.alloc(Sh.ZeroStage >= 2 ? Shard(P.bytes()) : P.bytes(), Cat::Gradients,
-                    P.Name + ".grad", "zero_grad", P.LayerPath, P.Type, P.Shape);
+                    llvm::Twine(P.Name) + ".grad", "zero_grad", P.LayerPath, P.Type, P.Shape);
   }
   if (Census.SharedOptimizerStateBytes && !StatesOnCpu)
     Mem.alloc(Census.SharedOptimizerStateBytes, Cat::OptimizerStates,
@@ -177,15 +178,8 @@ void Simulator::allocatePersistent() {
 }
 
 llvm::Expected<StepSimulation> Simulator::run() {
-  bool Fuse = Setup.Attention == AttentionImpl::Sdpa ||
-              (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
-  Ops = buildSimOps(G, Fuse);
   // Roughly: each op's outputs, saved extras and gradients, plus parameters and states.
   Mem.reserve(Ops.size() * 4 + G.Tensors.size());
-  NodeInOp.assign(G.Nodes.size(), false);
-  for (const SimOp &Op : Ops)
-    for (NodeId N : Op.Nodes)
-      NodeInOp[N] = true;
   assignTypes();
   propagateRequiresGrad();
   Values.assign(G.Tensors.size(), {});
@@ -277,9 +271,30 @@ llvm::Expected<StepSimulation> Simulator::run() {
 
 using sim::Simulator;
 
+bool fusesAttention(const Graph &G, const TrainingSetup &Setup) {
+  return Setup.Attention == AttentionImpl::Sdpa ||
+         (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
+}
+
+std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool FuseAttention) {
+  auto S = std::make_shared<StepStructure>();
+  S->FuseAttention = FuseAttention;
+  S->Ops = buildSimOps(G, FuseAttention);
+  S->NodeInOp.assign(G.Nodes.size(), false);
+  for (const SimOp &Op : S->Ops)
+    for (NodeId N : Op.Nodes)
+      S->NodeInOp[N] = true;
+  S->ModuleInputHolds = sim::moduleInputHolds(G, S->Ops);
+  S->Spans = repeatedBlockSpans(G, S->Ops);
+  return S;
+}
+
 llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
-                                            const ParameterCensus &Census, bool Details) {
-  return Simulator(G, Setup, Census, Details).run();
+                                            const ParameterCensus &Census, bool Details,
+                                            std::shared_ptr<const StepStructure> Structure) {
+  if (Structure && Structure->FuseAttention != fusesAttention(G, Setup))
+    Structure = nullptr; // built for another attention implementation
+  return Simulator(G, Setup, Census, Details, std::move(Structure)).run();
 }
 
 MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,

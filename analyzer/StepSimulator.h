@@ -12,10 +12,13 @@
 
 #include "analyzer/Graph.h"
 #include "analyzer/MemoryReport.h"
+#include "analyzer/OpMemoryRules.h"
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/TrainingSetup.h"
 
 #include "llvm/Support/Error.h"
+
+#include <memory>
 
 namespace trainmem {
 
@@ -39,10 +42,29 @@ struct StepSimulation {
   Diagnostics Diags;
 };
 
+/// What a simulation derives from the graph alone, whatever the setup: the ops PyTorch
+/// runs, which IR nodes they run, the tensors each module's return releases, the repeated
+/// blocks' spans. A search that simulates one graph under many setups (the planner's
+/// checkpointing and update-set probes) builds it once and shares it.
+struct StepStructure {
+  bool FuseAttention = false;
+  std::vector<SimOp> Ops;
+  std::vector<bool> NodeInOp;
+  /// Per op: the tensors whose module returns after it (they stay alive until then).
+  std::vector<std::vector<TensorId>> ModuleInputHolds;
+  std::vector<BlockSpan> Spans;
+};
+
+/// Whether the setup runs the graph's attention as one fused op (SDPA).
+bool fusesAttention(const Graph &G, const TrainingSetup &Setup);
+std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool FuseAttention);
+
 /// Details: the timeline and the tensors live at the peak; searches that only compare
-/// figures (the planner) leave them out.
-llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
-                                            const ParameterCensus &Census, bool Details = true);
+/// figures (the planner) leave them out. Structure: built from G with
+/// fusesAttention(G, Setup) (buildStepStructure), or null to build it here.
+llvm::Expected<StepSimulation>
+simulateStep(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census,
+             bool Details = true, std::shared_ptr<const StepStructure> Structure = nullptr);
 
 /// The report with the simulation's figures: activations, temporaries, peak, peak
 /// detail, timeline and saved bytes per layer, on top of the census.

@@ -83,22 +83,21 @@ void Simulator::backward() {
     if (HasBackward[OpI])
       for (TensorId In : distinctInputs(Ops[OpI].Inputs)) {
         auto P = ParamIndex.find(In);
-        if (P != ParamIndex.end() && Census.Parameters[P->second].Trainable)
-          ++UsesLeft[P->second];
+        if (P && Census.Parameters[*P].Trainable)
+          ++UsesLeft[*P];
       }
   // InputBuffer::accumulate sums a second gradient into a fresh tensor and frees both.
   auto Accumulate = [&](StorageId Old, StorageId Incoming, const SimOp &Op) {
-    StorageId Sum = Mem.alloc(Mem[Old].Bytes, Mem[Old].Category, Mem[Old].Name, "AddBackward",
-                              Op.Layer, Mem[Old].Type, Mem[Old].Shape);
-    Mem.point(Phase, Op.Name + " (gradient sum)", Op.Layer);
+    StorageId Sum = Mem.alloc(Mem[Old].Bytes, Mem[Old].Category, Mem.name(Old), "AddBackward",
+                              Op.Layer, Mem[Old].Type, Mem.shape(Old));
+    Mem.point(Phase, llvm::Twine(Op.Name) + " (gradient sum)", Op.Layer);
     Mem.release(Old);
     Mem.release(Incoming);
     return Sum;
   };
   auto Deliver = [&](TensorId In, StorageId Grad, const SimOp &Op) {
-    auto P = ParamIndex.find(In);
-    if (P != ParamIndex.end()) {
-      size_t I = P->second;
+    if (auto P = ParamIndex.find(In)) {
+      size_t I = *P;
       if (!Census.Parameters[I].Trainable) {
         Mem.release(Grad);
         return;
@@ -114,10 +113,10 @@ void Simulator::backward() {
         // the gradient there: only the weights in flight have gradients.
         auto [Update, Svd] = galoreTransients(Census.Parameters[I], Setup);
         StorageId T = Mem.alloc(std::max(Update, Svd), Cat::Temporaries,
-                                Census.Parameters[I].Name + " GaLore update", "optimizer",
+                                llvm::Twine(Census.Parameters[I].Name) + " GaLore update", "optimizer",
                                 Op.Layer, DType::Float32, {});
         Mem.recategorize(Buffered, Cat::Gradients);
-        Mem.point(Phase, Op.Name + " (GaLore layer-wise step)", Op.Layer);
+        Mem.point(Phase, llvm::Twine(Op.Name) + " (GaLore layer-wise step)", Op.Layer);
         Mem.release(T);
         Mem.release(Buffered);
         return;
@@ -129,9 +128,9 @@ void Simulator::backward() {
         int64_t N = std::max<int64_t>(Setup.Sharding.Gpus, 1);
         if (ParamGrad[I] == NoStorage)
           ParamGrad[I] = Mem.alloc((Pm.bytes() + N - 1) / N, Cat::Gradients,
-                                   Pm.Name + ".grad (shard)", Op.Kind, Op.Layer, Pm.Type,
+                                   llvm::Twine(Pm.Name) + ".grad (shard)", Op.Kind, Op.Layer, Pm.Type,
                                    Pm.Shape);
-        Mem.point(Phase, Op.Name + " (reduce-scatter)", Op.Layer);
+        Mem.point(Phase, llvm::Twine(Op.Name) + " (reduce-scatter)", Op.Layer);
         Mem.release(Buffered);
         return;
       }
@@ -139,7 +138,7 @@ void Simulator::backward() {
         // AccumulateGrad steals a gradient it alone holds; a shared one is cloned.
         if (Mem[Buffered].Refs == 1) {
           Mem.recategorize(Buffered, Cat::Gradients);
-          Mem[Buffered].Name = Census.Parameters[I].Name + ".grad";
+          Mem.rename(Buffered, llvm::Twine(Census.Parameters[I].Name) + ".grad");
           ParamGrad[I] = Buffered;
         } else {
           const CensusParameter &Pm = Census.Parameters[I];
@@ -189,9 +188,9 @@ void Simulator::backward() {
       TensorId T = D->first;
       if (GradOf[T] != NoStorage) {
         StorageId Through = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
-                                      "grad(" + G.Tensors[T].Name + ")", "DropoutBackward",
+                                      "grad(" + llvm::Twine(G.Tensors[T].Name) + ")", "DropoutBackward",
                                       Op.Layer, Ctx.TypeOf[T], G.Tensors[T].Shape);
-        Mem.point(Phase, Op.Name + " dropout backward", Op.Layer);
+        Mem.point(Phase, llvm::Twine(Op.Name) + " dropout backward", Op.Layer);
         Mem.release(GradOf[T]);
         GradOf[T] = Through;
       }
@@ -237,12 +236,12 @@ void Simulator::backward() {
         continue;
       }
       int64_t Bytes = Rule.GradInputBytes[I];
-      if (ParamIndex.count(In))
-        Bytes = Census.Parameters[ParamIndex[In]].bytes();
+      if (auto P = ParamIndex.find(In))
+        Bytes = Census.Parameters[*P].bytes();
       if (!Bytes)
         continue;
-      Produced.emplace_back(In, Mem.alloc(Bytes, Cat::Temporaries, llvm::Twine("grad(") + G.Tensors[In].Name + ")",
-                                          Op.Kind + "Backward", Op.Layer, Ctx.TypeOf[In],
+      Produced.emplace_back(In, Mem.alloc(Bytes, Cat::Temporaries, llvm::Twine("grad(") + llvm::Twine(G.Tensors[In].Name) + ")",
+                                          llvm::Twine(Op.Kind) + "Backward", Op.Layer, Ctx.TypeOf[In],
                                           G.Tensors[In].Shape));
     }
     Mem.point(Phase, Op.Name, Op.Layer);

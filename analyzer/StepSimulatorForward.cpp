@@ -67,7 +67,8 @@ bool flattenNeedsCopy(const Layout &L, size_t Keep) {
 
 } // namespace
 
-std::vector<std::vector<TensorId>> Simulator::moduleInputHolds() const {
+std::vector<std::vector<TensorId>> moduleInputHolds(const Graph &G,
+                                                    const std::vector<SimOp> &Ops) {
   // Python keeps a module's input alive until the module returns: the caller's variable
   // (nn.Sequential's loop variable, a block's `hidden_states`) and the forward's own
   // argument refer to it. Where autograd saves nothing (frozen layers) that decides when
@@ -143,7 +144,7 @@ llvm::Error Simulator::forward(int MicroBatch) {
       if (I != NoTensor)
         ++Values[I].PendingUses;
   }
-  std::vector<std::vector<TensorId>> HeldUntil = moduleInputHolds();
+  const std::vector<std::vector<TensorId>> &HeldUntil = Structure->ModuleInputHolds;
   for (const std::vector<TensorId> &Held : HeldUntil)
     for (TensorId T : Held)
       ++Values[T].PendingUses;
@@ -343,8 +344,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
         // the tensor; the backward unpacks it to full size for the node's formula.
         int64_t Elements = Mem[S].Bytes / std::max<int64_t>(dtypeBits(Mem[S].Type) / 8, 1);
         StorageId Packed = Mem.alloc(Elements + (Elements + 255) / 256 * 4, Cat::Activations,
-                                     Mem[S].Name + " (int8)", Op.Kind, Op.Layer, DType::Int8,
-                                     Mem[S].Shape);
+                                     Mem.name(S) + " (int8)", Op.Kind, Op.Layer, DType::Int8,
+                                     Mem.shape(S));
         Unpacked[OpI] += Mem[S].Bytes;
         Mem.release(S);
         S = Packed;
@@ -392,8 +393,8 @@ void Simulator::planGathers() {
     std::string Block = blockOfLayerPath(Ops[I].Layer);
     GatherUnit[I] = Block.empty() ? "op#" + std::to_string(I) : Block;
     for (TensorId In : Ops[I].Inputs)
-      if (auto P = ParamIndex.find(In); P != ParamIndex.end())
-        UnitParams[GatherUnit[I]].insert(P->second);
+      if (auto P = ParamIndex.find(In))
+        UnitParams[GatherUnit[I]].insert(*P);
   }
   for (const auto &[Unit, Params] : UnitParams) {
     int64_t Bytes = 0;
@@ -453,7 +454,7 @@ void Simulator::planCheckpoints() {
   // ("h.3", "model.layers.12") of a composite module; each is wrapped in
   // torch.utils.checkpoint.
   int BlockIndex = 0;
-  for (const BlockSpan &Span : repeatedBlockSpans(G, Ops)) {
+  for (const BlockSpan &Span : Structure->Spans) {
     size_t I = Span.First, J = Span.Last;
     auto Listed = [&](const std::vector<int64_t> &V) {
       return std::binary_search(V.begin(), V.end(), int64_t{BlockIndex});
@@ -552,12 +553,12 @@ void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {
   int64_t MaskBytes = Setup.Device == DeviceKind::Cuda ? Tn.numElements()
                                                        : Tn.bytesAs(Ctx.TypeOf[T]);
   StorageId Mask = Mem.alloc(MaskBytes, Saved ? Cat::Activations : Cat::Temporaries,
-                             Tn.Name + " dropout mask", "Dropout", Ops[OpI].Layer,
+                             llvm::Twine(Tn.Name) + " dropout mask", "Dropout", Ops[OpI].Layer,
                              Setup.Device == DeviceKind::Cuda ? DType::Bool : Ctx.TypeOf[T],
                              Tn.Shape);
-  StorageId Out = Mem.alloc(Tn.bytesAs(Ctx.TypeOf[T]), Cat::Temporaries, Tn.Name + " (dropout)",
+  StorageId Out = Mem.alloc(Tn.bytesAs(Ctx.TypeOf[T]), Cat::Temporaries, llvm::Twine(Tn.Name) + " (dropout)",
                             "Dropout", Ops[OpI].Layer, Ctx.TypeOf[T], Tn.Shape);
-  Mem.point(Phase, Ops[OpI].Name + " dropout", Ops[OpI].Layer);
+  Mem.point(Phase, llvm::Twine(Ops[OpI].Name) + " dropout", Ops[OpI].Layer);
   Layout L = Values[T].L;
   dropValue(T);
   int Uses = Values[T].PendingUses;
@@ -602,7 +603,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       bool Escapes = G.Tensors[O].IsGraphOutput;
       // Shape-only consumers (a Shape node feeding a Reshape) hold nothing at run time.
       for (NodeId C : G.Tensors[O].Consumers)
-        Escapes |= NodeInOp[C] && !Inside.count(C);
+        Escapes |= Structure->NodeInOp[C] && !Inside.count(C);
       if (Escapes)
         ++Values[O].PendingUses;
     }

@@ -74,16 +74,21 @@ inline llvm::SmallVector<TensorId, 4> distinctInputs(const std::vector<TensorId>
   return V;
 }
 
+/// A storage's figures: what every event reads (a few words, cheap to append).
 struct Storage {
   int64_t Bytes = 0;
-  Cat Category = Cat::Temporaries;
-  std::string Name, Op, Layer;
-  DType Type = DType::Float32;
-  std::vector<int64_t> Shape;
-  int Refs = 0;
-  bool Live = false;
   int64_t Handle = 0; ///< the block the caching-allocator replay gave it
   size_t LivePos = 0; ///< index in Memory's live list while live
+  int Refs = 0;
+  Cat Category = Cat::Temporaries;
+  DType Type = DType::Float32;
+  bool Live = false;
+};
+
+/// What describes a storage in a report (the tensors at the peak); kept with details only.
+struct StorageDetail {
+  std::string Name, Op, Layer;
+  std::vector<int64_t> Shape;
 };
 
 /// Live storages and the timeline over them.
@@ -91,17 +96,13 @@ class Memory {
 public:
   /// Names, op, layer and shape only describe tensors at the peak, so a run without
   /// details keeps none of them (no string is built: callers pass Twines).
-  StorageId alloc(int64_t Bytes, Cat C, const llvm::Twine &Name, llvm::StringRef Op,
+  StorageId alloc(int64_t Bytes, Cat C, const llvm::Twine &Name, const llvm::Twine &Op,
                   llvm::StringRef Layer, DType Type, llvm::ArrayRef<int64_t> Shape) {
     Storage S;
     S.Bytes = Bytes;
     S.Category = C;
-    if (Details) {
-      S.Name = Name.str();
-      S.Op = Op.str();
-      S.Layer = Layer.str();
-      S.Shape.assign(Shape.begin(), Shape.end());
-    }
+    if (Details)
+      Described.push_back({Name.str(), Op.str(), Layer.str(), {Shape.begin(), Shape.end()}});
     S.Type = Type;
     S.Refs = 1;
     S.Live = true;
@@ -110,7 +111,7 @@ public:
     slot(LiveBytes, C) += Bytes;
     Total += Bytes;
     S.LivePos = LiveList.size();
-    Storages.push_back(std::move(S));
+    Storages.push_back(S);
     LiveList.push_back(static_cast<StorageId>(Storages.size() - 1));
     return static_cast<StorageId>(Storages.size() - 1);
   }
@@ -144,8 +145,21 @@ public:
     slot(LiveBytes, C) += St.Bytes;
   }
   Storage &operator[](StorageId S) { return Storages[S]; }
+  /// A storage's name and shape ("" and none in runs without details).
+  llvm::StringRef name(StorageId S) const {
+    return Details ? llvm::StringRef(Described[S].Name) : llvm::StringRef();
+  }
+  llvm::ArrayRef<int64_t> shape(StorageId S) const {
+    return Details ? llvm::ArrayRef<int64_t>(Described[S].Shape) : llvm::ArrayRef<int64_t>();
+  }
+  void rename(StorageId S, const llvm::Twine &Name) {
+    if (Details)
+      Described[S].Name = Name.str();
+  }
   void reserve(size_t N) {
     Storages.reserve(N);
+    if (Details)
+      Described.reserve(N);
     LiveList.reserve(N / 4);
   }
 
@@ -196,8 +210,9 @@ public:
     PeakInfo.TopTensors.clear();
     for (size_t I = 0; I < Keep; ++I) {
       const Storage &S = Storages[Ids[I]];
+      const StorageDetail &D = Described[Ids[I]];
       PeakInfo.TopTensors.push_back(
-          {S.Name, catName(S.Category), S.Layer, S.Op, S.Type, S.Shape, S.Bytes});
+          {D.Name, catName(S.Category), D.Layer, D.Op, S.Type, D.Shape, S.Bytes});
     }
   }
 
@@ -211,6 +226,7 @@ public:
 
 private:
   std::vector<Storage> Storages;
+  std::vector<StorageDetail> Described; ///< parallel to Storages, with details only
   std::vector<StorageId> LiveList; ///< live storages, unordered (swap-remove)
 };
 
@@ -226,6 +242,24 @@ inline Layout contiguous(const std::vector<int64_t> &Shape) {
   return L;
 }
 
+/// Tensor -> its parameter's index in Census.Parameters: a table by tensor id, since
+/// backward asks it for every input of every op.
+class ParameterTable {
+public:
+  void assign(size_t Tensors) { Index.assign(Tensors, -1); }
+  void set(TensorId T, size_t I) { Index[T] = static_cast<int32_t>(I); }
+  /// The parameter T is part of, if any (NoTensor is none).
+  std::optional<size_t> find(TensorId T) const {
+    if (T < 0 || static_cast<size_t>(T) >= Index.size() || Index[T] < 0)
+      return std::nullopt;
+    return static_cast<size_t>(Index[T]);
+  }
+  bool count(TensorId T) const { return find(T).has_value(); }
+
+private:
+  std::vector<int32_t> Index;
+};
+
 struct Value {
   StorageId Storage = NoStorage;
   Layout L;
@@ -236,8 +270,11 @@ struct Value {
 class Simulator {
 public:
   Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census,
-            bool Details = true)
+            bool Details, std::shared_ptr<const StepStructure> Shared)
       : G(G), Setup(Setup), Census(Census),
+        Structure(Shared ? std::move(Shared)
+                         : buildStepStructure(G, fusesAttention(G, Setup))),
+        Ops(Structure->Ops),
         Ctx{G, std::vector<DType>(G.Tensors.size()), std::vector<bool>(G.Tensors.size()),
             Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu,
             /*CpuThreads=*/1, /*CpuHasAvx512Bf16=*/false, /*AutocastType=*/std::nullopt} {
@@ -256,8 +293,6 @@ private:
   void runOp(size_t OpI, bool Save, const std::string &Phase);
   void planCheckpoints();
   void planDropout();
-  /// Per op: the tensors whose module returns after it (they stay alive until then).
-  std::vector<std::vector<TensorId>> moduleInputHolds() const;
   void enterCheckpoint(size_t Seg, const std::string &Phase);
   void recompute(size_t Seg, const std::string &Phase);
   void leaveCheckpoint(size_t Seg);
@@ -310,9 +345,10 @@ private:
   const Graph &G;
   const TrainingSetup &Setup;
   const ParameterCensus &Census;
+  std::shared_ptr<const StepStructure> Structure;
+  const std::vector<SimOp> &Ops;
   RuleContext Ctx;
   Memory Mem;
-  std::vector<SimOp> Ops;
   /// Each op's rule depends only on the op and on dtypes and requires-grad, which are
   /// settled before the forward: computed once, read by forward, recompute and backward.
   std::vector<std::optional<OpMemoryRule>> Rules;
@@ -323,8 +359,6 @@ private:
       Rules[OpI] = memoryRuleFor(Ops[OpI], Ctx);
     return *Rules[OpI];
   }
-  /// Per IR node: whether some op runs it (shape-only nodes run in Python, not here).
-  std::vector<bool> NodeInOp;
   std::vector<Value> Values;
   /// Per op: the storages its backward node holds (saved tensors), one reference each.
   std::vector<std::vector<StorageId>> SavedBy;
@@ -332,7 +366,7 @@ private:
   /// Per op: bytes its backward unpacks from int8-stored saved tensors.
   std::vector<int64_t> Unpacked;
   /// Trainable parameter tensor -> index in Census.Parameters; gradient storage per param.
-  std::map<TensorId, size_t> ParamIndex;
+  ParameterTable ParamIndex;
   std::vector<StorageId> ParamGrad;
   std::vector<StorageId> GradOf;
   TensorId LossLogits = NoTensor;
@@ -372,6 +406,10 @@ private:
   void releaseGathered();
   std::map<TensorId, StorageId> DropoutMasks;
 };
+
+/// Per op: the tensors whose module returns after it (StepStructure::ModuleInputHolds).
+std::vector<std::vector<TensorId>> moduleInputHolds(const Graph &G,
+                                                    const std::vector<SimOp> &Ops);
 
 } // namespace sim
 } // namespace trainmem

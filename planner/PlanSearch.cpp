@@ -222,28 +222,53 @@ llvm::Expected<Prepared> prepare(const PlanRequest &R, const Candidate &C, int64
   return P;
 }
 
+/// prepare() and the census, shared through the search's cache by every probe of a
+/// candidate at a micro-batch whatever its checkpointing (which changes neither).
+llvm::Expected<std::shared_ptr<const PreparedModel>>
+preparedModel(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
+  Candidate Unwrapped = C; // kept with checkpointing off; each probe sets its own
+  Unwrapped.Setup.Checkpoint = "none";
+  auto Build = [&]() -> llvm::Expected<PreparedModel> {
+    auto P = prepare(R, Unwrapped, MicroBatch);
+    if (!P)
+      return P.takeError();
+    auto Census = takeCensus(P->G, P->Setup);
+    if (!Census)
+      return Census.takeError();
+    return PreparedModel{std::move(P->G), std::move(P->Setup), std::move(*Census)};
+  };
+  if (!R.Simulations) {
+    auto Built = Build();
+    if (!Built)
+      return Built.takeError();
+    return std::make_shared<const PreparedModel>(std::move(*Built));
+  }
+  std::string Key = llvm::formatv("{0}\nmicro-batch {1}",
+                                  llvm::json::Value(setupToJson(Unwrapped.Setup)), MicroBatch)
+                        .str();
+  for (const std::string &Name : Unwrapped.Setup.TrainableNames)
+    (Key += '\n') += Name;
+  return R.Simulations->prepared(Key, Build);
+}
+
 Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
   Evaluation E;
-  auto P = prepare(R, C, MicroBatch);
+  auto P = preparedModel(R, C, MicroBatch);
   if (!P) {
     E.Error = llvm::toString(P.takeError());
     return E;
   }
-  Graph *G = &P->G;
-  TrainingSetup &S = P->Setup;
-  auto Census = takeCensus(*G, S);
-  if (!Census) {
-    E.Error = llvm::toString(Census.takeError());
-    return E;
-  }
-  auto Sim = simulateForPlanning(R.Simulations.get(), *G, S, *Census);
+  const PreparedModel &M = **P;
+  TrainingSetup S = M.Setup;
+  S.Checkpoint = C.Setup.Checkpoint;
+  auto Sim = simulateForPlanning(R.Simulations.get(), M.G, S, M.Census);
   if (!Sim) {
     E.Error = llvm::toString(Sim.takeError());
     return E;
   }
   E.Peak = Sim->Peak;
   E.Required = Sim->PeakReserved.value_or(Sim->Peak);
-  E.Trainable = Census->TrainableParameters;
+  E.Trainable = M.Census.TrainableParameters;
   E.Ok = true;
   return E;
 }
@@ -303,18 +328,14 @@ void appendOptimalCheckpoints(const PlanRequest &R, const ModelShape &Shape,
       return std::nullopt;
     if (Fits(C, "none") || !Fits(C, "blocks"))
       return std::nullopt;
-    auto P = prepare(R, C, M);
+    auto P = preparedModel(R, C, M);
     if (!P) {
       llvm::consumeError(P.takeError());
       return std::nullopt;
     }
-    auto Census = takeCensus(P->G, P->Setup);
-    if (!Census) {
-      llvm::consumeError(Census.takeError());
-      return std::nullopt;
-    }
-    auto Choice =
-        chooseOptimalCheckpoint(P->G, P->Setup, *Census, R.Budget, R.Simulations.get());
+    const PreparedModel &Model = **P;
+    auto Choice = chooseOptimalCheckpoint(Model.G, Model.Setup, Model.Census, R.Budget,
+                                          R.Simulations.get());
     if (!Choice) {
       llvm::consumeError(Choice.takeError()); // "+ checkpoint blocks" is the answer
       return std::nullopt;

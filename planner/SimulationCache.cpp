@@ -7,14 +7,9 @@
 namespace trainmem {
 
 namespace {
-/// Everything besides the model that decides a simulation: the setup (setupToJson has
-/// every field a `--setup` file can carry; the trained names are added, since a resolved
-/// update set is a list of names) and the shapes of the graph's inputs.
-std::string keyOf(const Graph &G, const TrainingSetup &Setup) {
-  std::string Key = llvm::formatv("{0}", llvm::json::Value(setupToJson(Setup))).str();
-  for (const std::string &Name : Setup.TrainableNames)
-    (Key += '\n') += Name;
-  Key += "\ninputs";
+/// What tells two graphs of one search apart: the shapes of their inputs and their size.
+std::string graphKey(const Graph &G) {
+  std::string Key = "inputs";
   for (TensorId T : G.Inputs) {
     for (int64_t D : G.Tensors[T].Shape)
       (Key += ' ') += std::to_string(D);
@@ -23,7 +18,52 @@ std::string keyOf(const Graph &G, const TrainingSetup &Setup) {
   Key += llvm::formatv("\n{0} nodes {1} tensors", G.Nodes.size(), G.Tensors.size()).str();
   return Key;
 }
+
+/// Everything besides the model that decides a simulation: the setup (setupToJson has
+/// every field a `--setup` file can carry; the trained names are added, since a resolved
+/// update set is a list of names) and the graph.
+std::string keyOf(const Graph &G, const TrainingSetup &Setup) {
+  std::string Key = llvm::formatv("{0}", llvm::json::Value(setupToJson(Setup))).str();
+  for (const std::string &Name : Setup.TrainableNames)
+    (Key += '\n') += Name;
+  return Key + '\n' + graphKey(G);
+}
 } // namespace
+
+llvm::Expected<std::shared_ptr<const PreparedModel>>
+SimulationCache::prepared(const std::string &Key,
+                          llvm::function_ref<llvm::Expected<PreparedModel>()> Build) {
+  {
+    std::lock_guard<std::mutex> Guard(Lock);
+    if (auto It = Prepared.find(Key); It != Prepared.end())
+      return It->second;
+  }
+  // Built outside the lock, as simulations are: a rare duplicate costs less than a wait.
+  auto Built = Build();
+  if (!Built)
+    return Built.takeError();
+  auto Shared = std::make_shared<const PreparedModel>(std::move(*Built));
+  std::lock_guard<std::mutex> Guard(Lock);
+  return Prepared.emplace(Key, std::move(Shared)).first->second;
+}
+
+std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &G,
+                                                                   const TrainingSetup &Setup) {
+  const bool Fuse = fusesAttention(G, Setup);
+  std::string Key = graphKey(G) + (Fuse ? "\nfused" : "\nunfused");
+  if (Setup.Lora) {
+    llvm::json::Object S = setupToJson(Setup);
+    Key += llvm::formatv("\nlora {0}", llvm::json::Value(std::move(S["lora"]))).str();
+  }
+  {
+    std::lock_guard<std::mutex> Guard(Lock);
+    if (auto It = Structures.find(Key); It != Structures.end())
+      return It->second;
+  }
+  auto Built = buildStepStructure(G, Fuse);
+  std::lock_guard<std::mutex> Guard(Lock);
+  return Structures.emplace(std::move(Key), std::move(Built)).first->second;
+}
 
 llvm::Expected<StepSimulation> SimulationCache::simulate(const Graph &G,
                                                          const TrainingSetup &Setup,
@@ -38,7 +78,7 @@ llvm::Expected<StepSimulation> SimulationCache::simulate(const Graph &G,
   }
   // Simulated outside the lock: two threads asking the same step at once both simulate
   // it (the same result), which costs less than serialising every simulation.
-  auto Sim = simulateStep(G, Setup, Census, /*Details=*/false);
+  auto Sim = simulateStep(G, Setup, Census, /*Details=*/false, structureFor(G, Setup));
   if (!Sim)
     return Sim.takeError();
   ++Simulations;

@@ -16,6 +16,7 @@
 #include "analyzer/StepSimulator.h"
 #include "analyzer/TrainingSetup.h"
 
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/Error.h"
 
 #include <atomic>
@@ -25,12 +26,31 @@
 
 namespace trainmem {
 
+/// A candidate's model as the search simulates it: the graph with the strategies applied
+/// (LoRA's adapters), the setup they resolved to (the names that train) and its census.
+struct PreparedModel {
+  Graph G;
+  TrainingSetup Setup;
+  ParameterCensus Census;
+};
+
 class SimulationCache {
 public:
+  /// The prepared model kept under Key, or Build's, kept for the next equal request.
+  /// Errors are not kept. Checkpointing changes neither graph nor census, so the search
+  /// keys its candidates without it and shares one prepared model among their probes.
+  llvm::Expected<std::shared_ptr<const PreparedModel>>
+  prepared(const std::string &Key, llvm::function_ref<llvm::Expected<PreparedModel>()> Build);
+
   /// simulateStep without details, or the result kept from an equal request. Errors are
   /// not kept.
   llvm::Expected<StepSimulation> simulate(const Graph &G, const TrainingSetup &Setup,
                                           const ParameterCensus &Census);
+
+  /// The graph's step structure (ops, module holds, block spans), built once per graph
+  /// of the search: within a search a graph is decided by its inputs' shapes, its size
+  /// and the LoRA transform that built it.
+  std::shared_ptr<const StepStructure> structureFor(const Graph &G, const TrainingSetup &Setup);
 
   int64_t simulations() const { return Simulations; }
   int64_t hits() const { return Hits; }
@@ -38,6 +58,8 @@ public:
 private:
   std::mutex Lock;
   std::map<std::string, StepSimulation> Results;
+  std::map<std::string, std::shared_ptr<const StepStructure>> Structures;
+  std::map<std::string, std::shared_ptr<const PreparedModel>> Prepared;
   std::atomic<int64_t> Simulations{0}, Hits{0};
 };
 

@@ -281,6 +281,11 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
   S->FuseAttention = FuseAttention;
   S->Ops = buildSimOps(G, FuseAttention);
   S->NodeInOp.assign(G.Nodes.size(), false);
+  S->DistinctInputs.reserve(S->Ops.size());
+  for (const SimOp &Op : S->Ops) {
+    auto Distinct = sim::distinctInputs(Op.Inputs);
+    S->DistinctInputs.emplace_back(Distinct.begin(), Distinct.end());
+  }
   for (const SimOp &Op : S->Ops)
     for (NodeId N : Op.Nodes)
       S->NodeInOp[N] = true;

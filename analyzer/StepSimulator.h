@@ -49,6 +49,8 @@ struct StepSimulation {
 struct StepStructure {
   bool FuseAttention = false;
   std::vector<SimOp> Ops;
+  /// Per op: its inputs without repeats (x * x reads x once), ascending.
+  std::vector<std::vector<TensorId>> DistinctInputs;
   std::vector<bool> NodeInOp;
   /// Per op: the tensors whose module returns after it (they stay alive until then).
   std::vector<std::vector<TensorId>> ModuleInputHolds;

@@ -81,7 +81,7 @@ void Simulator::backward() {
   std::vector<StorageId> Pending(Census.Parameters.size(), NoStorage);
   for (size_t OpI = 0; OpI < Ops.size(); ++OpI)
     if (HasBackward[OpI])
-      for (TensorId In : distinctInputs(Ops[OpI].Inputs)) {
+      for (TensorId In : Structure->DistinctInputs[OpI]) {
         auto P = ParamIndex.find(In);
         if (P && Census.Parameters[*P].Trainable)
           ++UsesLeft[*P];

@@ -138,12 +138,10 @@ llvm::Error Simulator::forward(int MicroBatch) {
     Values[In].L = contiguous(G.Tensors[In].Shape);
   for (Value &V : Values)
     V.PendingUses = 0;
-  for (const SimOp &Op : Ops) {
-    auto Distinct = distinctInputs(Op.Inputs);
+  for (const std::vector<TensorId> &Distinct : Structure->DistinctInputs)
     for (TensorId I : Distinct)
       if (I != NoTensor)
         ++Values[I].PendingUses;
-  }
   const std::vector<std::vector<TensorId>> &HeldUntil = Structure->ModuleInputHolds;
   for (const std::vector<TensorId> &Held : HeldUntil)
     for (TensorId T : Held)
@@ -364,8 +362,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   Mem.point(Phase, Op.Name, Op.Layer);
   for (auto &[Slot, S] : Copies)
     Mem.release(S); // the saved ones keep their own reference
-  auto Distinct = distinctInputs(Op.Inputs);
-  for (TensorId I : Distinct) {
+  for (TensorId I : Structure->DistinctInputs[OpI]) {
     if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
       continue;
     if (--Values[I].PendingUses <= 0 && !G.Tensors[I].IsGraphOutput)
@@ -582,8 +579,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
         Values[O].PendingUses = 0;
   }
   for (size_t I = S.First; I <= S.Last; ++I) {
-    auto Distinct = distinctInputs(Ops[I].Inputs);
-    for (TensorId In : Distinct)
+    for (TensorId In : Structure->DistinctInputs[I])
       if (In != NoTensor)
         ++Values[In].PendingUses;
   }
@@ -623,7 +619,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
         Mem.retain(St);
         SavedBy[I].push_back(St);
       }
-    for (TensorId In : distinctInputs(Ops[I].Inputs))
+    for (TensorId In : Structure->DistinctInputs[I])
       if (In != NoTensor && !G.Tensors[In].Stored && --Values[In].PendingUses <= 0)
         dropValue(In);
   }

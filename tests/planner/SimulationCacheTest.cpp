@@ -1,6 +1,7 @@
 //===- SimulationCacheTest.cpp - one plan search's shared simulations -----------===//
 #include "planner/SimulationCache.h"
 
+#include "analyzer/ModelImporter.h"
 #include "analyzer/ParameterCensus.h"
 #include "support/GraphBuilder.h"
 
@@ -91,4 +92,121 @@ TEST(SimulationCache, ThreadsShareOneCache) {
     EXPECT_EQ(P, Expected->Peak);
   EXPECT_EQ(Cache.simulations() + Cache.hits(), 8);
   EXPECT_GE(Cache.simulations(), 1);
+}
+
+namespace {
+/// Every figure a planner's evaluation reads, compared field by field.
+void expectSameFigures(const StepSimulation &A, const StepSimulation &B, const std::string &What) {
+  EXPECT_EQ(A.Peak, B.Peak) << What;
+  EXPECT_EQ(A.PeakReserved, B.PeakReserved) << What;
+  EXPECT_EQ(A.SavedAtEndOfForward, B.SavedAtEndOfForward) << What;
+  EXPECT_EQ(A.MaxByCategory.Gradients, B.MaxByCategory.Gradients) << What;
+  EXPECT_EQ(A.MaxByCategory.Temporaries, B.MaxByCategory.Temporaries) << What;
+  EXPECT_EQ(A.MaxByCategory.OptimizerStates, B.MaxByCategory.OptimizerStates) << What;
+  EXPECT_EQ(A.PeakInfo.Phase, B.PeakInfo.Phase) << What;
+  EXPECT_EQ(A.PeakInfo.Op, B.PeakInfo.Op) << What;
+}
+
+llvm::Expected<Graph> tinyLlama() {
+  ImportOptions O;
+  O.Dims = {{"batch", 4}, {"seq", 256}};
+  return importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/tiny-llama/config.json", O);
+}
+} // namespace
+
+// One structure serves every setup of a graph: the same figures as a simulation that
+// builds its own, whatever the setups before it were (nothing leaks between runs).
+TEST(SimulationCache, OneStepStructureServesEverySetup) {
+  auto G = tinyLlama();
+  ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
+  TrainingSetup Base;
+  Base.Device = DeviceKind::Cuda;
+  Base.Gpu = "a100-sxm-80gb";
+  std::shared_ptr<const StepStructure> Shared =
+      buildStepStructure(*G, fusesAttention(*G, Base));
+  ASSERT_FALSE(Shared->Spans.empty());
+  std::vector<std::pair<std::string, TrainingSetup>> Setups;
+  for (const char *Mode : {"none", "blocks", "selective", "first:1", "every:2",
+                           "blocks:1+selective:0"}) {
+    TrainingSetup S = Base;
+    S.Checkpoint = Mode;
+    Setups.emplace_back(std::string("checkpoint ") + Mode, S);
+  }
+  TrainingSetup Amp = Base;
+  Amp.Prec = Precision::AmpBf16;
+  Amp.Impl = OptimizerImpl::Foreach;
+  Setups.emplace_back("amp-bf16 foreach", Amp);
+  TrainingSetup Accum = Base;
+  Accum.GradAccum = 2;
+  Accum.Checkpoint = "blocks";
+  Setups.emplace_back("accumulation 2 + checkpoint", Accum);
+  TrainingSetup Frozen = Base;
+  Frozen.TrainableFile = "(update set)";
+  Frozen.TrainableNames = {"model.layers.1.mlp.down_proj.weight"};
+  Setups.emplace_back("one trainable weight", Frozen);
+  for (int Pass = 0; Pass < 2; ++Pass) // the second pass runs after every other setup
+    for (const auto &[What, S] : Setups) {
+      auto C = takeCensus(*G, S);
+      ASSERT_TRUE(static_cast<bool>(C)) << What;
+      auto Own = simulateStep(*G, S, *C, /*Details=*/false);
+      auto WithShared = simulateStep(*G, S, *C, /*Details=*/false, Shared);
+      ASSERT_TRUE(Own && WithShared) << What;
+      expectSameFigures(*Own, *WithShared, What);
+      // And the report a user reads (details on) is the same as well.
+      auto Detailed = simulateStep(*G, S, *C, /*Details=*/true, Shared);
+      ASSERT_TRUE(static_cast<bool>(Detailed)) << What;
+      expectSameFigures(*Own, *Detailed, What + " (details)");
+    }
+  // A structure built for the other attention implementation is not used for this one.
+  TrainingSetup Eager = Base;
+  Eager.Attention = fusesAttention(*G, Base) ? AttentionImpl::Eager : AttentionImpl::Sdpa;
+  auto C = takeCensus(*G, Eager);
+  ASSERT_TRUE(static_cast<bool>(C));
+  auto Own = simulateStep(*G, Eager, *C, false);
+  auto Mismatched = simulateStep(*G, Eager, *C, false, Shared);
+  ASSERT_TRUE(Own && Mismatched);
+  expectSameFigures(*Own, *Mismatched, "other attention");
+}
+
+TEST(SimulationCache, StructuresAndPreparedModelsAreKeptPerGraph) {
+  auto G = tinyLlama();
+  ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
+  SimulationCache Cache;
+  TrainingSetup S;
+  auto First = Cache.structureFor(*G, S);
+  EXPECT_EQ(Cache.structureFor(*G, S), First) << "the same graph: one structure";
+  TrainingSetup Checkpointed = S;
+  Checkpointed.Checkpoint = "blocks";
+  EXPECT_EQ(Cache.structureFor(*G, Checkpointed), First) << "checkpointing is not structure";
+  TrainingSetup Lora = S;
+  Lora.Lora = LoraSetup{};
+  EXPECT_NE(Cache.structureFor(*G, Lora), First) << "LoRA builds another graph";
+  TrainingSetup Rank16 = Lora;
+  Rank16.Lora->Rank = 16;
+  EXPECT_NE(Cache.structureFor(*G, Rank16), Cache.structureFor(*G, Lora));
+
+  int Builds = 0;
+  auto Build = [&]() -> llvm::Expected<PreparedModel> {
+    ++Builds;
+    auto C = takeCensus(*G, S);
+    if (!C)
+      return C.takeError();
+    return PreparedModel{*G, S, std::move(*C)};
+  };
+  auto A = Cache.prepared("key", Build);
+  auto B = Cache.prepared("key", Build);
+  ASSERT_TRUE(A && B);
+  EXPECT_EQ(A->get(), B->get());
+  EXPECT_EQ(Builds, 1);
+  // Errors are not kept: the next request builds again.
+  auto Failing = [&]() -> llvm::Expected<PreparedModel> {
+    ++Builds;
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "no model");
+  };
+  auto E1 = Cache.prepared("broken", Failing);
+  EXPECT_FALSE(static_cast<bool>(E1));
+  llvm::consumeError(E1.takeError());
+  auto E2 = Cache.prepared("broken", Build);
+  ASSERT_TRUE(static_cast<bool>(E2));
+  EXPECT_EQ(Builds, 3);
 }

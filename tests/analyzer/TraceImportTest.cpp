@@ -178,6 +178,81 @@ TEST(TraceStream, TruncatedGzipIsAnError) {
   llvm::sys::fs::remove(Path);
 }
 
+namespace {
+/// Everything a ByteReader hands out, and how it ended (three more calls after the end
+/// must answer the same at once: a reader never hangs or changes its mind).
+struct ReadAll {
+  std::string Bytes;
+  std::string Error;
+};
+ReadAll readAll(const std::string &Path, size_t Chunk) {
+  ReadAll R;
+  auto Reader = ByteReader::open(Path, Chunk);
+  if (!Reader) {
+    R.Error = llvm::toString(Reader.takeError());
+    return R;
+  }
+  while (true) {
+    auto C = (*Reader)->next();
+    if (!C) {
+      R.Error = llvm::toString(C.takeError());
+      break;
+    }
+    if (C->empty())
+      break;
+    R.Bytes += C->str();
+  }
+  for (int I = 0; I < 3; ++I) {
+    auto Again = (*Reader)->next();
+    if (!Again)
+      EXPECT_EQ(llvm::toString(Again.takeError()), R.Error) << "call " << I << " after the end";
+    else
+      EXPECT_TRUE(Again->empty() && R.Error.empty()) << "call " << I << " after the end";
+  }
+  return R;
+}
+} // namespace
+
+// Gzip is inflated on a second thread while the parser reads: the bytes, their order and
+// the errors are the same as inflating in place, for any chunk size.
+TEST(TraceStream, InflatingAheadChangesNothing) {
+  std::ifstream In(data("kineto_small.json.gz"), std::ios::binary);
+  std::string Packed((std::istreambuf_iterator<char>(In)), std::istreambuf_iterator<char>());
+  // The whole member inflated at once by zlib, as the reference.
+  std::string Expected(1 << 20, '\0');
+  z_stream S{};
+  ASSERT_EQ(inflateInit2(&S, 16 + MAX_WBITS), Z_OK);
+  S.next_in = reinterpret_cast<Bytef *>(Packed.data());
+  S.avail_in = static_cast<uInt>(Packed.size());
+  S.next_out = reinterpret_cast<Bytef *>(Expected.data());
+  S.avail_out = static_cast<uInt>(Expected.size());
+  ASSERT_EQ(inflate(&S, Z_FINISH), Z_STREAM_END);
+  Expected.resize(S.total_out);
+  inflateEnd(&S);
+  ASSERT_FALSE(Expected.empty());
+  for (size_t Chunk : {size_t(1), size_t(7), size_t(4096), size_t(1) << 20}) {
+    ReadAll R = readAll(data("kineto_small.json.gz"), Chunk);
+    EXPECT_EQ(R.Error, "") << Chunk;
+    EXPECT_TRUE(R.Bytes == Expected) << "chunks of " << Chunk << ": " << R.Bytes.size()
+                                     << " bytes, expected " << Expected.size();
+  }
+  // A damaged stream: the same error, after the same good bytes, whatever the chunk.
+  std::string Damaged = Packed;
+  for (size_t I = Damaged.size() / 2; I < Damaged.size() / 2 + 16; ++I)
+    Damaged[I] = static_cast<char>(~Damaged[I]);
+  std::string Path = tempFile(".json.gz", Damaged);
+  ReadAll Small = readAll(Path, 64), Large = readAll(Path, 1 << 20);
+  EXPECT_NE(Small.Error.find("gzip"), std::string::npos) << Small.Error;
+  EXPECT_EQ(Small.Error, Large.Error);
+  // A reader dropped half-way stops its worker (the test would hang otherwise).
+  {
+    auto Reader = ByteReader::open(data("kineto_small.json.gz"), 16);
+    ASSERT_TRUE(static_cast<bool>(Reader));
+    ASSERT_TRUE(static_cast<bool>((*Reader)->next()));
+  }
+  llvm::sys::fs::remove(Path);
+}
+
 TEST(TraceStream, DecompressionBombIsRefused) {
   // 300 MiB of spaces deflate to ~300 KiB: a ratio of ~1000 past 256 MiB.
   std::string Packed;

@@ -33,18 +33,12 @@ std::string keyOf(const Graph &G, const TrainingSetup &Setup) {
 llvm::Expected<std::shared_ptr<const PreparedModel>>
 SimulationCache::prepared(const std::string &Key,
                           llvm::function_ref<llvm::Expected<PreparedModel>()> Build) {
-  {
-    std::lock_guard<std::mutex> Guard(Lock);
-    if (auto It = Prepared.find(Key); It != Prepared.end())
-      return It->second;
-  }
-  // Built outside the lock, as simulations are: a rare duplicate costs less than a wait.
-  auto Built = Build();
-  if (!Built)
-    return Built.takeError();
-  auto Shared = std::make_shared<const PreparedModel>(std::move(*Built));
-  std::lock_guard<std::mutex> Guard(Lock);
-  return Prepared.emplace(Key, std::move(Shared)).first->second;
+  return once(Prepared, Key, [&]() -> llvm::Expected<std::shared_ptr<const PreparedModel>> {
+    auto Built = Build();
+    if (!Built)
+      return Built.takeError();
+    return std::make_shared<const PreparedModel>(std::move(*Built));
+  });
 }
 
 std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &G,
@@ -55,35 +49,26 @@ std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &
     llvm::json::Object S = setupToJson(Setup);
     Key += llvm::formatv("\nlora {0}", llvm::json::Value(std::move(S["lora"]))).str();
   }
-  {
-    std::lock_guard<std::mutex> Guard(Lock);
-    if (auto It = Structures.find(Key); It != Structures.end())
-      return It->second;
-  }
-  auto Built = buildStepStructure(G, Fuse);
-  std::lock_guard<std::mutex> Guard(Lock);
-  return Structures.emplace(std::move(Key), std::move(Built)).first->second;
+  return llvm::cantFail(once(Structures, std::move(Key), [&]() {
+    return llvm::Expected<std::shared_ptr<const StepStructure>>(buildStepStructure(G, Fuse));
+  }));
 }
 
 llvm::Expected<StepSimulation> SimulationCache::simulate(const Graph &G,
                                                          const TrainingSetup &Setup,
                                                          const ParameterCensus &Census) {
-  std::string Key = keyOf(G, Setup);
-  {
-    std::lock_guard<std::mutex> Guard(Lock);
-    if (auto It = Results.find(Key); It != Results.end()) {
-      ++Hits;
-      return It->second;
-    }
-  }
-  // Simulated outside the lock: two threads asking the same step at once both simulate
-  // it (the same result), which costs less than serialising every simulation.
-  auto Sim = simulateStep(G, Setup, Census, /*Details=*/false, structureFor(G, Setup));
-  if (!Sim)
-    return Sim.takeError();
-  ++Simulations;
-  std::lock_guard<std::mutex> Guard(Lock);
-  Results.emplace(std::move(Key), *Sim);
+  bool Hit = false;
+  auto Sim = once(
+      Results, keyOf(G, Setup),
+      [&] {
+        auto Fresh = simulateStep(G, Setup, Census, /*Details=*/false, structureFor(G, Setup));
+        if (Fresh)
+          ++Simulations;
+        return Fresh;
+      },
+      &Hit);
+  if (Hit)
+    ++Hits;
   return Sim;
 }
 

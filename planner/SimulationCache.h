@@ -56,6 +56,27 @@ public:
   int64_t hits() const { return Hits; }
 
 private:
+  /// Map[Key], or Build()'s value kept there. Built outside the lock: two threads asking
+  /// the same at once both build it (the same value), which costs less than serialising
+  /// every build. Errors are not kept. Hit: whether the value was found.
+  template <typename V, typename BuildFn>
+  llvm::Expected<V> once(std::map<std::string, V> &Map, std::string Key, BuildFn Build,
+                         bool *Hit = nullptr) {
+    {
+      std::lock_guard<std::mutex> Guard(Lock);
+      if (auto It = Map.find(Key); It != Map.end()) {
+        if (Hit)
+          *Hit = true;
+        return It->second;
+      }
+    }
+    llvm::Expected<V> Built = Build();
+    if (!Built)
+      return Built.takeError();
+    std::lock_guard<std::mutex> Guard(Lock);
+    return Map.emplace(std::move(Key), std::move(*Built)).first->second;
+  }
+
   std::mutex Lock;
   std::map<std::string, StepSimulation> Results;
   std::map<std::string, std::shared_ptr<const StepStructure>> Structures;

@@ -11,7 +11,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 #include <random>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -385,4 +387,78 @@ TEST(CachingAllocatorRuntime, ContextIsAnEstimateAndSaysSo) {
   EXPECT_LE(O.ContextBytes, 1024 * MiB);
   EXPECT_NE(O.Note.find("not measured"), std::string::npos) << O.Note;
   EXPECT_NE(O.Note.find("memory_reserved"), std::string::npos) << O.Note;
+}
+
+TEST(CachingAllocator, BestFitHoldsWithHundredsOfFreeBlocks) {
+  // Hundreds of free small-pool blocks (the pool keeps its keys in sorted chunks of 64,
+  // so this crosses chunk splits and removals): every request must take the smallest
+  // free block that fits, the lowest address among equals, and leave the remainder free.
+  std::mt19937_64 Rng(7);
+  CachingAllocatorModel A;
+  struct Placed {
+    int64_t Address, Bytes;
+    bool Freed;
+  };
+  std::vector<Placed> Blocks;
+  std::vector<Handle> ToFree;
+  for (int I = 0; I < 600; ++I) {
+    Handle F = A.allocate(static_cast<int64_t>(1 + Rng() % 64) * 512);
+    Handle K = A.allocate(512); // stays live (it may land in an older segment's tail)
+    ToFree.push_back(F);
+    Blocks.push_back({A.addressOf(F), A.blockBytes(F), true});
+    Blocks.push_back({A.addressOf(K), A.blockBytes(K), false});
+  }
+  for (Handle H : ToFree)
+    A.free(H);
+  // The free blocks as the allocator must see them: within each 2 MiB segment (laid end
+  // to end) the blocks tile it from its start; neighbouring freed blocks merge, and the
+  // unused tail merges with a freed block before it.
+  const int64_t Reserved = A.reservedBytes();
+  const int64_t Segment = 2 * MiB;
+  std::sort(Blocks.begin(), Blocks.end(),
+            [](const Placed &X, const Placed &Y) { return X.Address < Y.Address; });
+  std::set<std::pair<int64_t, int64_t>> Free; // (size, address): BlockComparatorSize
+  int64_t RunStart = -1, Cursor = 0;
+  auto closeRun = [&](int64_t End) {
+    if (RunStart >= 0 && End > RunStart)
+      Free.insert({End - RunStart, RunStart});
+    RunStart = -1;
+  };
+  for (const Placed &B : Blocks) {
+    if (B.Address / Segment != Cursor / Segment || B.Address != Cursor) {
+      // The previous segment ended: its tail (from Cursor) is free.
+      ASSERT_EQ(B.Address % Segment, 0) << "blocks must tile their segment";
+      if (RunStart < 0 && Cursor % Segment != 0)
+        RunStart = Cursor;
+      closeRun(Cursor % Segment == 0 ? Cursor : (Cursor / Segment + 1) * Segment);
+    }
+    if (B.Freed && RunStart < 0)
+      RunStart = B.Address;
+    if (!B.Freed)
+      closeRun(B.Address);
+    Cursor = B.Address + B.Bytes;
+  }
+  if (RunStart < 0 && Cursor % Segment != 0)
+    RunStart = Cursor;
+  closeRun(Cursor % Segment == 0 ? Cursor : (Cursor / Segment + 1) * Segment);
+  ASSERT_EQ(Reserved % Segment, 0);
+  ASSERT_GT(Free.size(), 400u);
+
+  int Checked = 0;
+  for (int I = 0; I < 2000; ++I) {
+    const int64_t Request = static_cast<int64_t>(1 + Rng() % 64) * 512;
+    auto Best = Free.lower_bound({Request, std::numeric_limits<int64_t>::min()});
+    if (Best == Free.end())
+      break; // the next request needs a new segment
+    Handle H = A.allocate(Request);
+    ASSERT_EQ(A.addressOf(H), Best->second) << "request " << Request << ", step " << I;
+    const auto [Size, Address] = *Best;
+    Free.erase(Best);
+    if (Size - Request >= 512) // a small-pool remainder is split off when it can be used
+      Free.insert({Size - Request, Address + Request});
+    ASSERT_EQ(A.blockBytes(H), Size - Request >= 512 ? Request : Size);
+    ++Checked;
+  }
+  EXPECT_EQ(A.reservedBytes(), Reserved);
+  EXPECT_GT(Checked, 500); // 708 with this seed, until a request needs a new segment
 }

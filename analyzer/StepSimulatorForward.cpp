@@ -17,14 +17,13 @@ namespace {
 
 /// PyTorch's computeStride (aten/src/ATen/TensorUtils.cpp): the strides of a view with
 /// NewShape over Old, or nothing when the data cannot be viewed and reshape copies.
-std::optional<std::vector<int64_t>> viewStrides(const Layout &Old,
-                                                const std::vector<int64_t> &NewShape) {
+std::optional<Dims> viewStrides(const Layout &Old, llvm::ArrayRef<int64_t> NewShape) {
   int64_t N = 1;
   for (int64_t D : Old.Shape)
     N *= D;
   if (N == 0 || Old.Shape.empty())
     return contiguous(NewShape).Strides;
-  std::vector<int64_t> New(NewShape.size(), 0);
+  Dims New(NewShape.size(), 0);
   int64_t ViewD = static_cast<int64_t>(NewShape.size()) - 1;
   int64_t ChunkBase = Old.Strides.back(), TensorNumel = 1, ViewNumel = 1;
   for (int64_t D = static_cast<int64_t>(Old.Shape.size()) - 1; D >= 0; --D) {
@@ -55,7 +54,7 @@ std::optional<std::vector<int64_t>> viewStrides(const Layout &Old,
 bool flattenNeedsCopy(const Layout &L, size_t Keep) {
   if (L.Shape.size() <= Keep + 1)
     return false;
-  std::vector<int64_t> Flat;
+  Dims Flat;
   int64_t Lead = 1;
   for (size_t I = 0; I + Keep < L.Shape.size(); ++I)
     Lead *= L.Shape[I];
@@ -211,7 +210,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
   // Operands that matmul must copy to flatten (non-viewable strides): the copy is
   // what bmm/mm sees and saves.
-  std::map<size_t, StorageId> Copies;
+  // (Operand slots 0 and 1 only: a matmul's two operands.)
+  StorageId Copies[2] = {NoStorage, NoStorage};
   auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
     TensorId T = Op.Inputs[Slot];
     if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage)
@@ -249,7 +249,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       } else if (Op.Kind == "Split" || Op.Kind == "Slice") {
         L = Src.L;
         if (T.ShapeKnown && T.Shape.size() == L.Shape.size())
-          L.Shape = T.Shape; // same strides, smaller extent
+          L.Shape.assign(T.Shape.begin(), T.Shape.end()); // same strides, smaller extent
       } else if (Op.Kind == "Expand") {
         L = contiguous(T.Shape);
         size_t Off = T.Shape.size() - Src.L.Shape.size();
@@ -258,7 +258,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
                              ? 0
                              : Src.L.Strides[D - Off];
       } else if (auto S = viewStrides(Src.L, T.Shape)) {
-        L = {T.Shape, *S};
+        L = {Dims(T.Shape.begin(), T.Shape.end()), std::move(*S)};
       }
       if (L.Shape.size() != T.Shape.size() || L.Strides.size() != T.Shape.size()) {
         // Not viewable: reshape copies.
@@ -282,7 +282,6 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     holdValue(O, S, contiguous(T.Shape));
   }
   // Autocast: 16-bit copies of fp32 operands of matmul-like ops (weights cached).
-  std::vector<StorageId> CastCopies;
   if (isAmp() && (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Conv" ||
                   Op.Kind == "Gemm")) {
     for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
@@ -290,10 +289,9 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       // bitsandbytes dequantizes 4-bit weights to the compute dtype itself (no cast).
       if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32 || quantizedWeight(Ctx, T))
         continue;
-      CastCopies.push_back(Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
-                                     llvm::Twine(G.Tensors[T].Name) + " (autocast copy)", Op.Kind,
-                                     Op.Layer, lowPrecision(), G.Tensors[T].Shape));
-      Copies[Slot] = CastCopies.back();
+      Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
+                               llvm::Twine(G.Tensors[T].Name) + " (autocast copy)", Op.Kind,
+                               Op.Layer, lowPrecision(), G.Tensors[T].Shape);
     }
   }
   // Saved for backward.
@@ -318,8 +316,9 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
           continue;
       }
       if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
-        auto C = Copies.find(Item.Index);
-        S = C != Copies.end() ? C->second : storageOf(Op.Inputs[Item.Index]);
+        S = Item.Index < 2 && Copies[Item.Index] != NoStorage
+                ? Copies[Item.Index]
+                : storageOf(Op.Inputs[Item.Index]);
         if (S == NoStorage)
           continue;
         Mem.retain(S);
@@ -360,7 +359,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     Mem.release(S);
   }
   Mem.point(Phase, Op.Name, Op.Layer);
-  for (auto &[Slot, S] : Copies)
+  for (StorageId S : Copies)
     Mem.release(S); // the saved ones keep their own reference
   for (TensorId I : Structure->DistinctInputs[OpI]) {
     if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)

@@ -230,13 +230,16 @@ private:
   std::vector<StorageId> LiveList; ///< live storages, unordered (swap-remove)
 };
 
+/// Dims of a shape or its strides; inline up to 6, so a value's layout allocates nothing.
+using Dims = llvm::SmallVector<int64_t, 6>;
+
 /// A tensor's memory layout: enough of PyTorch's strides to know when an op copies.
 struct Layout {
-  std::vector<int64_t> Shape, Strides;
+  Dims Shape, Strides;
 };
 
-inline Layout contiguous(const std::vector<int64_t> &Shape) {
-  Layout L{Shape, std::vector<int64_t>(Shape.size(), 1)};
+inline Layout contiguous(llvm::ArrayRef<int64_t> Shape) {
+  Layout L{Dims(Shape.begin(), Shape.end()), Dims(Shape.size(), 1)};
   for (size_t I = Shape.size(); I-- > 1;)
     L.Strides[I - 1] = L.Strides[I] * std::max<int64_t>(Shape[I], 1);
   return L;

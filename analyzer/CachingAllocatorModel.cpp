@@ -216,6 +216,26 @@ int64_t CachingAllocatorModel::addressOf(Handle H) const {
   return Index < 0 ? -1 : Blocks[Index].Address;
 }
 
+void CachingAllocatorModel::appendState(std::vector<int64_t> &Out) const {
+  // Released slots have size 0; every other block is part of a segment.
+  std::vector<const Block *> Live;
+  Live.reserve(Blocks.size());
+  for (const Block &B : Blocks)
+    if (B.Size > 0)
+      Live.push_back(&B);
+  llvm::sort(Live, [](const Block *A, const Block *B) { return A->Address < B->Address; });
+  Out.push_back(static_cast<int64_t>(Live.size()));
+  for (const Block *B : Live) {
+    Out.push_back(B->Address);
+    Out.push_back(B->Size);
+    // Whether the block starts a segment matters to merges: they never cross segments.
+    Out.push_back((B->Allocated ? 1 : 0) | (B->InSmallPool ? 2 : 0) | (B->Prev < 0 ? 4 : 0));
+  }
+  for (int64_t V : {NextSegmentAddress, Allocated, Reserved, PeakAllocated, PeakReserved,
+                    static_cast<int64_t>(Segments)})
+    Out.push_back(V);
+}
+
 //===----------------------------------------------------------------------------===//
 // CUDA runtime overhead
 //===----------------------------------------------------------------------------===//

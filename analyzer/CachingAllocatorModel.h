@@ -97,6 +97,12 @@ public:
   /// of equal size here.
   int64_t addressOf(Handle H) const;
 
+  /// Appends what decides every later answer: each block of every segment in address
+  /// order (address, size, allocated, pool) and the counters. Two models with equal
+  /// states serve equal sequences of requests identically (handles aside), which lets
+  /// a caller recognise a replay that has started repeating itself.
+  void appendState(std::vector<int64_t> &Out) const;
+
   /// The request size PyTorch's `round_size` gives (roundup_power2_divisions unset):
   /// at least kMinBlockSize, rounded up to a multiple of it.
   static int64_t roundSize(int64_t Bytes);

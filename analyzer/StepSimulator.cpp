@@ -12,6 +12,8 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/StepSimulatorState.h"
 
+#include "llvm/ADT/DenseMap.h"
+
 namespace trainmem {
 namespace sim {
 
@@ -177,7 +179,55 @@ void Simulator::allocatePersistent() {
   }
 }
 
+std::vector<int64_t> Simulator::carriedState() const {
+  std::vector<int64_t> S;
+  S.reserve(Values.size() * 6 + ParamGrad.size() + GradOf.size() + 1024);
+  Mem.appendState(S);
+  llvm::DenseMap<StorageId, int64_t> Dead;
+  auto Id = [&](StorageId X) -> int64_t {
+    if (X == NoStorage || Mem.live(X))
+      return X;
+    return Dead.try_emplace(X, -2 - static_cast<int64_t>(Dead.size())).first->second;
+  };
+  auto Ids = [&](const auto &List) {
+    S.push_back(static_cast<int64_t>(List.size()));
+    for (StorageId X : List)
+      S.push_back(Id(X));
+  };
+  for (const Value &V : Values) {
+    S.push_back(Id(V.Storage));
+    S.push_back(V.PendingUses * 2 + (V.Held ? 1 : 0));
+    S.push_back(static_cast<int64_t>(V.L.Shape.size()));
+    S.insert(S.end(), V.L.Shape.begin(), V.L.Shape.end());
+    S.insert(S.end(), V.L.Strides.begin(), V.L.Strides.end());
+  }
+  Ids(ParamGrad);
+  Ids(GradOf);
+  for (const std::vector<StorageId> &Saved : SavedBy)
+    Ids(Saved);
+  for (const std::vector<StorageId> &Saved : SegmentSaved)
+    Ids(Saved);
+  Ids(RngStates);
+  Ids(SelectiveKeep);
+  S.push_back(static_cast<int64_t>(DropoutMasks.size()));
+  for (const auto &[T, Mask] : DropoutMasks) {
+    S.push_back(T);
+    S.push_back(Id(Mask));
+  }
+  S.insert(S.end(), Unpacked.begin(), Unpacked.end());
+  S.insert(S.end(), HasBackward.begin(), HasBackward.end());
+  S.push_back(static_cast<int64_t>(SavedByLayer.size()));
+  for (const auto &[Layer, Bytes] : SavedByLayer)
+    S.push_back(Bytes);
+  for (int64_t V : {Id(Gathered), static_cast<int64_t>(std::hash<std::string>()(HeldUnit)),
+                    SavedAtEnd, static_cast<int64_t>(Diags.size()),
+                    static_cast<int64_t>(ActiveSelective)})
+    S.push_back(V);
+  return S;
+}
+
 llvm::Expected<StepSimulation> Simulator::run() {
+  int64_t Replayed = 0;
   // Roughly: each op's outputs, saved extras and gradients, plus parameters and states.
   Mem.reserve(Ops.size() * 4 + G.Tensors.size());
   assignTypes();
@@ -231,17 +281,32 @@ llvm::Expected<StepSimulation> Simulator::run() {
     Mem.point("optimizer", "MeZO perturb and update", "");
     Mem.release(Z);
   } else {
+    std::vector<int64_t> Left; // what the previous micro-batch left
     for (CurrentMicroBatch = 0; CurrentMicroBatch < Setup.GradAccum; ++CurrentMicroBatch) {
       if (auto E = forward(CurrentMicroBatch))
         return E;
       loss();
       backward();
+      ++Replayed;
+      // Gradient accumulation repeats one micro-batch: once a micro-batch has left the
+      // state it found, each later one runs exactly as it did (same events, same
+      // allocator decisions, figures that do not rise), so the figures are final and the
+      // rest are skipped. Not with details: each micro-batch is on the timeline.
+      if (Mem.Details || CurrentMicroBatch + 1 >= Setup.GradAccum)
+        continue;
+      std::vector<int64_t> Now = carriedState();
+      if (Now == Left) {
+        CurrentMicroBatch = static_cast<int>(Setup.GradAccum);
+        break;
+      }
+      Left = std::move(Now);
     }
     optimizerStep();
     zeroGrad();
   }
 
   StepSimulation Sim;
+  Sim.MicroBatchesSimulated = Replayed;
   Sim.MaxByCategory = Mem.Max;
   Sim.MaxByCategory.Activations = SavedAtEnd;
   Sim.SavedAtEndOfForward = SavedAtEnd;

@@ -37,6 +37,10 @@ struct StepSimulation {
   std::vector<TimelinePoint> Timeline;
   /// Saved-for-backward bytes per layer path at the end of the forward.
   std::vector<std::pair<std::string, int64_t>> SavedByLayer;
+  /// Micro-batches replayed (gradient accumulation). Without details the replay stops
+  /// once one micro-batch has left the state it found: each later one would repeat it
+  /// event for event, so the figures are already final. 0 for zeroth-order runs.
+  int64_t MicroBatchesSimulated = 0;
   /// What the first step does differently (states created lazily), for the text report.
   std::string FirstStepNote;
   Diagnostics Diags;

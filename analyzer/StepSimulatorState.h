@@ -156,6 +156,31 @@ public:
     if (Details)
       Described[S].Name = Name.str();
   }
+  bool live(StorageId S) const {
+    return S >= 0 && static_cast<size_t>(S) < Storages.size() && Storages[S].Live;
+  }
+  /// Appends the figures so far, the live storages by id (with their allocator
+  /// addresses) and the allocator's state: see Simulator::carriedState().
+  void appendState(std::vector<int64_t> &Out) const {
+    for (int64_t V : {Total, Peak})
+      Out.push_back(V);
+    for (const CategoryBytes *B : {&LiveBytes, &Max})
+      for (int64_t V : {B->Weights, B->MasterWeights, B->Gradients, B->OptimizerStates,
+                        B->Activations, B->Temporaries, B->Inputs})
+        Out.push_back(V);
+    std::vector<StorageId> Ids(LiveList);
+    llvm::sort(Ids);
+    Out.push_back(static_cast<int64_t>(Ids.size()));
+    for (StorageId Id : Ids) {
+      const Storage &S = Storages[Id];
+      for (int64_t V : {static_cast<int64_t>(Id), S.Bytes, static_cast<int64_t>(S.Category),
+                        static_cast<int64_t>(S.Type), static_cast<int64_t>(S.Refs),
+                        Allocator ? Allocator->addressOf(S.Handle) : 0})
+        Out.push_back(V);
+    }
+    if (Allocator)
+      Allocator->appendState(Out);
+  }
   void reserve(size_t N) {
     Storages.reserve(N);
     if (Details)
@@ -289,6 +314,11 @@ public:
   llvm::Expected<StepSimulation> run();
 
 private:
+  /// What a micro-batch finds of what the earlier ones left: the storages, the allocator,
+  /// the values and gradients held, the figures so far. Storages that are no longer live
+  /// are numbered by first appearance, so that a state that repeats itself compares
+  /// equal although its temporaries got new ids.
+  std::vector<int64_t> carriedState() const;
   void assignTypes();
   void propagateRequiresGrad();
   void allocatePersistent();

@@ -145,6 +145,47 @@ void BM_SimulateStep7B(benchmark::State &State) {
 }
 BENCHMARK(BM_SimulateStep7B)->ArgName("figures_only")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
+/// One evaluation of the plan search: LLaMA-2-7B, micro-batch 8 x 2048, CUDA with the
+/// allocator replay, amp-bf16, fused AdamW, figures only, the step structure shared as
+/// the search shares it. Arg: the checkpointing (0 none, 1 blocks, 2 first:16, 3
+/// blocks:8-30+selective:0-7, as the optimal-checkpoint search tries).
+void BM_SimulatePlannerStep7B(benchmark::State &State) {
+  ImportOptions Options = llama7BOptions();
+  Options.Dims = {{"batch", 8}, {"seq", 2048}};
+  llvm::Expected<Graph> G = importHfConfig(Llama7BConfig, Options);
+  if (!G) {
+    State.SkipWithError(llvm::toString(G.takeError()).c_str());
+    return;
+  }
+  static const char *const Modes[] = {"none", "blocks", "first:16",
+                                      "blocks:8-30+selective:0-7"};
+  TrainingSetup Setup;
+  Setup.Device = DeviceKind::Cuda;
+  Setup.Prec = Precision::AmpBf16;
+  Setup.Impl = OptimizerImpl::Fused;
+  Setup.Checkpoint = Modes[State.range(0)];
+  llvm::Expected<ParameterCensus> Census = takeCensus(*G, Setup);
+  if (!Census) {
+    State.SkipWithError(llvm::toString(Census.takeError()).c_str());
+    return;
+  }
+  auto Structure = buildStepStructure(*G, fusesAttention(*G, Setup));
+  for (auto _ : State) {
+    llvm::Expected<StepSimulation> Sim =
+        simulateStep(*G, Setup, *Census, /*Details=*/false, Structure);
+    if (!Sim) {
+      State.SkipWithError(llvm::toString(Sim.takeError()).c_str());
+      return;
+    }
+    benchmark::DoNotOptimize(Sim->Peak);
+  }
+  State.SetLabel(Modes[State.range(0)]);
+}
+BENCHMARK(BM_SimulatePlannerStep7B)
+    ->ArgName("checkpoint")
+    ->DenseRange(0, 3)
+    ->Unit(benchmark::kMillisecond);
+
 } // namespace
 
 BENCHMARK_MAIN();

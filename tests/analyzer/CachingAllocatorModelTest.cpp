@@ -462,3 +462,31 @@ TEST(CachingAllocator, BestFitHoldsWithHundredsOfFreeBlocks) {
   EXPECT_EQ(A.reservedBytes(), Reserved);
   EXPECT_GT(Checked, 500); // 708 with this seed, until a request needs a new segment
 }
+
+TEST(CachingAllocator, StateComparesBlocksNotHandles) {
+  // Two replays that reach the same blocks by different routes (A frees a block and
+  // takes it back under a new handle) have the same state; a free makes it differ.
+  CachingAllocatorModel A, B;
+  Handle A1 = A.allocate(3 * MiB);
+  A.allocate(1 * MiB);
+  A.free(A1);
+  Handle A3 = A.allocate(3 * MiB);
+  Handle B1 = B.allocate(3 * MiB);
+  B.allocate(1 * MiB);
+  EXPECT_NE(A3, B1);
+  EXPECT_EQ(A.addressOf(A3), B.addressOf(B1));
+  std::vector<int64_t> SA, SB;
+  A.appendState(SA);
+  B.appendState(SB);
+  EXPECT_EQ(SA, SB);
+  B.free(B1);
+  SB.clear();
+  B.appendState(SB);
+  EXPECT_NE(SA, SB) << "a freed block changes the state";
+  // So does a second segment, even once it is free again.
+  Handle A4 = A.allocate(30 * MiB);
+  A.free(A4);
+  std::vector<int64_t> SA2;
+  A.appendState(SA2);
+  EXPECT_NE(SA, SA2);
+}

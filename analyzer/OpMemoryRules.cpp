@@ -12,6 +12,7 @@
 #include "analyzer/OpMemoryRules.h"
 
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringRef.h"
 
 #include <map>
 #include <set>
@@ -379,11 +380,11 @@ private:
   std::vector<SimOp> Ops;
 };
 
-bool isViewOp(const std::string &K) {
-  static const std::set<std::string> Ops = {"Transpose", "Reshape", "Squeeze", "Unsqueeze",
-                                            "Flatten", "Identity", "Split", "Slice",
-                                            "Expand"};
-  return Ops.count(K) != 0;
+bool isViewOp(llvm::StringRef K) {
+  static constexpr llvm::StringLiteral Views[] = {"Transpose", "Reshape", "Squeeze",
+                                                  "Unsqueeze", "Flatten",  "Identity",
+                                                  "Split",     "Slice",    "Expand"};
+  return llvm::is_contained(Views, K);
 }
 
 /// A Python scalar in PyTorch (saved as a number, not a tensor).
@@ -531,7 +532,9 @@ static void cpuConvolutionScratch(const SimOp &Op, const RuleContext &Ctx, bool 
 
 OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
   OpMemoryRule R;
-  const std::string &K = Op.Kind;
+  // A StringRef: its comparisons with literals check the length first (the rules are
+  // looked up for every op of every simulated step).
+  const llvm::StringRef K = Op.Kind;
   size_t NIn = Op.Inputs.size();
   R.Outputs.assign(Op.Outputs.size(), OutputKind::New);
   R.GradInputBytes.assign(NIn, 0);

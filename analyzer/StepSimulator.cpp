@@ -30,7 +30,7 @@ void Simulator::assignTypes() {
     DType In0 = Op.Inputs.empty() || Op.Inputs[0] == NoTensor ? DType::Float32
                                                               : Ctx.TypeOf[Op.Inputs[0]];
     DType Out = In0;
-    const std::string &K = Op.Kind;
+    const llvm::StringRef K = Op.Kind;
     if (K == "Linear" || K == "MatMul" || K == "Conv" || K == "Gemm" || K == "ConvTranspose")
       Out = Low;
     else if (K == "Softmax" || K == "LogSoftmax" || K == "LayerNormalization")

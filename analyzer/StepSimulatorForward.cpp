@@ -203,6 +203,7 @@ void Simulator::enterCheckpoint(size_t Seg, const std::string &Phase) {
 
 void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   const SimOp &Op = Ops[OpI];
+  const llvm::StringRef Kind = Op.Kind; // compared by length first, unlike std::string
   const OpMemoryRule &Rule = ruleFor(OpI);
   bool AnyGrad = false;
   for (TensorId I : Op.Inputs)
@@ -221,9 +222,9 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
                                llvm::Twine(G.Tensors[T].Name) + " (contiguous copy)", Op.Kind, Op.Layer,
                                Ctx.TypeOf[T], G.Tensors[T].Shape);
   };
-  if (Op.Kind == "Linear")
+  if (Kind == "Linear")
     CopyIfNeeded(0, 1);
-  if (Op.Kind == "MatMul") {
+  if (Kind == "MatMul") {
     CopyIfNeeded(0, 2);
     CopyIfNeeded(1, 2);
   }
@@ -237,7 +238,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
         Values[Op.Inputs[0]].Storage != NoStorage) {
       const Value &Src = Values[Op.Inputs[0]];
       Layout L;
-      if (Op.Kind == "Transpose") {
+      if (Kind == "Transpose") {
         std::vector<int64_t> Perm = G.Nodes[Op.Nodes[0]].intsAttr("perm").value_or(
             std::vector<int64_t>{});
         if (Perm.size() == Src.L.Shape.size()) {
@@ -246,11 +247,11 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
             L.Strides.push_back(Src.L.Strides[P]);
           }
         }
-      } else if (Op.Kind == "Split" || Op.Kind == "Slice") {
+      } else if (Kind == "Split" || Kind == "Slice") {
         L = Src.L;
         if (T.ShapeKnown && T.Shape.size() == L.Shape.size())
           L.Shape.assign(T.Shape.begin(), T.Shape.end()); // same strides, smaller extent
-      } else if (Op.Kind == "Expand") {
+      } else if (Kind == "Expand") {
         L = contiguous(T.Shape);
         size_t Off = T.Shape.size() - Src.L.Shape.size();
         for (size_t D = 0; D < T.Shape.size(); ++D)
@@ -282,8 +283,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     holdValue(O, S, contiguous(T.Shape));
   }
   // Autocast: 16-bit copies of fp32 operands of matmul-like ops (weights cached).
-  if (isAmp() && (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Conv" ||
-                  Op.Kind == "Gemm")) {
+  if (isAmp() && (Kind == "Linear" || Kind == "MatMul" || Kind == "Conv" || Kind == "Gemm")) {
     for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
       TensorId T = Op.Inputs[Slot];
       // bitsandbytes dequantizes 4-bit weights to the compute dtype itself (no cast).

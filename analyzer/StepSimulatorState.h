@@ -59,7 +59,7 @@ inline const char *catName(Cat C) {
 
 using StorageId = int32_t;
 
-inline bool isMatmulKind(const std::string &Kind) {
+inline bool isMatmulKind(llvm::StringRef Kind) {
   return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
          Kind == "ConvTranspose";
 }

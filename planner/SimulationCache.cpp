@@ -43,8 +43,19 @@ SimulationCache::prepared(const std::string &Key,
 
 std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &G,
                                                                    const TrainingSetup &Setup) {
+  // The structure does not depend on the micro-batch: a search's graphs of one LoRA
+  // transform differ only in their batch dims, and the ops, module holds and block spans
+  // read no dims except in one test, whether a tensor is a single element (attention's
+  // scale), which is part of the key. So every micro-batch shares one structure.
   const bool Fuse = fusesAttention(G, Setup);
-  std::string Key = graphKey(G) + (Fuse ? "\nfused" : "\nunfused");
+  std::string Key = llvm::formatv("{0} nodes {1} tensors", G.Nodes.size(), G.Tensors.size()).str();
+  Key += Fuse ? "\nfused" : "\nunfused";
+  if (Fuse) {
+    Key += "\nsingle-element";
+    for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
+      if (!G.Tensors[T].Stored && G.Tensors[T].numElements() <= 1)
+        (Key += ' ') += std::to_string(T);
+  }
   if (Setup.Lora) {
     llvm::json::Object S = setupToJson(Setup);
     Key += llvm::formatv("\nlora {0}", llvm::json::Value(std::move(S["lora"]))).str();

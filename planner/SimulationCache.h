@@ -47,9 +47,8 @@ public:
   llvm::Expected<StepSimulation> simulate(const Graph &G, const TrainingSetup &Setup,
                                           const ParameterCensus &Census);
 
-  /// The graph's step structure (ops, module holds, block spans), built once per graph
-  /// of the search: within a search a graph is decided by its inputs' shapes, its size
-  /// and the LoRA transform that built it.
+  /// The graph's step structure (ops, module holds, block spans), built once per LoRA
+  /// transform of the search's model: the micro-batch changes none of it.
   std::shared_ptr<const StepStructure> structureFor(const Graph &G, const TrainingSetup &Setup);
 
   int64_t simulations() const { return Simulations; }

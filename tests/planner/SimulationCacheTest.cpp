@@ -210,3 +210,53 @@ TEST(SimulationCache, StructuresAndPreparedModelsAreKeptPerGraph) {
   ASSERT_TRUE(static_cast<bool>(E2));
   EXPECT_EQ(Builds, 3);
 }
+
+namespace {
+void expectSameStructure(const StepStructure &A, const StepStructure &B, const std::string &What) {
+  ASSERT_EQ(A.Ops.size(), B.Ops.size()) << What;
+  for (size_t I = 0; I < A.Ops.size(); ++I) {
+    EXPECT_EQ(A.Ops[I].Kind, B.Ops[I].Kind) << What << ", op " << I;
+    EXPECT_EQ(A.Ops[I].Inputs, B.Ops[I].Inputs) << What << ", op " << I;
+    EXPECT_EQ(A.Ops[I].Outputs, B.Ops[I].Outputs) << What << ", op " << I;
+    EXPECT_EQ(A.Ops[I].Nodes, B.Ops[I].Nodes) << What << ", op " << I;
+    EXPECT_EQ(A.Ops[I].Layer, B.Ops[I].Layer) << What << ", op " << I;
+  }
+  EXPECT_EQ(A.DistinctInputs, B.DistinctInputs) << What;
+  EXPECT_EQ(A.NodeInOp, B.NodeInOp) << What;
+  EXPECT_EQ(A.ModuleInputHolds, B.ModuleInputHolds) << What;
+  ASSERT_EQ(A.Spans.size(), B.Spans.size()) << What;
+  for (size_t I = 0; I < A.Spans.size(); ++I) {
+    EXPECT_EQ(A.Spans[I].Block, B.Spans[I].Block) << What;
+    EXPECT_EQ(A.Spans[I].First, B.Spans[I].First) << What;
+    EXPECT_EQ(A.Spans[I].Last, B.Spans[I].Last) << What;
+  }
+}
+} // namespace
+
+// The search keeps one structure for all micro-batches of a graph: what it would build
+// for each micro-batch on its own is the same, with and without fused attention.
+TEST(SimulationCache, OneStructureServesEveryMicroBatch) {
+  for (const char *Model : {"tiny-llama", "gpt2", "bert-base-uncased"})
+    for (AttentionImpl Attention : {AttentionImpl::Eager, AttentionImpl::Sdpa}) {
+      SimulationCache Cache;
+      TrainingSetup S;
+      S.Attention = Attention;
+      std::shared_ptr<const StepStructure> Shared;
+      for (int64_t MicroBatch : {1, 2, 3, 8}) {
+        ImportOptions O;
+        O.Dims = {{"batch", MicroBatch}, {"seq", 64}};
+        auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Model +
+                                    "/config.json",
+                                O);
+        ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
+        const std::string What = std::string(Model) + " micro-batch " +
+                                 std::to_string(MicroBatch) +
+                                 (Attention == AttentionImpl::Sdpa ? " sdpa" : " eager");
+        auto Kept = Cache.structureFor(*G, S);
+        if (!Shared)
+          Shared = Kept;
+        EXPECT_EQ(Kept, Shared) << What << ": one structure for every micro-batch";
+        expectSameStructure(*buildStepStructure(*G, fusesAttention(*G, S)), *Kept, What);
+      }
+    }
+}

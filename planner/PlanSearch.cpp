@@ -204,20 +204,50 @@ int64_t accumulationFor(const PlanRequest &R, int64_t MicroBatch) {
 }
 
 /// The graph and setup a candidate is simulated with at a micro-batch: the model for
-/// that micro-batch, the strategies applied.
+/// that micro-batch, the strategies applied. The graph is shared (read-only) with every
+/// candidate of the same graph strategies through the search's cache.
 struct Prepared {
-  Graph G;
+  std::shared_ptr<const Graph> G;
   TrainingSetup Setup;
 };
 
-llvm::Expected<Prepared> prepare(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
-  auto G = R.Model(MicroBatch);
+/// A graph through the search's cache when there is one, else built here.
+llvm::Expected<std::shared_ptr<const Graph>>
+sharedGraph(const PlanRequest &R, const std::string &Key,
+            llvm::function_ref<llvm::Expected<Graph>()> Build) {
+  if (R.Simulations)
+    return R.Simulations->graph(Key, Build);
+  auto G = Build();
   if (!G)
     return G.takeError();
-  Prepared P{std::move(*G), C.Setup};
+  return std::make_shared<const Graph>(std::move(*G));
+}
+
+std::string modelKey(int64_t MicroBatch) {
+  return "model, micro-batch " + std::to_string(MicroBatch);
+}
+
+llvm::Expected<Prepared> prepare(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
+  Prepared P{nullptr, C.Setup};
   P.Setup.MicroBatch = MicroBatch;
   P.Setup.GradAccum = accumulationFor(R, MicroBatch);
-  if (auto Err = applyStrategies(P.G, P.Setup))
+  auto Model = sharedGraph(R, modelKey(MicroBatch), [&] { return R.Model(MicroBatch); });
+  if (!Model)
+    return Model.takeError();
+  P.G = *Model;
+  if (std::string Key = graphStrategyKey(P.Setup); !Key.empty()) {
+    auto Adapted = sharedGraph(R, Key + "\n" + modelKey(MicroBatch),
+                               [&]() -> llvm::Expected<Graph> {
+                                 Graph G = **Model;
+                                 if (llvm::Error E = applyGraphStrategies(G, P.Setup))
+                                   return E;
+                                 return G;
+                               });
+    if (!Adapted)
+      return Adapted.takeError();
+    P.G = *Adapted;
+  }
+  if (auto Err = applySetupStrategies(*P.G, P.Setup))
     return Err;
   return P;
 }
@@ -232,7 +262,7 @@ preparedModel(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
     auto P = prepare(R, Unwrapped, MicroBatch);
     if (!P)
       return P.takeError();
-    auto Census = takeCensus(P->G, P->Setup);
+    auto Census = takeCensus(*P->G, P->Setup);
     if (!Census)
       return Census.takeError();
     return PreparedModel{std::move(P->G), std::move(P->Setup), std::move(*Census)};
@@ -261,7 +291,7 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
   const PreparedModel &M = **P;
   TrainingSetup S = M.Setup;
   S.Checkpoint = C.Setup.Checkpoint;
-  auto Sim = simulateForPlanning(R.Simulations.get(), M.G, S, M.Census);
+  auto Sim = simulateForPlanning(R.Simulations.get(), *M.G, S, M.Census);
   if (!Sim) {
     E.Error = llvm::toString(Sim.takeError());
     return E;
@@ -334,7 +364,7 @@ void appendOptimalCheckpoints(const PlanRequest &R, const ModelShape &Shape,
       return std::nullopt;
     }
     const PreparedModel &Model = **P;
-    auto Choice = chooseOptimalCheckpoint(Model.G, Model.Setup, Model.Census, R.Budget,
+    auto Choice = chooseOptimalCheckpoint(*Model.G, Model.Setup, Model.Census, R.Budget,
                                           R.Simulations.get());
     if (!Choice) {
       llvm::consumeError(Choice.takeError()); // "+ checkpoint blocks" is the answer
@@ -426,7 +456,7 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
     auto P = prepare(R, C, M);
     if (!P)
       return P.takeError();
-    auto Sel = searchSparseUpdate(P->G, P->Setup, R.Budget, R.Simulations.get());
+    auto Sel = searchSparseUpdate(*P->G, P->Setup, R.Budget, R.Simulations.get());
     if (!Sel) {
       llvm::consumeError(Sel.takeError()); // nothing fits at this micro-batch
       continue;
@@ -546,33 +576,20 @@ llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t T
 } // namespace
 
 llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
-  // The search probes the same few micro-batches many times; each model is imported once
-  // and copied for each probe (strategies such as LoRA transform the graph).
-  // Candidates run on worker threads: the imports are shared under a lock (a graph, once
-  // in the map, is only read, and map nodes do not move), and so are the simulations.
+  // The search probes the same few micro-batches many times. Candidates run on worker
+  // threads and share, through the search's cache, each micro-batch's import and LoRA
+  // transform (read-only), prepared models and simulations.
   PlanRequest R = Request;
   if (!R.Simulations)
     R.Simulations = std::make_shared<SimulationCache>();
-  struct Imports {
-    std::mutex Lock;
-    std::map<int64_t, Graph> Graphs;
-  };
-  auto Imported = std::make_shared<Imports>();
-  R.Model = [Import = Request.Model, Imported](int64_t MicroBatch) -> llvm::Expected<Graph> {
-    const Graph *Found = nullptr;
-    {
-      std::lock_guard<std::mutex> Guard(Imported->Lock);
-      if (auto It = Imported->Graphs.find(MicroBatch); It != Imported->Graphs.end())
-        Found = &It->second;
-    }
-    if (!Found) {
-      auto G = Import(MicroBatch);
-      if (!G)
-        return G.takeError();
-      std::lock_guard<std::mutex> Guard(Imported->Lock);
-      Found = &Imported->Graphs.emplace(MicroBatch, std::move(*G)).first->second;
-    }
-    return *Found;
+  // Each micro-batch's model is imported once into the search's cache; callers of
+  // R.Model get a copy they may change, prepare() shares the kept graph.
+  R.Model = [Import = Request.Model, Cache = R.Simulations](int64_t MicroBatch)
+      -> llvm::Expected<Graph> {
+    auto G = Cache->graph(modelKey(MicroBatch), [&] { return Import(MicroBatch); });
+    if (!G)
+      return G.takeError();
+    return **G;
   };
   std::vector<Plan> Plans;
   int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);

@@ -33,12 +33,12 @@ std::string keyOf(const Graph &G, const TrainingSetup &Setup) {
 llvm::Expected<std::shared_ptr<const PreparedModel>>
 SimulationCache::prepared(const std::string &Key,
                           llvm::function_ref<llvm::Expected<PreparedModel>()> Build) {
-  return once(Prepared, Key, [&]() -> llvm::Expected<std::shared_ptr<const PreparedModel>> {
-    auto Built = Build();
-    if (!Built)
-      return Built.takeError();
-    return std::make_shared<const PreparedModel>(std::move(*Built));
-  });
+  return keepShared(Prepared, Key, Build);
+}
+
+llvm::Expected<std::shared_ptr<const Graph>>
+SimulationCache::graph(const std::string &Key, llvm::function_ref<llvm::Expected<Graph>()> Build) {
+  return keepShared(Graphs, Key, Build);
 }
 
 std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &G,

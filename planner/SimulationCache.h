@@ -29,7 +29,7 @@ namespace trainmem {
 /// A candidate's model as the search simulates it: the graph with the strategies applied
 /// (LoRA's adapters), the setup they resolved to (the names that train) and its census.
 struct PreparedModel {
-  Graph G;
+  std::shared_ptr<const Graph> G; ///< shared with every candidate of the same transform
   TrainingSetup Setup;
   ParameterCensus Census;
 };
@@ -41,6 +41,11 @@ public:
   /// keys its candidates without it and shares one prepared model among their probes.
   llvm::Expected<std::shared_ptr<const PreparedModel>>
   prepared(const std::string &Key, llvm::function_ref<llvm::Expected<PreparedModel>()> Build);
+
+  /// The graph kept under Key, or Build's: the search's imports (one per micro-batch) and
+  /// their LoRA transforms, shared read-only by every candidate that needs them.
+  llvm::Expected<std::shared_ptr<const Graph>>
+  graph(const std::string &Key, llvm::function_ref<llvm::Expected<Graph>()> Build);
 
   /// simulateStep without details, or the result kept from an equal request. Errors are
   /// not kept.
@@ -76,10 +81,24 @@ private:
     return Map.emplace(std::move(Key), std::move(*Built)).first->second;
   }
 
+  /// once() for a value built by Build (an Expected<T>) and kept behind a shared_ptr.
+  template <typename T, typename BuildFn>
+  llvm::Expected<std::shared_ptr<const T>>
+  keepShared(std::map<std::string, std::shared_ptr<const T>> &Map, const std::string &Key,
+             BuildFn Build) {
+    return once(Map, Key, [&]() -> llvm::Expected<std::shared_ptr<const T>> {
+      llvm::Expected<T> Built = Build();
+      if (!Built)
+        return Built.takeError();
+      return std::make_shared<const T>(std::move(*Built));
+    });
+  }
+
   std::mutex Lock;
   std::map<std::string, StepSimulation> Results;
   std::map<std::string, std::shared_ptr<const StepStructure>> Structures;
   std::map<std::string, std::shared_ptr<const PreparedModel>> Prepared;
+  std::map<std::string, std::shared_ptr<const Graph>> Graphs;
   std::atomic<int64_t> Simulations{0}, Hits{0};
 };
 

@@ -3,6 +3,9 @@
 #include "planner/LoraTransform.h"
 #include "planner/SparseUpdateSearch.h"
 
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
+
 namespace trainmem {
 
 namespace {
@@ -20,29 +23,50 @@ llvm::Error applySparseLayers(const Graph &G, TrainingSetup &Setup) {
 }
 } // namespace
 
-llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup) {
+llvm::Error applyGraphStrategies(Graph &G, const TrainingSetup &Setup) {
   if (!Setup.Lora)
-    return applySparseLayers(G, Setup);
+    return llvm::Error::success();
   // LoRA is a transformation of the graph; the adapters are what trains (PEFT freezes
   // the base), plus whatever --train selects (modules_to_save).
   auto Adapted = applyLora(G, *Setup.Lora);
   if (!Adapted)
     return Adapted.takeError();
   G = std::move(*Adapted);
-  if (!Setup.TrainableFile) {
-    Setup.TrainableFile = std::string("(LoRA adapters)");
-    for (TensorId T : G.AdapterParameters)
-      Setup.TrainableNames.push_back(G.Tensors[T].Name);
-  }
-  if (Setup.Lora->QLora && Setup.Prec == Precision::Fp32) {
-    // QLoRA computes in bf16 (bnb_4bit_compute_dtype) with fp32 adapters and norms
-    // (peft's prepare_model_for_kbit_training): autocast is how that runs.
-    Setup.Prec = Precision::AmpBf16;
+  if (Setup.Lora->QLora && Setup.Prec == Precision::Fp32)
     G.Diags.note("qlora-precision", "",
                  "--qlora computes in bf16: simulated as amp-bf16 (fp32 adapters, norms and "
                  "embeddings, NF4 base linears)");
+  return llvm::Error::success();
+}
+
+std::string graphStrategyKey(const TrainingSetup &Setup) {
+  if (!Setup.Lora)
+    return "";
+  llvm::json::Object S = setupToJson(Setup);
+  return llvm::formatv("lora {0}{1}", llvm::json::Value(std::move(S["lora"])),
+                       Setup.Lora->QLora && Setup.Prec == Precision::Fp32 ? " fp32" : "")
+      .str();
+}
+
+llvm::Error applySetupStrategies(const Graph &G, TrainingSetup &Setup) {
+  if (Setup.Lora) {
+    if (!Setup.TrainableFile) {
+      Setup.TrainableFile = std::string("(LoRA adapters)");
+      for (TensorId T : G.AdapterParameters)
+        Setup.TrainableNames.push_back(G.Tensors[T].Name);
+    }
+    // QLoRA computes in bf16 (bnb_4bit_compute_dtype) with fp32 adapters and norms
+    // (peft's prepare_model_for_kbit_training): autocast is how that runs.
+    if (Setup.Lora->QLora && Setup.Prec == Precision::Fp32)
+      Setup.Prec = Precision::AmpBf16;
   }
   return applySparseLayers(G, Setup);
+}
+
+llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup) {
+  if (llvm::Error E = applyGraphStrategies(G, Setup))
+    return E;
+  return applySetupStrategies(G, Setup);
 }
 
 } // namespace trainmem

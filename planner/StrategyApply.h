@@ -18,7 +18,19 @@ namespace trainmem {
 
 /// Rewrites G and Setup for the setup's strategies. Errors: LoRA targets that match no
 /// linear layer, a per-layer sparse update that matches no parameter.
+/// The same as applyGraphStrategies followed by applySetupStrategies.
 llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup);
+
+/// The graph's part: LoRA's adapters (and QLoRA's note on its compute recipe). Its
+/// result depends on the graph, Setup.Lora and whether Setup.Prec is fp32, nothing else,
+/// so a search shares it among candidates that differ otherwise (graphStrategyKey).
+llvm::Error applyGraphStrategies(Graph &G, const TrainingSetup &Setup);
+/// What applyGraphStrategies' result depends on besides the graph; "" when it changes
+/// nothing.
+std::string graphStrategyKey(const TrainingSetup &Setup);
+/// The setup's part, on a graph applyGraphStrategies already transformed: the adapters
+/// as the trainable set, QLoRA's compute recipe, per-layer sparse updates.
+llvm::Error applySetupStrategies(const Graph &G, TrainingSetup &Setup);
 
 } // namespace trainmem
 

@@ -191,7 +191,7 @@ TEST(SimulationCache, StructuresAndPreparedModelsAreKeptPerGraph) {
     auto C = takeCensus(*G, S);
     if (!C)
       return C.takeError();
-    return PreparedModel{*G, S, std::move(*C)};
+    return PreparedModel{std::make_shared<const Graph>(*G), S, std::move(*C)};
   };
   auto A = Cache.prepared("key", Build);
   auto B = Cache.prepared("key", Build);

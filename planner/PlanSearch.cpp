@@ -237,12 +237,7 @@ llvm::Expected<Prepared> prepare(const PlanRequest &R, const Candidate &C, int64
   P.G = *Model;
   if (std::string Key = graphStrategyKey(P.Setup); !Key.empty()) {
     auto Adapted = sharedGraph(R, Key + "\n" + modelKey(MicroBatch),
-                               [&]() -> llvm::Expected<Graph> {
-                                 Graph G = **Model;
-                                 if (llvm::Error E = applyGraphStrategies(G, P.Setup))
-                                   return E;
-                                 return G;
-                               });
+                               [&] { return applyGraphStrategies(**Model, P.Setup); });
     if (!Adapted)
       return Adapted.takeError();
     P.G = *Adapted;

@@ -23,20 +23,19 @@ llvm::Error applySparseLayers(const Graph &G, TrainingSetup &Setup) {
 }
 } // namespace
 
-llvm::Error applyGraphStrategies(Graph &G, const TrainingSetup &Setup) {
+llvm::Expected<Graph> applyGraphStrategies(const Graph &G, const TrainingSetup &Setup) {
   if (!Setup.Lora)
-    return llvm::Error::success();
+    return G;
   // LoRA is a transformation of the graph; the adapters are what trains (PEFT freezes
   // the base), plus whatever --train selects (modules_to_save).
   auto Adapted = applyLora(G, *Setup.Lora);
   if (!Adapted)
     return Adapted.takeError();
-  G = std::move(*Adapted);
   if (Setup.Lora->QLora && Setup.Prec == Precision::Fp32)
-    G.Diags.note("qlora-precision", "",
-                 "--qlora computes in bf16: simulated as amp-bf16 (fp32 adapters, norms and "
-                 "embeddings, NF4 base linears)");
-  return llvm::Error::success();
+    Adapted->Diags.note("qlora-precision", "",
+                        "--qlora computes in bf16: simulated as amp-bf16 (fp32 adapters, norms "
+                        "and embeddings, NF4 base linears)");
+  return Adapted;
 }
 
 std::string graphStrategyKey(const TrainingSetup &Setup) {
@@ -64,8 +63,12 @@ llvm::Error applySetupStrategies(const Graph &G, TrainingSetup &Setup) {
 }
 
 llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup) {
-  if (llvm::Error E = applyGraphStrategies(G, Setup))
-    return E;
+  if (Setup.Lora) {
+    auto Adapted = applyGraphStrategies(G, Setup);
+    if (!Adapted)
+      return Adapted.takeError();
+    G = std::move(*Adapted);
+  }
   return applySetupStrategies(G, Setup);
 }
 

@@ -21,10 +21,11 @@ namespace trainmem {
 /// The same as applyGraphStrategies followed by applySetupStrategies.
 llvm::Error applyStrategies(Graph &G, TrainingSetup &Setup);
 
-/// The graph's part: LoRA's adapters (and QLoRA's note on its compute recipe). Its
-/// result depends on the graph, Setup.Lora and whether Setup.Prec is fp32, nothing else,
-/// so a search shares it among candidates that differ otherwise (graphStrategyKey).
-llvm::Error applyGraphStrategies(Graph &G, const TrainingSetup &Setup);
+/// The graph's part: G with LoRA's adapters (and QLoRA's note on its compute recipe), or
+/// a copy of G when the setup changes no graph. It depends on the graph, Setup.Lora and
+/// whether Setup.Prec is fp32, nothing else, so a search shares it among candidates that
+/// differ otherwise (graphStrategyKey).
+llvm::Expected<Graph> applyGraphStrategies(const Graph &G, const TrainingSetup &Setup);
 /// What applyGraphStrategies' result depends on besides the graph; "" when it changes
 /// nothing.
 std::string graphStrategyKey(const TrainingSetup &Setup);

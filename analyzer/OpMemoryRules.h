@@ -14,6 +14,8 @@
 
 #include "analyzer/Graph.h"
 
+#include "llvm/ADT/SmallVector.h"
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,22 +55,24 @@ struct SavedItem {
   enum Kind { Input, Output, Extra } What = Input;
   int Index = 0;           ///< input or output index
   int64_t ExtraBytes = 0;  ///< for Extra: bytes of a tensor the op makes only to save it
-  std::string ExtraName;
+  const char *ExtraName = ""; ///< for Extra: what it is (a literal)
 };
 
 /// Forward and backward memory behaviour of one op, given which inputs need grads.
+/// Inline vectors: a rule is made for every op of every simulated step, and ops have a
+/// few inputs and outputs.
 struct OpMemoryRule {
-  std::vector<OutputKind> Outputs;
+  llvm::SmallVector<OutputKind, 2> Outputs;
   /// Tensors saved for backward (only filled when some input requires grad).
-  std::vector<SavedItem> Saved;
+  llvm::SmallVector<SavedItem, 4> Saved;
   /// Bytes allocated inside the forward and freed before it returns (contiguous copies
   /// of operands that are not kept).
   int64_t ForwardTransient = 0;
   /// Per input: bytes its gradient allocates (0 when the gradient is the output
   /// gradient itself passed through, or a view of it). Only for inputs needing grad.
-  std::vector<int64_t> GradInputBytes;
+  llvm::SmallVector<int64_t, 4> GradInputBytes;
   /// True where the input's gradient is the output gradient passed through unchanged.
-  std::vector<bool> GradIsPassThrough;
+  llvm::SmallVector<bool, 4> GradIsPassThrough;
   /// Extra bytes the backward holds while it computes (freed when it returns).
   int64_t BackwardTransient = 0;
 };

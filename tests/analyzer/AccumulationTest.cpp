@@ -124,8 +124,9 @@ TEST(Accumulation, RepeatingMicroBatchesAreSkippedWithTheSameFigures) {
         EXPECT_GE(Figures->MicroBatchesSimulated, std::min<int64_t>(Accum, 2)) << What;
         EXPECT_LE(Figures->MicroBatchesSimulated, Accum) << What;
         Skipped += Figures->MicroBatchesSimulated < Accum;
-        if (Accum == 8) // by the third micro-batch the state repeats in every one of these
+        if (Accum == 8) { // by the third micro-batch the state repeats in every one of these
           EXPECT_LE(Figures->MicroBatchesSimulated, 3) << What;
+        }
         ++Runs;
       }
   // (With 2 micro-batches nothing is left to skip; with 3 only where the first

@@ -157,29 +157,30 @@ void Simulator::backward() {
       GradOf[In] = Accumulate(GradOf[In], Grad, Op);
   };
 
-  std::map<size_t, size_t> SegmentEndingAt, SegmentStartingAt;
+  // Per op: the checkpointed segment that ends or starts there (-1: none).
+  std::vector<int> SegmentEndingAt(Ops.size(), -1), SegmentStartingAt(Ops.size(), -1);
   for (size_t I = 0; I < Segments.size(); ++I) {
-    SegmentEndingAt[Segments[I].Last] = I;
-    SegmentStartingAt[Segments[I].First] = I;
+    SegmentEndingAt[Segments[I].Last] = static_cast<int>(I);
+    SegmentStartingAt[Segments[I].First] = static_cast<int>(I);
   }
   for (size_t OpI = Ops.size(); OpI-- > 0;) {
     const SimOp &Op = Ops[OpI];
-    if (HasBackward[OpI] || SegmentEndingAt.count(OpI))
+    if (HasBackward[OpI] || SegmentEndingAt[OpI] >= 0)
       gatherFor(OpI, Phase);
-    if (auto Seg = SegmentEndingAt.find(OpI); Seg != SegmentEndingAt.end()) {
+    if (const int Seg = SegmentEndingAt[OpI]; Seg >= 0) {
       bool Needed = false;
-      for (size_t I = Segments[Seg->second].First; I <= OpI; ++I)
+      for (size_t I = Segments[Seg].First; I <= OpI; ++I)
         for (TensorId O : Ops[I].Outputs)
           Needed |= O != NoTensor && GradOf[O] != NoStorage;
       if (Needed) {
-        recompute(Seg->second, Phase + " (recompute)");
+        recompute(Seg, Phase + " (recompute)");
         // CheckpointFunction.backward receives the outputs' gradients as arguments and
         // holds them until it returns, after the whole segment's backward.
-        for (size_t I = Segments[Seg->second].First; I <= OpI; ++I)
+        for (size_t I = Segments[Seg].First; I <= OpI; ++I)
           for (TensorId O : Ops[I].Outputs)
             if (O != NoTensor && GradOf[O] != NoStorage) {
               Mem.retain(GradOf[O]);
-              SegmentSaved[Seg->second].push_back(GradOf[O]);
+              SegmentSaved[Seg].push_back(GradOf[O]);
             }
       }
     }
@@ -213,9 +214,9 @@ void Simulator::backward() {
     }
     const OpMemoryRule &Rule = ruleFor(OpI);
     StorageId OutGrad = Op.Outputs.empty() ? NoStorage : GradOf[Op.Outputs[0]];
-    std::vector<std::pair<TensorId, StorageId>> Produced;
+    llvm::SmallVector<std::pair<TensorId, StorageId>, 4> Produced;
     // Parameters' gradients first (mm computes grad_weight before grad_input).
-    std::vector<size_t> Order;
+    llvm::SmallVector<size_t, 4> Order;
     for (size_t I = 0; I < Op.Inputs.size(); ++I)
       if (ParamIndex.count(Op.Inputs[I]))
         Order.push_back(I);
@@ -260,8 +261,8 @@ void Simulator::backward() {
     for (auto &[In, S] : Produced)
       Deliver(In, S, Op);
     Mem.point(Phase, Op.Name, Op.Layer);
-    if (auto Seg = SegmentStartingAt.find(OpI); Seg != SegmentStartingAt.end())
-      leaveCheckpoint(Seg->second);
+    if (const int Seg = SegmentStartingAt[OpI]; Seg >= 0)
+      leaveCheckpoint(Seg);
   }
   for (auto &[T, Mask] : DropoutMasks)
     Mem.release(Mask);

@@ -460,14 +460,15 @@ void Simulator::planCheckpoints() {
                                 : BlockIndex % std::max<int64_t>(Every, 1) == 0;
     if (Chosen) {
       Segment Seg{I, J, {}, PerBlock ? Listed(PerBlock->Selective) : Selective};
-      std::set<TensorId> Produced, Inputs;
+      llvm::SmallVector<TensorId, 128> Produced; // sorted, for binary search
       for (size_t K = I; K <= J; ++K)
-        for (TensorId O : Ops[K].Outputs)
-          Produced.insert(O);
+        Produced.append(Ops[K].Outputs.begin(), Ops[K].Outputs.end());
+      llvm::sort(Produced);
       for (size_t K = I; K <= J; ++K)
         for (TensorId In : Ops[K].Inputs)
-          if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
-              G.Tensors[In].Kind != TensorKind::Input && Inputs.insert(In).second)
+          if (In != NoTensor && !std::binary_search(Produced.begin(), Produced.end(), In) &&
+              !G.Tensors[In].Stored && G.Tensors[In].Kind != TensorKind::Input &&
+              !llvm::is_contained(Seg.Inputs, In))
             Seg.Inputs.push_back(In);
       Segments.push_back(std::move(Seg));
     }
@@ -588,9 +589,10 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
                     Ops[S.First].Layer, DType::UInt8, {CpuRngStateBytes});
   // CheckpointFunction.backward holds the recomputed outputs while it runs backward
   // through them: a use that outlives the segment's own ops (dropped in leaveCheckpoint).
-  std::set<NodeId> Inside;
+  llvm::SmallVector<NodeId, 128> Inside; // sorted, for binary search
   for (size_t I = S.First; I <= S.Last; ++I)
-    Inside.insert(Ops[I].Nodes.begin(), Ops[I].Nodes.end());
+    Inside.append(Ops[I].Nodes.begin(), Ops[I].Nodes.end());
+  llvm::sort(Inside);
   for (size_t I = S.First; I <= S.Last; ++I)
     for (TensorId O : Ops[I].Outputs) {
       if (O == NoTensor)
@@ -598,7 +600,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       bool Escapes = G.Tensors[O].IsGraphOutput;
       // Shape-only consumers (a Shape node feeding a Reshape) hold nothing at run time.
       for (NodeId C : G.Tensors[O].Consumers)
-        Escapes |= Structure->NodeInOp[C] && !Inside.count(C);
+        Escapes |= Structure->NodeInOp[C] && !std::binary_search(Inside.begin(), Inside.end(), C);
       if (Escapes)
         ++Values[O].PendingUses;
     }

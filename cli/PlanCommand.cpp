@@ -98,9 +98,10 @@ int runPlan() {
   Plan.Objective = *Objectives;
   Plan.GlobalBatch = batchOf(*First);
   StepRequest Base = *Request;
-  Plan.Model = [Base](int64_t MicroBatch) mutable -> llvm::Expected<Graph> {
-    Base.Import.MicroBatch = MicroBatch;
-    return importRequestedModel(Base);
+  Plan.Model = [Base](int64_t MicroBatch) -> llvm::Expected<Graph> {
+    StepRequest ForMicroBatch = Base; // a copy: the search may call this from two threads
+    ForMicroBatch.Import.MicroBatch = MicroBatch;
+    return importRequestedModel(ForMicroBatch);
   };
   EmitContext Ctx;
   Ctx.ModelName = First->Name;

@@ -578,10 +578,16 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
   if (!R.Simulations)
     R.Simulations = std::make_shared<SimulationCache>();
   // Each micro-batch's model is imported once into the search's cache; callers of
-  // R.Model get a copy they may change, prepare() shares the kept graph.
-  R.Model = [Import = Request.Model, Cache = R.Simulations](int64_t MicroBatch)
+  // R.Model get a copy they may change, prepare() shares the kept graph. The caller's
+  // Model runs one call at a time: it need not be thread-safe (the CLI's once reused one
+  // request, and two threads importing at once got each other's micro-batch).
+  auto ImportLock = std::make_shared<std::mutex>();
+  R.Model = [Import = Request.Model, Cache = R.Simulations, ImportLock](int64_t MicroBatch)
       -> llvm::Expected<Graph> {
-    auto G = Cache->graph(modelKey(MicroBatch), [&] { return Import(MicroBatch); });
+    auto G = Cache->graph(modelKey(MicroBatch), [&] {
+      std::lock_guard<std::mutex> Guard(*ImportLock);
+      return Import(MicroBatch);
+    });
     if (!G)
       return G.takeError();
     return **G;

@@ -66,6 +66,7 @@ struct Plan {
 
 struct PlanRequest {
   /// Builds the model for one micro-batch size (the importer with dim 0 bound to N).
+  /// searchPlans calls it once per micro-batch, one call at a time, from its threads.
   std::function<llvm::Expected<Graph>(int64_t MicroBatch)> Model;
   TrainingSetup Base;            ///< precision, optimizer, loss... the user chose
   GpuSpec Gpu;

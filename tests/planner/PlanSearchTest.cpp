@@ -14,7 +14,10 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <climits>
+#include <thread>
 
 using namespace trainmem;
 
@@ -264,4 +267,38 @@ TEST(PlanSearch, TinyEngineSearchIsASparsePlanThatFits) {
   EXPECT_NE(Searched->Name.find("TinyEngine"), std::string::npos) << Searched->Name;
   EXPECT_NE(Searched->Why.find("updates "), std::string::npos) << Searched->Why;
   EXPECT_EQ(Searched->Required, required(Searched->Setup, Searched->MicroBatch));
+}
+// The search's threads never call the caller's model at once: a Model that is not
+// thread-safe (one shared request whose micro-batch it sets, as the CLI's once did) gets
+// every micro-batch right, and the plans are those of a thread-safe one.
+TEST(PlanSearch, TheModelIsImportedOneCallAtATime) {
+  struct Shared {
+    std::atomic<int> Inside{0}, Overlaps{0}, Calls{0};
+    ImportOptions Options; // mutated by every call, like a reused request
+  };
+  auto State = std::make_shared<Shared>();
+  State->Options.Dims = {{"seq", 256}};
+  PlanRequest R = request(int64_t(1) << 30, 8, 1, PlanObjective::MaxBatch);
+  R.Model = [State](int64_t MicroBatch) -> llvm::Expected<Graph> {
+    if (State->Inside.fetch_add(1) > 0)
+      ++State->Overlaps;
+    ++State->Calls;
+    State->Options.MicroBatch = MicroBatch;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2)); // widen any overlap
+    auto G = importHfConfig(TinyLlama, State->Options);
+    State->Inside.fetch_sub(1);
+    return G;
+  };
+  auto Plans = searchPlans(R);
+  ASSERT_TRUE(static_cast<bool>(Plans)) << llvm::toString(Plans.takeError());
+  EXPECT_EQ(State->Overlaps.load(), 0);
+  EXPECT_GT(State->Calls.load(), 3) << "the max-batch search imports several micro-batches";
+  auto Reference = searchPlans(request(int64_t(1) << 30, 8, 1, PlanObjective::MaxBatch));
+  ASSERT_TRUE(static_cast<bool>(Reference));
+  ASSERT_EQ(Plans->size(), Reference->size());
+  for (size_t I = 0; I < Plans->size(); ++I) {
+    EXPECT_EQ((*Plans)[I].Name, (*Reference)[I].Name);
+    EXPECT_EQ((*Plans)[I].MaxMicroBatch, (*Reference)[I].MaxMicroBatch) << (*Plans)[I].Name;
+    EXPECT_EQ((*Plans)[I].Required, (*Reference)[I].Required) << (*Plans)[I].Name;
+  }
 }

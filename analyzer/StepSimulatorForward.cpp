@@ -209,18 +209,37 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   for (TensorId I : Op.Inputs)
     AnyGrad |= I != NoTensor && Ctx.RequiresGrad[I];
   AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
-  // Operands that matmul must copy to flatten (non-viewable strides): the copy is
-  // what bmm/mm sees and saves.
-  // (Operand slots 0 and 1 only: a matmul's two operands.)
+  // Autocast runs matmul-like ops on 16-bit copies of their fp32 operands (weights
+  // cached); bitsandbytes dequantizes 4-bit weights to the compute dtype itself.
+  const bool Autocasts =
+      isAmp() && (Kind == "Linear" || Kind == "MatMul" || Kind == "Conv" || Kind == "Gemm");
+  auto CastsOperand = [&](size_t Slot) {
+    TensorId T = Slot < Op.Inputs.size() ? Op.Inputs[Slot] : NoTensor;
+    return Autocasts && T != NoTensor && Ctx.TypeOf[T] == DType::Float32 &&
+           !quantizedWeight(Ctx, T);
+  };
+  // What the op reads in operand slots 0 and 1 instead of the input itself: a copy that
+  // matmul makes to flatten an operand with non-viewable strides (what bmm/mm sees and
+  // saves), an autocast copy, or a contiguous copy of an autocast copy; and that autocast
+  // copy, freed with the op.
   StorageId Copies[2] = {NoStorage, NoStorage};
+  StorageId CastFirst[2] = {NoStorage, NoStorage};
   auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
     TensorId T = Op.Inputs[Slot];
-    if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage)
+    if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage ||
+        !flattenNeedsCopy(Values[T].L, Keep))
       return;
-    if (flattenNeedsCopy(Values[T].L, Keep))
-      Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
-                               llvm::Twine(G.Tensors[T].Name) + " (contiguous copy)", Op.Kind, Op.Layer,
-                               Ctx.TypeOf[T], G.Tensors[T].Shape);
+    DType Type = Ctx.TypeOf[T];
+    if (CastsOperand(Slot)) {
+      // The cast keeps the strides (preserve_format); flattening copies the 16-bit tensor.
+      Type = lowPrecision();
+      CastFirst[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Type), Cat::Temporaries,
+                                  llvm::Twine(G.Tensors[T].Name) + " (autocast copy)", Op.Kind,
+                                  Op.Layer, Type, G.Tensors[T].Shape);
+    }
+    Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Type), Cat::Temporaries,
+                             llvm::Twine(G.Tensors[T].Name) + " (contiguous copy)", Op.Kind,
+                             Op.Layer, Type, G.Tensors[T].Shape);
   };
   if (Kind == "Linear")
     CopyIfNeeded(0, 1);
@@ -282,17 +301,14 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
                             Op.Layer, Ctx.TypeOf[O], T.Shape);
     holdValue(O, S, contiguous(T.Shape));
   }
-  // Autocast: 16-bit copies of fp32 operands of matmul-like ops (weights cached).
-  if (isAmp() && (Kind == "Linear" || Kind == "MatMul" || Kind == "Conv" || Kind == "Gemm")) {
-    for (size_t Slot = 0; Slot < std::min<size_t>(2, Op.Inputs.size()); ++Slot) {
-      TensorId T = Op.Inputs[Slot];
-      // bitsandbytes dequantizes 4-bit weights to the compute dtype itself (no cast).
-      if (T == NoTensor || Ctx.TypeOf[T] != DType::Float32 || quantizedWeight(Ctx, T))
-        continue;
-      Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
-                               llvm::Twine(G.Tensors[T].Name) + " (autocast copy)", Op.Kind,
-                               Op.Layer, lowPrecision(), G.Tensors[T].Shape);
-    }
+  // Autocast copies of the fp32 operands not copied above.
+  for (size_t Slot = 0; Slot < 2; ++Slot) {
+    if (!CastsOperand(Slot) || Copies[Slot] != NoStorage)
+      continue;
+    TensorId T = Op.Inputs[Slot];
+    Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(lowPrecision()), Cat::Temporaries,
+                             llvm::Twine(G.Tensors[T].Name) + " (autocast copy)", Op.Kind,
+                             Op.Layer, lowPrecision(), G.Tensors[T].Shape);
   }
   // Saved for backward.
   if (AnyGrad) {
@@ -361,6 +377,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   Mem.point(Phase, Op.Name, Op.Layer);
   for (StorageId S : Copies)
     Mem.release(S); // the saved ones keep their own reference
+  for (StorageId S : CastFirst)
+    Mem.release(S);
   for (TensorId I : Structure->DistinctInputs[OpI]) {
     if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
       continue;

@@ -4,8 +4,10 @@
 # weightless ONNX file (batch 1, seq 2048), then time, median of 3 runs each,
 #   trainmem analyze FILE --format=json -o /dev/null        (process start to JSON written)
 #   python3: onnx.load(FILE, load_external_data=False); onnx.shape_inference.infer_shapes(m)
-# (Python timed inside the interpreter, so its start-up is not counted). Prints a table with
-# nodes, both times and their ratio. Usage: bench/onnx_scaling.sh [BUILD_DIR]
+# Python is timed two ways: inside the interpreter (its start-up and `import onnx` not
+# counted: python_s, ratio) and as a process, start to exit, like trainmem
+# (python_proc_s, ratio_proc). Prints a table with nodes, the times, both ratios and
+# trainmem's peak RSS. Usage: bench/onnx_scaling.sh [BUILD_DIR]
 set -eu
 build=${1:-build}
 tm=$build/bin/trainmem
@@ -14,7 +16,7 @@ trap 'rm -rf "$work"' EXIT
 median() { sort -n | sed -n 2p; }
 havepy=no
 python3 -c 'import onnx' 2>/dev/null && havepy=yes
-printf '%-16s %7s %14s %14s %8s %10s\n' model nodes trainmem_s python_s ratio rss_MB
+printf '%-16s %7s %11s %9s %6s %14s %10s %7s\n' model nodes trainmem_s python_s ratio python_proc_s ratio_proc rss_MB
 for m in llama-2-7b llama-2-13b codellama-34b llama-2-70b; do
   f=$work/$m.onnx
   "$tm" export-onnx --hf-config=samples/hf/$m/config.json --dim batch=1 --dim seq=2048 -o "$f" >/dev/null
@@ -40,9 +42,18 @@ print("%.4f" % sorted(ts)[1])
 PY
 )
     r=$(python3 -c "print('%.2f' % ($t / $p))")
+    ptimes=""
+    for i in 1 2 3; do
+      pt=$( { /usr/bin/time -f '%e' python3 -c 'import sys, onnx
+m = onnx.load(sys.argv[1], load_external_data=False)
+onnx.shape_inference.infer_shapes(m)' "$f"; } 2>&1 | tail -1)
+      ptimes="$ptimes $pt"
+    done
+    pp=$(printf '%s\n' $ptimes | median)
+    rp=$(python3 -c "print('%.2f' % ($t / $pp))")
   else
-    p=n/a; r=n/a
+    p=n/a; r=n/a; pp=n/a; rp=n/a
   fi
-  printf '%-16s %7s %14s %14s %8s %10s\n' "$m" "$n" "$t" "$p" "$r" "$((rss / 1024))"
+  printf '%-16s %7s %11s %9s %6s %14s %10s %7s\n' "$m" "$n" "$t" "$p" "$r" "$pp" "$rp" "$((rss / 1024))"
   rm -f "$f" "$f.data"
 done

@@ -223,20 +223,17 @@ sharedGraph(const PlanRequest &R, const std::string &Key,
   return std::make_shared<const Graph>(std::move(*G));
 }
 
-std::string modelKey(int64_t MicroBatch) {
-  return "model, micro-batch " + std::to_string(MicroBatch);
-}
-
 llvm::Expected<Prepared> prepare(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
   Prepared P{nullptr, C.Setup};
   P.Setup.MicroBatch = MicroBatch;
   P.Setup.GradAccum = accumulationFor(R, MicroBatch);
-  auto Model = sharedGraph(R, modelKey(MicroBatch), [&] { return R.Model(MicroBatch); });
+  auto Model = R.Simulations ? R.Simulations->model(MicroBatch)
+                             : sharedGraph(R, "", [&] { return R.Model(MicroBatch); });
   if (!Model)
     return Model.takeError();
   P.G = *Model;
   if (std::string Key = graphStrategyKey(P.Setup); !Key.empty()) {
-    auto Adapted = sharedGraph(R, Key + "\n" + modelKey(MicroBatch),
+    auto Adapted = sharedGraph(R, Key + "\nmicro-batch " + std::to_string(MicroBatch),
                                [&] { return applyGraphStrategies(**Model, P.Setup); });
     if (!Adapted)
       return Adapted.takeError();
@@ -336,58 +333,49 @@ llvm::Expected<ModelShape> modelShape(const PlanRequest &R) {
 /// FLOPs that meets it (planner/CheckpointOptimal: an exact DP verified by the full
 /// simulation). Step time: x (1 + recompute FLOPs / (3 x the blocks' forward FLOPs)),
 /// which is x 4/3 for every block whole, as the "+ checkpoint blocks" candidates count.
-void appendOptimalCheckpoints(const PlanRequest &R, const ModelShape &Shape,
-                              std::vector<Candidate> &Out) {
+/// C with the cheapest per-block checkpointing that fits (chooseOptimalCheckpoint), when
+/// C fits only with some checkpointing and the choice is neither none nor every block
+/// (the candidates with and without "+ checkpoint blocks" cover those).
+std::optional<Candidate> optimalCheckpointCandidate(const PlanRequest &R,
+                                                    const ModelShape &Shape,
+                                                    const Candidate &C) {
   if (Shape.Blocks < 2 || R.Objective == PlanObjective::MaxBatch)
-    return;
+    return std::nullopt;
   const int64_t M = std::max<int64_t>(R.GlobalBatch, 1);
-  auto Fits = [&](const Candidate &C, const std::string &Mode) {
+  auto Fits = [&](const std::string &Mode) {
     Candidate Probe = C;
     Probe.Setup.Checkpoint = Mode;
     Evaluation E = evaluate(R, Probe, M);
     return E.Ok && E.Required <= R.Budget;
   };
-  // One search per candidate, on every core; appended in the candidates' order.
-  auto Search = [&](const Candidate &C) -> std::optional<Candidate> {
-    if (C.Setup.Checkpoint != "none" || C.Fid == Fidelity::Sparse)
-      return std::nullopt;
-    if (Fits(C, "none") || !Fits(C, "blocks"))
-      return std::nullopt;
-    auto P = preparedModel(R, C, M);
-    if (!P) {
-      llvm::consumeError(P.takeError());
-      return std::nullopt;
-    }
-    const PreparedModel &Model = **P;
-    auto Choice = chooseOptimalCheckpoint(*Model.G, Model.Setup, Model.Census, R.Budget,
-                                          R.Simulations.get());
-    if (!Choice) {
-      llvm::consumeError(Choice.takeError()); // "+ checkpoint blocks" is the answer
-      return std::nullopt;
-    }
-    if (Choice->Mode == "blocks" || Choice->Mode == "none")
-      return std::nullopt; // the candidates with and without "+ checkpoint blocks" already
-    Candidate Partial = C;
-    Partial.Setup.Checkpoint = Choice->Mode;
-    Partial.Name = C.Name + " + checkpoint optimal"; // the choice is in the plan's why
-    Partial.Overhead =
-        C.Overhead * (1.0 + static_cast<double>(Choice->RecomputeFlops) /
-                                (3.0 * static_cast<double>(std::max<int64_t>(Choice->BlockFlops, 1))));
-    Partial.RecomputeFlops = Choice->RecomputeFlops;
-    Partial.ForwardFlops = Choice->ForwardFlops;
-    Partial.CheckpointRunsAs = checkpointEngines(Choice->Mode);
-    return Partial;
-  };
-  std::vector<std::optional<Candidate>> Found(Out.size());
-  {
-    llvm::ThreadPool Pool(llvm::hardware_concurrency());
-    for (size_t I = 0; I < Out.size(); ++I)
-      Pool.async([&, I] { Found[I] = Search(Out[I]); });
-    Pool.wait();
+  if (C.Setup.Checkpoint != "none" || C.Fid == Fidelity::Sparse)
+    return std::nullopt;
+  if (Fits("none") || !Fits("blocks"))
+    return std::nullopt;
+  auto P = preparedModel(R, C, M);
+  if (!P) {
+    llvm::consumeError(P.takeError());
+    return std::nullopt;
   }
-  for (std::optional<Candidate> &C : Found)
-    if (C)
-      Out.push_back(std::move(*C));
+  const PreparedModel &Model = **P;
+  auto Choice = chooseOptimalCheckpoint(*Model.G, Model.Setup, Model.Census, R.Budget,
+                                        R.Simulations.get());
+  if (!Choice) {
+    llvm::consumeError(Choice.takeError()); // "+ checkpoint blocks" is the answer
+    return std::nullopt;
+  }
+  if (Choice->Mode == "blocks" || Choice->Mode == "none")
+    return std::nullopt;
+  Candidate Partial = C;
+  Partial.Setup.Checkpoint = Choice->Mode;
+  Partial.Name = C.Name + " + checkpoint optimal"; // the choice is in the plan's why
+  Partial.Overhead =
+      C.Overhead * (1.0 + static_cast<double>(Choice->RecomputeFlops) /
+                              (3.0 * static_cast<double>(std::max<int64_t>(Choice->BlockFlops, 1))));
+  Partial.RecomputeFlops = Choice->RecomputeFlops;
+  Partial.ForwardFlops = Choice->ForwardFlops;
+  Partial.CheckpointRunsAs = checkpointEngines(Choice->Mode);
+  return Partial;
 }
 
 llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
@@ -577,17 +565,13 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
   PlanRequest R = Request;
   if (!R.Simulations)
     R.Simulations = std::make_shared<SimulationCache>();
-  // Each micro-batch's model is imported once into the search's cache; callers of
-  // R.Model get a copy they may change, prepare() shares the kept graph. The caller's
-  // Model runs one call at a time: it need not be thread-safe (the CLI's once reused one
-  // request, and two threads importing at once got each other's micro-batch).
-  auto ImportLock = std::make_shared<std::mutex>();
-  R.Model = [Import = Request.Model, Cache = R.Simulations, ImportLock](int64_t MicroBatch)
-      -> llvm::Expected<Graph> {
-    auto G = Cache->graph(modelKey(MicroBatch), [&] {
-      std::lock_guard<std::mutex> Guard(*ImportLock);
-      return Import(MicroBatch);
-    });
+  // Each micro-batch's model is imported once into the search's cache, one import at a
+  // time: the caller's Model need not be thread-safe (the CLI's once reused one request,
+  // and two threads importing at once got each other's micro-batch). Callers of R.Model
+  // get a copy they may change; prepare() shares the kept graph.
+  R.Simulations->setModel(Request.Model);
+  R.Model = [Cache = R.Simulations](int64_t MicroBatch) -> llvm::Expected<Graph> {
+    auto G = Cache->model(MicroBatch);
     if (!G)
       return G.takeError();
     return **G;
@@ -599,14 +583,36 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
   auto Shape = modelShape(R);
   if (!Shape)
     return Shape.takeError();
-  appendOptimalCheckpoints(R, *Shape, All);
-  if (llvm::Error E = appendUpdateSets(R, *Shape, All))
-    return E;
-  // Candidates are independent: evaluated on every core, ranked in their own order.
-  std::vector<std::optional<llvm::Expected<Plan>>> Results(All.size());
+  // Every task runs on every core, in two rounds with no serial phase between them:
+  // first the fixed candidates' plans together with the searches that derive more
+  // candidates (the optimal checkpointing of each, the update sets), then the derived
+  // candidates' plans. The plans keep the candidates' order: fixed, optimal, update sets.
+  const size_t Fixed = All.size();
+  std::vector<std::optional<llvm::Expected<Plan>>> Results(Fixed);
+  std::vector<std::optional<Candidate>> Optimal(Fixed);
+  std::vector<Candidate> UpdateSets;
+  std::optional<llvm::Error> UpdateSetsError;
   {
     llvm::ThreadPool Pool(llvm::hardware_concurrency());
-    for (size_t I = 0; I < All.size(); ++I)
+    // The update-set searches are the longest chain of probes: they start first.
+    Pool.async([&] { UpdateSetsError.emplace(appendUpdateSets(R, *Shape, UpdateSets)); });
+    for (size_t I = 0; I < Fixed; ++I)
+      Pool.async([&, I] { Optimal[I] = optimalCheckpointCandidate(R, *Shape, All[I]); });
+    for (size_t I = 0; I < Fixed; ++I)
+      Pool.async([&, I] { Results[I].emplace(planFor(R, All[I], Target, Cap)); });
+    Pool.wait();
+  }
+  if (*UpdateSetsError)
+    return std::move(*UpdateSetsError);
+  for (std::optional<Candidate> &C : Optimal)
+    if (C)
+      All.push_back(std::move(*C));
+  for (Candidate &C : UpdateSets)
+    All.push_back(std::move(C));
+  Results.resize(All.size());
+  {
+    llvm::ThreadPool Pool(llvm::hardware_concurrency());
+    for (size_t I = Fixed; I < All.size(); ++I)
       Pool.async([&, I] { Results[I].emplace(planFor(R, All[I], Target, Cap)); });
     Pool.wait();
   }

@@ -36,6 +36,17 @@ SimulationCache::prepared(const std::string &Key,
   return keepShared(Prepared, Key, Build);
 }
 
+void SimulationCache::setModel(std::function<llvm::Expected<Graph>(int64_t)> Fn) {
+  Import = std::move(Fn);
+}
+
+llvm::Expected<std::shared_ptr<const Graph>> SimulationCache::model(int64_t MicroBatch) {
+  return graph("model, micro-batch " + std::to_string(MicroBatch), [&] {
+    std::lock_guard<std::mutex> Guard(ImportLock);
+    return Import(MicroBatch);
+  });
+}
+
 llvm::Expected<std::shared_ptr<const Graph>>
 SimulationCache::graph(const std::string &Key, llvm::function_ref<llvm::Expected<Graph>()> Build) {
   return keepShared(Graphs, Key, Build);

@@ -21,7 +21,10 @@
 
 #include <atomic>
 #include <map>
+#include <condition_variable>
+#include <functional>
 #include <mutex>
+#include <set>
 #include <string>
 
 namespace trainmem {
@@ -42,8 +45,13 @@ public:
   llvm::Expected<std::shared_ptr<const PreparedModel>>
   prepared(const std::string &Key, llvm::function_ref<llvm::Expected<PreparedModel>()> Build);
 
-  /// The graph kept under Key, or Build's: the search's imports (one per micro-batch) and
-  /// their LoRA transforms, shared read-only by every candidate that needs them.
+  /// The search's model: Import builds the graph for one micro-batch.
+  void setModel(std::function<llvm::Expected<Graph>(int64_t MicroBatch)> Import);
+  /// The model at a micro-batch, imported once and shared read-only. Import runs one call
+  /// at a time, so it need not be thread-safe.
+  llvm::Expected<std::shared_ptr<const Graph>> model(int64_t MicroBatch);
+  /// The graph kept under Key, or Build's (the models' LoRA transforms), shared read-only
+  /// by every candidate that needs it.
   llvm::Expected<std::shared_ptr<const Graph>>
   graph(const std::string &Key, llvm::function_ref<llvm::Expected<Graph>()> Build);
 
@@ -60,24 +68,30 @@ public:
   int64_t hits() const { return Hits; }
 
 private:
-  /// Map[Key], or Build()'s value kept there. Built outside the lock: two threads asking
-  /// the same at once both build it (the same value), which costs less than serialising
-  /// every build. Errors are not kept. Hit: whether the value was found.
+  /// Map[Key], or Build()'s value kept there. Built outside the lock; a thread asking for
+  /// a value another is building waits for it instead of building it again (no build
+  /// asks for its own key, so no thread waits for itself). Errors are not kept: a waiter
+  /// whose builder failed builds it again. Hit: whether the value was found.
   template <typename V, typename BuildFn>
   llvm::Expected<V> once(std::map<std::string, V> &Map, std::string Key, BuildFn Build,
                          bool *Hit = nullptr) {
+    auto Flight = std::make_pair(static_cast<const void *>(&Map), Key);
     {
-      std::lock_guard<std::mutex> Guard(Lock);
+      std::unique_lock<std::mutex> Guard(Lock);
+      Finished.wait(Guard, [&] { return !InFlight.count(Flight); });
       if (auto It = Map.find(Key); It != Map.end()) {
         if (Hit)
           *Hit = true;
         return It->second;
       }
+      InFlight.insert(Flight);
     }
     llvm::Expected<V> Built = Build();
+    std::lock_guard<std::mutex> Guard(Lock);
+    InFlight.erase(Flight);
+    Finished.notify_all();
     if (!Built)
       return Built.takeError();
-    std::lock_guard<std::mutex> Guard(Lock);
     return Map.emplace(std::move(Key), std::move(*Built)).first->second;
   }
 
@@ -95,6 +109,10 @@ private:
   }
 
   std::mutex Lock;
+  std::condition_variable Finished;
+  std::set<std::pair<const void *, std::string>> InFlight; ///< (map, key) being built
+  std::function<llvm::Expected<Graph>(int64_t)> Import;
+  std::mutex ImportLock;
   std::map<std::string, StepSimulation> Results;
   std::map<std::string, std::shared_ptr<const StepStructure>> Structures;
   std::map<std::string, std::shared_ptr<const PreparedModel>> Prepared;

@@ -7,6 +7,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -259,4 +261,54 @@ TEST(SimulationCache, OneStructureServesEveryMicroBatch) {
         expectSameStructure(*buildStepStructure(*G, fusesAttention(*G, S)), *Kept, What);
       }
     }
+}
+
+// Two threads asking for the same value at once: one builds it, the other waits for it
+// (no second build); when the build fails the waiter builds it itself (errors are not
+// kept).
+TEST(SimulationCache, ConcurrentRequestsBuildOnce) {
+  SimulationCache Cache;
+  std::atomic<int> Builds{0};
+  auto Slow = [&]() -> llvm::Expected<Graph> {
+    ++Builds;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    return mlp();
+  };
+  std::shared_ptr<const Graph> A, B;
+  std::thread First([&] { A = llvm::cantFail(Cache.graph("k", Slow)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::thread Second([&] { B = llvm::cantFail(Cache.graph("k", Slow)); });
+  First.join();
+  Second.join();
+  EXPECT_EQ(Builds.load(), 1);
+  EXPECT_EQ(A, B);
+
+  std::atomic<int> Attempts{0};
+  auto FailsFirst = [&]() -> llvm::Expected<Graph> {
+    int N = ++Attempts;
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    if (N == 1)
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), "first build fails");
+    return mlp();
+  };
+  // Whichever thread builds first fails; the other then builds and succeeds.
+  std::atomic<int> Failed{0};
+  std::shared_ptr<const Graph> Got[2];
+  auto Ask = [&](int I) {
+    auto G = Cache.graph("other", FailsFirst);
+    if (!G) {
+      ++Failed;
+      llvm::consumeError(G.takeError());
+      return;
+    }
+    Got[I] = *G;
+  };
+  std::thread One(Ask, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  std::thread Two(Ask, 1);
+  One.join();
+  Two.join();
+  EXPECT_EQ(Failed.load(), 1);
+  EXPECT_EQ(Attempts.load(), 2);
+  EXPECT_TRUE(Got[0] || Got[1]);
 }

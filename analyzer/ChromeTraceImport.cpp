@@ -55,6 +55,28 @@ struct MemoryRecord {
 
 constexpr int64_t Absent = std::numeric_limits<int64_t>::min();
 
+/// Some writers quote numbers; a quoted integer that is not one is absent.
+std::optional<int64_t> quotedInteger(llvm::StringRef Text) {
+  int64_t V;
+  if (Text.getAsInteger(10, V))
+    return std::nullopt;
+  return V;
+}
+
+std::optional<int64_t> integerValue(const JsonCursor::Number &N) {
+  if (N.Integer)
+    return *N.Integer;
+  // A float where an integer belongs: kept when integral and in range, else absent.
+  if (std::fabs(N.Value) < 9.0e18 && N.Value == std::floor(N.Value))
+    return static_cast<int64_t>(N.Value);
+  return std::nullopt;
+}
+
+/// A number where a name belongs (tids are strings or numbers), as text.
+void numberText(const JsonCursor::Number &N, std::string &Into) {
+  Into = N.Integer ? std::to_string(*N.Integer) : llvm::formatv("{0}", N.Value).str();
+}
+
 llvm::Expected<std::optional<int64_t>> readInteger(JsonCursor &C) {
   auto T = C.peekToken();
   if (!T)
@@ -64,24 +86,16 @@ llvm::Expected<std::optional<int64_t>> readInteger(JsonCursor &C) {
       return E;
     return std::nullopt;
   }
-  if (*T == '"') { // some writers quote numbers
+  if (*T == '"') {
     auto S = C.readString();
     if (!S)
       return S.takeError();
-    int64_t V;
-    if (llvm::StringRef(*S).getAsInteger(10, V))
-      return std::nullopt;
-    return V;
+    return quotedInteger(*S);
   }
   auto N = C.readNumber();
   if (!N)
     return N.takeError();
-  if (N->Integer)
-    return *N->Integer;
-  // A float where an integer belongs: kept when integral and in range, else absent.
-  if (std::fabs(N->Value) < 9.0e18 && N->Value == std::floor(N->Value))
-    return static_cast<int64_t>(N->Value);
-  return std::nullopt;
+  return integerValue(*N);
 }
 
 llvm::Expected<double> readDouble(JsonCursor &C) {
@@ -116,8 +130,19 @@ llvm::Error readScalarText(JsonCursor &C, std::string &Into) {
   auto N = C.readNumber();
   if (!N)
     return N.takeError();
-  Into = N->Integer ? std::to_string(*N->Integer) : llvm::formatv("{0}", N->Value).str();
+  numberText(*N, Into);
   return llvm::Error::success();
+}
+
+/// The member of args that Key names, or null for one the importer does not read.
+std::optional<int64_t> *argField(Event &E, llvm::StringRef Key) {
+  return Key == "Bytes"             ? &E.Bytes
+         : Key == "Addr"            ? &E.Addr
+         : Key == "Total Allocated" ? &E.TotalAllocated
+         : Key == "Total Reserved"  ? &E.TotalReserved
+         : Key == "Device Type"     ? &E.DeviceType
+         : Key == "Device Id"       ? &E.DeviceId
+                                    : nullptr;
 }
 
 llvm::Error readArgs(JsonCursor &C, Event &E) {
@@ -127,13 +152,7 @@ llvm::Error readArgs(JsonCursor &C, Event &E) {
   if (*T != '{')
     return C.skipValue();
   return C.readObject([&](llvm::StringRef Key) -> llvm::Error {
-    std::optional<int64_t> *Field = Key == "Bytes"             ? &E.Bytes
-                                    : Key == "Addr"            ? &E.Addr
-                                    : Key == "Total Allocated" ? &E.TotalAllocated
-                                    : Key == "Total Reserved"  ? &E.TotalReserved
-                                    : Key == "Device Type"     ? &E.DeviceType
-                                    : Key == "Device Id"       ? &E.DeviceId
-                                                               : nullptr;
+    std::optional<int64_t> *Field = argField(E, Key);
     if (!Field)
       return C.skipValue();
     auto V = readInteger(C);
@@ -144,8 +163,118 @@ llvm::Error readArgs(JsonCursor &C, Event &E) {
   });
 }
 
-llvm::Error readEvent(JsonCursor &C, Event &E) {
-  // Reset without giving the strings' buffers back: the next event reuses them.
+// The same reading of an event in place, for one lying wholly in the cursor's buffer (all
+// but those straddling a chunk boundary). The token-at-a-time cursor spends most of an
+// import on per-token bookkeeping (refill checks, an Expected per token, a callback per
+// member); this reads the event with plain pointer arithmetic instead. Each function
+// answers false, having decided nothing, where the scanner does (the buffer ends, the
+// text is malformed or unusual); the event is then read again by the cursor above, which
+// gives the same result or the same error at the same offset.
+
+bool scanInteger(JsonScanner &S, std::optional<int64_t> &Into, std::string &Scratch) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T == 'n') {
+    Into = std::nullopt;
+    return S.skipValue();
+  }
+  if (T == '"') {
+    llvm::StringRef Text;
+    if (!S.readString(Text, Scratch))
+      return false;
+    Into = quotedInteger(Text);
+    return true;
+  }
+  JsonCursor::Number N;
+  if (!S.readNumber(N))
+    return false;
+  Into = integerValue(N);
+  return true;
+}
+
+bool scanDouble(JsonScanner &S, double &Into, std::string &Scratch) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T == '"') {
+    llvm::StringRef Text;
+    double V = 0;
+    if (!S.readString(Text, Scratch) || Text.getAsDouble(V))
+      return false;
+    Into = V;
+    return true;
+  }
+  JsonCursor::Number N;
+  if (!S.readNumber(N))
+    return false;
+  Into = N.Value;
+  return true;
+}
+
+bool scanScalarText(JsonScanner &S, std::string &Into) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T == '"')
+    return S.readString(Into);
+  Into.clear();
+  if (T == '{' || T == '[' || T == 'n' || T == 't' || T == 'f')
+    return S.skipValue();
+  JsonCursor::Number N;
+  if (!S.readNumber(N))
+    return false;
+  numberText(N, Into);
+  return true;
+}
+
+bool scanArgs(JsonScanner &S, Event &E, std::string &KeyScratch, std::string &Scratch) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T != '{')
+    return S.skipValue();
+  S.expect('{');
+  for (bool First = true, More;; First = false) {
+    if (!S.nextMember('}', First, More))
+      return false;
+    if (!More)
+      return true;
+    llvm::StringRef Key;
+    if (!S.readString(Key, KeyScratch) || !S.expect(':'))
+      return false;
+    std::optional<int64_t> *Field = argField(E, Key);
+    if (!(Field ? scanInteger(S, *Field, Scratch) : S.skipValue()))
+      return false;
+  }
+}
+
+bool scanEvent(JsonScanner &S, Event &E, std::string &KeyScratch, std::string &Scratch) {
+  if (!S.expect('{'))
+    return false;
+  for (bool First = true, More;; First = false) {
+    if (!S.nextMember('}', First, More))
+      return false;
+    if (!More)
+      return true;
+    llvm::StringRef Key;
+    if (!S.readString(Key, KeyScratch) || !S.expect(':'))
+      return false;
+    bool Read = Key == "ph"     ? scanScalarText(S, E.Ph)
+                : Key == "cat"  ? scanScalarText(S, E.Cat)
+                : Key == "name" ? scanScalarText(S, E.Name)
+                : Key == "tid"  ? scanScalarText(S, E.Tid)
+                : Key == "ts"   ? scanDouble(S, E.Ts, Scratch)
+                : Key == "dur"  ? scanDouble(S, E.Dur, Scratch)
+                : Key == "args" ? scanArgs(S, E, KeyScratch, Scratch)
+                                : S.skipValue();
+    if (!Read)
+      return false;
+  }
+}
+
+void resetEvent(Event &E) {
+  // Without giving the strings' buffers back: the next event reuses them.
   E.Ph.clear();
   E.Cat.clear();
   E.Name.clear();
@@ -155,36 +284,47 @@ llvm::Error readEvent(JsonCursor &C, Event &E) {
   E.Memory = false;
   E.Bytes = E.Addr = E.TotalAllocated = E.TotalReserved = E.DeviceType = E.DeviceId =
       std::nullopt;
+}
+
+/// Reads one element of traceEvents into E. Scratch: buffers the in-place reader reuses.
+llvm::Error readEvent(JsonCursor &C, Event &E, std::string (&Scratch)[2]) {
+  resetEvent(E);
   auto T = C.peekToken();
   if (!T)
     return T.takeError();
   if (*T != '{')
     return C.skipValue(); // not an event object: ignored like Perfetto does
-  auto Num = [&](double &Into) -> llvm::Error {
-    auto D = readDouble(C);
-    if (!D)
-      return D.takeError();
-    Into = *D;
-    return llvm::Error::success();
-  };
-  if (llvm::Error Err = C.readObject([&](llvm::StringRef Key) -> llvm::Error {
-        if (Key == "ph")
-          return readScalarText(C, E.Ph);
-        if (Key == "cat")
-          return readScalarText(C, E.Cat);
-        if (Key == "name")
-          return readScalarText(C, E.Name);
-        if (Key == "tid")
-          return readScalarText(C, E.Tid);
-        if (Key == "ts")
-          return Num(E.Ts);
-        if (Key == "dur")
-          return Num(E.Dur);
-        if (Key == "args")
-          return readArgs(C, E);
-        return C.skipValue();
-      }))
-    return Err;
+  JsonScanner Scanner(C.buffered());
+  if (scanEvent(Scanner, E, Scratch[0], Scratch[1])) {
+    C.advance(Scanner.consumed());
+  } else {
+    resetEvent(E);
+    auto Num = [&](double &Into) -> llvm::Error {
+      auto D = readDouble(C);
+      if (!D)
+        return D.takeError();
+      Into = *D;
+      return llvm::Error::success();
+    };
+    if (llvm::Error Err = C.readObject([&](llvm::StringRef Key) -> llvm::Error {
+          if (Key == "ph")
+            return readScalarText(C, E.Ph);
+          if (Key == "cat")
+            return readScalarText(C, E.Cat);
+          if (Key == "name")
+            return readScalarText(C, E.Name);
+          if (Key == "tid")
+            return readScalarText(C, E.Tid);
+          if (Key == "ts")
+            return Num(E.Ts);
+          if (Key == "dur")
+            return Num(E.Dur);
+          if (Key == "args")
+            return readArgs(C, E);
+          return C.skipValue();
+        }))
+      return Err;
+  }
   E.Memory = E.Name == "[memory]" && (E.Ph == "i" || E.Ph == "I");
   return llvm::Error::success();
 }
@@ -199,9 +339,10 @@ llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes,
   JsonCursor C(std::move(*Reader), Path.str());
   int64_t Count = 0;
   Event E;
+  std::string Scratch[2];
   auto streamArray = [&]() {
     return C.readArray([&]() -> llvm::Error {
-      if (llvm::Error Err = readEvent(C, E))
+      if (llvm::Error Err = readEvent(C, E, Scratch))
         return Err;
       ++Count;
       Visit(E);

@@ -12,6 +12,7 @@
 #include <charconv>
 #include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -28,6 +29,51 @@ constexpr uint64_t MinBombBytes = uint64_t(256) << 20;
 llvm::Error fileError(llvm::StringRef Path, const llvm::Twine &Message) {
   return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                  (Path + ": " + Message).str());
+}
+
+/// The character a one-letter escape stands for ('"' for \"), or 0 for 'u' and bad ones.
+char simpleEscape(int E) {
+  switch (E) {
+  case '"': return '"';
+  case '\\': return '\\';
+  case '/': return '/';
+  case 'b': return '\b';
+  case 'f': return '\f';
+  case 'n': return '\n';
+  case 'r': return '\r';
+  case 't': return '\t';
+  default: return 0;
+  }
+}
+
+int hexDigit(int D) {
+  if (D >= '0' && D <= '9')
+    return D - '0';
+  if (D >= 'a' && D <= 'f')
+    return D - 'a' + 10;
+  if (D >= 'A' && D <= 'F')
+    return D - 'A' + 10;
+  return -1;
+}
+
+/// A \u escape's code point as UTF-8. Names in traces are ASCII; other code points are
+/// kept as UTF-8 (surrogate pairs become two replacement-free 3-byte sequences, which is
+/// enough for display).
+void appendCodePoint(std::string &S, unsigned Code) {
+  if (Code < 0x80) {
+    S += static_cast<char>(Code);
+  } else if (Code < 0x800) {
+    S += static_cast<char>(0xC0 | (Code >> 6));
+    S += static_cast<char>(0x80 | (Code & 0x3F));
+  } else {
+    S += static_cast<char>(0xE0 | (Code >> 12));
+    S += static_cast<char>(0x80 | ((Code >> 6) & 0x3F));
+    S += static_cast<char>(0x80 | (Code & 0x3F));
+  }
+}
+
+bool isNumberChar(char C) {
+  return (C >= '0' && C <= '9') || C == '-' || C == '+' || C == '.' || C == 'e' || C == 'E';
 }
 
 class PlainReader : public ByteReader {
@@ -434,45 +480,23 @@ llvm::Error JsonCursor::readString(std::string &S) {
     auto E = get();
     if (!E)
       return E.takeError();
-    switch (*E) {
-    case '"': S += '"'; break;
-    case '\\': S += '\\'; break;
-    case '/': S += '/'; break;
-    case 'b': S += '\b'; break;
-    case 'f': S += '\f'; break;
-    case 'n': S += '\n'; break;
-    case 'r': S += '\r'; break;
-    case 't': S += '\t'; break;
-    case 'u': {
-      unsigned Code = 0;
-      for (int I = 0; I < 4; ++I) {
-        auto H = get();
-        if (!H)
-          return H.takeError();
-        int D = *H;
-        Code <<= 4;
-        if (D >= '0' && D <= '9') Code |= D - '0';
-        else if (D >= 'a' && D <= 'f') Code |= D - 'a' + 10;
-        else if (D >= 'A' && D <= 'F') Code |= D - 'A' + 10;
-        else return error("bad \\u escape in a string");
-      }
-      // Names in traces are ASCII; other code points are kept as UTF-8 (surrogate pairs
-      // become two replacement-free 3-byte sequences, which is enough for display).
-      if (Code < 0x80) {
-        S += static_cast<char>(Code);
-      } else if (Code < 0x800) {
-        S += static_cast<char>(0xC0 | (Code >> 6));
-        S += static_cast<char>(0x80 | (Code & 0x3F));
-      } else {
-        S += static_cast<char>(0xE0 | (Code >> 12));
-        S += static_cast<char>(0x80 | ((Code >> 6) & 0x3F));
-        S += static_cast<char>(0x80 | (Code & 0x3F));
-      }
-      break;
+    if (char Plain = simpleEscape(*E)) {
+      S += Plain;
+      continue;
     }
-    default:
+    if (*E != 'u')
       return error("bad escape in a string");
+    unsigned Code = 0;
+    for (int I = 0; I < 4; ++I) {
+      auto H = get();
+      if (!H)
+        return H.takeError();
+      int Digit = hexDigit(*H);
+      if (Digit < 0)
+        return error("bad \\u escape in a string");
+      Code = Code << 4 | static_cast<unsigned>(Digit);
     }
+    appendCodePoint(S, Code);
   }
 }
 
@@ -491,7 +515,7 @@ llvm::Expected<JsonCursor::Number> JsonCursor::readNumber() {
         break;
     }
     char C = Chunk[Pos];
-    if (!((C >= '0' && C <= '9') || C == '-' || C == '+' || C == '.' || C == 'e' || C == 'E'))
+    if (!isNumberChar(C))
       break;
     if (Size == 64)
       return error("number longer than 64 characters");
@@ -501,28 +525,78 @@ llvm::Expected<JsonCursor::Number> JsonCursor::readNumber() {
   if (Size == 0)
     return error(*T ? llvm::formatv("expected a number, found '{0}'", *T).str()
                     : std::string("expected a number, found the end of the file"));
-  // std::from_chars rather than StringRef::getAsDouble (APFloat): traces are mostly
-  // numbers, and this is several times faster with the same correctly rounded result.
   Number N;
   llvm::StringRef Ref(Text, Size);
-  const char *Begin = Text, *End = Text + Size;
+  if (!parseJsonNumber(Ref, N))
+    return error("malformed number '" + Ref + "'");
+  return N;
+}
+
+bool parseJsonNumber(llvm::StringRef Text, JsonCursor::Number &N) {
+  N = JsonCursor::Number();
+  const char *Begin = Text.begin(), *End = Text.end();
   if (Begin < End && *Begin == '+')
     ++Begin;
-  if (Ref.find_first_of(".eE") == llvm::StringRef::npos) {
+  // Most numbers in a trace are integers (ids, sizes, addresses) or decimals with a few
+  // places (microseconds): those are computed directly, several times cheaper than
+  // std::from_chars. Exact: integers of up to 18 digits fit; for a decimal, when its
+  // digits (without trailing zeros) fit a double's 53-bit mantissa and 10^k is exact
+  // (k <= 22), one division is correctly rounded, as std::from_chars is (Clinger's fast
+  // path). Anything else (exponents, longer digit strings, odd forms) goes to from_chars.
+  {
+    const char *P = Begin;
+    const bool Negative = P < End && *P == '-';
+    P += Negative;
+    const char *Digits = P;
+    uint64_t Mantissa = 0;
+    while (P < End && *P >= '0' && *P <= '9' && P - Digits < 18)
+      Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
+    const size_t IntegerDigits = static_cast<size_t>(P - Digits);
+    if (P == End && IntegerDigits > 0) {
+      int64_t I = static_cast<int64_t>(Mantissa);
+      N.Integer = Negative ? -I : I;
+      N.Value = static_cast<double>(*N.Integer);
+      return true;
+    }
+    if (IntegerDigits > 0 && P < End && *P == '.') {
+      const char *Fraction = ++P;
+      while (P < End && *P >= '0' && *P <= '9' &&
+             IntegerDigits + static_cast<size_t>(P - Fraction) < 19)
+        Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
+      size_t Places = static_cast<size_t>(P - Fraction);
+      if (P == End && Places > 0) {
+        while (Places > 0 && Mantissa % 10 == 0) {
+          Mantissa /= 10;
+          --Places;
+        }
+        static constexpr double PowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
+                                                 1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
+                                                 1e14, 1e15, 1e16, 1e17, 1e18};
+        if (Mantissa <= (uint64_t(1) << 53)) {
+          double V = static_cast<double>(Mantissa) / PowersOfTen[Places];
+          N.Value = Negative ? -V : V;
+          return true;
+        }
+      }
+    }
+  }
+  // std::from_chars rather than StringRef::getAsDouble (APFloat): traces are mostly
+  // numbers, and this is several times faster with the same correctly rounded result.
+  if (Text.find_first_of(".eE") == llvm::StringRef::npos) {
     int64_t I;
     auto [Ptr, Ec] = std::from_chars(Begin, End, I);
     if (Ec == std::errc() && Ptr == End) {
       N.Integer = I;
       N.Value = static_cast<double>(I);
-      return N;
+      return true;
     }
   }
   auto [Ptr, Ec] = std::from_chars(Begin, End, N.Value);
   if (Ptr != End || (Ec != std::errc() && Ec != std::errc::result_out_of_range))
-    return error("malformed number '" + Ref + "'");
+    return false;
   if (Ec == std::errc::result_out_of_range) // as strtod: overflow to infinity, underflow to 0
-    N.Value = std::strtod(std::string(Ref).c_str(), nullptr);
-  return N;
+    N.Value = std::strtod(std::string(Text).c_str(), nullptr);
+  return true;
 }
 
 llvm::Error JsonCursor::skipString() {
@@ -573,6 +647,183 @@ llvm::Error JsonCursor::skipValue() {
     }
     if (Open.empty())
       return llvm::Error::success();
+  }
+}
+
+bool JsonScanner::peekToken(char &C) {
+  while (At < End && (*At == ' ' || *At == '\n' || *At == '\r' || *At == '\t'))
+    ++At;
+  if (At == End)
+    return false;
+  C = *At;
+  return true;
+}
+
+bool JsonScanner::expect(char C) {
+  char T;
+  if (!peekToken(T) || T != C)
+    return false;
+  ++At;
+  return true;
+}
+
+bool JsonScanner::nextMember(char Close, bool First, bool &More) {
+  char T;
+  if (!peekToken(T))
+    return false;
+  if (T == Close) {
+    ++At;
+    More = false;
+    return true;
+  }
+  if (!First) {
+    if (T != ',')
+      return false;
+    ++At;
+  }
+  char Next;
+  if (!peekToken(Next) || Next == 0) // a NUL byte is the end of the file to the cursor
+    return false;
+  More = true;
+  return true;
+}
+
+bool JsonScanner::readString(llvm::StringRef &View, std::string &Scratch) {
+  if (!expect('"'))
+    return false;
+  // A plain loop, not memchr: the strings of a trace are mostly a few bytes long, where
+  // a library call costs more than the scan.
+  const char *Run = At;
+  while (At < End && *At != '"' && *At != '\\')
+    ++At;
+  if (At == End)
+    return false;
+  if (*At == '"') {
+    View = llvm::StringRef(Run, static_cast<size_t>(At - Run));
+    ++At;
+    return true;
+  }
+  At = Run;
+  Scratch.clear();
+  while (true) {
+    const char *Run = At;
+    while (At < End && *At != '"' && *At != '\\')
+      ++At;
+    Scratch.append(Run, At);
+    if (At == End)
+      return false;
+    if (*At++ == '"') {
+      View = Scratch;
+      return true;
+    }
+    if (At == End)
+      return false;
+    char E = *At++;
+    if (char Plain = simpleEscape(static_cast<unsigned char>(E))) {
+      Scratch += Plain;
+      continue;
+    }
+    if (E != 'u' || End - At < 4)
+      return false;
+    unsigned Code = 0;
+    for (int I = 0; I < 4; ++I) {
+      int Digit = hexDigit(static_cast<unsigned char>(*At++));
+      if (Digit < 0)
+        return false;
+      Code = Code << 4 | static_cast<unsigned>(Digit);
+    }
+    appendCodePoint(Scratch, Code);
+  }
+}
+
+bool JsonScanner::readString(std::string &Into) {
+  llvm::StringRef View;
+  if (!readString(View, Into))
+    return false;
+  if (View.data() != Into.data())
+    Into.assign(View.data(), View.size());
+  return true;
+}
+
+bool JsonScanner::readNumber(JsonCursor::Number &N) {
+  char T;
+  if (!peekToken(T))
+    return false;
+  const char *Start = At;
+  while (At < End && isNumberChar(*At))
+    ++At;
+  // A run that reaches the end may go on in the next chunk; past 64 the cursor refuses it.
+  size_t Size = static_cast<size_t>(At - Start);
+  if (At == End || Size == 0 || Size > 64)
+    return false;
+  return parseJsonNumber(llvm::StringRef(Start, Size), N);
+}
+
+bool JsonScanner::skipString() {
+  if (!expect('"'))
+    return false;
+  while (true) {
+    while (At < End && *At != '"' && *At != '\\')
+      ++At;
+    if (At == End)
+      return false;
+    if (*At++ == '"')
+      return true;
+    // An escape is checked as the cursor checks it: it refuses bad ones.
+    if (At == End)
+      return false;
+    char E = *At++;
+    if (simpleEscape(static_cast<unsigned char>(E)))
+      continue;
+    if (E != 'u' || End - At < 4)
+      return false;
+    for (int I = 0; I < 4; ++I)
+      if (hexDigit(static_cast<unsigned char>(*At++)) < 0)
+        return false;
+  }
+}
+
+bool JsonScanner::skipValue() {
+  // The cursor's skipValue token for token (it is lenient about separators inside
+  // containers, and so must this be); deeper nesting than this is left to the cursor.
+  char Open[32];
+  size_t Depth = 0;
+  while (true) {
+    char C;
+    if (!peekToken(C))
+      return false;
+    if (C == '"') {
+      if (!skipString())
+        return false;
+    } else if (C == '{' || C == '[') {
+      if (Depth == sizeof(Open))
+        return false;
+      Open[Depth++] = C == '{' ? '}' : ']';
+      ++At;
+      continue;
+    } else if (C == '}' || C == ']') {
+      if (Depth == 0 || Open[Depth - 1] != C)
+        return false;
+      --Depth;
+      ++At;
+    } else if (C == ',' || C == ':') {
+      if (Depth == 0)
+        return false;
+      ++At;
+      continue;
+    } else if (C == 't' || C == 'f' || C == 'n') {
+      llvm::StringRef Word = C == 't' ? "true" : C == 'f' ? "false" : "null";
+      if (static_cast<size_t>(End - At) < Word.size() ||
+          std::memcmp(At, Word.data(), Word.size()) != 0)
+        return false;
+      At += Word.size();
+    } else {
+      JsonCursor::Number N;
+      if (!readNumber(N))
+        return false;
+    }
+    if (Depth == 0)
+      return true;
   }
 }
 

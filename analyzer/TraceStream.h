@@ -13,6 +13,7 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -71,6 +72,14 @@ public:
   /// Skips one value of any kind (containers iteratively, so depth cannot overflow).
   llvm::Error skipValue();
 
+  /// The bytes read from the file and not yet consumed: the rest of the current chunk,
+  /// possibly empty (nothing is read to fill it). A hot loop can read a value lying wholly
+  /// in it with a JsonScanner and advance() past it, and leave any other to the methods
+  /// above, which report errors and cross chunk boundaries.
+  llvm::StringRef buffered() const { return Chunk.substr(Pos); }
+  /// Consumes the first N bytes of buffered().
+  void advance(size_t N) { Pos += std::min(N, Chunk.size() - Pos); }
+
   uint64_t offset() const { return Consumed + Pos; }
   const std::string &name() const { return Name; }
   llvm::Error error(const llvm::Twine &Message) const;
@@ -88,6 +97,43 @@ private:
   bool AtEnd = false;
   std::string Skipped;
 };
+
+/// Reads JSON lying wholly in one buffer (JsonCursor::buffered()) in place: no refills, no
+/// Expected per token, strings as views where they hold no escape. Each method reads what
+/// JsonCursor's method of the same name reads, with the same result, or answers false:
+/// "not decided here" (the buffer ends first, or the text is malformed or unusual). The
+/// caller then reads the whole value again with the cursor, which reports the error at
+/// its offset, so a scanner never words an error itself and accepts nothing the cursor
+/// refuses. After a false the scanner's position is unspecified.
+class JsonScanner {
+public:
+  explicit JsonScanner(llvm::StringRef Buffer)
+      : Begin(Buffer.data()), At(Buffer.data()), End(Buffer.data() + Buffer.size()) {}
+
+  /// Bytes read so far (for JsonCursor::advance once the value is whole).
+  size_t consumed() const { return static_cast<size_t>(At - Begin); }
+  /// The next non-space character, not consumed; false at the end of the buffer.
+  bool peekToken(char &C);
+  /// Consumes C after whitespace.
+  bool expect(char C);
+  /// As JsonCursor::nextMember: More is true when another member follows.
+  bool nextMember(char Close, bool First, bool &More);
+  /// A string as a view of the buffer when it holds no escape, else decoded into Scratch
+  /// (and the view of Scratch).
+  bool readString(llvm::StringRef &View, std::string &Scratch);
+  bool readString(std::string &Into);
+  bool readNumber(JsonCursor::Number &N);
+  bool skipValue();
+
+private:
+  bool skipString();
+
+  const char *Begin, *At, *End;
+};
+
+/// The conversion both readers share: Text (a run of number characters) as a number, or
+/// false when it is malformed.
+bool parseJsonNumber(llvm::StringRef Text, JsonCursor::Number &N);
 
 } // namespace trainmem
 

@@ -25,9 +25,15 @@ namespace trainmem {
 /// A file read in chunks, gunzipped when it starts with the gzip magic.
 class ByteReader {
 public:
+  /// Which library inflates gzip: the fastest this build has (ISA-L's igzip where CMake
+  /// found libisal, else zlib), or zlib (tests compare the two). Both hand out the same
+  /// bytes and the same errors.
+  enum class Inflater { Fastest, Zlib };
   /// ChunkBytes: how much is read (and inflated) at a time.
-  static llvm::Expected<std::unique_ptr<ByteReader>> open(llvm::StringRef Path,
-                                                          size_t ChunkBytes = 1 << 20);
+  static llvm::Expected<std::unique_ptr<ByteReader>>
+  open(llvm::StringRef Path, size_t ChunkBytes = 1 << 20, Inflater Use = Inflater::Fastest);
+  /// "isa-l" or "zlib": what Inflater::Fastest is in this build.
+  static llvm::StringRef fastestInflater();
   virtual ~ByteReader();
   /// The next chunk; empty at the end. Errors name the file (corrupt gzip, read error,
   /// a decompression bomb).

@@ -63,6 +63,60 @@ bool isNumberChar(char C) {
   return (C >= '0' && C <= '9') || C == '-' || C == '+' || C == '.' || C == 'e' || C == 'E';
 }
 
+/// Where the plain run of a string ends: the first '"' or '\\' at or after P, or End.
+const char *stringRunEnd(const char *P, const char *End) {
+  while (P < End && *P != '"' && *P != '\\')
+    ++P;
+  return P;
+}
+
+/// Reads up to Max decimal digits at P into Mantissa; returns how many.
+size_t readDigits(const char *&P, const char *End, uint64_t &Mantissa, size_t Max) {
+  const char *Start = P;
+  while (P < End && *P >= '0' && *P <= '9' && static_cast<size_t>(P - Start) < Max)
+    Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
+  return static_cast<size_t>(P - Start);
+}
+
+/// Most numbers in a trace are integers (ids, sizes, addresses) or decimals with a few
+/// places (microseconds): those are converted here, several times cheaper than
+/// std::from_chars. Exact: integers of up to 18 digits fit; for a decimal whose digits
+/// (without trailing zeros) fit a double's 53-bit mantissa, 10^k is exact (k <= 18) and
+/// one division is correctly rounded, as std::from_chars is (Clinger's fast path).
+/// Reads -?D+ or -?D+.D+ from P and returns where it stopped, having set N; null for any
+/// other form (exponents, longer digit strings), which std::from_chars converts.
+const char *directNumber(const char *P, const char *End, JsonCursor::Number &N) {
+  const bool Negative = P < End && *P == '-';
+  P += Negative;
+  uint64_t Mantissa = 0;
+  const size_t IntegerDigits = readDigits(P, End, Mantissa, 18);
+  if (IntegerDigits == 0 || (P < End && *P >= '0' && *P <= '9'))
+    return nullptr;
+  if (P == End || *P != '.') {
+    const int64_t I = static_cast<int64_t>(Mantissa);
+    N.Integer = Negative ? -I : I;
+    N.Value = static_cast<double>(*N.Integer);
+    return P;
+  }
+  ++P;
+  size_t Places = readDigits(P, End, Mantissa, 19 - IntegerDigits);
+  if (Places == 0 || (P < End && *P >= '0' && *P <= '9'))
+    return nullptr;
+  while (Places > 0 && Mantissa % 10 == 0) {
+    Mantissa /= 10;
+    --Places;
+  }
+  if (Mantissa > (uint64_t(1) << 53))
+    return nullptr;
+  static constexpr double PowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
+                                           1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
+                                           1e14, 1e15, 1e16, 1e17, 1e18};
+  const double V = static_cast<double>(Mantissa) / PowersOfTen[Places];
+  N.Integer.reset();
+  N.Value = Negative ? -V : V;
+  return P;
+}
+
 } // namespace
 
 JsonCursor::JsonCursor(std::unique_ptr<ByteReader> Reader, std::string Name)
@@ -272,49 +326,9 @@ bool parseJsonNumber(llvm::StringRef Text, JsonCursor::Number &N) {
   const char *Begin = Text.begin(), *End = Text.end();
   if (Begin < End && *Begin == '+')
     ++Begin;
-  // Most numbers in a trace are integers (ids, sizes, addresses) or decimals with a few
-  // places (microseconds): those are computed directly, several times cheaper than
-  // std::from_chars. Exact: integers of up to 18 digits fit; for a decimal, when its
-  // digits (without trailing zeros) fit a double's 53-bit mantissa and 10^k is exact
-  // (k <= 22), one division is correctly rounded, as std::from_chars is (Clinger's fast
-  // path). Anything else (exponents, longer digit strings, odd forms) goes to from_chars.
-  {
-    const char *P = Begin;
-    const bool Negative = P < End && *P == '-';
-    P += Negative;
-    const char *Digits = P;
-    uint64_t Mantissa = 0;
-    while (P < End && *P >= '0' && *P <= '9' && P - Digits < 18)
-      Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
-    const size_t IntegerDigits = static_cast<size_t>(P - Digits);
-    if (P == End && IntegerDigits > 0) {
-      int64_t I = static_cast<int64_t>(Mantissa);
-      N.Integer = Negative ? -I : I;
-      N.Value = static_cast<double>(*N.Integer);
-      return true;
-    }
-    if (IntegerDigits > 0 && P < End && *P == '.') {
-      const char *Fraction = ++P;
-      while (P < End && *P >= '0' && *P <= '9' &&
-             IntegerDigits + static_cast<size_t>(P - Fraction) < 19)
-        Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
-      size_t Places = static_cast<size_t>(P - Fraction);
-      if (P == End && Places > 0) {
-        while (Places > 0 && Mantissa % 10 == 0) {
-          Mantissa /= 10;
-          --Places;
-        }
-        static constexpr double PowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
-                                                 1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
-                                                 1e14, 1e15, 1e16, 1e17, 1e18};
-        if (Mantissa <= (uint64_t(1) << 53)) {
-          double V = static_cast<double>(Mantissa) / PowersOfTen[Places];
-          N.Value = Negative ? -V : V;
-          return true;
-        }
-      }
-    }
-  }
+  if (const char *Stop = directNumber(Begin, End, N); Stop == End)
+    return true;
+  N = JsonCursor::Number();
   // std::from_chars rather than StringRef::getAsDouble (APFloat): traces are mostly
   // numbers, and this is several times faster with the same correctly rounded result.
   if (Text.find_first_of(".eE") == llvm::StringRef::npos) {
@@ -426,11 +440,10 @@ bool JsonScanner::nextMember(char Close, bool First, bool &More) {
 bool JsonScanner::readString(llvm::StringRef &View, std::string &Scratch) {
   if (!expect('"'))
     return false;
-  // A plain loop, not memchr: the strings of a trace are mostly a few bytes long, where
-  // a library call costs more than the scan.
+  // Not memchr: the strings of a trace are mostly a few bytes long, where a library call
+  // costs more than the scan.
   const char *Start = At;
-  while (At < End && *At != '"' && *At != '\\')
-    ++At;
+  At = stringRunEnd(At, End);
   if (At == End)
     return false;
   if (*At == '"') {
@@ -485,6 +498,11 @@ bool JsonScanner::readNumber(JsonCursor::Number &N) {
   char T;
   if (!peekToken(T))
     return false;
+  // The common forms in one pass, when what follows them ends the number's run.
+  if (const char *Stop = directNumber(At, End, N); Stop && Stop < End && !isNumberChar(*Stop)) {
+    At = Stop;
+    return true;
+  }
   const char *Start = At;
   while (At < End && isNumberChar(*At))
     ++At;
@@ -499,8 +517,7 @@ bool JsonScanner::skipString() {
   if (!expect('"'))
     return false;
   while (true) {
-    while (At < End && *At != '"' && *At != '\\')
-      ++At;
+    At = stringRunEnd(At, End);
     if (At == End)
       return false;
     if (*At++ == '"')

@@ -481,9 +481,29 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   std::vector<MeasuredRange> Ranges;
   Intervals Phases[NumPhases];
   int64_t OpEvents = 0;
+  // Consecutive events mostly share a thread and a device: the last lookup of each is
+  // kept, which saves a hash (or a name built and a map searched) per event.
+  std::string LastTid;
+  uint32_t LastTidIndex = 0;
+  bool HaveLastTid = false;
   auto tidIndex = [&](const std::string &Tid) {
-    auto [It, New] = Tids.try_emplace(Tid, static_cast<uint32_t>(Tids.size()));
-    return It->second;
+    if (!HaveLastTid || Tid != LastTid) {
+      auto [It, New] = Tids.try_emplace(Tid, static_cast<uint32_t>(Tids.size()));
+      LastTid = Tid;
+      LastTidIndex = It->second;
+      HaveLastTid = true;
+    }
+    return LastTidIndex;
+  };
+  std::optional<int64_t> LastDeviceType, LastDeviceId;
+  std::vector<MemoryRecord> *LastDevice = nullptr;
+  auto deviceRecords = [&](const Event &E) -> std::vector<MemoryRecord> & {
+    if (!LastDevice || E.DeviceType != LastDeviceType || E.DeviceId != LastDeviceId) {
+      LastDevice = &ByDevice[deviceName(E.DeviceType, E.DeviceId)];
+      LastDeviceType = E.DeviceType;
+      LastDeviceId = E.DeviceId;
+    }
+    return *LastDevice;
   };
   // Operators are kept from the first pass for the attribution, up to a cap (48 MB of
   // records by default); a trace with more is attributed by a second streamed pass
@@ -498,7 +518,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   bool OpsKept = true;
   auto Count = forEachEvent(Path, Opts.ChunkBytes, [&](const Event &E) {
     if (E.Memory && E.Bytes && !std::isnan(E.Ts)) {
-      auto &Records = ByDevice[deviceName(E.DeviceType, E.DeviceId)];
+      std::vector<MemoryRecord> &Records = deviceRecords(E);
       Records.push_back({E.Ts, *E.Bytes, E.TotalAllocated.value_or(Absent),
                          E.TotalReserved.value_or(Absent),
                          static_cast<uint64_t>(E.Addr.value_or(0)), tidIndex(E.Tid),

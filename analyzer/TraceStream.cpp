@@ -59,63 +59,6 @@ void appendCodePoint(std::string &S, unsigned Code) {
   }
 }
 
-bool isNumberChar(char C) {
-  return (C >= '0' && C <= '9') || C == '-' || C == '+' || C == '.' || C == 'e' || C == 'E';
-}
-
-/// Where the plain run of a string ends: the first '"' or '\\' at or after P, or End.
-const char *stringRunEnd(const char *P, const char *End) {
-  while (P < End && *P != '"' && *P != '\\')
-    ++P;
-  return P;
-}
-
-/// Reads up to Max decimal digits at P into Mantissa; returns how many.
-size_t readDigits(const char *&P, const char *End, uint64_t &Mantissa, size_t Max) {
-  const char *Start = P;
-  while (P < End && *P >= '0' && *P <= '9' && static_cast<size_t>(P - Start) < Max)
-    Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
-  return static_cast<size_t>(P - Start);
-}
-
-/// Most numbers in a trace are integers (ids, sizes, addresses) or decimals with a few
-/// places (microseconds): those are converted here, several times cheaper than
-/// std::from_chars. Exact: integers of up to 18 digits fit; for a decimal whose digits
-/// (without trailing zeros) fit a double's 53-bit mantissa, 10^k is exact (k <= 18) and
-/// one division is correctly rounded, as std::from_chars is (Clinger's fast path).
-/// Reads -?D+ or -?D+.D+ from P and returns where it stopped, having set N; null for any
-/// other form (exponents, longer digit strings), which std::from_chars converts.
-const char *directNumber(const char *P, const char *End, JsonCursor::Number &N) {
-  const bool Negative = P < End && *P == '-';
-  P += Negative;
-  uint64_t Mantissa = 0;
-  const size_t IntegerDigits = readDigits(P, End, Mantissa, 18);
-  if (IntegerDigits == 0 || (P < End && *P >= '0' && *P <= '9'))
-    return nullptr;
-  if (P == End || *P != '.') {
-    const int64_t I = static_cast<int64_t>(Mantissa);
-    N.Integer = Negative ? -I : I;
-    N.Value = static_cast<double>(*N.Integer);
-    return P;
-  }
-  ++P;
-  size_t Places = readDigits(P, End, Mantissa, 19 - IntegerDigits);
-  if (Places == 0 || (P < End && *P >= '0' && *P <= '9'))
-    return nullptr;
-  while (Places > 0 && Mantissa % 10 == 0) {
-    Mantissa /= 10;
-    --Places;
-  }
-  if (Mantissa > (uint64_t(1) << 53))
-    return nullptr;
-  static constexpr double PowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
-                                           1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
-                                           1e14, 1e15, 1e16, 1e17, 1e18};
-  const double V = static_cast<double>(Mantissa) / PowersOfTen[Places];
-  N.Integer.reset();
-  N.Value = Negative ? -V : V;
-  return P;
-}
 
 } // namespace
 
@@ -304,7 +247,7 @@ llvm::Expected<JsonCursor::Number> JsonCursor::readNumber() {
         break;
     }
     char C = Chunk[Pos];
-    if (!isNumberChar(C))
+    if (!json_detail::isNumberChar(C))
       break;
     if (Size == 64)
       return error("number longer than 64 characters");
@@ -326,7 +269,7 @@ bool parseJsonNumber(llvm::StringRef Text, JsonCursor::Number &N) {
   const char *Begin = Text.begin(), *End = Text.end();
   if (Begin < End && *Begin == '+')
     ++Begin;
-  if (const char *Stop = directNumber(Begin, End, N); Stop == End)
+  if (const char *Stop = json_detail::directNumber(Begin, End, N); Stop == End)
     return true;
   N = JsonCursor::Number();
   // std::from_chars rather than StringRef::getAsDouble (APFloat): traces are mostly
@@ -399,59 +342,9 @@ llvm::Error JsonCursor::skipValue() {
   }
 }
 
-bool JsonScanner::peekToken(char &C) {
-  while (At < End && (*At == ' ' || *At == '\n' || *At == '\r' || *At == '\t'))
-    ++At;
-  if (At == End)
-    return false;
-  C = *At;
-  return true;
-}
-
-bool JsonScanner::expect(char C) {
-  char T;
-  if (!peekToken(T) || T != C)
-    return false;
-  ++At;
-  return true;
-}
-
-bool JsonScanner::nextMember(char Close, bool First, bool &More) {
-  char T;
-  if (!peekToken(T))
-    return false;
-  if (T == Close) {
-    ++At;
-    More = false;
-    return true;
-  }
-  if (!First) {
-    if (T != ',')
-      return false;
-    ++At;
-  }
-  char Next;
-  if (!peekToken(Next) || Next == 0) // a NUL byte is the end of the file to the cursor
-    return false;
-  More = true;
-  return true;
-}
-
-bool JsonScanner::readString(llvm::StringRef &View, std::string &Scratch) {
-  if (!expect('"'))
-    return false;
-  // Not memchr: the strings of a trace are mostly a few bytes long, where a library call
-  // costs more than the scan.
-  const char *Start = At;
-  At = stringRunEnd(At, End);
-  if (At == End)
-    return false;
-  if (*At == '"') {
-    View = llvm::StringRef(Start, static_cast<size_t>(At - Start));
-    ++At;
-    return true;
-  }
-  // An escape: decoded from the string's start, a run of plain characters at a time.
+bool JsonScanner::readEscapedString(const char *Start, llvm::StringRef &View,
+                                    std::string &Scratch) {
+  // Decoded from the string's start, a run of plain characters at a time.
   Scratch.clear();
   At = Start;
   while (true) {
@@ -494,17 +387,9 @@ bool JsonScanner::readString(std::string &Into) {
   return true;
 }
 
-bool JsonScanner::readNumber(JsonCursor::Number &N) {
-  char T;
-  if (!peekToken(T))
-    return false;
-  // The common forms in one pass, when what follows them ends the number's run.
-  if (const char *Stop = directNumber(At, End, N); Stop && Stop < End && !isNumberChar(*Stop)) {
-    At = Stop;
-    return true;
-  }
+bool JsonScanner::readNumberRun(JsonCursor::Number &N) {
   const char *Start = At;
-  while (At < End && isNumberChar(*At))
+  while (At < End && json_detail::isNumberChar(*At))
     ++At;
   // A run that reaches the end may go on in the next chunk; past 64 the cursor refuses it.
   size_t Size = static_cast<size_t>(At - Start);
@@ -517,7 +402,8 @@ bool JsonScanner::skipString() {
   if (!expect('"'))
     return false;
   while (true) {
-    At = stringRunEnd(At, End);
+    while (At < End && *At != '"' && *At != '\\')
+      ++At;
     if (At == End)
       return false;
     if (*At++ == '"')

@@ -150,7 +150,8 @@ inline bool isNumberChar(char C) {
 /// Reads up to Max decimal digits at P into Mantissa; returns how many.
 inline size_t readDigits(const char *&P, const char *End, uint64_t &Mantissa, size_t Max) {
   const char *Start = P;
-  while (P < End && *P >= '0' && *P <= '9' && static_cast<size_t>(P - Start) < Max)
+  const char *Stop = static_cast<size_t>(End - P) < Max ? End : P + Max;
+  while (P < Stop && static_cast<unsigned char>(*P - '0') < 10)
     Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
   return static_cast<size_t>(P - Start);
 }

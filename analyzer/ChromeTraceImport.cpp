@@ -23,6 +23,7 @@
 #include "llvm/Support/Regex.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -416,33 +417,68 @@ void mergeIntervals(Intervals &I) {
   I = std::move(Out);
 }
 
-bool inIntervals(const Intervals &I, double T) {
-  auto It = std::upper_bound(I.begin(), I.end(), std::make_pair(T, std::numeric_limits<double>::infinity()));
-  return It != I.begin() && std::prev(It)->second >= T;
-}
+/// A merged interval list read at times that never decrease (the memory records, sorted
+/// by time): the position of upper_bound(T) only moves forward, so it is kept instead of
+/// searched for at every record (a trace has a backward range per backward operator, and
+/// the searches took a tenth of an import).
+class IntervalCursor {
+public:
+  explicit IntervalCursor(const Intervals &I) : List(&I) {}
+  /// Whether an interval holds T.
+  bool contains(double T) {
+    size_t After = moveTo(T);
+    return After > 0 && (*List)[After - 1].second >= T;
+  }
+  /// The start of the first interval that starts after T.
+  std::optional<double> nextStart(double T) {
+    size_t After = moveTo(T);
+    if (After == List->size())
+      return std::nullopt;
+    return (*List)[After].first;
+  }
 
-std::optional<double> nextStart(const Intervals &I, double T) {
-  auto It = std::upper_bound(I.begin(), I.end(), std::make_pair(T, std::numeric_limits<double>::infinity()));
-  if (It == I.end())
-    return std::nullopt;
-  return It->first;
-}
+private:
+  /// The index of the first interval starting after T: upper_bound by (T, +infinity).
+  size_t moveTo(double T) {
+    assert(!(T < Last) && "times must not decrease");
+    Last = T;
+    while (Next < List->size() && !(T < (*List)[Next].first))
+      ++Next;
+    return Next;
+  }
+
+  const Intervals *List;
+  size_t Next = 0;
+  double Last = -std::numeric_limits<double>::infinity();
+};
 
 /// The phase at time T: the annotated or operator-derived range around it; without
-/// explicit forward ranges, what precedes a backward range is its forward.
-const char *phaseAt(const Intervals (&P)[NumPhases], double T) {
-  for (int K : {Backward, Optimizer, ZeroGrad, Forward})
-    if (inIntervals(P[K], T))
-      return PhaseNames[K];
-  if (!P[Forward].empty())
+/// explicit forward ranges, what precedes a backward range is its forward. T must not
+/// decrease from one call to the next.
+class PhaseClock {
+public:
+  explicit PhaseClock(const Intervals (&P)[NumPhases])
+      : NoForwardRanges(P[Forward].empty()),
+        Cursors{IntervalCursor(P[Forward]), IntervalCursor(P[Backward]),
+                IntervalCursor(P[Optimizer]), IntervalCursor(P[ZeroGrad])} {}
+  const char *at(double T) {
+    for (int K : {Backward, Optimizer, ZeroGrad, Forward})
+      if (Cursors[K].contains(T))
+        return PhaseNames[K];
+    if (!NoForwardRanges)
+      return "";
+    std::optional<double> B = Cursors[Backward].nextStart(T);
+    std::optional<double> O = Cursors[Optimizer].nextStart(T);
+    std::optional<double> Z = Cursors[ZeroGrad].nextStart(T);
+    if (B && (!O || *B < *O) && (!Z || *B < *Z))
+      return PhaseNames[Forward];
     return "";
-  std::optional<double> B = nextStart(P[Backward], T);
-  std::optional<double> O = nextStart(P[Optimizer], T);
-  std::optional<double> Z = nextStart(P[ZeroGrad], T);
-  if (B && (!O || *B < *O) && (!Z || *B < *Z))
-    return PhaseNames[Forward];
-  return "";
-}
+  }
+
+private:
+  bool NoForwardRanges;
+  IntervalCursor Cursors[NumPhases]; ///< indexed by PhaseKind
+};
 
 /// A point whose enclosing operator the second pass looks up.
 struct OpQuery {
@@ -609,6 +645,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     std::vector<MeasuredRange> Open; // ranges that have started, by end
     size_t NextRange = 0;
     std::vector<MeasuredRange> Closed;
+    PhaseClock Clock(Phases);
+    IntervalCursor WindowCursor(WindowIntervals);
     for (size_t I = 0; I < Records.size(); ++I) {
       const MemoryRecord &R = Records[I];
       if (!addBytesChecked(Sum, R.Bytes))
@@ -622,8 +660,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         S.Reserved = R.TotalReserved;
         D.PeakReserved = std::max(D.PeakReserved.value_or(0), R.TotalReserved);
       }
-      const char *Phase = phaseAt(Phases, R.Ts);
-      bool InWindow = !Window || inIntervals(WindowIntervals, R.Ts);
+      const char *Phase = Clock.at(R.Ts);
+      bool InWindow = !Window || WindowCursor.contains(R.Ts);
       if (InWindow) {
         AnyInWindow = true;
         if (S.Allocated > D.Peak) {

@@ -4,6 +4,8 @@
 // the file in chunks, inflating gzip on the way, and JsonCursor pulls JSON tokens from it.
 // llvm::json parses whole documents only, which would hold the file (and a tree several
 // times its size) in memory; this cursor holds one chunk and the value being read.
+// JsonScanner reads the values lying wholly in the current chunk in place, several times
+// faster, and leaves the rest (and every error) to the cursor.
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_ANALYZER_TRACESTREAM_H

@@ -9,11 +9,12 @@ PRESET    ?= default
 JOBS      ?= $(shell nproc 2>/dev/null || echo 2)
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-# Debian 12 package names; BUILD-NOTES.md lists why each is here.
+# Debian 12 package names; BUILD-NOTES.md lists why each is here (libisal-dev: ISA-L inflates
+# gzipped traces, optional at configure time, see cmake/Dependencies.cmake).
 PACKAGES := cmake ninja-build g++ make pkg-config \
   llvm-16-dev libzstd-dev libonnx-dev libprotobuf-dev \
   qt6-base-dev qt6-charts-dev qt6-svg-dev libqt6opengl6-dev \
-  libsqlite3-dev zlib1g-dev libgtest-dev libgmock-dev libbenchmark-dev xvfb xauth
+  libsqlite3-dev zlib1g-dev libisal-dev libgtest-dev libgmock-dev libbenchmark-dev xvfb xauth
 
 # `make fuzz` only: clang and its libFuzzer runtime.
 FUZZ_PACKAGES := clang-14 libclang-rt-14-dev

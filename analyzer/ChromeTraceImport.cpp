@@ -23,6 +23,7 @@
 #include "llvm/Support/Regex.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -55,6 +56,28 @@ struct MemoryRecord {
 
 constexpr int64_t Absent = std::numeric_limits<int64_t>::min();
 
+/// Some writers quote numbers; a quoted integer that is not one is absent.
+std::optional<int64_t> quotedInteger(llvm::StringRef Text) {
+  int64_t V;
+  if (Text.getAsInteger(10, V))
+    return std::nullopt;
+  return V;
+}
+
+std::optional<int64_t> integerValue(const JsonCursor::Number &N) {
+  if (N.Integer)
+    return *N.Integer;
+  // A float where an integer belongs: kept when integral and in range, else absent.
+  if (std::fabs(N.Value) < 9.0e18 && N.Value == std::floor(N.Value))
+    return static_cast<int64_t>(N.Value);
+  return std::nullopt;
+}
+
+/// A number where a name belongs (tids are strings or numbers), as text.
+void numberText(const JsonCursor::Number &N, std::string &Into) {
+  Into = N.Integer ? std::to_string(*N.Integer) : llvm::formatv("{0}", N.Value).str();
+}
+
 llvm::Expected<std::optional<int64_t>> readInteger(JsonCursor &C) {
   auto T = C.peekToken();
   if (!T)
@@ -64,24 +87,16 @@ llvm::Expected<std::optional<int64_t>> readInteger(JsonCursor &C) {
       return E;
     return std::nullopt;
   }
-  if (*T == '"') { // some writers quote numbers
+  if (*T == '"') {
     auto S = C.readString();
     if (!S)
       return S.takeError();
-    int64_t V;
-    if (llvm::StringRef(*S).getAsInteger(10, V))
-      return std::nullopt;
-    return V;
+    return quotedInteger(*S);
   }
   auto N = C.readNumber();
   if (!N)
     return N.takeError();
-  if (N->Integer)
-    return *N->Integer;
-  // A float where an integer belongs: kept when integral and in range, else absent.
-  if (std::fabs(N->Value) < 9.0e18 && N->Value == std::floor(N->Value))
-    return static_cast<int64_t>(N->Value);
-  return std::nullopt;
+  return integerValue(*N);
 }
 
 llvm::Expected<double> readDouble(JsonCursor &C) {
@@ -116,8 +131,19 @@ llvm::Error readScalarText(JsonCursor &C, std::string &Into) {
   auto N = C.readNumber();
   if (!N)
     return N.takeError();
-  Into = N->Integer ? std::to_string(*N->Integer) : llvm::formatv("{0}", N->Value).str();
+  numberText(*N, Into);
   return llvm::Error::success();
+}
+
+/// The member of args that Key names, or null for one the importer does not read.
+std::optional<int64_t> *argField(Event &E, llvm::StringRef Key) {
+  return Key == "Bytes"             ? &E.Bytes
+         : Key == "Addr"            ? &E.Addr
+         : Key == "Total Allocated" ? &E.TotalAllocated
+         : Key == "Total Reserved"  ? &E.TotalReserved
+         : Key == "Device Type"     ? &E.DeviceType
+         : Key == "Device Id"       ? &E.DeviceId
+                                    : nullptr;
 }
 
 llvm::Error readArgs(JsonCursor &C, Event &E) {
@@ -127,13 +153,7 @@ llvm::Error readArgs(JsonCursor &C, Event &E) {
   if (*T != '{')
     return C.skipValue();
   return C.readObject([&](llvm::StringRef Key) -> llvm::Error {
-    std::optional<int64_t> *Field = Key == "Bytes"             ? &E.Bytes
-                                    : Key == "Addr"            ? &E.Addr
-                                    : Key == "Total Allocated" ? &E.TotalAllocated
-                                    : Key == "Total Reserved"  ? &E.TotalReserved
-                                    : Key == "Device Type"     ? &E.DeviceType
-                                    : Key == "Device Id"       ? &E.DeviceId
-                                                               : nullptr;
+    std::optional<int64_t> *Field = argField(E, Key);
     if (!Field)
       return C.skipValue();
     auto V = readInteger(C);
@@ -144,8 +164,118 @@ llvm::Error readArgs(JsonCursor &C, Event &E) {
   });
 }
 
-llvm::Error readEvent(JsonCursor &C, Event &E) {
-  // Reset without giving the strings' buffers back: the next event reuses them.
+// The same reading of an event in place, for one lying wholly in the cursor's buffer (all
+// but those straddling a chunk boundary). The token-at-a-time cursor spends most of an
+// import on per-token bookkeeping (refill checks, an Expected per token, a callback per
+// member); this reads the event with plain pointer arithmetic instead. Each function
+// answers false, having decided nothing, where the scanner does (the buffer ends, the
+// text is malformed or unusual); the event is then read again by the cursor above, which
+// gives the same result or the same error at the same offset.
+
+bool scanInteger(JsonScanner &S, std::optional<int64_t> &Into, std::string &Scratch) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T == 'n') {
+    Into = std::nullopt;
+    return S.skipValue();
+  }
+  if (T == '"') {
+    llvm::StringRef Text;
+    if (!S.readString(Text, Scratch))
+      return false;
+    Into = quotedInteger(Text);
+    return true;
+  }
+  JsonCursor::Number N;
+  if (!S.readNumber(N))
+    return false;
+  Into = integerValue(N);
+  return true;
+}
+
+bool scanDouble(JsonScanner &S, double &Into, std::string &Scratch) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T == '"') {
+    llvm::StringRef Text;
+    double V = 0;
+    if (!S.readString(Text, Scratch) || Text.getAsDouble(V))
+      return false;
+    Into = V;
+    return true;
+  }
+  JsonCursor::Number N;
+  if (!S.readNumber(N))
+    return false;
+  Into = N.Value;
+  return true;
+}
+
+bool scanScalarText(JsonScanner &S, std::string &Into) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T == '"')
+    return S.readString(Into);
+  Into.clear();
+  if (T == '{' || T == '[' || T == 'n' || T == 't' || T == 'f')
+    return S.skipValue();
+  JsonCursor::Number N;
+  if (!S.readNumber(N))
+    return false;
+  numberText(N, Into);
+  return true;
+}
+
+bool scanArgs(JsonScanner &S, Event &E, std::string &KeyScratch, std::string &Scratch) {
+  char T;
+  if (!S.peekToken(T))
+    return false;
+  if (T != '{')
+    return S.skipValue();
+  S.expect('{');
+  for (bool First = true, More;; First = false) {
+    if (!S.nextMember('}', First, More))
+      return false;
+    if (!More)
+      return true;
+    llvm::StringRef Key;
+    if (!S.readString(Key, KeyScratch) || !S.expect(':'))
+      return false;
+    std::optional<int64_t> *Field = argField(E, Key);
+    if (!(Field ? scanInteger(S, *Field, Scratch) : S.skipValue()))
+      return false;
+  }
+}
+
+bool scanEvent(JsonScanner &S, Event &E, std::string &KeyScratch, std::string &Scratch) {
+  if (!S.expect('{'))
+    return false;
+  for (bool First = true, More;; First = false) {
+    if (!S.nextMember('}', First, More))
+      return false;
+    if (!More)
+      return true;
+    llvm::StringRef Key;
+    if (!S.readString(Key, KeyScratch) || !S.expect(':'))
+      return false;
+    bool Read = Key == "ph"     ? scanScalarText(S, E.Ph)
+                : Key == "cat"  ? scanScalarText(S, E.Cat)
+                : Key == "name" ? scanScalarText(S, E.Name)
+                : Key == "tid"  ? scanScalarText(S, E.Tid)
+                : Key == "ts"   ? scanDouble(S, E.Ts, Scratch)
+                : Key == "dur"  ? scanDouble(S, E.Dur, Scratch)
+                : Key == "args" ? scanArgs(S, E, KeyScratch, Scratch)
+                                : S.skipValue();
+    if (!Read)
+      return false;
+  }
+}
+
+void resetEvent(Event &E) {
+  // Without giving the strings' buffers back: the next event reuses them.
   E.Ph.clear();
   E.Cat.clear();
   E.Name.clear();
@@ -155,36 +285,47 @@ llvm::Error readEvent(JsonCursor &C, Event &E) {
   E.Memory = false;
   E.Bytes = E.Addr = E.TotalAllocated = E.TotalReserved = E.DeviceType = E.DeviceId =
       std::nullopt;
+}
+
+/// Reads one element of traceEvents into E. Scratch: buffers the in-place reader reuses.
+llvm::Error readEvent(JsonCursor &C, Event &E, std::string (&Scratch)[2]) {
+  resetEvent(E);
   auto T = C.peekToken();
   if (!T)
     return T.takeError();
   if (*T != '{')
     return C.skipValue(); // not an event object: ignored like Perfetto does
-  auto Num = [&](double &Into) -> llvm::Error {
-    auto D = readDouble(C);
-    if (!D)
-      return D.takeError();
-    Into = *D;
-    return llvm::Error::success();
-  };
-  if (llvm::Error Err = C.readObject([&](llvm::StringRef Key) -> llvm::Error {
-        if (Key == "ph")
-          return readScalarText(C, E.Ph);
-        if (Key == "cat")
-          return readScalarText(C, E.Cat);
-        if (Key == "name")
-          return readScalarText(C, E.Name);
-        if (Key == "tid")
-          return readScalarText(C, E.Tid);
-        if (Key == "ts")
-          return Num(E.Ts);
-        if (Key == "dur")
-          return Num(E.Dur);
-        if (Key == "args")
-          return readArgs(C, E);
-        return C.skipValue();
-      }))
-    return Err;
+  JsonScanner Scanner(C.buffered());
+  if (scanEvent(Scanner, E, Scratch[0], Scratch[1])) {
+    C.advance(Scanner.consumed());
+  } else {
+    resetEvent(E);
+    auto Num = [&](double &Into) -> llvm::Error {
+      auto D = readDouble(C);
+      if (!D)
+        return D.takeError();
+      Into = *D;
+      return llvm::Error::success();
+    };
+    if (llvm::Error Err = C.readObject([&](llvm::StringRef Key) -> llvm::Error {
+          if (Key == "ph")
+            return readScalarText(C, E.Ph);
+          if (Key == "cat")
+            return readScalarText(C, E.Cat);
+          if (Key == "name")
+            return readScalarText(C, E.Name);
+          if (Key == "tid")
+            return readScalarText(C, E.Tid);
+          if (Key == "ts")
+            return Num(E.Ts);
+          if (Key == "dur")
+            return Num(E.Dur);
+          if (Key == "args")
+            return readArgs(C, E);
+          return C.skipValue();
+        }))
+      return Err;
+  }
   E.Memory = E.Name == "[memory]" && (E.Ph == "i" || E.Ph == "I");
   return llvm::Error::success();
 }
@@ -199,9 +340,10 @@ llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes,
   JsonCursor C(std::move(*Reader), Path.str());
   int64_t Count = 0;
   Event E;
+  std::string Scratch[2];
   auto streamArray = [&]() {
     return C.readArray([&]() -> llvm::Error {
-      if (llvm::Error Err = readEvent(C, E))
+      if (llvm::Error Err = readEvent(C, E, Scratch))
         return Err;
       ++Count;
       Visit(E);
@@ -275,33 +417,68 @@ void mergeIntervals(Intervals &I) {
   I = std::move(Out);
 }
 
-bool inIntervals(const Intervals &I, double T) {
-  auto It = std::upper_bound(I.begin(), I.end(), std::make_pair(T, std::numeric_limits<double>::infinity()));
-  return It != I.begin() && std::prev(It)->second >= T;
-}
+/// A merged interval list read at times that never decrease (the memory records, sorted
+/// by time): the position of upper_bound(T) only moves forward, so it is kept instead of
+/// searched for at every record (a trace has a backward range per backward operator, and
+/// the searches took a tenth of an import).
+class IntervalCursor {
+public:
+  explicit IntervalCursor(const Intervals &I) : List(&I) {}
+  /// Whether an interval holds T.
+  bool contains(double T) {
+    size_t After = moveTo(T);
+    return After > 0 && (*List)[After - 1].second >= T;
+  }
+  /// The start of the first interval that starts after T.
+  std::optional<double> nextStart(double T) {
+    size_t After = moveTo(T);
+    if (After == List->size())
+      return std::nullopt;
+    return (*List)[After].first;
+  }
 
-std::optional<double> nextStart(const Intervals &I, double T) {
-  auto It = std::upper_bound(I.begin(), I.end(), std::make_pair(T, std::numeric_limits<double>::infinity()));
-  if (It == I.end())
-    return std::nullopt;
-  return It->first;
-}
+private:
+  /// The index of the first interval starting after T: upper_bound by (T, +infinity).
+  size_t moveTo(double T) {
+    assert(!(T < Last) && "times must not decrease");
+    Last = T;
+    while (Next < List->size() && !(T < (*List)[Next].first))
+      ++Next;
+    return Next;
+  }
+
+  const Intervals *List;
+  size_t Next = 0;
+  double Last = -std::numeric_limits<double>::infinity();
+};
 
 /// The phase at time T: the annotated or operator-derived range around it; without
-/// explicit forward ranges, what precedes a backward range is its forward.
-const char *phaseAt(const Intervals (&P)[NumPhases], double T) {
-  for (int K : {Backward, Optimizer, ZeroGrad, Forward})
-    if (inIntervals(P[K], T))
-      return PhaseNames[K];
-  if (!P[Forward].empty())
+/// explicit forward ranges, what precedes a backward range is its forward. T must not
+/// decrease from one call to the next.
+class PhaseClock {
+public:
+  explicit PhaseClock(const Intervals (&P)[NumPhases])
+      : NoForwardRanges(P[Forward].empty()),
+        Cursors{IntervalCursor(P[Forward]), IntervalCursor(P[Backward]),
+                IntervalCursor(P[Optimizer]), IntervalCursor(P[ZeroGrad])} {}
+  const char *at(double T) {
+    for (int K : {Backward, Optimizer, ZeroGrad, Forward})
+      if (Cursors[K].contains(T))
+        return PhaseNames[K];
+    if (!NoForwardRanges)
+      return "";
+    std::optional<double> B = Cursors[Backward].nextStart(T);
+    std::optional<double> O = Cursors[Optimizer].nextStart(T);
+    std::optional<double> Z = Cursors[ZeroGrad].nextStart(T);
+    if (B && (!O || *B < *O) && (!Z || *B < *Z))
+      return PhaseNames[Forward];
     return "";
-  std::optional<double> B = nextStart(P[Backward], T);
-  std::optional<double> O = nextStart(P[Optimizer], T);
-  std::optional<double> Z = nextStart(P[ZeroGrad], T);
-  if (B && (!O || *B < *O) && (!Z || *B < *Z))
-    return PhaseNames[Forward];
-  return "";
-}
+  }
+
+private:
+  bool NoForwardRanges;
+  IntervalCursor Cursors[NumPhases]; ///< indexed by PhaseKind
+};
 
 /// A point whose enclosing operator the second pass looks up.
 struct OpQuery {
@@ -340,9 +517,29 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   std::vector<MeasuredRange> Ranges;
   Intervals Phases[NumPhases];
   int64_t OpEvents = 0;
+  // Consecutive events mostly share a thread and a device: the last lookup of each is
+  // kept, which saves a hash (or a name built and a map searched) per event.
+  std::string LastTid;
+  uint32_t LastTidIndex = 0;
+  bool HaveLastTid = false;
   auto tidIndex = [&](const std::string &Tid) {
-    auto [It, New] = Tids.try_emplace(Tid, static_cast<uint32_t>(Tids.size()));
-    return It->second;
+    if (!HaveLastTid || Tid != LastTid) {
+      auto [It, New] = Tids.try_emplace(Tid, static_cast<uint32_t>(Tids.size()));
+      LastTid = Tid;
+      LastTidIndex = It->second;
+      HaveLastTid = true;
+    }
+    return LastTidIndex;
+  };
+  std::optional<int64_t> LastDeviceType, LastDeviceId;
+  std::vector<MemoryRecord> *LastDevice = nullptr;
+  auto deviceRecords = [&](const Event &E) -> std::vector<MemoryRecord> & {
+    if (!LastDevice || E.DeviceType != LastDeviceType || E.DeviceId != LastDeviceId) {
+      LastDevice = &ByDevice[deviceName(E.DeviceType, E.DeviceId)];
+      LastDeviceType = E.DeviceType;
+      LastDeviceId = E.DeviceId;
+    }
+    return *LastDevice;
   };
   // Operators are kept from the first pass for the attribution, up to a cap (48 MB of
   // records by default); a trace with more is attributed by a second streamed pass
@@ -357,7 +554,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   bool OpsKept = true;
   auto Count = forEachEvent(Path, Opts.ChunkBytes, [&](const Event &E) {
     if (E.Memory && E.Bytes && !std::isnan(E.Ts)) {
-      auto &Records = ByDevice[deviceName(E.DeviceType, E.DeviceId)];
+      std::vector<MemoryRecord> &Records = deviceRecords(E);
       Records.push_back({E.Ts, *E.Bytes, E.TotalAllocated.value_or(Absent),
                          E.TotalReserved.value_or(Absent),
                          static_cast<uint64_t>(E.Addr.value_or(0)), tidIndex(E.Tid),
@@ -448,6 +645,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     std::vector<MeasuredRange> Open; // ranges that have started, by end
     size_t NextRange = 0;
     std::vector<MeasuredRange> Closed;
+    PhaseClock Clock(Phases);
+    IntervalCursor WindowCursor(WindowIntervals);
     for (size_t I = 0; I < Records.size(); ++I) {
       const MemoryRecord &R = Records[I];
       if (!addBytesChecked(Sum, R.Bytes))
@@ -461,8 +660,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         S.Reserved = R.TotalReserved;
         D.PeakReserved = std::max(D.PeakReserved.value_or(0), R.TotalReserved);
       }
-      const char *Phase = phaseAt(Phases, R.Ts);
-      bool InWindow = !Window || inIntervals(WindowIntervals, R.Ts);
+      const char *Phase = Clock.at(R.Ts);
+      bool InWindow = !Window || WindowCursor.contains(R.Ts);
       if (InWindow) {
         AnyInWindow = true;
         if (S.Allocated > D.Peak) {

@@ -4,6 +4,8 @@
 // the file in chunks, inflating gzip on the way, and JsonCursor pulls JSON tokens from it.
 // llvm::json parses whole documents only, which would hold the file (and a tree several
 // times its size) in memory; this cursor holds one chunk and the value being read.
+// JsonScanner reads the values lying wholly in the current chunk in place, several times
+// faster, and leaves the rest (and every error) to the cursor.
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_ANALYZER_TRACESTREAM_H
@@ -13,6 +15,7 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -24,9 +27,15 @@ namespace trainmem {
 /// A file read in chunks, gunzipped when it starts with the gzip magic.
 class ByteReader {
 public:
+  /// Which library inflates gzip: the fastest this build has (ISA-L's igzip where CMake
+  /// found libisal, else zlib), or zlib (tests compare the two). Both hand out the same
+  /// bytes and the same errors.
+  enum class Inflater { Fastest, Zlib };
   /// ChunkBytes: how much is read (and inflated) at a time.
-  static llvm::Expected<std::unique_ptr<ByteReader>> open(llvm::StringRef Path,
-                                                          size_t ChunkBytes = 1 << 20);
+  static llvm::Expected<std::unique_ptr<ByteReader>>
+  open(llvm::StringRef Path, size_t ChunkBytes = 1 << 20, Inflater Use = Inflater::Fastest);
+  /// "isa-l" or "zlib": what Inflater::Fastest is in this build.
+  static llvm::StringRef fastestInflater();
   virtual ~ByteReader();
   /// The next chunk; empty at the end. Errors name the file (corrupt gzip, read error,
   /// a decompression bomb).
@@ -71,6 +80,14 @@ public:
   /// Skips one value of any kind (containers iteratively, so depth cannot overflow).
   llvm::Error skipValue();
 
+  /// The bytes read from the file and not yet consumed: the rest of the current chunk,
+  /// possibly empty (nothing is read to fill it). A hot loop can read a value lying wholly
+  /// in it with a JsonScanner and advance() past it, and leave any other to the methods
+  /// above, which report errors and cross chunk boundaries.
+  llvm::StringRef buffered() const { return Chunk.substr(Pos); }
+  /// Consumes the first N bytes of buffered().
+  void advance(size_t N) { Pos += std::min(N, Chunk.size() - Pos); }
+
   uint64_t offset() const { return Consumed + Pos; }
   const std::string &name() const { return Name; }
   llvm::Error error(const llvm::Twine &Message) const;
@@ -88,6 +105,170 @@ private:
   bool AtEnd = false;
   std::string Skipped;
 };
+
+/// Reads JSON lying wholly in one buffer (JsonCursor::buffered()) in place: no refills, no
+/// Expected per token, strings as views where they hold no escape. Each method reads what
+/// JsonCursor's method of the same name reads, with the same result, or answers false:
+/// "not decided here" (the buffer ends first, or the text is malformed or unusual). The
+/// caller then reads the whole value again with the cursor, which reports the error at
+/// its offset, so a scanner never words an error itself and accepts nothing the cursor
+/// refuses. After a false the scanner's position is unspecified.
+class JsonScanner {
+public:
+  explicit JsonScanner(llvm::StringRef Buffer)
+      : Begin(Buffer.data()), At(Buffer.data()), End(Buffer.data() + Buffer.size()) {}
+
+  /// Bytes read so far (for JsonCursor::advance once the value is whole).
+  size_t consumed() const { return static_cast<size_t>(At - Begin); }
+  /// The next non-space character, not consumed; false at the end of the buffer.
+  bool peekToken(char &C);
+  /// Consumes C after whitespace.
+  bool expect(char C);
+  /// As JsonCursor::nextMember: More is true when another member follows.
+  bool nextMember(char Close, bool First, bool &More);
+  /// A string as a view of the buffer when it holds no escape, else decoded into Scratch
+  /// (and the view of Scratch).
+  bool readString(llvm::StringRef &View, std::string &Scratch);
+  bool readString(std::string &Into);
+  bool readNumber(JsonCursor::Number &N);
+  bool skipValue();
+
+private:
+  bool readNumberRun(JsonCursor::Number &N);
+  bool readEscapedString(const char *Start, llvm::StringRef &View, std::string &Scratch);
+  bool skipString();
+
+  const char *Begin, *At, *End;
+};
+
+// The per-token steps are inline: the importers call them for every member, and a call
+// per token cost about 14% of BM_ImportChromeTraceGz (bench/README.md).
+
+namespace json_detail {
+inline bool isNumberChar(char C) {
+  return (C >= '0' && C <= '9') || C == '-' || C == '+' || C == '.' || C == 'e' || C == 'E';
+}
+
+/// Reads up to Max decimal digits at P into Mantissa; returns how many.
+inline size_t readDigits(const char *&P, const char *End, uint64_t &Mantissa, size_t Max) {
+  const char *Start = P;
+  const char *Stop = static_cast<size_t>(End - P) < Max ? End : P + Max;
+  while (P < Stop && static_cast<unsigned char>(*P - '0') < 10)
+    Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
+  return static_cast<size_t>(P - Start);
+}
+
+/// Most numbers in a trace are integers (ids, sizes, addresses) or decimals with a few
+/// places (microseconds): those are converted here, several times cheaper than
+/// std::from_chars. Exact: integers of up to 18 digits fit; for a decimal whose digits
+/// (without trailing zeros) fit a double's 53-bit mantissa, 10^k is exact (k <= 18) and
+/// one division is correctly rounded, as std::from_chars is (Clinger's fast path).
+/// Reads -?D+ or -?D+.D+ from P and returns where it stopped, having set N; null for any
+/// other form (exponents, longer digit strings), which std::from_chars converts.
+inline const char *directNumber(const char *P, const char *End, JsonCursor::Number &N) {
+  const bool Negative = P < End && *P == '-';
+  P += Negative;
+  uint64_t Mantissa = 0;
+  const size_t IntegerDigits = readDigits(P, End, Mantissa, 18);
+  if (IntegerDigits == 0 || (P < End && *P >= '0' && *P <= '9'))
+    return nullptr;
+  if (P == End || *P != '.') {
+    const int64_t I = static_cast<int64_t>(Mantissa);
+    N.Integer = Negative ? -I : I;
+    N.Value = static_cast<double>(*N.Integer);
+    return P;
+  }
+  ++P;
+  size_t Places = readDigits(P, End, Mantissa, 19 - IntegerDigits);
+  if (Places == 0 || (P < End && *P >= '0' && *P <= '9'))
+    return nullptr;
+  while (Places > 0 && Mantissa % 10 == 0) {
+    Mantissa /= 10;
+    --Places;
+  }
+  if (Mantissa > (uint64_t(1) << 53))
+    return nullptr;
+  static constexpr double PowersOfTen[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,
+                                           1e7,  1e8,  1e9,  1e10, 1e11, 1e12, 1e13,
+                                           1e14, 1e15, 1e16, 1e17, 1e18};
+  const double V = static_cast<double>(Mantissa) / PowersOfTen[Places];
+  N.Integer.reset();
+  N.Value = Negative ? -V : V;
+  return P;
+}
+} // namespace json_detail
+
+inline bool JsonScanner::peekToken(char &C) {
+  while (At < End && (*At == ' ' || *At == '\n' || *At == '\r' || *At == '\t'))
+    ++At;
+  if (At == End)
+    return false;
+  C = *At;
+  return true;
+}
+
+inline bool JsonScanner::expect(char C) {
+  char T;
+  if (!peekToken(T) || T != C)
+    return false;
+  ++At;
+  return true;
+}
+
+inline bool JsonScanner::nextMember(char Close, bool First, bool &More) {
+  char T;
+  if (!peekToken(T))
+    return false;
+  if (T == Close) {
+    ++At;
+    More = false;
+    return true;
+  }
+  if (!First) {
+    if (T != ',')
+      return false;
+    ++At;
+  }
+  char Next;
+  if (!peekToken(Next) || Next == 0) // a NUL byte is the end of the file to the cursor
+    return false;
+  More = true;
+  return true;
+}
+
+inline bool JsonScanner::readString(llvm::StringRef &View, std::string &Scratch) {
+  if (!expect('"'))
+    return false;
+  // Not memchr: the strings of a trace are mostly a few bytes long, where a library call
+  // costs more than the scan.
+  const char *Start = At;
+  while (At < End && *At != '"' && *At != '\\')
+    ++At;
+  if (At == End)
+    return false;
+  if (*At != '"')
+    return readEscapedString(Start, View, Scratch);
+  View = llvm::StringRef(Start, static_cast<size_t>(At - Start));
+  ++At;
+  return true;
+}
+
+inline bool JsonScanner::readNumber(JsonCursor::Number &N) {
+  char T;
+  if (!peekToken(T))
+    return false;
+  // The common forms in one pass, when what follows them ends the number's run.
+  const char *Stop = json_detail::directNumber(At, End, N);
+  if (Stop && Stop < End && !json_detail::isNumberChar(*Stop)) {
+    At = Stop;
+    return true;
+  }
+  return readNumberRun(N);
+}
+
+/// The conversion both readers share: Text (a run of number characters) as a number, or
+/// false when it is malformed.
+bool parseJsonNumber(llvm::StringRef Text, JsonCursor::Number &N);
 
 } // namespace trainmem
 

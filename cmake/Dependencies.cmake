@@ -25,6 +25,22 @@ find_package(SQLite3 REQUIRED)
 # LLVM's own packages already pull in.
 find_package(ZLIB REQUIRED)
 
+# ISA-L's igzip (libisal-dev): inflates gzipped traces 2-3x as fast as zlib. Optional: a
+# build without it inflates with zlib alone, with the same results.
+find_package(PkgConfig QUIET)
+if(PkgConfig_FOUND)
+  pkg_check_modules(ISAL QUIET IMPORTED_TARGET libisal)
+endif()
+if(ISAL_FOUND)
+  option(TRAINMEM_WITH_ISAL "Inflate gzipped traces with ISA-L's igzip (libisal-dev)" ON)
+else()
+  option(TRAINMEM_WITH_ISAL "Inflate gzipped traces with ISA-L's igzip (libisal-dev)" OFF)
+endif()
+if(TRAINMEM_WITH_ISAL AND NOT ISAL_FOUND)
+  message(WARNING "TRAINMEM_WITH_ISAL is on but libisal was not found: zlib inflates alone")
+  set(TRAINMEM_WITH_ISAL OFF CACHE BOOL "" FORCE)
+endif()
+
 find_package(GTest)
 
 find_package(benchmark QUIET)

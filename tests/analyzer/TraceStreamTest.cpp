@@ -1,0 +1,201 @@
+//===- TraceStreamTest.cpp - the in-place JSON scanner against the cursor ----===//
+//
+// JsonScanner reads values lying wholly in a buffer and must read exactly what
+// JsonCursor reads (same value, same bytes consumed), or decline; these tests hold it to
+// that on tricky values, and hold the shared number conversion to std::from_chars.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/TraceStream.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <gtest/gtest.h>
+
+#include <charconv>
+#include <cstring>
+#include <random>
+
+namespace trainmem {
+namespace {
+
+/// A cursor over Text, read one byte at a time (so it never reads in place itself).
+struct CursorOver {
+  explicit CursorOver(const std::string &Text) {
+    int Fd;
+    EXPECT_FALSE(llvm::sys::fs::createTemporaryFile("trainmem-scan", "json", Fd, Path));
+    {
+      llvm::raw_fd_ostream OS(Fd, /*shouldClose=*/true);
+      OS << Text;
+    }
+    auto Reader = ByteReader::open(Path, 1);
+    EXPECT_TRUE(bool(Reader));
+    Cursor.emplace(std::move(*Reader), "scan.json");
+  }
+  ~CursorOver() { llvm::sys::fs::remove(Path); }
+  llvm::SmallString<128> Path;
+  std::optional<JsonCursor> Cursor;
+};
+
+bool sameNumber(const JsonCursor::Number &A, const JsonCursor::Number &B) {
+  return A.Integer == B.Integer && std::memcmp(&A.Value, &B.Value, sizeof(double)) == 0;
+}
+
+// Values of every kind, followed by a separator so that a number's run ends in the buffer.
+const char *const Values[] = {
+    R"("plain")", R"("")", R"("a\"b\\c\/d\b\f\n\r\t")", R"("\u0041\u00e9\u20AC\uffff")",
+    R"("tab	inside")", R"("\q")", R"("\u12G4")", R"("unterminated)", R"("\)",
+    "0", "-0", "+5", "007", "42", "-17", "123456789012345678", "1234567890123456789",
+    "99999999999999999999", "1.5", "-2.25", "1000000000000020.00", "5560908385846.353",
+    "0.1", "1e5", "1E-3", "-1.5e+300", "1e400", "1e-400", "1.", ".5", "-", "--1", "1-2",
+    "1.2.3", "12345678901234567890123456789012345678901234567890123456789012345",
+    "true", "false", "null", "tru", "nul", "[]", "{}", "[1, [2, [3]], {\"a\": [true]}]",
+    R"({"k": "v", "n": {"x": null}})", "[1 2]", R"({"a" "b"})", "[1,]", "[}", "{]", "]",
+    ",", "x", "[\"\\u0041\", \"\\\"]\"]"};
+
+TEST(JsonScanner, ReadsWhatTheCursorReads) {
+  int Decided = 0;
+  for (const char *Value : Values) {
+    std::string Text = std::string(" \r\n\t") + Value + " ,";
+    SCOPED_TRACE(Text);
+    // skipValue
+    {
+      CursorOver C(Text);
+      JsonScanner S(Text);
+      bool Fast = S.skipValue();
+      llvm::Error Slow = C.Cursor->skipValue();
+      if (Fast) {
+        ++Decided;
+        EXPECT_FALSE(bool(Slow)) << "the scanner accepted what the cursor refuses";
+        EXPECT_EQ(S.consumed(), C.Cursor->offset());
+      }
+      llvm::consumeError(std::move(Slow));
+    }
+    // readString
+    {
+      CursorOver C(Text);
+      JsonScanner S(Text);
+      std::string Fast;
+      bool Read = S.readString(Fast);
+      auto Slow = C.Cursor->readString();
+      if (Read) {
+        ++Decided;
+        ASSERT_TRUE(bool(Slow)) << llvm::toString(Slow.takeError());
+        EXPECT_EQ(Fast, *Slow);
+        EXPECT_EQ(S.consumed(), C.Cursor->offset());
+      } else if (!Slow) {
+        llvm::consumeError(Slow.takeError());
+      }
+    }
+    // readNumber
+    {
+      CursorOver C(Text);
+      JsonScanner S(Text);
+      JsonCursor::Number Fast;
+      bool Read = S.readNumber(Fast);
+      auto Slow = C.Cursor->readNumber();
+      if (Read) {
+        ++Decided;
+        ASSERT_TRUE(bool(Slow)) << llvm::toString(Slow.takeError());
+        EXPECT_TRUE(sameNumber(Fast, *Slow)) << Fast.Value << " vs " << Slow->Value;
+        EXPECT_EQ(S.consumed(), C.Cursor->offset());
+      } else if (!Slow) {
+        llvm::consumeError(Slow.takeError());
+      }
+    }
+  }
+  EXPECT_GT(Decided, 60); // the scanner decides the well-formed values itself
+}
+
+TEST(JsonScanner, DeclinesAtTheEndOfTheBuffer) {
+  // Every proper prefix of a value that goes on past it: the scanner cannot decide, as the
+  // rest may come in the next chunk.
+  for (std::string Whole : {R"({"a": [1, "x\"y", {"b": null}], "c": 12.5})", R"("a\u0041b")",
+                            "123.456 "}) {
+    for (size_t N = 0; N + 1 < Whole.size(); ++N) {
+      JsonScanner S(llvm::StringRef(Whole).take_front(N));
+      std::string Into;
+      JsonCursor::Number Number;
+      EXPECT_FALSE(S.skipValue()) << Whole.substr(0, N);
+      EXPECT_FALSE(JsonScanner(llvm::StringRef(Whole).take_front(N)).readString(Into));
+      EXPECT_FALSE(JsonScanner(llvm::StringRef(Whole).take_front(N)).readNumber(Number));
+    }
+  }
+}
+
+TEST(JsonScanner, MembersAsTheCursorSeparatesThem) {
+  std::string Text = R"( { "a" : 1 , "b":2} )";
+  JsonScanner S(Text);
+  bool More = false;
+  ASSERT_TRUE(S.expect('{'));
+  ASSERT_TRUE(S.nextMember('}', true, More));
+  EXPECT_TRUE(More);
+  llvm::StringRef Key;
+  std::string Scratch;
+  ASSERT_TRUE(S.readString(Key, Scratch));
+  EXPECT_EQ(Key, "a");
+  ASSERT_TRUE(S.expect(':'));
+  ASSERT_TRUE(S.skipValue());
+  ASSERT_TRUE(S.nextMember('}', false, More));
+  EXPECT_TRUE(More);
+  ASSERT_TRUE(S.skipValue() && S.expect(':') && S.skipValue());
+  ASSERT_TRUE(S.nextMember('}', false, More));
+  EXPECT_FALSE(More);
+  EXPECT_EQ(S.consumed(), Text.size() - 1);
+  JsonScanner Bad(R"({"a": 1 "b": 2})");
+  ASSERT_TRUE(Bad.expect('{') && Bad.nextMember('}', true, More) && Bad.skipValue() &&
+              Bad.expect(':') && Bad.skipValue());
+  EXPECT_FALSE(Bad.nextMember('}', false, More)); // no ',': the cursor words that error
+}
+
+// The direct conversions (integers, short decimals) against std::from_chars, which the
+// cursor used alone before: the same Integer and bit-identical Value.
+TEST(JsonNumber, SameAsFromChars) {
+  auto reference = [](const std::string &Text) {
+    JsonCursor::Number N;
+    const char *Begin = Text.data(), *End = Text.data() + Text.size();
+    if (*Begin == '+')
+      ++Begin;
+    if (Text.find_first_of(".eE") == std::string::npos) {
+      int64_t I;
+      auto [Ptr, Ec] = std::from_chars(Begin, End, I);
+      if (Ec == std::errc() && Ptr == End) {
+        N.Integer = I;
+        N.Value = static_cast<double>(I);
+        return N;
+      }
+    }
+    std::from_chars(Begin, End, N.Value);
+    return N;
+  };
+  std::mt19937_64 Rng(7);
+  int Checked = 0;
+  for (int I = 0; I < 200000; ++I) {
+    std::string Text = Rng() % 4 == 0 ? "-" : "";
+    int IntegerDigits = 1 + static_cast<int>(Rng() % 19);
+    for (int D = 0; D < IntegerDigits; ++D)
+      Text += static_cast<char>('0' + Rng() % 10);
+    if (Rng() % 3) {
+      Text += '.';
+      int Places = 1 + static_cast<int>(Rng() % 8);
+      for (int D = 0; D < Places; ++D)
+        Text += static_cast<char>('0' + (Rng() % 3 == 0 ? 0 : Rng() % 10));
+    }
+    JsonCursor::Number Got;
+    ASSERT_TRUE(parseJsonNumber(Text, Got)) << Text;
+    JsonCursor::Number Want = reference(Text);
+    ASSERT_TRUE(sameNumber(Got, Want)) << Text << ": " << Got.Value << " vs " << Want.Value;
+    ++Checked;
+  }
+  for (const char *Text : {"9007199254740993.0", "9007199254740992.5", "0.30000000000000004",
+                           "123456789012345678", "-123456789012345678", "+1.25", "-0.0",
+                           "1e22", "4.9e-324", "1.7976931348623157e308"}) {
+    JsonCursor::Number Got;
+    ASSERT_TRUE(parseJsonNumber(Text, Got)) << Text;
+    EXPECT_TRUE(sameNumber(Got, reference(Text))) << Text;
+  }
+  EXPECT_EQ(Checked, 200000);
+}
+
+} // namespace
+} // namespace trainmem

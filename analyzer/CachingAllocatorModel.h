@@ -126,7 +126,9 @@ private:
     int64_t Address;
     int32_t Index;
     bool operator<(const FreeKey &O) const {
-      return Size != O.Size ? Size < O.Size : Address < O.Address;
+      // Without branches: equal sizes are common, and a mispredicted branch per step of
+      // the pools' binary searches was most of their cost.
+      return (Size < O.Size) | ((Size == O.Size) & (Address < O.Address));
     }
   };
   /// Free blocks sorted as BlockComparatorSize, in sorted chunks of at most 64 keys.
@@ -137,19 +139,30 @@ private:
   /// binary searches. (LLVM has no B-tree; this is the smallest structure that bounds
   /// both costs.)
   class FreePool {
+    /// std::lower_bound over [First, First + N) without a branch per step (the
+    /// comparison picks the half with a conditional move).
+    template <typename It> static It firstNotLess(It First, size_t N, const FreeKey &K) {
+      while (N > 1) {
+        const size_t Half = N / 2;
+        First = First[Half - 1] < K ? First + Half : First;
+        N -= Half;
+      }
+      return N == 1 && *First < K ? First + 1 : First;
+    }
+
   public:
     /// The first key not less than K, or null.
     const FreeKey *lowerBound(const FreeKey &K) const {
       auto C = chunkFor(K);
       if (C == Chunks.end())
         return nullptr;
-      return &*std::lower_bound(C->begin(), C->end(), K);
+      return &*firstNotLess(C->begin(), C->size(), K);
     }
     void erase(const FreeKey &K) {
       auto C = chunkFor(K);
       if (C == Chunks.end())
         return;
-      auto It = std::lower_bound(C->begin(), C->end(), K);
+      auto It = firstNotLess(C->begin(), C->size(), K);
       if (K < *It)
         return;
       C->erase(It);
@@ -164,7 +177,7 @@ private:
       auto C = chunkFor(K);
       if (C == Chunks.end())
         --C; // past every key: the last chunk grows
-      auto It = std::lower_bound(C->begin(), C->end(), K);
+      auto It = firstNotLess(C->begin(), C->size(), K);
       if (It != C->end() && !(K < *It))
         return;
       C->insert(It, K);

@@ -41,6 +41,9 @@ void SimulationCache::setModel(std::function<llvm::Expected<Graph>(int64_t)> Fn)
 }
 
 llvm::Expected<std::shared_ptr<const Graph>> SimulationCache::model(int64_t MicroBatch) {
+  if (!Import)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "the plan search's cache was given no model to import");
   return graph("model, micro-batch " + std::to_string(MicroBatch), [&] {
     std::lock_guard<std::mutex> Guard(ImportLock);
     return Import(MicroBatch);

@@ -312,3 +312,21 @@ TEST(SimulationCache, ConcurrentRequestsBuildOnce) {
   EXPECT_EQ(Attempts.load(), 2);
   EXPECT_TRUE(Got[0] || Got[1]);
 }
+
+TEST(SimulationCache, ModelWithoutImporterIsAnErrorNotACrash) {
+  SimulationCache Cache;
+  auto G = Cache.model(1);
+  ASSERT_FALSE(static_cast<bool>(G));
+  EXPECT_NE(llvm::toString(G.takeError()).find("no model"), std::string::npos);
+  int Imports = 0;
+  Cache.setModel([&](int64_t MicroBatch) -> llvm::Expected<Graph> {
+    ++Imports;
+    EXPECT_EQ(MicroBatch, 2);
+    return mlp();
+  });
+  auto First = Cache.model(2);
+  auto Again = Cache.model(2);
+  ASSERT_TRUE(First && Again);
+  EXPECT_EQ(*First, *Again);
+  EXPECT_EQ(Imports, 1);
+}

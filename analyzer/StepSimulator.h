@@ -35,7 +35,7 @@ struct StepSimulation {
   std::string ReservedNote;
   PeakDetail PeakInfo;
   std::vector<TimelinePoint> Timeline;
-  /// Saved-for-backward bytes per layer path at the end of the forward.
+  /// Saved-for-backward bytes per layer path at the end of the forward (with details).
   std::vector<std::pair<std::string, int64_t>> SavedByLayer;
   /// Micro-batches replayed (gradient accumulation). Without details the replay stops
   /// once one micro-batch has left the state it found: each later one would repeat it

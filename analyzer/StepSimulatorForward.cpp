@@ -714,7 +714,9 @@ void Simulator::loss() {
   // Saved bytes at the end of the forward: what backward will read.
   int64_t Saved = Mem.LiveBytes.Activations;
   SavedAtEnd = Saved;
-  if (CurrentMicroBatch == 0) {
+  // Per layer, for the report's layer table: with details only (the planner never reads
+  // it, and its map of layer paths was a twentieth of a LoRA step).
+  if (CurrentMicroBatch == 0 && Mem.Details) {
     SavedByLayer.clear();
     for (size_t OpI = 0; OpI < Ops.size(); ++OpI)
       for (StorageId S : SavedBy[OpI])

@@ -10,6 +10,7 @@
 #include "analyzer/ModelImporter.h"
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/StepSimulator.h"
+#include "planner/StrategyApply.h"
 
 #include <benchmark/benchmark.h>
 
@@ -148,7 +149,8 @@ BENCHMARK(BM_SimulateStep7B)->ArgName("figures_only")->Arg(0)->Arg(1)->Unit(benc
 /// One evaluation of the plan search: LLaMA-2-7B, micro-batch 8 x 2048, CUDA with the
 /// allocator replay, amp-bf16, fused AdamW, figures only, the step structure shared as
 /// the search shares it. Arg: the checkpointing (0 none, 1 blocks, 2 first:16, 3
-/// blocks:8-30+selective:0-7, as the optimal-checkpoint search tries).
+/// blocks:8-30+selective:0-7, as the optimal-checkpoint search tries), or 4: LoRA r=16 on
+/// every linear (PEFT's adapters, 2,710 nodes) without checkpointing.
 void BM_SimulatePlannerStep7B(benchmark::State &State) {
   ImportOptions Options = llama7BOptions();
   Options.Dims = {{"batch", 8}, {"seq", 2048}};
@@ -158,12 +160,21 @@ void BM_SimulatePlannerStep7B(benchmark::State &State) {
     return;
   }
   static const char *const Modes[] = {"none", "blocks", "first:16",
-                                      "blocks:8-30+selective:0-7"};
+                                      "blocks:8-30+selective:0-7", "none"};
   TrainingSetup Setup;
   Setup.Device = DeviceKind::Cuda;
   Setup.Prec = Precision::AmpBf16;
   Setup.Impl = OptimizerImpl::Fused;
   Setup.Checkpoint = Modes[State.range(0)];
+  if (State.range(0) == 4) {
+    Setup.Lora = LoraSetup{};
+    Setup.Lora->Rank = 16;
+    Setup.Lora->Targets = {"all-linear"};
+    if (llvm::Error E = applyStrategies(*G, Setup)) {
+      State.SkipWithError(llvm::toString(std::move(E)).c_str());
+      return;
+    }
+  }
   llvm::Expected<ParameterCensus> Census = takeCensus(*G, Setup);
   if (!Census) {
     State.SkipWithError(llvm::toString(Census.takeError()).c_str());
@@ -179,11 +190,11 @@ void BM_SimulatePlannerStep7B(benchmark::State &State) {
     }
     benchmark::DoNotOptimize(Sim->Peak);
   }
-  State.SetLabel(Modes[State.range(0)]);
+  State.SetLabel(State.range(0) == 4 ? "lora r16 all-linear" : Modes[State.range(0)]);
 }
 BENCHMARK(BM_SimulatePlannerStep7B)
     ->ArgName("checkpoint")
-    ->DenseRange(0, 3)
+    ->DenseRange(0, 4)
     ->Unit(benchmark::kMillisecond);
 
 } // namespace

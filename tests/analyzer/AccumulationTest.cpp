@@ -42,7 +42,6 @@ void expectSameFigures(const StepSimulation &A, const StepSimulation &B, const s
   EXPECT_EQ(X.Inputs, Y.Inputs) << What;
   EXPECT_EQ(A.PeakInfo.Phase, B.PeakInfo.Phase) << What;
   EXPECT_EQ(A.PeakInfo.Op, B.PeakInfo.Op) << What;
-  EXPECT_EQ(A.SavedByLayer, B.SavedByLayer) << What;
   EXPECT_EQ(A.Diags.size(), B.Diags.size()) << What;
 }
 

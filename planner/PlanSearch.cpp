@@ -458,25 +458,45 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
   return llvm::Error::success();
 }
 
-/// One candidate's plan: the largest micro-batch that fits (double, then bisect between
-/// the last fit and miss), the step at the micro-batch used, the engines that run it.
+/// One candidate's plan: the largest micro-batch that fits (the requested batch first,
+/// else micro-batch 1, then double and bisect between the last fit and miss), the step at
+/// the micro-batch used, the engines that run it.
 llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t Target,
                              int64_t Cap) {
-  // Largest micro-batch that fits: double, then bisect between the last fit and miss.
   auto Fits = [&](int64_t M, Evaluation &Out) {
     Out = evaluate(R, C, M);
     return Out.Ok && Out.Required <= R.Budget;
   };
-  Evaluation AtOne;
-  bool OneFits = Fits(1, AtOne);
-  if (!AtOne.Ok)
-    return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
-                                   C.Name.c_str(), AtOne.Error.c_str());
-  int64_t Best = OneFits ? 1 : 0;
-  Evaluation BestEval = AtOne;
-  if (OneFits) {
-    int64_t Lo = 1, Hi = 0;
-    for (int64_t M = 2; M <= Cap; M *= 2) {
+  // The requested batch in one step is probed first: when it fits, no smaller
+  // micro-batch matters (each would only add accumulation steps, and each is a dearer
+  // simulation, replaying its micro-batches until they repeat), and the search goes on
+  // above it only up to Cap (--objective=max-batch). Most candidates of a sweep fit
+  // there; this spares them three of their four probes.
+  int64_t Lo = 0, Hi = 0; // the largest known fit and the smallest known miss (0: none)
+  Evaluation BestEval, AtOne;
+  {
+    Evaluation AtTarget;
+    if (Fits(Target, AtTarget)) {
+      Lo = Target;
+      BestEval = AtTarget;
+    } else if (AtTarget.Ok) {
+      Hi = Target;
+    }
+    if (Target == 1)
+      AtOne = AtTarget;
+  }
+  if (!Lo) {
+    // Micro-batch 1 says whether anything fits and reports a model that cannot be set up.
+    bool OneFits = Target == 1 ? false : Fits(1, AtOne);
+    if (!AtOne.Ok)
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
+                                     C.Name.c_str(), AtOne.Error.c_str());
+    BestEval = AtOne;
+    if (OneFits)
+      Lo = 1;
+  }
+  if (Lo) {
+    for (int64_t M = Lo * 2; M <= Cap && (!Hi || M < Hi); M *= 2) {
       Evaluation E;
       if (Fits(M, E)) {
         Lo = M;
@@ -505,8 +525,8 @@ llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t T
         Hi = Mid;
       }
     }
-    Best = Lo;
   }
+  const int64_t Best = Lo;
   Plan P;
   P.Name = C.Name;
   P.Setup = C.Setup;
@@ -521,10 +541,10 @@ llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t T
   if (R.Objective == PlanObjective::MaxBatch && Best)
     P.MicroBatch = Best;
   P.GradAccum = accumulationFor(R, P.MicroBatch);
-  // Evaluate at the chosen micro-batch (the search may have stopped elsewhere).
-  Evaluation Final = P.MicroBatch == 1 ? AtOne : evaluate(R, C, P.MicroBatch);
-  if (P.MicroBatch == Best && BestEval.Ok)
-    Final = BestEval;
+  // The step at the chosen micro-batch: the largest fit's, or micro-batch 1's when
+  // nothing fits (BestEval either way); evaluated afresh only if the choice is elsewhere.
+  Evaluation Final =
+      P.MicroBatch == std::max<int64_t>(Best, 1) ? BestEval : evaluate(R, C, P.MicroBatch);
   P.Setup.MicroBatch = P.MicroBatch;
   P.Setup.GradAccum = P.GradAccum;
   if (R.Emit) {

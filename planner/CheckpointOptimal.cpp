@@ -128,8 +128,11 @@ KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> 
   // (j = Target: Target or more).
   std::vector<Cost> Cur(W), Next(W);
   Cur[0] = {0, 0};
-  std::vector<std::vector<uint8_t>> Option(N, std::vector<uint8_t>(W, 0));
-  std::vector<std::vector<int32_t>> From(N, std::vector<int32_t>(W, -1));
+  // Option[I * W + j]: block I's option on the best path to j. Below Target the state it
+  // came from is j minus that option's weight; only Target, where larger sums are capped,
+  // needs its origin kept (FromAtTarget). One table of N x W bytes, not N x W origins.
+  std::vector<uint8_t> Option(N * W, 0);
+  std::vector<int32_t> FromAtTarget(N, -1);
   // After[i]: the keep bytes of the blocks after block i, freed when its backward runs.
   std::vector<int64_t> After(N, 0);
   for (size_t I = N; I-- > 1;)
@@ -158,8 +161,9 @@ KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> 
         Cost C{Cur[J].Flops + Flops, Cur[J].Penalty + (O ? static_cast<int64_t>(I) + 1 : 0)};
         if (C < Next[To]) {
           Next[To] = C;
-          Option[I][To] = O;
-          From[I][To] = static_cast<int32_t>(J);
+          Option[I * W + To] = O;
+          if (static_cast<int64_t>(To) == Target)
+            FromAtTarget[I] = static_cast<int32_t>(J);
         }
       }
     }
@@ -171,8 +175,13 @@ KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> 
   Sol.Flops = Cur[Target].Flops;
   size_t J = static_cast<size_t>(Target);
   for (size_t I = N; I-- > 0;) {
-    Sol.Choice[I] = static_cast<BlockCheckpoint>(Option[I][J]);
-    J = static_cast<size_t>(From[I][J]);
+    uint8_t O = Option[I * W + J];
+    Sol.Choice[I] = static_cast<BlockCheckpoint>(O);
+    const int64_t Weight = O == 0 ? 0
+                           : O == 1 ? Bucketed(Blocks[I].SelectiveSaving)
+                                    : Bucketed(Blocks[I].FullSaving);
+    J = static_cast<int64_t>(J) == Target ? static_cast<size_t>(FromAtTarget[I])
+                                          : J - static_cast<size_t>(Weight);
   }
   for (size_t I = 0; I < N; ++I)
     Sol.Saving += Sol.Choice[I] == BlockCheckpoint::Full        ? Blocks[I].FullSaving
@@ -205,11 +214,12 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   Result.Budget = *Budget;
 
   // 1. Blocks, as planCheckpoints segments them.
-  bool Fuse = Setup.Attention == AttentionImpl::Sdpa ||
-              (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
-  std::vector<SimOp> Ops = buildSimOps(G, Fuse);
+  // The search's step structure when there is one (its ops and spans read no dims).
+  std::shared_ptr<const StepStructure> Structure =
+      Cache ? Cache->structureFor(G, Setup) : buildStepStructure(G, fusesAttention(G, Setup));
+  const std::vector<SimOp> &Ops = Structure->Ops;
   std::vector<BlockRun> Runs;
-  for (const BlockSpan &Span : repeatedBlockSpans(G, Ops)) {
+  for (const BlockSpan &Span : Structure->Spans) {
     BlockRun R{Span.Block, Span.First, Span.Last, "", 0, 0};
     for (size_t K = Span.First; K <= Span.Last; ++K) {
       int64_t F = forwardFlops(G, Ops[K]);

@@ -160,7 +160,7 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
   std::vector<Node> NewNodes;
   std::map<TensorId, TensorId> Redirect; // base output -> base + adapter
   for (NodeId N = 0; N < static_cast<NodeId>(Base.Nodes.size()); ++N) {
-    Node Copy = Base.Nodes[N];
+    Node Copy = std::move(G.Nodes[N]); // G is Base's copy: its nodes move, not copy again
     for (TensorId &In : Copy.Inputs)
       if (auto R = Redirect.find(In); R != Redirect.end())
         In = R->second;

@@ -137,20 +137,31 @@ KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> 
   std::vector<int64_t> After(N, 0);
   for (size_t I = N; I-- > 1;)
     After[I - 1] = After[I] + Blocks[I].KeepBytes;
+  // Only Cur[Lo..Hi] can be finite: nothing frees less than the thresholds passed (Lo),
+  // or more than the blocks so far can (Hi, at most Target). Early blocks reach few
+  // states, so the loops cover those, not the whole row.
+  size_t Lo = 0, Hi = 0;
   for (size_t I = 0; I < N; ++I) {
     if (BackwardConstraints) {
       // Savings so far must cover what block I's backward needs.
       int64_t Threshold = Bucketed(std::max<int64_t>(RequiredSaving - After[I], 0));
-      for (size_t J = 0; J < W && static_cast<int64_t>(J) < Threshold; ++J)
-        Cur[J] = Cost{};
+      Lo = std::max(Lo, static_cast<size_t>(std::min<int64_t>(Threshold, Target + 1)));
     }
-    std::fill(Next.begin(), Next.end(), Cost{});
+    if (Lo > Hi)
+      return Sol; // no choice so far meets a backward's need
     const CheckpointCandidate &B = Blocks[I];
     const std::pair<int64_t, int64_t> Options[3] = {
         {0, 0},
         {Bucketed(B.SelectiveSaving), B.SelectiveFlops},
         {Bucketed(B.FullSaving), B.FullFlops}};
-    for (size_t J = 0; J < W; ++J) {
+    int64_t MostFreed = 0;
+    for (const auto &[Weight, Flops] : Options)
+      MostFreed = std::max(MostFreed, Weight);
+    const size_t NextHi =
+        static_cast<size_t>(std::min<int64_t>(Target, static_cast<int64_t>(Hi) + MostFreed));
+    std::fill(Next.begin() + static_cast<std::ptrdiff_t>(Lo),
+              Next.begin() + static_cast<std::ptrdiff_t>(NextHi) + 1, Cost{});
+    for (size_t J = Lo; J <= Hi; ++J) {
       if (!Cur[J].finite())
         continue;
       for (uint8_t O = 0; O < 3; ++O) {
@@ -167,9 +178,10 @@ KnapsackSolution solveCheckpointKnapsack(const std::vector<CheckpointCandidate> 
         }
       }
     }
+    Hi = NextHi;
     std::swap(Cur, Next);
   }
-  if (!Cur[Target].finite())
+  if (static_cast<int64_t>(Hi) < Target || !Cur[Target].finite())
     return Sol;
   Sol.Feasible = true;
   Sol.Flops = Cur[Target].Flops;

@@ -194,9 +194,14 @@ public:
 
   /// Records the state after an event; keeps the per-category maxima and the peak.
   void point(llvm::StringRef Phase, const llvm::Twine &Op, llvm::StringRef Layer) {
-    for (Cat C : {Cat::Weights, Cat::MasterWeights, Cat::Gradients, Cat::OptimizerStates,
-                  Cat::Activations, Cat::Temporaries, Cat::Inputs})
-      slot(Max, C) = std::max(slot(Max, C), slot(LiveBytes, C));
+    // Field by field: slot()'s switch in a loop over categories was half of point().
+    Max.Weights = std::max(Max.Weights, LiveBytes.Weights);
+    Max.MasterWeights = std::max(Max.MasterWeights, LiveBytes.MasterWeights);
+    Max.Gradients = std::max(Max.Gradients, LiveBytes.Gradients);
+    Max.OptimizerStates = std::max(Max.OptimizerStates, LiveBytes.OptimizerStates);
+    Max.Activations = std::max(Max.Activations, LiveBytes.Activations);
+    Max.Temporaries = std::max(Max.Temporaries, LiveBytes.Temporaries);
+    Max.Inputs = std::max(Max.Inputs, LiveBytes.Inputs);
     if (Details) {
       TimelinePoint P;
       P.Index = static_cast<int64_t>(Timeline.size());

@@ -292,7 +292,11 @@ llvm::Expected<StepSimulation> Simulator::run() {
       // state it found, each later one runs exactly as it did (same events, same
       // allocator decisions, figures that do not rise), so the figures are final and the
       // rest are skipped. Not with details: each micro-batch is on the timeline.
-      if (Mem.Details || CurrentMicroBatch + 1 >= Setup.GradAccum)
+      // The state is taken only where a later micro-batch can be compared with it: not
+      // after the last, and after the first only if two more follow (with two in all,
+      // the second is the last and is simulated anyway).
+      if (Mem.Details || CurrentMicroBatch + 1 >= Setup.GradAccum ||
+          (Left.empty() && CurrentMicroBatch + 2 >= Setup.GradAccum))
         continue;
       std::vector<int64_t> Now = carriedState();
       if (Now == Left) {

@@ -254,10 +254,19 @@ preparedModel(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
     auto P = prepare(R, Unwrapped, MicroBatch);
     if (!P)
       return P.takeError();
-    auto Census = takeCensus(*P->G, P->Setup);
-    if (!Census)
-      return Census.takeError();
-    return PreparedModel{std::move(P->G), std::move(P->Setup), std::move(*Census)};
+    std::shared_ptr<const ParameterCensus> Census;
+    if (R.Simulations) {
+      auto Shared = R.Simulations->census(*P->G, P->Setup);
+      if (!Shared)
+        return Shared.takeError();
+      Census = std::move(*Shared);
+    } else {
+      auto Own = takeCensus(*P->G, P->Setup);
+      if (!Own)
+        return Own.takeError();
+      Census = std::make_shared<const ParameterCensus>(std::move(*Own));
+    }
+    return PreparedModel{std::move(P->G), std::move(P->Setup), std::move(Census)};
   };
   if (!R.Simulations) {
     auto Built = Build();
@@ -283,14 +292,14 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
   const PreparedModel &M = **P;
   TrainingSetup S = M.Setup;
   S.Checkpoint = C.Setup.Checkpoint;
-  auto Sim = simulateForPlanning(R.Simulations.get(), *M.G, S, M.Census);
+  auto Sim = simulateForPlanning(R.Simulations.get(), *M.G, S, *M.Census);
   if (!Sim) {
     E.Error = llvm::toString(Sim.takeError());
     return E;
   }
   E.Peak = Sim->Peak;
   E.Required = Sim->PeakReserved.value_or(Sim->Peak);
-  E.Trainable = M.Census.TrainableParameters;
+  E.Trainable = M.Census->TrainableParameters;
   E.Ok = true;
   return E;
 }
@@ -358,7 +367,7 @@ std::optional<Candidate> optimalCheckpointCandidate(const PlanRequest &R,
     return std::nullopt;
   }
   const PreparedModel &Model = **P;
-  auto Choice = chooseOptimalCheckpoint(*Model.G, Model.Setup, Model.Census, R.Budget,
+  auto Choice = chooseOptimalCheckpoint(*Model.G, Model.Setup, *Model.Census, R.Budget,
                                         R.Simulations.get());
   if (!Choice) {
     llvm::consumeError(Choice.takeError()); // "+ checkpoint blocks" is the answer

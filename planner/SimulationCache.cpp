@@ -55,6 +55,26 @@ SimulationCache::graph(const std::string &Key, llvm::function_ref<llvm::Expected
   return keepShared(Graphs, Key, Build);
 }
 
+llvm::Expected<std::shared_ptr<const ParameterCensus>>
+SimulationCache::census(const Graph &G, const TrainingSetup &Setup) {
+  llvm::json::Object S = setupToJson(Setup);
+  S.erase("micro_batch");
+  S.erase("grad_accum");
+  std::string Key = llvm::formatv("{0}", llvm::json::Value(std::move(S))).str();
+  for (const std::string &Name : Setup.TrainableNames)
+    (Key += '\n') += Name;
+  Key += llvm::formatv("\n{0} nodes {1} tensors", G.Nodes.size(), G.Tensors.size()).str();
+  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T) {
+    const Tensor &X = G.Tensors[T];
+    if (!X.Stored)
+      continue;
+    Key += llvm::formatv("\n{0} {1}:", T, static_cast<int>(X.Type)).str();
+    for (int64_t D : X.Shape)
+      (Key += ' ') += std::to_string(D);
+  }
+  return keepShared(Censuses, Key, [&] { return takeCensus(G, Setup); });
+}
+
 std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &G,
                                                                    const TrainingSetup &Setup) {
   // The structure does not depend on the micro-batch: a search's graphs of one LoRA

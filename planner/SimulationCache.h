@@ -34,7 +34,8 @@ namespace trainmem {
 struct PreparedModel {
   std::shared_ptr<const Graph> G; ///< shared with every candidate of the same transform
   TrainingSetup Setup;
-  ParameterCensus Census;
+  /// Shared by every micro-batch of the same transform and setup (see census()).
+  std::shared_ptr<const ParameterCensus> Census;
 };
 
 class SimulationCache {
@@ -59,6 +60,13 @@ public:
   /// not kept.
   llvm::Expected<StepSimulation> simulate(const Graph &G, const TrainingSetup &Setup,
                                           const ParameterCensus &Census);
+
+  /// takeCensus(G, Setup), kept for every graph that differs from G at most in its
+  /// activations' dims (another micro-batch of the same transform) under a setup that
+  /// differs at most in micro-batch and accumulation: the census reads the stored
+  /// tensors, the graph's structure and the setup, which the key holds.
+  llvm::Expected<std::shared_ptr<const ParameterCensus>> census(const Graph &G,
+                                                                const TrainingSetup &Setup);
 
   /// The graph's step structure (ops, module holds, block spans), built once per LoRA
   /// transform of the search's model: the micro-batch changes none of it.
@@ -116,6 +124,7 @@ private:
   std::map<std::string, StepSimulation> Results;
   std::map<std::string, std::shared_ptr<const StepStructure>> Structures;
   std::map<std::string, std::shared_ptr<const PreparedModel>> Prepared;
+  std::map<std::string, std::shared_ptr<const ParameterCensus>> Censuses;
   std::map<std::string, std::shared_ptr<const Graph>> Graphs;
   std::atomic<int64_t> Simulations{0}, Hits{0};
 };

@@ -193,7 +193,7 @@ TEST(SimulationCache, StructuresAndPreparedModelsAreKeptPerGraph) {
     auto C = takeCensus(*G, S);
     if (!C)
       return C.takeError();
-    return PreparedModel{std::make_shared<const Graph>(*G), S, std::move(*C)};
+    return PreparedModel{std::make_shared<const Graph>(*G), S, std::make_shared<const ParameterCensus>(std::move(*C))};
   };
   auto A = Cache.prepared("key", Build);
   auto B = Cache.prepared("key", Build);
@@ -261,6 +261,54 @@ TEST(SimulationCache, OneStructureServesEveryMicroBatch) {
         expectSameStructure(*buildStepStructure(*G, fusesAttention(*G, S)), *Kept, What);
       }
     }
+}
+
+// The census reads the stored tensors, the graph's structure and the setup: every
+// micro-batch of a model shares one, which equals the micro-batch's own; another
+// optimizer or update set, or another model, has its own.
+TEST(SimulationCache, OneCensusServesEveryMicroBatch) {
+  for (const char *Model : {"tiny-llama", "gpt2", "bert-base-uncased"}) {
+    SimulationCache Cache;
+    TrainingSetup S;
+    S.Prec = Precision::AmpBf16;
+    std::shared_ptr<const ParameterCensus> Shared;
+    for (int64_t MicroBatch : {1, 2, 3, 8}) {
+      ImportOptions O;
+      O.Dims = {{"batch", MicroBatch}, {"seq", 64}};
+      auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Model +
+                                  "/config.json",
+                              O);
+      ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
+      const std::string What = std::string(Model) + " micro-batch " + std::to_string(MicroBatch);
+      TrainingSetup AtBatch = S;
+      AtBatch.MicroBatch = MicroBatch;
+      AtBatch.GradAccum = 8 / MicroBatch;
+      auto Kept = Cache.census(*G, AtBatch);
+      ASSERT_TRUE(static_cast<bool>(Kept)) << llvm::toString(Kept.takeError());
+      if (!Shared)
+        Shared = *Kept;
+      EXPECT_EQ(*Kept, Shared) << What << ": one census for every micro-batch";
+      auto Own = takeCensus(*G, AtBatch);
+      ASSERT_TRUE(static_cast<bool>(Own));
+      const ParameterCensus &A = **Kept, &B = *Own;
+      EXPECT_EQ(A.Parameters.size(), B.Parameters.size()) << What;
+      EXPECT_EQ(A.Buffers.size(), B.Buffers.size()) << What;
+      EXPECT_EQ(A.TotalParameters, B.TotalParameters) << What;
+      EXPECT_EQ(A.TrainableParameters, B.TrainableParameters) << What;
+      EXPECT_EQ(A.ParameterBytes, B.ParameterBytes) << What;
+      EXPECT_EQ(A.BufferBytes, B.BufferBytes) << What;
+      EXPECT_EQ(A.GradientBytes, B.GradientBytes) << What;
+      EXPECT_EQ(A.OptimizerStateBytes, B.OptimizerStateBytes) << What;
+      EXPECT_EQ(A.MasterWeightBytes, B.MasterWeightBytes) << What;
+      EXPECT_EQ(A.TiedGroups, B.TiedGroups) << What;
+      TrainingSetup EightBit = AtBatch;
+      EightBit.Optimizer = OptimizerKind::AdamW8bit;
+      auto Other = Cache.census(*G, EightBit);
+      ASSERT_TRUE(static_cast<bool>(Other));
+      EXPECT_NE(*Other, Shared) << What << ": another optimizer, another census";
+      EXPECT_LT((*Other)->OptimizerStateBytes, Shared->OptimizerStateBytes) << What;
+    }
+  }
 }
 
 // Two threads asking for the same value at once: one builds it, the other waits for it

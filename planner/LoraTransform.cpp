@@ -157,7 +157,10 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     T.Stored = Stored;
     return G.addTensor(std::move(T));
   };
+  // Each adapter adds at most 5 nodes and 7 tensors: room for them up front.
   std::vector<Node> NewNodes;
+  NewNodes.reserve(Base.Nodes.size() + 5 * Chosen.size());
+  G.Tensors.reserve(Base.Tensors.size() + 7 * Chosen.size());
   std::map<TensorId, TensorId> Redirect; // base output -> base + adapter
   for (NodeId N = 0; N < static_cast<NodeId>(Base.Nodes.size()); ++N) {
     Node Copy = std::move(G.Nodes[N]); // G is Base's copy: its nodes move, not copy again

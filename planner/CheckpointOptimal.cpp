@@ -460,11 +460,23 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   auto PrefixMode = [N](int64_t K) {
     return K == N ? std::string("blocks") : "first:" + std::to_string(K);
   };
-  auto AllNeed = Verify(PrefixMode(N));
+  // A prefix is offered only if it recomputes less than the DP's choice, and the first
+  // K blocks recompute more the larger K is: with a DP choice, only K up to the largest
+  // that recomputes less (Cheaper) can win. If first:Cheaper misses, so do all fewer (the
+  // bisection's premise) and none is simulated further; if it fits, the bisection runs
+  // below it. The same answer, without probing prefixes that could only lose.
+  int64_t Cheaper = N;
+  if (Best) {
+    int64_t Flops = 0;
+    Cheaper = 0;
+    while (Cheaper < N && Flops + Candidates[Cheaper].FullFlops < Best->Flops)
+      Flops += Candidates[Cheaper++].FullFlops;
+  }
+  auto AllNeed = Cheaper > 0 ? Verify(PrefixMode(Cheaper)) : llvm::Expected<int64_t>(INT64_MAX);
   if (!AllNeed)
     return AllNeed.takeError();
   if (*AllNeed <= *Budget) {
-    int64_t Lo = 0, Hi = N; // first:Lo misses (none does), first:Hi fits
+    int64_t Lo = 0, Hi = Cheaper; // first:Lo misses (none does), first:Hi fits
     while (Hi - Lo > 1) {
       int64_t Mid = Lo + (Hi - Lo) / 2;
       auto Need = Verify(PrefixMode(Mid));

@@ -77,6 +77,13 @@ simulateStep(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &
 MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
                              const ParameterCensus &Census, const StepSimulation &Sim);
 
+/// For programs (the CLI, the benchmarks) that simulate many steps in one process, as a
+/// plan search does: the C library keeps freed memory for reuse instead of returning
+/// each large buffer to the kernel and faulting it in again for the next simulation.
+/// Process-wide, so the programs' main() calls it; libraries never do. No effect where the
+/// C library is not glibc.
+void keepFreedMemoryForReuse();
+
 } // namespace trainmem
 
 #endif

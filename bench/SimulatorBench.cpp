@@ -199,4 +199,14 @@ BENCHMARK(BM_SimulatePlannerStep7B)
 
 } // namespace
 
-BENCHMARK_MAIN();
+// BENCHMARK_MAIN, with the CLI's process setting (cli/main.cpp), so the figures are the
+// CLI's.
+int main(int Argc, char **Argv) {
+  trainmem::keepFreedMemoryForReuse();
+  benchmark::Initialize(&Argc, Argv);
+  if (benchmark::ReportUnrecognizedArguments(Argc, Argv))
+    return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

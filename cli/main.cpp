@@ -7,6 +7,8 @@
 #include "cli/Commands.h"
 #include "cli/StepOptions.h"
 
+#include "analyzer/StepSimulator.h"
+
 #include "trainmem/Version.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -67,6 +69,7 @@ static int run(int Argc, char **Argv) {
 }
 
 int main(int Argc, char **Argv) {
+  trainmem::keepFreedMemoryForReuse();
   int Code = run(Argc, Argv);
   // Every output file is complete and closed by now. Skipping the static destructors saves
   // a few milliseconds per run (ONNX's schema registry alone is ~25,000 allocations).

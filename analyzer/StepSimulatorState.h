@@ -317,6 +317,9 @@ public:
   }
 
   llvm::Expected<StepSimulation> run();
+  /// The caching-allocator replay (CUDA runs), as run() left it: for tests that check
+  /// that skipped micro-batches leave it where replaying them all does.
+  const CachingAllocatorModel *allocator() const { return Mem.Allocator ? &*Mem.Allocator : nullptr; }
 
 private:
   /// What a micro-batch finds of what the earlier ones left: the storages, the allocator,

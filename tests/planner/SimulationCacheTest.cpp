@@ -26,6 +26,13 @@ Graph mlp() {
   return B.finish();
 }
 
+/// A sample model's graph at a micro-batch (sequence 64).
+llvm::Expected<Graph> sample(const char *Model, int64_t MicroBatch) {
+  ImportOptions O;
+  O.Dims = {{"batch", MicroBatch}, {"seq", 64}};
+  return importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Model + "/config.json", O);
+}
+
 int64_t peak(SimulationCache &Cache, const Graph &G, const TrainingSetup &S) {
   auto C = takeCensus(G, S);
   EXPECT_TRUE(static_cast<bool>(C));
@@ -245,11 +252,7 @@ TEST(SimulationCache, OneStructureServesEveryMicroBatch) {
       S.Attention = Attention;
       std::shared_ptr<const StepStructure> Shared;
       for (int64_t MicroBatch : {1, 2, 3, 8}) {
-        ImportOptions O;
-        O.Dims = {{"batch", MicroBatch}, {"seq", 64}};
-        auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Model +
-                                    "/config.json",
-                                O);
+        auto G = sample(Model, MicroBatch);
         ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
         const std::string What = std::string(Model) + " micro-batch " +
                                  std::to_string(MicroBatch) +
@@ -265,7 +268,7 @@ TEST(SimulationCache, OneStructureServesEveryMicroBatch) {
 
 // The census reads the stored tensors, the graph's structure and the setup: every
 // micro-batch of a model shares one, which equals the micro-batch's own; another
-// optimizer or update set, or another model, has its own.
+// optimizer has its own.
 TEST(SimulationCache, OneCensusServesEveryMicroBatch) {
   for (const char *Model : {"tiny-llama", "gpt2", "bert-base-uncased"}) {
     SimulationCache Cache;
@@ -273,11 +276,7 @@ TEST(SimulationCache, OneCensusServesEveryMicroBatch) {
     S.Prec = Precision::AmpBf16;
     std::shared_ptr<const ParameterCensus> Shared;
     for (int64_t MicroBatch : {1, 2, 3, 8}) {
-      ImportOptions O;
-      O.Dims = {{"batch", MicroBatch}, {"seq", 64}};
-      auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Model +
-                                  "/config.json",
-                              O);
+      auto G = sample(Model, MicroBatch);
       ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
       const std::string What = std::string(Model) + " micro-batch " + std::to_string(MicroBatch);
       TrainingSetup AtBatch = S;

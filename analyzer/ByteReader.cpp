@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -238,17 +239,26 @@ private:
 };
 #endif
 
-/// Inflates on a second thread while the caller parses: zlib's inflate and the JSON scan
-/// take about as long as each other, so overlapping them nearly halves a gzipped trace's
-/// import. The worker fills a few chunk-sized slots ahead; each chunk handed out stays
+/// Inflates (or reads) on a second thread while the caller parses: inflating and the JSON
+/// scan overlap. The worker fills a few chunk-sized slots ahead; each chunk handed out stays
 /// valid until the next call, as ByteReader promises.
+///
+/// With a scanner a third thread parses too: it takes chunks the consumer has not reached,
+/// every other one, at least two ahead of the consumer's (so that the consumer parses the
+/// ones between meanwhile instead of waiting), and the consumer picks up its results. A
+/// chunk is claimed once: by the helper, or by the consumer when it gets there first (the
+/// helper then skips it); a consumer reaching a chunk the helper is scanning waits for it.
 class PrefetchReader : public ByteReader {
 public:
-  explicit PrefetchReader(std::unique_ptr<ByteReader> Inner)
-      : Inner(std::move(Inner)), IsCompressed(this->Inner->compressed()) {
+  PrefetchReader(std::unique_ptr<ByteReader> Inner, ChunkScanner Scan)
+      : Inner(std::move(Inner)), IsCompressed(this->Inner->compressed()), Scan(std::move(Scan)),
+        Slots(this->Scan ? 10 : 4), Claims(Slots.size(), Claim::None), Scans(Slots.size()),
+        Halt(new std::atomic<bool>[Slots.size()]()) {
     for (size_t I = 0; I < Slots.size(); ++I)
       Free.push_back(I);
     Worker = std::thread([this] { run(); });
+    if (this->Scan)
+      Helper = std::thread([this] { help(); });
   }
   ~PrefetchReader() override {
     {
@@ -257,12 +267,19 @@ public:
     }
     Changed.notify_all();
     Worker.join();
+    if (Helper.joinable())
+      Helper.join();
   }
 
   llvm::Expected<llvm::StringRef> next() override {
     std::unique_lock<std::mutex> Guard(Lock);
+    Current = nullptr;
     if (Held) {
-      Free.push_back(*Held); // the chunk handed out last is done with
+      // The chunk handed out last is done with; its scan is kept for reuse.
+      if (Scans[*Held])
+        Spare.push_back(std::move(Scans[*Held]));
+      Claims[*Held] = Claim::None;
+      Free.push_back(*Held);
       Held.reset();
       Changed.notify_all();
     }
@@ -274,24 +291,39 @@ public:
         return llvm::createStringError(llvm::inconvertibleErrorCode(), *Ready.front().Error);
       return llvm::StringRef();
     }
-    Chunk C = std::move(Ready.front());
+    const size_t Slot = static_cast<size_t>(Ready.front().Slot);
+    if (Claims[Slot] == Claim::Helper) {
+      // The helper is still on it: it stops at the next event, and the consumer reads on
+      // from there.
+      Halt[Slot].store(true, std::memory_order_relaxed);
+      Changed.wait(Guard, [&] { return Claims[Slot] != Claim::Helper; });
+    }
+    if (Claims[Slot] == Claim::Scanned)
+      Current = Scans[Slot].get();
+    else
+      Claims[Slot] = Claim::Consumer;
+    ConsumedBytes = Ready.front().FileBytes;
+    ConsumerNext = Ready.front().Seq + 1;
     Ready.pop_front();
-    Held = static_cast<size_t>(C.Slot);
-    ConsumedBytes = C.FileBytes;
-    return llvm::StringRef(Slots[*Held]);
+    Held = Slot;
+    Changed.notify_all(); // the helper's lower bound moved
+    return llvm::StringRef(Slots[Slot]);
   }
   uint64_t fileBytesRead() const override { return ConsumedBytes; }
   bool compressed() const override { return IsCompressed; }
+  const ChunkScan *currentScan() const override { return Current; }
 
 private:
   struct Chunk {
     int Slot = -1; ///< -1: the end (or an error)
     uint64_t FileBytes = 0;
+    uint64_t Seq = 0; ///< the chunk's place in the stream: 0, 1, 2, ...
     std::optional<std::string> Error;
   };
+  enum class Claim : uint8_t { None, Helper, Scanned, Consumer };
 
   void run() {
-    while (true) {
+    for (uint64_t Seq = 0;; ++Seq) {
       size_t Slot;
       {
         std::unique_lock<std::mutex> Guard(Lock);
@@ -302,6 +334,7 @@ private:
         Free.pop_front();
       }
       Chunk C;
+      C.Seq = Seq;
       auto Data = Inner->next();
       if (!Data)
         C.Error = llvm::toString(Data.takeError());
@@ -313,6 +346,8 @@ private:
       const bool Last = C.Slot < 0;
       {
         std::lock_guard<std::mutex> Guard(Lock);
+        if (Last)
+          Free.push_back(Slot);
         Ready.push_back(std::move(C));
       }
       Changed.notify_all();
@@ -321,22 +356,66 @@ private:
     }
   }
 
+  /// The helper's loop: claim the first ready chunk at or past the next one it may take,
+  /// scan it outside the lock, publish the result.
+  void help() {
+    std::unique_lock<std::mutex> Guard(Lock);
+    while (true) {
+      const Chunk *Target = nullptr;
+      Changed.wait(Guard, [&] {
+        if (Stop)
+          return true;
+        const uint64_t From = ConsumerNext + 1;
+        for (const Chunk &C : Ready)
+          if (C.Slot >= 0 && C.Seq >= From && Claims[static_cast<size_t>(C.Slot)] == Claim::None) {
+            Target = &C;
+            return true;
+          }
+        return false;
+      });
+      if (Stop)
+        return;
+      const size_t Slot = static_cast<size_t>(Target->Slot);
+      Claims[Slot] = Claim::Helper;
+      Halt[Slot].store(false, std::memory_order_relaxed);
+      std::unique_ptr<ChunkScan> Result;
+      if (!Spare.empty()) {
+        Result = std::move(Spare.back());
+        Spare.pop_back();
+      }
+      Guard.unlock();
+      Scan(Slots[Slot], Result, Halt[Slot]);
+      Guard.lock();
+      Scans[Slot] = std::move(Result);
+      Claims[Slot] = Claim::Scanned;
+      Changed.notify_all();
+    }
+  }
+
   std::unique_ptr<ByteReader> Inner;
   const bool IsCompressed;
-  std::array<std::string, 4> Slots;
+  const ChunkScanner Scan;
+  std::vector<std::string> Slots;
+  std::vector<Claim> Claims;                    ///< per slot, under Lock
+  std::vector<std::unique_ptr<ChunkScan>> Scans; ///< per slot: the helper's result
+  std::vector<std::unique_ptr<ChunkScan>> Spare; ///< results handed back, for reuse
+  std::unique_ptr<std::atomic<bool>[]> Halt;     ///< per slot: the consumer has got there
   std::mutex Lock;
   std::condition_variable Changed;
   std::deque<size_t> Free;
   std::deque<Chunk> Ready;
   std::optional<size_t> Held;
+  uint64_t ConsumerNext = 0; ///< Seq of the chunk the consumer takes next
+  const ChunkScan *Current = nullptr;
   uint64_t ConsumedBytes = 0;
   bool Stop = false;
-  std::thread Worker;
+  std::thread Worker, Helper;
 };
 
 } // namespace
 
 ByteReader::~ByteReader() = default;
+ChunkScan::~ChunkScan() = default;
 
 llvm::StringRef ByteReader::fastestInflater() {
 #ifdef TRAINMEM_HAVE_ISAL
@@ -346,8 +425,8 @@ llvm::StringRef ByteReader::fastestInflater() {
 #endif
 }
 
-llvm::Expected<std::unique_ptr<ByteReader>> ByteReader::open(llvm::StringRef Path,
-                                                            size_t ChunkBytes, Inflater Use) {
+llvm::Expected<std::unique_ptr<ByteReader>>
+ByteReader::open(llvm::StringRef Path, size_t ChunkBytes, Inflater Use, ChunkScanner Scan) {
   if (llvm::sys::fs::is_directory(Path))
     return fileError(Path, "is a directory, not a trace file");
   char Magic[2] = {0, 0};
@@ -378,9 +457,11 @@ llvm::Expected<std::unique_ptr<ByteReader>> ByteReader::open(llvm::StringRef Pat
     if (!Gzip)
       Gzip = std::make_unique<GzipReader>(std::move(Fresh), Path.str(), ChunkBytes);
     if (llvm::hardware_concurrency().compute_thread_count() > 1)
-      return std::make_unique<PrefetchReader>(std::move(Gzip));
+      return std::make_unique<PrefetchReader>(std::move(Gzip), std::move(Scan));
     return Gzip;
   }
+  if (Scan && llvm::hardware_concurrency().compute_thread_count() > 1)
+    return std::make_unique<PrefetchReader>(std::move(Fresh), std::move(Scan));
   return std::unique_ptr<ByteReader>(std::move(Fresh));
 }
 

@@ -127,28 +127,6 @@ llvm::Error selectTraceDevice(MeasuredTrace &T, const TraceOptions &Opts) {
                                 Have + ")");
 }
 
-void decimateTimeline(std::vector<MeasuredSample> &Timeline, size_t Max) {
-  if (Max < 2)
-    Max = 2;
-  while (Timeline.size() > Max) {
-    // Merge neighbours pairwise, keeping the larger figures and the time of the larger
-    // allocated sample; the last sample stays the last state.
-    std::vector<MeasuredSample> Merged;
-    Merged.reserve(Timeline.size() / 2 + 1);
-    for (size_t I = 0; I + 1 < Timeline.size(); I += 2) {
-      const MeasuredSample &A = Timeline[I];
-      const MeasuredSample &B = Timeline[I + 1];
-      MeasuredSample M = A.Allocated >= B.Allocated ? A : B;
-      if (A.Reserved || B.Reserved)
-        M.Reserved = std::max(A.Reserved.value_or(0), B.Reserved.value_or(0));
-      Merged.push_back(M);
-    }
-    if (Timeline.size() % 2)
-      Merged.push_back(Timeline.back());
-    Timeline = std::move(Merged);
-  }
-}
-
 // torch.profiler's memory timeline (torch/profiler/_memory_profiler.py,
 // MemoryProfileTimeline.export_memory_timeline_raw): a time-sorted JSON list of
 // [time_ns, action, bytes, category] with action 1 preexisting, 2 create, 3

@@ -22,6 +22,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <algorithm>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +55,9 @@ struct TraceOptions {
   /// Chrome traces: operators kept from the first pass to attribute the allocations at
   /// the peak (24 bytes each); a trace with more is attributed by a second pass instead.
   size_t MaxKeptOperators = size_t(1) << 21;
+  /// Chrome traces, with more than one core: a second thread parses chunks ahead of the
+  /// importer (same results and errors; off only to compare).
+  bool ParseAhead = true;
 };
 
 /// One allocation live at a device's peak.
@@ -149,8 +153,31 @@ inline bool addBytesChecked(int64_t &Acc, int64_t V) {
 }
 
 /// Keeps at most Max samples by merging neighbours pairwise, each merged sample taking the
-/// larger allocated (and reserved) figure, so the peak survives.
-void decimateTimeline(std::vector<MeasuredSample> &Timeline, size_t Max);
+/// larger allocated (and reserved) figure, so the peak survives. Any sample type with
+/// Allocated and Reserved members: the Chrome-trace importer decimates compact samples as
+/// it reads and builds MeasuredSamples only of those it keeps.
+template <typename Sample> void decimateSamples(std::vector<Sample> &Timeline, size_t Max) {
+  if (Max < 2)
+    Max = 2;
+  while (Timeline.size() > Max) {
+    std::vector<Sample> Merged;
+    Merged.reserve(Timeline.size() / 2 + 1);
+    for (size_t I = 0; I + 1 < Timeline.size(); I += 2) {
+      const Sample &A = Timeline[I];
+      const Sample &B = Timeline[I + 1];
+      Sample M = A.Allocated >= B.Allocated ? A : B; // the time of the larger
+      if (A.Reserved || B.Reserved)
+        M.Reserved = std::max(A.Reserved.value_or(0), B.Reserved.value_or(0));
+      Merged.push_back(M);
+    }
+    if (Timeline.size() % 2)
+      Merged.push_back(Timeline.back()); // the last sample stays the last state
+    Timeline = std::move(Merged);
+  }
+}
+inline void decimateTimeline(std::vector<MeasuredSample> &Timeline, size_t Max) {
+  decimateSamples(Timeline, Max);
+}
 
 } // namespace trainmem
 

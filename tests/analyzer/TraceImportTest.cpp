@@ -223,6 +223,162 @@ TEST(ChromeTrace, InPlaceReadingChangesNothing) {
   llvm::sys::fs::remove(Path);
 }
 
+/// A gzip file of Text (one member).
+std::string gzipFile(const std::string &Text) {
+  llvm::SmallString<128> Path;
+  EXPECT_FALSE(llvm::sys::fs::createTemporaryFile("trainmem-trace", "json.gz", Path));
+  gzFile F = gzopen(Path.c_str(), "wb6");
+  gzwrite(F, Text.data(), static_cast<unsigned>(Text.size()));
+  gzclose(F);
+  return Path.str().str();
+}
+
+/// A trace of Steps profiler steps whose text tempts a reader that guesses where events
+/// start: names and nested arguments holding "}, {", escapes, elements that are not
+/// objects, events the in-place reader declines, pretty-printed and compact events.
+std::string temptingTrace(int Steps) {
+  std::string T = "{\"deviceProperties\": [{\"id\": 0}, {\"id\": 1}],\n\"traceEvents\": [\n";
+  int64_t Total = 0;
+  for (int S = 0; S < Steps; ++S) {
+    const int64_t Base = 1000 + S * 1000;
+    const std::string Ts = std::to_string(Base);
+    T += (S ? ",\n" : "") + std::string("{\"ph\": \"X\", \"cat\": \"user_annotation\", "
+         "\"name\": \"ProfilerStep#") + std::to_string(S) + "\", \"tid\": 1, \"ts\": " + Ts +
+         ", \"dur\": 900}";
+    for (int Op = 0; Op < 8; ++Op) {
+      const std::string At = std::to_string(Base + 10 + Op * 100);
+      const bool Back = Op >= 4;
+      T += ",\n  {\n    \"ph\": \"X\", \"cat\": \"cpu_op\", \"name\": \"aten::" +
+           std::string(Back ? "mm_backward" : Op % 2 ? "x}, {y" : "linear") +
+           "\", \"tid\": " + (Back ? "2" : "1") + ",\n    \"ts\": " + At +
+           ", \"dur\": 90,\n    \"args\": {\"stack\": [{\"a\": 1}, {\"b\": \"}, {\"}],"
+           " \"Input Dims\": [[8, 1024], []]}\n  }";
+      const int64_t Bytes = (Op + 1) * 4096;
+      Total += Bytes;
+      T += ",{\"ph\": \"i\", \"name\": \"[memory]\", \"tid\": 1, \"ts\": " +
+           std::to_string(Base + 20 + Op * 100) + ", \"args\": {\"Device Type\": 1, \"Device "
+           "Id\": 0, \"Addr\": " + std::to_string(1000000 + S * 100 + Op) + ", \"Bytes\": " +
+           std::to_string(Bytes) + ", \"Total Allocated\": " + std::to_string(Total) + "}}";
+      if (Op == 3)
+        T += ", 42, \"a string\", [1, {\"ph\": \"X\"}], null"; // not events
+      if (Op == 5) // an escape and an exponent: the in-place reader declines, the cursor reads
+        T += ",{\"ph\": \"X\", \"cat\": \"cpu_op\", \"name\": \"a\\u0074en::\\\"q\\\"\", "
+             "\"tid\": 1, \"ts\": " + std::to_string(Base + 560) + ".5e0, \"dur\": 1}";
+    }
+    for (int Op = 0; Op < 8; ++Op) {
+      const int64_t Bytes = (Op + 1) * 4096;
+      Total -= Bytes;
+      T += ",\t{\"ph\": \"i\", \"name\": \"[memory]\", \"tid\": 2, \"ts\": " +
+           std::to_string(Base + 850 + Op) + ", \"args\": {\"Device Type\": 1, \"Device Id\": "
+           "0, \"Addr\": " + std::to_string(1000000 + S * 100 + Op) + ", \"Bytes\": -" +
+           std::to_string(Bytes) + ", \"Total Allocated\": " + std::to_string(Total) + "}}";
+    }
+  }
+  return T + "\n], \"after\": {\"x\": [{}, {}]}}\n";
+}
+
+TEST(ChromeTrace, ParsingAheadChangesNothing) {
+  // A second thread parses chunks ahead of the importer from guessed event starts; its
+  // events count only from where the importer finds itself at an event's start.
+  const std::string Text = temptingTrace(60);
+  ASSERT_GT(Text.size(), 100000u);
+  const std::string Plain = tempFile(".json", Text), Packed = gzipFile(Text);
+  TraceOptions Opts;
+  Opts.ParseAhead = false;
+  auto Reference = importChromeTrace(Plain, Opts);
+  ASSERT_TRUE(bool(Reference)) << llvm::toString(Reference.takeError());
+  EXPECT_EQ(Reference->selected().Events, 60 * 16);
+  EXPECT_EQ(Reference->selected().Peak, 36 * 4096);
+  Reference->Path = "trace";
+  const std::string Expected = reportJson(*Reference);
+  for (const std::string &Path : {Plain, Packed})
+    for (size_t Chunk : {size_t(97), size_t(1000), size_t(4096), size_t(30000), size_t(1) << 20})
+      for (bool Ahead : {true, false}) {
+        SCOPED_TRACE(Path + ", chunks of " + std::to_string(Chunk) + (Ahead ? ", ahead" : ""));
+        Opts.ChunkBytes = Chunk;
+        Opts.ParseAhead = Ahead;
+        auto T = importChromeTrace(Path, Opts);
+        ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+        T->Path = "trace";
+        EXPECT_TRUE(reportJson(*T) == Expected); // (not EXPECT_EQ: pages of JSON)
+      }
+  llvm::sys::fs::remove(Plain);
+  llvm::sys::fs::remove(Packed);
+}
+
+TEST(ChromeTrace, ParsingAheadKeepsErrorsAndOffsets) {
+  // Errors late in a long trace, after many chunks the second thread has parsed.
+  std::string Valid = temptingTrace(40);
+  Valid.resize(Valid.rfind("\n]")); // the events, without the closing bracket
+  for (const char *Tail : {R"(, {"ph": "i" "ts": 1}]})", R"(, {"name": "\q"}]})",
+                           R"(, {"ts": 1} {"ts": 2}]})", ", {\"ph\": \"X\", \"ts\": 1,"}) {
+    SCOPED_TRACE(Tail);
+    const std::string Text = Valid + Tail;
+    const std::string Plain = tempFile(".json", Text), Packed = gzipFile(Text);
+    TraceOptions Opts;
+    Opts.ParseAhead = false;
+    auto Reference = importChromeTrace(Plain, Opts);
+    ASSERT_FALSE(bool(Reference));
+    std::string Expected = llvm::toString(Reference.takeError());
+    EXPECT_NE(Expected.find(": byte "), std::string::npos) << Expected;
+    for (size_t Chunk : {size_t(97), size_t(4096), size_t(1) << 20}) {
+      Opts.ChunkBytes = Chunk;
+      Opts.ParseAhead = true;
+      auto T = importChromeTrace(Plain, Opts);
+      ASSERT_FALSE(bool(T));
+      EXPECT_EQ(llvm::toString(T.takeError()), Expected) << "chunks of " << Chunk;
+      auto G = importChromeTrace(Packed, Opts);
+      ASSERT_FALSE(bool(G));
+      std::string Message = llvm::toString(G.takeError());
+      EXPECT_EQ(Message.substr(Message.find(": byte ")), Expected.substr(Expected.find(": byte ")))
+          << "gzip, chunks of " << Chunk;
+    }
+    llvm::sys::fs::remove(Plain);
+    llvm::sys::fs::remove(Packed);
+  }
+}
+
+TEST(ChromeTrace, MemoryEventsInAnyOrderGiveTheSameReport) {
+  // The records are sorted by time: runs already in order are merged (up to 64), more are
+  // sorted outright. Distinct times, so every order has one sorted form.
+  std::vector<std::string> Events;
+  int64_t Total = 0;
+  for (int I = 0; I < 600; ++I) {
+    const int64_t Bytes = I % 3 == 2 ? -4096 : 8192;
+    Total += Bytes;
+    Events.push_back("{\"ph\": \"i\", \"name\": \"[memory]\", \"tid\": 1, \"ts\": " +
+                     std::to_string(100 + I) + ", \"args\": {\"Device Type\": 1, \"Device Id\": "
+                     "0, \"Bytes\": " + std::to_string(Bytes) + ", \"Total Allocated\": " +
+                     std::to_string(Total) + "}}");
+  }
+  auto traceOf = [](const std::vector<std::string> &E) {
+    std::string T = "[";
+    for (size_t I = 0; I < E.size(); ++I)
+      T += (I ? ",\n" : "") + E[I];
+    return T + "]";
+  };
+  const std::string Sorted = tempFile(".json", traceOf(Events));
+  auto Reference = importChromeTrace(Sorted, TraceOptions());
+  ASSERT_TRUE(bool(Reference)) << llvm::toString(Reference.takeError());
+  Reference->Path = "trace";
+  const std::string Expected = reportJson(*Reference);
+  for (size_t Runs : {size_t(2), size_t(3), size_t(7), size_t(64), size_t(65), size_t(600)}) {
+    SCOPED_TRACE(std::to_string(Runs) + " runs");
+    // The sorted events cut into Runs pieces, written last piece first: Runs runs.
+    std::vector<std::string> Shuffled;
+    for (size_t R = Runs; R-- > 0;)
+      for (size_t I = R * Events.size() / Runs; I < (R + 1) * Events.size() / Runs; ++I)
+        Shuffled.push_back(Events[I]);
+    const std::string Path = tempFile(".json", traceOf(Shuffled));
+    auto T = importChromeTrace(Path, TraceOptions());
+    ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+    T->Path = "trace";
+    EXPECT_TRUE(reportJson(*T) == Expected);
+    llvm::sys::fs::remove(Path);
+  }
+  llvm::sys::fs::remove(Sorted);
+}
+
 TEST(ChromeTrace, InPlaceReadingKeepsErrorsAndOffsets) {
   const std::string Cases[] = {
       R"({"traceEvents": [{"ph": "i", "ts": 1,)",

@@ -8,13 +8,16 @@
 #include "analyzer/TraceStream.h"
 
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Threading.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <gtest/gtest.h>
+#include <zlib.h>
 
 #include <charconv>
 #include <cstring>
 #include <random>
+#include <thread>
 
 namespace trainmem {
 namespace {
@@ -195,6 +198,65 @@ TEST(JsonNumber, SameAsFromChars) {
     EXPECT_TRUE(sameNumber(Got, reference(Text))) << Text;
   }
   EXPECT_EQ(Checked, 200000);
+}
+
+/// What the test's scanner read of a chunk before it was halted.
+struct SeenChunk : ChunkScan {
+  std::string Prefix;
+};
+
+TEST(ByteReader, ScansAheadOfTheConsumer) {
+  // A helper thread scans chunks the consumer has not reached; each result must be of the
+  // chunk the consumer then holds (results are recycled between chunks), cut short where
+  // the consumer arrived first, and the bytes handed out must be the file's.
+  std::string Text;
+  for (int I = 0; I < 200000; ++I)
+    Text += static_cast<char>('a' + (I * 7919) % 26);
+  llvm::SmallString<128> Plain, Packed;
+  int Fd;
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("trainmem-ahead", "txt", Fd, Plain));
+  {
+    llvm::raw_fd_ostream OS(Fd, /*shouldClose=*/true);
+    OS << Text;
+  }
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("trainmem-ahead", "txt.gz", Packed));
+  gzFile G = gzopen(Packed.c_str(), "wb");
+  gzwrite(G, Text.data(), static_cast<unsigned>(Text.size()));
+  gzclose(G);
+  for (const llvm::SmallString<128> &Path : {Plain, Packed})
+    for (size_t ChunkBytes : {size_t(1000), size_t(4096)}) {
+      SCOPED_TRACE(std::string(Path.str()) + ", chunks of " + std::to_string(ChunkBytes));
+      ChunkScanner Scan = [](llvm::StringRef Chunk, std::unique_ptr<ChunkScan> &Into,
+                             const std::atomic<bool> &Halt) {
+        if (!Into)
+          Into = std::make_unique<SeenChunk>();
+        auto &Seen = static_cast<SeenChunk &>(*Into);
+        Seen.Prefix.clear();
+        for (size_t I = 0; I < Chunk.size() && !Halt.load(); I += 64)
+          Seen.Prefix += Chunk.substr(I, 64).str();
+      };
+      auto Reader = ByteReader::open(Path, ChunkBytes, ByteReader::Inflater::Fastest, Scan);
+      ASSERT_TRUE(bool(Reader)) << llvm::toString(Reader.takeError());
+      std::string All;
+      int Scanned = 0;
+      while (true) {
+        auto Chunk = (*Reader)->next();
+        ASSERT_TRUE(bool(Chunk)) << llvm::toString(Chunk.takeError());
+        if (Chunk->empty())
+          break;
+        if (const auto *Seen = static_cast<const SeenChunk *>((*Reader)->currentScan())) {
+          ++Scanned;
+          EXPECT_TRUE(Chunk->starts_with(Seen->Prefix)) << "a scan of another chunk";
+        }
+        All += Chunk->str();
+        std::this_thread::sleep_for(std::chrono::microseconds(200)); // let the helper lead
+      }
+      EXPECT_TRUE(All == Text);
+      if (llvm::hardware_concurrency().compute_thread_count() > 1)
+        EXPECT_GT(Scanned, 0);
+    }
+  llvm::sys::fs::remove(Plain);
+  llvm::sys::fs::remove(Packed);
 }
 
 } // namespace

@@ -1,0 +1,41 @@
+//===- ChromeTraceEvents.h - the events of a Chrome trace, streamed -*- C++ -*-===//
+//
+// The reading side of ChromeTraceImport.cpp: each element of a Chrome trace's
+// traceEvents, reduced to the fields the importer reads, in file order. The file is read in
+// chunks (TraceStream.h); with more than one core a second thread parses about every other
+// chunk ahead of the first, which takes its events over where they start exactly where it
+// finds itself (ChromeTraceEvents.cpp says why that gives the same events and errors).
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_CHROMETRACEEVENTS_H
+#define TRAINMEM_ANALYZER_CHROMETRACEEVENTS_H
+
+#include "llvm/ADT/STLFunctionalExtras.h"
+#include "llvm/ADT/StringRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+
+namespace trainmem::chrome {
+
+/// The fields of one trace event that the importer reads; everything else is skipped.
+struct Event {
+  std::string Ph, Cat, Name, Tid;
+  double Ts = std::numeric_limits<double>::quiet_NaN();
+  double Dur = 0;
+  bool Memory = false; ///< a `[memory]` instant event
+  std::optional<int64_t> Bytes, Addr, TotalAllocated, TotalReserved, DeviceType, DeviceId;
+};
+
+/// Calls Visit for each event of the Chrome trace at Path (a JSON array of events, or an
+/// object whose "traceEvents" member is one), in file order; returns how many there were.
+/// ParseAhead: let a second thread parse too (same events, same errors; tests compare).
+llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bool ParseAhead,
+                                     llvm::function_ref<void(const Event &)> Visit);
+
+} // namespace trainmem::chrome
+
+#endif

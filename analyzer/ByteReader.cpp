@@ -466,7 +466,9 @@ ByteReader::open(llvm::StringRef Path, size_t ChunkBytes, Inflater Use, ChunkSca
 }
 
 llvm::Expected<std::string> ByteReader::peek(llvm::StringRef Path, size_t Bytes) {
-  auto R = open(Path);
+  // Chunks of the size wanted: a megabyte would inflate that much (and, read ahead on a
+  // second thread, four times that) only to look at the first few kilobytes.
+  auto R = open(Path, std::max<size_t>(Bytes, 1));
   if (!R)
     return R.takeError();
   std::string Head;

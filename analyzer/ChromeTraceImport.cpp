@@ -149,7 +149,8 @@ int classifyPhase(llvm::StringRef Name) {
 using Intervals = std::vector<std::pair<double, double>>;
 
 void mergeIntervals(Intervals &I) {
-  std::sort(I.begin(), I.end());
+  if (!std::is_sorted(I.begin(), I.end())) // operators come in time order, mostly
+    std::sort(I.begin(), I.end());
   Intervals Out;
   for (auto &P : I)
     if (!Out.empty() && P.first <= Out.back().second)
@@ -485,7 +486,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       // llvm::DenseMap where std::unordered_map was a third of the work after the pass,
       // with its keys mixed (AddressInfo). Its two reserved keys (~0 and ~0 - 1) are no heap
       // address, but a trace could still write them: those live in a side table.
-      llvm::DenseMap<uint64_t, size_t, AddressInfo> Live;
+      llvm::DenseMap<uint64_t, size_t, AddressInfo> Live(1024);
       std::map<uint64_t, size_t> LiveAtReservedKeys;
       for (size_t I = 0; I <= PeakIndex; ++I) {
         const MemoryRecord &R = Records[I];

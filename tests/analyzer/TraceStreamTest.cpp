@@ -252,8 +252,9 @@ TEST(ByteReader, ScansAheadOfTheConsumer) {
         std::this_thread::sleep_for(std::chrono::microseconds(200)); // let the helper lead
       }
       EXPECT_TRUE(All == Text);
-      if (llvm::hardware_concurrency().compute_thread_count() > 1)
+      if (llvm::hardware_concurrency().compute_thread_count() > 1) {
         EXPECT_GT(Scanned, 0);
+      }
     }
   llvm::sys::fs::remove(Plain);
   llvm::sys::fs::remove(Packed);

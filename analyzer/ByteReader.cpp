@@ -17,6 +17,7 @@
 #endif
 
 #include <algorithm>
+#include <cstring>
 #include <array>
 #include <atomic>
 #include <condition_variable>
@@ -38,6 +39,26 @@ llvm::Error fileError(llvm::StringRef Path, const llvm::Twine &Message) {
                                  (Path + ": " + Message).str());
 }
 
+/// ByteReader::nextInto for a reader whose next() fills its own buffer Out: Buffer is lent
+/// to it as Out for the call, so the chunk lands in Buffer without a copy; bytes handed
+/// out from elsewhere (zlib taking over from ISA-L) are copied.
+template <typename Reader>
+llvm::Expected<size_t> nextLending(Reader &R, std::vector<char> &Out, std::vector<char> &Buffer) {
+  if (Buffer.size() < Out.size())
+    Buffer.resize(Out.size());
+  std::swap(Out, Buffer);
+  auto C = R.next();
+  std::swap(Out, Buffer);
+  if (!C)
+    return C.takeError();
+  if (!C->empty() && C->data() != Buffer.data()) {
+    if (Buffer.size() < C->size())
+      Buffer.resize(C->size());
+    std::memcpy(Buffer.data(), C->data(), C->size());
+  }
+  return C->size();
+}
+
 class PlainReader : public ByteReader {
 public:
   PlainReader(llvm::sys::fs::file_t F, std::string Path, size_t ChunkBytes)
@@ -52,6 +73,9 @@ public:
       return fileError(Path, "read failed: " + llvm::toString(N.takeError()));
     Read += *N;
     return llvm::StringRef(Buffer.data(), *N);
+  }
+  llvm::Expected<size_t> nextInto(std::vector<char> &Into) override {
+    return nextLending(*this, Buffer, Into);
   }
   uint64_t fileBytesRead() const override { return Read; }
   bool compressed() const override { return false; }
@@ -133,6 +157,9 @@ public:
         return fileError(Path, "corrupt gzip data (inflate made no progress)");
     }
   }
+  llvm::Expected<size_t> nextInto(std::vector<char> &Buffer) override {
+    return nextLending(*this, Out, Buffer);
+  }
   uint64_t fileBytesRead() const override { return Raw->fileBytesRead(); }
   bool compressed() const override { return true; }
 
@@ -200,6 +227,11 @@ public:
         return handOverToZlib();
     }
   }
+  // ISA-L keeps its own history (the output buffer is only written), so each call may
+  // inflate into a different buffer.
+  llvm::Expected<size_t> nextInto(std::vector<char> &Buffer) override {
+    return nextLending(*this, Out, Buffer);
+  }
   uint64_t fileBytesRead() const override {
     return Zlib ? Zlib->fileBytesRead() : Raw->fileBytesRead();
   }
@@ -252,7 +284,8 @@ class PrefetchReader : public ByteReader {
 public:
   PrefetchReader(std::unique_ptr<ByteReader> Inner, ChunkScanner Scan)
       : Inner(std::move(Inner)), IsCompressed(this->Inner->compressed()), Scan(std::move(Scan)),
-        Slots(this->Scan ? 10 : 4), Claims(Slots.size(), Claim::None), Scans(Slots.size()),
+        Slots(this->Scan ? 10 : 4), Sizes(Slots.size()), Claims(Slots.size(), Claim::None),
+        Scans(Slots.size()),
         Halt(new std::atomic<bool>[Slots.size()]()) {
     for (size_t I = 0; I < Slots.size(); ++I)
       Free.push_back(I);
@@ -307,7 +340,7 @@ public:
     Ready.pop_front();
     Held = Slot;
     Changed.notify_all(); // the helper's lower bound moved
-    return llvm::StringRef(Slots[Slot]);
+    return llvm::StringRef(Slots[Slot].data(), Sizes[Slot]);
   }
   uint64_t fileBytesRead() const override { return ConsumedBytes; }
   bool compressed() const override { return IsCompressed; }
@@ -335,11 +368,11 @@ private:
       }
       Chunk C;
       C.Seq = Seq;
-      auto Data = Inner->next();
-      if (!Data)
-        C.Error = llvm::toString(Data.takeError());
-      else if (!Data->empty()) {
-        Slots[Slot].assign(Data->data(), Data->size());
+      auto Size = Inner->nextInto(Slots[Slot]);
+      if (!Size)
+        C.Error = llvm::toString(Size.takeError());
+      else if (*Size) {
+        Sizes[Slot] = *Size;
         C.Slot = static_cast<int>(Slot);
       }
       C.FileBytes = Inner->fileBytesRead();
@@ -384,7 +417,7 @@ private:
         Spare.pop_back();
       }
       Guard.unlock();
-      Scan(Slots[Slot], Result, Halt[Slot]);
+      Scan(llvm::StringRef(Slots[Slot].data(), Sizes[Slot]), Result, Halt[Slot]);
       Guard.lock();
       Scans[Slot] = std::move(Result);
       Claims[Slot] = Claim::Scanned;
@@ -395,7 +428,8 @@ private:
   std::unique_ptr<ByteReader> Inner;
   const bool IsCompressed;
   const ChunkScanner Scan;
-  std::vector<std::string> Slots;
+  std::vector<std::vector<char>> Slots; ///< filled by Inner->nextInto, which may swap them
+  std::vector<size_t> Sizes;            ///< the bytes of each slot's chunk
   std::vector<Claim> Claims;                    ///< per slot, under Lock
   std::vector<std::unique_ptr<ChunkScan>> Scans; ///< per slot: the helper's result
   std::vector<std::unique_ptr<ChunkScan>> Spare; ///< results handed back, for reuse
@@ -415,6 +449,16 @@ private:
 } // namespace
 
 ByteReader::~ByteReader() = default;
+
+llvm::Expected<size_t> ByteReader::nextInto(std::vector<char> &Buffer) {
+  auto C = next();
+  if (!C)
+    return C.takeError();
+  if (Buffer.size() < C->size())
+    Buffer.resize(C->size());
+  std::memcpy(Buffer.data(), C->data(), C->size());
+  return C->size();
+}
 ChunkScan::~ChunkScan() = default;
 
 llvm::StringRef ByteReader::fastestInflater() {

@@ -61,6 +61,10 @@ public:
   /// The next chunk; empty at the end. Errors name the file (corrupt gzip, read error,
   /// a decompression bomb).
   virtual llvm::Expected<llvm::StringRef> next() = 0;
+  /// The next chunk in Buffer (its first N bytes; N is 0 at the end). A reader may lend
+  /// Buffer out as its own output and keep the one it had, so the bytes land there without
+  /// a copy; the default copies next()'s.
+  virtual llvm::Expected<size_t> nextInto(std::vector<char> &Buffer);
   /// Bytes of the file consumed so far (compressed bytes for gzip).
   virtual uint64_t fileBytesRead() const = 0;
   virtual bool compressed() const = 0;

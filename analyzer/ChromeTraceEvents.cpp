@@ -21,6 +21,7 @@
 #include "llvm/Support/FormatVariadic.h"
 
 #include <cmath>
+#include <deque>
 #include <limits>
 #include <vector>
 
@@ -107,6 +108,15 @@ llvm::Error readScalarText(JsonCursor &C, std::string &Into) {
   return llvm::Error::success();
 }
 
+/// The same, with View set to Into.
+llvm::Error readScalarText(JsonCursor &C, llvm::StringRef &View, std::string &Into) {
+  View = llvm::StringRef();
+  if (llvm::Error E = readScalarText(C, Into))
+    return E;
+  View = Into;
+  return llvm::Error::success();
+}
+
 /// The member of args that Key names, or null for one the importer does not read.
 std::optional<int64_t> *argField(Event &E, llvm::StringRef Key) {
   return Key == "Bytes"             ? &E.Bytes
@@ -185,19 +195,21 @@ bool scanDouble(JsonScanner &S, double &Into, std::string &Scratch) {
   return true;
 }
 
-bool scanScalarText(JsonScanner &S, std::string &Into) {
+/// As readScalarText: View is a view of the buffer, or of Store (decoded escapes, numbers).
+bool scanScalarText(JsonScanner &S, llvm::StringRef &View, std::string &Store) {
   char T;
   if (!S.peekToken(T))
     return false;
   if (T == '"')
-    return S.readString(Into);
-  Into.clear();
+    return S.readString(View, Store);
+  View = llvm::StringRef();
   if (T == '{' || T == '[' || T == 'n' || T == 't' || T == 'f')
     return S.skipValue();
   JsonCursor::Number N;
   if (!S.readNumber(N))
     return false;
-  numberText(N, Into);
+  numberText(N, Store);
+  View = Store;
   return true;
 }
 
@@ -236,10 +248,10 @@ bool scanEvent(JsonScanner &S, Event &E, std::string &KeyScratch, std::string &S
     llvm::StringRef Key;
     if (!S.readString(Key, KeyScratch) || !S.expect(':'))
       return false;
-    bool Read = Key == "ph"     ? scanScalarText(S, E.Ph)
-                : Key == "cat"  ? scanScalarText(S, E.Cat)
-                : Key == "name" ? scanScalarText(S, E.Name)
-                : Key == "tid"  ? scanScalarText(S, E.Tid)
+    bool Read = Key == "ph"     ? scanScalarText(S, E.Ph, E.Store[0])
+                : Key == "cat"  ? scanScalarText(S, E.Cat, E.Store[1])
+                : Key == "name" ? scanScalarText(S, E.Name, E.Store[2])
+                : Key == "tid"  ? scanScalarText(S, E.Tid, E.Store[3])
                 : Key == "ts"   ? scanDouble(S, E.Ts, Scratch)
                 : Key == "dur"  ? scanDouble(S, E.Dur, Scratch)
                 : Key == "args" ? scanArgs(S, E, KeyScratch, Scratch)
@@ -251,10 +263,7 @@ bool scanEvent(JsonScanner &S, Event &E, std::string &KeyScratch, std::string &S
 
 void resetEvent(Event &E) {
   // Without giving the strings' buffers back: the next event reuses them.
-  E.Ph.clear();
-  E.Cat.clear();
-  E.Name.clear();
-  E.Tid.clear();
+  E.Ph = E.Cat = E.Name = E.Tid = llvm::StringRef(); // Store keeps its buffers for reuse
   E.Ts = std::numeric_limits<double>::quiet_NaN();
   E.Dur = 0;
   E.Memory = false;
@@ -284,13 +293,13 @@ llvm::Error readEvent(JsonCursor &C, Event &E, std::string (&Scratch)[2]) {
     };
     if (llvm::Error Err = C.readObject([&](llvm::StringRef Key) -> llvm::Error {
           if (Key == "ph")
-            return readScalarText(C, E.Ph);
+            return readScalarText(C, E.Ph, E.Store[0]);
           if (Key == "cat")
-            return readScalarText(C, E.Cat);
+            return readScalarText(C, E.Cat, E.Store[1]);
           if (Key == "name")
-            return readScalarText(C, E.Name);
+            return readScalarText(C, E.Name, E.Store[2]);
           if (Key == "tid")
-            return readScalarText(C, E.Tid);
+            return readScalarText(C, E.Tid, E.Store[3]);
           if (Key == "ts")
             return Num(E.Ts);
           if (Key == "dur")
@@ -307,7 +316,9 @@ llvm::Error readEvent(JsonCursor &C, Event &E, std::string (&Scratch)[2]) {
 
 /// The events a helper thread read from one chunk, and where each starts in it.
 struct EventBatch : ChunkScan {
-  std::vector<Event> Events; ///< the first Size are this chunk's; the rest are kept for reuse
+  /// The first Size are this chunk's; the rest are kept for reuse. A deque: events never
+  /// move (their views may point into their own Store).
+  std::deque<Event> Events;
   std::vector<size_t> Starts;
   size_t Size = 0;
   size_t End = 0; ///< just past the last event's '}'

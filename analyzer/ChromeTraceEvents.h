@@ -23,11 +23,18 @@ namespace trainmem::chrome {
 
 /// The fields of one trace event that the importer reads; everything else is skipped.
 struct Event {
-  std::string Ph, Cat, Name, Tid;
+  Event() = default;
+  Event(const Event &) = delete; // the views may point into Store
+  Event &operator=(const Event &) = delete;
+  /// Views of the event's text, valid while the visitor runs: into the chunk being read, or
+  /// into Store where the text had to be decoded (escapes), spelled (numbers) or gathered
+  /// across chunks. Copying every name was a few percent of a trace's import.
+  llvm::StringRef Ph, Cat, Name, Tid;
   double Ts = std::numeric_limits<double>::quiet_NaN();
   double Dur = 0;
   bool Memory = false; ///< a `[memory]` instant event
   std::optional<int64_t> Bytes, Addr, TotalAllocated, TotalReserved, DeviceType, DeviceId;
+  std::string Store[4]; ///< for Ph, Cat, Name, Tid
 };
 
 /// Calls Visit for each event of the Chrome trace at Path (a JSON array of events, or an

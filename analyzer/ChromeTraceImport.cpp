@@ -265,7 +265,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   std::string LastTid;
   uint32_t LastTidIndex = 0;
   bool HaveLastTid = false;
-  auto tidIndex = [&](const std::string &Tid) {
+  auto tidIndex = [&](llvm::StringRef Tid) {
     if (!HaveLastTid || Tid != LastTid) {
       auto [It, New] = Tids.try_emplace(Tid, static_cast<uint32_t>(Tids.size()));
       LastTid = Tid;
@@ -322,9 +322,9 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       Phases[K].push_back({E.Ts, E.Ts + E.Dur});
     if (Window && Window->match(E.Name))
       WindowIntervals.push_back({E.Ts, E.Ts + E.Dur});
-    if (llvm::StringRef(E.Name).starts_with("ProfilerStep#") ||
+    if (E.Name.starts_with("ProfilerStep#") ||
         (Pattern && Pattern->match(E.Name)))
-      Ranges.push_back({E.Name, E.Ts, E.Ts + E.Dur, 0, 0});
+      Ranges.push_back({E.Name.str(), E.Ts, E.Ts + E.Dur, 0, 0});
   });
   if (!Count)
     return Count.takeError();

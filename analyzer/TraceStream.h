@@ -17,8 +17,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <bit>
-#include <cstring>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -177,38 +175,10 @@ inline bool isNumberChar(char C) {
   return (C >= '0' && C <= '9') || C == '-' || C == '+' || C == '.' || C == 'e' || C == 'E';
 }
 
-/// Whether the 8 bytes in V (read little-endian) are all decimal digits.
-inline bool eightDigits(uint64_t V) {
-  return ((V & 0xF0F0F0F0F0F0F0F0) | (((V + 0x0606060606060606) & 0xF0F0F0F0F0F0F0F0) >> 4)) ==
-         0x3333333333333333;
-}
-/// The value of 8 decimal digits in V (read little-endian), with three multiplications
-/// instead of eight dependent ones (as fast_float's parse_eight_digits_unrolled).
-inline uint64_t eightDigitsValue(uint64_t V) {
-  constexpr uint64_t Mask = 0x000000FF000000FF;
-  constexpr uint64_t Mul1 = 100 + (uint64_t(1000000) << 32);
-  constexpr uint64_t Mul2 = 1 + (uint64_t(10000) << 32);
-  V -= 0x3030303030303030;
-  V = V * 10 + (V >> 8);
-  return ((V & Mask) * Mul1 + ((V >> 16) & Mask) * Mul2) >> 32;
-}
-
-/// Reads up to Max decimal digits at P into Mantissa; returns how many. Eight at a time
-/// while they come in eights: timestamps, addresses and sizes run to 10-16 digits, and a
-/// multiply-add per digit was a tenth of a trace's parse.
+/// Reads up to Max decimal digits at P into Mantissa; returns how many.
 inline size_t readDigits(const char *&P, const char *End, uint64_t &Mantissa, size_t Max) {
   const char *Start = P;
   const char *Stop = static_cast<size_t>(End - P) < Max ? End : P + Max;
-  while (Stop - P >= 8) {
-    uint64_t V;
-    std::memcpy(&V, P, 8);
-    if constexpr (std::endian::native == std::endian::big)
-      V = __builtin_bswap64(V);
-    if (!eightDigits(V))
-      break;
-    Mantissa = Mantissa * 100000000 + eightDigitsValue(V);
-    P += 8;
-  }
   while (P < Stop && static_cast<unsigned char>(*P - '0') < 10)
     Mantissa = Mantissa * 10 + static_cast<uint64_t>(*P++ - '0');
   return static_cast<size_t>(P - Start);

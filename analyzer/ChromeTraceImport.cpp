@@ -23,6 +23,7 @@
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Regex.h"
+#include "llvm/Support/Threading.h"
 
 #include <algorithm>
 #include <cassert>
@@ -30,6 +31,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <thread>
 
 namespace trainmem {
 
@@ -91,6 +93,35 @@ void sortByTime(RecordList &Records) {
       Merged.push_back(Bounds.back()); // an odd run out: carried to the next round
     Bounds = std::move(Merged);
   }
+}
+
+/// The indices of the records live at PeakIndex (allocated at or before it and not freed
+/// since), largest first, earlier first on ties.
+std::vector<size_t> liveAtPeak(const RecordList &Records, size_t PeakIndex) {
+  // llvm::DenseMap where std::unordered_map was a third of the work after the pass, with
+  // its keys mixed (AddressInfo). Its two reserved keys (~0 and ~0 - 1) are no heap
+  // address, but a trace could still write them: those live in a side table.
+  llvm::DenseMap<uint64_t, size_t, AddressInfo> Live(1024);
+  std::map<uint64_t, size_t> LiveAtReservedKeys;
+  for (size_t I = 0; I <= PeakIndex; ++I) {
+    const MemoryRecord &R = Records[I];
+    const bool Reserved = R.Addr >= ~uint64_t(0) - 1;
+    if (R.Bytes > 0)
+      (Reserved ? LiveAtReservedKeys[R.Addr] : Live[R.Addr]) = I;
+    else if (Reserved)
+      LiveAtReservedKeys.erase(R.Addr);
+    else
+      Live.erase(R.Addr);
+  }
+  std::vector<size_t> Order; // sorted below: the maps' order does not matter
+  for (auto &[Addr, I] : Live)
+    Order.push_back(I);
+  for (auto &[Addr, I] : LiveAtReservedKeys)
+    Order.push_back(I);
+  std::sort(Order.begin(), Order.end(), [&](size_t A, size_t B) {
+    return Records[A].Bytes != Records[B].Bytes ? Records[A].Bytes > Records[B].Bytes : A < B;
+  });
+  return Order;
 }
 
 std::string deviceName(std::optional<int64_t> Type, std::optional<int64_t> Id) {
@@ -222,6 +253,29 @@ private:
   bool NoForwardRanges;
   IntervalCursor Cursors[NumPhases]; ///< indexed by PhaseKind
 };
+
+/// The record at the peak as the per-device pass below finds it (the first of the largest
+/// allocated figures inside the window; 0 when none is), found ahead of that pass so that
+/// liveAtPeak can run beside it. Null when the running sum overflows (the pass reports it).
+std::optional<size_t> peakIndex(const RecordList &Records, bool AllTotals,
+                                const Intervals *Window) {
+  std::optional<IntervalCursor> Cursor;
+  if (Window)
+    Cursor.emplace(*Window);
+  int64_t Sum = 0, Peak = std::numeric_limits<int64_t>::min();
+  size_t PeakAt = 0;
+  for (size_t I = 0; I < Records.size(); ++I) {
+    const MemoryRecord &R = Records[I];
+    if (!addBytesChecked(Sum, R.Bytes))
+      return std::nullopt;
+    const int64_t Allocated = AllTotals ? R.TotalAllocated : Sum;
+    if ((!Cursor || Cursor->contains(R.Ts)) && Allocated > Peak) {
+      Peak = Allocated;
+      PeakAt = I;
+    }
+  }
+  return PeakAt;
+}
 
 /// A point whose enclosing operator the second pass looks up.
 struct OpQuery {
@@ -387,6 +441,20 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     std::vector<MeasuredRange> Open; // ranges that have started, by end
     size_t NextRange = 0;
     std::vector<MeasuredRange> Closed;
+    // The allocations live at the peak, where the trace pairs frees with addresses: on a
+    // second thread beside the pass below, for a long trace (the hash map of live blocks
+    // was a quarter of the work after reading).
+    const bool HaveAddrs = std::all_of(Records.begin(), Records.end(),
+                                       [](const MemoryRecord &R) { return R.HasAddr; });
+    std::optional<size_t> EarlyPeak;
+    std::vector<size_t> LiveOrder;
+    std::jthread LiveWorker; // joined on every way out of this iteration
+    if (HaveAddrs && Records.size() >= (size_t(1) << 16) &&
+        llvm::hardware_concurrency().compute_thread_count() > 1) {
+      EarlyPeak = peakIndex(Records, AllTotals, Window ? &WindowIntervals : nullptr);
+      if (EarlyPeak)
+        LiveWorker = std::jthread([&] { LiveOrder = liveAtPeak(Records, *EarlyPeak); });
+    }
     PhaseClock Clock(Phases);
     IntervalCursor WindowCursor(WindowIntervals);
     // The timeline as it is read: MeasuredSample's strings and optional categories made
@@ -478,35 +546,13 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     for (const MeasuredRange &R : D.Ranges)
       if (R.StartUs <= D.PeakTimeUs && D.PeakTimeUs <= R.EndUs)
         D.PeakRange = R.Name; // sorted by start: the last match is the innermost
-    // The allocations live at the peak, where the trace pairs frees with addresses.
-    bool HaveAddrs = std::all_of(Records.begin(), Records.end(),
-                                 [](const MemoryRecord &R) { return R.HasAddr; });
     std::vector<uint32_t> LiveTids;
     if (HaveAddrs) {
-      // llvm::DenseMap where std::unordered_map was a third of the work after the pass,
-      // with its keys mixed (AddressInfo). Its two reserved keys (~0 and ~0 - 1) are no heap
-      // address, but a trace could still write them: those live in a side table.
-      llvm::DenseMap<uint64_t, size_t, AddressInfo> Live(1024);
-      std::map<uint64_t, size_t> LiveAtReservedKeys;
-      for (size_t I = 0; I <= PeakIndex; ++I) {
-        const MemoryRecord &R = Records[I];
-        const bool Reserved = R.Addr >= ~uint64_t(0) - 1;
-        if (R.Bytes > 0)
-          (Reserved ? LiveAtReservedKeys[R.Addr] : Live[R.Addr]) = I;
-        else if (Reserved)
-          LiveAtReservedKeys.erase(R.Addr);
-        else
-          Live.erase(R.Addr);
-      }
-      std::vector<size_t> Order; // sorted below: the maps' order does not matter
-      for (auto &[Addr, I] : Live)
-        Order.push_back(I);
-      for (auto &[Addr, I] : LiveAtReservedKeys)
-        Order.push_back(I);
-      std::sort(Order.begin(), Order.end(), [&](size_t A, size_t B) {
-        return Records[A].Bytes != Records[B].Bytes ? Records[A].Bytes > Records[B].Bytes
-                                                    : A < B;
-      });
+      if (LiveWorker.joinable())
+        LiveWorker.join();
+      std::vector<size_t> Order = EarlyPeak && *EarlyPeak == PeakIndex
+                                      ? std::move(LiveOrder)
+                                      : liveAtPeak(Records, PeakIndex);
       D.LiveAtPeakCount = static_cast<int64_t>(Order.size());
       Order.resize(std::min(Order.size(), Opts.TopAllocations));
       for (size_t I : Order) {

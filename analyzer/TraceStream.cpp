@@ -14,6 +14,10 @@
 #include <cstring>
 #include <vector>
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 namespace trainmem {
 
 namespace {
@@ -398,12 +402,34 @@ bool JsonScanner::readNumberRun(JsonCursor::Number &N) {
   return parseJsonNumber(llvm::StringRef(Start, Size), N);
 }
 
+/// Where the run of plain characters at At ends: the first '"' or '\\', or End. Strings
+/// that are skipped include call stacks (profiles recorded with_stack=True), hundreds of
+/// bytes each: past the first 16 bytes the run is scanned 16 at a time (a tenth of
+/// importing such a trace). Short strings, most of a trace's, stay scalar.
+static const char *stringRunEnd(const char *At, const char *End) {
+  for (const char *Stop = End - At > 16 ? At + 16 : End; At < Stop; ++At)
+    if (*At == '"' || *At == '\\')
+      return At;
+#ifdef __SSE2__
+  const __m128i Quote = _mm_set1_epi8('"'), Backslash = _mm_set1_epi8('\\');
+  for (; End - At >= 16; At += 16) {
+    const __m128i V = _mm_loadu_si128(reinterpret_cast<const __m128i *>(At));
+    const int Hits =
+        _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(V, Quote), _mm_cmpeq_epi8(V, Backslash)));
+    if (Hits)
+      return At + __builtin_ctz(static_cast<unsigned>(Hits));
+  }
+#endif
+  while (At < End && *At != '"' && *At != '\\')
+    ++At;
+  return At;
+}
+
 bool JsonScanner::skipString() {
   if (!expect('"'))
     return false;
   while (true) {
-    while (At < End && *At != '"' && *At != '\\')
-      ++At;
+    At = stringRunEnd(At, End);
     if (At == End)
       return false;
     if (*At++ == '"')

@@ -54,7 +54,15 @@ const char *const Values[] = {
     "1.2.3", "12345678901234567890123456789012345678901234567890123456789012345",
     "true", "false", "null", "tru", "nul", "[]", "{}", "[1, [2, [3]], {\"a\": [true]}]",
     R"({"k": "v", "n": {"x": null}})", "[1 2]", R"({"a" "b"})", "[1,]", "[}", "{]", "]",
-    ",", "x", "[\"\\u0041\", \"\\\"]\"]"};
+    ",", "x", "[\"\\u0041\", \"\\\"]\"]",
+    // Long strings (skipped 16 bytes at a time past the first 16): escapes and ends on
+    // and across 16-byte boundaries, a bad escape and no end far in.
+    R"("0123456789abcdef0123456789abcdef")", R"("0123456789abcdef0123\"56789abcdef01")",
+    R"("0123456789abcde\"0123456789abcdef\\23456789abcdef")",
+    R"("/home/user/site-packages/torch/autograd/profiler.py(611): __init__;/home/u\u0041")",
+    R"("0123456789abcdef0123456789abcdef0123456789\q")",
+    R"("0123456789abcdef0123456789abcdef0123456789abcdef0123)",
+    R"({"Call stack": "/home/user/anaconda3/envs/kineto/lib/python3.7/site-packages/x.py(1): f", "n": 1})"};
 
 TEST(JsonScanner, ReadsWhatTheCursorReads) {
   int Decided = 0;

@@ -402,14 +402,7 @@ bool JsonScanner::readNumberRun(JsonCursor::Number &N) {
   return parseJsonNumber(llvm::StringRef(Start, Size), N);
 }
 
-/// Where the run of plain characters at At ends: the first '"' or '\\', or End. Strings
-/// that are skipped include call stacks (profiles recorded with_stack=True), hundreds of
-/// bytes each: past the first 16 bytes the run is scanned 16 at a time (a tenth of
-/// importing such a trace). Short strings, most of a trace's, stay scalar.
-static const char *stringRunEnd(const char *At, const char *End) {
-  for (const char *Stop = End - At > 16 ? At + 16 : End; At < Stop; ++At)
-    if (*At == '"' || *At == '\\')
-      return At;
+const char *json_detail::longStringRunEnd(const char *At, const char *End) {
 #ifdef __SSE2__
   const __m128i Quote = _mm_set1_epi8('"'), Backslash = _mm_set1_epi8('\\');
   for (; End - At >= 16; At += 16) {
@@ -429,7 +422,7 @@ bool JsonScanner::skipString() {
   if (!expect('"'))
     return false;
   while (true) {
-    At = stringRunEnd(At, End);
+    At = json_detail::stringRunEnd(At, End);
     if (At == End)
       return false;
     if (*At++ == '"')

@@ -222,6 +222,19 @@ inline const char *directNumber(const char *P, const char *End, JsonCursor::Numb
   N.Value = Negative ? -V : V;
   return P;
 }
+/// stringRunEnd past a string's first 16 bytes (out of line: SIMD where the target has it).
+const char *longStringRunEnd(const char *At, const char *End);
+
+/// Where the run of plain characters at At ends: the first '"' or '\\', or End. Most of a
+/// trace's strings are a few bytes long, scanned here inline (a library call would cost
+/// more than the scan); kernel names and call stacks run to hundreds of bytes, and past
+/// the first 16 they are scanned 16 bytes at a time (longStringRunEnd).
+inline const char *stringRunEnd(const char *At, const char *End) {
+  for (const char *Stop = End - At > 16 ? At + 16 : End; At < Stop; ++At)
+    if (*At == '"' || *At == '\\')
+      return At;
+  return At == End ? At : longStringRunEnd(At, End);
+}
 } // namespace json_detail
 
 inline bool JsonScanner::peekToken(char &C) {
@@ -265,11 +278,8 @@ inline bool JsonScanner::nextMember(char Close, bool First, bool &More) {
 inline bool JsonScanner::readString(llvm::StringRef &View, std::string &Scratch) {
   if (!expect('"'))
     return false;
-  // Not memchr: the strings of a trace are mostly a few bytes long, where a library call
-  // costs more than the scan.
   const char *Start = At;
-  while (At < End && *At != '"' && *At != '\\')
-    ++At;
+  At = json_detail::stringRunEnd(At, End);
   if (At == End)
     return false;
   if (*At != '"')

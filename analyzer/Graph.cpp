@@ -191,71 +191,62 @@ bool Graph::finalize() {
   return true;
 }
 
-static bool isAllDigits(const std::string &S) {
+static bool isAllDigits(llvm::StringRef S) {
   return !S.empty() && std::all_of(S.begin(), S.end(), [](unsigned char C) {
     return std::isdigit(C) != 0;
   });
 }
 
-static std::vector<std::string> splitOn(const std::string &S, char Sep) {
-  std::vector<std::string> Parts;
-  std::string Cur;
-  for (char C : S) {
-    if (C == Sep) {
-      Parts.push_back(Cur);
-      Cur.clear();
-    } else {
-      Cur.push_back(C);
-    }
-  }
-  Parts.push_back(Cur);
-  return Parts;
-}
-
+// Both below read the name's components as views: splitting them into strings was the
+// planner's most frequent allocation (blockOfLayerPath runs for every op of every step
+// structure and census).
 std::string layerPathFromName(const std::string &Name, bool IsTensorName) {
   if (Name.empty() || Name.rfind("onnx::", 0) == 0)
     return "";
-  std::vector<std::string> Parts;
-  if (Name.front() == '/') {
+  const llvm::StringRef N(Name);
+  auto plain = [](llvm::StringRef Part) {
+    return Part.find_first_of(" :;,\"{}") == llvm::StringRef::npos;
+  };
+  if (N.front() == '/') {
     // torch.onnx scope names: "/model/layers.3/self_attn/q_proj/MatMul" or the output
     // "/model/layers.3/self_attn/q_proj/MatMul_output_0". The last component is the op.
-    for (const std::string &P : splitOn(Name.substr(1), '/'))
-      if (!P.empty())
-        Parts.push_back(P);
+    llvm::SmallVector<llvm::StringRef, 8> Parts;
+    N.drop_front().split(Parts, '/', /*MaxSplit=*/-1, /*KeepEmpty=*/false);
     if (!Parts.empty())
       Parts.pop_back();
-  } else if (IsTensorName) {
-    // Parameter names: "h.3.attn.c_attn.weight" -> drop the leaf attribute name.
-    Parts = splitOn(Name, '.');
-    if (Parts.size() < 2)
-      return "";
-    Parts.pop_back();
-  } else {
+    std::string Path;
+    for (llvm::StringRef P : Parts) {
+      if (!plain(P))
+        return "";
+      if (!Path.empty())
+        Path.push_back('.');
+      Path += P;
+    }
+    return Path;
+  }
+  if (!IsTensorName)
     return "";
-  }
-  std::string Path;
-  for (const std::string &P : Parts) {
-    if (P.find_first_of(" :;,\"{}") != std::string::npos)
-      return "";
-    if (!Path.empty())
-      Path.push_back('.');
-    Path += P;
-  }
-  return Path;
+  // Parameter names: "h.3.attn.c_attn.weight" -> drop the leaf attribute name.
+  const size_t Leaf = N.rfind('.');
+  if (Leaf == llvm::StringRef::npos)
+    return "";
+  const llvm::StringRef Path = N.take_front(Leaf);
+  return plain(Path) ? Path.str() : ""; // '.' is no refused character: the parts' test
 }
 
-std::string blockOfLayerPath(const std::string &LayerPath) {
-  std::vector<std::string> Parts = splitOn(LayerPath, '.');
-  std::string Block;
-  for (const std::string &P : Parts) {
-    if (!Block.empty())
-      Block.push_back('.');
-    Block += P;
-    if (isAllDigits(P))
-      return Block;
+llvm::StringRef blockPrefix(llvm::StringRef LayerPath) {
+  for (size_t Start = 0;;) {
+    const size_t Dot = LayerPath.find('.', Start);
+    const size_t End = Dot == llvm::StringRef::npos ? LayerPath.size() : Dot;
+    if (isAllDigits(LayerPath.slice(Start, End)))
+      return LayerPath.take_front(End);
+    if (Dot == llvm::StringRef::npos)
+      return "";
+    Start = Dot + 1;
   }
-  return "";
 }
+
+std::string blockOfLayerPath(const std::string &LayerPath) { return blockPrefix(LayerPath).str(); }
 
 std::vector<std::string> repeatedBlocks(const Graph &G) {
   std::vector<std::string> Order;

@@ -172,6 +172,8 @@ std::string layerPathFromName(const std::string &Name, bool IsTensorName);
 /// The repeated block a layer path belongs to: the prefix through the first all-digit
 /// component ("model.layers.3.self_attn" -> "model.layers.3"), or "" if there is none.
 std::string blockOfLayerPath(const std::string &LayerPath);
+/// The same as a view of LayerPath (no allocation, for hot loops).
+llvm::StringRef blockPrefix(llvm::StringRef LayerPath);
 
 /// The blocks of blockOfLayerPath that are composite modules (some node sits in a
 /// submodule below the block: "h.3.attn", "features.4.conv"), in graph order. A numbered

@@ -746,12 +746,12 @@ std::vector<BlockSpan> repeatedBlockSpans(const Graph &G, const std::vector<SimO
   std::set<std::string> Composite(Repeated.begin(), Repeated.end());
   std::vector<BlockSpan> Spans;
   for (size_t I = 0; I < Ops.size();) {
-    std::string Block = blockOfLayerPath(Ops[I].Layer);
+    llvm::StringRef Block = blockPrefix(Ops[I].Layer);
     size_t J = I;
-    while (J + 1 < Ops.size() && !Block.empty() && blockOfLayerPath(Ops[J + 1].Layer) == Block)
+    while (J + 1 < Ops.size() && !Block.empty() && blockPrefix(Ops[J + 1].Layer) == Block)
       ++J;
-    if (!Block.empty() && Composite.count(Block))
-      Spans.push_back({std::move(Block), I, J});
+    if (!Block.empty() && Composite.count(Block.str()))
+      Spans.push_back({Block.str(), I, J});
     I = J + 1;
   }
   return Spans;

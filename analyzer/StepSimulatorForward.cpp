@@ -543,11 +543,11 @@ void Simulator::planDropout() {
     }
   }
   for (const SimOp &Op : Ops) {
-    if (blockOfLayerPath(Op.Layer).empty())
+    if (blockPrefix(Op.Layer).empty())
       continue;
     for (TensorId In : Op.Inputs) {
       auto P = In == NoTensor ? ProducerOp.end() : ProducerOp.find(In);
-      if (P != ProducerOp.end() && blockOfLayerPath(Ops[P->second].Layer).empty() &&
+      if (P != ProducerOp.end() && blockPrefix(Ops[P->second].Layer).empty() &&
           isFloating(G.Tensors[In].Type)) {
         Dropouts.insert(P->second);
         return;

@@ -231,6 +231,7 @@ TEST(ByteReader, ScansAheadOfTheConsumer) {
   gzFile G = gzopen(Packed.c_str(), "wb");
   gzwrite(G, Text.data(), static_cast<unsigned>(Text.size()));
   gzclose(G);
+  int ScannedInAll = 0;
   for (const llvm::SmallString<128> &Path : {Plain, Packed})
     for (size_t ChunkBytes : {size_t(1000), size_t(4096)}) {
       SCOPED_TRACE(std::string(Path.str()) + ", chunks of " + std::to_string(ChunkBytes));
@@ -260,10 +261,13 @@ TEST(ByteReader, ScansAheadOfTheConsumer) {
         std::this_thread::sleep_for(std::chrono::microseconds(200)); // let the helper lead
       }
       EXPECT_TRUE(All == Text);
-      if (llvm::hardware_concurrency().compute_thread_count() > 1) {
-        EXPECT_GT(Scanned, 0);
-      }
+      ScannedInAll += Scanned;
     }
+  // With a second core the helper got ahead somewhere (counted over all four reads, so a
+  // busy machine that starves it in one does not fail the test).
+  if (llvm::hardware_concurrency().compute_thread_count() > 1) {
+    EXPECT_GT(ScannedInAll, 0);
+  }
   llvm::sys::fs::remove(Plain);
   llvm::sys::fs::remove(Packed);
 }

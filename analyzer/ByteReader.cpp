@@ -271,6 +271,34 @@ private:
 };
 #endif
 
+/// Answers the end, or the first error, again on every later call, as PrefetchReader does:
+/// the gzip readers used without it (one core) went on inflating after an error and
+/// answered a different one.
+class StickyEndReader : public ByteReader {
+public:
+  explicit StickyEndReader(std::unique_ptr<ByteReader> Inner) : Inner(std::move(Inner)) {}
+  llvm::Expected<llvm::StringRef> next() override {
+    if (Error)
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), *Error);
+    if (Ended)
+      return llvm::StringRef();
+    auto C = Inner->next();
+    if (!C) {
+      Error = llvm::toString(C.takeError());
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), *Error);
+    }
+    Ended = C->empty();
+    return C;
+  }
+  uint64_t fileBytesRead() const override { return Inner->fileBytesRead(); }
+  bool compressed() const override { return Inner->compressed(); }
+
+private:
+  std::unique_ptr<ByteReader> Inner;
+  std::optional<std::string> Error;
+  bool Ended = false;
+};
+
 /// Inflates (or reads) on a second thread while the caller parses: inflating and the JSON
 /// scan overlap. The worker fills a few chunk-sized slots ahead; each chunk handed out stays
 /// valid until the next call, as ByteReader promises.
@@ -502,7 +530,7 @@ ByteReader::open(llvm::StringRef Path, size_t ChunkBytes, Inflater Use, ChunkSca
       Gzip = std::make_unique<GzipReader>(std::move(Fresh), Path.str(), ChunkBytes);
     if (llvm::hardware_concurrency().compute_thread_count() > 1)
       return std::make_unique<PrefetchReader>(std::move(Gzip), std::move(Scan));
-    return Gzip;
+    return std::make_unique<StickyEndReader>(std::move(Gzip));
   }
   if (Scan && llvm::hardware_concurrency().compute_thread_count() > 1)
     return std::make_unique<PrefetchReader>(std::move(Fresh), std::move(Scan));

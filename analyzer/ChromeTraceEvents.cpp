@@ -271,6 +271,11 @@ void resetEvent(Event &E) {
       std::nullopt;
 }
 
+/// A kineto `[memory]` instant event (both readers decide it the same way).
+bool isMemoryEvent(const Event &E) {
+  return E.Name == "[memory]" && (E.Ph == "i" || E.Ph == "I");
+}
+
 /// Reads one element of traceEvents into E. Scratch: buffers the in-place reader reuses.
 llvm::Error readEvent(JsonCursor &C, Event &E, std::string (&Scratch)[2]) {
   resetEvent(E);
@@ -310,7 +315,7 @@ llvm::Error readEvent(JsonCursor &C, Event &E, std::string (&Scratch)[2]) {
         }))
       return Err;
   }
-  E.Memory = E.Name == "[memory]" && (E.Ph == "i" || E.Ph == "I");
+  E.Memory = isMemoryEvent(E);
   return llvm::Error::success();
 }
 
@@ -327,21 +332,26 @@ struct EventBatch : ChunkScan {
 
 bool isSpace(char C) { return C == ' ' || C == '\n' || C == '\r' || C == '\t'; }
 
+/// Where the next element starts after an element ending at P: past whitespace, ',' and
+/// whitespace, a '{' (the separators as JsonCursor::readArray reads them); npos when
+/// anything else comes first or the chunk ends.
+size_t nextObjectAfter(llvm::StringRef Chunk, size_t P) {
+  while (P < Chunk.size() && isSpace(Chunk[P]))
+    ++P;
+  if (P == Chunk.size() || Chunk[P] != ',')
+    return llvm::StringRef::npos;
+  ++P;
+  while (P < Chunk.size() && isSpace(Chunk[P]))
+    ++P;
+  return P < Chunk.size() && Chunk[P] == '{' ? P : llvm::StringRef::npos;
+}
+
 /// Where the first element of an array of objects seems to start in Chunk: a '{' after
 /// '}' and ',' (with whitespace between), or npos.
 size_t firstElementGuess(llvm::StringRef Chunk) {
-  for (size_t At = Chunk.find('}'); At != llvm::StringRef::npos; At = Chunk.find('}', At + 1)) {
-    size_t P = At + 1;
-    while (P < Chunk.size() && isSpace(Chunk[P]))
-      ++P;
-    if (P == Chunk.size() || Chunk[P] != ',')
-      continue;
-    ++P;
-    while (P < Chunk.size() && isSpace(Chunk[P]))
-      ++P;
-    if (P < Chunk.size() && Chunk[P] == '{')
+  for (size_t At = Chunk.find('}'); At != llvm::StringRef::npos; At = Chunk.find('}', At + 1))
+    if (size_t P = nextObjectAfter(Chunk, At + 1); P != llvm::StringRef::npos)
       return P;
-  }
   return llvm::StringRef::npos;
 }
 
@@ -365,22 +375,12 @@ void scanAhead(llvm::StringRef Chunk, std::unique_ptr<ChunkScan> &Into,
     JsonScanner S(Chunk.substr(At));
     if (!scanEvent(S, E, B.Scratch[0], B.Scratch[1]))
       return;
-    E.Memory = E.Name == "[memory]" && (E.Ph == "i" || E.Ph == "I");
+    E.Memory = isMemoryEvent(E);
     B.Starts.push_back(At);
     ++B.Size;
     At += S.consumed();
     B.End = At;
-    size_t P = At;
-    while (P < Chunk.size() && isSpace(Chunk[P]))
-      ++P;
-    if (P == Chunk.size() || Chunk[P] != ',')
-      return;
-    ++P;
-    while (P < Chunk.size() && isSpace(Chunk[P]))
-      ++P;
-    if (P == Chunk.size() || Chunk[P] != '{')
-      return;
-    At = P;
+    At = nextObjectAfter(Chunk, At);
   }
 }
 

@@ -599,12 +599,13 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       for (const OpRecord &R : OpRecords)
         Offer(R.Tid, R.Ts, R.Dur, NameOf[R.Name]);
     } else {
-      auto Second = chrome::forEachEvent(Path, Opts.ChunkBytes, Opts.ParseAhead, [&](const Event &E) {
-        if (E.Ph != "X" || (E.Cat != "cpu_op" && E.Cat != "Operator") || std::isnan(E.Ts))
-          return;
-        if (auto It = Tids.find(E.Tid); It != Tids.end())
-          Offer(It->second, E.Ts, E.Dur, E.Name);
-      });
+      auto Second =
+          chrome::forEachEvent(Path, Opts.ChunkBytes, Opts.ParseAhead, [&](const Event &E) {
+            if (E.Ph != "X" || (E.Cat != "cpu_op" && E.Cat != "Operator") || std::isnan(E.Ts))
+              return;
+            if (auto It = Tids.find(E.Tid); It != Tids.end())
+              Offer(It->second, E.Ts, E.Dur, E.Name);
+          });
       if (!Second)
         return Second.takeError();
     }

@@ -7,6 +7,7 @@
 #include "analyzer/Graph.h"
 
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/Hashing.h"
 
 #include <algorithm>
 #include <cctype>
@@ -115,15 +116,38 @@ std::optional<std::string> Node::stringAttr(const std::string &Key) const {
   return getAttr<std::string>(Attributes, Key);
 }
 
+/// The slot holding Name's tensor, or the empty slot where it would go (linear probing;
+/// the table is never more than half full).
+size_t Graph::slotOf(llvm::StringRef Name) const {
+  const size_t Mask = TensorIndex.size() - 1;
+  for (size_t I = static_cast<size_t>(llvm::hash_value(Name)) & Mask;; I = (I + 1) & Mask) {
+    TensorId Id = TensorIndex[I];
+    if (Id == NoTensor || Tensors[Id].Name == Name)
+      return I;
+  }
+}
+
 TensorId Graph::findTensor(const std::string &TensorName) const {
-  auto It = TensorIndex.find(TensorName);
-  return It == TensorIndex.end() ? NoTensor : It->second;
+  if (TensorIndex.empty())
+    return NoTensor;
+  return TensorIndex[slotOf(TensorName)];
 }
 
 TensorId Graph::addTensor(Tensor T) {
   auto Id = static_cast<TensorId>(Tensors.size());
-  TensorIndex.emplace(T.Name, Id);
   Tensors.push_back(std::move(T));
+  if (2 * (Indexed + 1) > TensorIndex.size()) {
+    std::vector<TensorId> Old(std::max<size_t>(64, 2 * TensorIndex.size()), NoTensor);
+    Old.swap(TensorIndex);
+    for (TensorId Kept : Old)
+      if (Kept != NoTensor)
+        TensorIndex[slotOf(Tensors[Kept].Name)] = Kept;
+  }
+  TensorId &Slot = TensorIndex[slotOf(Tensors[Id].Name)];
+  if (Slot == NoTensor) { // a name seen before keeps its first tensor
+    Slot = Id;
+    ++Indexed;
+  }
   return Id;
 }
 

@@ -12,6 +12,7 @@
 #include "analyzer/DType.h"
 #include "analyzer/Diagnostics.h"
 
+#include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -161,7 +162,14 @@ struct Graph {
   llvm::Error checkLimits(llvm::StringRef Path) const;
 
 private:
-  std::unordered_map<std::string, TensorId> TensorIndex;
+  /// Tensor ids by name: an open-addressed table of ids whose keys are the tensors' own
+  /// names. A std::unordered_map<std::string, TensorId> copied every name into a node of
+  /// its own, two allocations and ~130 bytes per tensor that every copy of a graph (the
+  /// planner keeps one per LoRA setup and micro-batch) made again; this is one array.
+  /// (llvm::StringMap would still copy the names.) The first tensor of a name wins.
+  std::vector<TensorId> TensorIndex; ///< NoTensor where empty; a power of two long
+  size_t Indexed = 0;
+  size_t slotOf(llvm::StringRef Name) const;
 };
 
 /// Derives a module path from an exporter node name or a tensor name:

@@ -3,6 +3,7 @@
 
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
+#include "llvm/Support/raw_ostream.h"
 
 namespace trainmem {
 
@@ -63,15 +64,19 @@ SimulationCache::census(const Graph &G, const TrainingSetup &Setup) {
   std::string Key = llvm::formatv("{0}", llvm::json::Value(std::move(S))).str();
   for (const std::string &Name : Setup.TrainableNames)
     (Key += '\n') += Name;
-  Key += llvm::formatv("\n{0} nodes {1} tensors", G.Nodes.size(), G.Tensors.size()).str();
+  // Written through a stream: a formatv per stored tensor was most of the census's
+  // cost to the search (every probe asks for it).
+  llvm::raw_string_ostream OS(Key);
+  OS << '\n' << G.Nodes.size() << " nodes " << G.Tensors.size() << " tensors";
   for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T) {
     const Tensor &X = G.Tensors[T];
     if (!X.Stored)
       continue;
-    Key += llvm::formatv("\n{0} {1}:", T, static_cast<int>(X.Type)).str();
+    OS << '\n' << T << ' ' << static_cast<int>(X.Type) << ':';
     for (int64_t D : X.Shape)
-      (Key += ' ') += std::to_string(D);
+      OS << ' ' << D;
   }
+  OS.flush();
   return keepShared(Censuses, Key, [&] { return takeCensus(G, Setup); });
 }
 

@@ -303,11 +303,15 @@ private:
 /// scan overlap. The worker fills a few chunk-sized slots ahead; each chunk handed out stays
 /// valid until the next call, as ByteReader promises.
 ///
-/// With a scanner a third thread parses too: it takes chunks the consumer has not reached,
-/// every other one, at least two ahead of the consumer's (so that the consumer parses the
-/// ones between meanwhile instead of waiting), and the consumer picks up its results. A
-/// chunk is claimed once: by the helper, or by the consumer when it gets there first (the
-/// helper then skips it); a consumer reaching a chunk the helper is scanning waits for it.
+/// With a scanner the same thread also parses ahead: between chunks it keeps InflateAhead
+/// of them ready for the consumer, it scans chunks the consumer has not reached (from the
+/// one after the consumer's), and the consumer picks up its results. A chunk is claimed
+/// once: by the worker's scan, or by the consumer when it gets there first; a consumer
+/// reaching a chunk being scanned halts the scan at its next event and reads on from
+/// there, as it does when it finds no chunk ready while a scan runs (the worker then
+/// inflates). Inflating and scanning on separate threads, as this did first, ran three
+/// threads on two cores: the scheduler kept the two parsers on one core half the time
+/// while the inflater's short bursts held the other (perf sched), 1.5-1.7 cores busy.
 class PrefetchReader : public ByteReader {
 public:
   PrefetchReader(std::unique_ptr<ByteReader> Inner, ChunkScanner Scan)
@@ -317,9 +321,10 @@ public:
         Halt(new std::atomic<bool>[Slots.size()]()) {
     for (size_t I = 0; I < Slots.size(); ++I)
       Free.push_back(I);
-    Worker = std::thread([this] { run(); });
     if (this->Scan)
-      Helper = std::thread([this] { help(); });
+      Worker = std::thread([this] { inflateAndScan(); });
+    else
+      Worker = std::thread([this] { run(); });
   }
   ~PrefetchReader() override {
     {
@@ -328,8 +333,6 @@ public:
     }
     Changed.notify_all();
     Worker.join();
-    if (Helper.joinable())
-      Helper.join();
   }
 
   llvm::Expected<llvm::StringRef> next() override {
@@ -343,6 +346,11 @@ public:
       Free.push_back(*Held);
       Held.reset();
       Changed.notify_all();
+    }
+    if (Ready.empty() && Scanning >= 0) {
+      // Nothing ready and the worker scanning ahead: it stops at the next event and
+      // inflates the chunk wanted here.
+      Halt[static_cast<size_t>(Scanning)].store(true, std::memory_order_relaxed);
     }
     Changed.wait(Guard, [this] { return !Ready.empty(); });
     if (Ready.front().Slot < 0) {
@@ -383,62 +391,83 @@ private:
   };
   enum class Claim : uint8_t { None, Helper, Scanned, Consumer };
 
+  /// Inflates (or reads) the next chunk into Slot outside the lock and queues it; false
+  /// after the end or an error, which stay at the queue's front. Called with Guard held.
+  bool inflateInto(size_t Slot, uint64_t Seq, std::unique_lock<std::mutex> &Guard) {
+    Guard.unlock();
+    Chunk C;
+    C.Seq = Seq;
+    auto Size = Inner->nextInto(Slots[Slot]);
+    if (!Size)
+      C.Error = llvm::toString(Size.takeError());
+    else if (*Size) {
+      Sizes[Slot] = *Size;
+      C.Slot = static_cast<int>(Slot);
+    }
+    C.FileBytes = Inner->fileBytesRead();
+    const bool Last = C.Slot < 0;
+    Guard.lock();
+    if (Last)
+      Free.push_back(Slot);
+    Ready.push_back(std::move(C));
+    Changed.notify_all();
+    return !Last;
+  }
+
+  /// The worker without a scanner: fill every free slot in order.
   void run() {
+    std::unique_lock<std::mutex> Guard(Lock);
     for (uint64_t Seq = 0;; ++Seq) {
-      size_t Slot;
-      {
-        std::unique_lock<std::mutex> Guard(Lock);
-        Changed.wait(Guard, [this] { return Stop || !Free.empty(); });
-        if (Stop)
-          return;
-        Slot = Free.front();
-        Free.pop_front();
-      }
-      Chunk C;
-      C.Seq = Seq;
-      auto Size = Inner->nextInto(Slots[Slot]);
-      if (!Size)
-        C.Error = llvm::toString(Size.takeError());
-      else if (*Size) {
-        Sizes[Slot] = *Size;
-        C.Slot = static_cast<int>(Slot);
-      }
-      C.FileBytes = Inner->fileBytesRead();
-      const bool Last = C.Slot < 0;
-      {
-        std::lock_guard<std::mutex> Guard(Lock);
-        if (Last)
-          Free.push_back(Slot);
-        Ready.push_back(std::move(C));
-      }
-      Changed.notify_all();
-      if (Last)
+      Changed.wait(Guard, [this] { return Stop || !Free.empty(); });
+      if (Stop)
+        return;
+      const size_t Slot = Free.front();
+      Free.pop_front();
+      if (!inflateInto(Slot, Seq, Guard))
         return;
     }
   }
 
-  /// The helper's loop: claim the first ready chunk at or past the next one it may take,
-  /// scan it outside the lock, publish the result.
-  void help() {
+  /// The worker with a scanner: inflate while fewer than InflateAhead chunks wait for the
+  /// consumer, else scan the first unclaimed chunk past the consumer's, else inflate
+  /// further ahead while slots are free.
+  void inflateAndScan() {
+    constexpr size_t InflateAhead = 2;
     std::unique_lock<std::mutex> Guard(Lock);
+    uint64_t Seq = 0;
+    bool Ended = false;
     while (true) {
       const Chunk *Target = nullptr;
+      bool Inflate = false;
       Changed.wait(Guard, [&] {
         if (Stop)
           return true;
+        const bool CanInflate = !Ended && !Free.empty();
+        if (CanInflate && Ready.size() < InflateAhead) {
+          Inflate = true;
+          return true;
+        }
         const uint64_t From = ConsumerNext + 1;
         for (const Chunk &C : Ready)
           if (C.Slot >= 0 && C.Seq >= From && Claims[static_cast<size_t>(C.Slot)] == Claim::None) {
             Target = &C;
             return true;
           }
-        return false;
+        Inflate = CanInflate;
+        return Inflate;
       });
       if (Stop)
         return;
+      if (Inflate) {
+        const size_t Slot = Free.front();
+        Free.pop_front();
+        Ended = !inflateInto(Slot, Seq++, Guard);
+        continue;
+      }
       const size_t Slot = static_cast<size_t>(Target->Slot);
       Claims[Slot] = Claim::Helper;
       Halt[Slot].store(false, std::memory_order_relaxed);
+      Scanning = static_cast<int>(Slot);
       std::unique_ptr<ChunkScan> Result;
       if (!Spare.empty()) {
         Result = std::move(Spare.back());
@@ -447,6 +476,7 @@ private:
       Guard.unlock();
       Scan(llvm::StringRef(Slots[Slot].data(), Sizes[Slot]), Result, Halt[Slot]);
       Guard.lock();
+      Scanning = -1;
       Scans[Slot] = std::move(Result);
       Claims[Slot] = Claim::Scanned;
       Changed.notify_all();
@@ -470,8 +500,9 @@ private:
   uint64_t ConsumerNext = 0; ///< Seq of the chunk the consumer takes next
   const ChunkScan *Current = nullptr;
   uint64_t ConsumedBytes = 0;
+  int Scanning = -1; ///< the slot the worker is scanning, -1 when none
   bool Stop = false;
-  std::thread Worker, Helper;
+  std::thread Worker;
 };
 
 } // namespace
@@ -497,8 +528,13 @@ llvm::StringRef ByteReader::fastestInflater() {
 #endif
 }
 
-llvm::Expected<std::unique_ptr<ByteReader>>
-ByteReader::open(llvm::StringRef Path, size_t ChunkBytes, Inflater Use, ChunkScanner Scan) {
+namespace {
+/// ByteReader::open, with the read-ahead thread only where Ahead asks for it: peek() reads
+/// a few kilobytes, which a thread to start and join made cost 0.2 ms a trace.
+llvm::Expected<std::unique_ptr<ByteReader>> openReader(llvm::StringRef Path, size_t ChunkBytes,
+                                                       ByteReader::Inflater Use,
+                                                       ChunkScanner Scan, bool Ahead) {
+  Ahead = Ahead && llvm::hardware_concurrency().compute_thread_count() > 1;
   if (llvm::sys::fs::is_directory(Path))
     return fileError(Path, "is a directory, not a trace file");
   char Magic[2] = {0, 0};
@@ -521,26 +557,33 @@ ByteReader::open(llvm::StringRef Path, size_t ChunkBytes, Inflater Use, ChunkSca
       static_cast<unsigned char>(Magic[1]) == 0x8b) {
     std::unique_ptr<ByteReader> Gzip;
 #ifdef TRAINMEM_HAVE_ISAL
-    if (Use == Inflater::Fastest)
+    if (Use == ByteReader::Inflater::Fastest)
       Gzip = std::make_unique<IsalGzipReader>(std::move(Fresh), Path.str(), ChunkBytes);
 #else
     (void)Use;
 #endif
     if (!Gzip)
       Gzip = std::make_unique<GzipReader>(std::move(Fresh), Path.str(), ChunkBytes);
-    if (llvm::hardware_concurrency().compute_thread_count() > 1)
+    if (Ahead)
       return std::make_unique<PrefetchReader>(std::move(Gzip), std::move(Scan));
     return std::make_unique<StickyEndReader>(std::move(Gzip));
   }
-  if (Scan && llvm::hardware_concurrency().compute_thread_count() > 1)
+  if (Scan && Ahead)
     return std::make_unique<PrefetchReader>(std::move(Fresh), std::move(Scan));
   return std::unique_ptr<ByteReader>(std::move(Fresh));
+}
+} // namespace
+
+llvm::Expected<std::unique_ptr<ByteReader>>
+ByteReader::open(llvm::StringRef Path, size_t ChunkBytes, Inflater Use, ChunkScanner Scan) {
+  return openReader(Path, ChunkBytes, Use, std::move(Scan), /*Ahead=*/true);
 }
 
 llvm::Expected<std::string> ByteReader::peek(llvm::StringRef Path, size_t Bytes) {
   // Chunks of the size wanted: a megabyte would inflate that much (and, read ahead on a
   // second thread, four times that) only to look at the first few kilobytes.
-  auto R = open(Path, std::max<size_t>(Bytes, 1));
+  auto R = openReader(Path, std::max<size_t>(Bytes, 1), Inflater::Fastest, nullptr,
+                      /*Ahead=*/false);
   if (!R)
     return R.takeError();
   std::string Head;

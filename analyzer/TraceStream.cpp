@@ -475,6 +475,9 @@ bool JsonScanner::skipValue() {
           std::memcmp(At, Word.data(), Word.size()) != 0)
         return false;
       At += Word.size();
+    } else if (const char *Stop = json_detail::plainNumberEnd(At, End);
+               Stop && Stop < End && !json_detail::isNumberChar(*Stop)) {
+      At = Stop; // nothing to convert: what readNumber accepts, seen without the digits' value
     } else {
       JsonCursor::Number N;
       if (!readNumber(N))

@@ -222,6 +222,26 @@ inline const char *directNumber(const char *P, const char *End, JsonCursor::Numb
   N.Value = Negative ? -V : V;
   return P;
 }
+/// Where -?D+ or -?D+.D+ at P ends (at most 64 characters, as the cursor reads), or null
+/// for any other form: a number skipValue need not convert. Every such number is one
+/// readNumber accepts (directNumber's, or std::from_chars' past 18 digits).
+inline const char *plainNumberEnd(const char *P, const char *End) {
+  const char *Start = P;
+  P += P < End && *P == '-';
+  const char *Digits = P;
+  while (P < End && static_cast<unsigned char>(*P - '0') < 10)
+    ++P;
+  if (P == Digits)
+    return nullptr;
+  if (P < End && *P == '.') {
+    const char *Places = ++P;
+    while (P < End && static_cast<unsigned char>(*P - '0') < 10)
+      ++P;
+    if (P == Places)
+      return nullptr;
+  }
+  return P - Start <= 64 ? P : nullptr;
+}
 /// stringRunEnd past a string's first 16 bytes (out of line: SIMD where the target has it).
 const char *longStringRunEnd(const char *At, const char *End);
 

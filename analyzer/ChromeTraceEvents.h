@@ -22,6 +22,16 @@
 namespace trainmem::chrome {
 
 /// The fields of one trace event that the importer reads; everything else is skipped.
+// Phases of a training step as the trace names them: explicit annotations ("forward",
+// "## backward ##", "phase:optimizer#2"), the autograd engine's evaluate_function ranges
+// and *_backward operators, and the optimizer's "Optimizer.step#..." /
+// "Optimizer.zero_grad#..." ranges that torch.optim records.
+enum PhaseKind { Forward, Backward, Optimizer, ZeroGrad, NumPhases };
+inline constexpr const char *PhaseNames[NumPhases] = {"forward", "backward", "optimizer",
+                                                      "zero_grad"};
+/// The phase a range's name says it is (a PhaseKind), or -1.
+int classifyPhase(llvm::StringRef Name);
+
 struct Event {
   Event() = default;
   Event(const Event &) = delete; // the views may point into Store
@@ -33,6 +43,10 @@ struct Event {
   double Ts = std::numeric_limits<double>::quiet_NaN();
   double Dur = 0;
   bool Memory = false; ///< a `[memory]` instant event
+  /// For a complete ("X") event, classifyPhase of its name, else -1. Worked out where the
+  /// event is read, by whichever thread reads it: in the importer's visitor it was a
+  /// tenth of the consumer's work, which sets an import's pace.
+  int8_t Phase = -1;
   std::optional<int64_t> Bytes, Addr, TotalAllocated, TotalReserved, DeviceType, DeviceId;
   std::string Store[4]; ///< for Ph, Cat, Name, Tid
 };

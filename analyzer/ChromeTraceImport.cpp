@@ -134,48 +134,12 @@ std::string deviceName(std::optional<int64_t> Type, std::optional<int64_t> Id) {
   return "device" + std::to_string(T) + ":" + std::to_string(I);
 }
 
-// Phases of a training step as the trace names them: explicit annotations ("forward",
-// "## backward ##", "phase:optimizer#2"), the autograd engine's evaluate_function ranges
-// and *_backward operators, and the optimizer's "Optimizer.step#..." /
-// "Optimizer.zero_grad#..." ranges that torch.optim records.
-enum PhaseKind { Forward, Backward, Optimizer, ZeroGrad, NumPhases };
-constexpr const char *PhaseNames[NumPhases] = {"forward", "backward", "optimizer", "zero_grad"};
-
-int classifyPhase(llvm::StringRef Name) {
-  if (Name.starts_with("autograd::engine::evaluate_function"))
-    return Backward;
-  // One pass over the name where four case-insensitive searches (StringRef::
-  // contains_insensitive) used to be: kernel names run to hundreds of characters, and the
-  // searches were a fifth of importing a real kineto trace. Same answers: "backward" wins
-  // wherever it is, then zero_grad, optimizer, forward.
-  bool Found[NumPhases] = {};
-  auto at = [&](size_t I, llvm::StringRef Word) {
-    return Name.size() - I >= Word.size() && Name.substr(I, Word.size()).equals_insensitive(Word);
-  };
-  for (size_t I = 0, N = Name.size(); I < N; ++I) {
-    switch (Name[I] | 0x20) { // lower case for letters; nothing else maps onto b, z, o, f
-    case 'b':
-      if (at(I, "backward"))
-        return Backward;
-      break;
-    case 'z':
-      Found[ZeroGrad] |= at(I, "zero_grad");
-      break;
-    case 'o':
-      Found[Optimizer] |= at(I, "optimizer");
-      break;
-    case 'f':
-      Found[Forward] |= at(I, "forward");
-      break;
-    default:
-      break;
-    }
-  }
-  for (int K : {ZeroGrad, Optimizer, Forward})
-    if (Found[K])
-      return K;
-  return -1;
-}
+using chrome::Backward;
+using chrome::Forward;
+using chrome::NumPhases;
+using chrome::Optimizer;
+using chrome::PhaseNames;
+using chrome::ZeroGrad;
 
 using Intervals = std::vector<std::pair<double, double>>;
 
@@ -372,8 +336,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         llvm::SmallVector<OpRecord, 0>().swap(OpRecords);
       }
     }
-    if (int K = classifyPhase(E.Name); K >= 0)
-      Phases[K].push_back({E.Ts, E.Ts + E.Dur});
+    if (E.Phase >= 0)
+      Phases[E.Phase].push_back({E.Ts, E.Ts + E.Dur});
     if (Window && Window->match(E.Name))
       WindowIntervals.push_back({E.Ts, E.Ts + E.Dur});
     if (E.Name.starts_with("ProfilerStep#") ||

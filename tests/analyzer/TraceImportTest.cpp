@@ -4,6 +4,7 @@
 // asserted here (worked out from the events by hand, not by trainmem).
 //
 //===----------------------------------------------------------------------------===//
+#include "analyzer/ChromeTraceEvents.h"
 #include "analyzer/ReportWriters.h"
 #include "analyzer/TraceCompare.h"
 #include "analyzer/TraceImport.h"
@@ -336,6 +337,32 @@ TEST(ChromeTrace, ParsingAheadKeepsErrorsAndOffsets) {
     llvm::sys::fs::remove(Plain);
     llvm::sys::fs::remove(Packed);
   }
+}
+
+TEST(ChromeTrace, PhasesByName) {
+  // Case-insensitive for letters only, anywhere in the name; "backward" wins, then
+  // zero_grad, optimizer, forward; the words whole.
+  const std::pair<const char *, int> Cases[] = {
+      {"## backward ##", chrome::Backward},
+      {"autograd::engine::evaluate_function: AddmmBackward0", chrome::Backward},
+      {"MulBACKWARD0", chrome::Backward},
+      {"forward_then_backward", chrome::Backward},
+      {"Optimizer.zero_grad#SGD.zero_grad", chrome::ZeroGrad},
+      {"ZERO_GRAD", chrome::ZeroGrad},
+      {"Optimizer.step#AdamW.step", chrome::Optimizer},
+      {"phase:OPTIMIZER#2", chrome::Optimizer},
+      {"optimizer forward", chrome::Optimizer},
+      {"## forward ##", chrome::Forward},
+      {"nn.Module: FoRwArD", chrome::Forward},
+      {"zero grad", -1},
+      {"zero\x7fgrad", -1}, // '_' is not a letter: 0x7f is not its other case
+      {"backwar", -1},
+      {"forwar", -1},
+      {"optimize", -1},
+      {"void at::native::vectorized_elementwise_kernel<4, at::native::FillFunctor<float>>", -1},
+      {"", -1}};
+  for (const auto &[Name, Phase] : Cases)
+    EXPECT_EQ(chrome::classifyPhase(Name), Phase) << Name;
 }
 
 TEST(ChromeTrace, MemoryEventsInAnyOrderGiveTheSameReport) {

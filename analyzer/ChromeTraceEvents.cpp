@@ -205,6 +205,8 @@ bool scanScalarText(JsonScanner &S, llvm::StringRef &View, std::string &Store) {
   View = llvm::StringRef();
   if (T == '{' || T == '[' || T == 'n' || T == 't' || T == 'f')
     return S.skipValue();
+  if (S.readCanonicalInteger(View)) // numeric tids: the text numberText would spell
+    return true;
   JsonCursor::Number N;
   if (!S.readNumber(N))
     return false;

@@ -157,6 +157,10 @@ public:
   bool readString(llvm::StringRef &View, std::string &Scratch);
   bool readString(std::string &Into);
   bool readNumber(JsonCursor::Number &N);
+  /// An integer spelled as std::to_string spells it (no '+', no leading zero, not -0; at
+  /// most 18 digits), as a view of the buffer: its own text, with nothing to convert.
+  /// False, having read nothing, for any other value.
+  bool readCanonicalInteger(llvm::StringRef &Text);
   bool skipValue();
 
 private:
@@ -320,6 +324,26 @@ inline bool JsonScanner::readNumber(JsonCursor::Number &N) {
     return true;
   }
   return readNumberRun(N);
+}
+
+inline bool JsonScanner::readCanonicalInteger(llvm::StringRef &Text) {
+  char T;
+  if (!peekToken(T))
+    return false;
+  const char *P = At + (T == '-');
+  if (P == End || *P < '0' || *P > '9')
+    return false;
+  // A zero first only as the whole number, and never after '-'.
+  if (*P == '0' && (T == '-' || (P + 1 < End && P[1] >= '0' && P[1] <= '9')))
+    return false;
+  const char *Digits = P;
+  while (P < End && *P >= '0' && *P <= '9')
+    ++P;
+  if (P == End || P - Digits > 18 || json_detail::isNumberChar(*P))
+    return false;
+  Text = llvm::StringRef(At, static_cast<size_t>(P - At));
+  At = P;
+  return true;
 }
 
 /// The conversion both readers share: Text (a run of number characters) as a number, or

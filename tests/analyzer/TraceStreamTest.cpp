@@ -49,6 +49,7 @@ const char *const Values[] = {
     R"("plain")", R"("")", R"("a\"b\\c\/d\b\f\n\r\t")", R"("\u0041\u00e9\u20AC\uffff")",
     R"("tab	inside")", R"("\q")", R"("\u12G4")", R"("unterminated)", R"("\)",
     "0", "-0", "+5", "007", "42", "-17", "123456789012345678", "1234567890123456789",
+    "-123456789012345678", "0.0", "-5e2", "785244",
     "99999999999999999999", "1.5", "-2.25", "1000000000000020.00", "5560908385846.353",
     "0.1", "1e5", "1E-3", "-1.5e+300", "1e400", "1e-400", "1.", ".5", "-", "--1", "1-2",
     "1.2.3", "12345678901234567890123456789012345678901234567890123456789012345",
@@ -114,6 +115,23 @@ TEST(JsonScanner, ReadsWhatTheCursorReads) {
         ++Decided;
         ASSERT_TRUE(bool(Slow)) << llvm::toString(Slow.takeError());
         EXPECT_TRUE(sameNumber(Fast, *Slow)) << Fast.Value << " vs " << Slow->Value;
+        EXPECT_EQ(S.consumed(), C.Cursor->offset());
+      } else if (!Slow) {
+        llvm::consumeError(Slow.takeError());
+      }
+    }
+    // readCanonicalInteger: only where the text is what the number's std::to_string is
+    {
+      CursorOver C(Text);
+      JsonScanner S(Text);
+      llvm::StringRef Fast;
+      bool Read = S.readCanonicalInteger(Fast);
+      auto Slow = C.Cursor->readNumber();
+      if (Read) {
+        ++Decided;
+        ASSERT_TRUE(bool(Slow)) << llvm::toString(Slow.takeError());
+        ASSERT_TRUE(Slow->Integer.has_value());
+        EXPECT_EQ(Fast, std::to_string(*Slow->Integer));
         EXPECT_EQ(S.consumed(), C.Cursor->offset());
       } else if (!Slow) {
         llvm::consumeError(Slow.takeError());

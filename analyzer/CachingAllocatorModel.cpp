@@ -86,17 +86,16 @@ int32_t CachingAllocatorModel::takeFreeBlock(FreePool &Pool, int64_t Size) {
   // get_free_block: the smallest cached block of at least Size, the lowest address
   // among equals. The oversize checks reject that one block without looking further,
   // as PyTorch does.
-  const FreeKey *It = Pool.lowerBound(FreeKey{Size, std::numeric_limits<int64_t>::min(), -1});
-  if (!It)
-    return -1;
   const int64_t MaxSplit = Options.MaxSplitSizeBytes;
-  if (Size < MaxSplit && It->Size >= MaxSplit)
-    return -1; // "Do not return an oversized block for a large request"
-  if (Size >= MaxSplit && It->Size >= Size + LargeBuffer)
-    return -1; // "Allow oversized block size to be rounded up but within a limit"
-  const FreeKey Found = *It; // a copy: erasing moves the chunk's keys
-  Pool.erase(Found);
-  return Found.Index;
+  auto Found = Pool.takeFirstNotLess(
+      FreeKey{Size, std::numeric_limits<int64_t>::min(), -1}, [&](const FreeKey &F) {
+        if (Size < MaxSplit && F.Size >= MaxSplit)
+          return false; // "Do not return an oversized block for a large request"
+        if (Size >= MaxSplit && F.Size >= Size + LargeBuffer)
+          return false; // "Allow oversized block size to be rounded up but within a limit"
+        return true;
+      });
+  return Found ? Found->Index : -1;
 }
 
 bool CachingAllocatorModel::shouldSplit(const Block &B, int64_t Size) const {

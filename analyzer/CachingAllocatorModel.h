@@ -31,6 +31,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -151,12 +152,23 @@ private:
     }
 
   public:
-    /// The first key not less than K, or null.
-    const FreeKey *lowerBound(const FreeKey &K) const {
+    /// The first key not less than K, taken out of the pool if Accept(key) says so: one
+    /// search where finding it and then erasing it made two (a third of the pool's
+    /// searches). (Putting a split block's remainder in its place in the same step
+    /// measured slower than inserting it apart.)
+    template <typename AcceptFn>
+    std::optional<FreeKey> takeFirstNotLess(const FreeKey &K, AcceptFn Accept) {
       auto C = chunkFor(K);
       if (C == Chunks.end())
-        return nullptr;
-      return &*firstNotLess(C->begin(), C->size(), K);
+        return std::nullopt;
+      auto It = firstNotLess(C->begin(), C->size(), K);
+      const FreeKey Found = *It;
+      if (!Accept(Found))
+        return std::nullopt;
+      C->erase(It);
+      if (C->empty())
+        Chunks.erase(C);
+      return Found;
     }
     void erase(const FreeKey &K) {
       auto C = chunkFor(K);
@@ -194,10 +206,6 @@ private:
     using Chunk = std::vector<FreeKey>;
     /// The first chunk whose last key is not less than K (the one that holds K's place).
     std::vector<Chunk>::iterator chunkFor(const FreeKey &K) {
-      return std::partition_point(Chunks.begin(), Chunks.end(),
-                                  [&](const Chunk &C) { return C.back() < K; });
-    }
-    std::vector<Chunk>::const_iterator chunkFor(const FreeKey &K) const {
       return std::partition_point(Chunks.begin(), Chunks.end(),
                                   [&](const Chunk &C) { return C.back() < K; });
     }

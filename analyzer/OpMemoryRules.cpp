@@ -15,6 +15,7 @@
 #include "llvm/ADT/StringRef.h"
 
 #include <map>
+#include <queue>
 #include <set>
 
 namespace trainmem {
@@ -415,37 +416,53 @@ const QuantizedStorage *quantizedWeight(const RuleContext &Ctx, TensorId T) {
 std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention) {
   std::vector<SimOp> Ops = SimOpBuilder(G, FuseAttention).build();
   // A fused op sits where its first node was; an input computed later (an attention
-  // mask) must run first. Stable topological order over the ops' tensors.
-  std::map<TensorId, size_t> Producer;
+  // mask) must run first. Stable topological order over the ops' tensors: the ready op
+  // of lowest index first. (Tables by tensor id and a heap, and the ops moved once the
+  // order is known: the std::map, a std::set per op and a copy of every op were most of
+  // building a step's structure, which a plan search does for every LoRA setup.)
+  std::vector<int64_t> Producer(G.Tensors.size(), -1);
   for (size_t I = 0; I < Ops.size(); ++I)
     for (TensorId O : Ops[I].Outputs)
-      if (O != NoTensor)
-        Producer[O] = I;
+      if (O != NoTensor && static_cast<size_t>(O) < Producer.size())
+        Producer[O] = static_cast<int64_t>(I);
   std::vector<std::vector<size_t>> Users(Ops.size());
   std::vector<int> Pending(Ops.size(), 0);
-  for (size_t I = 0; I < Ops.size(); ++I)
-    for (TensorId In : std::set<TensorId>(Ops[I].Inputs.begin(), Ops[I].Inputs.end())) {
-      auto P = In == NoTensor ? Producer.end() : Producer.find(In);
-      if (P != Producer.end() && P->second != I) {
-        Users[P->second].push_back(I);
+  llvm::SmallVector<TensorId, 8> Distinct;
+  for (size_t I = 0; I < Ops.size(); ++I) {
+    Distinct.assign(Ops[I].Inputs.begin(), Ops[I].Inputs.end());
+    llvm::sort(Distinct);
+    Distinct.erase(std::unique(Distinct.begin(), Distinct.end()), Distinct.end());
+    for (TensorId In : Distinct) {
+      if (In == NoTensor || static_cast<size_t>(In) >= Producer.size())
+        continue;
+      const int64_t P = Producer[In];
+      if (P >= 0 && static_cast<size_t>(P) != I) {
+        Users[static_cast<size_t>(P)].push_back(I);
         ++Pending[I];
       }
     }
-  std::set<size_t> Ready;
+  }
+  std::priority_queue<size_t, std::vector<size_t>, std::greater<>> Ready;
   for (size_t I = 0; I < Ops.size(); ++I)
     if (!Pending[I])
-      Ready.insert(I);
-  std::vector<SimOp> Sorted;
-  Sorted.reserve(Ops.size());
+      Ready.push(I);
+  std::vector<size_t> Order;
+  Order.reserve(Ops.size());
   while (!Ready.empty()) {
-    size_t I = *Ready.begin();
-    Ready.erase(Ready.begin());
-    Sorted.push_back(Ops[I]);
+    const size_t I = Ready.top();
+    Ready.pop();
+    Order.push_back(I);
     for (size_t U : Users[I])
       if (--Pending[U] == 0)
-        Ready.insert(U);
+        Ready.push(U);
   }
-  return Sorted.size() == Ops.size() ? Sorted : Ops;
+  if (Order.size() != Ops.size())
+    return Ops;
+  std::vector<SimOp> Sorted;
+  Sorted.reserve(Ops.size());
+  for (size_t I : Order)
+    Sorted.push_back(std::move(Ops[I]));
+  return Sorted;
 }
 
 /// The scratch of a 2-D convolution on the CPU, as torch 1.13 runs it. Every figure

@@ -2,7 +2,8 @@
 //
 // The file side of TraceStream.h: plain files read in chunks, gzip inflated as it is read
 // (concatenated members continue the stream; corrupt, truncated and decompression-bomb
-// input are errors naming the file), and a second thread that inflates ahead.
+// input are errors naming the file), and a second thread that inflates ahead (and, given a
+// scanner, parses ahead between chunks).
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/TraceStream.h"
@@ -362,7 +363,7 @@ public:
     }
     const size_t Slot = static_cast<size_t>(Ready.front().Slot);
     if (Claims[Slot] == Claim::Helper) {
-      // The helper is still on it: it stops at the next event, and the consumer reads on
+      // The worker is still scanning it: it stops at the next event, and the consumer reads on
       // from there.
       Halt[Slot].store(true, std::memory_order_relaxed);
       Changed.wait(Guard, [&] { return Claims[Slot] != Claim::Helper; });
@@ -375,7 +376,7 @@ public:
     ConsumerNext = Ready.front().Seq + 1;
     Ready.pop_front();
     Held = Slot;
-    Changed.notify_all(); // the helper's lower bound moved
+    Changed.notify_all(); // the worker's lower bound for scanning moved
     return llvm::StringRef(Slots[Slot].data(), Sizes[Slot]);
   }
   uint64_t fileBytesRead() const override { return ConsumedBytes; }
@@ -489,7 +490,7 @@ private:
   std::vector<std::vector<char>> Slots; ///< filled by Inner->nextInto, which may swap them
   std::vector<size_t> Sizes;            ///< the bytes of each slot's chunk
   std::vector<Claim> Claims;                    ///< per slot, under Lock
-  std::vector<std::unique_ptr<ChunkScan>> Scans; ///< per slot: the helper's result
+  std::vector<std::unique_ptr<ChunkScan>> Scans; ///< per slot: the worker's scan
   std::vector<std::unique_ptr<ChunkScan>> Spare; ///< results handed back, for reuse
   std::unique_ptr<std::atomic<bool>[]> Halt;     ///< per slot: the consumer has got there
   std::mutex Lock;

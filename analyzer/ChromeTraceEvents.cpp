@@ -3,16 +3,16 @@
 // Events are read with JsonScanner in place where they lie wholly in the current chunk,
 // else (and for every error) with JsonCursor, which crosses chunks.
 //
-// Parsing ahead: a helper thread (ByteReader's ChunkScanner) reads a chunk the importer has
-// not reached from the first place that looks like the start of an element of traceEvents
-// (a '{' after "}" and ","), as many whole events as the chunk holds, and stops at anything
-// else. That place is a guess (a name or a nested object could look the same), so its
-// events are used only from the first one that starts exactly where the importer finds
-// itself at the start of an element: from there the helper has read the same bytes from
-// the same place with the same reader the importer would have used, so they are the events
-// it would have read (a JSON element's reading depends on nothing before it). Everything
-// else, the events between chunks, those the helper stopped at and every error, the
-// importer reads itself, as before.
+// Parsing ahead: the helper, ByteReader's read-ahead thread between reads (its
+// ChunkScanner), reads a chunk the importer has not reached from the first place that looks
+// like the start of an element of traceEvents (a '{' after "}" and ","), as many whole
+// events as the chunk holds, and stops at anything else. That place is a guess (a name or
+// a nested object could look the same), so its events are used only from the first one that
+// starts exactly where the importer finds itself at the start of an element: from there the
+// helper has read the same bytes from the same place with the same reader the importer
+// would have used, so they are the events it would have read (a JSON element's reading
+// depends on nothing before it). Everything else, the events between chunks, those the
+// helper stopped at and every error, the importer reads itself, as before.
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ChromeTraceEvents.h"

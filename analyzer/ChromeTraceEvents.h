@@ -2,9 +2,10 @@
 //
 // The reading side of ChromeTraceImport.cpp: each element of a Chrome trace's
 // traceEvents, reduced to the fields the importer reads, in file order. The file is read in
-// chunks (TraceStream.h); with more than one core a second thread parses about every other
-// chunk ahead of the first, which takes its events over where they start exactly where it
-// finds itself (ChromeTraceEvents.cpp says why that gives the same events and errors).
+// chunks (TraceStream.h); with more than one core the thread that reads (and inflates)
+// ahead also parses chunks the caller has not reached, and the caller takes its events over
+// where they start exactly where it finds itself (ChromeTraceEvents.cpp says why that gives
+// the same events and errors).
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_ANALYZER_CHROMETRACEEVENTS_H

@@ -26,7 +26,7 @@
 
 namespace trainmem {
 
-/// What a helper thread made of one chunk before the consumer reached it (see
+/// What the read-ahead thread made of one chunk before the consumer reached it (see
 /// ByteReader::open's Scan); a reader's user derives its own result from it.
 struct ChunkScan {
   virtual ~ChunkScan();
@@ -44,9 +44,9 @@ public:
   /// bytes and the same errors.
   enum class Inflater { Fastest, Zlib };
   /// ChunkBytes: how much is read (and inflated) at a time. With more than one core the
-  /// file is read (and inflated) ahead on a second thread; with Scan, a third passes about
-  /// every other chunk the consumer has not reached yet to Scan, so that two threads parse
-  /// (currentScan() answers the result).
+  /// file is read (and inflated) ahead on a second thread; with Scan, that thread also
+  /// passes chunks the consumer has not reached yet to Scan between reads, so that two
+  /// threads parse (currentScan() answers the result).
   static llvm::Expected<std::unique_ptr<ByteReader>>
   open(llvm::StringRef Path, size_t ChunkBytes = 1 << 20, Inflater Use = Inflater::Fastest,
        ChunkScanner Scan = nullptr);

@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -330,19 +331,19 @@ inline bool JsonScanner::readCanonicalInteger(llvm::StringRef &Text) {
   char T;
   if (!peekToken(T))
     return false;
-  const char *P = At + (T == '-');
-  if (P == End || *P < '0' || *P > '9')
+  // The run skipValue would pass over, if it is an integer of at most 18 digits.
+  const char *Stop = json_detail::plainNumberEnd(At, End);
+  if (!Stop || Stop == End || json_detail::isNumberChar(*Stop))
+    return false;
+  const char *Digits = At + (T == '-');
+  const size_t N = static_cast<size_t>(Stop - Digits);
+  if (N > 18 || std::memchr(Digits, '.', N))
     return false;
   // A zero first only as the whole number, and never after '-'.
-  if (*P == '0' && (T == '-' || (P + 1 < End && P[1] >= '0' && P[1] <= '9')))
+  if (*Digits == '0' && (T == '-' || N > 1))
     return false;
-  const char *Digits = P;
-  while (P < End && *P >= '0' && *P <= '9')
-    ++P;
-  if (P == End || P - Digits > 18 || json_detail::isNumberChar(*P))
-    return false;
-  Text = llvm::StringRef(At, static_cast<size_t>(P - At));
-  At = P;
+  Text = llvm::StringRef(At, static_cast<size_t>(Stop - At));
+  At = Stop;
   return true;
 }
 

@@ -20,7 +20,12 @@
 
 #include "llvm/Support/FormatVariadic.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 #include <cmath>
+#include <cstring>
 #include <deque>
 #include <limits>
 #include <vector>
@@ -286,12 +291,15 @@ int classifyPhase(llvm::StringRef Name) {
     }
     return true;
   };
-  for (size_t I = 0, N = Name.size(); I < N; ++I) {
+  // Candidates: where b, z, o or f (either case) is followed by the word's second letter.
+  // Kernel names are full of those letters, and a switch per byte mispredicted its way
+  // through 9% of importing the ResNet-50 fixture trace; where the target has SSE2, 16
+  // places are sifted at a time by their first two letters, and only the few left are
+  // compared letter by letter (the same comparison, so the same answers).
+  auto check = [&](size_t I) {
     switch (Name[I] | 0x20) { // lower case for letters; nothing else maps onto b, z, o, f
     case 'b':
-      if (at(I, "backward"))
-        return Backward;
-      break;
+      return at(I, "backward");
     case 'z':
       Found[ZeroGrad] |= at(I, "zero_grad");
       break;
@@ -304,7 +312,54 @@ int classifyPhase(llvm::StringRef Name) {
     default:
       break;
     }
+    return false;
+  };
+  size_t I = 0;
+  const size_t N = Name.size();
+#ifdef __SSE2__
+  const __m128i Case = _mm_set1_epi8(0x20);
+  auto pair = [](__m128i First, __m128i Second, char A, char B) {
+    return _mm_and_si128(_mm_cmpeq_epi8(First, _mm_set1_epi8(A)),
+                         _mm_cmpeq_epi8(Second, _mm_set1_epi8(B)));
+  };
+  // Bits for the places [I, I + 16) of the 17 bytes at P whose first two letters may
+  // start a word.
+  auto candidates = [&](const char *P) {
+    const __m128i First =
+        _mm_or_si128(_mm_loadu_si128(reinterpret_cast<const __m128i *>(P)), Case);
+    const __m128i Second =
+        _mm_or_si128(_mm_loadu_si128(reinterpret_cast<const __m128i *>(P + 1)), Case);
+    return static_cast<unsigned>(_mm_movemask_epi8(
+        _mm_or_si128(_mm_or_si128(pair(First, Second, 'b', 'a'), pair(First, Second, 'z', 'e')),
+                     _mm_or_si128(pair(First, Second, 'o', 'p'), pair(First, Second, 'f', 'o')))));
+  };
+  for (; N - I >= 17; I += 16)
+    for (unsigned Hits = candidates(Name.data() + I); Hits; Hits &= Hits - 1)
+      if (check(I + static_cast<size_t>(__builtin_ctz(Hits))))
+        return Backward;
+  // The last (up to 16) places: of a long name, from its last 17 bytes, the places
+  // already sifted masked off; a short one (most operator names) from a zero-padded copy,
+  // zeros matching no letter. A byte-by-byte loop here was most of what the sifting left.
+  if (I < N) {
+    if (N >= 17) {
+      const size_t From = N - 17;
+      for (unsigned Hits = candidates(Name.data() + From) & (~0u << (I - From)); Hits;
+           Hits &= Hits - 1)
+        if (check(From + static_cast<size_t>(__builtin_ctz(Hits))))
+          return Backward;
+    } else {
+      char Tail[32] = {};
+      std::memcpy(Tail, Name.data(), N);
+      for (unsigned Hits = candidates(Tail); Hits; Hits &= Hits - 1)
+        if (check(static_cast<size_t>(__builtin_ctz(Hits))))
+          return Backward;
+    }
+    I = N;
   }
+#endif
+  for (; I < N; ++I)
+    if (check(I))
+      return Backward;
   for (int K : {ZeroGrad, Optimizer, Forward})
     if (Found[K])
       return K;

@@ -10,6 +10,7 @@
 #include "analyzer/TraceImport.h"
 #include "analyzer/TraceStream.h"
 
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -363,6 +364,33 @@ TEST(ChromeTrace, PhasesByName) {
       {"", -1}};
   for (const auto &[Name, Phase] : Cases)
     EXPECT_EQ(chrome::classifyPhase(Name), Phase) << Name;
+}
+
+TEST(ChromeTrace, PhasesByNameAtEveryPlace) {
+  // The names are sifted 16 places at a time by their first two letters: each word, in
+  // either case, at every place of a name long enough for several blocks, among letters
+  // that start the words but do not finish them, against the plain definition.
+  auto expected = [](std::string Name) {
+    for (char &C : Name)
+      C = static_cast<char>(llvm::toLower(C));
+    llvm::StringRef L(Name);
+    return L.contains("backward")    ? chrome::Backward
+           : L.contains("zero_grad") ? chrome::ZeroGrad
+           : L.contains("optimizer") ? chrome::Optimizer
+           : L.contains("forward")   ? chrome::Forward
+                                     : -1;
+  };
+  const std::string Filler = "fobzBa_FoOpzeZEbAforwar";
+  for (const char *Word : {"backward", "ZERO_GRAD", "Optimizer", "forward", "forwarx"})
+    for (size_t Length : {9u, 12u, 16u, 17u, 20u, 24u, 30u, 32u, 33u, 40u, 47u, 50u})
+      for (size_t At = 0; At + std::strlen(Word) <= Length; ++At) {
+        std::string Name;
+        while (Name.size() < Length)
+          Name += Filler;
+        Name.resize(Length);
+        Name.replace(At, std::strlen(Word), Word);
+        EXPECT_EQ(chrome::classifyPhase(Name), expected(Name)) << Name;
+      }
 }
 
 TEST(ChromeTrace, MemoryEventsInAnyOrderGiveTheSameReport) {

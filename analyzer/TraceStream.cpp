@@ -17,6 +17,10 @@
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define TRAINMEM_RUN_END_AVX2 1
+#endif
 
 namespace trainmem {
 
@@ -402,7 +406,8 @@ bool JsonScanner::readNumberRun(JsonCursor::Number &N) {
   return parseJsonNumber(llvm::StringRef(Start, Size), N);
 }
 
-const char *json_detail::longStringRunEnd(const char *At, const char *End) {
+namespace {
+const char *runEndSse2(const char *At, const char *End) {
 #ifdef __SSE2__
   const __m128i Quote = _mm_set1_epi8('"'), Backslash = _mm_set1_epi8('\\');
   for (; End - At >= 16; At += 16) {
@@ -416,6 +421,38 @@ const char *json_detail::longStringRunEnd(const char *At, const char *End) {
   while (At < End && *At != '"' && *At != '\\')
     ++At;
   return At;
+}
+
+#ifdef TRAINMEM_RUN_END_AVX2
+// Call stacks run to kilobytes (half the bytes of a kineto trace): 32 bytes a step where
+// the machine has AVX2, chosen when the program starts, as the build targets any x86-64.
+__attribute__((target("avx2"))) const char *runEndAvx2(const char *At, const char *End) {
+  const __m256i Quote = _mm256_set1_epi8('"'), Backslash = _mm256_set1_epi8('\\');
+  for (; End - At >= 32; At += 32) {
+    const __m256i V = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(At));
+    const unsigned Hits = static_cast<unsigned>(_mm256_movemask_epi8(
+        _mm256_or_si256(_mm256_cmpeq_epi8(V, Quote), _mm256_cmpeq_epi8(V, Backslash))));
+    if (Hits)
+      return At + __builtin_ctz(Hits);
+  }
+  return runEndSse2(At, End);
+}
+
+using RunEnd = const char *(*)(const char *, const char *);
+RunEnd pickRunEnd() {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx2") ? runEndAvx2 : runEndSse2;
+}
+const RunEnd LongRunEnd = pickRunEnd();
+#endif
+} // namespace
+
+const char *json_detail::longStringRunEnd(const char *At, const char *End) {
+#ifdef TRAINMEM_RUN_END_AVX2
+  return LongRunEnd(At, End);
+#else
+  return runEndSse2(At, End);
+#endif
 }
 
 bool JsonScanner::skipString() {

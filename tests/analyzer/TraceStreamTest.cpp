@@ -134,6 +134,37 @@ TEST(JsonScanner, ReadsWhatTheCursorReads) {
   EXPECT_GT(Decided, 60); // the scanner decides the well-formed values itself
 }
 
+TEST(JsonScanner, StringRunsEndAtTheFirstQuoteOrBackslash) {
+  // Runs are looked at 16 or 32 bytes at a time (SSE2, AVX2 where the machine has it)
+  // after their first 16, byte by byte near the end: a '"' or '\\' at every place of runs
+  // up to 200 bytes, and runs with none that end at the buffer's end, against a byte loop.
+  // Each buffer is exactly its run long (ASan: nothing read past it).
+  for (size_t Length = 0; Length <= 200; ++Length)
+    for (size_t Stop = 0; Stop <= Length; ++Stop)
+      for (char Mark : {'"', '\\'}) {
+        std::vector<char> Run(Length, 'x');
+        for (size_t I = 0; I < Length; ++I)
+          Run[I] = "abc/.;()_ 0123456789"[I % 20];
+        if (Stop < Length)
+          Run[Stop] = Mark;
+        if (Stop + 7 < Length)
+          Run[Stop + 7] = Mark == '"' ? '\\' : '"'; // a later stop of the other kind
+        const char *End = Run.data() + Length;
+        auto firstStop = [&](const char *P) {
+          while (P < End && *P != '"' && *P != '\\')
+            ++P;
+          return P;
+        };
+        ASSERT_EQ(json_detail::stringRunEnd(Run.data(), End), firstStop(Run.data()))
+            << "run of " << Length << ", stop at " << Stop;
+        if (Length > 16) {
+          ASSERT_EQ(json_detail::longStringRunEnd(Run.data() + 16, End),
+                    firstStop(Run.data() + 16))
+              << "run of " << Length << ", stop at " << Stop;
+        }
+      }
+}
+
 TEST(JsonScanner, DeclinesAtTheEndOfTheBuffer) {
   // Every proper prefix of a value that goes on past it: the scanner cannot decide, as the
   // rest may come in the next chunk.

@@ -370,7 +370,12 @@ namespace {
 
 void resetEvent(Event &E) {
   // Without giving the strings' buffers back: the next event reuses them.
-  E.Ph = E.Cat = E.Name = E.Tid = llvm::StringRef(); // Store keeps its buffers for reuse
+  // Store keeps its buffers for reuse. Each view cleared on its own: as a chain, GCC wrote
+  // one and copied it to the others through a load that waited on the two stores.
+  E.Ph = llvm::StringRef();
+  E.Cat = llvm::StringRef();
+  E.Name = llvm::StringRef();
+  E.Tid = llvm::StringRef();
   E.Ts = std::numeric_limits<double>::quiet_NaN();
   E.Dur = 0;
   E.Memory = false;

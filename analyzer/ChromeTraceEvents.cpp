@@ -470,18 +470,17 @@ size_t firstElementGuess(llvm::StringRef Chunk) {
   return llvm::StringRef::npos;
 }
 
-/// The helper thread's part: the whole events of Chunk from the first guessed element
-/// start, separated as JsonCursor::readArray separates them (whitespace, ',', whitespace).
-void scanAhead(llvm::StringRef Chunk, std::unique_ptr<ChunkScan> &Into,
-               const std::atomic<bool> &Halt) {
-  if (!Into)
-    Into = std::make_unique<EventBatch>();
-  auto &B = static_cast<EventBatch &>(*Into);
+/// The whole events of Chunk from At, an element's start, separated as
+/// JsonCursor::readArray separates them (whitespace, ',', whitespace), into B; stops at the
+/// first it cannot read in place (one straddling the chunk's end, unusual text), or once
+/// Halt is set.
+void scanEvents(llvm::StringRef Chunk, size_t At, EventBatch &B,
+                const std::atomic<bool> *Halt) {
   B.Size = 0;
   B.End = 0;
   B.Starts.clear();
-  for (size_t At = firstElementGuess(Chunk); At != llvm::StringRef::npos;) {
-    if (Halt.load(std::memory_order_relaxed))
+  while (At != llvm::StringRef::npos) {
+    if (Halt && Halt->load(std::memory_order_relaxed))
       return;
     if (B.Size == B.Events.size())
       B.Events.emplace_back();
@@ -499,6 +498,15 @@ void scanAhead(llvm::StringRef Chunk, std::unique_ptr<ChunkScan> &Into,
   }
 }
 
+/// The helper thread's part: the whole events of Chunk from the first guessed element
+/// start.
+void scanAhead(llvm::StringRef Chunk, std::unique_ptr<ChunkScan> &Into,
+               const std::atomic<bool> &Halt) {
+  if (!Into)
+    Into = std::make_unique<EventBatch>();
+  scanEvents(Chunk, firstElementGuess(Chunk), static_cast<EventBatch &>(*Into), &Halt);
+}
+
 } // namespace
 
 llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bool ParseAhead,
@@ -511,6 +519,7 @@ llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bo
   int64_t Count = 0;
   Event E;
   std::string Scratch[2];
+  EventBatch Own; // events the importer reads in place itself
   // Where the current chunk starts in the stream, and the first of the helper's events in
   // it not yet passed.
   uint64_t BatchChunk = std::numeric_limits<uint64_t>::max();
@@ -518,8 +527,9 @@ llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bo
   auto streamArray = [&]() {
     return C.readArray([&]() -> llvm::Error {
       // readArray has stopped on the element's first character, in the current chunk.
-      if (const auto *B = static_cast<const EventBatch *>(C.currentScan())) {
-        const size_t At = C.chunkOffset();
+      const auto *B = static_cast<const EventBatch *>(C.currentScan());
+      const size_t At = C.chunkOffset();
+      if (B) {
         if (C.offset() - At != BatchChunk) {
           BatchChunk = C.offset() - At;
           Next = 0;
@@ -532,6 +542,21 @@ llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bo
             Visit(B->Events[Next]);
           }
           C.advance(B->End - At);
+          return llvm::Error::success();
+        }
+      }
+      if (!B || At >= B->End) {
+        // Nothing read ahead from here on: the rest of the chunk read in place the same
+        // way, the cursor kept for what the scanner declines. Reading event by event
+        // through the cursor's array steps cost the importer, which sets the pace, ~3%
+        // of importing a kineto trace.
+        scanEvents(C.buffered(), 0, Own, nullptr);
+        if (Own.Size > 0) {
+          for (size_t I = 0; I < Own.Size; ++I) {
+            ++Count;
+            Visit(Own.Events[I]);
+          }
+          C.advance(Own.End);
           return llvm::Error::success();
         }
       }

@@ -443,13 +443,15 @@ RunEnd pickRunEnd() {
   __builtin_cpu_init();
   return __builtin_cpu_supports("avx2") ? runEndAvx2 : runEndSse2;
 }
-const RunEnd LongRunEnd = pickRunEnd();
 #endif
 } // namespace
 
 const char *json_detail::longStringRunEnd(const char *At, const char *End) {
 #ifdef TRAINMEM_RUN_END_AVX2
-  return LongRunEnd(At, End);
+  // Chosen at the first call, not by a namespace-scope initializer, which another
+  // translation unit's static initializer could have run before.
+  static const RunEnd Chosen = pickRunEnd();
+  return Chosen(At, End);
 #else
   return runEndSse2(At, End);
 #endif

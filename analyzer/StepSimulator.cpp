@@ -273,7 +273,7 @@ llvm::Expected<StepSimulation> Simulator::run() {
         SavedBy[OpI].clear();
       }
       for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
-        if (!G.Tensors[T].Stored && G.Tensors[T].Kind != TensorKind::Input)
+        if (transient(T))
           dropValue(T);
     }
     int64_t Largest = 0;
@@ -364,14 +364,21 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
       S->NodeInOp[N] = true;
   S->ModuleInputHolds = sim::moduleInputHolds(G, S->Ops);
   S->Spans = repeatedBlockSpans(G, S->Ops);
+  S->TensorBits.reserve(G.Tensors.size());
+  for (const Tensor &T : G.Tensors)
+    S->TensorBits.push_back(
+        static_cast<uint8_t>((!T.Stored && T.Kind != TensorKind::Input ? StepStructure::Transient : 0) |
+                             (T.IsGraphOutput ? StepStructure::GraphOutput : 0) |
+                             (T.Stored ? StepStructure::Stored : 0)));
   return S;
 }
 
 llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
                                             const ParameterCensus &Census, bool Details,
                                             std::shared_ptr<const StepStructure> Structure) {
-  if (Structure && Structure->FuseAttention != fusesAttention(G, Setup))
-    Structure = nullptr; // built for another attention implementation
+  if (Structure && (Structure->FuseAttention != fusesAttention(G, Setup) ||
+                    Structure->TensorBits.size() != G.Tensors.size()))
+    Structure = nullptr; // built for another attention implementation, or another graph
   return Simulator(G, Setup, Census, Details, std::move(Structure)).run();
 }
 

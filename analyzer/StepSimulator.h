@@ -59,6 +59,11 @@ struct StepStructure {
   /// Per op: the tensors whose module returns after it (they stay alive until then).
   std::vector<std::vector<TensorId>> ModuleInputHolds;
   std::vector<BlockSpan> Spans;
+  /// Per tensor, in a byte, what the replay asks of it at every op it meets: whether it
+  /// is transient (neither stored nor a batch input), a graph output, stored. The Tensor
+  /// records are 224 bytes apart, and reading a flag from one per input was a cache miss.
+  enum TensorBit : uint8_t { Transient = 1, GraphOutput = 2, Stored = 4 };
+  std::vector<uint8_t> TensorBits;
 };
 
 /// Whether the setup runs the graph's attention as one fused op (SDPA).

@@ -281,7 +281,7 @@ void Simulator::backward() {
   RngStates.clear();
   // Values still held (inputs of ops that never ran backward) are released with the graph.
   for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
-    if (!G.Tensors[T].Stored && G.Tensors[T].Kind != TensorKind::Input)
+    if (transient(T))
       dropValue(T);
   Mem.point(Phase, "backward done", "");
 }

@@ -162,7 +162,7 @@ llvm::Error Simulator::forward(int MicroBatch) {
     gatherFor(OpI, Phase);
     runOp(OpI, !InSegment || Selective, Phase);
     for (TensorId T : HeldUntil[OpI])
-      if (--Values[T].PendingUses <= 0 && !G.Tensors[T].IsGraphOutput)
+      if (--Values[T].PendingUses <= 0 && !graphOutput(T))
         dropValue(T);
     if (Selective && isMatmulKind(Ops[OpI].Kind))
       for (TensorId O : Ops[OpI].Outputs) {
@@ -226,7 +226,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   StorageId CastFirst[2] = {NoStorage, NoStorage};
   auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
     TensorId T = Op.Inputs[Slot];
-    if (T == NoTensor || G.Tensors[T].Stored || Values[T].Storage == NoStorage ||
+    if (T == NoTensor || stored(T) || Values[T].Storage == NoStorage ||
         !flattenNeedsCopy(Values[T].L, Keep))
       return;
     DType Type = Ctx.TypeOf[T];
@@ -380,14 +380,14 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   for (StorageId S : CastFirst)
     Mem.release(S);
   for (TensorId I : Structure->DistinctInputs[OpI]) {
-    if (I == NoTensor || G.Tensors[I].Stored || G.Tensors[I].Kind == TensorKind::Input)
+    if (I == NoTensor || !transient(I))
       continue;
-    if (--Values[I].PendingUses <= 0 && !G.Tensors[I].IsGraphOutput)
+    if (--Values[I].PendingUses <= 0 && !graphOutput(I))
       dropValue(I);
   }
   // Outputs nobody reads die at once (unless they are graph outputs).
   for (TensorId O : Op.Outputs)
-    if (O != NoTensor && Values[O].PendingUses == 0 && !G.Tensors[O].IsGraphOutput)
+    if (O != NoTensor && Values[O].PendingUses == 0 && !graphOutput(O))
       dropValue(O);
 
   if (Dropouts.count(OpI))

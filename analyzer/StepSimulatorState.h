@@ -374,6 +374,10 @@ private:
       V.Held = false;
     }
   }
+  /// StepStructure::TensorBits of T.
+  bool transient(TensorId T) const { return Structure->TensorBits[T] & StepStructure::Transient; }
+  bool graphOutput(TensorId T) const { return Structure->TensorBits[T] & StepStructure::GraphOutput; }
+  bool stored(TensorId T) const { return Structure->TensorBits[T] & StepStructure::Stored; }
   /// Storage that an op reading T (possibly through a fresh copy) sees.
   StorageId storageOf(TensorId T) const { return T == NoTensor ? NoStorage : Values[T].Storage; }
 

@@ -207,7 +207,7 @@ std::vector<int64_t> Simulator::carriedState() const {
   }
   Ids(ParamGrad);
   Ids(GradOf);
-  for (const std::vector<StorageId> &Saved : SavedBy)
+  for (const llvm::SmallVector<StorageId, 4> &Saved : SavedBy)
     Ids(Saved);
   for (const std::vector<StorageId> &Saved : SegmentSaved)
     Ids(Saved);

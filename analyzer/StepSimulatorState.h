@@ -406,7 +406,9 @@ private:
   }
   std::vector<Value> Values;
   /// Per op: the storages its backward node holds (saved tensors), one reference each.
-  std::vector<std::vector<StorageId>> SavedBy;
+  /// Inline up to 4 (most ops save 1-4 tensors): a micro-batch's forward fills one list
+  /// per op, and a heap list each was a malloc and a free per op per micro-batch.
+  std::vector<llvm::SmallVector<StorageId, 4>> SavedBy;
   std::vector<bool> HasBackward;
   /// Per op: bytes its backward unpacks from int8-stored saved tensors.
   std::vector<int64_t> Unpacked;

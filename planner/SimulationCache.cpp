@@ -96,8 +96,13 @@ std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &
         (Key += ' ') += std::to_string(T);
   }
   if (Setup.Lora) {
-    llvm::json::Object S = setupToJson(Setup);
-    Key += llvm::formatv("\nlora {0}", llvm::json::Value(std::move(S["lora"]))).str();
+    // The targets and dropout decide which nodes the adapters add; their rank, scaling
+    // and the base weights' quantization change dims, constants and storage, none of
+    // which the structure reads: LoRA r=16, r=64 and QLoRA of one target list share one.
+    Key += "\nlora targets";
+    for (const std::string &Target : Setup.Lora->Targets)
+      (Key += ' ') += Target;
+    Key += Setup.Lora->Dropout > 0 ? " with dropout" : " without dropout";
   }
   return llvm::cantFail(once(Structures, std::move(Key), [&]() {
     return llvm::Expected<std::shared_ptr<const StepStructure>>(buildStepStructure(G, Fuse));

@@ -3,6 +3,7 @@
 
 #include "analyzer/ModelImporter.h"
 #include "analyzer/ParameterCensus.h"
+#include "planner/StrategyApply.h"
 #include "support/GraphBuilder.h"
 
 #include <gtest/gtest.h>
@@ -190,9 +191,17 @@ TEST(SimulationCache, StructuresAndPreparedModelsAreKeptPerGraph) {
   TrainingSetup Lora = S;
   Lora.Lora = LoraSetup{};
   EXPECT_NE(Cache.structureFor(*G, Lora), First) << "LoRA builds another graph";
+  // The adapters' rank changes dims only (OneStructureServesEveryRank); their targets
+  // change which nodes there are.
   TrainingSetup Rank16 = Lora;
   Rank16.Lora->Rank = 16;
-  EXPECT_NE(Cache.structureFor(*G, Rank16), Cache.structureFor(*G, Lora));
+  EXPECT_EQ(Cache.structureFor(*G, Rank16), Cache.structureFor(*G, Lora));
+  TrainingSetup AllLinear = Lora;
+  AllLinear.Lora->Targets = {"all-linear"};
+  EXPECT_NE(Cache.structureFor(*G, AllLinear), Cache.structureFor(*G, Lora));
+  TrainingSetup WithDropout = Lora;
+  WithDropout.Lora->Dropout = 0.05;
+  EXPECT_NE(Cache.structureFor(*G, WithDropout), Cache.structureFor(*G, Lora));
 
   int Builds = 0;
   auto Build = [&]() -> llvm::Expected<PreparedModel> {
@@ -233,6 +242,7 @@ void expectSameStructure(const StepStructure &A, const StepStructure &B, const s
   EXPECT_EQ(A.DistinctInputs, B.DistinctInputs) << What;
   EXPECT_EQ(A.NodeInOp, B.NodeInOp) << What;
   EXPECT_EQ(A.ModuleInputHolds, B.ModuleInputHolds) << What;
+  EXPECT_EQ(A.TensorBits, B.TensorBits) << What;
   ASSERT_EQ(A.Spans.size(), B.Spans.size()) << What;
   for (size_t I = 0; I < A.Spans.size(); ++I) {
     EXPECT_EQ(A.Spans[I].Block, B.Spans[I].Block) << What;
@@ -264,6 +274,44 @@ TEST(SimulationCache, OneStructureServesEveryMicroBatch) {
         expectSameStructure(*buildStepStructure(*G, fusesAttention(*G, S)), *Kept, What);
       }
     }
+}
+
+// LoRA and QLoRA of one target list at any rank share one structure with each other and
+// across micro-batches (the planner sweeps r=16, r=64 and QLoRA r=64): what each rank's
+// transform of each micro-batch would build on its own is the same.
+TEST(SimulationCache, OneStructureServesEveryRank) {
+  for (const char *Model : {"tiny-llama", "gpt2"})
+    for (AttentionImpl Attention : {AttentionImpl::Eager, AttentionImpl::Sdpa})
+      for (std::vector<std::string> Targets :
+           {std::vector<std::string>{}, std::vector<std::string>{"all-linear"}}) {
+        SimulationCache Cache;
+        std::shared_ptr<const StepStructure> Shared;
+        for (int64_t MicroBatch : {1, 3})
+          for (int64_t Rank : {1, 16, 64})
+            for (bool QLora : {false, true}) {
+              TrainingSetup S;
+              S.Attention = Attention;
+              S.Prec = Precision::AmpBf16;
+              S.Lora = LoraSetup{};
+              S.Lora->Rank = Rank;
+              S.Lora->Alpha = 2.0 * static_cast<double>(Rank);
+              S.Lora->Targets = Targets;
+              S.Lora->QLora = QLora;
+              auto Base = sample(Model, MicroBatch);
+              ASSERT_TRUE(static_cast<bool>(Base)) << llvm::toString(Base.takeError());
+              auto G = applyGraphStrategies(*Base, S);
+              ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
+              const std::string What =
+                  std::string(Model) + (Targets.empty() ? " default targets" : " all-linear") +
+                  " micro-batch " + std::to_string(MicroBatch) + " r=" + std::to_string(Rank) +
+                  (QLora ? " qlora" : "") + (Attention == AttentionImpl::Sdpa ? " sdpa" : " eager");
+              auto Kept = Cache.structureFor(*G, S);
+              if (!Shared)
+                Shared = Kept;
+              EXPECT_EQ(Kept, Shared) << What << ": one structure for every rank";
+              expectSameStructure(*buildStepStructure(*G, fusesAttention(*G, S)), *Kept, What);
+            }
+      }
 }
 
 // The census reads the stored tensors, the graph's structure and the setup: every

@@ -480,11 +480,91 @@ bool JsonScanner::skipString() {
   }
 }
 
+namespace {
+/// Where a container at P ('[' or '{') ends, found 16 bytes at a time, when its text is
+/// plain: strings without escapes, and between them only whitespace, separators,
+/// brackets and runs of digits shorter than 16; else null, deciding nothing (skipValue's
+/// token loop then reads it, as for any other value). kineto's args are full of such
+/// lists ("Input Dims": [[32, 64, 56, 56], [], ...], "Input type": ["float", ""]), and the
+/// token loop spent a step per token on them. What this accepts, the token loop (and the
+/// cursor) accepts, ending at the same place: it is as lenient about separators inside
+/// containers; a string is plain bytes up to its closing quote; a run of digits is a
+/// number (leading zeros and all, up to 64 digits, and these are shorter), and what ends
+/// it here (whitespace, a separator, a bracket or a quote) cannot continue a number.
+/// Anything else (a literal, a sign, a decimal point, an escape, nesting past 32, a
+/// container that the buffer cuts, a bracket that does not match) is left to the loop.
+const char *plainContainerEnd(const char *P, const char *End) {
+#ifdef __SSE2__
+  char Closers[32];
+  size_t Depth = 0;
+  unsigned InString = 0; // all ones when the previous block ended inside a string
+  const __m128i Zero = _mm_set1_epi8('0'), Nine = _mm_set1_epi8(9);
+  auto is = [](__m128i V, char C) { return _mm_cmpeq_epi8(V, _mm_set1_epi8(C)); };
+  auto bits = [](__m128i M) { return static_cast<unsigned>(_mm_movemask_epi8(M)); };
+  for (; End - P >= 16; P += 16) {
+    const __m128i V = _mm_loadu_si128(reinterpret_cast<const __m128i *>(P));
+    if (bits(is(V, '\\')))
+      return nullptr;
+    const unsigned Quote = bits(is(V, '"'));
+    // Bit i: inside a string after byte i (an opening quote and the string's bytes; its
+    // closing quote is outside): the parity of the quotes so far.
+    unsigned Inside = Quote;
+    Inside ^= Inside << 1;
+    Inside ^= Inside << 2;
+    Inside ^= Inside << 4;
+    Inside ^= Inside << 8;
+    Inside = (Inside ^ InString) & 0xFFFFu;
+    const __m128i Offset = _mm_sub_epi8(V, Zero);
+    const unsigned Digit = bits(_mm_cmpeq_epi8(_mm_min_epu8(Offset, Nine), Offset));
+    const unsigned Open = bits(_mm_or_si128(is(V, '['), is(V, '{')));
+    const unsigned Close = bits(_mm_or_si128(is(V, ']'), is(V, '}')));
+    const unsigned Plain =
+        Digit | Open | Close | Quote |
+        bits(_mm_or_si128(_mm_or_si128(_mm_or_si128(is(V, ' '), is(V, '\n')),
+                                       _mm_or_si128(is(V, '\r'), is(V, '\t'))),
+                          _mm_or_si128(is(V, ','), is(V, ':'))));
+    unsigned Mine = 0xFFFFu; // the bytes of this block up to the container's end
+    for (unsigned Brackets = (Open | Close) & ~Inside; Brackets; Brackets &= Brackets - 1) {
+      const unsigned I = static_cast<unsigned>(__builtin_ctz(Brackets));
+      const char C = P[I];
+      if (C == '[' || C == '{') {
+        if (Depth == sizeof(Closers))
+          return nullptr;
+        Closers[Depth++] = C == '[' ? ']' : '}';
+      } else if (Depth == 0 || Closers[Depth - 1] != C) {
+        return nullptr;
+      } else if (--Depth == 0) {
+        Mine = (2u << I) - 1;
+        break;
+      }
+    }
+    const unsigned Outside = ~Inside & Mine;
+    if ((~Plain & Outside) || (Digit & Outside) == 0xFFFFu)
+      return nullptr;
+    if (Depth == 0)
+      return P + (32 - __builtin_clz(Mine)); // past the closing bracket
+    InString = Inside & 0x8000u ? 0xFFFFu : 0;
+  }
+#endif
+  (void)P;
+  (void)End;
+  return nullptr;
+}
+} // namespace
+
 bool JsonScanner::skipValue() {
   // The cursor's skipValue token for token (it is lenient about separators inside
   // containers, and so must this be); deeper nesting than this is left to the cursor.
   char Open[32];
   size_t Depth = 0;
+  {
+    char C;
+    if (peekToken(C) && (C == '[' || C == '{'))
+      if (const char *Stop = plainContainerEnd(At, End)) {
+        At = Stop;
+        return true;
+      }
+  }
   while (true) {
     char C;
     if (!peekToken(C))

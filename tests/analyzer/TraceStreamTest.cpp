@@ -165,6 +165,75 @@ TEST(JsonScanner, StringRunsEndAtTheFirstQuoteOrBackslash) {
       }
 }
 
+// skipValue passes over containers of plain text 16 bytes at a time (kineto's "Input
+// Dims" and "Input type" lists) and leaves the rest to its token loop: random containers
+// of plain tokens, and of tokens that must send it back to the loop (escapes, literals,
+// signs, decimals, long digit runs, control bytes, unmatched brackets, deep nesting),
+// against the cursor. Whatever the scanner accepts, the cursor accepts, ending at the
+// same byte; plain ones the scanner decides itself.
+TEST(JsonScanner, SkipsContainersAsTheCursorDoes) {
+  std::mt19937 Random(20261129);
+  auto pick = [&](size_t N) { return static_cast<size_t>(Random() % N); };
+  const char *const Plain[] = {" ", "\n      ", ",", ", ", ":", "\t", "\r\n", "0", "7",
+                               "32", "007", "224", "1623212388485222", "\"float\"", "\"\"",
+                               "\"GenericList\"", "\"a [ ] { } , : b\"", "\"long int\"",
+                               "\"x\\\"\"" /* an escape: not plain, so last */};
+  const char *const Other[] = {"true", "false", "null", "tru", "-1", "1.5", "1e3", "+2", "-",
+                               "1234567890123456789012345678901234567890",
+                               "12345678901234567890123456789012345678901234567890123456789012345",
+                               "\"\\u0041\"",
+                               "\"\\q\"", "\x01", "x", "\"open"};
+  int Decided = 0, Cases = 0;
+  for (int Case = 0; Case < 3000; ++Case) {
+    const bool Clean = Case % 2 == 0; // plain tokens only, brackets balanced
+    std::string Text;
+    std::vector<char> Open;
+    auto open = [&] {
+      const bool Array = pick(2) == 0;
+      Text += Array ? '[' : '{';
+      Open.push_back(Array ? ']' : '}');
+    };
+    open();
+    const size_t Tokens = 1 + pick(40);
+    for (size_t T = 0; T < Tokens; ++T) {
+      const size_t Roll = pick(20);
+      if (Roll < 2 && Open.size() < (Clean ? 30u : 40u)) // past 32 is the cursor's
+        open();
+      else if (Roll < 4 && Open.size() > 1) {
+        Text += Open.back();
+        Open.pop_back();
+      } else if (!Clean && Roll == 4)
+        Text += Other[pick(std::size(Other))];
+      else if (!Clean && Roll == 5)
+        Text += pick(2) ? ']' : '}'; // maybe unmatched
+      else if (!Clean && Roll == 6)
+        Text += '\0';
+      else
+        Text += Plain[pick(std::size(Plain) - (Clean ? 1 : 0))];
+    }
+    while (!Open.empty()) {
+      Text += Open.back();
+      Open.pop_back();
+    }
+    Text += std::string(" ,") + std::string(20, ' ');
+    SCOPED_TRACE(Text);
+    CursorOver C(Text);
+    JsonScanner S(Text);
+    const bool Fast = S.skipValue();
+    llvm::Error Slow = C.Cursor->skipValue();
+    ++Cases;
+    if (Fast) {
+      ++Decided;
+      ASSERT_FALSE(bool(Slow)) << "the scanner accepted what the cursor refuses";
+      ASSERT_EQ(S.consumed(), C.Cursor->offset());
+    } else if (Clean && Text.find('\\') == std::string::npos) {
+      ADD_FAILURE() << "a plain container left undecided";
+    }
+    llvm::consumeError(std::move(Slow));
+  }
+  EXPECT_GT(Decided, Cases / 3);
+}
+
 TEST(JsonScanner, DeclinesAtTheEndOfTheBuffer) {
   // Every proper prefix of a value that goes on past it: the scanner cannot decide, as the
   // rest may come in the next chunk.

@@ -323,16 +323,18 @@ struct ModelShape {
 };
 
 llvm::Expected<ModelShape> modelShape(const PlanRequest &R) {
-  auto G = R.Model(1);
-  if (!G)
-    return G.takeError();
-  auto Census = takeCensus(*G, R.Base);
+  // The search's own graph of micro-batch 1, shared (R.Model hands out copies).
+  auto Shared = R.Simulations->model(1);
+  if (!Shared)
+    return Shared.takeError();
+  const Graph &G = **Shared;
+  auto Census = takeCensus(G, R.Base);
   if (!Census)
     return Census.takeError();
   ModelShape Shape;
   for (const CensusParameter &P : Census->Parameters)
     Shape.HasBias |= llvm::StringRef(P.Name).endswith("bias") && P.Shape.size() == 1;
-  Shape.Blocks = static_cast<int64_t>(repeatedBlocks(*G).size());
+  Shape.Blocks = static_cast<int64_t>(repeatedBlocks(G).size());
   return Shape;
 }
 

@@ -174,7 +174,24 @@ bool Graph::finalize() {
         Tensors[Out].Producer = N;
   }
   // Kahn's algorithm; ties broken by file order so the order is stable and matches the
-  // exporter's (which is already topological for every exporter we know).
+  // exporter's (which is already topological for every exporter we know). That order is
+  // the smallest topological order by node index, so where file order is topological
+  // (every input produced by an earlier node: the importers' and LoRA's graphs), it is
+  // file order itself, found in one pass instead of a heap operation per node (finalize
+  // was a tenth of building a 7B graph).
+  bool InFileOrder = true;
+  for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()) && InFileOrder; ++N)
+    for (TensorId In : Nodes[N].Inputs)
+      if (In != NoTensor && Tensors[In].Producer != NoNode && Tensors[In].Producer >= N) {
+        InFileOrder = false;
+        break;
+      }
+  if (InFileOrder) {
+    TopologicalOrder.resize(Nodes.size());
+    for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N)
+      TopologicalOrder[N] = N;
+    return true;
+  }
   std::vector<int> Pending(Nodes.size(), 0);
   for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N)
     for (TensorId In : Nodes[N].Inputs)

@@ -17,7 +17,6 @@
 #include "llvm/ADT/StringExtras.h"
 
 #include <algorithm>
-#include <map>
 #include <set>
 
 namespace trainmem {
@@ -116,34 +115,38 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     Targets = defaultLoraTargets(Base);
   bool AllLinear = Targets.size() == 1 && Targets[0] == "all-linear";
   std::vector<LinearSite> Sites = linearSites(Base);
-  std::set<std::string> Available;
-  for (const LinearSite &S : Sites)
-    Available.insert(lastComponent(S.Module));
+  auto Available = [&Sites] { // the linear modules, for the errors
+    std::set<std::string> Names;
+    for (const LinearSite &S : Sites)
+      Names.insert(lastComponent(S.Module));
+    return llvm::join(Names, ", ");
+  };
   if (Targets.empty())
     return llvm::createStringError(
         llvm::inconvertibleErrorCode(),
         "--lora-targets: no PEFT default for this model; name the modules (linear layers: %s) "
         "or use all-linear",
-        llvm::join(Available, ", ").c_str());
+        Available().c_str());
 
-  std::vector<const LinearSite *> Chosen;
-  std::set<NodeId> ChosenLast;
+  // The chosen sites by the node that ends them (the bias Add, else the MatMul).
+  std::vector<const LinearSite *> EndingAt(Base.Nodes.size(), nullptr);
+  size_t Chosen = 0;
   for (const LinearSite &S : Sites) {
     bool IsHead = Base.Tensors[S.Output].IsGraphOutput;
     bool Match = AllLinear ? !IsHead : false;
     for (const std::string &T : Targets)
       Match |= !AllLinear && matchesTarget(S.Module, T);
     if (Match) {
-      Chosen.push_back(&S);
-      ChosenLast.insert(S.Last);
+      EndingAt[S.Last] = &S;
+      ++Chosen;
     }
   }
-  if (Chosen.empty())
+  if (Chosen == 0)
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "--lora-targets=%s matches no linear layer of %s (linear "
                                    "modules: %s)",
                                    llvm::join(Targets, ",").c_str(), Base.Name.c_str(),
-                                   llvm::join(Available, ", ").c_str());
+                                   Available().c_str());
 
   Graph G = Base;
   auto AddTensor = [&G](std::string Name, std::vector<int64_t> Shape, DType Type, TensorKind Kind,
@@ -159,19 +162,17 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
   };
   // Each adapter adds at most 5 nodes and 7 tensors: room for them up front.
   std::vector<Node> NewNodes;
-  NewNodes.reserve(Base.Nodes.size() + 5 * Chosen.size());
-  G.Tensors.reserve(Base.Tensors.size() + 7 * Chosen.size());
-  std::map<TensorId, TensorId> Redirect; // base output -> base + adapter
+  NewNodes.reserve(Base.Nodes.size() + 5 * Chosen);
+  G.Tensors.reserve(Base.Tensors.size() + 7 * Chosen);
+  std::vector<TensorId> Redirect(Base.Tensors.size(), NoTensor); // base output -> base + adapter
   for (NodeId N = 0; N < static_cast<NodeId>(Base.Nodes.size()); ++N) {
-    Node Copy = std::move(G.Nodes[N]); // G is Base's copy: its nodes move, not copy again
-    for (TensorId &In : Copy.Inputs)
-      if (auto R = Redirect.find(In); R != Redirect.end())
-        In = R->second;
-    NewNodes.push_back(std::move(Copy));
-    if (!ChosenLast.count(N))
+    NewNodes.push_back(std::move(G.Nodes[N])); // G is Base's copy: its nodes move
+    for (TensorId &In : NewNodes.back().Inputs)
+      if (In != NoTensor && Redirect[In] != NoTensor)
+        In = Redirect[In];
+    if (!EndingAt[N])
       continue;
-    const LinearSite &S = **std::find_if(Chosen.begin(), Chosen.end(),
-                                         [N](const LinearSite *C) { return C->Last == N; });
+    const LinearSite &S = *EndingAt[N];
     const Tensor &X = Base.Tensors[S.Input], &Y = Base.Tensors[S.Output];
     DType Type = Base.Tensors[S.Weight].Type;
     int64_t In = X.Shape.back(), Out = Y.Shape.back(), R = Lora.Rank;
@@ -224,7 +225,7 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     AddNode.Outputs = {Sum};
     AddNode.LayerPath = S.Module;
     NewNodes.push_back(std::move(AddNode));
-    Redirect[S.Output] = Sum;
+    Redirect[S.Output] = Sum; // a base tensor: ids below Base.Tensors.size()
     if (Y.IsGraphOutput) {
       G.Tensors[S.Output].IsGraphOutput = false;
       G.Tensors[Sum].IsGraphOutput = true;
@@ -248,7 +249,7 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "internal error: the LoRA graph has a cycle");
   G.Diags.note("lora", "",
-               std::to_string(Chosen.size()) + " linear layers get LoRA adapters (r=" +
+               std::to_string(Chosen) + " linear layers get LoRA adapters (r=" +
                    std::to_string(Lora.Rank) + ", targets " + llvm::join(Targets, ",") +
                    (Lora.QLora ? "; base linear weights in NF4" : "") + ")");
   return G;

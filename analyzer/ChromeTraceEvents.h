@@ -22,7 +22,6 @@
 
 namespace trainmem::chrome {
 
-/// The fields of one trace event that the importer reads; everything else is skipped.
 // Phases of a training step as the trace names them: explicit annotations ("forward",
 // "## backward ##", "phase:optimizer#2"), the autograd engine's evaluate_function ranges
 // and *_backward operators, and the optimizer's "Optimizer.step#..." /
@@ -33,6 +32,7 @@ inline constexpr const char *PhaseNames[NumPhases] = {"forward", "backward", "op
 /// The phase a range's name says it is (a PhaseKind), or -1.
 int classifyPhase(llvm::StringRef Name);
 
+/// The fields of one trace event that the importer reads; everything else is skipped.
 struct Event {
   Event() = default;
   Event(const Event &) = delete; // the views may point into Store

@@ -173,55 +173,22 @@ bool Graph::finalize() {
       if (Out != NoTensor)
         Tensors[Out].Producer = N;
   }
-  // Kahn's algorithm; ties broken by file order so the order is stable and matches the
-  // exporter's (which is already topological for every exporter we know). That order is
-  // the smallest topological order by node index, so where file order is topological
-  // (every input produced by an earlier node: the importers' and LoRA's graphs), it is
-  // file order itself, found in one pass instead of a heap operation per node (finalize
-  // was a tenth of building a 7B graph).
-  bool InFileOrder = true;
-  for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()) && InFileOrder; ++N)
-    for (TensorId In : Nodes[N].Inputs)
-      if (In != NoTensor && Tensors[In].Producer != NoNode && Tensors[In].Producer >= N) {
-        InFileOrder = false;
-        break;
-      }
-  if (InFileOrder) {
-    TopologicalOrder.resize(Nodes.size());
-    for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N)
-      TopologicalOrder[N] = N;
-    return true;
-  }
+  // Ties broken by file order, so the order is stable and matches the exporter's (which
+  // is already topological for every exporter we know). An edge per input slot: a node
+  // reading a tensor twice waits for it twice.
   std::vector<int> Pending(Nodes.size(), 0);
   for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N)
     for (TensorId In : Nodes[N].Inputs)
       if (In != NoTensor && Tensors[In].Producer != NoNode)
         ++Pending[N];
-  std::vector<NodeId> Ready;
-  for (NodeId N = 0; N < static_cast<NodeId>(Nodes.size()); ++N)
-    if (Pending[N] == 0)
-      Ready.push_back(N);
-  std::make_heap(Ready.begin(), Ready.end(), std::greater<>());
-  TopologicalOrder.clear();
-  TopologicalOrder.reserve(Nodes.size());
-  while (!Ready.empty()) {
-    std::pop_heap(Ready.begin(), Ready.end(), std::greater<>());
-    NodeId N = Ready.back();
-    Ready.pop_back();
-    TopologicalOrder.push_back(N);
-    for (TensorId Out : Nodes[N].Outputs) {
-      if (Out == NoTensor)
-        continue;
-      for (NodeId C : Tensors[Out].Consumers) {
-        // A node consuming the same tensor twice was counted once per input slot.
-        for (TensorId In : Nodes[C].Inputs)
-          if (In == Out && --Pending[C] == 0) {
-            Ready.push_back(C);
-            std::push_heap(Ready.begin(), Ready.end(), std::greater<>());
-          }
-      }
-    }
-  }
+  TopologicalOrder = smallestIndexFirstOrder<NodeId>(std::move(Pending), [&](NodeId N, auto Visit) {
+    for (TensorId Out : Nodes[N].Outputs)
+      if (Out != NoTensor)
+        for (NodeId C : Tensors[Out].Consumers)
+          for (TensorId In : Nodes[C].Inputs)
+            if (In == Out)
+              Visit(C);
+  });
   if (TopologicalOrder.size() != Nodes.size()) {
     Diags.error("cycle", "",
                 "the graph has a cycle: " +

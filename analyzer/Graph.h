@@ -15,7 +15,9 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -171,6 +173,46 @@ private:
   size_t Indexed = 0;
   size_t slotOf(llvm::StringRef Name) const;
 };
+
+/// Kahn's algorithm taking the ready item of lowest index first: the stable topological
+/// order both a graph's nodes (Graph::finalize) and the simulator's ops (buildSimOps) are
+/// sorted in. Pending[I]: how many edges enter item I; EachSuccessor(I, Visit) calls
+/// Visit(J) once for every edge I -> J. Where every edge goes from a lower index to a
+/// higher one (file order is topological, as in the importers' graphs) that order is
+/// file order, found in one pass over the edges instead of a heap operation per item.
+/// Fewer than Pending.size() items when there is a cycle.
+template <typename Index, typename EachSuccessorFn>
+std::vector<Index> smallestIndexFirstOrder(std::vector<int> Pending, EachSuccessorFn EachSuccessor) {
+  const Index N = static_cast<Index>(Pending.size());
+  bool InFileOrder = true;
+  for (Index I = 0; I < N && InFileOrder; ++I)
+    EachSuccessor(I, [&](Index J) { InFileOrder &= J > I; });
+  std::vector<Index> Order;
+  Order.reserve(Pending.size());
+  if (InFileOrder) {
+    for (Index I = 0; I < N; ++I)
+      Order.push_back(I);
+    return Order;
+  }
+  std::vector<Index> Ready; // a min-heap
+  for (Index I = 0; I < N; ++I)
+    if (Pending[I] == 0)
+      Ready.push_back(I);
+  std::make_heap(Ready.begin(), Ready.end(), std::greater<>());
+  while (!Ready.empty()) {
+    std::pop_heap(Ready.begin(), Ready.end(), std::greater<>());
+    const Index I = Ready.back();
+    Ready.pop_back();
+    Order.push_back(I);
+    EachSuccessor(I, [&](Index J) {
+      if (--Pending[J] == 0) {
+        Ready.push_back(J);
+        std::push_heap(Ready.begin(), Ready.end(), std::greater<>());
+      }
+    });
+  }
+  return Order;
+}
 
 /// Derives a module path from an exporter node name or a tensor name:
 /// "/model/layers.3/self_attn/q_proj/MatMul" -> "model.layers.3.self_attn.q_proj",

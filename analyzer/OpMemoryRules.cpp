@@ -15,7 +15,6 @@
 #include "llvm/ADT/StringRef.h"
 
 #include <map>
-#include <queue>
 #include <set>
 
 namespace trainmem {
@@ -442,20 +441,11 @@ std::vector<SimOp> buildSimOps(const Graph &G, bool FuseAttention) {
       }
     }
   }
-  std::priority_queue<size_t, std::vector<size_t>, std::greater<>> Ready;
-  for (size_t I = 0; I < Ops.size(); ++I)
-    if (!Pending[I])
-      Ready.push(I);
-  std::vector<size_t> Order;
-  Order.reserve(Ops.size());
-  while (!Ready.empty()) {
-    const size_t I = Ready.top();
-    Ready.pop();
-    Order.push_back(I);
-    for (size_t U : Users[I])
-      if (--Pending[U] == 0)
-        Ready.push(U);
-  }
+  const std::vector<size_t> Order = smallestIndexFirstOrder<size_t>(
+      std::move(Pending), [&](size_t I, auto Visit) {
+        for (size_t U : Users[I])
+          Visit(U);
+      });
   if (Order.size() != Ops.size())
     return Ops;
   std::vector<SimOp> Sorted;

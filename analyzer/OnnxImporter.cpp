@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
 #include "analyzer/OnnxModelReader.h"
+#include "analyzer/OnnxSchemas.h"
 #include "analyzer/OnnxShapeFallback.h"
 #include "analyzer/OnnxShapeInference.h"
 #include "analyzer/StoredTensorClassifier.h"
@@ -418,14 +419,28 @@ std::optional<Tensor> constantNodeTensor(const onnx::NodeProto &N) {
 } // namespace
 
 llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &Options) {
-  std::shared_future<void> Registration = startSchemaRegistration();
-  auto WaitForRegistration = llvm::make_scope_exit([&] { Registration.wait(); });
   auto FileOr = readOnnxModel(Path);
   if (!FileOr)
     return FileOr.takeError();
   OnnxFile &File = *FileOr;
   onnx::ModelProto &M = File.Model;
   onnx::GraphProto &GP = *M.mutable_graph();
+  std::map<std::string, int> Opsets;
+  for (const auto &Op : M.opset_import())
+    Opsets[Op.domain() == "ai.onnx" ? "" : Op.domain()] = static_cast<int>(Op.version());
+  // Schemas outside the table need ONNX's whole registry: build it while the graph is.
+  std::shared_future<void> Registration;
+  auto WaitForRegistration = llvm::make_scope_exit([&] {
+    if (Registration.valid())
+      Registration.wait();
+  });
+  for (const auto &N : GP.node()) {
+    auto Version = Opsets.find(N.domain() == "ai.onnx" ? "" : N.domain());
+    if (Version != Opsets.end() && !onnxSchemaInTable(N.op_type(), Version->second, N.domain())) {
+      Registration = startSchemaRegistration();
+      break;
+    }
+  }
 
   Graph G;
   G.SourcePath = Path;
@@ -459,9 +474,6 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
     Types[VI.name()] = &VI.type();
   // A static dim the user overrode with --input makes the file's declared shapes stale.
   bool DeclaredShapesValid = Options.Inputs.empty() && !Options.MicroBatch;
-  std::map<std::string, int> Opsets;
-  for (const auto &Op : M.opset_import())
-    Opsets[Op.domain() == "ai.onnx" ? "" : Op.domain()] = static_cast<int>(Op.version());
 
   auto Ensure = [&G](const std::string &Name) -> TensorId {
     if (Name.empty())

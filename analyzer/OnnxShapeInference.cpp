@@ -7,13 +7,13 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/OnnxShapeInference.h"
+#include "analyzer/OnnxSchemas.h"
 #include "analyzer/OnnxShapeFallback.h"
 
 #include <onnx/defs/schema.h>
 #include <onnx/defs/shape_inference.h>
 
 #include <cmath>
-#include <future>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -521,28 +521,15 @@ bool propagateValues(Graph &G, NodeId NId) {
   return true;
 }
 
-std::shared_future<void> startSchemaRegistration() {
-  // The first Schema() call builds the registry inside a function-local static, so a
-  // concurrent caller blocks until it is complete.
-  static std::shared_future<void> Registered =
-      std::async(std::launch::async, [] {
-        (void)onnx::OpSchemaRegistry::Schema("Relu", 14, "");
-      }).share();
-  return Registered;
-}
-
 void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
                  const std::map<std::string, int> &Opsets) {
   std::map<std::string, int> Failures;
   for (NodeId NId : G.TopologicalOrder) {
     const Node &N = G.Nodes[NId];
     const onnx::NodeProto &Proto = *Protos[NId];
-    std::string Domain = N.Domain.empty() ? "" : N.Domain;
-    auto Version = Opsets.find(Domain);
+    auto Version = Opsets.find(N.Domain);
     const onnx::OpSchema *Schema =
-        Version == Opsets.end()
-            ? nullptr
-            : onnx::OpSchemaRegistry::Schema(N.OpType, Version->second, Domain);
+        Version == Opsets.end() ? nullptr : onnxSchema(N.OpType, Version->second, N.Domain);
     // A node downstream of an unknown tensor would only fail again; the fallback
     // rules and the unknown-shape diagnostic deal with it.
     bool InputsTyped = true;

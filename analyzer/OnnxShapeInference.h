@@ -15,7 +15,6 @@
 
 #include <onnx/onnx_pb.h>
 
-#include <future>
 #include <map>
 #include <string>
 #include <vector>
@@ -25,13 +24,8 @@ namespace trainmem {
 /// Infers dtype and shape of every tensor produced by a node, in topological order.
 /// Protos[N] is the NodeProto of IR node N (its attributes, including subgraphs);
 /// Opsets maps each domain to its imported version ("" for the default domain).
-/// Starts ONNX's operator-schema registration (every opset of every domain, a few
-/// milliseconds) on a background thread, once per process, so that it overlaps reading
-/// the model; inferShapes waits for it through the registry's own static initialisation.
-/// Callers wait on the result before they return, so the thread never outlives them (an
-/// exit during registration would destroy statics it is using).
-std::shared_future<void> startSchemaRegistration();
-
+/// Schemas come from onnxSchema (OnnxSchemas.h); a model with operators outside its table
+/// should have started the full registration (startSchemaRegistration) beforehand.
 void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
                  const std::map<std::string, int> &Opsets);
 

@@ -1,0 +1,116 @@
+//===- OnnxSchemas.cpp - ONNX operator schemas, built when a model uses them ----===//
+//
+// The table holds a pointer to each schema's own builder (onnx::GetOpSchema<Op_Onnx_verN>,
+// which libonnx exports) and builds it as ONNX's registration would: the builder, then
+// Finalize. Same schema objects, same inference functions, only fewer of them.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/OnnxSchemas.h"
+
+#include <onnx/defs/schema.h>
+
+#include <algorithm>
+#include <climits>
+#include <iterator>
+#include <memory>
+#include <mutex>
+
+#define TRAINMEM_ONNX_SCHEMA(Op, Since)                                                    \
+  namespace onnx {                                                                         \
+  class Op##_Onnx_ver##Since;                                                              \
+  template <> OpSchema GetOpSchema<Op##_Onnx_ver##Since>();                                \
+  }
+#include "analyzer/OnnxSchemaTable.inc"
+#undef TRAINMEM_ONNX_SCHEMA
+
+namespace trainmem {
+namespace {
+
+struct TableEntry {
+  llvm::StringLiteral Op;
+  int Since;
+  onnx::OpSchema (*Build)();
+};
+
+constexpr TableEntry Table[] = {
+#define TRAINMEM_ONNX_SCHEMA(Op, Since)                                                    \
+  {llvm::StringLiteral(#Op), Since, &onnx::GetOpSchema<onnx::Op##_Onnx_ver##Since>},
+#include "analyzer/OnnxSchemaTable.inc"
+#undef TRAINMEM_ONNX_SCHEMA
+};
+constexpr size_t TableSize = std::size(Table);
+
+/// The newest default-domain opset the table was written from (ONNX 1.12).
+constexpr int TableLastOpset = 17;
+
+/// The newest opset the table answers for: any, when the ONNX linked in knows no
+/// default-domain opset past the table's (then the registry holds nothing newer either);
+/// otherwise the table's own, and newer ones go to the registry.
+int tableCeiling() {
+  static const int Ceiling = [] {
+    const auto &Ranges = onnx::OpSchemaRegistry::DomainToVersionRange::Instance().Map();
+    auto It = Ranges.find(onnx::ONNX_DOMAIN);
+    return It != Ranges.end() && It->second.second <= TableLastOpset ? INT_MAX
+                                                                       : TableLastOpset;
+  }();
+  return Ceiling;
+}
+
+bool isDefaultDomain(llvm::StringRef Domain) {
+  return Domain.empty() || Domain == "ai.onnx";
+}
+
+/// The operator's entries, in version order; empty when the table does not list it.
+std::pair<const TableEntry *, const TableEntry *> entriesOf(llvm::StringRef Op) {
+  const TableEntry *First = std::lower_bound(
+      std::begin(Table), std::end(Table), Op,
+      [](const TableEntry &E, llvm::StringRef Name) { return E.Op < Name; });
+  const TableEntry *Last = First;
+  while (Last != std::end(Table) && Last->Op == Op)
+    ++Last;
+  return {First, Last};
+}
+
+const onnx::OpSchema *built(const TableEntry &E) {
+  static std::once_flag Once[TableSize];
+  static std::unique_ptr<onnx::OpSchema> Schemas[TableSize];
+  size_t I = static_cast<size_t>(&E - Table);
+  std::call_once(Once[I], [&] {
+    auto S = std::make_unique<onnx::OpSchema>(E.Build());
+    S->Finalize();
+    Schemas[I] = std::move(S);
+  });
+  return Schemas[I].get();
+}
+
+} // namespace
+
+bool onnxSchemaInTable(llvm::StringRef Op, int Version, llvm::StringRef Domain) {
+  if (!isDefaultDomain(Domain) || Version > tableCeiling())
+    return false;
+  auto [First, Last] = entriesOf(Op);
+  return First != Last;
+}
+
+const onnx::OpSchema *onnxSchema(llvm::StringRef Op, int Version, llvm::StringRef Domain) {
+  if (!onnxSchemaInTable(Op, Version, Domain))
+    return onnx::OpSchemaRegistry::Schema(Op.str(), Version,
+                                          isDefaultDomain(Domain) ? "" : Domain.str());
+  auto [First, Last] = entriesOf(Op);
+  const TableEntry *Chosen = nullptr;
+  for (const TableEntry *E = First; E != Last && E->Since <= Version; ++E)
+    Chosen = E;
+  return Chosen ? built(*Chosen) : nullptr;
+}
+
+std::shared_future<void> startSchemaRegistration() {
+  // The first Schema() call builds the registry inside a function-local static, so a
+  // concurrent caller blocks until it is complete.
+  static std::shared_future<void> Registered =
+      std::async(std::launch::async, [] {
+        (void)onnx::OpSchemaRegistry::Schema("Relu", 14, "");
+      }).share();
+  return Registered;
+}
+
+} // namespace trainmem

@@ -59,7 +59,19 @@ int64_t storedBytes(const onnx::GraphProto &G) {
 /// branch defines so two inlined branches never collide. Branch outputs reach the If's
 /// outputs through Identity nodes.
 void inlineIfNodes(onnx::GraphProto &G, OnnxFile &File, Diagnostics &Diags, int &Counter) {
-  google::protobuf::RepeatedPtrField<onnx::NodeProto> NewNodes;
+  // Most graphs hold no If node anywhere: leave their node list as it is.
+  bool MayHoldIf = false;
+  for (const onnx::NodeProto &N : G.node()) {
+    MayHoldIf |= N.op_type() == "If" && N.domain().empty();
+    for (const auto &A : N.attribute())
+      MayHoldIf |= A.has_g();
+    if (MayHoldIf)
+      break;
+  }
+  if (!MayHoldIf)
+    return;
+  // On the graph's arena, so that moving a node in and swapping the list back copy nothing.
+  google::protobuf::RepeatedPtrField<onnx::NodeProto> NewNodes(G.GetArena());
   for (onnx::NodeProto &N : *G.mutable_node()) {
     if (N.op_type() != "If" || !N.domain().empty()) {
       for (auto &A : *N.mutable_attribute()) // Loop/Scan bodies may hold If nodes too

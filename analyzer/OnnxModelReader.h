@@ -15,6 +15,7 @@
 #include "llvm/Support/Error.h"
 #include "llvm/Support/MemoryBuffer.h"
 
+#include <google/protobuf/arena.h>
 #include <onnx/onnx_pb.h>
 
 #include <memory>
@@ -26,8 +27,12 @@ namespace trainmem {
 struct OnnxFile {
   std::string Path;
   uint64_t FileSize = 0;
-  /// The model with large payloads stripped (dims, dtype, names, small values kept).
-  onnx::ModelProto Model;
+  /// The model with large payloads stripped (dims, dtype, names, small values kept),
+  /// on an arena: a 7B export is ~20 k small messages, which the heap made and freed one
+  /// by one (plain protobuf parses of its 482 KB: 1.27 ms and 0.31 ms to free on the
+  /// heap, 0.69 and 0.07-0.13 ms on an arena). The importer's edits stay on the arena.
+  std::unique_ptr<google::protobuf::Arena> Arena = std::make_unique<google::protobuf::Arena>();
+  onnx::ModelProto &Model = *google::protobuf::Arena::CreateMessage<onnx::ModelProto>(Arena.get());
   /// Where each stored tensor's payload lives, by tensor name (initializers) or by the
   /// output name of the Constant node holding it.
   std::unordered_map<std::string, PayloadRef> Payloads;

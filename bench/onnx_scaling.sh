@@ -7,53 +7,65 @@
 # Python is timed two ways: inside the interpreter (its start-up and `import onnx` not
 # counted: python_s, ratio) and as a process, start to exit, like trainmem
 # (python_proc_s, ratio_proc). Prints a table with nodes, the times, both ratios and
-# trainmem's peak RSS. Usage: bench/onnx_scaling.sh [BUILD_DIR]
+# trainmem's peak RSS. Times are wall clock in milliseconds, medians of 5 runs. Python is
+# Debian's (/usr/bin/python3 with python3-onnx) where it has onnx, else python3 on PATH;
+# PYTHON=... picks another. Usage: bench/onnx_scaling.sh [BUILD_DIR]
 set -eu
 build=${1:-build}
 tm=$build/bin/trainmem
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-median() { sort -n | sed -n 2p; }
+median() { sort -n | sed -n 3p; }
+# Milliseconds a command takes, start to exit (date's own start is outside the interval).
+wall_ms() {
+  t0=$(date +%s%N)
+  "$@" >/dev/null 2>&1
+  t1=$(date +%s%N)
+  echo "$t0 $t1" | awk '{ printf "%.1f\n", ($2 - $1) / 1e6 }'
+}
+py=${PYTHON:-}
+if [ -z "$py" ]; then
+  py=python3
+  /usr/bin/python3 -c 'import onnx' 2>/dev/null && py=/usr/bin/python3
+fi
 havepy=no
-python3 -c 'import onnx' 2>/dev/null && havepy=yes
-printf '%-16s %7s %11s %9s %6s %14s %10s %7s\n' model nodes trainmem_s python_s ratio python_proc_s ratio_proc rss_MB
+"$py" -c 'import onnx' 2>/dev/null && havepy=yes
+[ $havepy = yes ] && echo "python: $py, onnx $("$py" -c 'import onnx; print(onnx.__version__)')"
+printf '%-16s %7s %12s %10s %6s %15s %10s %7s\n' model nodes trainmem_ms python_ms ratio python_proc_ms ratio_proc rss_MB
 for m in llama-2-7b llama-2-13b codellama-34b llama-2-70b; do
   f=$work/$m.onnx
   "$tm" export-onnx --hf-config=samples/hf/$m/config.json --dim batch=1 --dim seq=2048 -o "$f" >/dev/null
+  rss=$( { /usr/bin/time -f '%M' "$tm" analyze "$f" --format=json -o /dev/null; } 2>&1 | tail -1)
   times=""
-  rss=""
-  for i in 1 2 3; do
-    out=$( { /usr/bin/time -f '%e %M' "$tm" analyze "$f" --format=json -o /dev/null; } 2>&1 | tail -1)
-    times="$times ${out% *}"
-    rss=${out#* }
+  for i in 1 2 3 4 5; do
+    times="$times $(wall_ms "$tm" analyze "$f" --format=json -o /dev/null)"
   done
   t=$(printf '%s\n' $times | median)
   n=$("$tm" analyze "$f" --format=json -o - | python3 -c 'import json,sys; print(json.load(sys.stdin)["model"]["nodes"])')
   if [ $havepy = yes ]; then
-    p=$(python3 - "$f" <<'PY'
+    p=$("$py" - "$f" <<'PY'
 import sys, time, onnx
 ts = []
-for _ in range(3):
+for _ in range(5):
     t = time.perf_counter()
     m = onnx.load(sys.argv[1], load_external_data=False)
     onnx.shape_inference.infer_shapes(m)
     ts.append(time.perf_counter() - t)
-print("%.4f" % sorted(ts)[1])
+print("%.2f" % (sorted(ts)[2] * 1e3))
 PY
 )
     r=$(python3 -c "print('%.2f' % ($t / $p))")
     ptimes=""
-    for i in 1 2 3; do
-      pt=$( { /usr/bin/time -f '%e' python3 -c 'import sys, onnx
+    for i in 1 2 3 4 5; do
+      ptimes="$ptimes $(wall_ms "$py" -c 'import sys, onnx
 m = onnx.load(sys.argv[1], load_external_data=False)
-onnx.shape_inference.infer_shapes(m)' "$f"; } 2>&1 | tail -1)
-      ptimes="$ptimes $pt"
+onnx.shape_inference.infer_shapes(m)' "$f")"
     done
     pp=$(printf '%s\n' $ptimes | median)
     rp=$(python3 -c "print('%.2f' % ($t / $pp))")
   else
     p=n/a; r=n/a; pp=n/a; rp=n/a
   fi
-  printf '%-16s %7s %11s %9s %6s %14s %10s %7s\n' "$m" "$n" "$t" "$p" "$r" "$pp" "$rp" "$((rss / 1024))"
+  printf '%-16s %7s %12s %10s %6s %15s %10s %7s\n' "$m" "$n" "$t" "$p" "$r" "$pp" "$rp" "$((rss / 1024))"
   rm -f "$f" "$f.data"
 done

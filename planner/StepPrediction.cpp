@@ -85,7 +85,7 @@ llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
   auto Sim = simulateStep(G, Setup, *Census);
   if (!Sim)
     return Sim.takeError();
-  MemoryReport Report = buildStepReport(G, Setup, *Census, *Sim);
+  MemoryReport Report = buildStepReport(G, Setup, *Census, std::move(*Sim));
   if (Gpu) {
     GpuFit Fit;
     Fit.Name = Gpu->Name;

@@ -23,6 +23,10 @@ namespace trainmem::probe {
 /// True when this build has the CUPTI measurement path.
 bool builtWithCupti();
 
+/// Opens libcupti (once per process; a session's start does it) and finds every function
+/// the probe calls; the error names the library and what is missing.
+llvm::Error loadCupti();
+
 class CuptiSession {
 public:
   virtual ~CuptiSession();

@@ -2,17 +2,18 @@
 //
 // libcupti is opened when a session starts, not linked: loading its 4 MB at every start
 // of the trainmem process cost 0.9 ms, a sixth of `trainmem --version`, for the one
-// command that measures on a GPU. The seven functions used are looked up by name through
-// LLVM's DynamicLibrary, typed from cupti.h's own declarations.
+// command that measures on a GPU. The seven functions used are looked up by name, typed
+// from cupti.h's own declarations. dlopen itself, not LLVM's DynamicLibrary: that closes
+// its libraries when global destructors run, and unloading CUPTI while its activity
+// thread may still run is what linking it never did (RTLD_NODELETE: never unloaded).
 //
 //===----------------------------------------------------------------------------===//
 #include "cupti_probe/CuptiProbe.h"
 
 #ifdef TRAINMEM_PROBE_HAVE_CUPTI
-#include "llvm/Support/DynamicLibrary.h"
-
 #include <cuda_runtime.h>
 #include <cupti.h>
+#include <dlfcn.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -64,21 +65,19 @@ struct CuptiApi {
 const CuptiApi &cupti() {
   static const CuptiApi Api = [] {
     CuptiApi A;
-    std::string Why;
     const char *Tried = TRAINMEM_CUPTI_LIBRARY;
-    auto Lib = llvm::sys::DynamicLibrary::getPermanentLibrary(Tried, &Why);
-    if (!Lib.isValid()) {
-      std::string First = Why;
+    void *Lib = ::dlopen(Tried, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (!Lib) {
+      std::string First = ::dlerror();
       Tried = TRAINMEM_CUPTI_NAME;
-      Lib = llvm::sys::DynamicLibrary::getPermanentLibrary(Tried, &Why);
-      if (!Lib.isValid()) {
-        A.Error = "cannot open CUPTI (" + First + "; " + Why + ")";
+      Lib = ::dlopen(Tried, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+      if (!Lib) {
+        A.Error = "cannot open CUPTI (" + First + "; " + ::dlerror() + ")";
         return A;
       }
     }
     auto Bind = [&](auto &Fn, const char *Name) {
-      Fn = reinterpret_cast<std::remove_reference_t<decltype(Fn)>>(
-          Lib.getAddressOfSymbol(Name));
+      Fn = reinterpret_cast<std::remove_reference_t<decltype(Fn)>>(::dlsym(Lib, Name));
       if (!Fn && A.Error.empty())
         A.Error = std::string(Tried) + " has no " + Name;
     };

@@ -7,7 +7,9 @@
 # Python is timed two ways: inside the interpreter (its start-up and `import onnx` not
 # counted: python_s, ratio) and as a process, start to exit, like trainmem
 # (python_proc_s, ratio_proc). Prints a table with nodes, the times, both ratios and
-# trainmem's peak RSS. Times are wall clock in milliseconds, medians of 5 runs. Python is
+# trainmem's peak RSS, then a least-squares line through trainmem's times against the node
+# counts (milliseconds per 1,000 nodes, the intercept, R^2) to show the growth is linear.
+# Times are wall clock in milliseconds, medians of 5 runs. Python is
 # Debian's (/usr/bin/python3 with python3-onnx) where it has onnx, else python3 on PATH;
 # PYTHON=... picks another. Usage: bench/onnx_scaling.sh [BUILD_DIR]
 set -eu
@@ -32,6 +34,7 @@ havepy=no
 "$py" -c 'import onnx' 2>/dev/null && havepy=yes
 [ $havepy = yes ] && echo "python: $py, onnx $("$py" -c 'import onnx; print(onnx.__version__)')"
 printf '%-16s %7s %12s %10s %6s %15s %10s %7s\n' model nodes trainmem_ms python_ms ratio python_proc_ms ratio_proc rss_MB
+points=""
 for m in llama-2-7b llama-2-13b codellama-34b llama-2-70b; do
   f=$work/$m.onnx
   "$tm" export-onnx --hf-config=samples/hf/$m/config.json --dim batch=1 --dim seq=2048 -o "$f" >/dev/null
@@ -67,5 +70,19 @@ onnx.shape_inference.infer_shapes(m)' "$f")"
     p=n/a; r=n/a; pp=n/a; rp=n/a
   fi
   printf '%-16s %7s %12s %10s %6s %15s %10s %7s\n' "$m" "$n" "$t" "$p" "$r" "$pp" "$rp" "$((rss / 1024))"
+  points="$points $n:$t"
   rm -f "$f" "$f.data"
 done
+python3 - $points <<'PY'
+import sys
+xs, ys = zip(*((float(a), float(b)) for a, b in (p.split(":") for p in sys.argv[1:])))
+n = len(xs)
+mx, my = sum(xs) / n, sum(ys) / n
+sxx = sum((x - mx) ** 2 for x in xs)
+slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+icpt = my - slope * mx
+ss_res = sum((y - (icpt + slope * x)) ** 2 for x, y in zip(xs, ys))
+ss_tot = sum((y - my) ** 2 for y in ys)
+print("trainmem: %.2f ms per 1,000 nodes + %.1f ms, R^2 = %.4f"
+      % (slope * 1000, icpt, 1 - ss_res / ss_tot if ss_tot else 1.0))
+PY

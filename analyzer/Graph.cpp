@@ -8,6 +8,7 @@
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/Hashing.h"
+#include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
 #include <cctype>
@@ -149,6 +150,20 @@ TensorId Graph::addTensor(Tensor T) {
     ++Indexed;
   }
   return Id;
+}
+
+void Graph::reserve(size_t TensorCount, size_t NodeCount) {
+  Tensors.reserve(TensorCount);
+  Nodes.reserve(NodeCount);
+  // addTensor keeps the table at most half full.
+  size_t Slots = llvm::PowerOf2Ceil(2 * (TensorCount + 1));
+  if (Slots <= TensorIndex.size())
+    return;
+  std::vector<TensorId> Old(Slots, NoTensor);
+  Old.swap(TensorIndex);
+  for (TensorId Kept : Old)
+    if (Kept != NoTensor)
+      TensorIndex[slotOf(Tensors[Kept].Name)] = Kept;
 }
 
 NodeId Graph::addNode(Node N) {

@@ -497,6 +497,10 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
       T.Payload = It->second;
   };
 
+  size_t TensorCount = static_cast<size_t>(GP.initializer_size() + GP.input_size());
+  for (const auto &N : GP.node())
+    TensorCount += static_cast<size_t>(N.output_size());
+  G.reserve(TensorCount, static_cast<size_t>(GP.node_size()));
   for (const auto &I : GP.initializer()) {
     Tensor T = tensorFromProto(I, I.name());
     AttachPayload(T);

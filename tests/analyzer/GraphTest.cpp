@@ -123,3 +123,30 @@ TEST(Graph, TopologicalOrderIsSmallestIndexFirst) {
   EXPECT_GT(Sorted, 100);
   EXPECT_GT(Cycles, 20);
 }
+
+TEST(Graph, ReservingKeepsEveryNameFound) {
+  // Tensors added before a reserve, after it, past what it reserved, and a repeated name
+  // (which keeps its first tensor): every lookup answers as without the reserve.
+  for (size_t Reserved : {0u, 1u, 5u, 40u, 1000u}) {
+    SCOPED_TRACE("reserved " + std::to_string(Reserved));
+    Graph G;
+    auto Add = [&G](const std::string &Name) {
+      Tensor T;
+      T.Name = Name;
+      return G.addTensor(std::move(T));
+    };
+    std::vector<TensorId> Ids;
+    for (int I = 0; I < 30; ++I)
+      Ids.push_back(Add("before." + std::to_string(I)));
+    G.reserve(Reserved, Reserved);
+    for (int I = 0; I < 300; ++I)
+      Ids.push_back(Add("after." + std::to_string(I)));
+    TensorId Repeat = Add("before.7");
+    EXPECT_EQ(G.findTensor("before.7"), Ids[7]);
+    EXPECT_NE(Repeat, Ids[7]);
+    for (TensorId Id : Ids)
+      EXPECT_EQ(G.findTensor(G.Tensors[Id].Name), Id);
+    EXPECT_EQ(G.findTensor("missing"), NoTensor);
+    EXPECT_GE(G.Tensors.capacity(), Reserved);
+  }
+}

@@ -533,6 +533,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
   TensorId Mask = causalMask(B, Base, Positions, D);
   for (int64_t L = 0; L < M.Layers; ++L) {
+    B.startLayer(L, M.Layers);
     Module Layer = Base.child("layers." + std::to_string(L));
     Module Attn = Layer.child("self_attn");
     const std::string &AS = Attn.Scope;
@@ -589,6 +590,7 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                         B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0})));
   TensorId Mask = causalMask(B, Base, Positions, D);
   for (int64_t L = 0; L < M.Layers; ++L) {
+    B.startLayer(L, M.Layers);
     Module Block = Base.child("h." + std::to_string(L));
     Module Attn = Block.child("attn");
     TensorId Qkv = conv1d(B, Attn.child("c_attn"), layerNorm(B, Block.child("ln_1"), M, X), H,
@@ -627,6 +629,7 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
   TensorId Mask = causalMask(B, Base, Positions, D);
   for (int64_t L = 0; L < M.Layers; ++L) {
+    B.startLayer(L, M.Layers);
     Module Layer = Base.child("layers." + std::to_string(L));
     Module Attn = Layer.child("attention");
     const std::string &AS = Attn.Scope;
@@ -703,6 +706,7 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId Ext = additiveMask(B, Base.Scope, B.unsqueeze(Base.Scope, Padding, {1, 2}), D);
 
   for (int64_t L = 0; L < M.Layers; ++L) {
+    B.startLayer(L, M.Layers);
     Module Layer = Base.child("encoder").child("layer." + std::to_string(L));
     Module Self = Layer.child("attention").child("self");
     auto Project = [&](const char *Name) {

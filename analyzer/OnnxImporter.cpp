@@ -623,22 +623,28 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
 
   inferShapes(G, Protos, Opsets);
   // Declared types of outputs (and value_info the exporter wrote) complete what inference
-  // cannot reach; bindInputs gave their symbolic dims the bound values. Looked up only when
-  // inference left a tensor unknown: an export declares every tensor, and the table of
-  // 1,813 names took 0.2 ms of a 7B export's 3.0 ms import (warm).
-  if (DeclaredShapesValid &&
-      llvm::any_of(G.Tensors, [](const Tensor &T) { return !T.ShapeKnown; })) {
-    llvm::StringMap<const onnx::TypeProto *> Types;
-    for (const auto &VI : GP.value_info())
-      Types[VI.name()] = &VI.type();
-    for (const auto &VI : GP.output())
-      Types[VI.name()] = &VI.type();
-    for (Tensor &T : G.Tensors)
-      if (!T.ShapeKnown) {
-        auto It = Types.find(T.Name);
-        if (It != Types.end())
-          setTypeFrom(T, *It->second);
-      }
+  // cannot reach; bindInputs gave their symbolic dims the bound values. Only the tensors
+  // inference left unknown are looked up (an export declares every tensor, and a table of
+  // a 7B export's 1,813 declared names took 0.2 ms of its 3.0 ms import); an output's
+  // declaration wins over value_info's.
+  if (DeclaredShapesValid) {
+    llvm::StringMap<const onnx::TypeProto *> Unknown;
+    for (const Tensor &T : G.Tensors)
+      if (!T.ShapeKnown)
+        Unknown.try_emplace(T.Name, nullptr);
+    if (!Unknown.empty()) {
+      auto Declare = [&Unknown](const onnx::ValueInfoProto &VI) {
+        auto It = Unknown.find(VI.name());
+        if (It != Unknown.end())
+          It->second = &VI.type();
+      };
+      llvm::for_each(GP.value_info(), Declare);
+      llvm::for_each(GP.output(), Declare);
+      for (Tensor &T : G.Tensors)
+        if (!T.ShapeKnown)
+          if (const onnx::TypeProto *Type = Unknown.lookup(T.Name))
+            setTypeFrom(T, *Type);
+    }
   }
   if (llvm::Error E = G.checkLimits(Path))
     return E;

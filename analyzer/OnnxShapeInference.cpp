@@ -12,6 +12,7 @@
 
 #include <onnx/defs/schema.h>
 #include <onnx/defs/shape_inference.h>
+#include <onnx/shape_inference/implementation.h>
 
 #include <cmath>
 #include <limits>
@@ -490,6 +491,16 @@ private:
   std::vector<onnx::TypeProto> OutputTypes;
 };
 
+/// ONNX's schema lookups for the ops inside a function body, answered from the schemas
+/// built on demand (OnnxSchemas.h) rather than ONNX's whole registry.
+class OnDemandSchemas final : public onnx::ISchemaRegistry {
+public:
+  const onnx::OpSchema *GetSchema(const std::string &Key, const int MaxInclusiveVersion,
+                                  const std::string &Domain) const override {
+    return onnxSchema(Key, MaxInclusiveVersion, Domain);
+  }
+};
+
 bool hasSubgraph(const onnx::NodeProto &P) {
   for (const auto &A : P.attribute())
     if (A.has_g() || A.graphs_size())
@@ -535,11 +546,25 @@ void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
     bool InputsTyped = true;
     for (TensorId In : N.Inputs)
       InputsTyped &= In == NoTensor || G.Tensors[In].Type != DType::Undefined;
-    if (Schema && InputsTyped && Schema->has_type_and_shape_inference_function() &&
+    // Ops ONNX defines as a function of others and gives no inference function of their
+    // own (in ONNX 1.12: LessOrEqual and GreaterOrEqual since opset 12,
+    // MeanVarianceNormalization): their shapes come from inferring the function body, as
+    // onnx.shape_inference does. (Without it, the causal mask's LessOrEqual in an export
+    // without value_info left every layer downstream unknown.)
+    const bool ByFunction = Schema && !Schema->has_type_and_shape_inference_function() &&
+                            Schema->HasFunction() && Schema->GetFunction();
+    if (Schema && InputsTyped &&
+        (Schema->has_type_and_shape_inference_function() || ByFunction) &&
         !hasSubgraph(Proto)) {
       NodeContext Ctx(G, N, Proto);
       try {
-        Schema->GetTypeAndShapeInferenceFunction()(Ctx);
+        if (ByFunction) {
+          static const OnDemandSchemas Schemas;
+          onnx::shape_inference::InferShapeForFunctionNode(*Schema->GetFunction(), &Schemas,
+                                                           Ctx);
+        } else {
+          Schema->GetTypeAndShapeInferenceFunction()(Ctx);
+        }
         Ctx.commit();
       } catch (const std::exception &E) {
         ++Failures[N.OpType + ": " + std::string(E.what()).substr(0, 160)];

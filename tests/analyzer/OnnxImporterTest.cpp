@@ -195,6 +195,33 @@ TEST_F(OnnxImporterGraphs, ConstantListedAfterItsConsumerResolves) {
   EXPECT_EQ(G.Nodes[0].OpType, "Reshape");
 }
 
+TEST_F(OnnxImporterGraphs, OpsDefinedAsFunctionsGetShapesFromTheirBody) {
+  // LessOrEqual and GreaterOrEqual (opset 12 on) have no inference function of their own
+  // in ONNX, only a function body; a causal mask built with them, and everything after
+  // it, must not be left unknown in a file without value_info.
+  for (const char *Op : {"LessOrEqual", "GreaterOrEqual"}) {
+    SCOPED_TRACE(Op);
+    OnnxModelWriter W(17);
+    W.input("x", {2, 1, 8, 8});
+    // Positions as inputs, so that no value is known and only inference gives the shape.
+    W.input("row_ids", {8, 1}, OnnxInt64);
+    W.input("col_ids", {1, 8}, OnnxInt64);
+    W.node(Op, {"col_ids", "row_ids"}, {"allowed"}, "/mask");
+    W.node("Where", {"allowed", "x", "x"}, {"y"}, "/where");
+    W.node("Softmax", {"y"}, {"z"}, "/softmax");
+    W.output("z");
+    Graph G = importOk(save(W, std::string(Op) + ".onnx"));
+    const Tensor *Allowed = tensor(G, "allowed");
+    ASSERT_NE(Allowed, nullptr);
+    EXPECT_TRUE(Allowed->ShapeKnown);
+    EXPECT_EQ(Allowed->Type, DType::Bool);
+    EXPECT_EQ(shapeOf(G, "allowed"), Shape({8, 8}));
+    EXPECT_EQ(shapeOf(G, "z"), Shape({2, 1, 8, 8}));
+    for (const auto &D : G.Diags.all())
+      EXPECT_NE(D.Code, "unknown-shape") << D.Message;
+  }
+}
+
 /// An If branch: `h = In @ Weight` with a [Rows, Cols] weight of its own.
 onnx::GraphProto matmulBranch(const std::string &In, int64_t Rows, int64_t Cols) {
   OnnxModelWriter B;

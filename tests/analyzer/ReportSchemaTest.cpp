@@ -102,3 +102,46 @@ TEST(ReportSchema, EveryByteFigureIsAnIntegerUnderItsCategoryName) {
     EXPECT_TRUE(O->getString("phase").has_value());
   }
 }
+
+TEST(ReportJson, TimelineWrittenAsLlvmJsonPrintsIt) {
+  // writeReportJson streams the timeline by hand; its bytes must be those of printing
+  // reportToJson with llvm::json (indent 2), for simulated points and for measured ones
+  // with times and reserved bytes, and for names that need escaping or UTF-8 repair.
+  GraphBuilder B;
+  TensorId X = B.input("x", {4, 16});
+  TensorId W = B.weight("fc.weight", {16, 8});
+  B.output(B.op("MatMul", {X, W}, {4, 8}, "/fc/MatMul"));
+  Graph G = B.finish();
+  TrainingSetup S;
+  auto C = takeCensus(G, S);
+  ASSERT_TRUE(static_cast<bool>(C));
+  auto Sim = simulateStep(G, S, *C);
+  ASSERT_TRUE(static_cast<bool>(Sim));
+  MemoryReport Simulated = buildStepReport(G, S, *C, *Sim);
+  ASSERT_GT(Simulated.Timeline.size(), 3u);
+
+  MemoryReport Measured = Simulated;
+  Measured.Measured.emplace();
+  const char *Names[] = {"aten::mm", "quote \" only", "back\\slash only", "tab\tnew\nline\x01",
+                         "caf\xc3\xa9 (UTF-8)", "bad \xff\xfe UTF-8", ""};
+  for (size_t I = 0; I < Measured.Timeline.size(); ++I) {
+    TimelinePoint &P = Measured.Timeline[I];
+    P.Op = Names[I % std::size(Names)];
+    P.Phase = Names[(I + 1) % std::size(Names)];
+    P.TimeUs = 1234.5 + 0.1 * static_cast<double>(I) + (I == 1 ? 1e-300 : 0.0);
+    if (I % 3 != 0) // a measured sample may lack the reserved figure
+      P.Reserved = static_cast<int64_t>(I) << 40;
+    P.Live.Unknown = -static_cast<int64_t>(I);
+  }
+  MemoryReport Empty = Simulated;
+  Empty.Timeline.clear();
+
+  for (const MemoryReport *R : {&Simulated, &Measured, &Empty}) {
+    std::string Streamed;
+    llvm::raw_string_ostream OS(Streamed);
+    writeReportJson(*R, OS);
+    OS.flush();
+    std::string Printed = llvm::formatv("{0:2}", reportToJson(*R)).str() + "\n";
+    EXPECT_EQ(Streamed, Printed);
+  }
+}

@@ -106,7 +106,9 @@ void writeJsonString(llvm::raw_ostream &OS, llvm::StringRef S) {
     OS << '"' << S << '"';
     return;
   }
-  llvm::json::OStream(OS).value(S.str()); // escapes, and repairs invalid UTF-8
+  // Repaired first, as llvm::json::Value does in builds without assertions (with them it
+  // asserts instead).
+  llvm::json::OStream(OS).value(llvm::json::isUTF8(S) ? S.str() : llvm::json::fixUTF8(S));
 }
 
 /// One timeline point, written as llvm::json::OStream would write it as an element of the

@@ -331,7 +331,7 @@ llvm::Expected<StepSimulation> Simulator::run() {
         "earlier steps is not replayed) with two cuBLAS workspaces, and adds the CUDA "
         "context: " + Runtime.Note;
   }
-  Sim.PeakInfo = Mem.PeakInfo;
+  Sim.PeakInfo = Mem.peakDetail();
   Sim.Timeline = std::move(Mem.Timeline);
   for (const auto &[Layer, Bytes] : SavedByLayer)
     Sim.SavedByLayer.emplace_back(Layer, Bytes);

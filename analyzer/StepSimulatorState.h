@@ -20,6 +20,8 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/ADT/Twine.h"
+#include "llvm/Support/Allocator.h"
+#include "llvm/Support/StringSaver.h"
 
 #include <algorithm>
 #include <map>
@@ -85,10 +87,11 @@ struct Storage {
   bool Live = false;
 };
 
-/// What describes a storage in a report (the tensors at the peak); kept with details only.
+/// What describes a storage in a report (the tensors at the peak); kept with details only,
+/// in the Memory's arena (never freed before the Memory: views stay valid).
 struct StorageDetail {
-  std::string Name, Op, Layer;
-  std::vector<int64_t> Shape;
+  llvm::StringRef Name, Op, Layer;
+  llvm::ArrayRef<int64_t> Shape;
 };
 
 /// Live storages and the timeline over them.
@@ -102,7 +105,7 @@ public:
     S.Bytes = Bytes;
     S.Category = C;
     if (Details)
-      Described.push_back({Name.str(), Op.str(), Layer.str(), {Shape.begin(), Shape.end()}});
+      Described.push_back({save(Name), save(Op), save(Layer), save(Shape)});
     S.Type = Type;
     S.Refs = 1;
     S.Live = true;
@@ -152,14 +155,14 @@ public:
   Storage &operator[](StorageId S) { return Storages[S]; }
   /// A storage's name and shape ("" and none in runs without details).
   llvm::StringRef name(StorageId S) const {
-    return Details ? llvm::StringRef(Described[S].Name) : llvm::StringRef();
+    return Details ? Described[S].Name : llvm::StringRef();
   }
   llvm::ArrayRef<int64_t> shape(StorageId S) const {
-    return Details ? llvm::ArrayRef<int64_t>(Described[S].Shape) : llvm::ArrayRef<int64_t>();
+    return Details ? Described[S].Shape : llvm::ArrayRef<int64_t>();
   }
   void rename(StorageId S, const llvm::Twine &Name) {
     if (Details)
-      Described[S].Name = Name.str();
+      Described[S].Name = save(Name);
   }
   bool live(StorageId S) const {
     return S >= 0 && static_cast<size_t>(S) < Storages.size() && Storages[S].Live;
@@ -257,13 +260,24 @@ public:
     Top.assign(Candidates.begin(), Candidates.begin() + Keep);
     BornSinceTop.clear();
     TopLost = false;
-    PeakInfo.TopTensors.clear();
+    // Views and figures as they are now (a later rename or recategorisation must not
+    // show); the summaries' strings are made once, by peakDetail().
+    PeakTop.clear();
     for (StorageId Id : Top) {
       const Storage &S = Storages[Id];
-      const StorageDetail &D = Described[Id];
-      PeakInfo.TopTensors.push_back(
-          {D.Name, catName(S.Category), D.Layer, D.Op, S.Type, D.Shape, S.Bytes});
+      PeakTop.push_back({Described[Id], S.Category, S.Type, S.Bytes});
     }
+  }
+
+  /// The peak's phase, op, categories and, with details, its ten largest tensors.
+  PeakDetail peakDetail() const {
+    PeakDetail D = PeakInfo;
+    D.TopTensors.clear();
+    for (const TopTensor &T : PeakTop)
+      D.TopTensors.push_back({T.Detail.Name.str(), catName(T.Category), T.Detail.Layer.str(),
+                              T.Detail.Op.str(), T.Type,
+                              {T.Detail.Shape.begin(), T.Detail.Shape.end()}, T.Bytes});
+    return D;
   }
 
   /// The CUDA caching allocator replayed over the same events (CUDA runs only).
@@ -282,6 +296,25 @@ private:
   // one of those ten has been freed since, and point()'s scratch list.
   std::vector<StorageId> Top, BornSinceTop, Candidates;
   bool TopLost = true;
+  /// One of the ten largest tensors at the peak, as it was then.
+  struct TopTensor {
+    StorageDetail Detail;
+    Cat Category;
+    DType Type;
+    int64_t Bytes;
+  };
+  llvm::SmallVector<TopTensor, 10> PeakTop;
+  /// The storages' names and shapes: a malloc and a free per string, for every storage
+  /// of a detailed step, were a tenth of simulating one.
+  llvm::BumpPtrAllocator DetailArena;
+  llvm::StringRef save(const llvm::Twine &S) { return llvm::StringSaver(DetailArena).save(S); }
+  llvm::ArrayRef<int64_t> save(llvm::ArrayRef<int64_t> Dims) {
+    if (Dims.empty())
+      return {};
+    int64_t *Copy = DetailArena.Allocate<int64_t>(Dims.size());
+    std::copy(Dims.begin(), Dims.end(), Copy);
+    return {Copy, Dims.size()};
+  }
 };
 
 /// Dims of a shape or its strides; inline up to 6, so a value's layout allocates nothing.

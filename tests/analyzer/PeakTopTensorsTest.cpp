@@ -69,7 +69,7 @@ TEST(PeakTopTensors, SameAsSortingEveryLiveStorage) {
         continue;
       ++Rises;
       std::vector<std::string> Got;
-      for (const TensorSummary &T : Mem.PeakInfo.TopTensors)
+      for (const TensorSummary &T : Mem.peakDetail().TopTensors)
         Got.push_back(T.Name);
       ASSERT_EQ(Got, bruteForceTop(Live)) << "seed " << Seed << ", event " << Event;
       ++Checked;
@@ -77,4 +77,27 @@ TEST(PeakTopTensors, SameAsSortingEveryLiveStorage) {
   }
   EXPECT_GT(Rises, 500);
   EXPECT_EQ(Checked, Rises);
+}
+
+TEST(PeakTopTensors, ShowTheTensorsAsTheyWereAtThePeak) {
+  // A rename or a new category after the peak's last rise leaves its tensors as they were.
+  Memory Mem;
+  StorageId A = Mem.alloc(4096, Cat::Activations, "first", "op", "layer.0", DType::Float32,
+                          {1024});
+  Mem.point("forward", "op", "");
+  Mem.release(A);
+  Mem.point("forward", "op", "");
+  ASSERT_EQ(Mem.peakDetail().TopTensors.size(), 1u);
+  StorageId B = Mem.alloc(1024, Cat::Temporaries, "second", "op", "", DType::Float32, {256});
+  Mem.rename(B, "renamed");
+  Mem.recategorize(B, Cat::Activations);
+  Mem.point("forward", "op", ""); // below the peak: no rise
+  PeakDetail D = Mem.peakDetail();
+  ASSERT_EQ(D.TopTensors.size(), 1u);
+  EXPECT_EQ(D.TopTensors[0].Name, "first");
+  EXPECT_EQ(D.TopTensors[0].Category, "activations");
+  EXPECT_EQ(D.TopTensors[0].Layer, "layer.0");
+  EXPECT_EQ(D.TopTensors[0].Shape, std::vector<int64_t>{1024});
+  EXPECT_EQ(D.TopTensors[0].Bytes, 4096);
+  EXPECT_EQ(Mem.name(B), "renamed");
 }

@@ -132,7 +132,8 @@ public:
     if (--St.Refs > 0 || !St.Live)
       return;
     St.Live = false;
-    if (Details && !TopLost && llvm::is_contained(Top, S))
+    if (Details && !TopLost &&
+        llvm::any_of(PeakTop, [S](const TopTensor &T) { return T.Id == S; }))
       TopLost = true;
     if (Allocator)
       Allocator->free(St.Handle);
@@ -242,10 +243,11 @@ public:
     // only the last top 10 and the storages made since compete: a 7B step's ~1,800 rises
     // each sorted the whole live list (thousands) before.
     Candidates.clear();
-    if (TopLost || Top.size() + BornSinceTop.size() >= LiveList.size()) {
+    if (TopLost || PeakTop.size() + BornSinceTop.size() >= LiveList.size()) {
       Candidates.assign(LiveList.begin(), LiveList.end());
     } else {
-      Candidates.assign(Top.begin(), Top.end());
+      for (const TopTensor &T : PeakTop)
+        Candidates.push_back(T.Id);
       for (StorageId Id : BornSinceTop)
         if (Storages[Id].Live)
           Candidates.push_back(Id);
@@ -257,15 +259,15 @@ public:
                           return Storages[A].Bytes > Storages[B].Bytes;
                         return A < B;
                       });
-    Top.assign(Candidates.begin(), Candidates.begin() + Keep);
     BornSinceTop.clear();
     TopLost = false;
     // Views and figures as they are now (a later rename or recategorisation must not
     // show); the summaries' strings are made once, by peakDetail().
     PeakTop.clear();
-    for (StorageId Id : Top) {
+    for (size_t I = 0; I < Keep; ++I) {
+      const StorageId Id = Candidates[I];
       const Storage &S = Storages[Id];
-      PeakTop.push_back({Described[Id], S.Category, S.Type, S.Bytes});
+      PeakTop.push_back({Id, Described[Id], S.Category, S.Type, S.Bytes});
     }
   }
 
@@ -292,12 +294,13 @@ private:
   std::vector<Storage> Storages;
   std::vector<StorageDetail> Described; ///< parallel to Storages, with details only
   std::vector<StorageId> LiveList; ///< live storages, unordered (swap-remove)
-  // With details: the top 10 at the peak's last rise, the storages made since, whether
-  // one of those ten has been freed since, and point()'s scratch list.
-  std::vector<StorageId> Top, BornSinceTop, Candidates;
+  // With details: the storages made since the peak's last rise, whether one of the ten
+  // largest then (PeakTop) has been freed since, and point()'s scratch list.
+  std::vector<StorageId> BornSinceTop, Candidates;
   bool TopLost = true;
   /// One of the ten largest tensors at the peak, as it was then.
   struct TopTensor {
+    StorageId Id;
     StorageDetail Detail;
     Cat Category;
     DType Type;

@@ -21,7 +21,8 @@ const char *const Categories[] = {"weights",          "master_weights", "gradien
                                   "optimizer_states", "activations",    "temporaries",
                                   "inputs"};
 
-llvm::json::Object stepReport() {
+/// The simulated step of one linear layer, as a report.
+MemoryReport linearStepReport() {
   GraphBuilder B;
   TensorId X = B.input("x", {4, 16});
   TensorId W = B.weight("fc.weight", {16, 8});
@@ -32,7 +33,11 @@ llvm::json::Object stepReport() {
   EXPECT_TRUE(static_cast<bool>(C));
   auto Sim = simulateStep(G, S, *C);
   EXPECT_TRUE(static_cast<bool>(Sim));
-  llvm::json::Value V = reportToJson(buildStepReport(G, S, *C, *Sim));
+  return buildStepReport(G, S, *C, std::move(*Sim));
+}
+
+llvm::json::Object stepReport() {
+  llvm::json::Value V = reportToJson(linearStepReport());
   // Through text and back, as a consumer reads it.
   auto Parsed = llvm::json::parse(llvm::formatv("{0}", V).str());
   EXPECT_TRUE(static_cast<bool>(Parsed));
@@ -107,17 +112,7 @@ TEST(ReportJson, TimelineWrittenAsLlvmJsonPrintsIt) {
   // writeReportJson streams the timeline by hand; its bytes must be those of printing
   // reportToJson with llvm::json (indent 2), for simulated points and for measured ones
   // with times and reserved bytes, and for names that need escaping or UTF-8 repair.
-  GraphBuilder B;
-  TensorId X = B.input("x", {4, 16});
-  TensorId W = B.weight("fc.weight", {16, 8});
-  B.output(B.op("MatMul", {X, W}, {4, 8}, "/fc/MatMul"));
-  Graph G = B.finish();
-  TrainingSetup S;
-  auto C = takeCensus(G, S);
-  ASSERT_TRUE(static_cast<bool>(C));
-  auto Sim = simulateStep(G, S, *C);
-  ASSERT_TRUE(static_cast<bool>(Sim));
-  MemoryReport Simulated = buildStepReport(G, S, *C, *Sim);
+  MemoryReport Simulated = linearStepReport();
   ASSERT_GT(Simulated.Timeline.size(), 3u);
 
   MemoryReport Measured = Simulated;

@@ -94,18 +94,29 @@ const onnx::OpSchema *built(const TableEntry &E) {
 
 } // namespace
 
-bool onnxSchemaInTable(llvm::StringRef Op, int Version, llvm::StringRef Domain) {
+namespace {
+
+/// The operator's table entries when the table answers for it (default domain, an opset
+/// the table covers, an operator it lists); empty otherwise.
+std::pair<const TableEntry *, const TableEntry *>
+tableEntries(llvm::StringRef Op, int Version, llvm::StringRef Domain) {
   if (!isDefaultDomain(Domain) || Version > tableCeiling())
-    return false;
-  auto [First, Last] = entriesOf(Op);
+    return {std::end(Table), std::end(Table)};
+  return entriesOf(Op);
+}
+
+} // namespace
+
+bool onnxSchemaInTable(llvm::StringRef Op, int Version, llvm::StringRef Domain) {
+  auto [First, Last] = tableEntries(Op, Version, Domain);
   return First != Last;
 }
 
 const onnx::OpSchema *onnxSchema(llvm::StringRef Op, int Version, llvm::StringRef Domain) {
-  if (!onnxSchemaInTable(Op, Version, Domain))
+  auto [First, Last] = tableEntries(Op, Version, Domain);
+  if (First == Last)
     return onnx::OpSchemaRegistry::Schema(Op.str(), Version,
                                           isDefaultDomain(Domain) ? "" : Domain.str());
-  auto [First, Last] = entriesOf(Op);
   const TableEntry *Chosen = nullptr;
   for (const TableEntry *E = First; E != Last && E->Since <= Version; ++E)
     Chosen = E;

@@ -69,7 +69,7 @@ static int run(int Argc, char **Argv) {
 }
 
 int main(int Argc, char **Argv) {
-  trainmem::keepFreedMemoryForReuse();
+  trainmem::keepFreedMemoryForReuse(trainmem::CliHugePageReserve);
   int Code = run(Argc, Argv);
   // Every output file is complete and closed by now. Skipping the static destructors saves
   // a few milliseconds per run (ONNX's schema registry alone is ~25,000 allocations).

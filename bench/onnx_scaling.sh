@@ -1,14 +1,19 @@
 #!/bin/sh
 # Analysis time against graph size, and against Python's onnx on the same files.
 # For LLaMA-2-7B, LLaMA-2-13B, CodeLlama-34B and LLaMA-2-70B (samples/hf): export a
-# weightless ONNX file (batch 1, seq 2048), then time, median of 3 runs each,
+# weightless ONNX file (batch 1, seq 2048), then time, median of 5 runs each,
 #   trainmem analyze FILE --format=json -o /dev/null        (process start to JSON written)
 #   python3: onnx.load(FILE, load_external_data=False); onnx.shape_inference.infer_shapes(m)
-# Python is timed two ways: inside the interpreter (its start-up and `import onnx` not
-# counted: python_s, ratio) and as a process, start to exit, like trainmem
-# (python_proc_s, ratio_proc). Prints a table with nodes, the times, both ratios and
-# trainmem's peak RSS, then a least-squares line through trainmem's times against the node
-# counts (milliseconds per 1,000 nodes, the intercept, R^2) to show the growth is linear.
+# Python is timed three ways: the calls inside a running interpreter, repeated
+# (python_ms, ratio: its start-up, `import onnx` and first-call costs not counted); the
+# same calls made once in a fresh interpreter after `import onnx` (python_first_ms,
+# ratio_first: what a one-shot script pays for them); and as a process, start to exit,
+# like trainmem (python_proc_ms, ratio_proc). start_ms is `trainmem --version`: the
+# process start and exit every trainmem run pays before and after any work (loading its
+# shared libraries: ONNX, protobuf, libstdc++, the CUDA runtime). Prints a table with
+# nodes, the times, the ratios and trainmem's peak RSS, then a least-squares line through
+# trainmem's times against the node counts (milliseconds per 1,000 nodes, the intercept,
+# R^2) to show the growth is linear.
 # Times are wall clock in milliseconds, medians of 5 runs. Python is
 # Debian's (/usr/bin/python3 with python3-onnx) where it has onnx, else python3 on PATH;
 # PYTHON=... picks another. Usage: bench/onnx_scaling.sh [BUILD_DIR]
@@ -33,7 +38,12 @@ fi
 havepy=no
 "$py" -c 'import onnx' 2>/dev/null && havepy=yes
 [ $havepy = yes ] && echo "python: $py, onnx $("$py" -c 'import onnx; print(onnx.__version__)')"
-printf '%-16s %7s %12s %10s %6s %15s %10s %7s\n' model nodes trainmem_ms python_ms ratio python_proc_ms ratio_proc rss_MB
+starts=""
+for i in 1 2 3 4 5; do
+  starts="$starts $(wall_ms "$tm" --version)"
+done
+echo "trainmem start_ms (--version): $(printf '%s\n' $starts | median)"
+printf '%-14s %6s %11s %9s %6s %15s %11s %14s %10s %6s\n' model nodes trainmem_ms python_ms ratio python_first_ms ratio_first python_proc_ms ratio_proc rss_MB
 points=""
 for m in llama-2-7b llama-2-13b codellama-34b llama-2-70b; do
   f=$work/$m.onnx
@@ -58,6 +68,19 @@ print("%.2f" % (sorted(ts)[2] * 1e3))
 PY
 )
     r=$(python3 -c "print('%.2f' % ($t / $p))")
+    ftimes=""
+    for i in 1 2 3 4 5; do
+      ftimes="$ftimes $("$py" - "$f" <<'PY'
+import sys, time, onnx
+t = time.perf_counter()
+m = onnx.load(sys.argv[1], load_external_data=False)
+onnx.shape_inference.infer_shapes(m)
+print("%.2f" % ((time.perf_counter() - t) * 1e3))
+PY
+)"
+    done
+    pf=$(printf '%s\n' $ftimes | median)
+    rf=$(python3 -c "print('%.2f' % ($t / $pf))")
     ptimes=""
     for i in 1 2 3 4 5; do
       ptimes="$ptimes $(wall_ms "$py" -c 'import sys, onnx
@@ -67,9 +90,9 @@ onnx.shape_inference.infer_shapes(m)' "$f")"
     pp=$(printf '%s\n' $ptimes | median)
     rp=$(python3 -c "print('%.2f' % ($t / $pp))")
   else
-    p=n/a; r=n/a; pp=n/a; rp=n/a
+    p=n/a; r=n/a; pf=n/a; rf=n/a; pp=n/a; rp=n/a
   fi
-  printf '%-16s %7s %12s %10s %6s %15s %10s %7s\n' "$m" "$n" "$t" "$p" "$r" "$pp" "$rp" "$((rss / 1024))"
+  printf '%-14s %6s %11s %9s %6s %15s %11s %14s %10s %6s\n' "$m" "$n" "$t" "$p" "$r" "$pf" "$rf" "$pp" "$rp" "$((rss / 1024))"
   points="$points $n:$t"
   rm -f "$f" "$f.data"
 done

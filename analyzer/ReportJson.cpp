@@ -13,6 +13,7 @@
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
 
+#include <charconv>
 #include <limits>
 
 namespace trainmem {
@@ -69,24 +70,37 @@ struct PointMember {
   llvm::StringRef Key;
   int64_t CategoryBytes::*Category = nullptr;
   enum { None, Index, Phase, Op, TimeUs, Reserved } Field = None;
+  /// What precedes the value: the separator, the indent and the quoted key.
+  std::string Lead;
 };
 
 std::vector<PointMember> pointMembers(bool Measured, bool HasTime, bool HasReserved) {
   std::vector<PointMember> M;
   for (const CategoryField &F : CategoryFields)
-    M.push_back({F.Name, F.Member});
+    M.push_back({F.Name, F.Member, PointMember::None, {}});
   if (Measured)
     for (const CategoryField &F : TraceCategoryFields)
-      M.push_back({F.Name, F.Member});
-  M.push_back({"index", nullptr, PointMember::Index});
-  M.push_back({"phase", nullptr, PointMember::Phase});
-  M.push_back({"op", nullptr, PointMember::Op});
+      M.push_back({F.Name, F.Member, PointMember::None, {}});
+  M.push_back({"index", nullptr, PointMember::Index, {}});
+  M.push_back({"phase", nullptr, PointMember::Phase, {}});
+  M.push_back({"op", nullptr, PointMember::Op, {}});
   if (HasTime)
-    M.push_back({"time_us", nullptr, PointMember::TimeUs});
+    M.push_back({"time_us", nullptr, PointMember::TimeUs, {}});
   if (HasReserved)
-    M.push_back({"reserved", nullptr, PointMember::Reserved});
+    M.push_back({"reserved", nullptr, PointMember::Reserved, {}});
   llvm::sort(M, [](const PointMember &A, const PointMember &B) { return A.Key < B.Key; });
+  for (PointMember &P : M)
+    P.Lead = std::string(&P == &M.front() ? "\n      \"" : ",\n      \"") + P.Key.str() + "\": ";
   return M;
+}
+
+/// An integer as raw_ostream prints it, through std::to_chars (the timeline's ~56,000
+/// integers took 0.4 ms through raw_ostream's own formatting).
+void writeInteger(llvm::raw_ostream &OS, int64_t V) {
+  char Buf[24];
+  auto [End, Ec] = std::to_chars(Buf, Buf + sizeof(Buf), V);
+  (void)Ec; // 24 characters hold every int64_t.
+  OS.write(Buf, End - Buf);
 }
 
 /// The member order of the points written last, and which optional fields it had.
@@ -127,22 +141,20 @@ void writeTimelinePoint(llvm::raw_ostream &OS, const TimelinePoint &P, bool Meas
     Order.Shape = Shape;
   }
   OS << '{';
-  bool First = true;
   for (const PointMember &M : Order.Members) {
-    OS << (First ? "\n      \"" : ",\n      \"") << M.Key << "\": ";
-    First = false;
+    OS << M.Lead;
     switch (M.Field) {
-    case PointMember::None: OS << P.Live.*M.Category; break;
-    case PointMember::Index: OS << P.Index; break;
+    case PointMember::None: writeInteger(OS, P.Live.*M.Category); break;
+    case PointMember::Index: writeInteger(OS, P.Index); break;
     case PointMember::Phase: writeJsonString(OS, P.Phase); break;
     case PointMember::Op: writeJsonString(OS, P.Op); break;
     case PointMember::TimeUs:
       OS << llvm::format("%.*g", std::numeric_limits<double>::max_digits10, *P.TimeUs);
       break;
-    case PointMember::Reserved: OS << *P.Reserved; break;
+    case PointMember::Reserved: writeInteger(OS, *P.Reserved); break;
     }
   }
-  OS << (First ? "}" : "\n    }");
+  OS << (Order.Members.empty() ? "}" : "\n    }");
 }
 
 } // namespace

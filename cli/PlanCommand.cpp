@@ -58,6 +58,22 @@ std::string engineList(const Plan &P, llvm::StringRef Separator) {
   return Out.empty() ? "none" : Out;
 }
 
+/// The skipped candidates grouped by their reason, in the search's order: the names that
+/// share a reason (LoRA r=16, r=64 and QLoRA, each with and without checkpointing) once.
+std::vector<std::pair<std::string, std::vector<std::string>>>
+skippedByReason(const std::vector<SkippedPlan> &Skipped) {
+  std::vector<std::pair<std::string, std::vector<std::string>>> Groups;
+  for (const SkippedPlan &S : Skipped) {
+    auto It = llvm::find_if(Groups, [&](const auto &G) { return G.first == S.Why; });
+    if (It == Groups.end()) {
+      Groups.push_back({S.Why, {}});
+      It = Groups.end() - 1;
+    }
+    It->second.push_back(S.Name);
+  }
+  return Groups;
+}
+
 } // namespace
 
 int runPlan() {
@@ -127,6 +143,8 @@ int runPlan() {
   // took a tenth of a 7B plan's time, after the answer was known.
   Plan.Simulations = std::make_shared<SimulationCache>();
   llvm::BuryPointer(std::make_unique<std::shared_ptr<SimulationCache>>(Plan.Simulations));
+  std::vector<SkippedPlan> Skipped;
+  Plan.Skipped = &Skipped;
   auto Plans = searchPlans(Plan);
   if (!Plans)
     return reportError(Plans.takeError());
@@ -177,6 +195,9 @@ int runPlan() {
           OS << "\n★ on the Pareto front of memory against step time. Needs: peak_reserved "
                 "(caching allocator reserve plus CUDA context). Step time relative to a full "
                 "fine-tune step without checkpointing (coarse estimate).\n";
+          for (const auto &[Why, Names] : skippedByReason(Skipped))
+            OS << "\nNot applicable to this model: " << llvm::join(Names, "; ") << " (" << Why
+               << ").\n";
           return llvm::Error::success();
         }
         OS << "trainmem plan: " << First->Name << " on " << Gpu->DisplayName;
@@ -204,6 +225,11 @@ int runPlan() {
               "caching allocator's reserve plus the CUDA context). time: estimated step time "
               "relative to a full fine-tune step without checkpointing. * on the Pareto front "
               "of memory against time.\n";
+        for (const auto &[Why, Names] : skippedByReason(Skipped)) {
+          OS << "\nnot applicable to this model: " << Why << "\n";
+          for (const std::string &Name : Names)
+            OS << "      " << Name << "\n";
+        }
         return llvm::Error::success();
       }))
     return reportError(std::move(E));

@@ -94,6 +94,7 @@ PlanResult runPlanSearch(const AnalysisRequest &Request) {
   Plan.Base = Request.Setup;
   Plan.GlobalBatch = Request.Batch;
   Plan.Model = [Request](int64_t MicroBatch) { return importFor(Request, MicroBatch); };
+  Plan.Skipped = &Result.Skipped;
   auto Plans = searchPlans(Plan);
   if (!Plans)
     return Fail(Plans.takeError());

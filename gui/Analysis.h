@@ -49,6 +49,8 @@ AnalysisResult runAnalysis(const AnalysisRequest &Request);
 /// batch as the global batch: what `trainmem plan` lists.
 struct PlanResult {
   std::vector<Plan> Plans;
+  /// Candidates the model cannot take (LoRA on a model without linear layers), and why.
+  std::vector<SkippedPlan> Skipped;
   QString Error;
   double Milliseconds = 0;
 };

@@ -469,10 +469,21 @@ void MainWindow::searchPlans() {
     }
     size_t Fit = std::count_if(Result.Plans.begin(), Result.Plans.end(),
                                [](const Plan &P) { return P.Fits; });
-    PlanStatus->setText(QString("%1 plans, %2 fit (%3 ms); double-click one to apply it.")
-                            .arg(Result.Plans.size())
-                            .arg(Fit)
-                            .arg(Result.Milliseconds, 0, 'f', 0));
+    QString Status = QString("%1 plans, %2 fit (%3 ms); double-click one to apply it.")
+                         .arg(Result.Plans.size())
+                         .arg(Fit)
+                         .arg(Result.Milliseconds, 0, 'f', 0)
+                         .toHtmlEscaped();
+    // The reasons, once each: LoRA's r=16, r=64 and QLoRA candidates share one.
+    QStringList Reasons;
+    for (const SkippedPlan &S : Result.Skipped)
+      if (QString Why = QString::fromStdString(S.Why).toHtmlEscaped(); !Reasons.contains(Why))
+        Reasons << Why;
+    if (!Reasons.isEmpty())
+      Status += QString("<br>%1 candidates not applicable to this model: %2")
+                    .arg(Result.Skipped.size())
+                    .arg(Reasons.join("; "));
+    PlanStatus->setText(Status);
     Plans->setPlans(std::move(Result.Plans));
     emit plansShown(true);
   });

@@ -141,6 +141,17 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
       ++Chosen;
     }
   }
+  if (Chosen == 0 && Sites.empty())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "--lora-targets=%s matches no linear layer of %s: it has "
+                                   "none (no MatMul or Gemm takes a parameter as its weight)",
+                                   llvm::join(Targets, ",").c_str(), Base.Name.c_str());
+  if (Chosen == 0 && AllLinear)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "--lora-targets=all-linear matches no linear layer of %s: "
+                                   "its only linear layers (%s) produce its output, which "
+                                   "all-linear leaves out as PEFT does",
+                                   Base.Name.c_str(), Available().c_str());
   if (Chosen == 0)
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "--lora-targets=%s matches no linear layer of %s (linear "

@@ -193,7 +193,29 @@ struct Evaluation {
   int64_t Peak = 0, Required = 0, Trainable = 0;
   bool Ok = false;
   std::string Error;
+  /// The error is a strategy that does not apply to this model (StrategyNotApplicable).
+  bool NotApplicable = false;
 };
+
+/// A candidate's strategy cannot be set up on this model (prepare() failed in
+/// applyGraphStrategies or applySetupStrategies, not in importing the model): the search
+/// lists the candidate as skipped where the caller asked for that.
+class StrategyNotApplicable : public llvm::ErrorInfo<StrategyNotApplicable> {
+public:
+  static char ID;
+  explicit StrategyNotApplicable(std::string Why) : Why(std::move(Why)) {}
+  void log(llvm::raw_ostream &OS) const override { OS << Why; }
+  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
+  const std::string &why() const { return Why; }
+
+private:
+  std::string Why;
+};
+char StrategyNotApplicable::ID = 0;
+
+llvm::Error notApplicable(llvm::Error E) {
+  return llvm::make_error<StrategyNotApplicable>(llvm::toString(std::move(E)));
+}
 
 /// Accumulation steps that reach the requested batch with MicroBatch samples per step.
 int64_t accumulationFor(const PlanRequest &R, int64_t MicroBatch) {
@@ -236,11 +258,11 @@ llvm::Expected<Prepared> prepare(const PlanRequest &R, const Candidate &C, int64
     auto Adapted = sharedGraph(R, Key + "\nmicro-batch " + std::to_string(MicroBatch),
                                [&] { return applyGraphStrategies(**Model, P.Setup); });
     if (!Adapted)
-      return Adapted.takeError();
+      return notApplicable(Adapted.takeError());
     P.G = *Adapted;
   }
   if (auto Err = applySetupStrategies(*P.G, P.Setup))
-    return Err;
+    return notApplicable(std::move(Err));
   return P;
 }
 
@@ -286,7 +308,13 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
   Evaluation E;
   auto P = preparedModel(R, C, MicroBatch);
   if (!P) {
-    E.Error = llvm::toString(P.takeError());
+    llvm::handleAllErrors(
+        P.takeError(),
+        [&](const StrategyNotApplicable &N) {
+          E.Error = N.why();
+          E.NotApplicable = true;
+        },
+        [&](const llvm::ErrorInfoBase &B) { E.Error = B.message(); });
     return E;
   }
   const PreparedModel &M = **P;
@@ -499,6 +527,8 @@ llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t T
   if (!Lo) {
     // Micro-batch 1 says whether anything fits and reports a model that cannot be set up.
     bool OneFits = Target == 1 ? false : Fits(1, AtOne);
+    if (!AtOne.Ok && AtOne.NotApplicable)
+      return llvm::make_error<StrategyNotApplicable>(AtOne.Error);
     if (!AtOne.Ok)
       return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
                                      C.Name.c_str(), AtOne.Error.c_str());
@@ -651,11 +681,31 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
       Pool.async([&, I] { Results[I].emplace(planFor(R, All[I], Target, Cap)); });
     Pool.wait();
   }
-  for (std::optional<llvm::Expected<Plan>> &Result : Results) {
-    if (!*Result)
-      return Result->takeError();
-    Plans.push_back(std::move(**Result));
+  std::vector<SkippedPlan> Skipped;
+  for (size_t I = 0; I < Results.size(); ++I) {
+    llvm::Expected<Plan> &Result = *Results[I];
+    if (Result) {
+      Plans.push_back(std::move(*Result));
+      continue;
+    }
+    llvm::Error Failed = llvm::handleErrors(
+        Result.takeError(), [&](const StrategyNotApplicable &N) -> llvm::Error {
+          if (!R.Skipped)
+            return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
+                                           All[I].Name.c_str(), N.why().c_str());
+          Skipped.push_back({All[I].Name, N.why()});
+          return llvm::Error::success();
+        });
+    if (Failed)
+      return Failed;
   }
+  if (Plans.empty() && !Skipped.empty())
+    return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                   "no candidate plan applies to this model (the first, "
+                                   "'%s': %s)",
+                                   Skipped.front().Name.c_str(), Skipped.front().Why.c_str());
+  if (R.Skipped)
+    *R.Skipped = std::move(Skipped);
   auto Better = [&R](const Plan &A, const Plan &B) {
     if (A.Fits != B.Fits)
       return A.Fits;
@@ -765,13 +815,18 @@ llvm::json::Value plansToJson(const std::vector<Plan> &Plans, const PlanRequest 
           {"summary", P.UpdateSet}};
     Out.push_back(std::move(Entry));
   }
+  llvm::json::Array Skipped;
+  if (R.Skipped)
+    for (const SkippedPlan &S : *R.Skipped)
+      Skipped.push_back(llvm::json::Object{{"name", S.Name}, {"why", S.Why}});
   return llvm::json::Object{{"schema", "trainmem.plans/1"},
                             {"gpu", R.Gpu.Name},
                             {"gpus", R.Gpus},
                             {"budget_bytes", R.Budget},
                             {"objective", planObjectiveName(R.Objective)},
                             {"global_batch_per_gpu", R.GlobalBatch},
-                            {"plans", std::move(Out)}};
+                            {"plans", std::move(Out)},
+                            {"not_applicable", std::move(Skipped)}};
 }
 
 } // namespace trainmem

@@ -64,6 +64,13 @@ struct Plan {
   bool Pareto = false;          ///< on the front of required memory against overhead
 };
 
+/// A candidate the model cannot take: a strategy that does not apply to it (LoRA's
+/// all-linear targets on a model whose only linear layer is its head, or that has none).
+struct SkippedPlan {
+  std::string Name; ///< the candidate, as a plan would be named
+  std::string Why;  ///< what the strategy found wrong with the model
+};
+
 struct PlanRequest {
   /// Builds the model for one micro-batch size (the importer with dim 0 bound to N).
   /// searchPlans calls it once per micro-batch, one call at a time, from its threads.
@@ -82,6 +89,10 @@ struct PlanRequest {
   /// when this is empty. A caller may pass one to read its counts afterwards, never one
   /// that served another model or request.
   std::shared_ptr<SimulationCache> Simulations;
+  /// Where searchPlans lists the candidates the model cannot take, which are then left
+  /// out of the ranking (plansToJson writes them as "not_applicable"); the search fails
+  /// only when none applies. Unset, such a candidate fails the search.
+  std::vector<SkippedPlan> *Skipped = nullptr;
 };
 
 /// Evaluates every candidate and returns them ranked: plans that fit first, ordered by

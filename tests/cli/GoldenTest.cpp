@@ -194,6 +194,7 @@ const GoldenCase Cases[] = {
     {"analyze_hf_llama2_7b_galore8bit", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=1", "--dim", "seq=256", "--precision=bf16", "--optimizer=adamw-8bit", "--galore-rank=128", "--galore-per-layer", "--checkpoint=blocks", "--gpu=rtx-4090"}, false},
     {"plan_hf_llama2_7b_a100", {"plan", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=8", "--dim", "seq=2048", "--gpu=a100-sxm-80gb"}, false},
     {"plan_hf_gpt2_json_gpus2", {"plan", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=16", "--dim", "seq=1024", "--gpu=rtx-4090", "--gpus=2", "--format=json"}, false},
+    {"plan_cnn_without_lora_targets_markdown", {"plan", "tests/data/measured/gt/onnx/mobilenetv2_tiny.onnx", "--dim", "batch=8", "--gpu=t4", "--format=markdown"}, false},
     {"plan_hf_qwen2_markdown", {"plan", "--hf-config=samples/hf/qwen2-0.5b/config.json", "--dim", "batch=4", "--dim", "seq=1024", "--gpu=t4", "--format=markdown"}, false},
     {"analyze_hf_llama2_7b_checkpoint_budget", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=2", "--dim", "seq=2048", "--precision=bf16", "--checkpoint=budget:60GiB"}, false},
     {"error_checkpoint_budget_unreachable", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=2", "--dim", "seq=2048", "--precision=bf16", "--checkpoint=budget:20GiB"}, false},

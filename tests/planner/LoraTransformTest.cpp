@@ -85,6 +85,31 @@ TEST(LoraTransform, AllLinearSkipsTheHeadAndUnknownTargetsListTheModules) {
   EXPECT_NE(Msg.find("down_proj"), std::string::npos) << "lists the linear modules: " << Msg;
 }
 
+TEST(LoraTransform, AllLinearSaysWhyItFindsNothing) {
+  // Only a head: all-linear leaves it out, and says so.
+  GraphBuilder B;
+  TensorId X = B.input("x", {2, 8});
+  TensorId W = B.weight("classifier.weight", {8, 10});
+  B.output(B.op("MatMul", {B.op("Relu", {X}, {2, 8}, "/Relu"), W}, {2, 10}, "/classifier/MatMul"));
+  Graph HeadOnly = B.finish();
+  LoraSetup All;
+  All.Targets = {"all-linear"};
+  auto E = applyLora(HeadOnly, All);
+  ASSERT_FALSE(static_cast<bool>(E));
+  std::string Msg = llvm::toString(E.takeError());
+  EXPECT_NE(Msg.find("its only linear layers (classifier) produce its output"),
+            std::string::npos)
+      << Msg;
+  // No linear layer at all.
+  GraphBuilder C;
+  TensorId Y = C.input("x", {2, 8});
+  C.output(C.op("Relu", {C.op("Add", {Y, C.weight("bias", {8})}, {2, 8}, "/Add")}, {2, 8}, "/Relu"));
+  auto None = applyLora(C.finish(), All);
+  ASSERT_FALSE(static_cast<bool>(None));
+  Msg = llvm::toString(None.takeError());
+  EXPECT_NE(Msg.find("it has none"), std::string::npos) << Msg;
+}
+
 TEST(LoraTransform, AdapterDropoutKeepsItsMaskAndTheDroppedCopy) {
   Graph G = tinyDecoder();
   LoraSetup Plain, Dropped;

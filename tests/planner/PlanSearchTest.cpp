@@ -247,6 +247,43 @@ TEST(PlanSearch, OptimalCheckpointingIsTheLeastRecomputeThatFits) {
     EXPECT_NE(P.Name, "full, amp-bf16, AdamW (fused) + checkpoint optimal");
 }
 
+TEST(PlanSearch, StrategiesTheModelCannotTakeAreListedNotFailed) {
+  // MobileNetV2's one linear layer is its classifier, which LoRA's all-linear leaves
+  // out: the six LoRA and QLoRA candidates cannot be set up on it.
+  const std::string Onnx = std::string(TRAINMEM_SOURCE_DIR) +
+                           "/tests/data/measured/gt/onnx/mobilenetv2_tiny.onnx";
+  PlanRequest R = request(int64_t(80) << 30, 4, 1, PlanObjective::FitFastest);
+  R.Model = [Onnx](int64_t MicroBatch) {
+    ImportOptions O;
+    O.MicroBatch = MicroBatch;
+    return importModel(Onnx, O);
+  };
+  std::vector<SkippedPlan> Skipped;
+  R.Skipped = &Skipped;
+  auto Plans = searchPlans(R);
+  ASSERT_TRUE(static_cast<bool>(Plans)) << llvm::toString(Plans.takeError());
+  EXPECT_GE(Plans->size(), 4u);
+  for (const Plan &P : *Plans)
+    EXPECT_FALSE(P.Setup.Lora.has_value()) << P.Name;
+  ASSERT_EQ(Skipped.size(), 6u);
+  for (const SkippedPlan &S : Skipped) {
+    EXPECT_TRUE(llvm::StringRef(S.Name).contains("LoRA")) << S.Name;
+    EXPECT_NE(S.Why.find("classifier"), std::string::npos) << S.Why;
+  }
+  llvm::json::Value Json = plansToJson(*Plans, R);
+  const llvm::json::Array *Listed = Json.getAsObject()->getArray("not_applicable");
+  ASSERT_NE(Listed, nullptr);
+  ASSERT_EQ(Listed->size(), 6u);
+  EXPECT_EQ((*Listed)[0].getAsObject()->getString("name").value_or(""), Skipped[0].Name);
+  // A caller that does not ask for the list gets the first such candidate as the error.
+  R.Skipped = nullptr;
+  R.Simulations = nullptr;
+  auto Failed = searchPlans(R);
+  ASSERT_FALSE(static_cast<bool>(Failed));
+  std::string Msg = llvm::toString(Failed.takeError());
+  EXPECT_NE(Msg.find("plan 'LoRA r=16"), std::string::npos) << Msg;
+}
+
 TEST(PlanSearch, TinyEngineSearchIsASparsePlanThatFits) {
   PlanRequest Probe = request(int64_t(1) << 40, 8, 1, PlanObjective::FitFastest);
   TrainingSetup S = ampFusedAt8(Probe);

@@ -159,6 +159,20 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
                                    llvm::join(Targets, ",").c_str(), Base.Name.c_str(),
                                    Available().c_str());
 
+  // An adapter is shaped by its linear's input and output; where inference left either
+  // unknown (the unknown-shape warning says where it stopped), there is nothing to size
+  // it by.
+  for (const LinearSite *S : EndingAt)
+    if (S && (!Base.Tensors[S->Input].ShapeKnown || Base.Tensors[S->Input].Shape.empty() ||
+              !Base.Tensors[S->Output].ShapeKnown || Base.Tensors[S->Output].Shape.empty()))
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          "a LoRA adapter on '%s' of %s needs the shapes of its input '%s' and output '%s', "
+          "which shape inference left unknown (see the unknown-shape warning; --dim or "
+          "--input may bind what it needs)",
+          S->Module.c_str(), Base.Name.c_str(), Base.Tensors[S->Input].Name.c_str(),
+          Base.Tensors[S->Output].Name.c_str());
+
   Graph G = Base;
   auto AddTensor = [&G](std::string Name, std::vector<int64_t> Shape, DType Type, TensorKind Kind,
                         bool Stored) {

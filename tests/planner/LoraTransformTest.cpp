@@ -110,6 +110,31 @@ TEST(LoraTransform, AllLinearSaysWhyItFindsNothing) {
   EXPECT_NE(Msg.find("it has none"), std::string::npos) << Msg;
 }
 
+TEST(LoraTransform, ALinearOfUnknownShapeIsAnErrorNotACrash) {
+  // Inference that stopped before a linear leaves its input without a shape: there is
+  // no in-features to size lora_A by (this read past an empty shape before).
+  Graph G = tinyDecoder();
+  TensorId Input = NoTensor;
+  for (const Node &N : G.Nodes)
+    if (N.Name == "/layers.1/mlp/up_proj/MatMul")
+      Input = N.Inputs[0];
+  ASSERT_NE(Input, NoTensor);
+  G.Tensors[Input].ShapeKnown = false;
+  G.Tensors[Input].Shape.clear();
+  LoraSetup All;
+  All.Targets = {"all-linear"};
+  auto E = applyLora(G, All);
+  ASSERT_FALSE(static_cast<bool>(E));
+  std::string Msg = llvm::toString(E.takeError());
+  EXPECT_NE(Msg.find("'layers.1.mlp.up_proj'"), std::string::npos) << Msg;
+  EXPECT_NE(Msg.find("left unknown"), std::string::npos) << Msg;
+  // Targets that avoid it still apply.
+  LoraSetup Qv;
+  Qv.Targets = {"q_proj", "v_proj"};
+  auto Around = applyLora(G, Qv);
+  EXPECT_TRUE(static_cast<bool>(Around)) << (Around ? "" : llvm::toString(Around.takeError()));
+}
+
 TEST(LoraTransform, AdapterDropoutKeepsItsMaskAndTheDroppedCopy) {
   Graph G = tinyDecoder();
   LoraSetup Plain, Dropped;

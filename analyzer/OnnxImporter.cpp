@@ -619,6 +619,27 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
         return fileError(Path, "node '" + Nd.Name + "' (" + Nd.OpType + ") reads '" +
                                    G.Tensors[In].Name +
                                    "', which no node, initializer or input defines");
+    // ONNX 1.12's convolution and pooling inference divides by the strides without
+    // checking them (a stride of 0 was a SIGFPE inside libonnx), and the CPU convolution
+    // rule divides channels by the group: such a node can run nowhere, so it is an error.
+    for (const auto &[Key, Value] : Nd.Attributes) {
+      bool Positive = Key == "strides" || Key == "dilations" || Key == "kernel_shape" ||
+                      (Key == "group" && llvm::StringRef(Nd.OpType).startswith("Conv"));
+      if (!Positive)
+        continue;
+      std::vector<int64_t> Values;
+      if (const auto *One = std::get_if<int64_t>(&Value))
+        Values = {*One};
+      else if (const auto *Many = std::get_if<std::vector<int64_t>>(&Value))
+        Values = *Many;
+      if (llvm::any_of(Values, [](int64_t V) { return V < 1; }))
+        return fileError(Path, "node '" + Nd.Name + "' (" + Nd.OpType + "): attribute '" + Key +
+                                   "' is [" + llvm::join(llvm::map_range(Values, [](int64_t V) {
+                                                           return std::to_string(V);
+                                                         }),
+                                                         ", ") +
+                                   "]; every value must be at least 1");
+    }
   }
 
   inferShapes(G, Protos, Opsets);

@@ -145,6 +145,33 @@ TEST_F(OnnxImporterBadFiles, SubgraphsNestedPastTheLimitAreAnError) {
   EXPECT_TRUE(contains(Msg, "nested more than 64 levels")) << Msg;
 }
 
+TEST_F(OnnxImporterBadFiles, StridesDilationsKernelsAndGroupsMustBePositive) {
+  // ONNX 1.12's convolution inference divided by a zero stride (SIGFPE inside libonnx;
+  // found by FuzzStep). Each such attribute is an error naming the node and the values.
+  struct Case {
+    const char *Attribute;
+    std::vector<int64_t> Values;
+  } Cases[] = {{"strides", {0, 1}}, {"dilations", {1, -2}}, {"kernel_shape", {0, 3}}, {"group", {0}}};
+  for (const Case &C : Cases) {
+    OnnxModelWriter W;
+    W.input("x", {1, 2, 8, 8});
+    W.initializer("conv.weight", {4, 2, 3, 3}, randomFloats(72, 1));
+    auto Node = W.node("Conv", {"x", "conv.weight"}, {"y"}, "/conv/Conv");
+    if (std::string(C.Attribute) == "group")
+      Node.i("group", C.Values[0]);
+    else
+      Node.ints(C.Attribute, C.Values);
+    W.output("y");
+    std::string Path = writeBytes("conv.onnx", W.bytes());
+    std::string Msg = importError(Path);
+    EXPECT_TRUE(contains(Msg, Path)) << Msg;
+    EXPECT_TRUE(contains(Msg, "node '/conv/Conv' (Conv): attribute '" + std::string(C.Attribute) +
+                                  "'"))
+        << Msg;
+    EXPECT_TRUE(contains(Msg, "every value must be at least 1")) << Msg;
+  }
+}
+
 TEST(OnnxFuzzRegressions, FoundInputsAreErrorsNotCrashes) {
   // Inputs the fuzzer found (tests/fuzz/README.md); under the sanitizers they were
   // overflows, here they must import or fail with a message naming the file.

@@ -40,14 +40,32 @@ if [ -d "$fixtures/gt/onnx" ]; then
   for f in "$fixtures"/traces/*.json.gz; do seed FuzzTraces "$f" 5; done
 fi
 mkdir -p "$work/FuzzOnnx/seeds"
+# FuzzStep: small models whole, weights as external references (a weightless export is
+# 30-90 KB where the file with its weights is 700 KB: mutations land in the graph), each
+# behind every setup byte. Exported with the regular build's trainmem where there is one.
+mkdir -p "$work/FuzzStep/seeds"
+tm=${TRAINMEM:-$root/build/bin/trainmem}
+for f in "$fixtures"/gt/onnx/*_tiny.onnx "$root"/tests/data/measured/gt/onnx/*_tiny.onnx; do
+  [ -f "$f" ] || continue
+  name=$(basename "$f" .onnx)
+  if [ -x "$tm" ] && "$tm" export-onnx "$f" --default-dim=2 -o "$work/FuzzStep/$name.onnx" >/dev/null 2>&1; then
+    rm -f "$work/FuzzStep/$name.onnx.data"
+    model=$work/FuzzStep/$name.onnx
+  else
+    model=$f
+  fi
+  for setup in 0 1 2 3 4 5; do
+    { printf "\\$(printf '%03o' "$setup")"; cat "$model"; } > "$work/FuzzStep/seeds/$setup-$name.onnx"
+  done
+done
 
 total=0
 failed=""
-for target in FuzzOnnx FuzzHfConfig FuzzTraces FuzzUnpickle FuzzJsonReaders; do
+for target in FuzzOnnx FuzzStep FuzzHfConfig FuzzTraces FuzzUnpickle FuzzJsonReaders; do
   mkdir -p "$work/$target/corpus" "$work/$target/crashes"
   log=$work/$target/last-run.log
   # Small inputs run thousands of times faster; the ONNX target keeps room for real models.
-  case $target in FuzzOnnx) maxlen=262144 ;; *) maxlen=16384 ;; esac
+  case $target in FuzzOnnx|FuzzStep) maxlen=262144 ;; *) maxlen=16384 ;; esac
   if ! "$build/bin/$target" -max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=4096 \
        -max_len=$maxlen \
        -timeout=10 -artifact_prefix="$work/$target/crashes/" \

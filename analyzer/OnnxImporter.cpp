@@ -642,7 +642,8 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
     }
   }
 
-  inferShapes(G, Protos, Opsets);
+  if (llvm::Error E = inferShapes(G, Protos, Opsets))
+    return fileError(Path, llvm::toString(std::move(E)));
   // Declared types of outputs (and value_info the exporter wrote) complete what inference
   // cannot reach; bindInputs gave their symbolic dims the bound values. Only the tensors
   // inference left unknown are looked up (an export declares every tensor, and a table of

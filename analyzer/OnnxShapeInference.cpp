@@ -550,8 +550,8 @@ bool propagateValues(Graph &G, NodeId NId) {
   return true;
 }
 
-void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
-                 const std::map<std::string, int> &Opsets) {
+llvm::Error inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
+                        const std::map<std::string, int> &Opsets) {
   std::map<std::string, int> Failures;
   google::protobuf::Arena Arena; // the nodes' contexts; emptied every so often
   size_t SinceReset = 0;
@@ -565,6 +565,29 @@ void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
     auto Version = Opsets.find(N.Domain);
     const onnx::OpSchema *Schema =
         Version == Opsets.end() ? nullptr : onnxSchema(N.OpType, Version->second, N.Domain);
+    if (Schema) {
+      // What onnx.checker's arity check says; ONNX's inference functions and the memory
+      // rules then read the operands they need by position without looking again.
+      auto Outside = [](int Count, int Min, int Max) { return Count < Min || Count > Max; };
+      auto Range = [](int Min, int Max, const std::string &Noun) {
+        std::string Count = Max == std::numeric_limits<int>::max() ? "at least " + std::to_string(Min)
+                            : Min == Max ? std::to_string(Min)
+                                         : std::to_string(Min) + " to " + std::to_string(Max);
+        bool One = Min == 1 && (Max == 1 || Max == std::numeric_limits<int>::max());
+        return Count + " " + Noun + (One ? "" : "s");
+      };
+      auto Counted = [](int Count, const std::string &Noun) {
+        return std::to_string(Count) + " " + Noun + (Count == 1 ? "" : "s");
+      };
+      if (Outside(Proto.input_size(), Schema->min_input(), Schema->max_input()) ||
+          Outside(Proto.output_size(), Schema->min_output(), Schema->max_output()))
+        return llvm::createStringError(
+            llvm::inconvertibleErrorCode(), "node '%s' (%s) has %s and %s; %s (opset %d) takes %s and %s",
+            N.Name.c_str(), N.OpType.c_str(), Counted(Proto.input_size(), "input").c_str(),
+            Counted(Proto.output_size(), "output").c_str(), N.OpType.c_str(), Version->second,
+            Range(Schema->min_input(), Schema->max_input(), "input").c_str(),
+            Range(Schema->min_output(), Schema->max_output(), "output").c_str());
+    }
     // A node downstream of an unknown tensor would only fail again; the fallback
     // rules and the unknown-shape diagnostic deal with it.
     bool InputsTyped = true;
@@ -601,6 +624,7 @@ void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
     G.Diags.warning("shape-inference", "",
                     "ONNX shape inference failed on " + std::to_string(Count) + " node(s), " +
                         What);
+  return llvm::Error::success();
 }
 
 } // namespace trainmem

@@ -13,6 +13,8 @@
 
 #include "analyzer/Graph.h"
 
+#include "llvm/Support/Error.h"
+
 #include <onnx/onnx_pb.h>
 
 #include <map>
@@ -26,8 +28,10 @@ namespace trainmem {
 /// Opsets maps each domain to its imported version ("" for the default domain).
 /// Schemas come from onnxSchema (OnnxSchemas.h); a model with operators outside its table
 /// should have started the full registration (startSchemaRegistration) beforehand.
-void inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
-                 const std::map<std::string, int> &Opsets);
+/// Errors: a node with fewer or more inputs or outputs than its operator's schema allows
+/// (no runtime can run it, and the memory rules read operands by position).
+llvm::Error inferShapes(Graph &G, const std::vector<const onnx::NodeProto *> &Protos,
+                        const std::map<std::string, int> &Opsets);
 
 /// Computes the values of a node's small outputs from its inputs' values (shape
 /// arithmetic). Returns true when it filled at least one output.

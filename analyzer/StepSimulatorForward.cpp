@@ -320,9 +320,12 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       if (ActiveSelective >= 0) {
         if (Item.What == SavedItem::Extra)
           continue;
-        TensorId T = Item.What == SavedItem::Input ? Op.Inputs[Item.Index]
-                                                   : Op.Outputs[Item.Index];
-        StorageId Cand = storageOf(T);
+        // A rule names inputs by position; a node with fewer (malformed, or optional
+        // ones left off) saves nothing there, as below.
+        const auto &Listed = Item.What == SavedItem::Input ? Op.Inputs : Op.Outputs;
+        if (Item.Index < 0 || Item.Index >= static_cast<int>(Listed.size()))
+          continue;
+        StorageId Cand = storageOf(Listed[Item.Index]);
         bool Persistent = Cand != NoStorage && (Mem[Cand].Category == Cat::Weights ||
                                                  Mem[Cand].Category == Cat::Inputs);
         bool SegmentInput = false;
@@ -630,7 +633,8 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
     // A stored matmul is not rerun; its backward reads the recomputed inputs.
     const OpMemoryRule &Rule = ruleFor(I);
     for (const SavedItem &Item : Rule.Saved)
-      if (Item.What == SavedItem::Input) {
+      if (Item.What == SavedItem::Input &&
+          Item.Index < static_cast<int>(Ops[I].Inputs.size())) {
         StorageId St = storageOf(Ops[I].Inputs[Item.Index]);
         if (St == NoStorage ||
             std::find(SavedBy[I].begin(), SavedBy[I].end(), St) != SavedBy[I].end())

@@ -172,6 +172,26 @@ TEST_F(OnnxImporterBadFiles, StridesDilationsKernelsAndGroupsMustBePositive) {
   }
 }
 
+TEST_F(OnnxImporterBadFiles, ANodeWithTheWrongNumberOfOperandsIsAnError) {
+  // The memory rules read a Mul's or a Conv's operands by position; a node short of them
+  // read past its input list under selective checkpointing (found by FuzzStep).
+  OnnxModelWriter W;
+  W.input("x", {2, 4});
+  W.node("Mul", {"x"}, {"y"}, "/scale/Mul");
+  W.output("y");
+  std::string Path = writeBytes("short.onnx", W.bytes());
+  std::string Msg = importError(Path);
+  EXPECT_TRUE(contains(Msg, Path)) << Msg;
+  EXPECT_TRUE(contains(Msg, "node '/scale/Mul' (Mul) has 1 input and 1 output; Mul")) << Msg;
+  EXPECT_TRUE(contains(Msg, "takes 2 inputs and 1 output")) << Msg;
+  OnnxModelWriter V;
+  V.input("x", {2, 4});
+  V.node("Concat", {"x", "x"}, {"y", "z"}, "/cat/Concat").i("axis", 0);
+  V.output("y");
+  Msg = importError(writeBytes("extra.onnx", V.bytes()));
+  EXPECT_TRUE(contains(Msg, "takes at least 1 input and 1 output")) << Msg;
+}
+
 TEST(OnnxFuzzRegressions, FoundInputsAreErrorsNotCrashes) {
   // Inputs the fuzzer found (tests/fuzz/README.md); under the sanitizers they were
   // overflows, here they must import or fail with a message naming the file.

@@ -8,6 +8,7 @@
 
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/Hashing.h"
+#include "llvm/ADT/SmallVector.h"
 #include "llvm/Support/MathExtras.h"
 
 #include <algorithm>
@@ -286,6 +287,18 @@ std::vector<std::string> repeatedBlocks(const Graph &G) {
   }
   llvm::erase_if(Order, [&](const std::string &B) { return !Composite.count(B); });
   return Order;
+}
+
+bool isPermutation(llvm::ArrayRef<int64_t> Perm, size_t Rank) {
+  if (Perm.size() != Rank)
+    return false;
+  llvm::SmallVector<bool, 8> Seen(Rank, false);
+  for (int64_t P : Perm) {
+    if (P < 0 || P >= static_cast<int64_t>(Rank) || Seen[P])
+      return false;
+    Seen[P] = true;
+  }
+  return true;
 }
 
 } // namespace trainmem

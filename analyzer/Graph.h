@@ -12,6 +12,7 @@
 #include "analyzer/DType.h"
 #include "analyzer/Diagnostics.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -234,6 +235,10 @@ llvm::StringRef blockPrefix(llvm::StringRef LayerPath);
 /// single layer such as a Sequential's "stem.0" Conv2d is not a repeated block: models
 /// checkpoint their transformer or residual blocks, not those.
 std::vector<std::string> repeatedBlocks(const Graph &G);
+
+/// Whether Perm (a Transpose's "perm") reorders the dims of a rank-Rank tensor: each of
+/// 0..Rank-1 once. A file's attribute is read as such only after this says so.
+bool isPermutation(llvm::ArrayRef<int64_t> Perm, size_t Rank);
 
 } // namespace trainmem
 

@@ -295,7 +295,7 @@ std::optional<Value> evaluate(const Graph &G, const Node &N) {
     if (Perm.empty())
       for (size_t K = Rank; K-- > 0;)
         Perm.push_back(static_cast<int64_t>(K));
-    if (Perm.size() != Rank)
+    if (!isPermutation(Perm, Rank))
       return std::nullopt;
     Value V;
     V.Integral = Data.Integral;

@@ -260,7 +260,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       if (Kind == "Transpose") {
         std::vector<int64_t> Perm = G.Nodes[Op.Nodes[0]].intsAttr("perm").value_or(
             std::vector<int64_t>{});
-        if (Perm.size() == Src.L.Shape.size()) {
+        if (isPermutation(Perm, Src.L.Shape.size())) {
           for (int64_t P : Perm) {
             L.Shape.push_back(Src.L.Shape[P]);
             L.Strides.push_back(Src.L.Strides[P]);

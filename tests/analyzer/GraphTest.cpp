@@ -150,3 +150,12 @@ TEST(Graph, ReservingKeepsEveryNameFound) {
     EXPECT_GE(G.Tensors.capacity(), Reserved);
   }
 }
+
+TEST(Graph, PermutationsAreEachDimOnce) {
+  EXPECT_TRUE(isPermutation({0, 2, 1}, 3));
+  EXPECT_TRUE(isPermutation({}, 0));
+  EXPECT_FALSE(isPermutation({0, 2, 1, 42}, 4)) << "a dim past the rank";
+  EXPECT_FALSE(isPermutation({0, -1, 1}, 3)) << "a negative dim";
+  EXPECT_FALSE(isPermutation({0, 1, 1}, 3)) << "a dim twice";
+  EXPECT_FALSE(isPermutation({1, 0}, 3)) << "the wrong length";
+}

@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------------===//
 #include "tests/analyzer/OnnxImporterSupport.h"
 
+#include "analyzer/StepSimulator.h"
+
 namespace {
 
 using OnnxImporterLimits = OnnxImporterTest;
@@ -190,6 +192,33 @@ TEST_F(OnnxImporterBadFiles, ANodeWithTheWrongNumberOfOperandsIsAnError) {
   V.output("y");
   Msg = importError(writeBytes("extra.onnx", V.bytes()));
   EXPECT_TRUE(contains(Msg, "takes at least 1 input and 1 output")) << Msg;
+}
+
+TEST_F(OnnxImporterBadFiles, ATransposeWithABadPermIsNotReadPastItsInput) {
+  // perm [0, 2, 42] (found by FuzzStep): ONNX's inference rejects it; the simulator's view
+  // layout and the value propagation read the input's dims at those positions, past
+  // the end (wild strides, a signed overflow under UBSan). The step is simulated with the
+  // output unknown and a warning naming the node.
+  OnnxModelWriter W;
+  W.input("x", {2, 4, 8});
+  W.initializer("fc.weight", {8, 8}, randomFloats(64, 1));
+  W.node("MatMul", {"x", "fc.weight"}, {"h"}, "/fc/MatMul");
+  W.node("Transpose", {"h"}, {"t"}, "/t/Transpose").ints("perm", {0, 2, 42});
+  W.node("Relu", {"t"}, {"y"}, "/act/Relu");
+  W.output("y");
+  Graph G = importOk(writeBytes("perm.onnx", W.bytes()));
+  EXPECT_FALSE(G.Tensors[G.Outputs[0]].ShapeKnown);
+  bool Warned = false;
+  for (const Diagnostic &D : G.Diags.all())
+    Warned |= contains(D.Message, "Transpose");
+  EXPECT_TRUE(Warned);
+  TrainingSetup S;
+  S.Device = DeviceKind::Cpu;
+  auto Census = takeCensus(G, S);
+  ASSERT_TRUE(static_cast<bool>(Census)) << llvm::toString(Census.takeError());
+  auto Sim = simulateStep(G, S, *Census);
+  ASSERT_TRUE(static_cast<bool>(Sim)) << llvm::toString(Sim.takeError());
+  EXPECT_GT(Sim->Peak, 0);
 }
 
 TEST(OnnxFuzzRegressions, FoundInputsAreErrorsNotCrashes) {

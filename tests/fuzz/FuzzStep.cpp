@@ -1,9 +1,10 @@
 //===- FuzzStep.cpp - a whole step's prediction on arbitrary ONNX bytes ----------===//
 //
 // FuzzOnnx stops at the import; this target goes on with what imports: the strategies
-// (LoRA on every linear, checkpointing, a sparse update), the census, the step simulation
-// with details, the report and its JSON. The first byte picks the setup, the rest is the
-// ONNX file. (LoRA read past an unknown shape on real models this way: plan crashed.)
+// (LoRA on every linear, checkpointing, a sparse update, ZeRO-3, GaLore), the census, the
+// step simulation with details, the report and its JSON. The first byte picks the setup,
+// the rest is the ONNX file. It found a zero stride dividing inside ONNX's inference and
+// a Conv with one input read past under selective checkpointing.
 //
 //===----------------------------------------------------------------------------===//
 #include "FuzzSupport.h"
@@ -25,7 +26,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *Data, size_t Size) {
     return 0;
   }
   trainmem::TrainingSetup Setup;
-  switch (Pick % 6) {
+  switch (Pick % 8) {
   case 0: Setup.Device = trainmem::DeviceKind::Cpu; break;
   case 1:
     Setup.Prec = trainmem::Precision::AmpBf16;
@@ -44,6 +45,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *Data, size_t Size) {
     Setup.KeepGrads = true;
     break;
   case 5: Setup.Checkpoint = "blocks:0-0+selective:1-1"; break;
+  case 6:
+    Setup.Sharding.ZeroStage = 3;
+    Setup.Sharding.Gpus = 2;
+    Setup.Prec = trainmem::Precision::MixedBf16;
+    break;
+  case 7:
+    Setup.Galore = trainmem::GaloreSetup{};
+    Setup.Galore->Rank = 2;
+    Setup.Galore->PerLayer = Pick & 8;
+    Setup.Prec = trainmem::Precision::Bf16;
+    break;
   }
   if (llvm::Error E = trainmem::applyStrategies(*G, Setup)) {
     llvm::consumeError(std::move(E));

@@ -54,7 +54,7 @@ for f in "$fixtures"/gt/onnx/*_tiny.onnx "$root"/tests/data/measured/gt/onnx/*_t
   else
     model=$f
   fi
-  for setup in 0 1 2 3 4 5; do
+  for setup in 0 1 2 3 4 5 6 7; do
     { printf "\\$(printf '%03o' "$setup")"; cat "$model"; } > "$work/FuzzStep/seeds/$setup-$name.onnx"
   done
 done

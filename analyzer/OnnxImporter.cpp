@@ -599,7 +599,11 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
     G.Diags.note("attribute-skipped", A.first,
                  "attribute of a kind the IR does not keep (" + std::to_string(A.second) +
                      " nodes); not needed for memory");
-  for (const auto &O : GP.output()) {
+  for (int K = 0; K < GP.output_size(); ++K) {
+    const onnx::ValueInfoProto &O = GP.output(K);
+    if (O.name().empty())
+      return fileError(Path, "graph output " + std::to_string(K) +
+                                 " has no name; every graph output names the tensor it returns");
     TensorId Id = Ensure(O.name());
     Tensor &T = G.Tensors[Id];
     T.IsGraphOutput = true;

@@ -221,6 +221,19 @@ TEST_F(OnnxImporterBadFiles, ATransposeWithABadPermIsNotReadPastItsInput) {
   EXPECT_GT(Sim->Peak, 0);
 }
 
+TEST_F(OnnxImporterBadFiles, AnUnnamedGraphOutputIsAnError) {
+  // Found by FuzzStep: the output's tensor id was "none" and indexed the tensor list.
+  OnnxModelWriter W;
+  W.input("x", {2, 4});
+  W.node("Relu", {"x"}, {"y"}, "/act/Relu");
+  W.output("y");
+  W.output("");
+  std::string Path = writeBytes("unnamed.onnx", W.bytes());
+  std::string Msg = importError(Path);
+  EXPECT_TRUE(contains(Msg, Path)) << Msg;
+  EXPECT_TRUE(contains(Msg, "graph output 1 has no name")) << Msg;
+}
+
 TEST(OnnxFuzzRegressions, FoundInputsAreErrorsNotCrashes) {
   // Inputs the fuzzer found (tests/fuzz/README.md); under the sanitizers they were
   // overflows, here they must import or fail with a message naming the file.

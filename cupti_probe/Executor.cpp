@@ -87,6 +87,22 @@ llvm::Error ExecutorImpl::checkSetup() {
   }
   if (Setup.Galore && Setup.Galore->PerLayer)
     return No("--galore-per-layer");
+  // Every kernel is sized by the graph's shapes; a tensor inference left unknown would be
+  // run as a scalar (a Transpose indexed its dims past the end).
+  size_t Unknown = 0;
+  TensorId First = NoTensor;
+  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T) {
+    const Tensor &X = G.Tensors[T];
+    if (X.ShapeKnown || (X.Consumers.empty() && !X.IsGraphOutput))
+      continue;
+    ++Unknown;
+    if (First == NoTensor)
+      First = T;
+  }
+  if (Unknown)
+    return No("a graph with tensors of unknown shape (" + std::to_string(Unknown) +
+              ", the first '" + G.Tensors[First].Name +
+              "'; see the unknown-shape warning, and bind dims with --dim or --input)");
   return llvm::Error::success();
 }
 

@@ -131,6 +131,9 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
     if (Perm.empty())
       for (size_t D = X.Dims.size(); D-- > 0;)
         Perm.push_back(static_cast<int64_t>(D));
+    if (!isPermutation(Perm, X.Dims.size()))
+      return unsupported(Op, "its perm does not reorder the input's " +
+                                 std::to_string(X.Dims.size()) + " dims");
     Shape Dims, Strides;
     for (int64_t D : Perm) {
       Dims.push_back(X.Dims[D]);

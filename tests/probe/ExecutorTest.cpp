@@ -124,6 +124,31 @@ TEST(Executor, UnsupportedOpsAreNamed) {
   EXPECT_NE(Msg.find("op Conv"), std::string::npos) << Msg;
 }
 
+TEST(Executor, TensorsOfUnknownShapeAreRefusedNotRunAsScalars) {
+  // A Transpose of a tensor inference left unknown indexed its dims past the end (SIGSEGV
+  // in `validate` on ONNX Runtime's distilbert attention-fusion model).
+  GraphBuilder B("mlp");
+  TensorId X = B.input("x", {2, 8});
+  TensorId W = B.weight("fc.weight", {8, 4});
+  TensorId H = B.op("MatMul", {X, W}, {2, 4}, "/fc/MatMul");
+  TensorId T = B.op("Transpose", {H}, {4, 2}, "/t/Transpose");
+  B.output(B.op("Transpose", {T}, {2, 4}, "/back/Transpose"));
+  Graph G = B.finish();
+  G.Tensors[T].ShapeKnown = false;
+  G.Tensors[T].Shape.clear();
+  TrainingSetup Setup;
+  Setup.Impl = OptimizerImpl::Fused;
+  auto Census = takeCensus(G, Setup);
+  ASSERT_TRUE(bool(Census));
+  auto Dev = kernels::makeHostDevice();
+  auto M = executeTrainingSteps(G, Setup, *Census, *Dev);
+  ASSERT_FALSE(bool(M));
+  std::string Msg = llvm::toString(M.takeError());
+  EXPECT_NE(Msg.find("tensors of unknown shape (1, the first '/t/Transpose_output_0'"),
+            std::string::npos)
+      << Msg;
+}
+
 /// Analytic gradients against central differences of the loss, for every parameter.
 void expectGradientsMatchFiniteDifferences(const Graph &G) {
   TrainingSetup Setup;

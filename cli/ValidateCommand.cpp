@@ -18,9 +18,11 @@
 
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <cmath>
+#include <optional>
 
 namespace cl = llvm::cl;
 
@@ -207,6 +209,27 @@ void writeText(const Outcome &R, llvm::raw_ostream &OS) {
     OS << "note: " << N << "\n";
 }
 
+/// What the kernel reckons can still be allocated without swapping (MemAvailable in
+/// /proc/meminfo), where it says; /proc files are read as streams (their size reads 0).
+std::optional<int64_t> hostMemoryAvailable() {
+  auto Info = llvm::MemoryBuffer::getFileAsStream("/proc/meminfo");
+  if (!Info)
+    return std::nullopt;
+  llvm::StringRef Rest = (*Info)->getBuffer();
+  while (!Rest.empty()) {
+    llvm::StringRef Line;
+    std::tie(Line, Rest) = Rest.split('\n');
+    if (!Line.consume_front("MemAvailable:"))
+      continue;
+    Line = Line.trim();
+    int64_t KiB = 0;
+    if (Line.consume_back("kB") && !Line.trim().getAsInteger(10, KiB))
+      return KiB * 1024;
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 } // namespace
 
 int runValidate() {
@@ -252,6 +275,19 @@ int runValidate() {
   if (!Predicted)
     return reportError(Predicted.takeError());
   R.Predicted = std::move(*Predicted);
+  // The step really runs: on the host, a model whose predicted peak does not fit in the
+  // memory the kernel has left would be killed by the OOM killer (or swap for hours)
+  // partway through, where a message can say what to do instead. A fifth is kept back for
+  // what the prediction leaves out (the process, the allocator's slack).
+  if (!Dev->isCuda())
+    if (auto Available = hostMemoryAvailable();
+        Available && R.Predicted.Peak.value_or(0) > *Available / 5 * 4)
+      return reportError(usage(
+          "the step would need about " + formatBytes(R.Predicted.Peak.value_or(0)) +
+          " (the predicted peak) and this machine has " + formatBytes(*Available) +
+          " available: validate runs the real step, so validate a smaller shape of the model "
+          "(fewer layers in the config, a smaller --dim batch or seq); `trainmem analyze` "
+          "predicts the full one"));
   // The executor runs the same strategies on its own copy of the graph.
   auto G = importRequestedModel(*Request);
   if (!G)

@@ -170,6 +170,17 @@ TEST(GoldenHistory, RecordedRunsAndThePeakPerCommit) {
   llvm::sys::fs::remove_directories(Dir);
 }
 
+TEST(Validate, AModelTooLargeForThisMachineIsRefusedBeforeItRuns) {
+  // validate runs the real step with random weights: gemma-2b at seq 8 filled a 23 GiB
+  // machine until the OOM killer ended it (exit 137). LLaMA-2-70B's ~1 TiB step fits no
+  // build machine; the command must say so, not start. (The available bytes vary.)
+  std::string Out = runTrainmem({"validate", "--hf-config=samples/hf/llama-2-70b/config.json",
+                                 "--dim", "batch=1", "--dim", "seq=8"});
+  EXPECT_EQ(Out.rfind("exit code 1", 0), 0u) << Out;
+  EXPECT_NE(Out.find("trainmem: error: the step would need about "), std::string::npos) << Out;
+  EXPECT_NE(Out.find("available: validate runs the real step"), std::string::npos) << Out;
+}
+
 const std::string GT = "../shared/fixtures/gt/onnx/";
 
 const GoldenCase Cases[] = {

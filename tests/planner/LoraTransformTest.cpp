@@ -43,6 +43,18 @@ int64_t countNamed(const Graph &G, llvm::StringRef Needle) {
   return N;
 }
 
+/// applyLora's error for Targets on G ("" and a failure when it applies).
+std::string loraError(const Graph &G, std::vector<std::string> Targets) {
+  LoraSetup Lora;
+  Lora.Targets = std::move(Targets);
+  auto L = applyLora(G, Lora);
+  if (L) {
+    ADD_FAILURE() << "LoRA applied to " << G.Name;
+    return "";
+  }
+  return llvm::toString(L.takeError());
+}
+
 TrainingSetup adaptersOnly(const Graph &G) {
   TrainingSetup S;
   S.TrainableFile = std::string("(LoRA adapters)");
@@ -76,11 +88,7 @@ TEST(LoraTransform, AllLinearSkipsTheHeadAndUnknownTargetsListTheModules) {
   ASSERT_TRUE(static_cast<bool>(L));
   EXPECT_EQ(countNamed(*L, "lora_A"), 8) << "q, v, up, down in 2 layers; not lm_head";
   EXPECT_EQ(countNamed(*L, "lm_head.lora_A"), 0);
-  LoraSetup Bad;
-  Bad.Targets = {"o_proj"};
-  auto E = applyLora(G, Bad);
-  ASSERT_FALSE(static_cast<bool>(E));
-  std::string Msg = llvm::toString(E.takeError());
+  std::string Msg = loraError(G, {"o_proj"});
   EXPECT_NE(Msg.find("o_proj"), std::string::npos) << Msg;
   EXPECT_NE(Msg.find("down_proj"), std::string::npos) << "lists the linear modules: " << Msg;
 }
@@ -91,12 +99,7 @@ TEST(LoraTransform, AllLinearSaysWhyItFindsNothing) {
   TensorId X = B.input("x", {2, 8});
   TensorId W = B.weight("classifier.weight", {8, 10});
   B.output(B.op("MatMul", {B.op("Relu", {X}, {2, 8}, "/Relu"), W}, {2, 10}, "/classifier/MatMul"));
-  Graph HeadOnly = B.finish();
-  LoraSetup All;
-  All.Targets = {"all-linear"};
-  auto E = applyLora(HeadOnly, All);
-  ASSERT_FALSE(static_cast<bool>(E));
-  std::string Msg = llvm::toString(E.takeError());
+  std::string Msg = loraError(B.finish(), {"all-linear"});
   EXPECT_NE(Msg.find("its only linear layers (classifier) produce its output"),
             std::string::npos)
       << Msg;
@@ -104,9 +107,7 @@ TEST(LoraTransform, AllLinearSaysWhyItFindsNothing) {
   GraphBuilder C;
   TensorId Y = C.input("x", {2, 8});
   C.output(C.op("Relu", {C.op("Add", {Y, C.weight("bias", {8})}, {2, 8}, "/Add")}, {2, 8}, "/Relu"));
-  auto None = applyLora(C.finish(), All);
-  ASSERT_FALSE(static_cast<bool>(None));
-  Msg = llvm::toString(None.takeError());
+  Msg = loraError(C.finish(), {"all-linear"});
   EXPECT_NE(Msg.find("it has none"), std::string::npos) << Msg;
 }
 
@@ -121,11 +122,7 @@ TEST(LoraTransform, ALinearOfUnknownShapeIsAnErrorNotACrash) {
   ASSERT_NE(Input, NoTensor);
   G.Tensors[Input].ShapeKnown = false;
   G.Tensors[Input].Shape.clear();
-  LoraSetup All;
-  All.Targets = {"all-linear"};
-  auto E = applyLora(G, All);
-  ASSERT_FALSE(static_cast<bool>(E));
-  std::string Msg = llvm::toString(E.takeError());
+  std::string Msg = loraError(G, {"all-linear"});
   EXPECT_NE(Msg.find("'layers.1.mlp.up_proj'"), std::string::npos) << Msg;
   EXPECT_NE(Msg.find("left unknown"), std::string::npos) << Msg;
   // Targets that avoid it still apply.

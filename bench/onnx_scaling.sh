@@ -17,6 +17,8 @@
 # Times are wall clock in milliseconds, medians of 5 runs. Python is
 # Debian's (/usr/bin/python3 with python3-onnx) where it has onnx, else python3 on PATH;
 # PYTHON=... picks another. Usage: bench/onnx_scaling.sh [BUILD_DIR]
+# Run as `sh bench/onnx_scaling.sh`, dash would have no EPOCHREALTIME: bash runs it.
+[ -n "${BASH_VERSION:-}" ] || exec bash "$0" "$@"
 set -eu
 export LC_ALL=C  # EPOCHREALTIME with a decimal point
 build=${1:-build}

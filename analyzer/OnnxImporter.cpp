@@ -631,9 +631,10 @@ llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &O
                       (Key == "group" && llvm::StringRef(Nd.OpType).startswith("Conv"));
       if (!Positive)
         continue;
-      std::vector<int64_t> Values;
+      // A view of the value, not a copy: every Conv and pooling node of a CNN passes here.
+      llvm::ArrayRef<int64_t> Values;
       if (const auto *One = std::get_if<int64_t>(&Value))
-        Values = {*One};
+        Values = *One;
       else if (const auto *Many = std::get_if<std::vector<int64_t>>(&Value))
         Values = *Many;
       if (llvm::any_of(Values, [](int64_t V) { return V < 1; }))

@@ -213,6 +213,12 @@ private:
 };
 char StrategyNotApplicable::ID = 0;
 
+/// The error a search fails with for one candidate: its name, then why.
+llvm::Error planError(const std::string &Name, const std::string &Why) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s", Name.c_str(),
+                                 Why.c_str());
+}
+
 llvm::Error notApplicable(llvm::Error E) {
   return llvm::make_error<StrategyNotApplicable>(llvm::toString(std::move(E)));
 }
@@ -530,8 +536,7 @@ llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t T
     if (!AtOne.Ok && AtOne.NotApplicable)
       return llvm::make_error<StrategyNotApplicable>(AtOne.Error);
     if (!AtOne.Ok)
-      return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
-                                     C.Name.c_str(), AtOne.Error.c_str());
+      return planError(C.Name, AtOne.Error);
     BestEval = AtOne;
     if (OneFits)
       Lo = 1;
@@ -691,8 +696,7 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
     llvm::Error Failed = llvm::handleErrors(
         Result.takeError(), [&](const StrategyNotApplicable &N) -> llvm::Error {
           if (!R.Skipped)
-            return llvm::createStringError(llvm::inconvertibleErrorCode(), "plan '%s': %s",
-                                           All[I].Name.c_str(), N.why().c_str());
+            return planError(All[I].Name, N.why());
           Skipped.push_back({All[I].Name, N.why()});
           return llvm::Error::success();
         });

@@ -8,9 +8,15 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/CachingAllocatorModel.h"
 #include "analyzer/ModelImporter.h"
+#include "analyzer/OnnxExporter.h"
 #include "analyzer/ParameterCensus.h"
+#include "analyzer/ReportWriters.h"
 #include "analyzer/StepSimulator.h"
+#include "planner/StepPrediction.h"
 #include "planner/StrategyApply.h"
+
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <benchmark/benchmark.h>
 
@@ -112,6 +118,105 @@ void BM_ImportHfConfig7B(benchmark::State &State) {
   State.counters["nodes"] = static_cast<double>(Nodes);
 }
 BENCHMARK(BM_ImportHfConfig7B)->Unit(benchmark::kMillisecond);
+
+/// The LLaMA-2-7B weightless ONNX export (batch 1, seq 2048: what bench/onnx_scaling.sh
+/// analyses), written once to a temporary file and removed at exit.
+const std::string &llama7BOnnx() {
+  struct TempOnnx {
+    std::string Path;
+    std::string Error;
+    TempOnnx() {
+      llvm::SmallString<128> P;
+      if (std::error_code EC =
+              llvm::sys::fs::createTemporaryFile("trainmem-bench-llama7b", "onnx", P)) {
+        Error = EC.message();
+        return;
+      }
+      Path = std::string(P);
+      llvm::Expected<Graph> G = importHfConfig(Llama7BConfig, llama7BOptions());
+      if (!G) {
+        Error = llvm::toString(G.takeError());
+        return;
+      }
+      if (llvm::Error E = exportWeightlessOnnx(*G, Path))
+        Error = llvm::toString(std::move(E));
+    }
+    ~TempOnnx() {
+      if (!Path.empty()) {
+        llvm::sys::fs::remove(Path);
+        llvm::sys::fs::remove(weightlessOnnxDataPath(Path));
+      }
+    }
+  };
+  static TempOnnx File;
+  return File.Error.empty() ? File.Path : File.Error;
+}
+
+/// Counts the bytes written to it, through a buffer as the CLI's file stream.
+class CountingStream : public llvm::raw_ostream {
+  uint64_t Bytes = 0;
+  void write_impl(const char *, size_t Size) override { Bytes += Size; }
+  uint64_t current_pos() const override { return Bytes; }
+};
+
+/// `trainmem analyze` of the 7B ONNX export inside a running process, every call after
+/// the first: Arg 0 the import alone (reading the file and inferring every tensor's
+/// shape: the work of Python's `onnx.load` + `infer_shapes`, which bench/onnx_scaling.sh
+/// times the same way, repeated in one interpreter), 1 the whole analysis (import,
+/// census, step simulation with details, report, JSON formatted into a buffered
+/// stream that counts its bytes). The first
+/// call, which also builds the ONNX operator schemas the model uses, is reported as the
+/// counter first_call_ms.
+void BM_AnalyzeOnnx7B(benchmark::State &State) {
+  const std::string &Path = llama7BOnnx();
+  if (!llvm::sys::fs::exists(Path)) {
+    State.SkipWithError(Path.c_str());
+    return;
+  }
+  const bool Whole = State.range(0) == 1;
+  ImportOptions Options;
+  uint64_t JsonBytes = 0;
+  auto analyzeOnce = [&]() -> llvm::Error {
+    llvm::Expected<Graph> G = importModel(Path, Options);
+    if (!G)
+      return G.takeError();
+    if (!Whole) {
+      benchmark::DoNotOptimize(G->Nodes.data());
+      return llvm::Error::success();
+    }
+    TrainingSetup Setup;
+    llvm::Expected<MemoryReport> Report = predictStepReport(std::move(*G), Setup);
+    if (!Report)
+      return Report.takeError();
+    CountingStream OS;
+    writeReportJson(*Report, OS);
+    JsonBytes = OS.tell();
+    return llvm::Error::success();
+  };
+  static double FirstCallMs = -1;
+  if (FirstCallMs < 0) {
+    auto Start = std::chrono::steady_clock::now();
+    if (llvm::Error E = analyzeOnce()) {
+      State.SkipWithError(llvm::toString(std::move(E)).c_str());
+      return;
+    }
+    FirstCallMs = std::chrono::duration<double, std::milli>(
+                      std::chrono::steady_clock::now() - Start)
+                      .count();
+  }
+  for (auto _ : State) {
+    if (llvm::Error E = analyzeOnce()) {
+      State.SkipWithError(llvm::toString(std::move(E)).c_str());
+      return;
+    }
+  }
+  State.counters["first_call_ms"] = FirstCallMs;
+  // A label rather than a counter: the CSV reporter needs every run to have the same ones.
+  State.SetLabel(Whole ? "import, census, simulation, report, " + std::to_string(JsonBytes) +
+                             " bytes of JSON"
+                       : std::string("import"));
+}
+BENCHMARK(BM_AnalyzeOnnx7B)->ArgName("whole")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 /// Arg 0: with details (the timeline and the tensors at the peak, as `analyze` reports),
 /// 1: figures only (as the planner's evaluations), both on CUDA with the allocator replay.

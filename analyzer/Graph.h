@@ -74,6 +74,17 @@ struct Tensor {
   NodeId Producer = NoNode;
   std::vector<NodeId> Consumers;
   bool IsGraphOutput = false;
+  /// The model computes this tensor in fp32 whatever the training precision: an explicit
+  /// upcast in its code (transformers' RMSNorm: `hidden_states.to(torch.float32)`) that
+  /// an fp32 graph cannot show, as the cast changes nothing there. Set by the HF
+  /// importer; the simulator keeps it, and what is computed from it, in fp32 up to a
+  /// CastLike back to the model's dtype.
+  bool UpcastToFp32 = false;
+  /// An attention mask that is the causal pattern alone (a decoder's, no padding, no
+  /// sliding window shorter than the sequence): transformers then calls PyTorch's SDPA
+  /// with is_causal=True and never builds it, nor repeats grouped key/value heads
+  /// (enable_gqa); eager attention adds it. Set by the HF importer.
+  bool PureCausalMask = false;
   PayloadRef Payload;
   /// Values of small stored integer/float tensors (at most SmallValueLimit elements):
   /// shapes, axes, slice bounds and scalars that shape inference and export need.
@@ -142,6 +153,10 @@ struct Graph {
   /// Training-time dropout probability the model's config declares (HF configs); the
   /// simulator applies it unless --dropout says otherwise.
   std::optional<double> DeclaredDropout;
+  /// The model's loss casts the logits to fp32 first whatever its dtype (transformers'
+  /// ForCausalLMLoss and ForMaskedLMLoss: `logits.float()`), so a 16-bit model's
+  /// log_softmax is fp32 as under autocast.
+  bool LossUpcastsLogits = false;
   /// True when the model's source says attention runs fused (HF's default SDPA).
   bool DeclaredFusedAttention = false;
   /// Parameters stored quantized (QLoRA's NF4 base weights), by tensor.

@@ -143,6 +143,8 @@ struct HfModel {
   int64_t Vocab = 0, MaxPositions = 0, TypeVocab = 0, RotaryDim = 0;
   double NormEps = 1e-6, RopeTheta = 10000.0;
   bool RopeScaled = false;
+  /// Mistral's (and Qwen2's, with use_sliding_window) attention window; 0: none.
+  int64_t SlidingWindow = 0;
   Activation Act = Activation::Silu;
   bool Tie = false, QkvBias = false, OutBias = false, MlpBias = false;
   bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
@@ -266,6 +268,9 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     }
     M.GemmaNorm = M.ModelType == "gemma";
     readRope(R, Obj, M, "rope_theta", "", 1.0);
+    // null (Mistral v0.2 on) or absent: no window. Qwen2 uses it only when asked.
+    if (M.ModelType == "mistral" || (M.ModelType == "qwen2" && R.get("use_sliding_window", false)))
+      M.SlidingWindow = Obj.getInteger("sliding_window").value_or(0);
     break;
   case ArchFamily::Gpt2:
     M.QkvBias = M.OutBias = M.MlpBias = true;
@@ -333,26 +338,31 @@ TensorId linear(OnnxGraphBuilder &B, const Module &Mod, TensorId X, int64_t In, 
 }
 
 /// LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, with rsqrt exported as
-/// Reciprocal(Sqrt). GemmaRMSNorm scales by (1 + weight) instead.
+/// Reciprocal(Sqrt), computed in fp32 whatever the model's dtype (`x.to(torch.float32)`,
+/// then `.to(input_dtype)` before the weight). GemmaRMSNorm scales by
+/// (1 + weight.float()) in fp32 and casts back after.
 TensorId rmsNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
                  const std::string &OutName = "") {
   const std::string &S = Mod.Scope;
   TensorId Weight = B.parameter(Mod.param("weight"), {M.Hidden});
-  TensorId Sq = B.binary(S, "Pow", X, B.scalar(2.0));
+  TensorId Xf = B.upcastToFp32(S, X);
+  TensorId Sq = B.binary(S, "Pow", Xf, B.scalar(2.0));
   Shape MeanShape = B.shape(X);
   MeanShape.back() = 1;
   TensorId Mean = B.op(S, "ReduceMean", {Sq}, MeanShape, DType::Float32,
                        {{"axes", std::vector<int64_t>{-1}}, {"keepdims", int64_t{1}}});
   TensorId Inv = B.unary(S, "Reciprocal",
                          B.unary(S, "Sqrt", B.binary(S, "Add", Mean, B.scalar(M.NormEps))));
-  TensorId Normed = B.binary(S, "Mul", X, Inv);
+  TensorId Normed = B.binary(S, "Mul", Xf, Inv);
   if (M.GemmaNorm) {
-    TensorId Scale = B.binary(S, "Add", Weight, B.scalar(1.0));
+    TensorId Scale = B.binary(S, "Add", B.upcastToFp32(S, Weight), B.scalar(1.0));
+    TensorId Scaled = B.binary(S, "Mul", Normed, Scale);
     B.nameNextOutput(OutName);
-    return B.binary(S, "Mul", Normed, Scale);
+    return B.castLike(S, Scaled, X);
   }
+  TensorId Back = B.castLike(S, Normed, X);
   B.nameNextOutput(OutName);
-  return B.binary(S, "Mul", Weight, Normed);
+  return B.binary(S, "Mul", Weight, Back);
 }
 
 /// nn.LayerNorm as opset 17's LayerNormalization.
@@ -423,6 +433,13 @@ TensorId causalMask(OnnxGraphBuilder &B, const Module &Base, TensorId Positions,
   TensorId Allowed =
       B.op(Base.Scope, "LessOrEqual", {Kv, Q}, {1, 1, D.Seq, D.Seq}, DType::Bool);
   return additiveMask(B, Base.Scope, Allowed, D);
+}
+
+/// The mask is the causal pattern alone when no sliding window cuts into the sequence
+/// (masking_utils._ignore_causal_mask_sdpa: kv_length < the window): the SDPA path then
+/// never builds it (Tensor::PureCausalMask).
+void markPureCausal(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D, TensorId Mask) {
+  B.tensor(Mask).PureCausalMask = M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow;
 }
 
 /// The rotary embedding module (one per model in transformers 5.x): freqs = position_ids *
@@ -532,6 +549,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   TensorId Positions = B.range(Base.Scope, D.Seq);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
   TensorId Mask = causalMask(B, Base, Positions, D);
+  markPureCausal(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     Module Layer = Base.child("layers." + std::to_string(L));
@@ -589,6 +607,7 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId X = B.binary(Base.Scope, "Add", B.gather(Wte.Scope, WteW, Ids),
                         B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0})));
   TensorId Mask = causalMask(B, Base, Positions, D);
+  markPureCausal(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     Module Block = Base.child("h." + std::to_string(L));
@@ -628,6 +647,7 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId Positions = B.range(Base.Scope, D.Seq);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
   TensorId Mask = causalMask(B, Base, Positions, D);
+  markPureCausal(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     Module Layer = Base.child("layers." + std::to_string(L));
@@ -848,6 +868,8 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.OpsetVersion = 17;
   G.Dims = {{"batch", D->Batch}, {"seq", D->Seq}};
   G.DeclaredTieWordEmbeddings = M->Tie;
+  // transformers' losses (ForCausalLMLoss, ForMaskedLMLoss) start with logits.float().
+  G.LossUpcastsLogits = M->Head != HeadKind::BaseModel;
   // Training-time dropout the config asks for (GPT-2 attn/resid/embd_pdrop, BERT
   // hidden/attention_probs_dropout_prob, LLaMA-style attention_dropout): the largest.
   for (const char *Key : {"attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob",

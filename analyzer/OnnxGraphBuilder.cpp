@@ -146,6 +146,16 @@ TensorId OnnxGraphBuilder::cast(const std::string &Scope, TensorId X, DType To) 
   return op(Scope, "Cast", {X}, shape(X), To, {{"to", int64_t(dtypeToOnnx(To))}});
 }
 
+TensorId OnnxGraphBuilder::upcastToFp32(const std::string &Scope, TensorId X) {
+  TensorId Y = cast(Scope, X, DType::Float32);
+  tensor(Y).UpcastToFp32 = true;
+  return Y;
+}
+
+TensorId OnnxGraphBuilder::castLike(const std::string &Scope, TensorId X, TensorId Like) {
+  return op(Scope, "CastLike", {X, Like}, shape(X), type(Like));
+}
+
 TensorId OnnxGraphBuilder::expand(const std::string &Scope, TensorId X, const Shape &To) {
   return op(Scope, "Expand", {X, ints(To)}, To, type(X));
 }

@@ -116,6 +116,10 @@ public:
                               const std::vector<int64_t> &Sizes);
   /// Embedding lookup (axis 0) or `x[:, i]` with a scalar index on another axis.
   TensorId gather(const std::string &Scope, TensorId Data, TensorId Indices, int64_t Axis = 0);
+  /// `x.to(torch.float32)` where the model upcasts whatever its dtype (Tensor::UpcastToFp32).
+  TensorId upcastToFp32(const std::string &Scope, TensorId X);
+  /// CastLike(X, Like): `x.to(like.dtype)`, back to the dtype of the tensor X came from.
+  TensorId castLike(const std::string &Scope, TensorId X, TensorId Like);
   TensorId cast(const std::string &Scope, TensorId X, DType To);
   /// Broadcast X to the fully given shape To.
   TensorId expand(const std::string &Scope, TensorId X, const Shape &To);

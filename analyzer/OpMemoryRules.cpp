@@ -131,6 +131,7 @@ public:
         continue;
       add(Nd.OpType, Nd.Inputs, Nd.Outputs, {N});
     }
+    dropUnusedByFusion();
     return std::move(Ops);
   }
 
@@ -312,9 +313,105 @@ private:
     const Node &PV = G.Nodes[PVId];
     Nodes.push_back(PVId);
     std::vector<TensorId> Inputs{QK.Inputs[0], QK.Inputs[1], PV.Inputs[1]};
-    Inputs.insert(Inputs.end(), Masks.begin(), Masks.end());
+    // A pure causal mask is never built: SDPA runs with is_causal=True. Without a mask
+    // transformers passes enable_gqa=True instead of repeating the key/value heads
+    // (sdpa_attention.use_gqa_in_sdpa), so the kernel reads and saves them unrepeated.
+    for (TensorId M : Masks) {
+      if (G.Tensors[M].PureCausalMask)
+        Unused.push_back(M);
+      else
+        Inputs.push_back(M);
+    }
+    if (Inputs.size() == 3) {
+      TensorId K = repeatKvSource(transposedSource(Inputs[1]));
+      TensorId V = repeatKvSource(Inputs[2]);
+      if (K != NoTensor && V != NoTensor) {
+        Unused.push_back(Inputs[1]);
+        Unused.push_back(Inputs[2]);
+        Inputs[1] = K;
+        Inputs[2] = V;
+      }
+    }
     add("ScaledDotProductAttention", Inputs, {PV.Outputs[0]}, Nodes);
     return true;
+  }
+
+  /// X where T = Transpose(X) swapping the last two dims, else NoTensor.
+  TensorId transposedSource(TensorId T) const {
+    if (T == NoTensor || G.Tensors[T].Producer == NoNode)
+      return NoTensor;
+    const Node &N = G.Nodes[G.Tensors[T].Producer];
+    std::vector<int64_t> Perm = N.intsAttr("perm").value_or(std::vector<int64_t>{});
+    if (N.OpType != "Transpose" || Perm.size() != 4 || Perm != std::vector<int64_t>{0, 1, 3, 2})
+      return NoTensor;
+    return N.Inputs[0];
+  }
+
+  /// X where T = repeat_kv(X): X[:, :, None].expand(b, kv, n_rep, s, d).reshape(b,
+  /// kv * n_rep, s, d), as Unsqueeze -> Expand -> Reshape; else NoTensor.
+  TensorId repeatKvSource(TensorId T) const {
+    auto producer = [&](TensorId X, const char *OpType) -> const Node * {
+      if (X == NoTensor || G.Tensors[X].Producer == NoNode)
+        return nullptr;
+      const Node &N = G.Nodes[G.Tensors[X].Producer];
+      return N.OpType == OpType && !N.Inputs.empty() ? &N : nullptr;
+    };
+    const Node *R = producer(T, "Reshape");
+    const Node *E = R ? producer(R->Inputs[0], "Expand") : nullptr;
+    const Node *U = E ? producer(E->Inputs[0], "Unsqueeze") : nullptr;
+    if (!U)
+      return NoTensor;
+    const Tensor &Src = G.Tensors[U->Inputs[0]], &Out = G.Tensors[T];
+    if (!Src.ShapeKnown || !Out.ShapeKnown || Src.Shape.size() != 4 || Out.Shape.size() != 4 ||
+        Src.Shape[0] != Out.Shape[0] || Src.Shape[2] != Out.Shape[2] ||
+        Src.Shape[3] != Out.Shape[3] || Src.Shape[1] <= 0 || Out.Shape[1] % Src.Shape[1] != 0)
+      return NoTensor;
+    return U->Inputs[0];
+  }
+
+  /// Removes the ops that computed only what a fused attention no longer reads (the
+  /// causal mask, the repeated key/value heads), walking back from those tensors: an op
+  /// goes when no remaining op reads any of its outputs and none is a graph output.
+  void dropUnusedByFusion() {
+    if (Unused.empty())
+      return;
+    std::vector<int> Uses(G.Tensors.size(), 0);
+    std::vector<int64_t> Producer(G.Tensors.size(), -1);
+    for (size_t I = 0; I < Ops.size(); ++I) {
+      for (TensorId In : Ops[I].Inputs)
+        if (In != NoTensor)
+          ++Uses[In];
+      for (TensorId O : Ops[I].Outputs)
+        if (O != NoTensor)
+          Producer[O] = static_cast<int64_t>(I);
+    }
+    std::vector<bool> Dead(Ops.size(), false);
+    std::vector<TensorId> Work = Unused;
+    while (!Work.empty()) {
+      TensorId T = Work.back();
+      Work.pop_back();
+      int64_t P = Producer[T];
+      if (P < 0 || Dead[P])
+        continue;
+      bool Read = false;
+      for (TensorId O : Ops[P].Outputs)
+        Read |= O != NoTensor && (Uses[O] > 0 || G.Tensors[O].IsGraphOutput);
+      if (Read)
+        continue;
+      Dead[P] = true;
+      for (TensorId In : Ops[P].Inputs)
+        if (In != NoTensor && --Uses[In] == 0)
+          Work.push_back(In);
+    }
+    size_t Kept = 0;
+    for (size_t I = 0; I < Ops.size(); ++I) {
+      if (Dead[I])
+        continue;
+      if (Kept != I) // a self-move would empty the op
+        Ops[Kept] = std::move(Ops[I]);
+      ++Kept;
+    }
+    Ops.resize(Kept);
   }
 
   /// Sqrt -> Div(1, .) or Sqrt -> Reciprocal: torch.rsqrt exported, one tensor saved.
@@ -378,6 +475,8 @@ private:
   bool FuseAttention;
   std::vector<bool> Used;
   std::vector<SimOp> Ops;
+  /// Tensors a fused attention stopped reading (see dropUnusedByFusion).
+  std::vector<TensorId> Unused;
 };
 
 bool isViewOp(llvm::StringRef K) {
@@ -662,10 +761,26 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     SaveIn(0);
     return R;
   }
-  if (K == "ReduceMean") {
-    // Measured on torch 1.13: mean(dim) keeps its input alive until MeanBackward runs
-    // (RMSNorm's pow output is freed there), so it is charged as saved.
-    SaveIn(0);
+  if (K == "ReduceMean" || K == "GlobalAveragePool") {
+    // mean(dim), and adaptive_avg_pool2d to 1x1, which runs as mean(-1, -2): measured on
+    // torch 1.13, MeanBackward1 keeps its input alive (RMSNorm's pow output is freed only
+    // there), so it is charged as saved; 2.x saves the input's sizes and numel instead
+    // (measured on 2.15: no tensor saved, the pow output freed at once).
+    if (!Ctx.Torch2)
+      SaveIn(0);
+    return R;
+  }
+  if ((K == "Cast" || K == "CastLike") && In(0) != NoTensor && !Op.Outputs.empty() &&
+      Op.Outputs[0] != NoTensor && Ctx.TypeOf[In(0)] == Ctx.TypeOf[Op.Outputs[0]]) {
+    // `.to(dtype)` to the dtype the tensor already has returns the tensor itself.
+    R.Outputs.assign(Op.Outputs.size(), OutputKind::ViewOfInput0);
+    R.GradIsPassThrough[0] = true;
+    for (size_t I = 1; I < NIn; ++I)
+      R.GradInputBytes[I] = 0;
+    return R;
+  }
+  if (K == "CastLike") {
+    R.GradInputBytes[1] = 0; // no gradient flows to the tensor whose dtype it takes
     return R;
   }
   if (K == "Neg" || K == "Cast" || K == "Concat" || K == "ReduceSum" ||
@@ -731,7 +846,7 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     SaveExtra(Ctx.elements(Op.Outputs[0]) * 8, "indices");
     return R;
   }
-  if (K == "AveragePool" || K == "GlobalAveragePool" || K == "ReduceMax" || K == "ReduceMin") {
+  if (K == "AveragePool" || K == "ReduceMax" || K == "ReduceMin") {
     SaveIn(0);
     return R;
   }

@@ -84,6 +84,9 @@ struct RuleContext {
   std::vector<bool> RequiresGrad;   ///< per tensor
   bool DropoutMaskIsBool = true;    ///< CUDA native_dropout keeps a bool mask
   bool Cpu = false;                 ///< oneDNN kernels: operand reorders in conv
+  /// PyTorch 2.x derivative formulas where they save less than 1.13's (mean(dim) keeps
+  /// only its input's sizes, not the input).
+  bool Torch2 = false;
   /// CPU convolution backends (torch 1.13): intra-op threads (the fixtures use 1) and
   /// whether oneDNN takes bf16 (AVX-512 BW/VL/DQ); on AVX2, bf16 convolutions run im2col.
   int64_t CpuThreads = 1;

@@ -81,6 +81,26 @@ struct TieCandidate {
   bool Transposed;
 };
 
+/// Does T reach a graph output through at most a few bias adds and views? (The output
+/// head's matmul produces the logits; a tie is between the embedding and that head, never
+/// a weight inside the model that happens to have the embedding's shape.)
+bool reachesGraphOutput(const Graph &G, TensorId T) {
+  for (int Step = 0; Step < 4 && T != NoTensor; ++Step) {
+    const Tensor &Tn = G.Tensors[T];
+    if (Tn.IsGraphOutput)
+      return true;
+    if (Tn.Consumers.size() != 1)
+      return false;
+    const Node &N = G.Nodes[Tn.Consumers[0]];
+    if (N.OpType != "Add" && N.OpType != "Reshape" && N.OpType != "Transpose" &&
+        N.OpType != "Identity" && N.OpType != "Flatten" && N.OpType != "Squeeze" &&
+        N.OpType != "Unsqueeze")
+      return false;
+    T = N.Outputs.empty() ? NoTensor : N.Outputs[0];
+  }
+  return false;
+}
+
 std::vector<TieCandidate> findTieCandidates(const Graph &G,
                                             const std::vector<CensusParameter> &Params) {
   std::vector<size_t> Embeddings, Heads;
@@ -92,7 +112,8 @@ std::vector<TieCandidate> findTieCandidates(const Graph &G,
     for (auto [N, Slot] : effectiveUses(G, P.Tensors[0])) {
       const std::string &Op = G.Nodes[N].OpType;
       Gathered |= Op == "Gather" && Slot == 0;
-      Multiplied |= Op == "MatMul" || Op == "Gemm" || Op == "FusedMatMul";
+      Multiplied |= (Op == "MatMul" || Op == "Gemm" || Op == "FusedMatMul") &&
+                    !G.Nodes[N].Outputs.empty() && reachesGraphOutput(G, G.Nodes[N].Outputs[0]);
     }
     if (Gathered)
       Embeddings.push_back(I);

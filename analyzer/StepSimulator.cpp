@@ -24,10 +24,35 @@ namespace trainmem {
 namespace sim {
 
 void Simulator::assignTypes() {
-  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T)
-    Ctx.TypeOf[T] = recipeType(G.Tensors[T].Type);
-  if (!isAmp())
+  bool Upcasts = false;
+  for (TensorId T = 0; T < static_cast<TensorId>(G.Tensors.size()); ++T) {
+    const Tensor &Tn = G.Tensors[T];
+    Upcasts |= Tn.UpcastToFp32;
+    Ctx.TypeOf[T] = Tn.UpcastToFp32 && isFloating(Tn.Type) ? DType::Float32
+                                                           : recipeType(Tn.Type);
+  }
+  if (!isAmp()) {
+    if (!Upcasts)
+      return;
+    // The model's explicit fp32 upcasts (RMSNorm's): what is computed from them stays
+    // fp32 by type promotion (an fp32 tensor with a 16-bit one gives fp32) until a
+    // CastLike takes it back to the model's dtype.
+    for (const SimOp &Op : Ops) {
+      std::optional<DType> Out;
+      if (Op.Kind == "CastLike" && Op.Inputs.size() > 1 && Op.Inputs[1] != NoTensor)
+        Out = Ctx.TypeOf[Op.Inputs[1]];
+      else
+        for (TensorId I : Op.Inputs)
+          if (I != NoTensor && !G.Tensors[I].Stored && Ctx.TypeOf[I] == DType::Float32)
+            Out = DType::Float32;
+      if (!Out)
+        continue;
+      for (TensorId O : Op.Outputs)
+        if (O != NoTensor && isFloating(G.Tensors[O].Type) && !G.Tensors[O].UpcastToFp32)
+          Ctx.TypeOf[O] = *Out;
+    }
     return;
+  }
   // Autocast (CUDA lists by default): matmul-like ops compute in 16 bits; softmax,
   // log_softmax and layer_norm run in fp32 on CUDA and in their input's dtype on CPU;
   // elementwise ops promote to the widest input; everything else keeps its input type.
@@ -37,7 +62,9 @@ void Simulator::assignTypes() {
                                                               : Ctx.TypeOf[Op.Inputs[0]];
     DType Out = In0;
     const llvm::StringRef K = Op.Kind;
-    if (K == "Linear" || K == "MatMul" || K == "Conv" || K == "Gemm" || K == "ConvTranspose")
+    if (K == "CastLike" && Op.Inputs.size() > 1 && Op.Inputs[1] != NoTensor)
+      Out = Ctx.TypeOf[Op.Inputs[1]];
+    else if (K == "Linear" || K == "MatMul" || K == "Conv" || K == "Gemm" || K == "ConvTranspose")
       Out = Low;
     else if (K == "Softmax" || K == "LogSoftmax" || K == "LayerNormalization")
       Out = Setup.Autocast == AutocastPolicy::Cuda ? DType::Float32 : In0;
@@ -59,7 +86,7 @@ void Simulator::assignTypes() {
           Out = DType::Float32; // a float32 parameter or buffer promotes the result
     }
     for (TensorId O : Op.Outputs)
-      if (O != NoTensor && isFloating(G.Tensors[O].Type))
+      if (O != NoTensor && isFloating(G.Tensors[O].Type) && !G.Tensors[O].UpcastToFp32)
         Ctx.TypeOf[O] = Out;
   }
 }
@@ -71,6 +98,16 @@ void Simulator::propagateRequiresGrad() {
     for (TensorId T : P.Tensors) {
       ParamIndex.set(T, I);
       Ctx.RequiresGrad[T] = P.Trainable;
+      // A Transpose of a weight is no op of its own (the Linear reading it absorbs it;
+      // a tied LM head reads the embedding so): its output is the parameter, seen
+      // transposed, and its gradient is the parameter's.
+      for (NodeId C : G.Tensors[T].Consumers) {
+        const Node &N = G.Nodes[C];
+        if (N.OpType == "Transpose" && !N.Outputs.empty() && N.Outputs[0] != NoTensor) {
+          ParamIndex.set(N.Outputs[0], I);
+          Ctx.RequiresGrad[N.Outputs[0]] = P.Trainable;
+        }
+      }
     }
   }
   if (Setup.ZerothOrder) // forward passes under torch.no_grad(): nothing requires grad

@@ -324,7 +324,7 @@ void Simulator::optimizerStep() {
   if (Adam && Setup.Impl == OptimizerImpl::ForLoop)
     Transient = 2 * Largest;
   else if (Adam && Setup.Impl == OptimizerImpl::Foreach)
-    Transient = (Setup.torchVersion() == TorchVersion::V1_13 ? 2 : 1) * Sum;
+    Transient = (Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V1_13 ? 2 : 1) * Sum;
   else if (Setup.Optimizer == OptimizerKind::Lion ||
            Setup.Optimizer == OptimizerKind::Adafactor)
     // Lion builds `exp_avg * b1 + grad * (1 - b1)` out of place; transformers' Adafactor

@@ -64,6 +64,53 @@ bool flattenNeedsCopy(const Layout &L, size_t Keep) {
   return !viewStrides(L, Flat);
 }
 
+/// The strides a new tensor of Shape gets when it is made "like" L (empty_like, and the
+/// output of a pointwise op over an input with L): dense, with L's dimension order (as
+/// PyTorch's infer_dense_strides, gaps in L or not); contiguous when L has another shape
+/// or broadcasts a dim.
+Layout denseLike(const Layout &L, llvm::ArrayRef<int64_t> Shape) {
+  Layout Out = contiguous(Shape);
+  if (L.Shape.size() != Shape.size() || L.Strides.size() != Shape.size() ||
+      !std::equal(Shape.begin(), Shape.end(), L.Shape.begin()))
+    return Out;
+  for (size_t D = 0; D < Shape.size(); ++D)
+    if (Shape[D] != 1 && L.Strides[D] == 0)
+      return Out;
+  std::vector<size_t> Order(Shape.size());
+  for (size_t I = 0; I < Order.size(); ++I)
+    Order[I] = I;
+  // Outermost first: descending strides, ties (size-1 dims) keeping their order.
+  std::stable_sort(Order.begin(), Order.end(), [&](size_t A, size_t B) {
+    return L.Strides[A] > L.Strides[B];
+  });
+  int64_t Next = 1;
+  for (size_t I = Order.size(); I-- > 0;) {
+    Out.Strides[Order[I]] = Next;
+    Next *= std::max<int64_t>(Shape[Order[I]], 1);
+  }
+  return Out;
+}
+
+/// Is L a permutation of a contiguous tensor (no gaps, overlaps or broadcasts)?
+bool isDense(const Layout &L) {
+  if (L.Strides == contiguous(L.Shape).Strides)
+    return true;
+  Layout Like = denseLike(L, L.Shape);
+  for (size_t D = 0; D < L.Shape.size(); ++D)
+    if (L.Shape[D] != 1 && Like.Strides[D] != L.Strides[D])
+      return false;
+  return true;
+}
+
+/// Ops whose output TensorIterator lays out like their (first full-size) input.
+bool isPointwise(llvm::StringRef K) {
+  static constexpr llvm::StringLiteral Ops[] = {
+      "Add",  "Sub",     "Mul",  "Div",     "Neg",     "Pow",  "Sqrt",    "Reciprocal",
+      "Exp",  "Log",     "Tanh", "Sigmoid", "Relu",    "Gelu", "Silu",    "Erf",
+      "Cos",  "Sin",     "Abs",  "Where",   "Cast",    "CastLike", "Rsqrt", "Clip"};
+  return llvm::is_contained(Ops, K);
+}
+
 } // namespace
 
 std::vector<std::vector<TensorId>> moduleInputHolds(const Graph &G,
@@ -218,12 +265,12 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     return Autocasts && T != NoTensor && Ctx.TypeOf[T] == DType::Float32 &&
            !quantizedWeight(Ctx, T);
   };
-  // What the op reads in operand slots 0 and 1 instead of the input itself: a copy that
+  // What the op reads in operand slots 0 to 2 instead of the input itself: a copy that
   // matmul makes to flatten an operand with non-viewable strides (what bmm/mm sees and
-  // saves), an autocast copy, or a contiguous copy of an autocast copy; and that autocast
-  // copy, freed with the op.
-  StorageId Copies[2] = {NoStorage, NoStorage};
-  StorageId CastFirst[2] = {NoStorage, NoStorage};
+  // saves), an autocast copy, a contiguous copy of an autocast copy, or the contiguous
+  // q, k or v CPU attention runs on; and that autocast copy, freed with the op.
+  StorageId Copies[3] = {NoStorage, NoStorage, NoStorage};
+  StorageId CastFirst[3] = {NoStorage, NoStorage, NoStorage};
   auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
     TensorId T = Op.Inputs[Slot];
     if (T == NoTensor || stored(T) || Values[T].Storage == NoStorage ||
@@ -246,6 +293,19 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   if (Kind == "MatMul") {
     CopyIfNeeded(0, 2);
     CopyIfNeeded(1, 2);
+  }
+  if (Kind == "ScaledDotProductAttention" && Setup.Device == DeviceKind::Cpu) {
+    // Measured on torch 2.15: the CPU kernel runs on (and autograd saves) a contiguous
+    // copy of a key or value with gaps (GPT-2's and GPT-NeoX's slices of the fused qkv);
+    // the query is read and saved as it is.
+    for (size_t Slot = 1; Slot < 3 && Slot < Op.Inputs.size(); ++Slot) {
+      TensorId T = Op.Inputs[Slot];
+      if (T == NoTensor || stored(T) || Values[T].Storage == NoStorage || isDense(Values[T].L))
+        continue;
+      Copies[Slot] = Mem.alloc(G.Tensors[T].bytesAs(Ctx.TypeOf[T]), Cat::Temporaries,
+                               llvm::Twine(G.Tensors[T].Name) + " (contiguous copy)", Op.Kind,
+                               Op.Layer, Ctx.TypeOf[T], G.Tensors[T].Shape);
+    }
   }
   // Outputs.
   for (size_t OI = 0; OI < Op.Outputs.size(); ++OI) {
@@ -299,7 +359,27 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     StorageId S = Mem.alloc(Unmaterialised ? 0 : T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries,
                             llvm::Twine(T.Name) + (Unmaterialised ? " (not materialised)" : ""), Op.Kind,
                             Op.Layer, Ctx.TypeOf[O], T.Shape);
-    holdValue(O, S, contiguous(T.Shape));
+    Layout L = contiguous(T.Shape);
+    if (Kind == "ScaledDotProductAttention" && T.Shape.size() == 4 && Op.Inputs[0] != NoTensor &&
+        Values[Op.Inputs[0]].Held) {
+      // The memory-efficient kernel (CUDA's for fp32) writes [batch, seq, heads, head_dim]
+      // and returns it transposed; flash (CUDA, 16-bit) and the CPU kernel allocate the
+      // output like the query (empty_like). Merging the heads back (transpose(1, 2) and
+      // reshape) is then a view when the query itself was a transposed projection.
+      if (Setup.Device == DeviceKind::Cuda && Ctx.TypeOf[Op.Inputs[0]] == DType::Float32)
+        L.Strides = {T.Shape[2] * T.Shape[1] * T.Shape[3], T.Shape[3], T.Shape[1] * T.Shape[3],
+                     1};
+      else
+        L = denseLike(Values[Op.Inputs[0]].L, T.Shape);
+    } else if (isPointwise(Kind)) {
+      for (TensorId In : Op.Inputs)
+        if (In != NoTensor && Values[In].Held && Values[In].L.Shape.size() == T.Shape.size() &&
+            std::equal(T.Shape.begin(), T.Shape.end(), Values[In].L.Shape.begin())) {
+          L = denseLike(Values[In].L, T.Shape);
+          break;
+        }
+    }
+    holdValue(O, S, std::move(L));
   }
   // Autocast copies of the fp32 operands not copied above.
   for (size_t Slot = 0; Slot < 2; ++Slot) {
@@ -335,7 +415,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
           continue;
       }
       if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
-        S = Item.Index < 2 && Copies[Item.Index] != NoStorage
+        S = Item.Index < 3 && Copies[Item.Index] != NoStorage
                 ? Copies[Item.Index]
                 : storageOf(Op.Inputs[Item.Index]);
         if (S == NoStorage)
@@ -536,9 +616,17 @@ void Simulator::planDropout() {
         if (G.Nodes[C].OpType == "MatMul")
           Dropouts.insert(I);
     } else if (Op.Kind == "Linear" && consumers(Out).size() == 1) {
-      const Node &C = G.Nodes[consumers(Out)[0]];
-      if (C.OpType == "Add" && C.Inputs.size() == 2) {
-        TensorId Other = C.Inputs[0] == Out ? C.Inputs[1] : C.Inputs[0];
+      // The projection may reach the residual add through a reshape (GPT-2's Conv1D
+      // computes addmm on [batch * seq, width] and views the result back).
+      TensorId Fed = Out;
+      const Node *C = &G.Nodes[consumers(Out)[0]];
+      if (C->OpType == "Reshape" && !C->Outputs.empty() && C->Outputs[0] != NoTensor &&
+          consumers(C->Outputs[0]).size() == 1) {
+        Fed = C->Outputs[0];
+        C = &G.Nodes[consumers(Fed)[0]];
+      }
+      if (C->OpType == "Add" && C->Inputs.size() == 2) {
+        TensorId Other = C->Inputs[0] == Fed ? C->Inputs[1] : C->Inputs[0];
         if (Other != NoTensor && !G.Tensors[Other].Stored &&
             G.Tensors[Other].numElements() == G.Tensors[Out].numElements())
           Dropouts.insert(I);
@@ -591,6 +679,30 @@ void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {
 
 void Simulator::recompute(size_t Seg, const std::string &Phase) {
   const Segment &S = Segments[Seg];
+  // PyTorch 2's non-reentrant checkpoint (use_reentrant=False, what transformers 5
+  // passes) recomputes only until the last tensor the backward will unpack is saved
+  // (early stop: the block's trailing ops are not rerun) and keeps only those tensors; the
+  // reentrant one (torch 1.13's default, the fixtures') reruns the whole segment and holds
+  // its outputs while it runs backward through them.
+  const bool NonReentrant = Ctx.Torch2;
+  size_t Last = S.Last;
+  if (NonReentrant) {
+    auto SavesSomething = [&](size_t I) {
+      bool AnyGrad = false;
+      for (TensorId In : Ops[I].Inputs)
+        AnyGrad |= In != NoTensor && Ctx.RequiresGrad[In];
+      return AnyGrad && !ruleFor(I).Saved.empty();
+    };
+    while (Last > S.First && !SavesSomething(Last))
+      --Last;
+    // The ops not rerun still have their autograd nodes from the forward (which ran with
+    // grad enabled, its saved tensors dropped): they save nothing, so their backward needs
+    // no recomputation.
+    for (size_t I = Last + 1; I <= S.Last; ++I)
+      for (TensorId In : Ops[I].Inputs)
+        if (In != NoTensor && Ctx.RequiresGrad[In])
+          HasBackward[I] = true;
+  }
   for (size_t I = S.First; I <= S.Last; ++I) {
     for (TensorId In : Ops[I].Inputs)
       if (In != NoTensor)
@@ -599,7 +711,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       if (O != NoTensor)
         Values[O].PendingUses = 0;
   }
-  for (size_t I = S.First; I <= S.Last; ++I) {
+  for (size_t I = S.First; I <= Last; ++I) {
     for (TensorId In : Structure->DistinctInputs[I])
       if (In != NoTensor)
         ++Values[In].PendingUses;
@@ -614,7 +726,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
   for (size_t I = S.First; I <= S.Last; ++I)
     Inside.append(Ops[I].Nodes.begin(), Ops[I].Nodes.end());
   llvm::sort(Inside);
-  for (size_t I = S.First; I <= S.Last; ++I)
+  for (size_t I = S.First; I <= S.Last && !NonReentrant; ++I)
     for (TensorId O : Ops[I].Outputs) {
       if (O == NoTensor)
         continue;
@@ -625,7 +737,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       if (Escapes)
         ++Values[O].PendingUses;
     }
-  for (size_t I = S.First; I <= S.Last; ++I) {
+  for (size_t I = S.First; I <= Last; ++I) {
     if (!S.Selective || !isMatmulKind(Ops[I].Kind)) {
       runOp(I, true, Phase);
       continue;
@@ -687,9 +799,11 @@ void Simulator::loss() {
     } else if (Kind == LossKind::CrossEntropy) {
       LossClasses = T.Shape.back();
       LossRows = T.numElements() / std::max<int64_t>(LossClasses, 1);
-      // log_softmax in fp32 (autocast's fp32 list; pure bf16 keeps bf16), saved for nll.
-      DType LsType = isAmp() ? DType::Float32 : Ctx.TypeOf[LossLogits];
-      if (isAmp() && Ctx.TypeOf[LossLogits] != DType::Float32) {
+      // log_softmax in fp32 (autocast's fp32 list, or a loss that upcasts the logits;
+      // else pure bf16 keeps bf16), saved for nll.
+      bool Upcast = isAmp() || G.LossUpcastsLogits;
+      DType LsType = Upcast ? DType::Float32 : Ctx.TypeOf[LossLogits];
+      if (Upcast && Ctx.TypeOf[LossLogits] != DType::Float32) {
         // The fp32 copy of 16-bit logits that cross_entropy runs on.
         StorageId Up = Mem.alloc(T.bytesAs(DType::Float32), Cat::Temporaries,
                                  "logits (fp32 for the loss)", "Cast", "loss", DType::Float32,

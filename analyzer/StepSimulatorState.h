@@ -370,6 +370,7 @@ public:
         Ops(Structure->Ops),
         Ctx{G, std::vector<DType>(G.Tensors.size()), std::vector<bool>(G.Tensors.size()),
             Setup.Device == DeviceKind::Cuda, Setup.Device == DeviceKind::Cpu,
+            Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V2,
             /*CpuThreads=*/1, /*CpuHasAvx512Bf16=*/false, /*AutocastType=*/std::nullopt} {
     Mem.Details = Details;
     if (isAmp())

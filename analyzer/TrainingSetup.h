@@ -92,6 +92,12 @@ struct TrainingSetup {
            : Device == DeviceKind::Cpu ? TorchVersion::V1_13
                                        : TorchVersion::V2;
   }
+  /// Auto resolved by the device and the model's source: a Hugging Face config builds
+  /// transformers 5's graph, and transformers 5 runs on PyTorch 2 only.
+  TorchVersion torchVersionFor(llvm::StringRef SourceFormat) const {
+    return Torch == TorchVersion::Auto && SourceFormat == "hf-config" ? TorchVersion::V2
+                                                                      : torchVersion();
+  }
   OptimizerKind Optimizer = OptimizerKind::AdamW;
   OptimizerImpl Impl = OptimizerImpl::ForLoop;
   LossKind Loss = LossKind::Auto;

@@ -1,6 +1,8 @@
 //===- ExecTensor.cpp - the executor's tensors, views and host loops -----------===//
 #include "cupti_probe/ExecTensor.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 namespace trainmem::probe {
@@ -78,6 +80,34 @@ std::optional<Shape> viewStrides(const XTensor &T, const Shape &NewDims) {
   if (ViewD != -1)
     return std::nullopt;
   return New;
+}
+
+Shape denseStridesLike(const XTensor &T) {
+  Shape Out = contiguousStrides(T.Dims);
+  if (T.Strides.size() != T.Dims.size())
+    return Out;
+  for (size_t D = 0; D < T.Dims.size(); ++D)
+    if (T.Dims[D] != 1 && T.Strides[D] == 0)
+      return Out;
+  std::vector<size_t> Order(T.Dims.size());
+  for (size_t I = 0; I < Order.size(); ++I)
+    Order[I] = I;
+  std::stable_sort(Order.begin(), Order.end(),
+                   [&](size_t A, size_t B) { return T.Strides[A] > T.Strides[B]; });
+  int64_t Next = 1;
+  for (size_t I = Order.size(); I-- > 0;) {
+    Out[Order[I]] = Next;
+    Next *= std::max<int64_t>(T.Dims[Order[I]], 1);
+  }
+  return Out;
+}
+
+bool isDense(const XTensor &T) {
+  Shape Like = denseStridesLike(T);
+  for (size_t D = 0; D < T.Dims.size(); ++D)
+    if (T.Dims[D] != 1 && Like[D] != T.Strides[D])
+      return false;
+  return true;
 }
 
 Shape broadcastStrides(const XTensor &T, const Shape &Out) {

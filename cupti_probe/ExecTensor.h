@@ -49,6 +49,14 @@ struct XTensor {
 /// T's storage, or nothing when reshape must copy.
 std::optional<Shape> viewStrides(const XTensor &T, const Shape &NewDims);
 
+/// Dense strides for a new tensor made like T (empty_like, a pointwise op's output): T's
+/// dimension order, largest stride outermost, without T's gaps (PyTorch's
+/// infer_dense_strides); contiguous when T broadcasts a dim.
+Shape denseStridesLike(const XTensor &T);
+
+/// Is T laid out without gaps (a permutation of a contiguous tensor)?
+bool isDense(const XTensor &T);
+
 /// Right-aligned broadcast of T's strides onto Out (stride 0 where T has size 1 or lacks
 /// the dim).
 Shape broadcastStrides(const XTensor &T, const Shape &Out);

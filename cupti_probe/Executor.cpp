@@ -171,6 +171,28 @@ llvm::Error ExecutorImpl::allocatePersistent() {
         return errorf("the executor cannot tie '" + G.Tensors[T].Name + "' to parameter '" +
                       P.Name + "': shapes differ");
     }
+    // Its transposed views (a tied LM head's Transpose of the embedding) are the
+    // parameter too: their gradient is delivered to it.
+    for (TensorId T : P.Tensors)
+      for (NodeId C : G.Tensors[T].Consumers) {
+        const Node &N = G.Nodes[C];
+        if (N.OpType != "Transpose" || N.Outputs.empty() || N.Outputs[0] == NoTensor)
+          continue;
+        std::vector<int64_t> Perm = N.intsAttr("perm").value_or(std::vector<int64_t>{});
+        const XTensor &Src = Persistent[T];
+        if (Perm.empty())
+          for (size_t D = Src.Dims.size(); D-- > 0;)
+            Perm.push_back(static_cast<int64_t>(D));
+        if (!isPermutation(Perm, Src.Dims.size()))
+          continue;
+        Shape Dims, Strides;
+        for (int64_t D : Perm) {
+          Dims.push_back(Src.Dims[D]);
+          Strides.push_back(Src.Strides[D]);
+        }
+        ParamOf[N.Outputs[0]] = static_cast<int>(I);
+        Persistent[N.Outputs[0]] = Src.view(Dims, Strides, Src.Offset);
+      }
   }
   ParamGrad.assign(Census.Parameters.size(), {});
   PendingParamGrad.assign(Census.Parameters.size(), {});
@@ -329,8 +351,15 @@ llvm::Error ExecutorImpl::initialize() {
   // requires_grad flows forward from the trainable parameters.
   RequiresGrad.assign(G.Tensors.size(), false);
   for (const CensusParameter &P : Census.Parameters)
-    for (TensorId T : P.Tensors)
+    for (TensorId T : P.Tensors) {
       RequiresGrad[T] = P.Trainable;
+      // A Transpose of a weight runs no op of its own (the Linear or tied LM head reading
+      // it absorbs it): its output is the parameter, seen transposed.
+      for (NodeId C : G.Tensors[T].Consumers)
+        if (G.Nodes[C].OpType == "Transpose" && !G.Nodes[C].Outputs.empty() &&
+            G.Nodes[C].Outputs[0] != NoTensor)
+          RequiresGrad[G.Nodes[C].Outputs[0]] = P.Trainable;
+    }
   for (const SimOp &Op : Ops) {
     bool Any = false;
     for (TensorId In : Op.Inputs)
@@ -375,6 +404,36 @@ XTensor ExecutorImpl::valueOf(const Env &E, TensorId T) const {
     return Src.view(Dims, Strides, Src.Offset);
   }
   return {};
+}
+
+void ExecutorImpl::copyInto(const XTensor &Dst, const XTensor &Src) {
+  const void *PS = Host.read(*Src.Buf);
+  void *PD = Host.write(*Dst.Buf);
+  size_t W = elemBytes(Src.Type);
+  forEachElement(Src.Dims, {Src.Strides, Dst.Strides}, {Src.Offset, Dst.Offset},
+                 [&](const std::vector<int64_t> &O) {
+                   std::memcpy(static_cast<uint8_t *>(PD) + O[1] * static_cast<int64_t>(W),
+                               static_cast<const uint8_t *>(PS) + O[0] * static_cast<int64_t>(W), W);
+                 });
+  Host.flush();
+}
+
+XTensor ExecutorImpl::sumHeadGroups(const XTensor &Gr, int64_t Groups, const std::string &Name) {
+  const Shape &D = Gr.Dims;
+  XTensor Out = zeros({D[0], D[1] / Groups, D[2], D[3]}, ElemType::F32, Name);
+  const void *PG = Host.read(*Gr.Buf);
+  void *PO = Host.write(*Out.Buf);
+  // The group's heads as a size-Groups dim summed away: Out[b, h / Groups, s, d] += G.
+  XTensor Into = Out.view(D, {Out.Strides[0], Out.Strides[1], Out.Strides[2], Out.Strides[3]}, 0);
+  Into.Dims = {D[0], D[1] / Groups, Groups, D[2], D[3]};
+  Into.Strides = {Out.Strides[0], Out.Strides[1], 0, Out.Strides[2], Out.Strides[3]};
+  Shape GS = {Gr.Strides[0], Gr.Strides[1] * Groups, Gr.Strides[1], Gr.Strides[2], Gr.Strides[3]};
+  forEachElement(Into.Dims, {GS, Into.Strides}, {Gr.Offset, 0}, [&](const std::vector<int64_t> &Off) {
+    storeFromDouble(PO, ElemType::F32, Off[1],
+                    loadAsDouble(PO, ElemType::F32, Off[1]) + loadAsDouble(PG, Gr.Type, Off[0]));
+  });
+  Host.flush();
+  return Out;
 }
 
 XTensor ExecutorImpl::contiguous(const XTensor &T, const std::string &Name) {

@@ -263,8 +263,12 @@ llvm::Expected<bool> ExecutorImpl::runArithmeticOp(const SimOp &Op, std::vector<
     const Shape &OutDims = G.Tensors[Op.Outputs[0]].Shape;
     Out[0] = R.view(OutDims, contiguousStrides(OutDims), 0);
     if (Bw) {
-      // Measured on torch 1.13: mean(dim) keeps its input alive until MeanBackward runs.
-      XTensor Held = K == "ReduceMean" ? save(X) : XTensor{};
+      // Measured on torch 1.13: mean(dim) keeps its input alive until MeanBackward runs;
+      // 2.x keeps only its sizes (measured on 2.15).
+      XTensor Held = K == "ReduceMean" &&
+                             Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V1_13
+                         ? save(X)
+                         : XTensor{};
       Shape InDims = X.Dims;
       *Bw = [this, Held, InDims, Kept, Scale](std::vector<XTensor> &GOut) {
         XTensor Gr = contiguous(GOut[0], "grad (contiguous)");

@@ -320,35 +320,67 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
         return E;
     if (In[0].Dims.size() != 4 || In[1].Dims.size() != 4 || In[2].Dims.size() != 4)
       return unsupported(Op, "attention on other than [batch, heads, seq, head_dim] tensors");
-    // The exported graph hands K^T to the QK matmul; the fused kernel reads K.
-    bool Transposed = In[1].Dims[2] != In[0].Dims[2] || In[1].Dims[3] != In[0].Dims[3];
+    // The exported graph hands K^T to the QK matmul; the fused kernel reads K. Where the
+    // repeated key/value heads were looked through (enable_gqa), K comes as it is.
+    TensorId KIn = Op.Inputs[1];
+    bool Transposed = G.Tensors[KIn].Producer != NoNode &&
+                      G.Nodes[G.Tensors[KIn].Producer].OpType == "Transpose";
     auto KeyOf = [Transposed](const XTensor &Kt) {
       return Transposed ? Kt.view({Kt.Dims[0], Kt.Dims[1], Kt.Dims[3], Kt.Dims[2]},
                                   {Kt.Strides[0], Kt.Strides[1], Kt.Strides[3], Kt.Strides[2]},
                                   Kt.Offset)
                         : Kt;
     };
-    if (KeyOf(In[1]).Dims != In[0].Dims || In[2].Dims != In[0].Dims)
-      return unsupported(Op, "attention whose q, k and v differ in shape (grouped heads)");
+    const XTensor Key = KeyOf(In[1]);
+    const Shape &QD = In[0].Dims;
+    int64_t KvHeads = Key.Dims[1];
+    if (Key.Dims != In[2].Dims || Key.Dims[0] != QD[0] || Key.Dims[2] != QD[2] ||
+        Key.Dims[3] != QD[3] || KvHeads <= 0 || QD[1] % KvHeads != 0)
+      return unsupported(Op, "attention whose q, k and v shapes do not pair (k and v must "
+                             "match, with a divisor of q's heads)");
+    const int64_t Groups = QD[1] / KvHeads;
     kernels::AttentionShape S;
-    S.Batch = In[0].Dims[0];
-    S.Heads = In[0].Dims[1];
-    S.SeqLen = In[0].Dims[2];
-    S.HeadDim = In[0].Dims[3];
-    S.Causal = Op.Inputs.size() > 3 && G.Architecture != "bert";
+    S.Batch = QD[0];
+    S.Heads = QD[1];
+    S.SeqLen = QD[2];
+    S.HeadDim = QD[3];
+    // Causal where the graph masks (the batches have no padding), including a pure causal
+    // mask the fused op dropped for is_causal.
+    bool Masked = Op.Inputs.size() > 3;
+    for (NodeId Nd : Op.Nodes)
+      for (TensorId T : G.Nodes[Nd].Inputs)
+        Masked |= T != NoTensor && G.Tensors[T].PureCausalMask;
+    S.Causal = Masked && G.Architecture != "bert";
     if (S.HeadDim > kernels::MaxTiledHeadDim)
       return unsupported(Op, "a head dimension above " + std::to_string(kernels::MaxTiledHeadDim));
-    XTensor O = alloc(In[0].Dims, ElemType::F32, MemCategory::Temporaries, OutName);
+    // Grouped k/v heads repeated for the reference kernel (packed, only while it runs);
+    // the real kernels index them.
+    auto Packed = [this, Groups, QD = Shape(QD)](const XTensor &T, const std::string &Name) {
+      if (Groups == 1)
+        return contiguous(T, Name);
+      XTensor Rep = T.view({T.Dims[0], T.Dims[1], Groups, T.Dims[2], T.Dims[3]},
+                           {T.Strides[0], T.Strides[1], 0, T.Strides[2], T.Strides[3]}, T.Offset);
+      XTensor C = clone(Rep, Name);
+      return C.view(QD, contiguousStrides(QD), 0);
+    };
+    // Flash (and the CPU kernel) allocate the output like the query; the memory-efficient
+    // kernel (CUDA's for fp32) as [batch, seq, heads, head_dim]. Either way returned as
+    // [batch, heads, seq, head_dim].
+    XTensor O = alloc(QD, ElemType::F32, MemCategory::Temporaries, OutName);
+    O.Strides = Dev.isCuda() ? Shape{QD[2] * QD[1] * QD[3], QD[3], QD[1] * QD[3], 1}
+                             : denseStridesLike(In[0]);
     XTensor Lse = alloc({S.rows()}, ElemType::F32, MemCategory::Temporaries, OutName + " logsumexp");
     {
-      // The real kernels read strided q, k and v; the reference kernel wants them packed,
-      // so packed copies exist only while it runs.
       XTensor Q = contiguous(In[0], "q (packed for the kernel)");
-      XTensor Kc = contiguous(KeyOf(In[1]), "k (packed for the kernel)");
-      XTensor V = contiguous(In[2], "v (packed for the kernel)");
-      Dev.attentionForwardTiled(O.Buf->as<float>(), Lse.Buf->as<float>(),
+      XTensor Kc = Packed(Key, "k (packed for the kernel)");
+      XTensor V = Packed(In[2], "v (packed for the kernel)");
+      XTensor OP = O.isContiguous() ? O : alloc(QD, ElemType::F32, MemCategory::Temporaries,
+                                                 OutName + " (packed for the kernel)");
+      Dev.attentionForwardTiled(OP.Buf->as<float>(), Lse.Buf->as<float>(),
                                 Q.Buf->as<float>() + Q.Offset, Kc.Buf->as<float>() + Kc.Offset,
                                 V.Buf->as<float>() + V.Offset, S);
+      if (OP.Buf != O.Buf)
+        copyInto(O, OP);
     }
     Out[0] = O;
     if (!Bw)
@@ -357,17 +389,25 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     // output and the log-sum-exp; an additive attention bias is an input of the fused
     // backward (_efficient_attention_backward reads it), so it is kept too. The kernels apply
     // the causal mask themselves; the batches the executor feeds have no padding, so the bias
-    // of these graphs masks exactly that.
+    // of these graphs masks exactly that. On the CPU a key or value with gaps (a slice of a
+    // fused qkv) is first copied, and the copy kept (measured on torch 2.15).
     std::vector<XTensor> Biases;
     for (size_t I = 3; I < In.size(); ++I)
       if (In[I].defined() && In[I].Type == ElemType::F32 && In[I].numel() > 1)
         Biases.push_back(save(In[I]));
-    *Bw = [this, SQ = save(In[0]), SKt = save(In[1]), SV = save(In[2]), SO = save(O),
-           SL = save(Lse), S, KeyOf, Biases](std::vector<XTensor> &GOut) {
+    auto KeptOperand = [&](const XTensor &T, const std::string &Name) {
+      if (Dev.isCuda() || isDense(T))
+        return save(T);
+      return save(clone(T, Name));
+    };
+    *Bw = [this, SQ = save(In[0]), SK = KeptOperand(Key, "k (contiguous copy)"),
+           SV = KeptOperand(In[2], "v (contiguous copy)"), SO = save(O), SL = save(Lse), S,
+           Groups, Transposed, Packed, Biases](std::vector<XTensor> &GOut) {
       XTensor Gr = contiguous(GOut[0], "grad (contiguous)");
       XTensor Q = contiguous(SQ, "q (packed for the kernel)");
-      XTensor Kc = contiguous(KeyOf(SKt), "k (packed for the kernel)");
-      XTensor V = contiguous(SV, "v (packed for the kernel)");
+      XTensor Kc = Packed(SK, "k (packed for the kernel)");
+      XTensor V = Packed(SV, "v (packed for the kernel)");
+      XTensor OutC = contiguous(SO, "output (packed for the kernel)");
       XTensor DQ = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(q)");
       XTensor DK = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(k)");
       XTensor DV = alloc(SQ.Dims, ElemType::F32, MemCategory::Temporaries, "grad(v)");
@@ -375,12 +415,17 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
       Dev.attentionBackwardTiled(DQ.Buf->as<float>(), DK.Buf->as<float>(), DV.Buf->as<float>(),
                                  Delta.Buf->as<float>(), Gr.Buf->as<float>() + Gr.Offset,
                                  Q.Buf->as<float>() + Q.Offset, Kc.Buf->as<float>() + Kc.Offset,
-                                 V.Buf->as<float>() + V.Offset, SO.Buf->as<float>(),
+                                 V.Buf->as<float>() + V.Offset, OutC.Buf->as<float>() + OutC.Offset,
                                  SL.Buf->as<float>(), S);
       std::vector<XTensor> R(3);
       R[0] = DQ;
-      R[1] = KeyOf(DK); // the gradient of K^T is a view of K's
-      R[2] = DV;
+      // Grouped heads: each k/v head's gradient sums those of the query heads it served.
+      R[1] = Groups == 1 ? DK : sumHeadGroups(DK, Groups, "grad(k)");
+      R[2] = Groups == 1 ? DV : sumHeadGroups(DV, Groups, "grad(v)");
+      if (Transposed) // the gradient of K^T is a view of K's
+        R[1] = R[1].view({R[1].Dims[0], R[1].Dims[1], R[1].Dims[3], R[1].Dims[2]},
+                         {R[1].Strides[0], R[1].Strides[1], R[1].Strides[3], R[1].Strides[2]},
+                         R[1].Offset);
       return R;
     };
     return true;

@@ -20,18 +20,31 @@ namespace trainmem::probe {
 // Elementwise helpers
 //===----------------------------------------------------------------------===//
 
+/// A pointwise op's output, laid out as TensorIterator lays it out: like the first
+/// operand of the output's shape (a transposed input gives a transposed output).
+XTensor ExecutorImpl::pointwiseOutput(std::initializer_list<const XTensor *> Operands,
+                                      const Shape &Out, ElemType OutType,
+                                      const std::string &Name) {
+  XTensor R = alloc(Out, OutType, MemCategory::Temporaries, Name);
+  for (const XTensor *A : Operands)
+    if (A->Dims == Out) {
+      R.Strides = denseStridesLike(*A);
+      break;
+    }
+  return R;
+}
+
 XTensor ExecutorImpl::binary(const XTensor &A, const XTensor &B, const Shape &Out,
                              ElemType OutType, const std::function<double(double, double)> &F,
                              const std::string &Name) {
-  XTensor R = alloc(Out, OutType, MemCategory::Temporaries, Name);
+  XTensor R = pointwiseOutput({&A, &B}, Out, OutType, Name);
   if (!R.numel())
     return R;
   const void *PA = Host.read(*A.Buf), *PB = Host.read(*B.Buf);
   void *PR = Host.write(*R.Buf);
-  int64_t Next = 0;
-  forEachElement(Out, {broadcastStrides(A, Out), broadcastStrides(B, Out)}, {A.Offset, B.Offset},
-                 [&](const std::vector<int64_t> &O) {
-                   storeFromDouble(PR, OutType, Next++,
+  forEachElement(Out, {broadcastStrides(A, Out), broadcastStrides(B, Out), R.Strides},
+                 {A.Offset, B.Offset, 0}, [&](const std::vector<int64_t> &O) {
+                   storeFromDouble(PR, OutType, O[2],
                                    F(loadAsDouble(PA, A.Type, O[0]), loadAsDouble(PB, B.Type, O[1])));
                  });
   Host.flush();
@@ -40,14 +53,13 @@ XTensor ExecutorImpl::binary(const XTensor &A, const XTensor &B, const Shape &Ou
 
 XTensor ExecutorImpl::unary(const XTensor &A, ElemType OutType,
                             const std::function<double(double)> &F, const std::string &Name) {
-  XTensor R = alloc(A.Dims, OutType, MemCategory::Temporaries, Name);
+  XTensor R = pointwiseOutput({&A}, A.Dims, OutType, Name);
   if (!R.numel())
     return R;
   const void *PA = Host.read(*A.Buf);
   void *PR = Host.write(*R.Buf);
-  int64_t Next = 0;
-  forEachElement(A.Dims, {A.Strides}, {A.Offset}, [&](const std::vector<int64_t> &O) {
-    storeFromDouble(PR, OutType, Next++, F(loadAsDouble(PA, A.Type, O[0])));
+  forEachElement(A.Dims, {A.Strides, R.Strides}, {A.Offset, 0}, [&](const std::vector<int64_t> &O) {
+    storeFromDouble(PR, OutType, O[1], F(loadAsDouble(PA, A.Type, O[0])));
   });
   Host.flush();
   return R;
@@ -326,7 +338,8 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
     Out[0] = R;
     return true;
   }
-  if (K == "Cast") {
+  if (K == "Cast" || K == "CastLike") {
+    // CastLike(x, like): x.to(like.dtype); the graph gives its output that dtype.
     DType To = G.Tensors[Op.Outputs[0]].Type;
     ElemType T = To == DType::Bool ? ElemType::Bool : isFloating(To) ? ElemType::F32 : ElemType::I64;
     if (T == In[0].Type) { // .to(same dtype) returns the tensor itself

@@ -171,7 +171,7 @@ llvm::Error ExecutorImpl::optimizerStep() {
     std::vector<XTensor> Sqrts, Denoms;
     for (size_t I : ForeachParams)
       Sqrts.push_back(adamSqrt(I));
-    bool InPlace = Setup.torchVersion() == TorchVersion::V2;
+    bool InPlace = Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V2;
     for (size_t K = 0; K < ForeachParams.size(); ++K) {
       kernels::AdamOptions O = stepOptions(ForeachParams[K], Base);
       if (InPlace)

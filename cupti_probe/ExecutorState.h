@@ -17,6 +17,7 @@
 #include "analyzer/OpMemoryRules.h"
 
 #include <functional>
+#include <initializer_list>
 #include <map>
 #include <set>
 
@@ -111,6 +112,8 @@ public:
   bool isScalarConstant(TensorId T) const;
   double scalarValue(TensorId T) const;
   /// Out(element) = F(a, b) over the broadcast of A and B.
+  XTensor pointwiseOutput(std::initializer_list<const XTensor *> Operands, const Shape &Out,
+                          ElemType OutType, const std::string &Name);
   XTensor binary(const XTensor &A, const XTensor &B, const Shape &Out, ElemType OutType,
                  const std::function<double(double, double)> &F, const std::string &Name);
   XTensor unary(const XTensor &A, ElemType OutType, const std::function<double(double)> &F,
@@ -119,6 +122,11 @@ public:
   XTensor sumToShape(const XTensor &Grad, const Shape &Target, const std::string &Name);
   /// A contiguous copy of T with its own storage.
   XTensor clone(const XTensor &T, const std::string &Name);
+  /// Writes Src's elements into Dst (same dims, any strides).
+  void copyInto(const XTensor &Dst, const XTensor &Src);
+  /// [batch, kv * Groups, seq, dim] summed over each run of Groups heads: the gradient of
+  /// grouped key/value heads from the repeated ones.
+  XTensor sumHeadGroups(const XTensor &G, int64_t Groups, const std::string &Name);
   std::vector<float> readFloats(const XTensor &T);
   void writeFloats(const XTensor &T, const std::vector<float> &V);
 

@@ -16,6 +16,9 @@
 namespace trainmem {
 
 llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
+  // The report says which release was modelled.
+  if (Setup.Torch == TorchVersion::Auto)
+    Setup.Torch = Setup.torchVersionFor(G.SourceFormat);
   if (llvm::Error E = applyStrategies(G, Setup))
     return E;
   // Resolve the GPU first: an unknown name is a usage error before any work is done, and

@@ -477,7 +477,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
 TEST(HfConfigImporter, EveryGraphIsConcreteOrderedAndStandardOnnx) {
   // Ops of the default ONNX domain (opset 17) the importer may emit.
   const std::set<std::string> StandardOps = {
-      "Add",         "Cast",       "Concat",     "Cos",       "Div",     "Erf",
+      "Add",         "Cast",       "CastLike",   "Concat",     "Cos",       "Div",     "Erf",
       "Expand",      "Gather",     "Gemm",       "LayerNormalization",  "LessOrEqual",
       "MatMul",      "Mul",        "Neg",        "Pow",       "Range",   "Reciprocal",
       "ReduceMean",  "Relu",       "Reshape",    "Sigmoid",   "Sin",     "Slice",
@@ -550,9 +550,18 @@ TEST(HfConfigImporter, RmsNormIsDecomposedLikeTorchOnnx) {
     return Ops;
   };
   Graph Llama = importSample("tiny-llama");
+  // hidden_states.to(torch.float32) first, .to(input_dtype) before the weight: casts that
+  // change nothing in fp32, marked so that a 16-bit run keeps the norm in fp32.
   EXPECT_EQ(OpsIn(Llama, "/model/layers.0/input_layernorm"),
-            (std::vector<std::string>{"Pow", "ReduceMean", "Add", "Sqrt", "Reciprocal", "Mul",
-                                      "Mul"}));
+            (std::vector<std::string>{"Cast", "Pow", "ReduceMean", "Add", "Sqrt", "Reciprocal",
+                                      "Mul", "CastLike", "Mul"}));
+  const Node *Up = findNode(Llama, "/model/layers.0/input_layernorm/Cast");
+  ASSERT_NE(Up, nullptr);
+  EXPECT_TRUE(Llama.Tensors[Up->Outputs[0]].UpcastToFp32);
+  const Node *Back = findNode(Llama, "/model/layers.0/input_layernorm/CastLike");
+  ASSERT_NE(Back, nullptr);
+  EXPECT_EQ(Back->Inputs[1], Up->Inputs[0]) << "cast back to the norm input's dtype";
+  EXPECT_FALSE(Llama.Tensors[Back->Outputs[0]].UpcastToFp32);
   const Node *Mean = findNode(Llama, "/model/layers.0/input_layernorm/ReduceMean");
   ASSERT_NE(Mean, nullptr);
   EXPECT_EQ(Mean->intsAttr("axes"), (std::vector<int64_t>{-1}));
@@ -567,8 +576,9 @@ TEST(HfConfigImporter, RmsNormIsDecomposedLikeTorchOnnx) {
   // Gemma scales by (1 + weight) and uses the tanh GELU for its legacy "gelu".
   Graph Gemma = importSample("gemma-2b");
   std::vector<std::string> Norm = OpsIn(Gemma, "/model/norm");
-  EXPECT_EQ(Norm, (std::vector<std::string>{"Pow", "ReduceMean", "Add", "Sqrt", "Reciprocal",
-                                            "Mul", "Add", "Mul"}));
+  EXPECT_EQ(Norm, (std::vector<std::string>{"Cast", "Pow", "ReduceMean", "Add", "Sqrt",
+                                            "Reciprocal", "Mul", "Cast", "Add", "Mul",
+                                            "CastLike"}));
   std::vector<std::string> Act = OpsIn(Gemma, "/model/layers.0/mlp/act_fn");
   EXPECT_NE(std::find(Act.begin(), Act.end(), "Tanh"), Act.end());
 

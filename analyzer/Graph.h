@@ -80,11 +80,12 @@ struct Tensor {
   /// importer; the simulator keeps it, and what is computed from it, in fp32 up to a
   /// CastLike back to the model's dtype.
   bool UpcastToFp32 = false;
-  /// An attention mask that is the causal pattern alone (a decoder's, no padding, no
-  /// sliding window shorter than the sequence): transformers then calls PyTorch's SDPA
-  /// with is_causal=True and never builds it, nor repeats grouped key/value heads
-  /// (enable_gqa); eager attention adds it. Set by the HF importer.
-  bool PureCausalMask = false;
+  /// An attention mask transformers does not build for SDPA when the batch has no padding:
+  /// a decoder's causal pattern alone (no sliding window cutting into the sequence; SDPA
+  /// runs with is_causal=True) or an encoder's all-ones padding mask. Without a mask it
+  /// also passes enable_gqa instead of repeating grouped key/value heads. Eager attention
+  /// adds the mask. Set by the HF importer, whose graphs model unpadded batches.
+  bool SdpaSkipsMask = false;
   PayloadRef Payload;
   /// Values of small stored integer/float tensors (at most SmallValueLimit elements):
   /// shapes, axes, slice bounds and scalars that shape inference and export need.

@@ -437,9 +437,9 @@ TensorId causalMask(OnnxGraphBuilder &B, const Module &Base, TensorId Positions,
 
 /// The mask is the causal pattern alone when no sliding window cuts into the sequence
 /// (masking_utils._ignore_causal_mask_sdpa: kv_length < the window): the SDPA path then
-/// never builds it (Tensor::PureCausalMask).
-void markPureCausal(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D, TensorId Mask) {
-  B.tensor(Mask).PureCausalMask = M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow;
+/// never builds it (Tensor::SdpaSkipsMask).
+void markSdpaSkips(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D, TensorId Mask) {
+  B.tensor(Mask).SdpaSkipsMask = M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow;
 }
 
 /// The rotary embedding module (one per model in transformers 5.x): freqs = position_ids *
@@ -549,7 +549,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   TensorId Positions = B.range(Base.Scope, D.Seq);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
   TensorId Mask = causalMask(B, Base, Positions, D);
-  markPureCausal(B, M, D, Mask);
+  markSdpaSkips(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     Module Layer = Base.child("layers." + std::to_string(L));
@@ -607,7 +607,7 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId X = B.binary(Base.Scope, "Add", B.gather(Wte.Scope, WteW, Ids),
                         B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0})));
   TensorId Mask = causalMask(B, Base, Positions, D);
-  markPureCausal(B, M, D, Mask);
+  markSdpaSkips(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     Module Block = Base.child("h." + std::to_string(L));
@@ -647,7 +647,7 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId Positions = B.range(Base.Scope, D.Seq);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
   TensorId Mask = causalMask(B, Base, Positions, D);
-  markPureCausal(B, M, D, Mask);
+  markSdpaSkips(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     Module Layer = Base.child("layers." + std::to_string(L));
@@ -724,6 +724,9 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   // create_bidirectional_mask: padding_mask_function(attention_mask)[b, kv] for every query.
   TensorId Padding = B.cast(Base.Scope, AttnMask, DType::Bool);
   TensorId Ext = additiveMask(B, Base.Scope, B.unsqueeze(Base.Scope, Padding, {1, 2}), D);
+  // An all-ones attention_mask (no padding) is not built for SDPA
+  // (masking_utils._ignore_bidirectional_mask_sdpa).
+  B.tensor(Ext).SdpaSkipsMask = true;
 
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);

@@ -313,11 +313,12 @@ private:
     const Node &PV = G.Nodes[PVId];
     Nodes.push_back(PVId);
     std::vector<TensorId> Inputs{QK.Inputs[0], QK.Inputs[1], PV.Inputs[1]};
-    // A pure causal mask is never built: SDPA runs with is_causal=True. Without a mask
-    // transformers passes enable_gqa=True instead of repeating the key/value heads
-    // (sdpa_attention.use_gqa_in_sdpa), so the kernel reads and saves them unrepeated.
+    // A mask the SDPA path skips is never built (a causal one becomes is_causal=True).
+    // Without a mask transformers passes enable_gqa=True instead of repeating the
+    // key/value heads (sdpa_attention.use_gqa_in_sdpa): the kernel reads and saves them
+    // unrepeated.
     for (TensorId M : Masks) {
-      if (G.Tensors[M].PureCausalMask)
+      if (G.Tensors[M].SdpaSkipsMask)
         Unused.push_back(M);
       else
         Inputs.push_back(M);

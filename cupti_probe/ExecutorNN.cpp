@@ -344,12 +344,12 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     S.Heads = QD[1];
     S.SeqLen = QD[2];
     S.HeadDim = QD[3];
-    // Causal where the graph masks (the batches have no padding), including a pure causal
-    // mask the fused op dropped for is_causal.
+    // Causal where a decoder's graph masks (the batches have no padding), including a mask
+    // the fused op dropped for is_causal; an encoder's (BERT's) mask pads nothing here.
     bool Masked = Op.Inputs.size() > 3;
     for (NodeId Nd : Op.Nodes)
       for (TensorId T : G.Nodes[Nd].Inputs)
-        Masked |= T != NoTensor && G.Tensors[T].PureCausalMask;
+        Masked |= T != NoTensor && G.Tensors[T].SdpaSkipsMask;
     S.Causal = Masked && G.Architecture != "bert";
     if (S.HeadDim > kernels::MaxTiledHeadDim)
       return unsupported(Op, "a head dimension above " + std::to_string(kernels::MaxTiledHeadDim));

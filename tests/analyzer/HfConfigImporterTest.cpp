@@ -7,6 +7,11 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
+#include "analyzer/OpMemoryRules.h"
+#include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
+
+#include "llvm/ADT/STLExtras.h"
 
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/JSON.h"
@@ -631,4 +636,72 @@ TEST(HfConfigImporter, Llama2At2048ImportsQuickly) {
     BestMs = std::min(BestMs, std::chrono::duration<double, std::milli>(End - Start).count());
   }
   EXPECT_LT(BestMs, 100.0);
+}
+
+TEST(HfConfigImporter, SdpaReadsGroupedKeysAndBuildsNoMaskForUnpaddedBatches) {
+  // transformers 5 with SDPA and no padding: is_causal instead of the mask, enable_gqa
+  // instead of repeat_kv. tiny-llama: 4 query heads, 2 key/value heads of 16.
+  Graph G = importSample("tiny-llama", dims(2, 32));
+  std::vector<SimOp> Fused = buildSimOps(G, /*FuseAttention=*/true);
+  int Attention = 0;
+  for (const SimOp &Op : Fused) {
+    EXPECT_NE(Op.Kind, "LessOrEqual") << "the causal mask is not built: " << Op.Name;
+    EXPECT_NE(Op.Kind, "Where") << "the causal mask is not built: " << Op.Name;
+    if (Op.Kind != "ScaledDotProductAttention")
+      continue;
+    ++Attention;
+    ASSERT_EQ(Op.Inputs.size(), 3u) << "no mask operand";
+    EXPECT_EQ(G.Tensors[Op.Inputs[0]].Shape, (Shape{2, 4, 32, 16}));
+    EXPECT_EQ(G.Tensors[Op.Inputs[1]].Shape, (Shape{2, 2, 32, 16})) << "k unrepeated";
+    EXPECT_EQ(G.Tensors[Op.Inputs[2]].Shape, (Shape{2, 2, 32, 16})) << "v unrepeated";
+  }
+  EXPECT_EQ(Attention, 2);
+  // Eager attention adds the mask and repeats the heads.
+  std::vector<SimOp> Eager = buildSimOps(G, /*FuseAttention=*/false);
+  EXPECT_TRUE(llvm::any_of(Eager, [](const SimOp &Op) { return Op.Kind == "Where"; }));
+  EXPECT_TRUE(llvm::any_of(Eager, [](const SimOp &Op) { return Op.Kind == "Expand"; }));
+
+  // A sliding window shorter than the sequence keeps the mask (and so the repeat).
+  ConfigVariant Windowed("mistral-7b", "mistral-window", {{"sliding_window", 16}});
+  Graph W = importPath(Windowed.path(), dims(2, 32));
+  std::vector<SimOp> WOps = buildSimOps(W, /*FuseAttention=*/true);
+  auto Sdpa = llvm::find_if(WOps, [](const SimOp &Op) { return Op.Kind == "ScaledDotProductAttention"; });
+  ASSERT_NE(Sdpa, WOps.end());
+  EXPECT_EQ(Sdpa->Inputs.size(), 4u) << "the windowed mask is an operand";
+}
+
+TEST(HfConfigImporter, OnlyTheHeadIsTiedToTheEmbedding) {
+  // A shrunk BERT whose position embedding [512, 128] has the shape of its FFN output
+  // weights: only the MLM decoder shares the word embedding (transformers 5.24 counts
+  // 611,456 parameters for this config).
+  Graph G = importPath(std::string(TRAINMEM_SOURCE_DIR) +
+                           "/tests/data/measured-hf/configs/bert-base-uncased.json",
+                       dims(2, 64));
+  TrainingSetup S;
+  auto C = takeCensus(G, S);
+  ASSERT_TRUE(bool(C)) << llvm::toString(C.takeError());
+  EXPECT_EQ(C->TiedGroups, 0) << "the head reads the embedding itself: nothing to merge";
+  EXPECT_EQ(C->TotalParameters, 611'456);
+}
+
+TEST(HfConfigImporter, MeanKeepsItsInputOnTorch113Only) {
+  // torch 1.13's MeanBackward1 holds mean(dim)'s input (RMSNorm's pow output) to the
+  // backward; 2.x holds its sizes. tiny-llama has 2 x 2 + 1 RMSNorms over [2, 32, 64] fp32.
+  Graph G = importSample("tiny-llama", dims(2, 32));
+  auto savedOn = [&](TorchVersion V) {
+    TrainingSetup S;
+    S.Device = DeviceKind::Cpu;
+    S.Torch = V;
+    auto C = takeCensus(G, S);
+    EXPECT_TRUE(bool(C));
+    auto R = simulateStep(G, S, *C);
+    EXPECT_TRUE(bool(R));
+    return R ? R->SavedAtEndOfForward : 0;
+  };
+  EXPECT_EQ(savedOn(TorchVersion::V1_13) - savedOn(TorchVersion::V2), 5 * 2 * 32 * 64 * 4);
+  // Auto is 2 for a Hugging Face config (transformers 5 needs it), on the CPU too.
+  TrainingSetup Auto;
+  Auto.Device = DeviceKind::Cpu;
+  EXPECT_EQ(Auto.torchVersionFor(G.SourceFormat), TorchVersion::V2);
+  EXPECT_EQ(Auto.torchVersionFor("onnx"), TorchVersion::V1_13);
 }

@@ -155,8 +155,8 @@ struct Graph {
   /// simulator applies it unless --dropout says otherwise.
   std::optional<double> DeclaredDropout;
   /// The model's loss casts the logits to fp32 first whatever its dtype (transformers'
-  /// ForCausalLMLoss and ForMaskedLMLoss: `logits.float()`), so a 16-bit model's
-  /// log_softmax is fp32 as under autocast.
+  /// ForCausalLMLoss: `logits.float()`), so a 16-bit model's log_softmax is fp32 as under
+  /// autocast.
   bool LossUpcastsLogits = false;
   /// True when the model's source says attention runs fused (HF's default SDPA).
   bool DeclaredFusedAttention = false;

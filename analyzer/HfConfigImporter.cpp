@@ -871,8 +871,9 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.OpsetVersion = 17;
   G.Dims = {{"batch", D->Batch}, {"seq", D->Seq}};
   G.DeclaredTieWordEmbeddings = M->Tie;
-  // transformers' losses (ForCausalLMLoss, ForMaskedLMLoss) start with logits.float().
-  G.LossUpcastsLogits = M->Head != HeadKind::BaseModel;
+  // transformers' causal-LM loss (ForCausalLMLoss) starts with logits.float();
+  // BertForMaskedLM calls CrossEntropyLoss on the logits as they are.
+  G.LossUpcastsLogits = M->Head == HeadKind::CausalLm;
   // Training-time dropout the config asks for (GPT-2 attn/resid/embd_pdrop, BERT
   // hidden/attention_probs_dropout_prob, LLaMA-style attention_dropout): the largest.
   for (const char *Key : {"attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob",

@@ -497,6 +497,10 @@ bool isScalarConstantTensor(const RuleContext &Ctx, TensorId T) {
 
 } // namespace
 
+bool sdpaRunsMathKernel(const RuleContext &Ctx) {
+  return Ctx.Cpu && Ctx.AttentionDropout > 0;
+}
+
 /// The packed storage of the parameter a linear reads as its weight, if quantized.
 const QuantizedStorage *quantizedWeight(const RuleContext &Ctx, TensorId T) {
   if (T == NoTensor)
@@ -679,6 +683,27 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     const Tensor &Q = Ctx.G.Tensors[In(0)];
     int64_t Rows = Q.Shape.size() >= 2 ? Q.numElements() / std::max<int64_t>(Q.Shape.back(), 1)
                                        : Q.numElements();
+    if (sdpaRunsMathKernel(Ctx) && Q.Shape.size() == 4) {
+      // The CPU kernel takes no dropout: _scaled_dot_product_attention_math runs (measured
+      // on torch 2.15). q and k scaled by sqrt(scale) (copies the q.k^T bmm keeps), the
+      // softmax (kept), dropout's mask in the input dtype and its output (the second bmm
+      // keeps it) and a contiguous v; the scores exist until the softmax replaces them.
+      // It computes in fp32 whatever the inputs' dtype (bf16 inputs are upcast first).
+      int64_t Probs = dtypeBytes(DType::Float32, Rows * Q.Shape[2]);
+      int64_t QBytes = dtypeBytes(DType::Float32, Ctx.elements(In(0)));
+      SaveExtra(QBytes, "q (scaled)");
+      SaveExtra(QBytes, "k (scaled)");
+      SaveExtra(Probs, "attention probabilities");
+      SaveExtra(Probs, "attention dropout mask");
+      SaveExtra(Probs, "attention probabilities (dropped)");
+      SaveExtra(QBytes, "v (contiguous)");
+      for (size_t I = 3; I < NIn; ++I)
+        R.GradInputBytes[I] = 0;
+      R.ForwardTransient = Probs;
+      // Backward: the gradients of the dropped and of the kept probabilities.
+      R.BackwardTransient = 2 * Probs;
+      return R;
+    }
     SaveIn(0);
     SaveIn(1);
     SaveIn(2);

@@ -93,6 +93,9 @@ struct RuleContext {
   bool CpuHasAvx512Bf16 = false;
   /// Under autocast: the 16-bit type matmuls and convolutions compute in.
   std::optional<DType> AutocastType;
+  /// Training-time dropout on the attention probabilities (0: none). On the CPU it sends
+  /// scaled_dot_product_attention to PyTorch's math kernel.
+  double AttentionDropout = 0.0;
 
   int64_t bytes(TensorId T) const {
     return T == NoTensor ? 0 : G.Tensors[T].bytesAs(TypeOf[T]);
@@ -103,6 +106,23 @@ struct RuleContext {
 };
 
 OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx);
+
+/// Does a gradient flow to operand I of Op? Not to CastLike's second operand, which gives
+/// only its dtype.
+inline bool carriesGradient(const SimOp &Op, size_t I) {
+  return !(Op.Kind == "CastLike" && I == 1);
+}
+
+/// The operands whose values Op reads, which it keeps alive until it has run: all but
+/// CastLike's second (`x.to(like.dtype)` reads only like's dtype).
+inline std::vector<TensorId> operandsRead(const SimOp &Op) {
+  if (Op.Kind != "CastLike" || Op.Inputs.size() < 2)
+    return Op.Inputs;
+  return {Op.Inputs[0]};
+}
+
+/// Does scaled_dot_product_attention run PyTorch's math kernel (the CPU with dropout)?
+bool sdpaRunsMathKernel(const RuleContext &Ctx);
 
 /// The packed storage of the parameter a linear reads as its weight (directly or through
 /// a Transpose), or null when it is not quantized.

@@ -462,6 +462,10 @@ llvm::Expected<ParameterCensus> takeCensus(const Graph &G, const TrainingSetup &
     P.Shape = T.Shape;
     P.FileType = T.Type;
     P.Type = storageType(T.Type, Setup);
+    // PEFT creates LoRA adapters in fp32 on a 16-bit model (autocast_adapter_dtype).
+    if (Setup.Prec == Precision::Bf16 && isFloating(T.Type) &&
+        llvm::is_contained(G.AdapterParameters, Id))
+      P.Type = DType::Float32;
     P.NumElements = T.numElements();
     for (auto [N, Slot] : effectiveUses(G, Id))
       if (!G.Nodes[N].LayerPath.empty()) {

@@ -31,6 +31,14 @@ void Simulator::assignTypes() {
     Ctx.TypeOf[T] = Tn.UpcastToFp32 && isFloating(Tn.Type) ? DType::Float32
                                                            : recipeType(Tn.Type);
   }
+  // PEFT's LoRA adapters stay fp32 on a bf16 model (the census stores them so); the
+  // adapter path casts its input to their dtype and its sum back (CastLike).
+  if (Setup.Prec == Precision::Bf16)
+    for (TensorId T : G.AdapterParameters)
+      if (isFloating(G.Tensors[T].Type)) {
+        Ctx.TypeOf[T] = DType::Float32;
+        Upcasts = true;
+      }
   if (!isAmp()) {
     if (!Upcasts)
       return;
@@ -114,8 +122,8 @@ void Simulator::propagateRequiresGrad() {
     std::fill(Ctx.RequiresGrad.begin(), Ctx.RequiresGrad.end(), false);
   for (const SimOp &Op : Ops) {
     bool Any = false;
-    for (TensorId I : Op.Inputs)
-      Any |= I != NoTensor && Ctx.RequiresGrad[I];
+    for (size_t K = 0; K < Op.Inputs.size(); ++K)
+      Any |= carriesGradient(Op, K) && Op.Inputs[K] != NoTensor && Ctx.RequiresGrad[Op.Inputs[K]];
     for (TensorId O : Op.Outputs)
       if (O != NoTensor)
         Ctx.RequiresGrad[O] = Any && isFloating(G.Tensors[O].Type);
@@ -399,7 +407,7 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
   S->NodeInOp.assign(G.Nodes.size(), false);
   S->DistinctInputs.reserve(S->Ops.size());
   for (const SimOp &Op : S->Ops) {
-    auto Distinct = sim::distinctInputs(Op.Inputs);
+    auto Distinct = sim::distinctInputs(operandsRead(Op));
     S->DistinctInputs.emplace_back(Distinct.begin(), Distinct.end());
   }
   for (const SimOp &Op : S->Ops)

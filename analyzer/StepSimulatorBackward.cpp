@@ -83,7 +83,10 @@ void Simulator::backward() {
     if (HasBackward[OpI])
       for (TensorId In : Structure->DistinctInputs[OpI]) {
         auto P = ParamIndex.find(In);
-        if (P && Census.Parameters[*P].Trainable)
+        bool Flows = false;
+        for (size_t K = 0; K < Ops[OpI].Inputs.size(); ++K)
+          Flows |= Ops[OpI].Inputs[K] == In && carriesGradient(Ops[OpI], K);
+        if (P && Flows && Census.Parameters[*P].Trainable)
           ++UsesLeft[*P];
       }
   // InputBuffer::accumulate sums a second gradient into a fresh tensor and frees both.
@@ -229,7 +232,7 @@ void Simulator::backward() {
                           Op.Layer, DType::Float32, {});
     for (size_t I : Order) {
       TensorId In = Op.Inputs[I];
-      if (In == NoTensor || !Ctx.RequiresGrad[In])
+      if (In == NoTensor || !Ctx.RequiresGrad[In] || !carriesGradient(Op, I))
         continue;
       if (Rule.GradIsPassThrough[I] && OutGrad != NoStorage) {
         Mem.retain(OutGrad);

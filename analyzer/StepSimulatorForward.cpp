@@ -253,8 +253,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   const llvm::StringRef Kind = Op.Kind; // compared by length first, unlike std::string
   const OpMemoryRule &Rule = ruleFor(OpI);
   bool AnyGrad = false;
-  for (TensorId I : Op.Inputs)
-    AnyGrad |= I != NoTensor && Ctx.RequiresGrad[I];
+  for (size_t K = 0; K < Op.Inputs.size(); ++K)
+    AnyGrad |= carriesGradient(Op, K) && Op.Inputs[K] != NoTensor && Ctx.RequiresGrad[Op.Inputs[K]];
   AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
   // Autocast runs matmul-like ops on 16-bit copies of their fp32 operands (weights
   // cached); bitsandbytes dequantizes 4-bit weights to the compute dtype itself.
@@ -294,7 +294,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     CopyIfNeeded(0, 2);
     CopyIfNeeded(1, 2);
   }
-  if (Kind == "ScaledDotProductAttention" && Setup.Device == DeviceKind::Cpu) {
+  if (Kind == "ScaledDotProductAttention" && Setup.Device == DeviceKind::Cpu &&
+      !sdpaRunsMathKernel(Ctx)) {
     // Measured on torch 2.15: the CPU kernel runs on (and autograd saves) a contiguous
     // copy of a key or value with gaps (GPT-2's and GPT-NeoX's slices of the fused qkv);
     // the query is read and saved as it is.
@@ -313,6 +314,11 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     if (O == NoTensor)
       continue;
     const Tensor &T = G.Tensors[O];
+    // A view of the batch (a graph input, counted apart from the values) is the batch.
+    if (Rule.Outputs[OI] == OutputKind::ViewOfInput0 && Op.Inputs[0] != NoTensor &&
+        Values[Op.Inputs[0]].Storage == NoStorage &&
+        G.Tensors[Op.Inputs[0]].Kind == TensorKind::Input)
+      continue;
     if (Rule.Outputs[OI] == OutputKind::ViewOfInput0 && Op.Inputs[0] != NoTensor &&
         Values[Op.Inputs[0]].Storage != NoStorage) {
       const Value &Src = Values[Op.Inputs[0]];
@@ -361,7 +367,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
                             Op.Layer, Ctx.TypeOf[O], T.Shape);
     Layout L = contiguous(T.Shape);
     if (Kind == "ScaledDotProductAttention" && T.Shape.size() == 4 && Op.Inputs[0] != NoTensor &&
-        Values[Op.Inputs[0]].Held) {
+        Values[Op.Inputs[0]].Held && !sdpaRunsMathKernel(Ctx)) {
       // The memory-efficient kernel (CUDA's for fp32) writes [batch, seq, heads, head_dim]
       // and returns it transposed; flash (CUDA, 16-bit) and the CPU kernel allocate the
       // output like the query (empty_like). Merging the heads back (transpose(1, 2) and

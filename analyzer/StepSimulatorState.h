@@ -373,6 +373,7 @@ public:
             Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V2,
             /*CpuThreads=*/1, /*CpuHasAvx512Bf16=*/false, /*AutocastType=*/std::nullopt} {
     Mem.Details = Details;
+    Ctx.AttentionDropout = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
     if (isAmp())
       Ctx.AutocastType = lowPrecision();
   }

@@ -347,6 +347,11 @@ llvm::Error ExecutorImpl::initialize() {
     return E;
   bool Fuse = Setup.Attention == AttentionImpl::Sdpa ||
               (Setup.Attention == AttentionImpl::Auto && G.DeclaredFusedAttention);
+  // With dropout on the attention probabilities PyTorch's CPU kernel gives way to its math
+  // kernel (scores, softmax, dropout and two bmms, each keeping what eager attention
+  // keeps): run on the host, the attention runs as the graph's own ops.
+  if (!Dev.isCuda() && (Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0)) > 0)
+    Fuse = false;
   Ops = buildSimOps(G, Fuse);
   // requires_grad flows forward from the trainable parameters.
   RequiresGrad.assign(G.Tensors.size(), false);
@@ -362,8 +367,8 @@ llvm::Error ExecutorImpl::initialize() {
     }
   for (const SimOp &Op : Ops) {
     bool Any = false;
-    for (TensorId In : Op.Inputs)
-      Any |= requiresGrad(In);
+    for (size_t K = 0; K < Op.Inputs.size(); ++K)
+      Any |= carriesGradient(Op, K) && requiresGrad(Op.Inputs[K]);
     for (TensorId O : Op.Outputs)
       if (O != NoTensor)
         RequiresGrad[O] = Any && isFloating(G.Tensors[O].Type);
@@ -516,8 +521,8 @@ llvm::Error ExecutorImpl::runOp(size_t OpI, Env &E, Tape *T) {
   for (TensorId I : Op.Inputs)
     In.push_back(valueOf(E, I));
   bool AnyGrad = false;
-  for (TensorId I : Op.Inputs)
-    AnyGrad |= requiresGrad(I);
+  for (size_t K = 0; K < Op.Inputs.size(); ++K)
+    AnyGrad |= carriesGradient(Op, K) && requiresGrad(Op.Inputs[K]);
   BackwardFn Bw;
   BackwardFn *BwPtr = T && AnyGrad ? &Bw : nullptr;
   auto Handled = runNNOp(Op, In, Out, BwPtr);
@@ -540,8 +545,9 @@ llvm::Error ExecutorImpl::runOp(size_t OpI, Env &E, Tape *T) {
     N.Name = Op.Name;
     N.Layer = Op.Layer;
     N.Outputs = Op.Outputs;
-    for (TensorId I : Op.Inputs)
-      N.Inputs.push_back(requiresGrad(I) ? I : NoTensor);
+    for (size_t K = 0; K < Op.Inputs.size(); ++K)
+      N.Inputs.push_back(carriesGradient(Op, K) && requiresGrad(Op.Inputs[K]) ? Op.Inputs[K]
+                                                                               : NoTensor);
     N.Backward = std::move(Bw);
     T->push_back(std::move(N));
   }
@@ -557,7 +563,8 @@ llvm::Error ExecutorImpl::runOp(size_t OpI, Env &E, Tape *T) {
   In.clear();
   Out.clear();
   // Python drops a tensor when its last reader has run (graph outputs go to the loss).
-  for (TensorId I : std::set<TensorId>(Op.Inputs.begin(), Op.Inputs.end()))
+  std::vector<TensorId> Read = operandsRead(Op);
+  for (TensorId I : std::set<TensorId>(Read.begin(), Read.end()))
     if (I != NoTensor && --E.PendingUses[I] <= 0 && !G.Tensors[I].IsGraphOutput)
       E.Values[I] = {};
   for (TensorId O : Op.Outputs)
@@ -567,10 +574,12 @@ llvm::Error ExecutorImpl::runOp(size_t OpI, Env &E, Tape *T) {
 }
 
 static void countUses(const std::vector<SimOp> &Ops, size_t First, size_t Last, Env &E) {
-  for (size_t I = First; I <= Last && I < Ops.size(); ++I)
-    for (TensorId In : std::set<TensorId>(Ops[I].Inputs.begin(), Ops[I].Inputs.end()))
+  for (size_t I = First; I <= Last && I < Ops.size(); ++I) {
+    std::vector<TensorId> Read = operandsRead(Ops[I]);
+    for (TensorId In : std::set<TensorId>(Read.begin(), Read.end()))
       if (In != NoTensor)
         ++E.PendingUses[In];
+  }
 }
 
 llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {

@@ -111,7 +111,8 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
                                                                     K == "Range" ||
                                                                     K == "ConstantOfShape" ||
                                                                     K == "ReduceMean" ||
-                                                                    K == "ReduceSum")))
+                                                                    K == "ReduceSum" ||
+                                                                    K == "CastLike")))
       return Missing(I);
 
   if (K == "Constant") {

@@ -17,6 +17,7 @@
 #include "llvm/ADT/StringExtras.h"
 
 #include <algorithm>
+#include <tuple>
 #include <set>
 
 namespace trainmem {
@@ -185,10 +186,10 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     T.Stored = Stored;
     return G.addTensor(std::move(T));
   };
-  // Each adapter adds at most 5 nodes and 7 tensors: room for them up front.
+  // Each adapter adds at most 7 nodes and 9 tensors: room for them up front.
   std::vector<Node> NewNodes;
-  NewNodes.reserve(Base.Nodes.size() + 5 * Chosen);
-  G.Tensors.reserve(Base.Tensors.size() + 7 * Chosen);
+  NewNodes.reserve(Base.Nodes.size() + 7 * Chosen);
+  G.Tensors.reserve(Base.Tensors.size() + 9 * Chosen);
   std::vector<TensorId> Redirect(Base.Tensors.size(), NoTensor); // base output -> base + adapter
   for (NodeId N = 0; N < static_cast<NodeId>(Base.Nodes.size()); ++N) {
     NewNodes.push_back(std::move(G.Nodes[N])); // G is Base's copy: its nodes move
@@ -222,7 +223,13 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     TensorId B = AddTensor(S.Module + ".lora_B.weight", {R, Out}, Type, TensorKind::Parameter, true);
     G.AdapterParameters.push_back(A);
     G.AdapterParameters.push_back(B);
-    TensorId Src = S.Input;
+    // PEFT keeps the adapters in fp32 on a 16-bit model (autocast_adapter_dtype) and casts
+    // the input to their dtype, the sum back to the base output's (result.to(
+    // torch_result_dtype)): CastLike both ways, each the tensor itself where the dtypes
+    // already agree.
+    TensorId Src = AddTensor(Prefix + "/lora_A/CastLike_output_0", X.Shape, Type,
+                             TensorKind::Activation, false);
+    MakeNode("CastLike", "lora_A", {S.Input, A}, Src);
     if (Lora.Dropout > 0) {
       TensorId D = AddTensor(Prefix + "/lora_dropout/Dropout_output_0", X.Shape, X.Type,
                              TensorKind::Activation, false);
@@ -241,15 +248,21 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     TensorId Scaled = AddTensor(Prefix + "/Mul_output_0", Y.Shape, Y.Type,
                                 TensorKind::Activation, false);
     MakeNode("Mul", "lora_scaling", {HB, Scale}, Scaled);
-    TensorId Sum = AddTensor(Prefix + "/lora_Add_output_0", Y.Shape, Y.Type,
+    TensorId Added = AddTensor(Prefix + "/lora_Add_output_0", Y.Shape, Y.Type,
+                               TensorKind::Activation, false);
+    TensorId Sum = AddTensor(Prefix + "/lora_CastLike_output_0", Y.Shape, Y.Type,
                              Y.IsGraphOutput ? TensorKind::Output : TensorKind::Activation, false);
-    Node AddNode;
-    AddNode.Name = Prefix + "/lora/Add";
-    AddNode.OpType = "Add";
-    AddNode.Inputs = {S.Output, Scaled};
-    AddNode.Outputs = {Sum};
-    AddNode.LayerPath = S.Module;
-    NewNodes.push_back(std::move(AddNode));
+    for (auto [Op, Operands, Result] : {std::tuple<const char *, std::vector<TensorId>, TensorId>{
+                                            "Add", {S.Output, Scaled}, Added},
+                                        {"CastLike", {Added, S.Output}, Sum}}) {
+      Node Nd;
+      Nd.Name = Prefix + "/lora/" + Op;
+      Nd.OpType = Op;
+      Nd.Inputs = std::move(Operands);
+      Nd.Outputs = {Result};
+      Nd.LayerPath = S.Module;
+      NewNodes.push_back(std::move(Nd));
+    }
     Redirect[S.Output] = Sum; // a base tensor: ids below Base.Tensors.size()
     if (Y.IsGraphOutput) {
       G.Tensors[S.Output].IsGraphOutput = false;

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Measure one training step of a Hugging Face model built from its config.json, on the CPU.
+
+The numbers `tests/data/measured-hf/cases.json` holds were taken with this script:
+transformers builds the model from the config (no weights are downloaded), trains it for two
+steps under torch.profiler with memory profiling, one intra-op thread, and the second step is
+measured the way ../shared/fixtures/gt/harness.py measures its cases:
+
+  peak   the largest total of live tensor bytes during step 2 (Total Allocated of the
+         profiler's allocation events; sentinel allocations of odd sizes mark the phases and
+         are left out)
+  saved  bytes the forward left alive, minus the logits: what backward will read (the loss
+         included), as `trainmem analyze` reports "activations (saved)" at the end of the
+         forward
+
+Needs PyPI's torch (CPU) and transformers, and peft for --lora-rank; trainmem does not. Prints
+one JSON case on stdout. Example (the venv is any with those packages):
+
+  python bench/measure_hf_step.py tests/data/measured-hf/configs/tiny-llama.json \\
+      --batch 2 --seq 256 --bf16
+"""
+import argparse
+import json
+import sys
+
+import torch
+import transformers
+from torch.profiler import ProfilerActivity, profile
+
+
+def build(config_path, args):
+    d = json.load(open(config_path))
+    model_type = d.pop("model_type")
+    cfg = transformers.AutoConfig.for_model(model_type, **d)
+    cfg._attn_implementation = "sdpa"
+    if args.no_dropout:
+        for k in list(vars(cfg)):
+            if ("dropout" in k or k.endswith("pdrop") or k.endswith("_prob")) and isinstance(
+                    getattr(cfg, k), float):
+                setattr(cfg, k, 0.0)
+    auto = transformers.AutoModelForMaskedLM if model_type == "bert" else transformers.AutoModelForCausalLM
+    # transformers 5 builds in the config's dtype; these configs carry none (fp32).
+    model = auto.from_config(cfg)
+    if args.bf16:
+        model.to(torch.bfloat16)
+    if args.lora_rank:
+        import peft
+        model = peft.get_peft_model(model, peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank * 2,
+                                                           lora_dropout=0.0))
+    model.train()
+    if args.checkpoint:
+        model.gradient_checkpointing_enable()  # transformers 5: use_reentrant=False
+        if args.lora_rank:
+            model.enable_input_require_grads()
+    return model, cfg, model_type
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--bf16", action="store_true", help="the model in bfloat16 (pure, no autocast)")
+    ap.add_argument("--no-dropout", action="store_true", help="every dropout probability set to 0")
+    ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of every block")
+    ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd-momentum"])
+    ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on its default targets")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    base = 999_983  # sentinel sizes no tensor of these runs has
+    probes = []
+
+    def probe(name):
+        size = base + 2 * len(probes)
+        probes.append((name, size))
+        t = torch.empty(size, dtype=torch.uint8)
+        del t
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        model, cfg, model_type = build(args.config, args)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = (torch.optim.AdamW(params, lr=1e-4) if args.optimizer == "adamw"
+               else torch.optim.SGD(params, lr=1e-2, momentum=0.9))
+        gen = torch.Generator().manual_seed(1)
+        ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)
+        inputs = dict(input_ids=ids, labels=ids.clone())
+        if model_type == "bert":
+            inputs["token_type_ids"] = torch.zeros_like(ids)
+            inputs["attention_mask"] = torch.ones_like(ids)
+        for step in (1, 2):
+            probe(f"s{step}_start")
+            out = model(**inputs)
+            loss = out.loss
+            probe(f"s{step}_before_backward")
+            del out
+            probe(f"s{step}_logits_dropped")
+            loss.backward()
+            del loss
+            probe(f"s{step}_after_backward")
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            probe(f"s{step}_end")
+
+    allocs = []
+
+    def walk(ev):
+        if "Allocation" in type(ev.extra_fields).__name__:
+            allocs.append((ev.start_time_ns, int(ev.extra_fields.alloc_size), int(ev.extra_fields.total_allocated)))
+        for c in ev.children:
+            walk(c)
+
+    for root in prof.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    allocs.sort(key=lambda a: a[0])
+    sentinel = {size: name for name, size in probes}
+    at = {}
+    for i, (_, size, total) in enumerate(allocs):
+        if size in sentinel:
+            at[sentinel[size]] = (i, total - size)
+    first, last = at["s2_start"][0], at["s2_end"][0]
+    peak = max(total for _, size, total in allocs[first:last + 1] if abs(size) not in sentinel)
+    saved = at["s2_logits_dropped"][1] - at["s2_start"][1]
+    case = {
+        "config": args.config.split("/")[-1],
+        "batch": args.batch, "seq": args.seq,
+        "precision": "bf16" if args.bf16 else "fp32",
+        "dropout": 0.0 if args.no_dropout else None,
+        "checkpoint": "blocks" if args.checkpoint else "none",
+        "optimizer": args.optimizer,
+        "lora_rank": args.lora_rank,
+        "measured": {"peak_bytes": peak, "saved_bytes": saved},
+        "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
+    }
+    json.dump(case, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

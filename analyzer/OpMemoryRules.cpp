@@ -799,6 +799,7 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
   if ((K == "Cast" || K == "CastLike") && In(0) != NoTensor && !Op.Outputs.empty() &&
       Op.Outputs[0] != NoTensor && Ctx.TypeOf[In(0)] == Ctx.TypeOf[Op.Outputs[0]]) {
     // `.to(dtype)` to the dtype the tensor already has returns the tensor itself.
+    R.Alias = true;
     R.Outputs.assign(Op.Outputs.size(), OutputKind::ViewOfInput0);
     R.GradIsPassThrough[0] = true;
     for (size_t I = 1; I < NIn; ++I)

@@ -75,6 +75,9 @@ struct OpMemoryRule {
   llvm::SmallVector<bool, 4> GradIsPassThrough;
   /// Extra bytes the backward holds while it computes (freed when it returns).
   int64_t BackwardTransient = 0;
+  /// The output is the input itself (`.to()` the dtype it already has): nothing runs,
+  /// nothing is allocated or saved, the gradient passes through.
+  bool Alias = false;
 };
 
 /// Byte size of a tensor under the simulated precision, for rules that size extras.
@@ -110,13 +113,13 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx);
 /// Does a gradient flow to operand I of Op? Not to CastLike's second operand, which gives
 /// only its dtype.
 inline bool carriesGradient(const SimOp &Op, size_t I) {
-  return !(Op.Kind == "CastLike" && I == 1);
+  return I != 1 || llvm::StringRef(Op.Kind) != "CastLike"; // length compared first
 }
 
 /// The operands whose values Op reads, which it keeps alive until it has run: all but
 /// CastLike's second (`x.to(like.dtype)` reads only like's dtype).
 inline std::vector<TensorId> operandsRead(const SimOp &Op) {
-  if (Op.Kind != "CastLike" || Op.Inputs.size() < 2)
+  if (Op.Inputs.size() < 2 || llvm::StringRef(Op.Kind) != "CastLike")
     return Op.Inputs;
   return {Op.Inputs[0]};
 }

@@ -47,7 +47,8 @@ void Simulator::assignTypes() {
     // CastLike takes it back to the model's dtype.
     for (const SimOp &Op : Ops) {
       std::optional<DType> Out;
-      if (Op.Kind == "CastLike" && Op.Inputs.size() > 1 && Op.Inputs[1] != NoTensor)
+      if (Op.Inputs.size() > 1 && Op.Inputs[1] != NoTensor &&
+          llvm::StringRef(Op.Kind) == "CastLike")
         Out = Ctx.TypeOf[Op.Inputs[1]];
       else
         for (TensorId I : Op.Inputs)
@@ -405,6 +406,9 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
   S->FuseAttention = FuseAttention;
   S->Ops = buildSimOps(G, FuseAttention);
   S->NodeInOp.assign(G.Nodes.size(), false);
+  S->Pointwise.reserve(S->Ops.size());
+  for (const SimOp &Op : S->Ops)
+    S->Pointwise.push_back(sim::isPointwise(Op.Kind));
   S->DistinctInputs.reserve(S->Ops.size());
   for (const SimOp &Op : S->Ops) {
     auto Distinct = sim::distinctInputs(operandsRead(Op));

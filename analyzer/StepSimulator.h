@@ -64,6 +64,9 @@ struct StepStructure {
   /// records are 224 bytes apart, and reading a flag from one per input was a cache miss.
   enum TensorBit : uint8_t { Transient = 1, GraphOutput = 2, Stored = 4 };
   std::vector<uint8_t> TensorBits;
+  /// Per op: a pointwise op, whose output TensorIterator lays out like its input (looked
+  /// up once here rather than by name at every op of every step).
+  std::vector<bool> Pointwise;
 };
 
 /// Whether the setup runs the graph's attention as one fused op (SDPA).

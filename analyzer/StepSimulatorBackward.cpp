@@ -83,10 +83,12 @@ void Simulator::backward() {
     if (HasBackward[OpI])
       for (TensorId In : Structure->DistinctInputs[OpI]) {
         auto P = ParamIndex.find(In);
+        if (!P || !Census.Parameters[*P].Trainable)
+          continue;
         bool Flows = false;
         for (size_t K = 0; K < Ops[OpI].Inputs.size(); ++K)
           Flows |= Ops[OpI].Inputs[K] == In && carriesGradient(Ops[OpI], K);
-        if (P && Flows && Census.Parameters[*P].Trainable)
+        if (Flows)
           ++UsesLeft[*P];
       }
   // InputBuffer::accumulate sums a second gradient into a fresh tensor and frees both.
@@ -216,6 +218,18 @@ void Simulator::backward() {
       continue;
     }
     const OpMemoryRule &Rule = ruleFor(OpI);
+    if (Rule.Alias && Op.Outputs.size() == 1 && SegmentStartingAt[OpI] < 0) {
+      // The tensor itself under another name: its gradient is the input's, handed on
+      // without an allocation or a timeline point.
+      StorageId Through = GradOf[Op.Outputs[0]];
+      GradOf[Op.Outputs[0]] = NoStorage;
+      TensorId In = Op.Inputs[0];
+      if (In != NoTensor && Ctx.RequiresGrad[In])
+        Deliver(In, Through, Op);
+      else
+        Mem.release(Through);
+      continue;
+    }
     StorageId OutGrad = Op.Outputs.empty() ? NoStorage : GradOf[Op.Outputs[0]];
     llvm::SmallVector<std::pair<TensorId, StorageId>, 4> Produced;
     // Parameters' gradients first (mm computes grad_weight before grad_input).

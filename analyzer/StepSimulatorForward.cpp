@@ -91,6 +91,18 @@ Layout denseLike(const Layout &L, llvm::ArrayRef<int64_t> Shape) {
   return Out;
 }
 
+/// Is L contiguous (row-major without gaps)? No allocation: this runs for every
+/// pointwise op of every simulated step.
+bool isRowMajor(const Layout &L) {
+  int64_t Expected = 1;
+  for (size_t D = L.Shape.size(); D-- > 0;) {
+    if (L.Shape[D] != 1 && L.Strides[D] != Expected)
+      return false;
+    Expected *= std::max<int64_t>(L.Shape[D], 1);
+  }
+  return true;
+}
+
 /// Is L a permutation of a contiguous tensor (no gaps, overlaps or broadcasts)?
 bool isDense(const Layout &L) {
   if (L.Strides == contiguous(L.Shape).Strides)
@@ -102,7 +114,8 @@ bool isDense(const Layout &L) {
   return true;
 }
 
-/// Ops whose output TensorIterator lays out like their (first full-size) input.
+} // namespace
+
 bool isPointwise(llvm::StringRef K) {
   static constexpr llvm::StringLiteral Ops[] = {
       "Add",  "Sub",     "Mul",  "Div",     "Neg",     "Pow",  "Sqrt",    "Reciprocal",
@@ -110,8 +123,6 @@ bool isPointwise(llvm::StringRef K) {
       "Cos",  "Sin",     "Abs",  "Where",   "Cast",    "CastLike", "Rsqrt", "Clip"};
   return llvm::is_contained(Ops, K);
 }
-
-} // namespace
 
 std::vector<std::vector<TensorId>> moduleInputHolds(const Graph &G,
                                                     const std::vector<SimOp> &Ops) {
@@ -256,6 +267,23 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   for (size_t K = 0; K < Op.Inputs.size(); ++K)
     AnyGrad |= carriesGradient(Op, K) && Op.Inputs[K] != NoTensor && Ctx.RequiresGrad[Op.Inputs[K]];
   AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
+  if (Rule.Alias && Op.Outputs.size() == 1 && Op.Outputs[0] != NoTensor && !Dropouts.count(OpI)) {
+    // The tensor itself under another name: no allocation, no timeline point (the
+    // planner's evaluations meet one per RMSNorm and LoRA adapter in every step).
+    TensorId In = Op.Inputs[0], O = Op.Outputs[0];
+    if (In != NoTensor && Values[In].Storage != NoStorage) {
+      Mem.retain(Values[In].Storage);
+      holdValue(O, Values[In].Storage, Values[In].L);
+    }
+    if (AnyGrad)
+      HasBackward[OpI] = true;
+    for (TensorId I : Structure->DistinctInputs[OpI])
+      if (I != NoTensor && transient(I) && --Values[I].PendingUses <= 0 && !graphOutput(I))
+        dropValue(I);
+    if (Values[O].PendingUses == 0 && !graphOutput(O))
+      dropValue(O);
+    return;
+  }
   // Autocast runs matmul-like ops on 16-bit copies of their fp32 operands (weights
   // cached); bitsandbytes dequantizes 4-bit weights to the compute dtype itself.
   const bool Autocasts =
@@ -377,11 +405,12 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
                      1};
       else
         L = denseLike(Values[Op.Inputs[0]].L, T.Shape);
-    } else if (isPointwise(Kind)) {
+    } else if (Structure->Pointwise[OpI]) {
       for (TensorId In : Op.Inputs)
         if (In != NoTensor && Values[In].Held && Values[In].L.Shape.size() == T.Shape.size() &&
             std::equal(T.Shape.begin(), T.Shape.end(), Values[In].L.Shape.begin())) {
-          L = denseLike(Values[In].L, T.Shape);
+          if (!isRowMajor(Values[In].L)) // else the output is contiguous, as it is
+            L = denseLike(Values[In].L, T.Shape);
           break;
         }
     }

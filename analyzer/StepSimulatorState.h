@@ -67,6 +67,9 @@ inline bool isMatmulKind(llvm::StringRef Kind) {
 }
 constexpr StorageId NoStorage = -1;
 
+/// Ops whose output TensorIterator lays out like their (first full-size) input.
+bool isPointwise(llvm::StringRef K);
+
 /// An op's inputs without repeats (x * x reads x once), in ascending order, without the
 /// allocation of a std::set: this runs for every op of every simulated step.
 inline llvm::SmallVector<TensorId, 4> distinctInputs(const std::vector<TensorId> &Inputs) {

@@ -461,11 +461,33 @@ llvm::Expected<onnx::ModelProto> buildModel(const Graph &G, const std::string &O
     }
     return AnyOutput;
   };
+  // The HF importer's casts (RMSNorm's upcast, Tensor::UpcastToFp32, and the CastLike
+  // back) change nothing in the exported fp32 graph, and what they mean in a 16-bit run
+  // no ONNX field carries: the file leaves them out, as torch.onnx's dynamo exporter drops
+  // no-op casts, and their readers read the input. Casts read from a file are kept, so a
+  // file round-trips node for node.
+  std::vector<TensorId> Same(G.Tensors.size());
+  for (TensorId Id = 0; Id < NumTensors; ++Id)
+    Same[Id] = Id;
+  auto IsNoOpCast = [&](const Node &N) {
+    if ((N.OpType != "Cast" && N.OpType != "CastLike") || N.Inputs.empty() ||
+        N.Outputs.size() != 1 || N.Inputs[0] == NoTensor || N.Outputs[0] == NoTensor)
+      return false;
+    if (N.OpType == "Cast" && !G.Tensors[N.Outputs[0]].UpcastToFp32)
+      return false;
+    const Tensor &In = G.Tensors[N.Inputs[0]], &Res = G.Tensors[N.Outputs[0]];
+    return In.Type == Res.Type && In.Type != DType::Undefined && !Res.IsGraphOutput &&
+           !llvm::is_contained(G.Outputs, N.Outputs[0]);
+  };
   std::vector<NodeId> EmittedNodes;
   std::vector<bool> DefinedByNode(G.Tensors.size(), false);
   for (NodeId Id : G.TopologicalOrder) {
     if (IsReplacedByInitializers(G.Nodes[Id]))
       continue;
+    if (IsNoOpCast(G.Nodes[Id])) {
+      Same[G.Nodes[Id].Outputs[0]] = Same[G.Nodes[Id].Inputs[0]];
+      continue;
+    }
     EmittedNodes.push_back(Id);
     for (TensorId Out : G.Nodes[Id].Outputs)
       if (Out != NoTensor)
@@ -567,8 +589,10 @@ llvm::Expected<onnx::ModelProto> buildModel(const Graph &G, const std::string &O
       CustomDomains.insert(Domain);
     }
     for (TensorId In : N.Inputs) {
-      if (In != NoTensor)
+      if (In != NoTensor) {
+        In = Same[In];
         EnsureDefined(In);
+      }
       P.add_input(In == NoTensor ? std::string() : Names[In]);
     }
     for (TensorId Res : N.Outputs)
@@ -613,7 +637,8 @@ llvm::Expected<onnx::ModelProto> buildModel(const Graph &G, const std::string &O
 
 std::string weightlessOnnxDataPath(const std::string &OutPath) { return OutPath + ".data"; }
 
-llvm::Error exportWeightlessOnnx(const Graph &G, const std::string &OutPath) {
+llvm::Error exportWeightlessOnnx(const Graph &G, const std::string &OutPath,
+                                 ExportSummary *Summary) {
   if (OutPath.empty())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "cannot write an ONNX file: no output path given");
@@ -621,6 +646,12 @@ llvm::Error exportWeightlessOnnx(const Graph &G, const std::string &OutPath) {
   llvm::Expected<onnx::ModelProto> Model = buildModel(G, OutPath, ExternalBytes);
   if (!Model)
     return Model.takeError();
+  if (Summary) {
+    const onnx::GraphProto &Gr = Model->graph();
+    Summary->Nodes = Gr.node_size();
+    Summary->Tensors = Gr.initializer_size() + Gr.input_size() + Gr.output_size() +
+                       Gr.value_info_size();
+  }
 
   // Without payloads a model is a few MB at most; protobuf refuses anything over 2 GiB.
   size_t Size = Model->ByteSizeLong();

@@ -51,7 +51,13 @@ std::string weightlessOnnxDataPath(const std::string &OutPath);
 /// Both files are written to temporary files in OutPath's folder and renamed into
 /// place, so an error never leaves a partial file. Errors name the path and the cause;
 /// a graph without a complete topological order (see Graph::finalize) is refused.
-llvm::Error exportWeightlessOnnx(const Graph &G, const std::string &OutPath);
+/// What the file holds: its nodes (the no-op casts the IR keeps are left out) and the
+/// tensors it names (initializers, graph inputs and outputs, value_info).
+struct ExportSummary {
+  int64_t Nodes = 0, Tensors = 0;
+};
+llvm::Error exportWeightlessOnnx(const Graph &G, const std::string &OutPath,
+                                 ExportSummary *Summary = nullptr);
 
 } // namespace trainmem
 

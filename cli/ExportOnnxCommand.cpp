@@ -26,9 +26,10 @@ int runExportOnnx() {
   auto G = importRequestedModel(*Request);
   if (!G)
     return reportError(G.takeError());
-  if (llvm::Error E = exportWeightlessOnnx(*G, Out))
+  ExportSummary Written;
+  if (llvm::Error E = exportWeightlessOnnx(*G, Out, &Written))
     return reportError(std::move(E));
-  llvm::outs() << "wrote " << Out << " (" << G->Nodes.size() << " nodes, " << G->Tensors.size()
+  llvm::outs() << "wrote " << Out << " (" << Written.Nodes << " nodes, " << Written.Tensors
                << " tensors";
   if (llvm::sys::fs::exists(weightlessOnnxDataPath(Out)))
     llvm::outs() << "; weights as external references to " << weightlessOnnxDataPath(Out)

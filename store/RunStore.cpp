@@ -13,8 +13,10 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <ctime>
+#include <thread>
 
 namespace trainmem {
 
@@ -77,11 +79,22 @@ llvm::Expected<std::unique_ptr<RunStore>> RunStore::open(const std::string &Path
   std::unique_ptr<RunStore> Store(new RunStore(Db, Path));
   // Concurrent CI jobs wait for each other's transactions instead of failing.
   sqlite3_busy_timeout(Db, 30000);
-  if (llvm::Error E = Store->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"))
-    return E;
-  if (llvm::Error E = Store->migrate())
-    return E;
-  return Store;
+  // Switching a new file to WAL while other connections open it can report "database is
+  // locked" at once, without the busy handler (seen with four writers opening one new
+  // file on a loaded machine): the set-up is retried for up to ~30 s, as the busy
+  // timeout would have waited.
+  for (int Attempt = 0;; ++Attempt) {
+    llvm::Error E = Store->exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;");
+    if (!E)
+      E = Store->migrate();
+    if (!E)
+      return Store;
+    int Code = sqlite3_errcode(Db);
+    if ((Code != SQLITE_BUSY && Code != SQLITE_LOCKED) || Attempt >= 300)
+      return E;
+    llvm::consumeError(std::move(E));
+    std::this_thread::sleep_for(std::chrono::milliseconds(10 + Attempt % 90));
+  }
 }
 
 RunStore::~RunStore() { sqlite3_close(Db); }

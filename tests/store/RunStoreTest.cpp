@@ -100,7 +100,7 @@ TEST_F(RunStoreTest, FourConcurrentWritersLoseNoRow) {
     Threads.emplace_back([&, W] {
       auto Store = RunStore::open(Path); // each writer its own connection, as processes have
       if (!Store) {
-        llvm::consumeError(Store.takeError());
+        ADD_FAILURE() << llvm::toString(Store.takeError());
         ++Failures;
         return;
       }

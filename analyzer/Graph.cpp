@@ -289,6 +289,21 @@ std::vector<std::string> repeatedBlocks(const Graph &G) {
   return Order;
 }
 
+bool isParameterTensor(const Graph &G, TensorId T) {
+  return T != NoTensor && G.Tensors[T].Stored && G.Tensors[T].Kind == TensorKind::Parameter;
+}
+
+TensorId weightParameter(const Graph &G, TensorId T) {
+  if (isParameterTensor(G, T))
+    return T;
+  if (T == NoTensor || G.Tensors[T].Producer == NoNode)
+    return NoTensor;
+  const Node &P = G.Nodes[G.Tensors[T].Producer];
+  if (P.OpType == "Transpose" && !P.Inputs.empty() && isParameterTensor(G, P.Inputs[0]))
+    return P.Inputs[0];
+  return NoTensor;
+}
+
 bool isPermutation(llvm::ArrayRef<int64_t> Perm, size_t Rank) {
   if (Perm.size() != Rank)
     return false;

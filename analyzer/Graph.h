@@ -256,6 +256,13 @@ std::vector<std::string> repeatedBlocks(const Graph &G);
 /// 0..Rank-1 once. A file's attribute is read as such only after this says so.
 bool isPermutation(llvm::ArrayRef<int64_t> Perm, size_t Rank);
 
+/// Is T a stored trainable-kind tensor (a parameter)?
+bool isParameterTensor(const Graph &G, TensorId T);
+
+/// The parameter a linear reads as its weight: T itself, or what T transposes (torch.onnx
+/// writes a Linear's weight through a Transpose); NoTensor when T is neither.
+TensorId weightParameter(const Graph &G, TensorId T);
+
 } // namespace trainmem
 
 #endif

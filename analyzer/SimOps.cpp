@@ -75,10 +75,6 @@ std::vector<bool> shapeOnlyTensors(const Graph &G) {
   return ShapeOnly;
 }
 
-bool isParameter(const Graph &G, TensorId T) {
-  return T != NoTensor && G.Tensors[T].Stored && G.Tensors[T].Kind == TensorKind::Parameter;
-}
-
 /// The single consumer of T, or NoNode.
 NodeId soleConsumer(const Graph &G, TensorId T) {
   const auto &C = G.Tensors[T].Consumers;
@@ -92,14 +88,7 @@ bool isScalarConstant(const Graph &G, TensorId T) {
 }
 
 /// A parameter reached directly or through a Transpose (torch.onnx's Linear weight).
-bool isWeightOperand(const Graph &G, TensorId T) {
-  if (isParameter(G, T))
-    return true;
-  if (T == NoTensor || G.Tensors[T].Producer == NoNode)
-    return false;
-  const Node &P = G.Nodes[G.Tensors[T].Producer];
-  return P.OpType == "Transpose" && isParameter(G, P.Inputs[0]);
-}
+bool isWeightOperand(const Graph &G, TensorId T) { return weightParameter(G, T) != NoTensor; }
 
 class SimOpBuilder {
 public:
@@ -120,7 +109,7 @@ public:
         continue;
       }
       // A Transpose of a weight is part of the Linear that reads it.
-      if (Nd.OpType == "Transpose" && isParameter(G, Nd.Inputs[0])) {
+      if (Nd.OpType == "Transpose" && isParameterTensor(G, Nd.Inputs[0])) {
         Used[N] = true;
         continue;
       }
@@ -250,13 +239,13 @@ private:
     TensorId Out = Div->Outputs[0], Weight = NoTensor, Bias = NoTensor;
     if (const Node *Mul = next(Out, "Mul")) {
       TensorId W = Mul->Inputs[0] == Out ? Mul->Inputs[1] : Mul->Inputs[0];
-      if (isParameter(G, W)) {
+      if (isParameterTensor(G, W)) {
         Weight = W;
         Nodes.push_back(id(Mul));
         Out = Mul->Outputs[0];
         if (const Node *Add = next(Out, "Add")) {
           TensorId B = Add->Inputs[0] == Out ? Add->Inputs[1] : Add->Inputs[0];
-          if (isParameter(G, B)) {
+          if (isParameterTensor(G, B)) {
             Bias = B;
             Nodes.push_back(id(Add));
             Out = Add->Outputs[0];
@@ -460,7 +449,7 @@ private:
     std::vector<NodeId> Nodes{N};
     if (const Node *Add = next(Out, "Add")) {
       TensorId B = Add->Inputs[0] == Out ? Add->Inputs[1] : Add->Inputs[0];
-      if (isParameter(G, B) && G.Tensors[B].Shape.size() == 1) {
+      if (isParameterTensor(G, B) && G.Tensors[B].Shape.size() == 1) {
         Bias = B;
         Nodes.push_back(id(Add));
         Out = Add->Outputs[0];

@@ -23,22 +23,6 @@
 namespace trainmem {
 namespace {
 
-bool isParameterTensor(const Graph &G, TensorId T) {
-  return T != NoTensor && G.Tensors[T].Stored && G.Tensors[T].Kind == TensorKind::Parameter;
-}
-
-/// The parameter a linear reads as its weight, directly or through torch.onnx's Transpose.
-TensorId weightParameter(const Graph &G, TensorId T) {
-  if (isParameterTensor(G, T))
-    return T;
-  if (T == NoTensor || G.Tensors[T].Producer == NoNode)
-    return NoTensor;
-  const Node &P = G.Nodes[G.Tensors[T].Producer];
-  if (P.OpType == "Transpose" && isParameterTensor(G, P.Inputs[0]))
-    return P.Inputs[0];
-  return NoTensor;
-}
-
 struct LinearSite {
   NodeId MatMul = NoNode;
   NodeId Last = NoNode;   ///< the bias Add when there is one, else the MatMul

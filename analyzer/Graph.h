@@ -86,6 +86,12 @@ struct Tensor {
   /// also passes enable_gqa instead of repeating grouped key/value heads. Eager attention
   /// adds the mask. Set by the HF importer, whose graphs model unpadded batches.
   bool SdpaSkipsMask = false;
+  /// A layer's key or value states as transformers' DynamicCache receives them (after
+  /// RoPE, before grouped heads are repeated). A decoder trained with `use_cache` on (the
+  /// config's default; gradient checkpointing turns it off in the layers it wraps) builds
+  /// the cache in its forward: `torch.cat` copies each into the cache, and attention reads,
+  /// and autograd saves, the copy (Graph::TrainingKvCache). Set by the HF importer.
+  bool KvCache = false;
   PayloadRef Payload;
   /// Values of small stored integer/float tensors (at most SmallValueLimit elements):
   /// shapes, axes, slice bounds and scalars that shape inference and export need.
@@ -160,6 +166,10 @@ struct Graph {
   bool LossUpcastsLogits = false;
   /// True when the model's source says attention runs fused (HF's default SDPA).
   bool DeclaredFusedAttention = false;
+  /// The forward of a training step fills a key/value cache (transformers' decoders with
+  /// `use_cache`): the tensors marked Tensor::KvCache are copied into it where no
+  /// activation checkpointing wraps their layer.
+  bool TrainingKvCache = false;
   /// Parameters stored quantized (QLoRA's NF4 base weights), by tensor.
   std::map<TensorId, QuantizedStorage> Quantized;
   /// Tensors a strategy added as trainable adapters (LoRA A and B).

@@ -149,6 +149,8 @@ struct HfModel {
   bool Tie = false, QkvBias = false, OutBias = false, MlpBias = false;
   bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
   bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
+  /// `use_cache` (default true): the decoder's forward fills a DynamicCache, in training too.
+  bool UseCache = false;
 };
 
 Activation readActivation(ConfigReader &R, const TypeDefaults &T) {
@@ -256,6 +258,9 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   M.Act = readActivation(R, *T);
   M.Tie = R.get("tie_word_embeddings", T->Tie);
   M.LearnedPositions = M.Family == ArchFamily::Gpt2 || M.Family == ArchFamily::Bert;
+  // The decoders' forward builds a DynamicCache unless the caller passes use_cache=False
+  // (Trainer does not); BERT as an encoder has none.
+  M.UseCache = M.Family != ArchFamily::Bert && R.get("use_cache", true);
 
   switch (M.Family) {
   case ArchFamily::Llama:
@@ -442,6 +447,16 @@ void markSdpaSkips(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D, Te
   B.tensor(Mask).SdpaSkipsMask = M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow;
 }
 
+/// `key_states, value_states = past_key_values.update(key_states, value_states, idx)`:
+/// what the layer hands its DynamicCache when the model runs with use_cache
+/// (Tensor::KvCache).
+void markKvCache(OnnxGraphBuilder &B, const HfModel &M, TensorId K, TensorId V) {
+  if (!M.UseCache)
+    return;
+  B.tensor(K).KvCache = true;
+  B.tensor(V).KvCache = true;
+}
+
 /// The rotary embedding module (one per model in transformers 5.x): freqs = position_ids *
 /// inv_freq, cat(freqs, freqs), then cos and sin [1, seq, rotary_dim].
 std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Base,
@@ -565,6 +580,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
     Q = applyRotary(B, AS, Q, CosL, SinL);
     K = applyRotary(B, AS, K, CosL, SinL);
+    markKvCache(B, M, K, V);
     TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), M.Heads / M.KvHeads);
     TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
     X = B.binary(Layer.Scope, "Add", X, O);
@@ -617,6 +633,7 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     std::vector<TensorId> Parts = B.split(Attn.Scope, Qkv, 2, {H, H, H});
     auto Heads = [&](TensorId T) { return splitHeads(B, Attn.Scope, T, M.Heads, M.HeadDim); };
     TensorId K = Heads(Parts[1]), V = Heads(Parts[2]), Q = Heads(Parts[0]); // HF's order
+    markKvCache(B, M, K, V);
     double Scale = M.ScaleAttnWeights ? attentionScale(M) : 1.0;
     if (M.ScaleByInverseLayerIdx)
       Scale /= static_cast<double>(L + 1);
@@ -662,6 +679,7 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
     TensorId Q = applyRotary(B, AS, Parts[0], CosL, SinL);
     TensorId K = applyRotary(B, AS, Parts[1], CosL, SinL);
+    markKvCache(B, M, K, Parts[2]);
     TensorId Merged = attention(B, AS, Q, K, Parts[2], Mask, attentionScale(M), 1);
     TensorId AttnOut = linear(B, Attn.child("dense"), Merged, H, H, M.OutBias);
 
@@ -874,6 +892,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   // transformers' causal-LM loss (ForCausalLMLoss) starts with logits.float();
   // BertForMaskedLM calls CrossEntropyLoss on the logits as they are.
   G.LossUpcastsLogits = M->Head == HeadKind::CausalLm;
+  G.TrainingKvCache = M->UseCache;
   // Training-time dropout the config asks for (GPT-2 attn/resid/embd_pdrop, BERT
   // hidden/attention_probs_dropout_prob, LLaMA-style attention_dropout): the largest.
   for (const char *Key : {"attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob",

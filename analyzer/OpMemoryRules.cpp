@@ -162,8 +162,10 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       // The CPU kernel takes no dropout: _scaled_dot_product_attention_math runs (measured
       // on torch 2.15). q and k scaled by sqrt(scale) (copies the q.k^T bmm keeps), the
       // softmax (kept), dropout's mask in the input dtype and its output (the second bmm
-      // keeps it) and a contiguous v; the scores exist until the softmax replaces them.
-      // It computes in fp32 whatever the inputs' dtype (bf16 inputs are upcast first).
+      // keeps it) and v as that bmm reads it: v itself, or the contiguous copy flattening
+      // its batch dims makes (a slice of a fused qkv; the simulator's copy); the scores
+      // exist until the softmax replaces them. It computes in fp32 whatever the inputs'
+      // dtype (bf16 inputs are upcast first, and the fp32 v is new).
       int64_t Probs = dtypeBytes(DType::Float32, Rows * Q.Shape[2]);
       int64_t QBytes = dtypeBytes(DType::Float32, Ctx.elements(In(0)));
       SaveExtra(QBytes, "q (scaled)");
@@ -171,7 +173,10 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       SaveExtra(Probs, "attention probabilities");
       SaveExtra(Probs, "attention dropout mask");
       SaveExtra(Probs, "attention probabilities (dropped)");
-      SaveExtra(QBytes, "v (contiguous)");
+      if (Ctx.TypeOf[In(2)] == DType::Float32)
+        SaveIn(2);
+      else
+        SaveExtra(dtypeBytes(DType::Float32, Ctx.elements(In(2))), "v (fp32)");
       for (size_t I = 3; I < NIn; ++I)
         R.GradInputBytes[I] = 0;
       R.ForwardTransient = Probs;

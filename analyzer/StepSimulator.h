@@ -67,6 +67,9 @@ struct StepStructure {
   /// Per op: a pointwise op, whose output TensorIterator lays out like its input (looked
   /// up once here rather than by name at every op of every step).
   std::vector<bool> Pointwise;
+  /// The key/value states a training forward copies into the model's cache
+  /// (Tensor::KvCache), each with the first op that reads it, in op order.
+  std::vector<std::pair<size_t, TensorId>> KvCacheUses;
 };
 
 /// Whether the setup runs the graph's attention as one fused op (SDPA).

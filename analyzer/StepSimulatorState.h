@@ -503,6 +503,10 @@ private:
   std::vector<Segment> Segments;
   std::vector<std::vector<StorageId>> SegmentSaved;
   std::vector<StorageId> RngStates;
+  /// The key/value cache the forward fills (Graph::TrainingKvCache): copies that live
+  /// until the caller drops the model's outputs, which hold the cache.
+  std::vector<StorageId> KvCacheHeld;
+  void fillKvCache(size_t OpI, size_t From, size_t To, const std::string &Phase);
   /// torch.get_rng_state() on CPU: the mt19937 state as a uint8 tensor.
   static constexpr int64_t CpuRngStateBytes = 5056;
   /// Ops whose first output goes through training-time dropout (--dropout).

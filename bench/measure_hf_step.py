@@ -21,6 +21,7 @@ one JSON case on stdout. Example (the venv is any with those packages):
 """
 import argparse
 import json
+import re
 import sys
 
 import torch
@@ -65,6 +66,9 @@ def main():
     ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of every block")
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd-momentum"])
     ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on its default targets")
+    ap.add_argument("--trainable", default="",
+                    help="train only the parameters whose names match this regex (re.search); "
+                         "trainmem's --sparse-update=layers:REGEX")
     args = ap.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -80,6 +84,9 @@ def main():
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model, cfg, model_type = build(args.config, args)
+        if args.trainable:
+            for name, p in model.named_parameters():
+                p.requires_grad_(re.search(args.trainable, name) is not None)
         params = [p for p in model.parameters() if p.requires_grad]
         opt = (torch.optim.AdamW(params, lr=1e-4) if args.optimizer == "adamw"
                else torch.optim.SGD(params, lr=1e-2, momentum=0.9))
@@ -130,6 +137,7 @@ def main():
         "checkpoint": "blocks" if args.checkpoint else "none",
         "optimizer": args.optimizer,
         "lora_rank": args.lora_rank,
+        "trainable": args.trainable or None,
         "measured": {"peak_bytes": peak, "saved_bytes": saved},
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
     }

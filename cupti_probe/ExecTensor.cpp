@@ -102,14 +102,6 @@ Shape denseStridesLike(const XTensor &T) {
   return Out;
 }
 
-bool isDense(const XTensor &T) {
-  Shape Like = denseStridesLike(T);
-  for (size_t D = 0; D < T.Dims.size(); ++D)
-    if (T.Dims[D] != 1 && Like[D] != T.Strides[D])
-      return false;
-  return true;
-}
-
 Shape broadcastStrides(const XTensor &T, const Shape &Out) {
   Shape S(Out.size(), 0);
   size_t Lead = Out.size() - std::min(Out.size(), T.Dims.size());

@@ -54,9 +54,6 @@ std::optional<Shape> viewStrides(const XTensor &T, const Shape &NewDims);
 /// infer_dense_strides); contiguous when T broadcasts a dim.
 Shape denseStridesLike(const XTensor &T);
 
-/// Is T laid out without gaps (a permutation of a contiguous tensor)?
-bool isDense(const XTensor &T);
-
 /// Right-aligned broadcast of T's strides onto Out (stride 0 where T has size 1 or lacks
 /// the dim).
 Shape broadcastStrides(const XTensor &T, const Shape &Out);

@@ -582,6 +582,24 @@ static void countUses(const std::vector<SimOp> &Ops, size_t First, size_t Last, 
   }
 }
 
+void ExecutorImpl::fillKvCache(size_t OpI, Env &E) {
+  // torch.cat([cached, new], dim=-2) on an empty cache: the key states, then the value
+  // states, copied; the layer then rebinds its names to the copies.
+  std::vector<std::pair<TensorId, XTensor>> Copies;
+  std::vector<TensorId> Read = operandsRead(Ops[OpI]);
+  for (TensorId I : std::set<TensorId>(Read.begin(), Read.end())) {
+    if (I == NoTensor || !G.Tensors[I].KvCache || !E.Values[I].defined() ||
+        llvm::any_of(E.KvCache, [&](const XTensor &C) { return C.Buf == E.Values[I].Buf; }))
+      continue;
+    Alloc.setOp("DynamicCache.update", Ops[OpI].Layer);
+    Copies.emplace_back(I, clone(E.Values[I], G.Tensors[I].Name + " (key/value cache)"));
+  }
+  for (auto &[I, C] : Copies) {
+    E.KvCache.push_back(C);
+    E.Values[I] = std::move(C);
+  }
+}
+
 llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
   E.Values.assign(G.Tensors.size(), {});
   E.PendingUses.assign(G.Tensors.size(), 0);
@@ -608,6 +626,9 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
       }
       GradEnabled = false;
     }
+    // Gradient checkpointing turns the cache off in the layers it wraps.
+    if (G.TrainingKvCache && Seg < 0)
+      fillKvCache(OpI, E);
     if (auto Err = runOp(OpI, E, GradEnabled ? &T : nullptr))
       return Err;
     if (Seg >= 0 && OpI == Segments[Seg].Last) {

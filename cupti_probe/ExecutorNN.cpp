@@ -389,19 +389,12 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     // output and the log-sum-exp; an additive attention bias is an input of the fused
     // backward (_efficient_attention_backward reads it), so it is kept too. The kernels apply
     // the causal mask themselves; the batches the executor feeds have no padding, so the bias
-    // of these graphs masks exactly that. On the CPU a key or value with gaps (a slice of a
-    // fused qkv) is first copied, and the copy kept (measured on torch 2.15).
+    // of these graphs masks exactly that.
     std::vector<XTensor> Biases;
     for (size_t I = 3; I < In.size(); ++I)
       if (In[I].defined() && In[I].Type == ElemType::F32 && In[I].numel() > 1)
         Biases.push_back(save(In[I]));
-    auto KeptOperand = [&](const XTensor &T, const std::string &Name) {
-      if (Dev.isCuda() || isDense(T))
-        return save(T);
-      return save(clone(T, Name));
-    };
-    *Bw = [this, SQ = save(In[0]), SK = KeptOperand(Key, "k (contiguous copy)"),
-           SV = KeptOperand(In[2], "v (contiguous copy)"), SO = save(O), SL = save(Lse), S,
+    *Bw = [this, SQ = save(In[0]), SK = save(Key), SV = save(In[2]), SO = save(O), SL = save(Lse), S,
            Groups, Transposed, Packed, Biases](std::vector<XTensor> &GOut) {
       XTensor Gr = contiguous(GOut[0], "grad (contiguous)");
       XTensor Q = contiguous(SQ, "q (packed for the kernel)");

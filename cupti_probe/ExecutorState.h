@@ -40,6 +40,9 @@ using Tape = std::vector<TapeNode>;
 struct Env {
   std::vector<XTensor> Values;
   std::vector<int> PendingUses;
+  /// The key/value cache the forward fills (Graph::TrainingKvCache), held until the
+  /// caller drops the model's outputs.
+  std::vector<XTensor> KvCache;
 };
 
 /// A repeated block run under torch.utils.checkpoint.
@@ -75,6 +78,10 @@ public:
   llvm::Error checkSetup();
   llvm::Error allocatePersistent();
   llvm::Error forward(Env &E, Tape &T);
+  /// DynamicCache.update before op OpI: the key/value states it reads first (marked
+  /// Tensor::KvCache) are copied into the cache, and the op and every later one read the
+  /// copies.
+  void fillKvCache(size_t OpI, Env &E);
   llvm::Error runOp(size_t OpI, Env &E, Tape *T);
   void planSegments();
   //===--- ExecutorDropout.cpp ---===//

@@ -228,9 +228,11 @@ llvm::Expected<float> ExecutorImpl::microStep(int MicroBatch, bool Backward) {
     save(LogProbs);
     save(TotalWeight);
   }
-  // The caller keeps only the loss: the logits go before backward.
+  // The caller keeps only the loss: the logits, and the key/value cache with the other
+  // outputs, go before backward.
   LogitsV = {};
   E.Values[Logits] = {};
+  E.KvCache.clear();
   if (auto Err = deviceError("cross_entropy"))
     return Err;
   if (MicroBatch == 0)

@@ -449,10 +449,8 @@ void markSdpaSkips(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D, Te
 
 /// `key_states, value_states = past_key_values.update(key_states, value_states, idx)`:
 /// what the layer hands its DynamicCache when the model runs with use_cache
-/// (Tensor::KvCache).
-void markKvCache(OnnxGraphBuilder &B, const HfModel &M, TensorId K, TensorId V) {
-  if (!M.UseCache)
-    return;
+/// (Tensor::KvCache; whether it does is Graph::TrainingKvCache and the setup's).
+void markKvCache(OnnxGraphBuilder &B, TensorId K, TensorId V) {
   B.tensor(K).KvCache = true;
   B.tensor(V).KvCache = true;
 }
@@ -580,7 +578,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
     Q = applyRotary(B, AS, Q, CosL, SinL);
     K = applyRotary(B, AS, K, CosL, SinL);
-    markKvCache(B, M, K, V);
+    markKvCache(B, K, V);
     TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), M.Heads / M.KvHeads);
     TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
     X = B.binary(Layer.Scope, "Add", X, O);
@@ -633,7 +631,7 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     std::vector<TensorId> Parts = B.split(Attn.Scope, Qkv, 2, {H, H, H});
     auto Heads = [&](TensorId T) { return splitHeads(B, Attn.Scope, T, M.Heads, M.HeadDim); };
     TensorId K = Heads(Parts[1]), V = Heads(Parts[2]), Q = Heads(Parts[0]); // HF's order
-    markKvCache(B, M, K, V);
+    markKvCache(B, K, V);
     double Scale = M.ScaleAttnWeights ? attentionScale(M) : 1.0;
     if (M.ScaleByInverseLayerIdx)
       Scale /= static_cast<double>(L + 1);
@@ -679,7 +677,7 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
     TensorId Q = applyRotary(B, AS, Parts[0], CosL, SinL);
     TensorId K = applyRotary(B, AS, Parts[1], CosL, SinL);
-    markKvCache(B, M, K, Parts[2]);
+    markKvCache(B, K, Parts[2]);
     TensorId Merged = attention(B, AS, Q, K, Parts[2], Mask, attentionScale(M), 1);
     TensorId AttnOut = linear(B, Attn.child("dense"), Merged, H, H, M.OutBias);
 

@@ -425,7 +425,7 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
         static_cast<uint8_t>((!T.Stored && T.Kind != TensorKind::Input ? StepStructure::Transient : 0) |
                              (T.IsGraphOutput ? StepStructure::GraphOutput : 0) |
                              (T.Stored ? StepStructure::Stored : 0)));
-  if (G.TrainingKvCache) {
+  {
     std::vector<bool> Seen(G.Tensors.size(), false);
     for (size_t I = 0; I < S->Ops.size(); ++I)
       for (TensorId T : S->DistinctInputs[I])

@@ -198,7 +198,9 @@ llvm::Error Simulator::forward(int MicroBatch) {
   SegmentSaved.assign(Segments.size(), {});
   std::string Phase = phaseName("forward");
   size_t Seg = 0;
-  const std::vector<std::pair<size_t, TensorId>> &KvUses = Structure->KvCacheUses;
+  static const std::vector<std::pair<size_t, TensorId>> NoKvUses;
+  const std::vector<std::pair<size_t, TensorId>> &KvUses =
+      Setup.fillsKvCache(G.TrainingKvCache) ? Structure->KvCacheUses : NoKvUses;
   size_t Kv = 0;
   for (size_t OpI = 0; OpI < Ops.size(); ++OpI) {
     while (Seg < Segments.size() && Segments[Seg].Last < OpI)

@@ -47,6 +47,8 @@ constexpr Named<AttentionImpl> Attentions[] = {{AttentionImpl::Auto, "auto"},
 constexpr Named<TorchVersion> TorchVersions[] = {{TorchVersion::Auto, "auto"},
                                                  {TorchVersion::V1_13, "1.13"},
                                                  {TorchVersion::V2, "2"}};
+constexpr Named<KvCacheMode> KvCacheModes[] = {
+    {KvCacheMode::Auto, "auto"}, {KvCacheMode::On, "on"}, {KvCacheMode::Off, "off"}};
 constexpr Named<OffloadKind> Offloads[] = {{OffloadKind::None, "none"},
                                            {OffloadKind::Optimizer, "optimizer"},
                                            {OffloadKind::Params, "params"}};
@@ -83,6 +85,7 @@ const char *autocastPolicyName(AutocastPolicy P) { return nameOf(Policies, P); }
 const char *tieModeName(TieMode T) { return nameOf(Ties, T); }
 const char *deviceName(DeviceKind D) { return nameOf(Devices, D); }
 const char *attentionName(AttentionImpl A) { return nameOf(Attentions, A); }
+const char *kvCacheName(KvCacheMode M) { return nameOf(KvCacheModes, M); }
 const char *torchVersionName(TorchVersion V) { return nameOf(TorchVersions, V); }
 const char *offloadName(OffloadKind O) { return nameOf(Offloads, O); }
 llvm::Expected<OffloadKind> parseOffload(llvm::StringRef S) {
@@ -108,6 +111,9 @@ llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S) {
 }
 llvm::Expected<TorchVersion> parseTorchVersion(llvm::StringRef S) {
   return parseNamed(TorchVersions, S, "--torch");
+}
+llvm::Expected<KvCacheMode> parseKvCache(llvm::StringRef S) {
+  return parseNamed(KvCacheModes, S, "--use-cache");
 }
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S) {
   return parseNamed(Devices, S, "--device");
@@ -291,6 +297,7 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
       {"device", deviceName(S.Device)},
       {"attention", attentionName(S.Attention)},
       {"torch", torchVersionName(S.torchVersion())},
+      {"use_cache", kvCacheName(S.KvCache)},
       {"optimizer", optimizerName(S.Optimizer)},
       {"optimizer_impl", optimizerImplName(S.Impl)},
       {"loss", lossName(S.Loss)},
@@ -371,7 +378,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
     };
     llvm::Error E = llvm::Error::success();
     if (Key == "precision" || Key == "optimizer" || Key == "optimizer_impl" || Key == "loss" ||
-        Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "attention" || Key == "torch" || Key == "checkpoint" || Key == "train" ||
+        Key == "autocast_policy" || Key == "tie" || Key == "device" || Key == "attention" || Key == "torch" || Key == "use_cache" || Key == "checkpoint" || Key == "train" ||
         Key == "freeze" || Key == "gpu" || Key == "trainable_file" || Key == "sparse_update") {
       if (!Str)
         return Bad(Key, "a string");
@@ -384,6 +391,7 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
       else if (Key == "device") E = Assign(parseDevice(*Str), S.Device);
       else if (Key == "attention") E = Assign(parseAttention(*Str), S.Attention);
       else if (Key == "torch") E = Assign(parseTorchVersion(*Str), S.Torch);
+      else if (Key == "use_cache") E = Assign(parseKvCache(*Str), S.KvCache);
       else if (Key == "checkpoint") {
         E = Wrap(Key, validateCheckpoint(*Str));
         S.Checkpoint = Str->str();

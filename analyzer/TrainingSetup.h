@@ -44,6 +44,10 @@ enum class AttentionImpl { Auto, Eager, Sdpa };
 /// in-place div and add), two in 1.13 (an out-of-place add for the denominator). Auto:
 /// 1.13 on the CPU (Debian's torch, the CPU measurements), 2 on CUDA devices.
 enum class TorchVersion { Auto, V1_13, V2 };
+/// Whether a decoder's training forward fills its key/value cache (transformers'
+/// `use_cache`; Graph::TrainingKvCache). Auto: the model's config says (true unless set
+/// false); Off: the script passes use_cache=False, which changes nothing but memory.
+enum class KvCacheMode { Auto, On, Off };
 
 /// LoRA as PEFT builds it (`--lora-*`, `--qlora`); applied by planner/LoraTransform.
 struct LoraSetup {
@@ -86,6 +90,12 @@ struct TrainingSetup {
   DeviceKind Device = DeviceKind::Cuda;
   AttentionImpl Attention = AttentionImpl::Auto;
   TorchVersion Torch = TorchVersion::Auto;
+  KvCacheMode KvCache = KvCacheMode::Auto;
+  /// Whether the forward fills the key/value cache of a model whose config says
+  /// ConfigUseCache (Graph::TrainingKvCache).
+  bool fillsKvCache(bool ConfigUseCache) const {
+    return KvCache == KvCacheMode::Auto ? ConfigUseCache : KvCache == KvCacheMode::On;
+  }
   /// Auto resolved by the device.
   TorchVersion torchVersion() const {
     return Torch != TorchVersion::Auto ? Torch
@@ -149,6 +159,7 @@ const char *tieModeName(TieMode T);
 const char *deviceName(DeviceKind D);
 const char *attentionName(AttentionImpl A);
 const char *torchVersionName(TorchVersion V);
+const char *kvCacheName(KvCacheMode M);
 const char *offloadName(OffloadKind O);
 llvm::Expected<OffloadKind> parseOffload(llvm::StringRef S);
 
@@ -162,6 +173,7 @@ llvm::Expected<TieMode> parseTieMode(llvm::StringRef S);
 llvm::Expected<DeviceKind> parseDevice(llvm::StringRef S);
 llvm::Expected<AttentionImpl> parseAttention(llvm::StringRef S);
 llvm::Expected<TorchVersion> parseTorchVersion(llvm::StringRef S);
+llvm::Expected<KvCacheMode> parseKvCache(llvm::StringRef S);
 llvm::Error validateCheckpoint(llvm::StringRef S);
 
 /// A per-block checkpoint selection, `blocks:0-3,7+selective:4-6`: repeated blocks by

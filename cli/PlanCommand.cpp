@@ -111,6 +111,7 @@ int runPlan() {
     Plan.Budget = *B;
   }
   Plan.Base = Request->Setup;
+
   Plan.Gpus = Request->Setup.Sharding.Gpus;
   Plan.Objective = *Objectives;
   Plan.GlobalBatch = batchOf(*First);
@@ -148,6 +149,9 @@ int runPlan() {
   auto Plans = searchPlans(Plan);
   if (!Plans)
     return reportError(Plans.takeError());
+  // searchPlans switched the cache off where the setup left it to the model's config.
+  const bool CacheOff = Plan.Base.KvCache == KvCacheMode::Auto && !Plans->empty() &&
+                        Plans->front().Setup.KvCache == KvCacheMode::Off;
   if (Target) {
     const trainmem::Plan *Chosen = nullptr;
     for (const trainmem::Plan &P : *Plans)
@@ -195,6 +199,10 @@ int runPlan() {
           OS << "\n★ on the Pareto front of memory against step time. Needs: peak_reserved "
                 "(caching allocator reserve plus CUDA context). Step time relative to a full "
                 "fine-tune step without checkpointing (coarse estimate).\n";
+          if (CacheOff)
+            OS << "\nEvery plan trains with `use_cache=False` (the emitted `from_pretrained` "
+                  "arguments set it): the key/value cache a decoder's forward fills by default "
+                  "costs memory and nothing else in training.\n";
           for (const auto &[Why, Names] : skippedByReason(Skipped))
             OS << "\nNot applicable to this model: " << llvm::join(Names, "; ") << " (" << Why
                << ").\n";
@@ -225,6 +233,10 @@ int runPlan() {
               "caching allocator's reserve plus the CUDA context). time: estimated step time "
               "relative to a full fine-tune step without checkpointing. * on the Pareto front "
               "of memory against time.\n";
+        if (CacheOff)
+          OS << "use_cache: every plan trains with use_cache=False (the emitted from_pretrained "
+                "arguments set it): the key/value cache a decoder's forward fills by default "
+                "costs memory and nothing else in training.\n";
         for (const auto &[Why, Names] : skippedByReason(Skipped)) {
           OS << "\nnot applicable to this model: " << Why << "\n";
           for (const std::string &Name : Names)

@@ -129,6 +129,14 @@ cl::opt<std::string> AttentionOpt("attention",
                                            "Face configs, as transformers runs them; the "
                                            "exported ops for ONNX files)"),
                                   cl::init("auto"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
+cl::opt<std::string> UseCacheOpt("use-cache",
+                                 cl::desc("Whether a Hugging Face decoder's training forward fills "
+                                          "its key/value cache: auto | on | off (default auto: "
+                                          "the config's use_cache, true unless set; off models "
+                                          "a script that passes use_cache=False, which saves "
+                                          "the cache's copies of every layer's keys and values; "
+                                          "checkpointed layers never fill it)"),
+                                 cl::init("auto"), S.A, S.V, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::opt<std::string> OptimizerOpt("optimizer",
                                   cl::desc("adamw | adam | sgd | sgd-momentum | adafactor | "
                                            "adamw-8bit | paged-adamw-8bit | lion | adamw-fp8 "
@@ -364,6 +372,8 @@ llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu, llvm::StringRef Mo
   if (auto E = applyIfGiven(AttentionOpt, parseAttention, Setup.Attention, FromFile))
     return E;
   if (auto E = applyIfGiven(TorchOpt, parseTorchVersion, Setup.Torch, FromFile))
+    return E;
+  if (auto E = applyIfGiven(UseCacheOpt, parseKvCache, Setup.KvCache, FromFile))
     return E;
   // The device: given (option or setup file), else implied by CPU autocast, else CUDA when a
   // GPU is targeted and the host otherwise. The autocast op lists follow the device unless set.

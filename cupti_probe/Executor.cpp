@@ -607,6 +607,7 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
     countUses(Ops, 0, Ops.size() - 1, E);
   std::vector<XTensor> SegmentInputs;
   XTensor Rng;
+  const bool FillsKvCache = Setup.fillsKvCache(G.TrainingKvCache);
   for (size_t OpI = 0; OpI < Ops.size(); ++OpI) {
     int Seg = SegmentOfOp[OpI];
     if (Seg >= 0 && OpI == Segments[Seg].First) {
@@ -627,7 +628,7 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
       GradEnabled = false;
     }
     // Gradient checkpointing turns the cache off in the layers it wraps.
-    if (G.TrainingKvCache && Seg < 0)
+    if (FillsKvCache && Seg < 0)
       fillKvCache(OpI, E);
     if (auto Err = runOp(OpI, E, GradEnabled ? &T : nullptr))
       return Err;

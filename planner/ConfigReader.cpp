@@ -424,6 +424,9 @@ llvm::Expected<TrainingSetup> readHfTrainerConfig(llvm::StringRef TrainingArgsJs
       S.Attention = AttentionImpl::Eager;
     else if (Attention && *Attention == "sdpa")
       S.Attention = AttentionImpl::Sdpa;
+    TRAINMEM_READ(UseCache, L.boolean("use_cache"));
+    if (UseCache)
+      S.KvCache = *UseCache ? KvCacheMode::On : KvCacheMode::Off;
   }
   if (UnderDeepSpeed) {
     // With the DeepSpeed config at hand its mode decides; without it, the Trainer's

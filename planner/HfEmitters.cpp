@@ -119,6 +119,10 @@ llvm::json::Object modelLoad(const TrainingSetup &S, const EmitContext &Ctx) {
     O["attn_implementation"] = "eager";
   else if (S.Attention == AttentionImpl::Sdpa)
     O["attn_implementation"] = "sdpa";
+  // A config attribute from_pretrained passes on: the forward fills no key/value cache
+  // (Trainer passes none, so the config's use_cache decides).
+  if (S.KvCache != KvCacheMode::Auto)
+    O["use_cache"] = S.KvCache == KvCacheMode::On;
   return O;
 }
 

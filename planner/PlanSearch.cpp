@@ -645,6 +645,16 @@ llvm::Expected<std::vector<Plan>> searchPlans(const PlanRequest &Request) {
   std::vector<Plan> Plans;
   int64_t Target = std::max<int64_t>(R.GlobalBatch, 1);
   int64_t Cap = R.Objective == PlanObjective::MaxBatch ? std::max<int64_t>(Target, 4096) : Target;
+  // A decoder's training forward gains nothing from the key/value cache transformers
+  // fills unless told use_cache=False: plans switch it off where the user left it to the
+  // model's config (the emitted from_pretrained arguments say so).
+  if (R.Base.KvCache == KvCacheMode::Auto) {
+    auto G = R.Simulations->model(1);
+    if (!G)
+      return G.takeError();
+    if ((*G)->TrainingKvCache)
+      R.Base.KvCache = KvCacheMode::Off;
+  }
   std::vector<Candidate> All = candidates(R);
   auto Shape = modelShape(R);
   if (!Shape)

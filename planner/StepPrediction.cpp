@@ -19,6 +19,9 @@ llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
   // The report says which release was modelled.
   if (Setup.Torch == TorchVersion::Auto)
     Setup.Torch = Setup.torchVersionFor(G.SourceFormat);
+  // And whether the forward filled a key/value cache.
+  if (Setup.KvCache == KvCacheMode::Auto)
+    Setup.KvCache = G.TrainingKvCache ? KvCacheMode::On : KvCacheMode::Off;
   if (llvm::Error E = applyStrategies(G, Setup))
     return E;
   // Resolve the GPU first: an unknown name is a usage error before any work is done, and

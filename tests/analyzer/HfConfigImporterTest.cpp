@@ -674,12 +674,14 @@ TEST(HfConfigImporter, UseCacheCopiesKeysAndValuesUnlessCheckpointed) {
   // to true): attention reads and saves torch.cat's copies of the key and value states.
   // GPT-2's are slices of the fused qkv, which the query keeps alive: two extra copies of
   // [2, 12, 32, 64] fp32 per layer, 12 layers. LLaMA's replace tensors that die anyway.
-  auto saved = [](const std::string &Sample, bool UseCache, const std::string &Checkpoint) {
+  auto saved = [](const std::string &Sample, bool UseCache, const std::string &Checkpoint,
+                  KvCacheMode Mode = KvCacheMode::Auto) {
     ConfigVariant Config(Sample, Sample + (UseCache ? "-cache" : "-nocache"),
                          {{"use_cache", UseCache}});
     Graph G = importPath(Config.path(), dims(2, 32));
     EXPECT_EQ(G.TrainingKvCache, UseCache);
     TrainingSetup S;
+    S.KvCache = Mode;
     S.Device = DeviceKind::Cpu;
     S.Dropout = 0.0; // the fused kernel (with dropout the CPU runs the math one)
     S.Checkpoint = Checkpoint;
@@ -694,6 +696,9 @@ TEST(HfConfigImporter, UseCacheCopiesKeysAndValuesUnlessCheckpointed) {
   EXPECT_EQ(saved("gpt2", true, "blocks"), saved("gpt2", false, "blocks"))
       << "checkpointed layers run without the cache";
   EXPECT_EQ(saved("tiny-llama", true, "none"), saved("tiny-llama", false, "none"));
+  // --use-cache overrides the config either way.
+  EXPECT_EQ(saved("gpt2", true, "none", KvCacheMode::Off), saved("gpt2", false, "none"));
+  EXPECT_EQ(saved("gpt2", false, "none", KvCacheMode::On), saved("gpt2", true, "none"));
   // The copies are what attention saves, as contiguous [batch, heads, seq, head_dim].
   Graph G = importSample("gpt2", dims(2, 32));
   int Marked = 0;

@@ -30,7 +30,7 @@ std::string describe(const TrainingSetup &S) {
   std::string Out = std::string(precisionName(S.Prec)) + " " + optimizerName(S.Optimizer) +
                     " accum=" + std::to_string(S.GradAccum) +
                     " micro=" + std::to_string(S.MicroBatch.value_or(-1)) +
-                    " checkpoint=" + S.Checkpoint;
+                    " checkpoint=" + S.Checkpoint + " use_cache=" + kvCacheName(S.KvCache);
   if (S.Lora)
     Out += " lora(r=" + std::to_string(S.Lora->Rank) + " alpha=" +
            std::to_string(S.Lora->Alpha) + " dropout=" + std::to_string(S.Lora->Dropout) +
@@ -62,6 +62,7 @@ std::vector<std::pair<const char *, Edit>> roundTripCases() {
          S.Prec = Precision::AmpBf16;
          S.Impl = OptimizerImpl::Fused;
          S.Checkpoint = "blocks";
+         S.KvCache = KvCacheMode::Off;
          lora(S);
        }},
       {"amp-fp16 adam", [](TrainingSetup &S) {

@@ -39,6 +39,16 @@ TEST(ConfigEmittersHf, AmpBf16IsTheTrainersBf16FlagOverFp32Weights) {
   EXPECT_EQ(str(Load, "pretrained_model_name_or_path"), "meta-llama/Llama-2-7b-hf");
 }
 
+TEST(ConfigEmittersHf, UseCacheGoesToFromPretrainedWhenTheSetupDecides) {
+  // from_pretrained passes use_cache on to the model's config, which the forward reads
+  // (Trainer passes none); left to the config (auto), nothing is written.
+  Files Auto = render(ConfigTarget::HfTrainer, setup([](TrainingSetup &) {}));
+  EXPECT_FALSE(at(parseJson(Auto["model_load.json"]), "use_cache"));
+  Files Off = render(ConfigTarget::HfTrainer,
+                     setup([](TrainingSetup &S) { S.KvCache = KvCacheMode::Off; }));
+  EXPECT_EQ(boolean(parseJson(Off["model_load.json"]), "use_cache"), false);
+}
+
 TEST(ConfigEmittersHf, PureBf16LoadsBf16WeightsWithoutAutocast) {
   Files F = render(ConfigTarget::HfTrainer,
                    setup([](TrainingSetup &S) { S.Prec = Precision::Bf16; }));

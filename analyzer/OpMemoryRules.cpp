@@ -173,7 +173,7 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       SaveExtra(Probs, "attention probabilities");
       SaveExtra(Probs, "attention dropout mask");
       SaveExtra(Probs, "attention probabilities (dropped)");
-      if (Ctx.TypeOf[In(2)] == DType::Float32)
+      if (Ctx.TypeOf[In(2)] == DType::Float32 && !Ctx.AutocastType) // else a new fp32 v
         SaveIn(2);
       else
         SaveExtra(dtypeBytes(DType::Float32, Ctx.elements(In(2))), "v (fp32)");

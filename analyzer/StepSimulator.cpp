@@ -62,7 +62,8 @@ void Simulator::assignTypes() {
     }
     return;
   }
-  // Autocast (CUDA lists by default): matmul-like ops compute in 16 bits; softmax,
+  // Autocast (CUDA lists by default): matmul-like ops and fused attention compute in 16
+  // bits; softmax,
   // log_softmax and layer_norm run in fp32 on CUDA and in their input's dtype on CPU;
   // elementwise ops promote to the widest input; everything else keeps its input type.
   DType Low = lowPrecision();
@@ -73,7 +74,8 @@ void Simulator::assignTypes() {
     const llvm::StringRef K = Op.Kind;
     if (K == "CastLike" && Op.Inputs.size() > 1 && Op.Inputs[1] != NoTensor)
       Out = Ctx.TypeOf[Op.Inputs[1]];
-    else if (K == "Linear" || K == "MatMul" || K == "Conv" || K == "Gemm" || K == "ConvTranspose")
+    else if (K == "Linear" || K == "MatMul" || K == "Conv" || K == "Gemm" ||
+             K == "ConvTranspose" || K == "ScaledDotProductAttention")
       Out = Low;
     else if (K == "Softmax" || K == "LogSoftmax" || K == "LayerNormalization")
       Out = Setup.Autocast == AutocastPolicy::Cuda ? DType::Float32 : In0;

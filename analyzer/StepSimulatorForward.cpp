@@ -315,10 +315,15 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       dropValue(O);
     return;
   }
-  // Autocast runs matmul-like ops on 16-bit copies of their fp32 operands (weights
-  // cached); bitsandbytes dequantizes 4-bit weights to the compute dtype itself.
-  const bool Autocasts =
-      isAmp() && (Kind == "Linear" || Kind == "MatMul" || Kind == "Conv" || Kind == "Gemm");
+  // Autocast runs matmul-like ops and scaled_dot_product_attention (on the lower-precision
+  // lists of CUDA and of the CPU) on 16-bit copies of their fp32 operands (weights cached):
+  // RoPE's fp32 cos and sin promote LLaMA's and GPT-NeoX's q and k to fp32, and attention
+  // keeps bf16 copies (measured on the CPU, torch 2.15). bitsandbytes dequantizes 4-bit
+  // weights to the compute dtype itself.
+  const bool Fused = Kind == "ScaledDotProductAttention";
+  const bool Autocasts = isAmp() && (Kind == "Linear" || Kind == "MatMul" || Kind == "Conv" ||
+                                     Kind == "Gemm" || Fused);
+  const size_t CastSlots = Fused ? 4 : 2; // q, k, v and an additive mask; two operands
   auto CastsOperand = [&](size_t Slot) {
     TensorId T = Slot < Op.Inputs.size() ? Op.Inputs[Slot] : NoTensor;
     return Autocasts && T != NoTensor && Ctx.TypeOf[T] == DType::Float32 &&
@@ -328,8 +333,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   // matmul makes to flatten an operand with non-viewable strides (what bmm/mm sees and
   // saves), an autocast copy, or a contiguous copy of an autocast copy; and that autocast
   // copy, freed with the op.
-  StorageId Copies[3] = {NoStorage, NoStorage, NoStorage};
-  StorageId CastFirst[3] = {NoStorage, NoStorage, NoStorage};
+  StorageId Copies[4] = {NoStorage, NoStorage, NoStorage, NoStorage};
+  StorageId CastFirst[4] = {NoStorage, NoStorage, NoStorage, NoStorage};
   auto CopyIfNeeded = [&](size_t Slot, size_t Keep) {
     TensorId T = Op.Inputs[Slot];
     if (T == NoTensor || stored(T) || Values[T].Storage == NoStorage ||
@@ -354,8 +359,9 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     CopyIfNeeded(1, 2);
   }
   // The math kernel's probabilities @ v (OpMemoryRules: an fp32 v is kept as it reads it).
-  if (Kind == "ScaledDotProductAttention" && sdpaRunsMathKernel(Ctx) && Op.Inputs.size() > 2 &&
-      Op.Inputs[2] != NoTensor && Ctx.TypeOf[Op.Inputs[2]] == DType::Float32)
+  if (Kind == "ScaledDotProductAttention" && sdpaRunsMathKernel(Ctx) && !isAmp() &&
+      Op.Inputs.size() > 2 && Op.Inputs[2] != NoTensor &&
+      Ctx.TypeOf[Op.Inputs[2]] == DType::Float32)
     CopyIfNeeded(2, 2);
   // Outputs.
   for (size_t OI = 0; OI < Op.Outputs.size(); ++OI) {
@@ -421,7 +427,9 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       // and returns it transposed; flash (CUDA, 16-bit) and the CPU kernel allocate the
       // output like the query (empty_like). Merging the heads back (transpose(1, 2) and
       // reshape) is then a view when the query itself was a transposed projection.
-      if (Setup.Device == DeviceKind::Cuda && Ctx.TypeOf[Op.Inputs[0]] == DType::Float32)
+      // (Under autocast the kernel runs on 16-bit copies: flash.)
+      if (Setup.Device == DeviceKind::Cuda && Ctx.TypeOf[Op.Inputs[0]] == DType::Float32 &&
+          !isAmp())
         L.Strides = {T.Shape[2] * T.Shape[1] * T.Shape[3], T.Shape[3], T.Shape[1] * T.Shape[3],
                      1};
       else
@@ -438,7 +446,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     holdValue(O, S, std::move(L));
   }
   // Autocast copies of the fp32 operands not copied above.
-  for (size_t Slot = 0; Slot < 2; ++Slot) {
+  for (size_t Slot = 0; Slot < CastSlots; ++Slot) {
     if (!CastsOperand(Slot) || Copies[Slot] != NoStorage)
       continue;
     TensorId T = Op.Inputs[Slot];
@@ -471,7 +479,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
           continue;
       }
       if (Item.What == SavedItem::Input && Item.Index < static_cast<int>(Op.Inputs.size())) {
-        S = Item.Index < 3 && Copies[Item.Index] != NoStorage
+        S = Item.Index < 4 && Copies[Item.Index] != NoStorage
                 ? Copies[Item.Index]
                 : storageOf(Op.Inputs[Item.Index]);
         if (S == NoStorage)

@@ -47,7 +47,7 @@ def build(config_path, args):
     if args.lora_rank:
         import peft
         model = peft.get_peft_model(model, peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank * 2,
-                                                           lora_dropout=0.0))
+                                                           lora_dropout=args.lora_dropout))
     model.train()
     if args.checkpoint:
         model.gradient_checkpointing_enable()  # transformers 5: use_reentrant=False
@@ -62,6 +62,10 @@ def main():
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--bf16", action="store_true", help="the model in bfloat16 (pure, no autocast)")
+    ap.add_argument("--amp-bf16", action="store_true",
+                    help="fp32 weights, the forward under torch.autocast('cpu', bfloat16), as "
+                         "Trainer's bf16=True on the CPU")
+    ap.add_argument("--lora-dropout", type=float, default=0.0, help="PEFT's lora_dropout")
     ap.add_argument("--no-dropout", action="store_true", help="every dropout probability set to 0")
     ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of every block")
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd-momentum"])
@@ -98,8 +102,9 @@ def main():
             inputs["attention_mask"] = torch.ones_like(ids)
         for step in (1, 2):
             probe(f"s{step}_start")
-            out = model(**inputs)
-            loss = out.loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp_bf16):
+                out = model(**inputs)
+                loss = out.loss
             probe(f"s{step}_before_backward")
             del out
             probe(f"s{step}_logits_dropped")
@@ -132,11 +137,12 @@ def main():
     case = {
         "config": args.config.split("/")[-1],
         "batch": args.batch, "seq": args.seq,
-        "precision": "bf16" if args.bf16 else "fp32",
+        "precision": "bf16" if args.bf16 else "amp-bf16" if args.amp_bf16 else "fp32",
         "dropout": 0.0 if args.no_dropout else None,
         "checkpoint": "blocks" if args.checkpoint else "none",
         "optimizer": args.optimizer,
         "lora_rank": args.lora_rank,
+        "lora_dropout": args.lora_dropout or None,
         "trainable": args.trainable or None,
         "measured": {"peak_bytes": peak, "saved_bytes": saved},
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,

@@ -750,6 +750,7 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
   // its outputs while it runs backward through them.
   const bool NonReentrant = Ctx.Torch2;
   size_t Last = S.Last;
+  bool StopBeforeLast = false;
   if (NonReentrant) {
     auto SavesSomething = [&](size_t I) {
       bool AnyGrad = false;
@@ -759,6 +760,12 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
     };
     while (Last > S.First && !SavesSomething(Last))
       --Last;
+    // Autograd packs an op's inputs before its kernel runs and its outputs after: when
+    // the last op saves inputs only (a linear keeps its input and weight), the
+    // recomputation stops as it packs them, before that op allocates its output.
+    StopBeforeLast = llvm::none_of(ruleFor(Last).Saved, [](const SavedItem &Item) {
+      return Item.What != SavedItem::Input;
+    });
     // The ops not rerun still have their autograd nodes from the forward (which ran with
     // grad enabled, its saved tensors dropped): they save nothing, so their backward needs
     // no recomputation.
@@ -802,11 +809,15 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
         ++Values[O].PendingUses;
     }
   for (size_t I = S.First; I <= Last; ++I) {
-    if (!S.Selective || !isMatmulKind(Ops[I].Kind)) {
+    const bool Packs = StopBeforeLast && I == Last;
+    if (!Packs && (!S.Selective || !isMatmulKind(Ops[I].Kind))) {
       runOp(I, true, Phase);
       continue;
     }
-    // A stored matmul is not rerun; its backward reads the recomputed inputs.
+    // A stored matmul is not rerun, nor the op where the recomputation stops; their
+    // backward reads the recomputed inputs.
+    if (Packs)
+      HasBackward[I] = true; // SavesSomething: an input requires grad
     const OpMemoryRule &Rule = ruleFor(I);
     for (const SavedItem &Item : Rule.Saved)
       if (Item.What == SavedItem::Input &&

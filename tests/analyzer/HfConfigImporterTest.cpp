@@ -712,6 +712,36 @@ TEST(HfConfigImporter, UseCacheCopiesKeysAndValuesUnlessCheckpointed) {
       << "an encoder has no cache";
 }
 
+TEST(HfConfigImporter, NonReentrantRecomputeStopsWhereTheLastSavedTensorIsPacked) {
+  // PyTorch 2's checkpoint reruns a GPT-2 block only up to the MLP activation that c_proj
+  // saves: c_proj packs its input before its kernel runs, so its output is never
+  // recomputed (measured: no c_proj allocation in the recompute), while the reentrant
+  // checkpoint (torch 1.13) reruns the whole block.
+  Graph G = importSample("gpt2", dims(2, 32));
+  auto recomputed = [&](TorchVersion V) {
+    TrainingSetup S;
+    S.Device = DeviceKind::Cpu;
+    S.Torch = V;
+    S.Checkpoint = "blocks";
+    auto C = takeCensus(G, S);
+    EXPECT_TRUE(bool(C));
+    auto R = simulateStep(G, S, *C);
+    EXPECT_TRUE(bool(R));
+    std::set<std::string> Ops;
+    if (R)
+      for (const TimelinePoint &P : R->Timeline)
+        if (llvm::StringRef(P.Phase).contains("recompute"))
+          Ops.insert(P.Op);
+    return Ops;
+  };
+  std::set<std::string> V2 = recomputed(TorchVersion::V2);
+  EXPECT_TRUE(V2.count("/transformer/h.3/mlp/act/Mul_3")) << "the activation c_proj saves";
+  EXPECT_FALSE(V2.count("/transformer/h.3/mlp/c_proj/Gemm"));
+  EXPECT_FALSE(V2.count("/transformer/h.3/Add_1")) << "the residual saves nothing";
+  std::set<std::string> V113 = recomputed(TorchVersion::V1_13);
+  EXPECT_TRUE(V113.count("/transformer/h.3/mlp/c_proj/Gemm"));
+}
+
 TEST(HfConfigImporter, OnlyTheHeadIsTiedToTheEmbedding) {
   // A shrunk BERT whose position embedding [512, 128] has the shape of its FFN output
   // weights: only the MLM decoder shares the word embedding (transformers 5.24 counts

@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of every block")
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd-momentum"])
     ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on its default targets")
+    ap.add_argument("--grad-accum", type=int, default=1,
+                    help="micro-batches of --batch each accumulated per optimizer step")
     ap.add_argument("--trainable", default="",
                     help="train only the parameters whose names match this regex (re.search); "
                          "trainmem's --sparse-update=layers:REGEX")
@@ -102,14 +104,17 @@ def main():
             inputs["attention_mask"] = torch.ones_like(ids)
         for step in (1, 2):
             probe(f"s{step}_start")
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp_bf16):
-                out = model(**inputs)
-                loss = out.loss
-            probe(f"s{step}_before_backward")
-            del out
-            probe(f"s{step}_logits_dropped")
-            loss.backward()
-            del loss
+            for micro in range(args.grad_accum):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp_bf16):
+                    out = model(**inputs)
+                    loss = out.loss / args.grad_accum if args.grad_accum > 1 else out.loss
+                if micro == 0:
+                    probe(f"s{step}_before_backward")
+                del out
+                if micro == 0:
+                    probe(f"s{step}_logits_dropped")
+                loss.backward()
+                del loss
             probe(f"s{step}_after_backward")
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -141,6 +146,7 @@ def main():
         "dropout": 0.0 if args.no_dropout else None,
         "checkpoint": "blocks" if args.checkpoint else "none",
         "optimizer": args.optimizer,
+        "grad_accum": args.grad_accum if args.grad_accum > 1 else None,
         "lora_rank": args.lora_rank,
         "lora_dropout": args.lora_dropout or None,
         "trainable": args.trainable or None,

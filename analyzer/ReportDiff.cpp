@@ -1,7 +1,7 @@
 //===- ReportDiff.cpp - what changed between two memory reports ------------------===//
 #include "analyzer/ReportDiff.h"
-#include "analyzer/SafeJson.h"
 #include "analyzer/MemoryReport.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/Units.h"
 
 #include "llvm/Support/FormatVariadic.h"
@@ -203,7 +203,7 @@ llvm::json::Value diffToJson(const ReportDiff &D, const std::optional<std::strin
   auto Deltas = [](const std::vector<FigureDelta> &List) {
     llvm::json::Array Out;
     for (const FigureDelta &F : List) {
-      llvm::json::Object O{{"name", F.Name},
+      llvm::json::Object O{{"name", jsonString(F.Name)},
                            {"base", optionalBytes(F.Base)},
                            {"new", optionalBytes(F.New)},
                            {"change", F.change()}};
@@ -214,12 +214,12 @@ llvm::json::Value diffToJson(const ReportDiff &D, const std::optional<std::strin
     return Out;
   };
   llvm::json::Object O{{"schema", "trainmem.diff/1"},
-                       {"base", llvm::json::Object{{"file", D.BaseFile},
-                                                   {"model", D.BaseModel},
-                                                   {"peak_at", D.BasePeakAt}}},
-                       {"new", llvm::json::Object{{"file", D.NewFile},
-                                                  {"model", D.NewModel},
-                                                  {"peak_at", D.NewPeakAt}}},
+                       {"base", llvm::json::Object{{"file", jsonString(D.BaseFile)},
+                                                   {"model", jsonString(D.BaseModel)},
+                                                   {"peak_at", jsonString(D.BasePeakAt)}}},
+                       {"new", llvm::json::Object{{"file", jsonString(D.NewFile)},
+                                                  {"model", jsonString(D.NewModel)},
+                                                  {"peak_at", jsonString(D.NewPeakAt)}}},
                        {"figures", Deltas(D.Figures)},
                        {"layers", Deltas(D.Layers)},
                        {"peak_tensors", Deltas(D.Tensors)},

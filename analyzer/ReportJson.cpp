@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ReportWriters.h"
+#include "analyzer/SafeJson.h"
 
 #include "trainmem/Version.h"
 
@@ -37,15 +38,15 @@ llvm::json::Object categoriesJson(const CategoryBytes &B, bool Measured = false)
 }
 
 llvm::json::Object tensorJson(const TensorSummary &T) {
-  llvm::json::Object O{{"name", T.Name},
+  llvm::json::Object O{{"name", jsonString(T.Name)},
                        {"category", T.Category},
                        {"dtype", std::string(dtypeName(T.Type))},
                        {"shape", shapeJson(T.Shape)},
                        {"bytes", T.Bytes}};
   if (!T.Layer.empty())
-    O["layer"] = T.Layer;
+    O["layer"] = jsonString(T.Layer);
   if (!T.Op.empty())
-    O["op"] = T.Op;
+    O["op"] = jsonString(T.Op);
   return O;
 }
 
@@ -166,15 +167,15 @@ namespace {
 llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline) {
   llvm::json::Object Dims;
   for (const DimBinding &D : R.Model.Dims)
-    Dims[D.Name] = D.Value;
+    Dims[jsonString(D.Name)] = D.Value;
   llvm::json::Array Inputs;
   for (const InputSummary &I : R.Model.Inputs)
-    Inputs.push_back(llvm::json::Object{{"name", I.Name},
+    Inputs.push_back(llvm::json::Object{{"name", jsonString(I.Name)},
                                         {"dtype", std::string(dtypeName(I.Type))},
                                         {"shape", shapeJson(I.Shape)},
                                         {"bytes", I.Bytes}});
-  llvm::json::Object Model{{"name", R.Model.Name},       {"source", R.Model.Source},
-                           {"format", R.Model.Format},   {"producer", R.Model.Producer},
+  llvm::json::Object Model{{"name", jsonString(R.Model.Name)}, {"source", jsonString(R.Model.Source)},
+                           {"format", R.Model.Format},   {"producer", jsonString(R.Model.Producer)},
                            {"opset", R.Model.Opset},     {"nodes", R.Model.Nodes},
                            {"tensors", R.Model.Tensors}, {"dims", std::move(Dims)},
                            {"inputs", std::move(Inputs)}};
@@ -194,8 +195,8 @@ llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline) {
     llvm::json::Array Top;
     for (const TensorSummary &T : R.PeakInfo->TopTensors)
       Top.push_back(tensorJson(T));
-    Peak = llvm::json::Object{{"phase", R.PeakInfo->Phase},
-                              {"op", R.PeakInfo->Op},
+    Peak = llvm::json::Object{{"phase", jsonString(R.PeakInfo->Phase)},
+                              {"op", jsonString(R.PeakInfo->Op)},
                               {"by_category", categoriesJson(R.PeakInfo->ByCategory, Measured)},
                               {"top_tensors", std::move(Top)}};
   }
@@ -205,8 +206,8 @@ llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline) {
       break;
     llvm::json::Object O = categoriesJson(P.Live, Measured);
     O["index"] = P.Index;
-    O["phase"] = P.Phase;
-    O["op"] = P.Op;
+    O["phase"] = jsonString(P.Phase);
+    O["op"] = jsonString(P.Op);
     if (P.TimeUs)
       O["time_us"] = *P.TimeUs;
     if (P.Reserved)
@@ -215,7 +216,7 @@ llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline) {
   }
   llvm::json::Array Layers;
   for (const LayerSummary &L : R.Layers)
-    Layers.push_back(llvm::json::Object{{"path", L.Path},
+    Layers.push_back(llvm::json::Object{{"path", jsonString(L.Path)},
                                         {"parameters", L.Parameters},
                                         {"trainable_parameters", L.TrainableParameters},
                                         {"weight_bytes", L.WeightBytes},
@@ -226,11 +227,11 @@ llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline) {
   for (const Diagnostic &D : R.Diags.all())
     Diags.push_back(llvm::json::Object{{"severity", severityName(D.Level)},
                                        {"code", D.Code},
-                                       {"where", D.Where},
-                                       {"message", D.Message}});
+                                       {"where", jsonString(D.Where)},
+                                       {"message", jsonString(D.Message)}});
   llvm::json::Object States;
   for (const OptimizerStatePart &S : R.OptimizerStates)
-    States[S.Name] = S.Bytes;
+    States[jsonString(S.Name)] = S.Bytes;
   llvm::json::Array Largest;
   for (const TensorSummary &T : R.LargestParameters)
     Largest.push_back(tensorJson(T));

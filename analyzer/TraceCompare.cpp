@@ -1,7 +1,7 @@
 //===- TraceCompare.cpp - a prediction lined up with a measured run -------===//
 #include "analyzer/TraceCompare.h"
-#include "analyzer/SafeJson.h"
 #include "analyzer/ReportWriters.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/Units.h"
 
 #include "llvm/Support/Format.h"
@@ -241,7 +241,7 @@ llvm::Expected<MemoryReport> readReportJson(llvm::StringRef Json, llvm::StringRe
 
 llvm::json::Value comparisonToJson(const Comparison &C) {
   auto Row = [](const CompareRow &R) {
-    llvm::json::Object O{{"name", R.Name}, {"predicted", R.Predicted}, {"measured", R.Measured}};
+    llvm::json::Object O{{"name", jsonString(R.Name)}, {"predicted", R.Predicted}, {"measured", R.Measured}};
     auto E = R.errorPercent();
     O["error_percent"] = E ? llvm::json::Value(std::round(*E * 100) / 100) : nullptr;
     return O;

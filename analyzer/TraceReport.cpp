@@ -7,6 +7,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ReportWriters.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/Units.h"
 
 #include "llvm/Support/Format.h"
@@ -46,16 +47,16 @@ llvm::json::Value measuredToJson(const MeasuredSummary &M) {
   llvm::json::Array Ranges;
   for (const MeasuredRange &R : M.Ranges)
     Ranges.push_back(llvm::json::Object{
-        {"name", R.Name}, {"start_us", R.StartUs}, {"end_us", R.EndUs}, {"peak", R.Peak}});
+        {"name", jsonString(R.Name)}, {"start_us", R.StartUs}, {"end_us", R.EndUs}, {"peak", R.Peak}});
   llvm::json::Object Phases;
   for (const auto &[Name, Peak] : M.PhasePeaks)
-    Phases[Name] = Peak;
+    Phases[jsonString(Name)] = Peak;
   llvm::json::Object O{{"format", M.Format},
                        {"phase_peaks", std::move(Phases)},
                        {"device", M.Device},
                        {"peak_basis", M.PeakBasis},
                        {"peak_time_us", M.PeakTimeUs},
-                       {"peak_range", M.PeakRange},
+                       {"peak_range", jsonString(M.PeakRange)},
                        {"live_at_peak", M.LiveAtPeakCount},
                        {"has_categories", M.HasCategories},
                        {"devices", std::move(Devices)},

@@ -5,6 +5,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/TrainingSetup.h"
+#include "analyzer/SafeJson.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -303,19 +304,19 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
       {"loss", lossName(S.Loss)},
       {"tie", tieModeName(S.Tie)},
       {"keep_grads", S.KeepGrads},
-      {"checkpoint", S.Checkpoint},
+      {"checkpoint", jsonString(S.Checkpoint)},
       {"grad_accum", S.GradAccum},
   };
   if (S.TrainableFile)
-    O["trainable_file"] = *S.TrainableFile;
+    O["trainable_file"] = jsonString(*S.TrainableFile);
   if (!S.TrainRegex.empty())
-    O["train"] = S.TrainRegex;
+    O["train"] = jsonString(S.TrainRegex);
   if (!S.FreezeRegex.empty())
-    O["freeze"] = S.FreezeRegex;
+    O["freeze"] = jsonString(S.FreezeRegex);
   if (S.MicroBatch)
     O["micro_batch"] = *S.MicroBatch;
   if (!S.SparseUpdate.empty())
-    O["sparse_update"] = S.SparseUpdate;
+    O["sparse_update"] = jsonString(S.SparseUpdate);
   if (S.ZerothOrder)
     O["zeroth_order"] = true;
   if (S.Int8Activations)
@@ -323,7 +324,7 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
   if (S.Galore) {
     llvm::json::Array Targets;
     for (const std::string &T : S.Galore->Targets)
-      Targets.push_back(T);
+      Targets.push_back(jsonString(T));
     O["galore"] = llvm::json::Object{{"rank", S.Galore->Rank},
                                      {"update_gap", S.Galore->UpdateGap},
                                      {"targets", std::move(Targets)},
@@ -337,11 +338,11 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
   if (S.Dropout)
     O["dropout"] = *S.Dropout;
   if (!S.Gpu.empty())
-    O["gpu"] = S.Gpu;
+    O["gpu"] = jsonString(S.Gpu);
   if (S.Lora) {
     llvm::json::Array Targets;
     for (const std::string &T : S.Lora->Targets)
-      Targets.push_back(T);
+      Targets.push_back(jsonString(T));
     O["lora"] = llvm::json::Object{{"rank", S.Lora->Rank},
                                    {"alpha", S.Lora->Alpha},
                                    {"targets", std::move(Targets)},

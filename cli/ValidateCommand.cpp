@@ -11,6 +11,7 @@
 
 #include "analyzer/MemoryReport.h"
 #include "analyzer/ParameterCensus.h"
+#include "analyzer/SafeJson.h"
 #include "analyzer/Units.h"
 #include "cupti_probe/CuptiProbe.h"
 #include "cupti_probe/Executor.h"
@@ -78,7 +79,8 @@ llvm::json::Array timelineJson(const std::vector<TimelinePoint> &Points) {
   int64_t Largest = -1;
   auto Flush = [&] {
     if (Largest >= 0)
-      Out.push_back(llvm::json::Object{{"phase", Phase}, {"op", Op}, {"live", Largest}});
+      Out.push_back(llvm::json::Object{
+          {"phase", jsonString(Phase)}, {"op", jsonString(Op)}, {"live", Largest}});
   };
   for (const TimelinePoint &P : Points) {
     std::string PointOp = P.Layer.empty() ? P.Op : P.Op + " (" + P.Layer + ")";
@@ -113,13 +115,14 @@ llvm::json::Object toJson(const Outcome &R) {
   Errors["saved_for_backward"] = errorPct(P.Bytes.Activations, M.SavedAtEndOfForward);
   llvm::json::Array Top;
   for (const TensorSummary &T : M.TopTensors)
-    Top.push_back(llvm::json::Object{{"name", T.Name}, {"category", T.Category}, {"op", T.Op},
-                                     {"layer", T.Layer}, {"bytes", T.Bytes}});
+    Top.push_back(llvm::json::Object{{"name", jsonString(T.Name)}, {"category", T.Category},
+                                     {"op", jsonString(T.Op)}, {"layer", jsonString(T.Layer)},
+                                     {"bytes", T.Bytes}});
   llvm::json::Object Measured{{"peak", M.Peak},
                               {"by_category", byCategory(M.AtPeak)},
                               {"source", M.Source},
-                              {"phase", M.PeakPhase},
-                              {"op", M.PeakOp},
+                              {"phase", jsonString(M.PeakPhase)},
+                              {"op", jsonString(M.PeakOp)},
                               {"saved_for_backward", M.SavedAtEndOfForward},
                               {"max_by_category", byCategory(M.MaxByCategory)},
                               {"constant_bytes", M.ConstantBytes},
@@ -140,8 +143,8 @@ llvm::json::Object toJson(const Outcome &R) {
   }
   llvm::json::Object Predicted{{"peak", P.Peak.value_or(0)},
                                {"by_category", byCategory(PredAt)},
-                               {"phase", P.PeakInfo ? P.PeakInfo->Phase : ""},
-                               {"op", P.PeakInfo ? P.PeakInfo->Op : ""},
+                               {"phase", jsonString(P.PeakInfo ? P.PeakInfo->Phase : "")},
+                               {"op", jsonString(P.PeakInfo ? P.PeakInfo->Op : "")},
                                {"saved_for_backward", P.Bytes.Activations}};
   if (TimelineOpt) {
     Predicted["timeline"] = timelineJson(P.Timeline);

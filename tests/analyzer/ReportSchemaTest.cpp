@@ -118,12 +118,8 @@ TEST(ReportJson, TimelineWrittenAsLlvmJsonPrintsIt) {
   MemoryReport Measured = Simulated;
   Measured.Measured.emplace();
   std::vector<std::string> Names = {"aten::mm", "quote \" only", "back\\slash only",
-                                    "tab\tnew\nline\x01", "caf\xc3\xa9 (UTF-8)", ""};
-#ifdef NDEBUG
-  // llvm::json::Value repairs invalid UTF-8 only where assertions are off (else it
-  // asserts), so the printed side can be compared only there.
-  Names.push_back("bad \xff\xfe UTF-8");
-#endif
+                                    "tab\tnew\nline\x01", "caf\xc3\xa9 (UTF-8)", "",
+                                    "bad \xff\xfe UTF-8"};
   for (size_t I = 0; I < Measured.Timeline.size(); ++I) {
     TimelinePoint &P = Measured.Timeline[I];
     P.Op = Names[I % Names.size()];
@@ -144,4 +140,30 @@ TEST(ReportJson, TimelineWrittenAsLlvmJsonPrintsIt) {
     std::string Printed = llvm::formatv("{0:2}", reportToJson(*R)).str() + "\n";
     EXPECT_EQ(Streamed, Printed);
   }
+}
+
+TEST(ReportJson, InvalidUtf8InModelNamesIsRepairedInEveryBuild) {
+  // An ONNX file may name its graph, nodes and tensors with any bytes; llvm::json asserts
+  // on invalid UTF-8 where assertions are on. Every string a report writes is repaired
+  // first (U+FFFD), so Debug and sanitizer builds write the same valid JSON.
+  MemoryReport R = linearStepReport();
+  R.Model.Name = "model \xff";
+  R.Model.Producer = "exporter \xc3";
+  R.Model.Dims.push_back({"dim\xfe", 4});
+  R.Diags.warning("code", "node \x80", "names node \x80");
+  ASSERT_FALSE(R.Layers.empty());
+  R.Layers[0].Path = "layer \xf0\x28";
+  ASSERT_TRUE(R.PeakInfo.has_value());
+  R.PeakInfo->Op = "op \xff";
+  if (!R.PeakInfo->TopTensors.empty())
+    R.PeakInfo->TopTensors[0].Name = "tensor \xfe";
+  std::string Json;
+  llvm::raw_string_ostream OS(Json);
+  writeReportJson(R, OS);
+  OS.flush();
+  auto Parsed = llvm::json::parse(Json);
+  ASSERT_TRUE(bool(Parsed)) << llvm::toString(Parsed.takeError());
+  EXPECT_NE(Json.find("model \xef\xbf\xbd"), std::string::npos);
+  EXPECT_NE(Json.find("names node \xef\xbf\xbd"), std::string::npos);
+  EXPECT_NE(Json.find("op \xef\xbf\xbd"), std::string::npos);
 }

@@ -221,6 +221,8 @@ const GoldenCase Cases[] = {
     {"error_sparse_layers_no_match", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--sparse-update=layers:decoder\\.9"}, false},
     {"analyze_hf_gpt2_cut_ce", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--loss=cut-cross-entropy", "--format=json"}, false},
     {"analyze_hf_gpt2_zeroth_order", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--zeroth-order"}, false},
+    {"analyze_hf_gpt2_use_cache_off", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--gpu=rtx-4090", "--use-cache=off"}, false},
+    {"error_use_cache_bad_value", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--use-cache=maybe"}, false},
     {"plan_emit_deepspeed", {"plan", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=8", "--dim", "seq=2048", "--gpu=a100-sxm-40gb", "--gpus=8", "--emit=deepspeed", "-o", "/tmp/trainmem-golden-emit-deepspeed"}, false},
     {"error_emit_without_dir", {"plan", "--hf-config=samples/hf/gpt2/config.json", "--gpu=t4", "--emit=hf"}, false},
     {"report_markdown_gpu_budget", {"report", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--budget=gpu:rtx-4090:10%", "--format=markdown"}, false},

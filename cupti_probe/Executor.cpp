@@ -659,10 +659,14 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
           for (size_t K = 0; K < S.Inputs.size(); ++K)
             Local.Values[S.Inputs[K]] = Saved[K];
           countUses(Ops, S.First, S.Last, Local);
-          // CheckpointFunction.backward holds the recomputed outputs while it runs
-          // backward through them.
-          for (TensorId O : S.Outputs)
-            ++Local.PendingUses[O];
+          // The reentrant CheckpointFunction.backward (torch 1.13) holds the recomputed
+          // outputs while it runs backward through them; PyTorch 2's non-reentrant
+          // checkpoint (transformers' use_reentrant=False) keeps only what the backward
+          // unpacks, so an output nothing inside reads goes at once. (It also stops
+          // before ops that save nothing; they run here, their outputs freed at once.)
+          if (Setup.torchVersionFor(G.SourceFormat) != TorchVersion::V2)
+            for (TensorId O : S.Outputs)
+              ++Local.PendingUses[O];
           Tape Inner;
           for (size_t I = S.First; I <= S.Last; ++I)
             if (auto Err = runOp(I, Local, &Inner)) {

@@ -58,6 +58,11 @@ const QuantizedStorage *quantizedWeight(const RuleContext &Ctx, TensorId T) {
 
 static void cpuConvolutionScratch(const SimOp &Op, const RuleContext &Ctx, bool NeedsInput,
                                   bool NeedsWeight, OpMemoryRule &R) {
+  // A convolution without its input, weight or output (a malformed file's) runs nowhere:
+  // no scratch to model.
+  if (Op.Nodes.empty() || Op.Inputs.size() < 2 || Op.Outputs.empty() ||
+      Op.Inputs[0] == NoTensor || Op.Inputs[1] == NoTensor || Op.Outputs[0] == NoTensor)
+    return;
   const Node &N = Ctx.G.Nodes[Op.Nodes.front()];
   TensorId XT = Op.Inputs[0], WT = Op.Inputs[1], YT = Op.Outputs[0];
   const auto &XS = Ctx.G.Tensors[XT].Shape, &WS = Ctx.G.Tensors[WT].Shape,

@@ -71,3 +71,24 @@ TEST(CpuConvolution, Bf16WithoutAvx512TakesThnnIm2col) {
   // mkldnn_bf16_device_check() fails on AVX2, so bf16 convolutions unfold in bf16.
   EXPECT_EQ(backwardScratch(conv(4, 64, 2), Precision::Bf16), 4 * 64 * 9 * 4 * 2);
 }
+
+namespace {
+
+TEST(CpuConvolution, AConvolutionWithoutItsWeightIsSimulatedNotCrashedOn) {
+  // A malformed file's Conv with one input (FuzzStep found it reading past the inputs):
+  // no scratch is modelled for it, and the step is still simulated.
+  GraphBuilder B;
+  TensorId X = B.input("x", {2, 4, 8, 8});
+  TensorId Y = B.op("Conv", {X}, {2, 4, 8, 8}, "/conv/Conv");
+  B.output(Y);
+  Graph G = B.finish();
+  TrainingSetup S;
+  S.Device = DeviceKind::Cpu;
+  auto C = takeCensus(G, S);
+  ASSERT_TRUE(bool(C)) << llvm::toString(C.takeError());
+  auto Sim = simulateStep(G, S, *C);
+  ASSERT_TRUE(bool(Sim)) << llvm::toString(Sim.takeError());
+  EXPECT_GE(Sim->Peak, G.Tensors[Y].bytes());
+}
+
+} // namespace

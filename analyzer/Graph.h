@@ -160,6 +160,9 @@ struct Graph {
   /// Training-time dropout probability the model's config declares (HF configs); the
   /// simulator applies it unless --dropout says otherwise.
   std::optional<double> DeclaredDropout;
+  /// The dtype the model's config stores its weights in (HF `torch_dtype`, or `dtype` in
+  /// transformers 5), which from_pretrained loads by default; unset when not declared.
+  std::optional<DType> DeclaredWeightType;
   /// The model's loss casts the logits to fp32 first whatever its dtype (transformers'
   /// ForCausalLMLoss: `logits.float()`), so a 16-bit model's log_softmax is fp32 as under
   /// autocast.

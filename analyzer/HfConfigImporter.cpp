@@ -898,6 +898,17 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
                           "hidden_dropout", "classifier_dropout"})
     if (std::optional<double> P = Obj->getNumber(Key); P && *P > 0 && *P < 1)
       G.DeclaredDropout = std::max(G.DeclaredDropout.value_or(0.0), *P);
+  // The weights' dtype as saved (transformers 5 writes `dtype`, 4.x `torch_dtype`).
+  for (const char *Key : {"dtype", "torch_dtype"})
+    if (std::optional<llvm::StringRef> T = Obj->getString(Key)) {
+      if (*T == "float32")
+        G.DeclaredWeightType = DType::Float32;
+      else if (*T == "bfloat16")
+        G.DeclaredWeightType = DType::BFloat16;
+      else if (*T == "float16")
+        G.DeclaredWeightType = DType::Float16;
+      break;
+    }
   // transformers runs attention through torch's scaled_dot_product_attention unless the
   // config pins another implementation.
   std::optional<llvm::StringRef> Impl = Obj->getString("attn_implementation");

@@ -19,6 +19,19 @@ llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
   // The report says which release was modelled.
   if (Setup.Torch == TorchVersion::Auto)
     Setup.Torch = Setup.torchVersionFor(G.SourceFormat);
+  // A 16-bit checkpoint: from_pretrained loads it as saved unless told otherwise
+  // (transformers 5's default torch_dtype is "auto"), which trains in pure 16 bits.
+  if (G.DeclaredWeightType && *G.DeclaredWeightType != DType::Float32 &&
+      Setup.Prec != Precision::Bf16 && !(Setup.Lora && Setup.Lora->QLora))
+    G.Diags.note("config-dtype", "torch_dtype",
+                 std::string("the config stores the weights in ") +
+                     std::string(dtypeName(*G.DeclaredWeightType)) +
+                     ", and transformers 5's from_pretrained loads them so by default "
+                     "(torch_dtype=\"auto\"): that trains in pure 16 bits (--precision=bf16 "
+                     "for bfloat16) unless the script passes torch_dtype=torch.float32, as "
+                     "this prediction (" +
+                     precisionName(Setup.Prec) +
+                     ", fp32 weights) and trainmem's emitted configs do");
   // And whether the forward filled a key/value cache.
   if (Setup.KvCache == KvCacheMode::Auto)
     Setup.KvCache = G.TrainingKvCache ? KvCacheMode::On : KvCacheMode::Off;

@@ -64,3 +64,29 @@ TEST(StepPrediction, SaysWhatTheKeyValueCacheCosts) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(StepPrediction, SaysWhenTheCheckpointIsStoredIn16Bits) {
+  // LLaMA-2-7B's config says float16: transformers 5 loads it so unless told float32.
+  ImportOptions O;
+  O.Dims = {{"batch", 1}, {"seq", 16}};
+  auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/llama-2-7b/config.json",
+                          O);
+  ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
+  EXPECT_EQ(G->DeclaredWeightType, DType::Float16);
+  Graph Copy = *G;
+  TrainingSetup Fp32;
+  auto R = predictStepReport(std::move(*G), Fp32);
+  ASSERT_TRUE(bool(R)) << llvm::toString(R.takeError());
+  const Diagnostic *N = note(*R, "config-dtype");
+  ASSERT_NE(N, nullptr);
+  EXPECT_NE(N->Message.find("float16"), std::string::npos) << N->Message;
+  TrainingSetup Bf16;
+  Bf16.Prec = Precision::Bf16;
+  auto Pure = predictStepReport(std::move(Copy), Bf16);
+  ASSERT_TRUE(bool(Pure));
+  EXPECT_EQ(note(*Pure, "config-dtype"), nullptr) << "pure 16-bit training says nothing";
+}
+
+} // namespace

@@ -500,8 +500,13 @@ TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, Tens
 
 /// eager_attention_forward: repeat_kv for grouped-query attention, softmax(q k^T * scale
 /// + mask) v, heads merged back to [batch, seq, heads * head_dim].
+/// How a family's eager attention takes its softmax (transformers 5):
+/// `softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)` (LLaMA's family, GPT-NeoX),
+/// `softmax(w, dim=-1).type(value.dtype)` (GPT-2), or `softmax(w, dim=-1)` (BERT).
+enum class EagerSoftmax { Fp32ToQuery, ToValue, Plain };
+
 TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
-                   TensorId Mask, double Scale, int64_t Groups) {
+                   TensorId Mask, double Scale, int64_t Groups, EagerSoftmax Softmax) {
   if (Groups > 1) {
     // hidden[:, :, None].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
     auto RepeatKv = [&](TensorId X) {
@@ -516,8 +521,17 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
   if (Scale != 1.0)
     Scores = B.binary(S, "Mul", Scores, B.scalar(Scale));
   Scores = B.binary(S, "Add", Scores, Mask);
+  // With dtype=torch.float32 the probabilities are computed (and kept for the backward) in
+  // fp32 whatever the model's dtype (Tensor::UpcastToFp32), then cast (CastLike). SDPA
+  // runs all of it inside its kernel.
   TensorId Probs = B.op(S, "Softmax", {Scores}, B.shape(Scores), DType::Float32,
                         {{"axis", int64_t{-1}}});
+  if (Softmax == EagerSoftmax::Fp32ToQuery) {
+    B.tensor(Probs).UpcastToFp32 = true;
+    Probs = B.castLike(S, Probs, Q);
+  } else if (Softmax == EagerSoftmax::ToValue) {
+    Probs = B.castLike(S, Probs, V);
+  }
   TensorId Out = B.transpose(S, B.matmul(S, Probs, V), {0, 2, 1, 3});
   const Shape &O = B.shape(Out);
   return B.reshape(S, Out, {O[0], O[1], O[2] * O[3]});
@@ -579,7 +593,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Q = applyRotary(B, AS, Q, CosL, SinL);
     K = applyRotary(B, AS, K, CosL, SinL);
     markKvCache(B, K, V);
-    TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), M.Heads / M.KvHeads);
+    TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), M.Heads / M.KvHeads,
+                                EagerSoftmax::Fp32ToQuery);
     TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
     X = B.binary(Layer.Scope, "Add", X, O);
 
@@ -635,7 +650,7 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     double Scale = M.ScaleAttnWeights ? attentionScale(M) : 1.0;
     if (M.ScaleByInverseLayerIdx)
       Scale /= static_cast<double>(L + 1);
-    TensorId Merged = attention(B, Attn.Scope, Q, K, V, Mask, Scale, 1);
+    TensorId Merged = attention(B, Attn.Scope, Q, K, V, Mask, Scale, 1, EagerSoftmax::ToValue);
     X = B.binary(Block.Scope, "Add", conv1d(B, Attn.child("c_proj"), Merged, H, H), X);
 
     Module Mlp = Block.child("mlp");
@@ -678,7 +693,8 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     TensorId Q = applyRotary(B, AS, Parts[0], CosL, SinL);
     TensorId K = applyRotary(B, AS, Parts[1], CosL, SinL);
     markKvCache(B, K, Parts[2]);
-    TensorId Merged = attention(B, AS, Q, K, Parts[2], Mask, attentionScale(M), 1);
+    TensorId Merged =
+        attention(B, AS, Q, K, Parts[2], Mask, attentionScale(M), 1, EagerSoftmax::Fp32ToQuery);
     TensorId AttnOut = linear(B, Attn.child("dense"), Merged, H, H, M.OutBias);
 
     Module Mlp = Layer.child("mlp");
@@ -753,7 +769,8 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                         M.HeadDim);
     };
     TensorId Q = Project("query"), K = Project("key"), V = Project("value");
-    TensorId Merged = attention(B, Self.Scope, Q, K, V, Ext, attentionScale(M), 1);
+    TensorId Merged =
+        attention(B, Self.Scope, Q, K, V, Ext, attentionScale(M), 1, EagerSoftmax::Plain);
     Module SelfOut = Layer.child("attention").child("output");
     TensorId Dense = linear(B, SelfOut.child("dense"), Merged, H, H, true);
     TensorId AttnOut = layerNorm(B, SelfOut.child("LayerNorm"), M,

@@ -294,6 +294,13 @@ private:
     if (!Softmax)
       return false;
     NodeId PVId = soleConsumer(G, Cur);
+    // transformers' .to(query.dtype) after its fp32 softmax (a CastLike): inside the kernel.
+    if (PVId != NoNode && !Used[PVId] && G.Nodes[PVId].OpType == "CastLike" &&
+        G.Nodes[PVId].Inputs.size() == 2 && G.Nodes[PVId].Inputs[0] == Cur) {
+      Nodes.push_back(PVId);
+      Cur = G.Nodes[PVId].Outputs[0];
+      PVId = soleConsumer(G, Cur);
+    }
     if (PVId == NoNode || Used[PVId] || G.Nodes[PVId].OpType != "MatMul" ||
         G.Nodes[PVId].Inputs[0] != Cur)
       return false;

@@ -89,8 +89,17 @@ void Simulator::assignTypes() {
       bool AnyLow = false;
       for (TensorId I : Op.Inputs)
         AnyLow |= I != NoTensor && Ctx.TypeOf[I] == Low;
-      if (!AnyLow)
+      if (!AnyLow) {
         Out = In0;
+        // Where's first operand is its condition: the result has its values' type (an
+        // additive mask built from fp32 constants is fp32 under autocast).
+        if (K == "Where")
+          for (size_t I = 1; I < Op.Inputs.size(); ++I)
+            if (Op.Inputs[I] != NoTensor && isFloating(Ctx.TypeOf[Op.Inputs[I]])) {
+              Out = Ctx.TypeOf[Op.Inputs[I]];
+              break;
+            }
+      }
       for (TensorId I : Op.Inputs)
         if (I != NoTensor && G.Tensors[I].Stored && isFloating(G.Tensors[I].Type) &&
             G.Tensors[I].numElements() > 1)

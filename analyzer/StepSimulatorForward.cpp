@@ -679,6 +679,13 @@ void Simulator::planDropout() {
       for (NodeId C : consumers(Out))
         if (G.Nodes[C].OpType == "MatMul")
           Dropouts.insert(I);
+    } else if (Op.Kind == "CastLike" && !Op.Inputs.empty() && Op.Inputs[0] != NoTensor &&
+               ProducerOp.count(Op.Inputs[0]) &&
+               Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax") {
+      // transformers casts the fp32 probabilities to the query's dtype, then drops out.
+      for (NodeId C : consumers(Out))
+        if (G.Nodes[C].OpType == "MatMul")
+          Dropouts.insert(I);
     } else if (Op.Kind == "Linear" && consumers(Out).size() == 1) {
       // The projection may reach the residual add through a reshape (GPT-2's Conv1D
       // computes addmm on [batch * seq, width] and views the result back).

@@ -33,7 +33,7 @@ def build(config_path, args):
     d = json.load(open(config_path))
     model_type = d.pop("model_type")
     cfg = transformers.AutoConfig.for_model(model_type, **d)
-    cfg._attn_implementation = "sdpa"
+    cfg._attn_implementation = args.attention
     if args.no_dropout:
         for k in list(vars(cfg)):
             if ("dropout" in k or k.endswith("pdrop") or k.endswith("_prob")) and isinstance(
@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of every block")
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd-momentum"])
     ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on its default targets")
+    ap.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
+                    help="transformers' attn_implementation (trainmem --attention)")
     ap.add_argument("--grad-accum", type=int, default=1,
                     help="micro-batches of --batch each accumulated per optimizer step")
     ap.add_argument("--trainable", default="",
@@ -147,6 +149,7 @@ def main():
         "checkpoint": "blocks" if args.checkpoint else "none",
         "optimizer": args.optimizer,
         "grad_accum": args.grad_accum if args.grad_accum > 1 else None,
+        "attention": args.attention if args.attention != "sdpa" else None,
         "lora_rank": args.lora_rank,
         "lora_dropout": args.lora_dropout or None,
         "trainable": args.trainable or None,

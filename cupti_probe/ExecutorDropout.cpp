@@ -26,8 +26,12 @@ void ExecutorImpl::planDropout() {
     if (Op.Outputs.empty() || Op.Outputs[0] == NoTensor)
       continue;
     const Tensor &Out = G.Tensors[Op.Outputs[0]];
-    if (Op.Kind == "Softmax") {
-      // attn_drop: the probabilities the PV matmul reads.
+    const bool CastProbs = Op.Kind == "CastLike" && !Op.Inputs.empty() &&
+                           Op.Inputs[0] != NoTensor && ProducerOp[Op.Inputs[0]] >= 0 &&
+                           Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax";
+    if (Op.Kind == "Softmax" || CastProbs) {
+      // attn_drop: the probabilities the PV matmul reads (after transformers' cast of its
+      // fp32 softmax to the query's dtype).
       for (NodeId C : Out.Consumers)
         if (G.Nodes[C].OpType == "MatMul")
           DropoutOps.insert(I);

@@ -179,14 +179,18 @@ void Simulator::backward() {
           Needed |= O != NoTensor && GradOf[O] != NoStorage;
       if (Needed) {
         recompute(Seg, Phase + " (recompute)");
-        // CheckpointFunction.backward receives the outputs' gradients as arguments and
-        // holds them until it returns, after the whole segment's backward.
-        for (size_t I = Segments[Seg].First; I <= OpI; ++I)
-          for (TensorId O : Ops[I].Outputs)
-            if (O != NoTensor && GradOf[O] != NoStorage) {
-              Mem.retain(GradOf[O]);
-              SegmentSaved[Seg].push_back(GradOf[O]);
-            }
+        // The reentrant CheckpointFunction.backward (torch 1.13) receives the outputs'
+        // gradients as arguments and holds them until it returns, after the whole
+        // segment's backward; PyTorch 2's non-reentrant checkpoint has no such node, its
+        // gradients flow through the forward's own nodes and are freed as they are used
+        // (measured: eager attention under autocast peaked one residual gradient high).
+        if (!Ctx.Torch2)
+          for (size_t I = Segments[Seg].First; I <= OpI; ++I)
+            for (TensorId O : Ops[I].Outputs)
+              if (O != NoTensor && GradOf[O] != NoStorage) {
+                Mem.retain(GradOf[O]);
+                SegmentSaved[Seg].push_back(GradOf[O]);
+              }
       }
     }
     if (auto D = DropoutMasks.find(Op.Outputs.empty() ? NoTensor : Op.Outputs[0]);

@@ -677,10 +677,13 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
           Alloc.setPhase(Phase);
           // torch.autograd.backward(outputs, grads): the incoming gradients stay referenced
           // by CheckpointFunction.backward's arguments until it returns.
+          // (PyTorch 2's non-reentrant checkpoint has no such node: the gradients are
+          // handed on, not held.)
+          const bool Holds = Setup.torchVersionFor(G.SourceFormat) != TorchVersion::V2;
           std::map<TensorId, XTensor> Grads;
           for (size_t K = 0; K < S.Outputs.size() && K < OutGrads.size(); ++K)
             if (OutGrads[K].defined())
-              Grads[S.Outputs[K]] = OutGrads[K];
+              Grads[S.Outputs[K]] = Holds ? OutGrads[K] : std::move(OutGrads[K]);
           if (auto Err = runBackward(Inner, Grads))
             BackwardError = llvm::toString(std::move(Err));
           Local.Values.clear();

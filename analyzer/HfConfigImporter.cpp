@@ -520,7 +520,8 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
   TensorId Scores = B.matmul(S, Q, B.transpose(S, K, {0, 1, 3, 2}));
   if (Scale != 1.0)
     Scores = B.binary(S, "Mul", Scores, B.scalar(Scale));
-  Scores = B.binary(S, "Add", Scores, Mask);
+  if (Mask != NoTensor)
+    Scores = B.binary(S, "Add", Scores, Mask);
   // With dtype=torch.float32 the probabilities are computed (and kept for the backward) in
   // fp32 whatever the model's dtype (Tensor::UpcastToFp32), then cast (CastLike). SDPA
   // runs all of it inside its kernel.
@@ -753,12 +754,12 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                                               Positions));
   X = layerNorm(B, Emb.child("LayerNorm"), M, X);
 
-  // create_bidirectional_mask: padding_mask_function(attention_mask)[b, kv] for every query.
-  TensorId Padding = B.cast(Base.Scope, AttnMask, DType::Bool);
-  TensorId Ext = additiveMask(B, Base.Scope, B.unsqueeze(Base.Scope, Padding, {1, 2}), D);
-  // An all-ones attention_mask (no padding) is not built for SDPA
-  // (masking_utils._ignore_bidirectional_mask_sdpa).
-  B.tensor(Ext).SdpaSkipsMask = true;
+  // create_bidirectional_mask returns no mask at all for an all-ones attention_mask (no
+  // padding), for SDPA and eager alike (allow_is_bidirectional_skip: the [batch, 1, seq,
+  // seq] mask is never built; measured: eager BERT under autocast then keeps bf16
+  // probabilities, which an fp32 mask would have promoted).
+  const TensorId Ext = NoTensor;
+  (void)AttnMask;
 
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);

@@ -82,7 +82,8 @@ struct Tensor {
   bool UpcastToFp32 = false;
   /// An attention mask transformers does not build for SDPA when the batch has no padding:
   /// a decoder's causal pattern alone (no sliding window cutting into the sequence; SDPA
-  /// runs with is_causal=True) or an encoder's all-ones padding mask. Without a mask it
+  /// runs with is_causal=True); an encoder's all-ones padding mask is not built at all, for
+  /// eager attention either (the HF importer leaves it out). Without a mask it
   /// also passes enable_gqa instead of repeating grouped key/value heads. Eager attention
   /// adds the mask. Set by the HF importer, whose graphs model unpadded batches.
   bool SdpaSkipsMask = false;

@@ -79,6 +79,20 @@ const Tensor *findTensor(const Graph &G, const std::string &Name) {
   return Id == NoTensor ? nullptr : &G.Tensors[Id];
 }
 
+/// One training step of G on the CPU as Edit sets it up (census and simulation checked).
+StepSimulation simulateOnCpu(const Graph &G, llvm::function_ref<void(TrainingSetup &)> Edit) {
+  TrainingSetup S;
+  S.Device = DeviceKind::Cpu;
+  Edit(S);
+  auto C = takeCensus(G, S);
+  EXPECT_TRUE(bool(C)) << llvm::toString(C.takeError());
+  if (!C)
+    return {};
+  auto R = simulateStep(G, S, *C);
+  EXPECT_TRUE(bool(R)) << llvm::toString(R.takeError());
+  return R ? std::move(*R) : StepSimulation{};
+}
+
 /// The shape of a named tensor, or {-1} when the graph has no such tensor.
 Shape shapeOf(const Graph &G, const std::string &Name) {
   const Tensor *T = findTensor(G, Name);
@@ -680,16 +694,12 @@ TEST(HfConfigImporter, UseCacheCopiesKeysAndValuesUnlessCheckpointed) {
                          {{"use_cache", UseCache}});
     Graph G = importPath(Config.path(), dims(2, 32));
     EXPECT_EQ(G.TrainingKvCache, UseCache);
-    TrainingSetup S;
-    S.KvCache = Mode;
-    S.Device = DeviceKind::Cpu;
-    S.Dropout = 0.0; // the fused kernel (with dropout the CPU runs the math one)
-    S.Checkpoint = Checkpoint;
-    auto C = takeCensus(G, S);
-    EXPECT_TRUE(bool(C));
-    auto R = simulateStep(G, S, *C);
-    EXPECT_TRUE(bool(R));
-    return R ? R->SavedAtEndOfForward : 0;
+    return simulateOnCpu(G, [&](TrainingSetup &S) {
+             S.KvCache = Mode;
+             S.Dropout = 0.0; // the fused kernel (with dropout the CPU runs the math one)
+             S.Checkpoint = Checkpoint;
+           })
+        .SavedAtEndOfForward;
   };
   const int64_t Copy = 2 * 12 * 32 * 64 * 4;
   EXPECT_EQ(saved("gpt2", true, "none") - saved("gpt2", false, "none"), 12 * 2 * Copy);
@@ -719,19 +729,14 @@ TEST(HfConfigImporter, NonReentrantRecomputeStopsWhereTheLastSavedTensorIsPacked
   // checkpoint (torch 1.13) reruns the whole block.
   Graph G = importSample("gpt2", dims(2, 32));
   auto recomputed = [&](TorchVersion V) {
-    TrainingSetup S;
-    S.Device = DeviceKind::Cpu;
-    S.Torch = V;
-    S.Checkpoint = "blocks";
-    auto C = takeCensus(G, S);
-    EXPECT_TRUE(bool(C));
-    auto R = simulateStep(G, S, *C);
-    EXPECT_TRUE(bool(R));
+    StepSimulation R = simulateOnCpu(G, [&](TrainingSetup &S) {
+      S.Torch = V;
+      S.Checkpoint = "blocks";
+    });
     std::set<std::string> Ops;
-    if (R)
-      for (const TimelinePoint &P : R->Timeline)
-        if (llvm::StringRef(P.Phase).contains("recompute"))
-          Ops.insert(P.Op);
+    for (const TimelinePoint &P : R.Timeline)
+      if (llvm::StringRef(P.Phase).contains("recompute"))
+        Ops.insert(P.Op);
     return Ops;
   };
   std::set<std::string> V2 = recomputed(TorchVersion::V2);
@@ -761,14 +766,7 @@ TEST(HfConfigImporter, MeanKeepsItsInputOnTorch113Only) {
   // backward; 2.x holds its sizes. tiny-llama has 2 x 2 + 1 RMSNorms over [2, 32, 64] fp32.
   Graph G = importSample("tiny-llama", dims(2, 32));
   auto savedOn = [&](TorchVersion V) {
-    TrainingSetup S;
-    S.Device = DeviceKind::Cpu;
-    S.Torch = V;
-    auto C = takeCensus(G, S);
-    EXPECT_TRUE(bool(C));
-    auto R = simulateStep(G, S, *C);
-    EXPECT_TRUE(bool(R));
-    return R ? R->SavedAtEndOfForward : 0;
+    return simulateOnCpu(G, [&](TrainingSetup &S) { S.Torch = V; }).SavedAtEndOfForward;
   };
   EXPECT_EQ(savedOn(TorchVersion::V1_13) - savedOn(TorchVersion::V2), 5 * 2 * 32 * 64 * 4);
   // Auto is 2 for a Hugging Face config (transformers 5 needs it), on the CPU too.

@@ -291,6 +291,7 @@ std::vector<int64_t> Simulator::carriedState() const {
 
 llvm::Expected<StepSimulation> Simulator::run() {
   int64_t Replayed = 0;
+  bool AfterForward = false; // stopped there (StepStop::AfterForward)
   // Roughly: each op's outputs, saved extras and gradients, plus parameters and states.
   Mem.reserve(Ops.size() * 4 + G.Tensors.size());
   // About three points per op (a 7B step: 5,623 for 1,814 ops); doubling as they came
@@ -310,6 +311,7 @@ llvm::Expected<StepSimulation> Simulator::run() {
   planDropout();
   planGathers();
   CudaRuntimeOverhead Runtime = estimateCudaRuntimeOverhead(Setup.Gpu);
+  ContextBytes = Runtime.ContextBytes;
   if (Setup.Device == DeviceKind::Cuda) {
     Mem.Allocator.emplace();
     // cuBLAS workspaces come from the caching allocator too: one for the forward's
@@ -319,7 +321,10 @@ llvm::Expected<StepSimulation> Simulator::run() {
   }
   allocatePersistent();
   Mem.point("start", "step start", "");
-  if (Setup.ZerothOrder) {
+  if (overLimit()) {
+    // The weights and states alone exceed it (full fine-tuning of a model this GPU
+    // cannot hold): nothing to replay.
+  } else if (Setup.ZerothOrder) {
     // MeZO: two forward passes under no_grad at theta +- eps*z; z is regenerated from a
     // seed per parameter (torch.normal of the parameter's shape), so the largest
     // parameter is the only transient of the in-place perturb-and-update.
@@ -352,9 +357,18 @@ llvm::Expected<StepSimulation> Simulator::run() {
     for (CurrentMicroBatch = 0; CurrentMicroBatch < Setup.GradAccum; ++CurrentMicroBatch) {
       if (auto E = forward(CurrentMicroBatch))
         return E;
-      loss();
-      backward();
+      if (!Stopped)
+        loss();
+      if (!Stopped && StopAfterForward && Setup.GradAccum == 1) {
+        AfterForward = true; // SavedAtEnd is known: what the search asked for
+        ++Replayed;
+        break;
+      }
+      if (!Stopped)
+        backward();
       ++Replayed;
+      if (Stopped) // above the limit: run() goes no further
+        break;
       // Gradient accumulation repeats one micro-batch: once a micro-batch has left the
       // state it found, each later one runs exactly as it did (same events, same
       // allocator decisions, figures that do not rise), so the figures are final and the
@@ -372,11 +386,16 @@ llvm::Expected<StepSimulation> Simulator::run() {
       }
       Left = std::move(Now);
     }
-    optimizerStep();
-    zeroGrad();
+    if (!overLimit() && !AfterForward) {
+      optimizerStep();
+      zeroGrad();
+    }
   }
 
   StepSimulation Sim;
+  if (overLimit())
+    Sim.StoppedAbove = StopAbove;
+  Sim.StoppedAfterForward = AfterForward;
   Sim.MicroBatchesSimulated = Replayed;
   Sim.MaxByCategory = Mem.Max;
   Sim.MaxByCategory.Activations = SavedAtEnd;
@@ -450,11 +469,12 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
 
 llvm::Expected<StepSimulation> simulateStep(const Graph &G, const TrainingSetup &Setup,
                                             const ParameterCensus &Census, bool Details,
-                                            std::shared_ptr<const StepStructure> Structure) {
+                                            std::shared_ptr<const StepStructure> Structure,
+                                            StepStop Stop) {
   if (Structure && (Structure->FuseAttention != fusesAttention(G, Setup) ||
                     Structure->TensorBits.size() != G.Tensors.size()))
     Structure = nullptr; // built for another attention implementation, or another graph
-  return Simulator(G, Setup, Census, Details, std::move(Structure)).run();
+  return Simulator(G, Setup, Census, Details, std::move(Structure), Stop).run();
 }
 
 MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,

@@ -43,6 +43,14 @@ struct StepSimulation {
   int64_t MicroBatchesSimulated = 0;
   /// What the first step does differently (states created lazily), for the text report.
   std::string FirstStepNote;
+  /// Set when a replay asked to stop above a requirement (StepStop::Above) did: the step
+  /// needs more than that, and the figures are what it had reached then, lower bounds of
+  /// the whole step's.
+  std::optional<int64_t> StoppedAbove;
+  /// A replay asked to stop after the forward (StepStop::AfterForward) did: only
+  /// SavedAtEndOfForward is the whole step's; the other figures are lower bounds.
+  bool StoppedAfterForward = false;
+  bool stopped() const { return StoppedAbove || StoppedAfterForward; }
   Diagnostics Diags;
 };
 
@@ -72,6 +80,22 @@ struct StepStructure {
   std::vector<std::pair<size_t, TensorId>> KvCacheUses;
 };
 
+/// What a search needs of a step when it does not need all of it: a replay may stop
+/// once it knows. The default replays the whole step.
+struct StepStop {
+  /// Only whether the step fits in this many bytes: the replay stops at the first op
+  /// after which the step's requirement (the peak reserved plus the CUDA context on CUDA,
+  /// the peak elsewhere: running maxima, so the whole step's cannot be lower) exceeds it
+  /// (StepSimulation::StoppedAbove). A step that stays within it is replayed whole, its
+  /// result the same as without.
+  std::optional<int64_t> Above;
+  /// Only the bytes saved for backward: the replay ends with the forward's loss
+  /// (StepSimulation::StoppedAfterForward). Without gradient accumulation only; with it
+  /// the whole step is replayed (the last micro-batch's forward is the one reported).
+  bool AfterForward = false;
+  bool any() const { return Above || AfterForward; }
+};
+
 /// Whether the setup runs the graph's attention as one fused op (SDPA).
 bool fusesAttention(const Graph &G, const TrainingSetup &Setup);
 std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool FuseAttention);
@@ -79,9 +103,11 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
 /// Details: the timeline and the tensors live at the peak; searches that only compare
 /// figures (the planner) leave them out. Structure: built from G with
 /// fusesAttention(G, Setup) (buildStepStructure), or null to build it here.
+/// Stop: where a search that needs less than the whole step lets the replay end.
 llvm::Expected<StepSimulation>
 simulateStep(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census,
-             bool Details = true, std::shared_ptr<const StepStructure> Structure = nullptr);
+             bool Details = true, std::shared_ptr<const StepStructure> Structure = nullptr,
+             StepStop Stop = {});
 
 /// The report with the simulation's figures: activations, temporaries, peak, peak
 /// detail, timeline and saved bytes per layer, on top of the census. Takes the

@@ -169,6 +169,8 @@ void Simulator::backward() {
     SegmentStartingAt[Segments[I].First] = static_cast<int>(I);
   }
   for (size_t OpI = Ops.size(); OpI-- > 0;) {
+    if (overLimit())
+      return; // run() sees it and goes no further
     const SimOp &Op = Ops[OpI];
     if (HasBackward[OpI] || SegmentEndingAt[OpI] >= 0)
       gatherFor(OpI, Phase);

@@ -220,6 +220,8 @@ llvm::Error Simulator::forward(int MicroBatch) {
         fillKvCache(OpI, From, Kv, Phase);
     }
     runOp(OpI, !InSegment || Selective, Phase);
+    if (overLimit())
+      return llvm::Error::success(); // run() sees it and goes no further
     for (TensorId T : HeldUntil[OpI])
       if (--Values[T].PendingUses <= 0 && !graphOutput(T))
         dropValue(T);

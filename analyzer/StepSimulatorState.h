@@ -366,8 +366,9 @@ struct Value {
 class Simulator {
 public:
   Simulator(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &Census,
-            bool Details, std::shared_ptr<const StepStructure> Shared)
-      : G(G), Setup(Setup), Census(Census),
+            bool Details, std::shared_ptr<const StepStructure> Shared,
+            StepStop Stop = {})
+      : StopAbove(Stop.Above), StopAfterForward(Stop.AfterForward), G(G), Setup(Setup), Census(Census),
         Structure(Shared ? std::move(Shared)
                          : buildStepStructure(G, fusesAttention(G, Setup))),
         Ops(Structure->Ops),
@@ -387,6 +388,22 @@ public:
   const CachingAllocatorModel *allocator() const { return Mem.Allocator ? &*Mem.Allocator : nullptr; }
 
 private:
+  /// simulateStep's StepStop, and the CUDA context the requirement adds to the
+  /// allocator's reserved bytes.
+  std::optional<int64_t> StopAbove;
+  bool StopAfterForward;
+  int64_t ContextBytes = 0;
+  bool Stopped = false;
+  /// Whether the replay should stop: the step already needs more than StopAbove. Checked
+  /// after every op; once true it stays true (the figures are running maxima).
+  bool overLimit() {
+    if (!StopAbove || Stopped)
+      return Stopped;
+    const int64_t Need =
+        Mem.Allocator ? Mem.Allocator->peakReservedBytes() + ContextBytes : Mem.Peak;
+    return Stopped = Need > *StopAbove;
+  }
+
   /// What a micro-batch finds of what the earlier ones left: the storages, the allocator,
   /// the values and gradients held, the figures so far. Storages that are no longer live
   /// are numbered by first appearance, so that a state that repeats itself compares

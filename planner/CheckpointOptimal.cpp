@@ -258,18 +258,29 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
                                    "h.3 or layers.12) to checkpoint",
                                    Option.c_str());
 
+  // Stopped: the replay stopped short of the whole step (Stop), so Required is a lower
+  // bound above the budget, or (after the forward) none at all.
   struct Measured {
     int64_t Required = 0, Saved = 0;
+    bool Stopped = false;
   };
-  auto Simulate = [&](const std::string &Mode) -> llvm::Expected<Measured> {
+  auto Simulate = [&](const std::string &Mode, StepStop Stop = {}) -> llvm::Expected<Measured> {
     TrainingSetup S = Setup;
     S.Checkpoint = Mode;
-    auto Sim = simulateForPlanning(Cache, G, S, Census);
+    auto Sim = simulateForPlanning(Cache, G, S, Census, Stop);
     if (!Sim)
       return Sim.takeError();
     ++Result.Simulations;
-    return Measured{Sim->PeakReserved.value_or(Sim->Peak), Sim->SavedAtEndOfForward};
+    return Measured{Sim->PeakReserved.value_or(Sim->Peak), Sim->SavedAtEndOfForward,
+                    Sim->stopped()};
   };
+  // What each probe needs: the per-block savings only the saved bytes (the replay ends
+  // with the forward); the prefix bisection and the last resorts only whether the step
+  // fits; the DP's verifications the requirement itself (the regula falsi interpolates it).
+  StepStop SavedOnly;
+  SavedOnly.AfterForward = true;
+  StepStop FitsOnly;
+  FitsOnly.Above = Budget;
 
   // 2. Savings per block signature.
   auto None = Simulate("none");
@@ -285,10 +296,10 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   for (size_t B = 0; B < Runs.size(); ++B) {
     auto It = SavingBySignature.find(Runs[B].Signature);
     if (It == SavingBySignature.end()) {
-      auto Selective = Simulate("selective:" + std::to_string(B));
+      auto Selective = Simulate("selective:" + std::to_string(B), SavedOnly);
       if (!Selective)
         return Selective.takeError();
-      auto Whole = Simulate("blocks:" + std::to_string(B));
+      auto Whole = Simulate("blocks:" + std::to_string(B), SavedOnly);
       if (!Whole)
         return Whole.takeError();
       It = SavingBySignature
@@ -440,13 +451,18 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
   };
   if (Best)
     Offer({BestMode, BestSel, Best->Flops});
+  // Only whether each fits: a miss's requirement is a lower bound above the budget, kept
+  // out of the least seen (replayed whole only if nothing fits, for the error's figure).
+  std::vector<std::string> StoppedModes;
   auto Verify = [&](const std::string &Mode) -> llvm::Expected<int64_t> {
     if (auto It = Verified.find(Mode); It != Verified.end())
       return It->second;
-    auto Sim = Simulate(Mode);
+    auto Sim = Simulate(Mode, FitsOnly);
     if (!Sim)
       return Sim.takeError();
-    if (Sim->Required < LeastSeen) {
+    if (Sim->Stopped)
+      StoppedModes.push_back(Mode);
+    else if (Sim->Required < LeastSeen) {
       LeastSeen = Sim->Required;
       LeastMode = Mode;
     }
@@ -512,6 +528,15 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
     Result.RecomputeFlops = Pick->Flops;
     Result.Required = Verified[Pick->Mode];
     return Result;
+  }
+  for (const std::string &Mode : StoppedModes) {
+    auto Sim = Simulate(Mode);
+    if (!Sim)
+      return Sim.takeError();
+    if (Sim->Required < LeastSeen) {
+      LeastSeen = Sim->Required;
+      LeastMode = Mode;
+    }
   }
   return llvm::createStringError(
       llvm::inconvertibleErrorCode(),

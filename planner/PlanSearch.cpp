@@ -192,6 +192,9 @@ std::vector<Candidate> candidates(const PlanRequest &R) {
 struct Evaluation {
   int64_t Peak = 0, Required = 0, Trainable = 0;
   bool Ok = false;
+  /// A probe's replay stopped once the step needed more than the budget: it does not
+  /// fit, and Peak and Required are lower bounds.
+  bool Stopped = false;
   std::string Error;
   /// The error is a strategy that does not apply to this model (StrategyNotApplicable).
   bool NotApplicable = false;
@@ -310,7 +313,11 @@ preparedModel(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
   return R.Simulations->prepared(Key, Build);
 }
 
-Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch) {
+/// The candidate's step at a micro-batch. A probe (Probe: only whether it fits the
+/// budget matters) stops replaying once the step needs more than the budget: half of a
+/// sweep's probes miss it, most of them in their forward or at their weights.
+Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch,
+                    bool Probe = false) {
   Evaluation E;
   auto P = preparedModel(R, C, MicroBatch);
   if (!P) {
@@ -326,11 +333,13 @@ Evaluation evaluate(const PlanRequest &R, const Candidate &C, int64_t MicroBatch
   const PreparedModel &M = **P;
   TrainingSetup S = M.Setup;
   S.Checkpoint = C.Setup.Checkpoint;
-  auto Sim = simulateForPlanning(R.Simulations.get(), *M.G, S, *M.Census);
+  auto Sim = simulateForPlanning(R.Simulations.get(), *M.G, S, *M.Census,
+                                 Probe ? StepStop{R.Budget} : StepStop{});
   if (!Sim) {
     E.Error = llvm::toString(Sim.takeError());
     return E;
   }
+  E.Stopped = Sim->StoppedAbove.has_value();
   E.Peak = Sim->Peak;
   E.Required = Sim->PeakReserved.value_or(Sim->Peak);
   E.Trainable = M.Census->TrainableParameters;
@@ -387,10 +396,12 @@ std::optional<Candidate> optimalCheckpointCandidate(const PlanRequest &R,
   if (Shape.Blocks < 2 || R.Objective == PlanObjective::MaxBatch)
     return std::nullopt;
   const int64_t M = std::max<int64_t>(R.GlobalBatch, 1);
+  // "none" replayed whole: when it misses, chooseOptimalCheckpoint starts from its
+  // figures (a probe that stopped would be replayed again there).
   auto Fits = [&](const std::string &Mode) {
     Candidate Probe = C;
     Probe.Setup.Checkpoint = Mode;
-    Evaluation E = evaluate(R, Probe, M);
+    Evaluation E = evaluate(R, Probe, M, /*Probe=*/Mode != "none");
     return E.Ok && E.Required <= R.Budget;
   };
   if (C.Setup.Checkpoint != "none" || C.Fid == Fidelity::Sparse)
@@ -450,7 +461,7 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
   auto Fits = [&](int64_t K, int64_t MicroBatch) {
     Candidate C = Base;
     C.Setup.SparseUpdate = "last:" + std::to_string(K);
-    Evaluation E = evaluate(R, C, MicroBatch);
+    Evaluation E = evaluate(R, C, MicroBatch, /*Probe=*/true);
     return E.Ok && E.Required <= R.Budget;
   };
   int64_t K = 0;
@@ -509,7 +520,7 @@ llvm::Error appendUpdateSets(const PlanRequest &R, const ModelShape &Shape,
 llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t Target,
                              int64_t Cap) {
   auto Fits = [&](int64_t M, Evaluation &Out) {
-    Out = evaluate(R, C, M);
+    Out = evaluate(R, C, M, /*Probe=*/true);
     return Out.Ok && Out.Required <= R.Budget;
   };
   // The requested batch in one step is probed first: when it fits, no smaller
@@ -588,9 +599,11 @@ llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t T
     P.MicroBatch = Best;
   P.GradAccum = accumulationFor(R, P.MicroBatch);
   // The step at the chosen micro-batch: the largest fit's, or micro-batch 1's when
-  // nothing fits (BestEval either way); evaluated afresh only if the choice is elsewhere.
-  Evaluation Final =
-      P.MicroBatch == std::max<int64_t>(Best, 1) ? BestEval : evaluate(R, C, P.MicroBatch);
+  // nothing fits (BestEval either way); evaluated afresh if the choice is elsewhere or
+  // the probe stopped short of the whole step (a plan that misses says by how much).
+  Evaluation Final = P.MicroBatch == std::max<int64_t>(Best, 1) && !BestEval.Stopped
+                         ? BestEval
+                         : evaluate(R, C, P.MicroBatch);
   P.Setup.MicroBatch = P.MicroBatch;
   P.Setup.GradAccum = P.GradAccum;
   if (R.Emit) {

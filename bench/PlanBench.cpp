@@ -43,7 +43,7 @@ void BM_PlanLlama7BOnA100(benchmark::State &State) {
   R.Budget = Gpu->UsableBytes;
   R.GlobalBatch = 8;
   size_t Plans = 0;
-  int64_t Simulated = 0, Reused = 0;
+  int64_t Simulated = 0, Reused = 0, Stopped = 0;
   for (auto _ : State) {
     R.Simulations = std::make_shared<SimulationCache>(); // a fresh search each time
     auto Result = searchPlans(R);
@@ -54,6 +54,7 @@ void BM_PlanLlama7BOnA100(benchmark::State &State) {
     Plans = Result->size();
     Simulated += R.Simulations->simulations();
     Reused += R.Simulations->hits();
+    Stopped += R.Simulations->stopped();
   }
   State.counters["plans"] = static_cast<double>(Plans);
   // Setups evaluated (each a full step simulation, or the same one reused) per second of
@@ -62,6 +63,10 @@ void BM_PlanLlama7BOnA100(benchmark::State &State) {
       benchmark::Counter(static_cast<double>(Simulated + Reused), benchmark::Counter::kIsRate);
   State.counters["simulations"] =
       static_cast<double>(Simulated) / static_cast<double>(State.iterations());
+  // Of those, the probes that stopped replaying once the step missed the budget or the
+  // forward had given what they asked (StepStop).
+  State.counters["stopped"] =
+      static_cast<double>(Stopped) / static_cast<double>(State.iterations());
   State.counters["imports"] =
       static_cast<double>(Imports->load()) / static_cast<double>(State.iterations());
 }

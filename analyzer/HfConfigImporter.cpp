@@ -32,7 +32,7 @@ using Shape = std::vector<int64_t>;
 constexpr int64_t SliceToEnd = std::numeric_limits<int64_t>::max();
 constexpr int64_t DefaultBatch = 1;
 constexpr int64_t DefaultSeq = 2048;
-const char *const SupportedTypes = "llama, mistral, qwen2, gemma, gpt2, gpt_neox, bert";
+const char *const SupportedTypes = "llama, mistral, qwen2, qwen3, gemma, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 llvm::Error fileError(llvm::StringRef File, const llvm::Twine &Message) {
@@ -106,7 +106,7 @@ private:
   std::optional<std::string> FirstError;
 };
 
-enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert }; // Llama: also mistral, qwen2, gemma
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert }; // Llama: also mistral, qwen2/3, gemma
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
 /// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.
@@ -126,6 +126,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"llama", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"mistral", ArchFamily::Llama, 4096 * 32, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"qwen2", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"qwen3", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_act", "gelu_pytorch_tanh",
      true},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
@@ -148,6 +149,8 @@ struct HfModel {
   Activation Act = Activation::Silu;
   bool Tie = false, QkvBias = false, OutBias = false, MlpBias = false;
   bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
+  /// Qwen3: an RMSNorm over each head of q and k (q_norm, k_norm) before the rotary.
+  bool QkNorm = false;
   bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
   /// `use_cache` (default true): the decoder's forward fills a DynamicCache, in training too.
   bool UseCache = false;
@@ -246,6 +249,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
   else if (M.ModelType == "gemma")
     M.HeadDim = 256; // GemmaConfig's default
+  else if (M.ModelType == "qwen3")
+    M.HeadDim = 128; // Qwen3Config's default (not hidden / heads)
   else if (M.Hidden % M.Heads != 0)
     R.fail(llvm::formatv("hidden size {0} is not a multiple of num_attention_heads {1}; "
                          "expected head_dim to be given",
@@ -272,9 +277,11 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
       M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
     }
     M.GemmaNorm = M.ModelType == "gemma";
+    M.QkNorm = M.ModelType == "qwen3";
     readRope(R, Obj, M, "rope_theta", "", 1.0);
-    // null (Mistral v0.2 on) or absent: no window. Qwen2 uses it only when asked.
-    if (M.ModelType == "mistral" || (M.ModelType == "qwen2" && R.get("use_sliding_window", false)))
+    // null (Mistral v0.2 on) or absent: no window. Qwen2 and Qwen3 use it only when asked.
+    if (M.ModelType == "mistral" ||
+        (M.ModelType.starts_with("qwen") && R.get("use_sliding_window", false)))
       M.SlidingWindow = Obj.getInteger("sliding_window").value_or(0);
     break;
   case ArchFamily::Gpt2:
@@ -345,11 +352,12 @@ TensorId linear(OnnxGraphBuilder &B, const Module &Mod, TensorId X, int64_t In, 
 /// LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, with rsqrt exported as
 /// Reciprocal(Sqrt), computed in fp32 whatever the model's dtype (`x.to(torch.float32)`,
 /// then `.to(input_dtype)` before the weight). GemmaRMSNorm scales by
-/// (1 + weight.float()) in fp32 and casts back after.
+/// (1 + weight.float()) in fp32 and casts back after. Over X's last dim (the hidden
+/// size, or one head for Qwen3's q_norm and k_norm).
 TensorId rmsNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
                  const std::string &OutName = "") {
   const std::string &S = Mod.Scope;
-  TensorId Weight = B.parameter(Mod.param("weight"), {M.Hidden});
+  TensorId Weight = B.parameter(Mod.param("weight"), {B.shape(X).back()});
   TensorId Xf = B.upcastToFp32(S, X);
   TensorId Sq = B.binary(S, "Pow", Xf, B.scalar(2.0));
   Shape MeanShape = B.shape(X);
@@ -557,8 +565,9 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
 
 //===-- The families ------------------------------------------------------------===//
 
-/// LlamaForCausalLM and its descendants MistralForCausalLM, Qwen2ForCausalLM and
-/// GemmaForCausalLM (RMSNorm, rotary, gated MLP, grouped-query attention).
+/// LlamaForCausalLM and its descendants MistralForCausalLM, Qwen2ForCausalLM,
+/// Qwen3ForCausalLM and GemmaForCausalLM (RMSNorm, rotary, gated MLP, grouped-query
+/// attention; Qwen3 normalises each head of q and k).
 void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
@@ -584,11 +593,17 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Module Attn = Layer.child("self_attn");
     const std::string &AS = Attn.Scope;
     TensorId Normed = rmsNorm(B, Layer.child("input_layernorm"), M, X);
-    auto Project = [&](const char *Name, int64_t Heads) {
+    // Qwen3: q_norm(q_proj(x).view(b, s, heads, head_dim)).transpose(1, 2), so the norm
+    // runs on the contiguous view and the rotary on the transposed result.
+    auto Project = [&](const char *Name, int64_t Heads, const char *Norm = nullptr) {
       TensorId P = linear(B, Attn.child(Name), Normed, H, Heads * Hd, M.QkvBias);
-      return splitHeads(B, AS, P, Heads, Hd);
+      if (!Norm || !M.QkNorm)
+        return splitHeads(B, AS, P, Heads, Hd);
+      const Shape &In = B.shape(P);
+      TensorId PerHead = B.reshape(AS, P, {In[0], In[1], Heads, Hd});
+      return B.transpose(AS, rmsNorm(B, Attn.child(Norm), M, PerHead), {0, 2, 1, 3});
     };
-    TensorId Q = Project("q_proj", M.Heads), K = Project("k_proj", M.KvHeads);
+    TensorId Q = Project("q_proj", M.Heads, "q_norm"), K = Project("k_proj", M.KvHeads, "k_norm");
     TensorId V = Project("v_proj", M.KvHeads);
     TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
     Q = applyRotary(B, AS, Q, CosL, SinL);

@@ -164,6 +164,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"qwen2-0.5b", 494'032'768},    {"gemma-2b", 2'506'172'416},
     {"gpt2", 124'439'808},          {"pythia-160m", 162'322'944},
     {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
+    {"qwen3-0.6b", 596'049'920},
 };
 
 } // namespace
@@ -295,6 +296,32 @@ TEST(HfConfigImporter, GroupedQueryAttentionShapes) {
   EXPECT_EQ(shapeOf(Gemma, "model.layers.0.self_attn.q_proj.weight"), (Shape{2048, 2048}));
   EXPECT_EQ(shapeOf(Gemma, "model.layers.0.self_attn.k_proj.weight"), (Shape{2048, 256}));
   EXPECT_EQ(shapeOf(Gemma, "model.layers.0.self_attn.o_proj.weight"), (Shape{2048, 2048}));
+}
+
+// Qwen3Attention: q_norm(q_proj(x).view(b, s, heads, head_dim)).transpose(1, 2), an
+// RMSNorm over each head of the queries and keys (weights of head_dim), with head_dim
+// 128 given apart from hidden / heads (64), no biases.
+TEST(HfConfigImporter, Qwen3NormalisesEachHeadOfQueriesAndKeysBeforeTheRotary) {
+  Graph G = importSample("qwen3-0.6b");
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.q_proj.weight"), (Shape{1024, 2048}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.k_proj.weight"), (Shape{1024, 1024}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.o_proj.weight"), (Shape{2048, 1024}));
+  EXPECT_EQ(findTensor(G, "model.layers.0.self_attn.q_proj.bias"), nullptr);
+  for (const char *Norm : {"q_norm", "k_norm"}) {
+    std::string Name = std::string("model.layers.27.self_attn.") + Norm + ".weight";
+    EXPECT_EQ(shapeOf(G, Name), (Shape{128})) << Name;
+    // The weight multiplies the normalised per-head view [batch, seq, heads, head_dim];
+    // the transpose to [batch, heads, seq, head_dim] comes after.
+    TensorId W = G.findTensor(Name);
+    ASSERT_NE(W, NoTensor);
+    const Node *Scale = nullptr;
+    for (const Node &N : G.Nodes)
+      if (N.OpType == "Mul" && llvm::is_contained(N.Inputs, W))
+        Scale = &N;
+    ASSERT_NE(Scale, nullptr) << Name;
+    const Shape &Out = G.Tensors[Scale->Outputs[0]].Shape;
+    EXPECT_EQ(Out, (Shape{1, 128, Norm[0] == 'q' ? 16 : 8, 128})) << Name; // batch 1, seq 128
+  }
 }
 
 TEST(HfConfigImporter, TiedHeadReadsTheEmbeddingThroughATranspose) {
@@ -486,7 +513,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, qwen2, gemma, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

@@ -41,3 +41,37 @@ TEST(AutocastCopies, AStridedFp32OperandIsCastThenCopiedAndNothingLeaks) {
       AtMatmul = P.Live.Temporaries + P.Live.Activations;
   EXPECT_EQ(AtMatmul, 32768 + 16384 + 16384 + 1024 + 8192);
 }
+
+// On the CPU a binary op whose operands differ in dtype first copies the narrower one to
+// the result's dtype (TensorIterator's input promotion makes a temporary there; CUDA casts
+// inside the kernel). Under autocast a bf16 matmul output plus an fp32 activation: the
+// add holds a 32 KiB fp32 copy of the 16 KiB bf16 operand beside its 32 KiB fp32 result on
+// the CPU, not on CUDA; an add of two fp32 tensors copies nothing on either.
+TEST(AutocastCopies, OnTheCpuAMixedDtypeBinaryOpCopiesTheNarrowerOperand) {
+  GraphBuilder B;
+  TensorId X = B.input("x", {64, 128});
+  TensorId A = B.op("Relu", {X}, {64, 128}, "/act/Relu"); // fp32
+  TensorId W = B.weight("proj.weight", {128, 128});
+  TensorId H = B.op("MatMul", {A, W}, {64, 128}, "/proj/MatMul"); // bf16 under autocast
+  TensorId Mixed = B.op("Add", {H, A}, {64, 128}, "/mixed/Add");
+  B.output(B.op("Add", {Mixed, A}, {64, 128}, "/same/Add"));
+  Graph G = B.finish();
+  auto LiveAt = [&](DeviceKind Device, const char *Op) {
+    TrainingSetup S;
+    S.Device = Device;
+    S.Prec = Precision::AmpBf16;
+    S.Loss = LossKind::Mse;
+    auto C = takeCensus(G, S);
+    EXPECT_TRUE(static_cast<bool>(C));
+    auto Sim = simulateStep(G, S, *C);
+    EXPECT_TRUE(static_cast<bool>(Sim));
+    int64_t Most = -1;
+    for (const TimelinePoint &P : Sim->Timeline)
+      if (P.Phase == "forward" && P.Op == Op)
+        Most = std::max(Most, P.Live.Temporaries + P.Live.Activations);
+    return Most;
+  };
+  EXPECT_EQ(LiveAt(DeviceKind::Cpu, "/mixed/Add") - LiveAt(DeviceKind::Cuda, "/mixed/Add"),
+            64 * 128 * 4);
+  EXPECT_EQ(LiveAt(DeviceKind::Cpu, "/same/Add"), LiveAt(DeviceKind::Cuda, "/same/Add"));
+}

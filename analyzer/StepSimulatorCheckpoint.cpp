@@ -145,6 +145,34 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
       if (In != NoTensor)
         ++Values[In].PendingUses;
   }
+  // The recomputation runs the modules' Python code again, so a module holds what it was
+  // called with until it returns, as in the forward (ModuleInputHolds: a decoder layer's
+  // normed input stays alive through the attention it feeds): the recomputed tensors are
+  // held to the same op, or to the end where the recomputation stops first (unwinding its
+  // frames). Measured: Qwen2 with eager attention under autocast, checkpointed, peaked at
+  // the recomputed scores plus mask with the normed input still alive.
+  const std::vector<std::vector<TensorId>> &HeldUntil = Structure->ModuleInputHolds;
+  llvm::SmallVector<TensorId, 16> Recomputed; // sorted, for binary search
+  for (size_t I = S.First; I <= Last; ++I)
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        Recomputed.push_back(O);
+  llvm::sort(Recomputed);
+  auto IsRecomputed = [&](TensorId T) {
+    return std::binary_search(Recomputed.begin(), Recomputed.end(), T);
+  };
+  llvm::SmallVector<TensorId, 8> HeldPastStop;
+  for (size_t I = S.First; I <= S.Last; ++I)
+    for (TensorId T : HeldUntil[I])
+      if (IsRecomputed(T)) {
+        ++Values[T].PendingUses;
+        if (I > Last)
+          HeldPastStop.push_back(T);
+      }
+  auto ReleaseHold = [&](TensorId T) {
+    if (--Values[T].PendingUses <= 0 && !graphOutput(T))
+      dropValue(T);
+  };
   StorageId Rng = NoStorage;
   if (Setup.Device == DeviceKind::Cpu) // fork_rng saves and restores the generator state
     Rng = Mem.alloc(CpuRngStateBytes, Cat::Temporaries, "recompute RNG state", "checkpoint",
@@ -170,6 +198,9 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
     const bool Packs = StopBeforeLast && I == Last;
     if (!Packs && (!S.Selective || !isMatmulKind(Ops[I].Kind))) {
       runOp(I, true, Phase);
+      for (TensorId T : HeldUntil[I])
+        if (IsRecomputed(T))
+          ReleaseHold(T);
       continue;
     }
     // A stored matmul is not rerun, nor the op where the recomputation stops; their
@@ -190,7 +221,12 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
     for (TensorId In : Structure->DistinctInputs[I])
       if (In != NoTensor && !G.Tensors[In].Stored && --Values[In].PendingUses <= 0)
         dropValue(In);
+    for (TensorId T : HeldUntil[I])
+      if (IsRecomputed(T))
+        ReleaseHold(T);
   }
+  for (TensorId T : HeldPastStop)
+    ReleaseHold(T);
   if (Rng != NoStorage)
     Mem.release(Rng);
 }

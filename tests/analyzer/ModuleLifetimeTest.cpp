@@ -75,3 +75,39 @@ TEST(ModuleLifetime, CheckpointWrapsCompositeBlocksOnly) {
     Segments += P.Phase == "forward" && P.Op == "checkpoint";
   EXPECT_EQ(Segments, 2);
 }
+
+// The recomputation runs the modules' code again, so a module holds its input until it
+// returns there too: each block's `norm` output feeds its `attn` (fc1 then fc2), and with
+// fc1's weight frozen nothing saves that input, yet attn's frame keeps it through fc2
+// (measured on PyTorch 2.15: a decoder layer's normed input alive at the recomputed
+// attention's peak). Without the hold it went with fc1, its last reader.
+TEST(ModuleLifetime, TheRecomputationHoldsAModulesInputUntilItReturns) {
+  GraphBuilder B;
+  TensorId X = B.input("x", {4, 64});
+  auto Linear = [&](TensorId In, const std::string &Module) {
+    TensorId W = B.weight(Module + ".weight", {64, 64});
+    return B.op("MatMul", {In, W}, {4, 64}, "/" + Module + "/MatMul");
+  };
+  TensorId H = Linear(X, "stem/stem.0");
+  for (const char *Block : {"features.0", "features.1"}) {
+    std::string P(Block);
+    TensorId Normed = Linear(H, P + "/norm");
+    H = Linear(Linear(Normed, P + "/attn/fc1"), P + "/attn/fc2");
+  }
+  B.output(Linear(H, "head"));
+  Graph G = B.finish();
+  TrainingSetup S;
+  S.Checkpoint = "blocks";
+  S.TrainRegex = "stem|fc2|head"; // fc1 frozen: it saves its weight, not its input
+  StepSimulation R = run(G, S);
+  auto LiveAt = [&](const std::string &Op) {
+    for (const TimelinePoint &P : R.Timeline)
+      if (P.Phase == "backward (recompute)" && P.Op == Op)
+        return P.Live.Temporaries + P.Live.Activations;
+    ADD_FAILURE() << "no recompute point at " << Op;
+    return int64_t{-1};
+  };
+  // fc2 adds its output; the normed input is still there.
+  EXPECT_EQ(LiveAt("/features.1/attn/fc2/MatMul") - LiveAt("/features.1/attn/fc1/MatMul"), 1024);
+  EXPECT_EQ(LiveAt("/features.0/attn/fc2/MatMul") - LiveAt("/features.0/attn/fc1/MatMul"), 1024);
+}

@@ -303,12 +303,16 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     XTensor Y = alloc(X.Dims, ElemType::F32, MemCategory::Temporaries, OutName);
     Dev.activationForward(Kind, Y.Buf->as<float>(), X.Buf->as<float>() + X.Offset, X.numel());
     Out[0] = Y.view(G.Tensors[Op.Outputs[0]].Shape, contiguousStrides(G.Tensors[Op.Outputs[0]].Shape), 0);
+    // Autograd keeps the input as it came (a view of a fused gate/up projection stays a
+    // view); the device kernels read it contiguous, so the copy above is the kernel's
+    // scratch and the backward makes its own where the input is strided.
     if (Bw)
-      *Bw = [this, SX = save(X), Kind](std::vector<XTensor> &GOut) {
+      *Bw = [this, SX = save(In[0]), Kind](std::vector<XTensor> &GOut) {
         XTensor Gr = contiguous(GOut[0], "grad (contiguous)");
-        XTensor DX = alloc(SX.Dims, ElemType::F32, MemCategory::Temporaries, "grad(activation)");
+        XTensor Xc = contiguous(SX, "activation input (contiguous copy)");
+        XTensor DX = alloc(Xc.Dims, ElemType::F32, MemCategory::Temporaries, "grad(activation)");
         Dev.activationBackward(Kind, DX.Buf->as<float>(), Gr.Buf->as<float>() + Gr.Offset,
-                               SX.Buf->as<float>() + SX.Offset, SX.numel());
+                               Xc.Buf->as<float>() + Xc.Offset, Xc.numel());
         return std::vector<XTensor>{DX};
       };
     return true;

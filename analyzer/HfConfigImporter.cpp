@@ -32,7 +32,8 @@ using Shape = std::vector<int64_t>;
 constexpr int64_t SliceToEnd = std::numeric_limits<int64_t>::max();
 constexpr int64_t DefaultBatch = 1;
 constexpr int64_t DefaultSeq = 2048;
-const char *const SupportedTypes = "llama, mistral, qwen2, qwen3, gemma, gpt2, gpt_neox, bert";
+const char *const SupportedTypes =
+    "llama, mistral, qwen2, qwen3, gemma, phi3, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 llvm::Error fileError(llvm::StringRef File, const llvm::Twine &Message) {
@@ -106,7 +107,7 @@ private:
   std::optional<std::string> FirstError;
 };
 
-enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert }; // Llama: also mistral, qwen2/3, gemma
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert }; // Llama: also mistral, qwen2/3, gemma, phi3
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
 /// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.
@@ -129,6 +130,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"qwen3", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_act", "gelu_pytorch_tanh",
      true},
+    {"phi3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
      "gelu_new", true},
     {"gpt_neox", ArchFamily::GptNeoX, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu", false},
@@ -151,6 +153,9 @@ struct HfModel {
   bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
   /// Qwen3: an RMSNorm over each head of q and k (q_norm, k_norm) before the rotary.
   bool QkNorm = false;
+  /// Phi-3 (and Phi-4, model_type phi3): q, k and v from one qkv_proj, the MLP's gate and
+  /// up from one gate_up_proj.
+  bool FusedQkv = false, FusedGateUp = false;
   bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
   /// `use_cache` (default true): the decoder's forward fills a DynamicCache, in training too.
   bool UseCache = false;
@@ -269,18 +274,22 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
 
   switch (M.Family) {
   case ArchFamily::Llama:
-    // Qwen2 hard-codes biases on q/k/v only; Mistral has none whatever the config says.
+    // Qwen2 hard-codes biases on q/k/v only; Mistral and Phi-3 have none whatever the
+    // config says.
     if (M.ModelType == "qwen2") {
       M.QkvBias = true;
-    } else if (M.ModelType != "mistral") {
+    } else if (M.ModelType != "mistral" && M.ModelType != "phi3") {
       M.QkvBias = M.OutBias = R.get("attention_bias", false);
       M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
     }
     M.GemmaNorm = M.ModelType == "gemma";
     M.QkNorm = M.ModelType == "qwen3";
-    readRope(R, Obj, M, "rope_theta", "", 1.0);
+    M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
+    // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
+    readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",
+             1.0);
     // null (Mistral v0.2 on) or absent: no window. Qwen2 and Qwen3 use it only when asked.
-    if (M.ModelType == "mistral" ||
+    if (M.ModelType == "mistral" || M.ModelType == "phi3" ||
         (M.ModelType.starts_with("qwen") && R.get("use_sliding_window", false)))
       M.SlidingWindow = Obj.getInteger("sliding_window").value_or(0);
     break;
@@ -566,8 +575,9 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
 //===-- The families ------------------------------------------------------------===//
 
 /// LlamaForCausalLM and its descendants MistralForCausalLM, Qwen2ForCausalLM,
-/// Qwen3ForCausalLM and GemmaForCausalLM (RMSNorm, rotary, gated MLP, grouped-query
-/// attention; Qwen3 normalises each head of q and k).
+/// Qwen3ForCausalLM, GemmaForCausalLM and Phi3ForCausalLM (RMSNorm, rotary, gated MLP,
+/// grouped-query attention; Qwen3 normalises each head of q and k; Phi-3 fuses the q/k/v
+/// and the gate/up projections and may rotate part of each head).
 void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
@@ -603,8 +613,23 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       TensorId PerHead = B.reshape(AS, P, {In[0], In[1], Heads, Hd});
       return B.transpose(AS, rmsNorm(B, Attn.child(Norm), M, PerHead), {0, 2, 1, 3});
     };
-    TensorId Q = Project("q_proj", M.Heads, "q_norm"), K = Project("k_proj", M.KvHeads, "k_norm");
-    TensorId V = Project("v_proj", M.KvHeads);
+    TensorId Q, K, V;
+    if (M.FusedQkv) {
+      // Phi3Attention: qkv = qkv_proj(x); q, k, v = slices of its last dim (each slice's
+      // backward is a zero-filled qkv-sized gradient), viewed as heads and transposed.
+      const int64_t QW = M.Heads * Hd, KvW = M.KvHeads * Hd;
+      TensorId Qkv = linear(B, Attn.child("qkv_proj"), Normed, H, QW + 2 * KvW, M.QkvBias);
+      auto Heads = [&](int64_t From, int64_t Width) {
+        return splitHeads(B, AS, B.slice(AS, Qkv, 2, From, From + Width), Width / Hd, Hd);
+      };
+      Q = Heads(0, QW);
+      K = Heads(QW, KvW);
+      V = Heads(QW + KvW, KvW);
+    } else {
+      Q = Project("q_proj", M.Heads, "q_norm");
+      K = Project("k_proj", M.KvHeads, "k_norm");
+      V = Project("v_proj", M.KvHeads);
+    }
     TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
     Q = applyRotary(B, AS, Q, CosL, SinL);
     K = applyRotary(B, AS, K, CosL, SinL);
@@ -616,11 +641,22 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
 
     Module Mlp = Layer.child("mlp");
     Normed = rmsNorm(B, Layer.child("post_attention_layernorm"), M, X);
-    TensorId Gate = linear(B, Mlp.child("gate_proj"), Normed, H, M.Intermediate, M.MlpBias);
-    TensorId Up = linear(B, Mlp.child("up_proj"), Normed, H, M.Intermediate, M.MlpBias);
-    TensorId Act = activation(B, Mlp.child("act_fn").Scope, Gate, M.Act);
-    TensorId Down = linear(B, Mlp.child("down_proj"), B.binary(Mlp.Scope, "Mul", Act, Up),
-                           M.Intermediate, H, M.MlpBias);
+    TensorId Gated;
+    if (M.FusedGateUp) {
+      // Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); up * activation_fn(gate).
+      TensorId GateUp = linear(B, Mlp.child("gate_up_proj"), Normed, H, 2 * M.Intermediate,
+                               M.MlpBias);
+      std::vector<TensorId> Parts =
+          B.split(Mlp.Scope, GateUp, -1, {M.Intermediate, M.Intermediate});
+      TensorId Act = activation(B, Mlp.child("activation_fn").Scope, Parts[0], M.Act);
+      Gated = B.binary(Mlp.Scope, "Mul", Parts[1], Act);
+    } else {
+      TensorId Gate = linear(B, Mlp.child("gate_proj"), Normed, H, M.Intermediate, M.MlpBias);
+      TensorId Up = linear(B, Mlp.child("up_proj"), Normed, H, M.Intermediate, M.MlpBias);
+      TensorId Act = activation(B, Mlp.child("act_fn").Scope, Gate, M.Act);
+      Gated = B.binary(Mlp.Scope, "Mul", Act, Up);
+    }
+    TensorId Down = linear(B, Mlp.child("down_proj"), Gated, M.Intermediate, H, M.MlpBias);
     X = B.binary(Layer.Scope, "Add", X, Down);
   }
   X = rmsNorm(B, Base.child("norm"), M, X,

@@ -46,8 +46,10 @@ def build(config_path, args):
         model.to(torch.bfloat16)
     if args.lora_rank:
         import peft
+        targets = args.lora_targets.split(",") if args.lora_targets else None
         model = peft.get_peft_model(model, peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank * 2,
-                                                           lora_dropout=args.lora_dropout))
+                                                           lora_dropout=args.lora_dropout,
+                                                           target_modules=targets))
     model.train()
     if args.checkpoint:
         model.gradient_checkpointing_enable()  # transformers 5: use_reentrant=False
@@ -70,6 +72,9 @@ def main():
     ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of every block")
     ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd-momentum"])
     ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on its default targets")
+    ap.add_argument("--lora-targets", default="",
+                    help="comma-separated module names for PEFT's target_modules (default: PEFT's for "
+                         "the architecture; Phi-3 has none)")
     ap.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
                     help="transformers' attn_implementation (trainmem --attention)")
     ap.add_argument("--grad-accum", type=int, default=1,
@@ -152,6 +157,7 @@ def main():
         "attention": args.attention if args.attention != "sdpa" else None,
         "lora_rank": args.lora_rank,
         "lora_dropout": args.lora_dropout or None,
+        "lora_targets": args.lora_targets or None,
         "trainable": args.trainable or None,
         "measured": {"peak_bytes": peak, "saved_bytes": saved},
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,

@@ -164,7 +164,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"qwen2-0.5b", 494'032'768},    {"gemma-2b", 2'506'172'416},
     {"gpt2", 124'439'808},          {"pythia-160m", 162'322'944},
     {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
-    {"qwen3-0.6b", 596'049'920},
+    {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
 };
 
 } // namespace
@@ -322,6 +322,27 @@ TEST(HfConfigImporter, Qwen3NormalisesEachHeadOfQueriesAndKeysBeforeTheRotary) {
     const Shape &Out = G.Tensors[Scale->Outputs[0]].Shape;
     EXPECT_EQ(Out, (Shape{1, 128, Norm[0] == 'q' ? 16 : 8, 128})) << Name; // batch 1, seq 128
   }
+}
+
+// Phi3Attention and Phi3MLP: one qkv_proj whose output is sliced into q, k and v, one
+// gate_up_proj chunked into gate and up; no biases; the rotary over partial_rotary_factor
+// of each head (Phi-4-mini's 0.75; Phi-3-mini rotates whole heads).
+TEST(HfConfigImporter, Phi3FusesTheProjectionsAndMayRotatePartOfEachHead) {
+  Graph G = importSample("phi-3-mini-4k");
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.qkv_proj.weight"), (Shape{3072, 9216}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.mlp.gate_up_proj.weight"), (Shape{3072, 16384}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.mlp.down_proj.weight"), (Shape{8192, 3072}));
+  EXPECT_EQ(findTensor(G, "model.layers.0.self_attn.q_proj.weight"), nullptr);
+  EXPECT_EQ(findTensor(G, "model.layers.0.self_attn.qkv_proj.bias"), nullptr);
+  EXPECT_EQ(shapeOf(G, "model.rotary_emb.inv_freq"), (Shape{48})); // head_dim 96, whole
+  EXPECT_EQ(findTensor(G, "lm_head.weight") != nullptr, true);      // not tied
+
+  ConfigVariant Partial("phi3-partial", R"({"model_type": "phi3", "hidden_size": 256,
+      "intermediate_size": 512, "num_hidden_layers": 1, "num_attention_heads": 4,
+      "num_key_value_heads": 2, "vocab_size": 1000, "partial_rotary_factor": 0.75})");
+  Graph P = importPath(Partial.path(), dims(1, 16));
+  EXPECT_EQ(shapeOf(P, "model.rotary_emb.inv_freq"), (Shape{24})); // 0.75 x 64 / 2
+  EXPECT_EQ(shapeOf(P, "model.layers.0.self_attn.qkv_proj.weight"), (Shape{256, 512}));
 }
 
 TEST(HfConfigImporter, TiedHeadReadsTheEmbeddingThroughATranspose) {
@@ -513,7 +534,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, phi3, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

@@ -87,6 +87,12 @@ struct Tensor {
   /// also passes enable_gqa instead of repeating grouped key/value heads. Eager attention
   /// adds the mask. Set by the HF importer, whose graphs model unpadded batches.
   bool SdpaSkipsMask = false;
+  /// An additive mask (where(allowed, 0, min)) that transformers builds for SDPA as the
+  /// boolean pattern itself, expanded over the batch (masking_utils.sdpa_mask): only eager
+  /// attention materialises the float mask. scaled_dot_product_attention then makes a float
+  /// bias in the query's dtype per call (convert_boolean_attn_mask), kept for the backward.
+  /// Set by the HF importer.
+  bool SdpaTakesBoolPattern = false;
   /// A layer's key or value states as transformers' DynamicCache receives them (after
   /// RoPE, before grouped heads are repeated). A decoder trained with `use_cache` on (the
   /// config's default; gradient checkpointing turns it off in the layers it wraps) builds

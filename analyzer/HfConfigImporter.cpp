@@ -33,7 +33,7 @@ constexpr int64_t SliceToEnd = std::numeric_limits<int64_t>::max();
 constexpr int64_t DefaultBatch = 1;
 constexpr int64_t DefaultSeq = 2048;
 const char *const SupportedTypes =
-    "llama, mistral, qwen2, qwen3, gemma, phi3, gpt2, gpt_neox, bert";
+    "llama, mistral, qwen2, qwen3, gemma, gemma3_text, phi3, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 llvm::Error fileError(llvm::StringRef File, const llvm::Twine &Message) {
@@ -107,7 +107,8 @@ private:
   std::optional<std::string> FirstError;
 };
 
-enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert }; // Llama: also mistral, qwen2/3, gemma, phi3
+// Llama: also mistral, qwen2/3, gemma, gemma3_text, phi3.
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
 /// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.
@@ -131,6 +132,8 @@ constexpr TypeDefaults KnownTypes[] = {
     {"gemma", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_act", "gelu_pytorch_tanh",
      true},
     {"phi3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
+     "gelu_pytorch_tanh", true},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
      "gelu_new", true},
     {"gpt_neox", ArchFamily::GptNeoX, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu", false},
@@ -156,6 +159,14 @@ struct HfModel {
   /// Phi-3 (and Phi-4, model_type phi3): q, k and v from one qkv_proj, the MLP's gate and
   /// up from one gate_up_proj.
   bool FusedQkv = false, FusedGateUp = false;
+  /// Gemma 3: q_norm and k_norm on the transposed heads (Qwen3 normalises before the
+  /// transpose); an RMSNorm after attention and around the MLP as well (four per layer);
+  /// the scores scaled by query_pre_attn_scalar ** -0.5; sliding-window layers (their own
+  /// mask and a local rotary base) among full ones.
+  bool QkNormTransposed = false, SandwichNorms = false;
+  double AttnScalar = 0; ///< 0: head_dim
+  std::vector<bool> SlidingLayers;
+  double LocalRopeTheta = 10000.0;
   bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
   /// `use_cache` (default true): the decoder's forward fills a DynamicCache, in training too.
   bool UseCache = false;
@@ -224,6 +235,51 @@ void readRope(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
                          M.RotaryDim, M.HeadDim, Fraction));
 }
 
+/// Gemma3TextConfig's fields past the LLaMA family's: the layer types (given, or every
+/// sliding_window_pattern-th layer full, the rest sliding), the two rotary bases (5.x
+/// nests them per layer type in rope_parameters), query_pre_attn_scalar; the soft-capping
+/// Gemma 2 used is off in every released Gemma 3 and not modelled.
+void readGemma3(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
+                Diagnostics &Diags) {
+  M.QkNormTransposed = M.SandwichNorms = true;
+  M.AttnScalar = R.get("query_pre_attn_scalar", 256.0);
+  M.RopeTheta = R.get("rope_theta", 1'000'000.0);
+  M.LocalRopeTheta = R.get("rope_local_base_freq", 10'000.0);
+  if (const llvm::json::Object *Params = Obj.getObject("rope_parameters")) {
+    if (const llvm::json::Object *Full = Params->getObject("full_attention"))
+      M.RopeTheta = Full->getNumber("rope_theta").value_or(M.RopeTheta);
+    if (const llvm::json::Object *Local = Params->getObject("sliding_attention"))
+      M.LocalRopeTheta = Local->getNumber("rope_theta").value_or(M.LocalRopeTheta);
+  }
+  M.SlidingWindow = Obj.getInteger("sliding_window").value_or(4096);
+  M.SlidingLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
+  if (const llvm::json::Array *Types = Obj.getArray("layer_types")) {
+    if (static_cast<int64_t>(Types->size()) != M.Layers)
+      R.fail(llvm::formatv("field 'layer_types' has {0} entries; expected one per layer ({1})",
+                           Types->size(), M.Layers));
+    for (size_t I = 0; I < Types->size() && I < M.SlidingLayers.size(); ++I) {
+      std::optional<llvm::StringRef> T = (*Types)[I].getAsString();
+      if (!T || (*T != "sliding_attention" && *T != "full_attention"))
+        R.fail(llvm::formatv("field 'layer_types' entry {0}: expected \"sliding_attention\" "
+                             "or \"full_attention\"",
+                             I));
+      else
+        M.SlidingLayers[I] = *T == "sliding_attention";
+    }
+  } else {
+    int64_t Pattern = R.size({"sliding_window_pattern"}, "the sliding-window pattern", 6);
+    for (size_t I = 0; I < M.SlidingLayers.size(); ++I)
+      M.SlidingLayers[I] = (static_cast<int64_t>(I) + 1) % Pattern != 0;
+  }
+  for (const char *Key : {"attn_logit_softcapping", "final_logit_softcapping"})
+    if (const llvm::json::Value *V = Obj.get(Key); V && V->kind() != llvm::json::Value::Null)
+      Diags.warning("unsupported-field", Key,
+                    std::string(Key) + " is not modelled (its tanh and scaled copies are left out)");
+  if (R.get("use_bidirectional_attention", false))
+    Diags.warning("unsupported-field", "use_bidirectional_attention",
+                  "bidirectional attention is not modelled; causal masks assumed");
+}
+
 llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringRef File,
                                     Diagnostics &Diags) {
   std::optional<llvm::StringRef> Type = Obj.getString("model_type");
@@ -252,8 +308,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                   : M.Heads;
   if (M.Family != ArchFamily::Gpt2 && R.present("head_dim"))
     M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
-  else if (M.ModelType == "gemma")
-    M.HeadDim = 256; // GemmaConfig's default
+  else if (M.ModelType == "gemma" || M.ModelType == "gemma3_text")
+    M.HeadDim = 256; // GemmaConfig's and Gemma3TextConfig's default
   else if (M.ModelType == "qwen3")
     M.HeadDim = 128; // Qwen3Config's default (not hidden / heads)
   else if (M.Hidden % M.Heads != 0)
@@ -282,8 +338,10 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
       M.QkvBias = M.OutBias = R.get("attention_bias", false);
       M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
     }
-    M.GemmaNorm = M.ModelType == "gemma";
-    M.QkNorm = M.ModelType == "qwen3";
+    M.GemmaNorm = M.ModelType == "gemma" || M.ModelType == "gemma3_text";
+    M.QkNorm = M.ModelType == "qwen3" || M.ModelType == "gemma3_text";
+    if (M.ModelType == "gemma3_text")
+      readGemma3(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
     readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",
@@ -443,7 +501,9 @@ TensorId additiveMask(OnnxGraphBuilder &B, const std::string &S, TensorId Allowe
   Shape Full = {D.Batch, 1, D.Seq, D.Seq};
   TensorId Expanded = B.expand(S, Allowed, Full);
   double Min = std::numeric_limits<float>::lowest();
-  return B.op(S, "Where", {Expanded, B.scalar(0.0), B.scalar(Min)}, Full, DType::Float32);
+  TensorId Mask = B.op(S, "Where", {Expanded, B.scalar(0.0), B.scalar(Min)}, Full, DType::Float32);
+  B.tensor(Mask).SdpaTakesBoolPattern = true; // sdpa_mask hands SDPA the expanded pattern
+  return Mask;
 }
 
 /// causal_mask_function over cache_position: kv_idx <= q_idx. (Mistral's sliding window
@@ -474,19 +534,25 @@ void markKvCache(OnnxGraphBuilder &B, TensorId K, TensorId V) {
 
 /// The rotary embedding module (one per model in transformers 5.x): freqs = position_ids *
 /// inv_freq, cat(freqs, freqs), then cos and sin [1, seq, rotary_dim].
+/// Gemma 3 keeps one pair of tables per layer type, its buffers prefixed with the type
+/// (`full_attention_inv_freq`), each with its own base (Theta).
 std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Base,
-                                           const HfModel &M, TensorId Positions) {
+                                           const HfModel &M, TensorId Positions,
+                                           const std::string &Prefix = "",
+                                           std::optional<double> Theta = std::nullopt) {
   Module Rope = Base.child("rotary_emb");
   int64_t Half = M.RotaryDim / 2;
-  TensorId InvFreq = B.stored(Rope.param("inv_freq"), {Half}, DType::Float32, TensorKind::Buffer);
+  const double Base10 = Theta.value_or(M.RopeTheta);
+  TensorId InvFreq =
+      B.stored(Rope.param(Prefix + "inv_freq"), {Half}, DType::Float32, TensorKind::Buffer);
   // 5.x keeps an unused clone for dynamic RoPE variants; it is part of the model's memory.
-  TensorId Original =
-      B.stored(Rope.param("original_inv_freq"), {Half}, DType::Float32, TensorKind::Buffer);
+  TensorId Original = B.stored(Rope.param(Prefix + "original_inv_freq"), {Half}, DType::Float32,
+                               TensorKind::Buffer);
   // Values only where they are exact: scaled RoPE variants rewrite them.
   if (Half <= Tensor::SmallValueLimit && !M.RopeScaled)
     for (int64_t I = 0; I < Half; ++I) {
       float Exponent = static_cast<float>(2 * I) / static_cast<float>(M.RotaryDim);
-      double V = 1.0f / std::pow(static_cast<float>(M.RopeTheta), Exponent);
+      double V = 1.0f / std::pow(static_cast<float>(Base10), Exponent);
       B.tensor(InvFreq).FloatValues.push_back(V);
       B.tensor(Original).FloatValues.push_back(V);
     }
@@ -594,11 +660,31 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   }
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = B.range(Base.Scope, D.Seq);
-  auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
-  TensorId Mask = causalMask(B, Base, Positions, D);
-  markSdpaSkips(B, M, D, Mask);
+  // Gemma 3 mixes sliding-window layers into full ones: each type has its rotary tables
+  // (its own base) and its mask, all made once per forward.
+  TensorId Cos = NoTensor, Sin = NoTensor, Mask = NoTensor;
+  TensorId LocalCos = NoTensor, LocalSin = NoTensor, LocalMask = NoTensor;
+  if (!M.SlidingLayers.empty()) {
+    if (llvm::is_contained(M.SlidingLayers, false)) {
+      std::tie(Cos, Sin) = rotaryTables(B, Base, M, Positions, "full_attention_");
+      Mask = causalMask(B, Base, Positions, D);
+      B.tensor(Mask).SdpaSkipsMask = true;
+    }
+    if (llvm::is_contained(M.SlidingLayers, true)) {
+      std::tie(LocalCos, LocalSin) =
+          rotaryTables(B, Base, M, Positions, "sliding_attention_", M.LocalRopeTheta);
+      LocalMask = causalMask(B, Base, Positions, D);
+      B.tensor(LocalMask).SdpaSkipsMask = M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow;
+    }
+  } else {
+    std::tie(Cos, Sin) = rotaryTables(B, Base, M, Positions);
+    Mask = causalMask(B, Base, Positions, D);
+    markSdpaSkips(B, M, D, Mask);
+  }
+  const double Scale = M.AttnScalar > 0 ? 1.0 / std::sqrt(M.AttnScalar) : attentionScale(M);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
+    const bool Sliding = !M.SlidingLayers.empty() && M.SlidingLayers[static_cast<size_t>(L)];
     Module Layer = Base.child("layers." + std::to_string(L));
     Module Attn = Layer.child("self_attn");
     const std::string &AS = Attn.Scope;
@@ -609,6 +695,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       TensorId P = linear(B, Attn.child(Name), Normed, H, Heads * Hd, M.QkvBias);
       if (!Norm || !M.QkNorm)
         return splitHeads(B, AS, P, Heads, Hd);
+      if (M.QkNormTransposed) // Gemma 3: q_norm(q_proj(x).view(...).transpose(1, 2))
+        return rmsNorm(B, Attn.child(Norm), M, splitHeads(B, AS, P, Heads, Hd));
       const Shape &In = B.shape(P);
       TensorId PerHead = B.reshape(AS, P, {In[0], In[1], Heads, Hd});
       return B.transpose(AS, rmsNorm(B, Attn.child(Norm), M, PerHead), {0, 2, 1, 3});
@@ -630,17 +718,22 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       K = Project("k_proj", M.KvHeads, "k_norm");
       V = Project("v_proj", M.KvHeads);
     }
-    TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
+    TensorId CosL = B.unsqueeze(AS, Sliding ? LocalCos : Cos, {1});
+    TensorId SinL = B.unsqueeze(AS, Sliding ? LocalSin : Sin, {1});
     Q = applyRotary(B, AS, Q, CosL, SinL);
     K = applyRotary(B, AS, K, CosL, SinL);
     markKvCache(B, K, V);
-    TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), M.Heads / M.KvHeads,
-                                EagerSoftmax::Fp32ToQuery);
+    TensorId Merged = attention(B, AS, Q, K, V, Sliding ? LocalMask : Mask, Scale,
+                                M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery);
     TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
+    if (M.SandwichNorms) // Gemma 3 normalises the branch before the residual add
+      O = rmsNorm(B, Layer.child("post_attention_layernorm"), M, O);
     X = B.binary(Layer.Scope, "Add", X, O);
 
     Module Mlp = Layer.child("mlp");
-    Normed = rmsNorm(B, Layer.child("post_attention_layernorm"), M, X);
+    Normed = rmsNorm(
+        B, Layer.child(M.SandwichNorms ? "pre_feedforward_layernorm" : "post_attention_layernorm"),
+        M, X);
     TensorId Gated;
     if (M.FusedGateUp) {
       // Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); up * activation_fn(gate).
@@ -657,6 +750,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       Gated = B.binary(Mlp.Scope, "Mul", Act, Up);
     }
     TensorId Down = linear(B, Mlp.child("down_proj"), Gated, M.Intermediate, H, M.MlpBias);
+    if (M.SandwichNorms)
+      Down = rmsNorm(B, Layer.child("post_feedforward_layernorm"), M, Down);
     X = B.binary(Layer.Scope, "Add", X, Down);
   }
   X = rmsNorm(B, Base.child("norm"), M, X,

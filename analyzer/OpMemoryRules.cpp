@@ -214,6 +214,16 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       R.GradInputBytes[I] = 0;
       if (In(I) != NoTensor && isFloating(Ctx.TypeOf[In(I)]) && Ctx.elements(In(I)) > 1)
         SaveIn(I); // an additive attention bias is kept for the backward
+      if (In(I) != NoTensor && Ctx.TypeOf[In(I)] == DType::Bool && Ctx.elements(In(I)) > 1) {
+        // A boolean mask becomes a float bias in the query's dtype (convert_boolean_attn_mask,
+        // measured on the CPU: where() of the [batch, 1, seq, seq] pattern), kept as the
+        // additive one is.
+        // Under autocast the kernel runs on 16-bit copies: the bias takes their dtype.
+        int64_t Bias =
+            Ctx.G.Tensors[In(I)].bytesAs(Ctx.AutocastType.value_or(Ctx.TypeOf[In(0)]));
+        SaveExtra(Bias, "attention bias (from the boolean mask)");
+        R.ForwardTransientUnlessSaved += Bias;
+      }
     }
     R.BackwardTransient = Ctx.elements(In(0)) * 4 + Rows * 4;
     return R;
@@ -274,7 +284,10 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
   }
   if (K == "Pow") {
     SaveIn(0);
-    R.BackwardTransient = Ctx.bytes(In(0)); // grad * exp * x.pow(exp - 1)
+    // pow_backward: grad * (exp * self.pow(exp - 1)), one expression, so x.pow(exp - 1) (a
+    // copy for exp 2) and exp times it both live until the gradient is made. Measured on
+    // torch 2.15 (Gemma 3's post-MLP RMSNorm in bf16, checkpointed: the step's peak).
+    R.BackwardTransient = 2 * Ctx.bytes(In(0));
     return R;
   }
   if (K == "Relu" || K == "Sigmoid" || K == "Tanh" || K == "Softmax" || K == "LogSoftmax" ||

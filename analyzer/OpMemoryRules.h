@@ -68,6 +68,10 @@ struct OpMemoryRule {
   /// Bytes allocated inside the forward and freed before it returns (contiguous copies
   /// of operands that are not kept).
   int64_t ForwardTransient = 0;
+  /// Bytes the forward allocates that a Saved extra keeps when the op records for the
+  /// backward, and that are freed when it returns where it does not (under no_grad: a
+  /// checkpointed segment's forward): SDPA's float bias made from a boolean mask.
+  int64_t ForwardTransientUnlessSaved = 0;
   /// Per input: bytes its gradient allocates (0 when the gradient is the output
   /// gradient itself passed through, or a view of it). Only for inputs needing grad.
   llvm::SmallVector<int64_t, 4> GradInputBytes;

@@ -311,11 +311,17 @@ private:
     // Without a mask transformers passes enable_gqa=True instead of repeating the
     // key/value heads (sdpa_attention.use_gqa_in_sdpa): the kernel reads and saves them
     // unrepeated.
+    // Where transformers hands SDPA the boolean pattern (Tensor::SdpaTakesBoolPattern), the
+    // kernel reads that, and the float mask eager attention adds is not built.
     for (TensorId M : Masks) {
-      if (G.Tensors[M].SdpaSkipsMask)
+      if (G.Tensors[M].SdpaSkipsMask) {
         Unused.push_back(M);
-      else
+      } else if (TensorId Pattern = boolPatternOf(M); Pattern != NoTensor) {
+        Unused.push_back(M);
+        Inputs.push_back(Pattern);
+      } else {
         Inputs.push_back(M);
+      }
     }
     if (Inputs.size() == 3) {
       TensorId K = repeatKvSource(transposedSource(Inputs[1]));
@@ -329,6 +335,18 @@ private:
     }
     add("ScaledDotProductAttention", Inputs, {PV.Outputs[0]}, Nodes);
     return true;
+  }
+
+  /// The boolean pattern P of an additive mask M = Where(P, 0, min) that transformers
+  /// builds as P itself for SDPA (Tensor::SdpaTakesBoolPattern), else NoTensor.
+  TensorId boolPatternOf(TensorId M) const {
+    if (!G.Tensors[M].SdpaTakesBoolPattern || G.Tensors[M].Producer == NoNode)
+      return NoTensor;
+    const Node &W = G.Nodes[G.Tensors[M].Producer];
+    if (W.OpType != "Where" || W.Inputs.empty() || W.Inputs[0] == NoTensor ||
+        G.Tensors[W.Inputs[0]].Type != DType::Bool)
+      return NoTensor;
+    return W.Inputs[0];
   }
 
   /// X where T = Transpose(X) swapping the last two dims, else NoTensor.

@@ -497,8 +497,9 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       SavedBy[OpI].push_back(S);
     }
   }
-  if (Rule.ForwardTransient) {
-    StorageId S = Mem.alloc(Rule.ForwardTransient, Cat::Temporaries, llvm::Twine(Op.Name) + " scratch",
+  if (const int64_t Scratch =
+          Rule.ForwardTransient + (AnyGrad ? 0 : Rule.ForwardTransientUnlessSaved)) {
+    StorageId S = Mem.alloc(Scratch, Cat::Temporaries, llvm::Twine(Op.Name) + " scratch",
                             Op.Kind, Op.Layer, DType::Float32, {});
     Mem.point(Phase, Op.Name, Op.Layer);
     Mem.release(S);

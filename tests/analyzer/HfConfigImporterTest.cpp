@@ -165,6 +165,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"gpt2", 124'439'808},          {"pythia-160m", 162'322'944},
     {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
+    {"gemma-3-1b", 999'885'952},
 };
 
 } // namespace
@@ -343,6 +344,38 @@ TEST(HfConfigImporter, Phi3FusesTheProjectionsAndMayRotatePartOfEachHead) {
   Graph P = importPath(Partial.path(), dims(1, 16));
   EXPECT_EQ(shapeOf(P, "model.rotary_emb.inv_freq"), (Shape{24})); // 0.75 x 64 / 2
   EXPECT_EQ(shapeOf(P, "model.layers.0.self_attn.qkv_proj.weight"), (Shape{256, 512}));
+}
+
+// Gemma 3's sliding layers: where the window cuts into the sequence transformers hands
+// SDPA the boolean pattern (sdpa_mask), and scaled_dot_product_attention turns it into a
+// float bias in the query's dtype that the layer keeps for its backward: one
+// [batch, 1, seq, seq] bias per sliding layer (measured on torch 2.15); the float mask eager
+// attention adds is never built. A window longer than the sequence needs no mask at all.
+// Under checkpointing the forward keeps only the boolean pattern, for the recomputation.
+TEST(HfConfigImporter, Gemma3SlidingLayersKeepAFloatBiasMadeFromTheBooleanMask) {
+  auto Variant = [](const std::string &Name, int64_t Window) {
+    return ConfigVariant(
+        "gemma-3-1b", Name,
+        {{"num_hidden_layers", 2}, {"hidden_size", 128}, {"intermediate_size", 256},
+         {"num_key_value_heads", 1}, {"head_dim", 64}, {"query_pre_attn_scalar", 64},
+         {"vocab_size", 1024}, {"sliding_window", Window},
+         {"layer_types", llvm::json::Array{"sliding_attention", "full_attention"}}});
+  };
+  ConfigVariant Cut = Variant("gemma3-window-128", 128), Whole = Variant("gemma3-window-512", 512);
+  Graph GCut = importPath(Cut.path(), dims(2, 256)), GWhole = importPath(Whole.path(), dims(2, 256));
+  EXPECT_EQ(shapeOf(GCut, "model.rotary_emb.sliding_attention_inv_freq"), (Shape{32}));
+  EXPECT_EQ(shapeOf(GCut, "model.rotary_emb.full_attention_inv_freq"), (Shape{32}));
+  for (Precision P : {Precision::Fp32, Precision::Bf16}) {
+    auto Saved = [&](const Graph &G, const char *Checkpoint) {
+      return simulateOnCpu(G, [&](TrainingSetup &S) {
+               S.Prec = P;
+               S.Checkpoint = Checkpoint;
+             }).SavedAtEndOfForward;
+    };
+    const int64_t Bias = 2 * 256 * 256 * (P == Precision::Bf16 ? 2 : 4);
+    EXPECT_EQ(Saved(GCut, "none") - Saved(GWhole, "none"), Bias);
+    EXPECT_EQ(Saved(GCut, "blocks") - Saved(GWhole, "blocks"), 256 * 256); // the bool pattern
+  }
 }
 
 TEST(HfConfigImporter, TiedHeadReadsTheEmbeddingThroughATranspose) {
@@ -534,7 +567,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, phi3, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, gemma3_text, phi3, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

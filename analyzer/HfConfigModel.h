@@ -1,0 +1,71 @@
+//===- HfConfigModel.h - what a Hugging Face config.json says about the graph -*- C++ -*-===//
+//
+// Internal to the Hugging Face importer: HfConfigReader.cpp reads a `config.json` into an
+// HfModel (transformers' defaults applied, every problem reported with the file and field),
+// and HfConfigImporter.cpp builds the graph from it.
+//
+//===----------------------------------------------------------------------------===//
+#ifndef TRAINMEM_ANALYZER_HFCONFIGMODEL_H
+#define TRAINMEM_ANALYZER_HFCONFIGMODEL_H
+
+#include "analyzer/Diagnostics.h"
+
+#include "llvm/Support/Error.h"
+#include "llvm/Support/JSON.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace trainmem::hf {
+
+// Llama: also mistral, qwen2/3, gemma, gemma3_text, phi3.
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
+enum class HeadKind { CausalLm, MaskedLm, BaseModel };
+/// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
+/// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.
+enum class Activation { Silu, GeluErf, GeluTanhPython, GeluTanhFused, Relu };
+
+/// The architecture facts the graph depends on, after transformers' defaults are applied.
+struct HfModel {
+  std::string ModelType;
+  ArchFamily Family = ArchFamily::Llama;
+  HeadKind Head = HeadKind::CausalLm;
+  int64_t Hidden = 0, Intermediate = 0, Layers = 0, Heads = 0, KvHeads = 0, HeadDim = 0;
+  int64_t Vocab = 0, MaxPositions = 0, TypeVocab = 0, RotaryDim = 0;
+  double NormEps = 1e-6, RopeTheta = 10000.0;
+  bool RopeScaled = false;
+  /// Mistral's (and Qwen2's, with use_sliding_window) attention window; 0: none.
+  int64_t SlidingWindow = 0;
+  Activation Act = Activation::Silu;
+  bool Tie = false, QkvBias = false, OutBias = false, MlpBias = false;
+  bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
+  /// Qwen3: an RMSNorm over each head of q and k (q_norm, k_norm) before the rotary.
+  bool QkNorm = false;
+  /// Phi-3 (and Phi-4, model_type phi3): q, k and v from one qkv_proj, the MLP's gate and
+  /// up from one gate_up_proj.
+  bool FusedQkv = false, FusedGateUp = false;
+  /// Gemma 3: q_norm and k_norm on the transposed heads (Qwen3 normalises before the
+  /// transpose); an RMSNorm after attention and around the MLP as well (four per layer);
+  /// the scores scaled by query_pre_attn_scalar ** -0.5; sliding-window layers (their own
+  /// mask and a local rotary base) among full ones.
+  bool QkNormTransposed = false, SandwichNorms = false;
+  double AttnScalar = 0; ///< 0: head_dim
+  std::vector<bool> SlidingLayers;
+  double LocalRopeTheta = 10000.0;
+  bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
+  /// `use_cache` (default true): the decoder's forward fills a DynamicCache, in training too.
+  bool UseCache = false;
+};
+
+/// "File: Message" as an llvm::Error.
+llvm::Error fileError(llvm::StringRef File, const llvm::Twine &Message);
+
+/// The model Obj (the parsed config, read from File) describes, or an error naming the
+/// file, the field and what was expected. Fields the graph cannot show go to Diags.
+llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringRef File,
+                                    Diagnostics &Diags);
+
+} // namespace trainmem::hf
+
+#endif

@@ -1,0 +1,333 @@
+//===- HfConfigReader.cpp - a Hugging Face config.json read into an HfModel ------===//
+//
+// The fields of transformers' config classes (5.x) the graph depends on, with their
+// defaults where a config leaves them out; every problem names the file, the field and
+// what was expected (ConfigReader reads every field, then reports the first).
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/HfConfigModel.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <cmath>
+
+namespace trainmem::hf {
+namespace {
+
+const char *const SupportedTypes =
+    "llama, mistral, qwen2, qwen3, gemma, gemma3_text, phi3, gpt2, gpt_neox, bert";
+const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
+
+/// Typed access to config fields that remembers the first problem, so the importer can
+/// read every field and then report one message naming the file, field and expectation.
+/// JSON `null` counts as absent, as it does for transformers' config classes.
+class ConfigReader {
+public:
+  ConfigReader(const llvm::json::Object &Obj, llvm::StringRef File) : Obj(Obj), File(File) {}
+
+  const llvm::json::Value *present(llvm::StringRef Key) const {
+    const llvm::json::Value *V = Obj.get(Key);
+    return V && V->kind() != llvm::json::Value::Null ? V : nullptr;
+  }
+
+  /// A positive integer under the first of Keys present; Default (0: required) if none is.
+  int64_t size(std::initializer_list<llvm::StringRef> Keys, llvm::StringRef What,
+               int64_t Default = 0) {
+    for (llvm::StringRef Key : Keys)
+      if (const llvm::json::Value *V = present(Key)) {
+        if (std::optional<int64_t> I = V->getAsInteger(); I && *I > 0)
+          return *I;
+        fail(llvm::formatv("field '{0}' is {1}; expected a positive integer ({2})", Key, *V,
+                           What));
+        return 1;
+      }
+    if (Default == 0)
+      fail(llvm::formatv("field '{0}' is missing; expected a positive integer ({1})",
+                         llvm::join(Keys, "' or '"), What));
+    return Default == 0 ? 1 : Default;
+  }
+
+  /// A bool, number or string field, or Default when absent.
+  template <typename T> T get(llvm::StringRef Key, T Default) {
+    const llvm::json::Value *V = present(Key);
+    if (!V)
+      return Default;
+    if constexpr (std::is_same_v<T, bool>) {
+      if (std::optional<bool> B = V->getAsBoolean())
+        return *B;
+      fail(llvm::formatv("field '{0}' is {1}; expected true or false", Key, *V));
+    } else if constexpr (std::is_same_v<T, double>) {
+      if (std::optional<double> D = V->getAsNumber())
+        return *D;
+      fail(llvm::formatv("field '{0}' is {1}; expected a number", Key, *V));
+    } else {
+      if (std::optional<llvm::StringRef> S = V->getAsString())
+        return S->str();
+      fail(llvm::formatv("field '{0}' is {1}; expected a string", Key, *V));
+    }
+    return Default;
+  }
+
+  void fail(std::string Message) {
+    if (!FirstError)
+      FirstError = std::move(Message);
+  }
+  llvm::Error takeError() {
+    return FirstError ? fileError(File, *FirstError) : llvm::Error::success();
+  }
+
+private:
+  const llvm::json::Object &Obj;
+  llvm::StringRef File;
+  std::optional<std::string> FirstError;
+};
+
+/// transformers' defaults (the config classes of 5.x) for fields a config may leave out.
+struct TypeDefaults {
+  llvm::StringRef Type;
+  ArchFamily Family;
+  int64_t MaxPositions;
+  llvm::StringRef NormEpsKey;
+  double NormEps;
+  llvm::StringRef ActKey, Act;
+  bool Tie;
+};
+constexpr TypeDefaults KnownTypes[] = {
+    {"llama", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"mistral", ArchFamily::Llama, 4096 * 32, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"qwen2", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"qwen3", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"gemma", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_act", "gelu_pytorch_tanh",
+     true},
+    {"phi3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
+     "gelu_pytorch_tanh", true},
+    {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
+     "gelu_new", true},
+    {"gpt_neox", ArchFamily::GptNeoX, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu", false},
+    {"bert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
+};
+
+
+
+Activation readActivation(ConfigReader &R, const TypeDefaults &T) {
+  std::string Name = R.get<std::string>(T.ActKey, T.Act.str());
+  // GemmaConfig rewrites the legacy "gelu" of the released checkpoints to the tanh form.
+  if (T.Type == "gemma" && Name == "gelu")
+    Name = "gelu_pytorch_tanh";
+  if (Name == "silu" || Name == "swish")
+    return Activation::Silu;
+  if (Name == "gelu" || Name == "gelu_pytorch_tanh" || Name == "gelu_new")
+    return Name == "gelu" ? Activation::GeluErf
+           : Name == "gelu_new" ? Activation::GeluTanhPython
+                                : Activation::GeluTanhFused;
+  if (Name != "relu")
+    R.fail(llvm::formatv("field '{0}' is \"{1}\"; expected one of {2}", T.ActKey, Name,
+                         SupportedActivations));
+  return Activation::Relu;
+}
+
+HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics &Diags) {
+  HeadKind Default = Family == ArchFamily::Bert ? HeadKind::MaskedLm : HeadKind::CausalLm;
+  std::string Assumed = Default == HeadKind::MaskedLm ? "masked-LM" : "causal-LM";
+  const llvm::json::Array *Archs = Obj.getArray("architectures");
+  std::optional<llvm::StringRef> Arch;
+  if (Archs && !Archs->empty())
+    Arch = (*Archs)[0].getAsString();
+  if (!Arch) {
+    Diags.note("head-assumed", "architectures",
+               "no architectures given; modelling the " + Assumed + " head");
+    return Default;
+  }
+  if (Arch->ends_with("ForCausalLM") || *Arch == "GPT2LMHeadModel")
+    return HeadKind::CausalLm;
+  if (Arch->ends_with("ForMaskedLM"))
+    return HeadKind::MaskedLm;
+  if (Arch->ends_with("Model") && !Arch->contains("For") && !Arch->contains("Head"))
+    return HeadKind::BaseModel; // LlamaModel, BertModel, ...: no head, no prefix
+  Diags.warning("head-assumed", "architectures",
+                "architecture '" + Arch->str() + "' has a head trainmem does not model; " +
+                    "modelling the " + Assumed + " head");
+  return Default;
+}
+
+/// rope_theta (and GPT-NeoX's rotary fraction) as flat 4.x fields or 5.x
+/// `rope_parameters`. An empty FractionKey means the model rotates whole heads.
+void readRope(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
+              llvm::StringRef BaseKey, llvm::StringRef FractionKey, double Fraction) {
+  if (const llvm::json::Object *Params = Obj.getObject("rope_parameters")) {
+    M.RopeTheta = Params->getNumber("rope_theta").value_or(M.RopeTheta);
+    if (!FractionKey.empty())
+      Fraction = Params->getNumber("partial_rotary_factor").value_or(Fraction);
+    M.RopeScaled = Params->getString("rope_type").value_or("default") != "default";
+  }
+  M.RopeTheta = R.get("rope_theta", R.get(BaseKey, M.RopeTheta));
+  if (!FractionKey.empty())
+    Fraction = R.get("partial_rotary_factor", R.get(FractionKey, Fraction));
+  M.RopeScaled |= R.present("rope_scaling") != nullptr;
+  // GPTNeoXAttention: rotary_ndims = int(head_size * rotary_pct).
+  M.RotaryDim = static_cast<int64_t>(static_cast<double>(M.HeadDim) * Fraction);
+  if (M.RotaryDim <= 0 || M.RotaryDim % 2 != 0 || M.RotaryDim > M.HeadDim)
+    R.fail(llvm::formatv("rotary dimension {0} (head_dim {1} x rotary fraction {2}) must be "
+                         "even and in (0, head_dim]",
+                         M.RotaryDim, M.HeadDim, Fraction));
+}
+
+/// Gemma3TextConfig's fields past the LLaMA family's: the layer types (given, or every
+/// sliding_window_pattern-th layer full, the rest sliding), the two rotary bases (5.x
+/// nests them per layer type in rope_parameters), query_pre_attn_scalar; the soft-capping
+/// Gemma 2 used is off in every released Gemma 3 and not modelled.
+void readGemma3(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
+                Diagnostics &Diags) {
+  M.QkNormTransposed = M.SandwichNorms = true;
+  M.AttnScalar = R.get("query_pre_attn_scalar", 256.0);
+  M.RopeTheta = R.get("rope_theta", 1'000'000.0);
+  M.LocalRopeTheta = R.get("rope_local_base_freq", 10'000.0);
+  if (const llvm::json::Object *Params = Obj.getObject("rope_parameters")) {
+    if (const llvm::json::Object *Full = Params->getObject("full_attention"))
+      M.RopeTheta = Full->getNumber("rope_theta").value_or(M.RopeTheta);
+    if (const llvm::json::Object *Local = Params->getObject("sliding_attention"))
+      M.LocalRopeTheta = Local->getNumber("rope_theta").value_or(M.LocalRopeTheta);
+  }
+  M.SlidingWindow = Obj.getInteger("sliding_window").value_or(4096);
+  M.SlidingLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
+  if (const llvm::json::Array *Types = Obj.getArray("layer_types")) {
+    if (static_cast<int64_t>(Types->size()) != M.Layers)
+      R.fail(llvm::formatv("field 'layer_types' has {0} entries; expected one per layer ({1})",
+                           Types->size(), M.Layers));
+    for (size_t I = 0; I < Types->size() && I < M.SlidingLayers.size(); ++I) {
+      std::optional<llvm::StringRef> T = (*Types)[I].getAsString();
+      if (!T || (*T != "sliding_attention" && *T != "full_attention"))
+        R.fail(llvm::formatv("field 'layer_types' entry {0}: expected \"sliding_attention\" "
+                             "or \"full_attention\"",
+                             I));
+      else
+        M.SlidingLayers[I] = *T == "sliding_attention";
+    }
+  } else {
+    int64_t Pattern = R.size({"sliding_window_pattern"}, "the sliding-window pattern", 6);
+    for (size_t I = 0; I < M.SlidingLayers.size(); ++I)
+      M.SlidingLayers[I] = (static_cast<int64_t>(I) + 1) % Pattern != 0;
+  }
+  for (const char *Key : {"attn_logit_softcapping", "final_logit_softcapping"})
+    if (const llvm::json::Value *V = Obj.get(Key); V && V->kind() != llvm::json::Value::Null)
+      Diags.warning("unsupported-field", Key,
+                    std::string(Key) + " is not modelled (its tanh and scaled copies are left out)");
+  if (R.get("use_bidirectional_attention", false))
+    Diags.warning("unsupported-field", "use_bidirectional_attention",
+                  "bidirectional attention is not modelled; causal masks assumed");
+}
+
+} // namespace
+
+llvm::Error fileError(llvm::StringRef File, const llvm::Twine &Message) {
+  return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                 (File + ": " + Message).str());
+}
+
+llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringRef File,
+                                    Diagnostics &Diags) {
+  std::optional<llvm::StringRef> Type = Obj.getString("model_type");
+  if (!Type)
+    return fileError(File, llvm::Twine("field 'model_type' is missing or not a string; ") +
+                               "expected one of " + SupportedTypes);
+  const TypeDefaults *T = llvm::find_if(KnownTypes, [&](auto &K) { return K.Type == *Type; });
+  if (T == std::end(KnownTypes))
+    return fileError(File, "model_type '" + *Type + "' is not supported; expected one of " +
+                               SupportedTypes);
+  ConfigReader R(Obj, File);
+  HfModel M;
+  M.ModelType = Type->str();
+  M.Family = T->Family;
+  M.Head = readHead(Obj, M.Family, Diags);
+  // GPT-2's own names come second: GPT2Config maps hidden_size to n_embd and so on.
+  M.Hidden = R.size({"hidden_size", "n_embd"}, "the model width");
+  M.Layers = R.size({"num_hidden_layers", "n_layer"}, "the number of layers");
+  M.Heads = R.size({"num_attention_heads", "n_head"}, "the number of attention heads");
+  M.Vocab = R.size({"vocab_size"}, "the vocabulary size");
+  M.Intermediate = M.Family == ArchFamily::Gpt2
+                       ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
+                       : R.size({"intermediate_size"}, "the MLP width");
+  M.KvHeads = M.Family == ArchFamily::Llama
+                  ? R.size({"num_key_value_heads"}, "the number of k/v heads", M.Heads)
+                  : M.Heads;
+  if (M.Family != ArchFamily::Gpt2 && R.present("head_dim"))
+    M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
+  else if (M.ModelType == "gemma" || M.ModelType == "gemma3_text")
+    M.HeadDim = 256; // GemmaConfig's and Gemma3TextConfig's default
+  else if (M.ModelType == "qwen3")
+    M.HeadDim = 128; // Qwen3Config's default (not hidden / heads)
+  else if (M.Hidden % M.Heads != 0)
+    R.fail(llvm::formatv("hidden size {0} is not a multiple of num_attention_heads {1}; "
+                         "expected head_dim to be given",
+                         M.Hidden, M.Heads));
+  else
+    M.HeadDim = M.Hidden / M.Heads;
+  M.MaxPositions = R.size({"max_position_embeddings", "n_positions"}, "the longest sequence",
+                          T->MaxPositions);
+  M.NormEps = R.get(T->NormEpsKey, T->NormEps);
+  M.Act = readActivation(R, *T);
+  M.Tie = R.get("tie_word_embeddings", T->Tie);
+  M.LearnedPositions = M.Family == ArchFamily::Gpt2 || M.Family == ArchFamily::Bert;
+  // The decoders' forward builds a DynamicCache unless the caller passes use_cache=False
+  // (Trainer does not); BERT as an encoder has none.
+  M.UseCache = M.Family != ArchFamily::Bert && R.get("use_cache", true);
+
+  switch (M.Family) {
+  case ArchFamily::Llama:
+    // Qwen2 hard-codes biases on q/k/v only; Mistral and Phi-3 have none whatever the
+    // config says.
+    if (M.ModelType == "qwen2") {
+      M.QkvBias = true;
+    } else if (M.ModelType != "mistral" && M.ModelType != "phi3") {
+      M.QkvBias = M.OutBias = R.get("attention_bias", false);
+      M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
+    }
+    M.GemmaNorm = M.ModelType == "gemma" || M.ModelType == "gemma3_text";
+    M.QkNorm = M.ModelType == "qwen3" || M.ModelType == "gemma3_text";
+    if (M.ModelType == "gemma3_text")
+      readGemma3(R, Obj, M, Diags);
+    M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
+    // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
+    readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",
+             1.0);
+    // null (Mistral v0.2 on) or absent: no window. Qwen2 and Qwen3 use it only when asked.
+    if (M.ModelType == "mistral" || M.ModelType == "phi3" ||
+        (M.ModelType.starts_with("qwen") && R.get("use_sliding_window", false)))
+      M.SlidingWindow = Obj.getInteger("sliding_window").value_or(0);
+    break;
+  case ArchFamily::Gpt2:
+    M.QkvBias = M.OutBias = M.MlpBias = true;
+    M.ScaleAttnWeights = R.get("scale_attn_weights", true);
+    M.ScaleByInverseLayerIdx = R.get("scale_attn_by_inverse_layer_idx", false);
+    if (R.get("add_cross_attention", false))
+      Diags.warning("unsupported-field", "add_cross_attention",
+                    "cross-attention blocks are not modelled (no encoder states are fed)");
+    break;
+  case ArchFamily::GptNeoX:
+    M.QkvBias = M.OutBias = R.get("attention_bias", true);
+    M.MlpBias = true;
+    M.ParallelResidual = R.get("use_parallel_residual", true);
+    readRope(R, Obj, M, "rotary_emb_base", "rotary_pct", 0.25);
+    break;
+  case ArchFamily::Bert: {
+    M.QkvBias = M.OutBias = M.MlpBias = true;
+    M.TypeVocab = R.size({"type_vocab_size"}, "the number of token types", 2);
+    std::string PosType = R.get<std::string>("position_embedding_type", "absolute");
+    if (PosType != "absolute")
+      Diags.warning("unsupported-field", "position_embedding_type",
+                    "'" + PosType + "' position embeddings are not modelled; absolute assumed");
+    break;
+  }
+  }
+  if (M.Heads % M.KvHeads != 0)
+    R.fail(llvm::formatv("num_attention_heads {0} is not a multiple of num_key_value_heads {1}",
+                         M.Heads, M.KvHeads));
+  if (llvm::Error E = R.takeError())
+    return E;
+  return M;
+}
+
+} // namespace trainmem::hf

@@ -234,6 +234,11 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     return fileError(File, llvm::Twine("field 'model_type' is missing or not a string; ") +
                                "expected one of " + SupportedTypes);
   const TypeDefaults *T = llvm::find_if(KnownTypes, [&](auto &K) { return K.Type == *Type; });
+  if (T == std::end(KnownTypes) && *Type == "gemma3" && Obj.getObject("text_config"))
+    return fileError(File, "model_type 'gemma3' is a multimodal Gemma 3 (a vision tower beside "
+                           "the language model), which is not modelled; its language model "
+                           "is the 'text_config' object (model_type gemma3_text): save that "
+                           "as a config.json of its own to predict the text model alone");
   if (T == std::end(KnownTypes))
     return fileError(File, "model_type '" + *Type + "' is not supported; expected one of " +
                                SupportedTypes);

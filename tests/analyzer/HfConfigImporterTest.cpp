@@ -378,6 +378,15 @@ TEST(HfConfigImporter, Gemma3SlidingLayersKeepAFloatBiasMadeFromTheBooleanMask) 
   }
 }
 
+TEST(HfConfigImporter, AMultimodalGemma3ConfigPointsAtItsTextConfig) {
+  ConfigVariant Multimodal("gemma3-multimodal", R"({"model_type": "gemma3",
+      "text_config": {"model_type": "gemma3_text", "hidden_size": 2560},
+      "vision_config": {"model_type": "siglip_vision_model"}})");
+  std::string Error = importError(Multimodal.path());
+  EXPECT_NE(Error.find("multimodal Gemma 3"), std::string::npos) << Error;
+  EXPECT_NE(Error.find("'text_config'"), std::string::npos) << Error;
+}
+
 TEST(HfConfigImporter, TiedHeadReadsTheEmbeddingThroughATranspose) {
   for (auto [Name, Embedding] :
        {std::pair<std::string, std::string>{"gpt2", "transformer.wte.weight"},

@@ -250,6 +250,15 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   // GPT-2's own names come second: GPT2Config maps hidden_size to n_embd and so on.
   M.Hidden = R.size({"hidden_size", "n_embd"}, "the model width");
   M.Layers = R.size({"num_hidden_layers", "n_layer"}, "the number of layers");
+  // The graph is built layer by layer, ~80 tensors each: a mistyped count must be an error,
+  // not an allocation of the whole machine (found by FuzzHfConfig: 2,151,643 layers).
+  // Released models have at most a few hundred.
+  constexpr int64_t MaxLayers = 10'000;
+  if (M.Layers > MaxLayers) {
+    R.fail(llvm::formatv("field 'num_hidden_layers' is {0}; expected at most {1}", M.Layers,
+                         MaxLayers));
+    M.Layers = 1; // the rest is read for its own errors only
+  }
   M.Heads = R.size({"num_attention_heads", "n_head"}, "the number of attention heads");
   M.Vocab = R.size({"vocab_size"}, "the vocabulary size");
   M.Intermediate = M.Family == ArchFamily::Gpt2

@@ -378,6 +378,15 @@ TEST(HfConfigImporter, Gemma3SlidingLayersKeepAFloatBiasMadeFromTheBooleanMask) 
   }
 }
 
+TEST(HfConfigImporter, AnAbsurdLayerCountIsAnErrorNotAnAllocation) {
+  // Found by FuzzHfConfig: 2,151,643 layers made the importer reserve the whole machine.
+  ConfigVariant Huge("gemma-3-1b", "layers-2151643", {{"num_hidden_layers", 2151643}});
+  std::string Error = importError(Huge.path());
+  EXPECT_NE(Error.find("field 'num_hidden_layers' is 2151643; expected at most 10000"),
+            std::string::npos)
+      << Error;
+}
+
 TEST(HfConfigImporter, AMultimodalGemma3ConfigPointsAtItsTextConfig) {
   ConfigVariant Multimodal("gemma3-multimodal", R"({"model_type": "gemma3",
       "text_config": {"model_type": "gemma3_text", "hidden_size": 2560},

@@ -13,6 +13,7 @@
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/StepSimulator.h"
 #include "analyzer/StepSimulatorState.h"
+#include "support/SetupVariants.h"
 
 #include <gtest/gtest.h>
 
@@ -24,11 +25,8 @@ using namespace trainmem;
 
 namespace {
 
-llvm::Expected<Graph> sample(const char *Name, int64_t Batch) {
-  ImportOptions O;
-  O.Dims = {{"batch", Batch}, {"seq", 128}};
-  return importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Name + "/config.json", O);
-}
+using trainmem::testing::hfSample;
+using trainmem::testing::SetupVariants;
 
 void expectSameFigures(const StepSimulation &A, const StepSimulation &B, const std::string &What) {
   EXPECT_EQ(A.Peak, B.Peak) << What;
@@ -61,20 +59,16 @@ simulate(const Graph &G, const TrainingSetup &S, const ParameterCensus &C, bool 
 } // namespace
 
 TEST(Accumulation, RepeatingMicroBatchesAreSkippedWithTheSameFigures) {
-  auto Llama = sample("tiny-llama", 2);
-  auto Gpt2 = sample("gpt2", 1); // tied embedding and LM head
+  auto Llama = hfSample("tiny-llama", 2);
+  auto Gpt2 = hfSample("gpt2", 1); // tied embedding and LM head
   ASSERT_TRUE(static_cast<bool>(Llama)) << llvm::toString(Llama.takeError());
   ASSERT_TRUE(static_cast<bool>(Gpt2)) << llvm::toString(Gpt2.takeError());
 
   TrainingSetup Base;
   Base.Device = DeviceKind::Cuda;
   Base.Gpu = "a100-sxm-80gb";
-  std::vector<std::pair<std::string, TrainingSetup>> Setups;
-  auto add = [&](const std::string &What, auto Change) {
-    TrainingSetup S = Base;
-    Change(S);
-    Setups.emplace_back(What, S);
-  };
+  SetupVariants Setups(Base);
+  auto add = [&](const std::string &What, auto Change) { Setups.add(What, Change); };
   for (const char *Mode : {"none", "blocks", "selective", "first:1", "blocks:1+selective:0"})
     add(std::string("checkpoint ") + Mode, [&](TrainingSetup &S) { S.Checkpoint = Mode; });
   add("amp-bf16 fused", [](TrainingSetup &S) {
@@ -121,14 +115,14 @@ TEST(Accumulation, RepeatingMicroBatchesAreSkippedWithTheSameFigures) {
   // BERT and Pythia have micro-batches whose events repeat the one before while the
   // allocator's blocks still move: skipping those on the events alone leaves the
   // allocator elsewhere (Pythia under ZeRO-2: a reserved peak 155 MB short).
-  auto Bert = sample("bert-base-uncased", 3);
-  auto Pythia = sample("pythia-160m", 5);
+  auto Bert = hfSample("bert-base-uncased", 3);
+  auto Pythia = hfSample("pythia-160m", 5);
   ASSERT_TRUE(Bert && Pythia);
   for (const auto &[Model, G] : {std::pair<const char *, const Graph *>{"tiny-llama", &*Llama},
                                  {"gpt2", &*Gpt2},
                                  {"bert-base-uncased", &*Bert},
                                  {"pythia-160m", &*Pythia}})
-    for (const auto &[Name, Setup] : Setups)
+    for (const auto &[Name, Setup] : Setups.all())
       for (int64_t Accum : {2, 3, 8}) {
         TrainingSetup S = Setup;
         S.GradAccum = Accum;

@@ -13,6 +13,7 @@
 #include "analyzer/ModelImporter.h"
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/StepSimulator.h"
+#include "support/SetupVariants.h"
 
 #include <gtest/gtest.h>
 
@@ -21,34 +22,26 @@
 #include <vector>
 
 using namespace trainmem;
+using trainmem::testing::hfSample;
+using trainmem::testing::SetupVariants;
 
 namespace {
-
-llvm::Expected<Graph> sample(const char *Name, int64_t Batch) {
-  ImportOptions O;
-  O.Dims = {{"batch", Batch}, {"seq", 128}};
-  return importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/" + Name + "/config.json", O);
-}
 
 int64_t required(const StepSimulation &S) { return S.PeakReserved.value_or(S.Peak); }
 
 } // namespace
 
 TEST(StopAbove, StopsExactlyWhenTheWholeStepNeedsMore) {
-  auto Llama = sample("tiny-llama", 2);
-  auto Gpt2 = sample("gpt2", 2);
+  auto Llama = hfSample("tiny-llama", 2);
+  auto Gpt2 = hfSample("gpt2", 2);
   ASSERT_TRUE(static_cast<bool>(Llama)) << llvm::toString(Llama.takeError());
   ASSERT_TRUE(static_cast<bool>(Gpt2)) << llvm::toString(Gpt2.takeError());
 
   TrainingSetup Base;
   Base.Device = DeviceKind::Cuda;
   Base.Gpu = "a100-sxm-80gb";
-  std::vector<std::pair<std::string, TrainingSetup>> Setups;
-  auto add = [&](const std::string &What, auto Change) {
-    TrainingSetup S = Base;
-    Change(S);
-    Setups.emplace_back(What, S);
-  };
+  SetupVariants Setups(Base);
+  auto add = [&](const std::string &What, auto Change) { Setups.add(What, Change); };
   add("fp32 Adam", [](TrainingSetup &) {});
   add("amp-bf16 fused, blocks checkpointed", [](TrainingSetup &S) {
     S.Prec = Precision::AmpBf16;
@@ -76,7 +69,7 @@ TEST(StopAbove, StopsExactlyWhenTheWholeStepNeedsMore) {
   int Stopped = 0, Whole = 0;
   for (const auto &[Model, G] : {std::pair<const char *, const Graph *>{"tiny-llama", &*Llama},
                                  {"gpt2", &*Gpt2}})
-    for (const auto &[Name, S] : Setups) {
+    for (const auto &[Name, S] : Setups.all()) {
       const std::string What = std::string(Model) + ", " + Name;
       auto C = takeCensus(*G, S);
       ASSERT_TRUE(static_cast<bool>(C)) << What << ": " << llvm::toString(C.takeError());
@@ -121,7 +114,7 @@ TEST(StopAbove, StopsExactlyWhenTheWholeStepNeedsMore) {
 
 TEST(StopAbove, AStepThatStopsAtItsWeightsReplaysNothing) {
   // A limit below the weights: the replay ends before the first micro-batch.
-  auto G = sample("tiny-llama", 2);
+  auto G = hfSample("tiny-llama", 2);
   ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
   TrainingSetup S;
   S.Device = DeviceKind::Cuda;
@@ -139,8 +132,8 @@ TEST(StopAbove, AStepThatStopsAtItsWeightsReplaysNothing) {
 
 TEST(StopAbove, AfterTheForwardTheSavedBytesAreTheWholeSteps) {
   // The checkpoint search's per-block probes need only the bytes saved for backward.
-  auto Llama = sample("tiny-llama", 2);
-  auto Gpt2 = sample("gpt2", 2);
+  auto Llama = hfSample("tiny-llama", 2);
+  auto Gpt2 = hfSample("gpt2", 2);
   ASSERT_TRUE(Llama && Gpt2);
   int Checked = 0;
   for (const Graph *G : {&*Llama, &*Gpt2})

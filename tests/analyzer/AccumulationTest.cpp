@@ -64,10 +64,7 @@ TEST(Accumulation, RepeatingMicroBatchesAreSkippedWithTheSameFigures) {
   ASSERT_TRUE(static_cast<bool>(Llama)) << llvm::toString(Llama.takeError());
   ASSERT_TRUE(static_cast<bool>(Gpt2)) << llvm::toString(Gpt2.takeError());
 
-  TrainingSetup Base;
-  Base.Device = DeviceKind::Cuda;
-  Base.Gpu = "a100-sxm-80gb";
-  SetupVariants Setups(Base);
+  SetupVariants Setups = SetupVariants::onCuda("a100-sxm-80gb");
   auto add = [&](const std::string &What, auto Change) { Setups.add(What, Change); };
   for (const char *Mode : {"none", "blocks", "selective", "first:1", "blocks:1+selective:0"})
     add(std::string("checkpoint ") + Mode, [&](TrainingSetup &S) { S.Checkpoint = Mode; });

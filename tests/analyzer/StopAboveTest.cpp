@@ -37,10 +37,7 @@ TEST(StopAbove, StopsExactlyWhenTheWholeStepNeedsMore) {
   ASSERT_TRUE(static_cast<bool>(Llama)) << llvm::toString(Llama.takeError());
   ASSERT_TRUE(static_cast<bool>(Gpt2)) << llvm::toString(Gpt2.takeError());
 
-  TrainingSetup Base;
-  Base.Device = DeviceKind::Cuda;
-  Base.Gpu = "a100-sxm-80gb";
-  SetupVariants Setups(Base);
+  SetupVariants Setups = SetupVariants::onCuda("a100-sxm-80gb");
   auto add = [&](const std::string &What, auto Change) { Setups.add(What, Change); };
   add("fp32 Adam", [](TrainingSetup &) {});
   add("amp-bf16 fused, blocks checkpointed", [](TrainingSetup &S) {

@@ -29,6 +29,13 @@ inline llvm::Expected<Graph> hfSample(const char *Name, int64_t Batch, int64_t S
 class SetupVariants {
 public:
   explicit SetupVariants(TrainingSetup Base) : Base(std::move(Base)) {}
+  /// Variations of the default setup on a catalogue GPU.
+  static SetupVariants onCuda(const std::string &Gpu) {
+    TrainingSetup S;
+    S.Device = DeviceKind::Cuda;
+    S.Gpu = Gpu;
+    return SetupVariants(std::move(S));
+  }
   /// The base as Change leaves it, named What.
   template <typename ChangeFn> void add(const std::string &What, ChangeFn Change) {
     TrainingSetup S = Base;

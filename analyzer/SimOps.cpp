@@ -323,8 +323,13 @@ private:
         Inputs.push_back(M);
       }
     }
+    // SDPA takes k as it is, not the k^T the eager matmul reads (a view either way).
+    if (TensorId K = transposedSource(Inputs[1]); K != NoTensor) {
+      Unused.push_back(Inputs[1]);
+      Inputs[1] = K;
+    }
     if (Inputs.size() == 3) {
-      TensorId K = repeatKvSource(transposedSource(Inputs[1]));
+      TensorId K = repeatKvSource(Inputs[1]);
       TensorId V = repeatKvSource(Inputs[2]);
       if (K != NoTensor && V != NoTensor) {
         Unused.push_back(Inputs[1]);

@@ -180,6 +180,9 @@ struct Graph {
   /// `use_cache`): the tensors marked Tensor::KvCache are copied into it where no
   /// activation checkpointing wraps their layer.
   bool TrainingKvCache = false;
+  /// The batches are padded (ImportOptions::PaddedBatches): the HF importer built the
+  /// attention mask transformers makes from a padded `attention_mask`.
+  bool PaddedBatches = false;
   /// Parameters stored quantized (QLoRA's NF4 base weights), by tensor.
   std::map<TensorId, QuantizedStorage> Quantized;
   /// Tensors a strategy added as trainable adapters (LoRA A and B).

@@ -58,6 +58,7 @@ struct Module {
 struct BoundDims {
   int64_t Batch = DefaultBatch;
   int64_t Seq = DefaultSeq;
+  bool Padded = false; ///< ImportOptions::PaddedBatches
 };
 
 //===-- Blocks shared by the families ---------------------------------------------===//
@@ -162,22 +163,46 @@ TensorId additiveMask(OnnxGraphBuilder &B, const std::string &S, TensorId Allowe
   return Mask;
 }
 
+/// For padded batches (BoundDims::Padded), the `attention_mask` input [batch, seq] and
+/// the padding pattern masking_utils reads from it: `attention_mask.to(torch.bool)`, then
+/// padding_mask_function's `padding_mask[batch_idx, kv_idx]` over broadcast indices, a
+/// [batch, 1, 1, seq] boolean (a copy of batch x seq bytes, made and freed while the mask
+/// is built, far from any peak: modelled as a view). NoTensor for unpadded batches, where
+/// transformers finds the mask all ones and builds nothing from it.
+TensorId paddingPattern(OnnxGraphBuilder &B, const Module &Base, const BoundDims &D) {
+  if (!D.Padded)
+    return NoTensor;
+  TensorId Mask = B.input("attention_mask", {D.Batch, D.Seq});
+  return B.unsqueeze(Base.Scope, B.cast(Base.Scope, Mask, DType::Bool), {1, 2});
+}
+
+/// Pattern & padding (and_masks): with a padded batch the pattern becomes a
+/// [batch, 1, seq, seq] boolean of its own, one per forward.
+TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed,
+                     TensorId Padding, const BoundDims &D) {
+  if (Padding == NoTensor)
+    return Allowed;
+  return B.op(S, "And", {Allowed, Padding}, {D.Batch, 1, D.Seq, D.Seq}, DType::Bool);
+}
+
 /// causal_mask_function over cache_position: kv_idx <= q_idx. (Mistral's sliding window
-/// only removes more positions from the same [batch, 1, seq, seq] mask.)
+/// only removes more positions from the same [batch, 1, seq, seq] mask.) Padding: the
+/// model's paddingPattern, or NoTensor.
 TensorId causalMask(OnnxGraphBuilder &B, const Module &Base, TensorId Positions,
-                    const BoundDims &D) {
+                    const BoundDims &D, TensorId Padding) {
   TensorId Q = B.unsqueeze(Base.Scope, Positions, {0, 1, 3});
   TensorId Kv = B.unsqueeze(Base.Scope, Positions, {0, 1, 2});
   TensorId Allowed =
       B.op(Base.Scope, "LessOrEqual", {Kv, Q}, {1, 1, D.Seq, D.Seq}, DType::Bool);
-  return additiveMask(B, Base.Scope, Allowed, D);
+  return additiveMask(B, Base.Scope, withPadding(B, Base.Scope, Allowed, Padding, D), D);
 }
 
-/// The mask is the causal pattern alone when no sliding window cuts into the sequence
-/// (masking_utils._ignore_causal_mask_sdpa: kv_length < the window): the SDPA path then
-/// never builds it (Tensor::SdpaSkipsMask).
+/// The mask is the causal pattern alone when the batch has no padding and no sliding
+/// window cuts into the sequence (masking_utils._ignore_causal_mask_sdpa: an all-ones
+/// padding mask and kv_length < the window): the SDPA path then never builds it
+/// (Tensor::SdpaSkipsMask).
 void markSdpaSkips(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D, TensorId Mask) {
-  B.tensor(Mask).SdpaSkipsMask = M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow;
+  B.tensor(Mask).SdpaSkipsMask = !D.Padded && (M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow);
 }
 
 /// `key_states, value_states = past_key_values.update(key_states, value_states, idx)`:
@@ -307,6 +332,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
   Module Embed = Base.child("embed_tokens");
   TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
+  TensorId Padding = paddingPattern(B, Base, D);
   TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
   if (M.GemmaNorm) {
     // GemmaTextScaledWordEmbedding multiplies by a sqrt(hidden) buffer.
@@ -323,18 +349,18 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   if (!M.SlidingLayers.empty()) {
     if (llvm::is_contained(M.SlidingLayers, false)) {
       std::tie(Cos, Sin) = rotaryTables(B, Base, M, Positions, "full_attention_");
-      Mask = causalMask(B, Base, Positions, D);
-      B.tensor(Mask).SdpaSkipsMask = true;
+      Mask = causalMask(B, Base, Positions, D, Padding);
+      B.tensor(Mask).SdpaSkipsMask = !D.Padded;
     }
     if (llvm::is_contained(M.SlidingLayers, true)) {
       std::tie(LocalCos, LocalSin) =
           rotaryTables(B, Base, M, Positions, "sliding_attention_", M.LocalRopeTheta);
-      LocalMask = causalMask(B, Base, Positions, D);
-      B.tensor(LocalMask).SdpaSkipsMask = M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow;
+      LocalMask = causalMask(B, Base, Positions, D, Padding);
+      markSdpaSkips(B, M, D, LocalMask);
     }
   } else {
     std::tie(Cos, Sin) = rotaryTables(B, Base, M, Positions);
-    Mask = causalMask(B, Base, Positions, D);
+    Mask = causalMask(B, Base, Positions, D, Padding);
     markSdpaSkips(B, M, D, Mask);
   }
   const double Scale = M.AttnScalar > 0 ? 1.0 / std::sqrt(M.AttnScalar) : attentionScale(M);
@@ -435,10 +461,11 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   Module Wte = Base.child("wte"), Wpe = Base.child("wpe");
   TensorId WteW = B.parameter(Wte.param("weight"), {M.Vocab, H});
   TensorId WpeW = B.parameter(Wpe.param("weight"), {M.MaxPositions, H});
+  TensorId Padding = paddingPattern(B, Base, D);
   TensorId Positions = B.range(Base.Scope, D.Seq);
   TensorId X = B.binary(Base.Scope, "Add", B.gather(Wte.Scope, WteW, Ids),
                         B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0})));
-  TensorId Mask = causalMask(B, Base, Positions, D);
+  TensorId Mask = causalMask(B, Base, Positions, D, Padding);
   markSdpaSkips(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
@@ -475,11 +502,12 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
   Module Embed = Base.child("embed_in");
   TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
+  TensorId Padding = paddingPattern(B, Base, D);
   TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = B.range(Base.Scope, D.Seq);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
-  TensorId Mask = causalMask(B, Base, Positions, D);
+  TensorId Mask = causalMask(B, Base, Positions, D, Padding);
   markSdpaSkips(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
@@ -559,9 +587,17 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   // create_bidirectional_mask returns no mask at all for an all-ones attention_mask (no
   // padding), for SDPA and eager alike (allow_is_bidirectional_skip: the [batch, 1, seq,
   // seq] mask is never built; measured: eager BERT under autocast then keeps bf16
-  // probabilities, which an fp32 mask would have promoted).
-  const TensorId Ext = NoTensor;
-  (void)AttnMask;
+  // probabilities, which an fp32 mask would have promoted). A padded batch gets
+  // bidirectional_mask_function (q_idx >= 0, [1, 1, seq, 1]) & padding: a [batch, 1, seq,
+  // seq] boolean that SDPA reads, and eager attention adds as where(allowed, 0, min).
+  TensorId Ext = NoTensor;
+  if (D.Padded) {
+    TensorId Q = B.unsqueeze(Base.Scope, B.range(Base.Scope, D.Seq), {0, 1, 3});
+    TensorId Any = B.op(Base.Scope, "GreaterOrEqual", {Q, B.ints({0}, true)}, {1, 1, D.Seq, 1},
+                        DType::Bool);
+    TensorId Padding = B.unsqueeze(Base.Scope, B.cast(Base.Scope, AttnMask, DType::Bool), {1, 2});
+    Ext = additiveMask(B, Base.Scope, withPadding(B, Base.Scope, Any, Padding, D), D);
+  }
 
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
@@ -622,6 +658,8 @@ llvm::Expected<BoundDims> bindDims(const ImportOptions &Options, const HfModel &
   std::vector<std::string> InputNames = {"input_ids"};
   if (M.Family == ArchFamily::Bert)
     InputNames = {"input_ids", "token_type_ids", "attention_mask"};
+  else if (Options.PaddedBatches)
+    InputNames = {"input_ids", "attention_mask"};
   // A misspelt dim (--dim sequence=4096) would otherwise be ignored without a word.
   for (const DimBinding &B : Options.Dims)
     if (B.Name != "batch" && B.Name != "seq")
@@ -647,6 +685,7 @@ llvm::Expected<BoundDims> bindDims(const ImportOptions &Options, const HfModel &
   if (Options.MicroBatch) // `--micro-batch` sets dim 0 of every batch input
     Batch = Options.MicroBatch;
   BoundDims D;
+  D.Padded = Options.PaddedBatches;
   D.Batch = Batch.value_or(DefaultBatch);
   if (D.Batch <= 0)
     return fileError(File, "dim 'batch' is " + std::to_string(D.Batch) +
@@ -711,6 +750,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   // BertForMaskedLM calls CrossEntropyLoss on the logits as they are.
   G.LossUpcastsLogits = M->Head == HeadKind::CausalLm;
   G.TrainingKvCache = M->UseCache;
+  G.PaddedBatches = D->Padded;
   // Training-time dropout the config asks for (GPT-2 attn/resid/embd_pdrop, BERT
   // hidden/attention_probs_dropout_prob, LLaMA-style attention_dropout): the largest.
   for (const char *Key : {"attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob",

@@ -17,6 +17,7 @@ MemoryReport buildCensusReport(const Graph &G, const TrainingSetup &Setup,
   R.Model.Nodes = static_cast<int64_t>(G.Nodes.size());
   R.Model.Tensors = static_cast<int64_t>(G.Tensors.size());
   R.Model.Dims = G.Dims;
+  R.Model.PaddedBatches = G.PaddedBatches;
   R.Setup = Setup;
   R.TotalParameters = Census.TotalParameters;
   R.TrainableParameters = Census.TrainableParameters;

@@ -78,6 +78,7 @@ struct ModelInfo {
   int64_t Tensors = 0;
   std::vector<DimBinding> Dims;
   std::vector<InputSummary> Inputs;
+  bool PaddedBatches = false; ///< Graph::PaddedBatches
 };
 
 /// Parameters, gradients and optimizer state of one module path.

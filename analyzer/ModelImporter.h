@@ -34,6 +34,11 @@ struct ImportOptions {
   std::optional<int64_t> DefaultDim;
   /// `--micro-batch=N`: dim 0 of every batch input (and the `batch` dim) is N.
   std::optional<int64_t> MicroBatch;
+  /// `--padded`: the batches carry padding (an `attention_mask` with zeros), so
+  /// transformers builds the [batch, 1, seq, seq] attention mask it skips for unpadded
+  /// ones, and SDPA repeats grouped key/value heads. Hugging Face configs only: an ONNX
+  /// export's mask is in its graph.
+  bool PaddedBatches = false;
 };
 
 enum class ModelFormat { Onnx, HfConfig, Unknown };

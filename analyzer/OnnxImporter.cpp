@@ -432,6 +432,12 @@ std::optional<Tensor> constantNodeTensor(const onnx::NodeProto &N) {
 } // namespace
 
 llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &Options) {
+  if (Options.PaddedBatches)
+    return llvm::createStringError(
+        llvm::inconvertibleErrorCode(),
+        "%s: --padded applies to Hugging Face configs (--hf-config); an ONNX export carries "
+        "its attention mask in the graph (export it with a padded attention_mask instead)",
+        Path.c_str());
   auto FileOr = readOnnxModel(Path);
   if (!FileOr)
     return FileOr.takeError();

@@ -179,6 +179,8 @@ llvm::json::Object reportObject(const MemoryReport &R, bool WithTimeline) {
                            {"opset", R.Model.Opset},     {"nodes", R.Model.Nodes},
                            {"tensors", R.Model.Tensors}, {"dims", std::move(Dims)},
                            {"inputs", std::move(Inputs)}};
+  if (R.Model.PaddedBatches) // only when set: reports of unpadded steps are unchanged
+    Model["padded_batches"] = true;
 
   bool Simulated = R.Peak.has_value();
   bool Measured = R.Measured.has_value();

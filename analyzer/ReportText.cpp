@@ -72,6 +72,8 @@ void writeReportText(const MemoryReport &R, llvm::raw_ostream &OS) {
     OS << "  inputs:";
     for (const InputSummary &I : R.Model.Inputs)
       OS << " " << I.Name << " " << dtypeName(I.Type) << shapeText(I.Shape);
+    if (R.Model.PaddedBatches)
+      OS << " (padded batches: the attention mask is built)";
     OS << "\n";
   }
   OS << "\nParameters: " << formatCount(R.TotalParameters) << " ("

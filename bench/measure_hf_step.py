@@ -77,6 +77,9 @@ def main():
                          "the architecture; Phi-3 has none)")
     ap.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
                     help="transformers' attn_implementation (trainmem --attention)")
+    ap.add_argument("--pad", type=int, default=0,
+                    help="the batch's first row ends in this many padding tokens (attention_mask 0, "
+                         "labels -100 there), as a padded batch of unequal lengths; trainmem's --padded")
     ap.add_argument("--grad-accum", type=int, default=1,
                     help="micro-batches of --batch each accumulated per optimizer step")
     ap.add_argument("--trainable", default="",
@@ -109,6 +112,11 @@ def main():
         if model_type == "bert":
             inputs["token_type_ids"] = torch.zeros_like(ids)
             inputs["attention_mask"] = torch.ones_like(ids)
+        if args.pad:
+            mask = torch.ones_like(ids)
+            mask[0, args.seq - args.pad:] = 0
+            inputs["attention_mask"] = mask
+            inputs["labels"][0, args.seq - args.pad:] = -100
         for step in (1, 2):
             probe(f"s{step}_start")
             for micro in range(args.grad_accum):
@@ -159,6 +167,7 @@ def main():
         "lora_dropout": args.lora_dropout or None,
         "lora_targets": args.lora_targets or None,
         "trainable": args.trainable or None,
+        "padded": args.pad or None,
         "measured": {"peak_bytes": peak, "saved_bytes": saved},
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
     }

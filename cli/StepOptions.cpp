@@ -99,6 +99,15 @@ cl::opt<unsigned> MicroBatch("micro-batch",
                              cl::desc("Set dim 0 of every batch input to N (one micro-batch)"),
                              cl::value_desc("N"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
 
+cl::opt<bool> Padded("padded",
+                     cl::desc("The batches are padded to their longest sequence (an "
+                              "attention_mask with zeros; Hugging Face configs). transformers "
+                              "then builds a [batch, 1, seq, seq] attention mask that it skips "
+                              "for unpadded batches; SDPA turns it into a float bias in every "
+                              "layer and keeps it for the backward, and grouped key/value heads "
+                              "are repeated. Default: unpadded (every sequence of the batch as long as the rest, as with text concatenated into blocks)"),
+                     S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
+
 cl::opt<std::string> SetupFile("setup",
                                cl::desc("Read the training setup from a JSON object (the keys "
                                         "a report echoes under 'setup'); options given on the "
@@ -339,6 +348,12 @@ llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu, llvm::StringRef Mo
     if (DefaultDim == 0)
       return optionError("--default-dim: expected a positive integer");
     R.Import.DefaultDim = DefaultDim;
+  }
+  if (Padded) {
+    if (!R.FromHfConfig)
+      return optionError("--padded applies to Hugging Face configs (--hf-config); an ONNX "
+                         "export carries its attention mask in the graph");
+    R.Import.PaddedBatches = true;
   }
   if (MicroBatch.getNumOccurrences()) {
     if (MicroBatch == 0)

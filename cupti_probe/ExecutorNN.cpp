@@ -11,6 +11,7 @@
 #include "cupti_probe/ExecutorState.h"
 
 #include <cmath>
+#include <limits>
 
 namespace trainmem::probe {
 namespace {
@@ -395,9 +396,23 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     // the causal mask themselves; the batches the executor feeds have no padding, so the bias
     // of these graphs masks exactly that.
     std::vector<XTensor> Biases;
-    for (size_t I = 3; I < In.size(); ++I)
-      if (In[I].defined() && In[I].Type == ElemType::F32 && In[I].numel() > 1)
+    for (size_t I = 3; I < In.size(); ++I) {
+      if (!In[I].defined() || In[I].numel() <= 1)
+        continue;
+      if (In[I].Type == ElemType::F32)
         Biases.push_back(save(In[I]));
+      else if (In[I].Type == ElemType::Bool)
+        // A boolean mask (transformers' sdpa_mask for a padded batch or a sliding window):
+        // scaled_dot_product_attention first makes it a float bias, where(mask, 0, -inf)
+        // (convert_boolean_attn_mask), which the backward keeps. The reference kernels mask
+        // causally only, so padded rows attend to their padding here; the bytes are PyTorch's.
+        Biases.push_back(save(unary(
+            In[I], ElemType::F32,
+            [](double Allowed) {
+              return Allowed != 0 ? 0.0 : -std::numeric_limits<double>::infinity();
+            },
+            "attention bias (from the boolean mask)")));
+    }
     *Bw = [this, SQ = save(In[0]), SK = save(Key), SV = save(In[2]), SO = save(O), SL = save(Lse), S,
            Groups, Transposed, Packed, Biases](std::vector<XTensor> &GOut) {
       XTensor Gr = contiguous(GOut[0], "grad (contiguous)");

@@ -31,6 +31,7 @@ llvm::Expected<Graph> importFor(const AnalysisRequest &R, int64_t MicroBatch) {
   std::string Path = R.Path.toStdString();
   if (isHfConfig(R.Path)) {
     Import.Dims = {{"batch", R.Batch}, {"seq", R.Seq}};
+    Import.PaddedBatches = R.Padded;
     return importHfConfig(Path, Import);
   }
   Import.Dims = R.Dims;

@@ -30,6 +30,8 @@ struct AnalysisRequest {
   int64_t Seq = 128;     ///< HF configs: dim seq; ONNX: every symbolic dim not in Dims
   /// ONNX: values for named symbolic dims (the setup panel's per-dim fields).
   std::vector<DimBinding> Dims;
+  /// HF configs: the batches are padded (--padded); ignored for other files.
+  bool Padded = false;
   TrainingSetup Setup;
 };
 

@@ -189,6 +189,10 @@ QWidget *MainWindow::buildSetupPanel() {
   Seq->setRange(1, 1 << 22);
   Seq->setValue(128);
   Seq->setToolTip("HF configs: dim seq. ONNX: every other symbolic dim (--default-dim)");
+  Padded = new QCheckBox("padded batches", Panel);
+  Padded->setToolTip("HF configs: the batches are padded to their longest sequence, so "
+                     "transformers builds the [batch, 1, seq, seq] attention mask and SDPA "
+                     "keeps a float bias per layer (--padded); ONNX exports carry their mask");
   Precision = combo({"fp32", "amp-bf16", "amp-fp16", "bf16", "mixed-bf16", "mixed-fp16"}, Panel);
   Optimizer = combo({"adamw", "adam", "sgd", "sgd-momentum", "adafactor", "adamw-8bit",
                      "paged-adamw-8bit", "lion", "adamw-fp8"},
@@ -241,6 +245,7 @@ QWidget *MainWindow::buildSetupPanel() {
     llvm::consumeError(Catalog.takeError());
   Form->addRow("batch", Batch);
   Form->addRow("sequence", Seq);
+  Form->addRow("", Padded);
   DimsBox = new QGroupBox("model dims", Panel);
   DimsForm = new QFormLayout(DimsBox);
   DimsBox->setToolTip("the ONNX model's symbolic dims; 'sequence' binds any left out");
@@ -275,7 +280,7 @@ QWidget *MainWindow::buildSetupPanel() {
     connect(S, &QSpinBox::valueChanged, this, Changed);
   for (QComboBox *C : {Precision, Optimizer, Impl, Checkpoint, Sparse, Zero, Offload, Gpu})
     connect(C, &QComboBox::currentIndexChanged, this, Changed);
-  for (QCheckBox *B : {QLora, GalorePerLayer, Fsdp})
+  for (QCheckBox *B : {QLora, GalorePerLayer, Fsdp, Padded})
     connect(B, &QCheckBox::toggled, this, Changed);
   connect(Loss, &QComboBox::currentIndexChanged, this, Changed);
   for (QComboBox *C : {Checkpoint, Sparse})
@@ -346,6 +351,7 @@ AnalysisRequest MainWindow::currentRequest() const {
   R.Path = Path;
   R.Batch = Batch->value();
   R.Seq = Seq->value();
+  R.Padded = Padded->isChecked();
   for (const auto &[Name, Spin] : DimSpins)
     R.Dims.push_back({Name, Spin->value()});
   if (AppliedSetup) {
@@ -554,6 +560,8 @@ bool MainWindow::openHistory(const QString &File, QString *Error) {
 
 void MainWindow::rebuildDims(const MemoryReport &R) {
   std::vector<std::pair<std::string, int64_t>> Wanted;
+  // Padding is a choice for HF configs only: an ONNX export carries its own mask.
+  Padded->setEnabled(R.Model.Format != "onnx");
   if (R.Model.Format == "onnx")
     for (const DimBinding &D : R.Model.Dims)
       if (!llvm::StringRef(D.Name).contains_insensitive("batch"))

@@ -108,7 +108,7 @@ private:
   QComboBox *Precision, *Optimizer, *Impl, *Loss, *Checkpoint, *Sparse, *Zero, *Offload, *Gpu;
   QLineEdit *LoraTargets;
   QTableView *TensorView = nullptr;
-  QCheckBox *QLora, *GalorePerLayer, *Fsdp;
+  QCheckBox *QLora, *GalorePerLayer, *Fsdp, *Padded;
   /// One field per symbolic dim of an ONNX model (batch dims excepted: the batch field).
   QGroupBox *DimsBox;
   QFormLayout *DimsForm;

@@ -782,6 +782,75 @@ TEST(HfConfigImporter, SdpaReadsGroupedKeysAndBuildsNoMaskForUnpaddedBatches) {
   EXPECT_EQ(Sdpa->Inputs.size(), 4u) << "the windowed mask is an operand";
 }
 
+TEST(HfConfigImporter, PaddedBatchesBuildTheMaskSdpaReadsAndRepeatGroupedHeads) {
+  // transformers 5 with a padded attention_mask: sdpa_mask materialises causal & padding as
+  // a [batch, 1, seq, seq] boolean, SDPA reads it, and use_gqa_in_sdpa (no mask) no longer
+  // holds, so k and v are repeated to the query heads.
+  ImportOptions Padded = dims(2, 32);
+  Padded.PaddedBatches = true;
+  Graph G = importSample("tiny-llama", Padded);
+  EXPECT_TRUE(G.PaddedBatches);
+  ASSERT_EQ(G.Inputs.size(), 2u);
+  EXPECT_EQ(G.Tensors[G.Inputs[1]].Name, "attention_mask");
+  EXPECT_EQ(G.Tensors[G.Inputs[1]].Shape, (Shape{2, 32}));
+  std::vector<SimOp> Fused = buildSimOps(G, /*FuseAttention=*/true);
+  int Attention = 0;
+  for (const SimOp &Op : Fused) {
+    EXPECT_NE(Op.Kind, "Where") << "SDPA reads the boolean pattern, not a float mask";
+    if (Op.Kind != "ScaledDotProductAttention")
+      continue;
+    ++Attention;
+    ASSERT_EQ(Op.Inputs.size(), 4u) << "the padded mask is an operand";
+    EXPECT_EQ(G.Tensors[Op.Inputs[1]].Shape, (Shape{2, 4, 32, 16})) << "k repeated";
+    EXPECT_EQ(G.Tensors[Op.Inputs[2]].Shape, (Shape{2, 4, 32, 16})) << "v repeated";
+    EXPECT_EQ(G.Tensors[Op.Inputs[3]].Type, DType::Bool);
+    EXPECT_EQ(G.Tensors[Op.Inputs[3]].Shape, (Shape{2, 1, 32, 32})) << "one pattern per sample";
+  }
+  EXPECT_EQ(Attention, 2);
+
+  // What that costs, exactly: every layer keeps SDPA's bias in the query's dtype
+  // ([batch, 1, seq, seq]) and k and v at the query heads instead of the key/value heads.
+  // tiny-llama: 2 layers, 4 query and 2 key/value heads of 16; bf16 on CUDA.
+  auto Saved = [](const Graph &M) {
+    TrainingSetup S;
+    S.Device = DeviceKind::Cuda;
+    S.Prec = Precision::Bf16;
+    auto C = takeCensus(M, S);
+    EXPECT_TRUE(bool(C));
+    auto R = simulateStep(M, S, *C);
+    EXPECT_TRUE(bool(R));
+    return R ? R->SavedAtEndOfForward : 0;
+  };
+  const int64_t B = 2, Seq = 256, Layers = 2, Heads = 4, KvHeads = 2, HeadDim = 16;
+  ImportOptions Long = dims(B, Seq), LongPadded = dims(B, Seq);
+  LongPadded.PaddedBatches = true;
+  const int64_t Bias = B * Seq * Seq * 2;
+  const int64_t Repeat = 2 * B * (Heads - KvHeads) * Seq * HeadDim * 2;
+  EXPECT_EQ(Saved(importSample("tiny-llama", LongPadded)) - Saved(importSample("tiny-llama", Long)),
+            Layers * (Bias + Repeat));
+
+  // BERT builds no mask for an unpadded batch, and the bidirectional one for a padded one.
+  ImportOptions BertPadded = dims(2, 32);
+  BertPadded.PaddedBatches = true;
+  for (bool P : {false, true}) {
+    Graph Bert = importSample("bert-base-uncased", P ? BertPadded : dims(2, 32));
+    std::vector<SimOp> Ops = buildSimOps(Bert, /*FuseAttention=*/true);
+    auto Sdpa = llvm::find_if(Ops, [](const SimOp &Op) { return Op.Kind == "ScaledDotProductAttention"; });
+    ASSERT_NE(Sdpa, Ops.end());
+    EXPECT_EQ(Sdpa->Inputs.size(), P ? 4u : 3u) << (P ? "padded" : "unpadded");
+  }
+
+  // An ONNX export carries its own mask: the option is refused, naming the file.
+  ImportOptions OnnxPadded;
+  OnnxPadded.PaddedBatches = true;
+  llvm::Expected<Graph> Onnx = importModel(
+      std::string(TRAINMEM_SOURCE_DIR) + "/tests/data/measured/gt/onnx/mobilenetv2_tiny.onnx", OnnxPadded);
+  ASSERT_FALSE(bool(Onnx));
+  std::string Message = llvm::toString(Onnx.takeError());
+  EXPECT_NE(Message.find("--padded applies to Hugging Face configs"), std::string::npos) << Message;
+  EXPECT_NE(Message.find("mobilenetv2_tiny.onnx"), std::string::npos) << Message;
+}
+
 TEST(HfConfigImporter, UseCacheCopiesKeysAndValuesUnlessCheckpointed) {
   // transformers' decoders fill a DynamicCache in a training forward (use_cache defaults
   // to true): attention reads and saves torch.cat's copies of the key and value states.

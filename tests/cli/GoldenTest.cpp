@@ -223,6 +223,10 @@ const GoldenCase Cases[] = {
     {"analyze_hf_gpt2_zeroth_order", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--zeroth-order"}, false},
     {"analyze_hf_gpt2_use_cache_off", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--gpu=rtx-4090", "--use-cache=off"}, false},
     {"error_use_cache_bad_value", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--use-cache=maybe"}, false},
+    // A padded batch of a grouped-query model on a GPU: the mask, SDPA's per-layer bias
+    // and the repeated key/value heads; and the option refused for an ONNX export.
+    {"analyze_hf_mistral_padded", {"analyze", "--hf-config=samples/hf/mistral-7b/config.json", "--dim", "batch=4", "--dim", "seq=2048", "--precision=bf16", "--gpu=h100-sxm-80gb", "--padded"}, false},
+    {"error_padded_onnx", {"analyze", "tests/data/measured/gt/onnx/mobilenetv2_tiny.onnx", "--padded"}, false},
     {"plan_emit_deepspeed", {"plan", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=8", "--dim", "seq=2048", "--gpu=a100-sxm-40gb", "--gpus=8", "--emit=deepspeed", "-o", "/tmp/trainmem-golden-emit-deepspeed"}, false},
     {"error_emit_without_dir", {"plan", "--hf-config=samples/hf/gpt2/config.json", "--gpu=t4", "--emit=hf"}, false},
     {"report_markdown_gpu_budget", {"report", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--budget=gpu:rtx-4090:10%", "--format=markdown"}, false},

@@ -3,8 +3,10 @@
 // The Hugging Face configs of samples/hf, shrunk to a few thousand parameters per layer
 // (their structure kept: GQA, partial rotary, parallel residual, tied heads, fused SDPA
 // attention), run by the executor and predicted by the simulator, without and with every
-// block checkpointed (PyTorch 2's non-reentrant checkpoint, as transformers runs it): the
-// peak and the bytes saved for backward must agree within 0.02% (they agree to 8 bytes).
+// block checkpointed (PyTorch 2's non-reentrant checkpoint, as transformers runs it), with
+// unpadded and padded batches (--padded: the attention mask SDPA turns into a kept float
+// bias, grouped heads repeated): the peak and the bytes saved for backward must agree
+// within 0.02% (they agree to 8 bytes).
 //
 //===----------------------------------------------------------------------------===//
 #include "cupti_probe/Executor.h"
@@ -62,6 +64,7 @@ std::string shrunkConfig(const std::string &Name) {
 TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
   std::printf("%-28s %12s %12s %8s %12s %12s\n", "config", "predicted", "measured", "error",
               "saved pred", "saved meas");
+  for (bool Padded : {false, true})
   for (const char *Checkpoint : {"none", "blocks"})
   for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "qwen3-0.6b", "phi-3-mini-4k", "gemma-2b", "gemma-3-1b",
                            "mistral-7b", "bert-base-uncased"}) {
@@ -69,6 +72,7 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
     ASSERT_FALSE(Path.empty()) << Name;
     ImportOptions Import;
     Import.Dims = {{"batch", 2}, {"seq", 16}};
+    Import.PaddedBatches = Padded;
     auto G = importHfConfig(Path, Import);
     llvm::sys::fs::remove(Path);
     ASSERT_TRUE(bool(G)) << Name << ": " << llvm::toString(G.takeError());
@@ -90,11 +94,12 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
     double Error = 100.0 * static_cast<double>(M - P) / static_cast<double>(P);
     double SavedError = 100.0 * static_cast<double>(SM - SP) / static_cast<double>(SP);
     std::printf("%-28s %12lld %12lld %+7.3f%% %12lld %12lld\n",
-                (std::string(Name) + " " + Checkpoint).c_str(), static_cast<long long>(P),
+                (std::string(Name) + " " + Checkpoint + (Padded ? " pad" : "")).c_str(),
+                static_cast<long long>(P),
                 static_cast<long long>(M), Error, static_cast<long long>(SP),
                 static_cast<long long>(SM));
-    EXPECT_LE(std::fabs(Error), 0.02) << Name << " " << Checkpoint;
-    EXPECT_LE(std::fabs(SavedError), 0.02) << Name << " " << Checkpoint;
+    EXPECT_LE(std::fabs(Error), 0.02) << Name << " " << Checkpoint << (Padded ? " padded" : "");
+    EXPECT_LE(std::fabs(SavedError), 0.02) << Name << " " << Checkpoint << (Padded ? " padded" : "");
   }
 }
 

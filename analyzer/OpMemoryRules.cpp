@@ -212,18 +212,36 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     SaveExtra(Rows * 4, "logsumexp");
     for (size_t I = 3; I < NIn; ++I) {
       R.GradInputBytes[I] = 0;
-      if (In(I) != NoTensor && isFloating(Ctx.TypeOf[In(I)]) && Ctx.elements(In(I)) > 1)
+      if (In(I) == NoTensor || Ctx.elements(In(I)) <= 1)
+        continue;
+      const bool Bool = Ctx.TypeOf[In(I)] == DType::Bool;
+      if (!Bool && !isFloating(Ctx.TypeOf[In(I)]))
+        continue;
+      // A boolean mask becomes a float bias in the query's dtype (convert_boolean_attn_mask,
+      // measured on the CPU: where() of the [batch, 1, seq, seq] pattern), kept as an
+      // additive one is. Under autocast the kernel runs on 16-bit copies: the bias takes
+      // their dtype.
+      const Tensor &Mask = Ctx.G.Tensors[In(I)];
+      const int64_t Bias =
+          Bool ? Mask.bytesAs(Ctx.AutocastType.value_or(Ctx.TypeOf[In(0)]))
+               : dtypeBytes(Ctx.TypeOf[In(I)], Ctx.elements(In(I)));
+      // CUDA's memory-efficient kernel (the one that takes a mask) wants the bias's rows
+      // 8-aligned: preprocess_mask pads a last dim that is not a multiple of 8 into a new
+      // tensor and slices it back (pad_bias<8>), and that copy is what the backward keeps;
+      // the unpadded bias is freed once copied. Read from PyTorch's source
+      // (transformers/cuda/attention.cu), not measured here.
+      const int64_t Last = Mask.Shape.empty() ? 1 : std::max<int64_t>(Mask.Shape.back(), 1);
+      const bool Padded = !Ctx.Cpu && Last % 8 != 0;
+      const int64_t Kept = Padded ? Bias / Last * (Last + 8 - Last % 8) : Bias;
+      if (!Bool && !Padded) {
         SaveIn(I); // an additive attention bias is kept for the backward
-      if (In(I) != NoTensor && Ctx.TypeOf[In(I)] == DType::Bool && Ctx.elements(In(I)) > 1) {
-        // A boolean mask becomes a float bias in the query's dtype (convert_boolean_attn_mask,
-        // measured on the CPU: where() of the [batch, 1, seq, seq] pattern), kept as the
-        // additive one is.
-        // Under autocast the kernel runs on 16-bit copies: the bias takes their dtype.
-        int64_t Bias =
-            Ctx.G.Tensors[In(I)].bytesAs(Ctx.AutocastType.value_or(Ctx.TypeOf[In(0)]));
-        SaveExtra(Bias, "attention bias (from the boolean mask)");
-        R.ForwardTransientUnlessSaved += Bias;
+        continue;
       }
+      SaveExtra(Kept, Bool ? "attention bias (from the boolean mask)"
+                           : "attention bias (rows padded to 8)");
+      R.ForwardTransientUnlessSaved += Kept;
+      if (Bool && Padded)
+        R.ForwardTransient += Bias; // the unpadded bias, while it is copied
     }
     R.BackwardTransient = Ctx.elements(In(0)) * 4 + Rows * 4;
     return R;

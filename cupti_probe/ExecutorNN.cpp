@@ -397,21 +397,36 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     // of these graphs masks exactly that.
     std::vector<XTensor> Biases;
     for (size_t I = 3; I < In.size(); ++I) {
-      if (!In[I].defined() || In[I].numel() <= 1)
+      if (!In[I].defined() || In[I].numel() <= 1 ||
+          (In[I].Type != ElemType::F32 && In[I].Type != ElemType::Bool))
         continue;
-      if (In[I].Type == ElemType::F32)
-        Biases.push_back(save(In[I]));
-      else if (In[I].Type == ElemType::Bool)
-        // A boolean mask (transformers' sdpa_mask for a padded batch or a sliding window):
-        // scaled_dot_product_attention first makes it a float bias, where(mask, 0, -inf)
-        // (convert_boolean_attn_mask), which the backward keeps. The reference kernels mask
-        // causally only, so padded rows attend to their padding here; the bytes are PyTorch's.
-        Biases.push_back(save(unary(
-            In[I], ElemType::F32,
-            [](double Allowed) {
-              return Allowed != 0 ? 0.0 : -std::numeric_limits<double>::infinity();
-            },
-            "attention bias (from the boolean mask)")));
+      // A boolean mask (transformers' sdpa_mask for a padded batch or a sliding window):
+      // scaled_dot_product_attention first makes it a float bias, where(mask, 0, -inf)
+      // (convert_boolean_attn_mask), which the backward keeps. The reference kernels mask
+      // causally only, so padded rows attend to their padding here; the bytes are PyTorch's.
+      XTensor Bias = In[I].Type == ElemType::F32
+                         ? In[I]
+                         : unary(
+                               In[I], ElemType::F32,
+                               [](double Allowed) {
+                                 return Allowed != 0 ? 0.0
+                                                     : -std::numeric_limits<double>::infinity();
+                               },
+                               "attention bias (from the boolean mask)");
+      // On CUDA the memory-efficient kernel takes rows 8-aligned: preprocess_mask copies a
+      // bias whose last dim is not a multiple of 8 into a padded tensor, viewed back to its
+      // size, and the backward keeps that copy (the simulator's rule).
+      const int64_t Last = Bias.Dims.empty() ? 1 : Bias.Dims.back();
+      if (Dev.isCuda() && Last % 8 != 0) {
+        Shape PaddedDims = Bias.Dims;
+        PaddedDims.back() = Last + 8 - Last % 8;
+        XTensor P = alloc(PaddedDims, ElemType::F32, MemCategory::Temporaries,
+                          "attention bias (rows padded to 8)");
+        XTensor View = P.view(Bias.Dims, contiguousStrides(PaddedDims), 0);
+        copyInto(View, Bias);
+        Bias = View;
+      }
+      Biases.push_back(save(Bias));
     }
     *Bw = [this, SQ = save(In[0]), SK = save(Key), SV = save(In[2]), SO = save(O), SL = save(Lse), S,
            Groups, Transposed, Packed, Biases](std::vector<XTensor> &GOut) {

@@ -269,8 +269,21 @@ TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, Tens
 /// `softmax(w, dim=-1).type(value.dtype)` (GPT-2), or `softmax(w, dim=-1)` (BERT).
 enum class EagerSoftmax { Fp32ToQuery, ToValue, Plain };
 
+/// cap * tanh(x / cap): Gemma 2's soft-capping of the attention scores and of the logits,
+/// three ops as the model's code writes them (tanh keeps its output for the backward).
+/// OutName names the result ("logits"); empty: the scope's name.
+TensorId softcap(OnnxGraphBuilder &B, const std::string &S, TensorId X, double Cap,
+                 const std::string &OutName = "") {
+  TensorId Tanh = B.unary(S, "Tanh", B.binary(S, "Div", X, B.scalar(Cap)));
+  if (!OutName.empty())
+    B.nameNextOutput(OutName);
+  return B.binary(S, "Mul", Tanh, B.scalar(Cap));
+}
+
+/// Softcap: Gemma 2's cap on the scaled scores, before the mask (0: none).
 TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
-                   TensorId Mask, double Scale, int64_t Groups, EagerSoftmax Softmax) {
+                   TensorId Mask, double Scale, int64_t Groups, EagerSoftmax Softmax,
+                   double Softcap = 0) {
   if (Groups > 1) {
     // hidden[:, :, None].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
     auto RepeatKv = [&](TensorId X) {
@@ -284,6 +297,8 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
   TensorId Scores = B.matmul(S, Q, B.transpose(S, K, {0, 1, 3, 2}));
   if (Scale != 1.0)
     Scores = B.binary(S, "Mul", Scores, B.scalar(Scale));
+  if (Softcap > 0)
+    Scores = softcap(B, S, Scores, Softcap);
   if (Mask != NoTensor)
     Scores = B.binary(S, "Add", Scores, Mask);
   // With dtype=torch.float32 the probabilities are computed (and kept for the backward) in
@@ -315,8 +330,14 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
   // A tied head reads the embedding itself: no stored `lm_head.weight`, a Transpose view.
   TensorId W = M.Tie ? B.transpose(Head.Scope, Embedding, {1, 0})
                      : B.parameter(Head.param("weight"), {M.Hidden, M.Vocab});
-  B.nameNextOutput("logits");
-  B.markOutput(B.matmul(Head.Scope, X, W));
+  if (M.FinalSoftcap <= 0) {
+    B.nameNextOutput("logits");
+    B.markOutput(B.matmul(Head.Scope, X, W));
+    return;
+  }
+  // Gemma 2: logits = cap * tanh(lm_head(x) / cap) (in Gemma2ForCausalLM.forward; the ops
+  // are attributed to the head, whose output they rewrite).
+  B.markOutput(softcap(B, Head.Scope, B.matmul(Head.Scope, X, W), M.FinalSoftcap, "logits"));
 }
 
 //===-- The families ------------------------------------------------------------===//
@@ -346,7 +367,20 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   // (its own base) and its mask, all made once per forward.
   TensorId Cos = NoTensor, Sin = NoTensor, Mask = NoTensor;
   TensorId LocalCos = NoTensor, LocalSin = NoTensor, LocalMask = NoTensor;
-  if (!M.SlidingLayers.empty()) {
+  if (!M.SlidingLayers.empty() && !M.RopePerLayerType) {
+    // Gemma 2: one rotary table, a mask per layer type.
+    std::tie(Cos, Sin) = rotaryTables(B, Base, M, Positions);
+    LocalCos = Cos;
+    LocalSin = Sin;
+    if (llvm::is_contained(M.SlidingLayers, false)) {
+      Mask = causalMask(B, Base, Positions, D, Padding);
+      B.tensor(Mask).SdpaSkipsMask = !D.Padded;
+    }
+    if (llvm::is_contained(M.SlidingLayers, true)) {
+      LocalMask = causalMask(B, Base, Positions, D, Padding);
+      markSdpaSkips(B, M, D, LocalMask);
+    }
+  } else if (!M.SlidingLayers.empty()) {
     if (llvm::is_contained(M.SlidingLayers, false)) {
       std::tie(Cos, Sin) = rotaryTables(B, Base, M, Positions, "full_attention_");
       Mask = causalMask(B, Base, Positions, D, Padding);
@@ -406,7 +440,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     K = applyRotary(B, AS, K, CosL, SinL);
     markKvCache(B, K, V);
     TensorId Merged = attention(B, AS, Q, K, V, Sliding ? LocalMask : Mask, Scale,
-                                M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery);
+                                M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery, M.AttnSoftcap);
     TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
     if (M.SandwichNorms) // Gemma 3 normalises the branch before the residual add
       O = rmsNorm(B, Layer.child("post_attention_layernorm"), M, O);
@@ -775,6 +809,15 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   if (!Impl)
     Impl = Obj->getString("_attn_implementation");
   G.DeclaredFusedAttention = !Impl || *Impl == "sdpa" || Impl->startswith("flash");
+  if (M->AttnSoftcap > 0) {
+    // Gemma 2 (_supports_sdpa = False): transformers runs its soft-capped attention eagerly
+    // by default, and refuses SDPA, which has no cap.
+    G.DeclaredFusedAttention = false;
+    if (Impl && *Impl == "sdpa")
+      G.Diags.warning("attention-softcap", "attn_implementation",
+                      "attn_implementation \"sdpa\" cannot run attn_logit_softcapping "
+                      "(transformers refuses it for this model); modelling eager attention");
+  }
   if (M->RopeScaled)
     G.Diags.note("rope-scaling", "rope_scaling",
                  "scaled RoPE changes inv_freq values only; shapes and memory are unchanged");

@@ -19,7 +19,7 @@
 
 namespace trainmem::hf {
 
-// Llama: also mistral, qwen2/3, gemma, gemma3_text, phi3.
+// Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3.
 enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
@@ -53,6 +53,12 @@ struct HfModel {
   double AttnScalar = 0; ///< 0: head_dim
   std::vector<bool> SlidingLayers;
   double LocalRopeTheta = 10000.0;
+  /// Gemma 3: each layer type has its rotary tables, the sliding layers' at
+  /// LocalRopeTheta; Gemma 2 shares one table between them.
+  bool RopePerLayerType = false;
+  /// Gemma 2's soft-capping, cap * tanh(x / cap), of the attention scores (eager attention
+  /// only: transformers' SDPA path has none) and of the logits; 0: none.
+  double AttnSoftcap = 0, FinalSoftcap = 0;
   bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
   /// `use_cache` (default true): the decoder's forward fills a DynamicCache, in training too.
   bool UseCache = false;

@@ -17,7 +17,7 @@ namespace trainmem::hf {
 namespace {
 
 const char *const SupportedTypes =
-    "llama, mistral, qwen2, qwen3, gemma, gemma3_text, phi3, gpt2, gpt_neox, bert";
+    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -102,6 +102,8 @@ constexpr TypeDefaults KnownTypes[] = {
     {"gemma", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_act", "gelu_pytorch_tanh",
      true},
     {"phi3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"gemma2", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_activation",
+     "gelu_pytorch_tanh", true},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
@@ -175,21 +177,26 @@ void readRope(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
                          M.RotaryDim, M.HeadDim, Fraction));
 }
 
-/// Gemma3TextConfig's fields past the LLaMA family's: the layer types (given, or every
-/// sliding_window_pattern-th layer full, the rest sliding), the two rotary bases (5.x
-/// nests them per layer type in rope_parameters), query_pre_attn_scalar; the soft-capping
-/// Gemma 2 used is off in every released Gemma 3 and not modelled.
-void readGemma3(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
-                Diagnostics &Diags) {
-  M.QkNormTransposed = M.SandwichNorms = true;
+/// Gemma2Config's and Gemma3TextConfig's fields past the LLaMA family's: the layer types
+/// (given, or every sliding_window_pattern-th layer full, the rest sliding: every second
+/// for Gemma 2), query_pre_attn_scalar, four norms per layer; Gemma 3's q/k norms and two
+/// rotary bases (5.x nests them per layer type in rope_parameters); Gemma 2's soft-capping
+/// of the attention scores and the logits (defaults 50 and 30, null turns them off).
+void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
+               Diagnostics &Diags) {
+  const bool Gemma3 = M.ModelType == "gemma3_text";
+  M.SandwichNorms = true;
+  M.QkNormTransposed = M.RopePerLayerType = Gemma3;
   M.AttnScalar = R.get("query_pre_attn_scalar", 256.0);
-  M.RopeTheta = R.get("rope_theta", 1'000'000.0);
-  M.LocalRopeTheta = R.get("rope_local_base_freq", 10'000.0);
-  if (const llvm::json::Object *Params = Obj.getObject("rope_parameters")) {
-    if (const llvm::json::Object *Full = Params->getObject("full_attention"))
-      M.RopeTheta = Full->getNumber("rope_theta").value_or(M.RopeTheta);
-    if (const llvm::json::Object *Local = Params->getObject("sliding_attention"))
-      M.LocalRopeTheta = Local->getNumber("rope_theta").value_or(M.LocalRopeTheta);
+  if (Gemma3) {
+    M.RopeTheta = R.get("rope_theta", 1'000'000.0);
+    M.LocalRopeTheta = R.get("rope_local_base_freq", 10'000.0);
+    if (const llvm::json::Object *Params = Obj.getObject("rope_parameters")) {
+      if (const llvm::json::Object *Full = Params->getObject("full_attention"))
+        M.RopeTheta = Full->getNumber("rope_theta").value_or(M.RopeTheta);
+      if (const llvm::json::Object *Local = Params->getObject("sliding_attention"))
+        M.LocalRopeTheta = Local->getNumber("rope_theta").value_or(M.LocalRopeTheta);
+    }
   }
   M.SlidingWindow = Obj.getInteger("sliding_window").value_or(4096);
   M.SlidingLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
@@ -207,14 +214,23 @@ void readGemma3(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
         M.SlidingLayers[I] = *T == "sliding_attention";
     }
   } else {
-    int64_t Pattern = R.size({"sliding_window_pattern"}, "the sliding-window pattern", 6);
+    int64_t Pattern =
+        R.size({"sliding_window_pattern"}, "the sliding-window pattern", Gemma3 ? 6 : 2);
     for (size_t I = 0; I < M.SlidingLayers.size(); ++I)
       M.SlidingLayers[I] = (static_cast<int64_t>(I) + 1) % Pattern != 0;
   }
-  for (const char *Key : {"attn_logit_softcapping", "final_logit_softcapping"})
-    if (const llvm::json::Value *V = Obj.get(Key); V && V->kind() != llvm::json::Value::Null)
-      Diags.warning("unsupported-field", Key,
-                    std::string(Key) + " is not modelled (its tanh and scaled copies are left out)");
+  // Gemma2Config defaults both caps on; Gemma3TextConfig both off. JSON null: off.
+  auto Cap = [&](const char *Key, double Default) {
+    const llvm::json::Value *V = Obj.get(Key);
+    if (V && V->kind() == llvm::json::Value::Null)
+      return 0.0;
+    double C = R.get(Key, Default);
+    if (C < 0)
+      R.fail(llvm::formatv("field '{0}' is {1}; expected a positive cap or null", Key, C));
+    return C;
+  };
+  M.AttnSoftcap = Cap("attn_logit_softcapping", Gemma3 ? 0.0 : 50.0);
+  M.FinalSoftcap = Cap("final_logit_softcapping", Gemma3 ? 0.0 : 30.0);
   if (R.get("use_bidirectional_attention", false))
     Diags.warning("unsupported-field", "use_bidirectional_attention",
                   "bidirectional attention is not modelled; causal masks assumed");
@@ -269,8 +285,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                   : M.Heads;
   if (M.Family != ArchFamily::Gpt2 && R.present("head_dim"))
     M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
-  else if (M.ModelType == "gemma" || M.ModelType == "gemma3_text")
-    M.HeadDim = 256; // GemmaConfig's and Gemma3TextConfig's default
+  else if (M.ModelType == "gemma" || M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
+    M.HeadDim = 256; // GemmaConfig's, Gemma2Config's and Gemma3TextConfig's default
   else if (M.ModelType == "qwen3")
     M.HeadDim = 128; // Qwen3Config's default (not hidden / heads)
   else if (M.Hidden % M.Heads != 0)
@@ -299,10 +315,11 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
       M.QkvBias = M.OutBias = R.get("attention_bias", false);
       M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
     }
-    M.GemmaNorm = M.ModelType == "gemma" || M.ModelType == "gemma3_text";
+    M.GemmaNorm =
+        M.ModelType == "gemma" || M.ModelType == "gemma2" || M.ModelType == "gemma3_text";
     M.QkNorm = M.ModelType == "qwen3" || M.ModelType == "gemma3_text";
-    if (M.ModelType == "gemma3_text")
-      readGemma3(R, Obj, M, Diags);
+    if (M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
+      readGemma(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
     readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",

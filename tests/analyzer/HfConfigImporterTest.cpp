@@ -165,7 +165,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"gpt2", 124'439'808},          {"pythia-160m", 162'322'944},
     {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
-    {"gemma-3-1b", 999'885'952},
+    {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
 };
 
 } // namespace
@@ -344,6 +344,39 @@ TEST(HfConfigImporter, Phi3FusesTheProjectionsAndMayRotatePartOfEachHead) {
   Graph P = importPath(Partial.path(), dims(1, 16));
   EXPECT_EQ(shapeOf(P, "model.rotary_emb.inv_freq"), (Shape{24})); // 0.75 x 64 / 2
   EXPECT_EQ(shapeOf(P, "model.layers.0.self_attn.qkv_proj.weight"), (Shape{256, 512}));
+}
+
+// Gemma 2 (transformers 5's Gemma2ForCausalLM, eager attention: it refuses SDPA): every
+// second layer slides (layer_types' default), one rotary table for both types, the scaled
+// scores and the logits soft-capped as cap * tanh(x / cap), each tanh keeping its output.
+TEST(HfConfigImporter, Gemma2SoftCapsScoresAndLogitsWithOneRotaryTable) {
+  auto Variant = [](const std::string &Name, std::optional<double> FinalCap) {
+    FieldEdits E = {{"num_hidden_layers", 2}, {"hidden_size", 128}, {"intermediate_size", 384},
+                    {"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 32},
+                    {"query_pre_attn_scalar", 32}, {"vocab_size", 1024},
+                    {"sliding_window", 128}};
+    E.push_back({"final_logit_softcapping", FinalCap ? llvm::json::Value(*FinalCap) : nullptr});
+    return ConfigVariant("gemma-2-2b", Name, E);
+  };
+  ConfigVariant Capped = Variant("gemma2-capped", 30.0), Uncapped = Variant("gemma2-uncapped", {});
+  Graph G = importPath(Capped.path(), dims(2, 256));
+  EXPECT_FALSE(G.DeclaredFusedAttention) << "transformers runs Gemma 2's attention eagerly";
+  EXPECT_EQ(shapeOf(G, "model.rotary_emb.inv_freq"), (Shape{16}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.post_feedforward_layernorm.weight"), (Shape{128}));
+  int ScoreCaps = 0, LogitCaps = 0;
+  for (const Node &N : G.Nodes) // (the tanh-form GELU of the MLPs has [batch, seq, 384])
+    if (N.OpType == "Tanh" && G.Tensors[N.Inputs[0]].Shape.size() == 4)
+      ++ScoreCaps;
+    else if (N.OpType == "Tanh" && G.Tensors[N.Inputs[0]].Shape.back() == 1024)
+      ++LogitCaps;
+  EXPECT_EQ(ScoreCaps, 2) << "one per layer";
+  EXPECT_EQ(LogitCaps, 1);
+  // The final cap's three [batch, seq, vocab] tensors: tanh's kept output is saved, the
+  // head's output and the division freed in the forward (fp32 on the CPU: 2 MiB); the
+  // division and the product each keep their Python number as an 8-byte wrapped scalar.
+  auto Saved = [](const Graph &M) { return simulateOnCpu(M, [](TrainingSetup &) {}).SavedAtEndOfForward; };
+  Graph NoCap = importPath(Uncapped.path(), dims(2, 256));
+  EXPECT_EQ(Saved(G) - Saved(NoCap), 2 * 256 * 1024 * 4 + 2 * 8);
 }
 
 // Gemma 3's sliding layers: where the window cuts into the sequence transformers hands
@@ -585,7 +618,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, gemma3_text, phi3, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

@@ -8,6 +8,7 @@
 #include "cli/StepOptions.h"
 
 #include "analyzer/MemoryReport.h"
+#include "analyzer/ModelImporter.h"
 #include "analyzer/ReportWriters.h"
 #include "planner/StepPrediction.h"
 
@@ -31,7 +32,21 @@ llvm::Expected<MemoryReport> predictStep(StepRequest &Request) {
                   "CPU (dropout masks in the input's dtype, no caching allocator); --gpu=NAME "
                   "or --device=cuda models a CUDA device (bool masks, the allocator's "
                   "peak_reserved)");
-  return predictStepReport(std::move(*G), Request.Setup);
+  auto Report = predictStepReport(std::move(*G), Request.Setup);
+  if (!Report || !Request.FromHfConfig || Request.Import.PaddedBatches)
+    return Report;
+  // What padding would add: a note only (the analysis stands without it; a failure here is
+  // the padded import's, which the note would have described).
+  ImportOptions Padded = Request.Import;
+  Padded.PaddedBatches = true;
+  auto PG = importHfConfig(Request.ModelPath, Padded);
+  if (!PG) {
+    llvm::consumeError(PG.takeError());
+    return Report;
+  }
+  if (llvm::Error E = notePaddingEffect(std::move(*PG), *Report))
+    llvm::consumeError(std::move(E));
+  return Report;
 }
 
 int runAnalyze() {

@@ -11,6 +11,8 @@
 
 #include "analyzer/Units.h"
 
+#include "llvm/Support/FormatVariadic.h"
+
 #include <optional>
 
 namespace trainmem {
@@ -137,6 +139,34 @@ llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup) {
     Report.Gpu = Fit;
   }
   return Report;
+}
+
+llvm::Error notePaddingEffect(Graph Padded, MemoryReport &Report) {
+  TrainingSetup Setup = Report.Setup; // resolved: the checkpoint mode, the update set
+  if (llvm::Error E = applyStrategies(Padded, Setup))
+    return E;
+  auto Census = takeCensus(Padded, Setup);
+  if (!Census)
+    return Census.takeError();
+  auto Sim = simulateStep(Padded, Setup, *Census, /*Details=*/false);
+  if (!Sim)
+    return Sim.takeError();
+  const bool Reserved = Report.PeakReserved && Sim->PeakReserved;
+  const int64_t Unpadded = Reserved ? *Report.PeakReserved : Report.Peak.value_or(0);
+  const int64_t With = Reserved ? *Sim->PeakReserved : Sim->Peak;
+  if (Unpadded <= 0 || With <= Unpadded || double(With - Unpadded) < 0.005 * double(Unpadded))
+    return llvm::Error::success();
+  Report.Diags.note(
+      "padding", "--padded",
+      "modelled for unpadded batches; batches padded to their longest sequence (an "
+      "attention_mask with zeros) raise the " +
+          std::string(Reserved ? "peak_reserved" : "peak") + " by " +
+          formatBytes(With - Unpadded) + " (" +
+          llvm::formatv("{0:f1}", 100.0 * double(With - Unpadded) / double(Unpadded)).str() +
+          "%): transformers then builds a [batch, 1, seq, seq] attention mask, SDPA keeps a "
+          "float bias made from it in every layer, and grouped key/value heads (where the "
+          "model has them) are repeated; --padded models such batches");
+  return llvm::Error::success();
 }
 
 } // namespace trainmem

@@ -21,6 +21,13 @@ namespace trainmem {
 /// canonical name, the checkpoint mode a budget resolved to). G is consumed.
 llvm::Expected<MemoryReport> predictStepReport(Graph G, TrainingSetup &Setup);
 
+/// For a report of an unpadded Hugging Face step: simulates Padded (the same config
+/// imported with ImportOptions::PaddedBatches) under the report's resolved setup, figures
+/// only, and adds a `padding` note to the report when padded batches would raise its
+/// peak_reserved (else peak) by at least 0.5%, saying by how much and that `--padded`
+/// models them. Leaves the report alone when padding changes little. Padded is consumed.
+llvm::Error notePaddingEffect(Graph Padded, MemoryReport &Report);
+
 } // namespace trainmem
 
 #endif

@@ -225,7 +225,7 @@ void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
     if (V && V->kind() == llvm::json::Value::Null)
       return 0.0;
     double C = R.get(Key, Default);
-    if (C < 0)
+    if (C <= 0) // transformers would divide by it
       R.fail(llvm::formatv("field '{0}' is {1}; expected a positive cap or null", Key, C));
     return C;
   };

@@ -176,14 +176,19 @@ int runPlan() {
   }
   if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json") {
-          OS << llvm::formatv("{0:2}", plansToJson(*Plans, Plan)) << "\n";
+          llvm::json::Value Json = plansToJson(*Plans, Plan);
+          if (Request->Import.PaddedBatches) // only when set: other plans' JSON unchanged
+            if (llvm::json::Object *O = Json.getAsObject())
+              (*O)["padded_batches"] = true;
+          OS << llvm::formatv("{0:2}", Json) << "\n";
           return llvm::Error::success();
         }
         if (Format == "markdown") {
           OS << "### trainmem plan: " << First->Name << " on " << Gpu->DisplayName
              << (Plan.Gpus > 1 ? " x" + std::to_string(Plan.Gpus) : "") << "\n\n"
              << "Budget " << formatBytes(Plan.Budget) << " per GPU, batch " << Plan.GlobalBatch
-             << " per GPU, objective `" << planObjectiveName(Plan.Objective) << "`.\n\n"
+             << " per GPU" << (Request->Import.PaddedBatches ? " (padded)" : "")
+             << ", objective `" << planObjectiveName(Plan.Objective) << "`.\n\n"
              << "| rank | plan | micro-batch × accumulation | needs per GPU | fits | step time "
                 "| fidelity | engines | largest micro-batch |\n"
              << "| ---: | --- | ---: | ---: | :---: | ---: | --- | --- | ---: |\n";
@@ -212,7 +217,8 @@ int runPlan() {
         if (Plan.Gpus > 1)
           OS << " x" << Plan.Gpus;
         OS << " (budget " << formatBytes(Plan.Budget) << " per GPU, batch " << Plan.GlobalBatch
-           << " per GPU, objective " << planObjectiveName(Plan.Objective) << ")\n\n";
+           << " per GPU" << (Request->Import.PaddedBatches ? ", padded" : "") << ", objective "
+           << planObjectiveName(Plan.Objective) << ")\n\n";
         OS << llvm::formatv("{0,4}  {1,-68} {2,9} {3,12} {4,5} {5,7} {6,-17} {7}\n", "rank",
                             "plan", "batch", "needs", "fits", "time", "fidelity", "engines");
         for (size_t I = 0; I < Plans->size(); ++I) {

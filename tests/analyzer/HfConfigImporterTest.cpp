@@ -377,6 +377,14 @@ TEST(HfConfigImporter, Gemma2SoftCapsScoresAndLogitsWithOneRotaryTable) {
   auto Saved = [](const Graph &M) { return simulateOnCpu(M, [](TrainingSetup &) {}).SavedAtEndOfForward; };
   Graph NoCap = importPath(Uncapped.path(), dims(2, 256));
   EXPECT_EQ(Saved(G) - Saved(NoCap), 2 * 256 * 1024 * 4 + 2 * 8);
+
+  // A cap of 0 (transformers would divide by it) is an error naming the field.
+  ConfigVariant Zero("gemma-2-2b", "gemma2-zero-cap", {{"attn_logit_softcapping", 0.0}});
+  llvm::Expected<Graph> Bad = importHfConfig(Zero.path(), dims(1, 16));
+  ASSERT_FALSE(bool(Bad));
+  std::string Message = llvm::toString(Bad.takeError());
+  EXPECT_NE(Message.find("field 'attn_logit_softcapping'"), std::string::npos) << Message;
+  EXPECT_NE(Message.find("expected a positive cap or null"), std::string::npos) << Message;
 }
 
 // Gemma 3's sliding layers: where the window cuts into the sequence transformers hands

@@ -166,6 +166,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
     {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
+    {"llama-3.1-8b", 8'030'261'248}, {"llama-3.2-1b", 1'235'814'400}, // tied, head_dim 64
 };
 
 } // namespace

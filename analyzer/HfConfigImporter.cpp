@@ -97,6 +97,11 @@ TensorId rmsNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, Tenso
     B.nameNextOutput(OutName);
     return B.castLike(S, Scaled, X);
   }
+  if (M.NormWeightInFp32) { // Olmo2RMSNorm: (weight * x_normed).to(input_dtype)
+    TensorId Scaled = B.binary(S, "Mul", B.upcastToFp32(S, Weight), Normed);
+    B.nameNextOutput(OutName);
+    return B.castLike(S, Scaled, X);
+  }
   TensorId Back = B.castLike(S, Normed, X);
   B.nameNextOutput(OutName);
   return B.binary(S, "Mul", Weight, Back);
@@ -241,13 +246,16 @@ std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Ba
   TensorId Pos = B.cast(Rope.Scope, B.unsqueeze(Rope.Scope, PositionIds, {2}), DType::Float32);
   TensorId Freqs = B.binary(Rope.Scope, "Mul", Pos, InvFreq);
   TensorId Emb = B.concat(Rope.Scope, {Freqs, Freqs}, -1);
-  return {B.unary(Rope.Scope, "Cos", Emb), B.unary(Rope.Scope, "Sin", Emb)};
+  TensorId Cos = B.unary(Rope.Scope, "Cos", Emb), Sin = B.unary(Rope.Scope, "Sin", Emb);
+  // Most families return cos.to(x.dtype); OLMo 2 keeps them fp32 (HfModel::RopeInFp32).
+  B.tensor(Cos).UpcastToFp32 = B.tensor(Sin).UpcastToFp32 = M.RopeInFp32;
+  return {Cos, Sin};
 }
 
 /// apply_rotary_pos_emb for one of q/k: x*cos + rotate_half(x)*sin on the first
 /// rotary_dim channels (all of them except for GPT-NeoX's partial rotary).
 TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
-                     TensorId Sin) {
+                     TensorId Sin, bool CastBack = false) {
   int64_t Rot = B.shape(Cos).back(), HeadDim = B.shape(X).back();
   TensorId Rotated = X, Pass = NoTensor;
   if (Rot < HeadDim) {
@@ -259,6 +267,8 @@ TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, Tens
   TensorId Half = B.concat(S, {B.unary(S, "Neg", X2), X1}, -1);
   TensorId Emb = B.binary(S, "Add", B.binary(S, "Mul", Rotated, Cos),
                           B.binary(S, "Mul", Half, Sin));
+  if (CastBack) // OLMo 2: q_embed.to(q_type) after computing with fp32 cos and sin
+    Emb = B.castLike(S, Emb, X);
   return Pass == NoTensor ? Emb : B.concat(S, {Emb, Pass}, -1);
 }
 
@@ -404,13 +414,15 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Module Layer = Base.child("layers." + std::to_string(L));
     Module Attn = Layer.child("self_attn");
     const std::string &AS = Attn.Scope;
-    TensorId Normed = rmsNorm(B, Layer.child("input_layernorm"), M, X);
+    TensorId Normed = M.PostNormsOnly ? X : rmsNorm(B, Layer.child("input_layernorm"), M, X);
     // Qwen3: q_norm(q_proj(x).view(b, s, heads, head_dim)).transpose(1, 2), so the norm
     // runs on the contiguous view and the rotary on the transposed result.
     auto Project = [&](const char *Name, int64_t Heads, const char *Norm = nullptr) {
       TensorId P = linear(B, Attn.child(Name), Normed, H, Heads * Hd, M.QkvBias);
       if (!Norm || !M.QkNorm)
         return splitHeads(B, AS, P, Heads, Hd);
+      if (M.QkNormWhole) // OLMo 2: q_norm(q_proj(x)), then the heads
+        return splitHeads(B, AS, rmsNorm(B, Attn.child(Norm), M, P), Heads, Hd);
       if (M.QkNormTransposed) // Gemma 3: q_norm(q_proj(x).view(...).transpose(1, 2))
         return rmsNorm(B, Attn.child(Norm), M, splitHeads(B, AS, P, Heads, Hd));
       const Shape &In = B.shape(P);
@@ -436,20 +448,24 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     }
     TensorId CosL = B.unsqueeze(AS, Sliding ? LocalCos : Cos, {1});
     TensorId SinL = B.unsqueeze(AS, Sliding ? LocalSin : Sin, {1});
-    Q = applyRotary(B, AS, Q, CosL, SinL);
-    K = applyRotary(B, AS, K, CosL, SinL);
+    Q = applyRotary(B, AS, Q, CosL, SinL, M.RopeInFp32);
+    K = applyRotary(B, AS, K, CosL, SinL, M.RopeInFp32);
     markKvCache(B, K, V);
     TensorId Merged = attention(B, AS, Q, K, V, Sliding ? LocalMask : Mask, Scale,
                                 M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery, M.AttnSoftcap);
     TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
-    if (M.SandwichNorms) // Gemma 3 normalises the branch before the residual add
+    // Gemma 2/3 and OLMo 2 normalise the branch before the residual add.
+    if (M.SandwichNorms || M.PostNormsOnly)
       O = rmsNorm(B, Layer.child("post_attention_layernorm"), M, O);
     X = B.binary(Layer.Scope, "Add", X, O);
 
     Module Mlp = Layer.child("mlp");
-    Normed = rmsNorm(
-        B, Layer.child(M.SandwichNorms ? "pre_feedforward_layernorm" : "post_attention_layernorm"),
-        M, X);
+    Normed = M.PostNormsOnly
+                 ? X
+                 : rmsNorm(B,
+                           Layer.child(M.SandwichNorms ? "pre_feedforward_layernorm"
+                                                       : "post_attention_layernorm"),
+                           M, X);
     TensorId Gated;
     if (M.FusedGateUp) {
       // Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); up * activation_fn(gate).
@@ -466,7 +482,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       Gated = B.binary(Mlp.Scope, "Mul", Act, Up);
     }
     TensorId Down = linear(B, Mlp.child("down_proj"), Gated, M.Intermediate, H, M.MlpBias);
-    if (M.SandwichNorms)
+    if (M.SandwichNorms || M.PostNormsOnly)
       Down = rmsNorm(B, Layer.child("post_feedforward_layernorm"), M, Down);
     X = B.binary(Layer.Scope, "Add", X, Down);
   }

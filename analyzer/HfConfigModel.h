@@ -19,7 +19,7 @@
 
 namespace trainmem::hf {
 
-// Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3.
+// Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2.
 enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
@@ -56,6 +56,14 @@ struct HfModel {
   /// Gemma 3: each layer type has its rotary tables, the sliding layers' at
   /// LocalRopeTheta; Gemma 2 shares one table between them.
   bool RopePerLayerType = false;
+  /// OLMo 2: no norm before attention or the MLP, one after each (post_attention_layernorm,
+  /// post_feedforward_layernorm) inside the residual; q_norm and k_norm over the whole q
+  /// and k projections before they are split into heads; its RMSNorm multiplies by the
+  /// weight in fp32 and casts the product back (LLaMA casts first).
+  bool PostNormsOnly = false, QkNormWhole = false, NormWeightInFp32 = false;
+  /// OLMo 2: its rotary module returns cos and sin in fp32 (no cast to the hidden states'
+  /// dtype), and apply_rotary_pos_emb computes q and k in fp32 then casts them back.
+  bool RopeInFp32 = false;
   /// Gemma 2's soft-capping, cap * tanh(x / cap), of the attention scores (eager attention
   /// only: transformers' SDPA path has none) and of the logits; 0: none.
   double AttnSoftcap = 0, FinalSoftcap = 0;

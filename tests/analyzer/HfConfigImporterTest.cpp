@@ -167,6 +167,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
     {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
     {"llama-3.1-8b", 8'030'261'248}, {"llama-3.2-1b", 1'235'814'400}, // tied, head_dim 64
+    {"olmo-2-7b", 7'298'617'344},
 };
 
 } // namespace
@@ -345,6 +346,32 @@ TEST(HfConfigImporter, Phi3FusesTheProjectionsAndMayRotatePartOfEachHead) {
   Graph P = importPath(Partial.path(), dims(1, 16));
   EXPECT_EQ(shapeOf(P, "model.rotary_emb.inv_freq"), (Shape{24})); // 0.75 x 64 / 2
   EXPECT_EQ(shapeOf(P, "model.layers.0.self_attn.qkv_proj.weight"), (Shape{256, 512}));
+}
+
+// OLMo 2 (Olmo2ForCausalLM): no norm before attention or the MLP, one after each inside
+// the residual; q_norm and k_norm over the whole projections (hidden and kv_heads x
+// head_dim wide) before the heads are split; cos and sin kept in fp32, q and k rotated in
+// fp32 and cast back; the norm's weight multiplied in fp32 before the cast back.
+TEST(HfConfigImporter, Olmo2NormalisesAfterEachBranchAndWholeProjections) {
+  ConfigVariant Small("olmo-2-7b", "olmo2-small",
+                      {{"num_hidden_layers", 2}, {"hidden_size", 128}, {"intermediate_size", 384},
+                       {"num_attention_heads", 4}, {"num_key_value_heads", 2},
+                       {"vocab_size", 1024}});
+  Graph G = importPath(Small.path(), dims(2, 256));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.q_norm.weight"), (Shape{128}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.k_norm.weight"), (Shape{64}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.post_feedforward_layernorm.weight"), (Shape{128}));
+  for (const Tensor &T : G.Tensors)
+    EXPECT_EQ(llvm::StringRef(T.Name).contains("input_layernorm"), false) << T.Name;
+  // In bf16 the rotary keeps fp32 cos and sin ([1, 256, 32]) where LLaMA's are bf16, and
+  // the norms keep fp32 products. This is the measured case's model (MeasuredHf: transformers
+  // saved 10,983,432 B at the end of this forward); before cos and sin were kept fp32 the
+  // prediction was 10,950,658.
+  auto Saved = [](const Graph &M) {
+    return simulateOnCpu(M, [](TrainingSetup &S) { S.Prec = Precision::Bf16; })
+        .SavedAtEndOfForward;
+  };
+  EXPECT_EQ(Saved(G), 10'983'426);
 }
 
 // Gemma 2 (transformers 5's Gemma2ForCausalLM, eager attention: it refuses SDPA): every
@@ -627,7 +654,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, olmo2, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

@@ -65,6 +65,20 @@ TrainingSetup adaptersOnly(const Graph &G) {
 
 } // namespace
 
+TEST(LoraTransform, HfModelTypesPeftHasNoDefaultForNeedTargets) {
+  // peft 0.21's mapping has no phi3 or olmo2 entry: get_peft_model raises without
+  // target_modules, though OLMo 2's projections are named like LLaMA's.
+  Graph G = tinyDecoder();
+  G.SourceFormat = "hf-config";
+  G.Architecture = "olmo2";
+  EXPECT_TRUE(defaultLoraTargets(G).empty());
+  std::string E = loraError(G, {});
+  EXPECT_NE(E.find("no PEFT default for this model"), std::string::npos) << E;
+  EXPECT_NE(E.find("q_proj"), std::string::npos) << "the error lists the linear layers: " << E;
+  G.Architecture = "llama";
+  EXPECT_EQ(defaultLoraTargets(G), (std::vector<std::string>{"q_proj", "v_proj"}));
+}
+
 TEST(LoraTransform, DefaultTargetsFollowPeftForLlamaStyleNames) {
   Graph G = tinyDecoder();
   EXPECT_EQ(defaultLoraTargets(G), (std::vector<std::string>{"q_proj", "v_proj"}));

@@ -174,6 +174,10 @@ struct Graph {
   /// ForCausalLMLoss: `logits.float()`), so a 16-bit model's log_softmax is fp32 as under
   /// autocast.
   bool LossUpcastsLogits = false;
+  /// The loss shifts the labels (ForCausalLMLoss: `labels = pad(labels, (0, 1), value=-100)`,
+  /// then `labels[..., 1:].contiguous()`): a [rows + batch] int64 copy while the loss runs and
+  /// a [rows] int64 one that nll_loss keeps as its target until its backward.
+  bool LossShiftsLabels = false;
   /// True when the model's source says attention runs fused (HF's default SDPA).
   bool DeclaredFusedAttention = false;
   /// The forward of a training step fills a key/value cache (transformers' decoders with

@@ -332,7 +332,7 @@ llvm::Expected<StepSimulation> Simulator::run() {
       if (auto E = forward(Pass))
         return E;
       loss();
-      for (StorageId S : {LogSoftmax, TotalWeight, LossValue})
+      for (StorageId S : {LogSoftmax, TotalWeight, LossValue, LossTarget})
         if (S != NoStorage)
           Mem.release(S);
       for (size_t OpI = 0; OpI < Ops.size(); ++OpI) {

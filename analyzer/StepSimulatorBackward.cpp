@@ -51,6 +51,8 @@ void Simulator::backward() {
                                  "NllLossBackward", "loss", LsType, T.Shape);
     Mem.release(Seed);
     Mem.point(Phase, "NllLossBackward", "loss");
+    if (LossTarget != NoStorage) // nll_loss's saved target goes with its node
+      Mem.release(LossTarget);
     StorageId GradLogits = Mem.alloc(T.bytesAs(LsType), Cat::Temporaries, "grad(logits)",
                                      "LogSoftmaxBackward", "loss", LsType, T.Shape);
     Mem.point(Phase, "LogSoftmaxBackward", "loss");

@@ -671,7 +671,8 @@ void Simulator::loss() {
   LossKind Kind = Setup.Loss;
   if (LossLogits != NoTensor && Kind == LossKind::Auto)
     Kind = G.Tensors[LossLogits].Shape.size() >= 2 ? LossKind::CrossEntropy : LossKind::None;
-  LogSoftmax = TotalWeight = LossValue = NoStorage;
+  LogSoftmax = TotalWeight = LossValue = LossTarget = NoStorage;
+  StorageId PaddedLabels = NoStorage; // ForCausalLMLoss's, while the loss runs
   if (LossLogits == NoTensor || Kind == LossKind::None) {
     if (LossLogits != NoTensor)
       LossValue = storageOf(LossLogits);
@@ -703,12 +704,23 @@ void Simulator::loss() {
       }
       // Under no_grad (zeroth-order) nothing is kept for a backward.
       Cat Kept = Setup.ZerothOrder ? Cat::Temporaries : Cat::Activations;
+      // ForCausalLMLoss pads the labels by one position per sample and keeps a contiguous
+      // copy of them shifted, which nll_loss saves as its target (measured: 4,096 B saved
+      // for 2 x 256 tokens, 4,112 B more while the loss runs).
+      if (G.LossShiftsLabels) {
+        const int64_t Batch = T.Shape.size() >= 3 ? T.Shape[0] : 1;
+        PaddedLabels = Mem.alloc((LossRows + Batch) * 8, Cat::Temporaries, "labels (padded)",
+                                 "Pad", "loss", DType::Int64, {LossRows + Batch});
+        LossTarget = Mem.alloc(LossRows * 8, Kept, "shift_labels", "Contiguous", "loss",
+                               DType::Int64, {LossRows});
+      }
       LogSoftmax = Mem.alloc(T.bytesAs(LsType), Kept, "log_softmax(logits)",
                              "LogSoftmax", "loss", LsType, {LossRows, LossClasses});
       LossValue = Mem.alloc(dtypeBytes(LossType, 1), Cat::Temporaries, "loss", "NllLoss", "loss",
                             LossType, {});
       TotalWeight = Mem.alloc(dtypeBytes(LossType, 1), Kept, "total_weight",
                               "NllLoss", "loss", LossType, {});
+
     } else { // MSE keeps input and target
       Mem.retain(storageOf(LossLogits));
       LogSoftmax = storageOf(LossLogits);
@@ -718,6 +730,7 @@ void Simulator::loss() {
                             LossType, {});
     }
     Mem.point(Phase, "loss", "loss");
+    Mem.release(PaddedLabels); // when the loss function returns
   }
   // Saved bytes at the end of the forward: what backward will read.
   int64_t Saved = Mem.LiveBytes.Activations;

@@ -500,6 +500,7 @@ private:
   std::vector<StorageId> GradOf;
   TensorId LossLogits = NoTensor;
   StorageId LogSoftmax = NoStorage, TotalWeight = NoStorage, LossValue = NoStorage;
+  StorageId LossTarget = NoStorage; ///< shifted labels nll_loss keeps (Graph::LossShiftsLabels)
   int64_t LossRows = 0, LossClasses = 0;
   int CurrentMicroBatch = 0;
   int64_t SavedAtEnd = 0;

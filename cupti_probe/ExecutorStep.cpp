@@ -204,14 +204,39 @@ llvm::Expected<float> ExecutorImpl::microStep(int MicroBatch, bool Backward) {
   // F.cross_entropy = log_softmax (its fp32 output saved) + nll_loss (total_weight saved).
   Alloc.setOp("cross_entropy", "loss");
   XTensor LogitsV = contiguous(E.Values[Logits], "logits (contiguous)");
+  // transformers' ForCausalLMLoss (Graph::LossShiftsLabels): the labels padded with -100 by
+  // one position per sample, then `labels[..., 1:].contiguous()`, which nll_loss keeps as
+  // its target; each row predicts the next token.
+  XTensor Target = LabelsView, PaddedLabels;
+  if (G.LossShiftsLabels) {
+    const Shape &LD = G.Tensors[Logits].Shape;
+    const int64_t Batch = LD.size() >= 3 ? LD[0] : 1, Seq = LossRows / std::max<int64_t>(Batch, 1);
+    PaddedLabels = alloc({Batch, Seq + 1}, ElemType::I64, MemCategory::Temporaries,
+                         "labels (padded)");
+    Target = alloc({LossRows}, ElemType::I64, MemCategory::Temporaries, "shift_labels");
+    const int64_t *Lab =
+        static_cast<const int64_t *>(Host.read(*LabelsView.Buf)) + LabelsView.Offset;
+    int64_t *Pad = static_cast<int64_t *>(Host.write(*PaddedLabels.Buf));
+    for (int64_t B = 0; B < Batch; ++B) {
+      std::copy(Lab + B * Seq, Lab + (B + 1) * Seq, Pad + B * (Seq + 1));
+      Pad[B * (Seq + 1) + Seq] = -100;
+    }
+    Host.flush();
+    const int64_t *PadR = static_cast<const int64_t *>(Host.read(*PaddedLabels.Buf));
+    int64_t *Shifted = static_cast<int64_t *>(Host.write(*Target.Buf));
+    for (int64_t B = 0; B < Batch; ++B)
+      std::copy(PadR + B * (Seq + 1) + 1, PadR + (B + 1) * (Seq + 1), Shifted + B * Seq);
+    Host.flush();
+  }
   XTensor LogProbs = alloc({LossRows, LossClasses}, ElemType::F32, MemCategory::Temporaries,
                            "log_softmax(logits)");
   XTensor Loss = alloc({}, ElemType::F32, MemCategory::Temporaries, "loss");
   XTensor TotalWeight = alloc({}, ElemType::F32, MemCategory::Temporaries, "total_weight");
   Dev.crossEntropyForward(LogProbs.Buf->as<float>(), Loss.Buf->as<float>(),
                           TotalWeight.Buf->as<float>(), LogitsV.Buf->as<float>() + LogitsV.Offset,
-                          LabelsView.Buf->as<int64_t>() + LabelsView.Offset, LossRows,
-                          LossClasses, -100);
+                          Target.Buf->as<int64_t>() + Target.Offset, LossRows, LossClasses,
+                          -100);
+  PaddedLabels = {}; // when the loss function returns
   float LossValue = 0;
   Dev.copyToHost(&LossValue, Loss.Buf->data(), 4);
   // Accumulation divides each micro-batch's loss: `loss / K` keeps the divisor, a Python
@@ -227,6 +252,8 @@ llvm::Expected<float> ExecutorImpl::microStep(int MicroBatch, bool Backward) {
   if (Backward) {
     save(LogProbs);
     save(TotalWeight);
+    if (G.LossShiftsLabels)
+      save(Target);
   }
   // The caller keeps only the loss: the logits, and the key/value cache with the other
   // outputs, go before backward.
@@ -260,13 +287,14 @@ llvm::Expected<float> ExecutorImpl::microStep(int MicroBatch, bool Backward) {
     float Total = 0;
     Dev.copyToHost(&Total, TotalWeight.Buf->data(), 4);
     float *GL = static_cast<float *>(Host.write(*GradLogProbs.Buf));
-    const int64_t *Lab =
-        static_cast<const int64_t *>(Host.read(*LabelsView.Buf)) + LabelsView.Offset;
+    const int64_t *Lab = static_cast<const int64_t *>(Host.read(*Target.Buf)) + Target.Offset;
     for (int64_t R = 0; R < LossRows; ++R)
-      GL[R * LossClasses + Lab[R]] = -DLoss / Total;
+      if (Lab[R] != -100) // ignore_index
+        GL[R * LossClasses + Lab[R]] = -DLoss / Total;
     Host.flush();
   }
   TotalWeight = {};
+  Target = {}; // the nll node's saved target goes with it
   Alloc.setOp("LogSoftmaxBackward", "loss");
   // _log_softmax_backward_data: g - exp(logp) * sum(g), per row.
   XTensor GradLogits = alloc({LossRows, LossClasses}, ElemType::F32, MemCategory::Temporaries,

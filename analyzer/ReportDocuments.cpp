@@ -123,7 +123,7 @@ void writeReportMarkdown(const MemoryReport &R, const std::vector<GateResult> &G
     OS << ", measured (" << R.Measured->Format << ", " << R.Measured->Device << ", peak from "
        << R.Measured->PeakBasis << ")\n\n";
   else
-    OS << ", one training step\n\n";
+    OS << ", one training step" << (R.Model.PaddedBatches ? " (padded batches)" : "") << "\n\n";
   for (const GateResult &G : Gates)
     OS << (G.Passed ? "✅ " : "❌ ") << "**" << cell(G.Name) << "**: " << cell(G.Message)
        << "\n\n";
@@ -196,7 +196,8 @@ void writeReportHtml(const MemoryReport &R, const std::vector<GateResult> &Gates
         "solid #ddd;text-align:right}td:first-child,th:first-child{text-align:left}\n"
      << ".pass{color:#2a7d2a}.fail{color:#b00020}.sw{display:inline-block;width:10px;"
         "height:10px;margin-right:4px}\n</style></head><body>\n";
-  OS << "<h1>" << escapeXml(Title) << "</h1>\n<p>One training step, "
+  OS << "<h1>" << escapeXml(Title) << "</h1>\n<p>One training step"
+     << (R.Model.PaddedBatches ? " (padded batches)" : "") << ", "
      << escapeXml(formatParamCount(R.TotalParameters)) << " parameters ("
      << escapeXml(formatParamCount(R.TrainableParameters)) << " trainable).";
   if (R.Peak)

@@ -167,6 +167,16 @@ struct Graph {
   /// Training-time dropout probability the model's config declares (HF configs); the
   /// simulator applies it unless --dropout says otherwise.
   std::optional<double> DeclaredDropout;
+  /// Where the model's own code drops out, with which probability (HF configs: transformers
+  /// applies `attention_dropout` to the attention probabilities only in the LLaMA family,
+  /// GPT-2 `attn_pdrop` / `resid_pdrop` / `embd_pdrop` each at its place). Unset (ONNX
+  /// files): DeclaredDropout at every site the simulator finds. --dropout=P overrides both.
+  struct DropoutSites {
+    double Attention = 0; ///< the attention probabilities
+    double Residual = 0;  ///< each residual branch's output projection
+    double Embedding = 0; ///< the input of the block stack
+  };
+  std::optional<DropoutSites> DeclaredDropoutSites;
   /// The dtype the model's config stores its weights in (HF `torch_dtype`, or `dtype` in
   /// transformers 5), which from_pretrained loads by default; unset when not declared.
   std::optional<DType> DeclaredWeightType;

@@ -343,6 +343,12 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
   // A tied head reads the embedding itself: no stored `lm_head.weight`, a Transpose view.
   TensorId W = M.Tie ? B.transpose(Head.Scope, Embedding, {1, 0})
                      : B.parameter(Head.param("weight"), {M.Hidden, M.Vocab});
+  if (M.Granite) { // logits = lm_head(x) / logits_scaling
+    TensorId Raw = B.matmul(Head.Scope, X, W);
+    B.nameNextOutput("logits");
+    B.markOutput(B.binary(Head.Scope, "Div", Raw, B.scalar(M.LogitsScaling)));
+    return;
+  }
   if (M.FinalSoftcap <= 0) {
     B.nameNextOutput("logits");
     B.markOutput(B.matmul(Head.Scope, X, W));
@@ -374,6 +380,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     B.tensor(Scale).FloatValues = {std::sqrt(static_cast<double>(H))};
     X = B.binary(Embed.Scope, "Mul", X, Scale);
   }
+  if (M.Granite) // GraniteModel: inputs_embeds * embedding_multiplier
+    X = B.binary(Base.Scope, "Mul", X, B.scalar(M.EmbeddingMultiplier));
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = B.range(Base.Scope, D.Seq);
   // Gemma 3 mixes sliding-window layers into full ones: each type has its rotary tables
@@ -410,7 +418,9 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Mask = causalMask(B, Base, Positions, D, Padding);
     markSdpaSkips(B, M, D, Mask);
   }
-  const double Scale = M.AttnScalar > 0 ? 1.0 / std::sqrt(M.AttnScalar) : attentionScale(M);
+  const double Scale = M.Granite          ? M.AttentionMultiplier
+                       : M.AttnScalar > 0 ? 1.0 / std::sqrt(M.AttnScalar)
+                                          : attentionScale(M);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     const bool Sliding = !M.SlidingLayers.empty() && M.SlidingLayers[static_cast<size_t>(L)];
@@ -460,6 +470,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     // Gemma 2/3 and OLMo 2 normalise the branch before the residual add.
     if (M.SandwichNorms || M.PostNormsOnly)
       O = rmsNorm(B, Layer.child("post_attention_layernorm"), M, O);
+    if (M.Granite) // residual + hidden_states * residual_multiplier
+      O = B.binary(Layer.Scope, "Mul", O, B.scalar(M.ResidualMultiplier));
     X = B.binary(Layer.Scope, "Add", X, O);
 
     Module Mlp = Layer.child("mlp");
@@ -487,6 +499,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     TensorId Down = linear(B, Mlp.child("down_proj"), Gated, M.Intermediate, H, M.MlpBias);
     if (M.SandwichNorms || M.PostNormsOnly)
       Down = rmsNorm(B, Layer.child("post_feedforward_layernorm"), M, Down);
+    if (M.Granite)
+      Down = B.binary(Layer.Scope, "Mul", Down, B.scalar(M.ResidualMultiplier));
     X = B.binary(Layer.Scope, "Add", X, Down);
   }
   X = rmsNorm(B, Base.child("norm"), M, X,
@@ -811,6 +825,34 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
                           "hidden_dropout", "classifier_dropout"})
     if (std::optional<double> P = Obj->getNumber(Key); P && *P > 0 && *P < 1)
       G.DeclaredDropout = std::max(G.DeclaredDropout.value_or(0.0), *P);
+  // Each at the place the family's modeling code applies it (transformers 5).
+  auto Prob = [&](std::initializer_list<const char *> Keys) {
+    for (const char *Key : Keys)
+      if (std::optional<double> P = Obj->getNumber(Key); P && *P > 0 && *P < 1)
+        return *P;
+    return 0.0;
+  };
+  Graph::DropoutSites Sites;
+  switch (M->Family) {
+  case ArchFamily::Llama: // the probabilities; Phi-3 also its residual and embedding dropouts
+    Sites.Attention = Prob({"attention_dropout"});
+    if (M->ModelType == "phi3") {
+      Sites.Residual = Prob({"resid_pdrop"});
+      Sites.Embedding = Prob({"embd_pdrop"});
+    }
+    break;
+  case ArchFamily::Gpt2:
+    Sites = {Prob({"attn_pdrop"}), Prob({"resid_pdrop"}), Prob({"embd_pdrop"})};
+    break;
+  case ArchFamily::GptNeoX: // post_attention / post_mlp and emb_dropout: hidden_dropout
+    Sites = {Prob({"attention_dropout"}), Prob({"hidden_dropout"}), Prob({"hidden_dropout"})};
+    break;
+  case ArchFamily::Bert:
+    Sites = {Prob({"attention_probs_dropout_prob"}), Prob({"hidden_dropout_prob"}),
+             Prob({"hidden_dropout_prob"})};
+    break;
+  }
+  G.DeclaredDropoutSites = Sites;
   // The weights' dtype as saved (transformers 5 writes `dtype`, 4.x `torch_dtype`).
   for (const char *Key : {"dtype", "torch_dtype"})
     if (std::optional<llvm::StringRef> T = Obj->getString(Key)) {

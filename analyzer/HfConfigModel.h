@@ -19,7 +19,7 @@
 
 namespace trainmem::hf {
 
-// Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2.
+// Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2, granite.
 enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
@@ -64,6 +64,13 @@ struct HfModel {
   /// OLMo 2: its rotary module returns cos and sin in fp32 (no cast to the hidden states'
   /// dtype), and apply_rotary_pos_emb computes q and k in fp32 then casts them back.
   bool RopeInFp32 = false;
+  /// Granite's scalar multipliers, each a `* m` (or `/ m`) op of its own, run even at 1:
+  /// the embeddings by EmbeddingMultiplier, each residual branch by ResidualMultiplier, the
+  /// scores by AttentionMultiplier (in place of head_dim ** -0.5), the logits divided by
+  /// LogitsScaling. Granite: whether the model has them.
+  bool Granite = false;
+  double EmbeddingMultiplier = 1, ResidualMultiplier = 1, AttentionMultiplier = 1,
+         LogitsScaling = 1;
   /// Gemma 2's soft-capping, cap * tanh(x / cap), of the attention scores (eager attention
   /// only: transformers' SDPA path has none) and of the logits; 0: none.
   double AttnSoftcap = 0, FinalSoftcap = 0;

@@ -17,8 +17,8 @@ namespace trainmem::hf {
 namespace {
 
 const char *const SupportedTypes =
-    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, olmo2, gpt2, gpt_neox, "
-    "bert";
+    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, olmo2, granite, gpt2, "
+    "gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -106,6 +106,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"gemma2", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
     {"olmo2", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"granite", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
@@ -322,6 +323,15 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.QkNorm = M.ModelType == "qwen3" || M.ModelType == "gemma3_text" || M.ModelType == "olmo2";
     M.PostNormsOnly = M.QkNormWhole = M.NormWeightInFp32 = M.RopeInFp32 =
         M.ModelType == "olmo2";
+    if (M.ModelType == "granite") {
+      M.Granite = true;
+      M.EmbeddingMultiplier = R.get("embedding_multiplier", 1.0);
+      M.ResidualMultiplier = R.get("residual_multiplier", 1.0);
+      M.AttentionMultiplier = R.get("attention_multiplier", 1.0);
+      M.LogitsScaling = R.get("logits_scaling", 1.0);
+      if (M.LogitsScaling == 0)
+        R.fail("field 'logits_scaling' is 0; expected a nonzero divisor");
+    }
     if (M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
       readGemma(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";

@@ -189,20 +189,38 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       // dtype (bf16 inputs are upcast first, and the fp32 v is new).
       int64_t Probs = dtypeBytes(DType::Float32, Rows * Q.Shape[2]);
       int64_t QBytes = dtypeBytes(DType::Float32, Ctx.elements(In(0)));
-      SaveExtra(QBytes, "q (scaled)");
-      SaveExtra(QBytes, "k (scaled)");
-      SaveExtra(Probs, "attention probabilities");
-      SaveExtra(Probs, "attention dropout mask");
-      SaveExtra(Probs, "attention probabilities (dropped)");
-      if (Ctx.TypeOf[In(2)] == DType::Float32 && !Ctx.AutocastType) // else a new fp32 v
+      // Each bmm keeps an operand only for the other's gradient (measured: a LoRA step whose
+      // first layer's k is frozen keeps no scaled q there, 262,144 B less).
+      const bool ScoresNeedGrad = Needs(0) || Needs(1);
+      if (Needs(1))
+        SaveExtra(QBytes, "q (scaled)");
+      if (Needs(0))
+        SaveExtra(QBytes, "k (scaled)");
+      if (ScoresNeedGrad) {
+        SaveExtra(Probs, "attention probabilities");
+        SaveExtra(Probs, "attention dropout mask");
+      }
+      if (Needs(2))
+        SaveExtra(Probs, "attention probabilities (dropped)");
+      // Grouped key/value heads (enable_gqa): the kernel repeat_interleaves its fp32 k and v
+      // to the query heads (pre_process_group_query_attention_input); the second bmm keeps
+      // that v (measured: 262,144 B per layer for 2 x 256 tokens, 4 heads of 32 from 2).
+      const Tensor &V = Ctx.G.Tensors[In(2)];
+      if (!ScoresNeedGrad)
+        ; // the second bmm keeps v for the probabilities' gradient only
+      else if (V.Shape.size() == 4 && V.Shape[1] > 0 && V.Shape[1] != Q.Shape[1])
+        SaveExtra(dtypeBytes(DType::Float32, Ctx.elements(In(2)) / V.Shape[1] * Q.Shape[1]),
+                  "v (fp32, repeated to the query heads)");
+      else if (Ctx.TypeOf[In(2)] == DType::Float32 && !Ctx.AutocastType) // else a new fp32 v
         SaveIn(2);
       else
         SaveExtra(dtypeBytes(DType::Float32, Ctx.elements(In(2))), "v (fp32)");
       for (size_t I = 3; I < NIn; ++I)
         R.GradInputBytes[I] = 0;
       R.ForwardTransient = Probs;
-      // Backward: the gradients of the dropped and of the kept probabilities.
-      R.BackwardTransient = 2 * Probs;
+      // Backward: the gradients of the dropped and of the kept probabilities, once the
+      // second bmm's backward has let go of the dropped ones it kept.
+      R.BackwardTransient = Needs(2) ? Probs : 2 * Probs;
       return R;
     }
     SaveIn(0);

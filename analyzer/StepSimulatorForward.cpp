@@ -580,7 +580,10 @@ void Simulator::planDropout() {
                    " from the model's config (--dropout=0 to simulate without it)");
   // Where nn.Dropout sits in the transformer blocks exported models lose it from: on the
   // attention probabilities, on each residual branch's output projection, and on the
-  // input of the block stack (embeddings).
+  // input of the block stack (embeddings). A config says which of them its model has.
+  Graph::DropoutSites Sites{Prob, Prob, Prob};
+  if (!Setup.Dropout && G.DeclaredDropoutSites)
+    Sites = *G.DeclaredDropoutSites;
   std::map<TensorId, size_t> ProducerOp;
   for (size_t I = 0; I < Ops.size(); ++I)
     for (TensorId O : Ops[I].Outputs)
@@ -594,16 +597,16 @@ void Simulator::planDropout() {
     TensorId Out = Op.Outputs[0];
     if (Op.Kind == "Softmax") {
       for (NodeId C : consumers(Out))
-        if (G.Nodes[C].OpType == "MatMul")
+        if (G.Nodes[C].OpType == "MatMul" && Sites.Attention > 0)
           Dropouts.insert(I);
     } else if (Op.Kind == "CastLike" && !Op.Inputs.empty() && Op.Inputs[0] != NoTensor &&
                ProducerOp.count(Op.Inputs[0]) &&
                Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax") {
       // transformers casts the fp32 probabilities to the query's dtype, then drops out.
       for (NodeId C : consumers(Out))
-        if (G.Nodes[C].OpType == "MatMul")
+        if (G.Nodes[C].OpType == "MatMul" && Sites.Attention > 0)
           Dropouts.insert(I);
-    } else if (Op.Kind == "Linear" && consumers(Out).size() == 1) {
+    } else if (Op.Kind == "Linear" && consumers(Out).size() == 1 && Sites.Residual > 0) {
       // The projection may reach the residual add through a reshape (GPT-2's Conv1D
       // computes addmm on [batch * seq, width] and views the result back).
       TensorId Fed = Out;
@@ -622,6 +625,8 @@ void Simulator::planDropout() {
     }
   }
   for (const SimOp &Op : Ops) {
+    if (Sites.Embedding <= 0)
+      break;
     if (blockPrefix(Op.Layer).empty())
       continue;
     for (TensorId In : Op.Inputs) {

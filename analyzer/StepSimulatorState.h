@@ -377,7 +377,9 @@ public:
             Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V2,
             /*CpuThreads=*/1, /*CpuHasAvx512Bf16=*/false, /*AutocastType=*/std::nullopt} {
     Mem.Details = Details;
-    Ctx.AttentionDropout = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
+    Ctx.AttentionDropout = Setup.Dropout                ? *Setup.Dropout
+                           : G.DeclaredDropoutSites ? G.DeclaredDropoutSites->Attention
+                                                    : G.DeclaredDropout.value_or(0.0);
     if (isAmp())
       Ctx.AutocastType = lowPrecision();
   }

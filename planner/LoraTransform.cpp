@@ -72,9 +72,10 @@ std::string lastComponent(const std::string &Module) {
 
 std::vector<std::string> defaultLoraTargets(const Graph &G) {
   // peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING. A
-  // Hugging Face model type missing from it (peft 0.21: phi3, olmo2) has no default:
-  // get_peft_model raises, so the user must name the modules here too.
-  if (G.SourceFormat == "hf-config" && (G.Architecture == "phi3" || G.Architecture == "olmo2"))
+  // Hugging Face model type missing from it (peft 0.21: phi3, olmo2, granite) has no
+  // default: get_peft_model raises, so the user must name the modules here too.
+  if (G.SourceFormat == "hf-config" &&
+      (G.Architecture == "phi3" || G.Architecture == "olmo2" || G.Architecture == "granite"))
     return {};
   std::set<std::string> Names;
   for (const LinearSite &S : linearSites(G))

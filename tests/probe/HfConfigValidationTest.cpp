@@ -66,7 +66,7 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
               "saved pred", "saved meas");
   for (bool Padded : {false, true})
   for (const char *Checkpoint : {"none", "blocks"})
-  for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "qwen3-0.6b", "phi-3-mini-4k", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "olmo-2-7b",
+  for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "qwen3-0.6b", "phi-3-mini-4k", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "olmo-2-7b", "granite-3-2b",
                            "mistral-7b", "bert-base-uncased"}) {
     std::string Path = shrunkConfig(Name);
     ASSERT_FALSE(Path.empty()) << Name;

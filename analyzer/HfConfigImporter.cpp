@@ -177,11 +177,14 @@ TensorId additiveMask(OnnxGraphBuilder &B, const std::string &S, TensorId Allowe
 /// [batch, 1, 1, seq] boolean (a copy of batch x seq bytes, made and freed while the mask
 /// is built, far from any peak: modelled as a view). NoTensor for unpadded batches, where
 /// transformers finds the mask all ones and builds nothing from it.
-TensorId paddingPattern(OnnxGraphBuilder &B, const Module &Base, const BoundDims &D) {
+/// AttentionMask: the model's `attention_mask` input where it has one already (BERT).
+TensorId paddingPattern(OnnxGraphBuilder &B, const Module &Base, const BoundDims &D,
+                        TensorId AttentionMask = NoTensor) {
   if (!D.Padded)
     return NoTensor;
-  TensorId Mask = B.input("attention_mask", {D.Batch, D.Seq});
-  return B.unsqueeze(Base.Scope, B.cast(Base.Scope, Mask, DType::Bool), {1, 2});
+  if (AttentionMask == NoTensor)
+    AttentionMask = B.input("attention_mask", {D.Batch, D.Seq});
+  return B.unsqueeze(Base.Scope, B.cast(Base.Scope, AttentionMask, DType::Bool), {1, 2});
 }
 
 /// Pattern & padding (and_masks): with a padded batch the pattern becomes a
@@ -662,8 +665,9 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     TensorId Q = B.unsqueeze(Base.Scope, B.range(Base.Scope, D.Seq), {0, 1, 3});
     TensorId Any = B.op(Base.Scope, "GreaterOrEqual", {Q, B.ints({0}, true)}, {1, 1, D.Seq, 1},
                         DType::Bool);
-    TensorId Padding = B.unsqueeze(Base.Scope, B.cast(Base.Scope, AttnMask, DType::Bool), {1, 2});
-    Ext = additiveMask(B, Base.Scope, withPadding(B, Base.Scope, Any, Padding, D), D);
+    Ext = additiveMask(B, Base.Scope,
+                       withPadding(B, Base.Scope, Any, paddingPattern(B, Base, D, AttnMask), D),
+                       D);
   }
 
   for (int64_t L = 0; L < M.Layers; ++L) {
@@ -818,14 +822,8 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.LossUpcastsLogits = G.LossShiftsLabels = M->Head == HeadKind::CausalLm;
   G.TrainingKvCache = M->UseCache;
   G.PaddedBatches = D->Padded;
-  // Training-time dropout the config asks for (GPT-2 attn/resid/embd_pdrop, BERT
-  // hidden/attention_probs_dropout_prob, LLaMA-style attention_dropout): the largest.
-  for (const char *Key : {"attn_pdrop", "resid_pdrop", "embd_pdrop", "hidden_dropout_prob",
-                          "attention_probs_dropout_prob", "attention_dropout",
-                          "hidden_dropout", "classifier_dropout"})
-    if (std::optional<double> P = Obj->getNumber(Key); P && *P > 0 && *P < 1)
-      G.DeclaredDropout = std::max(G.DeclaredDropout.value_or(0.0), *P);
-  // Each at the place the family's modeling code applies it (transformers 5).
+  // Training-time dropout the config asks for, each at the place the family's modeling code
+  // applies it (transformers 5).
   auto Prob = [&](std::initializer_list<const char *> Keys) {
     for (const char *Key : Keys)
       if (std::optional<double> P = Obj->getNumber(Key); P && *P > 0 && *P < 1)
@@ -853,6 +851,10 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
     break;
   }
   G.DeclaredDropoutSites = Sites;
+  // The largest of them, for the note that says dropout came from the config (a probability
+  // the model's code never applies, such as classifier_dropout, is not one).
+  if (double Largest = std::max({Sites.Attention, Sites.Residual, Sites.Embedding}); Largest > 0)
+    G.DeclaredDropout = Largest;
   // The weights' dtype as saved (transformers 5 writes `dtype`, 4.x `torch_dtype`).
   for (const char *Key : {"dtype", "torch_dtype"})
     if (std::optional<llvm::StringRef> T = Obj->getString(Key)) {

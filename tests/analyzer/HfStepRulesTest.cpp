@@ -54,6 +54,10 @@ TEST(HfStepRules, ConfigDropoutGoesWhereTheFamilysCodeAppliesIt) {
                      {{"n_layer", 2}, {"attn_pdrop", 0.0}, {"embd_pdrop", 0.0}, {"resid_pdrop", 0.1}});
   Graph G = importPath(Gpt2.path(), dims(2, 32));
   EXPECT_EQ(DropoutSites(G), (std::set<std::string>{"residual"}));
+  // A probability the model's code never applies in training a language model (a
+  // classification head's) declares no dropout, so no note says it came from the config.
+  ConfigVariant Head("tiny-llama", "llama-classifier-dropout", {{"classifier_dropout", 0.1}});
+  EXPECT_FALSE(importPath(Head.path(), dims(2, 32)).DeclaredDropout);
 }
 
 

@@ -181,7 +181,8 @@ bool scanInteger(JsonScanner &S, std::optional<int64_t> &Into, std::string &Scra
   return true;
 }
 
-bool scanDouble(JsonScanner &S, double &Into, std::string &Scratch) {
+[[gnu::always_inline]] inline bool scanDouble(JsonScanner &S, double &Into,
+                                              std::string &Scratch) {
   char T;
   if (!S.peekToken(T))
     return false;
@@ -201,7 +202,10 @@ bool scanDouble(JsonScanner &S, double &Into, std::string &Scratch) {
 }
 
 /// As readScalarText: View is a view of the buffer, or of Store (decoded escapes, numbers).
-bool scanScalarText(JsonScanner &S, llvm::StringRef &View, std::string &Store) {
+/// Inline in scanEvent, as scanDouble is: GCC called both, and the calls (four of an
+/// event's members go through them) measured 2-5% of importing a kineto trace.
+[[gnu::always_inline]] inline bool scanScalarText(JsonScanner &S, llvm::StringRef &View,
+                                                  std::string &Store) {
   char T;
   if (!S.peekToken(T))
     return false;

@@ -44,7 +44,7 @@ llvm::Error fileError(llvm::StringRef Path, const llvm::Twine &Message) {
 /// to it as Out for the call, so the chunk lands in Buffer without a copy; bytes handed
 /// out from elsewhere (zlib taking over from ISA-L) are copied.
 template <typename Reader>
-llvm::Expected<size_t> nextLending(Reader &R, std::vector<char> &Out, std::vector<char> &Buffer) {
+llvm::Expected<size_t> nextLending(Reader &R, ChunkBuffer &Out, ChunkBuffer &Buffer) {
   if (Buffer.size() < Out.size())
     Buffer.resize(Out.size());
   std::swap(Out, Buffer);
@@ -69,13 +69,13 @@ public:
   ~PlainReader() override { llvm::sys::fs::closeFile(File); }
 
   llvm::Expected<llvm::StringRef> next() override {
-    auto N = llvm::sys::fs::readNativeFile(File, llvm::MutableArrayRef<char>(Buffer));
+    auto N = llvm::sys::fs::readNativeFile(File, llvm::MutableArrayRef<char>(Buffer.data(), Buffer.size()));
     if (!N)
       return fileError(Path, "read failed: " + llvm::toString(N.takeError()));
     Read += *N;
     return llvm::StringRef(Buffer.data(), *N);
   }
-  llvm::Expected<size_t> nextInto(std::vector<char> &Into) override {
+  llvm::Expected<size_t> nextInto(ChunkBuffer &Into) override {
     return nextLending(*this, Buffer, Into);
   }
   uint64_t fileBytesRead() const override { return Read; }
@@ -93,7 +93,7 @@ public:
 private:
   llvm::sys::fs::file_t File;
   std::string Path;
-  std::vector<char> Buffer;
+  ChunkBuffer Buffer;
   uint64_t Read = 0;
 };
 
@@ -158,7 +158,7 @@ public:
         return fileError(Path, "corrupt gzip data (inflate made no progress)");
     }
   }
-  llvm::Expected<size_t> nextInto(std::vector<char> &Buffer) override {
+  llvm::Expected<size_t> nextInto(ChunkBuffer &Buffer) override {
     return nextLending(*this, Out, Buffer);
   }
   uint64_t fileBytesRead() const override { return Raw->fileBytesRead(); }
@@ -167,7 +167,7 @@ public:
 private:
   std::unique_ptr<PlainReader> Raw;
   std::string Path;
-  std::vector<char> In, Out;
+  ChunkBuffer In, Out;
   z_stream Stream{};
   bool Ready = false;
   bool MemberOpen = false;
@@ -230,7 +230,7 @@ public:
   }
   // ISA-L keeps its own history (the output buffer is only written), so each call may
   // inflate into a different buffer.
-  llvm::Expected<size_t> nextInto(std::vector<char> &Buffer) override {
+  llvm::Expected<size_t> nextInto(ChunkBuffer &Buffer) override {
     return nextLending(*this, Out, Buffer);
   }
   uint64_t fileBytesRead() const override {
@@ -263,7 +263,7 @@ private:
   std::unique_ptr<PlainReader> Raw;
   std::string Path;
   size_t ChunkBytes;
-  std::vector<char> In, Out;
+  ChunkBuffer In, Out;
   inflate_state State;
   bool MemberOpen = false;
   uint64_t Total = 0;
@@ -487,7 +487,7 @@ private:
   std::unique_ptr<ByteReader> Inner;
   const bool IsCompressed;
   const ChunkScanner Scan;
-  std::vector<std::vector<char>> Slots; ///< filled by Inner->nextInto, which may swap them
+  std::vector<ChunkBuffer> Slots; ///< filled by Inner->nextInto, which may swap them
   std::vector<size_t> Sizes;            ///< the bytes of each slot's chunk
   std::vector<Claim> Claims;                    ///< per slot, under Lock
   std::vector<std::unique_ptr<ChunkScan>> Scans; ///< per slot: the worker's scan
@@ -510,7 +510,7 @@ private:
 
 ByteReader::~ByteReader() = default;
 
-llvm::Expected<size_t> ByteReader::nextInto(std::vector<char> &Buffer) {
+llvm::Expected<size_t> ByteReader::nextInto(ChunkBuffer &Buffer) {
   auto C = next();
   if (!C)
     return C.takeError();

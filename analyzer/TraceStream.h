@@ -41,6 +41,22 @@ struct ChunkScan {
 using ChunkScanner = std::function<void(llvm::StringRef Chunk, std::unique_ptr<ChunkScan> &Into,
                                         const std::atomic<bool> &Halt)>;
 
+/// The storage of a chunk: a byte vector whose growth leaves new bytes uninitialised
+/// (std::vector<char> zeroes them, and a trace import's ten 512 KiB chunk buffers were
+/// zeroed only to be overwritten: 2-3% of importing a 31 MB trace).
+template <typename T> struct DefaultInitAllocator : std::allocator<T> {
+  template <typename U> struct rebind {
+    using other = DefaultInitAllocator<U>;
+  };
+  DefaultInitAllocator() = default;
+  template <typename U> DefaultInitAllocator(const DefaultInitAllocator<U> &) noexcept {}
+  template <typename U> void construct(U *P) noexcept { ::new (static_cast<void *>(P)) U; }
+  template <typename U, typename... Args> void construct(U *P, Args &&...A) {
+    ::new (static_cast<void *>(P)) U(std::forward<Args>(A)...);
+  }
+};
+using ChunkBuffer = std::vector<char, DefaultInitAllocator<char>>;
+
 /// A file read in chunks, gunzipped when it starts with the gzip magic.
 class ByteReader {
 public:
@@ -67,7 +83,7 @@ public:
   /// The next chunk in Buffer (its first N bytes; N is 0 at the end). A reader may lend
   /// Buffer out as its own output and keep the one it had, so the bytes land there without
   /// a copy; the default copies next()'s.
-  virtual llvm::Expected<size_t> nextInto(std::vector<char> &Buffer);
+  virtual llvm::Expected<size_t> nextInto(ChunkBuffer &Buffer);
   /// Bytes of the file consumed so far (compressed bytes for gzip).
   virtual uint64_t fileBytesRead() const = 0;
   virtual bool compressed() const = 0;

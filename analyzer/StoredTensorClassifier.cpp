@@ -127,11 +127,25 @@ bool isExporterLiteralName(const std::string &Name) {
          Name.find("Constant") != std::string::npos;
 }
 
+/// The rotary embedding's inverse frequencies: a buffer in every PyTorch model that has
+/// one (transformers' `rotary_emb.inv_freq`, `original_inv_freq`, Gemma 3's
+/// `full_attention_inv_freq`, GPT-NeoX's, and the other ports'), and exporters keep the
+/// module path as the initializer's name. By use alone it is a parameter: it reaches a
+/// MatMul with the positions, and was counted among the trainable parameters (32 extra for
+/// a LLaMA-3.2-1B export, and its optimizer states).
+bool isRotaryFrequencyBuffer(const std::string &Name) {
+  llvm::StringRef Leaf(Name);
+  Leaf = Leaf.substr(Leaf.find_last_of("./") + 1); // npos + 1 == 0: the whole name
+  return Leaf.ends_with("inv_freq");
+}
+
 TensorKind classify(const Graph &G, TensorId Id) {
   const Tensor &T = G.Tensors[Id];
   int64_t N = T.numElements();
   if (N <= 1)
     return TensorKind::Constant;
+  if (isFloating(T.Type) && isRotaryFrequencyBuffer(T.Name))
+    return TensorKind::Buffer;
   Uses U = collectUses(G, Id);
   if (T.Type == DType::Bool)
     return TensorKind::Buffer;

@@ -9,6 +9,7 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
 #include "analyzer/OnnxExporter.h"
+#include "support/HfConfigTestSupport.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
@@ -634,6 +635,32 @@ TEST_F(OnnxExporterTest, RoundTripsGpt2TinyThroughTheImporter) {
     EXPECT_EQ(T.Payload.From, PayloadRef::Source::ExternalFile) << T.Name;
   }
   EXPECT_GT(External, 0);
+}
+
+// trainmem's exports of Hugging Face configs read back with the config's parameters: the
+// rotary tables' inverse frequencies (`rotary_emb.inv_freq` and its variants), which reach
+// a MatMul with the positions, stay buffers. They were counted as trainable parameters (32
+// more for LLaMA-3.2-1B, and their optimizer states).
+TEST_F(OnnxExporterTest, HfConfigExportsReadBackWithTheConfigsParameters) {
+  for (const char *Name : {"tiny-llama", "llama-3.2-1b", "gemma-3-1b", "pythia-160m",
+                           "phi-3-mini-4k", "olmo-2-7b", "gpt2", "bert-base-uncased"}) {
+    SCOPED_TRACE(Name);
+    const Graph Hf = trainmem::testing::importSample(Name, trainmem::testing::dims(1, 16));
+    const std::string Path = exportTo(Hf, std::string(Name) + ".onnx");
+    ImportOptions Options;
+    Options.DefaultDim = 16;
+    llvm::Expected<Graph> Back = importOnnx(Path, Options);
+    ASSERT_TRUE(static_cast<bool>(Back)) << llvm::toString(Back.takeError());
+    const auto Expected = parameterShapes(Hf);
+    EXPECT_GT(Expected.size(), 10u);
+    EXPECT_EQ(parameterShapes(*Back), Expected);
+    int64_t Buffers = 0;
+    for (const Tensor &T : Back->Tensors)
+      if (T.Kind == TensorKind::Buffer && llvm::StringRef(T.Name).ends_with("inv_freq"))
+        ++Buffers;
+    const bool Rotary = llvm::StringRef(Name) != "gpt2" && llvm::StringRef(Name) != "bert-base-uncased";
+    EXPECT_EQ(Buffers > 0, Rotary);
+  }
 }
 
 TEST_F(OnnxExporterTest, EveryMeasuredModelExportsValidOnnx) {

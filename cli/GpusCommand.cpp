@@ -25,8 +25,9 @@ namespace trainmem::cli {
 
 cl::SubCommand &gpusCommand() {
   static cl::SubCommand Cmd("gpus",
-                            "List the GPU catalogue, or show one GPU (by name, nvidia-smi name "
-                            "or unique prefix): usable memory, bandwidth, peak rates, "
+                            "List the GPU catalogue, or show one GPU (by name, nvidia-smi name, "
+                            "unique prefix or the words of its name in any order, as "
+                            "4090 or pcie-a100-40gb): usable memory, bandwidth, peak rates, "
                             "precisions");
   return Cmd;
 }

@@ -452,6 +452,26 @@ llvm::Expected<const GpuSpec &> GpuCatalog::lookup(llvm::StringRef Query) const 
     if (llvm::any_of(spellingKeys(G),
                      [&](const std::string &K) { return llvm::StringRef(K).starts_with(Key); }))
       Candidates.push_back(&G);
+  if (Candidates.empty()) {
+    // No name starts so: the GPUs whose names hold every word of the query, in any order
+    // ("a100-80gb" names both 80 GB A100s, "4090" the RTX 4090).
+    std::vector<std::string> Words(1);
+    for (char C : Query) {
+      if (llvm::isAlnum(C))
+        Words.back().push_back(llvm::toLower(C));
+      else if (!Words.back().empty())
+        Words.emplace_back();
+    }
+    for (const GpuSpec &G : Gpus) {
+      const std::vector<std::string> Keys = spellingKeys(G);
+      if (llvm::all_of(Words, [&](const std::string &W) {
+            return llvm::any_of(Keys, [&](const std::string &K) {
+              return llvm::StringRef(K).contains(W);
+            });
+          }))
+        Candidates.push_back(&G);
+    }
+  }
   if (Candidates.size() == 1)
     return *Candidates.front();
   if (Candidates.empty()) {

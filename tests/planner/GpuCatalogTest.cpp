@@ -384,6 +384,24 @@ TEST(GpuLookup, UnknownNameListsTheCatalogue) {
   EXPECT_CONTAINS(Message, "mi300x");
 }
 
+// A name no GPU starts with: the GPUs holding every word of it, in any order.
+TEST(GpuLookup, WordsOfTheNameInAnyOrder) {
+  GpuCatalog C = builtinCatalog();
+  llvm::Expected<const GpuSpec &> Rtx = C.lookup("4090");
+  ASSERT_TRUE(static_cast<bool>(Rtx)) << llvm::toString(Rtx.takeError());
+  EXPECT_EQ(Rtx->Name, "rtx-4090");
+  llvm::Expected<const GpuSpec &> Pcie = C.lookup("pcie_a100/40gb");
+  ASSERT_TRUE(static_cast<bool>(Pcie)) << llvm::toString(Pcie.takeError());
+  EXPECT_EQ(Pcie->Name, "a100-pcie-40gb");
+  llvm::Expected<const GpuSpec &> Both = C.lookup("a100-80gb");
+  ASSERT_FALSE(static_cast<bool>(Both));
+  std::string Message = llvm::toString(Both.takeError());
+  EXPECT_CONTAINS(Message, "GPU name \"a100-80gb\" is ambiguous");
+  EXPECT_CONTAINS(Message, "a100-sxm-80gb (NVIDIA A100 SXM4 80GB)");
+  EXPECT_CONTAINS(Message, "a100-pcie-80gb (NVIDIA A100 PCIe 80GB)");
+  EXPECT_EQ(Message.find("40gb"), std::string::npos) << Message;
+}
+
 TEST(GpuLookup, EmptyNameIsAnError) {
   GpuCatalog C = builtinCatalog();
   for (const char *Query : {"", "  ", "--"}) {

@@ -80,6 +80,12 @@ def main():
     ap.add_argument("--pad", type=int, default=0,
                     help="the batch's first row ends in this many padding tokens (attention_mask 0, "
                          "labels -100 there), as a padded batch of unequal lengths; trainmem's --padded")
+    ap.add_argument("--packed", type=int, default=0,
+                    help="each row packs this many sequences of seq/N tokens (position_ids restart "
+                         "at each; no attention_mask), as padding-free collators feed them")
+    ap.add_argument("--no-cache", action="store_true",
+                    help="use_cache=False passed to the forward (transformers detects packed rows "
+                         "only without a cache)")
     ap.add_argument("--grad-accum", type=int, default=1,
                     help="micro-batches of --batch each accumulated per optimizer step")
     ap.add_argument("--trainable", default="",
@@ -117,6 +123,11 @@ def main():
             mask[0, args.seq - args.pad:] = 0
             inputs["attention_mask"] = mask
             inputs["labels"][0, args.seq - args.pad:] = -100
+        if args.packed:
+            pos = torch.arange(args.seq // args.packed).repeat(args.packed)
+            inputs["position_ids"] = pos.unsqueeze(0).expand(args.batch, -1).contiguous()
+        if args.no_cache:
+            inputs["use_cache"] = False
         for step in (1, 2):
             probe(f"s{step}_start")
             for micro in range(args.grad_accum):
@@ -168,6 +179,8 @@ def main():
         "lora_targets": args.lora_targets or None,
         "trainable": args.trainable or None,
         "padded": args.pad or None,
+        "packed": args.packed or None,
+        "use_cache": False if args.no_cache else None,
         "measured": {"peak_bytes": peak, "saved_bytes": saved},
         "torch": torch.__version__.split("+")[0], "transformers": transformers.__version__,
     }

@@ -136,26 +136,15 @@ std::vector<Candidate> candidates(const PlanRequest &R) {
         },
         Fidelity::LowRankGradient, 1.05, {"hf"});
   }
-  for (int64_t Rank : {16, 64})
-    Add("LoRA r=" + std::to_string(Rank) + " (all linear), " + precisionName(Amp),
-        [&, Rank](TrainingSetup &S) {
-          S.Prec = Amp;
-          S.Optimizer = OptimizerKind::AdamW;
-          S.Impl = OptimizerImpl::Fused;
-          S.Lora = LoraSetup{};
-          S.Lora->Rank = Rank;
-          S.Lora->Alpha = 2.0 * static_cast<double>(Rank);
-          S.Lora->Targets = {"all-linear"};
-        },
-        Fidelity::Adapter, 2.0 / 3.0, {"hf"});
-  // LoRA on a base loaded in bf16 (torch_dtype=torch.bfloat16), as most PEFT recipes load
-  // it: half the base's bytes of the rows above, the adapters kept in fp32 by PEFT
-  // (autocast_adapter_dtype). Measured: the bf16 + LoRA cases of tests/data/measured-hf.
-  if (Bf16)
+  // LoRA r=16 and r=64 on every linear layer, the base in Base's precision: fp32 under
+  // autocast, or loaded in bf16 (torch_dtype=torch.bfloat16), as most PEFT recipes load it,
+  // the adapters kept in fp32 by PEFT (autocast_adapter_dtype); measured: the bf16 + LoRA
+  // cases of tests/data/measured-hf.
+  auto AddLora = [&](Precision Base, const std::string &BaseName) {
     for (int64_t Rank : {16, 64})
-      Add("LoRA r=" + std::to_string(Rank) + " (all linear), bf16 base",
-          [Rank](TrainingSetup &S) {
-            S.Prec = Precision::Bf16;
+      Add("LoRA r=" + std::to_string(Rank) + " (all linear), " + BaseName,
+          [Base, Rank](TrainingSetup &S) {
+            S.Prec = Base;
             S.Optimizer = OptimizerKind::AdamW;
             S.Impl = OptimizerImpl::Fused;
             S.Lora = LoraSetup{};
@@ -164,6 +153,10 @@ std::vector<Candidate> candidates(const PlanRequest &R) {
             S.Lora->Targets = {"all-linear"};
           },
           Fidelity::Adapter, 2.0 / 3.0, {"hf"});
+  };
+  AddLora(Amp, precisionName(Amp));
+  if (Bf16)
+    AddLora(Precision::Bf16, "bf16 base");
   if (Bf16)
     Add("QLoRA r=64 (all linear), NF4 base",
         [](TrainingSetup &S) {

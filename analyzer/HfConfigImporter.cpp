@@ -6,12 +6,15 @@
 // dtype), which keeps a 7B model's import in milliseconds. The modules, parameter and
 // buffer names mirror transformers 5.x (measured against 5.24 with torch 2.15): rotary
 // tables live once per model (`model.rotary_emb`), GPT-2 has no causal-mask buffers, and
-// GPT-NeoX's head is `lm_head` (4.x called it `embed_out`).
+// GPT-NeoX's head is `lm_head` (4.x called it `embed_out`). This file holds the blocks
+// the families share (HfGraphParts.h), the LLaMA family and the entry point; GPT-2,
+// GPT-NeoX and BERT are in HfGptBertFamilies.cpp.
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
 #include "analyzer/HfConfigModel.h"
 #include "analyzer/SafeJson.h"
+#include "analyzer/HfGraphParts.h"
 #include "analyzer/OnnxGraphBuilder.h"
 
 #include "llvm/ADT/StringExtras.h"
@@ -25,46 +28,10 @@
 #include <numbers>
 
 namespace trainmem {
-namespace {
-
-using Shape = std::vector<int64_t>;
-
-/// What torch.onnx writes as the end of an open slice (`x[..., k:]`).
-constexpr int64_t SliceToEnd = std::numeric_limits<int64_t>::max();
-constexpr int64_t DefaultBatch = 1;
-constexpr int64_t DefaultSeq = 2048;
-using hf::Activation;
-using hf::ArchFamily;
-using hf::fileError;
-using hf::HeadKind;
-using hf::HfModel;
-
-//===-- Building the graph ------------------------------------------------------===//
-
-/// A module's place in the HF model: its state-dict prefix ("model.layers.0.self_attn")
-/// and its torch.onnx scope ("/model/layers.0/self_attn"). The root is empty in both.
-struct Module {
-  std::string Param;
-  std::string Scope;
-
-  Module child(const std::string &Name) const {
-    return {Param.empty() ? Name : Param + "." + Name, Scope + "/" + Name};
-  }
-  std::string param(const std::string &Leaf) const {
-    return Param.empty() ? Leaf : Param + "." + Leaf;
-  }
-};
-
-struct BoundDims {
-  int64_t Batch = DefaultBatch;
-  int64_t Seq = DefaultSeq;
-  bool Padded = false; ///< ImportOptions::PaddedBatches
-};
+namespace hf {
 
 //===-- Blocks shared by the families ---------------------------------------------===//
 
-/// nn.Linear as torch.onnx exports it for 3-D inputs: MatMul against the weight stored
-/// transposed, [in, out] (what the exporter folds `weight.t()` into), then Add of the bias.
 TensorId linear(OnnxGraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out,
                 bool Bias) {
   TensorId Y = B.matmul(Mod.Scope, X, B.parameter(Mod.param("weight"), {In, Out}));
@@ -73,13 +40,8 @@ TensorId linear(OnnxGraphBuilder &B, const Module &Mod, TensorId X, int64_t In, 
   return Y;
 }
 
-/// LlamaRMSNorm: x * rsqrt(mean(x^2) + eps) * weight, with rsqrt exported as
-/// Reciprocal(Sqrt), computed in fp32 whatever the model's dtype (`x.to(torch.float32)`,
-/// then `.to(input_dtype)` before the weight). GemmaRMSNorm scales by
-/// (1 + weight.float()) in fp32 and casts back after. Over X's last dim (the hidden
-/// size, or one head for Qwen3's q_norm and k_norm).
 TensorId rmsNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
-                 const std::string &OutName = "") {
+                 const std::string &OutName) {
   const std::string &S = Mod.Scope;
   TensorId Weight = B.parameter(Mod.param("weight"), {B.shape(X).back()});
   TensorId Xf = B.upcastToFp32(S, X);
@@ -110,9 +72,8 @@ TensorId rmsNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, Tenso
   return B.binary(S, "Mul", Weight, Back);
 }
 
-/// nn.LayerNorm as opset 17's LayerNormalization.
 TensorId layerNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
-                   const std::string &OutName = "") {
+                   const std::string &OutName) {
   TensorId W = B.parameter(Mod.param("weight"), {M.Hidden});
   TensorId Bias = B.parameter(Mod.param("bias"), {M.Hidden});
   B.nameNextOutput(OutName);
@@ -150,7 +111,6 @@ TensorId activation(OnnxGraphBuilder &B, const std::string &S, TensorId X, Activ
   return X;
 }
 
-/// `.view(b, s, heads, head_dim).transpose(1, 2)`.
 TensorId splitHeads(OnnxGraphBuilder &B, const std::string &S, TensorId X, int64_t Heads,
                     int64_t HeadDim) {
   const Shape &In = B.shape(X);
@@ -158,9 +118,6 @@ TensorId splitHeads(OnnxGraphBuilder &B, const std::string &S, TensorId X, int64
   return B.transpose(S, R, {0, 2, 1, 3});
 }
 
-/// masking_utils.eager_mask, run once per forward and read by every layer: the boolean
-/// pattern is expanded (a view) to [batch, 1, seq, seq], then where(allowed, 0, finfo.min)
-/// materialises it as a float activation, as in transformers 5.x.
 TensorId additiveMask(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed,
                       const BoundDims &D) {
   Shape Full = {D.Batch, 1, D.Seq, D.Seq};
@@ -171,15 +128,8 @@ TensorId additiveMask(OnnxGraphBuilder &B, const std::string &S, TensorId Allowe
   return Mask;
 }
 
-/// For padded batches (BoundDims::Padded), the `attention_mask` input [batch, seq] and
-/// the padding pattern masking_utils reads from it: `attention_mask.to(torch.bool)`, then
-/// padding_mask_function's `padding_mask[batch_idx, kv_idx]` over broadcast indices, a
-/// [batch, 1, 1, seq] boolean (a copy of batch x seq bytes, made and freed while the mask
-/// is built, far from any peak: modelled as a view). NoTensor for unpadded batches, where
-/// transformers finds the mask all ones and builds nothing from it.
-/// AttentionMask: the model's `attention_mask` input where it has one already (BERT).
 TensorId paddingPattern(OnnxGraphBuilder &B, const Module &Base, const BoundDims &D,
-                        TensorId AttentionMask = NoTensor) {
+                        TensorId AttentionMask) {
   if (!D.Padded)
     return NoTensor;
   if (AttentionMask == NoTensor)
@@ -187,8 +137,6 @@ TensorId paddingPattern(OnnxGraphBuilder &B, const Module &Base, const BoundDims
   return B.unsqueeze(Base.Scope, B.cast(Base.Scope, AttentionMask, DType::Bool), {1, 2});
 }
 
-/// Pattern & padding (and_masks): with a padded batch the pattern becomes a
-/// [batch, 1, seq, seq] boolean of its own, one per forward.
 TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed,
                      TensorId Padding, const BoundDims &D) {
   if (Padding == NoTensor)
@@ -196,9 +144,6 @@ TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed
   return B.op(S, "And", {Allowed, Padding}, {D.Batch, 1, D.Seq, D.Seq}, DType::Bool);
 }
 
-/// causal_mask_function over cache_position: kv_idx <= q_idx. (Mistral's sliding window
-/// only removes more positions from the same [batch, 1, seq, seq] mask.) Padding: the
-/// model's paddingPattern, or NoTensor.
 TensorId causalMask(OnnxGraphBuilder &B, const Module &Base, TensorId Positions,
                     const BoundDims &D, TensorId Padding) {
   TensorId Q = B.unsqueeze(Base.Scope, Positions, {0, 1, 3});
@@ -208,30 +153,19 @@ TensorId causalMask(OnnxGraphBuilder &B, const Module &Base, TensorId Positions,
   return additiveMask(B, Base.Scope, withPadding(B, Base.Scope, Allowed, Padding, D), D);
 }
 
-/// The mask is the causal pattern alone when the batch has no padding and no sliding
-/// window cuts into the sequence (masking_utils._ignore_causal_mask_sdpa: an all-ones
-/// padding mask and kv_length < the window): the SDPA path then never builds it
-/// (Tensor::SdpaSkipsMask).
 void markSdpaSkips(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D, TensorId Mask) {
   B.tensor(Mask).SdpaSkipsMask = !D.Padded && (M.SlidingWindow <= 0 || D.Seq < M.SlidingWindow);
 }
 
-/// `key_states, value_states = past_key_values.update(key_states, value_states, idx)`:
-/// what the layer hands its DynamicCache when the model runs with use_cache
-/// (Tensor::KvCache; whether it does is Graph::TrainingKvCache and the setup's).
 void markKvCache(OnnxGraphBuilder &B, TensorId K, TensorId V) {
   B.tensor(K).KvCache = true;
   B.tensor(V).KvCache = true;
 }
 
-/// The rotary embedding module (one per model in transformers 5.x): freqs = position_ids *
-/// inv_freq, cat(freqs, freqs), then cos and sin [1, seq, rotary_dim].
-/// Gemma 3 keeps one pair of tables per layer type, its buffers prefixed with the type
-/// (`full_attention_inv_freq`), each with its own base (Theta).
 std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Base,
                                            const HfModel &M, TensorId Positions,
-                                           const std::string &Prefix = "",
-                                           std::optional<double> Theta = std::nullopt) {
+                                           const std::string &Prefix,
+                                           std::optional<double> Theta) {
   Module Rope = Base.child("rotary_emb");
   int64_t Half = M.RotaryDim / 2;
   const double Base10 = Theta.value_or(M.RopeTheta);
@@ -258,10 +192,8 @@ std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Ba
   return {Cos, Sin};
 }
 
-/// apply_rotary_pos_emb for one of q/k: x*cos + rotate_half(x)*sin on the first
-/// rotary_dim channels (all of them except for GPT-NeoX's partial rotary).
 TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
-                     TensorId Sin, bool CastBack = false) {
+                     TensorId Sin, bool CastBack) {
   int64_t Rot = B.shape(Cos).back(), HeadDim = B.shape(X).back();
   TensorId Rotated = X, Pass = NoTensor;
   if (Rot < HeadDim) {
@@ -278,28 +210,17 @@ TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, Tens
   return Pass == NoTensor ? Emb : B.concat(S, {Emb, Pass}, -1);
 }
 
-/// eager_attention_forward: repeat_kv for grouped-query attention, softmax(q k^T * scale
-/// + mask) v, heads merged back to [batch, seq, heads * head_dim].
-/// How a family's eager attention takes its softmax (transformers 5):
-/// `softmax(w, dim=-1, dtype=torch.float32).to(query.dtype)` (LLaMA's family, GPT-NeoX),
-/// `softmax(w, dim=-1).type(value.dtype)` (GPT-2), or `softmax(w, dim=-1)` (BERT).
-enum class EagerSoftmax { Fp32ToQuery, ToValue, Plain };
-
-/// cap * tanh(x / cap): Gemma 2's soft-capping of the attention scores and of the logits,
-/// three ops as the model's code writes them (tanh keeps its output for the backward).
-/// OutName names the result ("logits"); empty: the scope's name.
 TensorId softcap(OnnxGraphBuilder &B, const std::string &S, TensorId X, double Cap,
-                 const std::string &OutName = "") {
+                 const std::string &OutName) {
   TensorId Tanh = B.unary(S, "Tanh", B.binary(S, "Div", X, B.scalar(Cap)));
   if (!OutName.empty())
     B.nameNextOutput(OutName);
   return B.binary(S, "Mul", Tanh, B.scalar(Cap));
 }
 
-/// Softcap: Gemma 2's cap on the scaled scores, before the mask (0: none).
 TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
                    TensorId Mask, double Scale, int64_t Groups, EagerSoftmax Softmax,
-                   double Softcap = 0) {
+                   double Softcap) {
   if (Groups > 1) {
     // hidden[:, :, None].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
     auto RepeatKv = [&](TensorId X) {
@@ -332,9 +253,6 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
   const Shape &O = B.shape(Out);
   return B.reshape(S, Out, {O[0], O[1], O[2] * O[3]});
 }
-
-/// head_dim ** -0.5, the `scaling` of every eager attention in transformers 5.x.
-double attentionScale(const HfModel &M) { return 1.0 / std::sqrt(double(M.HeadDim)); }
 
 /// The output projection of a causal LM, or the base model's last hidden state.
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
@@ -511,216 +429,18 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   finishDecoder(B, M, X, EmbedW, Root.child("lm_head"));
 }
 
-/// transformers' Conv1D: addmm(bias, x.view(-1, in), weight).view(..., out). Its weight
-/// is already [in, out].
-TensorId conv1d(OnnxGraphBuilder &B, const Module &Mod, TensorId X, int64_t In, int64_t Out) {
-  Shape S = B.shape(X);
-  TensorId W = B.parameter(Mod.param("weight"), {In, Out});
-  TensorId Bias = B.parameter(Mod.param("bias"), {Out});
-  TensorId Flat = B.reshape(Mod.Scope, X, {S[0] * S[1], In});
-  S.back() = Out;
-  return B.reshape(Mod.Scope, B.gemm(Mod.Scope, Flat, W, Bias), S);
-}
+} // namespace hf
 
-/// GPT2LMHeadModel: learned positions, pre-LayerNorm blocks of Conv1D layers.
-void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
-  const int64_t H = M.Hidden;
-  Module Root;
-  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("transformer");
-  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
-  Module Wte = Base.child("wte"), Wpe = Base.child("wpe");
-  TensorId WteW = B.parameter(Wte.param("weight"), {M.Vocab, H});
-  TensorId WpeW = B.parameter(Wpe.param("weight"), {M.MaxPositions, H});
-  TensorId Padding = paddingPattern(B, Base, D);
-  TensorId Positions = B.range(Base.Scope, D.Seq);
-  TensorId X = B.binary(Base.Scope, "Add", B.gather(Wte.Scope, WteW, Ids),
-                        B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0})));
-  TensorId Mask = causalMask(B, Base, Positions, D, Padding);
-  markSdpaSkips(B, M, D, Mask);
-  for (int64_t L = 0; L < M.Layers; ++L) {
-    B.startLayer(L, M.Layers);
-    Module Block = Base.child("h." + std::to_string(L));
-    Module Attn = Block.child("attn");
-    TensorId Qkv = conv1d(B, Attn.child("c_attn"), layerNorm(B, Block.child("ln_1"), M, X), H,
-                          3 * H);
-    std::vector<TensorId> Parts = B.split(Attn.Scope, Qkv, 2, {H, H, H});
-    auto Heads = [&](TensorId T) { return splitHeads(B, Attn.Scope, T, M.Heads, M.HeadDim); };
-    TensorId K = Heads(Parts[1]), V = Heads(Parts[2]), Q = Heads(Parts[0]); // HF's order
-    markKvCache(B, K, V);
-    double Scale = M.ScaleAttnWeights ? attentionScale(M) : 1.0;
-    if (M.ScaleByInverseLayerIdx)
-      Scale /= static_cast<double>(L + 1);
-    TensorId Merged = attention(B, Attn.Scope, Q, K, V, Mask, Scale, 1, EagerSoftmax::ToValue);
-    X = B.binary(Block.Scope, "Add", conv1d(B, Attn.child("c_proj"), Merged, H, H), X);
+namespace {
 
-    Module Mlp = Block.child("mlp");
-    TensorId Up = conv1d(B, Mlp.child("c_fc"), layerNorm(B, Block.child("ln_2"), M, X), H,
-                         M.Intermediate);
-    TensorId Act = activation(B, Mlp.child("act").Scope, Up, M.Act);
-    X = B.binary(Block.Scope, "Add", X, conv1d(B, Mlp.child("c_proj"), Act, M.Intermediate, H));
-  }
-  X = layerNorm(B, Base.child("ln_f"), M, X,
-                M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
-  finishDecoder(B, M, X, WteW, Root.child("lm_head"));
-}
-
-/// GPTNeoXForCausalLM (Pythia): fused qkv, partial rotary, parallel residual.
-void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
-  const int64_t H = M.Hidden, Hd = M.HeadDim;
-  Module Root;
-  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("gpt_neox");
-  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
-  Module Embed = Base.child("embed_in");
-  TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
-  TensorId Padding = paddingPattern(B, Base, D);
-  TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
-  // cache_position = arange(seq): the rotary position ids and the causal mask share it.
-  TensorId Positions = B.range(Base.Scope, D.Seq);
-  auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
-  TensorId Mask = causalMask(B, Base, Positions, D, Padding);
-  markSdpaSkips(B, M, D, Mask);
-  for (int64_t L = 0; L < M.Layers; ++L) {
-    B.startLayer(L, M.Layers);
-    Module Layer = Base.child("layers." + std::to_string(L));
-    Module Attn = Layer.child("attention");
-    const std::string &AS = Attn.Scope;
-    TensorId Qkv = linear(B, Attn.child("query_key_value"),
-                          layerNorm(B, Layer.child("input_layernorm"), M, X), H, 3 * H,
-                          M.QkvBias);
-    // .view(b, s, heads, 3 * head_dim).transpose(1, 2).chunk(3, dim=-1)
-    std::vector<TensorId> Parts =
-        B.split(AS, splitHeads(B, AS, Qkv, M.Heads, 3 * Hd), -1, {Hd, Hd, Hd});
-    TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
-    TensorId Q = applyRotary(B, AS, Parts[0], CosL, SinL);
-    TensorId K = applyRotary(B, AS, Parts[1], CosL, SinL);
-    markKvCache(B, K, Parts[2]);
-    TensorId Merged =
-        attention(B, AS, Q, K, Parts[2], Mask, attentionScale(M), 1, EagerSoftmax::Fp32ToQuery);
-    TensorId AttnOut = linear(B, Attn.child("dense"), Merged, H, H, M.OutBias);
-
-    Module Mlp = Layer.child("mlp");
-    auto RunMlp = [&](TensorId In) {
-      TensorId Normed = layerNorm(B, Layer.child("post_attention_layernorm"), M, In);
-      TensorId Up = linear(B, Mlp.child("dense_h_to_4h"), Normed, H, M.Intermediate, true);
-      TensorId Act = activation(B, Mlp.child("act").Scope, Up, M.Act);
-      return linear(B, Mlp.child("dense_4h_to_h"), Act, M.Intermediate, H, true);
-    };
-    if (M.ParallelResidual) {
-      // mlp_output + attn_output + hidden_states, both branches reading the block input.
-      TensorId MlpOut = RunMlp(X);
-      X = B.binary(Layer.Scope, "Add", B.binary(Layer.Scope, "Add", MlpOut, AttnOut), X);
-    } else {
-      TensorId Mid = B.binary(Layer.Scope, "Add", AttnOut, X);
-      X = B.binary(Layer.Scope, "Add", RunMlp(Mid), Mid);
-    }
-  }
-  X = layerNorm(B, Base.child("final_layer_norm"), M, X,
-                M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
-  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"));
-}
-
-/// BertForMaskedLM (or BertModel with its pooler): learned positions and token types,
-/// post-LayerNorm encoder blocks, padding mask from the `attention_mask` input.
-void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
-  const int64_t H = M.Hidden;
-  Module Root;
-  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("bert");
-  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
-  TensorId TokenTypes = B.input("token_type_ids", {D.Batch, D.Seq});
-  TensorId AttnMask = B.input("attention_mask", {D.Batch, D.Seq});
-
-  Module Emb = Base.child("embeddings");
-  TensorId WordW = B.parameter(Emb.child("word_embeddings").param("weight"), {M.Vocab, H});
-  TensorId PosW = B.parameter(Emb.child("position_embeddings").param("weight"),
-                              {M.MaxPositions, H});
-  TensorId TypeW = B.parameter(Emb.child("token_type_embeddings").param("weight"),
-                               {M.TypeVocab, H});
-  // Non-persistent buffers: arange position ids, and the all-zero token types used only
-  // when the caller passes none (here it does, so that buffer has no consumer).
-  TensorId PosIds = B.stored(Emb.param("position_ids"), {1, M.MaxPositions}, DType::Int64,
-                             TensorKind::Buffer);
-  if (M.MaxPositions <= Tensor::SmallValueLimit)
-    for (int64_t I = 0; I < M.MaxPositions; ++I)
-      B.tensor(PosIds).IntValues.push_back(I);
-  TensorId TypeBuf = B.stored(Emb.param("token_type_ids"), {1, M.MaxPositions}, DType::Int64,
-                              TensorKind::Buffer);
-  B.tensor(TypeBuf).Payload.From = PayloadRef::Source::Fill;
-
-  TensorId X = B.binary(Emb.Scope, "Add",
-                        B.gather(Emb.child("word_embeddings").Scope, WordW, Ids),
-                        B.gather(Emb.child("token_type_embeddings").Scope, TypeW, TokenTypes));
-  TensorId Positions = B.slice(Emb.Scope, PosIds, 1, 0, D.Seq);
-  X = B.binary(Emb.Scope, "Add", X, B.gather(Emb.child("position_embeddings").Scope, PosW,
-                                              Positions));
-  X = layerNorm(B, Emb.child("LayerNorm"), M, X);
-
-  // create_bidirectional_mask returns no mask at all for an all-ones attention_mask (no
-  // padding), for SDPA and eager alike (allow_is_bidirectional_skip: the [batch, 1, seq,
-  // seq] mask is never built; measured: eager BERT under autocast then keeps bf16
-  // probabilities, which an fp32 mask would have promoted). A padded batch gets
-  // bidirectional_mask_function (q_idx >= 0, [1, 1, seq, 1]) & padding: a [batch, 1, seq,
-  // seq] boolean that SDPA reads, and eager attention adds as where(allowed, 0, min).
-  TensorId Ext = NoTensor;
-  if (D.Padded) {
-    TensorId Q = B.unsqueeze(Base.Scope, B.range(Base.Scope, D.Seq), {0, 1, 3});
-    TensorId Any = B.op(Base.Scope, "GreaterOrEqual", {Q, B.ints({0}, true)}, {1, 1, D.Seq, 1},
-                        DType::Bool);
-    Ext = additiveMask(B, Base.Scope,
-                       withPadding(B, Base.Scope, Any, paddingPattern(B, Base, D, AttnMask), D),
-                       D);
-  }
-
-  for (int64_t L = 0; L < M.Layers; ++L) {
-    B.startLayer(L, M.Layers);
-    Module Layer = Base.child("encoder").child("layer." + std::to_string(L));
-    Module Self = Layer.child("attention").child("self");
-    auto Project = [&](const char *Name) {
-      return splitHeads(B, Self.Scope, linear(B, Self.child(Name), X, H, H, true), M.Heads,
-                        M.HeadDim);
-    };
-    TensorId Q = Project("query"), K = Project("key"), V = Project("value");
-    TensorId Merged =
-        attention(B, Self.Scope, Q, K, V, Ext, attentionScale(M), 1, EagerSoftmax::Plain);
-    Module SelfOut = Layer.child("attention").child("output");
-    TensorId Dense = linear(B, SelfOut.child("dense"), Merged, H, H, true);
-    TensorId AttnOut = layerNorm(B, SelfOut.child("LayerNorm"), M,
-                                 B.binary(SelfOut.Scope, "Add", Dense, X));
-    Module Inter = Layer.child("intermediate");
-    TensorId Up = linear(B, Inter.child("dense"), AttnOut, H, M.Intermediate, true);
-    TensorId Act = activation(B, Inter.child("intermediate_act_fn").Scope, Up, M.Act);
-    Module Out = Layer.child("output");
-    TensorId Down = linear(B, Out.child("dense"), Act, M.Intermediate, H, true);
-    X = layerNorm(B, Out.child("LayerNorm"), M, B.binary(Out.Scope, "Add", Down, AttnOut),
-                  M.Head == HeadKind::BaseModel && L + 1 == M.Layers ? "last_hidden_state" : "");
-  }
-
-  if (M.Head == HeadKind::BaseModel) {
-    B.markOutput(X);
-    // BertPooler: tanh(dense(hidden[:, 0])). A Linear on a 2-D input exports as Gemm with
-    // the [out, in] weight; MatMul + Add keeps the one [in, out] convention of this IR.
-    Module Pooler = Base.child("pooler");
-    TensorId First = B.gather(Pooler.Scope, X, B.ints({0}, true), 1);
-    TensorId Dense = linear(B, Pooler.child("dense"), First, H, H, true);
-    B.nameNextOutput("pooler_output");
-    B.markOutput(B.unary(Pooler.child("activation").Scope, "Tanh", Dense));
-    return;
-  }
-  Module Pred = Root.child("cls").child("predictions");
-  Module Transform = Pred.child("transform");
-  TensorId T = linear(B, Transform.child("dense"), X, H, H, true);
-  T = activation(B, Transform.child("transform_act_fn").Scope, T, M.Act);
-  T = layerNorm(B, Transform.child("LayerNorm"), M, T);
-  Module Decoder = Pred.child("decoder");
-  // cls.predictions.bias is decoder.bias when tied; untied, the decoder has its own and
-  // cls.predictions.bias stays an unused parameter (as in transformers 5.x).
-  TensorId PredBias = B.parameter(Pred.param("bias"), {M.Vocab});
-  TensorId W = M.Tie ? B.transpose(Decoder.Scope, WordW, {1, 0})
-                     : B.parameter(Decoder.param("weight"), {H, M.Vocab});
-  TensorId Bias = M.Tie ? PredBias : B.parameter(Decoder.param("bias"), {M.Vocab});
-  TensorId Scores = B.matmul(Decoder.Scope, T, W);
-  B.nameNextOutput("logits");
-  B.markOutput(B.binary(Decoder.Scope, "Add", Scores, Bias));
-}
+using hf::Activation;
+using hf::ArchFamily;
+using hf::BoundDims;
+using hf::DefaultBatch;
+using hf::DefaultSeq;
+using hf::fileError;
+using hf::HeadKind;
+using hf::HfModel;
 
 //===-- Dims and the entry point ----------------------------------------------------===//
 

@@ -2,7 +2,8 @@
 //
 // Internal to the Hugging Face importer: HfConfigReader.cpp reads a `config.json` into an
 // HfModel (transformers' defaults applied, every problem reported with the file and field),
-// and HfConfigImporter.cpp builds the graph from it.
+// and HfConfigImporter.cpp (the LLaMA family) and HfGptBertFamilies.cpp (GPT-2, GPT-NeoX,
+// BERT) build the graph from it, of the blocks HfGraphParts.h declares.
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_ANALYZER_HFCONFIGMODEL_H

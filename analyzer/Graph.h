@@ -199,6 +199,13 @@ struct Graph {
   bool PaddedBatches = false;
   /// Parameters stored quantized (QLoRA's NF4 base weights), by tensor.
   std::map<TensorId, QuantizedStorage> Quantized;
+  /// Tensors a model hands every repeated block as an argument that the block's own ops do
+  /// not read (transformers' decoder layers get the `position_ids`, a view of the forward's
+  /// `arange(seq)`). Activation checkpointing keeps them with each block's inputs until its
+  /// backward (the non-reentrant checkpoint saves the layer call's arguments), where they
+  /// would otherwise be freed once the rotary tables and the mask are made. Measured: the
+  /// checkpointed decoders of tests/data/measured-hf saved seq x 8 bytes more than predicted.
+  std::vector<TensorId> BlockArguments;
   /// Tensors a strategy added as trainable adapters (LoRA A and B).
   std::vector<TensorId> AdapterParameters;
   Diagnostics Diags;

@@ -305,6 +305,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     X = B.binary(Base.Scope, "Mul", X, B.scalar(M.EmbeddingMultiplier));
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = B.range(Base.Scope, D.Seq);
+  B.blockArgument(Positions); // each decoder layer is called with position_ids
   // Gemma 3 mixes sliding-window layers into full ones: each type has its rotary tables
   // (its own base) and its mask, all made once per forward.
   TensorId Cos = NoTensor, Sin = NoTensor, Mask = NoTensor;

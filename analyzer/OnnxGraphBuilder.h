@@ -51,6 +51,8 @@ public:
   const Shape &shape(TensorId Id) const { return G.Tensors[Id].Shape; }
   DType type(TensorId Id) const { return G.Tensors[Id].Type; }
   Tensor &tensor(TensorId Id) { return G.Tensors[Id]; }
+  /// Marks X as handed to every repeated block (Graph::BlockArguments).
+  void blockArgument(TensorId X) { G.BlockArguments.push_back(X); }
 
   /// A batch input (int64: token ids, token types, masks), appended to G.Inputs.
   TensorId input(const std::string &Name, Shape S) {

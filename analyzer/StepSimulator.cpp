@@ -449,6 +449,11 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
       S->NodeInOp[N] = true;
   S->ModuleInputHolds = sim::moduleInputHolds(G, S->Ops);
   S->Spans = repeatedBlockSpans(G, S->Ops);
+  // Graph::BlockArguments: the model's forward holds them (a local it passes to every
+  // block) until its last block returns; checkpointed blocks keep them longer.
+  if (!S->Spans.empty())
+    for (TensorId Arg : G.BlockArguments)
+      S->ModuleInputHolds[S->Spans.back().Last].push_back(Arg);
   S->TensorBits.reserve(G.Tensors.size());
   for (const Tensor &T : G.Tensors)
     S->TensorBits.push_back(

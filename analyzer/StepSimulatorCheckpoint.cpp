@@ -81,6 +81,12 @@ void Simulator::planCheckpoints() {
               !G.Tensors[In].Stored && G.Tensors[In].Kind != TensorKind::Input &&
               !llvm::is_contained(Seg.Inputs, In))
             Seg.Inputs.push_back(In);
+      // What the model hands every block beside the tensors its ops read (position_ids):
+      // the checkpoint keeps the call's arguments too.
+      for (TensorId Arg : G.BlockArguments)
+        if (!G.Tensors[Arg].Stored && G.Tensors[Arg].Kind != TensorKind::Input &&
+            !llvm::is_contained(Seg.Inputs, Arg))
+          Seg.Inputs.push_back(Arg);
       Segments.push_back(std::move(Seg));
     }
     ++BlockIndex;

@@ -322,6 +322,10 @@ void ExecutorImpl::planSegments() {
         if (In != NoTensor && !Produced.count(In) && !G.Tensors[In].Stored &&
             Seen.insert(In).second)
           S.Inputs.push_back(In);
+    // Graph::BlockArguments: the block's call holds them though its ops do not read them.
+    for (TensorId Arg : G.BlockArguments)
+      if (!G.Tensors[Arg].Stored && Seen.insert(Arg).second)
+        S.Inputs.push_back(Arg);
     // A tensor escapes when an op outside the block reads it. Consumers that run no op
     // (Shape and the rest of the shape arithmetic PyTorch does on Python ints) do not
     // hold it.
@@ -605,6 +609,13 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
   E.PendingUses.assign(G.Tensors.size(), 0);
   if (!Ops.empty())
     countUses(Ops, 0, Ops.size() - 1, E);
+  // Graph::BlockArguments: the model's forward holds them until its last block returns.
+  const std::vector<BlockSpan> Spans = repeatedBlockSpans(G, Ops);
+  const size_t ArgumentsReleasedAfter =
+      Spans.empty() || G.BlockArguments.empty() ? Ops.size() : Spans.back().Last;
+  if (ArgumentsReleasedAfter < Ops.size())
+    for (TensorId Arg : G.BlockArguments)
+      ++E.PendingUses[Arg];
   std::vector<XTensor> SegmentInputs;
   XTensor Rng;
   const bool FillsKvCache = Setup.fillsKvCache(G.TrainingKvCache);
@@ -632,6 +643,10 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
       fillKvCache(OpI, E);
     if (auto Err = runOp(OpI, E, GradEnabled ? &T : nullptr))
       return Err;
+    if (OpI == ArgumentsReleasedAfter)
+      for (TensorId Arg : G.BlockArguments)
+        if (--E.PendingUses[Arg] <= 0 && !G.Tensors[Arg].IsGraphOutput)
+          E.Values[Arg] = {};
     if (Seg >= 0 && OpI == Segments[Seg].Last) {
       GradEnabled = TapeWanted;
       bool AnyGrad = false;

@@ -271,6 +271,7 @@ std::vector<int64_t> Simulator::carriedState() const {
   for (const std::vector<StorageId> &Saved : SegmentSaved)
     Ids(Saved);
   Ids(RngStates);
+  Ids(SegmentRng);
   Ids(SelectiveKeep);
   S.push_back(static_cast<int64_t>(DropoutMasks.size()));
   for (const auto &[T, Mask] : DropoutMasks) {

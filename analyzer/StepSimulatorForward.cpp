@@ -196,6 +196,7 @@ llvm::Error Simulator::forward(int MicroBatch) {
   HasBackward.assign(Ops.size(), false);
   Unpacked.assign(Ops.size(), 0);
   SegmentSaved.assign(Segments.size(), {});
+  SegmentRng.assign(Segments.size(), NoStorage);
   std::string Phase = phaseName("forward");
   size_t Seg = 0;
   static const std::vector<std::pair<size_t, TensorId>> NoKvUses;

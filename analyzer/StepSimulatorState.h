@@ -523,6 +523,10 @@ private:
   std::vector<Segment> Segments;
   std::vector<std::vector<StorageId>> SegmentSaved;
   std::vector<StorageId> RngStates;
+  /// Per segment: its RNG state copy. PyTorch 2's non-reentrant checkpoint keeps it in the
+  /// layer's frame, freed with the layer's last saved tensor (leaveCheckpoint); the
+  /// reentrant one's CheckpointFunction keeps it until the graph goes (RngStates).
+  std::vector<StorageId> SegmentRng;
   /// The key/value cache the forward fills (Graph::TrainingKvCache): copies that live
   /// until the caller drops the model's outputs, which hold the cache.
   std::vector<StorageId> KvCacheHeld;

@@ -634,7 +634,10 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
                     "checkpoint RNG state");
         Dev.zero(Rng.Buf->data(), Rng.Buf->bytes());
         Dev.copyFromHost(Rng.Buf->data(), &RandomOffset, sizeof(RandomOffset));
-        CheckpointRngStates.push_back(Rng);
+        // PyTorch 2's non-reentrant checkpoint keeps it in the layer's frame, freed after
+        // the layer's backward (below); the reentrant one until the graph goes.
+        if (Setup.torchVersionFor(G.SourceFormat) != TorchVersion::V2)
+          CheckpointRngStates.push_back(Rng);
       }
       GradEnabled = false;
     }
@@ -659,7 +662,10 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
         N.Outputs = Segments[Seg].Outputs;
         for (TensorId In : Segments[Seg].Inputs)
           N.Inputs.push_back(requiresGrad(In) ? In : NoTensor);
-        N.Backward = [this, Seg, Saved = SegmentInputs](std::vector<XTensor> &OutGrads) {
+        N.Backward = [this, Seg, Saved = SegmentInputs,
+                      FrameRng = Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V2
+                                     ? Rng
+                                     : XTensor()](std::vector<XTensor> &OutGrads) mutable {
           const Segment &S = Segments[Seg];
           Alloc.setOp("checkpoint recompute", Ops[S.First].Layer);
           std::string Phase = Alloc.phase();
@@ -706,6 +712,7 @@ llvm::Error ExecutorImpl::forward(Env &E, Tape &T) {
           for (size_t K = 0; K < S.Inputs.size(); ++K)
             if (auto It = Grads.find(S.Inputs[K]); It != Grads.end())
               InGrads[K] = std::move(It->second);
+          FrameRng = {}; // the layer's frame goes with its backward (PyTorch 2)
           return InGrads;
         };
         T.push_back(std::move(N));

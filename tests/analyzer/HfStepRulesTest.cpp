@@ -370,6 +370,26 @@ TEST(HfStepRules, CheckpointedDecoderLayersKeepThePositionIdsTheyAreCalledWith) 
   }
 }
 
+TEST(HfStepRules, NonReentrantCheckpointFreesEachLayersRngStateAfterItsBackward) {
+  // PyTorch 2's checkpoint keeps a layer's CPU RNG state copy (5,056 B) in the layer's frame,
+  // which goes with the layer's backward; torch 1.13's CheckpointFunction keeps it until the
+  // graph goes. The fp32 two-layer tiny-llama step peaks in the first layer's recompute,
+  // after the second layer's backward: one state fewer there on PyTorch 2. Measured
+  // (tests/data/measured-hf, 2 x 256 tokens, AdamW, every block checkpointed):
+  // 16,060,572 B.
+  Graph G = importPath(std::string(TRAINMEM_SOURCE_DIR) +
+                           "/tests/data/measured-hf/configs/tiny-llama.json",
+                       dims(2, 256));
+  auto peak = [&](TorchVersion V) {
+    return simulateOnCpu(G, [&](TrainingSetup &S) {
+             S.Torch = V;
+             S.Checkpoint = "blocks";
+           })
+        .Peak;
+  };
+  EXPECT_NEAR(static_cast<double>(peak(TorchVersion::V2)), 16060572.0, 16.0);
+}
+
 TEST(HfStepRules, MeanKeepsItsInputOnTorch113Only) {
   // torch 1.13's MeanBackward1 holds mean(dim)'s input (RMSNorm's pow output) to the
   // backward; 2.x holds its sizes. tiny-llama has 2 x 2 + 1 RMSNorms over [2, 32, 64] fp32.

@@ -144,6 +144,12 @@ TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed
   return B.op(S, "And", {Allowed, Padding}, {D.Batch, 1, D.Seq, D.Seq}, DType::Bool);
 }
 
+TensorId decoderPositions(OnnxGraphBuilder &B, const Module &Base, const BoundDims &D) {
+  TensorId Positions = B.range(Base.Scope, D.Seq);
+  B.blockArgument(Positions);
+  return Positions;
+}
+
 TensorId causalMask(OnnxGraphBuilder &B, const Module &Base, TensorId Positions,
                     const BoundDims &D, TensorId Padding) {
   TensorId Q = B.unsqueeze(Base.Scope, Positions, {0, 1, 3});
@@ -304,8 +310,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   if (M.Granite) // GraniteModel: inputs_embeds * embedding_multiplier
     X = B.binary(Base.Scope, "Mul", X, B.scalar(M.EmbeddingMultiplier));
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
-  TensorId Positions = B.range(Base.Scope, D.Seq);
-  B.blockArgument(Positions); // each decoder layer is called with position_ids
+  TensorId Positions = decoderPositions(B, Base, D);
   // Gemma 3 mixes sliding-window layers into full ones: each type has its rotary tables
   // (its own base) and its mask, all made once per forward.
   TensorId Cos = NoTensor, Sin = NoTensor, Mask = NoTensor;

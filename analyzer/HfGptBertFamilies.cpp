@@ -75,9 +75,7 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId Padding = paddingPattern(B, Base, D);
   TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
-  TensorId Positions = B.range(Base.Scope, D.Seq);
-  B.blockArgument(Positions); // each GPTNeoXLayer is called with position_ids (GPT-2's blocks
-                              // are not: measured, no bytes held)
+  TensorId Positions = decoderPositions(B, Base, D);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
   TensorId Mask = causalMask(B, Base, Positions, D, Padding);
   markSdpaSkips(B, M, D, Mask);

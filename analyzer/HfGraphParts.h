@@ -95,6 +95,12 @@ TensorId paddingPattern(OnnxGraphBuilder &B, const Module &Base, const BoundDims
 TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed,
                      TensorId Padding, const BoundDims &D);
 
+/// A rotary decoder's positions: cache_position = arange(seq), of which the rotary tables'
+/// position_ids are a view. Every decoder layer is called with position_ids, so the
+/// positions are a block argument (Graph::BlockArguments: checkpointing keeps them).
+/// GPT-2's blocks take none (measured: no bytes held); it uses B.range itself.
+TensorId decoderPositions(OnnxGraphBuilder &B, const Module &Base, const BoundDims &D);
+
 /// causal_mask_function over cache_position: kv_idx <= q_idx. (Mistral's sliding window
 /// only removes more positions from the same [batch, 1, seq, seq] mask.) Padding: the
 /// model's paddingPattern, or NoTensor.

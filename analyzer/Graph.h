@@ -206,6 +206,16 @@ struct Graph {
   /// would otherwise be freed once the rotary tables and the mask are made. Measured: the
   /// checkpointed decoders of tests/data/measured-hf saved seq x 8 bytes more than predicted.
   std::vector<TensorId> BlockArguments;
+  /// Tensors a Python function keeps in its local variables until it returns, past their
+  /// last use: {held, the tensor made as the function returns}. The simulator holds each
+  /// until the op that makes the second has run (in the forward and in a recomputation).
+  /// Set by the HF importer (transformers' grouped_mm experts keep the gathered rows and
+  /// the sorted expert ids, which a frozen expert weight's matmul does not save).
+  std::vector<std::pair<TensorId, TensorId>> LocalHolds;
+  /// The weights of mixture-of-experts routers (an nn.Parameter the router module applies
+  /// with F.linear, not an nn.Linear): PEFT's `all-linear` does not adapt them, nor can a
+  /// target name (PEFT refuses the module). Set by the HF importer.
+  std::vector<TensorId> RouterWeights;
   /// Tensors a strategy added as trainable adapters (LoRA A and B).
   std::vector<TensorId> AdapterParameters;
   Diagnostics Diags;

@@ -260,6 +260,16 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
   return B.reshape(S, Out, {O[0], O[1], O[2] * O[3]});
 }
 
+TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X,
+                  int64_t Width) {
+  const int64_t H = M.Hidden;
+  TensorId Gate = linear(B, Mlp.child("gate_proj"), X, H, Width, M.MlpBias);
+  TensorId Up = linear(B, Mlp.child("up_proj"), X, H, Width, M.MlpBias);
+  TensorId Act = activation(B, Mlp.child("act_fn").Scope, Gate, M.Act);
+  return linear(B, Mlp.child("down_proj"), B.binary(Mlp.Scope, "Mul", Act, Up), Width, H,
+                M.MlpBias);
+}
+
 /// The output projection of a causal LM, or the base model's last hidden state.
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
                    const Module &Head) {
@@ -408,22 +418,21 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
                            Layer.child(M.SandwichNorms ? "pre_feedforward_layernorm"
                                                        : "post_attention_layernorm"),
                            M, X);
-    TensorId Gated;
-    if (M.FusedGateUp) {
+    TensorId Down;
+    if (!M.MoeLayers.empty() && M.MoeLayers[static_cast<size_t>(L)]) {
+      Down = sparseMoe(B, Mlp, M, Normed);
+    } else if (M.FusedGateUp) {
       // Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); up * activation_fn(gate).
       TensorId GateUp = linear(B, Mlp.child("gate_up_proj"), Normed, H, 2 * M.Intermediate,
                                M.MlpBias);
       std::vector<TensorId> Parts =
           B.split(Mlp.Scope, GateUp, -1, {M.Intermediate, M.Intermediate});
       TensorId Act = activation(B, Mlp.child("activation_fn").Scope, Parts[0], M.Act);
-      Gated = B.binary(Mlp.Scope, "Mul", Parts[1], Act);
+      TensorId Gated = B.binary(Mlp.Scope, "Mul", Parts[1], Act);
+      Down = linear(B, Mlp.child("down_proj"), Gated, M.Intermediate, H, M.MlpBias);
     } else {
-      TensorId Gate = linear(B, Mlp.child("gate_proj"), Normed, H, M.Intermediate, M.MlpBias);
-      TensorId Up = linear(B, Mlp.child("up_proj"), Normed, H, M.Intermediate, M.MlpBias);
-      TensorId Act = activation(B, Mlp.child("act_fn").Scope, Gate, M.Act);
-      Gated = B.binary(Mlp.Scope, "Mul", Act, Up);
+      Down = gatedMlp(B, Mlp, M, Normed, M.Intermediate);
     }
-    TensorId Down = linear(B, Mlp.child("down_proj"), Gated, M.Intermediate, H, M.MlpBias);
     if (M.SandwichNorms || M.PostNormsOnly)
       Down = rmsNorm(B, Layer.child("post_feedforward_layernorm"), M, Down);
     if (M.Granite)

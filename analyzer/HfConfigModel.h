@@ -20,7 +20,8 @@
 
 namespace trainmem::hf {
 
-// Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2, granite.
+// Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2, granite, and the
+// mixture-of-experts decoders mixtral, qwen2_moe and qwen3_moe (HfModel::Experts).
 enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
@@ -78,6 +79,19 @@ struct HfModel {
   bool ScaleAttnWeights = true, ScaleByInverseLayerIdx = false; // GPT-2 only
   /// `use_cache` (default true): the decoder's forward fills a DynamicCache, in training too.
   bool UseCache = false;
+  /// Mixture-of-experts decoders (Mixtral, Qwen2-MoE, Qwen3-MoE): the layers MoeLayers marks
+  /// route each token to TopK of Experts gated MLPs of width MoeIntermediate (the others
+  /// keep the dense MLP of width Intermediate); Qwen2-MoE adds a shared expert of width
+  /// SharedIntermediate behind a sigmoid gate. Experts 0: a dense model.
+  int64_t Experts = 0, TopK = 0, MoeIntermediate = 0, SharedIntermediate = 0;
+  std::vector<bool> MoeLayers;
+  /// The top-k probabilities renormalised to sum to 1 (Mixtral always; Qwen's
+  /// norm_topk_prob).
+  bool NormTopK = false;
+  /// Mixtral's router upcasts its logits with `.float()` and hands the experts fp32 routing
+  /// weights (the weighted expert outputs are fp32 until the block casts its sum back);
+  /// Qwen's take softmax(dtype=float) and cast the weights back to the logits' dtype.
+  bool Fp32RoutingWeights = false;
 };
 
 /// "File: Message" as an llvm::Error.

@@ -17,8 +17,8 @@ namespace trainmem::hf {
 namespace {
 
 const char *const SupportedTypes =
-    "llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text, phi3, olmo2, granite, gpt2, "
-    "gpt_neox, bert";
+    "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
+    "phi3, olmo2, granite, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -100,6 +100,9 @@ constexpr TypeDefaults KnownTypes[] = {
     {"mistral", ArchFamily::Llama, 4096 * 32, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"qwen2", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"qwen3", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"mixtral", ArchFamily::Llama, 4096 * 32, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"qwen2_moe", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"qwen3_moe", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_act", "gelu_pytorch_tanh",
      true},
     {"phi3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
@@ -239,6 +242,58 @@ void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
                   "bidirectional attention is not modelled; causal masks assumed");
 }
 
+/// MixtralConfig's, Qwen2MoeConfig's and Qwen3MoeConfig's expert fields (transformers 5's
+/// defaults where a config leaves them out): which layers route their tokens to experts
+/// (every decoder_sparse_step-th, less mlp_only_layers), how many experts, how many per
+/// token, their width, Qwen2-MoE's shared expert.
+void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnostics &Diags) {
+  const bool Mixtral = M.ModelType == "mixtral", Qwen2 = M.ModelType == "qwen2_moe";
+  M.Experts = R.size({Mixtral ? "num_local_experts" : "num_experts"}, "the number of experts",
+                     Mixtral ? 8 : Qwen2 ? 60 : 128);
+  M.TopK = R.size({"num_experts_per_tok"}, "the experts each token is routed to",
+                  Mixtral ? 2 : Qwen2 ? 4 : 8);
+  if (M.TopK > M.Experts)
+    R.fail(llvm::formatv("field 'num_experts_per_tok' is {0}; expected at most the {1} experts",
+                         M.TopK, M.Experts));
+  // Mixtral's experts are intermediate_size wide and it has no dense MLP.
+  M.MoeIntermediate = Mixtral ? M.Intermediate
+                              : R.size({"moe_intermediate_size"}, "the width of one expert",
+                                       Qwen2 ? 1408 : 768);
+  if (Qwen2)
+    M.SharedIntermediate = R.size({"shared_expert_intermediate_size"},
+                                  "the width of the shared expert", 5632);
+  M.NormTopK = Mixtral || R.get("norm_topk_prob", false);
+  M.Fp32RoutingWeights = Mixtral;
+  const int64_t Step =
+      Mixtral ? 1 : R.size({"decoder_sparse_step"}, "every how many layers one has experts", 1);
+  M.MoeLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
+  for (size_t I = 0; I < M.MoeLayers.size(); ++I)
+    M.MoeLayers[I] = (static_cast<int64_t>(I) + 1) % Step == 0;
+  if (!Mixtral && R.present("mlp_only_layers")) {
+    const llvm::json::Array *Dense = Obj.getArray("mlp_only_layers");
+    if (!Dense)
+      R.fail("field 'mlp_only_layers' is not a list; expected the indices of the layers "
+             "without experts");
+    for (size_t I = 0; Dense && I < Dense->size(); ++I) {
+      std::optional<int64_t> L = (*Dense)[I].getAsInteger();
+      if (!L || *L < 0 || *L >= M.Layers)
+        R.fail(llvm::formatv("field 'mlp_only_layers' entry {0}: expected a layer index in "
+                             "[0, {1})",
+                             I, M.Layers));
+      else
+        M.MoeLayers[static_cast<size_t>(*L)] = false;
+    }
+  }
+  if (R.get("output_router_logits", false))
+    Diags.warning("unsupported-field", "output_router_logits",
+                  "the router's load-balancing loss is not modelled (each layer's [tokens, "
+                  "experts] logits kept for it); the prediction is of the step without it");
+  if (Mixtral && R.get("router_jitter_noise", 0.0) > 0)
+    Diags.warning("unsupported-field", "router_jitter_noise",
+                  "the router's jitter (the block's input multiplied by uniform noise in "
+                  "training) is not modelled");
+}
+
 } // namespace
 
 llvm::Error fileError(llvm::StringRef File, const llvm::Twine &Message) {
@@ -310,17 +365,20 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
 
   switch (M.Family) {
   case ArchFamily::Llama:
-    // Qwen2 hard-codes biases on q/k/v only; Mistral and Phi-3 have none whatever the
-    // config says.
+    // Qwen2 hard-codes biases on q/k/v only, Qwen2-MoE has them unless qkv_bias is false;
+    // Mistral, Mixtral and Phi-3 have none whatever the config says.
     if (M.ModelType == "qwen2") {
       M.QkvBias = true;
-    } else if (M.ModelType != "mistral" && M.ModelType != "phi3") {
+    } else if (M.ModelType == "qwen2_moe") {
+      M.QkvBias = R.get("qkv_bias", true);
+    } else if (M.ModelType != "mistral" && M.ModelType != "mixtral" && M.ModelType != "phi3") {
       M.QkvBias = M.OutBias = R.get("attention_bias", false);
       M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
     }
     M.GemmaNorm =
         M.ModelType == "gemma" || M.ModelType == "gemma2" || M.ModelType == "gemma3_text";
-    M.QkNorm = M.ModelType == "qwen3" || M.ModelType == "gemma3_text" || M.ModelType == "olmo2";
+    M.QkNorm = M.ModelType == "qwen3" || M.ModelType == "qwen3_moe" ||
+               M.ModelType == "gemma3_text" || M.ModelType == "olmo2";
     M.PostNormsOnly = M.QkNormWhole = M.NormWeightInFp32 = M.RopeInFp32 =
         M.ModelType == "olmo2";
     if (M.ModelType == "granite") {
@@ -334,12 +392,14 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     }
     if (M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
       readGemma(R, Obj, M, Diags);
+    if (M.ModelType == "mixtral" || M.ModelType.ends_with("_moe"))
+      readMoe(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
     readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",
              1.0);
     // null (Mistral v0.2 on) or absent: no window. Qwen2 and Qwen3 use it only when asked.
-    if (M.ModelType == "mistral" || M.ModelType == "phi3" ||
+    if (M.ModelType == "mistral" || M.ModelType == "mixtral" || M.ModelType == "phi3" ||
         (M.ModelType.starts_with("qwen") && R.get("use_sliding_window", false)))
       M.SlidingWindow = Obj.getInteger("sliding_window").value_or(0);
     break;

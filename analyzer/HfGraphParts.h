@@ -153,6 +153,14 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
 /// head_dim ** -0.5, the `scaling` of every eager attention in transformers 5.x.
 inline double attentionScale(const HfModel &M) { return 1.0 / std::sqrt(double(M.HeadDim)); }
 
+/// LlamaMLP on X: down_proj(act_fn(gate_proj(x)) * up_proj(x)), Width wide.
+TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X,
+                  int64_t Width);
+
+/// The sparse mixture-of-experts block of Mixtral, Qwen2-MoE and Qwen3-MoE on X [batch,
+/// seq, hidden] (HfMoeBlocks.cpp).
+TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X);
+
 /// The output projection of a causal LM, or the base model's last hidden state.
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
                    const Module &Head);

@@ -12,6 +12,7 @@
 
 #include "analyzer/Graph.h"
 
+#include <cassert>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -53,6 +54,18 @@ public:
   Tensor &tensor(TensorId Id) { return G.Tensors[Id]; }
   /// Marks X as handed to every repeated block (Graph::BlockArguments).
   void blockArgument(TensorId X) { G.BlockArguments.push_back(X); }
+  /// Holds T until the op that makes Until has run (Graph::LocalHolds).
+  void holdUntil(TensorId T, TensorId Until) { G.LocalHolds.emplace_back(T, Until); }
+  /// Marks W as a mixture-of-experts router's weight (Graph::RouterWeights).
+  void routerWeight(TensorId W) { G.RouterWeights.push_back(W); }
+  /// Puts the node added last, which produced Out, in Domain (an op outside the default
+  /// ONNX domain). (Producers are linked only by G.finalize().)
+  void setDomain(TensorId Out, std::string Domain) {
+    assert(!G.Nodes.empty() && !G.Nodes.back().Outputs.empty() &&
+           G.Nodes.back().Outputs[0] == Out && "not the last node's output");
+    (void)Out;
+    G.Nodes.back().Domain = std::move(Domain);
+  }
 
   /// A batch input (int64: token ids, token types, masks), appended to G.Inputs.
   TensorId input(const std::string &Name, Shape S) {

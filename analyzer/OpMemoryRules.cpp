@@ -288,6 +288,34 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       SaveIn(1);
     return R;
   }
+  if (K == "GroupedMatMul") {
+    // torch's _grouped_mm (transformers' mixture-of-experts experts): keeps each operand
+    // for the other's gradient and the group offsets, an int32 per expert (made from the
+    // sorted expert ids, which are not kept).
+    if (Needs(1))
+      SaveIn(0);
+    if (Needs(0))
+      SaveIn(1);
+    if (Needs(0) || Needs(1)) {
+      const Tensor &W = Ctx.G.Tensors[In(1)];
+      SaveExtra(W.Shape.empty() ? 4 : W.Shape.front() * 4, "group offsets");
+    }
+    R.GradInputBytes[2] = 0;
+    return R;
+  }
+  if (K == "TopK") {
+    // topk keeps its indices; the backward scatters the values' gradient into zeros of
+    // the input's shape.
+    if (Needs(0))
+      SaveOut(1);
+    R.GradInputBytes[1] = 0;
+    return R;
+  }
+  if (K == "ScatterElements") {
+    SaveIn(1); // the indices, for the gradients of data and updates
+    R.GradInputBytes[1] = 0;
+    return R;
+  }
   if (K == "Add" || K == "Sum") {
     for (size_t I = 0; I < NIn; ++I)
       if (Needs(I) && Ctx.elements(In(I)) == Ctx.elements(Op.Outputs[0]))
@@ -307,6 +335,21 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       isScalarConstantTensor(Ctx, In(1)) ? SaveScalar() : SaveIn(1);
     if (Needs(1))
       isScalarConstantTensor(Ctx, In(0)) ? SaveScalar() : SaveIn(0);
+    // MulBackward0 returns grad * other and grad * self in the output's dtype and shape and
+    // releases its saved tensors; the engine (validate_outputs) then casts each product to
+    // its input's dtype and sums it to its input's shape. So the peak holds both products
+    // and the saved tensors, not yet the gradients made from them: a product the input does
+    // not take as it is counts as scratch less that gradient (the simulator holds both at
+    // one point). Measured on torch 2.15: Mixtral's bf16 expert outputs times its fp32
+    // routing weights [S, 1] (the two fp32 [S, hidden] products, then the bf16 gradient).
+    if (!Op.Outputs.empty() && Op.Outputs[0] != NoTensor) {
+      const TensorId Out = Op.Outputs[0];
+      const int64_t Product = Ctx.bytes(Out);
+      for (size_t I = 0; I < 2 && I < NIn; ++I)
+        if (Needs(I) && !isScalarConstantTensor(Ctx, In(1 - I)) &&
+            (Ctx.TypeOf[In(I)] != Ctx.TypeOf[Out] || Ctx.elements(In(I)) < Ctx.elements(Out)))
+          R.BackwardTransient += std::max<int64_t>(0, Product - R.GradInputBytes[I]);
+    }
     return R;
   }
   if (K == "Div") {

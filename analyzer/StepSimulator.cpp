@@ -455,6 +455,17 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
   if (!S->Spans.empty())
     for (TensorId Arg : G.BlockArguments)
       S->ModuleInputHolds[S->Spans.back().Last].push_back(Arg);
+  // Graph::LocalHolds: a function's locals, held until the op that makes what it returns.
+  if (!G.LocalHolds.empty()) {
+    std::vector<int64_t> OpMaking(G.Tensors.size(), -1);
+    for (size_t I = 0; I < S->Ops.size(); ++I)
+      for (TensorId O : S->Ops[I].Outputs)
+        if (O != NoTensor)
+          OpMaking[O] = static_cast<int64_t>(I);
+    for (auto [Held, Until] : G.LocalHolds)
+      if (Held != NoTensor && Until != NoTensor && OpMaking[Until] >= 0)
+        S->ModuleInputHolds[static_cast<size_t>(OpMaking[Until])].push_back(Held);
+  }
   S->TensorBits.reserve(G.Tensors.size());
   for (const Tensor &T : G.Tensors)
     S->TensorBits.push_back(

@@ -110,38 +110,40 @@ void Simulator::planCheckpoints() {
                   "(names like h.0 or layers.3); simulated without checkpointing");
 }
 
+size_t Simulator::recomputeStop(size_t Seg) {
+  const Segment &S = Segments[Seg];
+  size_t Last = S.Last;
+  if (!Ctx.Torch2)
+    return Last;
+  auto SavesSomething = [&](size_t I) {
+    bool AnyGrad = false;
+    for (TensorId In : Ops[I].Inputs)
+      AnyGrad |= In != NoTensor && Ctx.RequiresGrad[In];
+    return AnyGrad && !ruleFor(I).Saved.empty();
+  };
+  while (Last > S.First && !SavesSomething(Last))
+    --Last;
+  return Last;
+}
+
 void Simulator::recompute(size_t Seg, const std::string &Phase) {
   const Segment &S = Segments[Seg];
   // PyTorch 2's non-reentrant checkpoint (use_reentrant=False, what transformers 5
   // passes) recomputes only until the last tensor the backward will unpack is saved
   // (early stop: the block's trailing ops are not rerun) and keeps only those tensors; the
   // reentrant one (torch 1.13's default, the fixtures') reruns the whole segment and holds
-  // its outputs while it runs backward through them.
+  // its outputs while it runs backward through them. The backward has already run
+  // through the trailing ops (their autograd nodes from the forward save nothing).
   const bool NonReentrant = Ctx.Torch2;
-  size_t Last = S.Last;
+  const size_t Last = recomputeStop(Seg);
   bool StopBeforeLast = false;
   if (NonReentrant) {
-    auto SavesSomething = [&](size_t I) {
-      bool AnyGrad = false;
-      for (TensorId In : Ops[I].Inputs)
-        AnyGrad |= In != NoTensor && Ctx.RequiresGrad[In];
-      return AnyGrad && !ruleFor(I).Saved.empty();
-    };
-    while (Last > S.First && !SavesSomething(Last))
-      --Last;
     // Autograd packs an op's inputs before its kernel runs and its outputs after: when
     // the last op saves inputs only (a linear keeps its input and weight), the
     // recomputation stops as it packs them, before that op allocates its output.
     StopBeforeLast = llvm::none_of(ruleFor(Last).Saved, [](const SavedItem &Item) {
       return Item.What != SavedItem::Input;
     });
-    // The ops not rerun still have their autograd nodes from the forward (which ran with
-    // grad enabled, its saved tensors dropped): they save nothing, so their backward needs
-    // no recomputation.
-    for (size_t I = Last + 1; I <= S.Last; ++I)
-      for (TensorId In : Ops[I].Inputs)
-        if (In != NoTensor && Ctx.RequiresGrad[In])
-          HasBackward[I] = true;
   }
   for (size_t I = S.First; I <= S.Last; ++I) {
     for (TensorId In : Ops[I].Inputs)
@@ -179,6 +181,16 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
         ++Values[T].PendingUses;
         if (I > Last)
           HeldPastStop.push_back(T);
+      }
+  // A recomputed tensor that an op past the stop reads (the decoder layer's residual,
+  // added back after the MLP) is held by the frame that will read it until the
+  // recomputation stops and unwinds. Measured: Mixtral's block stops in its last gather,
+  // with the layer's residual still held (131,072 B of the bf16 checkpointed step's peak).
+  for (size_t I = Last + 1; NonReentrant && I <= S.Last; ++I)
+    for (TensorId In : Structure->DistinctInputs[I])
+      if (In != NoTensor && IsRecomputed(In)) {
+        ++Values[In].PendingUses;
+        HeldPastStop.push_back(In);
       }
   auto ReleaseHold = [&](TensorId T) {
     if (--Values[T].PendingUses <= 0 && !graphOutput(T))

@@ -420,6 +420,11 @@ private:
   void planDropout();
   void enterCheckpoint(size_t Seg, const std::string &Phase);
   void recompute(size_t Seg, const std::string &Phase);
+  /// The last op of segment Seg that the recomputation reruns: with PyTorch 2's
+  /// non-reentrant checkpoint, the last that saves a tensor for the backward (the
+  /// recomputation starts when the backward first unpacks one and stops once all are
+  /// saved again); with the reentrant one, the segment's last op.
+  size_t recomputeStop(size_t Seg);
   void leaveCheckpoint(size_t Seg);
   void applyDropout(size_t OpI, bool Save, const std::string &Phase);
   void loss();

@@ -39,6 +39,10 @@ std::vector<LinearSite> linearSites(const Graph &G) {
     TensorId W = weightParameter(G, Nd.Inputs[1]);
     if (W == NoTensor || weightParameter(G, Nd.Inputs[0]) != NoTensor)
       continue;
+    // A mixture-of-experts router is not an nn.Linear: PEFT neither adapts it under
+    // all-linear nor accepts it as a target.
+    if (llvm::is_contained(G.RouterWeights, W))
+      continue;
     LinearSite S{N, N, Nd.Inputs[0], Nd.Outputs[0], W, Nd.LayerPath};
     const auto &C = G.Tensors[S.Output].Consumers;
     if (Nd.OpType == "MatMul" && C.size() == 1 && G.Nodes[C[0]].OpType == "Add") {
@@ -72,10 +76,14 @@ std::string lastComponent(const std::string &Module) {
 
 std::vector<std::string> defaultLoraTargets(const Graph &G) {
   // peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING. A
-  // Hugging Face model type missing from it (peft 0.21: phi3, olmo2, granite) has no
-  // default: get_peft_model raises, so the user must name the modules here too.
+  // Hugging Face model type missing from it (peft 0.21: phi3, olmo2, granite, qwen2_moe,
+  // qwen3_moe) has no default: get_peft_model raises, so the user must name the modules
+  // here too. So does mixtral's, measured with peft 0.21.2 and transformers 5.24 (its
+  // conversion of v4 configs for v5's fused experts leaves it no target modules).
   if (G.SourceFormat == "hf-config" &&
-      (G.Architecture == "phi3" || G.Architecture == "olmo2" || G.Architecture == "granite"))
+      (G.Architecture == "phi3" || G.Architecture == "olmo2" || G.Architecture == "granite" ||
+       G.Architecture == "mixtral" || G.Architecture == "qwen2_moe" ||
+       G.Architecture == "qwen3_moe"))
     return {};
   std::set<std::string> Names;
   for (const LinearSite &S : linearSites(G))

@@ -4,6 +4,7 @@
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/StepSimulator.h"
 #include "support/GraphBuilder.h"
+#include "support/HfConfigTestSupport.h"
 
 #include <gtest/gtest.h>
 
@@ -188,4 +189,24 @@ TEST(LoraTransform, QloraStoresBaseLinearsInNf4AndKeepsTheHead) {
   for (const CensusParameter &P : C->Parameters)
     HeadQuantized |= P.Name == "lm_head.weight" && P.Quantized.has_value();
   EXPECT_FALSE(HeadQuantized);
+}
+
+TEST(LoraTransform, MixtureOfExpertsRoutersAreNotLinears) {
+  // transformers 5's routers apply an nn.Parameter with F.linear and its experts are 3-D
+  // tensors: PEFT's all-linear adapts the attention alone (and Qwen2-MoE's shared expert),
+  // and its default for these model types raises.
+  Graph G = trainmem::testing::importSample("mixtral-8x7b", trainmem::testing::dims(1, 64));
+  EXPECT_TRUE(defaultLoraTargets(G).empty());
+  std::string E = loraError(G, {"gate"});
+  EXPECT_NE(E.find("matches no linear layer"), std::string::npos) << E;
+  LoraSetup All;
+  All.Targets = {"all-linear"};
+  auto L = applyLora(G, All);
+  ASSERT_TRUE(static_cast<bool>(L)) << llvm::toString(L.takeError());
+  EXPECT_EQ(countNamed(*L, "lora_A"), 32 * 4); // q, k, v, o in each of the 32 layers
+  EXPECT_EQ(countNamed(*L, "mlp.gate.lora_A"), 0);
+  Graph Qwen2 = trainmem::testing::importSample("qwen1.5-moe-a2.7b", trainmem::testing::dims(1, 64));
+  auto L2 = applyLora(Qwen2, All);
+  ASSERT_TRUE(static_cast<bool>(L2)) << llvm::toString(L2.takeError());
+  EXPECT_EQ(countNamed(*L2, "lora_A"), 24 * (4 + 3 + 1)); // attention, shared expert, its gate
 }

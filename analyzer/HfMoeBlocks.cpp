@@ -1,0 +1,118 @@
+//===- HfMoeBlocks.cpp - the mixture-of-experts blocks of transformers 5 ---------===//
+//
+// MixtralSparseMoeBlock, Qwen2MoeSparseMoeBlock and Qwen3MoeSparseMoeBlock as transformers
+// 5.24 trains them. The router (an nn.Parameter [experts, hidden] applied with F.linear)
+// takes an fp32 softmax over the experts and the top k, renormalised where the model
+// says. The experts run through transformers' default implementation, `grouped_mm`
+// (integrations/moe.py, grouped_mm_experts_forward): the token-expert pairs sorted by
+// expert, each pair's hidden state gathered, two grouped matmuls against the
+// [experts, out, in] weights with the gated activation between, the routing weights
+// applied, the pairs put back in token order and summed per token. Every shape is set by
+// the tokens and k (S = tokens x k rows), not by which experts the router picks, so the
+// memory of the block is exact without assumptions about the load balance.
+//
+// The grouped matmul has no ONNX operator: it is GroupedMatMul of the domain
+// "ai.trainmem" (inputs: the rows [S, in], the weights as the kernel reads them
+// [experts, in, out], each row's expert in ascending order [S]; output [S, out]).
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/HfGraphParts.h"
+
+namespace trainmem::hf {
+namespace {
+
+/// _grouped_linear(input, weight, offs) with weight [E, out, in]: grouped_mm against
+/// weight.transpose(-2, -1), a view.
+TensorId groupedLinear(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId W,
+                       TensorId SortedExperts) {
+  TensorId Wt = B.transpose(S, W, {0, 2, 1});
+  TensorId Y = B.op(S, "GroupedMatMul", {X, Wt, SortedExperts}, {B.shape(X)[0], B.shape(W)[1]},
+                    DType::Float32);
+  B.setDomain(Y, "ai.trainmem");
+  return Y;
+}
+
+} // namespace
+
+TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X) {
+  const Shape In = B.shape(X);
+  const int64_t H = M.Hidden, E = M.Experts, K = M.TopK, I = M.MoeIntermediate;
+  const int64_t T = In[0] * In[1], S = T * K;
+  const std::string &BS = Mlp.Scope;
+  TensorId Flat = B.reshape(BS, X, {T, H}); // hidden_states.view(-1, hidden_dim)
+  // Qwen2-MoE runs its shared expert (a LlamaMLP) first.
+  TensorId Shared = M.SharedIntermediate > 0
+                        ? gatedMlp(B, Mlp.child("shared_expert"), M, Flat, M.SharedIntermediate)
+                        : NoTensor;
+
+  // The router: logits = F.linear(x, weight), probabilities in fp32 (Mixtral:
+  // softmax(logits.float()); Qwen: softmax(logits, dtype=torch.float)), their top k.
+  Module Gate = Mlp.child("gate");
+  const std::string &GS = Gate.Scope;
+  TensorId RouterW = B.parameter(Gate.param("weight"), {H, E});
+  B.routerWeight(RouterW);
+  TensorId Logits = B.matmul(GS, Flat, RouterW);
+  TensorId Probs;
+  if (M.Fp32RoutingWeights) {
+    Probs = B.op(GS, "Softmax", {B.upcastToFp32(GS, Logits)}, {T, E}, DType::Float32,
+                 {{"axis", int64_t{-1}}});
+  } else {
+    Probs = B.op(GS, "Softmax", {Logits}, {T, E}, DType::Float32, {{"axis", int64_t{-1}}});
+    B.tensor(Probs).UpcastToFp32 = true;
+  }
+  std::vector<TensorId> Top =
+      B.node(GS, "TopK", {Probs, B.ints({K})}, {{T, K}, {T, K}}, DType::Float32,
+             {{"axis", int64_t{-1}}, {"largest", int64_t{1}}, {"sorted", int64_t{1}}});
+  B.tensor(Top[1]).Type = DType::Int64;
+  TensorId Weights = Top[0];
+  if (M.NormTopK) { // router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
+    TensorId Sum = B.op(GS, "ReduceSum", {Weights, B.ints({-1})}, {T, 1}, DType::Float32,
+                        {{"keepdims", int64_t{1}}});
+    Weights = B.binary(GS, "Div", Weights, Sum);
+  }
+  if (!M.Fp32RoutingWeights) // router_top_value.to(router_logits.dtype)
+    Weights = B.castLike(GS, Weights, Logits);
+
+  // grouped_mm_experts_forward.
+  Module Experts = Mlp.child("experts");
+  const std::string &ES = Experts.Scope;
+  TensorId PairWeights = B.reshape(ES, Weights, {S});
+  TensorId PairExperts = B.reshape(ES, Top[1], {S});
+  // expert_ids_g, perm = torch.sort(expert_ids): a TopK of all S, smallest first.
+  std::vector<TensorId> Sorted =
+      B.node(ES, "TopK", {PairExperts, B.ints({S})}, {{S}, {S}}, DType::Int64,
+             {{"axis", int64_t{0}}, {"largest", int64_t{0}}, {"sorted", int64_t{1}}});
+  TensorId SortedExperts = Sorted[0], Perm = Sorted[1];
+  TensorId Tokens = B.binary(ES, "Div", Perm, B.ints({K}, true)); // perm // num_top_k
+  TensorId Rows = B.gather(ES, Flat, Tokens);                      // [S, hidden]
+  TensorId RowWeights = B.gather(ES, PairWeights, Perm);           // sample_weights[perm]
+  TensorId GateUp = groupedLinear(
+      B, ES, Rows, B.parameter(Experts.param("gate_up_proj"), {E, 2 * I, H}), SortedExperts);
+  // _default_apply_gate: gate, up = chunk(2, dim=-1); act_fn(gate) * up.
+  std::vector<TensorId> Parts = B.split(ES, GateUp, -1, {I, I});
+  TensorId Gated = B.binary(ES, "Mul", activation(B, ES, Parts[0], M.Act), Parts[1]);
+  TensorId Out = groupedLinear(B, ES, Gated,
+                               B.parameter(Experts.param("down_proj"), {E, H, I}), SortedExperts);
+  TensorId Weighted = B.binary(ES, "Mul", Out, B.unsqueeze(ES, RowWeights, {1}));
+  // inv_perm = empty_like(perm); inv_perm[perm] = arange(S): the pairs back in token order.
+  TensorId Arange = B.range(ES, S);
+  TensorId InvPerm =
+      B.op(ES, "ScatterElements", {Arange, Perm, Arange}, {S}, DType::Int64, {{"axis", int64_t{0}}});
+  TensorId Restored = B.reshape(ES, B.gather(ES, Weighted, InvPerm), {T, K, H});
+  TensorId Summed = B.op(ES, "ReduceSum", {Restored, B.ints({1})}, {T, H}, DType::Float32,
+                         {{"keepdims", int64_t{0}}});
+  // The function's locals outlive their last use until it returns: the gathered rows
+  // (which a frozen gate_up_proj's matmul does not keep) and the sorted expert ids.
+  B.holdUntil(Rows, Summed);
+  B.holdUntil(SortedExperts, Summed);
+  TensorId Y = B.castLike(ES, Summed, Flat); // .to(hidden_states.dtype)
+
+  if (Shared != NoTensor) { // sigmoid(shared_expert_gate(x)) * shared_expert(x), added
+    Module SharedGate = Mlp.child("shared_expert_gate");
+    TensorId G = B.unary(SharedGate.Scope, "Sigmoid", linear(B, SharedGate, Flat, H, 1, false));
+    Y = B.binary(BS, "Add", Y, B.binary(BS, "Mul", G, Shared));
+  }
+  return B.reshape(BS, Y, In);
+}
+
+} // namespace trainmem::hf

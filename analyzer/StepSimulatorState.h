@@ -63,7 +63,7 @@ using StorageId = int32_t;
 
 inline bool isMatmulKind(llvm::StringRef Kind) {
   return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
-         Kind == "ConvTranspose";
+         Kind == "ConvTranspose" || Kind == "GroupedMatMul";
 }
 constexpr StorageId NoStorage = -1;
 

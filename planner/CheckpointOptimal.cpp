@@ -44,7 +44,7 @@ namespace {
 /// The simulator's selective policy keeps the outputs of these ops (its isMatmulKind).
 bool keptBySelectivePolicy(const std::string &Kind) {
   return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
-         Kind == "ConvTranspose";
+         Kind == "ConvTranspose" || Kind == "GroupedMatMul";
 }
 
 int64_t numel(const Graph &G, TensorId T) {
@@ -83,7 +83,10 @@ constexpr int64_t Buckets = 16384;
 int64_t forwardFlops(const Graph &G, const SimOp &Op) {
   TensorId Out = Op.Outputs.empty() ? NoTensor : Op.Outputs[0];
   TensorId In0 = Op.Inputs.empty() ? NoTensor : Op.Inputs[0];
-  if (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Gemm")
+  // A grouped matmul (mixture-of-experts experts) multiplies each of its rows by one
+  // expert's matrix: as many multiply-adds as one matmul of all the rows.
+  if (Op.Kind == "Linear" || Op.Kind == "MatMul" || Op.Kind == "Gemm" ||
+      Op.Kind == "GroupedMatMul")
     return 2 * numel(G, Out) * dimFromEnd(G, In0, 1);
   if ((Op.Kind == "Conv" || Op.Kind == "ConvTranspose") && Op.Inputs.size() >= 2) {
     TensorId W = Op.Inputs[1];

@@ -330,3 +330,22 @@ TEST(CheckpointOptimal, CountsMatmulFlopsFromShapes) {
   EXPECT_EQ(formatFlops(1234), "1.23 kFLOP");
   EXPECT_EQ(formatFlops(999), "999 FLOP");
 }
+
+TEST(CheckpointOptimal, CountsTheExpertsGroupedMatmulsAsMatmuls) {
+  // Mixtral-8x7B at 1 x 64 tokens: each layer's two grouped matmuls multiply tokens x 2
+  // rows by one expert's [4096, 2 x 14336] and [14336, 4096] matrices; recompute costs and
+  // the selective policy count them as matmuls.
+  ImportOptions O;
+  O.Dims = {{"batch", 1}, {"seq", 64}};
+  auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/mixtral-8x7b/config.json", O);
+  ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
+  int64_t Grouped = 0, Count = 0;
+  for (const SimOp &Op : buildSimOps(*G, G->DeclaredFusedAttention))
+    if (Op.Kind == "GroupedMatMul") {
+      Grouped += forwardFlops(*G, Op);
+      ++Count;
+    }
+  EXPECT_EQ(Count, 2 * 32);
+  const int64_t Rows = 64 * 2, H = 4096, I = 14336;
+  EXPECT_EQ(Grouped, 32 * (2 * Rows * H * 2 * I + 2 * Rows * I * H));
+}

@@ -86,6 +86,9 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   TensorId Tokens = B.binary(ES, "Div", Perm, B.ints({K}, true)); // perm // num_top_k
   TensorId Rows = B.gather(ES, Flat, Tokens);                      // [S, hidden]
   TensorId RowWeights = B.gather(ES, PairWeights, Perm);           // sample_weights[perm]
+  // The group offsets: torch.histc of the sorted ids as floats (CPU; int32 on CUDA), then
+  // a cumsum, both [experts] (left out, as small as the offsets GroupedMatMul keeps).
+  TensorId HistcInput = B.upcastToFp32(ES, SortedExperts);
   TensorId GateUp = groupedLinear(
       B, ES, Rows, B.parameter(Experts.param("gate_up_proj"), {E, 2 * I, H}), SortedExperts);
   // _default_apply_gate: gate, up = chunk(2, dim=-1); act_fn(gate) * up.
@@ -102,9 +105,12 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   TensorId Summed = B.op(ES, "ReduceSum", {Restored, B.ints({1})}, {T, H}, DType::Float32,
                          {{"keepdims", int64_t{0}}});
   // The function's locals outlive their last use until it returns: the gathered rows
-  // (which a frozen gate_up_proj's matmul does not keep) and the sorted expert ids.
+  // (which a frozen gate_up_proj's matmul does not keep), the sorted expert ids and the
+  // fp32 copy of them that torch.histc counts on the CPU (on CUDA it counts int32 ids:
+  // the same 4 bytes each).
   B.holdUntil(Rows, Summed);
   B.holdUntil(SortedExperts, Summed);
+  B.holdUntil(HistcInput, Summed);
   TensorId Y = B.castLike(ES, Summed, Flat); // .to(hidden_states.dtype)
 
   if (Shared != NoTensor) { // sigmoid(shared_expert_gate(x)) * shared_expert(x), added
@@ -112,7 +118,11 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
     TensorId G = B.unary(SharedGate.Scope, "Sigmoid", linear(B, SharedGate, Flat, H, 1, false));
     Y = B.binary(BS, "Add", Y, B.binary(BS, "Mul", G, Shared));
   }
-  return B.reshape(BS, Y, In);
+  TensorId Block = B.reshape(BS, Y, In);
+  // `_, routing_weights, selected_experts = self.gate(x)`: the block's forward holds the
+  // router's logits until it returns.
+  B.holdUntil(Logits, Block);
+  return Block;
 }
 
 } // namespace trainmem::hf

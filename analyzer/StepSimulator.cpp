@@ -141,10 +141,28 @@ void Simulator::propagateRequiresGrad() {
   TensorId InputEmbeddings = NoTensor;
   if (G.SourceFormat == "hf-config" && Setup.Checkpoint != "none" && !Setup.ZerothOrder) {
     const TensorId Ids = G.findTensor("input_ids");
-    for (const SimOp &Op : Ops)
-      if (Op.Kind == "Gather" && Op.Inputs.size() == 2 && Op.Inputs[1] == Ids &&
+    for (size_t GI = 0; GI < Ops.size(); ++GI)
+      if (const SimOp &Op = Ops[GI];
+          Op.Kind == "Gather" && Op.Inputs.size() == 2 && Op.Inputs[1] == Ids &&
           Ids != NoTensor && ParamIndex.count(Op.Inputs[0]) && !Op.Outputs.empty()) {
+        // The hook sees the embedding module's output: past the ops the module runs after
+        // its lookup (Gemma scales by sqrt(hidden) inside it).
         InputEmbeddings = Op.Outputs[0];
+        for (size_t I = GI + 1; I < Ops.size(); ++I)
+          if (Ops[I].Layer == Op.Layer && !Ops[I].Outputs.empty() &&
+              llvm::is_contained(Ops[I].Inputs, InputEmbeddings))
+            InputEmbeddings = Ops[I].Outputs[0];
+        // A frozen embedding's output is a leaf then, which autograd's AccumulateGrad keeps
+        // until the backward reaches it. Measured: GPT-2 with its first block frozen and
+        // checkpointing (the leaf is added to the position embeddings, so nothing else
+        // keeps it) saved 262,144 B more than predicted without this.
+        if (!Census.Parameters[*ParamIndex.find(Op.Inputs[0])].Trainable)
+          EmbeddingLeaf = InputEmbeddings;
+        break;
+      }
+    for (size_t I = 0; EmbeddingLeaf != NoTensor && I < Ops.size(); ++I)
+      if (llvm::is_contained(Ops[I].Inputs, EmbeddingLeaf)) {
+        EmbeddingLeafConsumer = I;
         break;
       }
   }

@@ -498,6 +498,16 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       SavedBy[OpI].push_back(S);
     }
   }
+  if (Save && OpI == EmbeddingLeafConsumer) {
+    // The leaf's AccumulateGrad node, which this op's backward feeds, holds it.
+    if (StorageId S = storageOf(EmbeddingLeaf); S != NoStorage &&
+                                               !llvm::is_contained(SavedBy[OpI], S)) {
+      Mem.retain(S);
+      if (Mem[S].Category == Cat::Temporaries)
+        Mem.recategorize(S, Cat::Activations);
+      SavedBy[OpI].push_back(S);
+    }
+  }
   if (const int64_t Scratch =
           Rule.ForwardTransient + (AnyGrad ? 0 : Rule.ForwardTransientUnlessSaved)) {
     StorageId S = Mem.alloc(Scratch, Cat::Temporaries, llvm::Twine(Op.Name) + " scratch",

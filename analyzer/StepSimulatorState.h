@@ -506,6 +506,11 @@ private:
   std::vector<StorageId> ParamGrad;
   std::vector<StorageId> GradOf;
   TensorId LossLogits = NoTensor;
+  /// The input embeddings' output when transformers' enable_input_require_grads() makes a
+  /// frozen embedding's output a leaf that requires grad: the AccumulateGrad node of its
+  /// first consumer's backward holds it until that backward (propagateRequiresGrad).
+  TensorId EmbeddingLeaf = NoTensor;
+  size_t EmbeddingLeafConsumer = SIZE_MAX; ///< the first op that reads EmbeddingLeaf
   StorageId LogSoftmax = NoStorage, TotalWeight = NoStorage, LossValue = NoStorage;
   StorageId LossTarget = NoStorage; ///< shifted labels nll_loss keeps (Graph::LossShiftsLabels)
   int64_t LossRows = 0, LossClasses = 0;

@@ -342,13 +342,13 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     // not take as it is counts as scratch less that gradient (the simulator holds both at
     // one point). Measured on torch 2.15: Mixtral's bf16 expert outputs times its fp32
     // routing weights [S, 1] (the two fp32 [S, hidden] products, then the bf16 gradient).
-    if (!Op.Outputs.empty() && Op.Outputs[0] != NoTensor) {
+    if (NIn == 2 && !Op.Outputs.empty() && Op.Outputs[0] != NoTensor) {
       const TensorId Out = Op.Outputs[0];
-      const int64_t Product = Ctx.bytes(Out);
-      for (size_t I = 0; I < 2 && I < NIn; ++I)
-        if (Needs(I) && !isScalarConstantTensor(Ctx, In(1 - I)) &&
-            (Ctx.TypeOf[In(I)] != Ctx.TypeOf[Out] || Ctx.elements(In(I)) < Ctx.elements(Out)))
-          R.BackwardTransient += std::max<int64_t>(0, Product - R.GradInputBytes[I]);
+      for (size_t I = 0; I < 2; ++I)
+        if (Needs(I) &&
+            (Ctx.TypeOf[In(I)] != Ctx.TypeOf[Out] || Ctx.elements(In(I)) < Ctx.elements(Out)) &&
+            !isScalarConstantTensor(Ctx, In(1 - I)))
+          R.BackwardTransient += std::max<int64_t>(0, Ctx.bytes(Out) - R.GradInputBytes[I]);
     }
     return R;
   }

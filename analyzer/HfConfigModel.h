@@ -21,7 +21,7 @@
 namespace trainmem::hf {
 
 // Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2, granite, and the
-// mixture-of-experts decoders mixtral, qwen2_moe and qwen3_moe (HfModel::Experts).
+// mixture-of-experts decoders mixtral, qwen2_moe, qwen3_moe and olmoe (HfModel::Experts).
 enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);

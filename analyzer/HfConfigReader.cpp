@@ -18,7 +18,7 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, granite, gpt2, gpt_neox, bert";
+    "phi3, olmo2, olmoe, granite, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -109,6 +109,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"gemma2", ArchFamily::Llama, 8192, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
     {"olmo2", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"olmoe", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"granite", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
@@ -248,15 +249,16 @@ void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
 /// token, their width, Qwen2-MoE's shared expert.
 void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnostics &Diags) {
   const bool Mixtral = M.ModelType == "mixtral", Qwen2 = M.ModelType == "qwen2_moe";
+  const bool Olmoe = M.ModelType == "olmoe";
   M.Experts = R.size({Mixtral ? "num_local_experts" : "num_experts"}, "the number of experts",
-                     Mixtral ? 8 : Qwen2 ? 60 : 128);
+                     Mixtral ? 8 : Qwen2 ? 60 : Olmoe ? 64 : 128);
   M.TopK = R.size({"num_experts_per_tok"}, "the experts each token is routed to",
                   Mixtral ? 2 : Qwen2 ? 4 : 8);
   if (M.TopK > M.Experts)
     R.fail(llvm::formatv("field 'num_experts_per_tok' is {0}; expected at most the {1} experts",
                          M.TopK, M.Experts));
-  // Mixtral's experts are intermediate_size wide and it has no dense MLP.
-  M.MoeIntermediate = Mixtral ? M.Intermediate
+  // Mixtral's and OLMoE's experts are intermediate_size wide; they have no dense MLP.
+  M.MoeIntermediate = Mixtral || Olmoe ? M.Intermediate
                               : R.size({"moe_intermediate_size"}, "the width of one expert",
                                        Qwen2 ? 1408 : 768);
   if (Qwen2)
@@ -264,12 +266,13 @@ void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnos
                                   "the width of the shared expert", 5632);
   M.NormTopK = Mixtral || R.get("norm_topk_prob", false);
   M.Fp32RoutingWeights = Mixtral;
-  const int64_t Step =
-      Mixtral ? 1 : R.size({"decoder_sparse_step"}, "every how many layers one has experts", 1);
+  const int64_t Step = Mixtral || Olmoe ? 1
+                                         : R.size({"decoder_sparse_step"},
+                                                  "every how many layers one has experts", 1);
   M.MoeLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
   for (size_t I = 0; I < M.MoeLayers.size(); ++I)
     M.MoeLayers[I] = (static_cast<int64_t>(I) + 1) % Step == 0;
-  if (!Mixtral && R.present("mlp_only_layers")) {
+  if (!Mixtral && !Olmoe && R.present("mlp_only_layers")) {
     const llvm::json::Array *Dense = Obj.getArray("mlp_only_layers");
     if (!Dense)
       R.fail("field 'mlp_only_layers' is not a list; expected the indices of the layers "
@@ -288,6 +291,9 @@ void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnos
     Diags.warning("unsupported-field", "output_router_logits",
                   "the router's load-balancing loss is not modelled (each layer's [tokens, "
                   "experts] logits kept for it); the prediction is of the step without it");
+  if (Olmoe && R.present("clip_qkv"))
+    Diags.warning("unsupported-field", "clip_qkv",
+                  "OLMoE's in-place clamps of q, k and v are not modelled");
   if (Mixtral && R.get("router_jitter_noise", 0.0) > 0)
     Diags.warning("unsupported-field", "router_jitter_noise",
                   "the router's jitter (the block's input multiplied by uniform noise in "
@@ -378,9 +384,11 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.GemmaNorm =
         M.ModelType == "gemma" || M.ModelType == "gemma2" || M.ModelType == "gemma3_text";
     M.QkNorm = M.ModelType == "qwen3" || M.ModelType == "qwen3_moe" ||
-               M.ModelType == "gemma3_text" || M.ModelType == "olmo2";
+               M.ModelType == "gemma3_text" || M.ModelType == "olmo2" || M.ModelType == "olmoe";
     M.PostNormsOnly = M.QkNormWhole = M.NormWeightInFp32 = M.RopeInFp32 =
         M.ModelType == "olmo2";
+    // OLMoE normalises the whole q and k projections too, with LLaMA's RMSNorm and rotary.
+    M.QkNormWhole |= M.ModelType == "olmoe";
     if (M.ModelType == "granite") {
       M.Granite = true;
       M.EmbeddingMultiplier = R.get("embedding_multiplier", 1.0);
@@ -392,7 +400,7 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     }
     if (M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
       readGemma(R, Obj, M, Diags);
-    if (M.ModelType == "mixtral" || M.ModelType.ends_with("_moe"))
+    if (M.ModelType == "mixtral" || M.ModelType == "olmoe" || M.ModelType.ends_with("_moe"))
       readMoe(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).

@@ -53,7 +53,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"olmo-2-7b", 7'298'617'344},   {"granite-3-2b", 2'533'531'648},
     // Mixture-of-experts (transformers 5 keeps each block's experts as two 3-D tensors).
     {"mixtral-8x7b", 46'702'792'704}, {"qwen3-30b-a3b", 30'532'122'624},
-    {"qwen1.5-moe-a2.7b", 14'315'784'192},
+    {"qwen1.5-moe-a2.7b", 14'315'784'192}, {"olmoe-1b-7b", 6'919'161'856},
 };
 
 } // namespace
@@ -441,7 +441,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, granite, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, granite, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

@@ -536,8 +536,13 @@ llvm::Error ExecutorImpl::runOp(size_t OpI, Env &E, Tape *T) {
     Handled = runBasicOp(Op, In, Out, BwPtr);
     if (!Handled)
       return Handled.takeError();
-    if (!*Handled)
-      return unsupported(Op, "no implementation of this op");
+    if (!*Handled) {
+      Handled = runMoeOp(Op, In, Out, BwPtr);
+      if (!Handled)
+        return Handled.takeError();
+      if (!*Handled)
+        return unsupported(Op, "no implementation of this op");
+    }
   }
   Host.flush();
   if (Options.AfterEachOp)

@@ -287,22 +287,27 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
     const XTensor &Data = In[0];
     XTensor Ids = contiguous(In[1], "indices");
     int64_t Axis = Anchor.intAttr("axis").value_or(0);
-    if (Axis != 0 || Data.Dims.size() != 2 || Data.Type != ElemType::F32 ||
+    // A 2-D table (an embedding, or the rows of an activation: x[idx]) or a 1-D one (a
+    // vector's elements), gathered along axis 0; both backwards are zeros of the table's
+    // shape with the rows added per index.
+    if (Axis != 0 || Data.Dims.empty() || Data.Dims.size() > 2 || Data.Type != ElemType::F32 ||
         Ids.Type != ElemType::I64)
-      return unsupported(Op, "a gather that is not an embedding lookup (2-D table, axis 0)");
+      return unsupported(Op, "a gather that is not along axis 0 of a 1-D or 2-D fp32 table");
     XTensor Table = contiguous(Data, "embedding table");
-    int64_t Rows = Data.Dims[0], Dim = Data.Dims[1];
+    int64_t Rows = Data.Dims[0], Dim = Data.Dims.size() == 2 ? Data.Dims[1] : 1;
     Out[0] = alloc(OutShape(0), ElemType::F32, MemCategory::Temporaries,
                    G.Tensors[Op.Outputs[0]].Name);
     Dev.embeddingForward(Out[0].Buf->as<float>(), Table.Buf->as<float>() + Table.Offset,
                          Ids.Buf->as<int64_t>() + Ids.Offset, Ids.numel(), Rows, Dim);
     if (Bw && Need(0)) {
-      *Bw = [this, Saved = save(Ids), Rows, Dim](std::vector<XTensor> &GOut) {
+      *Bw = [this, Saved = save(Ids), Rows, Dim, InDims = Data.Dims](std::vector<XTensor> &GOut) {
         // embedding_dense_backward: a zeroed [V, D] gradient, rows added per index.
         XTensor GC = contiguous(GOut[0], "grad (contiguous)");
         XTensor DW = zeros({Rows, Dim}, ElemType::F32, "grad(embedding)");
         Dev.embeddingBackward(DW.Buf->as<float>(), GC.Buf->as<float>() + GC.Offset,
                               Saved.Buf->as<int64_t>() + Saved.Offset, Saved.numel(), Rows, Dim);
+        if (InDims.size() == 1)
+          DW = DW.view(InDims, contiguousStrides(InDims), DW.Offset);
         return std::vector<XTensor>{DW, XTensor{}};
       };
     }

@@ -145,6 +145,9 @@ public:
                                        std::vector<XTensor> &Out, BackwardFn *Bw);
   llvm::Expected<bool> runNNOp(const SimOp &Op, std::vector<XTensor> &In,
                                std::vector<XTensor> &Out, BackwardFn *Bw);
+  /// ExecutorMoe.cpp: TopK, ScatterElements and GroupedMatMul; false if Op is none of those.
+  llvm::Expected<bool> runMoeOp(const SimOp &Op, std::vector<XTensor> &In,
+                                std::vector<XTensor> &Out, BackwardFn *Bw);
   llvm::Error unsupported(const SimOp &Op, const std::string &Why) const;
 
   const Graph &G;

@@ -1,0 +1,202 @@
+//===- ExecutorMoe.cpp - the mixture-of-experts ops: top-k, scatter, grouped matmul ---===//
+//
+// What transformers 5's grouped_mm experts run beyond the dense ops: topk over the
+// router's probabilities (and sort, a top-k of every element, smallest first), the scatter
+// that puts the token-expert pairs back in order, and torch's _grouped_mm, each row times
+// its expert's matrix. Host loops through the buffers' host mirror, as the elementwise ops
+// run; each allocates what PyTorch's kernel allocates (OpMemoryRules' rules): topk keeps its
+// indices, the grouped matmul each operand for the other's gradient and an int32 offset per
+// expert, the scatter (integers only) nothing.
+//
+//===----------------------------------------------------------------------------===//
+#include "cupti_probe/ExecutorState.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace trainmem::probe {
+namespace {
+
+/// The flat index of element (I, J) of a 2-D view, or (I) of a 1-D one (J ignored).
+int64_t at2(const XTensor &T, int64_t I, int64_t J) {
+  return T.Offset + I * T.Strides[0] + (T.Dims.size() > 1 ? J * T.Strides[1] : 0);
+}
+
+/// Out[r, c] = sum over k of A[r, k] W[e(r), k, c] (A [S, K], W a view [E, K, Cols]); with
+/// Transposed, W[e(r), c, k] (the input's gradient: the rows times each expert's W^T).
+void groupedRows(const float *PA, const XTensor &A, const float *PW, const XTensor &W,
+                 const std::vector<int64_t> &Expert, bool Transposed, float *POut,
+                 int64_t Cols) {
+  const int64_t S = A.Dims[0], Depth = A.Dims[1];
+  for (int64_t R = 0; R < S; ++R) {
+    const int64_t Base = W.Offset + Expert[static_cast<size_t>(R)] * W.Strides[0];
+    for (int64_t C = 0; C < Cols; ++C) {
+      double Acc = 0;
+      for (int64_t D = 0; D < Depth; ++D)
+        Acc += double(PA[at2(A, R, D)]) *
+               double(PW[Base + (Transposed ? C * W.Strides[1] + D * W.Strides[2]
+                                            : D * W.Strides[1] + C * W.Strides[2])]);
+      POut[R * Cols + C] = static_cast<float>(Acc);
+    }
+  }
+}
+
+} // namespace
+
+llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor> &In,
+                                            std::vector<XTensor> &Out, BackwardFn *Bw) {
+  const std::string &K = Op.Kind;
+  if (K != "TopK" && K != "ScatterElements" && K != "GroupedMatMul")
+    return false;
+  auto Need = [&](size_t I) { return I < Op.Inputs.size() && requiresGrad(Op.Inputs[I]); };
+  auto OutShape = [&](size_t I) { return G.Tensors[Op.Outputs[I]].Shape; };
+  const Node &Anchor = G.Nodes[Op.Nodes.front()];
+
+  if (K == "TopK") {
+    const XTensor &X = In[0];
+    const int64_t Axis = Anchor.intAttr("axis").value_or(-1);
+    const bool Largest = Anchor.intAttr("largest").value_or(1) != 0;
+    if (X.Dims.empty() || X.Dims.size() > 2 ||
+        (Axis != -1 && Axis != static_cast<int64_t>(X.Dims.size()) - 1) || Out.size() != 2)
+      return unsupported(Op, "a top-k over other than the last axis of a 1-D or 2-D tensor");
+    const Shape VD = OutShape(0);
+    const int64_t Rows = X.Dims.size() == 2 ? X.Dims[0] : 1, Cols = X.Dims.back();
+    const int64_t Keep = VD.back();
+    XTensor Values = alloc(VD, X.Type, MemCategory::Temporaries, G.Tensors[Op.Outputs[0]].Name);
+    XTensor Indices =
+        alloc(OutShape(1), ElemType::I64, MemCategory::Temporaries, G.Tensors[Op.Outputs[1]].Name);
+    const void *PX = Host.read(*X.Buf);
+    void *PV = Host.write(*Values.Buf), *PI = Host.write(*Indices.Buf);
+    std::vector<int64_t> Order(static_cast<size_t>(Cols));
+    std::vector<double> Row(static_cast<size_t>(Cols));
+    for (int64_t R = 0; R < Rows; ++R) {
+      for (int64_t C = 0; C < Cols; ++C)
+        Row[static_cast<size_t>(C)] =
+            loadAsDouble(PX, X.Type, X.Dims.size() == 2 ? at2(X, R, C) : at2(X, C, 0));
+      std::iota(Order.begin(), Order.end(), 0);
+      std::stable_sort(Order.begin(), Order.end(), [&](int64_t A, int64_t B) {
+        return Largest ? Row[static_cast<size_t>(A)] > Row[static_cast<size_t>(B)]
+                       : Row[static_cast<size_t>(A)] < Row[static_cast<size_t>(B)];
+      });
+      for (int64_t C = 0; C < Keep; ++C) {
+        storeFromDouble(PV, Values.Type, R * Keep + C, Row[static_cast<size_t>(Order[C])]);
+        storeFromDouble(PI, ElemType::I64, R * Keep + C, static_cast<double>(Order[C]));
+      }
+    }
+    Host.flush();
+    Out[0] = Values;
+    Out[1] = Indices;
+    if (Bw && Need(0)) {
+      // value_selecting_reduction_backward: the values' gradient scattered into zeros of the
+      // input's shape at the kept indices.
+      *Bw = [this, Saved = save(Indices), InDims = X.Dims, Rows, Cols,
+             Keep](std::vector<XTensor> &GOut) {
+        XTensor GX = zeros(InDims, ElemType::F32, "grad (topk)");
+        if (GOut[0].defined()) {
+          const void *PG = Host.read(*GOut[0].Buf);
+          const void *PS = Host.read(*Saved.Buf);
+          float *PGX = static_cast<float *>(Host.write(*GX.Buf));
+          for (int64_t R = 0; R < Rows; ++R)
+            for (int64_t C = 0; C < Keep; ++C) {
+              auto Col = static_cast<int64_t>(
+                  loadAsDouble(PS, ElemType::I64, Saved.Offset + R * Keep + C));
+              PGX[R * Cols + Col] += static_cast<float>(
+                  loadAsDouble(PG, GOut[0].Type,
+                               GOut[0].Dims.size() == 2 ? at2(GOut[0], R, C) : at2(GOut[0], C, 0)));
+            }
+          Host.flush();
+        }
+        return std::vector<XTensor>{GX, XTensor{}};
+      };
+    }
+    return true;
+  }
+
+  if (K == "ScatterElements") {
+    // inv_perm[perm] = arange(S): integers, no gradient.
+    const XTensor &Data = In[0], &Idx = In[1], &Upd = In[2];
+    if (Data.Dims.size() != 1 || Idx.Dims != Upd.Dims || Idx.Dims.size() != 1)
+      return unsupported(Op, "a scatter that is not 1-D");
+    XTensor R = clone(Data, G.Tensors[Op.Outputs[0]].Name);
+    const void *PI = Host.read(*Idx.Buf), *PU = Host.read(*Upd.Buf);
+    void *PR = Host.write(*R.Buf);
+    for (int64_t E = 0; E < Idx.Dims[0]; ++E) {
+      auto Where = static_cast<int64_t>(loadAsDouble(PI, Idx.Type, at2(Idx, E, 0)));
+      if (Where < 0 || Where >= Data.Dims[0])
+        return unsupported(Op, "a scatter index out of range");
+      storeFromDouble(PR, R.Type, R.Offset + Where, loadAsDouble(PU, Upd.Type, at2(Upd, E, 0)));
+    }
+    Host.flush();
+    Out[0] = R;
+    return true;
+  }
+
+  // GroupedMatMul: rows X [S, in], weights Wt [E, in, out] (a view), each row's expert in
+  // ascending order [S]: Y[r] = X[r] Wt[e(r)].
+  const XTensor &X = In[0], &Wt = In[1], &Ids = In[2];
+  if (X.Dims.size() != 2 || Wt.Dims.size() != 3 || Ids.Dims.size() != 1 ||
+      Ids.Dims[0] != X.Dims[0] || Wt.Dims[1] != X.Dims[1] || X.Type != ElemType::F32 ||
+      Wt.Type != ElemType::F32)
+    return unsupported(Op, "a grouped matmul other than fp32 rows [S, in] by [E, in, out]");
+  const int64_t S = X.Dims[0], InW = X.Dims[1], OutW = Wt.Dims[2], E = Wt.Dims[0];
+  std::vector<int64_t> Expert(static_cast<size_t>(S));
+  {
+    const void *PE = Host.read(*Ids.Buf);
+    for (int64_t R = 0; R < S; ++R) {
+      Expert[static_cast<size_t>(R)] = static_cast<int64_t>(loadAsDouble(PE, Ids.Type, at2(Ids, R, 0)));
+      if (Expert[static_cast<size_t>(R)] < 0 || Expert[static_cast<size_t>(R)] >= E)
+        return unsupported(Op, "an expert id out of range");
+    }
+  }
+  XTensor Y = alloc({S, OutW}, ElemType::F32, MemCategory::Temporaries,
+                    G.Tensors[Op.Outputs[0]].Name);
+  groupedRows(static_cast<const float *>(Host.read(*X.Buf)), X,
+              static_cast<const float *>(Host.read(*Wt.Buf)), Wt, Expert, false,
+              static_cast<float *>(Host.write(*Y.Buf)), OutW);
+  Host.flush();
+  Out[0] = Y;
+  if (Bw && (Need(0) || Need(1))) {
+    // _grouped_mm keeps each operand for the other's gradient and its offsets, an int32
+    // per expert (OpMemoryRules' "group offsets").
+    XTensor Offsets = save(alloc({E}, ElemType::F32, MemCategory::Temporaries, "group offsets"));
+    XTensor KeptX = Need(1) ? save(X) : XTensor{};
+    XTensor KeptW = Need(0) ? save(Wt) : XTensor{};
+    *Bw = [this, KeptX, KeptW, Offsets, Expert, S, InW, OutW, E, NX = Need(0),
+           NW = Need(1)](std::vector<XTensor> &GOut) {
+      std::vector<XTensor> Res(3);
+      const XTensor &GY = GOut[0];
+      const float *PG = static_cast<const float *>(Host.read(*GY.Buf));
+      // grad_weight first, as mm computes it.
+      if (NW) {
+        // Made in the layout of the [E, out, in] parameter the weights are a transposed view
+        // of (measured: torch's CPU backward allocates it so, and AccumulateGrad takes it
+        // without a copy).
+        XTensor Buf = zeros({E, OutW, InW}, ElemType::F32, "grad (grouped matmul weight)");
+        const float *PX = static_cast<const float *>(Host.read(*KeptX.Buf));
+        float *PGW = static_cast<float *>(Host.write(*Buf.Buf));
+        for (int64_t R = 0; R < S; ++R)
+          for (int64_t I = 0; I < InW; ++I) {
+            const double XV = PX[at2(KeptX, R, I)];
+            for (int64_t J = 0; J < OutW; ++J)
+              PGW[Buf.Offset + (Expert[static_cast<size_t>(R)] * OutW + J) * InW + I] +=
+                  static_cast<float>(XV * double(PG[at2(GY, R, J)]));
+          }
+        Host.flush();
+        Res[1] = Buf.view({E, InW, OutW}, {OutW * InW, 1, InW}, Buf.Offset);
+      }
+      if (NX) {
+        XTensor GX = alloc({S, InW}, ElemType::F32, MemCategory::Temporaries,
+                           "grad (grouped matmul input)");
+        groupedRows(PG, GY, static_cast<const float *>(Host.read(*KeptW.Buf)), KeptW, Expert,
+                    true, static_cast<float *>(Host.write(*GX.Buf)), InW);
+        Host.flush();
+        Res[0] = GX;
+      }
+      (void)Offsets; // kept until this backward has run
+      return Res;
+    };
+  }
+  return true;
+}
+
+} // namespace trainmem::probe

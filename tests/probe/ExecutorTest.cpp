@@ -11,7 +11,10 @@
 #include "cupti_probe/TrackingAllocator.h"
 
 #include "analyzer/ParameterCensus.h"
+#include "analyzer/ModelImporter.h"
 #include "support/GraphBuilder.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <gtest/gtest.h>
 
@@ -239,3 +242,27 @@ TEST(Executor, GradientsMatchFiniteDifferencesThroughAttention) {
 }
 
 } // namespace
+
+TEST(Executor, GradientsMatchFiniteDifferencesThroughMixtureOfExperts) {
+  // A one-layer Mixtral (4 experts, 2 per token) from its config: the router's top-k, the
+  // sorted pairs, the gathers, both grouped matmuls and the scatter back, every parameter
+  // (router, experts, attention, norms) checked against central differences.
+  llvm::SmallString<128> Path;
+  ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("moe-fd", "json", Path));
+  {
+    std::error_code EC;
+    llvm::raw_fd_ostream OS(Path, EC);
+    ASSERT_FALSE(EC);
+    OS << R"({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
+              "hidden_size": 8, "intermediate_size": 6, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 11,
+              "num_local_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 16,
+              "tie_word_embeddings": false})";
+  }
+  ImportOptions O;
+  O.Dims = {{"batch", 1}, {"seq", 5}};
+  auto G = importHfConfig(std::string(Path), O);
+  llvm::sys::fs::remove(Path);
+  ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
+  expectGradientsMatchFiniteDifferences(*G);
+}

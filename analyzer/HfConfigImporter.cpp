@@ -144,6 +144,19 @@ TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed
   return B.op(S, "And", {Allowed, Padding}, {D.Batch, 1, D.Seq, D.Seq}, DType::Bool);
 }
 
+DecoderStart decoderStart(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D,
+                          const std::string &BaseName, const std::string &EmbedName) {
+  DecoderStart S;
+  Module Root;
+  S.Base = M.Head == HeadKind::BaseModel ? Root : Root.child(BaseName);
+  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  S.Embed = S.Base.child(EmbedName);
+  S.EmbedW = B.parameter(S.Embed.param("weight"), {M.Vocab, M.Hidden});
+  S.Padding = paddingPattern(B, S.Base, D);
+  S.X = B.gather(S.Embed.Scope, S.EmbedW, Ids);
+  return S;
+}
+
 TensorId decoderPositions(OnnxGraphBuilder &B, const Module &Base, const BoundDims &D) {
   TensorId Positions = B.range(Base.Scope, D.Seq);
   B.blockArgument(Positions);
@@ -301,16 +314,13 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
 /// LlamaForCausalLM and its descendants MistralForCausalLM, Qwen2ForCausalLM,
 /// Qwen3ForCausalLM, GemmaForCausalLM and Phi3ForCausalLM (RMSNorm, rotary, gated MLP,
 /// grouped-query attention; Qwen3 normalises each head of q and k; Phi-3 fuses the q/k/v
-/// and the gate/up projections and may rotate part of each head).
+/// and the gate/up projections and may rotate part of each head), and the
+/// mixture-of-experts MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM and
+/// OlmoeForCausalLM (sparseMoe in place of the MLP in their expert layers).
 void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
-  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("model");
-  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
-  Module Embed = Base.child("embed_tokens");
-  TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
-  TensorId Padding = paddingPattern(B, Base, D);
-  TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
+  auto [Base, Embed, EmbedW, Padding, X] = decoderStart(B, M, D, "model", "embed_tokens");
   if (M.GemmaNorm) {
     // GemmaTextScaledWordEmbedding multiplies by a sqrt(hidden) buffer.
     TensorId Scale = B.stored(Embed.param("embed_scale"), {}, DType::Float32, TensorKind::Buffer);

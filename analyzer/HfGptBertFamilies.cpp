@@ -68,12 +68,7 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
 void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
-  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("gpt_neox");
-  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
-  Module Embed = Base.child("embed_in");
-  TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, H});
-  TensorId Padding = paddingPattern(B, Base, D);
-  TensorId X = B.gather(Embed.Scope, EmbedW, Ids);
+  auto [Base, Embed, EmbedW, Padding, X] = decoderStart(B, M, D, "gpt_neox", "embed_in");
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = decoderPositions(B, Base, D);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);

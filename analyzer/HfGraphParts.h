@@ -95,6 +95,16 @@ TensorId paddingPattern(OnnxGraphBuilder &B, const Module &Base, const BoundDims
 TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed,
                      TensorId Padding, const BoundDims &D);
 
+/// The start every decoder family but GPT-2 shares: its base module (BaseName, or the root
+/// for a *Model head), the `input_ids` input, the token embedding EmbedName ([vocab,
+/// hidden]), the padding pattern of padded batches and the looked-up embeddings.
+struct DecoderStart {
+  Module Base, Embed;
+  TensorId EmbedW = NoTensor, Padding = NoTensor, X = NoTensor;
+};
+DecoderStart decoderStart(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D,
+                          const std::string &BaseName, const std::string &EmbedName);
+
 /// A rotary decoder's positions: cache_position = arange(seq), of which the rotary tables'
 /// position_ids are a view. Every decoder layer is called with position_ids, so the
 /// positions are a block argument (Graph::BlockArguments: checkpointing keeps them).

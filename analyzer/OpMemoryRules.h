@@ -15,6 +15,7 @@
 #include "analyzer/Graph.h"
 
 #include "llvm/ADT/SmallVector.h"
+#include "llvm/ADT/StringRef.h"
 
 #include <optional>
 #include <string>
@@ -31,6 +32,14 @@ struct SimOp {
   std::string Layer;             ///< layer path of the anchor node
   std::string Name;              ///< anchor node name
 };
+
+/// The matmul-like ops (linear, matmul, convolution, the experts' grouped matmul): the
+/// outputs selective checkpointing keeps (the simulator's policy, and the planner's
+/// recompute costs of it).
+inline bool isMatmulKind(llvm::StringRef Kind) {
+  return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
+         Kind == "ConvTranspose" || Kind == "GroupedMatMul";
+}
 
 /// Groups the graph's nodes into the ops PyTorch executes, in execution order. Nodes that
 /// only compute shapes (every output has a value known at import) are dropped. With

@@ -61,10 +61,6 @@ inline const char *catName(Cat C) {
 
 using StorageId = int32_t;
 
-inline bool isMatmulKind(llvm::StringRef Kind) {
-  return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
-         Kind == "ConvTranspose" || Kind == "GroupedMatMul";
-}
 constexpr StorageId NoStorage = -1;
 
 /// Ops whose output TensorIterator lays out like their (first full-size) input.

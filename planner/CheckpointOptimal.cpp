@@ -41,12 +41,6 @@ namespace trainmem {
 
 namespace {
 
-/// The simulator's selective policy keeps the outputs of these ops (its isMatmulKind).
-bool keptBySelectivePolicy(const std::string &Kind) {
-  return Kind == "Linear" || Kind == "MatMul" || Kind == "Gemm" || Kind == "Conv" ||
-         Kind == "ConvTranspose" || Kind == "GroupedMatMul";
-}
-
 int64_t numel(const Graph &G, TensorId T) {
   if (T == NoTensor || !G.Tensors[T].ShapeKnown)
     return 0;
@@ -239,7 +233,7 @@ llvm::Expected<OptimalCheckpoint> chooseOptimalCheckpoint(const Graph &G,
     for (size_t K = Span.First; K <= Span.Last; ++K) {
       int64_t F = forwardFlops(G, Ops[K]);
       R.FullFlops += F;
-      if (!keptBySelectivePolicy(Ops[K].Kind))
+      if (!isMatmulKind(Ops[K].Kind)) // what the selective policy keeps
         R.SelectiveFlops += F;
       R.Signature += Ops[K].Kind;
       for (TensorId T : Ops[K].Outputs)

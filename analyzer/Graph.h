@@ -99,6 +99,9 @@ struct Tensor {
   /// the cache in its forward: `torch.cat` copies each into the cache, and attention reads,
   /// and autograd saves, the copy (Graph::TrainingKvCache). Set by the HF importer.
   bool KvCache = false;
+  /// Computed in place into its op's first input (`out.add_(bias)`): no storage of its
+  /// own, the first input's. Set by the HF importer (gpt-oss's expert biases).
+  bool InPlace = false;
   PayloadRef Payload;
   /// Values of small stored integer/float tensors (at most SmallValueLimit elements):
   /// shapes, axes, slice bounds and scalars that shape inference and export need.

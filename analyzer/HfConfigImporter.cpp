@@ -204,6 +204,12 @@ std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Ba
   TensorId PositionIds = B.unsqueeze(Base.Scope, Positions, {0});
   TensorId Pos = B.cast(Rope.Scope, B.unsqueeze(Rope.Scope, PositionIds, {2}), DType::Float32);
   TensorId Freqs = B.binary(Rope.Scope, "Mul", Pos, InvFreq);
+  if (M.GptOss) {
+    // GptOssRotaryEmbedding: emb = freqs (half a head), cos = emb.cos() * attention_scaling.
+    TensorId Scaling = B.scalar(M.RopeAttentionScaling);
+    return {B.binary(Rope.Scope, "Mul", B.unary(Rope.Scope, "Cos", Freqs), Scaling),
+            B.binary(Rope.Scope, "Mul", B.unary(Rope.Scope, "Sin", Freqs), Scaling)};
+  }
   TensorId Emb = B.concat(Rope.Scope, {Freqs, Freqs}, -1);
   TensorId Cos = B.unary(Rope.Scope, "Cos", Emb), Sin = B.unary(Rope.Scope, "Sin", Emb);
   // Most families return cos.to(x.dtype); OLMo 2 keeps them fp32 (HfModel::RopeInFp32).
@@ -229,6 +235,16 @@ TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, Tens
   return Pass == NoTensor ? Emb : B.concat(S, {Emb, Pass}, -1);
 }
 
+TensorId applyHalfRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
+                         TensorId Sin) {
+  const int64_t Half = B.shape(X).back() / 2;
+  std::vector<TensorId> H = B.split(S, X, -1, {Half, Half}); // torch.chunk(x, 2, dim=-1)
+  auto Mul = [&](TensorId A, TensorId C) { return B.binary(S, "Mul", A, C); };
+  TensorId First = B.binary(S, "Sub", Mul(H[0], Cos), Mul(H[1], Sin));
+  TensorId Second = B.binary(S, "Add", Mul(H[1], Cos), Mul(H[0], Sin));
+  return B.concat(S, {First, Second}, -1);
+}
+
 TensorId softcap(OnnxGraphBuilder &B, const std::string &S, TensorId X, double Cap,
                  const std::string &OutName) {
   TensorId Tanh = B.unary(S, "Tanh", B.binary(S, "Div", X, B.scalar(Cap)));
@@ -239,7 +255,7 @@ TensorId softcap(OnnxGraphBuilder &B, const std::string &S, TensorId X, double C
 
 TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
                    TensorId Mask, double Scale, int64_t Groups, EagerSoftmax Softmax,
-                   double Softcap) {
+                   double Softcap, TensorId Sinks) {
   if (Groups > 1) {
     // hidden[:, :, None].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
     auto RepeatKv = [&](TensorId X) {
@@ -250,6 +266,15 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
     K = RepeatKv(K);
     V = RepeatKv(V);
   }
+  // The heads merged back; the function's locals (the repeated keys and values) are held
+  // until it returns.
+  auto Returned = [&, Kr = Groups > 1 ? K : NoTensor, Vr = Groups > 1 ? V : NoTensor](TensorId Out) {
+    const Shape &O = B.shape(Out);
+    TensorId Merged = B.reshape(S, Out, {O[0], O[1], O[2] * O[3]});
+    B.holdUntil(Kr, Merged);
+    B.holdUntil(Vr, Merged);
+    return Merged;
+  };
   TensorId Scores = B.matmul(S, Q, B.transpose(S, K, {0, 1, 3, 2}));
   if (Scale != 1.0)
     Scores = B.binary(S, "Mul", Scores, B.scalar(Scale));
@@ -257,6 +282,30 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
     Scores = softcap(B, S, Scores, Softcap);
   if (Mask != NoTensor)
     Scores = B.binary(S, "Add", Scores, Mask);
+  if (Sinks != NoTensor) {
+    // gpt-oss: each head's sink logit joins every row (sinks.reshape(1, -1, 1, 1).expand,
+    // torch.cat), the row's max is taken off (`max(dim=-1, keepdim=True).values`, which
+    // keeps its indices for the backward: a TopK of 1), softmax(dtype=its own dtype), and
+    // the sink's column dropped (a view) before `.to(value.dtype)`.
+    const Shape Sc = B.shape(Scores);
+    TensorId Column = B.expand(S, B.reshape(S, Sinks, {1, Sc[1], 1, 1}), {Sc[0], Sc[1], Sc[2], 1});
+    TensorId Joined = B.concat(S, {Scores, Column}, -1);
+    const Shape J = B.shape(Joined);
+    std::vector<TensorId> Max =
+        B.node(S, "TopK", {Joined, B.ints({1})}, {{J[0], J[1], J[2], 1}, {J[0], J[1], J[2], 1}},
+               DType::Float32, {{"axis", int64_t{-1}}, {"largest", int64_t{1}}, {"sorted", int64_t{1}}});
+    B.tensor(Max[1]).Type = DType::Int64;
+    TensorId Shifted = B.binary(S, "Sub", Joined, Max[0]);
+    TensorId Probs = B.op(S, "Softmax", {Shifted}, J, DType::Float32, {{"axis", int64_t{-1}}});
+    TensorId Weights = B.castLike(S, B.slice(S, Probs, 3, 0, Sc[3]), V);
+    TensorId Out = B.transpose(S, B.matmul(S, Weights, V), {0, 2, 1, 3});
+    // The function's locals: `attn_weights` (the masked scores) is rebound only to the cast
+    // probabilities, `combined_logits` (the shifted ones) lives until it returns. Measured
+    // on torch 2.15 (autocast, a checkpointed block's recomputation: its peak).
+    B.holdUntil(Scores, Weights);
+    B.holdUntil(Shifted, Out);
+    return Returned(Out);
+  }
   // With dtype=torch.float32 the probabilities are computed (and kept for the backward) in
   // fp32 whatever the model's dtype (Tensor::UpcastToFp32), then cast (CastLike). SDPA
   // runs all of it inside its kernel.
@@ -268,9 +317,7 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
   } else if (Softmax == EagerSoftmax::ToValue) {
     Probs = B.castLike(S, Probs, V);
   }
-  TensorId Out = B.transpose(S, B.matmul(S, Probs, V), {0, 2, 1, 3});
-  const Shape &O = B.shape(Out);
-  return B.reshape(S, Out, {O[0], O[1], O[2] * O[3]});
+  return Returned(B.transpose(S, B.matmul(S, Probs, V), {0, 2, 1, 3}));
 }
 
 TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X,
@@ -329,6 +376,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   }
   if (M.Granite) // GraniteModel: inputs_embeds * embedding_multiplier
     X = B.binary(Base.Scope, "Mul", X, B.scalar(M.EmbeddingMultiplier));
+  const TensorId InputsEmbeds = X;
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = decoderPositions(B, Base, D);
   // Gemma 3 mixes sliding-window layers into full ones: each type has its rotary tables
@@ -408,12 +456,23 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     }
     TensorId CosL = B.unsqueeze(AS, Sliding ? LocalCos : Cos, {1});
     TensorId SinL = B.unsqueeze(AS, Sliding ? LocalSin : Sin, {1});
-    Q = applyRotary(B, AS, Q, CosL, SinL, M.RopeInFp32);
-    K = applyRotary(B, AS, K, CosL, SinL, M.RopeInFp32);
+    if (M.GptOss) {
+      Q = applyHalfRotary(B, AS, Q, CosL, SinL);
+      K = applyHalfRotary(B, AS, K, CosL, SinL);
+    } else {
+      Q = applyRotary(B, AS, Q, CosL, SinL, M.RopeInFp32);
+      K = applyRotary(B, AS, K, CosL, SinL, M.RopeInFp32);
+    }
     markKvCache(B, K, V);
+    TensorId Sinks = M.GptOss ? B.parameter(Attn.param("sinks"), {M.Heads}) : NoTensor;
     TensorId Merged = attention(B, AS, Q, K, V, Sliding ? LocalMask : Mask, Scale,
-                                M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery, M.AttnSoftcap);
+                                M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery, M.AttnSoftcap,
+                                Sinks);
     TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
+    // The attention's forward holds its query, key and value states (the key and value
+    // rebound to the cache's copies where it fills one) until it returns.
+    for (TensorId Local : {Q, K, V})
+      B.holdUntil(Local, O);
     // Gemma 2/3 and OLMo 2 normalise the branch before the residual add.
     if (M.SandwichNorms || M.PostNormsOnly)
       O = rmsNorm(B, Layer.child("post_attention_layernorm"), M, O);
@@ -451,6 +510,12 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   }
   X = rmsNorm(B, Base.child("norm"), M, X,
               M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
+  // The model's forward holds its locals until it returns: inputs_embeds, the masks (one
+  // per layer type in causal_mask_mapping: a type's mask outlives its last layer) and the
+  // rotary tables. Measured on torch 2.15 (gpt-oss with LoRA, whose forward peaks in its
+  // second layer with the first layer's sliding mask and the frozen embeddings' output).
+  for (TensorId Local : {InputsEmbeds, Mask, LocalMask, Cos, Sin, LocalCos, LocalSin})
+    B.holdUntil(Local, X);
   finishDecoder(B, M, X, EmbedW, Root.child("lm_head"));
 }
 
@@ -624,6 +689,15 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
     if (Impl && *Impl == "sdpa")
       G.Diags.warning("attention-softcap", "attn_implementation",
                       "attn_implementation \"sdpa\" cannot run attn_logit_softcapping "
+                      "(transformers refuses it for this model); modelling eager attention");
+  }
+  if (M->GptOss) {
+    // GptOssPreTrainedModel._supports_sdpa = False: transformers refuses SDPA and runs the
+    // sinks' attention eagerly (flash-attention kernels from the hub aside).
+    G.DeclaredFusedAttention = false;
+    if (Impl && *Impl == "sdpa")
+      G.Diags.warning("attention-sinks", "attn_implementation",
+                      "attn_implementation \"sdpa\" cannot run gpt-oss's attention sinks "
                       "(transformers refuses it for this model); modelling eager attention");
   }
   if (M->RopeScaled)

@@ -21,7 +21,8 @@
 namespace trainmem::hf {
 
 // Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2, granite, and the
-// mixture-of-experts decoders mixtral, qwen2_moe, qwen3_moe and olmoe (HfModel::Experts).
+// mixture-of-experts decoders mixtral, qwen2_moe, qwen3_moe, olmoe and gpt_oss
+// (HfModel::Experts).
 enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 enum class HeadKind { CausalLm, MaskedLm, BaseModel };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
@@ -92,6 +93,17 @@ struct HfModel {
   /// weights (the weighted expert outputs are fp32 until the block casts its sum back);
   /// Qwen's take softmax(dtype=float) and cast the weights back to the logits' dtype.
   bool Fp32RoutingWeights = false;
+  /// gpt-oss (model_type gpt_oss): learned attention sinks (a logit per head joined to each
+  /// row of scores before the softmax, then dropped), rotary tables of half a head
+  /// (`cos(freqs) * attention_scaling`, the halves rotated by chunking), and its experts:
+  /// a router with a bias that takes the top k logits and softmaxes them, [experts, in,
+  /// out] weights with biases, gate and up interleaved in one projection, and the clamped
+  /// SwiGLU `(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)`, g = clamp(gate,
+  /// max=limit).
+  bool GptOss = false;
+  double SwigluAlpha = 1.702, SwigluLimit = 7.0;
+  /// gpt-oss's rotary tables are multiplied by YaRN's attention factor (1 unscaled).
+  double RopeAttentionScaling = 1.0;
 };
 
 /// "File: Message" as an llvm::Error.

@@ -18,7 +18,7 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, granite, gpt2, gpt_neox, bert";
+    "phi3, olmo2, olmoe, gpt_oss, granite, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -110,6 +110,7 @@ constexpr TypeDefaults KnownTypes[] = {
      "gelu_pytorch_tanh", true},
     {"olmo2", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"olmoe", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"gpt_oss", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"granite", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
@@ -184,6 +185,32 @@ void readRope(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
                          M.RotaryDim, M.HeadDim, Fraction));
 }
 
+/// Which layers attend through a sliding window (Gemma 2 and 3, gpt-oss): `layer_types`
+/// ("sliding_attention" or "full_attention" per layer) or, without it, every
+/// sliding_window_pattern-th layer full and the rest sliding (Pattern: the type's default).
+void readLayerTypes(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
+                    int64_t Pattern) {
+  M.SlidingLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
+  if (const llvm::json::Array *Types = Obj.getArray("layer_types")) {
+    if (static_cast<int64_t>(Types->size()) != M.Layers)
+      R.fail(llvm::formatv("field 'layer_types' has {0} entries; expected one per layer ({1})",
+                           Types->size(), M.Layers));
+    for (size_t I = 0; I < Types->size() && I < M.SlidingLayers.size(); ++I) {
+      std::optional<llvm::StringRef> T = (*Types)[I].getAsString();
+      if (!T || (*T != "sliding_attention" && *T != "full_attention"))
+        R.fail(llvm::formatv("field 'layer_types' entry {0}: expected \"sliding_attention\" "
+                             "or \"full_attention\"",
+                             I));
+      else
+        M.SlidingLayers[I] = *T == "sliding_attention";
+    }
+  } else {
+    Pattern = R.size({"sliding_window_pattern"}, "the sliding-window pattern", Pattern);
+    for (size_t I = 0; I < M.SlidingLayers.size(); ++I)
+      M.SlidingLayers[I] = (static_cast<int64_t>(I) + 1) % Pattern != 0;
+  }
+}
+
 /// Gemma2Config's and Gemma3TextConfig's fields past the LLaMA family's: the layer types
 /// (given, or every sliding_window_pattern-th layer full, the rest sliding: every second
 /// for Gemma 2), query_pre_attn_scalar, four norms per layer; Gemma 3's q/k norms and two
@@ -206,26 +233,7 @@ void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
     }
   }
   M.SlidingWindow = Obj.getInteger("sliding_window").value_or(4096);
-  M.SlidingLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
-  if (const llvm::json::Array *Types = Obj.getArray("layer_types")) {
-    if (static_cast<int64_t>(Types->size()) != M.Layers)
-      R.fail(llvm::formatv("field 'layer_types' has {0} entries; expected one per layer ({1})",
-                           Types->size(), M.Layers));
-    for (size_t I = 0; I < Types->size() && I < M.SlidingLayers.size(); ++I) {
-      std::optional<llvm::StringRef> T = (*Types)[I].getAsString();
-      if (!T || (*T != "sliding_attention" && *T != "full_attention"))
-        R.fail(llvm::formatv("field 'layer_types' entry {0}: expected \"sliding_attention\" "
-                             "or \"full_attention\"",
-                             I));
-      else
-        M.SlidingLayers[I] = *T == "sliding_attention";
-    }
-  } else {
-    int64_t Pattern =
-        R.size({"sliding_window_pattern"}, "the sliding-window pattern", Gemma3 ? 6 : 2);
-    for (size_t I = 0; I < M.SlidingLayers.size(); ++I)
-      M.SlidingLayers[I] = (static_cast<int64_t>(I) + 1) % Pattern != 0;
-  }
+  readLayerTypes(R, Obj, M, Gemma3 ? 6 : 2);
   // Gemma2Config defaults both caps on; Gemma3TextConfig both off. JSON null: off.
   auto Cap = [&](const char *Key, double Default) {
     const llvm::json::Value *V = Obj.get(Key);
@@ -243,22 +251,63 @@ void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
                   "bidirectional attention is not modelled; causal masks assumed");
 }
 
+/// GptOssConfig's fields past the LLaMA family's and the experts' (readMoe): the layer
+/// types (default: every second layer full, from the second), the window (default 128),
+/// the rotary base and scaling (default 150,000 and YaRN: rope_parameters may set both),
+/// the clamped SwiGLU's constants. Its RMSNorm multiplies by the weight in fp32, as OLMo 2's.
+void readGptOss(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
+                Diagnostics &Diags) {
+  M.GptOss = M.NormWeightInFp32 = true;
+  readLayerTypes(R, Obj, M, 2);
+  M.SlidingWindow = R.size({"sliding_window"}, "the attention window", 128);
+  M.RopeTheta = 150'000.0;
+  // Without rope_parameters GptOssConfig fills in YaRN (factor 32); readRope reads a given
+  // one's rope_type.
+  M.RopeScaled = Obj.getObject("rope_parameters") == nullptr;
+  // The tables' factor: YaRN's attention_factor, or 0.1 ln(factor) + 1 (transformers'
+  // _compute_yarn_parameters); values only, the memory does not depend on it.
+  const llvm::json::Object *Rope = Obj.getObject("rope_parameters");
+  if (!Rope)
+    Rope = Obj.getObject("rope_scaling");
+  const bool Yarn = !Rope || Rope->getString("rope_type").value_or(
+                                 Rope->getString("type").value_or("")) == "yarn";
+  if (Yarn) {
+    double Factor = Rope ? Rope->getNumber("factor").value_or(32.0) : 32.0;
+    M.RopeAttentionScaling =
+        Rope && Rope->getNumber("attention_factor")
+            ? *Rope->getNumber("attention_factor")
+            : (Factor > 1 ? 0.1 * std::log(Factor) + 1.0 : 1.0);
+  }
+  if (const llvm::json::Object *Q = Obj.getObject("quantization_config");
+      Q && Q->getString("quant_method").value_or("") == "mxfp4")
+    Diags.note("quantized-checkpoint", "quantization_config",
+               "the checkpoint stores the experts in MXFP4; training loads them dequantized "
+               "(Mxfp4Config(dequantize=True)), as modelled: every weight in the training "
+               "precision");
+  M.SwigluAlpha = R.get("swiglu_alpha", 1.702);
+  M.SwigluLimit = R.get("swiglu_limit", 7.0);
+  if (const llvm::json::Value *V = R.present("swiglu_limit"); V && !(M.SwigluLimit > 0))
+    R.fail(llvm::formatv("field 'swiglu_limit' is {0}; expected a positive clamp", *V));
+}
+
 /// MixtralConfig's, Qwen2MoeConfig's and Qwen3MoeConfig's expert fields (transformers 5's
 /// defaults where a config leaves them out): which layers route their tokens to experts
 /// (every decoder_sparse_step-th, less mlp_only_layers), how many experts, how many per
 /// token, their width, Qwen2-MoE's shared expert.
 void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnostics &Diags) {
   const bool Mixtral = M.ModelType == "mixtral", Qwen2 = M.ModelType == "qwen2_moe";
-  const bool Olmoe = M.ModelType == "olmoe";
-  M.Experts = R.size({Mixtral ? "num_local_experts" : "num_experts"}, "the number of experts",
-                     Mixtral ? 8 : Qwen2 ? 60 : Olmoe ? 64 : 128);
+  const bool Olmoe = M.ModelType == "olmoe", GptOss = M.ModelType == "gpt_oss";
+  M.Experts = R.size({Mixtral || GptOss ? "num_local_experts" : "num_experts"},
+                     "the number of experts", Mixtral ? 8 : Qwen2 ? 60 : Olmoe ? 64 : 128);
   M.TopK = R.size({"num_experts_per_tok"}, "the experts each token is routed to",
-                  Mixtral ? 2 : Qwen2 ? 4 : 8);
+                  Mixtral ? 2 : Qwen2 || GptOss ? 4 : 8);
   if (M.TopK > M.Experts)
     R.fail(llvm::formatv("field 'num_experts_per_tok' is {0}; expected at most the {1} experts",
                          M.TopK, M.Experts));
-  // Mixtral's and OLMoE's experts are intermediate_size wide; they have no dense MLP.
-  M.MoeIntermediate = Mixtral || Olmoe ? M.Intermediate
+  // Mixtral's, OLMoE's and gpt-oss's experts are intermediate_size wide; they have no
+  // dense MLP.
+  const bool AllMoe = Mixtral || Olmoe || GptOss;
+  M.MoeIntermediate = AllMoe ? M.Intermediate
                               : R.size({"moe_intermediate_size"}, "the width of one expert",
                                        Qwen2 ? 1408 : 768);
   if (Qwen2)
@@ -266,13 +315,13 @@ void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnos
                                   "the width of the shared expert", 5632);
   M.NormTopK = Mixtral || R.get("norm_topk_prob", false);
   M.Fp32RoutingWeights = Mixtral;
-  const int64_t Step = Mixtral || Olmoe ? 1
+  const int64_t Step = AllMoe ? 1
                                          : R.size({"decoder_sparse_step"},
                                                   "every how many layers one has experts", 1);
   M.MoeLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
   for (size_t I = 0; I < M.MoeLayers.size(); ++I)
     M.MoeLayers[I] = (static_cast<int64_t>(I) + 1) % Step == 0;
-  if (!Mixtral && !Olmoe && R.present("mlp_only_layers")) {
+  if (!AllMoe && R.present("mlp_only_layers")) {
     const llvm::json::Array *Dense = Obj.getArray("mlp_only_layers");
     if (!Dense)
       R.fail("field 'mlp_only_layers' is not a list; expected the indices of the layers "
@@ -343,7 +392,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   M.Vocab = R.size({"vocab_size"}, "the vocabulary size");
   M.Intermediate = M.Family == ArchFamily::Gpt2
                        ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
-                       : R.size({"intermediate_size"}, "the MLP width");
+                       : R.size({"intermediate_size"}, "the MLP width",
+                                M.ModelType == "gpt_oss" ? 2880 : 0);
   M.KvHeads = M.Family == ArchFamily::Llama
                   ? R.size({"num_key_value_heads"}, "the number of k/v heads", M.Heads)
                   : M.Heads;
@@ -353,6 +403,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.HeadDim = 256; // GemmaConfig's, Gemma2Config's and Gemma3TextConfig's default
   else if (M.ModelType == "qwen3")
     M.HeadDim = 128; // Qwen3Config's default (not hidden / heads)
+  else if (M.ModelType == "gpt_oss")
+    M.HeadDim = 64; // GptOssConfig's default (not hidden / heads: 2880 / 64 = 45)
   else if (M.Hidden % M.Heads != 0)
     R.fail(llvm::formatv("hidden size {0} is not a multiple of num_attention_heads {1}; "
                          "expected head_dim to be given",
@@ -378,7 +430,7 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     } else if (M.ModelType == "qwen2_moe") {
       M.QkvBias = R.get("qkv_bias", true);
     } else if (M.ModelType != "mistral" && M.ModelType != "mixtral" && M.ModelType != "phi3") {
-      M.QkvBias = M.OutBias = R.get("attention_bias", false);
+      M.QkvBias = M.OutBias = R.get("attention_bias", M.ModelType == "gpt_oss");
       M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
     }
     M.GemmaNorm =
@@ -389,6 +441,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
         M.ModelType == "olmo2";
     // OLMoE normalises the whole q and k projections too, with LLaMA's RMSNorm and rotary.
     M.QkNormWhole |= M.ModelType == "olmoe";
+    if (M.ModelType == "gpt_oss")
+      readGptOss(R, Obj, M, Diags);
     if (M.ModelType == "granite") {
       M.Granite = true;
       M.EmbeddingMultiplier = R.get("embedding_multiplier", 1.0);
@@ -400,7 +454,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     }
     if (M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
       readGemma(R, Obj, M, Diags);
-    if (M.ModelType == "mixtral" || M.ModelType == "olmoe" || M.ModelType.ends_with("_moe"))
+    if (M.ModelType == "mixtral" || M.ModelType == "olmoe" || M.ModelType == "gpt_oss" ||
+        M.ModelType.ends_with("_moe"))
       readMoe(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).

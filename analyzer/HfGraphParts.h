@@ -142,6 +142,11 @@ std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Ba
 TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
                      TensorId Sin, bool CastBack = false);
 
+/// gpt-oss's _apply_rotary_emb for one of q/k, with tables of half a head: the halves
+/// x1, x2 (torch.chunk), cat(x1 * cos - x2 * sin, x2 * cos + x1 * sin).
+TensorId applyHalfRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
+                         TensorId Sin);
+
 /// eager_attention_forward: repeat_kv for grouped-query attention, softmax(q k^T * scale
 /// + mask) v, heads merged back to [batch, seq, heads * head_dim].
 /// How a family's eager attention takes its softmax (transformers 5):
@@ -155,10 +160,12 @@ enum class EagerSoftmax { Fp32ToQuery, ToValue, Plain };
 TensorId softcap(OnnxGraphBuilder &B, const std::string &S, TensorId X, double Cap,
                  const std::string &OutName = "");
 
-/// Softcap: Gemma 2's cap on the scaled scores, before the mask (0: none).
+/// Softcap: Gemma 2's cap on the scaled scores, before the mask (0: none). Sinks: gpt-oss's
+/// per-head sink logits [heads] (its softmax then takes the scores' dtype, whatever
+/// Softmax says).
 TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, TensorId K, TensorId V,
                    TensorId Mask, double Scale, int64_t Groups, EagerSoftmax Softmax,
-                   double Softcap = 0);
+                   double Softcap = 0, TensorId Sinks = NoTensor);
 
 /// head_dim ** -0.5, the `scaling` of every eager attention in transformers 5.x.
 inline double attentionScale(const HfModel &M) { return 1.0 / std::sqrt(double(M.HeadDim)); }
@@ -167,8 +174,8 @@ inline double attentionScale(const HfModel &M) { return 1.0 / std::sqrt(double(M
 TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X,
                   int64_t Width);
 
-/// The sparse mixture-of-experts block of Mixtral, Qwen2-MoE and Qwen3-MoE on X [batch,
-/// seq, hidden] (HfMoeBlocks.cpp).
+/// The sparse mixture-of-experts block of Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE and gpt-oss
+/// on X [batch, seq, hidden] (HfMoeBlocks.cpp).
 TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X);
 
 /// The output projection of a causal LM, or the base model's last hidden state.

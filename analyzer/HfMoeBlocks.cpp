@@ -1,7 +1,7 @@
 //===- HfMoeBlocks.cpp - the mixture-of-experts blocks of transformers 5 ---------===//
 //
-// MixtralSparseMoeBlock, Qwen2MoeSparseMoeBlock and Qwen3MoeSparseMoeBlock as transformers
-// 5.24 trains them. The router (an nn.Parameter [experts, hidden] applied with F.linear)
+// MixtralSparseMoeBlock, Qwen2MoeSparseMoeBlock, Qwen3MoeSparseMoeBlock, OlmoeSparseMoeBlock
+// and GptOssMLP as transformers 5.24 trains them. The router (an nn.Parameter [experts, hidden] applied with F.linear)
 // takes an fp32 softmax over the experts and the top k, renormalised where the model
 // says. The experts run through transformers' default implementation, `grouped_mm`
 // (integrations/moe.py, grouped_mm_experts_forward): the token-expert pairs sorted by
@@ -9,7 +9,10 @@
 // [experts, out, in] weights with the gated activation between, the routing weights
 // applied, the pairs put back in token order and summed per token. Every shape is set by
 // the tokens and k (S = tokens x k rows), not by which experts the router picks, so the
-// memory of the block is exact without assumptions about the load balance.
+// memory of the block is exact without assumptions about the load balance. gpt-oss differs
+// in the router (a bias; the top k logits softmaxed), the weights' layout ([experts, in,
+// out]), the experts' biases (gathered per row, added in place) and its clamped SwiGLU on
+// interleaved gate and up columns.
 //
 // The grouped matmul has no ONNX operator: it is GroupedMatMul of the domain
 // "ai.trainmem" (inputs: the rows [S, in], the weights as the kernel reads them
@@ -21,15 +24,39 @@
 namespace trainmem::hf {
 namespace {
 
-/// _grouped_linear(input, weight, offs) with weight [E, out, in]: grouped_mm against
-/// weight.transpose(-2, -1), a view.
+/// _grouped_linear(input, weight, offs, bias): grouped_mm against weight as the kernel
+/// reads it, [E, in, out]: the parameter itself where it is stored that way (gpt-oss,
+/// is_transposed), else its transpose(-2, -1), a view of [E, out, in]. A bias (each row's
+/// expert's, gathered) is added in place: `out.add_(bias)`.
 TensorId groupedLinear(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId W,
-                       TensorId SortedExperts) {
-  TensorId Wt = B.transpose(S, W, {0, 2, 1});
-  TensorId Y = B.op(S, "GroupedMatMul", {X, Wt, SortedExperts}, {B.shape(X)[0], B.shape(W)[1]},
+                       TensorId SortedExperts, bool Transposed, TensorId BiasRows = NoTensor) {
+  TensorId Wt = Transposed ? W : B.transpose(S, W, {0, 2, 1});
+  TensorId Y = B.op(S, "GroupedMatMul", {X, Wt, SortedExperts}, {B.shape(X)[0], B.shape(Wt)[2]},
                     DType::Float32);
   B.setDomain(Y, "ai.trainmem");
-  return Y;
+  if (BiasRows == NoTensor)
+    return Y;
+  TensorId Sum = B.binary(S, "Add", Y, BiasRows);
+  B.tensor(Sum).InPlace = true;
+  return Sum;
+}
+
+/// GptOssExperts._apply_gate on [S, 2 x width] with gate and up interleaved:
+/// gate = x[..., ::2].clamp(max=limit), up = x[..., 1::2].clamp(-limit, limit),
+/// (up + 1) * (gate * sigmoid(gate * alpha)). Each clamp keeps its input, a strided view
+/// of the projection, for the backward.
+TensorId clampedSwiglu(OnnxGraphBuilder &B, const std::string &S, TensorId GateUp,
+                       const HfModel &M) {
+  TensorId Gate = B.slice(S, GateUp, 1, 0, SliceToEnd, 2);
+  TensorId Up = B.slice(S, GateUp, 1, 1, SliceToEnd, 2);
+  const double Limit = M.SwigluLimit;
+  Gate = B.op(S, "Clip", {Gate, B.scalar(-std::numeric_limits<double>::infinity()),
+                          B.scalar(Limit)},
+              B.shape(Gate), DType::Float32);
+  Up = B.op(S, "Clip", {Up, B.scalar(-Limit), B.scalar(Limit)}, B.shape(Up), DType::Float32);
+  TensorId Sig = B.unary(S, "Sigmoid", B.binary(S, "Mul", Gate, B.scalar(M.SwigluAlpha)));
+  TensorId Glu = B.binary(S, "Mul", Gate, Sig);
+  return B.binary(S, "Mul", B.binary(S, "Add", Up, B.scalar(1.0)), Glu);
 }
 
 } // namespace
@@ -47,13 +74,18 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
 
   // The router: logits = F.linear(x, weight), probabilities in fp32 (Mixtral:
   // softmax(logits.float()); Qwen: softmax(logits, dtype=torch.float)), their top k.
-  Module Gate = Mlp.child("gate");
+  // gpt-oss: F.linear(x, weight, bias), the top k logits, softmax(top, dtype=top.dtype).
+  Module Gate = Mlp.child(M.GptOss ? "router" : "gate");
   const std::string &GS = Gate.Scope;
   TensorId RouterW = B.parameter(Gate.param("weight"), {H, E});
   B.routerWeight(RouterW);
   TensorId Logits = B.matmul(GS, Flat, RouterW);
+  if (M.GptOss)
+    Logits = B.binary(GS, "Add", Logits, B.parameter(Gate.param("bias"), {E}));
   TensorId Probs;
-  if (M.Fp32RoutingWeights) {
+  if (M.GptOss) {
+    Probs = Logits; // the top k of the logits themselves
+  } else if (M.Fp32RoutingWeights) {
     Probs = B.op(GS, "Softmax", {B.upcastToFp32(GS, Logits)}, {T, E}, DType::Float32,
                  {{"axis", int64_t{-1}}});
   } else {
@@ -65,12 +97,14 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
              {{"axis", int64_t{-1}}, {"largest", int64_t{1}}, {"sorted", int64_t{1}}});
   B.tensor(Top[1]).Type = DType::Int64;
   TensorId Weights = Top[0];
+  if (M.GptOss)
+    Weights = B.op(GS, "Softmax", {Weights}, {T, K}, DType::Float32, {{"axis", int64_t{-1}}});
   if (M.NormTopK) { // router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
     TensorId Sum = B.op(GS, "ReduceSum", {Weights, B.ints({-1})}, {T, 1}, DType::Float32,
                         {{"keepdims", int64_t{1}}});
     Weights = B.binary(GS, "Div", Weights, Sum);
   }
-  if (!M.Fp32RoutingWeights) // router_top_value.to(router_logits.dtype)
+  if (!M.Fp32RoutingWeights && !M.GptOss) // router_top_value.to(router_logits.dtype)
     Weights = B.castLike(GS, Weights, Logits);
 
   // grouped_mm_experts_forward.
@@ -89,13 +123,30 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   // The group offsets: torch.histc of the sorted ids as floats (CPU; int32 on CUDA), then
   // a cumsum, both [experts] (left out, as small as the offsets GroupedMatMul keeps).
   TensorId HistcInput = B.upcastToFp32(ES, SortedExperts);
+  // gpt-oss: [experts, in, out] weights (is_transposed) and biases, each row's expert's
+  // gathered (`selected_biases`, a local until the next is gathered, the last until the
+  // function returns).
+  const bool Transposed = M.GptOss;
+  auto BiasRows = [&](const char *Name, int64_t Width) {
+    return B.gather(ES, B.parameter(Experts.param(Name), {E, Width}), SortedExperts);
+  };
+  TensorId UpBias = Transposed ? BiasRows("gate_up_proj_bias", 2 * I) : NoTensor;
   TensorId GateUp = groupedLinear(
-      B, ES, Rows, B.parameter(Experts.param("gate_up_proj"), {E, 2 * I, H}), SortedExperts);
-  // _default_apply_gate: gate, up = chunk(2, dim=-1); act_fn(gate) * up.
-  std::vector<TensorId> Parts = B.split(ES, GateUp, -1, {I, I});
-  TensorId Gated = B.binary(ES, "Mul", activation(B, ES, Parts[0], M.Act), Parts[1]);
-  TensorId Out = groupedLinear(B, ES, Gated,
-                               B.parameter(Experts.param("down_proj"), {E, H, I}), SortedExperts);
+      B, ES, Rows,
+      B.parameter(Experts.param("gate_up_proj"), Transposed ? Shape{E, H, 2 * I} : Shape{E, 2 * I, H}),
+      SortedExperts, Transposed, UpBias);
+  TensorId Gated;
+  if (M.GptOss) {
+    Gated = clampedSwiglu(B, ES, GateUp, M);
+  } else { // _default_apply_gate: gate, up = chunk(2, dim=-1); act_fn(gate) * up.
+    std::vector<TensorId> Parts = B.split(ES, GateUp, -1, {I, I});
+    Gated = B.binary(ES, "Mul", activation(B, ES, Parts[0], M.Act), Parts[1]);
+  }
+  TensorId DownBias = Transposed ? BiasRows("down_proj_bias", H) : NoTensor;
+  TensorId Out = groupedLinear(
+      B, ES, Gated,
+      B.parameter(Experts.param("down_proj"), Transposed ? Shape{E, I, H} : Shape{E, H, I}),
+      SortedExperts, Transposed, DownBias);
   TensorId Weighted = B.binary(ES, "Mul", Out, B.unsqueeze(ES, RowWeights, {1}));
   // inv_perm = empty_like(perm); inv_perm[perm] = arange(S): the pairs back in token order.
   TensorId Arange = B.range(ES, S);
@@ -111,6 +162,10 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   B.holdUntil(Rows, Summed);
   B.holdUntil(SortedExperts, Summed);
   B.holdUntil(HistcInput, Summed);
+  if (M.GptOss) {
+    B.holdUntil(UpBias, DownBias);
+    B.holdUntil(DownBias, Summed);
+  }
   TensorId Y = B.castLike(ES, Summed, Flat); // .to(hidden_states.dtype)
 
   if (Shared != NoTensor) { // sigmoid(shared_expert_gate(x)) * shared_expert(x), added

@@ -109,10 +109,10 @@ TensorId OnnxGraphBuilder::unsqueeze(const std::string &Scope, TensorId X,
 }
 
 TensorId OnnxGraphBuilder::slice(const std::string &Scope, TensorId X, int64_t Axis,
-                                 int64_t Start, int64_t End) {
+                                 int64_t Start, int64_t End, int64_t Step) {
   Shape Out = shape(X);
-  Out[Axis] = std::min(End, Out[Axis]) - Start;
-  return op(Scope, "Slice", {X, ints({Start}), ints({End}), ints({Axis}), ints({1})},
+  Out[Axis] = (std::min(End, Out[Axis]) - Start + Step - 1) / Step;
+  return op(Scope, "Slice", {X, ints({Start}), ints({End}), ints({Axis}), ints({Step})},
             std::move(Out), type(X));
 }
 

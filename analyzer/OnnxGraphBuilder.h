@@ -121,9 +121,10 @@ public:
   TensorId transpose(const std::string &Scope, TensorId X, const std::vector<int64_t> &Perm);
   /// Opset 13+ takes the axes as an input; they must be ascending here.
   TensorId unsqueeze(const std::string &Scope, TensorId X, const std::vector<int64_t> &Axes);
-  /// `x[..., Start:End]` on Axis (step 1); End may run past the dim (torch.onnx writes
+  /// `x[..., Start:End:Step]` on Axis; End may run past the dim (torch.onnx writes
   /// INT64_MAX for an open end).
-  TensorId slice(const std::string &Scope, TensorId X, int64_t Axis, int64_t Start, int64_t End);
+  TensorId slice(const std::string &Scope, TensorId X, int64_t Axis, int64_t Start, int64_t End,
+                 int64_t Step = 1);
   /// Concatenation along Axis (negative counts from the end).
   TensorId concat(const std::string &Scope, const std::vector<TensorId> &Xs, int64_t Axis);
   /// Opset 13+ takes the split sizes as an input.

@@ -309,6 +309,11 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     if (Needs(0))
       SaveOut(1);
     R.GradInputBytes[1] = 0;
+    // value_selecting_reduction_backward: zeros of the input's shape, then scatter_, which
+    // on the CPU works on an fp32 copy of a 16-bit self (measured on torch 2.15: a bf16
+    // [1, 4, 512, 513] max(dim) backward allocates 2 MiB of zeros and 4 MiB beside them).
+    if (Ctx.Cpu && Needs(0) && dtypeBytes(Ctx.TypeOf[In(0)], 1) == 2)
+      R.BackwardTransient += dtypeBytes(DType::Float32, Ctx.elements(In(0)));
     return R;
   }
   if (K == "ScatterElements") {
@@ -317,6 +322,9 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     return R;
   }
   if (K == "Add" || K == "Sum") {
+    if (K == "Add" && !Op.Outputs.empty() && Op.Outputs[0] != NoTensor &&
+        Ctx.G.Tensors[Op.Outputs[0]].InPlace)
+      R.Outputs[0] = OutputKind::ViewOfInput0; // add_: the sum is written into input 0
     for (size_t I = 0; I < NIn; ++I)
       if (Needs(I) && Ctx.elements(In(I)) == Ctx.elements(Op.Outputs[0]))
         R.GradIsPassThrough[I] = true; // AddBackward returns grad itself

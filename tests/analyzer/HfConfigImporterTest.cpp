@@ -54,6 +54,9 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     // Mixture-of-experts (transformers 5 keeps each block's experts as two 3-D tensors).
     {"mixtral-8x7b", 46'702'792'704}, {"qwen3-30b-a3b", 30'532'122'624},
     {"qwen1.5-moe-a2.7b", 14'315'784'192}, {"olmoe-1b-7b", 6'919'161'856},
+    // gpt-oss (its released configs' quantization_config dropped for the count: MXFP4
+    // changes the storage, not the parameters).
+    {"gpt-oss-20b", 20'914'757'184}, {"gpt-oss-120b", 116'829'156'672},
 };
 
 } // namespace
@@ -441,7 +444,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, granite, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, granite, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});
@@ -456,7 +459,7 @@ TEST(HfConfigImporter, EveryGraphIsConcreteOrderedAndStandardOnnx) {
       "MatMul",      "Mul",        "Neg",        "Pow",       "Range",   "Reciprocal",
       "ReduceMean",  "Relu",       "Reshape",    "Sigmoid",   "Sin",     "Slice",
       "Softmax",     "Split",      "Sqrt",       "Tanh",      "Transpose", "Unsqueeze",
-      "Where",       "TopK",       "ReduceSum",  "ScatterElements"};
+      "Where",       "TopK",       "ReduceSum",  "ScatterElements", "Sub",   "Clip"};
   for (const auto &[Name, Count] : MeasuredParameterCounts) {
     Graph G = importSample(Name, dims(2, 64));
     for (const Tensor &T : G.Tensors) {
@@ -687,5 +690,67 @@ TEST(HfConfigImporter, MixtureOfExpertsFieldsAreChecked) {
   Graph G = importPath(Aux.path());
   EXPECT_TRUE(llvm::any_of(G.Diags.all(), [](const Diagnostic &D) {
     return D.Code == "unsupported-field" && D.Message.find("load-balancing") != std::string::npos;
+  }));
+}
+
+TEST(HfConfigImporter, GptOssSinksExpertsAndLayerTypes) {
+  Graph G = importSample("gpt-oss-20b", dims(1, 256));
+  // transformers refuses SDPA for gpt-oss: its attention runs eagerly.
+  EXPECT_FALSE(G.DeclaredFusedAttention);
+  EXPECT_EQ(findTensor(G, "model.layers.0.self_attn.sinks")->Shape, (Shape{64}));
+  EXPECT_EQ(findTensor(G, "model.layers.0.self_attn.q_proj.bias")->Shape, (Shape{4096}));
+  // The experts' weights as transformers stores them ([experts, in, out]: is_transposed)
+  // with a bias per expert; the router is a linear with a bias, never a LoRA site.
+  const std::string P = "model.layers.3.mlp.";
+  EXPECT_EQ(findTensor(G, P + "experts.gate_up_proj")->Shape, (Shape{32, 2880, 5760}));
+  EXPECT_EQ(findTensor(G, P + "experts.gate_up_proj_bias")->Shape, (Shape{32, 5760}));
+  EXPECT_EQ(findTensor(G, P + "experts.down_proj")->Shape, (Shape{32, 2880, 2880}));
+  EXPECT_EQ(findTensor(G, P + "experts.down_proj_bias")->Shape, (Shape{32, 2880}));
+  EXPECT_EQ(findTensor(G, P + "router.bias")->Shape, (Shape{32}));
+  EXPECT_EQ(G.RouterWeights.size(), 24u);
+  // Each grouped matmul's bias is added in place (no storage of its own), and the
+  // interleaved gate and up are strided views of one projection.
+  int InPlace = 0, Strided = 0;
+  for (const Node &N : G.Nodes) {
+    if (N.LayerPath != "model.layers.3.mlp.experts")
+      continue;
+    if (N.OpType == "Add" && G.Tensors[N.Outputs[0]].InPlace) {
+      ++InPlace;
+      EXPECT_EQ(G.Nodes[G.Tensors[N.Inputs[0]].Producer].OpType, "GroupedMatMul") << N.Name;
+    }
+    if (N.OpType == "Slice" && G.Tensors[N.Inputs[4]].IntValues == std::vector<int64_t>{2})
+      ++Strided;
+  }
+  EXPECT_EQ(InPlace, 2);
+  EXPECT_EQ(Strided, 2);
+  // Sliding and full layers alternate from the first: one mask per type, 256 x 256.
+  int Masks = 0;
+  for (const Node &N : G.Nodes)
+    if (N.OpType == "Where" && N.LayerPath == "model")
+      ++Masks;
+  EXPECT_EQ(Masks, 2);
+  // The scores with the sink column, their row max (a top-1 keeping its indices).
+  const Node *Max = findNode(G, "/model/layers.0/self_attn/TopK");
+  ASSERT_NE(Max, nullptr);
+  EXPECT_EQ(G.Tensors[Max->Inputs[0]].Shape, (Shape{1, 64, 256, 257}));
+  EXPECT_TRUE(llvm::any_of(G.Diags.all(), [](const Diagnostic &D) {
+    return D.Code == "quantized-checkpoint";
+  }));
+}
+
+TEST(HfConfigImporter, GptOssFieldsAreChecked) {
+  ConfigVariant Limit("gpt-oss-20b", "oss-limit", {{"swiglu_limit", -1}});
+  std::string E = importError(Limit.path());
+  EXPECT_NE(E.find(Limit.path()), std::string::npos) << E;
+  EXPECT_NE(E.find("'swiglu_limit' is -1; expected a positive clamp"), std::string::npos) << E;
+  ConfigVariant Types("gpt-oss-20b", "oss-types", {{"layer_types", llvm::json::Array{"full_attention"}}});
+  E = importError(Types.path());
+  EXPECT_NE(E.find("'layer_types' has 1 entries; expected one per layer (24)"), std::string::npos)
+      << E;
+  ConfigVariant Sdpa("gpt-oss-20b", "oss-sdpa", {{"attn_implementation", "sdpa"}});
+  Graph G = importPath(Sdpa.path());
+  EXPECT_FALSE(G.DeclaredFusedAttention);
+  EXPECT_TRUE(llvm::any_of(G.Diags.all(), [](const Diagnostic &D) {
+    return D.Code == "attention-sinks";
   }));
 }

@@ -11,6 +11,7 @@
 #include "cupti_probe/ExecutorState.h"
 
 #include <cmath>
+#include <limits>
 
 namespace trainmem::probe {
 
@@ -56,7 +57,23 @@ llvm::Expected<bool> ExecutorImpl::runArithmeticOp(const SimOp &Op, std::vector<
     else if (K == "GreaterOrEqual") F = [](double X, double Y) { return X >= Y ? 1.0 : 0.0; };
     else if (K == "And") F = [](double X, double Y) { return X != 0 && Y != 0 ? 1.0 : 0.0; };
     else F = [](double X, double Y) { return X != 0 || Y != 0 ? 1.0 : 0.0; };
-    Out[0] = binary(A, B, Dims, T, F, OutName);
+    if (K == "Add" && G.Tensors[Op.Outputs[0]].InPlace) {
+      // out.add_(bias) (gpt-oss's experts): the sum written into the first operand's
+      // storage, the result of the op before, as the simulator counts it.
+      if (A.Dims != Dims || A.Type != ElemType::F32)
+        return unsupported(Op, "an in-place add whose first operand is broadcast or not fp32");
+      const void *PB = Host.read(*B.Buf);
+      Host.read(*A.Buf);
+      float *PA = static_cast<float *>(Host.write(*A.Buf));
+      forEachElement(Dims, {A.Strides, broadcastStrides(B, Dims)}, {A.Offset, B.Offset},
+                     [&](const std::vector<int64_t> &O) {
+                       PA[O[0]] += static_cast<float>(loadAsDouble(PB, B.Type, O[1]));
+                     });
+      Host.flush();
+      Out[0] = A;
+    } else {
+      Out[0] = binary(A, B, Dims, T, F, OutName);
+    }
     if (!Bw || Compare)
       return true;
     Shape DA = A.Dims, DB = B.Dims;
@@ -193,6 +210,29 @@ llvm::Expected<bool> ExecutorImpl::runArithmeticOp(const SimOp &Op, std::vector<
                                          [D](double G, double V) { return G * D(V); },
                                          "grad (pointwise)")};
     };
+    return true;
+  }
+
+  if (K == "Clip") {
+    // torch.clamp: min and max are Python numbers (absent: unbounded); the backward passes
+    // the gradient where the input lay within them, so it keeps the input.
+    auto Bound = [&](size_t I, double Default) {
+      return I < Op.Inputs.size() && Op.Inputs[I] != NoTensor && isScalarConstant(Op.Inputs[I])
+                 ? scalarValue(Op.Inputs[I])
+                 : Default;
+    };
+    const double Lo = Bound(1, -std::numeric_limits<double>::infinity());
+    const double Hi = Bound(2, std::numeric_limits<double>::infinity());
+    Out[0] = unary(In[0], ElemType::F32, [Lo, Hi](double X) { return std::clamp(X, Lo, Hi); },
+                   OutName);
+    if (Bw)
+      *Bw = [this, Kept = save(In[0]), Lo, Hi](std::vector<XTensor> &GOut) {
+        return std::vector<XTensor>{
+            binary(GOut[0], Kept, GOut[0].Dims, ElemType::F32,
+                   [Lo, Hi](double G, double X) { return X >= Lo && X <= Hi ? G : 0.0; },
+                   "grad (clamp)"),
+            XTensor{}, XTensor{}};
+      };
     return true;
   }
 

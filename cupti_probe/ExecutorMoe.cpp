@@ -41,6 +41,16 @@ void groupedRows(const float *PA, const XTensor &A, const float *PW, const XTens
   }
 }
 
+/// The element offset of each row (every index but the last) of T, in row-major order.
+std::vector<int64_t> rowOffsets(const XTensor &T) {
+  std::vector<int64_t> Rows;
+  Shape Outer(T.Dims.begin(), T.Dims.end() - 1);
+  Shape Strides(T.Strides.begin(), T.Strides.end() - 1);
+  forEachElement(Outer, {Strides}, {T.Offset},
+                 [&](const std::vector<int64_t> &O) { Rows.push_back(O[0]); });
+  return Rows;
+}
+
 } // namespace
 
 llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor> &In,
@@ -53,26 +63,28 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
   const Node &Anchor = G.Nodes[Op.Nodes.front()];
 
   if (K == "TopK") {
+    // Over the last axis of any rank: the routers' [tokens, experts], the experts' sort of
+    // the pair ids [S], gpt-oss's row max of its scores [batch, heads, seq, seq + 1].
     const XTensor &X = In[0];
     const int64_t Axis = Anchor.intAttr("axis").value_or(-1);
     const bool Largest = Anchor.intAttr("largest").value_or(1) != 0;
-    if (X.Dims.empty() || X.Dims.size() > 2 ||
-        (Axis != -1 && Axis != static_cast<int64_t>(X.Dims.size()) - 1) || Out.size() != 2)
-      return unsupported(Op, "a top-k over other than the last axis of a 1-D or 2-D tensor");
+    if (X.Dims.empty() || (Axis != -1 && Axis != static_cast<int64_t>(X.Dims.size()) - 1) ||
+        Out.size() != 2)
+      return unsupported(Op, "a top-k over other than the last axis");
     const Shape VD = OutShape(0);
-    const int64_t Rows = X.Dims.size() == 2 ? X.Dims[0] : 1, Cols = X.Dims.back();
-    const int64_t Keep = VD.back();
+    const int64_t Cols = X.Dims.back(), Keep = VD.back();
     XTensor Values = alloc(VD, X.Type, MemCategory::Temporaries, G.Tensors[Op.Outputs[0]].Name);
     XTensor Indices =
         alloc(OutShape(1), ElemType::I64, MemCategory::Temporaries, G.Tensors[Op.Outputs[1]].Name);
+    const std::vector<int64_t> XRows = rowOffsets(X);
+    const int64_t Rows = static_cast<int64_t>(XRows.size()), XStep = X.Strides.back();
     const void *PX = Host.read(*X.Buf);
     void *PV = Host.write(*Values.Buf), *PI = Host.write(*Indices.Buf);
     std::vector<int64_t> Order(static_cast<size_t>(Cols));
     std::vector<double> Row(static_cast<size_t>(Cols));
     for (int64_t R = 0; R < Rows; ++R) {
       for (int64_t C = 0; C < Cols; ++C)
-        Row[static_cast<size_t>(C)] =
-            loadAsDouble(PX, X.Type, X.Dims.size() == 2 ? at2(X, R, C) : at2(X, C, 0));
+        Row[static_cast<size_t>(C)] = loadAsDouble(PX, X.Type, XRows[R] + C * XStep);
       std::iota(Order.begin(), Order.end(), 0);
       std::stable_sort(Order.begin(), Order.end(), [&](int64_t A, int64_t B) {
         return Largest ? Row[static_cast<size_t>(A)] > Row[static_cast<size_t>(B)]
@@ -93,7 +105,9 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
              Keep](std::vector<XTensor> &GOut) {
         XTensor GX = zeros(InDims, ElemType::F32, "grad (topk)");
         if (GOut[0].defined()) {
-          const void *PG = Host.read(*GOut[0].Buf);
+          const XTensor &Gr = GOut[0];
+          const std::vector<int64_t> GRows = rowOffsets(Gr);
+          const void *PG = Host.read(*Gr.Buf);
           const void *PS = Host.read(*Saved.Buf);
           float *PGX = static_cast<float *>(Host.write(*GX.Buf));
           for (int64_t R = 0; R < Rows; ++R)
@@ -101,8 +115,7 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
               auto Col = static_cast<int64_t>(
                   loadAsDouble(PS, ElemType::I64, Saved.Offset + R * Keep + C));
               PGX[R * Cols + Col] += static_cast<float>(
-                  loadAsDouble(PG, GOut[0].Type,
-                               GOut[0].Dims.size() == 2 ? at2(GOut[0], R, C) : at2(GOut[0], C, 0)));
+                  loadAsDouble(PG, Gr.Type, GRows[R] + C * Gr.Strides.back()));
             }
           Host.flush();
         }
@@ -162,27 +175,30 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
     XTensor KeptX = Need(1) ? save(X) : XTensor{};
     XTensor KeptW = Need(0) ? save(Wt) : XTensor{};
     *Bw = [this, KeptX, KeptW, Offsets, Expert, S, InW, OutW, E, NX = Need(0),
-           NW = Need(1)](std::vector<XTensor> &GOut) {
+           NW = Need(1), WS = denseStridesLike(Wt)](std::vector<XTensor> &GOut) {
       std::vector<XTensor> Res(3);
       const XTensor &GY = GOut[0];
       const float *PG = static_cast<const float *>(Host.read(*GY.Buf));
       // grad_weight first, as mm computes it.
       if (NW) {
-        // Made in the layout of the [E, out, in] parameter the weights are a transposed view
-        // of (measured: torch's CPU backward allocates it so, and AccumulateGrad takes it
-        // without a copy).
+        // Made in the weights' own layout: the [E, out, in] parameter's where they are its
+        // transposed view, the [E, in, out] parameter's where they are it (gpt-oss), so
+        // AccumulateGrad takes it without a copy (measured: torch's CPU backward allocates
+        // it so).
         XTensor Buf = zeros({E, OutW, InW}, ElemType::F32, "grad (grouped matmul weight)");
         const float *PX = static_cast<const float *>(Host.read(*KeptX.Buf));
         float *PGW = static_cast<float *>(Host.write(*Buf.Buf));
-        for (int64_t R = 0; R < S; ++R)
+        for (int64_t R = 0; R < S; ++R) {
+          const int64_t Base = Buf.Offset + Expert[static_cast<size_t>(R)] * WS[0];
           for (int64_t I = 0; I < InW; ++I) {
             const double XV = PX[at2(KeptX, R, I)];
             for (int64_t J = 0; J < OutW; ++J)
-              PGW[Buf.Offset + (Expert[static_cast<size_t>(R)] * OutW + J) * InW + I] +=
+              PGW[Base + I * WS[1] + J * WS[2]] +=
                   static_cast<float>(XV * double(PG[at2(GY, R, J)]));
           }
+        }
         Host.flush();
-        Res[1] = Buf.view({E, InW, OutW}, {OutW * InW, 1, InW}, Buf.Offset);
+        Res[1] = Buf.view({E, InW, OutW}, WS, Buf.Offset);
       }
       if (NX) {
         XTensor GX = alloc({S, InW}, ElemType::F32, MemCategory::Temporaries,

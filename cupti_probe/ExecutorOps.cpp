@@ -172,6 +172,7 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
     // split sizes or the slice's starts.
     std::vector<int64_t> Starts(Op.Outputs.size(), 0);
     size_t Axis = 0;
+    int64_t Step = 1; // a slice's step (gpt-oss's interleaved gate and up: 2)
     if (K == "Split") {
       Axis = axisOf(Anchor.intAttr("axis").value_or(0), X.Dims.size());
       int64_t At = 0;
@@ -200,8 +201,10 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
         }
       if (AxesV.size() == 1)
         Axis = axisOf(AxesV[0], X.Dims.size());
-      if (Changed > 1 || AxesV.size() > 1 || (!StepsV.empty() && StepsV[0] != 1))
-        return unsupported(Op, "a slice over several axes or with a step");
+      if (Changed > 1 || AxesV.size() > 1 || (!StepsV.empty() && StepsV[0] < 1))
+        return unsupported(Op, "a slice over several axes or with a negative step");
+      if (!StepsV.empty())
+        Step = StepsV[0];
       int64_t Start = StartV.empty() ? 0 : StartV[0];
       if (Start < 0)
         Start += X.Dims[Axis];
@@ -211,13 +214,14 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
         return unsupported(Op, "slice bounds computed at run time");
     }
     for (size_t I = 0; I < Op.Outputs.size(); ++I) {
-      Shape Dims = X.Dims;
+      Shape Dims = X.Dims, Strides = X.Strides;
       Dims[Axis] = OutShape(I)[Axis];
-      Out[I] = X.view(Dims, X.Strides, X.Offset + Starts[I] * X.Strides[Axis]);
+      Strides[Axis] *= Step;
+      Out[I] = X.view(Dims, Strides, X.Offset + Starts[I] * X.Strides[Axis]);
     }
     if (Bw) {
       Shape InDims = X.Dims;
-      *Bw = [this, InDims, Starts, Axis](std::vector<XTensor> &GOut) {
+      *Bw = [this, InDims, Starts, Axis, Step](std::vector<XTensor> &GOut) {
         // SliceBackward / SplitBackward: the input-sized gradient, zeros where no piece
         // came back.
         XTensor R = zeros(InDims, ElemType::F32, "grad (slice)");
@@ -227,7 +231,9 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
             continue;
           const float *PG = static_cast<const float *>(Host.read(*GOut[I].Buf));
           int64_t Base = Starts[I] * R.Strides[Axis];
-          forEachElement(GOut[I].Dims, {GOut[I].Strides, R.Strides}, {GOut[I].Offset, Base},
+          Shape Into = R.Strides;
+          Into[Axis] *= Step;
+          forEachElement(GOut[I].Dims, {GOut[I].Strides, Into}, {GOut[I].Offset, Base},
                          [&](const std::vector<int64_t> &O) { PR[O[1]] = PG[O[0]]; });
         }
         Host.flush();

@@ -221,6 +221,24 @@ TEST(Executor, GradientsMatchFiniteDifferencesThroughNormAndResidual) {
   expectGradientsMatchFiniteDifferences(B.finish());
 }
 
+TEST(Executor, GradientsMatchFiniteDifferencesThroughAClamp) {
+  // torch.clamp(x, -0.4, 0.4): the gradient passes where the input lay within the bounds
+  // (some of these values lie outside them: with the cut ignored, 8 checks fail; none lies
+  // so near a bound that the central differences cross it).
+  GraphBuilder B("clamp");
+  TensorId X = B.input("x", {3, 4});
+  TensorId W1 = B.weight("fc1.weight", {4, 6});
+  TensorId W2 = B.weight("fc2.weight", {6, 5});
+  TensorId Lo = B.weight("lo", {}), Hi = B.weight("hi", {});
+  B.graph().Tensors[Lo].FloatValues = {-0.4};
+  B.graph().Tensors[Hi].FloatValues = {0.4};
+  TensorId H = B.op("MatMul", {X, W1}, {3, 6}, "/fc1/MatMul");
+  TensorId C = B.op("Clip", {H, Lo, Hi}, {3, 6}, "/act/Clip");
+  TensorId Logits = B.op("MatMul", {C, W2}, {3, 5}, "/fc2/MatMul");
+  B.output(Logits);
+  expectGradientsMatchFiniteDifferences(B.finish());
+}
+
 TEST(Executor, GradientsMatchFiniteDifferencesThroughAttention) {
   GraphBuilder B("attn");
   TensorId X = B.input("x", {4, 6});
@@ -243,21 +261,16 @@ TEST(Executor, GradientsMatchFiniteDifferencesThroughAttention) {
 
 } // namespace
 
-TEST(Executor, GradientsMatchFiniteDifferencesThroughMixtureOfExperts) {
-  // A one-layer Mixtral (4 experts, 2 per token) from its config: the router's top-k, the
-  // sorted pairs, the gathers, both grouped matmuls and the scatter back, every parameter
-  // (router, experts, attention, norms) checked against central differences.
+/// The model of a config.json text (batch 1, 5 tokens), its gradients checked against
+/// central differences.
+void expectConfigGradientsMatchFiniteDifferences(const char *Config) {
   llvm::SmallString<128> Path;
   ASSERT_FALSE(llvm::sys::fs::createTemporaryFile("moe-fd", "json", Path));
   {
     std::error_code EC;
     llvm::raw_fd_ostream OS(Path, EC);
     ASSERT_FALSE(EC);
-    OS << R"({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
-              "hidden_size": 8, "intermediate_size": 6, "num_hidden_layers": 1,
-              "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 11,
-              "num_local_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 16,
-              "tie_word_embeddings": false})";
+    OS << Config;
   }
   ImportOptions O;
   O.Dims = {{"batch", 1}, {"seq", 5}};
@@ -265,4 +278,30 @@ TEST(Executor, GradientsMatchFiniteDifferencesThroughMixtureOfExperts) {
   llvm::sys::fs::remove(Path);
   ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
   expectGradientsMatchFiniteDifferences(*G);
+}
+
+TEST(Executor, GradientsMatchFiniteDifferencesThroughMixtureOfExperts) {
+  // A one-layer Mixtral (4 experts, 2 per token) from its config: the router's top-k, the
+  // sorted pairs, the gathers, both grouped matmuls and the scatter back, every parameter
+  // (router, experts, attention, norms) checked against central differences.
+  expectConfigGradientsMatchFiniteDifferences(
+      R"({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
+          "hidden_size": 8, "intermediate_size": 6, "num_hidden_layers": 1,
+          "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 11,
+          "num_local_experts": 4, "num_experts_per_tok": 2, "max_position_embeddings": 16,
+          "tie_word_embeddings": false})");
+}
+
+TEST(Executor, GradientsMatchFiniteDifferencesThroughGptOss) {
+  // A one-layer gpt-oss: the attention sinks (their row max a top-1), the half-head
+  // rotary, the sliding mask, the router's bias and top-k softmax, the experts' biases
+  // added in place, the SwiGLU on strided gate and up columns (with a limit no value
+  // reaches: central differences across a clamp's kink are off by its slope; the cut is
+  // checked on its own below).
+  expectConfigGradientsMatchFiniteDifferences(
+      R"({"model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"],
+          "hidden_size": 8, "intermediate_size": 6, "num_hidden_layers": 1,
+          "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 4,
+          "vocab_size": 11, "num_local_experts": 4, "num_experts_per_tok": 2,
+          "sliding_window": 3, "swiglu_limit": 100, "max_position_embeddings": 16})");
 }

@@ -617,6 +617,15 @@ void Simulator::planDropout() {
       for (NodeId C : consumers(Out))
         if (G.Nodes[C].OpType == "MatMul" && Sites.Attention > 0)
           Dropouts.insert(I);
+    } else if (Op.Kind == "Slice" && !Op.Inputs.empty() && Op.Inputs[0] != NoTensor &&
+               ProducerOp.count(Op.Inputs[0]) &&
+               Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax") {
+      // gpt-oss: the sink's column dropped from the probabilities (a view), then dropout,
+      // then the cast to the values' dtype.
+      for (NodeId C : consumers(Out))
+        if ((G.Nodes[C].OpType == "CastLike" || G.Nodes[C].OpType == "MatMul") &&
+            Sites.Attention > 0)
+          Dropouts.insert(I);
     } else if (Op.Kind == "Linear" && consumers(Out).size() == 1 && Sites.Residual > 0) {
       // The projection may reach the residual add through a reshape (GPT-2's Conv1D
       // computes addmm on [batch * seq, width] and views the result back).

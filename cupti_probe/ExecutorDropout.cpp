@@ -13,9 +13,14 @@
 namespace trainmem::probe {
 
 void ExecutorImpl::planDropout() {
-  DropoutP = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
-  if (DropoutP <= 0)
+  const double P = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
+  if (P <= 0)
     return;
+  // The sites a config declares (the simulator's placement, StepSimulatorForward.cpp), each
+  // with its own probability; --dropout (or an ONNX file's) puts one at all three.
+  Graph::DropoutSites Sites{P, P, P};
+  if (!Setup.Dropout && G.DeclaredDropoutSites)
+    Sites = *G.DeclaredDropoutSites;
   std::vector<int> ProducerOp(G.Tensors.size(), -1);
   for (size_t I = 0; I < Ops.size(); ++I)
     for (TensorId O : Ops[I].Outputs)
@@ -26,23 +31,27 @@ void ExecutorImpl::planDropout() {
     if (Op.Outputs.empty() || Op.Outputs[0] == NoTensor)
       continue;
     const Tensor &Out = G.Tensors[Op.Outputs[0]];
-    const bool CastProbs = Op.Kind == "CastLike" && !Op.Inputs.empty() &&
-                           Op.Inputs[0] != NoTensor && ProducerOp[Op.Inputs[0]] >= 0 &&
+    const bool OfSoftmax = !Op.Inputs.empty() && Op.Inputs[0] != NoTensor &&
+                           ProducerOp[Op.Inputs[0]] >= 0 &&
                            Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax";
-    if (Op.Kind == "Softmax" || CastProbs) {
+    const bool CastProbs = Op.Kind == "CastLike" && OfSoftmax;
+    // gpt-oss: the probabilities less the sink's column (a view), dropped out before the cast.
+    const bool SinkProbs = Op.Kind == "Slice" && OfSoftmax;
+    if (Op.Kind == "Softmax" || CastProbs || SinkProbs) {
       // attn_drop: the probabilities the PV matmul reads (after transformers' cast of its
       // fp32 softmax to the query's dtype).
       for (NodeId C : Out.Consumers)
-        if (G.Nodes[C].OpType == "MatMul")
-          DropoutOps.insert(I);
+        if ((G.Nodes[C].OpType == "MatMul" || (SinkProbs && G.Nodes[C].OpType == "CastLike")) &&
+            Sites.Attention > 0)
+          DropoutOps[I] = Sites.Attention;
     } else if (Op.Kind == "Linear" && Out.Consumers.size() == 1) {
       // resid_drop / mlp.drop: a projection whose only reader is the residual sum.
       const Node &C = G.Nodes[Out.Consumers[0]];
       if (C.OpType == "Add" && C.Inputs.size() == 2) {
         TensorId Other = C.Inputs[0] == Op.Outputs[0] ? C.Inputs[1] : C.Inputs[0];
         if (Other != NoTensor && !G.Tensors[Other].Stored &&
-            G.Tensors[Other].numElements() == Out.numElements())
-          DropoutOps.insert(I);
+            G.Tensors[Other].numElements() == Out.numElements() && Sites.Residual > 0)
+          DropoutOps[I] = Sites.Residual;
       }
     }
   }
@@ -52,9 +61,11 @@ void ExecutorImpl::planDropout() {
     if (blockOfLayerPath(Op.Layer).empty())
       continue;
     for (TensorId In : Op.Inputs) {
-      int P = In == NoTensor ? -1 : ProducerOp[In];
-      if (P >= 0 && blockOfLayerPath(Ops[P].Layer).empty() && isFloating(G.Tensors[In].Type)) {
-        DropoutOps.insert(static_cast<size_t>(P));
+      int Producer = In == NoTensor ? -1 : ProducerOp[In];
+      if (Producer >= 0 && blockOfLayerPath(Ops[Producer].Layer).empty() &&
+          isFloating(G.Tensors[In].Type)) {
+        if (Sites.Embedding > 0)
+          DropoutOps[static_cast<size_t>(Producer)] = Sites.Embedding;
         return;
       }
     }
@@ -66,7 +77,7 @@ void ExecutorImpl::applyDropout(size_t OpI, XTensor &Value, Tape *T) {
   TensorId Out = Op.Outputs[0];
   XTensor X = contiguous(Value, G.Tensors[Out].Name + " (contiguous)");
   int64_t N = X.numel();
-  float P = static_cast<float>(DropoutP);
+  float P = static_cast<float>(DropoutOps.at(OpI));
   // One stream per step, micro-batch and op: a checkpoint's recompute draws the same mask,
   // as fork_rng makes PyTorch's do.
   uint64_t Offset = ((static_cast<uint64_t>(StepsDone) * 64 + CurrentMicroBatch) << 40) +

@@ -170,8 +170,9 @@ public:
   std::vector<Segment> Segments;
   std::vector<int> SegmentOfOp;            ///< -1 outside checkpointed blocks
   std::vector<XTensor> CheckpointRngStates; ///< live until the graph is freed
-  std::set<size_t> DropoutOps; ///< ops whose first output goes through dropout
-  double DropoutP = 0;
+  /// The ops whose first output goes through dropout, with its probability (a config's
+  /// sites may differ: attention_dropout, resid_pdrop, ...).
+  std::map<size_t, double> DropoutOps;
   int CurrentMicroBatch = 0;
   XTensor Labels, LabelsView;
   std::vector<XTensor> FullInputs; ///< per batch input: all micro-batches, one allocation

@@ -198,6 +198,7 @@ const GoldenCase Cases[] = {
     {"analyze_gpt2_tiny_checkpoint_cpu", {"analyze", GT + "gpt2_tiny.onnx", "--input=input_ids=4x32", "--checkpoint=blocks", "--device=cpu"}, true},
     {"analyze_gpt2_tiny_lora", {"analyze", GT + "gpt2_tiny.onnx", "--input=input_ids=4x32", "--lora-rank=8", "--lora-alpha=16"}, true},
     {"analyze_hf_qwen3_moe_lora_h100", {"analyze", "--hf-config=samples/hf/qwen3-30b-a3b/config.json", "--dim", "batch=4", "--dim", "seq=2048", "--precision=bf16", "--lora-rank=16", "--lora-targets=all-linear", "--checkpoint=blocks", "--gpu=h100-sxm"}, false},
+    {"analyze_hf_gpt_oss_lora_h100", {"analyze", "--hf-config=samples/hf/gpt-oss-20b/config.json", "--dim", "batch=4", "--dim", "seq=2048", "--precision=bf16", "--lora-rank=16", "--lora-targets=all-linear", "--checkpoint=blocks", "--gpu=h100-sxm"}, false},
     {"analyze_hf_tiny_mixtral_cpu", {"analyze", "--hf-config=tests/data/measured-hf/configs/mixtral-8x7b.json", "--dim", "batch=2", "--dim", "seq=256", "--device=cpu", "--checkpoint=blocks", "--precision=bf16"}, false},
     {"analyze_hf_llama2_7b_qlora", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=1", "--dim", "seq=512", "--qlora", "--lora-rank=64", "--lora-targets=all-linear", "--gpu=rtx-4090"}, false},
     {"error_lora_targets", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "seq=64", "--lora-rank=8", "--lora-targets=c_attn"}, false},

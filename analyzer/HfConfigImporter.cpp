@@ -314,6 +314,9 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
   if (Softmax == EagerSoftmax::Fp32ToQuery) {
     B.tensor(Probs).UpcastToFp32 = true;
     Probs = B.castLike(S, Probs, Q);
+    // `attn_weights = softmax(attn_weights, dtype=torch.float32).to(query.dtype)`: the
+    // scores stay bound to the name until the cast's result replaces them.
+    B.holdUntil(Scores, Probs);
   } else if (Softmax == EagerSoftmax::ToValue) {
     Probs = B.castLike(S, Probs, V);
   }

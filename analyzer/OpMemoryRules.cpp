@@ -325,13 +325,17 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     if (K == "Add" && !Op.Outputs.empty() && Op.Outputs[0] != NoTensor &&
         Ctx.G.Tensors[Op.Outputs[0]].InPlace)
       R.Outputs[0] = OutputKind::ViewOfInput0; // add_: the sum is written into input 0
+    // AddBackward returns grad itself; the engine casts it to an input of another dtype (a
+    // bf16 branch added to an fp32 residual under autocast) into a tensor of its own.
     for (size_t I = 0; I < NIn; ++I)
-      if (Needs(I) && Ctx.elements(In(I)) == Ctx.elements(Op.Outputs[0]))
-        R.GradIsPassThrough[I] = true; // AddBackward returns grad itself
+      if (Needs(I) && Ctx.elements(In(I)) == Ctx.elements(Op.Outputs[0]) &&
+          Ctx.TypeOf[In(I)] == Ctx.TypeOf[Op.Outputs[0]])
+        R.GradIsPassThrough[I] = true;
     return R;
   }
   if (K == "Sub") {
-    if (Needs(0) && Ctx.elements(In(0)) == Ctx.elements(Op.Outputs[0]))
+    if (Needs(0) && Ctx.elements(In(0)) == Ctx.elements(Op.Outputs[0]) &&
+        Ctx.TypeOf[In(0)] == Ctx.TypeOf[Op.Outputs[0]])
       R.GradIsPassThrough[0] = true;
     return R;
   }

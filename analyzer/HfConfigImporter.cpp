@@ -426,56 +426,62 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Module Attn = Layer.child("self_attn");
     const std::string &AS = Attn.Scope;
     TensorId Normed = M.PostNormsOnly ? X : rmsNorm(B, Layer.child("input_layernorm"), M, X);
-    // Qwen3: q_norm(q_proj(x).view(b, s, heads, head_dim)).transpose(1, 2), so the norm
-    // runs on the contiguous view and the rotary on the transposed result.
-    auto Project = [&](const char *Name, int64_t Heads, const char *Norm = nullptr) {
-      TensorId P = linear(B, Attn.child(Name), Normed, H, Heads * Hd, M.QkvBias);
-      if (!Norm || !M.QkNorm)
-        return splitHeads(B, AS, P, Heads, Hd);
-      if (M.QkNormWhole) // OLMo 2: q_norm(q_proj(x)), then the heads
-        return splitHeads(B, AS, rmsNorm(B, Attn.child(Norm), M, P), Heads, Hd);
-      if (M.QkNormTransposed) // Gemma 3: q_norm(q_proj(x).view(...).transpose(1, 2))
-        return rmsNorm(B, Attn.child(Norm), M, splitHeads(B, AS, P, Heads, Hd));
-      const Shape &In = B.shape(P);
-      TensorId PerHead = B.reshape(AS, P, {In[0], In[1], Heads, Hd});
-      return B.transpose(AS, rmsNorm(B, Attn.child(Norm), M, PerHead), {0, 2, 1, 3});
-    };
-    TensorId Q, K, V;
-    if (M.FusedQkv) {
-      // Phi3Attention: qkv = qkv_proj(x); q, k, v = slices of its last dim (each slice's
-      // backward is a zero-filled qkv-sized gradient), viewed as heads and transposed.
-      const int64_t QW = M.Heads * Hd, KvW = M.KvHeads * Hd;
-      TensorId Qkv = linear(B, Attn.child("qkv_proj"), Normed, H, QW + 2 * KvW, M.QkvBias);
-      auto Heads = [&](int64_t From, int64_t Width) {
-        return splitHeads(B, AS, B.slice(AS, Qkv, 2, From, From + Width), Width / Hd, Hd);
+    TensorId O;
+    if (M.Mla) {
+      O = mlaAttention(B, Attn, M, Normed, Sliding ? LocalCos : Cos, Sliding ? LocalSin : Sin,
+                       Sliding ? LocalMask : Mask, Scale);
+    } else {
+      // Qwen3: q_norm(q_proj(x).view(b, s, heads, head_dim)).transpose(1, 2), so the norm
+      // runs on the contiguous view and the rotary on the transposed result.
+      auto Project = [&](const char *Name, int64_t Heads, const char *Norm = nullptr) {
+        TensorId P = linear(B, Attn.child(Name), Normed, H, Heads * Hd, M.QkvBias);
+        if (!Norm || !M.QkNorm)
+          return splitHeads(B, AS, P, Heads, Hd);
+        if (M.QkNormWhole) // OLMo 2: q_norm(q_proj(x)), then the heads
+          return splitHeads(B, AS, rmsNorm(B, Attn.child(Norm), M, P), Heads, Hd);
+        if (M.QkNormTransposed) // Gemma 3: q_norm(q_proj(x).view(...).transpose(1, 2))
+          return rmsNorm(B, Attn.child(Norm), M, splitHeads(B, AS, P, Heads, Hd));
+        const Shape &In = B.shape(P);
+        TensorId PerHead = B.reshape(AS, P, {In[0], In[1], Heads, Hd});
+        return B.transpose(AS, rmsNorm(B, Attn.child(Norm), M, PerHead), {0, 2, 1, 3});
       };
-      Q = Heads(0, QW);
-      K = Heads(QW, KvW);
-      V = Heads(QW + KvW, KvW);
-    } else {
-      Q = Project("q_proj", M.Heads, "q_norm");
-      K = Project("k_proj", M.KvHeads, "k_norm");
-      V = Project("v_proj", M.KvHeads);
+      TensorId Q, K, V;
+      if (M.FusedQkv) {
+        // Phi3Attention: qkv = qkv_proj(x); q, k, v = slices of its last dim (each slice's
+        // backward is a zero-filled qkv-sized gradient), viewed as heads and transposed.
+        const int64_t QW = M.Heads * Hd, KvW = M.KvHeads * Hd;
+        TensorId Qkv = linear(B, Attn.child("qkv_proj"), Normed, H, QW + 2 * KvW, M.QkvBias);
+        auto Heads = [&](int64_t From, int64_t Width) {
+          return splitHeads(B, AS, B.slice(AS, Qkv, 2, From, From + Width), Width / Hd, Hd);
+        };
+        Q = Heads(0, QW);
+        K = Heads(QW, KvW);
+        V = Heads(QW + KvW, KvW);
+      } else {
+        Q = Project("q_proj", M.Heads, "q_norm");
+        K = Project("k_proj", M.KvHeads, "k_norm");
+        V = Project("v_proj", M.KvHeads);
+      }
+      TensorId CosL = B.unsqueeze(AS, Sliding ? LocalCos : Cos, {1});
+      TensorId SinL = B.unsqueeze(AS, Sliding ? LocalSin : Sin, {1});
+      if (M.GptOss) {
+        Q = applyHalfRotary(B, AS, Q, CosL, SinL);
+        K = applyHalfRotary(B, AS, K, CosL, SinL);
+      } else {
+        Q = applyRotary(B, AS, Q, CosL, SinL, M.RopeInFp32);
+        K = applyRotary(B, AS, K, CosL, SinL, M.RopeInFp32);
+      }
+      markKvCache(B, K, V);
+      TensorId Sinks = M.GptOss ? B.parameter(Attn.param("sinks"), {M.Heads}) : NoTensor;
+      TensorId Merged = attention(B, AS, Q, K, V, Sliding ? LocalMask : Mask, Scale,
+                                  M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery, M.AttnSoftcap,
+                                  Sinks);
+      O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
+      // The attention's forward holds its query, key and value states (the key and value
+      // rebound to the cache's copies where it fills one) until it returns.
+      for (TensorId Local : {Q, K, V})
+        B.holdUntil(Local, O);
     }
-    TensorId CosL = B.unsqueeze(AS, Sliding ? LocalCos : Cos, {1});
-    TensorId SinL = B.unsqueeze(AS, Sliding ? LocalSin : Sin, {1});
-    if (M.GptOss) {
-      Q = applyHalfRotary(B, AS, Q, CosL, SinL);
-      K = applyHalfRotary(B, AS, K, CosL, SinL);
-    } else {
-      Q = applyRotary(B, AS, Q, CosL, SinL, M.RopeInFp32);
-      K = applyRotary(B, AS, K, CosL, SinL, M.RopeInFp32);
-    }
-    markKvCache(B, K, V);
-    TensorId Sinks = M.GptOss ? B.parameter(Attn.param("sinks"), {M.Heads}) : NoTensor;
-    TensorId Merged = attention(B, AS, Q, K, V, Sliding ? LocalMask : Mask, Scale,
-                                M.Heads / M.KvHeads, EagerSoftmax::Fp32ToQuery, M.AttnSoftcap,
-                                Sinks);
-    TensorId O = linear(B, Attn.child("o_proj"), Merged, M.Heads * Hd, H, M.OutBias);
-    // The attention's forward holds its query, key and value states (the key and value
-    // rebound to the cache's copies where it fills one) until it returns.
-    for (TensorId Local : {Q, K, V})
-      B.holdUntil(Local, O);
     // Gemma 2/3 and OLMo 2 normalise the branch before the residual add.
     if (M.SandwichNorms || M.PostNormsOnly)
       O = rmsNorm(B, Layer.child("post_attention_layernorm"), M, O);

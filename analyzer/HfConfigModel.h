@@ -101,6 +101,21 @@ struct HfModel {
   /// SwiGLU `(clamp(up, -limit, limit) + 1) * g * sigmoid(alpha * g)`, g = clamp(gate,
   /// max=limit).
   bool GptOss = false;
+  /// DeepSeek-V3 (model_type deepseek_v3): multi-head latent attention. q from q_proj, or
+  /// through a rank-QLoraRank bottleneck (q_a_proj, an RMSNorm, q_b_proj); keys and values
+  /// from one latent of KvLoraRank (kv_a_proj_with_mqa, which also gives the shared rotary
+  /// key of QkRopeDim, an RMSNorm, kv_b_proj per head); each head's q and k are QkNopeDim
+  /// channels without position and QkRopeDim rotated (RopeInterleave: in interleaved
+  /// pairs), its value VHeadDim wide. HeadDim is QkNopeDim + QkRopeDim.
+  bool Mla = false, RopeInterleave = false;
+  int64_t QLoraRank = 0, KvLoraRank = 0, QkNopeDim = 0, QkRopeDim = 0, VHeadDim = 0;
+  /// DeepSeek-V3's router: sigmoid scores in fp32 plus a correction bias choose the
+  /// experts among the best TopKGroups of MoeGroups groups; the weights are the chosen
+  /// scores, renormalised (NormTopK) and scaled by RoutedScaling; its shared experts
+  /// (SharedIntermediate wide, no gate) run after the routed ones.
+  bool SigmoidGroupRouter = false;
+  int64_t MoeGroups = 1, MoeTopKGroups = 1;
+  double RoutedScaling = 1.0;
   double SwigluAlpha = 1.702, SwigluLimit = 7.0;
   /// gpt-oss's rotary tables are multiplied by YaRN's attention factor (1 unscaled).
   double RopeAttentionScaling = 1.0;

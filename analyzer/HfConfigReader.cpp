@@ -18,7 +18,7 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, granite, gpt2, gpt_neox, bert";
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v3, granite, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -111,6 +111,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"olmo2", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"olmoe", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"gpt_oss", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"deepseek_v3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"granite", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
@@ -255,8 +256,7 @@ void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
 /// types (default: every second layer full, from the second), the window (default 128),
 /// the rotary base and scaling (default 150,000 and YaRN: rope_parameters may set both),
 /// the clamped SwiGLU's constants. Its RMSNorm multiplies by the weight in fp32, as OLMo 2's.
-void readGptOss(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
-                Diagnostics &Diags) {
+void readGptOss(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M) {
   M.GptOss = M.NormWeightInFp32 = true;
   readLayerTypes(R, Obj, M, 2);
   M.SlidingWindow = R.size({"sliding_window"}, "the attention window", 128);
@@ -278,16 +278,28 @@ void readGptOss(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
             ? *Rope->getNumber("attention_factor")
             : (Factor > 1 ? 0.1 * std::log(Factor) + 1.0 : 1.0);
   }
-  if (const llvm::json::Object *Q = Obj.getObject("quantization_config");
-      Q && Q->getString("quant_method").value_or("") == "mxfp4")
-    Diags.note("quantized-checkpoint", "quantization_config",
-               "the checkpoint stores the experts in MXFP4; training loads them dequantized "
-               "(Mxfp4Config(dequantize=True)), as modelled: every weight in the training "
-               "precision");
   M.SwigluAlpha = R.get("swiglu_alpha", 1.702);
   M.SwigluLimit = R.get("swiglu_limit", 7.0);
   if (const llvm::json::Value *V = R.present("swiglu_limit"); V && !(M.SwigluLimit > 0))
     R.fail(llvm::formatv("field 'swiglu_limit' is {0}; expected a positive clamp", *V));
+}
+
+/// DeepseekV3Config's attention fields (multi-head latent attention; HfModel::Mla), with
+/// transformers 5's defaults. q_lora_rank null: q from one projection.
+void readMla(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M) {
+  M.Mla = true;
+  const llvm::json::Value *QRank = Obj.get("q_lora_rank");
+  M.QLoraRank = QRank && QRank->kind() == llvm::json::Value::Null
+                    ? 0
+                    : R.size({"q_lora_rank"}, "the query's low-rank bottleneck", 1536);
+  M.KvLoraRank = R.size({"kv_lora_rank"}, "the key/value latent's width", 512);
+  M.QkNopeDim = R.size({"qk_nope_head_dim"}, "each head's query/key channels without rotary", 128);
+  M.QkRopeDim = R.size({"qk_rope_head_dim"}, "each head's rotated query/key channels", 64);
+  M.VHeadDim = R.size({"v_head_dim"}, "each head's value width", 128);
+  M.HeadDim = M.QkNopeDim + M.QkRopeDim;
+  M.RopeInterleave = R.get("rope_interleave", true);
+  if (M.QkRopeDim % 2 != 0)
+    R.fail(llvm::formatv("field 'qk_rope_head_dim' is {0}; expected an even width", M.QkRopeDim));
 }
 
 /// MixtralConfig's, Qwen2MoeConfig's and Qwen3MoeConfig's expert fields (transformers 5's
@@ -297,8 +309,12 @@ void readGptOss(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
 void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnostics &Diags) {
   const bool Mixtral = M.ModelType == "mixtral", Qwen2 = M.ModelType == "qwen2_moe";
   const bool Olmoe = M.ModelType == "olmoe", GptOss = M.ModelType == "gpt_oss";
-  M.Experts = R.size({Mixtral || GptOss ? "num_local_experts" : "num_experts"},
-                     "the number of experts", Mixtral ? 8 : Qwen2 ? 60 : Olmoe ? 64 : 128);
+  const bool DeepSeek = M.ModelType == "deepseek_v3";
+  M.Experts = R.size({Mixtral || GptOss ? "num_local_experts"
+                      : DeepSeek        ? "n_routed_experts"
+                                        : "num_experts"},
+                     "the number of experts",
+                     Mixtral ? 8 : Qwen2 ? 60 : Olmoe ? 64 : DeepSeek ? 256 : 128);
   M.TopK = R.size({"num_experts_per_tok"}, "the experts each token is routed to",
                   Mixtral ? 2 : Qwen2 || GptOss ? 4 : 8);
   if (M.TopK > M.Experts)
@@ -309,19 +325,55 @@ void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnos
   const bool AllMoe = Mixtral || Olmoe || GptOss;
   M.MoeIntermediate = AllMoe ? M.Intermediate
                               : R.size({"moe_intermediate_size"}, "the width of one expert",
-                                       Qwen2 ? 1408 : 768);
+                                       Qwen2 ? 1408 : DeepSeek ? 2048 : 768);
   if (Qwen2)
     M.SharedIntermediate = R.size({"shared_expert_intermediate_size"},
                                   "the width of the shared expert", 5632);
-  M.NormTopK = Mixtral || R.get("norm_topk_prob", false);
-  M.Fp32RoutingWeights = Mixtral;
-  const int64_t Step = AllMoe ? 1
+  M.NormTopK = Mixtral || R.get("norm_topk_prob", DeepSeek);
+  M.Fp32RoutingWeights = Mixtral || DeepSeek;
+  if (DeepSeek) {
+    // DeepseekV3MoE: shared experts moe_intermediate_size x n_shared_experts wide (none
+    // when 0); the first first_k_dense_replace layers keep a dense MLP.
+    const llvm::json::Value *Shared = R.present("n_shared_experts");
+    const int64_t NShared = Shared && Shared->getAsInteger() == 0
+                                ? 0
+                                : R.size({"n_shared_experts"}, "the shared experts", 1);
+    M.SharedIntermediate = NShared * M.MoeIntermediate;
+    M.SigmoidGroupRouter = true;
+    M.MoeGroups = R.size({"n_group"}, "the expert groups", 8);
+    M.MoeTopKGroups = R.size({"topk_group"}, "the groups each token's experts come from", 4);
+    M.RoutedScaling = R.get("routed_scaling_factor", 2.5);
+    if (M.Experts % M.MoeGroups != 0)
+      R.fail(llvm::formatv("field 'n_group' is {0}; expected a divisor of the {1} experts",
+                           M.MoeGroups, M.Experts));
+    else if (M.MoeTopKGroups > M.MoeGroups)
+      R.fail(llvm::formatv("field 'topk_group' is {0}; expected at most the {1} groups",
+                           M.MoeTopKGroups, M.MoeGroups));
+    else if (M.TopK > M.MoeTopKGroups * (M.Experts / M.MoeGroups))
+      R.fail(llvm::formatv("field 'num_experts_per_tok' is {0}; expected at most the {1} "
+                           "experts of the topk_group groups",
+                           M.TopK, M.MoeTopKGroups * (M.Experts / M.MoeGroups)));
+    else if (M.Experts / M.MoeGroups < 2)
+      R.fail(llvm::formatv("field 'n_group' is {0}; expected groups of at least 2 experts "
+                           "(each group is scored by its best two)",
+                           M.MoeGroups));
+  }
+  const int64_t Step = AllMoe || DeepSeek ? 1
                                          : R.size({"decoder_sparse_step"},
                                                   "every how many layers one has experts", 1);
   M.MoeLayers.assign(static_cast<size_t>(std::max<int64_t>(M.Layers, 0)), false);
   for (size_t I = 0; I < M.MoeLayers.size(); ++I)
     M.MoeLayers[I] = (static_cast<int64_t>(I) + 1) % Step == 0;
-  if (!AllMoe && R.present("mlp_only_layers")) {
+  if (DeepSeek) {
+    const llvm::json::Value *Dense = R.present("first_k_dense_replace");
+    const int64_t FirstDense =
+        Dense && Dense->getAsInteger() == 0 ? 0
+                                            : R.size({"first_k_dense_replace"},
+                                                     "the dense layers before the experts", 3);
+    for (size_t I = 0; I < M.MoeLayers.size(); ++I)
+      M.MoeLayers[I] = static_cast<int64_t>(I) >= FirstDense;
+  }
+  if (!AllMoe && !DeepSeek && R.present("mlp_only_layers")) {
     const llvm::json::Array *Dense = Obj.getArray("mlp_only_layers");
     if (!Dense)
       R.fail("field 'mlp_only_layers' is not a list; expected the indices of the layers "
@@ -405,6 +457,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.HeadDim = 128; // Qwen3Config's default (not hidden / heads)
   else if (M.ModelType == "gpt_oss")
     M.HeadDim = 64; // GptOssConfig's default (not hidden / heads: 2880 / 64 = 45)
+  else if (M.ModelType == "deepseek_v3")
+    M.HeadDim = 1; // readMla sets it from the latent attention's widths
   else if (M.Hidden % M.Heads != 0)
     R.fail(llvm::formatv("hidden size {0} is not a multiple of num_attention_heads {1}; "
                          "expected head_dim to be given",
@@ -420,6 +474,16 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   // The decoders' forward builds a DynamicCache unless the caller passes use_cache=False
   // (Trainer does not); BERT as an encoder has none.
   M.UseCache = M.Family != ArchFamily::Bert && R.get("use_cache", true);
+  // Released checkpoints stored quantized (gpt-oss's MXFP4 experts, DeepSeek-V3's block-wise
+  // FP8) are trained loaded dequantized (Mxfp4Config / FineGrainedFP8Config with
+  // dequantize=True); QLoRA's NF4 is a strategy of its own (--qlora).
+  if (const llvm::json::Object *Q = Obj.getObject("quantization_config"))
+    if (std::optional<llvm::StringRef> Method = Q->getString("quant_method");
+        Method && (*Method == "mxfp4" || *Method == "fp8"))
+      Diags.note("quantized-checkpoint", "quantization_config",
+                 "the checkpoint stores weights quantized (" + Method->upper() +
+                     "); modelled loaded dequantized (transformers' quantization config with "
+                     "dequantize=True), every weight in the training precision");
 
   switch (M.Family) {
   case ArchFamily::Llama:
@@ -442,7 +506,9 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     // OLMoE normalises the whole q and k projections too, with LLaMA's RMSNorm and rotary.
     M.QkNormWhole |= M.ModelType == "olmoe";
     if (M.ModelType == "gpt_oss")
-      readGptOss(R, Obj, M, Diags);
+      readGptOss(R, Obj, M);
+    if (M.ModelType == "deepseek_v3")
+      readMla(R, Obj, M);
     if (M.ModelType == "granite") {
       M.Granite = true;
       M.EmbeddingMultiplier = R.get("embedding_multiplier", 1.0);
@@ -455,12 +521,14 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     if (M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
       readGemma(R, Obj, M, Diags);
     if (M.ModelType == "mixtral" || M.ModelType == "olmoe" || M.ModelType == "gpt_oss" ||
-        M.ModelType.ends_with("_moe"))
+        M.ModelType == "deepseek_v3" || M.ModelType.ends_with("_moe"))
       readMoe(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
     readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",
              1.0);
+    if (M.Mla) // DeepSeek rotates qk_rope_head_dim channels of each head's 192
+      M.RotaryDim = M.QkRopeDim;
     // null (Mistral v0.2 on) or absent: no window. Qwen2 and Qwen3 use it only when asked.
     if (M.ModelType == "mistral" || M.ModelType == "mixtral" || M.ModelType == "phi3" ||
         (M.ModelType.starts_with("qwen") && R.get("use_sliding_window", false)))

@@ -178,6 +178,11 @@ TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Tens
 /// on X [batch, seq, hidden] (HfMoeBlocks.cpp).
 TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X);
 
+/// DeepSeek-V3's multi-head latent attention on the normed X [batch, seq, hidden], with the
+/// model's rotary tables and mask (HfMlaAttention.cpp); returns o_proj's output.
+TensorId mlaAttention(OnnxGraphBuilder &B, const Module &Attn, const HfModel &M, TensorId X,
+                      TensorId Cos, TensorId Sin, TensorId Mask, double Scale);
+
 /// The output projection of a causal LM, or the base model's last hidden state.
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
                    const Module &Head);

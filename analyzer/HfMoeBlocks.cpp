@@ -21,6 +21,8 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/HfGraphParts.h"
 
+#include <tuple>
+
 namespace trainmem::hf {
 namespace {
 
@@ -59,6 +61,63 @@ TensorId clampedSwiglu(OnnxGraphBuilder &B, const std::string &S, TensorId GateU
   return B.binary(S, "Mul", B.binary(S, "Add", Up, B.scalar(1.0)), Glu);
 }
 
+/// DeepseekV3TopkRouter: logits = F.linear(x.float(), weight.float()), sigmoid scores; the
+/// scores plus the correction bias rank the experts within the best topk_group of n_group
+/// groups (each scored by its best two); the weights are the chosen experts' scores,
+/// renormalised where norm_topk_prob says and scaled by routed_scaling_factor, in fp32.
+/// Returns the logits, the weights [tokens, k] and the chosen experts.
+std::tuple<TensorId, TensorId, TensorId> groupLimitedRouter(OnnxGraphBuilder &B,
+                                                            const Module &Gate,
+                                                            const HfModel &M, TensorId Flat,
+                                                            TensorId RouterW) {
+  const std::string &GS = Gate.Scope;
+  const int64_t T = B.shape(Flat)[0], E = M.Experts, G = M.MoeGroups, Per = E / G;
+  const int64_t Keep = M.MoeTopKGroups, K = M.TopK;
+  TensorId Logits =
+      B.matmul(GS, B.upcastToFp32(GS, Flat), B.upcastToFp32(GS, RouterW));
+  TensorId Scores = B.unary(GS, "Sigmoid", Logits);
+  TensorId Bias = B.stored(Gate.param("e_score_correction_bias"), {E}, DType::Float32,
+                           TensorKind::Buffer);
+  TensorId Choice = B.binary(GS, "Add", Scores, Bias);
+  auto TopK = [&](TensorId X, int64_t Count, const Shape &Out, bool Sorted) {
+    std::vector<TensorId> R =
+        B.node(GS, "TopK", {X, B.ints({Count})}, {Out, Out}, DType::Float32,
+               {{"axis", int64_t{-1}}, {"largest", int64_t{1}}, {"sorted", int64_t{Sorted}}});
+    B.tensor(R[1]).Type = DType::Int64;
+    return R;
+  };
+  // group_scores = scores_for_choice.view(-1, n_group, per).topk(2)[0].sum(-1)
+  std::vector<TensorId> Best2 = TopK(B.reshape(GS, Choice, {T, G, Per}), 2, {T, G, 2}, true);
+  TensorId GroupScores = B.op(GS, "ReduceSum", {Best2[0], B.ints({-1})}, {T, G},
+                              DType::Float32, {{"keepdims", int64_t{0}}});
+  TensorId GroupIdx = TopK(GroupScores, Keep, {T, Keep}, false)[1];
+  // group_mask = zeros_like(group_scores).scatter_(1, group_idx, 1), expanded to the
+  // experts and reshaped (a copy); scores_for_choice.masked_fill(~score_mask.bool(), -inf).
+  TensorId Zeros = B.op(GS, "ConstantOfShape", {B.ints({T, G})}, {T, G}, DType::Float32);
+  TensorId GroupMask =
+      B.op(GS, "ScatterElements", {Zeros, GroupIdx, B.expand(GS, B.scalar(1.0), {T, Keep})},
+           {T, G}, DType::Float32, {{"axis", int64_t{1}}});
+  TensorId ScoreMask =
+      B.reshape(GS, B.expand(GS, B.unsqueeze(GS, GroupMask, {2}), {T, G, Per}), {T, E});
+  TensorId Blocked = B.unary(GS, "Not", B.cast(GS, ScoreMask, DType::Bool));
+  TensorId Masked = B.op(GS, "Where", {Blocked, B.scalar(-std::numeric_limits<double>::infinity()),
+                                       Choice},
+                         {T, E}, DType::Float32);
+  TensorId Chosen = TopK(Masked, K, {T, K}, false)[1];
+  TensorId Weights = B.op(GS, "GatherElements", {Scores, Chosen}, {T, K}, DType::Float32,
+                          {{"axis", int64_t{1}}});
+  if (M.NormTopK) { // topk_weights /= topk_weights.sum(dim=-1, keepdim=True) + 1e-20
+    TensorId Sum = B.op(GS, "ReduceSum", {Weights, B.ints({-1})}, {T, 1}, DType::Float32,
+                        {{"keepdims", int64_t{1}}});
+    Weights = B.binary(GS, "Div", Weights, B.binary(GS, "Add", Sum, B.scalar(1e-20)));
+  }
+  Weights = B.binary(GS, "Mul", Weights, B.scalar(M.RoutedScaling));
+  // The router's locals until it returns.
+  for (TensorId Local : {GroupScores, GroupMask, ScoreMask, Masked})
+    B.holdUntil(Local, Weights);
+  return {Logits, Weights, Chosen};
+}
+
 } // namespace
 
 TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X) {
@@ -67,8 +126,8 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   const int64_t T = In[0] * In[1], S = T * K;
   const std::string &BS = Mlp.Scope;
   TensorId Flat = B.reshape(BS, X, {T, H}); // hidden_states.view(-1, hidden_dim)
-  // Qwen2-MoE runs its shared expert (a LlamaMLP) first.
-  TensorId Shared = M.SharedIntermediate > 0
+  // Qwen2-MoE runs its shared expert (a LlamaMLP) first; DeepSeek-V3 its shared experts last.
+  TensorId Shared = M.SharedIntermediate > 0 && !M.SigmoidGroupRouter
                         ? gatedMlp(B, Mlp.child("shared_expert"), M, Flat, M.SharedIntermediate)
                         : NoTensor;
 
@@ -79,7 +138,11 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   const std::string &GS = Gate.Scope;
   TensorId RouterW = B.parameter(Gate.param("weight"), {H, E});
   B.routerWeight(RouterW);
-  TensorId Logits = B.matmul(GS, Flat, RouterW);
+  TensorId Logits, Weights, Chosen;
+  if (M.SigmoidGroupRouter) {
+    std::tie(Logits, Weights, Chosen) = groupLimitedRouter(B, Gate, M, Flat, RouterW);
+  } else {
+  Logits = B.matmul(GS, Flat, RouterW);
   if (M.GptOss)
     Logits = B.binary(GS, "Add", Logits, B.parameter(Gate.param("bias"), {E}));
   TensorId Probs;
@@ -96,7 +159,8 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
       B.node(GS, "TopK", {Probs, B.ints({K})}, {{T, K}, {T, K}}, DType::Float32,
              {{"axis", int64_t{-1}}, {"largest", int64_t{1}}, {"sorted", int64_t{1}}});
   B.tensor(Top[1]).Type = DType::Int64;
-  TensorId Weights = Top[0];
+  Weights = Top[0];
+  Chosen = Top[1];
   if (M.GptOss)
     Weights = B.op(GS, "Softmax", {Weights}, {T, K}, DType::Float32, {{"axis", int64_t{-1}}});
   if (M.NormTopK) { // router_top_value /= router_top_value.sum(dim=-1, keepdim=True)
@@ -106,12 +170,13 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   }
   if (!M.Fp32RoutingWeights && !M.GptOss) // router_top_value.to(router_logits.dtype)
     Weights = B.castLike(GS, Weights, Logits);
+  }
 
   // grouped_mm_experts_forward.
   Module Experts = Mlp.child("experts");
   const std::string &ES = Experts.Scope;
   TensorId PairWeights = B.reshape(ES, Weights, {S});
-  TensorId PairExperts = B.reshape(ES, Top[1], {S});
+  TensorId PairExperts = B.reshape(ES, Chosen, {S});
   // expert_ids_g, perm = torch.sort(expert_ids): a TopK of all S, smallest first.
   std::vector<TensorId> Sorted =
       B.node(ES, "TopK", {PairExperts, B.ints({S})}, {{S}, {S}}, DType::Int64,
@@ -174,6 +239,9 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
     Y = B.binary(BS, "Add", Y, B.binary(BS, "Mul", G, Shared));
   }
   TensorId Block = B.reshape(BS, Y, In);
+  if (M.SigmoidGroupRouter && M.SharedIntermediate > 0) // + self.shared_experts(residuals)
+    Block = B.binary(BS, "Add", Block,
+                     gatedMlp(B, Mlp.child("shared_experts"), M, X, M.SharedIntermediate));
   // `_, routing_weights, selected_experts = self.gate(x)`: the block's forward holds the
   // router's logits until it returns.
   B.holdUntil(Logits, Block);

@@ -37,8 +37,18 @@ bool isScalarConstantTensor(const RuleContext &Ctx, TensorId T) {
 
 } // namespace
 
-bool sdpaRunsMathKernel(const RuleContext &Ctx) {
-  return Ctx.Cpu && Ctx.AttentionDropout > 0;
+bool sdpaRunsMathKernel(const RuleContext &Ctx, const SimOp &Op) {
+  if (!Ctx.Cpu)
+    return false;
+  if (Ctx.AttentionDropout > 0)
+    return true;
+  // The CPU's flash kernel wants q, k and v of one head width: DeepSeek's latent attention
+  // (values narrower than queries and keys) runs the math kernel (measured on torch 2.15).
+  if (Op.Inputs.size() < 3 || Op.Inputs[0] == NoTensor || Op.Inputs[2] == NoTensor)
+    return false;
+  const std::vector<int64_t> &Q = Ctx.G.Tensors[Op.Inputs[0]].Shape,
+                             &V = Ctx.G.Tensors[Op.Inputs[2]].Shape;
+  return !Q.empty() && !V.empty() && Q.back() != V.back();
 }
 
 /// The packed storage of the parameter a linear reads as its weight, if quantized.
@@ -179,7 +189,7 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     const Tensor &Q = Ctx.G.Tensors[In(0)];
     int64_t Rows = Q.Shape.size() >= 2 ? Q.numElements() / std::max<int64_t>(Q.Shape.back(), 1)
                                        : Q.numElements();
-    if (sdpaRunsMathKernel(Ctx) && Q.Shape.size() == 4) {
+    if (sdpaRunsMathKernel(Ctx, Op) && Q.Shape.size() == 4) {
       // The CPU kernel takes no dropout: _scaled_dot_product_attention_math runs (measured
       // on torch 2.15). q and k scaled by sqrt(scale) (copies the q.k^T bmm keeps), the
       // softmax (kept), dropout's mask in the input dtype and its output (the second bmm
@@ -196,11 +206,13 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
         SaveExtra(QBytes, "q (scaled)");
       if (Needs(0))
         SaveExtra(QBytes, "k (scaled)");
-      if (ScoresNeedGrad) {
+      // Without dropout the second bmm keeps the probabilities themselves.
+      const bool Dropout = Ctx.AttentionDropout > 0;
+      if (ScoresNeedGrad || (Needs(2) && !Dropout))
         SaveExtra(Probs, "attention probabilities");
+      if (ScoresNeedGrad && Dropout)
         SaveExtra(Probs, "attention dropout mask");
-      }
-      if (Needs(2))
+      if (Needs(2) && Dropout)
         SaveExtra(Probs, "attention probabilities (dropped)");
       // Grouped key/value heads (enable_gqa): the kernel repeat_interleaves its fp32 k and v
       // to the query heads (pre_process_group_query_attention_input); the second bmm keeps
@@ -221,6 +233,27 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       // Backward: the gradients of the dropped and of the kept probabilities, once the
       // second bmm's backward has let go of the dropped ones it kept.
       R.BackwardTransient = Needs(2) ? Probs : 2 * Probs;
+      if (!Dropout && ScoresNeedGrad) {
+        // Without dropout (DeepSeek's values narrower than its queries): the probabilities'
+        // gradient (from the second bmm, which then lets go of the v it kept and of the
+        // output's gradient) and the scores' gradient (softmax's backward) live together,
+        // beside v's gradient, before q's and k's are made (measured on torch 2.15). An
+        // fp32 v kept as it is frees its whole storage (DeepSeek's v is a view of kv_b_proj's
+        // output, its keys' half copied away).
+        TensorId VRoot = In(2);
+        while (Ctx.G.Tensors[VRoot].Producer != NoNode) {
+          const Node &P = Ctx.G.Nodes[Ctx.G.Tensors[VRoot].Producer];
+          if (!isViewOp(P.OpType) || P.OpType == "Expand" || P.Inputs.empty() ||
+              P.Inputs[0] == NoTensor)
+            break;
+          VRoot = P.Inputs[0];
+        }
+        const bool KeptAsIs = Ctx.TypeOf[In(2)] == DType::Float32 && !Ctx.AutocastType;
+        const int64_t Freed = (Op.Outputs.empty() ? 0 : Ctx.bytes(Op.Outputs[0])) +
+                              (KeptAsIs ? Ctx.bytes(VRoot) : Ctx.bytes(In(2)));
+        const int64_t Later = (Needs(0) ? Ctx.bytes(In(0)) : 0) + (Needs(1) ? Ctx.bytes(In(1)) : 0);
+        R.BackwardTransient = std::max(Probs, 2 * Probs - Freed - Later);
+      }
       return R;
     }
     SaveIn(0);
@@ -314,6 +347,13 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     // [1, 4, 512, 513] max(dim) backward allocates 2 MiB of zeros and 4 MiB beside them).
     if (Ctx.Cpu && Needs(0) && dtypeBytes(Ctx.TypeOf[In(0)], 1) == 2)
       R.BackwardTransient += dtypeBytes(DType::Float32, Ctx.elements(In(0)));
+    return R;
+  }
+  if (K == "GatherElements") {
+    // gather(dim, index): GatherBackward keeps the index; the gradient scatters into zeros
+    // of the input's shape.
+    SaveIn(1);
+    R.GradInputBytes[1] = 0;
     return R;
   }
   if (K == "ScatterElements") {

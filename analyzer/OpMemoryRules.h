@@ -137,8 +137,9 @@ inline std::vector<TensorId> operandsRead(const SimOp &Op) {
   return {Op.Inputs[0]};
 }
 
-/// Does scaled_dot_product_attention run PyTorch's math kernel (the CPU with dropout)?
-bool sdpaRunsMathKernel(const RuleContext &Ctx);
+/// Does scaled_dot_product_attention run PyTorch's math kernel (the CPU with dropout, or
+/// values of another head width than the queries)?
+bool sdpaRunsMathKernel(const RuleContext &Ctx, const SimOp &Op);
 
 /// The packed storage of the parameter a linear reads as its weight (directly or through
 /// a Transpose), or null when it is not quantized.

@@ -281,6 +281,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   for (size_t K = 0; K < Op.Inputs.size(); ++K)
     AnyGrad |= carriesGradient(Op, K) && Op.Inputs[K] != NoTensor && Ctx.RequiresGrad[Op.Inputs[K]];
   AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
+  AnyGrad &= !OffLossPath[OpI];
   if (Rule.Alias && Op.Outputs.size() == 1 && Op.Outputs[0] != NoTensor && !Dropouts.count(OpI)) {
     // The tensor itself under another name: no allocation, no timeline point (the
     // planner's evaluations meet one per RMSNorm and LoRA adapter in every step).
@@ -342,7 +343,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     CopyIfNeeded(1, 2);
   }
   // The math kernel's probabilities @ v (OpMemoryRules: an fp32 v is kept as it reads it).
-  if (Kind == "ScaledDotProductAttention" && sdpaRunsMathKernel(Ctx) && !isAmp() &&
+  if (Kind == "ScaledDotProductAttention" && sdpaRunsMathKernel(Ctx, Op) && !isAmp() &&
       Op.Inputs.size() > 2 && Op.Inputs[2] != NoTensor &&
       Ctx.TypeOf[Op.Inputs[2]] == DType::Float32)
     CopyIfNeeded(2, 2);
@@ -405,7 +406,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
                             Op.Layer, Ctx.TypeOf[O], T.Shape);
     Layout L = contiguous(T.Shape);
     if (Kind == "ScaledDotProductAttention" && T.Shape.size() == 4 && Op.Inputs[0] != NoTensor &&
-        Values[Op.Inputs[0]].Held && !sdpaRunsMathKernel(Ctx)) {
+        Values[Op.Inputs[0]].Held && !sdpaRunsMathKernel(Ctx, Op)) {
       // The memory-efficient kernel (CUDA's for fp32) writes [batch, seq, heads, head_dim]
       // and returns it transposed; flash (CUDA, 16-bit) and the CPU kernel allocate the
       // output like the query (empty_like). Merging the heads back (transpose(1, 2) and

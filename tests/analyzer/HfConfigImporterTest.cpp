@@ -57,6 +57,8 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     // gpt-oss (its released configs' quantization_config dropped for the count: MXFP4
     // changes the storage, not the parameters).
     {"gpt-oss-20b", 20'914'757'184}, {"gpt-oss-120b", 116'829'156'672},
+    // DeepSeek-V3 (its config's quantization_config dropped for the count, as above).
+    {"deepseek-v3", 671'026'404'352},
 };
 
 } // namespace
@@ -444,7 +446,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, granite, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v3, granite, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});
@@ -459,7 +461,8 @@ TEST(HfConfigImporter, EveryGraphIsConcreteOrderedAndStandardOnnx) {
       "MatMul",      "Mul",        "Neg",        "Pow",       "Range",   "Reciprocal",
       "ReduceMean",  "Relu",       "Reshape",    "Sigmoid",   "Sin",     "Slice",
       "Softmax",     "Split",      "Sqrt",       "Tanh",      "Transpose", "Unsqueeze",
-      "Where",       "TopK",       "ReduceSum",  "ScatterElements", "Sub",   "Clip"};
+      "Where",       "TopK",       "ReduceSum",  "ScatterElements", "Sub",   "Clip",
+      "ConstantOfShape", "GatherElements", "Not"};
   for (const auto &[Name, Count] : MeasuredParameterCounts) {
     Graph G = importSample(Name, dims(2, 64));
     for (const Tensor &T : G.Tensors) {
@@ -753,4 +756,66 @@ TEST(HfConfigImporter, GptOssFieldsAreChecked) {
   EXPECT_TRUE(llvm::any_of(G.Diags.all(), [](const Diagnostic &D) {
     return D.Code == "attention-sinks";
   }));
+}
+
+TEST(HfConfigImporter, DeepSeekLatentAttentionAndGroupedRouting) {
+  Graph G = importSample("deepseek-v3", dims(1, 128));
+  // Multi-head latent attention: q through its rank-1536 bottleneck, keys and values from
+  // one 512-wide latent plus a 64-wide rotated key shared by the heads.
+  const std::string A = "model.layers.0.self_attn.";
+  EXPECT_EQ(findTensor(G, A + "q_a_proj.weight")->Shape, (Shape{7168, 1536}));
+  EXPECT_EQ(findTensor(G, A + "q_a_layernorm.weight")->Shape, (Shape{1536}));
+  EXPECT_EQ(findTensor(G, A + "q_b_proj.weight")->Shape, (Shape{1536, 128 * 192}));
+  EXPECT_EQ(findTensor(G, A + "kv_a_proj_with_mqa.weight")->Shape, (Shape{7168, 512 + 64}));
+  EXPECT_EQ(findTensor(G, A + "kv_b_proj.weight")->Shape, (Shape{512, 128 * (128 + 128)}));
+  EXPECT_EQ(findTensor(G, A + "o_proj.weight")->Shape, (Shape{128 * 128, 7168}));
+  EXPECT_EQ(findTensor(G, A + "q_proj.weight"), nullptr);
+  // Attention over queries and keys 192 wide, values 128 wide.
+  const Node *Scores = findNode(G, "/model/layers.0/self_attn/MatMul");
+  ASSERT_NE(Scores, nullptr);
+  EXPECT_EQ(G.Tensors[Scores->Inputs[0]].Shape, (Shape{1, 128, 128, 192}));
+  // The first three layers keep a dense MLP; the rest route to 8 of 256 experts, with a
+  // shared expert 2048 wide, a router kept in fp32 and its correction bias.
+  EXPECT_NE(findTensor(G, "model.layers.2.mlp.gate_proj.weight"), nullptr);
+  EXPECT_EQ(findTensor(G, "model.layers.2.mlp.experts.gate_up_proj"), nullptr);
+  const std::string P = "model.layers.3.mlp.";
+  EXPECT_EQ(findTensor(G, P + "experts.gate_up_proj")->Shape, (Shape{256, 2 * 2048, 7168}));
+  EXPECT_EQ(findTensor(G, P + "shared_experts.gate_proj.weight")->Shape, (Shape{7168, 2048}));
+  EXPECT_EQ(findTensor(G, P + "gate.e_score_correction_bias")->Kind, TensorKind::Buffer);
+  EXPECT_EQ(G.RouterWeights.size(), 58u);
+  int GroupedMatMuls = 0;
+  for (const Node &N : G.Nodes)
+    if (N.OpType == "GroupedMatMul" && N.LayerPath == P + "experts") {
+      ++GroupedMatMuls;
+      EXPECT_EQ(G.Tensors[N.Inputs[0]].Shape[0], 128 * 8) << N.Name;
+    }
+  EXPECT_EQ(GroupedMatMuls, 2);
+  EXPECT_TRUE(llvm::any_of(G.Diags.all(), [](const Diagnostic &D) {
+    return D.Code == "quantized-checkpoint" && D.Message.find("FP8") != std::string::npos;
+  }));
+  // Without the query bottleneck (q_lora_rank null): one q_proj.
+  ConfigVariant NoQLora("deepseek-v3", "ds-no-qlora", {{"q_lora_rank", nullptr}});
+  Graph Q = importPath(NoQLora.path(), dims(1, 16));
+  EXPECT_EQ(findTensor(Q, A + "q_proj.weight")->Shape, (Shape{7168, 128 * 192}));
+}
+
+TEST(HfConfigImporter, DeepSeekRoutingFieldsAreChecked) {
+  ConfigVariant Groups("deepseek-v3", "ds-groups", {{"n_group", 7}});
+  std::string E = importError(Groups.path());
+  EXPECT_NE(E.find(Groups.path()), std::string::npos) << E;
+  EXPECT_NE(E.find("'n_group' is 7; expected a divisor of the 256 experts"), std::string::npos)
+      << E;
+  ConfigVariant TopGroups("deepseek-v3", "ds-topk-group", {{"topk_group", 9}});
+  E = importError(TopGroups.path());
+  EXPECT_NE(E.find("'topk_group' is 9; expected at most the 8 groups"), std::string::npos) << E;
+  ConfigVariant TooMany("deepseek-v3", "ds-too-many",
+                        {{"topk_group", 1}, {"num_experts_per_tok", 40}});
+  E = importError(TooMany.path());
+  EXPECT_NE(E.find("'num_experts_per_tok' is 40; expected at most the 32 experts of the "
+                   "topk_group groups"),
+            std::string::npos)
+      << E;
+  ConfigVariant Rope("deepseek-v3", "ds-rope", {{"qk_rope_head_dim", 63}});
+  E = importError(Rope.path());
+  EXPECT_NE(E.find("'qk_rope_head_dim' is 63; expected an even width"), std::string::npos) << E;
 }

@@ -51,6 +51,29 @@ bool sdpaRunsMathKernel(const RuleContext &Ctx, const SimOp &Op) {
   return !Q.empty() && !V.empty() && Q.back() != V.back();
 }
 
+std::vector<bool> opsOffLossPath(const Graph &G, const std::vector<SimOp> &Ops) {
+  // From the graph's outputs back: an op reaches them when one of its outputs does, and
+  // then so do its floating inputs that a gradient flows to.
+  std::vector<bool> Reaches(G.Tensors.size(), false);
+  for (TensorId O : G.Outputs)
+    if (O != NoTensor)
+      Reaches[O] = true;
+  std::vector<bool> Off(Ops.size(), false);
+  for (size_t I = Ops.size(); I-- > 0;) {
+    const SimOp &Op = Ops[I];
+    bool Live = false;
+    for (TensorId O : Op.Outputs)
+      Live |= O != NoTensor && (Reaches[O] || G.Tensors[O].IsGraphOutput);
+    Off[I] = !Live;
+    if (Live)
+      for (size_t K = 0; K < Op.Inputs.size(); ++K)
+        if (Op.Inputs[K] != NoTensor && carriesGradient(Op, K) &&
+            isFloating(G.Tensors[Op.Inputs[K]].Type))
+          Reaches[Op.Inputs[K]] = true;
+  }
+  return Off;
+}
+
 /// The packed storage of the parameter a linear reads as its weight, if quantized.
 const QuantizedStorage *quantizedWeight(const RuleContext &Ctx, TensorId T) {
   if (T == NoTensor)

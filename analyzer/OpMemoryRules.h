@@ -137,6 +137,12 @@ inline std::vector<TensorId> operandsRead(const SimOp &Op) {
   return {Op.Inputs[0]};
 }
 
+/// Per op: none of its outputs reaches a graph output (what the loss reads) through
+/// gradient-carrying inputs of the ops after it. PyTorch frees such an op's autograd node,
+/// and what it saved, with its outputs: it keeps nothing for a backward that never comes
+/// (DeepSeek's router ranks expert groups and takes top-k indices of masked scores).
+std::vector<bool> opsOffLossPath(const Graph &G, const std::vector<SimOp> &Ops);
+
 /// Does scaled_dot_product_attention run PyTorch's math kernel (the CPU with dropout, or
 /// values of another head width than the queries)?
 bool sdpaRunsMathKernel(const RuleContext &Ctx, const SimOp &Op);

@@ -176,25 +176,7 @@ void Simulator::propagateRequiresGrad() {
       if (O != NoTensor)
         Ctx.RequiresGrad[O] = Any && isFloating(G.Tensors[O].Type);
   }
-  // Which ops' outputs reach the graph's outputs (the loss) through gradient-carrying
-  // inputs, from the outputs back.
-  std::vector<bool> Reaches(G.Tensors.size(), false);
-  for (TensorId O : G.Outputs)
-    if (O != NoTensor)
-      Reaches[O] = true;
-  OffLossPath.assign(Ops.size(), false);
-  for (size_t I = Ops.size(); I-- > 0;) {
-    const SimOp &Op = Ops[I];
-    bool Live = false;
-    for (TensorId O : Op.Outputs)
-      Live |= O != NoTensor && (Reaches[O] || G.Tensors[O].IsGraphOutput);
-    OffLossPath[I] = !Live;
-    if (Live)
-      for (size_t K = 0; K < Op.Inputs.size(); ++K)
-        if (Op.Inputs[K] != NoTensor && carriesGradient(Op, K) &&
-            isFloating(G.Tensors[Op.Inputs[K]].Type))
-          Reaches[Op.Inputs[K]] = true;
-  }
+  OffLossPath = opsOffLossPath(G, Ops);
 }
 
 void Simulator::allocatePersistent() {

@@ -527,6 +527,11 @@ llvm::Error ExecutorImpl::runOp(size_t OpI, Env &E, Tape *T) {
   bool AnyGrad = false;
   for (size_t K = 0; K < Op.Inputs.size(); ++K)
     AnyGrad |= carriesGradient(Op, K) && requiresGrad(Op.Inputs[K]);
+  // An op off the loss's gradient path keeps nothing: PyTorch frees its node with its
+  // outputs (the simulator's rule).
+  if (OffLossPath.empty())
+    OffLossPath = opsOffLossPath(G, Ops);
+  AnyGrad &= !OffLossPath[OpI];
   BackwardFn Bw;
   BackwardFn *BwPtr = T && AnyGrad ? &Bw : nullptr;
   auto Handled = runNNOp(Op, In, Out, BwPtr);

@@ -56,7 +56,7 @@ std::vector<int64_t> rowOffsets(const XTensor &T) {
 llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor> &In,
                                             std::vector<XTensor> &Out, BackwardFn *Bw) {
   const std::string &K = Op.Kind;
-  if (K != "TopK" && K != "ScatterElements" && K != "GroupedMatMul")
+  if (K != "TopK" && K != "ScatterElements" && K != "GatherElements" && K != "GroupedMatMul")
     return false;
   auto Need = [&](size_t I) { return I < Op.Inputs.size() && requiresGrad(Op.Inputs[I]); };
   auto OutShape = [&](size_t I) { return G.Tensors[Op.Outputs[I]].Shape; };
@@ -125,24 +125,84 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
     return true;
   }
 
-  if (K == "ScatterElements") {
-    // inv_perm[perm] = arange(S): integers, no gradient.
-    const XTensor &Data = In[0], &Idx = In[1], &Upd = In[2];
-    if (Data.Dims.size() != 1 || Idx.Dims != Upd.Dims || Idx.Dims.size() != 1)
-      return unsupported(Op, "a scatter that is not 1-D");
-    XTensor R = clone(Data, G.Tensors[Op.Outputs[0]].Name);
-    const void *PI = Host.read(*Idx.Buf), *PU = Host.read(*Upd.Buf);
-    void *PR = Host.write(*R.Buf);
-    for (int64_t E = 0; E < Idx.Dims[0]; ++E) {
-      auto Where = static_cast<int64_t>(loadAsDouble(PI, Idx.Type, at2(Idx, E, 0)));
-      if (Where < 0 || Where >= Data.Dims[0])
-        return unsupported(Op, "a scatter index out of range");
-      storeFromDouble(PR, R.Type, R.Offset + Where, loadAsDouble(PU, Upd.Type, at2(Upd, E, 0)));
+  if (K == "ScatterElements" || K == "GatherElements") {
+    // Along the last axis of any rank: inv_perm[perm] = arange(S) (1-D); DeepSeek's router
+    // marks its chosen groups (zeros.scatter_(1, idx, 1)) and gathers the chosen experts'
+    // scores (scores.gather(1, idx)).
+    const XTensor &Data = In[0], &Idx = In[1];
+    const int64_t Axis = Anchor.intAttr("axis").value_or(0);
+    const size_t Rank = Data.Dims.size();
+    if (Rank == 0 || Idx.Dims.size() != Rank || (Axis != -1 && Axis != int64_t(Rank) - 1) ||
+        !std::equal(Idx.Dims.begin(), Idx.Dims.end() - 1, Data.Dims.begin()))
+      return unsupported(Op, "a scatter or gather along other than the last axis");
+    const std::vector<int64_t> IRows = rowOffsets(Idx), DRows = rowOffsets(Data);
+    const int64_t Cols = Data.Dims.back(), Per = Idx.Dims.back();
+    const void *PI = Host.read(*Idx.Buf);
+    auto Target = [&](int64_t R, int64_t J) -> llvm::Expected<int64_t> {
+      auto Where = static_cast<int64_t>(
+          loadAsDouble(PI, Idx.Type, IRows[size_t(R)] + J * Idx.Strides.back()));
+      if (Where < 0 || Where >= Cols)
+        return unsupported(Op, "an index out of range");
+      return Where;
+    };
+    if (K == "ScatterElements") { // integers or constants here: no gradient
+      const XTensor &Upd = In[2];
+      if (Upd.Dims != Idx.Dims)
+        return unsupported(Op, "a scatter whose updates are not shaped as its indices");
+      XTensor R = clone(Data, G.Tensors[Op.Outputs[0]].Name);
+      const std::vector<int64_t> URows = rowOffsets(Upd), RRows = rowOffsets(R);
+      const void *PU = Host.read(*Upd.Buf);
+      void *PR = Host.write(*R.Buf);
+      for (size_t Row = 0; Row < IRows.size(); ++Row)
+        for (int64_t J = 0; J < Per; ++J) {
+          auto Where = Target(int64_t(Row), J);
+          if (!Where)
+            return Where.takeError();
+          storeFromDouble(PR, R.Type, RRows[Row] + *Where * R.Strides.back(),
+                          loadAsDouble(PU, Upd.Type, URows[Row] + J * Upd.Strides.back()));
+        }
+      Host.flush();
+      Out[0] = R;
+      return true;
     }
+    XTensor Y = alloc(Idx.Dims, ElemType::F32, MemCategory::Temporaries,
+                      G.Tensors[Op.Outputs[0]].Name);
+    const void *PD = Host.read(*Data.Buf);
+    float *PY = static_cast<float *>(Host.write(*Y.Buf));
+    for (size_t Row = 0; Row < IRows.size(); ++Row)
+      for (int64_t J = 0; J < Per; ++J) {
+        auto Where = Target(int64_t(Row), J);
+        if (!Where)
+          return Where.takeError();
+        PY[int64_t(Row) * Per + J] = static_cast<float>(
+            loadAsDouble(PD, Data.Type, DRows[Row] + *Where * Data.Strides.back()));
+      }
     Host.flush();
-    Out[0] = R;
+    Out[0] = Y;
+    if (Bw && Need(0))
+      // GatherBackward: the gradient scattered (added) into zeros of the input's shape at
+      // the gathered places; it keeps the index.
+      *Bw = [this, Saved = save(Idx), InDims = Data.Dims, Cols, Per](std::vector<XTensor> &GOut) {
+        XTensor GX = zeros(InDims, ElemType::F32, "grad (gather)");
+        if (GOut[0].defined()) {
+          const XTensor &Gr = GOut[0];
+          const std::vector<int64_t> GRows = rowOffsets(Gr), SRows = rowOffsets(Saved);
+          const void *PG = Host.read(*Gr.Buf), *PS = Host.read(*Saved.Buf);
+          float *PGX = static_cast<float *>(Host.write(*GX.Buf));
+          for (size_t Row = 0; Row < GRows.size(); ++Row)
+            for (int64_t J = 0; J < Per; ++J) {
+              auto Col = static_cast<int64_t>(
+                  loadAsDouble(PS, Saved.Type, SRows[Row] + J * Saved.Strides.back()));
+              PGX[int64_t(Row) * Cols + Col] += static_cast<float>(
+                  loadAsDouble(PG, Gr.Type, GRows[Row] + J * Gr.Strides.back()));
+            }
+          Host.flush();
+        }
+        return std::vector<XTensor>{GX, XTensor{}};
+      };
     return true;
   }
+
 
   // GroupedMatMul: rows X [S, in], weights Wt [E, in, out] (a view), each row's expert in
   // ascending order [S]: Y[r] = X[r] Wt[e(r)].

@@ -173,6 +173,8 @@ public:
   /// The ops whose first output goes through dropout, with its probability (a config's
   /// sites may differ: attention_dropout, resid_pdrop, ...).
   std::map<size_t, double> DropoutOps;
+  /// Per op: off the loss's gradient path (opsOffLossPath), made at the first op run.
+  std::vector<bool> OffLossPath;
   int CurrentMicroBatch = 0;
   XTensor Labels, LabelsView;
   std::vector<XTensor> FullInputs; ///< per batch input: all micro-batches, one allocation

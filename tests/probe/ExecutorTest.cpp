@@ -292,6 +292,24 @@ TEST(Executor, GradientsMatchFiniteDifferencesThroughMixtureOfExperts) {
           "tie_word_embeddings": false})");
 }
 
+TEST(Executor, GradientsMatchFiniteDifferencesThroughDeepSeek) {
+  // A two-layer DeepSeek-V3 (the second with experts), eager attention: the latent
+  // attention's bottlenecks, split and copied keys, interleaved rotary, and the router's
+  // fp32 sigmoid scores gathered for the chosen experts (its group ranking and masked top-k
+  // carry no gradient), the shared expert. The routing weights scaled by 40, unnormalised,
+  // so that their gradient outweighs the tolerance (at 2.5, renormalised, the gather's
+  // gradient could be dropped and no check failed; with these, 125 fail: checked).
+  expectConfigGradientsMatchFiniteDifferences(
+      R"({"model_type": "deepseek_v3", "architectures": ["DeepseekV3ForCausalLM"],
+          "attn_implementation": "eager", "hidden_size": 8, "intermediate_size": 12,
+          "moe_intermediate_size": 6, "num_hidden_layers": 2, "num_attention_heads": 2,
+          "num_key_value_heads": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
+          "n_group": 2, "topk_group": 1, "first_k_dense_replace": 1, "n_shared_experts": 1,
+          "kv_lora_rank": 4, "q_lora_rank": 6, "qk_rope_head_dim": 2, "qk_nope_head_dim": 2,
+          "v_head_dim": 3, "vocab_size": 11, "max_position_embeddings": 16,
+          "routed_scaling_factor": 40, "norm_topk_prob": false})");
+}
+
 TEST(Executor, GradientsMatchFiniteDifferencesThroughGptOss) {
   // A one-layer gpt-oss: the attention sinks (their row max a top-1), the half-head
   // rotary, the sliding mask, the router's bias and top-k softmax, the experts' biases

@@ -110,6 +110,40 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
   }
 }
 
+TEST(HfConfigValidation, DeepSeekWithEagerAttentionAgreesWithTheSimulator) {
+  // The executor's reference attention kernels take one head width, and DeepSeek's values
+  // are narrower than its queries: its eager attention, without and with checkpointing.
+  for (const char *Checkpoint : {"none", "blocks"}) {
+    ImportOptions Import;
+    Import.Dims = {{"batch", 1}, {"seq", 64}};
+    auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) +
+                                "/tests/data/measured-hf/configs/deepseek-v3.json",
+                            Import);
+    ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
+    TrainingSetup Setup;
+    Setup.Device = DeviceKind::Cpu;
+    Setup.Impl = OptimizerImpl::Fused;
+    Setup.Attention = AttentionImpl::Eager;
+    Setup.Checkpoint = Checkpoint;
+    auto Predicted = predictStepReport(*G, Setup);
+    ASSERT_TRUE(bool(Predicted)) << llvm::toString(Predicted.takeError());
+    auto Census = takeCensus(*G, Setup);
+    ASSERT_TRUE(bool(Census));
+    auto Dev = kernels::makeHostDevice();
+    auto Measured = probe::executeTrainingSteps(*G, Setup, *Census, *Dev);
+    ASSERT_TRUE(bool(Measured)) << llvm::toString(Measured.takeError());
+    int64_t P = Predicted->Peak.value_or(0), M = Measured->Peak;
+    int64_t SP = Predicted->Bytes.Activations, SM = Measured->SavedAtEndOfForward;
+    std::printf("deepseek-v3 eager %-8s %12lld %12lld %12lld %12lld\n", Checkpoint,
+                static_cast<long long>(P), static_cast<long long>(M),
+                static_cast<long long>(SP), static_cast<long long>(SM));
+    EXPECT_LE(std::fabs(100.0 * static_cast<double>(M - P) / static_cast<double>(P)), 0.02)
+        << Checkpoint;
+    EXPECT_LE(std::fabs(100.0 * static_cast<double>(SM - SP) / static_cast<double>(SP)), 0.02)
+        << Checkpoint;
+  }
+}
+
 TEST(HfConfigValidation, DropoutAtTheSitesAConfigDeclares) {
   // Configs whose only dropout is attention_dropout (the LLaMA family's one site; gpt-oss
   // drops out the probabilities less the sink's column): the executor drops out where the

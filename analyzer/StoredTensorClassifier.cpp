@@ -133,10 +133,20 @@ bool isExporterLiteralName(const std::string &Name) {
 /// module path as the initializer's name. By use alone it is a parameter: it reaches a
 /// MatMul with the positions, and was counted among the trainable parameters (32 extra for
 /// a LLaMA-3.2-1B export, and its optimizer states).
-bool isRotaryFrequencyBuffer(const std::string &Name) {
+/// DeepSeek-V3's router keeps `e_score_correction_bias` as a buffer too (balanced outside
+/// the gradient); added to the scores, by use it is a bias.
+bool isKnownBufferName(const std::string &Name) {
   llvm::StringRef Leaf(Name);
   Leaf = Leaf.substr(Leaf.find_last_of("./") + 1); // npos + 1 == 0: the whole name
-  return Leaf.ends_with("inv_freq");
+  return Leaf.ends_with("inv_freq") || Leaf == "e_score_correction_bias";
+}
+
+/// gpt-oss's attention sinks, a parameter of a logit per head that the attention expands over
+/// the batch and joins to the scores: by use (an Expand reads it) it is a table.
+bool isKnownParameterName(const std::string &Name) {
+  llvm::StringRef Leaf(Name);
+  Leaf = Leaf.substr(Leaf.find_last_of("./") + 1);
+  return Leaf == "sinks";
 }
 
 TensorKind classify(const Graph &G, TensorId Id) {
@@ -144,8 +154,10 @@ TensorKind classify(const Graph &G, TensorId Id) {
   int64_t N = T.numElements();
   if (N <= 1)
     return TensorKind::Constant;
-  if (isFloating(T.Type) && isRotaryFrequencyBuffer(T.Name))
+  if (isFloating(T.Type) && isKnownBufferName(T.Name))
     return TensorKind::Buffer;
+  if (isFloating(T.Type) && isKnownParameterName(T.Name))
+    return TensorKind::Parameter;
   Uses U = collectUses(G, Id);
   if (T.Type == DType::Bool)
     return TensorKind::Buffer;

@@ -661,6 +661,23 @@ TEST_F(OnnxExporterTest, HfConfigExportsReadBackWithTheConfigsParameters) {
     const bool Rotary = llvm::StringRef(Name) != "gpt2" && llvm::StringRef(Name) != "bert-base-uncased";
     EXPECT_EQ(Buffers > 0, Rotary);
   }
+  // The shrunk mixture-of-experts configs: the grouped matmuls of the ai.trainmem domain,
+  // gpt-oss's sinks and expert biases, DeepSeek's latent attention and its router's
+  // correction bias, a buffer by name (by use it is a bias: it was read back as a
+  // parameter).
+  for (const char *Name : {"gpt-oss-20b", "deepseek-v3"}) {
+    SCOPED_TRACE(Name);
+    const Graph Hf = trainmem::testing::importPath(
+        std::string(TRAINMEM_SOURCE_DIR) + "/tests/data/measured-hf/configs/" + Name + ".json",
+        trainmem::testing::dims(1, 16));
+    const std::string Path = exportTo(Hf, std::string(Name) + ".onnx");
+    EXPECT_NO_THROW(onnx::checker::check_model(Path));
+    ImportOptions Options;
+    Options.DefaultDim = 16;
+    llvm::Expected<Graph> Back = importOnnx(Path, Options);
+    ASSERT_TRUE(static_cast<bool>(Back)) << llvm::toString(Back.takeError());
+    EXPECT_EQ(parameterShapes(*Back), parameterShapes(Hf));
+  }
 }
 
 TEST_F(OnnxExporterTest, EveryMeasuredModelExportsValidOnnx) {

@@ -176,7 +176,6 @@ void Simulator::propagateRequiresGrad() {
       if (O != NoTensor)
         Ctx.RequiresGrad[O] = Any && isFloating(G.Tensors[O].Type);
   }
-  OffLossPath = opsOffLossPath(G, Ops);
 }
 
 void Simulator::allocatePersistent() {
@@ -486,6 +485,7 @@ std::shared_ptr<const StepStructure> buildStepStructure(const Graph &G, bool Fus
     for (NodeId N : Op.Nodes)
       S->NodeInOp[N] = true;
   S->ModuleInputHolds = sim::moduleInputHolds(G, S->Ops);
+  S->OffLossPath = opsOffLossPath(G, S->Ops);
   S->Spans = repeatedBlockSpans(G, S->Ops);
   // Graph::BlockArguments: the model's forward holds them (a local it passes to every
   // block) until its last block returns; checkpointed blocks keep them longer.

@@ -66,6 +66,9 @@ struct StepStructure {
   std::vector<bool> NodeInOp;
   /// Per op: the tensors whose module returns after it (they stay alive until then).
   std::vector<std::vector<TensorId>> ModuleInputHolds;
+  /// Per op: off the loss's gradient path (opsOffLossPath in OpMemoryRules.h): it keeps
+  /// nothing for the backward.
+  std::vector<bool> OffLossPath;
   std::vector<BlockSpan> Spans;
   /// Per tensor, in a byte, what the replay asks of it at every op it meets: whether it
   /// is transient (neither stored nor a batch input), a graph output, stored. The Tensor

@@ -281,7 +281,10 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
   for (size_t K = 0; K < Op.Inputs.size(); ++K)
     AnyGrad |= carriesGradient(Op, K) && Op.Inputs[K] != NoTensor && Ctx.RequiresGrad[Op.Inputs[K]];
   AnyGrad &= Save; // inside a checkpointed segment the forward runs under no_grad
-  AnyGrad &= !OffLossPath[OpI];
+  // An op none of whose outputs reaches the loss through a gradient (DeepSeek's group
+  // ranking, top-k indices of masked scores): its autograd node, with what it saved, dies
+  // with its outputs, so it keeps nothing for a backward that never comes.
+  AnyGrad &= !Structure->OffLossPath[OpI];
   if (Rule.Alias && Op.Outputs.size() == 1 && Op.Outputs[0] != NoTensor && !Dropouts.count(OpI)) {
     // The tensor itself under another name: no allocation, no timeline point (the
     // planner's evaluations meet one per RMSNorm and LoRA adapter in every step).

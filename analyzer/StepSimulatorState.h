@@ -495,11 +495,6 @@ private:
   /// per op, and a heap list each was a malloc and a free per op per micro-batch.
   std::vector<llvm::SmallVector<StorageId, 4>> SavedBy;
   std::vector<bool> HasBackward;
-  /// Per op: none of its outputs reaches a graph output through ops a gradient flows
-  /// back through (DeepSeek's group ranking, top-k indices taken from masked scores). Its
-  /// autograd node, with what it saved, dies with its outputs: it keeps nothing for the
-  /// backward, which never reaches it.
-  std::vector<bool> OffLossPath;
   /// Per op: bytes its backward unpacks from int8-stored saved tensors.
   std::vector<int64_t> Unpacked;
   /// Trainable parameter tensor -> index in Census.Parameters; gradient storage per param.

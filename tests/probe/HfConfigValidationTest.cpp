@@ -67,6 +67,28 @@ std::string shrunkConfig(const std::string &Name) {
   return std::string(Out);
 }
 
+/// Predicts G's step under Setup and runs it on the executor (the host device): prints
+/// Label, the peaks and the saved bytes, and expects them within 0.02% of each other.
+void expectExecutorAgrees(const Graph &G, TrainingSetup Setup, const std::string &Label) {
+  TrainingSetup ExecSetup = Setup; // the prediction resolves the setup in place
+  auto Predicted = predictStepReport(G, Setup);
+  ASSERT_TRUE(bool(Predicted)) << Label << ": " << llvm::toString(Predicted.takeError());
+  auto Census = takeCensus(G, ExecSetup);
+  ASSERT_TRUE(bool(Census)) << Label;
+  auto Dev = kernels::makeHostDevice();
+  auto Measured = probe::executeTrainingSteps(G, ExecSetup, *Census, *Dev);
+  ASSERT_TRUE(bool(Measured)) << Label << ": " << llvm::toString(Measured.takeError());
+  int64_t P = Predicted->Peak.value_or(0), M = Measured->Peak;
+  int64_t SP = Predicted->Bytes.Activations, SM = Measured->SavedAtEndOfForward;
+  double Error = 100.0 * static_cast<double>(M - P) / static_cast<double>(P);
+  double SavedError = 100.0 * static_cast<double>(SM - SP) / static_cast<double>(SP);
+  std::printf("%-28s %12lld %12lld %+7.3f%% %12lld %12lld\n", Label.c_str(),
+              static_cast<long long>(P), static_cast<long long>(M), Error,
+              static_cast<long long>(SP), static_cast<long long>(SM));
+  EXPECT_LE(std::fabs(Error), 0.02) << Label;
+  EXPECT_LE(std::fabs(SavedError), 0.02) << Label;
+}
+
 TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
   std::printf("%-28s %12s %12s %8s %12s %12s\n", "config", "predicted", "measured", "error",
               "saved pred", "saved meas");
@@ -88,25 +110,8 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
     Setup.Autocast = AutocastPolicy::Cpu;
     Setup.Impl = OptimizerImpl::Fused;
     Setup.Checkpoint = Checkpoint;
-    TrainingSetup ExecSetup = Setup;
-    auto Predicted = predictStepReport(*G, Setup);
-    ASSERT_TRUE(bool(Predicted)) << Name << ": " << llvm::toString(Predicted.takeError());
-    auto Census = takeCensus(*G, ExecSetup);
-    ASSERT_TRUE(bool(Census)) << Name;
-    auto Dev = kernels::makeHostDevice();
-    auto Measured = probe::executeTrainingSteps(*G, ExecSetup, *Census, *Dev);
-    ASSERT_TRUE(bool(Measured)) << Name << ": " << llvm::toString(Measured.takeError());
-    int64_t P = Predicted->Peak.value_or(0), M = Measured->Peak;
-    int64_t SP = Predicted->Bytes.Activations, SM = Measured->SavedAtEndOfForward;
-    double Error = 100.0 * static_cast<double>(M - P) / static_cast<double>(P);
-    double SavedError = 100.0 * static_cast<double>(SM - SP) / static_cast<double>(SP);
-    std::printf("%-28s %12lld %12lld %+7.3f%% %12lld %12lld\n",
-                (std::string(Name) + " " + Checkpoint + (Padded ? " pad" : "")).c_str(),
-                static_cast<long long>(P),
-                static_cast<long long>(M), Error, static_cast<long long>(SP),
-                static_cast<long long>(SM));
-    EXPECT_LE(std::fabs(Error), 0.02) << Name << " " << Checkpoint << (Padded ? " padded" : "");
-    EXPECT_LE(std::fabs(SavedError), 0.02) << Name << " " << Checkpoint << (Padded ? " padded" : "");
+    expectExecutorAgrees(*G, Setup,
+                         std::string(Name) + " " + Checkpoint + (Padded ? " pad" : ""));
   }
 }
 
@@ -125,22 +130,7 @@ TEST(HfConfigValidation, DeepSeekWithEagerAttentionAgreesWithTheSimulator) {
     Setup.Impl = OptimizerImpl::Fused;
     Setup.Attention = AttentionImpl::Eager;
     Setup.Checkpoint = Checkpoint;
-    auto Predicted = predictStepReport(*G, Setup);
-    ASSERT_TRUE(bool(Predicted)) << llvm::toString(Predicted.takeError());
-    auto Census = takeCensus(*G, Setup);
-    ASSERT_TRUE(bool(Census));
-    auto Dev = kernels::makeHostDevice();
-    auto Measured = probe::executeTrainingSteps(*G, Setup, *Census, *Dev);
-    ASSERT_TRUE(bool(Measured)) << llvm::toString(Measured.takeError());
-    int64_t P = Predicted->Peak.value_or(0), M = Measured->Peak;
-    int64_t SP = Predicted->Bytes.Activations, SM = Measured->SavedAtEndOfForward;
-    std::printf("deepseek-v3 eager %-8s %12lld %12lld %12lld %12lld\n", Checkpoint,
-                static_cast<long long>(P), static_cast<long long>(M),
-                static_cast<long long>(SP), static_cast<long long>(SM));
-    EXPECT_LE(std::fabs(100.0 * static_cast<double>(M - P) / static_cast<double>(P)), 0.02)
-        << Checkpoint;
-    EXPECT_LE(std::fabs(100.0 * static_cast<double>(SM - SP) / static_cast<double>(SP)), 0.02)
-        << Checkpoint;
+    expectExecutorAgrees(*G, Setup, std::string("deepseek-v3 eager ") + Checkpoint);
   }
 }
 
@@ -161,22 +151,7 @@ TEST(HfConfigValidation, DropoutAtTheSitesAConfigDeclares) {
     TrainingSetup Setup;
     Setup.Device = DeviceKind::Cpu;
     Setup.Impl = OptimizerImpl::Fused;
-    auto Predicted = predictStepReport(*G, Setup);
-    ASSERT_TRUE(bool(Predicted)) << Name << ": " << llvm::toString(Predicted.takeError());
-    auto Census = takeCensus(*G, Setup);
-    ASSERT_TRUE(bool(Census)) << Name;
-    auto Dev = kernels::makeHostDevice();
-    auto Measured = probe::executeTrainingSteps(*G, Setup, *Census, *Dev);
-    ASSERT_TRUE(bool(Measured)) << Name << ": " << llvm::toString(Measured.takeError());
-    int64_t P = Predicted->Peak.value_or(0), M = Measured->Peak;
-    int64_t SP = Predicted->Bytes.Activations, SM = Measured->SavedAtEndOfForward;
-    std::printf("%-28s %12lld %12lld %12lld %12lld\n", Name, static_cast<long long>(P),
-                static_cast<long long>(M), static_cast<long long>(SP),
-                static_cast<long long>(SM));
-    EXPECT_LE(std::fabs(100.0 * static_cast<double>(M - P) / static_cast<double>(P)), 0.02)
-        << Name;
-    EXPECT_LE(std::fabs(100.0 * static_cast<double>(SM - SP) / static_cast<double>(SP)), 0.02)
-        << Name;
+    expectExecutorAgrees(*G, Setup, Name);
   }
 }
 

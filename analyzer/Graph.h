@@ -183,6 +183,10 @@ struct Graph {
   /// The dtype the model's config stores its weights in (HF `torch_dtype`, or `dtype` in
   /// transformers 5), which from_pretrained loads by default; unset when not declared.
   std::optional<DType> DeclaredWeightType;
+  /// A Hugging Face checkpoint stored quantized (its config's quantization_config: "mxfp4",
+  /// "fp8"); empty otherwise. The prediction is of the weights dequantized, as training
+  /// loads them, and the emitted configs ask for that.
+  std::string DeclaredCheckpointQuantization;
   /// The model's loss casts the logits to fp32 first whatever its dtype (transformers'
   /// ForCausalLMLoss: `logits.float()`), so a 16-bit model's log_softmax is fp32 as under
   /// autocast.

@@ -685,6 +685,10 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
         G.DeclaredWeightType = DType::Float16;
       break;
     }
+  if (const llvm::json::Object *Q = Obj->getObject("quantization_config"))
+    if (std::optional<llvm::StringRef> Method = Q->getString("quant_method");
+        Method && (*Method == "mxfp4" || *Method == "fp8"))
+      G.DeclaredCheckpointQuantization = Method->str();
   // transformers runs attention through torch's scaled_dot_product_attention unless the
   // config pins another implementation.
   std::optional<llvm::StringRef> Impl = Obj->getString("attn_implementation");

@@ -125,6 +125,7 @@ int runPlan() {
   Ctx.ModelName = First->Name;
   Ctx.ModelSource = First->SourcePath;
   Ctx.Architecture = First->Architecture;
+  Ctx.CheckpointQuantization = First->DeclaredCheckpointQuantization;
   Plan.Emit = Ctx;
   std::optional<ConfigTarget> Target;
   std::string EmitDir;

@@ -117,6 +117,7 @@ QString exportConfigs(const AnalysisRequest &Request, const TrainingSetup &Setup
   Ctx.ModelName = G->Name;
   Ctx.ModelSource = G->SourcePath;
   Ctx.Architecture = G->Architecture;
+  Ctx.CheckpointQuantization = G->DeclaredCheckpointQuantization;
   Ctx.MicroBatch = Setup.MicroBatch.value_or(Request.Batch);
   if (llvm::Error E = writeConfigs(*T, Setup, Ctx, Dir.toStdString()))
     return Fail(std::move(E));

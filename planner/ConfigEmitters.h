@@ -46,6 +46,9 @@ struct EmitContext {
   int64_t MicroBatch = 1;
   /// Hugging Face model_type ("llama", "gpt2", ...); may be empty. torchtune needs it.
   std::string Architecture;
+  /// The checkpoint's own quantization ("mxfp4", "fp8": Graph::
+  /// DeclaredCheckpointQuantization); the model is loaded dequantized. May be empty.
+  std::string CheckpointQuantization;
 };
 
 /// One emitted file: a name relative to the output folder, and its contents.

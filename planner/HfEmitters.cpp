@@ -123,6 +123,12 @@ llvm::json::Object modelLoad(const TrainingSetup &S, const EmitContext &Ctx) {
   // (Trainer passes none, so the config's use_cache decides).
   if (S.KvCache != KvCacheMode::Auto)
     O["use_cache"] = S.KvCache == KvCacheMode::On;
+  // A checkpoint stored quantized (gpt-oss's MXFP4 experts, DeepSeek-V3's FP8) trains
+  // dequantized, as predicted: Mxfp4Config / FineGrainedFP8Config(dequantize=True), which
+  // from_pretrained builds from this dict. QLoRA's bitsandbytes config is the plan's own.
+  if (!Ctx.CheckpointQuantization.empty() && !(S.Lora && S.Lora->QLora))
+    O["quantization_config"] = llvm::json::Object{
+        {"quant_method", Ctx.CheckpointQuantization}, {"dequantize", true}};
   return O;
 }
 

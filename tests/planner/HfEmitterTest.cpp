@@ -49,6 +49,30 @@ TEST(ConfigEmittersHf, UseCacheGoesToFromPretrainedWhenTheSetupDecides) {
   EXPECT_EQ(boolean(parseJson(Off["model_load.json"]), "use_cache"), false);
 }
 
+TEST(ConfigEmittersHf, AQuantizedCheckpointIsLoadedDequantized) {
+  // gpt-oss's MXFP4 experts (and DeepSeek-V3's FP8 weights) are predicted dequantized, as
+  // training loads them: from_pretrained gets Mxfp4Config(dequantize=True) as a dict. A
+  // QLoRA plan's own bitsandbytes config replaces it.
+  EmitContext Ctx = llama7b();
+  Ctx.CheckpointQuantization = "mxfp4";
+  Files F = render(ConfigTarget::HfTrainer,
+                   setup([](TrainingSetup &S) { S.Prec = Precision::Bf16; }), Ctx);
+  llvm::json::Object Load = parseJson(F["model_load.json"]);
+  const llvm::json::Object *Q = Load.getObject("quantization_config");
+  ASSERT_NE(Q, nullptr);
+  EXPECT_EQ(Q->getString("quant_method"), llvm::StringRef("mxfp4"));
+  EXPECT_EQ(Q->getBoolean("dequantize"), true);
+  Files Plain = render(ConfigTarget::HfTrainer, setup([](TrainingSetup &) {}));
+  EXPECT_FALSE(at(parseJson(Plain["model_load.json"]), "quantization_config"));
+  Files QLora = render(ConfigTarget::HfTrainer, setup([](TrainingSetup &S) {
+                         S.Lora = LoraSetup{};
+                         S.Lora->QLora = true;
+                         S.Prec = Precision::AmpBf16;
+                       }),
+                       Ctx);
+  EXPECT_FALSE(at(parseJson(QLora["model_load.json"]), "quantization_config"));
+}
+
 TEST(ConfigEmittersHf, PureBf16LoadsBf16WeightsWithoutAutocast) {
   Files F = render(ConfigTarget::HfTrainer,
                    setup([](TrainingSetup &S) { S.Prec = Precision::Bf16; }));

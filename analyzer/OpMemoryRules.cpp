@@ -372,15 +372,10 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
       R.BackwardTransient += dtypeBytes(DType::Float32, Ctx.elements(In(0)));
     return R;
   }
-  if (K == "GatherElements") {
-    // gather(dim, index): GatherBackward keeps the index; the gradient scatters into zeros
-    // of the input's shape.
+  if (K == "ScatterElements" || K == "GatherElements") {
+    // Both keep their indices: scatter's for the gradients of data and updates, gather's
+    // (GatherBackward) to scatter the gradient into zeros of the input's shape.
     SaveIn(1);
-    R.GradInputBytes[1] = 0;
-    return R;
-  }
-  if (K == "ScatterElements") {
-    SaveIn(1); // the indices, for the gradients of data and updates
     R.GradInputBytes[1] = 0;
     return R;
   }

@@ -235,14 +235,21 @@ TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, Tens
   return Pass == NoTensor ? Emb : B.concat(S, {Emb, Pass}, -1);
 }
 
+TensorId rotatePairs(OnnxGraphBuilder &B, const std::string &S, TensorId X1, TensorId X2,
+                     TensorId Cos, TensorId Sin) {
+  // Python's order: x1 * cos, x2 * sin, their difference, then the second half's.
+  TensorId A = B.binary(S, "Mul", X1, Cos), Bs = B.binary(S, "Mul", X2, Sin);
+  TensorId First = B.binary(S, "Sub", A, Bs);
+  TensorId C = B.binary(S, "Mul", X2, Cos), D = B.binary(S, "Mul", X1, Sin);
+  TensorId Second = B.binary(S, "Add", C, D);
+  return B.concat(S, {First, Second}, -1);
+}
+
 TensorId applyHalfRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
                          TensorId Sin) {
   const int64_t Half = B.shape(X).back() / 2;
   std::vector<TensorId> H = B.split(S, X, -1, {Half, Half}); // torch.chunk(x, 2, dim=-1)
-  auto Mul = [&](TensorId A, TensorId C) { return B.binary(S, "Mul", A, C); };
-  TensorId First = B.binary(S, "Sub", Mul(H[0], Cos), Mul(H[1], Sin));
-  TensorId Second = B.binary(S, "Add", Mul(H[1], Cos), Mul(H[0], Sin));
-  return B.concat(S, {First, Second}, -1);
+  return rotatePairs(B, S, H[0], H[1], Cos, Sin);
 }
 
 TensorId softcap(OnnxGraphBuilder &B, const std::string &S, TensorId X, double Cap,
@@ -685,10 +692,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
         G.DeclaredWeightType = DType::Float16;
       break;
     }
-  if (const llvm::json::Object *Q = Obj->getObject("quantization_config"))
-    if (std::optional<llvm::StringRef> Method = Q->getString("quant_method");
-        Method && (*Method == "mxfp4" || *Method == "fp8"))
-      G.DeclaredCheckpointQuantization = Method->str();
+  G.DeclaredCheckpointQuantization = M->CheckpointQuantization;
   // transformers runs attention through torch's scaled_dot_product_attention unless the
   // config pins another implementation.
   std::optional<llvm::StringRef> Impl = Obj->getString("attn_implementation");

@@ -117,6 +117,8 @@ struct HfModel {
   int64_t MoeGroups = 1, MoeTopKGroups = 1;
   double RoutedScaling = 1.0;
   double SwigluAlpha = 1.702, SwigluLimit = 7.0;
+  /// The checkpoint's own quantization (its quantization_config: "mxfp4", "fp8"), or empty.
+  std::string CheckpointQuantization;
   /// gpt-oss's rotary tables are multiplied by YaRN's attention factor (1 unscaled).
   double RopeAttentionScaling = 1.0;
 };

@@ -479,11 +479,13 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   // dequantize=True); QLoRA's NF4 is a strategy of its own (--qlora).
   if (const llvm::json::Object *Q = Obj.getObject("quantization_config"))
     if (std::optional<llvm::StringRef> Method = Q->getString("quant_method");
-        Method && (*Method == "mxfp4" || *Method == "fp8"))
+        Method && (*Method == "mxfp4" || *Method == "fp8")) {
+      M.CheckpointQuantization = Method->str();
       Diags.note("quantized-checkpoint", "quantization_config",
                  "the checkpoint stores weights quantized (" + Method->upper() +
                      "); modelled loaded dequantized (transformers' quantization config with "
                      "dequantize=True), every weight in the training precision");
+    }
 
   switch (M.Family) {
   case ArchFamily::Llama:

@@ -142,8 +142,13 @@ std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Ba
 TensorId applyRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
                      TensorId Sin, bool CastBack = false);
 
-/// gpt-oss's _apply_rotary_emb for one of q/k, with tables of half a head: the halves
-/// x1, x2 (torch.chunk), cat(x1 * cos - x2 * sin, x2 * cos + x1 * sin).
+/// cat(x1 * cos - x2 * sin, x2 * cos + x1 * sin): the rotation of channel pairs that
+/// gpt-oss (its halves) and DeepSeek (its interleaved pairs) write out.
+TensorId rotatePairs(OnnxGraphBuilder &B, const std::string &S, TensorId X1, TensorId X2,
+                     TensorId Cos, TensorId Sin);
+
+/// gpt-oss's _apply_rotary_emb for one of q/k, with tables of half a head: rotatePairs of the
+/// halves x1, x2 (torch.chunk).
 TensorId applyHalfRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
                          TensorId Sin);
 

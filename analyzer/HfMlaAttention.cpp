@@ -20,11 +20,9 @@ namespace {
 /// (strided views), cat(x1 * cos - x2 * sin, x2 * cos + x1 * sin).
 TensorId interleavedRotary(OnnxGraphBuilder &B, const std::string &S, TensorId X, TensorId Cos,
                            TensorId Sin) {
-  TensorId X1 = B.slice(S, X, 3, 0, SliceToEnd, 2), X2 = B.slice(S, X, 3, 1, SliceToEnd, 2);
-  auto Mul = [&](TensorId A, TensorId C) { return B.binary(S, "Mul", A, C); };
-  TensorId First = B.binary(S, "Sub", Mul(X1, Cos), Mul(X2, Sin));
-  TensorId Second = B.binary(S, "Add", Mul(X2, Cos), Mul(X1, Sin));
-  return B.concat(S, {First, Second}, -1);
+  TensorId X1 = B.slice(S, X, 3, 0, SliceToEnd, 2);
+  TensorId X2 = B.slice(S, X, 3, 1, SliceToEnd, 2);
+  return rotatePairs(B, S, X1, X2, Cos, Sin);
 }
 
 } // namespace

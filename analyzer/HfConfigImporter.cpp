@@ -204,6 +204,18 @@ std::pair<TensorId, TensorId> rotaryTables(OnnxGraphBuilder &B, const Module &Ba
   TensorId PositionIds = B.unsqueeze(Base.Scope, Positions, {0});
   TensorId Pos = B.cast(Rope.Scope, B.unsqueeze(Rope.Scope, PositionIds, {2}), DType::Float32);
   TensorId Freqs = B.binary(Rope.Scope, "Mul", Pos, InvFreq);
+  if (M.ComplexRotary) {
+    // DeepseekV2RotaryEmbedding: freqs_cis = torch.polar(ones_like(freqs), freqs) *
+    // attention_scaling, complex64 [1, seq, rotary_dim / 2]: the bytes of an fp32
+    // [1, seq, rotary_dim], in fp32 whatever the model's dtype. Returned as the first table.
+    TensorId Table = B.binary(
+        Rope.Scope, "Mul",
+        B.concat(Rope.Scope, {B.unary(Rope.Scope, "Cos", Freqs), B.unary(Rope.Scope, "Sin", Freqs)},
+                 -1),
+        B.scalar(M.RopeAttentionScaling));
+    B.tensor(Table).UpcastToFp32 = true;
+    return {Table, NoTensor};
+  }
   if (M.GptOss) {
     // GptOssRotaryEmbedding: emb = freqs (half a head), cos = emb.cos() * attention_scaling.
     TensorId Scaling = B.scalar(M.RopeAttentionScaling);

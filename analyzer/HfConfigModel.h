@@ -108,12 +108,18 @@ struct HfModel {
   /// channels without position and QkRopeDim rotated (RopeInterleave: in interleaved
   /// pairs), its value VHeadDim wide. HeadDim is QkNopeDim + QkRopeDim.
   bool Mla = false, RopeInterleave = false;
+  /// DeepSeek-V2: the rotary applied as a complex product (torch.polar tables, q and k
+  /// viewed as complex pairs), one fp32 table of [seq, rotary_dim / 2] complex numbers.
+  bool ComplexRotary = false;
   int64_t QLoraRank = 0, KvLoraRank = 0, QkNopeDim = 0, QkRopeDim = 0, VHeadDim = 0;
   /// DeepSeek-V3's router: sigmoid scores in fp32 plus a correction bias choose the
   /// experts among the best TopKGroups of MoeGroups groups; the weights are the chosen
   /// scores, renormalised (NormTopK) and scaled by RoutedScaling; its shared experts
   /// (SharedIntermediate wide, no gate) run after the routed ones.
   bool SigmoidGroupRouter = false;
+  /// DeepSeek-V2's router: softmax scores in fp32, the top k of them (within the best
+  /// MoeTopKGroups groups by their best score where GroupLimited), scaled, not renormalised.
+  bool SoftmaxGreedyRouter = false, GroupLimited = false;
   int64_t MoeGroups = 1, MoeTopKGroups = 1;
   double RoutedScaling = 1.0;
   double SwigluAlpha = 1.702, SwigluLimit = 7.0;

@@ -18,7 +18,7 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, deepseek_v3, granite, gpt2, gpt_neox, bert";
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -111,6 +111,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"olmo2", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"olmoe", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"gpt_oss", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-5, "hidden_act", "silu", false},
+    {"deepseek_v2", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"deepseek_v3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"granite", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
@@ -297,7 +298,10 @@ void readMla(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M) {
   M.QkRopeDim = R.size({"qk_rope_head_dim"}, "each head's rotated query/key channels", 64);
   M.VHeadDim = R.size({"v_head_dim"}, "each head's value width", 128);
   M.HeadDim = M.QkNopeDim + M.QkRopeDim;
-  M.RopeInterleave = R.get("rope_interleave", true);
+  if (M.ModelType == "deepseek_v2")
+    M.ComplexRotary = true; // DeepseekV2's apply_rotary_emb: complex pairs, no interleave flag
+  else
+    M.RopeInterleave = R.get("rope_interleave", true);
   if (M.QkRopeDim % 2 != 0)
     R.fail(llvm::formatv("field 'qk_rope_head_dim' is {0}; expected an even width", M.QkRopeDim));
 }
@@ -309,14 +313,15 @@ void readMla(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M) {
 void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnostics &Diags) {
   const bool Mixtral = M.ModelType == "mixtral", Qwen2 = M.ModelType == "qwen2_moe";
   const bool Olmoe = M.ModelType == "olmoe", GptOss = M.ModelType == "gpt_oss";
-  const bool DeepSeek = M.ModelType == "deepseek_v3";
+  const bool V2 = M.ModelType == "deepseek_v2", DeepSeek = V2 || M.ModelType == "deepseek_v3";
   M.Experts = R.size({Mixtral || GptOss ? "num_local_experts"
                       : DeepSeek        ? "n_routed_experts"
                                         : "num_experts"},
                      "the number of experts",
-                     Mixtral ? 8 : Qwen2 ? 60 : Olmoe ? 64 : DeepSeek ? 256 : 128);
+                     Mixtral ? 8 : Qwen2 ? 60 : Olmoe || V2 ? 64 : DeepSeek ? 256 : 128);
+  // DeepseekV2Config leaves num_experts_per_tok unset (None): a config must give it.
   M.TopK = R.size({"num_experts_per_tok"}, "the experts each token is routed to",
-                  Mixtral ? 2 : Qwen2 || GptOss ? 4 : 8);
+                  Mixtral ? 2 : Qwen2 || GptOss ? 4 : V2 ? 0 : 8);
   if (M.TopK > M.Experts)
     R.fail(llvm::formatv("field 'num_experts_per_tok' is {0}; expected at most the {1} experts",
                          M.TopK, M.Experts));
@@ -325,11 +330,12 @@ void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnos
   const bool AllMoe = Mixtral || Olmoe || GptOss;
   M.MoeIntermediate = AllMoe ? M.Intermediate
                               : R.size({"moe_intermediate_size"}, "the width of one expert",
-                                       Qwen2 ? 1408 : DeepSeek ? 2048 : 768);
+                                       Qwen2 ? 1408 : V2 ? 1407 : DeepSeek ? 2048 : 768);
   if (Qwen2)
     M.SharedIntermediate = R.size({"shared_expert_intermediate_size"},
                                   "the width of the shared expert", 5632);
-  M.NormTopK = Mixtral || R.get("norm_topk_prob", DeepSeek);
+  // DeepSeek-V2's router never renormalises, whatever norm_topk_prob says.
+  M.NormTopK = !V2 && (Mixtral || R.get("norm_topk_prob", DeepSeek));
   M.Fp32RoutingWeights = Mixtral || DeepSeek;
   if (DeepSeek) {
     // DeepseekV3MoE: shared experts moe_intermediate_size x n_shared_experts wide (none
@@ -337,23 +343,35 @@ void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnos
     const llvm::json::Value *Shared = R.present("n_shared_experts");
     const int64_t NShared = Shared && Shared->getAsInteger() == 0
                                 ? 0
-                                : R.size({"n_shared_experts"}, "the shared experts", 1);
+                                : R.size({"n_shared_experts"}, "the shared experts", V2 ? 2 : 1);
     M.SharedIntermediate = NShared * M.MoeIntermediate;
-    M.SigmoidGroupRouter = true;
-    M.MoeGroups = R.size({"n_group"}, "the expert groups", 8);
-    M.MoeTopKGroups = R.size({"topk_group"}, "the groups each token's experts come from", 4);
-    M.RoutedScaling = R.get("routed_scaling_factor", 2.5);
-    if (M.Experts % M.MoeGroups != 0)
+    M.RoutedScaling = R.get("routed_scaling_factor", V2 ? 1.0 : 2.5);
+    if (V2) {
+      M.SoftmaxGreedyRouter = true;
+      std::string Method = R.get<std::string>("topk_method", "greedy");
+      M.GroupLimited = Method == "group_limited_greedy";
+      if (!M.GroupLimited && Method != "greedy")
+        R.fail("field 'topk_method' is \"" + Method +
+               "\"; expected \"greedy\" or \"group_limited_greedy\"");
+    } else {
+      M.SigmoidGroupRouter = M.GroupLimited = true;
+    }
+    M.MoeGroups = M.GroupLimited ? R.size({"n_group"}, "the expert groups", V2 ? 0 : 8) : 1;
+    M.MoeTopKGroups = M.GroupLimited
+                          ? R.size({"topk_group"}, "the groups each token's experts come from",
+                                   V2 ? 0 : 4)
+                          : 1;
+    if (M.GroupLimited && M.Experts % M.MoeGroups != 0)
       R.fail(llvm::formatv("field 'n_group' is {0}; expected a divisor of the {1} experts",
                            M.MoeGroups, M.Experts));
-    else if (M.MoeTopKGroups > M.MoeGroups)
+    else if (M.GroupLimited && M.MoeTopKGroups > M.MoeGroups)
       R.fail(llvm::formatv("field 'topk_group' is {0}; expected at most the {1} groups",
                            M.MoeTopKGroups, M.MoeGroups));
-    else if (M.TopK > M.MoeTopKGroups * (M.Experts / M.MoeGroups))
+    else if (M.GroupLimited && M.TopK > M.MoeTopKGroups * (M.Experts / M.MoeGroups))
       R.fail(llvm::formatv("field 'num_experts_per_tok' is {0}; expected at most the {1} "
                            "experts of the topk_group groups",
                            M.TopK, M.MoeTopKGroups * (M.Experts / M.MoeGroups)));
-    else if (M.Experts / M.MoeGroups < 2)
+    else if (M.SigmoidGroupRouter && M.Experts / M.MoeGroups < 2)
       R.fail(llvm::formatv("field 'n_group' is {0}; expected groups of at least 2 experts "
                            "(each group is scored by its best two)",
                            M.MoeGroups));
@@ -367,9 +385,10 @@ void readMoe(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M, Diagnos
   if (DeepSeek) {
     const llvm::json::Value *Dense = R.present("first_k_dense_replace");
     const int64_t FirstDense =
-        Dense && Dense->getAsInteger() == 0 ? 0
-                                            : R.size({"first_k_dense_replace"},
-                                                     "the dense layers before the experts", 3);
+        !Dense                         ? (V2 ? 0 : 3)
+        : Dense->getAsInteger() == 0 ? 0
+                                     : R.size({"first_k_dense_replace"},
+                                              "the dense layers before the experts");
     for (size_t I = 0; I < M.MoeLayers.size(); ++I)
       M.MoeLayers[I] = static_cast<int64_t>(I) >= FirstDense;
   }
@@ -457,7 +476,7 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.HeadDim = 128; // Qwen3Config's default (not hidden / heads)
   else if (M.ModelType == "gpt_oss")
     M.HeadDim = 64; // GptOssConfig's default (not hidden / heads: 2880 / 64 = 45)
-  else if (M.ModelType == "deepseek_v3")
+  else if (M.ModelType == "deepseek_v3" || M.ModelType == "deepseek_v2")
     M.HeadDim = 1; // readMla sets it from the latent attention's widths
   else if (M.Hidden % M.Heads != 0)
     R.fail(llvm::formatv("hidden size {0} is not a multiple of num_attention_heads {1}; "
@@ -509,7 +528,7 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.QkNormWhole |= M.ModelType == "olmoe";
     if (M.ModelType == "gpt_oss")
       readGptOss(R, Obj, M);
-    if (M.ModelType == "deepseek_v3")
+    if (M.ModelType == "deepseek_v3" || M.ModelType == "deepseek_v2")
       readMla(R, Obj, M);
     if (M.ModelType == "granite") {
       M.Granite = true;
@@ -523,7 +542,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     if (M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
       readGemma(R, Obj, M, Diags);
     if (M.ModelType == "mixtral" || M.ModelType == "olmoe" || M.ModelType == "gpt_oss" ||
-        M.ModelType == "deepseek_v3" || M.ModelType.ends_with("_moe"))
+        M.ModelType == "deepseek_v3" || M.ModelType == "deepseek_v2" ||
+        M.ModelType.ends_with("_moe"))
       readMoe(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).

@@ -52,7 +52,17 @@ TensorId mlaAttention(OnnxGraphBuilder &B, const Module &Attn, const HfModel &M,
                               {Batch, 1, Seq, Kl});
   TensorId KRot = B.reshape(AS, KvParts[1], {Batch, 1, Seq, Rope});
   TensorId QRot;
-  if (M.RopeInterleave) {
+  if (M.ComplexRotary) {
+    // DeepSeek-V2's apply_rotary_emb: view_as_complex(x.float().reshape(..., -1, 2)) times
+    // the complex table, view_as_real(...).flatten(3).type_as(x): one product of x's bytes
+    // in fp32 (the table kept for the backward), cast back.
+    TensorId Table = B.unsqueeze(AS, Cos, {1});
+    auto Rotate = [&](TensorId X) {
+      return B.castLike(AS, B.binary(AS, "Mul", B.upcastToFp32(AS, X), Table), X);
+    };
+    QRot = Rotate(QParts[1]);
+    KRot = Rotate(KRot);
+  } else if (M.RopeInterleave) {
     TensorId C = B.unsqueeze(AS, B.slice(AS, Cos, 2, 0, Rope / 2), {1});
     TensorId S = B.unsqueeze(AS, B.slice(AS, Sin, 2, 0, Rope / 2), {1});
     QRot = interleavedRotary(B, AS, QParts[1], C, S);

@@ -21,6 +21,7 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/HfGraphParts.h"
 
+#include <array>
 #include <tuple>
 
 namespace trainmem::hf {
@@ -61,7 +62,8 @@ TensorId clampedSwiglu(OnnxGraphBuilder &B, const std::string &S, TensorId GateU
   return B.binary(S, "Mul", B.binary(S, "Add", Up, B.scalar(1.0)), Glu);
 }
 
-/// DeepseekV3TopkRouter: logits = F.linear(x.float(), weight.float()), sigmoid scores; the
+/// DeepseekV3TopkRouter (and DeepseekV2TopkRouter, SoftmaxGreedyRouter):
+/// logits = F.linear(x.float(), weight.float()), sigmoid scores; the
 /// scores plus the correction bias rank the experts within the best topk_group of n_group
 /// groups (each scored by its best two); the weights are the chosen experts' scores,
 /// renormalised where norm_topk_prob says and scaled by routed_scaling_factor, in fp32.
@@ -75,10 +77,6 @@ std::tuple<TensorId, TensorId, TensorId> groupLimitedRouter(OnnxGraphBuilder &B,
   const int64_t Keep = M.MoeTopKGroups, K = M.TopK;
   TensorId Logits =
       B.matmul(GS, B.upcastToFp32(GS, Flat), B.upcastToFp32(GS, RouterW));
-  TensorId Scores = B.unary(GS, "Sigmoid", Logits);
-  TensorId Bias = B.stored(Gate.param("e_score_correction_bias"), {E}, DType::Float32,
-                           TensorKind::Buffer);
-  TensorId Choice = B.binary(GS, "Add", Scores, Bias);
   auto TopK = [&](TensorId X, int64_t Count, const Shape &Out, bool Sorted) {
     std::vector<TensorId> R =
         B.node(GS, "TopK", {X, B.ints({Count})}, {Out, Out}, DType::Float32,
@@ -86,23 +84,51 @@ std::tuple<TensorId, TensorId, TensorId> groupLimitedRouter(OnnxGraphBuilder &B,
     B.tensor(R[1]).Type = DType::Int64;
     return R;
   };
+  // The chosen groups' experts, the rest masked to Fill: zeros_like(group_scores)
+  // .scatter_(1, group_idx, 1), expanded to the experts and reshaped (a copy), then
+  // masked_fill(~score_mask.bool(), Fill).
+  auto MaskGroups = [&](TensorId X, TensorId GroupScores, double Fill) {
+    TensorId GroupIdx = TopK(GroupScores, Keep, {T, Keep}, false)[1];
+    TensorId Zeros = B.op(GS, "ConstantOfShape", {B.ints({T, G})}, {T, G}, DType::Float32);
+    TensorId GroupMask =
+        B.op(GS, "ScatterElements", {Zeros, GroupIdx, B.expand(GS, B.scalar(1.0), {T, Keep})},
+             {T, G}, DType::Float32, {{"axis", int64_t{1}}});
+    TensorId ScoreMask =
+        B.reshape(GS, B.expand(GS, B.unsqueeze(GS, GroupMask, {2}), {T, G, Per}), {T, E});
+    TensorId Blocked = B.unary(GS, "Not", B.cast(GS, ScoreMask, DType::Bool));
+    TensorId Masked = B.op(GS, "Where", {Blocked, B.scalar(Fill), X}, {T, E}, DType::Float32);
+    return std::array<TensorId, 3>{GroupMask, ScoreMask, Masked};
+  };
+  if (M.SoftmaxGreedyRouter) {
+    // DeepseekV2TopkRouter: scores = softmax(logits, dtype=float32); group_limited_greedy
+    // ranks the groups by their best score (max(dim=-1), a top-1) and zeroes the others';
+    // the weights are the top k scores themselves, times routed_scaling_factor.
+    TensorId Scores = B.op(GS, "Softmax", {Logits}, {T, E}, DType::Float32,
+                           {{"axis", int64_t{-1}}});
+    std::vector<TensorId> Held;
+    if (M.GroupLimited) {
+      std::vector<TensorId> Best = TopK(B.reshape(GS, Scores, {T, G, Per}), 1, {T, G, 1}, true);
+      TensorId GroupScores = B.reshape(GS, Best[0], {T, G});
+      auto [GroupMask, ScoreMask, Masked] = MaskGroups(Scores, GroupScores, 0.0);
+      Held = {GroupScores, GroupMask, ScoreMask, Scores};
+      Scores = Masked;
+    }
+    std::vector<TensorId> Top = TopK(Scores, K, {T, K}, false);
+    TensorId Weights = B.binary(GS, "Mul", Top[0], B.scalar(M.RoutedScaling));
+    for (TensorId Local : Held)
+      B.holdUntil(Local, Weights);
+    return {Logits, Weights, Top[1]};
+  }
+  TensorId Scores = B.unary(GS, "Sigmoid", Logits);
+  TensorId Bias = B.stored(Gate.param("e_score_correction_bias"), {E}, DType::Float32,
+                           TensorKind::Buffer);
+  TensorId Choice = B.binary(GS, "Add", Scores, Bias);
   // group_scores = scores_for_choice.view(-1, n_group, per).topk(2)[0].sum(-1)
   std::vector<TensorId> Best2 = TopK(B.reshape(GS, Choice, {T, G, Per}), 2, {T, G, 2}, true);
   TensorId GroupScores = B.op(GS, "ReduceSum", {Best2[0], B.ints({-1})}, {T, G},
                               DType::Float32, {{"keepdims", int64_t{0}}});
-  TensorId GroupIdx = TopK(GroupScores, Keep, {T, Keep}, false)[1];
-  // group_mask = zeros_like(group_scores).scatter_(1, group_idx, 1), expanded to the
-  // experts and reshaped (a copy); scores_for_choice.masked_fill(~score_mask.bool(), -inf).
-  TensorId Zeros = B.op(GS, "ConstantOfShape", {B.ints({T, G})}, {T, G}, DType::Float32);
-  TensorId GroupMask =
-      B.op(GS, "ScatterElements", {Zeros, GroupIdx, B.expand(GS, B.scalar(1.0), {T, Keep})},
-           {T, G}, DType::Float32, {{"axis", int64_t{1}}});
-  TensorId ScoreMask =
-      B.reshape(GS, B.expand(GS, B.unsqueeze(GS, GroupMask, {2}), {T, G, Per}), {T, E});
-  TensorId Blocked = B.unary(GS, "Not", B.cast(GS, ScoreMask, DType::Bool));
-  TensorId Masked = B.op(GS, "Where", {Blocked, B.scalar(-std::numeric_limits<double>::infinity()),
-                                       Choice},
-                         {T, E}, DType::Float32);
+  auto [GroupMask, ScoreMask, Masked] =
+      MaskGroups(Choice, GroupScores, -std::numeric_limits<double>::infinity());
   TensorId Chosen = TopK(Masked, K, {T, K}, false)[1];
   TensorId Weights = B.op(GS, "GatherElements", {Scores, Chosen}, {T, K}, DType::Float32,
                           {{"axis", int64_t{1}}});
@@ -127,7 +153,8 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   const std::string &BS = Mlp.Scope;
   TensorId Flat = B.reshape(BS, X, {T, H}); // hidden_states.view(-1, hidden_dim)
   // Qwen2-MoE runs its shared expert (a LlamaMLP) first; DeepSeek-V3 its shared experts last.
-  TensorId Shared = M.SharedIntermediate > 0 && !M.SigmoidGroupRouter
+  const bool SharedLast = M.SigmoidGroupRouter || M.SoftmaxGreedyRouter; // DeepSeek's
+  TensorId Shared = M.SharedIntermediate > 0 && !SharedLast
                         ? gatedMlp(B, Mlp.child("shared_expert"), M, Flat, M.SharedIntermediate)
                         : NoTensor;
 
@@ -139,7 +166,7 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
   TensorId RouterW = B.parameter(Gate.param("weight"), {H, E});
   B.routerWeight(RouterW);
   TensorId Logits, Weights, Chosen;
-  if (M.SigmoidGroupRouter) {
+  if (M.SigmoidGroupRouter || M.SoftmaxGreedyRouter) {
     std::tie(Logits, Weights, Chosen) = groupLimitedRouter(B, Gate, M, Flat, RouterW);
   } else {
   Logits = B.matmul(GS, Flat, RouterW);
@@ -239,7 +266,7 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
     Y = B.binary(BS, "Add", Y, B.binary(BS, "Mul", G, Shared));
   }
   TensorId Block = B.reshape(BS, Y, In);
-  if (M.SigmoidGroupRouter && M.SharedIntermediate > 0) // + self.shared_experts(residuals)
+  if (SharedLast && M.SharedIntermediate > 0) // + self.shared_experts(residuals)
     Block = B.binary(BS, "Add", Block,
                      gatedMlp(B, Mlp.child("shared_experts"), M, X, M.SharedIntermediate));
   // `_, routing_weights, selected_experts = self.gate(x)`: the block's forward holds the

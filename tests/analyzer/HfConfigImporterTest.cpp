@@ -58,7 +58,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     // changes the storage, not the parameters).
     {"gpt-oss-20b", 20'914'757'184}, {"gpt-oss-120b", 116'829'156'672},
     // DeepSeek-V3 (its config's quantization_config dropped for the count, as above).
-    {"deepseek-v3", 671'026'404'352},
+    {"deepseek-v3", 671'026'404'352}, {"deepseek-v2-lite", 15'706'484'224},
 };
 
 } // namespace
@@ -446,7 +446,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v3, granite, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});
@@ -815,6 +815,15 @@ TEST(HfConfigImporter, DeepSeekRoutingFieldsAreChecked) {
                    "topk_group groups"),
             std::string::npos)
       << E;
+  ConfigVariant Method("deepseek-v2-lite", "ds2-method", {{"topk_method", "noaux_tc"}});
+  E = importError(Method.path());
+  EXPECT_NE(E.find("'topk_method' is \"noaux_tc\"; expected \"greedy\" or "
+                   "\"group_limited_greedy\""),
+            std::string::npos)
+      << E;
+  ConfigVariant NoK("deepseek-v2-lite", "ds2-no-k", {}, {"num_experts_per_tok"});
+  E = importError(NoK.path());
+  EXPECT_NE(E.find("'num_experts_per_tok' is missing"), std::string::npos) << E;
   ConfigVariant Rope("deepseek-v3", "ds-rope", {{"qk_rope_head_dim", 63}});
   E = importError(Rope.path());
   EXPECT_NE(E.find("'qk_rope_head_dim' is 63; expected an even width"), std::string::npos) << E;

@@ -117,12 +117,14 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
 
 TEST(HfConfigValidation, DeepSeekWithEagerAttentionAgreesWithTheSimulator) {
   // The executor's reference attention kernels take one head width, and DeepSeek's values
-  // are narrower than its queries: its eager attention, without and with checkpointing.
+  // are narrower than its queries: its eager attention, without and with checkpointing
+  // (V3's sigmoid routing and interleaved rotary, V2's softmax routing and complex one).
+  for (const char *Name : {"deepseek-v3", "deepseek-v2"})
   for (const char *Checkpoint : {"none", "blocks"}) {
     ImportOptions Import;
     Import.Dims = {{"batch", 1}, {"seq", 64}};
     auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) +
-                                "/tests/data/measured-hf/configs/deepseek-v3.json",
+                                "/tests/data/measured-hf/configs/" + Name + ".json",
                             Import);
     ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
     TrainingSetup Setup;
@@ -130,7 +132,7 @@ TEST(HfConfigValidation, DeepSeekWithEagerAttentionAgreesWithTheSimulator) {
     Setup.Impl = OptimizerImpl::Fused;
     Setup.Attention = AttentionImpl::Eager;
     Setup.Checkpoint = Checkpoint;
-    expectExecutorAgrees(*G, Setup, std::string("deepseek-v3 eager ") + Checkpoint);
+    expectExecutorAgrees(*G, Setup, std::string(Name) + " eager " + Checkpoint);
   }
 }
 

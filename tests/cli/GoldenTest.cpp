@@ -116,13 +116,14 @@ void expectGolden(const std::string &Name, const std::string &Command,
     SUCCEED();
     return;
   }
-  writeFile(Expected + ".actual", Actual);
+  const std::string ActualPath = Expected + ".actual"; // outlives the diff's arguments
+  writeFile(ActualPath, Actual);
   std::string Diff;
   if (auto DiffTool = llvm::sys::findProgramByName("diff")) {
     llvm::SmallString<128> DiffOut;
     llvm::sys::fs::createTemporaryFile("golden", "diff", DiffOut);
     std::optional<llvm::StringRef> R[] = {std::nullopt, llvm::StringRef(DiffOut), std::nullopt};
-    llvm::StringRef DiffArgs[] = {*DiffTool, "-u", Expected, Expected + ".actual"};
+    llvm::StringRef DiffArgs[] = {*DiffTool, "-u", Expected, ActualPath};
     llvm::sys::ExecuteAndWait(*DiffTool, DiffArgs, std::nullopt, R);
     Diff = readFile(std::string(DiffOut));
     llvm::sys::fs::remove(DiffOut);

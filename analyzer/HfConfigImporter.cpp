@@ -149,11 +149,11 @@ DecoderStart decoderStart(OnnxGraphBuilder &B, const HfModel &M, const BoundDims
   DecoderStart S;
   Module Root;
   S.Base = M.Head == HeadKind::BaseModel ? Root : Root.child(BaseName);
-  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  S.Ids = B.input("input_ids", {D.Batch, D.Seq});
   S.Embed = S.Base.child(EmbedName);
   S.EmbedW = B.parameter(S.Embed.param("weight"), {M.Vocab, M.Hidden});
   S.Padding = paddingPattern(B, S.Base, D);
-  S.X = B.gather(S.Embed.Scope, S.EmbedW, Ids);
+  S.X = B.gather(S.Embed.Scope, S.EmbedW, S.Ids);
   return S;
 }
 
@@ -354,9 +354,54 @@ TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Tens
 
 /// The output projection of a causal LM, or the base model's last hidden state.
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
-                   const Module &Head) {
+                   const Module &Head, TensorId Ids) {
   if (M.Head == HeadKind::BaseModel) {
     B.markOutput(X);
+    return;
+  }
+  const Module Root;
+  if (M.Head == HeadKind::TokenClassification) {
+    // GenericForTokenClassification: score(dropout(hidden)), with a bias; GPT-2's and
+    // GPT-NeoX's name theirs `classifier`.
+    TensorId Dropped = B.headDropout(Root.child("dropout").Scope, X);
+    Module Cls = Root.child(M.Family == ArchFamily::Llama ? "score" : "classifier");
+    TensorId W = B.parameter(Cls.param("weight"), {M.Hidden, M.NumLabels});
+    TensorId Scores = B.matmul(Cls.Scope, Dropped, W);
+    B.nameNextOutput("logits");
+    B.markOutput(B.binary(Cls.Scope, "Add", Scores, B.parameter(Cls.param("bias"), {M.NumLabels})));
+    return;
+  }
+  if (M.Head == HeadKind::SequenceClassification) {
+    // GenericForSequenceClassification (and GPT-2's, GPT-NeoX's): score every token without
+    // a bias, then keep each row's logits at its last token that is not padding:
+    // `(arange(seq, int32) * (input_ids != pad).int()).argmax(-1)`, and
+    // `logits[arange(batch), last]`, here a gather from the flattened [batch * seq,
+    // labels] logits (the same saved indices and dense gradient). Without a pad token
+    // (batch 1 only, which the importer checks) the last token.
+    Module Score = Root.child("score");
+    const std::string &S = Score.Scope;
+    const Shape &XS = B.shape(X);
+    const int64_t Batch = XS[0], Seq = XS[1];
+    TensorId W = B.parameter(Score.param("weight"), {M.Hidden, M.NumLabels});
+    TensorId Logits = B.matmul(S, X, W);
+    TensorId Last;
+    if (M.PadToken >= 0) {
+      TensorId Pad = B.op(S, "Equal", {Ids, B.ints({M.PadToken}, true)}, {Batch, Seq},
+                          DType::Bool);
+      TensorId NonPad = B.cast(S, B.op(S, "Not", {Pad}, {Batch, Seq}, DType::Bool), DType::Int32);
+      TensorId Index = B.op(S, "Mul", {B.cast(S, B.range(S, Seq), DType::Int32), NonPad},
+                            {Batch, Seq}, DType::Int32);
+      Last = B.op(S, "ArgMax", {Index}, {Batch}, DType::Int64,
+                  {{"axis", int64_t(-1)}, {"keepdims", int64_t(0)}});
+    } else {
+      Last = B.ints({Seq - 1});
+    }
+    TensorId RowStart = B.op(S, "Mul", {B.range(S, Batch), B.ints({Seq}, true)}, {Batch},
+                             DType::Int64);
+    TensorId Rows = B.op(S, "Add", {RowStart, Last}, {Batch}, DType::Int64);
+    TensorId Flat = B.reshape(S, Logits, {Batch * Seq, M.NumLabels});
+    B.nameNextOutput("logits");
+    B.markOutput(B.gather(S, Flat, Rows));
     return;
   }
   // A tied head reads the embedding itself: no stored `lm_head.weight`, a Transpose view.
@@ -389,7 +434,7 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
 void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
-  auto [Base, Embed, EmbedW, Padding, X] = decoderStart(B, M, D, "model", "embed_tokens");
+  auto [Base, Embed, EmbedW, Padding, X, Ids] = decoderStart(B, M, D, "model", "embed_tokens");
   if (M.GemmaNorm) {
     // GemmaTextScaledWordEmbedding multiplies by a sqrt(hidden) buffer.
     TensorId Scale = B.stored(Embed.param("embed_scale"), {}, DType::Float32, TensorKind::Buffer);
@@ -501,6 +546,9 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       for (TensorId Local : {Q, K, V})
         B.holdUntil(Local, O);
     }
+    // The decoder layer's `hidden_states` holds the normed input until the attention
+    // returns (and the MLP's below until the MLP returns).
+    B.holdUntil(Normed, O);
     // Gemma 2/3 and OLMo 2 normalise the branch before the residual add.
     if (M.SandwichNorms || M.PostNormsOnly)
       O = rmsNorm(B, Layer.child("post_attention_layernorm"), M, O);
@@ -530,6 +578,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     } else {
       Down = gatedMlp(B, Mlp, M, Normed, M.Intermediate);
     }
+    B.holdUntil(Normed, Down);
     if (M.SandwichNorms || M.PostNormsOnly)
       Down = rmsNorm(B, Layer.child("post_feedforward_layernorm"), M, Down);
     if (M.Granite)
@@ -544,7 +593,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   // second layer with the first layer's sliding mask and the frozen embeddings' output).
   for (TensorId Local : {InputsEmbeds, Mask, LocalMask, Cos, Sin, LocalCos, LocalSin})
     B.holdUntil(Local, X);
-  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"));
+  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"), Ids);
 }
 
 } // namespace hf
@@ -599,22 +648,30 @@ llvm::Expected<BoundDims> bindDims(const ImportOptions &Options, const HfModel &
   if (D.Batch <= 0)
     return fileError(File, "dim 'batch' is " + std::to_string(D.Batch) +
                                "; expected a positive integer");
-  if (!Seq && M.LearnedPositions && M.MaxPositions < DefaultSeq) {
+  // RoBERTa numbers positions from pad_token_id + 1: 514 rows hold 512 tokens.
+  const int64_t Longest = M.Roberta ? M.MaxPositions - M.PadToken - 1 : M.MaxPositions;
+  if (M.LearnedPositions && Longest < 1)
+    return fileError(File, "max_position_embeddings " + std::to_string(M.MaxPositions) +
+                               " leaves no position after pad_token_id " +
+                               std::to_string(M.PadToken) + " (RoBERTa numbers positions "
+                               "from pad_token_id + 1)");
+  if (!Seq && M.LearnedPositions && Longest < DefaultSeq) {
     // The default would always be rejected below: take the longest sequence it allows.
-    Seq = M.MaxPositions;
+    Seq = Longest;
     Diags.note("dim-default", "seq",
-               "seq not given; using the model's max_position_embeddings " +
-                   std::to_string(M.MaxPositions));
+               std::string("seq not given; using the model's max_position_embeddings") +
+                   (M.Roberta ? " less pad_token_id + 1, " : " ") + std::to_string(Longest));
   }
   D.Seq = Seq.value_or(DefaultSeq);
   if (D.Seq <= 0)
     return fileError(File, "dim 'seq' is " + std::to_string(D.Seq) +
                                "; expected a positive integer");
-  if (M.LearnedPositions && D.Seq > M.MaxPositions)
+  if (M.LearnedPositions && D.Seq > Longest)
     return fileError(File, "seq " + std::to_string(D.Seq) + " exceeds the " +
-                               std::to_string(M.MaxPositions) + " learned positions of this " +
-                               M.ModelType + " model (max_position_embeddings); expected seq <= " +
-                               std::to_string(M.MaxPositions));
+                               std::to_string(Longest) + " learned positions of this " +
+                               M.ModelType + " model (max_position_embeddings" +
+                               (M.Roberta ? " less pad_token_id + 1" : "") +
+                               "); expected seq <= " + std::to_string(Longest));
   return D;
 }
 
@@ -648,6 +705,13 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   if (!D)
     return D.takeError();
 
+  if (M->Head == HeadKind::SequenceClassification && M->Family != ArchFamily::Bert &&
+      M->PadToken < 0 && D->Batch > 1)
+    return fileError(Path, "field 'pad_token_id' is missing or null: a decoder's sequence "
+                           "classifier finds each row's last token by it, and transformers "
+                           "refuses batches above 1 without one (\"Cannot handle batch sizes "
+                           "> 1 if no padding token is defined\"); set pad_token_id in the "
+                           "config (a tokenizer's pad token), or train with batch 1");
   G.Name = modelName(*Obj, Path);
   G.SourcePath = Path;
   G.SourceFormat = "hf-config";
@@ -657,7 +721,12 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.DeclaredTieWordEmbeddings = M->Tie;
   // transformers' causal-LM loss (ForCausalLMLoss) starts with logits.float();
   // BertForMaskedLM calls CrossEntropyLoss on the logits as they are.
-  G.LossUpcastsLogits = G.LossShiftsLabels = M->Head == HeadKind::CausalLm;
+  // The decoders' token classifiers go through ForTokenClassification, which upcasts too
+  // (GPT-2's calls CrossEntropyLoss itself); sequence classifiers take the logits as they are.
+  G.LossShiftsLabels = M->Head == HeadKind::CausalLm;
+  G.LossUpcastsLogits = M->Head == HeadKind::CausalLm ||
+                        (M->Head == HeadKind::TokenClassification &&
+                         (M->Family == ArchFamily::Llama || M->Family == ArchFamily::GptNeoX));
   G.TrainingKvCache = M->UseCache;
   G.PaddedBatches = D->Padded;
   // Training-time dropout the config asks for, each at the place the family's modeling code
@@ -688,10 +757,12 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
              Prob({"hidden_dropout_prob"})};
     break;
   }
+  Sites.Head = M->ClassifierDropout; // 0 unless the head is a classifier
   G.DeclaredDropoutSites = Sites;
   // The largest of them, for the note that says dropout came from the config (a probability
-  // the model's code never applies, such as classifier_dropout, is not one).
-  if (double Largest = std::max({Sites.Attention, Sites.Residual, Sites.Embedding}); Largest > 0)
+  // the model's code never applies, such as a causal LM's classifier_dropout, is not one).
+  if (double Largest = std::max({Sites.Attention, Sites.Residual, Sites.Embedding, Sites.Head});
+      Largest > 0)
     G.DeclaredDropout = Largest;
   // The weights' dtype as saved (transformers 5 writes `dtype`, 4.x `torch_dtype`).
   for (const char *Key : {"dtype", "torch_dtype"})

@@ -24,7 +24,11 @@ namespace trainmem::hf {
 // mixture-of-experts decoders mixtral, qwen2_moe, qwen3_moe, olmoe and gpt_oss
 // (HfModel::Experts).
 enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
-enum class HeadKind { CausalLm, MaskedLm, BaseModel };
+/// SequenceClassification: one row of NumLabels logits per sequence (BERT's pooler and
+/// classifier, RoBERTa's classification head on the first token, a decoder's `score` read at
+/// each row's last token that is not padding); TokenClassification: NumLabels logits per
+/// token.
+enum class HeadKind { CausalLm, MaskedLm, BaseModel, SequenceClassification, TokenClassification };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
 /// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.
 enum class Activation { Silu, GeluErf, GeluTanhPython, GeluTanhFused, Relu };
@@ -36,6 +40,19 @@ struct HfModel {
   HeadKind Head = HeadKind::CausalLm;
   int64_t Hidden = 0, Intermediate = 0, Layers = 0, Heads = 0, KvHeads = 0, HeadDim = 0;
   int64_t Vocab = 0, MaxPositions = 0, TypeVocab = 0, RotaryDim = 0;
+  /// Classification heads: the classes (`id2label`'s size, or `num_labels`; 2 by default),
+  /// and the dropout before the classifier (`classifier_dropout`, else the hidden dropout).
+  int64_t NumLabels = 2;
+  double ClassifierDropout = 0;
+  /// `pad_token_id` (-1: none), which a decoder's sequence classifier looks for to find each
+  /// row's last token, and RoBERTa numbers positions after.
+  int64_t PadToken = -1;
+  /// RoBERTa (and XLM-RoBERTa, CamemBERT): BERT's encoder, with positions numbered from the
+  /// token ids (`pad_token_id + 1` onwards, padding keeping pad_token_id), token types
+  /// gathered from a zero buffer when the tokenizer passes none, and its own heads
+  /// (`lm_head`: dense, GELU, layer_norm, decoder; `classifier`: dense, tanh, out_proj on
+  /// the first token).
+  bool Roberta = false;
   double NormEps = 1e-6, RopeTheta = 10000.0;
   bool RopeScaled = false;
   /// Mistral's (and Qwen2's, with use_sliding_window) attention window; 0: none.

@@ -18,7 +18,8 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert";
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert, "
+    "roberta, xlm-roberta, camembert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -120,6 +121,11 @@ constexpr TypeDefaults KnownTypes[] = {
      "gelu_new", true},
     {"gpt_neox", ArchFamily::GptNeoX, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu", false},
     {"bert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
+    // RobertaConfig, XLMRobertaConfig and CamembertConfig keep BertConfig's defaults; the
+    // released checkpoints set 514 positions and eps 1e-5.
+    {"roberta", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
+    {"xlm-roberta", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
+    {"camembert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
 };
 
 
@@ -157,6 +163,10 @@ HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics 
     return HeadKind::CausalLm;
   if (Arch->ends_with("ForMaskedLM"))
     return HeadKind::MaskedLm;
+  if (Arch->ends_with("ForSequenceClassification"))
+    return HeadKind::SequenceClassification;
+  if (Arch->ends_with("ForTokenClassification"))
+    return HeadKind::TokenClassification;
   if (Arch->ends_with("Model") && !Arch->contains("For") && !Arch->contains("Head"))
     return HeadKind::BaseModel; // LlamaModel, BertModel, ...: no head, no prefix
   Diags.warning("head-assumed", "architectures",
@@ -493,6 +503,53 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   // The decoders' forward builds a DynamicCache unless the caller passes use_cache=False
   // (Trainer does not); BERT as an encoder has none.
   M.UseCache = M.Family != ArchFamily::Bert && R.get("use_cache", true);
+  M.Roberta = M.ModelType == "roberta" || M.ModelType == "xlm-roberta" ||
+              M.ModelType == "camembert";
+  // pad_token_id matters to RoBERTa's positions and to a decoder's sequence classifier;
+  // other models only name it (LLaMA's early configs say -1), so only those check it.
+  const bool NeedsPad = M.Roberta || (M.Head == HeadKind::SequenceClassification &&
+                                      M.Family != ArchFamily::Bert);
+  if (const llvm::json::Value *Pad = R.present("pad_token_id")) {
+    std::optional<int64_t> P = Pad->getAsInteger();
+    if (P && *P >= 0 && *P < M.Vocab)
+      M.PadToken = *P;
+    else if (NeedsPad)
+      R.fail(llvm::formatv("field 'pad_token_id' is {0}; expected a token id below vocab_size "
+                           "{1}",
+                           *Pad, M.Vocab));
+  } else if (M.Roberta) {
+    M.PadToken = Obj.get("pad_token_id") ? -1 : 1; // RobertaConfig's default; null: none
+  }
+  if (M.Roberta && M.PadToken < 0)
+    R.fail("field 'pad_token_id' is null; RoBERTa numbers its positions after the padding "
+           "token, so it needs one");
+  if (M.Head == HeadKind::SequenceClassification || M.Head == HeadKind::TokenClassification) {
+    // PretrainedConfig keeps num_labels as the size of id2label, which is what configs save.
+    if (const llvm::json::Object *Labels = Obj.getObject("id2label"); Labels && !Labels->empty())
+      M.NumLabels = static_cast<int64_t>(Labels->size());
+    else
+      M.NumLabels = R.size({"num_labels"}, "the number of classes", 2);
+    // BERT's and RoBERTa's heads fall back on the hidden dropout; the decoders' token
+    // classifiers on `hidden_dropout`, then 0.1 (GenericForTokenClassification).
+    double Fallback = M.Family == ArchFamily::Bert ? R.get("hidden_dropout_prob", 0.1)
+                      : M.Head == HeadKind::TokenClassification ? R.get("hidden_dropout", 0.1)
+                                                                : 0.0;
+    M.ClassifierDropout = R.get("classifier_dropout", Fallback);
+    if (M.ClassifierDropout < 0 || M.ClassifierDropout >= 1)
+      R.fail(llvm::formatv("field 'classifier_dropout' is {0}; expected a probability in [0, 1)",
+                           M.ClassifierDropout));
+    if (std::string Problem = R.get<std::string>("problem_type", "");
+        M.Head == HeadKind::SequenceClassification &&
+        (Problem == "regression" || Problem == "multi_label_classification" ||
+         (Problem.empty() && M.NumLabels == 1)))
+      Diags.note("classification-loss", "problem_type",
+                 (Problem.empty() ? std::string("one label: regression") : Problem) +
+                     " trains with " +
+                     (Problem == "multi_label_classification" ? "BCEWithLogitsLoss"
+                                                              : "MSELoss") +
+                     "; modelled as cross-entropy over the " + std::to_string(M.NumLabels) +
+                     " logits per row (the losses differ by a few bytes per row)");
+  }
   // Released checkpoints stored quantized (gpt-oss's MXFP4 experts, DeepSeek-V3's block-wise
   // FP8) are trained loaded dequantized (Mxfp4Config / FineGrainedFP8Config with
   // dequantize=True); QLoRA's NF4 is a strategy of its own (--qlora).

@@ -33,16 +33,17 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId WpeW = B.parameter(Wpe.param("weight"), {M.MaxPositions, H});
   TensorId Padding = paddingPattern(B, Base, D);
   TensorId Positions = B.range(Base.Scope, D.Seq);
-  TensorId X = B.binary(Base.Scope, "Add", B.gather(Wte.Scope, WteW, Ids),
-                        B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0})));
+  TensorId InputsEmbeds = B.gather(Wte.Scope, WteW, Ids);
+  TensorId PositionEmbeds = B.gather(Wpe.Scope, WpeW, B.unsqueeze(Base.Scope, Positions, {0}));
+  TensorId X = B.binary(Base.Scope, "Add", InputsEmbeds, PositionEmbeds);
   TensorId Mask = causalMask(B, Base, Positions, D, Padding);
   markSdpaSkips(B, M, D, Mask);
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
     Module Block = Base.child("h." + std::to_string(L));
     Module Attn = Block.child("attn");
-    TensorId Qkv = conv1d(B, Attn.child("c_attn"), layerNorm(B, Block.child("ln_1"), M, X), H,
-                          3 * H);
+    TensorId Normed = layerNorm(B, Block.child("ln_1"), M, X);
+    TensorId Qkv = conv1d(B, Attn.child("c_attn"), Normed, H, 3 * H);
     std::vector<TensorId> Parts = B.split(Attn.Scope, Qkv, 2, {H, H, H});
     auto Heads = [&](TensorId T) { return splitHeads(B, Attn.Scope, T, M.Heads, M.HeadDim); };
     TensorId K = Heads(Parts[1]), V = Heads(Parts[2]), Q = Heads(Parts[0]); // HF's order
@@ -51,24 +52,36 @@ void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     if (M.ScaleByInverseLayerIdx)
       Scale /= static_cast<double>(L + 1);
     TensorId Merged = attention(B, Attn.Scope, Q, K, V, Mask, Scale, 1, EagerSoftmax::ToValue);
-    X = B.binary(Block.Scope, "Add", conv1d(B, Attn.child("c_proj"), Merged, H, H), X);
+    TensorId AttnOut = conv1d(B, Attn.child("c_proj"), Merged, H, H);
+    // GPT2Block's `hidden_states` holds ln_1's output until the residual add rebinds it
+    // (and ln_2's likewise after the MLP): the fp32 norms under autocast, whose
+    // projections keep 16-bit copies (measured on torch 2.15: GPT-2 for sequence
+    // classification, autocast, peaking at the last block's residual add).
+    X = B.binary(Block.Scope, "Add", AttnOut, X);
+    B.holdUntil(Normed, X);
 
     Module Mlp = Block.child("mlp");
-    TensorId Up = conv1d(B, Mlp.child("c_fc"), layerNorm(B, Block.child("ln_2"), M, X), H,
-                         M.Intermediate);
+    Normed = layerNorm(B, Block.child("ln_2"), M, X);
+    TensorId Up = conv1d(B, Mlp.child("c_fc"), Normed, H, M.Intermediate);
     TensorId Act = activation(B, Mlp.child("act").Scope, Up, M.Act);
-    X = B.binary(Block.Scope, "Add", X, conv1d(B, Mlp.child("c_proj"), Act, M.Intermediate, H));
+    TensorId MlpOut = conv1d(B, Mlp.child("c_proj"), Act, M.Intermediate, H);
+    X = B.binary(Block.Scope, "Add", X, MlpOut);
+    B.holdUntil(Normed, X);
+    B.holdUntil(AttnOut, X); // `attn_output`, bound until the block returns
   }
   X = layerNorm(B, Base.child("ln_f"), M, X,
                 M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
-  finishDecoder(B, M, X, WteW, Root.child("lm_head"));
+  // GPT2Model.forward's locals inputs_embeds and position_embeds live until it returns.
+  B.holdUntil(InputsEmbeds, X);
+  B.holdUntil(PositionEmbeds, X);
+  finishDecoder(B, M, X, WteW, Root.child("lm_head"), Ids);
 }
 
 /// GPTNeoXForCausalLM (Pythia): fused qkv, partial rotary, parallel residual.
 void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
-  auto [Base, Embed, EmbedW, Padding, X] = decoderStart(B, M, D, "gpt_neox", "embed_in");
+  auto [Base, Embed, EmbedW, Padding, X, Ids] = decoderStart(B, M, D, "gpt_neox", "embed_in");
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = decoderPositions(B, Base, D);
   auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
@@ -111,17 +124,24 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   }
   X = layerNorm(B, Base.child("final_layer_norm"), M, X,
                 M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
-  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"));
+  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"), Ids);
 }
 
-/// BertForMaskedLM (or BertModel with its pooler): learned positions and token types,
-/// post-LayerNorm encoder blocks, padding mask from the `attention_mask` input.
+/// BertForMaskedLM (or BertModel with its pooler, or BertForSequenceClassification /
+/// BertForTokenClassification), and RoBERTa's (HfModel::Roberta) of the same encoder:
+/// learned positions and token types, post-LayerNorm encoder blocks, padding mask from the
+/// `attention_mask` input.
 void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden;
   Module Root;
-  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("bert");
+  // RobertaForSequenceClassification and the other heads build RobertaModel without its
+  // pooler; BertForSequenceClassification reads BERT's.
+  const bool Pooler = M.Head == HeadKind::BaseModel ||
+                      (M.Head == HeadKind::SequenceClassification && !M.Roberta);
+  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child(M.Roberta ? "roberta" : "bert");
   TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
-  TensorId TokenTypes = B.input("token_type_ids", {D.Batch, D.Seq});
+  // RoBERTa's tokenizers return no token types (model_input_names: ids and mask).
+  TensorId TokenTypes = M.Roberta ? NoTensor : B.input("token_type_ids", {D.Batch, D.Seq});
   TensorId AttnMask = B.input("attention_mask", {D.Batch, D.Seq});
 
   Module Emb = Base.child("embeddings");
@@ -131,7 +151,7 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   TensorId TypeW = B.parameter(Emb.child("token_type_embeddings").param("weight"),
                                {M.TypeVocab, H});
   // Non-persistent buffers: arange position ids, and the all-zero token types used only
-  // when the caller passes none (here it does, so that buffer has no consumer).
+  // when the caller passes none (BERT's callers pass them; RoBERTa's do not).
   TensorId PosIds = B.stored(Emb.param("position_ids"), {1, M.MaxPositions}, DType::Int64,
                              TensorKind::Buffer);
   if (M.MaxPositions <= Tensor::SmallValueLimit)
@@ -141,10 +161,30 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                               TensorKind::Buffer);
   B.tensor(TypeBuf).Payload.From = PayloadRef::Source::Fill;
 
+  TensorId Positions;
+  if (M.Roberta) {
+    // create_position_ids_from_input_ids: mask = ids.ne(pad).int();
+    // (cumsum(mask, 1).type_as(mask) + 0) * mask, .long() + pad. (PyTorch's cumsum of int32
+    // is int64 and the `+ 0` a copy: integer temporaries of [batch, seq] that die at once;
+    // here ONNX's CumSum, which keeps the type.) bindDims checks that they fit the table.
+    const std::string &S = Emb.Scope;
+    const Shape BS = {D.Batch, D.Seq};
+    TensorId Pad = B.op(S, "Equal", {Ids, B.ints({M.PadToken}, true)}, BS, DType::Bool);
+    TensorId Mask = B.cast(S, B.op(S, "Not", {Pad}, BS, DType::Bool), DType::Int32);
+    TensorId Count = B.op(S, "CumSum", {Mask, B.ints({1}, true)}, BS, DType::Int32);
+    TensorId Numbered = B.op(S, "Mul", {Count, Mask}, BS, DType::Int32);
+    Positions = B.op(S, "Add", {B.cast(S, Numbered, DType::Int64), B.ints({M.PadToken}, true)},
+                     BS, DType::Int64);
+    // The token types: the zero buffer expanded to the batch and gathered at the positions.
+    TensorId Wide = B.expand(S, TypeBuf, {D.Batch, M.MaxPositions});
+    TokenTypes = B.op(S, "GatherElements", {Wide, Positions}, BS, DType::Int64,
+                      {{"axis", int64_t(1)}});
+  } else {
+    Positions = B.slice(Emb.Scope, PosIds, 1, 0, D.Seq);
+  }
   TensorId X = B.binary(Emb.Scope, "Add",
                         B.gather(Emb.child("word_embeddings").Scope, WordW, Ids),
                         B.gather(Emb.child("token_type_embeddings").Scope, TypeW, TokenTypes));
-  TensorId Positions = B.slice(Emb.Scope, PosIds, 1, 0, D.Seq);
   X = B.binary(Emb.Scope, "Add", X, B.gather(Emb.child("position_embeddings").Scope, PosW,
                                               Positions));
   X = layerNorm(B, Emb.child("LayerNorm"), M, X);
@@ -189,25 +229,59 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                   M.Head == HeadKind::BaseModel && L + 1 == M.Layers ? "last_hidden_state" : "");
   }
 
-  if (M.Head == HeadKind::BaseModel) {
+  if (M.Head == HeadKind::BaseModel)
     B.markOutput(X);
+  TensorId Pooled = NoTensor;
+  if (Pooler) {
     // BertPooler: tanh(dense(hidden[:, 0])). A Linear on a 2-D input exports as Gemm with
     // the [out, in] weight; MatMul + Add keeps the one [in, out] convention of this IR.
-    Module Pooler = Base.child("pooler");
-    TensorId First = B.gather(Pooler.Scope, X, B.ints({0}, true), 1);
-    TensorId Dense = linear(B, Pooler.child("dense"), First, H, H, true);
-    B.nameNextOutput("pooler_output");
-    B.markOutput(B.unary(Pooler.child("activation").Scope, "Tanh", Dense));
-    return;
+    Module P = Base.child("pooler");
+    TensorId First = B.gather(P.Scope, X, B.ints({0}, true), 1);
+    TensorId Dense = linear(B, P.child("dense"), First, H, H, true);
+    if (M.Head == HeadKind::BaseModel)
+      B.nameNextOutput("pooler_output");
+    Pooled = B.unary(P.child("activation").Scope, "Tanh", Dense);
   }
-  Module Pred = Root.child("cls").child("predictions");
-  Module Transform = Pred.child("transform");
+  // A classifier's Linear, its bias added last so that the output is the named logits.
+  auto Classify = [&](const Module &Cls, TensorId In, int64_t Width) {
+    TensorId Scores = B.matmul(Cls.Scope, In, B.parameter(Cls.param("weight"), {Width, M.NumLabels}));
+    B.nameNextOutput("logits");
+    B.markOutput(B.binary(Cls.Scope, "Add", Scores, B.parameter(Cls.param("bias"), {M.NumLabels})));
+  };
+  switch (M.Head) {
+  case HeadKind::BaseModel:
+    B.markOutput(Pooled);
+    return;
+  case HeadKind::SequenceClassification:
+    if (!M.Roberta) { // classifier(dropout(pooled))
+      Classify(Root.child("classifier"), B.headDropout(Root.child("dropout").Scope, Pooled), H);
+      return;
+    } else { // RobertaClassificationHead: out_proj(dropout(tanh(dense(dropout(x[:, 0])))))
+      Module Head = Root.child("classifier");
+      const std::string Drop = Head.child("dropout").Scope;
+      TensorId First = B.gather(Head.Scope, X, B.ints({0}, true), 1);
+      TensorId Dense = linear(B, Head.child("dense"), B.headDropout(Drop, First), H, H, true);
+      Classify(Head.child("out_proj"), B.headDropout(Drop, B.unary(Head.Scope, "Tanh", Dense)),
+               H);
+      return;
+    }
+  case HeadKind::TokenClassification: // classifier(dropout(hidden))
+    Classify(Root.child("classifier"), B.headDropout(Root.child("dropout").Scope, X), H);
+    return;
+  default:
+    break;
+  }
+  // The masked-LM head: BERT's cls.predictions (transform: dense, activation, LayerNorm;
+  // decoder), RoBERTa's lm_head (dense, GELU, layer_norm; decoder).
+  Module Pred = M.Roberta ? Root.child("lm_head") : Root.child("cls").child("predictions");
+  Module Transform = M.Roberta ? Pred : Pred.child("transform");
   TensorId T = linear(B, Transform.child("dense"), X, H, H, true);
-  T = activation(B, Transform.child("transform_act_fn").Scope, T, M.Act);
-  T = layerNorm(B, Transform.child("LayerNorm"), M, T);
+  T = M.Roberta ? activation(B, Pred.Scope, T, Activation::GeluErf)
+                : activation(B, Transform.child("transform_act_fn").Scope, T, M.Act);
+  T = layerNorm(B, Transform.child(M.Roberta ? "layer_norm" : "LayerNorm"), M, T);
   Module Decoder = Pred.child("decoder");
-  // cls.predictions.bias is decoder.bias when tied; untied, the decoder has its own and
-  // cls.predictions.bias stays an unused parameter (as in transformers 5.x).
+  // cls.predictions.bias (lm_head.bias) is decoder.bias when tied; untied, the decoder has
+  // its own and the head's bias stays an unused parameter (as in transformers 5.x).
   TensorId PredBias = B.parameter(Pred.param("bias"), {M.Vocab});
   TensorId W = M.Tie ? B.transpose(Decoder.Scope, WordW, {1, 0})
                      : B.parameter(Decoder.param("weight"), {H, M.Vocab});

@@ -100,7 +100,7 @@ TensorId withPadding(OnnxGraphBuilder &B, const std::string &S, TensorId Allowed
 /// hidden]), the padding pattern of padded batches and the looked-up embeddings.
 struct DecoderStart {
   Module Base, Embed;
-  TensorId EmbedW = NoTensor, Padding = NoTensor, X = NoTensor;
+  TensorId EmbedW = NoTensor, Padding = NoTensor, X = NoTensor, Ids = NoTensor;
 };
 DecoderStart decoderStart(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D,
                           const std::string &BaseName, const std::string &EmbedName);
@@ -188,9 +188,12 @@ TensorId sparseMoe(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Ten
 TensorId mlaAttention(OnnxGraphBuilder &B, const Module &Attn, const HfModel &M, TensorId X,
                       TensorId Cos, TensorId Sin, TensorId Mask, double Scale);
 
-/// The output projection of a causal LM, or the base model's last hidden state.
+/// The output projection of a causal LM (Head, reading Embedding when tied), a decoder's
+/// classifier (`score`, or GPT-2's and GPT-NeoX's token `classifier`; a sequence
+/// classifier reads each row's last token that is not padding in Ids), or the base
+/// model's last hidden state.
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
-                   const Module &Head);
+                   const Module &Head, TensorId Ids);
 
 //===-- The families --------------------------------------------------------------===//
 

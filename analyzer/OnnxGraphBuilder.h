@@ -54,6 +54,13 @@ public:
   Tensor &tensor(TensorId Id) { return G.Tensors[Id]; }
   /// Marks X as handed to every repeated block (Graph::BlockArguments).
   void blockArgument(TensorId X) { G.BlockArguments.push_back(X); }
+  /// A classification head's nn.Dropout on X: an Identity node whose output the simulator
+  /// drops out at the head's probability (Graph::HeadDropouts).
+  TensorId headDropout(const std::string &Scope, TensorId X) {
+    TensorId Y = unary(Scope, "Identity", X);
+    G.HeadDropouts.push_back(Y);
+    return Y;
+  }
   /// Holds T until the op that makes Until has run (Graph::LocalHolds).
   void holdUntil(TensorId T, TensorId Until) { G.LocalHolds.emplace_back(T, Until); }
   /// Marks W as a mixture-of-experts router's weight (Graph::RouterWeights).

@@ -51,6 +51,84 @@ bool sdpaRunsMathKernel(const RuleContext &Ctx, const SimOp &Op) {
   return !Q.empty() && !V.empty() && Q.back() != V.back();
 }
 
+std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &Ops,
+                                      std::optional<double> Override) {
+  std::map<size_t, double> Sites;
+  const double P = Override ? *Override : G.DeclaredDropout.value_or(0.0);
+  if (P <= 0)
+    return Sites;
+  Graph::DropoutSites At{P, P, P, P};
+  if (!Override && G.DeclaredDropoutSites)
+    At = *G.DeclaredDropoutSites;
+  std::vector<int> ProducerOp(G.Tensors.size(), -1);
+  for (size_t I = 0; I < Ops.size(); ++I)
+    for (TensorId O : Ops[I].Outputs)
+      if (O != NoTensor)
+        ProducerOp[O] = static_cast<int>(I);
+  auto ProducerKind = [&](TensorId T) -> llvm::StringRef {
+    return T == NoTensor || ProducerOp[T] < 0 ? "" : Ops[size_t(ProducerOp[T])].Kind;
+  };
+  auto Consumers = [&](TensorId T) -> const std::vector<NodeId> & {
+    return G.Tensors[T].Consumers;
+  };
+  for (size_t I = 0; I < Ops.size(); ++I) {
+    const SimOp &Op = Ops[I];
+    if (Op.Outputs.empty() || Op.Outputs[0] == NoTensor)
+      continue;
+    const TensorId Out = Op.Outputs[0];
+    const llvm::StringRef Kind = Op.Kind;
+    const bool OfSoftmax = !Op.Inputs.empty() && ProducerKind(Op.Inputs[0]) == "Softmax";
+    if (Kind == "Softmax" || (Kind == "CastLike" && OfSoftmax) ||
+        (Kind == "Slice" && OfSoftmax)) {
+      // The probabilities the PV matmul reads: after transformers' cast of its fp32
+      // softmax to the query's dtype; gpt-oss's less the sink's column (a view), dropped
+      // out before that cast.
+      for (NodeId C : Consumers(Out))
+        if ((G.Nodes[C].OpType == "MatMul" ||
+             (Kind == "Slice" && G.Nodes[C].OpType == "CastLike")) &&
+            At.Attention > 0)
+          Sites[I] = At.Attention;
+    } else if (Kind == "Linear" && Consumers(Out).size() == 1 && At.Residual > 0) {
+      // resid_drop / mlp.drop: a projection whose only reader is the residual sum, maybe
+      // through a reshape (GPT-2's Conv1D computes addmm on [batch * seq, width] and views
+      // the result back).
+      TensorId Fed = Out;
+      const Node *C = &G.Nodes[Consumers(Out)[0]];
+      if (C->OpType == "Reshape" && !C->Outputs.empty() && C->Outputs[0] != NoTensor &&
+          Consumers(C->Outputs[0]).size() == 1) {
+        Fed = C->Outputs[0];
+        C = &G.Nodes[Consumers(Fed)[0]];
+      }
+      if (C->OpType == "Add" && C->Inputs.size() == 2) {
+        TensorId Other = C->Inputs[0] == Fed ? C->Inputs[1] : C->Inputs[0];
+        if (Other != NoTensor && !G.Tensors[Other].Stored &&
+            G.Tensors[Other].numElements() == G.Tensors[Out].numElements())
+          Sites[I] = At.Residual;
+      }
+    }
+  }
+  // A classification head's own dropouts, where its builder put them.
+  for (TensorId T : G.HeadDropouts)
+    if (ProducerOp[T] >= 0 && At.Head > 0)
+      Sites[size_t(ProducerOp[T])] = At.Head;
+  // The embeddings' dropout: the first floating tensor made outside the blocks that an op
+  // inside a block reads.
+  if (At.Embedding > 0)
+    for (const SimOp &Op : Ops) {
+      if (blockPrefix(Op.Layer).empty())
+        continue;
+      for (TensorId In : Op.Inputs) {
+        int Producer = In == NoTensor ? -1 : ProducerOp[In];
+        if (Producer >= 0 && blockPrefix(Ops[size_t(Producer)].Layer).empty() &&
+            isFloating(G.Tensors[In].Type)) {
+          Sites[size_t(Producer)] = At.Embedding;
+          return Sites;
+        }
+      }
+    }
+  return Sites;
+}
+
 std::vector<bool> opsOffLossPath(const Graph &G, const std::vector<SimOp> &Ops) {
   // From the graph's outputs back: an op reaches them when one of its outputs does, and
   // then so do its floating inputs that a gradient flows to.
@@ -193,12 +271,19 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
         R.ForwardTransient += Ctx.G.Tensors[In(I)].bytesAs(Common);
   }
 
-  if (isViewOp(K)) {
+  // `x[:, i]` (select; torch.onnx writes a Gather with a 0-dim constant index) of an
+  // activation is a view too: whoever saves it keeps the whole of x alive (BERT's pooler
+  // dense saves hidden[:, 0], holding the last hidden states). Its backward, like a
+  // slice's, fills an input-sized gradient.
+  const bool Select = K == "Gather" && NIn == 2 && In(0) != NoTensor && In(1) != NoTensor &&
+                      !Ctx.G.Tensors[In(0)].Stored && Ctx.G.Tensors[In(1)].Shape.empty() &&
+                      isScalarConstantTensor(Ctx, In(1));
+  if (isViewOp(K) || Select) {
     R.Outputs.assign(Op.Outputs.size(), OutputKind::ViewOfInput0);
     // Views hand back a view of the output gradient, except where PyTorch materialises
     // the input-sized gradient: Split (cat of the pieces), Slice (zeros + copy) and
     // Expand (a sum back to the input shape).
-    if (K != "Split" && K != "Slice" && K != "Expand")
+    if (K != "Split" && K != "Slice" && K != "Expand" && !Select)
       R.GradIsPassThrough[0] = true;
     for (size_t I = 1; I < NIn; ++I)
       R.GradInputBytes[I] = 0;

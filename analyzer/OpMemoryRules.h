@@ -17,6 +17,7 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringRef.h"
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -142,6 +143,24 @@ inline std::vector<TensorId> operandsRead(const SimOp &Op) {
 /// and what it saved, with its outputs: it keeps nothing for a backward that never comes
 /// (DeepSeek's router ranks expert groups and takes top-k indices of masked scores).
 std::vector<bool> opsOffLossPath(const Graph &G, const std::vector<SimOp> &Ops);
+
+/// Where training-time dropout runs, and with which probability (op index -> p), when the
+/// export lost its nn.Dropout modules: on the attention probabilities the PV matmul reads
+/// (after transformers' cast of its fp32 softmax, or gpt-oss's probabilities less the
+/// sink's column), on each residual branch's output projection (directly or through
+/// GPT-2's Conv1D reshape), on the input of the block stack, and at a classification
+/// head's own sites (Graph::HeadDropouts). Override (--dropout) puts one probability at
+/// every site; else the sites the graph declares, or its one probability at each. The
+/// simulator and validate's executor both run these.
+std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &Ops,
+                                      std::optional<double> Override);
+
+/// The probability of the attention probabilities' dropout (what SDPA is handed).
+inline double attentionDropout(const Graph &G, std::optional<double> Override) {
+  return Override                 ? *Override
+         : G.DeclaredDropoutSites ? G.DeclaredDropoutSites->Attention
+                                  : G.DeclaredDropout.value_or(0.0);
+}
 
 /// Does scaled_dot_product_attention run PyTorch's math kernel (the CPU with dropout, or
 /// values of another head width than the queries)?

@@ -378,6 +378,17 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
         L = Src.L;
         if (T.ShapeKnown && T.Shape.size() == L.Shape.size())
           L.Shape.assign(T.Shape.begin(), T.Shape.end()); // same strides, smaller extent
+      } else if (Kind == "Gather") { // select: the strides without the chosen axis
+        int64_t Axis = G.Nodes[Op.Nodes[0]].intAttr("axis").value_or(0);
+        const auto Rank = static_cast<int64_t>(Src.L.Shape.size());
+        if (Axis < 0)
+          Axis += Rank;
+        if (Axis >= 0 && Axis < Rank)
+          for (int64_t D = 0; D < Rank; ++D)
+            if (D != Axis) {
+              L.Shape.push_back(Src.L.Shape[size_t(D)]);
+              L.Strides.push_back(Src.L.Strides[size_t(D)]);
+            }
       } else if (Kind == "Expand") {
         L = contiguous(T.Shape);
         size_t Off = T.Shape.size() - Src.L.Shape.size();
@@ -593,75 +604,10 @@ void Simulator::planDropout() {
     Diags.note("dropout-from-config", "",
                "training-time dropout p=" + std::to_string(Prob).substr(0, 4) +
                    " from the model's config (--dropout=0 to simulate without it)");
-  // Where nn.Dropout sits in the transformer blocks exported models lose it from: on the
-  // attention probabilities, on each residual branch's output projection, and on the
-  // input of the block stack (embeddings). A config says which of them its model has.
-  Graph::DropoutSites Sites{Prob, Prob, Prob};
-  if (!Setup.Dropout && G.DeclaredDropoutSites)
-    Sites = *G.DeclaredDropoutSites;
-  std::map<TensorId, size_t> ProducerOp;
-  for (size_t I = 0; I < Ops.size(); ++I)
-    for (TensorId O : Ops[I].Outputs)
-      if (O != NoTensor)
-        ProducerOp[O] = I;
-  auto consumers = [&](TensorId T) { return G.Tensors[T].Consumers; };
-  for (size_t I = 0; I < Ops.size(); ++I) {
-    const SimOp &Op = Ops[I];
-    if (Op.Outputs.empty() || Op.Outputs[0] == NoTensor)
-      continue;
-    TensorId Out = Op.Outputs[0];
-    if (Op.Kind == "Softmax") {
-      for (NodeId C : consumers(Out))
-        if (G.Nodes[C].OpType == "MatMul" && Sites.Attention > 0)
-          Dropouts.insert(I);
-    } else if (Op.Kind == "CastLike" && !Op.Inputs.empty() && Op.Inputs[0] != NoTensor &&
-               ProducerOp.count(Op.Inputs[0]) &&
-               Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax") {
-      // transformers casts the fp32 probabilities to the query's dtype, then drops out.
-      for (NodeId C : consumers(Out))
-        if (G.Nodes[C].OpType == "MatMul" && Sites.Attention > 0)
-          Dropouts.insert(I);
-    } else if (Op.Kind == "Slice" && !Op.Inputs.empty() && Op.Inputs[0] != NoTensor &&
-               ProducerOp.count(Op.Inputs[0]) &&
-               Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax") {
-      // gpt-oss: the sink's column dropped from the probabilities (a view), then dropout,
-      // then the cast to the values' dtype.
-      for (NodeId C : consumers(Out))
-        if ((G.Nodes[C].OpType == "CastLike" || G.Nodes[C].OpType == "MatMul") &&
-            Sites.Attention > 0)
-          Dropouts.insert(I);
-    } else if (Op.Kind == "Linear" && consumers(Out).size() == 1 && Sites.Residual > 0) {
-      // The projection may reach the residual add through a reshape (GPT-2's Conv1D
-      // computes addmm on [batch * seq, width] and views the result back).
-      TensorId Fed = Out;
-      const Node *C = &G.Nodes[consumers(Out)[0]];
-      if (C->OpType == "Reshape" && !C->Outputs.empty() && C->Outputs[0] != NoTensor &&
-          consumers(C->Outputs[0]).size() == 1) {
-        Fed = C->Outputs[0];
-        C = &G.Nodes[consumers(Fed)[0]];
-      }
-      if (C->OpType == "Add" && C->Inputs.size() == 2) {
-        TensorId Other = C->Inputs[0] == Fed ? C->Inputs[1] : C->Inputs[0];
-        if (Other != NoTensor && !G.Tensors[Other].Stored &&
-            G.Tensors[Other].numElements() == G.Tensors[Out].numElements())
-          Dropouts.insert(I);
-      }
-    }
-  }
-  for (const SimOp &Op : Ops) {
-    if (Sites.Embedding <= 0)
-      break;
-    if (blockPrefix(Op.Layer).empty())
-      continue;
-    for (TensorId In : Op.Inputs) {
-      auto P = In == NoTensor ? ProducerOp.end() : ProducerOp.find(In);
-      if (P != ProducerOp.end() && blockPrefix(Ops[P->second].Layer).empty() &&
-          isFloating(G.Tensors[In].Type)) {
-        Dropouts.insert(P->second);
-        return;
-      }
-    }
-  }
+  // Where nn.Dropout sits in the transformer blocks exported models lose it from
+  // (OpMemoryRules.h); a config says which of them its model has.
+  for (const auto &Site : dropoutSites(G, Ops, Setup.Dropout))
+    Dropouts.insert(Site.first);
 }
 
 void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {

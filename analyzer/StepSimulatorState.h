@@ -373,9 +373,7 @@ public:
             Setup.torchVersionFor(G.SourceFormat) == TorchVersion::V2,
             /*CpuThreads=*/1, /*CpuHasAvx512Bf16=*/false, /*AutocastType=*/std::nullopt} {
     Mem.Details = Details;
-    Ctx.AttentionDropout = Setup.Dropout                ? *Setup.Dropout
-                           : G.DeclaredDropoutSites ? G.DeclaredDropoutSites->Attention
-                                                    : G.DeclaredDropout.value_or(0.0);
+    Ctx.AttentionDropout = attentionDropout(G, Setup.Dropout);
     if (isAmp())
       Ctx.AutocastType = lowPrecision();
   }

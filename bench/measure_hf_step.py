@@ -29,6 +29,19 @@ import transformers
 from torch.profiler import ProfilerActivity, profile
 
 
+# Encoder-only types: their configs without a head name train the masked-LM head.
+ENCODERS = ("bert", "roberta", "xlm-roberta")
+
+
+def head_of(model):
+    """'sequence', 'token' or '' (a language-model head): what the labels must look like."""
+    name = type(model).__name__
+    if hasattr(model, "base_model") and hasattr(model.base_model, "model"):  # a PEFT wrapper
+        name = type(model.base_model.model).__name__
+    return ("sequence" if name.endswith("ForSequenceClassification")
+            else "token" if name.endswith("ForTokenClassification") else "")
+
+
 def build(config_path, args):
     d = json.load(open(config_path))
     model_type = d.pop("model_type")
@@ -39,7 +52,15 @@ def build(config_path, args):
             if ("dropout" in k or k.endswith("pdrop") or k.endswith("_prob")) and isinstance(
                     getattr(cfg, k), float):
                 setattr(cfg, k, 0.0)
-    auto = transformers.AutoModelForMaskedLM if model_type == "bert" else transformers.AutoModelForCausalLM
+    arch = (d.get("architectures") or [""])[0]
+    if arch.endswith("ForSequenceClassification"):
+        auto = transformers.AutoModelForSequenceClassification
+    elif arch.endswith("ForTokenClassification"):
+        auto = transformers.AutoModelForTokenClassification
+    elif model_type in ENCODERS:
+        auto = transformers.AutoModelForMaskedLM
+    else:
+        auto = transformers.AutoModelForCausalLM
     # transformers 5 builds in the config's dtype; these configs carry none (fp32).
     model = auto.from_config(cfg)
     if args.bf16:
@@ -114,15 +135,23 @@ def main():
                else torch.optim.SGD(params, lr=1e-2, momentum=0.9))
         gen = torch.Generator().manual_seed(1)
         ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)
-        inputs = dict(input_ids=ids, labels=ids.clone())
+        head = head_of(model)
+        # Classification heads take class indices: one per row, or one per token.
+        labels = (torch.randint(0, cfg.num_labels, (args.batch,), generator=gen) if head == "sequence"
+                  else torch.randint(0, cfg.num_labels, (args.batch, args.seq), generator=gen)
+                  if head == "token" else ids.clone())
+        inputs = dict(input_ids=ids, labels=labels)
         if model_type == "bert":
             inputs["token_type_ids"] = torch.zeros_like(ids)
+        if model_type in ENCODERS:
+            # What a tokenizer hands an encoder (RoBERTa's returns no token types).
             inputs["attention_mask"] = torch.ones_like(ids)
         if args.pad:
             mask = torch.ones_like(ids)
             mask[0, args.seq - args.pad:] = 0
             inputs["attention_mask"] = mask
-            inputs["labels"][0, args.seq - args.pad:] = -100
+            if head != "sequence":
+                inputs["labels"][0, args.seq - args.pad:] = -100
         if args.packed:
             pos = torch.arange(args.seq // args.packed).repeat(args.packed)
             inputs["position_ids"] = pos.unsqueeze(0).expand(args.batch, -1).contiguous()

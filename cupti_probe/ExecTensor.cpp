@@ -186,4 +186,13 @@ void forEachElement(const Shape &Out, const std::vector<Shape> &Strides,
   }
 }
 
+std::vector<int64_t> rowOffsets(const XTensor &T) {
+  std::vector<int64_t> Rows;
+  Shape Outer(T.Dims.begin(), T.Dims.end() - 1);
+  Shape Strides(T.Strides.begin(), T.Strides.end() - 1);
+  forEachElement(Outer, {Strides}, {T.Offset},
+                 [&](const std::vector<int64_t> &O) { Rows.push_back(O[0]); });
+  return Rows;
+}
+
 } // namespace trainmem::probe

@@ -84,6 +84,9 @@ void forEachElement(const Shape &Out, const std::vector<Shape> &Strides,
                     const std::vector<int64_t> &Bases,
                     const std::function<void(const std::vector<int64_t> &)> &F);
 
+/// The element offset of each row (every index but the last) of T, in row-major order.
+std::vector<int64_t> rowOffsets(const XTensor &T);
+
 } // namespace trainmem::probe
 
 #endif

@@ -354,7 +354,7 @@ llvm::Error ExecutorImpl::initialize() {
   // With dropout on the attention probabilities PyTorch's CPU kernel gives way to its math
   // kernel (scores, softmax, dropout and two bmms, each keeping what eager attention
   // keeps): run on the host, the attention runs as the graph's own ops.
-  if (!Dev.isCuda() && (Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0)) > 0)
+  if (!Dev.isCuda() && attentionDropout(G, Setup.Dropout) > 0)
     Fuse = false;
   Ops = buildSimOps(G, Fuse);
   // requires_grad flows forward from the trainable parameters.

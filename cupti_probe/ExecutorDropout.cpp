@@ -2,10 +2,11 @@
 //
 // An eval-mode export keeps no Dropout node, so --dropout (or the probability an HF config
 // declares) is applied where transformer blocks hold nn.Dropout: on the attention
-// probabilities, on each residual branch's output projection, and on the input of the
-// block stack. As PyTorch runs it: on the CPU (1.13's unfused path) a mask in the input's
-// dtype, `noise = empty_like(x).bernoulli_(1 - p).div_(1 - p)`, and `x * noise`; on CUDA
-// native_dropout's bool mask. The backward keeps only the mask.
+// probabilities, on each residual branch's output projection, on the input of the block
+// stack and at a classification head's own sites. As PyTorch runs it: on the CPU (1.13's
+// unfused path) a mask in the input's dtype, `noise = empty_like(x).bernoulli_(1 -
+// p).div_(1 - p)`, and `x * noise`; on CUDA native_dropout's bool mask. The backward keeps
+// only the mask.
 //
 //===----------------------------------------------------------------------------===//
 #include "cupti_probe/ExecutorState.h"
@@ -13,63 +14,8 @@
 namespace trainmem::probe {
 
 void ExecutorImpl::planDropout() {
-  const double P = Setup.Dropout ? *Setup.Dropout : G.DeclaredDropout.value_or(0.0);
-  if (P <= 0)
-    return;
-  // The sites a config declares (the simulator's placement, StepSimulatorForward.cpp), each
-  // with its own probability; --dropout (or an ONNX file's) puts one at all three.
-  Graph::DropoutSites Sites{P, P, P};
-  if (!Setup.Dropout && G.DeclaredDropoutSites)
-    Sites = *G.DeclaredDropoutSites;
-  std::vector<int> ProducerOp(G.Tensors.size(), -1);
-  for (size_t I = 0; I < Ops.size(); ++I)
-    for (TensorId O : Ops[I].Outputs)
-      if (O != NoTensor)
-        ProducerOp[O] = static_cast<int>(I);
-  for (size_t I = 0; I < Ops.size(); ++I) {
-    const SimOp &Op = Ops[I];
-    if (Op.Outputs.empty() || Op.Outputs[0] == NoTensor)
-      continue;
-    const Tensor &Out = G.Tensors[Op.Outputs[0]];
-    const bool OfSoftmax = !Op.Inputs.empty() && Op.Inputs[0] != NoTensor &&
-                           ProducerOp[Op.Inputs[0]] >= 0 &&
-                           Ops[ProducerOp[Op.Inputs[0]]].Kind == "Softmax";
-    const bool CastProbs = Op.Kind == "CastLike" && OfSoftmax;
-    // gpt-oss: the probabilities less the sink's column (a view), dropped out before the cast.
-    const bool SinkProbs = Op.Kind == "Slice" && OfSoftmax;
-    if (Op.Kind == "Softmax" || CastProbs || SinkProbs) {
-      // attn_drop: the probabilities the PV matmul reads (after transformers' cast of its
-      // fp32 softmax to the query's dtype).
-      for (NodeId C : Out.Consumers)
-        if ((G.Nodes[C].OpType == "MatMul" || (SinkProbs && G.Nodes[C].OpType == "CastLike")) &&
-            Sites.Attention > 0)
-          DropoutOps[I] = Sites.Attention;
-    } else if (Op.Kind == "Linear" && Out.Consumers.size() == 1) {
-      // resid_drop / mlp.drop: a projection whose only reader is the residual sum.
-      const Node &C = G.Nodes[Out.Consumers[0]];
-      if (C.OpType == "Add" && C.Inputs.size() == 2) {
-        TensorId Other = C.Inputs[0] == Op.Outputs[0] ? C.Inputs[1] : C.Inputs[0];
-        if (Other != NoTensor && !G.Tensors[Other].Stored &&
-            G.Tensors[Other].numElements() == Out.numElements() && Sites.Residual > 0)
-          DropoutOps[I] = Sites.Residual;
-      }
-    }
-  }
-  // The embeddings' dropout: the first floating tensor made outside the blocks that an op
-  // inside a block reads.
-  for (const SimOp &Op : Ops) {
-    if (blockOfLayerPath(Op.Layer).empty())
-      continue;
-    for (TensorId In : Op.Inputs) {
-      int Producer = In == NoTensor ? -1 : ProducerOp[In];
-      if (Producer >= 0 && blockOfLayerPath(Ops[Producer].Layer).empty() &&
-          isFloating(G.Tensors[In].Type)) {
-        if (Sites.Embedding > 0)
-          DropoutOps[static_cast<size_t>(Producer)] = Sites.Embedding;
-        return;
-      }
-    }
-  }
+  // The simulator's sites (OpMemoryRules.h), each with its own probability.
+  DropoutOps = dropoutSites(G, Ops, Setup.Dropout);
 }
 
 void ExecutorImpl::applyDropout(size_t OpI, XTensor &Value, Tape *T) {

@@ -41,15 +41,6 @@ void groupedRows(const float *PA, const XTensor &A, const float *PW, const XTens
   }
 }
 
-/// The element offset of each row (every index but the last) of T, in row-major order.
-std::vector<int64_t> rowOffsets(const XTensor &T) {
-  std::vector<int64_t> Rows;
-  Shape Outer(T.Dims.begin(), T.Dims.end() - 1);
-  Shape Strides(T.Strides.begin(), T.Strides.end() - 1);
-  forEachElement(Outer, {Strides}, {T.Offset},
-                 [&](const std::vector<int64_t> &O) { Rows.push_back(O[0]); });
-  return Rows;
-}
 
 } // namespace
 
@@ -165,17 +156,19 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
       Out[0] = R;
       return true;
     }
-    XTensor Y = alloc(Idx.Dims, ElemType::F32, MemCategory::Temporaries,
-                      G.Tensors[Op.Outputs[0]].Name);
+    // Scores stay fp32; integers (RoBERTa's token types gathered at its positions) keep
+    // their type.
+    XTensor Y = alloc(Idx.Dims, Data.Type == ElemType::I64 ? ElemType::I64 : ElemType::F32,
+                      MemCategory::Temporaries, G.Tensors[Op.Outputs[0]].Name);
     const void *PD = Host.read(*Data.Buf);
-    float *PY = static_cast<float *>(Host.write(*Y.Buf));
+    void *PY = Host.write(*Y.Buf);
     for (size_t Row = 0; Row < IRows.size(); ++Row)
       for (int64_t J = 0; J < Per; ++J) {
         auto Where = Target(int64_t(Row), J);
         if (!Where)
           return Where.takeError();
-        PY[int64_t(Row) * Per + J] = static_cast<float>(
-            loadAsDouble(PD, Data.Type, DRows[Row] + *Where * Data.Strides.back()));
+        storeFromDouble(PY, Y.Type, int64_t(Row) * Per + J,
+                        loadAsDouble(PD, Data.Type, DRows[Row] + *Where * Data.Strides.back()));
       }
     Host.flush();
     Out[0] = Y;
@@ -202,7 +195,6 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
       };
     return true;
   }
-
 
   // GroupedMatMul: rows X [S, in], weights Wt [E, in, out] (a view), each row's expert in
   // ascending order [S]: Y[r] = X[r] Wt[e(r)].

@@ -289,6 +289,84 @@ llvm::Expected<bool> ExecutorImpl::runBasicOp(const SimOp &Op, std::vector<XTens
     }
     return true;
   }
+  if (K == "Gather" && Op.Inputs.size() == 2 && Op.Inputs[1] != NoTensor &&
+      G.Tensors[Op.Inputs[1]].Shape.empty() && G.Tensors[Op.Inputs[1]].IntValues.size() == 1 &&
+      !G.Tensors[Op.Inputs[0]].Stored) {
+    // `x[:, i]` (select) of an activation: a view without the axis; its backward puts the
+    // gradient into zeros of the input's shape (SelectBackward), as a slice's does.
+    const XTensor &X = In[0];
+    const size_t Axis = axisOf(Anchor.intAttr("axis").value_or(0), X.Dims.size());
+    int64_t Index = G.Tensors[Op.Inputs[1]].IntValues[0];
+    if (Axis >= X.Dims.size())
+      return unsupported(Op, "a select along an axis the input does not have");
+    if (Index < 0)
+      Index += X.Dims[Axis];
+    if (Index < 0 || Index >= X.Dims[Axis])
+      return unsupported(Op, "an index out of range");
+    Shape Dims, Strides;
+    for (size_t D = 0; D < X.Dims.size(); ++D)
+      if (D != Axis) {
+        Dims.push_back(X.Dims[D]);
+        Strides.push_back(X.Strides[D]);
+      }
+    Out[0] = X.view(Dims, Strides, X.Offset + Index * X.Strides[Axis]);
+    if (Bw) {
+      *Bw = [this, InDims = X.Dims, Axis, Index](std::vector<XTensor> &GOut) {
+        XTensor R = zeros(InDims, ElemType::F32, "grad (select)");
+        float *PR = static_cast<float *>(Host.write(*R.Buf));
+        const float *PG = static_cast<const float *>(Host.read(*GOut[0].Buf));
+        Shape Into;
+        for (size_t D = 0; D < InDims.size(); ++D)
+          if (D != Axis)
+            Into.push_back(R.Strides[D]);
+        forEachElement(GOut[0].Dims, {GOut[0].Strides, Into},
+                       {GOut[0].Offset, Index * R.Strides[Axis]},
+                       [&](const std::vector<int64_t> &O) { PR[O[1]] = PG[O[0]]; });
+        Host.flush();
+        return std::vector<XTensor>{R, XTensor{}};
+      };
+    }
+    return true;
+  }
+  if (K == "CumSum" || K == "ArgMax") {
+    // Integer bookkeeping without a gradient: RoBERTa numbering its positions
+    // (cumsum(mask, 1)), a decoder's sequence classifier finding each row's last token
+    // (argmax(-1)). Along the last axis.
+    const XTensor &X = In[0];
+    const int64_t Axis = K == "CumSum" && Op.Inputs.size() > 1 && Op.Inputs[1] != NoTensor &&
+                                 !G.Tensors[Op.Inputs[1]].IntValues.empty()
+                             ? G.Tensors[Op.Inputs[1]].IntValues[0]
+                             : Anchor.intAttr("axis").value_or(0);
+    if (X.Dims.empty() || axisOf(Axis, X.Dims.size()) != X.Dims.size() - 1 ||
+        (K == "ArgMax" && Anchor.intAttr("keepdims").value_or(1) != 0))
+      return unsupported(Op, "a cumulative sum or argmax over other than the last axis");
+    const Tensor &OT = G.Tensors[Op.Outputs[0]];
+    XTensor R = alloc(OT.Shape, ElemType::I64, // the executor keeps every integer as int64
+                      MemCategory::Temporaries, OT.Name);
+    const int64_t Cols = X.Dims.back();
+    const std::vector<int64_t> Rows = rowOffsets(X);
+    const void *PX = Host.read(*X.Buf);
+    void *PR = Host.write(*R.Buf);
+    for (size_t Row = 0; Row < Rows.size(); ++Row) {
+      double Sum = 0, Best = 0;
+      int64_t Arg = 0;
+      for (int64_t J = 0; J < Cols; ++J) {
+        double V = loadAsDouble(PX, X.Type, Rows[Row] + J * X.Strides.back());
+        if (K == "CumSum") {
+          Sum += V;
+          storeFromDouble(PR, R.Type, int64_t(Row) * Cols + J, Sum);
+        } else if (J == 0 || V > Best) { // the first of equal maxima, as torch.argmax
+          Best = V;
+          Arg = J;
+        }
+      }
+      if (K == "ArgMax")
+        storeFromDouble(PR, R.Type, int64_t(Row), static_cast<double>(Arg));
+    }
+    Host.flush();
+    Out[0] = R;
+    return true;
+  }
   if (K == "Gather") {
     const XTensor &Data = In[0];
     XTensor Ids = contiguous(In[1], "indices");

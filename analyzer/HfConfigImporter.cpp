@@ -813,6 +813,16 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   }
   if (!G.finalize())
     return fileError(Path, "internal error: the built graph has a cycle");
+  if (M->Head == HeadKind::SequenceClassification || M->Head == HeadKind::TokenClassification) {
+    // PEFT's classification task types wrap the head modules it knows by name.
+    G.PeftTaskType = M->Head == HeadKind::SequenceClassification ? "SEQ_CLS" : "TOKEN_CLS";
+    for (const char *Name : {"classifier", "score"})
+      if (llvm::any_of(G.Tensors, [&](const Tensor &T) {
+            return T.Kind == TensorKind::Parameter &&
+                   llvm::StringRef(T.Name).startswith(std::string(Name) + ".");
+          }))
+        G.ClassifierModules.push_back(Name);
+  }
   if (llvm::Error E = G.checkLimits(Path))
     return E;
   return G;

@@ -348,6 +348,12 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
                                    {"targets", std::move(Targets)},
                                    {"dropout", S.Lora->Dropout},
                                    {"qlora", S.Lora->QLora}};
+    if (S.Lora->ModulesToSave) {
+      llvm::json::Array Modules;
+      for (const std::string &M : *S.Lora->ModulesToSave)
+        Modules.push_back(jsonString(M));
+      (*O["lora"].getAsObject())["modules_to_save"] = std::move(Modules);
+    }
   }
   return O;
 }
@@ -507,9 +513,17 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
               return Bad("lora.targets", "a list of module names");
             Lora.Targets.push_back(T.getAsString()->str());
           }
+        } else if (FK == "modules_to_save" && F.second.getAsArray()) {
+          Lora.ModulesToSave.emplace();
+          for (const llvm::json::Value &T : *F.second.getAsArray()) {
+            if (!T.getAsString())
+              return Bad("lora.modules_to_save", "a list of module names");
+            Lora.ModulesToSave->push_back(T.getAsString()->str());
+          }
         } else {
           return Bad(("lora." + FK).str(), "rank (positive integer), alpha (number), targets "
-                                           "(list of names), dropout (in [0, 1)), qlora (bool)");
+                                           "(list of names), dropout (in [0, 1)), qlora (bool), "
+                                           "modules_to_save (list of names)");
         }
       }
       S.Lora = Lora;

@@ -59,6 +59,11 @@ struct LoraSetup {
   double Dropout = 0.0;
   /// QLoRA: base linear weights in bitsandbytes NF4 (double-quantized), compute in bf16.
   bool QLora = false;
+  /// PEFT's modules_to_save: modules (names matched against the end of module paths) that
+  /// train whole beside the adapters, each as a trainable copy beside its frozen original.
+  /// Unset: PEFT's task default (a classification head's `classifier` / `score`, else
+  /// none); empty: none.
+  std::optional<std::vector<std::string>> ModulesToSave;
 };
 
 /// GaLore (Zhao et al. 2024, galore-torch): Adam moments on a rank-r projection of each

@@ -68,9 +68,14 @@ def build(config_path, args):
     if args.lora_rank:
         import peft
         targets = args.lora_targets.split(",") if args.lora_targets else None
+        if targets == ["all-linear"]:
+            targets = "all-linear"  # PEFT's keyword, not a module name
         model = peft.get_peft_model(model, peft.LoraConfig(r=args.lora_rank, lora_alpha=args.lora_rank * 2,
                                                            lora_dropout=args.lora_dropout,
-                                                           target_modules=targets))
+                                                           target_modules=targets,
+                                                           task_type=args.lora_task or None,
+                                                           modules_to_save=args.lora_modules_to_save.split(",")
+                                                           if args.lora_modules_to_save else None))
     model.train()
     if args.checkpoint:
         model.gradient_checkpointing_enable()  # transformers 5: use_reentrant=False
@@ -96,6 +101,12 @@ def main():
     ap.add_argument("--lora-targets", default="",
                     help="comma-separated module names for PEFT's target_modules (default: PEFT's for "
                          "the architecture; Phi-3 has none)")
+    ap.add_argument("--lora-task", default="", choices=["", "SEQ_CLS", "TOKEN_CLS"],
+                    help="PEFT's task_type: a classifier's head (classifier, score) then trains "
+                         "beside the adapters, as a copy (modules_to_save)")
+    ap.add_argument("--lora-modules-to-save", default="",
+                    help="PEFT's modules_to_save, comma-separated (embed_tokens,lm_head): trained "
+                         "whole beside the adapters, each a copy beside its frozen original")
     ap.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
                     help="transformers' attn_implementation (trainmem --attention)")
     ap.add_argument("--pad", type=int, default=0,
@@ -206,6 +217,8 @@ def main():
         "lora_rank": args.lora_rank,
         "lora_dropout": args.lora_dropout or None,
         "lora_targets": args.lora_targets or None,
+        "lora_task": args.lora_task or None,
+        "lora_modules_to_save": args.lora_modules_to_save or None,
         "trainable": args.trainable or None,
         "padded": args.pad or None,
         "packed": args.packed or None,

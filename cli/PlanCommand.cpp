@@ -126,6 +126,7 @@ int runPlan() {
   Ctx.ModelSource = First->SourcePath;
   Ctx.Architecture = First->Architecture;
   Ctx.CheckpointQuantization = First->DeclaredCheckpointQuantization;
+  Ctx.PeftTaskType = First->PeftTaskType;
   Plan.Emit = Ctx;
   std::optional<ConfigTarget> Target;
   std::string EmitDir;

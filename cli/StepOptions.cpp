@@ -80,7 +80,7 @@ cl::opt<std::string> ModelPath(cl::Positional, cl::desc("<model.onnx>"), S.A, S.
                                cl::cat(ModelCategory));
 cl::opt<std::string> HfConfig("hf-config",
                               cl::desc("Build the model from a Hugging Face config.json "
-                                       "(llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert)"),
+                                       "(llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert; the head from architectures: causal or masked LM, base model, sequence or token classification)"),
                               cl::value_desc("file"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
 cl::list<std::string> DimBindings("dim",
                                   cl::desc("Bind a symbolic dimension, e.g. --dim batch=8 "
@@ -209,6 +209,13 @@ cl::opt<std::string> LoraTargets("lora-targets",
                                           "of layer paths (q_proj,v_proj), or all-linear "
                                           "(default: PEFT's for the architecture)"),
                                  cl::value_desc("list"), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
+cl::opt<std::string> LoraModulesToSave(
+    "lora-modules-to-save",
+    cl::desc("PEFT's modules_to_save: comma-separated module names (matched against the end "
+             "of module paths, e.g. embed_tokens,lm_head) trained whole beside the adapters, "
+             "each a trainable copy beside its frozen original; none for no module (default: "
+             "PEFT's task default, a classification head's classifier or score)"),
+    cl::value_desc("list|none"), S.A, S.V, S.C, S.R, cl::cat(StrategyCategory));
 cl::opt<double> LoraDropout("lora-dropout",
                             cl::desc("Dropout on the adapter input; its dropped copy is saved "
                                      "(default 0)"),
@@ -496,6 +503,9 @@ llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu, llvm::StringRef Mo
       return E;
     Setup.SparseUpdate = SparseUpdate;
   }
+  if (LoraModulesToSave.getNumOccurrences() && !LoraRank.getNumOccurrences() && !QLora &&
+      !Setup.Lora)
+    return optionError("--lora-modules-to-save: needs --lora-rank (or --qlora)");
   if (LoraRank.getNumOccurrences() || QLora || LoraTargets.getNumOccurrences()) {
     LoraSetup L = Setup.Lora.value_or(LoraSetup{});
     if (LoraRank.getNumOccurrences()) {
@@ -514,6 +524,16 @@ llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu, llvm::StringRef Mo
       llvm::StringRef(LoraTargets).split(Parts, ',', -1, false);
       for (llvm::StringRef P : Parts)
         L.Targets.push_back(P.trim().str());
+    }
+    if (LoraModulesToSave.getNumOccurrences()) {
+      L.ModulesToSave.emplace();
+      llvm::SmallVector<llvm::StringRef, 8> Parts;
+      llvm::StringRef(LoraModulesToSave).split(Parts, ',', -1, false);
+      for (llvm::StringRef P : Parts)
+        if (P.trim() != "none")
+          L.ModulesToSave->push_back(P.trim().str());
+      if (L.ModulesToSave->empty() && LoraModulesToSave != "none")
+        return optionError("--lora-modules-to-save: expected module names or none");
     }
     Setup.Lora = L;
   }

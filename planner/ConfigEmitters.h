@@ -49,6 +49,9 @@ struct EmitContext {
   /// The checkpoint's own quantization ("mxfp4", "fp8": Graph::
   /// DeclaredCheckpointQuantization); the model is loaded dequantized. May be empty.
   std::string CheckpointQuantization;
+  /// PEFT's task type for a classification head ("SEQ_CLS", "TOKEN_CLS": Graph::
+  /// PeftTaskType); empty: by the model family.
+  std::string PeftTaskType;
 };
 
 /// One emitted file: a name relative to the output folder, and its contents.

@@ -73,8 +73,13 @@ llvm::json::Value numberValue(double D) {
 /// target_modules (a list matched against the end of module names, "all-linear", or
 /// null for the architecture's default), lora_dropout, bias.
 llvm::json::Object loraConfig(const LoraSetup &L, const EmitContext &Ctx) {
+  // A classification head's task type (SEQ_CLS, TOKEN_CLS) trains the head too
+  // (modules_to_save); --lora-modules-to-save=none keeps it frozen: the family's type.
+  const bool HeadFrozen = L.ModulesToSave && L.ModulesToSave->empty();
   llvm::json::Object O{{"peft_type", "LORA"},
-                       {"task_type", peftTaskType(Ctx.Architecture)},
+                       {"task_type", Ctx.PeftTaskType.empty() || HeadFrozen
+                                         ? std::string(peftTaskType(Ctx.Architecture))
+                                         : Ctx.PeftTaskType},
                        {"r", L.Rank},
                        {"lora_alpha", numberValue(L.Alpha)},
                        {"lora_dropout", L.Dropout},
@@ -85,6 +90,8 @@ llvm::json::Object loraConfig(const LoraSetup &L, const EmitContext &Ctx) {
     O["target_modules"] = "all-linear";
   else
     O["target_modules"] = stringArray(L.Targets);
+  if (L.ModulesToSave && !L.ModulesToSave->empty())
+    O["modules_to_save"] = stringArray(*L.ModulesToSave);
   if (!Ctx.ModelName.empty())
     O["base_model_name_or_path"] = Ctx.ModelName;
   return O;

@@ -111,6 +111,32 @@ int64_t nf4StorageBytes(int64_t Elements) {
          256 * 4 /* nested code */ + 4 /* offset */ + 16 * 4 /* NF4 code */;
 }
 
+std::vector<std::string> modulesToSave(const Graph &G, const LoraSetup &Lora) {
+  if (!Lora.ModulesToSave)
+    return G.ClassifierModules;
+  // A list of one's own: PEFT's classification task types extend it with the head (none:
+  // the emitted config then names no classification task, and the head stays frozen).
+  std::vector<std::string> Modules = *Lora.ModulesToSave;
+  if (!Modules.empty())
+    for (const std::string &M : G.ClassifierModules)
+      if (!llvm::is_contained(Modules, M))
+        Modules.push_back(M);
+  return Modules;
+}
+
+bool inModulesToSave(llvm::StringRef ParamName, const std::vector<std::string> &Modules) {
+  if (ParamName.contains(".original_module."))
+    return false;
+  // The module or any module holding it (RoBERTa's `classifier` holds dense and out_proj).
+  for (llvm::StringRef Module = ParamName.rsplit('.').first; !Module.empty();
+       Module = Module.contains('.') ? Module.rsplit('.').first : llvm::StringRef())
+    if (llvm::any_of(Modules, [&](const std::string &M) {
+          return Module == M || Module.endswith("." + M);
+        }))
+      return true;
+  return false;
+}
+
 llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
   std::vector<std::string> Targets = Lora.Targets;
   if (Targets.empty())
@@ -133,8 +159,12 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
   // The chosen sites by the node that ends them (the bias Add, else the MatMul).
   std::vector<const LinearSite *> EndingAt(Base.Nodes.size(), nullptr);
   size_t Chosen = 0;
+  // PEFT's all-linear leaves out the output layer, and for SEQ_CLS the classification head
+  // (SEQ_CLS_HEAD_NAMES: the module itself, not what a head module holds).
+  const bool HeadLeftOut = AllLinear && Base.PeftTaskType == "SEQ_CLS";
   for (const LinearSite &S : Sites) {
-    bool IsHead = Base.Tensors[S.Output].IsGraphOutput;
+    bool IsHead = Base.Tensors[S.Output].IsGraphOutput ||
+                  (HeadLeftOut && llvm::is_contained(Base.ClassifierModules, S.Module));
     bool Match = AllLinear ? !IsHead : false;
     for (const std::string &T : Targets)
       Match |= !AllLinear && matchesTarget(S.Module, T);
@@ -274,6 +304,39 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     }
   }
   G.Nodes = std::move(NewNodes);
+  // modules_to_save (a classification head by PEFT's SEQ_CLS / TOKEN_CLS, or the user's
+  // list) train beside the adapters: ModulesToSaveWrapper trains a copy of each module and
+  // keeps the original, frozen. The graph's module is the copy; the originals are stored
+  // beside it.
+  const std::vector<std::string> Saved = modulesToSave(Base, Lora);
+  for (TensorId T = 0; T < static_cast<TensorId>(Base.Tensors.size()); ++T) {
+    const Tensor &P = Base.Tensors[T];
+    if (P.Kind != TensorKind::Parameter || !inModulesToSave(P.Name, Saved))
+      continue;
+    auto [Module, Leaf] = llvm::StringRef(P.Name).rsplit('.');
+    TensorId Original = AddTensor((Module + ".original_module." + Leaf).str(), P.Shape, P.Type,
+                                  TensorKind::Parameter, true);
+    // A module tied to this one (a tied LM head reading the embedding) keeps the original:
+    // only the wrapped module runs the trainable copy (PEFT's default, without
+    // ensure_weight_tying).
+    for (Node &Nd : G.Nodes)
+      if (!llvm::StringRef(Nd.LayerPath).startswith(Module))
+        for (TensorId &In : Nd.Inputs)
+          if (In == T) {
+            In = Original;
+            // The head shares the original, not the trained copy: two parameters.
+            G.DeclaredTieWordEmbeddings = false;
+          }
+  }
+  for (const std::string &M : Saved)
+    if (llvm::none_of(Base.Tensors, [&](const Tensor &P) {
+          return P.Kind == TensorKind::Parameter && inModulesToSave(P.Name, {M});
+        }))
+      return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                     "--lora-modules-to-save: '%s' matches no module of %s "
+                                     "with parameters (expected module names such as "
+                                     "embed_tokens, lm_head, classifier)",
+                                     M.c_str(), Base.Name.c_str());
   if (Lora.QLora) {
     // transformers' bitsandbytes integration quantizes every nn.Linear but the output
     // embedding (get_keys_to_not_convert); embeddings and norms stay in 16/32 bits.
@@ -291,6 +354,15 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
                std::to_string(Chosen) + " linear layers get LoRA adapters (r=" +
                    std::to_string(Lora.Rank) + ", targets " + llvm::join(Targets, ",") +
                    (Lora.QLora ? "; base linear weights in NF4" : "") + ")");
+  if (!Saved.empty())
+    G.Diags.note("lora-modules-to-save", "",
+                 llvm::join(Saved, ", ") + (Saved.size() == 1 ? " trains" : " train") +
+                     " whole beside the adapters (PEFT's " +
+                     (Lora.ModulesToSave ? std::string("modules_to_save")
+                                         : Base.PeftTaskType + " task type") +
+                     "): each a trainable copy beside its frozen original" +
+                     (Lora.ModulesToSave ? "" : "; --lora-modules-to-save=none keeps the head "
+                                                "frozen"));
   return G;
 }
 

@@ -26,7 +26,18 @@ std::vector<std::string> defaultLoraTargets(const Graph &G);
 /// (quantize_4bit, blocksize 64, compress_statistics=True).
 int64_t nf4StorageBytes(int64_t Elements);
 
-/// Returns a copy of G with LoRA adapters on the target linears. Errors: no linear layer
+/// The modules PEFT's modules_to_save trains whole beside the adapters: the classification
+/// head G declares (PEFT's SEQ_CLS / TOKEN_CLS add it), and Lora's list where set (an
+/// empty list: none, not even the head).
+std::vector<std::string> modulesToSave(const Graph &G, const LoraSetup &Lora);
+
+/// Whether ParamName is a parameter of one of Modules (its module, or a module holding it,
+/// has a path that ends with one of them, as PEFT matches modules_to_save); false for the
+/// frozen originals (".original_module.") kept beside them.
+bool inModulesToSave(llvm::StringRef ParamName, const std::vector<std::string> &Modules);
+
+/// Returns a copy of G with LoRA adapters on the target linears, and a frozen original
+/// beside each parameter of modulesToSave (ModulesToSaveWrapper's). Errors: no linear layer
 /// matches the targets (the message lists the linear module names the model has).
 llvm::Expected<Graph> applyLora(const Graph &G, const LoraSetup &Lora);
 

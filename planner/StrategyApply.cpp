@@ -53,6 +53,16 @@ llvm::Error applySetupStrategies(const Graph &G, TrainingSetup &Setup) {
       Setup.TrainableFile = std::string("(LoRA adapters)");
       for (TensorId T : G.AdapterParameters)
         Setup.TrainableNames.push_back(G.Tensors[T].Name);
+      // modules_to_save train too (a classification head by PEFT's SEQ_CLS / TOKEN_CLS):
+      // their parameters, not the frozen originals kept beside them.
+      const std::vector<std::string> Saved = modulesToSave(G, *Setup.Lora);
+      for (const Tensor &T : G.Tensors)
+        if (T.Kind == TensorKind::Parameter && inModulesToSave(T.Name, Saved)) {
+          if (Setup.TrainableNames.size() == G.AdapterParameters.size())
+            Setup.TrainableFile = "(LoRA adapters and modules_to_save " +
+                                  llvm::join(Saved, ",") + ")";
+          Setup.TrainableNames.push_back(T.Name);
+        }
     }
     // QLoRA computes in bf16 (bnb_4bit_compute_dtype) with fp32 adapters and norms
     // (peft's prepare_model_for_kbit_training): autocast is how that runs.

@@ -73,6 +73,29 @@ TEST(ConfigEmittersHf, AQuantizedCheckpointIsLoadedDequantized) {
   EXPECT_FALSE(at(parseJson(QLora["model_load.json"]), "quantization_config"));
 }
 
+TEST(ConfigEmittersHf, AClassifierTrainsItsHeadUnderPeftsTaskType) {
+  // A sequence classifier's plan trains its head beside the adapters, as PEFT's SEQ_CLS
+  // does (modules_to_save); --lora-modules-to-save=none keeps it frozen, which only the
+  // family's task type does; a list of one's own is written out.
+  EmitContext Ctx = llama7b();
+  Ctx.PeftTaskType = "SEQ_CLS";
+  auto Lora = [&](std::optional<std::vector<std::string>> Saved) {
+    Files F = render(ConfigTarget::HfTrainer, setup([&](TrainingSetup &S) {
+                       S.Lora = LoraSetup{};
+                       S.Lora->ModulesToSave = Saved;
+                     }),
+                     Ctx);
+    return parseJson(F["lora_config.json"]);
+  };
+  llvm::json::Object Default = Lora(std::nullopt);
+  EXPECT_EQ(str(Default, "task_type"), "SEQ_CLS");
+  EXPECT_FALSE(at(Default, "modules_to_save"));
+  EXPECT_EQ(str(Lora(std::vector<std::string>{}), "task_type"), "CAUSAL_LM");
+  llvm::json::Object Own = Lora(std::vector<std::string>{"embed_tokens"});
+  EXPECT_EQ(str(Own, "task_type"), "SEQ_CLS");
+  EXPECT_EQ(strings(Own, "modules_to_save"), (std::vector<std::string>{"embed_tokens"}));
+}
+
 TEST(ConfigEmittersHf, PureBf16LoadsBf16WeightsWithoutAutocast) {
   Files F = render(ConfigTarget::HfTrainer,
                    setup([](TrainingSetup &S) { S.Prec = Precision::Bf16; }));

@@ -1,6 +1,8 @@
 //===- LoraTransformTest.cpp - LoRA and QLoRA graph transformations --------------===//
 #include "planner/LoraTransform.h"
 
+#include "planner/StrategyApply.h"
+
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/StepSimulator.h"
 #include "support/GraphBuilder.h"
@@ -9,7 +11,11 @@
 #include <gtest/gtest.h>
 
 using namespace trainmem;
+using trainmem::testing::ConfigVariant;
+using trainmem::testing::dims;
 using trainmem::testing::GraphBuilder;
+using trainmem::testing::importPath;
+using trainmem::testing::parameterCount;
 
 namespace {
 
@@ -98,6 +104,50 @@ TEST(LoraTransform, DefaultTargetsFollowPeftForLlamaStyleNames) {
   EXPECT_EQ(C->TrainableParameters, 4 * (16 * 8 + 8 * 16));
   // Per layer q, v (16x16) and up, down (16x32); the head 16x50; the adapters.
   EXPECT_EQ(C->TotalParameters, 2 * (2 * 256 + 2 * 512) + 16 * 50 + 4 * (16 * 8 + 8 * 16));
+}
+
+TEST(LoraTransform, ModulesToSaveTrainACopyBesideTheFrozenOriginal) {
+  // PEFT's ModulesToSaveWrapper: the module trains as a copy, its original stays, frozen.
+  // A tied head keeps reading the original (two parameters where there was one).
+  ConfigVariant Tied("tiny-llama", "llama-tied-save", {{"tie_word_embeddings", true}});
+  Graph G = importPath(Tied.path(), dims(2, 64));
+  LoraSetup L;
+  L.ModulesToSave = std::vector<std::string>{"embed_tokens"};
+  auto Adapted = applyLora(G, L);
+  ASSERT_TRUE(static_cast<bool>(Adapted)) << llvm::toString(Adapted.takeError());
+  TensorId Original = Adapted->findTensor("model.embed_tokens.original_module.weight");
+  ASSERT_NE(Original, NoTensor);
+  ASSERT_EQ(Adapted->Tensors[Original].Consumers.size(), 1u);
+  EXPECT_EQ(Adapted->Nodes[Adapted->Tensors[Original].Consumers[0]].LayerPath, "lm_head");
+  TrainingSetup S;
+  S.Lora = L;
+  ASSERT_FALSE(static_cast<bool>(applySetupStrategies(*Adapted, S)));
+  EXPECT_TRUE(llvm::is_contained(S.TrainableNames, "model.embed_tokens.weight"));
+  auto C = takeCensus(*Adapted, S);
+  ASSERT_TRUE(static_cast<bool>(C)) << llvm::toString(C.takeError());
+  EXPECT_EQ(C->TiedGroups, 0);
+  // The embedding's copy (512 x 64; the original, the head's, is frozen) and two layers'
+  // adapters: q_proj 64 -> 64, v_proj 64 -> 32 (two 16-wide key/value heads).
+  EXPECT_EQ(C->TrainableParameters, 512 * 64 + 2 * ((64 * 8 + 8 * 64) + (64 * 8 + 8 * 32)));
+  EXPECT_EQ(C->TotalParameters, parameterCount(G) + 512 * 64 + 2 * (1024 + 768));
+  // A classifier's head trains by default (PEFT's SEQ_CLS); none keeps it frozen; a name
+  // that matches nothing is an error.
+  ConfigVariant Cls("tiny-llama", "llama-cls-save",
+                    {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}},
+                     {"pad_token_id", 0}});
+  G = importPath(Cls.path(), dims(2, 64));
+  EXPECT_EQ(G.PeftTaskType, "SEQ_CLS");
+  EXPECT_EQ(G.ClassifierModules, (std::vector<std::string>{"score"}));
+  Adapted = applyLora(G, LoraSetup{});
+  ASSERT_TRUE(static_cast<bool>(Adapted));
+  EXPECT_NE(Adapted->findTensor("score.original_module.weight"), NoTensor);
+  L.ModulesToSave = std::vector<std::string>{};
+  Adapted = applyLora(G, L);
+  ASSERT_TRUE(static_cast<bool>(Adapted));
+  EXPECT_EQ(Adapted->findTensor("score.original_module.weight"), NoTensor);
+  L.ModulesToSave = std::vector<std::string>{"no_such_module"};
+  std::string E = llvm::toString(applyLora(G, L).takeError());
+  EXPECT_NE(E.find("'no_such_module' matches no module"), std::string::npos) << E;
 }
 
 TEST(LoraTransform, AllLinearSkipsTheHeadAndUnknownTargetsListTheModules) {

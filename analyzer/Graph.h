@@ -178,13 +178,13 @@ struct Graph {
     double Attention = 0; ///< the attention probabilities
     double Residual = 0;  ///< each residual branch's output projection
     double Embedding = 0; ///< the input of the block stack
-    double Head = 0;      ///< a classification head's nn.Dropout (at HeadDropouts)
   };
   std::optional<DropoutSites> DeclaredDropoutSites;
-  /// Where a classification head drops out (HF configs): Identity nodes' outputs, each
-  /// standing for an nn.Dropout of the head (BERT's on the pooled output, a token
-  /// classifier's on the hidden states).
-  std::vector<TensorId> HeadDropouts;
+  /// Where a model's own nn.Dropout modules sit that the sites above do not describe (HF
+  /// configs: a classification head's, DistilBERT's after its FFN only): Identity nodes'
+  /// outputs, each with its probability (0: the module is there, the config turned it
+  /// off). --dropout=P puts P at each.
+  std::vector<std::pair<TensorId, double>> DropoutAt;
   /// The dtype the model's config stores its weights in (HF `torch_dtype`, or `dtype` in
   /// transformers 5), which from_pretrained loads by default; unset when not declared.
   std::optional<DType> DeclaredWeightType;

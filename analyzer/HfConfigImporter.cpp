@@ -363,7 +363,7 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
   if (M.Head == HeadKind::TokenClassification) {
     // GenericForTokenClassification: score(dropout(hidden)), with a bias; GPT-2's and
     // GPT-NeoX's name theirs `classifier`.
-    TensorId Dropped = B.headDropout(Root.child("dropout").Scope, X);
+    TensorId Dropped = B.dropout(Root.child("dropout").Scope, X, M.ClassifierDropout);
     Module Cls = Root.child(M.Family == ArchFamily::Llama ? "score" : "classifier");
     TensorId W = B.parameter(Cls.param("weight"), {M.Hidden, M.NumLabels});
     TensorId Scores = B.matmul(Cls.Scope, Dropped, W);
@@ -755,13 +755,15 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   case ArchFamily::Bert:
     Sites = {Prob({"attention_probs_dropout_prob"}), Prob({"hidden_dropout_prob"}),
              Prob({"hidden_dropout_prob"})};
+    if (M->DistilBert) // no dropout after out_lin: the FFN's is the builder's (DropoutAt)
+      Sites = {Prob({"attention_dropout"}), 0.0, Prob({"dropout"})};
     break;
   }
-  Sites.Head = M->ClassifierDropout; // 0 unless the head is a classifier
   G.DeclaredDropoutSites = Sites;
   // The largest of them, for the note that says dropout came from the config (a probability
   // the model's code never applies, such as a causal LM's classifier_dropout, is not one).
-  if (double Largest = std::max({Sites.Attention, Sites.Residual, Sites.Embedding, Sites.Head});
+  // (The builder's own sites, Graph::DropoutAt, join in once the graph is built.)
+  if (double Largest = std::max({Sites.Attention, Sites.Residual, Sites.Embedding});
       Largest > 0)
     G.DeclaredDropout = Largest;
   // The weights' dtype as saved (transformers 5 writes `dtype`, 4.x `torch_dtype`).
@@ -813,6 +815,9 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   }
   if (!G.finalize())
     return fileError(Path, "internal error: the built graph has a cycle");
+  for (auto [T, P] : G.DropoutAt)
+    if (P > G.DeclaredDropout.value_or(0.0))
+      G.DeclaredDropout = P;
   if (M->Head == HeadKind::SequenceClassification || M->Head == HeadKind::TokenClassification) {
     // PEFT's classification task types wrap the head modules it knows by name.
     G.PeftTaskType = M->Head == HeadKind::SequenceClassification ? "SEQ_CLS" : "TOKEN_CLS";

@@ -53,6 +53,12 @@ struct HfModel {
   /// (`lm_head`: dense, GELU, layer_norm, decoder; `classifier`: dense, tanh, out_proj on
   /// the first token).
   bool Roberta = false;
+  /// DistilBERT: BERT's post-LayerNorm encoder without token types or pooler, under its
+  /// own names (transformer.layer.N: q_lin/k_lin/v_lin/out_lin, sa_layer_norm, ffn.lin1/lin2,
+  /// output_layer_norm), dropping out after the FFN only (FfnDropout), and its heads
+  /// (vocab_transform/vocab_layer_norm/vocab_projector; pre_classifier, ReLU, classifier).
+  bool DistilBert = false;
+  double FfnDropout = 0;
   double NormEps = 1e-6, RopeTheta = 10000.0;
   bool RopeScaled = false;
   /// Mistral's (and Qwen2's, with use_sliding_window) attention window; 0: none.

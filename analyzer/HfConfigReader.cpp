@@ -19,7 +19,7 @@ namespace {
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
     "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert, "
-    "roberta, xlm-roberta, camembert";
+    "roberta, xlm-roberta, camembert, distilbert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -126,6 +126,9 @@ constexpr TypeDefaults KnownTypes[] = {
     {"roberta", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
     {"xlm-roberta", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
     {"camembert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
+    // DistilBertConfig: dim, n_layers, n_heads, hidden_dim, activation; LayerNorm eps 1e-12
+    // in the code.
+    {"distilbert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "activation", "gelu", true},
 };
 
 
@@ -458,8 +461,9 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   M.Family = T->Family;
   M.Head = readHead(Obj, M.Family, Diags);
   // GPT-2's own names come second: GPT2Config maps hidden_size to n_embd and so on.
-  M.Hidden = R.size({"hidden_size", "n_embd"}, "the model width");
-  M.Layers = R.size({"num_hidden_layers", "n_layer"}, "the number of layers");
+  // DistilBERT's names come last (DistilBertConfig's attribute_map: dim, n_layers, n_heads).
+  M.Hidden = R.size({"hidden_size", "n_embd", "dim"}, "the model width");
+  M.Layers = R.size({"num_hidden_layers", "n_layer", "n_layers"}, "the number of layers");
   // The graph is built layer by layer, ~80 tensors each: a mistyped count must be an error,
   // not an allocation of the whole machine (found by FuzzHfConfig: 2,151,643 layers).
   // Released models have at most a few hundred.
@@ -469,11 +473,11 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                          MaxLayers));
     M.Layers = 1; // the rest is read for its own errors only
   }
-  M.Heads = R.size({"num_attention_heads", "n_head"}, "the number of attention heads");
+  M.Heads = R.size({"num_attention_heads", "n_head", "n_heads"}, "the number of attention heads");
   M.Vocab = R.size({"vocab_size"}, "the vocabulary size");
   M.Intermediate = M.Family == ArchFamily::Gpt2
                        ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
-                       : R.size({"intermediate_size"}, "the MLP width",
+                       : R.size({"intermediate_size", "hidden_dim"}, "the MLP width",
                                 M.ModelType == "gpt_oss" ? 2880 : 0);
   M.KvHeads = M.Family == ArchFamily::Llama
                   ? R.size({"num_key_value_heads"}, "the number of k/v heads", M.Heads)
@@ -505,6 +509,7 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   M.UseCache = M.Family != ArchFamily::Bert && R.get("use_cache", true);
   M.Roberta = M.ModelType == "roberta" || M.ModelType == "xlm-roberta" ||
               M.ModelType == "camembert";
+  M.DistilBert = M.ModelType == "distilbert";
   // pad_token_id matters to RoBERTa's positions and to a decoder's sequence classifier;
   // other models only name it (LLaMA's early configs say -1), so only those check it.
   const bool NeedsPad = M.Roberta || (M.Head == HeadKind::SequenceClassification &&
@@ -534,7 +539,11 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     double Fallback = M.Family == ArchFamily::Bert ? R.get("hidden_dropout_prob", 0.1)
                       : M.Head == HeadKind::TokenClassification ? R.get("hidden_dropout", 0.1)
                                                                 : 0.0;
-    M.ClassifierDropout = R.get("classifier_dropout", Fallback);
+    M.ClassifierDropout =
+        !M.DistilBert ? R.get("classifier_dropout", Fallback)
+        // DistilBERT's sequence head has its own probability; its token head, the model's.
+        : M.Head == HeadKind::SequenceClassification ? R.get("seq_classif_dropout", 0.2)
+                                                     : R.get("dropout", 0.1);
     if (M.ClassifierDropout < 0 || M.ClassifierDropout >= 1)
       R.fail(llvm::formatv("field 'classifier_dropout' is {0}; expected a probability in [0, 1)",
                            M.ClassifierDropout));
@@ -629,6 +638,14 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     break;
   case ArchFamily::Bert: {
     M.QkvBias = M.OutBias = M.MlpBias = true;
+    if (M.DistilBert) { // no token types
+      M.FfnDropout = R.get("dropout", 0.1);
+      if (R.get("sinusoidal_pos_embds", false))
+        Diags.warning("unsupported-field", "sinusoidal_pos_embds",
+                      "sinusoidal position embeddings (a frozen table) are modelled as a "
+                      "trained one: its gradient and optimizer state are counted");
+      break;
+    }
     M.TypeVocab = R.size({"type_vocab_size"}, "the number of token types", 2);
     std::string PosType = R.get<std::string>("position_embedding_type", "absolute");
     if (PosType != "absolute")

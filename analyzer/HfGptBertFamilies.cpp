@@ -128,28 +128,32 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
 }
 
 /// BertForMaskedLM (or BertModel with its pooler, or BertForSequenceClassification /
-/// BertForTokenClassification), and RoBERTa's (HfModel::Roberta) of the same encoder:
-/// learned positions and token types, post-LayerNorm encoder blocks, padding mask from the
-/// `attention_mask` input.
+/// BertForTokenClassification), and RoBERTa's (HfModel::Roberta) and DistilBERT's
+/// (HfModel::DistilBert) of the same encoder: learned positions (and token types),
+/// post-LayerNorm encoder blocks, padding mask from the `attention_mask` input.
 void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden;
   Module Root;
   // RobertaForSequenceClassification and the other heads build RobertaModel without its
   // pooler; BertForSequenceClassification reads BERT's.
-  const bool Pooler = M.Head == HeadKind::BaseModel ||
-                      (M.Head == HeadKind::SequenceClassification && !M.Roberta);
-  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child(M.Roberta ? "roberta" : "bert");
+  // DistilBERT has none.
+  const bool Pooler = !M.DistilBert && (M.Head == HeadKind::BaseModel ||
+                                        (M.Head == HeadKind::SequenceClassification && !M.Roberta));
+  Module Base = M.Head == HeadKind::BaseModel ? Root
+                : Root.child(M.Roberta ? "roberta" : M.DistilBert ? "distilbert" : "bert");
   TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
-  // RoBERTa's tokenizers return no token types (model_input_names: ids and mask).
-  TensorId TokenTypes = M.Roberta ? NoTensor : B.input("token_type_ids", {D.Batch, D.Seq});
+  // RoBERTa's and DistilBERT's tokenizers return no token types (ids and mask).
+  TensorId TokenTypes = M.Roberta || M.DistilBert ? NoTensor
+                                                  : B.input("token_type_ids", {D.Batch, D.Seq});
   TensorId AttnMask = B.input("attention_mask", {D.Batch, D.Seq});
 
   Module Emb = Base.child("embeddings");
   TensorId WordW = B.parameter(Emb.child("word_embeddings").param("weight"), {M.Vocab, H});
   TensorId PosW = B.parameter(Emb.child("position_embeddings").param("weight"),
                               {M.MaxPositions, H});
-  TensorId TypeW = B.parameter(Emb.child("token_type_embeddings").param("weight"),
-                               {M.TypeVocab, H});
+  TensorId TypeW = M.DistilBert ? NoTensor
+                                : B.parameter(Emb.child("token_type_embeddings").param("weight"),
+                                              {M.TypeVocab, H});
   // Non-persistent buffers: arange position ids, and the all-zero token types used only
   // when the caller passes none (BERT's callers pass them; RoBERTa's do not).
   TensorId PosIds = B.stored(Emb.param("position_ids"), {1, M.MaxPositions}, DType::Int64,
@@ -157,9 +161,12 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   if (M.MaxPositions <= Tensor::SmallValueLimit)
     for (int64_t I = 0; I < M.MaxPositions; ++I)
       B.tensor(PosIds).IntValues.push_back(I);
-  TensorId TypeBuf = B.stored(Emb.param("token_type_ids"), {1, M.MaxPositions}, DType::Int64,
-                              TensorKind::Buffer);
-  B.tensor(TypeBuf).Payload.From = PayloadRef::Source::Fill;
+  TensorId TypeBuf = NoTensor;
+  if (!M.DistilBert) {
+    TypeBuf = B.stored(Emb.param("token_type_ids"), {1, M.MaxPositions}, DType::Int64,
+                       TensorKind::Buffer);
+    B.tensor(TypeBuf).Payload.From = PayloadRef::Source::Fill;
+  }
 
   TensorId Positions;
   if (M.Roberta) {
@@ -182,9 +189,10 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   } else {
     Positions = B.slice(Emb.Scope, PosIds, 1, 0, D.Seq);
   }
-  TensorId X = B.binary(Emb.Scope, "Add",
-                        B.gather(Emb.child("word_embeddings").Scope, WordW, Ids),
-                        B.gather(Emb.child("token_type_embeddings").Scope, TypeW, TokenTypes));
+  TensorId X = B.gather(Emb.child("word_embeddings").Scope, WordW, Ids);
+  if (TypeW != NoTensor)
+    X = B.binary(Emb.Scope, "Add", X,
+                 B.gather(Emb.child("token_type_embeddings").Scope, TypeW, TokenTypes));
   X = B.binary(Emb.Scope, "Add", X, B.gather(Emb.child("position_embeddings").Scope, PosW,
                                               Positions));
   X = layerNorm(B, Emb.child("LayerNorm"), M, X);
@@ -205,27 +213,35 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                        D);
   }
 
+  // Module names: BERT's and RoBERTa's, or DistilBERT's.
+  const bool Db = M.DistilBert;
   for (int64_t L = 0; L < M.Layers; ++L) {
     B.startLayer(L, M.Layers);
-    Module Layer = Base.child("encoder").child("layer." + std::to_string(L));
-    Module Self = Layer.child("attention").child("self");
+    Module Layer = Base.child(Db ? "transformer" : "encoder").child("layer." + std::to_string(L));
+    Module Self = Db ? Layer.child("attention") : Layer.child("attention").child("self");
     auto Project = [&](const char *Name) {
       return splitHeads(B, Self.Scope, linear(B, Self.child(Name), X, H, H, true), M.Heads,
                         M.HeadDim);
     };
-    TensorId Q = Project("query"), K = Project("key"), V = Project("value");
+    TensorId Q = Project(Db ? "q_lin" : "query"), K = Project(Db ? "k_lin" : "key"),
+             V = Project(Db ? "v_lin" : "value");
     TensorId Merged =
         attention(B, Self.Scope, Q, K, V, Ext, attentionScale(M), 1, EagerSoftmax::Plain);
-    Module SelfOut = Layer.child("attention").child("output");
-    TensorId Dense = linear(B, SelfOut.child("dense"), Merged, H, H, true);
-    TensorId AttnOut = layerNorm(B, SelfOut.child("LayerNorm"), M,
-                                 B.binary(SelfOut.Scope, "Add", Dense, X));
-    Module Inter = Layer.child("intermediate");
-    TensorId Up = linear(B, Inter.child("dense"), AttnOut, H, M.Intermediate, true);
-    TensorId Act = activation(B, Inter.child("intermediate_act_fn").Scope, Up, M.Act);
-    Module Out = Layer.child("output");
-    TensorId Down = linear(B, Out.child("dense"), Act, M.Intermediate, H, true);
-    X = layerNorm(B, Out.child("LayerNorm"), M, B.binary(Out.Scope, "Add", Down, AttnOut),
+    Module SelfOut = Db ? Self : Layer.child("attention").child("output");
+    TensorId Dense = linear(B, SelfOut.child(Db ? "out_lin" : "dense"), Merged, H, H, true);
+    Module AttnNorm = Db ? Layer.child("sa_layer_norm") : SelfOut.child("LayerNorm");
+    TensorId AttnOut =
+        layerNorm(B, AttnNorm, M, B.binary(Db ? Layer.Scope : SelfOut.Scope, "Add", Dense, X));
+    Module Inter = Db ? Layer.child("ffn") : Layer.child("intermediate");
+    TensorId Up = linear(B, Inter.child(Db ? "lin1" : "dense"), AttnOut, H, M.Intermediate, true);
+    TensorId Act = activation(B, Inter.child(Db ? "activation" : "intermediate_act_fn").Scope,
+                              Up, M.Act);
+    Module Out = Db ? Inter : Layer.child("output");
+    TensorId Down = linear(B, Out.child(Db ? "lin2" : "dense"), Act, M.Intermediate, H, true);
+    if (Db) // FFN.ff_chunk: dropout after lin2 (none after the attention's out_lin)
+      Down = B.dropout(Out.child("dropout").Scope, Down, M.FfnDropout);
+    X = layerNorm(B, Db ? Layer.child("output_layer_norm") : Out.child("LayerNorm"), M,
+                  B.binary(Db ? Layer.Scope : Out.Scope, "Add", Down, AttnOut),
                   M.Head == HeadKind::BaseModel && L + 1 == M.Layers ? "last_hidden_state" : "");
   }
 
@@ -253,23 +269,45 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     B.markOutput(Pooled);
     return;
   case HeadKind::SequenceClassification:
+    if (M.DistilBert) { // classifier(dropout(relu(pre_classifier(x[:, 0]))))
+      TensorId First = B.gather(Root.Scope + "/distilbert", X, B.ints({0}, true), 1);
+      TensorId Pre = linear(B, Root.child("pre_classifier"), First, H, H, true);
+      TensorId Relu = B.unary(Root.Scope + "/ReLU", "Relu", Pre);
+      Classify(Root.child("classifier"),
+               B.dropout(Root.child("dropout").Scope, Relu, M.ClassifierDropout), H);
+      return;
+    }
     if (!M.Roberta) { // classifier(dropout(pooled))
-      Classify(Root.child("classifier"), B.headDropout(Root.child("dropout").Scope, Pooled), H);
+      Classify(Root.child("classifier"), B.dropout(Root.child("dropout").Scope, Pooled, M.ClassifierDropout), H);
       return;
     } else { // RobertaClassificationHead: out_proj(dropout(tanh(dense(dropout(x[:, 0])))))
       Module Head = Root.child("classifier");
       const std::string Drop = Head.child("dropout").Scope;
       TensorId First = B.gather(Head.Scope, X, B.ints({0}, true), 1);
-      TensorId Dense = linear(B, Head.child("dense"), B.headDropout(Drop, First), H, H, true);
-      Classify(Head.child("out_proj"), B.headDropout(Drop, B.unary(Head.Scope, "Tanh", Dense)),
+      TensorId Dense = linear(B, Head.child("dense"), B.dropout(Drop, First, M.ClassifierDropout), H, H, true);
+      Classify(Head.child("out_proj"), B.dropout(Drop, B.unary(Head.Scope, "Tanh", Dense), M.ClassifierDropout),
                H);
       return;
     }
   case HeadKind::TokenClassification: // classifier(dropout(hidden))
-    Classify(Root.child("classifier"), B.headDropout(Root.child("dropout").Scope, X), H);
+    Classify(Root.child("classifier"), B.dropout(Root.child("dropout").Scope, X, M.ClassifierDropout), H);
     return;
   default:
     break;
+  }
+  if (M.DistilBert) {
+    // DistilBertForMaskedLM: vocab_projector(vocab_layer_norm(act(vocab_transform(x)))),
+    // the projector's weight the word embeddings' when tied, its bias its own.
+    TensorId T = linear(B, Root.child("vocab_transform"), X, H, H, true);
+    T = activation(B, Root.child("activation").Scope, T, M.Act);
+    T = layerNorm(B, Root.child("vocab_layer_norm"), M, T);
+    Module Proj = Root.child("vocab_projector");
+    TensorId W = M.Tie ? B.transpose(Proj.Scope, WordW, {1, 0})
+                       : B.parameter(Proj.param("weight"), {H, M.Vocab});
+    TensorId Scores = B.matmul(Proj.Scope, T, W);
+    B.nameNextOutput("logits");
+    B.markOutput(B.binary(Proj.Scope, "Add", Scores, B.parameter(Proj.param("bias"), {M.Vocab})));
+    return;
   }
   // The masked-LM head: BERT's cls.predictions (transform: dense, activation, LayerNorm;
   // decoder), RoBERTa's lm_head (dense, GELU, layer_norm; decoder).

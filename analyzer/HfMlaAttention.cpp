@@ -57,8 +57,8 @@ TensorId mlaAttention(OnnxGraphBuilder &B, const Module &Attn, const HfModel &M,
     // the complex table, view_as_real(...).flatten(3).type_as(x): one product of x's bytes
     // in fp32 (the table kept for the backward), cast back.
     TensorId Table = B.unsqueeze(AS, Cos, {1});
-    auto Rotate = [&](TensorId In) {
-      return B.castLike(AS, B.binary(AS, "Mul", B.upcastToFp32(AS, In), Table), In);
+    auto Rotate = [&](TensorId Part) {
+      return B.castLike(AS, B.binary(AS, "Mul", B.upcastToFp32(AS, Part), Table), Part);
     };
     QRot = Rotate(QParts[1]);
     KRot = Rotate(KRot);

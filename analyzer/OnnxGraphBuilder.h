@@ -54,11 +54,11 @@ public:
   Tensor &tensor(TensorId Id) { return G.Tensors[Id]; }
   /// Marks X as handed to every repeated block (Graph::BlockArguments).
   void blockArgument(TensorId X) { G.BlockArguments.push_back(X); }
-  /// A classification head's nn.Dropout on X: an Identity node whose output the simulator
-  /// drops out at the head's probability (Graph::HeadDropouts).
-  TensorId headDropout(const std::string &Scope, TensorId X) {
+  /// An nn.Dropout(P) on X where the model has one: an Identity node whose output the
+  /// simulator drops out at P (Graph::DropoutAt).
+  TensorId dropout(const std::string &Scope, TensorId X, double P) {
     TensorId Y = unary(Scope, "Identity", X);
-    G.HeadDropouts.push_back(Y);
+    G.DropoutAt.emplace_back(Y, P);
     return Y;
   }
   /// Holds T until the op that makes Until has run (Graph::LocalHolds).

@@ -56,8 +56,8 @@ std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &
   std::map<size_t, double> Sites;
   const double P = Override ? *Override : G.DeclaredDropout.value_or(0.0);
   if (P <= 0)
-    return Sites;
-  Graph::DropoutSites At{P, P, P, P};
+    return Sites; // DeclaredDropout is the largest of the declared probabilities
+  Graph::DropoutSites At{P, P, P};
   if (!Override && G.DeclaredDropoutSites)
     At = *G.DeclaredDropoutSites;
   std::vector<int> ProducerOp(G.Tensors.size(), -1);
@@ -107,10 +107,10 @@ std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &
       }
     }
   }
-  // A classification head's own dropouts, where its builder put them.
-  for (TensorId T : G.HeadDropouts)
-    if (ProducerOp[T] >= 0 && At.Head > 0)
-      Sites[size_t(ProducerOp[T])] = At.Head;
+  // The dropouts a builder put where the model has them (a classification head's).
+  for (auto [T, Declared] : G.DropoutAt)
+    if (double Site = Override ? *Override : Declared; ProducerOp[T] >= 0 && Site > 0)
+      Sites[size_t(ProducerOp[T])] = Site;
   // The embeddings' dropout: the first floating tensor made outside the blocks that an op
   // inside a block reads.
   if (At.Embedding > 0)

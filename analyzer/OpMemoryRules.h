@@ -149,7 +149,7 @@ std::vector<bool> opsOffLossPath(const Graph &G, const std::vector<SimOp> &Ops);
 /// (after transformers' cast of its fp32 softmax, or gpt-oss's probabilities less the
 /// sink's column), on each residual branch's output projection (directly or through
 /// GPT-2's Conv1D reshape), on the input of the block stack, and at a classification
-/// head's own sites (Graph::HeadDropouts). Override (--dropout) puts one probability at
+/// head's own sites (Graph::DropoutAt). Override (--dropout) puts one probability at
 /// every site; else the sites the graph declares, or its one probability at each. The
 /// simulator and validate's executor both run these.
 std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &Ops,

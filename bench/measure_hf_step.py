@@ -30,7 +30,7 @@ from torch.profiler import ProfilerActivity, profile
 
 
 # Encoder-only types: their configs without a head name train the masked-LM head.
-ENCODERS = ("bert", "roberta", "xlm-roberta")
+ENCODERS = ("bert", "roberta", "xlm-roberta", "distilbert")
 
 
 def head_of(model):

@@ -32,8 +32,8 @@ int64_t nf4StorageBytes(int64_t Elements);
 std::vector<std::string> modulesToSave(const Graph &G, const LoraSetup &Lora);
 
 /// Whether ParamName is a parameter of one of Modules (its module, or a module holding it,
-/// has a path that ends with one of them, as PEFT matches modules_to_save); false for the
-/// frozen originals (".original_module.") kept beside them.
+/// has a path that ends with one of them as a string, as PEFT matches modules_to_save);
+/// false for the frozen originals (".original_module.") kept beside them.
 bool inModulesToSave(llvm::StringRef ParamName, const std::vector<std::string> &Modules);
 
 /// Returns a copy of G with LoRA adapters on the target linears, and a frozen original

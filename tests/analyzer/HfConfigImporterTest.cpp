@@ -61,6 +61,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"deepseek-v3", 671'026'404'352}, {"deepseek-v2-lite", 15'706'484'224},
     // RoBERTa's encoders (AutoModelForMaskedLM: lm_head's dense, layer_norm and bias).
     {"roberta-base", 124'697'433}, {"xlm-roberta-base", 278'295'186},
+    {"distilbert-base-uncased", 66'985'530},
 };
 
 } // namespace
@@ -663,9 +664,8 @@ TEST(HfConfigImporter, ClassificationHeadsAndTheirErrors) {
   EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{4, 2})) << "2 labels without id2label";
   EXPECT_EQ(shapeOf(G, "classifier.weight"), (Shape{768, 2}));
   EXPECT_EQ(shapeOf(G, "bert.pooler.dense.weight"), (Shape{768, 768}));
-  ASSERT_EQ(G.HeadDropouts.size(), 1u);
-  ASSERT_TRUE(G.DeclaredDropoutSites);
-  EXPECT_EQ(G.DeclaredDropoutSites->Head, 0.1);
+  ASSERT_EQ(G.DropoutAt.size(), 1u);
+  EXPECT_EQ(G.DropoutAt[0].second, 0.1);
   EXPECT_FALSE(G.LossUpcastsLogits);
   // classifier_dropout, when given, is the head's.
   ConfigVariant Own("roberta-base", "roberta-cls-drop",
@@ -673,8 +673,9 @@ TEST(HfConfigImporter, ClassificationHeadsAndTheirErrors) {
                      {"classifier_dropout", 0.3}});
   G = importPath(Own.path(), dims(2, 64));
   EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 2}));
-  EXPECT_EQ(G.HeadDropouts.size(), 2u) << "RoBERTa's head drops out twice";
-  EXPECT_EQ(G.DeclaredDropoutSites->Head, 0.3);
+  ASSERT_EQ(G.DropoutAt.size(), 2u) << "RoBERTa's head drops out twice";
+  EXPECT_EQ(G.DropoutAt[1].second, 0.3);
+  EXPECT_EQ(G.DeclaredDropout, 0.3) << "the largest of the config's dropouts";
   EXPECT_EQ(shapeOf(G, "classifier.out_proj.weight"), (Shape{768, 2}));
   // Token classification: a row of logits per token.
   ConfigVariant Token("tiny-llama", "llama-token",
@@ -682,7 +683,8 @@ TEST(HfConfigImporter, ClassificationHeadsAndTheirErrors) {
                        {"num_labels", 7}});
   G = importPath(Token.path(), dims(2, 64));
   EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 64, 7}));
-  EXPECT_EQ(G.DeclaredDropoutSites->Head, 0.1) << "GenericForTokenClassification's default";
+  ASSERT_EQ(G.DropoutAt.size(), 1u);
+  EXPECT_EQ(G.DropoutAt[0].second, 0.1) << "GenericForTokenClassification's default";
   EXPECT_TRUE(G.LossUpcastsLogits) << "ForTokenClassification upcasts the logits";
   // A decoder's sequence classifier needs pad_token_id for batches above 1, as transformers.
   ConfigVariant NoPad("tiny-llama", "llama-seq-nopad",

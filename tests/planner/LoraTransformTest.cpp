@@ -83,7 +83,7 @@ TEST(LoraTransform, HfModelTypesPeftHasNoDefaultForNeedTargets) {
   EXPECT_NE(E.find("no PEFT default for this model"), std::string::npos) << E;
   EXPECT_NE(E.find("q_proj"), std::string::npos) << "the error lists the linear layers: " << E;
   // Nor has it one for gpt-oss (measured: get_peft_model raises) or DeepSeek-V3.
-  for (const char *Type : {"gpt_oss", "deepseek_v3"}) {
+  for (const char *Type : {"gpt_oss", "deepseek_v3", "distilbert"}) {
     G.Architecture = Type;
     EXPECT_TRUE(defaultLoraTargets(G).empty()) << Type;
   }

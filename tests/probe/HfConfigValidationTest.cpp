@@ -164,7 +164,8 @@ TEST(HfConfigValidation, ClassificationHeadsAgreeWithTheSimulator) {
   // (argmax), token classifiers; the configs' dropout at the heads' own sites too.
   for (const char *Name : {"bert-seq-cls", "bert-token-cls", "roberta-seq-cls",
                            "xlm-roberta-token-cls", "tiny-llama-seq-cls",
-                           "tiny-llama-token-cls", "gpt2-seq-cls"})
+                           "tiny-llama-token-cls", "gpt2-seq-cls", "distilbert",
+                           "distilbert-seq-cls", "distilbert-token-cls"})
   for (const char *Checkpoint : {"none", "blocks"}) {
     // GPT-2 with its embeddings' dropout and checkpointed blocks: the executor keeps one
     // hidden-state tensor more at the end of the forward than the simulator (which matches

@@ -62,6 +62,8 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     // RoBERTa's encoders (AutoModelForMaskedLM: lm_head's dense, layer_norm and bias).
     {"roberta-base", 124'697'433}, {"xlm-roberta-base", 278'295'186},
     {"distilbert-base-uncased", 66'985'530},
+    // AutoModelForSequenceClassification: RoBERTa's classification head, three labels.
+    {"roberta-base-sentiment", 124'647'939},
 };
 
 } // namespace

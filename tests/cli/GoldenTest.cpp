@@ -202,6 +202,7 @@ const GoldenCase Cases[] = {
     {"analyze_hf_gpt_oss_lora_h100", {"analyze", "--hf-config=samples/hf/gpt-oss-20b/config.json", "--dim", "batch=4", "--dim", "seq=2048", "--precision=bf16", "--lora-rank=16", "--lora-targets=all-linear", "--checkpoint=blocks", "--gpu=h100-sxm"}, false},
     {"analyze_hf_tiny_mixtral_cpu", {"analyze", "--hf-config=tests/data/measured-hf/configs/mixtral-8x7b.json", "--dim", "batch=2", "--dim", "seq=256", "--device=cpu", "--checkpoint=blocks", "--precision=bf16"}, false},
     {"analyze_hf_llama2_7b_qlora", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=1", "--dim", "seq=512", "--qlora", "--lora-rank=64", "--lora-targets=all-linear", "--gpu=rtx-4090"}, false},
+    {"analyze_hf_roberta_sentiment_lora_4090", {"analyze", "--hf-config=samples/hf/roberta-base-sentiment/config.json", "--dim", "batch=32", "--dim", "seq=256", "--gpu=rtx-4090", "--precision=amp-bf16", "--lora-rank=8", "--lora-targets=query,value"}, false},
     {"analyze_hf_roberta_cls_lora_cpu", {"analyze", "--hf-config=tests/data/measured-hf/configs/roberta-seq-cls.json", "--dim", "batch=2", "--dim", "seq=128", "--device=cpu", "--lora-rank=8", "--lora-targets=query,value"}, false},
     {"error_lora_modules_to_save_alone", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "seq=64", "--lora-modules-to-save=embed_tokens"}, false},
     {"error_lora_modules_to_save_no_match", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "seq=64", "--lora-rank=8", "--lora-modules-to-save=classifier"}, false},

@@ -136,6 +136,17 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
         return unsupported(Op, "an index out of range");
       return Where;
     };
+    // F(row, j, column) at every index; the first index out of range is the error.
+    auto EachTarget = [&](auto F) -> llvm::Error {
+      for (size_t Row = 0; Row < IRows.size(); ++Row)
+        for (int64_t J = 0; J < Per; ++J) {
+          auto Where = Target(int64_t(Row), J);
+          if (!Where)
+            return Where.takeError();
+          F(Row, J, *Where);
+        }
+      return llvm::Error::success();
+    };
     if (K == "ScatterElements") { // integers or constants here: no gradient
       const XTensor &Upd = In[2];
       if (Upd.Dims != Idx.Dims)
@@ -144,14 +155,11 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
       const std::vector<int64_t> URows = rowOffsets(Upd), RRows = rowOffsets(R);
       const void *PU = Host.read(*Upd.Buf);
       void *PR = Host.write(*R.Buf);
-      for (size_t Row = 0; Row < IRows.size(); ++Row)
-        for (int64_t J = 0; J < Per; ++J) {
-          auto Where = Target(int64_t(Row), J);
-          if (!Where)
-            return Where.takeError();
-          storeFromDouble(PR, R.Type, RRows[Row] + *Where * R.Strides.back(),
-                          loadAsDouble(PU, Upd.Type, URows[Row] + J * Upd.Strides.back()));
-        }
+      if (llvm::Error E = EachTarget([&](size_t Row, int64_t J, int64_t Col) {
+            storeFromDouble(PR, R.Type, RRows[Row] + Col * R.Strides.back(),
+                            loadAsDouble(PU, Upd.Type, URows[Row] + J * Upd.Strides.back()));
+          }))
+        return E;
       Host.flush();
       Out[0] = R;
       return true;
@@ -162,14 +170,11 @@ llvm::Expected<bool> ExecutorImpl::runMoeOp(const SimOp &Op, std::vector<XTensor
                       MemCategory::Temporaries, G.Tensors[Op.Outputs[0]].Name);
     const void *PD = Host.read(*Data.Buf);
     void *PY = Host.write(*Y.Buf);
-    for (size_t Row = 0; Row < IRows.size(); ++Row)
-      for (int64_t J = 0; J < Per; ++J) {
-        auto Where = Target(int64_t(Row), J);
-        if (!Where)
-          return Where.takeError();
-        storeFromDouble(PY, Y.Type, int64_t(Row) * Per + J,
-                        loadAsDouble(PD, Data.Type, DRows[Row] + *Where * Data.Strides.back()));
-      }
+    if (llvm::Error E = EachTarget([&](size_t Row, int64_t J, int64_t Col) {
+          storeFromDouble(PY, Y.Type, int64_t(Row) * Per + J,
+                          loadAsDouble(PD, Data.Type, DRows[Row] + Col * Data.Strides.back()));
+        }))
+      return E;
     Host.flush();
     Out[0] = Y;
     if (Bw && Need(0))

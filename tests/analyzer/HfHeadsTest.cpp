@@ -1,0 +1,107 @@
+//===- HfHeadsTest.cpp - the heads an HF config's architectures name -------------===//
+//
+// The base model (BertModel's pooler output), sequence and token classification heads
+// (BERT's pooler and classifier, RoBERTa's head on the first token, a decoder's score at
+// each row's last non-padding token), their dropout, their classes, and the errors a user
+// sees: a decoder's sequence classifier without a pad token, RoBERTa's position table, a
+// null pad token. Their parameter counts are pinned with the other variants in
+// HfConfigImporterTest.cpp; their measured steps in MeasuredHf.
+//
+//===----------------------------------------------------------------------------===//
+#include "analyzer/ModelImporter.h"
+#include "support/HfConfigTestSupport.h"
+
+#include "llvm/Support/JSON.h"
+
+#include <gtest/gtest.h>
+
+using namespace trainmem;
+using namespace trainmem::testing;
+
+TEST(HfHeads, ClassificationHeadsAndTheirErrors) {
+  // BERT: the pooler, the head's dropout (hidden_dropout_prob), one row of logits each.
+  ConfigVariant Bert("bert-base-uncased", "bert-cls",
+                     {{"architectures", llvm::json::Array{"BertForSequenceClassification"}}});
+  Graph G = importPath(Bert.path(), dims(4, 128));
+  ASSERT_EQ(G.Outputs.size(), 1u);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{4, 2})) << "2 labels without id2label";
+  EXPECT_EQ(shapeOf(G, "classifier.weight"), (Shape{768, 2}));
+  EXPECT_EQ(shapeOf(G, "bert.pooler.dense.weight"), (Shape{768, 768}));
+  ASSERT_EQ(G.DropoutAt.size(), 1u);
+  EXPECT_EQ(G.DropoutAt[0].second, 0.1);
+  EXPECT_FALSE(G.LossUpcastsLogits);
+  // classifier_dropout, when given, is the head's.
+  ConfigVariant Own("roberta-base", "roberta-cls-drop",
+                    {{"architectures", llvm::json::Array{"RobertaForSequenceClassification"}},
+                     {"classifier_dropout", 0.3}});
+  G = importPath(Own.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 2}));
+  ASSERT_EQ(G.DropoutAt.size(), 2u) << "RoBERTa's head drops out twice";
+  EXPECT_EQ(G.DropoutAt[1].second, 0.3);
+  EXPECT_EQ(G.DeclaredDropout, 0.3) << "the largest of the config's dropouts";
+  EXPECT_EQ(shapeOf(G, "classifier.out_proj.weight"), (Shape{768, 2}));
+  // Token classification: a row of logits per token.
+  ConfigVariant Token("tiny-llama", "llama-token",
+                      {{"architectures", llvm::json::Array{"LlamaForTokenClassification"}},
+                       {"num_labels", 7}});
+  G = importPath(Token.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 64, 7}));
+  ASSERT_EQ(G.DropoutAt.size(), 1u);
+  EXPECT_EQ(G.DropoutAt[0].second, 0.1) << "GenericForTokenClassification's default";
+  EXPECT_TRUE(G.LossUpcastsLogits) << "ForTokenClassification upcasts the logits";
+  // A decoder's sequence classifier needs pad_token_id for batches above 1, as transformers.
+  ConfigVariant NoPad("tiny-llama", "llama-seq-nopad",
+                      {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}}});
+  std::string E = importError(NoPad.path(), dims(2, 64));
+  EXPECT_NE(E.find(NoPad.path()), std::string::npos) << E;
+  EXPECT_NE(E.find("'pad_token_id' is missing or null"), std::string::npos) << E;
+  EXPECT_NE(E.find("Cannot handle batch sizes > 1"), std::string::npos) << E;
+  G = importPath(NoPad.path(), dims(1, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{1, 2}));
+  ConfigVariant BadPad("tiny-llama", "llama-seq-badpad",
+                       {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}},
+                        {"pad_token_id", 5000}});
+  E = importError(BadPad.path(), dims(2, 64));
+  EXPECT_NE(E.find("'pad_token_id' is 5000; expected a token id below vocab_size 512"),
+            std::string::npos)
+      << E;
+  // Other models only name their pad token: LLaMA's early configs say -1.
+  ConfigVariant Named("tiny-llama", "llama-pad-minus-one", {{"pad_token_id", -1}});
+  EXPECT_EQ(importError(Named.path(), dims(2, 64)), "<imported without error>");
+  // RoBERTa numbers positions after its padding token: 514 rows hold 512 tokens.
+  EXPECT_EQ(shapeOf(importSample("roberta-base", dims(1, 512)), "logits"),
+            (Shape{1, 512, 50265}));
+  E = importError(samplePath("roberta-base"), dims(1, 513));
+  EXPECT_NE(E.find("seq 513 exceeds the 512 learned positions"), std::string::npos) << E;
+  EXPECT_NE(E.find("less pad_token_id + 1"), std::string::npos) << E;
+  ConfigVariant NullPad("roberta-base", "roberta-null-pad", {{"pad_token_id", nullptr}});
+  E = importError(NullPad.path(), dims(1, 64));
+  EXPECT_NE(E.find("'pad_token_id' is null"), std::string::npos) << E;
+  // A regression head (one label) trains with MSELoss: said, not silent.
+  ConfigVariant Reward("qwen2-0.5b", "qwen2-one-label",
+                       {{"architectures", llvm::json::Array{"Qwen2ForSequenceClassification"}},
+                        {"num_labels", 1},
+                        {"pad_token_id", 151643}});
+  G = importPath(Reward.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 1}));
+  bool Noted = false;
+  for (const Diagnostic &D : G.Diags.all())
+    Noted |= D.Code == "classification-loss";
+  EXPECT_TRUE(Noted);
+}
+
+TEST(HfHeads, BertModelHasPoolerOutputs) {
+  ConfigVariant Config("bert-base-uncased", "bert-model-outputs",
+                       {{"architectures", llvm::json::Array{"BertModel"}}});
+  Graph G = importPath(Config.path(), dims(2, 64));
+  ASSERT_EQ(G.Outputs.size(), 2u);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "last_hidden_state");
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 64, 768}));
+  EXPECT_EQ(G.Tensors[G.Outputs[1]].Name, "pooler_output");
+  EXPECT_EQ(G.Tensors[G.Outputs[1]].Shape, (Shape{2, 768}));
+  // A base model is the root module: no "bert." prefix.
+  EXPECT_EQ(shapeOf(G, "pooler.dense.weight"), (Shape{768, 768}));
+  EXPECT_EQ(shapeOf(G, "embeddings.word_embeddings.weight"), (Shape{30522, 768}));
+  EXPECT_EQ(G.Name, "bert-model-outputs") << "the folder names a config without _name_or_path";
+}

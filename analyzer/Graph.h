@@ -230,8 +230,9 @@ struct Graph {
   std::vector<TensorId> RouterWeights;
   /// Tensors a strategy added as trainable adapters (LoRA A and B).
   std::vector<TensorId> AdapterParameters;
-  /// A classification head (HF configs): PEFT's task type for it ("SEQ_CLS", "TOKEN_CLS"),
-  /// which trains the head's modules (`classifier`, `score`) beside the adapters.
+  /// A classification or question-answering head (HF configs): PEFT's task type for it
+  /// ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"), which trains the head's modules
+  /// (`classifier`, `score`, `qa_outputs`) beside the adapters.
   std::string PeftTaskType;
   std::vector<std::string> ClassifierModules;
   Diagnostics Diags;

@@ -352,6 +352,19 @@ TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, Tens
                 M.MlpBias);
 }
 
+void questionAnsweringHead(OnnxGraphBuilder &B, const HfModel &M, TensorId X) {
+  // transformers: logits = qa_outputs(x); start, end = logits.split(1, -1); each
+  // .squeeze(-1).contiguous(). Here the [batch, seq, 2] logits are viewed as [2, batch,
+  // seq] and reshaped to rows: not a view of that layout, so one copy with the bytes of
+  // the two contiguous ones.
+  const Module Qa = Module().child("qa_outputs");
+  const Shape &XS = B.shape(X);
+  TensorId Logits = linear(B, Qa, X, M.Hidden, 2, true);
+  TensorId ByEnd = B.transpose(Qa.Scope, Logits, {2, 0, 1});
+  B.nameNextOutput("logits");
+  B.markOutput(B.reshape(Qa.Scope, ByEnd, {2 * XS[0], XS[1]}));
+}
+
 /// The output projection of a causal LM, or the base model's last hidden state.
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
                    const Module &Head, TensorId Ids) {
@@ -360,6 +373,10 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
     return;
   }
   const Module Root;
+  if (M.Head == HeadKind::QuestionAnswering) {
+    questionAnsweringHead(B, M, X);
+    return;
+  }
   if (M.Head == HeadKind::TokenClassification) {
     // GenericForTokenClassification: score(dropout(hidden)), with a bias; GPT-2's and
     // GPT-NeoX's name theirs `classifier`.
@@ -434,7 +451,14 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
 void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   const int64_t H = M.Hidden, Hd = M.HeadDim;
   Module Root;
-  auto [Base, Embed, EmbedW, Padding, X, Ids] = decoderStart(B, M, D, "model", "embed_tokens");
+  // LlamaForQuestionAnswering, Qwen2's, Qwen3's and Qwen3-MoE's keep the base model as
+  // `transformer` (their base_model_prefix, for old checkpoints); every other head, `model`.
+  static constexpr llvm::StringLiteral QaTransformerTypes[] = {"llama", "qwen2", "qwen3",
+                                                               "qwen3_moe"};
+  const bool QaTransformer = M.Head == HeadKind::QuestionAnswering &&
+                             llvm::is_contained(QaTransformerTypes, M.ModelType);
+  auto [Base, Embed, EmbedW, Padding, X, Ids] =
+      decoderStart(B, M, D, QaTransformer ? "transformer" : "model", "embed_tokens");
   if (M.GemmaNorm) {
     // GemmaTextScaledWordEmbedding multiplies by a sqrt(hidden) buffer.
     TensorId Scale = B.stored(Embed.param("embed_scale"), {}, DType::Float32, TensorKind::Buffer);
@@ -818,10 +842,14 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   for (auto [T, P] : G.DropoutAt)
     if (P > G.DeclaredDropout.value_or(0.0))
       G.DeclaredDropout = P;
-  if (M->Head == HeadKind::SequenceClassification || M->Head == HeadKind::TokenClassification) {
-    // PEFT's classification task types wrap the head modules it knows by name.
-    G.PeftTaskType = M->Head == HeadKind::SequenceClassification ? "SEQ_CLS" : "TOKEN_CLS";
-    for (const char *Name : {"classifier", "score"})
+  if (M->Head == HeadKind::SequenceClassification || M->Head == HeadKind::TokenClassification ||
+      M->Head == HeadKind::QuestionAnswering) {
+    // PEFT's classification and question-answering task types wrap the head modules it
+    // knows by name.
+    G.PeftTaskType = M->Head == HeadKind::SequenceClassification ? "SEQ_CLS"
+                     : M->Head == HeadKind::TokenClassification  ? "TOKEN_CLS"
+                                                                 : "QUESTION_ANS";
+    for (const char *Name : {"classifier", "score", "qa_outputs"})
       if (llvm::any_of(G.Tensors, [&](const Tensor &T) {
             return T.Kind == TensorKind::Parameter &&
                    llvm::StringRef(T.Name).startswith(std::string(Name) + ".");

@@ -27,8 +27,16 @@ enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 /// SequenceClassification: one row of NumLabels logits per sequence (BERT's pooler and
 /// classifier, RoBERTa's classification head on the first token, a decoder's `score` read at
 /// each row's last token that is not padding); TokenClassification: NumLabels logits per
-/// token.
-enum class HeadKind { CausalLm, MaskedLm, BaseModel, SequenceClassification, TokenClassification };
+/// token; QuestionAnswering: `qa_outputs`, two logits per token (an answer's start and end),
+/// each a cross-entropy over the sequence's positions.
+enum class HeadKind {
+  CausalLm,
+  MaskedLm,
+  BaseModel,
+  SequenceClassification,
+  TokenClassification,
+  QuestionAnswering
+};
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
 /// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.
 enum class Activation { Silu, GeluErf, GeluTanhPython, GeluTanhFused, Relu };

@@ -170,6 +170,14 @@ HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics 
     return HeadKind::SequenceClassification;
   if (Arch->ends_with("ForTokenClassification"))
     return HeadKind::TokenClassification;
+  // The families transformers has a ...ForQuestionAnswering class for (the others' configs
+  // cannot name one that loads).
+  static constexpr llvm::StringLiteral QaTypes[] = {
+      "llama", "mistral", "mixtral", "qwen2",   "qwen2_moe",   "qwen3",     "qwen3_moe",
+      "gpt2",  "gpt_neox", "bert",   "roberta", "xlm-roberta", "camembert", "distilbert"};
+  if (Arch->ends_with("ForQuestionAnswering") &&
+      llvm::is_contained(QaTypes, Obj.getString("model_type").value_or("")))
+    return HeadKind::QuestionAnswering;
   if (Arch->ends_with("Model") && !Arch->contains("For") && !Arch->contains("Head"))
     return HeadKind::BaseModel; // LlamaModel, BertModel, ...: no head, no prefix
   Diags.warning("head-assumed", "architectures",
@@ -558,6 +566,27 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                                                               : "MSELoss") +
                      "; modelled as cross-entropy over the " + std::to_string(M.NumLabels) +
                      " logits per row (the losses differ by a few bytes per row)");
+  }
+  if (M.Head == HeadKind::QuestionAnswering) {
+    // The encoders' qa_outputs is nn.Linear(hidden, num_labels), split into start and end
+    // logits (DistilBERT refuses any other count; BERT's unpacking fails); the decoders'
+    // is nn.Linear(hidden, 2) whatever num_labels says.
+    if (M.Family == ArchFamily::Bert) {
+      const llvm::json::Object *Labels = Obj.getObject("id2label");
+      int64_t Count = Labels && !Labels->empty()
+                          ? static_cast<int64_t>(Labels->size())
+                          : R.size({"num_labels"}, "the number of labels", 2);
+      if (Count != 2)
+        R.fail(llvm::formatv("field '{0}' gives {1} labels; a question-answering head splits "
+                             "qa_outputs into start and end logits, so transformers needs 2",
+                             Labels && !Labels->empty() ? "id2label" : "num_labels", Count));
+    }
+    M.NumLabels = 2;
+    // DistilBERT drops out before qa_outputs (qa_dropout); the others go straight to it.
+    M.ClassifierDropout = M.DistilBert ? R.get("qa_dropout", 0.1) : 0.0;
+    if (M.ClassifierDropout < 0 || M.ClassifierDropout >= 1)
+      R.fail(llvm::formatv("field 'qa_dropout' is {0}; expected a probability in [0, 1)",
+                           M.ClassifierDropout));
   }
   // Released checkpoints stored quantized (gpt-oss's MXFP4 experts, DeepSeek-V3's block-wise
   // FP8) are trained loaded dequantized (Mxfp4Config / FineGrainedFP8Config with

@@ -289,6 +289,11 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                H);
       return;
     }
+  case HeadKind::QuestionAnswering: // DistilBERT: qa_outputs(dropout(hidden))
+    questionAnsweringHead(B, M, M.DistilBert ? B.dropout(Root.child("dropout").Scope, X,
+                                                           M.ClassifierDropout)
+                                             : X);
+    return;
   case HeadKind::TokenClassification: // classifier(dropout(hidden))
     Classify(Root.child("classifier"), B.dropout(Root.child("dropout").Scope, X, M.ClassifierDropout), H);
     return;

@@ -195,6 +195,12 @@ TensorId mlaAttention(OnnxGraphBuilder &B, const Module &Attn, const HfModel &M,
 void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId Embedding,
                    const Module &Head, TensorId Ids);
 
+/// A question-answering head on the last hidden states X: `qa_outputs` (hidden -> 2), its
+/// start and end logits made contiguous, output as the [2 * batch, seq] "logits" the loss
+/// reads (two cross-entropies over the sequence's positions have the bytes of one over
+/// twice the rows).
+void questionAnsweringHead(OnnxGraphBuilder &B, const HfModel &M, TensorId X);
+
 //===-- The families --------------------------------------------------------------===//
 
 /// LlamaForCausalLM and its descendants (HfConfigImporter.cpp).

@@ -136,7 +136,11 @@ std::vector<TieCandidate> findTieCandidates(const Graph &G,
 
 void mergeTies(const Graph &G, const TrainingSetup &Setup, std::vector<CensusParameter> &Params,
                ParameterCensus &C) {
-  if (Setup.Tie == TieMode::No)
+  // An HF config's graph shares a tied head's weight itself (a Transpose of the
+  // embedding): none of its parameters are copies of another unless --tie=yes says so, and
+  // a shape match is a coincidence (BERT's [2, hidden] token types and a two-class
+  // classifier's or qa_outputs' [hidden, 2] weight were merged by tie_word_embeddings).
+  if (Setup.Tie == TieMode::No || (Setup.Tie == TieMode::Auto && G.SourceFormat == "hf-config"))
     return;
   std::set<size_t> Removed;
   for (const TieCandidate &T : findTieCandidates(G, Params)) {

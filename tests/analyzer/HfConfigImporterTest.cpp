@@ -157,6 +157,33 @@ TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
                     {"id2label", Labels(1)},
                     {"pad_token_id", 151643}},
                    494'033'664});
+  // Two classes: BERT's [2, 768] token types and the [768, 2] classifier are two
+  // parameters (the census merged them as a tied pair by their shapes).
+  Cases.push_back({"bert-base-uncased", "bert-seq-cls-2",
+                   {{"architectures", llvm::json::Array{"BertForSequenceClassification"}}},
+                   109'483'778});
+  // Question answering (AutoModelForQuestionAnswering): qa_outputs, [hidden, 2] and a bias.
+  Cases.push_back({"bert-base-uncased", "bert-qa",
+                   {{"architectures", llvm::json::Array{"BertForQuestionAnswering"}}},
+                   108'893'186});
+  Cases.push_back({"roberta-base", "roberta-qa",
+                   {{"architectures", llvm::json::Array{"RobertaForQuestionAnswering"}}},
+                   124'056'578});
+  Cases.push_back({"distilbert-base-uncased", "distilbert-qa",
+                   {{"architectures", llvm::json::Array{"DistilBertForQuestionAnswering"}}},
+                   66'364'418});
+  Cases.push_back({"tiny-llama", "llama-qa",
+                   {{"architectures", llvm::json::Array{"LlamaForQuestionAnswering"}}},
+                   125'378});
+  Cases.push_back({"gpt2", "gpt2-qa",
+                   {{"architectures", llvm::json::Array{"GPT2ForQuestionAnswering"}}},
+                   124'441'346});
+  Cases.push_back({"pythia-160m", "neox-qa",
+                   {{"architectures", llvm::json::Array{"GPTNeoXForQuestionAnswering"}}},
+                   123'691'010});
+  Cases.push_back({"qwen2-0.5b", "qwen2-qa",
+                   {{"architectures", llvm::json::Array{"Qwen2ForQuestionAnswering"}}},
+                   494'034'562});
   for (Case &C : Cases) {
     ConfigVariant Config(C.Sample, C.Variant, std::move(C.Edits));
     EXPECT_EQ(parameterCount(importPath(Config.path())), C.Expected) << C.Variant;

@@ -2,10 +2,11 @@
 //
 // The base model (BertModel's pooler output), sequence and token classification heads
 // (BERT's pooler and classifier, RoBERTa's head on the first token, a decoder's score at
-// each row's last non-padding token), their dropout, their classes, and the errors a user
-// sees: a decoder's sequence classifier without a pad token, RoBERTa's position table, a
-// null pad token. Their parameter counts are pinned with the other variants in
-// HfConfigImporterTest.cpp; their measured steps in MeasuredHf.
+// each row's last non-padding token), question-answering heads (qa_outputs' start and
+// end logits), their dropout, their classes, and the errors a user sees: a decoder's
+// sequence classifier without a pad token, RoBERTa's position table, a null pad token, a
+// question-answering head with other than two labels. Their parameter counts are pinned
+// with the other variants in HfConfigImporterTest.cpp; their measured steps in MeasuredHf.
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ModelImporter.h"
@@ -104,4 +105,59 @@ TEST(HfHeads, BertModelHasPoolerOutputs) {
   EXPECT_EQ(shapeOf(G, "pooler.dense.weight"), (Shape{768, 768}));
   EXPECT_EQ(shapeOf(G, "embeddings.word_embeddings.weight"), (Shape{30522, 768}));
   EXPECT_EQ(G.Name, "bert-model-outputs") << "the folder names a config without _name_or_path";
+}
+
+TEST(HfHeads, QuestionAnsweringHeads) {
+  // qa_outputs on every token: start and end logits, one cross-entropy each over the
+  // sequence's positions, read as [2 * batch, seq] rows. No pooler, no dropout.
+  ConfigVariant Bert("bert-base-uncased", "bert-qa",
+                     {{"architectures", llvm::json::Array{"BertForQuestionAnswering"}}});
+  Graph G = importPath(Bert.path(), dims(4, 384));
+  ASSERT_EQ(G.Outputs.size(), 1u);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{8, 384}));
+  EXPECT_EQ(shapeOf(G, "qa_outputs.weight"), (Shape{768, 2}));
+  EXPECT_EQ(shapeOf(G, "qa_outputs.bias"), (Shape{2}));
+  EXPECT_EQ(findTensor(G, "bert.pooler.dense.weight"), nullptr);
+  EXPECT_TRUE(G.DropoutAt.empty());
+  EXPECT_FALSE(G.LossShiftsLabels);
+  EXPECT_FALSE(G.LossUpcastsLogits);
+  EXPECT_EQ(G.PeftTaskType, "QUESTION_ANS");
+  EXPECT_EQ(G.ClassifierModules, (std::vector<std::string>{"qa_outputs"}));
+  // DistilBERT drops out before qa_outputs (qa_dropout).
+  ConfigVariant Distil("distilbert-base-uncased", "distilbert-qa",
+                       {{"architectures", llvm::json::Array{"DistilBertForQuestionAnswering"}},
+                        {"qa_dropout", 0.25}});
+  G = importPath(Distil.path(), dims(2, 64));
+  ASSERT_EQ(G.DropoutAt.size(), 7u) << "six FFN dropouts and the head's";
+  EXPECT_EQ(G.DropoutAt.back().second, 0.25);
+  // The decoders' qa_outputs reads the last hidden state; LLaMA's keeps its base model as
+  // `transformer`, Mistral's as `model`.
+  ConfigVariant Llama("tiny-llama", "llama-qa",
+                      {{"architectures", llvm::json::Array{"LlamaForQuestionAnswering"}}});
+  G = importPath(Llama.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{4, 64}));
+  EXPECT_NE(findTensor(G, "transformer.embed_tokens.weight"), nullptr);
+  EXPECT_EQ(findTensor(G, "lm_head.weight"), nullptr);
+  ConfigVariant Mistral("mistral-7b", "mistral-qa",
+                        {{"architectures", llvm::json::Array{"MistralForQuestionAnswering"}}});
+  G = importPath(Mistral.path(), dims(1, 128));
+  EXPECT_NE(findTensor(G, "model.embed_tokens.weight"), nullptr);
+  EXPECT_EQ(shapeOf(G, "qa_outputs.weight"), (Shape{4096, 2}));
+  // An encoder's qa_outputs has num_labels outputs, which transformers splits in two.
+  ConfigVariant Three("bert-base-uncased", "bert-qa-3",
+                      {{"architectures", llvm::json::Array{"BertForQuestionAnswering"}},
+                       {"num_labels", 3}});
+  std::string E = importError(Three.path(), dims(2, 64));
+  EXPECT_NE(E.find("field 'num_labels' gives 3 labels"), std::string::npos) << E;
+  EXPECT_NE(E.find("transformers needs 2"), std::string::npos) << E;
+  // A family transformers has no question-answering class for: said, and the LM head.
+  ConfigVariant Gemma("gemma-2b", "gemma-qa",
+                      {{"architectures", llvm::json::Array{"GemmaForQuestionAnswering"}}});
+  G = importPath(Gemma.path(), dims(1, 64));
+  bool Warned = false;
+  for (const Diagnostic &D : G.Diags.all())
+    Warned |= D.Code == "head-assumed";
+  EXPECT_TRUE(Warned);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{1, 64, 256000}));
 }

@@ -161,11 +161,13 @@ TEST(HfConfigValidation, ClassificationHeadsAgreeWithTheSimulator) {
   // BERT's pooler (a select of the first token the pooler's dense keeps as a view of the
   // whole hidden states), RoBERTa's positions numbered from the ids (cumsum) and its head
   // on the first token, a decoder's score read at each row's last non-padding token
-  // (argmax), token classifiers; the configs' dropout at the heads' own sites too.
+  // (argmax), token classifiers, question-answering heads (qa_outputs' logits transposed
+  // and copied to rows); the configs' dropout at the heads' own sites too.
   for (const char *Name : {"bert-seq-cls", "bert-token-cls", "roberta-seq-cls",
                            "xlm-roberta-token-cls", "tiny-llama-seq-cls",
                            "tiny-llama-token-cls", "gpt2-seq-cls", "distilbert",
-                           "distilbert-seq-cls", "distilbert-token-cls"})
+                           "distilbert-seq-cls", "distilbert-token-cls", "bert-qa",
+                           "distilbert-qa", "tiny-llama-qa"})
   for (const char *Checkpoint : {"none", "blocks"}) {
     // GPT-2 with attention dropout and checkpointed blocks: the executor, running attention
     // as the graph's math ops once it drops out, builds the [batch, 1, seq, seq] causal mask

@@ -88,12 +88,32 @@ std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &
              (Kind == "Slice" && G.Nodes[C].OpType == "CastLike")) &&
             At.Attention > 0)
           Sites[I] = At.Attention;
-    } else if (Kind == "Linear" && Consumers(Out).size() == 1 && At.Residual > 0) {
+    } else if (Kind == "Linear" && At.Residual > 0) {
       // resid_drop / mlp.drop: a projection whose only reader is the residual sum, maybe
       // through a reshape (GPT-2's Conv1D computes addmm on [batch * seq, width] and views
-      // the result back).
+      // the result back). A LoRA-adapted projection's output is its adapter's sum
+      // (LoraTransform: the base output read by the sum's Add and its CastLike), which is
+      // what drops out (measured: BERT with LoRA on every linear lost its dropout masks).
       TensorId Fed = Out;
-      const Node *C = &G.Nodes[Consumers(Out)[0]];
+      size_t SiteOp = I;
+      if (const std::vector<NodeId> &Readers = Consumers(Out); Readers.size() == 2) {
+        auto Named = [&](NodeId N, llvm::StringRef Op) {
+          return G.Nodes[N].OpType == Op && llvm::StringRef(G.Nodes[N].Name).endswith(
+                                                ("/lora/" + Op).str());
+        };
+        const bool AddFirst = Named(Readers[0], "Add");
+        const Node &Sum = G.Nodes[Readers[AddFirst ? 1 : 0]];
+        if (Named(Readers[AddFirst ? 0 : 1], "Add") && Named(Readers[AddFirst ? 1 : 0], "CastLike") &&
+            !Sum.Outputs.empty() && Sum.Outputs[0] != NoTensor &&
+            ProducerOp[Sum.Outputs[0]] >= 0) {
+          Fed = Sum.Outputs[0];
+          SiteOp = size_t(ProducerOp[Fed]);
+        }
+      }
+      if (Consumers(Fed).size() != 1)
+        continue;
+      const TensorId LinearOut = Fed;
+      const Node *C = &G.Nodes[Consumers(Fed)[0]];
       if (C->OpType == "Reshape" && !C->Outputs.empty() && C->Outputs[0] != NoTensor &&
           Consumers(C->Outputs[0]).size() == 1) {
         Fed = C->Outputs[0];
@@ -102,8 +122,8 @@ std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &
       if (C->OpType == "Add" && C->Inputs.size() == 2) {
         TensorId Other = C->Inputs[0] == Fed ? C->Inputs[1] : C->Inputs[0];
         if (Other != NoTensor && !G.Tensors[Other].Stored &&
-            G.Tensors[Other].numElements() == G.Tensors[Out].numElements())
-          Sites[I] = At.Residual;
+            G.Tensors[Other].numElements() == G.Tensors[LinearOut].numElements())
+          Sites[SiteOp] = At.Residual;
       }
     }
   }

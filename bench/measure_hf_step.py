@@ -34,12 +34,13 @@ ENCODERS = ("bert", "roberta", "xlm-roberta", "distilbert")
 
 
 def head_of(model):
-    """'sequence', 'token' or '' (a language-model head): what the labels must look like."""
+    """'sequence', 'token', 'qa' or '' (a language-model head): what the labels must look like."""
     name = type(model).__name__
     if hasattr(model, "base_model") and hasattr(model.base_model, "model"):  # a PEFT wrapper
         name = type(model.base_model.model).__name__
     return ("sequence" if name.endswith("ForSequenceClassification")
-            else "token" if name.endswith("ForTokenClassification") else "")
+            else "token" if name.endswith("ForTokenClassification")
+            else "qa" if name.endswith("ForQuestionAnswering") else "")
 
 
 def build(config_path, args):
@@ -57,6 +58,8 @@ def build(config_path, args):
         auto = transformers.AutoModelForSequenceClassification
     elif arch.endswith("ForTokenClassification"):
         auto = transformers.AutoModelForTokenClassification
+    elif arch.endswith("ForQuestionAnswering"):
+        auto = transformers.AutoModelForQuestionAnswering
     elif model_type in ENCODERS:
         auto = transformers.AutoModelForMaskedLM
     else:
@@ -74,6 +77,8 @@ def build(config_path, args):
                                                            lora_dropout=args.lora_dropout,
                                                            target_modules=targets,
                                                            task_type=args.lora_task or None,
+                                                           exclude_modules=args.lora_exclude.split(",")
+                                                           if args.lora_exclude else None,
                                                            modules_to_save=args.lora_modules_to_save.split(",")
                                                            if args.lora_modules_to_save else None))
     model.train()
@@ -101,9 +106,13 @@ def main():
     ap.add_argument("--lora-targets", default="",
                     help="comma-separated module names for PEFT's target_modules (default: PEFT's for "
                          "the architecture; Phi-3 has none)")
-    ap.add_argument("--lora-task", default="", choices=["", "SEQ_CLS", "TOKEN_CLS"],
+    ap.add_argument("--lora-task", default="", choices=["", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"],
                     help="PEFT's task_type: a classifier's head (classifier, score) then trains "
                          "beside the adapters, as a copy (modules_to_save)")
+    ap.add_argument("--lora-exclude", default="",
+                    help="PEFT's exclude_modules: what trainmem's emitted config writes for "
+                         "all-linear under TOKEN_CLS / QUESTION_ANS (the head, which PEFT would "
+                         "otherwise adapt and then refuse to wrap)")
     ap.add_argument("--lora-modules-to-save", default="",
                     help="PEFT's modules_to_save, comma-separated (embed_tokens,lm_head): trained "
                          "whole beside the adapters, each a copy beside its frozen original")
@@ -147,11 +156,20 @@ def main():
         gen = torch.Generator().manual_seed(1)
         ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)
         head = head_of(model)
-        # Classification heads take class indices: one per row, or one per token.
-        labels = (torch.randint(0, cfg.num_labels, (args.batch,), generator=gen) if head == "sequence"
-                  else torch.randint(0, cfg.num_labels, (args.batch, args.seq), generator=gen)
-                  if head == "token" else ids.clone())
-        inputs = dict(input_ids=ids, labels=labels)
+        # Classification heads take class indices: one per row, or one per token; a
+        # question-answering head an answer's span, a start and an end position per row
+        # (and nothing else: a tensor left in a local would count as live).
+        if head == "qa":
+            inputs = dict(input_ids=ids,
+                          start_positions=torch.randint(0, args.seq, (args.batch,), generator=gen),
+                          end_positions=torch.randint(0, args.seq, (args.batch,), generator=gen))
+        else:
+            labels = (torch.randint(0, cfg.num_labels, (args.batch,), generator=gen)
+                      if head == "sequence"
+                      else torch.randint(0, cfg.num_labels, (args.batch, args.seq), generator=gen)
+                      if head == "token" else ids.clone())
+            inputs = dict(input_ids=ids, labels=labels)
+            del labels
         if model_type == "bert":
             inputs["token_type_ids"] = torch.zeros_like(ids)
         if model_type in ENCODERS:
@@ -161,7 +179,7 @@ def main():
             mask = torch.ones_like(ids)
             mask[0, args.seq - args.pad:] = 0
             inputs["attention_mask"] = mask
-            if head != "sequence":
+            if head in ("token", ""):
                 inputs["labels"][0, args.seq - args.pad:] = -100
         if args.packed:
             pos = torch.arange(args.seq // args.packed).repeat(args.packed)
@@ -219,6 +237,7 @@ def main():
         "lora_targets": args.lora_targets or None,
         "lora_task": args.lora_task or None,
         "lora_modules_to_save": args.lora_modules_to_save or None,
+        "lora_exclude": args.lora_exclude or None,
         "trainable": args.trainable or None,
         "padded": args.pad or None,
         "packed": args.packed or None,

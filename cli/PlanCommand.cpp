@@ -10,6 +10,7 @@
 
 #include "analyzer/Units.h"
 #include "planner/GpuCatalog.h"
+#include "planner/LoraTransform.h"
 #include "planner/ConfigEmitters.h"
 #include "planner/PlanSearch.h"
 
@@ -127,6 +128,7 @@ int runPlan() {
   Ctx.Architecture = First->Architecture;
   Ctx.CheckpointQuantization = First->DeclaredCheckpointQuantization;
   Ctx.PeftTaskType = First->PeftTaskType;
+  Ctx.PeftExcludeModules = headLinearsPeftWouldAdapt(*First);
   Plan.Emit = Ctx;
   std::optional<ConfigTarget> Target;
   std::string EmitDir;

@@ -49,9 +49,12 @@ struct EmitContext {
   /// The checkpoint's own quantization ("mxfp4", "fp8": Graph::
   /// DeclaredCheckpointQuantization); the model is loaded dequantized. May be empty.
   std::string CheckpointQuantization;
-  /// PEFT's task type for a classification head ("SEQ_CLS", "TOKEN_CLS": Graph::
+  /// PEFT's task type for a classification head ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS": Graph::
   /// PeftTaskType); empty: by the model family.
   std::string PeftTaskType;
+  /// The head's linear modules that PEFT's all-linear would adapt and that task type then
+  /// refuse to wrap (headLinearsPeftWouldAdapt): an all-linear LoraConfig excludes them.
+  std::vector<std::string> PeftExcludeModules;
 };
 
 /// One emitted file: a name relative to the output folder, and its contents.

@@ -73,7 +73,7 @@ llvm::json::Value numberValue(double D) {
 /// target_modules (a list matched against the end of module names, "all-linear", or
 /// null for the architecture's default), lora_dropout, bias.
 llvm::json::Object loraConfig(const LoraSetup &L, const EmitContext &Ctx) {
-  // A classification head's task type (SEQ_CLS, TOKEN_CLS) trains the head too
+  // A classification head's task type (SEQ_CLS, TOKEN_CLS, QUESTION_ANS) trains the head too
   // (modules_to_save); --lora-modules-to-save=none keeps it frozen: the family's type.
   const bool HeadFrozen = L.ModulesToSave && L.ModulesToSave->empty();
   llvm::json::Object O{{"peft_type", "LORA"},
@@ -86,8 +86,12 @@ llvm::json::Object loraConfig(const LoraSetup &L, const EmitContext &Ctx) {
                        {"bias", "none"}};
   if (L.Targets.empty())
     O["target_modules"] = nullptr;
-  else if (L.Targets.size() == 1 && L.Targets[0] == "all-linear")
+  else if (L.Targets.size() == 1 && L.Targets[0] == "all-linear") {
     O["target_modules"] = "all-linear";
+    // Without it PEFT adapts the head and its task type then refuses to wrap it.
+    if (!Ctx.PeftTaskType.empty() && !HeadFrozen && !Ctx.PeftExcludeModules.empty())
+      O["exclude_modules"] = stringArray(Ctx.PeftExcludeModules);
+  }
   else
     O["target_modules"] = stringArray(L.Targets);
   if (L.ModulesToSave && !L.ModulesToSave->empty())

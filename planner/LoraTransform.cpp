@@ -141,12 +141,44 @@ bool inModulesToSave(llvm::StringRef ParamName, const std::vector<std::string> &
   return false;
 }
 
+namespace {
+/// PEFT's test for a module named in the config's modules_to_save when the adapters are
+/// injected (`(^|.*\.)name($|\..*)` in check_target_module_exists): the name is the
+/// module or an ancestor, whole between dots.
+bool namedAtInjection(llvm::StringRef Module, llvm::StringRef Name) {
+  for (llvm::StringRef M = Module; !M.empty();
+       M = M.contains('.') ? M.rsplit('.').first : llvm::StringRef())
+    if (M == Name || M.endswith(("." + Name).str()))
+      return true;
+  return false;
+}
+} // namespace
+
+std::vector<std::string> headLinearsPeftWouldAdapt(const Graph &G) {
+  std::vector<std::string> Out;
+  if (G.PeftTaskType.empty())
+    return Out;
+  for (const LinearSite &S : linearSites(G)) {
+    if (!inModulesToSave(S.Module + ".weight", G.ClassifierModules))
+      continue;
+    // SEQ_CLS names its head before the injection, which then skips it and what it holds.
+    if (G.PeftTaskType == "SEQ_CLS" &&
+        llvm::any_of(G.ClassifierModules,
+                     [&](const std::string &M) { return namedAtInjection(S.Module, M); }))
+      continue;
+    if (!llvm::is_contained(Out, S.Module))
+      Out.push_back(S.Module);
+  }
+  return Out;
+}
+
 llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
   std::vector<std::string> Targets = Lora.Targets;
   if (Targets.empty())
     Targets = defaultLoraTargets(Base);
   bool AllLinear = Targets.size() == 1 && Targets[0] == "all-linear";
   std::vector<LinearSite> Sites = linearSites(Base);
+  const std::vector<std::string> Saved = modulesToSave(Base, Lora);
   auto Available = [&Sites] { // the linear modules, for the errors
     std::set<std::string> Names;
     for (const LinearSite &S : Sites)
@@ -163,15 +195,45 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
   // The chosen sites by the node that ends them (the bias Add, else the MatMul).
   std::vector<const LinearSite *> EndingAt(Base.Nodes.size(), nullptr);
   size_t Chosen = 0;
-  // PEFT's all-linear leaves out the output layer, and for SEQ_CLS the classification head
-  // (SEQ_CLS_HEAD_NAMES: the module itself, not what a head module holds).
-  const bool HeadLeftOut = AllLinear && Base.PeftTaskType == "SEQ_CLS";
+  // A module that trains whole (modules_to_save) is not also adapted. PEFT skips the
+  // modules its config's modules_to_save names when it injects the adapters: the user's
+  // list and SEQ_CLS's head (and what they hold). TOKEN_CLS and QUESTION_ANS add their
+  // head after the injection, and ModulesToSaveWrapper then refuses one that LoRA adapted
+  // (a TypeError; as for DistilBERT's pre_classifier, which SEQ_CLS's "classifier" finds
+  // by the string's end only): all-linear leaves those out here and an emitted config
+  // names them in exclude_modules; a target naming one is PEFT's error (measured, peft
+  // 0.21). all-linear also leaves out the output layer (the output embedding; a
+  // classifier's head is not one: without a task type PEFT adapts it).
+  const bool HeadTrains = llvm::any_of(Base.ClassifierModules, [&](const std::string &M) {
+    return llvm::is_contained(Saved, M);
+  });
+  std::vector<std::string> AtInjection;
+  if (Lora.ModulesToSave)
+    AtInjection = *Lora.ModulesToSave;
+  if (HeadTrains && Base.PeftTaskType == "SEQ_CLS")
+    llvm::append_range(AtInjection, Base.ClassifierModules);
+  const std::vector<std::string> Refused =
+      HeadTrains ? headLinearsPeftWouldAdapt(Base) : std::vector<std::string>{};
   for (const LinearSite &S : Sites) {
-    bool IsHead = Base.Tensors[S.Output].IsGraphOutput ||
-                  (HeadLeftOut && llvm::is_contained(Base.ClassifierModules, S.Module));
-    bool Match = AllLinear ? !IsHead : false;
-    for (const std::string &T : Targets)
-      Match |= !AllLinear && matchesTarget(S.Module, T);
+    if (llvm::any_of(AtInjection,
+                     [&](const std::string &M) { return namedAtInjection(S.Module, M); }))
+      continue;
+    const bool Wrapped = llvm::is_contained(Refused, S.Module);
+    bool Match = false;
+    if (AllLinear)
+      Match = !Wrapped &&
+              !(Base.Tensors[S.Output].IsGraphOutput && Base.PeftTaskType.empty());
+    else
+      for (const std::string &T : Targets)
+        Match |= matchesTarget(S.Module, T);
+    if (Match && Wrapped)
+      return llvm::createStringError(
+          llvm::inconvertibleErrorCode(),
+          "--lora-targets: '%s' is both a LoRA target and, under PEFT's %s task type, a "
+          "module that trains whole (modules_to_save); PEFT refuses that (\"modules_to_save "
+          "cannot be applied to modules of type lora.Linear\"): leave it out of the "
+          "targets, or --lora-modules-to-save=none to keep the head frozen",
+          S.Module.c_str(), Base.PeftTaskType.c_str());
     if (Match) {
       EndingAt[S.Last] = &S;
       ++Chosen;
@@ -308,11 +370,10 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
     }
   }
   G.Nodes = std::move(NewNodes);
-  // modules_to_save (a classification head by PEFT's SEQ_CLS / TOKEN_CLS, or the user's
-  // list) train beside the adapters: ModulesToSaveWrapper trains a copy of each module and
-  // keeps the original, frozen. The graph's module is the copy; the originals are stored
-  // beside it.
-  const std::vector<std::string> Saved = modulesToSave(Base, Lora);
+  // modules_to_save (a classification head by PEFT's SEQ_CLS / TOKEN_CLS / QUESTION_ANS,
+  // or the user's list) train beside the adapters: ModulesToSaveWrapper trains a copy of
+  // each module and keeps the original, frozen. The graph's module is the copy; the
+  // originals are stored beside it.
   for (TensorId T = 0; T < static_cast<TensorId>(Base.Tensors.size()); ++T) {
     const Tensor &P = Base.Tensors[T];
     if (P.Kind != TensorKind::Parameter || !inModulesToSave(P.Name, Saved))
@@ -343,9 +404,18 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
                                      M.c_str(), Base.Name.c_str());
   if (Lora.QLora) {
     // transformers' bitsandbytes integration quantizes every nn.Linear but the output
-    // embedding (get_keys_to_not_convert); embeddings and norms stay in 16/32 bits.
+    // embedding and the module of the model's last parameter (get_keys_to_not_convert: a
+    // classifier's or qa_outputs' head, whose output is not the graph's when a pooling or
+    // a split follows); embeddings and norms stay in 16/32 bits. The builders make a
+    // model's parameters in transformers' order, the head's last.
+    llvm::StringRef LastModule;
+    for (const Tensor &T : llvm::reverse(Base.Tensors))
+      if (T.Kind == TensorKind::Parameter) {
+        LastModule = llvm::StringRef(T.Name).rsplit('.').first;
+        break;
+      }
     for (const LinearSite &S : Sites) {
-      if (Base.Tensors[S.Output].IsGraphOutput)
+      if (Base.Tensors[S.Output].IsGraphOutput || S.Module == LastModule)
         continue;
       G.Quantized[S.Weight] = {"nf4", nf4StorageBytes(Base.Tensors[S.Weight].numElements()),
                                DType::BFloat16};

@@ -27,9 +27,15 @@ std::vector<std::string> defaultLoraTargets(const Graph &G);
 int64_t nf4StorageBytes(int64_t Elements);
 
 /// The modules PEFT's modules_to_save trains whole beside the adapters: the classification
-/// head G declares (PEFT's SEQ_CLS / TOKEN_CLS add it), and Lora's list where set (an
-/// empty list: none, not even the head).
+/// or question-answering head G declares (PEFT's SEQ_CLS / TOKEN_CLS / QUESTION_ANS add
+/// it), and Lora's list where set (an empty list: none, not even the head).
 std::vector<std::string> modulesToSave(const Graph &G, const LoraSetup &Lora);
+
+/// The linear modules of G's head that PEFT's `all-linear` would adapt and its task type
+/// then wrap to train whole, which PEFT refuses (TOKEN_CLS's and QUESTION_ANS's head,
+/// DistilBERT's pre_classifier under SEQ_CLS): applyLora leaves them out of all-linear,
+/// and an emitted LoraConfig names them in exclude_modules. Empty without a task type.
+std::vector<std::string> headLinearsPeftWouldAdapt(const Graph &G);
 
 /// Whether ParamName is a parameter of one of Modules (its module, or a module holding it,
 /// has a path that ends with one of them as a string, as PEFT matches modules_to_save);

@@ -53,8 +53,8 @@ llvm::Error applySetupStrategies(const Graph &G, TrainingSetup &Setup) {
       Setup.TrainableFile = std::string("(LoRA adapters)");
       for (TensorId T : G.AdapterParameters)
         Setup.TrainableNames.push_back(G.Tensors[T].Name);
-      // modules_to_save train too (a classification head by PEFT's SEQ_CLS / TOKEN_CLS):
-      // their parameters, not the frozen originals kept beside them.
+      // modules_to_save train too (a classification head by PEFT's SEQ_CLS / TOKEN_CLS,
+      // qa_outputs by QUESTION_ANS): their parameters, not the frozen originals beside them.
       const std::vector<std::string> Saved = modulesToSave(G, *Setup.Lora);
       for (const Tensor &T : G.Tensors)
         if (T.Kind == TensorKind::Parameter && inModulesToSave(T.Name, Saved)) {

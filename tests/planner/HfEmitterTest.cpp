@@ -94,6 +94,26 @@ TEST(ConfigEmittersHf, AClassifierTrainsItsHeadUnderPeftsTaskType) {
   llvm::json::Object Own = Lora(std::vector<std::string>{"embed_tokens"});
   EXPECT_EQ(str(Own, "task_type"), "SEQ_CLS");
   EXPECT_EQ(strings(Own, "modules_to_save"), (std::vector<std::string>{"embed_tokens"}));
+  // A question-answering head with all-linear: PEFT would adapt qa_outputs and then refuse
+  // to wrap it (measured, peft 0.21), so the config excludes it; not with named targets,
+  // nor with the head frozen.
+  Ctx.PeftTaskType = "QUESTION_ANS";
+  Ctx.PeftExcludeModules = {"qa_outputs"};
+  auto AllLinear = [&](std::optional<std::vector<std::string>> Saved,
+                       std::vector<std::string> Targets) {
+    Files F = render(ConfigTarget::HfTrainer, setup([&](TrainingSetup &S) {
+                       S.Lora = LoraSetup{};
+                       S.Lora->Targets = Targets;
+                       S.Lora->ModulesToSave = Saved;
+                     }),
+                     Ctx);
+    return parseJson(F["lora_config.json"]);
+  };
+  llvm::json::Object Qa = AllLinear(std::nullopt, {"all-linear"});
+  EXPECT_EQ(str(Qa, "task_type"), "QUESTION_ANS");
+  EXPECT_EQ(strings(Qa, "exclude_modules"), (std::vector<std::string>{"qa_outputs"}));
+  EXPECT_FALSE(at(AllLinear(std::nullopt, {"q_proj", "v_proj"}), "exclude_modules"));
+  EXPECT_FALSE(at(AllLinear(std::vector<std::string>{}, {"all-linear"}), "exclude_modules"));
 }
 
 TEST(ConfigEmittersHf, PureBf16LoadsBf16WeightsWithoutAutocast) {

@@ -163,6 +163,70 @@ TEST(LoraTransform, AllLinearSkipsTheHeadAndUnknownTargetsListTheModules) {
   EXPECT_NE(Msg.find("down_proj"), std::string::npos) << "lists the linear modules: " << Msg;
 }
 
+TEST(LoraTransform, ModulesThatTrainWholeAreNotAdaptedAsPeftDoes) {
+  // Measured on peft 0.21 (each case's modules: lora.Linear or ModulesToSaveWrapper).
+  auto Adapted = [](const Graph &G, std::vector<std::string> Targets,
+                    std::optional<std::vector<std::string>> Save = std::nullopt) {
+    LoraSetup L;
+    L.Targets = std::move(Targets);
+    L.ModulesToSave = std::move(Save);
+    return applyLora(G, L);
+  };
+  // QUESTION_ANS wraps qa_outputs after the injection: all-linear leaves it out (an
+  // emitted config says exclude_modules), naming it is PEFT's TypeError.
+  ConfigVariant Qa("bert-base-uncased", "bert-qa-lora",
+                   {{"architectures", llvm::json::Array{"BertForQuestionAnswering"}},
+                    {"num_hidden_layers", 1}});
+  Graph G = importPath(Qa.path(), dims(2, 64));
+  EXPECT_EQ(headLinearsPeftWouldAdapt(G), (std::vector<std::string>{"qa_outputs"}));
+  auto L = Adapted(G, {"all-linear"});
+  ASSERT_TRUE(static_cast<bool>(L)) << llvm::toString(L.takeError());
+  EXPECT_EQ(countNamed(*L, "lora_A"), 6) << "q, k, v, attention output, intermediate, output";
+  EXPECT_EQ(countNamed(*L, "qa_outputs.lora_A"), 0);
+  EXPECT_NE(L->findTensor("qa_outputs.original_module.weight"), NoTensor);
+  std::string E = llvm::toString(Adapted(G, {"query", "value", "qa_outputs"}).takeError());
+  EXPECT_NE(E.find("'qa_outputs' is both a LoRA target"), std::string::npos) << E;
+  EXPECT_NE(E.find("QUESTION_ANS"), std::string::npos) << E;
+  // Without the task type (the head frozen) all-linear adapts the head: it is not an output
+  // embedding.
+  L = Adapted(G, {"all-linear"}, std::vector<std::string>{});
+  ASSERT_TRUE(static_cast<bool>(L));
+  EXPECT_EQ(countNamed(*L, "qa_outputs.lora_A"), 1);
+  // SEQ_CLS names its head before the injection: a target naming it, and what RoBERTa's
+  // head holds under all-linear, are skipped, not adapted.
+  ConfigVariant Bert("bert-base-uncased", "bert-cls-lora",
+                     {{"architectures", llvm::json::Array{"BertForSequenceClassification"}},
+                      {"num_hidden_layers", 1}});
+  G = importPath(Bert.path(), dims(2, 64));
+  L = Adapted(G, {"query", "value", "classifier"});
+  ASSERT_TRUE(static_cast<bool>(L)) << llvm::toString(L.takeError());
+  EXPECT_EQ(countNamed(*L, "lora_A"), 2);
+  ConfigVariant Roberta("roberta-base", "roberta-cls-lora",
+                        {{"architectures", llvm::json::Array{"RobertaForSequenceClassification"}},
+                         {"num_hidden_layers", 1}});
+  G = importPath(Roberta.path(), dims(2, 64));
+  L = Adapted(G, {"all-linear"});
+  ASSERT_TRUE(static_cast<bool>(L));
+  EXPECT_EQ(countNamed(*L, "classifier.dense.lora_A"), 0);
+  EXPECT_EQ(countNamed(*L, "lora_A"), 6);
+  // DistilBERT's pre_classifier is wrapped by the string's end only: all-linear leaves it
+  // out too, and a config must exclude it.
+  ConfigVariant Distil("distilbert-base-uncased", "distil-cls-lora",
+                       {{"architectures", llvm::json::Array{"DistilBertForSequenceClassification"}},
+                        {"n_layers", 1}});
+  G = importPath(Distil.path(), dims(2, 64));
+  EXPECT_EQ(headLinearsPeftWouldAdapt(G), (std::vector<std::string>{"pre_classifier"}));
+  L = Adapted(G, {"all-linear"});
+  ASSERT_TRUE(static_cast<bool>(L));
+  EXPECT_EQ(countNamed(*L, "pre_classifier.lora_A"), 0);
+  // A module of the user's modules_to_save is not a target either.
+  G = tinyDecoder();
+  L = Adapted(G, {"q_proj", "v_proj"}, std::vector<std::string>{"q_proj"});
+  ASSERT_TRUE(static_cast<bool>(L));
+  EXPECT_EQ(countNamed(*L, "q_proj.lora_A"), 0);
+  EXPECT_EQ(countNamed(*L, "v_proj.lora_A"), 2);
+}
+
 TEST(LoraTransform, AllLinearSaysWhyItFindsNothing) {
   // Only a head: all-linear leaves it out, and says so.
   GraphBuilder B;
@@ -244,6 +308,16 @@ TEST(LoraTransform, QloraStoresBaseLinearsInNf4AndKeepsTheHead) {
   for (const CensusParameter &P : C->Parameters)
     HeadQuantized |= P.Name == "lm_head.weight" && P.Quantized.has_value();
   EXPECT_FALSE(HeadQuantized);
+  // transformers also keeps the module of the model's last parameter: a head whose output
+  // a split or a pooling reads (qa_outputs here) stays in 16 bits.
+  ConfigVariant Qa("bert-base-uncased", "bert-qa-qlora",
+                   {{"architectures", llvm::json::Array{"BertForQuestionAnswering"}},
+                    {"num_hidden_layers", 1}});
+  G = importPath(Qa.path(), dims(2, 64));
+  L = applyLora(G, Q);
+  ASSERT_TRUE(static_cast<bool>(L)) << llvm::toString(L.takeError());
+  EXPECT_EQ(L->Quantized.size(), 6u) << "the layer's six linears; not qa_outputs";
+  EXPECT_FALSE(L->Quantized.count(G.findTensor("qa_outputs.weight")));
 }
 
 TEST(LoraTransform, MixtureOfExpertsRoutersAreNotLinears) {

@@ -643,31 +643,51 @@ llvm::Expected<BoundDims> bindDims(const ImportOptions &Options, const HfModel &
   else if (Options.PaddedBatches)
     InputNames = {"input_ids", "attention_mask"};
   // A misspelt dim (--dim sequence=4096) would otherwise be ignored without a word.
+  const bool Choices = M.Head == HeadKind::MultipleChoice;
   for (const DimBinding &B : Options.Dims)
-    if (B.Name != "batch" && B.Name != "seq")
-      return fileError(File, "--dim " + B.Name + ": a Hugging Face config has the dims batch "
-                             "and seq only");
+    if (B.Name != "batch" && B.Name != "seq" && !(Choices && B.Name == "choices"))
+      return fileError(File, "--dim " + B.Name + ": a Hugging Face config has the dims batch " +
+                                 "and seq only" +
+                                 (B.Name == "choices" ? " (choices: a ...ForMultipleChoice head's)"
+                                                      : ""));
   std::optional<int64_t> Batch = lookupDim(Options, "batch");
   std::optional<int64_t> Seq = lookupDim(Options, "seq");
+  std::optional<int64_t> ChoiceCount = lookupDim(Options, "choices");
   std::optional<InputShape> FromInput;
+  const char *Layout = Choices ? "[batch, choices, seq]" : "[batch, seq]";
   for (const InputShape &In : Options.Inputs) {
     if (llvm::find(InputNames, In.Name) == InputNames.end())
       return fileError(File, "--input names '" + In.Name + "', but this model's inputs are " +
                                  llvm::join(InputNames, ", "));
-    if (In.Dims.size() != 2)
+    if (In.Dims.size() != (Choices ? 3u : 2u))
       return fileError(File, "--input " + In.Name + " has " + std::to_string(In.Dims.size()) +
-                                 " dims; expected 2 ([batch, seq])");
+                                 " dims; expected " + std::to_string(Choices ? 3 : 2) + " (" +
+                                 Layout + ")");
     if (FromInput && FromInput->Dims != In.Dims)
       return fileError(File, "--input " + In.Name + " and --input " + FromInput->Name +
-                                 " differ; every input of this model is [batch, seq]");
+                                 " differ; every input of this model is " + Layout);
     FromInput = In;
     Batch = In.Dims[0];
-    Seq = In.Dims[1];
+    Seq = In.Dims.back();
+    if (Choices)
+      ChoiceCount = In.Dims[1];
   }
   if (Options.MicroBatch) // `--micro-batch` sets dim 0 of every batch input
     Batch = Options.MicroBatch;
   BoundDims D;
   D.Padded = Options.PaddedBatches;
+  if (Choices) {
+    if (!ChoiceCount) {
+      ChoiceCount = 4;
+      Diags.note("dim-default", "choices",
+                 "choices not given; using 4 sequences per row (SWAG's, RACE's); --dim "
+                 "choices=N for another count");
+    }
+    D.Choices = *ChoiceCount;
+    if (D.Choices <= 0)
+      return fileError(File, "dim 'choices' is " + std::to_string(D.Choices) +
+                                 "; expected a positive integer");
+  }
   D.Batch = Batch.value_or(DefaultBatch);
   if (D.Batch <= 0)
     return fileError(File, "dim 'batch' is " + std::to_string(D.Batch) +
@@ -742,6 +762,8 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.Architecture = Obj->getString("model_type").value_or("").str();
   G.OpsetVersion = 17;
   G.Dims = {{"batch", D->Batch}, {"seq", D->Seq}};
+  if (D->Choices > 0)
+    G.Dims.push_back({"choices", D->Choices});
   G.DeclaredTieWordEmbeddings = M->Tie;
   // transformers' causal-LM loss (ForCausalLMLoss) starts with logits.float();
   // BertForMaskedLM calls CrossEntropyLoss on the logits as they are.

@@ -28,14 +28,17 @@ enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
 /// classifier, RoBERTa's classification head on the first token, a decoder's `score` read at
 /// each row's last token that is not padding); TokenClassification: NumLabels logits per
 /// token; QuestionAnswering: `qa_outputs`, two logits per token (an answer's start and end),
-/// each a cross-entropy over the sequence's positions.
+/// each a cross-entropy over the sequence's positions; MultipleChoice (encoders): each of a
+/// row's `choices` sequences scored by a one-output classifier on the pooled encoding, one
+/// cross-entropy over the choices.
 enum class HeadKind {
   CausalLm,
   MaskedLm,
   BaseModel,
   SequenceClassification,
   TokenClassification,
-  QuestionAnswering
+  QuestionAnswering,
+  MultipleChoice
 };
 /// GeluTanhPython is GPT-2's `gelu_new` (Python arithmetic, unfused in eager PyTorch);
 /// GeluTanhFused is F.gelu(approximate="tanh"): the graphs differ so later passes can tell.

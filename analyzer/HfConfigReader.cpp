@@ -178,6 +178,8 @@ HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics 
   if (Arch->ends_with("ForQuestionAnswering") &&
       llvm::is_contained(QaTypes, Obj.getString("model_type").value_or("")))
     return HeadKind::QuestionAnswering;
+  if (Arch->ends_with("ForMultipleChoice") && Family == ArchFamily::Bert)
+    return HeadKind::MultipleChoice;
   if (Arch->ends_with("Model") && !Arch->contains("For") && !Arch->contains("Head"))
     return HeadKind::BaseModel; // LlamaModel, BertModel, ...: no head, no prefix
   Diags.warning("head-assumed", "architectures",
@@ -566,6 +568,20 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                                                               : "MSELoss") +
                      "; modelled as cross-entropy over the " + std::to_string(M.NumLabels) +
                      " logits per row (the losses differ by a few bytes per row)");
+  }
+  if (M.Head == HeadKind::MultipleChoice) {
+    // A classifier of one output per choice; its dropout: BERT's classifier_dropout, else
+    // the hidden dropout (RoBERTa's family: the hidden dropout), DistilBERT's
+    // seq_classif_dropout.
+    M.NumLabels = 1;
+    const double Hidden = R.get("hidden_dropout_prob", 0.1);
+    M.ClassifierDropout = M.DistilBert ? R.get("seq_classif_dropout", 0.2)
+                          : M.Roberta  ? Hidden
+                                       : R.get("classifier_dropout", Hidden);
+    if (M.ClassifierDropout < 0 || M.ClassifierDropout >= 1)
+      R.fail(llvm::formatv("the multiple-choice head's dropout is {0}; expected a probability "
+                           "in [0, 1)",
+                           M.ClassifierDropout));
   }
   if (M.Head == HeadKind::QuestionAnswering) {
     // The encoders' qa_outputs is nn.Linear(hidden, num_labels), split into start and end

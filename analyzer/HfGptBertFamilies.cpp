@@ -131,21 +131,32 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
 /// BertForTokenClassification), and RoBERTa's (HfModel::Roberta) and DistilBERT's
 /// (HfModel::DistilBert) of the same encoder: learned positions (and token types),
 /// post-LayerNorm encoder blocks, padding mask from the `attention_mask` input.
-void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
+void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &Given) {
   const int64_t H = M.Hidden;
+  // A multiple-choice head views its [batch, choices, seq] inputs as batch x choices
+  // sequences (`input_ids.view(-1, seq)`), which the encoder runs as its batch.
+  BoundDims D = Given;
+  if (Given.Choices > 0)
+    D.Batch = Given.Batch * Given.Choices;
   Module Root;
   // RobertaForSequenceClassification and the other heads build RobertaModel without its
   // pooler; BertForSequenceClassification reads BERT's.
   // DistilBERT has none.
   const bool Pooler = !M.DistilBert && (M.Head == HeadKind::BaseModel ||
+                                        M.Head == HeadKind::MultipleChoice ||
                                         (M.Head == HeadKind::SequenceClassification && !M.Roberta));
   Module Base = M.Head == HeadKind::BaseModel ? Root
                 : Root.child(M.Roberta ? "roberta" : M.DistilBert ? "distilbert" : "bert");
-  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  auto Input = [&](const char *Name) {
+    if (Given.Choices == 0)
+      return B.input(Name, {D.Batch, D.Seq});
+    return B.reshape(Root.Scope, B.input(Name, {Given.Batch, Given.Choices, D.Seq}),
+                     {D.Batch, D.Seq});
+  };
+  TensorId Ids = Input("input_ids");
   // RoBERTa's and DistilBERT's tokenizers return no token types (ids and mask).
-  TensorId TokenTypes = M.Roberta || M.DistilBert ? NoTensor
-                                                  : B.input("token_type_ids", {D.Batch, D.Seq});
-  TensorId AttnMask = B.input("attention_mask", {D.Batch, D.Seq});
+  TensorId TokenTypes = M.Roberta || M.DistilBert ? NoTensor : Input("token_type_ids");
+  TensorId AttnMask = Input("attention_mask");
 
   Module Emb = Base.child("embeddings");
   TensorId WordW = B.parameter(Emb.child("word_embeddings").param("weight"), {M.Vocab, H});
@@ -232,6 +243,14 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     Module AttnNorm = Db ? Layer.child("sa_layer_norm") : SelfOut.child("LayerNorm");
     TensorId AttnOut =
         layerNorm(B, AttnNorm, M, B.binary(Db ? Layer.Scope : SelfOut.Scope, "Add", Dense, X));
+    // Python locals past their last use, until the function that binds them returns:
+    // BertAttention's `attention_output` (the context) and BertSelfOutput's `hidden_states`
+    // (the dense output, or its dropout) until the LayerNorm; DistilBERT's block binds the
+    // out_lin output likewise. (Measured: BERT for multiple choice under LoRA, whose frozen
+    // projections keep neither, peaks at the last layer's LayerNorm.)
+    if (!Db)
+      B.holdUntil(Merged, AttnOut);
+    B.holdUntil(Dense, AttnOut);
     Module Inter = Db ? Layer.child("ffn") : Layer.child("intermediate");
     TensorId Up = linear(B, Inter.child(Db ? "lin1" : "dense"), AttnOut, H, M.Intermediate, true);
     TensorId Act = activation(B, Inter.child(Db ? "activation" : "intermediate_act_fn").Scope,
@@ -243,6 +262,13 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     X = layerNorm(B, Db ? Layer.child("output_layer_norm") : Out.child("LayerNorm"), M,
                   B.binary(Db ? Layer.Scope : Out.Scope, "Add", Down, AttnOut),
                   M.Head == HeadKind::BaseModel && L + 1 == M.Layers ? "last_hidden_state" : "");
+    // feed_forward_chunk's `intermediate_output` and BertOutput's `hidden_states` until the
+    // output LayerNorm returns (DistilBERT's ff_chunk rebinds its `x`: only `ffn_output`),
+    // and the layer's `attention_output` until the layer returns.
+    if (!Db)
+      B.holdUntil(Act, X);
+    B.holdUntil(Down, X);
+    B.holdUntil(AttnOut, X);
   }
 
   if (M.Head == HeadKind::BaseModel)
@@ -289,6 +315,22 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
                H);
       return;
     }
+  case HeadKind::MultipleChoice: { // classifier(dropout(pooled)), a score per choice
+    TensorId In = Pooled;
+    if (M.DistilBert) { // relu(pre_classifier(x[:, 0]))
+      TensorId First = B.gather(Root.Scope + "/distilbert", X, B.ints({0}, true), 1);
+      In = B.unary(Root.Scope + "/ReLU", "Relu",
+                   linear(B, Root.child("pre_classifier"), First, H, H, true));
+    }
+    Module Cls = Root.child("classifier");
+    TensorId Dropped = B.dropout(Root.child("dropout").Scope, In, M.ClassifierDropout);
+    TensorId Scores = B.binary(Cls.Scope, "Add",
+                               B.matmul(Cls.Scope, Dropped, B.parameter(Cls.param("weight"), {H, 1})),
+                               B.parameter(Cls.param("bias"), {1}));
+    B.nameNextOutput("logits"); // reshaped_logits: logits.view(-1, num_choices)
+    B.markOutput(B.reshape(Cls.Scope, Scores, {Given.Batch, Given.Choices}));
+    return;
+  }
   case HeadKind::QuestionAnswering: // DistilBERT: qa_outputs(dropout(hidden))
     questionAnsweringHead(B, M, M.DistilBert ? B.dropout(Root.child("dropout").Scope, X,
                                                            M.ClassifierDropout)

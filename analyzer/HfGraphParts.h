@@ -46,6 +46,9 @@ struct BoundDims {
   int64_t Batch = DefaultBatch;
   int64_t Seq = DefaultSeq;
   bool Padded = false; ///< ImportOptions::PaddedBatches
+  /// A multiple-choice head's sequences per row (dim `choices`); 0: none. The encoder runs
+  /// on Batch x Choices sequences.
+  int64_t Choices = 0;
 };
 
 //===-- Blocks shared by the families ---------------------------------------------===//

@@ -34,13 +34,14 @@ ENCODERS = ("bert", "roberta", "xlm-roberta", "distilbert")
 
 
 def head_of(model):
-    """'sequence', 'token', 'qa' or '' (a language-model head): what the labels must look like."""
+    """'sequence', 'token', 'qa', 'choice' or '' (a language-model head): what the labels must look like."""
     name = type(model).__name__
     if hasattr(model, "base_model") and hasattr(model.base_model, "model"):  # a PEFT wrapper
         name = type(model.base_model.model).__name__
     return ("sequence" if name.endswith("ForSequenceClassification")
             else "token" if name.endswith("ForTokenClassification")
-            else "qa" if name.endswith("ForQuestionAnswering") else "")
+            else "qa" if name.endswith("ForQuestionAnswering")
+            else "choice" if name.endswith("ForMultipleChoice") else "")
 
 
 def build(config_path, args):
@@ -60,6 +61,8 @@ def build(config_path, args):
         auto = transformers.AutoModelForTokenClassification
     elif arch.endswith("ForQuestionAnswering"):
         auto = transformers.AutoModelForQuestionAnswering
+    elif arch.endswith("ForMultipleChoice"):
+        auto = transformers.AutoModelForMultipleChoice
     elif model_type in ENCODERS:
         auto = transformers.AutoModelForMaskedLM
     else:
@@ -109,6 +112,8 @@ def main():
     ap.add_argument("--lora-task", default="", choices=["", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"],
                     help="PEFT's task_type: a classifier's head (classifier, score) then trains "
                          "beside the adapters, as a copy (modules_to_save)")
+    ap.add_argument("--choices", type=int, default=4,
+                    help="a multiple-choice head's sequences per row (trainmem's --dim choices)")
     ap.add_argument("--lora-exclude", default="",
                     help="PEFT's exclude_modules: what trainmem's emitted config writes for "
                          "all-linear under TOKEN_CLS / QUESTION_ANS (the head, which PEFT would "
@@ -154,8 +159,10 @@ def main():
         opt = (torch.optim.AdamW(params, lr=1e-4) if args.optimizer == "adamw"
                else torch.optim.SGD(params, lr=1e-2, momentum=0.9))
         gen = torch.Generator().manual_seed(1)
-        ids = torch.randint(0, cfg.vocab_size, (args.batch, args.seq), generator=gen)
         head = head_of(model)
+        # A multiple-choice head reads [batch, choices, seq] and one right choice per row.
+        shape = (args.batch, args.choices, args.seq) if head == "choice" else (args.batch, args.seq)
+        ids = torch.randint(0, cfg.vocab_size, shape, generator=gen)
         # Classification heads take class indices: one per row, or one per token; a
         # question-answering head an answer's span, a start and an end position per row
         # (and nothing else: a tensor left in a local would count as live).
@@ -166,6 +173,8 @@ def main():
         else:
             labels = (torch.randint(0, cfg.num_labels, (args.batch,), generator=gen)
                       if head == "sequence"
+                      else torch.randint(0, args.choices, (args.batch,), generator=gen)
+                      if head == "choice"
                       else torch.randint(0, cfg.num_labels, (args.batch, args.seq), generator=gen)
                       if head == "token" else ids.clone())
             inputs = dict(input_ids=ids, labels=labels)
@@ -177,7 +186,7 @@ def main():
             inputs["attention_mask"] = torch.ones_like(ids)
         if args.pad:
             mask = torch.ones_like(ids)
-            mask[0, args.seq - args.pad:] = 0
+            mask[0, ..., args.seq - args.pad:] = 0
             inputs["attention_mask"] = mask
             if head in ("token", ""):
                 inputs["labels"][0, args.seq - args.pad:] = -100
@@ -226,6 +235,7 @@ def main():
     case = {
         "config": args.config.split("/")[-1],
         "batch": args.batch, "seq": args.seq,
+        "choices": args.choices if head == "choice" else None,
         "precision": "bf16" if args.bf16 else "amp-bf16" if args.amp_bf16 else "fp32",
         "dropout": 0.0 if args.no_dropout else None,
         "checkpoint": "blocks" if args.checkpoint else "none",

@@ -184,6 +184,17 @@ TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
   Cases.push_back({"qwen2-0.5b", "qwen2-qa",
                    {{"architectures", llvm::json::Array{"Qwen2ForQuestionAnswering"}}},
                    494'034'562});
+  // Multiple choice (AutoModelForMultipleChoice): the pooler (DistilBERT's pre_classifier)
+  // and a [hidden, 1] classifier.
+  Cases.push_back({"bert-base-uncased", "bert-mc",
+                   {{"architectures", llvm::json::Array{"BertForMultipleChoice"}}},
+                   109'483'009});
+  Cases.push_back({"roberta-base", "roberta-mc",
+                   {{"architectures", llvm::json::Array{"RobertaForMultipleChoice"}}},
+                   124'646'401});
+  Cases.push_back({"distilbert-base-uncased", "distilbert-mc",
+                   {{"architectures", llvm::json::Array{"DistilBertForMultipleChoice"}}},
+                   66'954'241});
   for (Case &C : Cases) {
     ConfigVariant Config(C.Sample, C.Variant, std::move(C.Edits));
     EXPECT_EQ(parameterCount(importPath(Config.path())), C.Expected) << C.Variant;

@@ -161,3 +161,53 @@ TEST(HfHeads, QuestionAnsweringHeads) {
   EXPECT_TRUE(Warned);
   EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{1, 64, 256000}));
 }
+
+TEST(HfHeads, MultipleChoiceHeads) {
+  // [batch, choices, seq] inputs viewed as batch x choices sequences, the pooled encoding
+  // scored by a one-output classifier, the scores viewed as [batch, choices] logits.
+  ConfigVariant Bert("bert-base-uncased", "bert-mc",
+                     {{"architectures", llvm::json::Array{"BertForMultipleChoice"}}});
+  ImportOptions O = dims(8, 128);
+  O.Dims.push_back({"choices", 5});
+  Graph G = importPath(Bert.path(), O);
+  ASSERT_EQ(G.Inputs.size(), 3u);
+  EXPECT_EQ(G.Tensors[G.Inputs[0]].Shape, (Shape{8, 5, 128}));
+  ASSERT_EQ(G.Outputs.size(), 1u);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{8, 5}));
+  EXPECT_EQ(shapeOf(G, "classifier.weight"), (Shape{768, 1}));
+  EXPECT_EQ(shapeOf(G, "bert.pooler.dense.weight"), (Shape{768, 768}));
+  ASSERT_EQ(G.DropoutAt.size(), 1u);
+  EXPECT_EQ(G.DropoutAt[0].second, 0.1) << "hidden_dropout_prob";
+  EXPECT_TRUE(G.PeftTaskType.empty()) << "PEFT has no multiple-choice task type";
+  ASSERT_EQ(G.Dims.size(), 3u);
+  EXPECT_EQ(G.Dims[2].Name, "choices");
+  EXPECT_EQ(G.Dims[2].Value, 5);
+  // Without the dim: 4, said.
+  G = importPath(Bert.path(), dims(2, 64));
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{2, 4}));
+  bool Noted = false;
+  for (const Diagnostic &D : G.Diags.all())
+    Noted |= D.Code == "dim-default" && D.Message.find("choices") != std::string::npos;
+  EXPECT_TRUE(Noted);
+  // --input gives the three dims.
+  ImportOptions In;
+  In.Inputs.push_back({"input_ids", {3, 2, 32}});
+  G = importPath(Bert.path(), In);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{3, 2}));
+  In.Inputs[0].Dims = {3, 32};
+  std::string E = importError(Bert.path(), In);
+  EXPECT_NE(E.find("expected 3 ([batch, choices, seq])"), std::string::npos) << E;
+  // choices belongs to this head only.
+  ImportOptions Other = dims(2, 64);
+  Other.Dims.push_back({"choices", 4});
+  E = importError(samplePath("bert-base-uncased"), Other);
+  EXPECT_NE(E.find("--dim choices"), std::string::npos) << E;
+  EXPECT_NE(E.find("ForMultipleChoice"), std::string::npos) << E;
+  // DistilBERT: pre_classifier and ReLU on the first token, seq_classif_dropout.
+  ConfigVariant Distil("distilbert-base-uncased", "distilbert-mc",
+                       {{"architectures", llvm::json::Array{"DistilBertForMultipleChoice"}}});
+  G = importPath(Distil.path(), dims(2, 64));
+  EXPECT_EQ(shapeOf(G, "pre_classifier.weight"), (Shape{768, 768}));
+  EXPECT_EQ(G.DropoutAt.back().second, 0.2);
+}

@@ -162,12 +162,13 @@ TEST(HfConfigValidation, ClassificationHeadsAgreeWithTheSimulator) {
   // whole hidden states), RoBERTa's positions numbered from the ids (cumsum) and its head
   // on the first token, a decoder's score read at each row's last non-padding token
   // (argmax), token classifiers, question-answering heads (qa_outputs' logits transposed
-  // and copied to rows); the configs' dropout at the heads' own sites too.
+  // and copied to rows), multiple-choice heads ([batch, choices, seq] inputs viewed as
+  // sequences; 4 choices by default); the configs' dropout at the heads' own sites too.
   for (const char *Name : {"bert-seq-cls", "bert-token-cls", "roberta-seq-cls",
                            "xlm-roberta-token-cls", "tiny-llama-seq-cls",
                            "tiny-llama-token-cls", "gpt2-seq-cls", "distilbert",
                            "distilbert-seq-cls", "distilbert-token-cls", "bert-qa",
-                           "distilbert-qa", "tiny-llama-qa"})
+                           "distilbert-qa", "tiny-llama-qa", "bert-mc", "distilbert-mc"})
   for (const char *Checkpoint : {"none", "blocks"}) {
     // GPT-2 with attention dropout and checkpointed blocks: the executor, running attention
     // as the graph's math ops once it drops out, builds the [batch, 1, seq, seq] causal mask

@@ -19,14 +19,21 @@
 using namespace trainmem;
 using namespace trainmem::testing;
 
+namespace {
+/// G's one output is the loss's "logits", of shape S.
+void expectLogits(const Graph &G, const Shape &S) {
+  ASSERT_EQ(G.Outputs.size(), 1u);
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
+  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, S);
+}
+} // namespace
+
 TEST(HfHeads, ClassificationHeadsAndTheirErrors) {
   // BERT: the pooler, the head's dropout (hidden_dropout_prob), one row of logits each.
   ConfigVariant Bert("bert-base-uncased", "bert-cls",
                      {{"architectures", llvm::json::Array{"BertForSequenceClassification"}}});
   Graph G = importPath(Bert.path(), dims(4, 128));
-  ASSERT_EQ(G.Outputs.size(), 1u);
-  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
-  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{4, 2})) << "2 labels without id2label";
+  expectLogits(G, {4, 2}); // 2 labels without id2label
   EXPECT_EQ(shapeOf(G, "classifier.weight"), (Shape{768, 2}));
   EXPECT_EQ(shapeOf(G, "bert.pooler.dense.weight"), (Shape{768, 768}));
   ASSERT_EQ(G.DropoutAt.size(), 1u);
@@ -113,9 +120,7 @@ TEST(HfHeads, QuestionAnsweringHeads) {
   ConfigVariant Bert("bert-base-uncased", "bert-qa",
                      {{"architectures", llvm::json::Array{"BertForQuestionAnswering"}}});
   Graph G = importPath(Bert.path(), dims(4, 384));
-  ASSERT_EQ(G.Outputs.size(), 1u);
-  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
-  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{8, 384}));
+  expectLogits(G, {8, 384});
   EXPECT_EQ(shapeOf(G, "qa_outputs.weight"), (Shape{768, 2}));
   EXPECT_EQ(shapeOf(G, "qa_outputs.bias"), (Shape{2}));
   EXPECT_EQ(findTensor(G, "bert.pooler.dense.weight"), nullptr);
@@ -172,9 +177,7 @@ TEST(HfHeads, MultipleChoiceHeads) {
   Graph G = importPath(Bert.path(), O);
   ASSERT_EQ(G.Inputs.size(), 3u);
   EXPECT_EQ(G.Tensors[G.Inputs[0]].Shape, (Shape{8, 5, 128}));
-  ASSERT_EQ(G.Outputs.size(), 1u);
-  EXPECT_EQ(G.Tensors[G.Outputs[0]].Name, "logits");
-  EXPECT_EQ(G.Tensors[G.Outputs[0]].Shape, (Shape{8, 5}));
+  expectLogits(G, {8, 5});
   EXPECT_EQ(shapeOf(G, "classifier.weight"), (Shape{768, 1}));
   EXPECT_EQ(shapeOf(G, "bert.pooler.dense.weight"), (Shape{768, 768}));
   ASSERT_EQ(G.DropoutAt.size(), 1u);

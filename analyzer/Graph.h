@@ -224,6 +224,11 @@ struct Graph {
   /// Set by the HF importer (transformers' grouped_mm experts keep the gathered rows and
   /// the sorted expert ids, which a frozen expert weight's matmul does not save).
   std::vector<std::pair<TensorId, TensorId>> LocalHolds;
+  /// Tensors held until the forward returns, the loss computed: a head's forward keeps the
+  /// base model's outputs (`outputs = self.model(...)`), whose last hidden state outlives
+  /// the head's ops (under autocast the head saves only its 16-bit copy). Set by the HF
+  /// importer; the simulator drops them with the model's outputs.
+  std::vector<TensorId> HeldThroughLoss;
   /// The weights of mixture-of-experts routers (an nn.Parameter the router module applies
   /// with F.linear, not an nn.Linear): PEFT's `all-linear` does not adapt them, nor can a
   /// target name (PEFT refuses the module). Set by the HF importer.

@@ -345,9 +345,12 @@ TensorId attention(OnnxGraphBuilder &B, const std::string &S, TensorId Q, Tensor
 TensorId gatedMlp(OnnxGraphBuilder &B, const Module &Mlp, const HfModel &M, TensorId X,
                   int64_t Width) {
   const int64_t H = M.Hidden;
+  // down_proj(act_fn(gate_proj(x)) * up_proj(x)): Python evaluates the activation before
+  // up_proj, so its output is live through up_proj (measured: LLaMA with LoRA on every
+  // linear in bf16, checkpointed, peaks in the MLP's recomputation with it).
   TensorId Gate = linear(B, Mlp.child("gate_proj"), X, H, Width, M.MlpBias);
-  TensorId Up = linear(B, Mlp.child("up_proj"), X, H, Width, M.MlpBias);
   TensorId Act = activation(B, Mlp.child("act_fn").Scope, Gate, M.Act);
+  TensorId Up = linear(B, Mlp.child("up_proj"), X, H, Width, M.MlpBias);
   return linear(B, Mlp.child("down_proj"), B.binary(Mlp.Scope, "Mul", Act, Up), Width, H,
                 M.MlpBias);
 }
@@ -372,6 +375,7 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
     B.markOutput(X);
     return;
   }
+  B.holdThroughLoss(X); // the head's `outputs`, holding last_hidden_state
   const Module Root;
   if (M.Head == HeadKind::QuestionAnswering) {
     questionAnsweringHead(B, M, X);
@@ -454,7 +458,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   // LlamaForQuestionAnswering, Qwen2's, Qwen3's and Qwen3-MoE's keep the base model as
   // `transformer` (their base_model_prefix, for old checkpoints); every other head, `model`.
   static constexpr llvm::StringLiteral QaTransformerTypes[] = {"llama", "qwen2", "qwen3",
-                                                               "qwen3_moe"};
+                                                               "qwen3_moe", "smollm3"};
   const bool QaTransformer = M.Head == HeadKind::QuestionAnswering &&
                              llvm::is_contained(QaTransformerTypes, M.ModelType);
   auto [Base, Embed, EmbedW, Padding, X, Ids] =
@@ -550,14 +554,17 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
         K = Project("k_proj", M.KvHeads, "k_norm");
         V = Project("v_proj", M.KvHeads);
       }
-      TensorId CosL = B.unsqueeze(AS, Sliding ? LocalCos : Cos, {1});
-      TensorId SinL = B.unsqueeze(AS, Sliding ? LocalSin : Sin, {1});
-      if (M.GptOss) {
-        Q = applyHalfRotary(B, AS, Q, CosL, SinL);
-        K = applyHalfRotary(B, AS, K, CosL, SinL);
-      } else {
-        Q = applyRotary(B, AS, Q, CosL, SinL, M.RopeInFp32);
-        K = applyRotary(B, AS, K, CosL, SinL, M.RopeInFp32);
+      // SmolLM3's NoPE layers attend with the projections as they are.
+      if (M.NoRopeLayers.empty() || !M.NoRopeLayers[static_cast<size_t>(L)]) {
+        TensorId CosL = B.unsqueeze(AS, Sliding ? LocalCos : Cos, {1});
+        TensorId SinL = B.unsqueeze(AS, Sliding ? LocalSin : Sin, {1});
+        if (M.GptOss) {
+          Q = applyHalfRotary(B, AS, Q, CosL, SinL);
+          K = applyHalfRotary(B, AS, K, CosL, SinL);
+        } else {
+          Q = applyRotary(B, AS, Q, CosL, SinL, M.RopeInFp32);
+          K = applyRotary(B, AS, K, CosL, SinL, M.RopeInFp32);
+        }
       }
       markKvCache(B, K, V);
       TensorId Sinks = M.GptOss ? B.parameter(Attn.param("sinks"), {M.Heads}) : NoTensor;

@@ -89,6 +89,8 @@ struct HfModel {
   bool QkNormTransposed = false, SandwichNorms = false;
   double AttnScalar = 0; ///< 0: head_dim
   std::vector<bool> SlidingLayers;
+  /// SmolLM3: the layers that apply no rotary (NoPE); empty: every layer rotates.
+  std::vector<bool> NoRopeLayers;
   double LocalRopeTheta = 10000.0;
   /// Gemma 3: each layer type has its rotary tables, the sliding layers' at
   /// LocalRopeTheta; Gemma 2 shares one table between them.

@@ -18,8 +18,8 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert, "
-    "roberta, xlm-roberta, camembert, distilbert";
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, gpt2, gpt_neox, "
+    "bert, roberta, xlm-roberta, camembert, distilbert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -115,6 +115,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"deepseek_v2", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"deepseek_v3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"granite", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
+    {"smollm3", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", true},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
@@ -174,7 +175,8 @@ HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics 
   // cannot name one that loads).
   static constexpr llvm::StringLiteral QaTypes[] = {
       "llama", "mistral", "mixtral", "qwen2",   "qwen2_moe",   "qwen3",     "qwen3_moe",
-      "gpt2",  "gpt_neox", "bert",   "roberta", "xlm-roberta", "camembert", "distilbert"};
+      "gpt2",  "gpt_neox", "bert",   "roberta", "xlm-roberta", "camembert", "distilbert",
+      "smollm3"};
   if (Arch->ends_with("ForQuestionAnswering") &&
       llvm::is_contained(QaTypes, Obj.getString("model_type").value_or("")))
     return HeadKind::QuestionAnswering;
@@ -274,6 +276,42 @@ void readGemma(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M,
   if (R.get("use_bidirectional_attention", false))
     Diags.warning("unsupported-field", "use_bidirectional_attention",
                   "bidirectional attention is not modelled; causal masks assumed");
+}
+
+/// SmolLM3Config's fields past the LLaMA family's: the layers without rotary (NoPE:
+/// `no_rope_layers`, 1 where a layer rotates, or every no_rope_layer_interval-th layer
+/// without, default 4), the rotary base (default 2,000,000), and with use_sliding_window a
+/// window on the layers `layer_types` names (by default the NoPE ones).
+void readSmolLm3(ConfigReader &R, const llvm::json::Object &Obj, HfModel &M) {
+  M.RopeTheta = 2'000'000.0;
+  const size_t Layers = static_cast<size_t>(std::max<int64_t>(M.Layers, 0));
+  M.NoRopeLayers.assign(Layers, false);
+  if (const llvm::json::Array *Given = Obj.getArray("no_rope_layers")) {
+    if (Given->size() != Layers)
+      R.fail(llvm::formatv("field 'no_rope_layers' has {0} entries; expected one per layer "
+                           "({1})",
+                           Given->size(), Layers));
+    for (size_t I = 0; I < Given->size() && I < Layers; ++I) {
+      std::optional<int64_t> Uses = (*Given)[I].getAsInteger();
+      if (!Uses || (*Uses != 0 && *Uses != 1))
+        R.fail(llvm::formatv("field 'no_rope_layers' entry {0}: expected 1 (rotary) or 0 "
+                             "(none)",
+                             I));
+      else
+        M.NoRopeLayers[I] = *Uses == 0;
+    }
+  } else {
+    const int64_t Interval = R.size({"no_rope_layer_interval"}, "the NoPE layer interval", 4);
+    for (size_t I = 0; I < Layers; ++I)
+      M.NoRopeLayers[I] = (static_cast<int64_t>(I) + 1) % Interval == 0;
+  }
+  if (R.get("use_sliding_window", false) && Obj.getInteger("sliding_window")) {
+    M.SlidingWindow = *Obj.getInteger("sliding_window");
+    if (Obj.getArray("layer_types"))
+      readLayerTypes(R, Obj, M, 1);
+    else
+      M.SlidingLayers = M.NoRopeLayers;
+  }
 }
 
 /// GptOssConfig's fields past the LLaMA family's and the experts' (readMoe): the layer
@@ -627,7 +665,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
       M.QkvBias = R.get("qkv_bias", true);
     } else if (M.ModelType != "mistral" && M.ModelType != "mixtral" && M.ModelType != "phi3") {
       M.QkvBias = M.OutBias = R.get("attention_bias", M.ModelType == "gpt_oss");
-      M.MlpBias = M.ModelType == "llama" && R.get("mlp_bias", false);
+      M.MlpBias = (M.ModelType == "llama" || M.ModelType == "smollm3") &&
+                  R.get("mlp_bias", false);
     }
     M.GemmaNorm =
         M.ModelType == "gemma" || M.ModelType == "gemma2" || M.ModelType == "gemma3_text";
@@ -657,6 +696,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
         M.ModelType.ends_with("_moe"))
       readMoe(R, Obj, M, Diags);
     M.FusedQkv = M.FusedGateUp = M.ModelType == "phi3";
+    if (M.ModelType == "smollm3")
+      readSmolLm3(R, Obj, M);
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
     readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",
              1.0);

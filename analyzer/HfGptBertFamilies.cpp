@@ -273,6 +273,8 @@ void buildBert(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &Given) {
 
   if (M.Head == HeadKind::BaseModel)
     B.markOutput(X);
+  else
+    B.holdThroughLoss(X); // the head's `outputs`, holding last_hidden_state
   TensorId Pooled = NoTensor;
   if (Pooler) {
     // BertPooler: tanh(dense(hidden[:, 0])). A Linear on a 2-D input exports as Gemm with

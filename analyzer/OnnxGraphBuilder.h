@@ -63,6 +63,8 @@ public:
   }
   /// Holds T until the op that makes Until has run (Graph::LocalHolds).
   void holdUntil(TensorId T, TensorId Until) { G.LocalHolds.emplace_back(T, Until); }
+  /// Holds T until the forward returns (Graph::HeldThroughLoss).
+  void holdThroughLoss(TensorId T) { G.HeldThroughLoss.push_back(T); }
   /// Marks W as a mixture-of-experts router's weight (Graph::RouterWeights).
   void routerWeight(TensorId W) { G.RouterWeights.push_back(W); }
   /// Puts the node added last, which produced Out, in Domain (an op outside the default

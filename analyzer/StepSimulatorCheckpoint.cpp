@@ -250,6 +250,8 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
   }
   for (TensorId T : HeldPastStop)
     ReleaseHold(T);
+  // The recomputation ran in an autocast context of its own, which frees its cast cache.
+  clearAutocastCache();
   if (Rng != NoStorage)
     Mem.release(Rng);
 }

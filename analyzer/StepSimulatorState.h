@@ -15,6 +15,7 @@
 #include "analyzer/OpMemoryRules.h"
 
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/SmallVector.h"
@@ -534,6 +535,15 @@ private:
   /// The key/value cache the forward fills (Graph::TrainingKvCache): copies that live
   /// until the caller drops the model's outputs, which hold the cache.
   std::vector<StorageId> KvCacheHeld;
+  /// Autocast's cast cache: the 16-bit copy of each fp32 weight that requires grad, made at
+  /// its first autocast op and reused until the autocast context exits (the forward's end,
+  /// or a checkpointed segment's recomputation). By the weight's storage.
+  llvm::SmallDenseMap<StorageId, StorageId, 16> AutocastCache;
+  void clearAutocastCache() {
+    for (auto [Weight, Copy] : AutocastCache)
+      Mem.release(Copy);
+    AutocastCache.clear();
+  }
   void fillKvCache(size_t OpI, size_t From, size_t To, const std::string &Phase);
   /// torch.get_rng_state() on CPU: the mt19937 state as a uint8 tensor.
   static constexpr int64_t CpuRngStateBytes = 5056;

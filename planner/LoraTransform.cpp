@@ -77,8 +77,8 @@ std::string lastComponent(const std::string &Module) {
 std::vector<std::string> defaultLoraTargets(const Graph &G) {
   // peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING. A
   // Hugging Face model type missing from it (peft 0.21: phi3, olmo2, granite, qwen2_moe,
-  // qwen3_moe, olmoe, gpt_oss, deepseek_v2, deepseek_v3, distilbert, camembert; measured for
-  // distilbert) has no default: get_peft_model
+  // qwen3_moe, olmoe, gpt_oss, deepseek_v2, deepseek_v3, distilbert, camembert, smollm3;
+  // measured for distilbert) has no default: get_peft_model
   // raises, so the user must name the modules here too (measured for gpt_oss with peft
   // 0.21.2: "Please specify `target_modules`"). So does mixtral's, measured with peft 0.21.2
   // and transformers 5.24 (its conversion of v4 configs for v5's fused experts leaves it no
@@ -89,7 +89,7 @@ std::vector<std::string> defaultLoraTargets(const Graph &G) {
        G.Architecture == "qwen3_moe" || G.Architecture == "olmoe" ||
        G.Architecture == "gpt_oss" || G.Architecture == "deepseek_v2" ||
        G.Architecture == "deepseek_v3" || G.Architecture == "distilbert" ||
-       G.Architecture == "camembert"))
+       G.Architecture == "camembert" || G.Architecture == "smollm3"))
     return {};
   std::set<std::string> Names;
   for (const LinearSite &S : linearSites(G))

@@ -64,6 +64,10 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"distilbert-base-uncased", 66'985'530},
     // AutoModelForSequenceClassification: RoBERTa's classification head, three labels.
     {"roberta-base-sentiment", 124'647'939},
+    // AutoModelForQuestionAnswering: RoBERTa without its pooler, qa_outputs.
+    {"roberta-base-squad2", 124'056'578},
+    // SmolLM3Config's defaults (SmolLM3-3B's shape), the embedding tied.
+    {"smollm3-3b", 3'075'098'624},
 };
 
 } // namespace
@@ -534,7 +538,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});
@@ -901,4 +905,31 @@ TEST(HfConfigImporter, DeepSeekRoutingFieldsAreChecked) {
   ConfigVariant Rope("deepseek-v3", "ds-rope", {{"qk_rope_head_dim", 63}});
   E = importError(Rope.path());
   EXPECT_NE(E.find("'qk_rope_head_dim' is 63; expected an even width"), std::string::npos) << E;
+}
+
+TEST(HfConfigImporter, SmolLm3SkipsTheRotaryInItsNoPeLayers) {
+  // no_rope_layer_interval 4 (the default): layers 3, 7, ... attend without rotary, the
+  // others rotate q and k as LLaMA's do; no_rope_layers says it per layer.
+  auto RotaryNegs = [](const Graph &G, int Layer) { // rotate_half's negation, q's and k's
+    int N = 0;
+    std::string Scope = "/model/layers." + std::to_string(Layer) + "/self_attn/";
+    for (const Node &Nd : G.Nodes)
+      N += llvm::StringRef(Nd.Name).startswith(Scope) && Nd.OpType == "Neg";
+    return N;
+  };
+  Graph G = importSample("smollm3-3b", dims(1, 64));
+  EXPECT_GT(RotaryNegs(G, 0), 0);
+  EXPECT_EQ(RotaryNegs(G, 3), 0);
+  EXPECT_EQ(RotaryNegs(G, 4), RotaryNegs(G, 0));
+  ConfigVariant Given("smollm3-3b", "smollm3-nope-given",
+                      {{"num_hidden_layers", 2}, {"no_rope_layers", llvm::json::Array{0, 1}}});
+  G = importPath(Given.path(), dims(1, 64));
+  EXPECT_EQ(RotaryNegs(G, 0), 0);
+  EXPECT_GT(RotaryNegs(G, 1), 0);
+  ConfigVariant Short("smollm3-3b", "smollm3-nope-short",
+                      {{"num_hidden_layers", 2}, {"no_rope_layers", llvm::json::Array{1}}});
+  std::string E = importError(Short.path(), dims(1, 64));
+  EXPECT_NE(E.find("field 'no_rope_layers' has 1 entries; expected one per layer (2)"),
+            std::string::npos)
+      << E;
 }

@@ -82,8 +82,9 @@ TEST(LoraTransform, HfModelTypesPeftHasNoDefaultForNeedTargets) {
   std::string E = loraError(G, {});
   EXPECT_NE(E.find("no PEFT default for this model"), std::string::npos) << E;
   EXPECT_NE(E.find("q_proj"), std::string::npos) << "the error lists the linear layers: " << E;
-  // Nor has it one for gpt-oss (measured: get_peft_model raises) or DeepSeek-V3.
-  for (const char *Type : {"gpt_oss", "deepseek_v3", "distilbert"}) {
+  // Nor has it one for gpt-oss (measured: get_peft_model raises), DeepSeek-V3, DistilBERT or
+  // SmolLM3 (measured).
+  for (const char *Type : {"gpt_oss", "deepseek_v3", "distilbert", "smollm3"}) {
     G.Architecture = Type;
     EXPECT_TRUE(defaultLoraTargets(G).empty()) << Type;
   }

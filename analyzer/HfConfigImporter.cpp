@@ -361,7 +361,7 @@ void questionAnsweringHead(OnnxGraphBuilder &B, const HfModel &M, TensorId X) {
   // seq] and reshaped to rows: not a view of that layout, so one copy with the bytes of
   // the two contiguous ones.
   const Module Qa = Module().child("qa_outputs");
-  const Shape &XS = B.shape(X);
+  const Shape XS = B.shape(X); // a copy: the builder's tensors move as the head adds its own
   TensorId Logits = linear(B, Qa, X, M.Hidden, 2, true);
   TensorId ByEnd = B.transpose(Qa.Scope, Logits, {2, 0, 1});
   B.nameNextOutput("logits");

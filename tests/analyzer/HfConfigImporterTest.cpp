@@ -95,12 +95,7 @@ TEST(HfConfigImporter, ParameterCountsOfTheLargeLlamaConfigs) {
 TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
   // Same measurement as above with the edited config (AutoModel for the *Model
   // architectures, which have no head and no "model." prefix).
-  struct Case {
-    std::string Sample, Variant;
-    FieldEdits Edits;
-    int64_t Expected;
-  };
-  std::vector<Case> Cases;
+  std::vector<VariantCount> Cases;
   Cases.push_back({"bert-base-uncased", "bert-model",
                    {{"architectures", llvm::json::Array{"BertModel"}}}, 109'482'240});
   Cases.push_back({"bert-base-uncased", "bert-untied", {{"tie_word_embeddings", false}},
@@ -116,93 +111,7 @@ TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
   Cases.push_back({"pythia-160m", "neox-serial", {{"use_parallel_residual", false}},
                    162'322'944});
   Cases.push_back({"pythia-160m", "neox-tied", {{"tie_word_embeddings", true}}, 123'689'472});
-  // Classification heads (AutoModelForSequenceClassification / ...TokenClassification):
-  // the classes are id2label's size (2 without one).
-  auto Labels = [](int N) {
-    llvm::json::Object O;
-    for (int I = 0; I < N; ++I)
-      O[std::to_string(I)] = "L" + std::to_string(I);
-    return O;
-  };
-  Cases.push_back({"bert-base-uncased", "bert-seq-cls",
-                   {{"architectures", llvm::json::Array{"BertForSequenceClassification"}},
-                    {"id2label", Labels(3)}},
-                   109'484'547});
-  Cases.push_back({"bert-base-uncased", "bert-token-cls",
-                   {{"architectures", llvm::json::Array{"BertForTokenClassification"}},
-                    {"id2label", Labels(9)}},
-                   108'898'569});
-  Cases.push_back({"roberta-base", "roberta-seq-cls",
-                   {{"architectures", llvm::json::Array{"RobertaForSequenceClassification"}}},
-                   124'647'170});
-  Cases.push_back({"xlm-roberta-base", "xlmr-token-cls",
-                   {{"architectures", llvm::json::Array{"XLMRobertaForTokenClassification"}},
-                    {"id2label", Labels(7)}},
-                   277'458'439});
-  Cases.push_back({"tiny-llama", "llama-seq-cls",
-                   {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}},
-                    {"pad_token_id", 0}},
-                   125'376});
-  Cases.push_back({"tiny-llama", "llama-token-cls",
-                   {{"architectures", llvm::json::Array{"LlamaForTokenClassification"}},
-                    {"id2label", Labels(5)}},
-                   125'573});
-  Cases.push_back({"gpt2", "gpt2-seq-cls",
-                   {{"architectures", llvm::json::Array{"GPT2ForSequenceClassification"}},
-                    {"pad_token_id", 50256}},
-                   124'441'344});
-  Cases.push_back({"pythia-160m", "neox-seq-cls",
-                   {{"architectures", llvm::json::Array{"GPTNeoXForSequenceClassification"}},
-                    {"pad_token_id", 0}},
-                   123'691'008});
-  // A reward model: one label, Qwen2's tied embedding without a head to tie.
-  Cases.push_back({"qwen2-0.5b", "qwen2-reward",
-                   {{"architectures", llvm::json::Array{"Qwen2ForSequenceClassification"}},
-                    {"id2label", Labels(1)},
-                    {"pad_token_id", 151643}},
-                   494'033'664});
-  // Two classes: BERT's [2, 768] token types and the [768, 2] classifier are two
-  // parameters (the census merged them as a tied pair by their shapes).
-  Cases.push_back({"bert-base-uncased", "bert-seq-cls-2",
-                   {{"architectures", llvm::json::Array{"BertForSequenceClassification"}}},
-                   109'483'778});
-  // Question answering (AutoModelForQuestionAnswering): qa_outputs, [hidden, 2] and a bias.
-  Cases.push_back({"bert-base-uncased", "bert-qa",
-                   {{"architectures", llvm::json::Array{"BertForQuestionAnswering"}}},
-                   108'893'186});
-  Cases.push_back({"roberta-base", "roberta-qa",
-                   {{"architectures", llvm::json::Array{"RobertaForQuestionAnswering"}}},
-                   124'056'578});
-  Cases.push_back({"distilbert-base-uncased", "distilbert-qa",
-                   {{"architectures", llvm::json::Array{"DistilBertForQuestionAnswering"}}},
-                   66'364'418});
-  Cases.push_back({"tiny-llama", "llama-qa",
-                   {{"architectures", llvm::json::Array{"LlamaForQuestionAnswering"}}},
-                   125'378});
-  Cases.push_back({"gpt2", "gpt2-qa",
-                   {{"architectures", llvm::json::Array{"GPT2ForQuestionAnswering"}}},
-                   124'441'346});
-  Cases.push_back({"pythia-160m", "neox-qa",
-                   {{"architectures", llvm::json::Array{"GPTNeoXForQuestionAnswering"}}},
-                   123'691'010});
-  Cases.push_back({"qwen2-0.5b", "qwen2-qa",
-                   {{"architectures", llvm::json::Array{"Qwen2ForQuestionAnswering"}}},
-                   494'034'562});
-  // Multiple choice (AutoModelForMultipleChoice): the pooler (DistilBERT's pre_classifier)
-  // and a [hidden, 1] classifier.
-  Cases.push_back({"bert-base-uncased", "bert-mc",
-                   {{"architectures", llvm::json::Array{"BertForMultipleChoice"}}},
-                   109'483'009});
-  Cases.push_back({"roberta-base", "roberta-mc",
-                   {{"architectures", llvm::json::Array{"RobertaForMultipleChoice"}}},
-                   124'646'401});
-  Cases.push_back({"distilbert-base-uncased", "distilbert-mc",
-                   {{"architectures", llvm::json::Array{"DistilBertForMultipleChoice"}}},
-                   66'954'241});
-  for (Case &C : Cases) {
-    ConfigVariant Config(C.Sample, C.Variant, std::move(C.Edits));
-    EXPECT_EQ(parameterCount(importPath(Config.path())), C.Expected) << C.Variant;
-  }
+  expectParameterCounts(std::move(Cases));
 }
 
 TEST(HfConfigImporter, TinyLlamaStateDictMatchesTransformers) {

@@ -148,6 +148,20 @@ private:
   std::string Path;
 };
 
+/// A sample config edited, and the parameter count transformers gives for it.
+struct VariantCount {
+  std::string Sample, Variant;
+  FieldEdits Edits;
+  int64_t Expected;
+};
+
+/// Each variant imported (default dims) counts the parameters transformers counts.
+inline void expectParameterCounts(std::vector<VariantCount> Cases) {
+  for (VariantCount &C : Cases) {
+    ConfigVariant Config(C.Sample, C.Variant, std::move(C.Edits));
+    EXPECT_EQ(parameterCount(importPath(Config.path())), C.Expected) << C.Variant;
+  }
+}
 
 } // namespace trainmem::testing
 

@@ -235,6 +235,9 @@ struct Graph {
   std::vector<TensorId> RouterWeights;
   /// Tensors a strategy added as trainable adapters (LoRA A and B).
   std::vector<TensorId> AdapterParameters;
+  /// Per adapted linear: {its base output, the adapter's sum that replaces it for every
+  /// reader} (what the module returns, and what a dropout after the module drops).
+  std::vector<std::pair<TensorId, TensorId>> AdapterSums;
   /// A classification or question-answering head (HF configs): PEFT's task type for it
   /// ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"), which trains the head's modules
   /// (`classifier`, `score`, `qa_outputs`) beside the adapters.

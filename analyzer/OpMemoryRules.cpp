@@ -92,24 +92,16 @@ std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &
       // resid_drop / mlp.drop: a projection whose only reader is the residual sum, maybe
       // through a reshape (GPT-2's Conv1D computes addmm on [batch * seq, width] and views
       // the result back). A LoRA-adapted projection's output is its adapter's sum
-      // (LoraTransform: the base output read by the sum's Add and its CastLike), which is
-      // what drops out (measured: BERT with LoRA on every linear lost its dropout masks).
+      // (Graph::AdapterSums), which is what drops out (measured: BERT with LoRA on every
+      // linear lost its dropout masks).
       TensorId Fed = Out;
       size_t SiteOp = I;
-      if (const std::vector<NodeId> &Readers = Consumers(Out); Readers.size() == 2) {
-        auto Named = [&](NodeId N, llvm::StringRef Op) {
-          return G.Nodes[N].OpType == Op && llvm::StringRef(G.Nodes[N].Name).endswith(
-                                                ("/lora/" + Op).str());
-        };
-        const bool AddFirst = Named(Readers[0], "Add");
-        const Node &Sum = G.Nodes[Readers[AddFirst ? 1 : 0]];
-        if (Named(Readers[AddFirst ? 0 : 1], "Add") && Named(Readers[AddFirst ? 1 : 0], "CastLike") &&
-            !Sum.Outputs.empty() && Sum.Outputs[0] != NoTensor &&
-            ProducerOp[Sum.Outputs[0]] >= 0) {
-          Fed = Sum.Outputs[0];
-          SiteOp = size_t(ProducerOp[Fed]);
+      for (auto [BaseOut, Sum] : G.AdapterSums)
+        if (BaseOut == Out && ProducerOp[Sum] >= 0) {
+          Fed = Sum;
+          SiteOp = size_t(ProducerOp[Sum]);
+          break;
         }
-      }
       if (Consumers(Fed).size() != 1)
         continue;
       const TensorId LinearOut = Fed;

@@ -110,8 +110,8 @@ def main():
                     help="comma-separated module names for PEFT's target_modules (default: PEFT's for "
                          "the architecture; Phi-3 has none)")
     ap.add_argument("--lora-task", default="", choices=["", "SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS"],
-                    help="PEFT's task_type: a classifier's head (classifier, score) then trains "
-                         "beside the adapters, as a copy (modules_to_save)")
+                    help="PEFT's task_type: a classifier's head (classifier, score) or qa_outputs "
+                         "then trains beside the adapters, as a copy (modules_to_save)")
     ap.add_argument("--choices", type=int, default=4,
                     help="a multiple-choice head's sequences per row (trainmem's --dim choices)")
     ap.add_argument("--lora-exclude", default="",

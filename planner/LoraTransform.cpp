@@ -361,6 +361,7 @@ llvm::Expected<Graph> applyLora(const Graph &Base, const LoraSetup &Lora) {
       NewNodes.push_back(std::move(Nd));
     }
     Redirect[S.Output] = Sum; // a base tensor: ids below Base.Tensors.size()
+    G.AdapterSums.emplace_back(S.Output, Sum);
     if (Y.IsGraphOutput) {
       G.Tensors[S.Output].IsGraphOutput = false;
       G.Tensors[Sum].IsGraphOutput = true;

@@ -594,8 +594,12 @@ OpMemoryRule memoryRuleFor(const SimOp &Op, const RuleContext &Ctx) {
     const Tensor &T = Ctx.G.Tensors[X];
     int64_t Rows = T.Shape.empty() ? 1 : T.numElements() / T.Shape.back();
     // CUDA keeps the statistics in the accumulation type (fp32); the CPU kernel in the
-    // input's dtype.
-    int64_t StatBytes = Ctx.Cpu ? dtypeBytes(Ctx.TypeOf[X], 1) : 4;
+    // input's dtype, or in fp32 when a 16-bit input meets fp32 weights (its "mixed type",
+    // as CPU autocast runs LayerNorm: measured, Phi's per-head q and k norms on bf16
+    // projections under autocast kept fp32 statistics).
+    const TensorId Wt = In(1);
+    const bool Mixed = Wt != NoTensor && Ctx.TypeOf[Wt] == DType::Float32;
+    int64_t StatBytes = Ctx.Cpu && !Mixed ? dtypeBytes(Ctx.TypeOf[X], 1) : 4;
     SaveIn(0);
     SaveExtra(Rows * StatBytes, "mean");
     SaveExtra(Rows * StatBytes, "rstd");

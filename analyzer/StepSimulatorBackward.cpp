@@ -227,6 +227,10 @@ void Simulator::backward() {
       }
       Mem.release(D->second);
       DropoutMasks.erase(D);
+      if (T == EmbeddingLeaf && LeafUnderDropout != NoStorage) {
+        Mem.release(LeafUnderDropout); // the gradient has reached the leaf
+        LeafUnderDropout = NoStorage;
+      }
     }
     bool AnyOutGrad = false;
     for (TensorId O : Op.Outputs)

@@ -110,12 +110,21 @@ void Simulator::planCheckpoints() {
                   "(names like h.0 or layers.3); simulated without checkpointing");
 }
 
+bool Simulator::dropsOutSaved(size_t OpI) const {
+  if (!Dropouts.count(OpI) || Ops[OpI].Outputs.empty())
+    return false;
+  const TensorId T = Ops[OpI].Outputs[0];
+  return T != NoTensor && Ctx.RequiresGrad[T];
+}
+
 size_t Simulator::recomputeStop(size_t Seg) {
   const Segment &S = Segments[Seg];
   size_t Last = S.Last;
   if (!Ctx.Torch2)
     return Last;
   auto SavesSomething = [&](size_t I) {
+    if (dropsOutSaved(I))
+      return true;
     bool AnyGrad = false;
     for (TensorId In : Ops[I].Inputs)
       AnyGrad |= In != NoTensor && Ctx.RequiresGrad[In];
@@ -141,9 +150,11 @@ void Simulator::recompute(size_t Seg, const std::string &Phase) {
     // Autograd packs an op's inputs before its kernel runs and its outputs after: when
     // the last op saves inputs only (a linear keeps its input and weight), the
     // recomputation stops as it packs them, before that op allocates its output.
-    StopBeforeLast = llvm::none_of(ruleFor(Last).Saved, [](const SavedItem &Item) {
-      return Item.What != SavedItem::Input;
-    });
+    // A dropout after it packs its mask once the op has run.
+    StopBeforeLast = !dropsOutSaved(Last) &&
+                     llvm::none_of(ruleFor(Last).Saved, [](const SavedItem &Item) {
+                       return Item.What != SavedItem::Input;
+                     });
   }
   for (size_t I = S.First; I <= S.Last; ++I) {
     for (TensorId In : Ops[I].Inputs)

@@ -647,6 +647,15 @@ void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {
   StorageId Out = Mem.alloc(Tn.bytesAs(Ctx.TypeOf[T]), Cat::Temporaries, llvm::Twine(Tn.Name) + " (dropout)",
                             "Dropout", Ops[OpI].Layer, Ctx.TypeOf[T], Tn.Shape);
   Mem.point(Phase, llvm::Twine(Ops[OpI].Name) + " dropout", Ops[OpI].Layer);
+  if (Saved && T == EmbeddingLeaf && Values[T].Held) {
+    // A frozen embedding's output that requires grad (EmbeddingLeaf) dropped out: the
+    // leaf's AccumulateGrad node, fed by the dropout's backward, keeps the tensor before
+    // the dropout (measured: Phi with embd_pdrop, LoRA and checkpointing saved it).
+    Mem.retain(In);
+    if (Mem[In].Category == Cat::Temporaries)
+      Mem.recategorize(In, Cat::Activations);
+    LeafUnderDropout = In;
+  }
   Layout L = Values[T].L;
   dropValue(T);
   int Uses = Values[T].PendingUses;

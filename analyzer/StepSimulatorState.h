@@ -420,6 +420,10 @@ private:
   /// recomputation starts when the backward first unpacks one and stops once all are
   /// saved again); with the reentrant one, the segment's last op.
   size_t recomputeStop(size_t Seg);
+  /// Whether a dropout follows op OpI and saves its mask for the backward (what it drops
+  /// requires grad): the op then saves something, whatever its own rule says (a LoRA
+  /// adapter's closing cast, dropped out as the block's residual branch).
+  bool dropsOutSaved(size_t OpI) const;
   void leaveCheckpoint(size_t Seg);
   void applyDropout(size_t OpI, bool Save, const std::string &Phase);
   void loss();
@@ -506,6 +510,8 @@ private:
   /// first consumer's backward holds it until that backward (propagateRequiresGrad).
   TensorId EmbeddingLeaf = NoTensor;
   size_t EmbeddingLeafConsumer = SIZE_MAX; ///< the first op that reads EmbeddingLeaf
+  /// EmbeddingLeaf's storage before a dropout of it, held until the dropout's backward.
+  StorageId LeafUnderDropout = NoStorage;
   StorageId LogSoftmax = NoStorage, TotalWeight = NoStorage, LossValue = NoStorage;
   StorageId LossTarget = NoStorage; ///< shifted labels nll_loss keeps (Graph::LossShiftsLabels)
   int64_t LossRows = 0, LossClasses = 0;

@@ -1,5 +1,6 @@
 //===- AutocastCopiesTest.cpp - copies a matmul makes of its operands ------------===//
 #include "analyzer/ParameterCensus.h"
+#include "analyzer/OpMemoryRules.h"
 #include "analyzer/StepSimulator.h"
 #include "support/GraphBuilder.h"
 
@@ -74,4 +75,36 @@ TEST(AutocastCopies, OnTheCpuAMixedDtypeBinaryOpCopiesTheNarrowerOperand) {
   EXPECT_EQ(LiveAt(DeviceKind::Cpu, "/mixed/Add") - LiveAt(DeviceKind::Cuda, "/mixed/Add"),
             64 * 128 * 4);
   EXPECT_EQ(LiveAt(DeviceKind::Cpu, "/same/Add"), LiveAt(DeviceKind::Cuda, "/same/Add"));
+}
+
+// The CPU's LayerNorm keeps its mean and rstd in the input's dtype, unless a 16-bit input
+// meets fp32 weights (its "mixed type", how CPU autocast runs it: autocast leaves LayerNorm
+// alone on the CPU), where they are fp32; CUDA keeps them in fp32 always. Measured: Phi's
+// per-head q and k norms on bf16 projections under autocast kept fp32 statistics.
+TEST(AutocastCopies, CpuLayerNormStatisticsFollowTheMixedInputRule) {
+  GraphBuilder B;
+  TensorId X = B.input("x", {64, 128});
+  TensorId W = B.weight("norm.weight", {128});
+  TensorId Bias = B.weight("norm.bias", {128});
+  B.output(B.op("LayerNormalization", {X, W, Bias}, {64, 128}, "/norm/LayerNormalization"));
+  Graph G = B.finish();
+  std::vector<SimOp> Ops = buildSimOps(G);
+  ASSERT_EQ(Ops.size(), 1u);
+  auto StatBytes = [&](bool Cpu, DType Input, DType Weights) {
+    RuleContext Ctx{G};
+    Ctx.Cpu = Cpu;
+    Ctx.TypeOf.assign(G.Tensors.size(), Weights);
+    Ctx.TypeOf[X] = Input;
+    Ctx.RequiresGrad.assign(G.Tensors.size(), true);
+    int64_t Bytes = 0;
+    for (const SavedItem &Item : memoryRuleFor(Ops[0], Ctx).Saved)
+      if (Item.What == SavedItem::Extra)
+        Bytes += Item.ExtraBytes;
+    return Bytes;
+  };
+  const int64_t Rows = 64;
+  EXPECT_EQ(StatBytes(true, DType::BFloat16, DType::Float32), 2 * Rows * 4);  // autocast
+  EXPECT_EQ(StatBytes(true, DType::BFloat16, DType::BFloat16), 2 * Rows * 2); // pure bf16
+  EXPECT_EQ(StatBytes(true, DType::Float32, DType::Float32), 2 * Rows * 4);
+  EXPECT_EQ(StatBytes(false, DType::BFloat16, DType::BFloat16), 2 * Rows * 4); // CUDA
 }

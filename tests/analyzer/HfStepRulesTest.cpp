@@ -318,11 +318,15 @@ TEST(HfStepRules, NonReentrantRecomputeStopsWhereTheLastSavedTensorIsPacked) {
   // saves: c_proj packs its input before its kernel runs, so its output is never
   // recomputed (measured: no c_proj allocation in the recompute), while the reentrant
   // checkpoint (torch 1.13) reruns the whole block.
+  // A dropout after c_proj (GPT-2's config has resid_pdrop 0.1) saves its mask, so the
+  // recomputation then runs through c_proj and the dropout to pack it again (measured on
+  // Phi, whose recomputation started at the residual dropout's MulBackward0).
   Graph G = importSample("gpt2", dims(2, 32));
-  auto recomputed = [&](TorchVersion V) {
+  auto recomputed = [&](TorchVersion V, std::optional<double> Dropout) {
     StepSimulation R = simulateOnCpu(G, [&](TrainingSetup &S) {
       S.Torch = V;
       S.Checkpoint = "blocks";
+      S.Dropout = Dropout;
     });
     std::set<std::string> Ops;
     for (const TimelinePoint &P : R.Timeline)
@@ -330,11 +334,14 @@ TEST(HfStepRules, NonReentrantRecomputeStopsWhereTheLastSavedTensorIsPacked) {
         Ops.insert(P.Op);
     return Ops;
   };
-  std::set<std::string> V2 = recomputed(TorchVersion::V2);
+  std::set<std::string> V2 = recomputed(TorchVersion::V2, 0.0);
   EXPECT_TRUE(V2.count("/transformer/h.3/mlp/act/Mul_3")) << "the activation c_proj saves";
   EXPECT_FALSE(V2.count("/transformer/h.3/mlp/c_proj/Gemm"));
   EXPECT_FALSE(V2.count("/transformer/h.3/Add_1")) << "the residual saves nothing";
-  std::set<std::string> V113 = recomputed(TorchVersion::V1_13);
+  std::set<std::string> Dropped = recomputed(TorchVersion::V2, std::nullopt);
+  EXPECT_TRUE(Dropped.count("/transformer/h.3/mlp/c_proj/Gemm dropout")) << "its mask";
+  EXPECT_FALSE(Dropped.count("/transformer/h.3/Add_1"));
+  std::set<std::string> V113 = recomputed(TorchVersion::V1_13, 0.0);
   EXPECT_TRUE(V113.count("/transformer/h.3/mlp/c_proj/Gemm"));
 }
 

@@ -74,8 +74,9 @@ TensorId rmsNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, Tenso
 
 TensorId layerNorm(OnnxGraphBuilder &B, const Module &Mod, const HfModel &M, TensorId X,
                    const std::string &OutName) {
-  TensorId W = B.parameter(Mod.param("weight"), {M.Hidden});
-  TensorId Bias = B.parameter(Mod.param("bias"), {M.Hidden});
+  const int64_t Width = B.shape(X).back(); // the hidden size, or one head (Phi's qk norms)
+  TensorId W = B.parameter(Mod.param("weight"), {Width});
+  TensorId Bias = B.parameter(Mod.param("bias"), {Width});
   B.nameNextOutput(OutName);
   return B.op(Mod.Scope, "LayerNormalization", {X, W, Bias}, B.shape(X), DType::Float32,
               {{"axis", int64_t{-1}}, {"epsilon", M.NormEps}});
@@ -385,7 +386,8 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
     // GenericForTokenClassification: score(dropout(hidden)), with a bias; GPT-2's and
     // GPT-NeoX's name theirs `classifier`.
     TensorId Dropped = B.dropout(Root.child("dropout").Scope, X, M.ClassifierDropout);
-    Module Cls = Root.child(M.Family == ArchFamily::Llama ? "score" : "classifier");
+    Module Cls = Root.child(
+        M.Family == ArchFamily::Llama || M.Family == ArchFamily::Phi ? "score" : "classifier");
     TensorId W = B.parameter(Cls.param("weight"), {M.Hidden, M.NumLabels});
     TensorId Scores = B.matmul(Cls.Scope, Dropped, W);
     B.nameNextOutput("logits");
@@ -432,6 +434,13 @@ void finishDecoder(OnnxGraphBuilder &B, const HfModel &M, TensorId X, TensorId E
     TensorId Raw = B.matmul(Head.Scope, X, W);
     B.nameNextOutput("logits");
     B.markOutput(B.binary(Head.Scope, "Div", Raw, B.scalar(M.LogitsScaling)));
+    return;
+  }
+  if (M.FinalSoftcap <= 0 && M.LmHeadBias) { // Phi: nn.Linear(hidden, vocab, bias=True)
+    TensorId Raw = B.matmul(Head.Scope, X, W);
+    TensorId Bias = B.parameter(Head.param("bias"), {M.Vocab});
+    B.nameNextOutput("logits");
+    B.markOutput(B.binary(Head.Scope, "Add", Raw, Bias));
     return;
   }
   if (M.FinalSoftcap <= 0) {
@@ -779,7 +788,8 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   G.LossShiftsLabels = M->Head == HeadKind::CausalLm;
   G.LossUpcastsLogits = M->Head == HeadKind::CausalLm ||
                         (M->Head == HeadKind::TokenClassification &&
-                         (M->Family == ArchFamily::Llama || M->Family == ArchFamily::GptNeoX));
+                         (M->Family == ArchFamily::Llama || M->Family == ArchFamily::GptNeoX ||
+                          M->Family == ArchFamily::Phi));
   G.TrainingKvCache = M->UseCache;
   G.PaddedBatches = D->Padded;
   // Training-time dropout the config asks for, each at the place the family's modeling code
@@ -804,6 +814,9 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
     break;
   case ArchFamily::GptNeoX: // post_attention / post_mlp and emb_dropout: hidden_dropout
     Sites = {Prob({"attention_dropout"}), Prob({"hidden_dropout"}), Prob({"hidden_dropout"})};
+    break;
+  case ArchFamily::Phi: // resid_dropout after attention and after the MLP, embed_dropout
+    Sites = {Prob({"attention_dropout"}), Prob({"resid_pdrop"}), Prob({"embd_pdrop"})};
     break;
   case ArchFamily::Bert:
     Sites = {Prob({"attention_probs_dropout_prob"}), Prob({"hidden_dropout_prob"}),
@@ -864,6 +877,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   case ArchFamily::Llama: buildLlamaFamily(B, *M, *D); break;
   case ArchFamily::Gpt2: buildGpt2(B, *M, *D); break;
   case ArchFamily::GptNeoX: buildGptNeoX(B, *M, *D); break;
+  case ArchFamily::Phi: buildPhi(B, *M, *D); break;
   case ArchFamily::Bert: buildBert(B, *M, *D); break;
   }
   if (!G.finalize())

@@ -22,8 +22,9 @@ namespace trainmem::hf {
 
 // Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2, granite, and the
 // mixture-of-experts decoders mixtral, qwen2_moe, qwen3_moe, olmoe and gpt_oss
-// (HfModel::Experts).
-enum class ArchFamily { Llama, Gpt2, GptNeoX, Bert };
+// (HfModel::Experts). Phi: Phi-1, Phi-1.5 and Phi-2 (one LayerNorm feeding attention and
+// MLP side by side, partial rotary, biases everywhere).
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Phi, Bert };
 /// SequenceClassification: one row of NumLabels logits per sequence (BERT's pooler and
 /// classifier, RoBERTa's classification head on the first token, a decoder's `score` read at
 /// each row's last token that is not padding); TokenClassification: NumLabels logits per
@@ -76,6 +77,8 @@ struct HfModel {
   int64_t SlidingWindow = 0;
   Activation Act = Activation::Silu;
   bool Tie = false, QkvBias = false, OutBias = false, MlpBias = false;
+  /// Phi's causal-LM head has a bias (tied or not, `lm_head.bias` is its own).
+  bool LmHeadBias = false;
   bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
   /// Qwen3: an RMSNorm over each head of q and k (q_norm, k_norm) before the rotary.
   bool QkNorm = false;

@@ -18,8 +18,8 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, gpt2, gpt_neox, "
-    "bert, roberta, xlm-roberta, camembert, distilbert";
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, gpt2, "
+    "gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -121,6 +121,8 @@ constexpr TypeDefaults KnownTypes[] = {
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
      "gelu_new", true},
     {"gpt_neox", ArchFamily::GptNeoX, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu", false},
+    // PhiConfig (Phi-1, Phi-1.5, Phi-2).
+    {"phi", ArchFamily::Phi, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu_new", false},
     {"bert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
     // RobertaConfig, XLMRobertaConfig and CamembertConfig keep BertConfig's defaults; the
     // released checkpoints set 514 positions and eps 1e-5.
@@ -527,7 +529,7 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                        ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
                        : R.size({"intermediate_size", "hidden_dim"}, "the MLP width",
                                 M.ModelType == "gpt_oss" ? 2880 : 0);
-  M.KvHeads = M.Family == ArchFamily::Llama
+  M.KvHeads = M.Family == ArchFamily::Llama || M.Family == ArchFamily::Phi
                   ? R.size({"num_key_value_heads"}, "the number of k/v heads", M.Heads)
                   : M.Heads;
   if (M.Family != ArchFamily::Gpt2 && R.present("head_dim"))
@@ -721,6 +723,18 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.MlpBias = true;
     M.ParallelResidual = R.get("use_parallel_residual", true);
     readRope(R, Obj, M, "rotary_emb_base", "rotary_pct", 0.25);
+    break;
+  case ArchFamily::Phi:
+    M.QkvBias = M.OutBias = M.MlpBias = M.LmHeadBias = true;
+    // qk_layernorm: a LayerNorm over each head of q and k, hidden_size // heads wide in
+    // PhiAttention whatever head_dim says (the model fails to run where they differ).
+    M.QkNorm = R.get("qk_layernorm", false);
+    if (M.QkNorm && M.HeadDim * M.Heads != M.Hidden)
+      R.fail(llvm::formatv("field 'qk_layernorm' is true with head_dim {0}: Phi's q and k "
+                           "norms are hidden_size / num_attention_heads = {1} wide, so "
+                           "transformers cannot run this config",
+                           M.HeadDim, M.Hidden / M.Heads));
+    readRope(R, Obj, M, "rope_theta", "partial_rotary_factor", 0.5);
     break;
   case ArchFamily::Bert: {
     M.QkvBias = M.OutBias = M.MlpBias = true;

@@ -1,4 +1,4 @@
-//===- HfGptBertFamilies.cpp - GPT-2, GPT-NeoX and BERT from their configs -------===//
+//===- HfGptBertFamilies.cpp - GPT-2, GPT-NeoX, Phi and BERT from their configs --===//
 //
 // The Hugging Face families beside the LLaMA one (HfConfigImporter.cpp), built from the
 // blocks of HfGraphParts.h as transformers 5.x runs them.
@@ -123,6 +123,54 @@ void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
     }
   }
   X = layerNorm(B, Base.child("final_layer_norm"), M, X,
+                M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
+  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"), Ids);
+}
+
+/// PhiForCausalLM (Phi-1, Phi-1.5, Phi-2): one LayerNorm whose output feeds attention and
+/// MLP side by side, q/k/v with biases and maybe per-head LayerNorms, the first
+/// partial_rotary_factor of each head rotated, fc1/fc2, each branch through resid_dropout,
+/// then attn + mlp + residual; a final LayerNorm and a head with a bias.
+void buildPhi(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
+  const int64_t H = M.Hidden, Hd = M.HeadDim;
+  Module Root;
+  auto [Base, Embed, EmbedW, Padding, X, Ids] = decoderStart(B, M, D, "model", "embed_tokens");
+  TensorId Positions = decoderPositions(B, Base, D);
+  TensorId Mask = causalMask(B, Base, Positions, D, Padding);
+  markSdpaSkips(B, M, D, Mask);
+  // PhiModel: embed_dropout (Graph::DropoutSites::Embedding) after the mask, then the
+  // rotary tables of its output's dtype.
+  auto [Cos, Sin] = rotaryTables(B, Base, M, Positions);
+  for (int64_t L = 0; L < M.Layers; ++L) {
+    B.startLayer(L, M.Layers);
+    Module Layer = Base.child("layers." + std::to_string(L));
+    Module Attn = Layer.child("self_attn");
+    const std::string &AS = Attn.Scope;
+    TensorId Normed = layerNorm(B, Layer.child("input_layernorm"), M, X);
+    auto Heads = [&](const char *Name, int64_t Count) {
+      return splitHeads(B, AS, linear(B, Attn.child(Name), Normed, H, Count * Hd, M.QkvBias),
+                        Count, Hd);
+    };
+    TensorId Q = Heads("q_proj", M.Heads), K = Heads("k_proj", M.KvHeads);
+    TensorId V = Heads("v_proj", M.KvHeads);
+    if (M.QkNorm) {
+      Q = layerNorm(B, Attn.child("q_layernorm"), M, Q);
+      K = layerNorm(B, Attn.child("k_layernorm"), M, K);
+    }
+    TensorId CosL = B.unsqueeze(AS, Cos, {1}), SinL = B.unsqueeze(AS, Sin, {1});
+    Q = applyRotary(B, AS, Q, CosL, SinL);
+    K = applyRotary(B, AS, K, CosL, SinL);
+    markKvCache(B, K, V);
+    TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), M.Heads / M.KvHeads,
+                                EagerSoftmax::Fp32ToQuery);
+    TensorId AttnOut = linear(B, Attn.child("dense"), Merged, M.Heads * Hd, H, M.OutBias);
+    Module Mlp = Layer.child("mlp");
+    TensorId Up = linear(B, Mlp.child("fc1"), Normed, H, M.Intermediate, true);
+    TensorId Act = activation(B, Mlp.child("activation_fn").Scope, Up, M.Act);
+    TensorId MlpOut = linear(B, Mlp.child("fc2"), Act, M.Intermediate, H, true);
+    X = B.binary(Layer.Scope, "Add", B.binary(Layer.Scope, "Add", AttnOut, MlpOut), X);
+  }
+  X = layerNorm(B, Base.child("final_layernorm"), M, X,
                 M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
   finishDecoder(B, M, X, EmbedW, Root.child("lm_head"), Ids);
 }

@@ -91,6 +91,8 @@ std::vector<std::string> defaultLoraTargets(const Graph &G) {
        G.Architecture == "deepseek_v3" || G.Architecture == "distilbert" ||
        G.Architecture == "camembert" || G.Architecture == "smollm3"))
     return {};
+  if (G.SourceFormat == "hf-config" && G.Architecture == "phi")
+    return {"q_proj", "v_proj", "fc1", "fc2"}; // PEFT's own entry for Phi's model type
   std::set<std::string> Names;
   for (const LinearSite &S : linearSites(G))
     Names.insert(lastComponent(S.Module));

@@ -48,6 +48,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"gpt2", 124'439'808},          {"pythia-160m", 162'322'944},
     {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
+    {"phi-2", 2'779'683'840},
     {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
     {"llama-3.1-8b", 8'030'261'248}, {"llama-3.2-1b", 1'235'814'400}, // tied, head_dim 64
     {"olmo-2-7b", 7'298'617'344},   {"granite-3-2b", 2'533'531'648},
@@ -111,6 +112,12 @@ TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
   Cases.push_back({"pythia-160m", "neox-serial", {{"use_parallel_residual", false}},
                    162'322'944});
   Cases.push_back({"pythia-160m", "neox-tied", {{"tie_word_embeddings", true}}, 123'689'472});
+  // Phi: per-head q and k LayerNorms, grouped k/v heads, a tied head keeping its bias.
+  Cases.push_back({"phi-2", "phi-qknorm-gqa-tied",
+                   {{"qk_layernorm", true}, {"num_key_value_heads", 8}, {"tie_word_embeddings", true}},
+                   2'333'926'400});
+  Cases.push_back({"phi-2", "phi-model", {{"architectures", llvm::json::Array{"PhiModel"}}},
+                   2'648'560'640});
   expectParameterCounts(std::move(Cases));
 }
 
@@ -238,6 +245,35 @@ TEST(HfConfigImporter, Phi3FusesTheProjectionsAndMayRotatePartOfEachHead) {
   Graph P = importPath(Partial.path(), dims(1, 16));
   EXPECT_EQ(shapeOf(P, "model.rotary_emb.inv_freq"), (Shape{24})); // 0.75 x 64 / 2
   EXPECT_EQ(shapeOf(P, "model.layers.0.self_attn.qkv_proj.weight"), (Shape{256, 512}));
+}
+
+TEST(HfConfigImporter, PhiFeedsAttentionAndMlpFromOneNormAndRotatesPartOfEachHead) {
+  Graph G = importSample("phi-2", dims(1, 16));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.q_proj.weight"), (Shape{2560, 2560}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.q_proj.bias"), (Shape{2560}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.dense.weight"), (Shape{2560, 2560}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.mlp.fc1.weight"), (Shape{2560, 10240}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.mlp.fc2.bias"), (Shape{2560}));
+  EXPECT_EQ(shapeOf(G, "model.final_layernorm.weight"), (Shape{2560}));
+  EXPECT_EQ(shapeOf(G, "lm_head.bias"), (Shape{51200}));
+  // partial_rotary_factor 0.4 of 80-wide heads: 32 channels, 16 frequencies.
+  EXPECT_EQ(shapeOf(G, "model.rotary_emb.inv_freq"), (Shape{16}));
+  // One LayerNorm per layer, read by q, k, v and fc1 alike.
+  EXPECT_EQ(findTensor(G, "model.layers.0.post_attention_layernorm.weight"), nullptr);
+  const Tensor *Normed = findTensor(G, "/model/layers.0/input_layernorm/LayerNormalization_output_0");
+  ASSERT_NE(Normed, nullptr);
+  EXPECT_EQ(Normed->Consumers.size(), 4u);
+
+  // qk_layernorm normalises each head of q and k: hidden_size / heads wide.
+  ConfigVariant QkNorm("phi-2", "phi-qknorm", {{"qk_layernorm", true}});
+  Graph Q = importPath(QkNorm.path(), dims(1, 16));
+  EXPECT_EQ(shapeOf(Q, "model.layers.0.self_attn.q_layernorm.weight"), (Shape{80}));
+  EXPECT_EQ(shapeOf(Q, "model.layers.0.self_attn.k_layernorm.bias"), (Shape{80}));
+  // ... whatever head_dim says, which transformers then cannot run.
+  ConfigVariant Mismatch("phi-2", "phi-qknorm-head-dim", {{"qk_layernorm", true}, {"head_dim", 64}});
+  std::string Error = importError(Mismatch.path());
+  EXPECT_NE(Error.find("field 'qk_layernorm' is true with head_dim 64"), std::string::npos)
+      << Error;
 }
 
 TEST(HfConfigImporter, AnAbsurdLayerCountIsAnErrorNotAnAllocation) {
@@ -447,7 +483,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

@@ -130,6 +130,14 @@ TEST(HfHeads, ParameterCountsMatchTransformers) {
                    {{"architectures", llvm::json::Array{"XLMRobertaForTokenClassification"}},
                     {"id2label", Labels(7)}},
                    277'458'439});
+  Cases.push_back({"phi-2", "phi-seq-cls",
+                   {{"architectures", llvm::json::Array{"PhiForSequenceClassification"}},
+                    {"id2label", Labels(3)}, {"pad_token_id", 50256}},
+                   2'648'568'320});
+  Cases.push_back({"phi-2", "phi-token-cls",
+                   {{"architectures", llvm::json::Array{"PhiForTokenClassification"}},
+                    {"id2label", Labels(5)}},
+                   2'648'573'445});
   Cases.push_back({"tiny-llama", "llama-seq-cls",
                    {{"architectures", llvm::json::Array{"LlamaForSequenceClassification"}},
                     {"pad_token_id", 0}},

@@ -92,6 +92,16 @@ TEST(LoraTransform, HfModelTypesPeftHasNoDefaultForNeedTargets) {
   EXPECT_EQ(defaultLoraTargets(G), (std::vector<std::string>{"q_proj", "v_proj"}));
 }
 
+TEST(LoraTransform, PhiDefaultsToPeftsOwnEntryWithTheMlp) {
+  // peft 0.21's mapping gives phi q_proj, v_proj, fc1 and fc2 (measured: PEFT adapts
+  // those four in each of the Phi-2 sample's layers).
+  Graph G = trainmem::testing::importSample("phi-2", trainmem::testing::dims(1, 16));
+  EXPECT_EQ(defaultLoraTargets(G), (std::vector<std::string>{"q_proj", "v_proj", "fc1", "fc2"}));
+  auto L = applyLora(G, LoraSetup{});
+  ASSERT_TRUE(static_cast<bool>(L)) << llvm::toString(L.takeError());
+  EXPECT_EQ(countNamed(*L, "lora_A"), 4 * 32);
+}
+
 TEST(LoraTransform, DefaultTargetsFollowPeftForLlamaStyleNames) {
   Graph G = tinyDecoder();
   EXPECT_EQ(defaultLoraTargets(G), (std::vector<std::string>{"q_proj", "v_proj"}));

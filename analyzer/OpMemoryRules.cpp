@@ -88,10 +88,11 @@ std::map<size_t, double> dropoutSites(const Graph &G, const std::vector<SimOp> &
              (Kind == "Slice" && G.Nodes[C].OpType == "CastLike")) &&
             At.Attention > 0)
           Sites[I] = At.Attention;
-    } else if (Kind == "Linear" && At.Residual > 0) {
-      // resid_drop / mlp.drop: a projection whose only reader is the residual sum, maybe
-      // through a reshape (GPT-2's Conv1D computes addmm on [batch * seq, width] and views
-      // the result back). A LoRA-adapted projection's output is its adapter's sum
+    } else if (Kind == "Linear" && At.Residual > 0 && !blockPrefix(Op.Layer).empty()) {
+      // resid_drop / mlp.drop: a projection inside a block whose only reader is the
+      // residual sum, maybe through a reshape (GPT-2's Conv1D computes addmm on [batch *
+      // seq, width] and views the result back). Outside the blocks a projection added to
+      // the positions is no residual branch (OPT-350m's project_in: measured, no dropout). A LoRA-adapted projection's output is its adapter's sum
       // (Graph::AdapterSums), which is what drops out (measured: BERT with LoRA on every
       // linear lost its dropout masks).
       TensorId Fed = Out;

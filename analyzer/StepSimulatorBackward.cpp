@@ -261,6 +261,7 @@ void Simulator::backward() {
     }
     StorageId OutGrad = Op.Outputs.empty() ? NoStorage : GradOf[Op.Outputs[0]];
     llvm::SmallVector<std::pair<TensorId, StorageId>, 4> Produced;
+    llvm::SmallVector<TensorId, 4> CastBack; // operands whose gradient is an autocast copy's
     // Parameters' gradients first (mm computes grad_weight before grad_input).
     llvm::SmallVector<size_t, 4> Order;
     for (size_t I = 0; I < Op.Inputs.size(); ++I)
@@ -287,8 +288,16 @@ void Simulator::backward() {
         Bytes = Census.Parameters[*P].bytes();
       if (!Bytes)
         continue;
+      // An operand autocast copied gets its gradient in the copy's 16-bit type; the cast's
+      // ToCopyBackward makes the fp32 one after this node returns (below).
+      const bool Cast = autocastsOperand(OpI, I);
+      if (Cast) {
+        Bytes = G.Tensors[In].bytesAs(lowPrecision());
+        CastBack.push_back(In);
+      }
       Produced.emplace_back(In, Mem.alloc(Bytes, Cat::Temporaries, llvm::Twine("grad(") + llvm::Twine(G.Tensors[In].Name) + ")",
-                                          llvm::Twine(Op.Kind) + "Backward", Op.Layer, Ctx.TypeOf[In],
+                                          llvm::Twine(Op.Kind) + "Backward", Op.Layer,
+                                          Cast ? lowPrecision() : Ctx.TypeOf[In],
                                           G.Tensors[In].Shape));
     }
     Mem.point(Phase, Op.Name, Op.Layer);
@@ -304,8 +313,26 @@ void Simulator::backward() {
     for (StorageId S : SavedBy[OpI])
       Mem.release(S);
     SavedBy[OpI].clear();
-    for (auto &[In, S] : Produced)
+    // Under autocast each operand's gradient in turn, in the order of the operands
+    // (measured on the CPU: a linear's input, weight, bias), a 16-bit one cast to fp32
+    // first (the autocast copy's ToCopyBackward), beside the 16-bit one until it is made.
+    if (!CastBack.empty())
+      llvm::stable_sort(Produced, [&](const auto &A, const auto &B) {
+        return llvm::find(Op.Inputs, A.first) < llvm::find(Op.Inputs, B.first);
+      });
+    for (auto &[In, S] : Produced) {
+      if (llvm::is_contained(CastBack, In)) {
+        int64_t Bytes = G.Tensors[In].bytesAs(Ctx.TypeOf[In]);
+        if (auto P = ParamIndex.find(In))
+          Bytes = Census.Parameters[*P].bytes();
+        StorageId Full = Mem.alloc(Bytes, Cat::Temporaries, llvm::Twine("grad(") + llvm::Twine(G.Tensors[In].Name) + ")",
+                                   "ToCopyBackward", Op.Layer, Ctx.TypeOf[In], G.Tensors[In].Shape);
+        Mem.point(Phase, llvm::Twine(Op.Name) + " (gradient to fp32)", Op.Layer);
+        Mem.release(S);
+        S = Full;
+      }
       Deliver(In, S, Op);
+    }
     Mem.point(Phase, Op.Name, Op.Layer);
     if (const int Seg = SegmentStartingAt[OpI]; Seg >= 0)
       leaveCheckpoint(Seg);

@@ -304,20 +304,13 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
       dropValue(O);
     return;
   }
-  // Autocast runs matmul-like ops and scaled_dot_product_attention (on the lower-precision
-  // lists of CUDA and of the CPU) on 16-bit copies of their fp32 operands (weights cached):
-  // RoPE's fp32 cos and sin promote LLaMA's and GPT-NeoX's q and k to fp32, and attention
-  // keeps bf16 copies (measured on the CPU, torch 2.15). bitsandbytes dequantizes 4-bit
-  // weights to the compute dtype itself.
-  const bool Fused = Kind == "ScaledDotProductAttention";
-  const bool Autocasts = isAmp() && (Kind == "Linear" || Kind == "MatMul" || Kind == "Conv" ||
-                                     Kind == "Gemm" || Fused);
-  const size_t CastSlots = Fused ? 4 : 2; // q, k, v and an additive mask; two operands
-  auto CastsOperand = [&](size_t Slot) {
-    TensorId T = Slot < Op.Inputs.size() ? Op.Inputs[Slot] : NoTensor;
-    return Autocasts && T != NoTensor && Ctx.TypeOf[T] == DType::Float32 &&
-           !quantizedWeight(Ctx, T);
-  };
+  // Autocast runs matmul-like ops and scaled_dot_product_attention on 16-bit copies of
+  // their fp32 operands (autocastsOperand; weights and biases cached): RoPE's fp32 cos and
+  // sin promote LLaMA's and GPT-NeoX's q and k to fp32, and attention keeps bf16 copies
+  // (measured on the CPU, torch 2.15); a bias is cast and cached with its weight
+  // (measured: OPT's biases under autocast).
+  const size_t CastSlots = 4;
+  auto CastsOperand = [&](size_t Slot) { return autocastsOperand(OpI, Slot); };
   // What the op reads in operand slots 0 to 2 instead of the input itself: a copy that
   // matmul makes to flatten an operand with non-viewable strides (what bmm/mm sees and
   // saves), an autocast copy, or a contiguous copy of an autocast copy; and that autocast

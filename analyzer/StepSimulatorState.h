@@ -448,6 +448,21 @@ private:
   bool isAmp() const {
     return Setup.Prec == Precision::AmpBf16 || Setup.Prec == Precision::AmpFp16;
   }
+  /// Whether autocast runs op OpI on a 16-bit copy of its operand in Slot: matmul-like
+  /// ops and scaled_dot_product_attention (the lower-precision lists of CUDA and of the
+  /// CPU) copy their fp32 operands, a linear's or convolution's bias with its weight (q,
+  /// k, v and an additive mask for attention). bitsandbytes dequantizes 4-bit weights to
+  /// the compute dtype itself.
+  bool autocastsOperand(size_t OpI, size_t Slot) const {
+    const SimOp &Op = Ops[OpI];
+    const llvm::StringRef Kind = Op.Kind;
+    const bool Fused = Kind == "ScaledDotProductAttention";
+    const bool Biased = Kind == "Linear" || Kind == "Gemm" || Kind == "Conv";
+    if (!isAmp() || !(Biased || Kind == "MatMul" || Fused) || Slot >= (Fused ? 4u : Biased ? 3u : 2u))
+      return false;
+    TensorId T = Slot < Op.Inputs.size() ? Op.Inputs[Slot] : NoTensor;
+    return T != NoTensor && Ctx.TypeOf[T] == DType::Float32 && !quantizedWeight(Ctx, T);
+  }
 
   void holdValue(TensorId T, StorageId S, Layout L) {
     Value &V = Values[T];

@@ -139,9 +139,12 @@ TEST(Accumulation, RepeatingMicroBatchesAreSkippedWithTheSameFigures) {
         EXPECT_LE(Figures->MicroBatchesSimulated, Accum) << What;
         Skipped += Figures->MicroBatchesSimulated < Accum;
         // By the third micro-batch the state repeats in every one of these for the two
-        // small models (the larger ones' allocators take a fourth).
+        // small models (the larger ones' allocators take a fourth, as does GPT-2's under
+        // autocast, whose 16-bit gradients are cast to fp32 after their ops: the
+        // allocator's blocks settle a micro-batch later).
         if (Accum == 8 && (G == &*Llama || G == &*Gpt2)) {
-          EXPECT_LE(Figures->MicroBatchesSimulated, 3) << What;
+          const bool Amp = S.Prec == Precision::AmpBf16 && G == &*Gpt2;
+          EXPECT_LE(Figures->MicroBatchesSimulated, Amp ? 4 : 3) << What;
         }
         ++Runs;
       }

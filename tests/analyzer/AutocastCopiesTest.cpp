@@ -108,3 +108,73 @@ TEST(AutocastCopies, CpuLayerNormStatisticsFollowTheMixedInputRule) {
   EXPECT_EQ(StatBytes(true, DType::Float32, DType::Float32), 2 * Rows * 4);
   EXPECT_EQ(StatBytes(false, DType::BFloat16, DType::BFloat16), 2 * Rows * 4); // CUDA
 }
+
+// Autocast casts a linear's bias with its weight and caches both copies (leaves that
+// require grad) until its context exits: after the linear, a biased model holds the
+// bias's 16-bit copy beside the weight's. Measured: OPT's biases under autocast with
+// checkpointing, live at the loss (4,608 B in the shrunk model), and BERT's and GPT-2's
+// heads under autocast (-0.02..-0.03% before).
+TEST(AutocastCopies, ALinearsBiasCopyIsCachedLikeItsWeight) {
+  auto LiveAfterLinear = [](bool WithBias) {
+    GraphBuilder B;
+    TensorId X = B.input("x", {64, 128});
+    TensorId Y = B.op("MatMul", {X, B.weight("proj.weight", {128, 256})}, {64, 256}, "/proj/MatMul");
+    if (WithBias)
+      Y = B.op("Add", {Y, B.weight("proj.bias", {256})}, {64, 256}, "/proj/Add");
+    B.output(B.op("Relu", {Y}, {64, 256}, "/act/Relu"));
+    Graph G = B.finish();
+    TrainingSetup S;
+    S.Device = DeviceKind::Cuda;
+    S.Prec = Precision::AmpBf16;
+    S.Loss = LossKind::Mse;
+    auto C = takeCensus(G, S);
+    EXPECT_TRUE(static_cast<bool>(C)) << llvm::toString(C.takeError());
+    auto Sim = simulateStep(G, S, *C);
+    EXPECT_TRUE(static_cast<bool>(Sim)) << llvm::toString(Sim.takeError());
+    for (const TimelinePoint &P : Sim->Timeline)
+      if (P.Phase == "forward" && P.Op == "/act/Relu")
+        return P.Live.Temporaries + P.Live.Activations;
+    ADD_FAILURE() << "no point at the activation";
+    return int64_t(-1);
+  };
+  EXPECT_EQ(LiveAfterLinear(true) - LiveAfterLinear(false), 256 * 2);
+}
+
+// Under autocast a matmul's backward makes its operands' gradients in the copies' 16-bit
+// type; each copy's ToCopyBackward casts them to fp32 after the matmul's node returns (its
+// incoming gradient freed), the 16-bit one live until the fp32 one is made. Measured on the
+// CPU: OPT-350m under autocast peaked 134 KB lower than fp32 gradients at the matmul gave,
+// and ResNet-18's convolutions (-0.05% -> 0).
+TEST(AutocastCopies, GradientsAreMadeIn16BitsAndCastToFp32AfterTheOp) {
+  GraphBuilder B;
+  TensorId X = B.input("x", {64, 128});
+  TensorId Y = B.op("MatMul", {X, B.weight("proj.weight", {128, 256})}, {64, 256}, "/proj/MatMul");
+  B.output(B.op("Relu", {Y}, {64, 256}, "/act/Relu"));
+  Graph G = B.finish();
+  TrainingSetup S;
+  S.Device = DeviceKind::Cuda;
+  S.Prec = Precision::AmpBf16;
+  S.Loss = LossKind::Mse;
+  auto C = takeCensus(G, S);
+  ASSERT_TRUE(static_cast<bool>(C)) << llvm::toString(C.takeError());
+  auto Sim = simulateStep(G, S, *C);
+  ASSERT_TRUE(static_cast<bool>(Sim)) << llvm::toString(Sim.takeError());
+  const std::vector<TimelinePoint> &T = Sim->Timeline;
+  auto Live = [](const TimelinePoint &P) { return P.Live.Temporaries + P.Live.Gradients; };
+  size_t Mm = 0, Cast = 0;
+  for (size_t I = 1; I < T.size(); ++I) {
+    if (T[I].Phase != "backward")
+      continue;
+    if (!Mm && T[I].Op == "/proj/MatMul")
+      Mm = I;
+    if (!Cast && T[I].Op == "/proj/MatMul (gradient to fp32)")
+      Cast = I;
+  }
+  ASSERT_GT(Mm, 0u);
+  ASSERT_GT(Cast, Mm) << "the cast to fp32 follows the matmul's backward";
+  // The matmul's backward adds the weight's gradient in bf16: 128 x 256 x 2 bytes.
+  EXPECT_EQ(Live(T[Mm]) - Live(T[Mm - 1]), 128 * 256 * 2);
+  // The cast holds it beside the fp32 one, the incoming bf16 gradient of the output
+  // ([64, 256]) freed by then.
+  EXPECT_EQ(Live(T[Cast]) - Live(T[Mm]), 128 * 256 * 4 - 64 * 256 * 2);
+}

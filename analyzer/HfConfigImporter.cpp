@@ -818,6 +818,9 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   case ArchFamily::Phi: // resid_dropout after attention and after the MLP, embed_dropout
     Sites = {Prob({"attention_dropout"}), Prob({"resid_pdrop"}), Prob({"embd_pdrop"})};
     break;
+  case ArchFamily::Opt: // `dropout` on both residual branches; none on the embeddings
+    Sites = {Prob({"attention_dropout"}), Prob({"dropout"}), 0.0};
+    break;
   case ArchFamily::Bert:
     Sites = {Prob({"attention_probs_dropout_prob"}), Prob({"hidden_dropout_prob"}),
              Prob({"hidden_dropout_prob"})};
@@ -878,6 +881,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   case ArchFamily::Gpt2: buildGpt2(B, *M, *D); break;
   case ArchFamily::GptNeoX: buildGptNeoX(B, *M, *D); break;
   case ArchFamily::Phi: buildPhi(B, *M, *D); break;
+  case ArchFamily::Opt: buildOpt(B, *M, *D); break;
   case ArchFamily::Bert: buildBert(B, *M, *D); break;
   }
   if (!G.finalize())

@@ -23,8 +23,9 @@ namespace trainmem::hf {
 // Llama: also mistral, qwen2/3, gemma, gemma2, gemma3_text, phi3, olmo2, granite, and the
 // mixture-of-experts decoders mixtral, qwen2_moe, qwen3_moe, olmoe and gpt_oss
 // (HfModel::Experts). Phi: Phi-1, Phi-1.5 and Phi-2 (one LayerNorm feeding attention and
-// MLP side by side, partial rotary, biases everywhere).
-enum class ArchFamily { Llama, Gpt2, GptNeoX, Phi, Bert };
+// MLP side by side, partial rotary, biases everywhere). Opt: OPT-125m to -66b (learned
+// positions, pre- or post-LayerNorm blocks, ReLU MLP).
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Phi, Opt, Bert };
 /// SequenceClassification: one row of NumLabels logits per sequence (BERT's pooler and
 /// classifier, RoBERTa's classification head on the first token, a decoder's `score` read at
 /// each row's last token that is not padding); TokenClassification: NumLabels logits per
@@ -79,6 +80,12 @@ struct HfModel {
   bool Tie = false, QkvBias = false, OutBias = false, MlpBias = false;
   /// Phi's causal-LM head has a bias (tied or not, `lm_head.bias` is its own).
   bool LmHeadBias = false;
+  /// OPT: the word embeddings' width (word_embed_proj_dim; project_in / project_out
+  /// between it and the hidden size where they differ, as in OPT-350m), LayerNorm after
+  /// each residual add instead of before its branch (do_layer_norm_before false, which
+  /// also drops the final norm), and whether the decoder ends in final_layer_norm.
+  int64_t EmbedWidth = 0;
+  bool NormAfter = false, FinalNorm = true;
   bool ParallelResidual = true, GemmaNorm = false, LearnedPositions = false;
   /// Qwen3: an RMSNorm over each head of q and k (q_norm, k_norm) before the rotary.
   bool QkNorm = false;

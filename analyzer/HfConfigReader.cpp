@@ -18,7 +18,7 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, gpt2, "
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, opt, gpt2, "
     "gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
@@ -123,6 +123,8 @@ constexpr TypeDefaults KnownTypes[] = {
     {"gpt_neox", ArchFamily::GptNeoX, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu", false},
     // PhiConfig (Phi-1, Phi-1.5, Phi-2).
     {"phi", ArchFamily::Phi, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu_new", false},
+    // OPTConfig; its LayerNorms keep nn.LayerNorm's eps (no config field).
+    {"opt", ArchFamily::Opt, 2048, "", 1e-5, "activation_function", "relu", true},
     {"bert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
     // RobertaConfig, XLMRobertaConfig and CamembertConfig keep BertConfig's defaults; the
     // released checkpoints set 514 positions and eps 1e-5.
@@ -178,7 +180,7 @@ HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics 
   static constexpr llvm::StringLiteral QaTypes[] = {
       "llama", "mistral", "mixtral", "qwen2",   "qwen2_moe",   "qwen3",     "qwen3_moe",
       "gpt2",  "gpt_neox", "bert",   "roberta", "xlm-roberta", "camembert", "distilbert",
-      "smollm3"};
+      "smollm3", "opt"};
   if (Arch->ends_with("ForQuestionAnswering") &&
       llvm::is_contained(QaTypes, Obj.getString("model_type").value_or("")))
     return HeadKind::QuestionAnswering;
@@ -525,14 +527,14 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   }
   M.Heads = R.size({"num_attention_heads", "n_head", "n_heads"}, "the number of attention heads");
   M.Vocab = R.size({"vocab_size"}, "the vocabulary size");
-  M.Intermediate = M.Family == ArchFamily::Gpt2
-                       ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
+  M.Intermediate = M.Family == ArchFamily::Gpt2 ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
+                   : M.Family == ArchFamily::Opt ? R.size({"ffn_dim"}, "the MLP width")
                        : R.size({"intermediate_size", "hidden_dim"}, "the MLP width",
                                 M.ModelType == "gpt_oss" ? 2880 : 0);
   M.KvHeads = M.Family == ArchFamily::Llama || M.Family == ArchFamily::Phi
                   ? R.size({"num_key_value_heads"}, "the number of k/v heads", M.Heads)
                   : M.Heads;
-  if (M.Family != ArchFamily::Gpt2 && R.present("head_dim"))
+  if (M.Family != ArchFamily::Gpt2 && M.Family != ArchFamily::Opt && R.present("head_dim"))
     M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
   else if (M.ModelType == "gemma" || M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
     M.HeadDim = 256; // GemmaConfig's, Gemma2Config's and Gemma3TextConfig's default
@@ -550,10 +552,11 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     M.HeadDim = M.Hidden / M.Heads;
   M.MaxPositions = R.size({"max_position_embeddings", "n_positions"}, "the longest sequence",
                           T->MaxPositions);
-  M.NormEps = R.get(T->NormEpsKey, T->NormEps);
+  M.NormEps = T->NormEpsKey.empty() ? T->NormEps : R.get(T->NormEpsKey, T->NormEps);
   M.Act = readActivation(R, *T);
   M.Tie = R.get("tie_word_embeddings", T->Tie);
-  M.LearnedPositions = M.Family == ArchFamily::Gpt2 || M.Family == ArchFamily::Bert;
+  M.LearnedPositions = M.Family == ArchFamily::Gpt2 || M.Family == ArchFamily::Bert ||
+                       M.Family == ArchFamily::Opt;
   // The decoders' forward builds a DynamicCache unless the caller passes use_cache=False
   // (Trainer does not); BERT as an encoder has none.
   M.UseCache = M.Family != ArchFamily::Bert && R.get("use_cache", true);
@@ -735,6 +738,20 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                            "transformers cannot run this config",
                            M.HeadDim, M.Hidden / M.Heads));
     readRope(R, Obj, M, "rope_theta", "partial_rotary_factor", 0.5);
+    break;
+  case ArchFamily::Opt:
+    M.QkvBias = M.OutBias = M.MlpBias = R.get("enable_bias", true);
+    M.NormAfter = !R.get("do_layer_norm_before", true);
+    M.FinalNorm = !M.NormAfter && !R.get("_remove_final_layer_norm", false);
+    M.EmbedWidth = R.size({"word_embed_proj_dim"}, "the word embeddings' width", M.Hidden);
+    if (!R.get("layer_norm_elementwise_affine", true))
+      R.fail("field 'layer_norm_elementwise_affine' is false: LayerNorms without weights are "
+             "not modelled (every released OPT config has them)");
+    if (double LayerDrop = R.get("layerdrop", 0.0); LayerDrop > 0)
+      Diags.warning("unsupported-field", "layerdrop",
+                    "LayerDrop skips each layer with probability " +
+                        llvm::formatv("{0}", LayerDrop).str() +
+                        " in training; modelled with every layer run (the step's largest)");
     break;
   case ArchFamily::Bert: {
     M.QkvBias = M.OutBias = M.MlpBias = true;

@@ -1,4 +1,4 @@
-//===- HfGptBertFamilies.cpp - GPT-2, GPT-NeoX, Phi and BERT from their configs --===//
+//===- HfGptBertFamilies.cpp - GPT-2, GPT-NeoX, Phi, OPT and BERT from configs ---===//
 //
 // The Hugging Face families beside the LLaMA one (HfConfigImporter.cpp), built from the
 // blocks of HfGraphParts.h as transformers 5.x runs them.
@@ -173,6 +173,98 @@ void buildPhi(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   X = layerNorm(B, Base.child("final_layernorm"), M, X,
                 M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
   finishDecoder(B, M, X, EmbedW, Root.child("lm_head"), Ids);
+}
+
+/// OPTForCausalLM (OPT-125m to -66b, and OPT's sequence-classification and
+/// question-answering heads): positions numbered from a mask's cumulative sum and looked up
+/// two rows on (OPTLearnedPositionalEmbedding's offset), q scaled before the attention,
+/// each block's MLP on [batch * seq, hidden] rows, LayerNorms before the branches or
+/// (do_layer_norm_before false) after the residual adds, word embeddings projected in and
+/// out where word_embed_proj_dim differs from the hidden size (OPT-350m).
+void buildOpt(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
+  const int64_t H = M.Hidden, Hd = M.HeadDim, P = M.EmbedWidth, Rows = D.Batch * D.Seq;
+  const Shape BS = {D.Batch, D.Seq};
+  Module Root;
+  Module Base = M.Head == HeadKind::BaseModel ? Root : Root.child("model");
+  Module Dec = Base.child("decoder"), Embed = Dec.child("embed_tokens");
+  Module PosEmbed = Dec.child("embed_positions");
+  const std::string &DS = Dec.Scope;
+  TensorId Ids = B.input("input_ids", {D.Batch, D.Seq});
+  TensorId AttnMask = D.Padded ? B.input("attention_mask", BS) : NoTensor;
+  TensorId EmbedW = B.parameter(Embed.param("weight"), {M.Vocab, P});
+  TensorId PosW = B.parameter(PosEmbed.param("weight"), {M.MaxPositions + 2, H});
+  TensorId Padding = paddingPattern(B, Dec, D, AttnMask);
+  TensorId InputsEmbeds = B.gather(Embed.Scope, EmbedW, Ids);
+  // position_ids = (cumsum(mask, 1) * mask - 1).long(), the mask being the batch's
+  // attention_mask (int64: .long() is the tensor itself) or torch.ones(batch, seq), fp32.
+  TensorId PosMask = AttnMask != NoTensor
+                         ? AttnMask
+                         : B.op(DS, "ConstantOfShape", {B.ints(BS)}, BS, DType::Float32);
+  const DType MaskType = B.tensor(PosMask).Type;
+  const bool Ints = MaskType == DType::Int64;
+  TensorId Count = B.op(DS, "CumSum", {PosMask, B.ints({1}, true)}, BS, MaskType);
+  TensorId Numbered = B.op(DS, "Mul", {Count, PosMask}, BS, MaskType);
+  TensorId PosIds = B.op(DS, "Sub", {Numbered, Ints ? B.ints({1}, true) : B.scalar(1.0)}, BS,
+                         MaskType);
+  if (!Ints)
+    PosIds = B.cast(DS, PosIds, DType::Int64);
+  B.blockArgument(PosIds); // every decoder layer is called with position_ids
+  TensorId Mask = causalMask(B, Dec, B.range(DS, D.Seq), D, Padding);
+  markSdpaSkips(B, M, D, Mask);
+  TensorId PosEmbeds = B.gather(
+      PosEmbed.Scope, PosW,
+      B.op(PosEmbed.Scope, "Add", {PosIds, B.ints({2}, true)}, BS, DType::Int64));
+  if (P != H)
+    InputsEmbeds = linear(B, Dec.child("project_in"), InputsEmbeds, P, H, false);
+  TensorId X = B.binary(DS, "Add", InputsEmbeds, PosEmbeds);
+  for (int64_t L = 0; L < M.Layers; ++L) {
+    B.startLayer(L, M.Layers);
+    Module Layer = Dec.child("layers." + std::to_string(L));
+    Module Attn = Layer.child("self_attn");
+    const std::string &AS = Attn.Scope;
+    Module AttnNorm = Layer.child("self_attn_layer_norm"), FfnNorm = Layer.child("final_layer_norm");
+    TensorId In = M.NormAfter ? X : layerNorm(B, AttnNorm, M, X);
+    // query_states = q_proj(x) * scaling; the attention then scales by 1.
+    TensorId Q = B.binary(AS, "Mul", linear(B, Attn.child("q_proj"), In, H, H, M.QkvBias),
+                          B.scalar(attentionScale(M)));
+    Q = splitHeads(B, AS, Q, M.Heads, Hd);
+    TensorId K = splitHeads(B, AS, linear(B, Attn.child("k_proj"), In, H, H, M.QkvBias), M.Heads, Hd);
+    TensorId V = splitHeads(B, AS, linear(B, Attn.child("v_proj"), In, H, H, M.QkvBias), M.Heads, Hd);
+    markKvCache(B, K, V);
+    TensorId Merged = attention(B, AS, Q, K, V, Mask, 1.0, 1, EagerSoftmax::Fp32ToQuery);
+    TensorId AttnOut = linear(B, Attn.child("out_proj"), Merged, H, H, M.OutBias);
+    X = B.binary(Layer.Scope, "Add", X, AttnOut); // residual + hidden_states
+    if (M.NormAfter)
+      X = layerNorm(B, AttnNorm, M, X);
+    // The MLP runs on hidden_states.reshape(-1, hidden), a view; so does its residual.
+    TensorId Flat = B.reshape(Layer.Scope, X, {Rows, H});
+    TensorId FfnIn = M.NormAfter ? Flat : layerNorm(B, FfnNorm, M, Flat);
+    TensorId Up = linear(B, Layer.child("fc1"), FfnIn, H, M.Intermediate, M.MlpBias);
+    TensorId Act = activation(B, Layer.child("activation_fn").Scope, Up, M.Act);
+    TensorId Down = linear(B, Layer.child("fc2"), Act, M.Intermediate, H, M.MlpBias);
+    X = B.reshape(Layer.Scope, B.binary(Layer.Scope, "Add", Flat, Down), {D.Batch, D.Seq, H});
+    if (M.NormAfter)
+      X = layerNorm(B, FfnNorm, M, X);
+  }
+  const bool Named = M.Head == HeadKind::BaseModel;
+  if (M.FinalNorm)
+    X = layerNorm(B, Dec.child("final_layer_norm"), M, X,
+                  Named && P == H ? "last_hidden_state" : "");
+  if (P != H) {
+    Module Project = Dec.child("project_out");
+    TensorId W = B.parameter(Project.param("weight"), {H, P});
+    if (Named)
+      B.nameNextOutput("last_hidden_state");
+    X = B.matmul(Project.Scope, X, W);
+  }
+  // OPTDecoder.forward's locals live until it returns: the (projected) word embeddings,
+  // the position embeddings, the positions' mask and the position ids.
+  for (TensorId Local : {InputsEmbeds, PosEmbeds, PosMask, PosIds})
+    if (Local != AttnMask)
+      B.holdUntil(Local, X);
+  HfModel Out = M; // the heads read word_embed_proj_dim-wide states
+  Out.Hidden = P;
+  finishDecoder(B, Out, X, EmbedW, Root.child("lm_head"), Ids);
 }
 
 /// BertForMaskedLM (or BertModel with its pooler, or BertForSequenceClassification /

@@ -212,6 +212,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
 void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
 /// GPTNeoXForCausalLM (HfGptBertFamilies.cpp).
 void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
+/// OPTForCausalLM (HfGptBertFamilies.cpp).
+void buildOpt(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
 /// PhiForCausalLM (HfGptBertFamilies.cpp).
 void buildPhi(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
 /// BertForMaskedLM and BertModel (HfGptBertFamilies.cpp).

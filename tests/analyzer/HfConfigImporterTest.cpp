@@ -48,7 +48,8 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"gpt2", 124'439'808},          {"pythia-160m", 162'322'944},
     {"bert-base-uncased", 109'514'298}, {"tiny-llama", 158'016},
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
-    {"phi-2", 2'779'683'840},
+    {"phi-2", 2'779'683'840},      {"opt-1.3b", 1'315'758'080},
+    {"opt-350m", 331'196'416}, // word embeddings 512 wide, projected in and out
     {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
     {"llama-3.1-8b", 8'030'261'248}, {"llama-3.2-1b", 1'235'814'400}, // tied, head_dim 64
     {"olmo-2-7b", 7'298'617'344},   {"granite-3-2b", 2'533'531'648},
@@ -118,6 +119,11 @@ TEST(HfConfigImporter, ParameterCountsOfConfigVariantsMatchTransformers) {
                    2'333'926'400});
   Cases.push_back({"phi-2", "phi-model", {{"architectures", llvm::json::Array{"PhiModel"}}},
                    2'648'560'640});
+  // OPT: no biases and an untied head; the base model (its decoder, no "model." prefix).
+  Cases.push_back({"opt-350m", "opt-nobias-untied",
+                   {{"enable_bias", false}, {"tie_word_embeddings", false}}, 356'714'496});
+  Cases.push_back({"opt-350m", "opt-model", {{"architectures", llvm::json::Array{"OPTModel"}}},
+                   331'196'416});
   expectParameterCounts(std::move(Cases));
 }
 
@@ -274,6 +280,47 @@ TEST(HfConfigImporter, PhiFeedsAttentionAndMlpFromOneNormAndRotatesPartOfEachHea
   std::string Error = importError(Mismatch.path());
   EXPECT_NE(Error.find("field 'qk_layernorm' is true with head_dim 64"), std::string::npos)
       << Error;
+}
+
+TEST(HfConfigImporter, OptNumbersPositionsFromTheMaskAndMayNormAfterTheResidual) {
+  // OPT-1.3B: pre-LayerNorm blocks, the learned positions two rows on, q scaled before
+  // the attention, the MLP on [batch * seq, hidden] rows, a final LayerNorm, a tied head.
+  Graph G = importSample("opt-1.3b", dims(2, 16));
+  EXPECT_EQ(shapeOf(G, "model.decoder.embed_positions.weight"), (Shape{2050, 2048}));
+  EXPECT_EQ(shapeOf(G, "model.decoder.layers.0.self_attn.q_proj.bias"), (Shape{2048}));
+  EXPECT_EQ(shapeOf(G, "model.decoder.layers.0.fc1.weight"), (Shape{2048, 8192}));
+  EXPECT_EQ(shapeOf(G, "model.decoder.final_layer_norm.weight"), (Shape{2048}));
+  EXPECT_EQ(findTensor(G, "lm_head.weight"), nullptr) << "tied to embed_tokens";
+  const Tensor *Fc1In = findTensor(G, "/model/decoder/layers.0/final_layer_norm/LayerNormalization_output_0");
+  ASSERT_NE(Fc1In, nullptr);
+  EXPECT_EQ(Fc1In->Shape, (Shape{32, 2048})) << "the MLP's rows";
+  // The positions: cumsum of torch.ones(batch, seq) in fp32, then int64 ids, a block
+  // argument (every layer is called with position_ids).
+  ASSERT_EQ(G.BlockArguments.size(), 1u);
+  EXPECT_EQ(G.Tensors[G.BlockArguments[0]].Type, DType::Int64);
+  EXPECT_EQ(G.Tensors[G.BlockArguments[0]].Shape, (Shape{2, 16}));
+
+  // OPT-350m: LayerNorm after each residual add, no final norm, 512-wide word embeddings
+  // projected to the 1024-wide blocks and back for the head.
+  Graph P = importSample("opt-350m", dims(1, 16));
+  EXPECT_EQ(shapeOf(P, "model.decoder.embed_tokens.weight"), (Shape{50272, 512}));
+  EXPECT_EQ(shapeOf(P, "model.decoder.project_in.weight"), (Shape{512, 1024}));
+  EXPECT_EQ(shapeOf(P, "model.decoder.project_out.weight"), (Shape{1024, 512}));
+  EXPECT_EQ(findTensor(P, "model.decoder.final_layer_norm.weight"), nullptr);
+  const Tensor *Normed = findTensor(P, "/model/decoder/layers.0/self_attn_layer_norm/LayerNormalization_output_0");
+  ASSERT_NE(Normed, nullptr);
+  // Post-norm: the attention's norm reads the residual sum, not the block input.
+  const Node &Producer = P.Nodes[P.Tensors[P.findTensor("/model/decoder/layers.0/Add_output_0")].Consumers[0]];
+  EXPECT_EQ(Producer.OpType, "LayerNormalization");
+
+  ConfigVariant NoAffine("opt-350m", "opt-no-affine", {{"layer_norm_elementwise_affine", false}});
+  std::string Error = importError(NoAffine.path());
+  EXPECT_NE(Error.find("field 'layer_norm_elementwise_affine' is false"), std::string::npos) << Error;
+  ConfigVariant LayerDrop("opt-350m", "opt-layerdrop", {{"layerdrop", 0.1}});
+  Graph D = importPath(LayerDrop.path(), dims(1, 16));
+  EXPECT_TRUE(llvm::any_of(D.Diags.all(), [](const Diagnostic &Dg) {
+    return Dg.Where == "layerdrop" && Dg.Level == Severity::Warning;
+  }));
 }
 
 TEST(HfConfigImporter, AnAbsurdLayerCountIsAnErrorNotAnAllocation) {
@@ -483,7 +530,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, opt, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

@@ -130,6 +130,13 @@ TEST(HfHeads, ParameterCountsMatchTransformers) {
                    {{"architectures", llvm::json::Array{"XLMRobertaForTokenClassification"}},
                     {"id2label", Labels(7)}},
                    277'458'439});
+  Cases.push_back({"opt-350m", "opt-seq-cls",
+                   {{"architectures", llvm::json::Array{"OPTForSequenceClassification"}},
+                    {"id2label", Labels(3)}},
+                   331'197'952});
+  Cases.push_back({"opt-350m", "opt-qa",
+                   {{"architectures", llvm::json::Array{"OPTForQuestionAnswering"}}},
+                   331'197'442});
   Cases.push_back({"phi-2", "phi-seq-cls",
                    {{"architectures", llvm::json::Array{"PhiForSequenceClassification"}},
                     {"id2label", Labels(3)}, {"pad_token_id", 50256}},

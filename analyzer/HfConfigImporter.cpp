@@ -481,6 +481,10 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
   if (M.Granite) // GraniteModel: inputs_embeds * embedding_multiplier
     X = B.binary(Base.Scope, "Mul", X, B.scalar(M.EmbeddingMultiplier));
   const TensorId InputsEmbeds = X;
+  // LLaMA's RMSNorm, or StarCoder2's LayerNorm.
+  auto Norm = [&](const Module &Mod, TensorId In, const std::string &OutName = "") {
+    return M.LayerNormBlocks ? layerNorm(B, Mod, M, In, OutName) : rmsNorm(B, Mod, M, In, OutName);
+  };
   // cache_position = arange(seq): the rotary position ids and the causal mask share it.
   TensorId Positions = decoderPositions(B, Base, D);
   // Gemma 3 mixes sliding-window layers into full ones: each type has its rotary tables
@@ -517,6 +521,10 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Mask = causalMask(B, Base, Positions, D, Padding);
     markSdpaSkips(B, M, D, Mask);
   }
+  // StarCoder2: hidden_states = dropout(inputs_embeds), after the mask is made; the
+  // model's inputs_embeds keeps the embeddings themselves.
+  if (M.EmbeddingDropout > 0)
+    X = B.dropout(Base.Scope, X, M.EmbeddingDropout);
   const double Scale = M.Granite          ? M.AttentionMultiplier
                        : M.AttnScalar > 0 ? 1.0 / std::sqrt(M.AttnScalar)
                                           : attentionScale(M);
@@ -526,7 +534,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Module Layer = Base.child("layers." + std::to_string(L));
     Module Attn = Layer.child("self_attn");
     const std::string &AS = Attn.Scope;
-    TensorId Normed = M.PostNormsOnly ? X : rmsNorm(B, Layer.child("input_layernorm"), M, X);
+    TensorId Normed = M.PostNormsOnly ? X : Norm(Layer.child("input_layernorm"), X);
     TensorId O;
     if (M.Mla) {
       O = mlaAttention(B, Attn, M, Normed, Sliding ? LocalCos : Cos, Sliding ? LocalSin : Sin,
@@ -599,13 +607,17 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     Module Mlp = Layer.child("mlp");
     Normed = M.PostNormsOnly
                  ? X
-                 : rmsNorm(B,
-                           Layer.child(M.SandwichNorms ? "pre_feedforward_layernorm"
-                                                       : "post_attention_layernorm"),
-                           M, X);
+                 : Norm(Layer.child(M.SandwichNorms ? "pre_feedforward_layernorm"
+                                                    : "post_attention_layernorm"),
+                        X);
     TensorId Down;
     if (!M.MoeLayers.empty() && M.MoeLayers[static_cast<size_t>(L)]) {
       Down = sparseMoe(B, Mlp, M, Normed);
+    } else if (M.PlainMlp) {
+      // Starcoder2MLP: c_proj(act(c_fc(x))).
+      TensorId Up = linear(B, Mlp.child("c_fc"), Normed, H, M.Intermediate, M.MlpBias);
+      TensorId Act = activation(B, Mlp.child("act").Scope, Up, M.Act);
+      Down = linear(B, Mlp.child("c_proj"), Act, M.Intermediate, H, M.MlpBias);
     } else if (M.FusedGateUp) {
       // Phi3MLP: gate, up = gate_up_proj(x).chunk(2, dim=-1); up * activation_fn(gate).
       TensorId GateUp = linear(B, Mlp.child("gate_up_proj"), Normed, H, 2 * M.Intermediate,
@@ -625,8 +637,7 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       Down = B.binary(Layer.Scope, "Mul", Down, B.scalar(M.ResidualMultiplier));
     X = B.binary(Layer.Scope, "Add", X, Down);
   }
-  X = rmsNorm(B, Base.child("norm"), M, X,
-              M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
+  X = Norm(Base.child("norm"), X, M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
   // The model's forward holds its locals until it returns: inputs_embeds, the masks (one
   // per layer type in causal_mask_mapping: a type's mask outlives its last layer) and the
   // rotary tables. Measured on torch 2.15 (gpt-oss with LoRA, whose forward peaks in its
@@ -808,6 +819,10 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
       Sites.Residual = Prob({"resid_pdrop"});
       Sites.Embedding = Prob({"embd_pdrop"});
     }
+    // StarCoder2 drops out o_proj's and c_proj's outputs; its embeddings' dropout is the
+    // builder's (HfModel::EmbeddingDropout).
+    if (M->ModelType == "starcoder2")
+      Sites.Residual = Prob({"residual_dropout"});
     break;
   case ArchFamily::Gpt2:
     Sites = {Prob({"attn_pdrop"}), Prob({"resid_pdrop"}), Prob({"embd_pdrop"})};

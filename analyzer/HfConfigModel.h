@@ -101,6 +101,11 @@ struct HfModel {
   std::vector<bool> SlidingLayers;
   /// SmolLM3: the layers that apply no rotary (NoPE); empty: every layer rotates.
   std::vector<bool> NoRopeLayers;
+  /// StarCoder2: LLaMA's layers with LayerNorms (with biases) instead of RMSNorms, a plain
+  /// MLP (c_fc, activation, c_proj), biases everywhere (use_bias), and an nn.functional
+  /// dropout of the embeddings' output (EmbeddingDropout) before the first layer.
+  bool LayerNormBlocks = false, PlainMlp = false;
+  double EmbeddingDropout = 0;
   double LocalRopeTheta = 10000.0;
   /// Gemma 3: each layer type has its rotary tables, the sliding layers' at
   /// LocalRopeTheta; Gemma 2 shares one table between them.

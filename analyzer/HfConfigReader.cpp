@@ -18,8 +18,8 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, opt, gpt2, "
-    "gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, "
+    "opt, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -116,6 +116,8 @@ constexpr TypeDefaults KnownTypes[] = {
     {"deepseek_v3", ArchFamily::Llama, 4096, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"granite", ArchFamily::Llama, 2048, "rms_norm_eps", 1e-6, "hidden_act", "silu", false},
     {"smollm3", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", true},
+    {"starcoder2", ArchFamily::Llama, 4096, "norm_epsilon", 1e-5, "hidden_act",
+     "gelu_pytorch_tanh", true},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
@@ -532,7 +534,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                        : R.size({"intermediate_size", "hidden_dim"}, "the MLP width",
                                 M.ModelType == "gpt_oss" ? 2880 : 0);
   M.KvHeads = M.Family == ArchFamily::Llama || M.Family == ArchFamily::Phi
-                  ? R.size({"num_key_value_heads"}, "the number of k/v heads", M.Heads)
+                  ? R.size({"num_key_value_heads"}, "the number of k/v heads",
+                           M.ModelType == "starcoder2" ? 2 : M.Heads) // Starcoder2Config's
                   : M.Heads;
   if (M.Family != ArchFamily::Gpt2 && M.Family != ArchFamily::Opt && R.present("head_dim"))
     M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
@@ -668,6 +671,14 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
       M.QkvBias = true;
     } else if (M.ModelType == "qwen2_moe") {
       M.QkvBias = R.get("qkv_bias", true);
+    } else if (M.ModelType == "starcoder2") {
+      M.QkvBias = M.OutBias = M.MlpBias = R.get("use_bias", true);
+      M.LayerNormBlocks = M.PlainMlp = true;
+      M.EmbeddingDropout = R.get("embedding_dropout", 0.0);
+      if (M.EmbeddingDropout < 0 || M.EmbeddingDropout >= 1)
+        R.fail(llvm::formatv("field 'embedding_dropout' is {0}; expected a probability in "
+                             "[0, 1)",
+                             M.EmbeddingDropout));
     } else if (M.ModelType != "mistral" && M.ModelType != "mixtral" && M.ModelType != "phi3") {
       M.QkvBias = M.OutBias = R.get("attention_bias", M.ModelType == "gpt_oss");
       M.MlpBias = (M.ModelType == "llama" || M.ModelType == "smollm3") &&
@@ -710,6 +721,7 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
       M.RotaryDim = M.QkRopeDim;
     // null (Mistral v0.2 on) or absent: no window. Qwen2 and Qwen3 use it only when asked.
     if (M.ModelType == "mistral" || M.ModelType == "mixtral" || M.ModelType == "phi3" ||
+        M.ModelType == "starcoder2" ||
         (M.ModelType.starts_with("qwen") && R.get("use_sliding_window", false)))
       M.SlidingWindow = Obj.getInteger("sliding_window").value_or(0);
     break;

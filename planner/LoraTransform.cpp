@@ -77,7 +77,8 @@ std::string lastComponent(const std::string &Module) {
 std::vector<std::string> defaultLoraTargets(const Graph &G) {
   // peft/utils/constants.py TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING. A
   // Hugging Face model type missing from it (peft 0.21: phi3, olmo2, granite, qwen2_moe,
-  // qwen3_moe, olmoe, gpt_oss, deepseek_v2, deepseek_v3, distilbert, camembert, smollm3;
+  // qwen3_moe, olmoe, gpt_oss, deepseek_v2, deepseek_v3, distilbert, camembert, smollm3,
+  // starcoder2;
   // measured for distilbert) has no default: get_peft_model
   // raises, so the user must name the modules here too (measured for gpt_oss with peft
   // 0.21.2: "Please specify `target_modules`"). So does mixtral's, measured with peft 0.21.2
@@ -89,7 +90,8 @@ std::vector<std::string> defaultLoraTargets(const Graph &G) {
        G.Architecture == "qwen3_moe" || G.Architecture == "olmoe" ||
        G.Architecture == "gpt_oss" || G.Architecture == "deepseek_v2" ||
        G.Architecture == "deepseek_v3" || G.Architecture == "distilbert" ||
-       G.Architecture == "camembert" || G.Architecture == "smollm3"))
+       G.Architecture == "camembert" || G.Architecture == "smollm3" ||
+       G.Architecture == "starcoder2"))
     return {};
   if (G.SourceFormat == "hf-config" && G.Architecture == "phi")
     return {"q_proj", "v_proj", "fc1", "fc2"}; // PEFT's own entry for Phi's model type

@@ -50,6 +50,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
     {"phi-2", 2'779'683'840},      {"opt-1.3b", 1'315'758'080},
     {"opt-350m", 331'196'416}, // word embeddings 512 wide, projected in and out
+    {"starcoder2-3b", 3'030'371'328},
     {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
     {"llama-3.1-8b", 8'030'261'248}, {"llama-3.2-1b", 1'235'814'400}, // tied, head_dim 64
     {"olmo-2-7b", 7'298'617'344},   {"granite-3-2b", 2'533'531'648},
@@ -323,6 +324,26 @@ TEST(HfConfigImporter, OptNumbersPositionsFromTheMaskAndMayNormAfterTheResidual)
   }));
 }
 
+TEST(HfConfigImporter, StarCoder2IsLlamaWithLayerNormsAPlainMlpAndItsDropouts) {
+  Graph G = importSample("starcoder2-3b", dims(1, 16));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.input_layernorm.bias"), (Shape{3072}));
+  EXPECT_EQ(shapeOf(G, "model.norm.bias"), (Shape{3072}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.mlp.c_fc.weight"), (Shape{3072, 12288}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.mlp.c_proj.bias"), (Shape{3072}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.k_proj.weight"), (Shape{3072, 256})); // 2 kv heads
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.o_proj.bias"), (Shape{3072}));
+  EXPECT_EQ(findTensor(G, "model.layers.0.mlp.gate_proj.weight"), nullptr);
+  EXPECT_EQ(findTensor(G, "lm_head.weight"), nullptr) << "tied";
+  // The embeddings' dropout is its own op, so inputs_embeds (held until the model returns)
+  // stays the tensor before it; the residual branches' dropout is the config's.
+  ASSERT_EQ(G.DropoutAt.size(), 1u);
+  EXPECT_EQ(G.Nodes[G.Tensors[G.DropoutAt[0].first].Producer].Inputs[0],
+            G.findTensor("/model/embed_tokens/Gather_output_0"));
+  ASSERT_TRUE(G.DeclaredDropoutSites.has_value());
+  EXPECT_EQ(G.DeclaredDropoutSites->Residual, 0.1);
+  EXPECT_EQ(G.DeclaredDropoutSites->Embedding, 0.0);
+}
+
 TEST(HfConfigImporter, AnAbsurdLayerCountIsAnErrorNotAnAllocation) {
   // Found by FuzzHfConfig: 2,151,643 layers made the importer reserve the whole machine.
   ConfigVariant Huge("gemma-3-1b", "layers-2151643", {{"num_hidden_layers", 2151643}});
@@ -530,7 +551,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, phi, opt, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, opt, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

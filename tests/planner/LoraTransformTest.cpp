@@ -84,7 +84,7 @@ TEST(LoraTransform, HfModelTypesPeftHasNoDefaultForNeedTargets) {
   EXPECT_NE(E.find("q_proj"), std::string::npos) << "the error lists the linear layers: " << E;
   // Nor has it one for gpt-oss (measured: get_peft_model raises), DeepSeek-V3, DistilBERT or
   // SmolLM3 (measured).
-  for (const char *Type : {"gpt_oss", "deepseek_v3", "distilbert", "smollm3"}) {
+  for (const char *Type : {"gpt_oss", "deepseek_v3", "distilbert", "smollm3", "starcoder2"}) {
     G.Architecture = Type;
     EXPECT_TRUE(defaultLoraTargets(G).empty()) << Type;
   }

@@ -836,6 +836,9 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   case ArchFamily::Opt: // `dropout` on both residual branches; none on the embeddings
     Sites = {Prob({"attention_dropout"}), Prob({"dropout"}), 0.0};
     break;
+  case ArchFamily::GptJ: // resid_dropout and the MLP's dropout; `drop` is the builder's
+    Sites = {Prob({"attn_pdrop"}), Prob({"resid_pdrop"}), 0.0};
+    break;
   case ArchFamily::Bert:
     Sites = {Prob({"attention_probs_dropout_prob"}), Prob({"hidden_dropout_prob"}),
              Prob({"hidden_dropout_prob"})};
@@ -897,6 +900,7 @@ llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOption
   case ArchFamily::GptNeoX: buildGptNeoX(B, *M, *D); break;
   case ArchFamily::Phi: buildPhi(B, *M, *D); break;
   case ArchFamily::Opt: buildOpt(B, *M, *D); break;
+  case ArchFamily::GptJ: buildGptJ(B, *M, *D); break;
   case ArchFamily::Bert: buildBert(B, *M, *D); break;
   }
   if (!G.finalize())

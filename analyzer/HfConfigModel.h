@@ -25,7 +25,9 @@ namespace trainmem::hf {
 // (HfModel::Experts). Phi: Phi-1, Phi-1.5 and Phi-2 (one LayerNorm feeding attention and
 // MLP side by side, partial rotary, biases everywhere). Opt: OPT-125m to -66b (learned
 // positions, pre- or post-LayerNorm blocks, ReLU MLP).
-enum class ArchFamily { Llama, Gpt2, GptNeoX, Phi, Opt, Bert };
+// GptJ: GPT-J (attention and MLP side by side from one LayerNorm, rotary on the first
+// rotary_dim channels of each head, pairs rotated as GPT-J interleaves them).
+enum class ArchFamily { Llama, Gpt2, GptNeoX, Phi, Opt, GptJ, Bert };
 /// SequenceClassification: one row of NumLabels logits per sequence (BERT's pooler and
 /// classifier, RoBERTa's classification head on the first token, a decoder's `score` read at
 /// each row's last token that is not padding); TokenClassification: NumLabels logits per

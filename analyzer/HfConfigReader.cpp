@@ -19,7 +19,7 @@ namespace {
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
     "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, "
-    "opt, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
+    "opt, gptj, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -127,6 +127,8 @@ constexpr TypeDefaults KnownTypes[] = {
     {"phi", ArchFamily::Phi, 2048, "layer_norm_eps", 1e-5, "hidden_act", "gelu_new", false},
     // OPTConfig; its LayerNorms keep nn.LayerNorm's eps (no config field).
     {"opt", ArchFamily::Opt, 2048, "", 1e-5, "activation_function", "relu", true},
+    {"gptj", ArchFamily::GptJ, 2048, "layer_norm_epsilon", 1e-5, "activation_function",
+     "gelu_new", false},
     {"bert", ArchFamily::Bert, 512, "layer_norm_eps", 1e-12, "hidden_act", "gelu", true},
     // RobertaConfig, XLMRobertaConfig and CamembertConfig keep BertConfig's defaults; the
     // released checkpoints set 514 positions and eps 1e-5.
@@ -182,7 +184,7 @@ HeadKind readHead(const llvm::json::Object &Obj, ArchFamily Family, Diagnostics 
   static constexpr llvm::StringLiteral QaTypes[] = {
       "llama", "mistral", "mixtral", "qwen2",   "qwen2_moe",   "qwen3",     "qwen3_moe",
       "gpt2",  "gpt_neox", "bert",   "roberta", "xlm-roberta", "camembert", "distilbert",
-      "smollm3", "opt"};
+      "smollm3", "opt", "gptj"};
   if (Arch->ends_with("ForQuestionAnswering") &&
       llvm::is_contained(QaTypes, Obj.getString("model_type").value_or("")))
     return HeadKind::QuestionAnswering;
@@ -529,7 +531,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
   }
   M.Heads = R.size({"num_attention_heads", "n_head", "n_heads"}, "the number of attention heads");
   M.Vocab = R.size({"vocab_size"}, "the vocabulary size");
-  M.Intermediate = M.Family == ArchFamily::Gpt2 ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
+  M.Intermediate = M.Family == ArchFamily::Gpt2 || M.Family == ArchFamily::GptJ
+                       ? R.size({"n_inner"}, "the MLP width", 4 * M.Hidden)
                    : M.Family == ArchFamily::Opt ? R.size({"ffn_dim"}, "the MLP width")
                        : R.size({"intermediate_size", "hidden_dim"}, "the MLP width",
                                 M.ModelType == "gpt_oss" ? 2880 : 0);
@@ -537,7 +540,8 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                   ? R.size({"num_key_value_heads"}, "the number of k/v heads",
                            M.ModelType == "starcoder2" ? 2 : M.Heads) // Starcoder2Config's
                   : M.Heads;
-  if (M.Family != ArchFamily::Gpt2 && M.Family != ArchFamily::Opt && R.present("head_dim"))
+  if (M.Family != ArchFamily::Gpt2 && M.Family != ArchFamily::Opt &&
+      M.Family != ArchFamily::GptJ && R.present("head_dim"))
     M.HeadDim = R.size({"head_dim"}, "the width of one attention head");
   else if (M.ModelType == "gemma" || M.ModelType == "gemma2" || M.ModelType == "gemma3_text")
     M.HeadDim = 256; // GemmaConfig's, Gemma2Config's and Gemma3TextConfig's default
@@ -750,6 +754,25 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
                            "transformers cannot run this config",
                            M.HeadDim, M.Hidden / M.Heads));
     readRope(R, Obj, M, "rope_theta", "partial_rotary_factor", 0.5);
+    break;
+  case ArchFamily::GptJ:
+    // GPTJAttention's projections have no biases; fc_in, fc_out and lm_head have.
+    M.MlpBias = M.LmHeadBias = true;
+    M.EmbeddingDropout = R.get("embd_pdrop", 0.0);
+    if (M.EmbeddingDropout < 0 || M.EmbeddingDropout >= 1)
+      R.fail(llvm::formatv("field 'embd_pdrop' is {0}; expected a probability in [0, 1)",
+                           M.EmbeddingDropout));
+    // rotary_dim: the channels of each head rotated (null: all of them).
+    M.RotaryDim = Obj.get("rotary_dim") && Obj.get("rotary_dim")->kind() == llvm::json::Value::Null
+                      ? M.HeadDim
+                      : R.size({"rotary_dim"}, "the rotated channels of a head", 64);
+    if (M.RotaryDim % 2 != 0 || M.RotaryDim > M.HeadDim)
+      R.fail(llvm::formatv("field 'rotary_dim' is {0}; expected an even number of channels, at "
+                           "most the head width {1}",
+                           M.RotaryDim, M.HeadDim));
+    Diags.note("eager-attention", "",
+               "GPT-J's eager attention (--attention=eager) upcasts q and k to fp32 in a 16-bit "
+               "model, which is not modelled; the default SDPA attention is");
     break;
   case ArchFamily::Opt:
     M.QkvBias = M.OutBias = M.MlpBias = R.get("enable_bias", true);

@@ -175,6 +175,79 @@ void buildPhi(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
   finishDecoder(B, M, X, EmbedW, Root.child("lm_head"), Ids);
 }
 
+/// GPTJForCausalLM (GPT-J-6B; its sequence-classification and question-answering heads):
+/// one LayerNorm feeding attention and MLP side by side, q, k and v without biases, the
+/// first rotary_dim channels of each head rotated GPT-J's way (sin and cos gathered from a
+/// sinusoid buffer, repeated pair by pair; rotate_every_two), fc_in/fc_out, a head with a
+/// bias.
+void buildGptJ(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D) {
+  const int64_t H = M.Hidden, Hd = M.HeadDim, Rd = M.RotaryDim;
+  Module Root;
+  auto [Base, Embed, EmbedW, Padding, X, Ids] = decoderStart(B, M, D, "transformer", "wte");
+  TensorId Positions = decoderPositions(B, Base, D);
+  TensorId Mask = causalMask(B, Base, Positions, D, Padding);
+  markSdpaSkips(B, M, D, Mask);
+  const TensorId InputsEmbeds = X;
+  if (M.EmbeddingDropout > 0) // self.drop; inputs_embeds keeps the embeddings
+    X = B.dropout(Base.Scope, X, M.EmbeddingDropout);
+  // GPTJRotaryEmbedding: embed_positions[position_ids].to(x.dtype), split into sin and cos.
+  Module Rope = Base.child("rotary_emb");
+  TensorId Table = B.stored(Rope.param("embed_positions"), {M.MaxPositions, Rd}, DType::Float32,
+                            TensorKind::Buffer);
+  TensorId SinCos = B.castLike(
+      Rope.Scope, B.gather(Rope.Scope, Table, B.unsqueeze(Base.Scope, Positions, {0})), X);
+  std::vector<TensorId> SC = B.split(Rope.Scope, SinCos, -1, {Rd / 2, Rd / 2});
+  const TensorId Sin = SC[0], Cos = SC[1];
+  for (int64_t L = 0; L < M.Layers; ++L) {
+    B.startLayer(L, M.Layers);
+    Module Block = Base.child("h." + std::to_string(L));
+    Module Attn = Block.child("attn");
+    const std::string &AS = Attn.Scope;
+    TensorId Normed = layerNorm(B, Block.child("ln_1"), M, X);
+    const Shape &NS = B.shape(Normed);
+    const int64_t Bt = NS[0], S = NS[1];
+    auto Heads = [&](const char *Name) { // .view(b, s, heads, head_dim)
+      return B.reshape(AS, linear(B, Attn.child(Name), Normed, H, H, false), {Bt, S, M.Heads, Hd});
+    };
+    TensorId Q = Heads("q_proj"), K = Heads("k_proj");
+    TensorId V = B.transpose(AS, Heads("v_proj"), {0, 2, 1, 3});
+    // apply_rotary_pos_emb on x[..., :rotary_dim] of k, then q: sin and cos repeated pair by
+    // pair (repeat_interleave: a copy each), x * cos + rotate_every_two(x) * sin, where
+    // rotate_every_two stacks -x[..., 1::2] and x[..., ::2] and flattens them (a copy).
+    auto Rotary = [&](TensorId T) {
+      TensorId Rot = Rd < Hd ? B.slice(AS, T, 3, 0, Rd) : T;
+      auto Interleave = [&](TensorId Half) {
+        TensorId U = B.unsqueeze(AS, B.unsqueeze(AS, Half, {2}), {4}); // [1, S, 1, Rd/2, 1]
+        return B.reshape(AS, B.expand(AS, U, {1, S, 1, Rd / 2, 2}), {1, S, 1, Rd});
+      };
+      TensorId SinR = Interleave(Sin), CosR = Interleave(Cos);
+      TensorId Cosined = B.binary(AS, "Mul", Rot, CosR);
+      TensorId X1 = B.slice(AS, Rot, 3, 0, SliceToEnd, 2), X2 = B.slice(AS, Rot, 3, 1, SliceToEnd, 2);
+      TensorId Stacked = B.concat(AS, {B.unsqueeze(AS, B.unary(AS, "Neg", X2), {4}),
+                                      B.unsqueeze(AS, X1, {4})},
+                                  4);
+      TensorId Every2 = B.reshape(AS, Stacked, {Bt, S, M.Heads, Rd});
+      TensorId Out = B.binary(AS, "Add", Cosined, B.binary(AS, "Mul", Every2, SinR));
+      return Rd < Hd ? B.concat(AS, {Out, B.slice(AS, T, 3, Rd, SliceToEnd)}, -1) : Out;
+    };
+    K = B.transpose(AS, Rotary(K), {0, 2, 1, 3});
+    Q = B.transpose(AS, Rotary(Q), {0, 2, 1, 3});
+    markKvCache(B, K, V);
+    TensorId Merged = attention(B, AS, Q, K, V, Mask, attentionScale(M), 1, EagerSoftmax::Fp32ToQuery);
+    TensorId AttnOut = linear(B, Attn.child("out_proj"), Merged, H, H, false);
+    Module Mlp = Block.child("mlp");
+    TensorId Up = linear(B, Mlp.child("fc_in"), Normed, H, M.Intermediate, M.MlpBias);
+    TensorId Act = activation(B, Mlp.child("act").Scope, Up, M.Act);
+    TensorId MlpOut = linear(B, Mlp.child("fc_out"), Act, M.Intermediate, H, M.MlpBias);
+    X = B.binary(Block.Scope, "Add", B.binary(Block.Scope, "Add", AttnOut, MlpOut), X);
+  }
+  X = layerNorm(B, Base.child("ln_f"), M, X,
+                M.Head == HeadKind::BaseModel ? "last_hidden_state" : "");
+  for (TensorId Local : {InputsEmbeds, Cos, Sin}) // GPTJModel.forward's locals
+    B.holdUntil(Local, X);
+  finishDecoder(B, M, X, EmbedW, Root.child("lm_head"), Ids);
+}
+
 /// OPTForCausalLM (OPT-125m to -66b, and OPT's sequence-classification and
 /// question-answering heads): positions numbered from a mask's cumulative sum and looked up
 /// two rows on (OPTLearnedPositionalEmbedding's offset), q scaled before the attention,

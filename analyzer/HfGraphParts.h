@@ -212,6 +212,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
 void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
 /// GPTNeoXForCausalLM (HfGptBertFamilies.cpp).
 void buildGptNeoX(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
+/// GPTJForCausalLM (HfGptBertFamilies.cpp).
+void buildGptJ(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
 /// OPTForCausalLM (HfGptBertFamilies.cpp).
 void buildOpt(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
 /// PhiForCausalLM (HfGptBertFamilies.cpp).

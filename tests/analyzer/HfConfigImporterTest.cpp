@@ -50,7 +50,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"qwen3-0.6b", 596'049'920},    {"phi-3-mini-4k", 3'821'079'552},
     {"phi-2", 2'779'683'840},      {"opt-1.3b", 1'315'758'080},
     {"opt-350m", 331'196'416}, // word embeddings 512 wide, projected in and out
-    {"starcoder2-3b", 3'030'371'328},
+    {"starcoder2-3b", 3'030'371'328}, {"gpt-j-6b", 6'050'882'784},
     {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
     {"llama-3.1-8b", 8'030'261'248}, {"llama-3.2-1b", 1'235'814'400}, // tied, head_dim 64
     {"olmo-2-7b", 7'298'617'344},   {"granite-3-2b", 2'533'531'648},
@@ -344,6 +344,28 @@ TEST(HfConfigImporter, StarCoder2IsLlamaWithLayerNormsAPlainMlpAndItsDropouts) {
   EXPECT_EQ(G.DeclaredDropoutSites->Embedding, 0.0);
 }
 
+TEST(HfConfigImporter, GptJRotatesTheFirstChannelsOfEachHeadPairByPair) {
+  Graph G = importSample("gpt-j-6b", dims(1, 16));
+  // The sinusoid table is a buffer of max positions x rotary_dim (fp32: 512 KiB).
+  const Tensor *Table = findTensor(G, "transformer.rotary_emb.embed_positions");
+  ASSERT_NE(Table, nullptr);
+  EXPECT_EQ(Table->Shape, (Shape{2048, 64}));
+  EXPECT_EQ(Table->Kind, TensorKind::Buffer);
+  EXPECT_EQ(findTensor(G, "transformer.h.0.attn.q_proj.bias"), nullptr);
+  EXPECT_EQ(shapeOf(G, "transformer.h.0.mlp.fc_in.bias"), (Shape{16384}));
+  EXPECT_EQ(shapeOf(G, "lm_head.bias"), (Shape{50400}));
+  // x[..., :64] and x[..., 64:], then rotate_every_two's x[..., ::2] and x[..., 1::2] of the
+  // rotated part, for k and for q.
+  int Slices = 0;
+  for (const Node &N : G.Nodes)
+    Slices += llvm::StringRef(N.Name).startswith("/transformer/h.0/attn/") && N.OpType == "Slice";
+  EXPECT_EQ(Slices, 8);
+
+  ConfigVariant Odd("gpt-j-6b", "gptj-odd-rotary", {{"rotary_dim", 63}});
+  std::string Error = importError(Odd.path());
+  EXPECT_NE(Error.find("field 'rotary_dim' is 63"), std::string::npos) << Error;
+}
+
 TEST(HfConfigImporter, AnAbsurdLayerCountIsAnErrorNotAnAllocation) {
   // Found by FuzzHfConfig: 2,151,643 layers made the importer reserve the whole machine.
   ConfigVariant Huge("gemma-3-1b", "layers-2151643", {{"num_hidden_layers", 2151643}});
@@ -551,7 +573,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, opt, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, opt, gptj, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

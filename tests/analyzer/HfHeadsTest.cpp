@@ -130,6 +130,9 @@ TEST(HfHeads, ParameterCountsMatchTransformers) {
                    {{"architectures", llvm::json::Array{"XLMRobertaForTokenClassification"}},
                     {"id2label", Labels(7)}},
                    277'458'439});
+  Cases.push_back({"gpt-j-6b", "gptj-qa",
+                   {{"architectures", llvm::json::Array{"GPTJForQuestionAnswering"}}},
+                   5'844'402'178});
   Cases.push_back({"opt-350m", "opt-seq-cls",
                    {{"architectures", llvm::json::Array{"OPTForSequenceClassification"}},
                     {"id2label", Labels(3)}},

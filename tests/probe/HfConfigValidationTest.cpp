@@ -45,7 +45,7 @@ std::string shrunkConfig(const std::string &Name) {
       {"hidden_size", 64},      {"n_embd", 64},           {"intermediate_size", 128},
       {"num_hidden_layers", 2}, {"n_layer", 2},           {"num_attention_heads", 4},
       {"n_head", 4},            {"num_key_value_heads", 2}, {"vocab_size", 512},
-      {"head_dim", 16},
+      {"head_dim", 16},         {"rotary_dim", 8}, // GPT-J's rotated channels of a head
       // Mixture-of-experts: 4 experts, 2 per token, experts 64 wide.
       {"num_local_experts", 4}, {"num_experts", 4},     {"num_experts_per_tok", 2},
       {"moe_intermediate_size", 64}, {"shared_expert_intermediate_size", 128}};
@@ -94,7 +94,7 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
               "saved pred", "saved meas");
   for (bool Padded : {false, true})
   for (const char *Checkpoint : {"none", "blocks"})
-  for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "qwen3-0.6b", "phi-3-mini-4k", "phi-2", "opt-1.3b", "opt-350m", "starcoder2-3b", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "olmo-2-7b", "granite-3-2b",
+  for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "qwen3-0.6b", "phi-3-mini-4k", "phi-2", "opt-1.3b", "opt-350m", "starcoder2-3b", "gpt-j-6b", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "olmo-2-7b", "granite-3-2b",
                            "mistral-7b", "bert-base-uncased", "mixtral-8x7b", "qwen3-30b-a3b",
                            "qwen1.5-moe-a2.7b", "olmoe-1b-7b", "gpt-oss-20b"}) {
     std::string Path = shrunkConfig(Name);

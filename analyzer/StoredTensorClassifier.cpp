@@ -134,11 +134,14 @@ bool isExporterLiteralName(const std::string &Name) {
 /// MatMul with the positions, and was counted among the trainable parameters (32 extra for
 /// a LLaMA-3.2-1B export, and its optimizer states).
 /// DeepSeek-V3's router keeps `e_score_correction_bias` as a buffer too (balanced outside
-/// the gradient); added to the scores, by use it is a bias.
+/// the gradient); added to the scores, by use it is a bias. GPT-J's rotary keeps its
+/// sinusoid table as `rotary_emb.embed_positions` (gathered at the positions, by use an
+/// embedding; OPT's learned `embed_positions.weight` is a parameter).
 bool isKnownBufferName(const std::string &Name) {
-  llvm::StringRef Leaf(Name);
-  Leaf = Leaf.substr(Leaf.find_last_of("./") + 1); // npos + 1 == 0: the whole name
-  return Leaf.ends_with("inv_freq") || Leaf == "e_score_correction_bias";
+  llvm::StringRef Full(Name);
+  llvm::StringRef Leaf = Full.substr(Full.find_last_of("./") + 1); // npos + 1 == 0: the whole name
+  return Leaf.ends_with("inv_freq") || Leaf == "e_score_correction_bias" ||
+         Full.ends_with("rotary_emb.embed_positions");
 }
 
 /// gpt-oss's attention sinks, a parameter of a logit per head that the attention expands over
@@ -158,6 +161,12 @@ TensorKind classify(const Graph &G, TensorId Id) {
     return TensorKind::Buffer;
   if (isFloating(T.Type) && isKnownParameterName(T.Name))
     return TensorKind::Parameter;
+  // A ConstantOfShape folded into a stored tensor is a weight only where the file names it
+  // as one: one named by its node's scope path (trainmem's export of OPT's
+  // torch.ones(batch, seq), whose cumulative sum numbers the positions) is the forward's
+  // own, never trained (by use, elementwise at batch 1, it was read back as a parameter).
+  if (T.Payload.From == PayloadRef::Source::Fill && !T.Name.empty() && T.Name.front() == '/')
+    return TensorKind::Buffer;
   Uses U = collectUses(G, Id);
   if (T.Type == DType::Bool)
     return TensorKind::Buffer;

@@ -9,6 +9,34 @@
 using namespace trainmem;
 using trainmem::testing::GraphBuilder;
 
+namespace {
+/// One autocast (bf16) step of G on CUDA, with an MSE loss.
+StepSimulation ampStepOnCuda(const Graph &G) {
+  TrainingSetup S;
+  S.Device = DeviceKind::Cuda;
+  S.Prec = Precision::AmpBf16;
+  S.Loss = LossKind::Mse;
+  auto C = takeCensus(G, S);
+  EXPECT_TRUE(static_cast<bool>(C)) << llvm::toString(C.takeError());
+  if (!C)
+    return StepSimulation();
+  auto Sim = simulateStep(G, S, *C);
+  EXPECT_TRUE(static_cast<bool>(Sim)) << llvm::toString(Sim.takeError());
+  return Sim ? std::move(*Sim) : StepSimulation();
+}
+
+/// x [64, 128] through a linear to 256 features (with or without a bias), then a ReLU.
+StepSimulation ampLinearStep(bool WithBias) {
+  GraphBuilder B;
+  TensorId X = B.input("x", {64, 128});
+  TensorId Y = B.op("MatMul", {X, B.weight("proj.weight", {128, 256})}, {64, 256}, "/proj/MatMul");
+  if (WithBias)
+    Y = B.op("Add", {Y, B.weight("proj.bias", {256})}, {64, 256}, "/proj/Add");
+  B.output(B.op("Relu", {Y}, {64, 256}, "/act/Relu"));
+  return ampStepOnCuda(B.finish());
+}
+} // namespace
+
 // An fp32 operand with strides a matmul cannot flatten, under autocast: autocast casts
 // it to bf16 keeping the strides, the matmul copies the bf16 tensor to flatten it and
 // saves that copy for the weight's gradient. Both copies are gone after the step (an
@@ -21,23 +49,15 @@ TEST(AutocastCopies, AStridedFp32OperandIsCastThenCopiedAndNothingLeaks) {
   B.attribute("perm", std::vector<int64_t>{0, 2, 1});
   TensorId W = B.weight("proj.weight", {32, 16});
   B.output(B.op("MatMul", {Xt, W}, {4, 64, 16}, "/proj/MatMul"));
-  Graph G = B.finish();
-  TrainingSetup S;
-  S.Device = DeviceKind::Cuda;
-  S.Prec = Precision::AmpBf16;
-  S.Loss = LossKind::Mse;
-  auto C = takeCensus(G, S);
-  ASSERT_TRUE(static_cast<bool>(C)) << llvm::toString(C.takeError());
-  auto Sim = simulateStep(G, S, *C);
-  ASSERT_TRUE(static_cast<bool>(Sim)) << llvm::toString(Sim.takeError());
-  ASSERT_FALSE(Sim->Timeline.empty());
-  EXPECT_EQ(Sim->Timeline.back().Live.Temporaries, 0) << "a copy outlived the step";
-  EXPECT_EQ(Sim->Timeline.back().Live.Activations, 0);
+  const StepSimulation Sim = ampStepOnCuda(B.finish());
+  ASSERT_FALSE(Sim.Timeline.empty());
+  EXPECT_EQ(Sim.Timeline.back().Live.Temporaries, 0) << "a copy outlived the step";
+  EXPECT_EQ(Sim.Timeline.back().Live.Activations, 0);
   // While the matmul runs: the fp32 activation (32 KiB), its bf16 cast and the cast's
   // contiguous copy (16 KiB each), the weight's bf16 copy (1 KiB) and the bf16 output
   // (8 KiB); never an fp32 copy (it would be 32 KiB more).
   int64_t AtMatmul = -1;
-  for (const TimelinePoint &P : Sim->Timeline)
+  for (const TimelinePoint &P : Sim.Timeline)
     if (P.Phase == "forward" && P.Op == "/proj/MatMul")
       AtMatmul = P.Live.Temporaries + P.Live.Activations;
   EXPECT_EQ(AtMatmul, 32768 + 16384 + 16384 + 1024 + 8192);
@@ -114,24 +134,11 @@ TEST(AutocastCopies, CpuLayerNormStatisticsFollowTheMixedInputRule) {
 // bias's 16-bit copy beside the weight's. Measured: OPT's biases under autocast with
 // checkpointing, live at the loss (4,608 B in the shrunk model), and BERT's and GPT-2's
 // heads under autocast (-0.02..-0.03% before).
+
 TEST(AutocastCopies, ALinearsBiasCopyIsCachedLikeItsWeight) {
   auto LiveAfterLinear = [](bool WithBias) {
-    GraphBuilder B;
-    TensorId X = B.input("x", {64, 128});
-    TensorId Y = B.op("MatMul", {X, B.weight("proj.weight", {128, 256})}, {64, 256}, "/proj/MatMul");
-    if (WithBias)
-      Y = B.op("Add", {Y, B.weight("proj.bias", {256})}, {64, 256}, "/proj/Add");
-    B.output(B.op("Relu", {Y}, {64, 256}, "/act/Relu"));
-    Graph G = B.finish();
-    TrainingSetup S;
-    S.Device = DeviceKind::Cuda;
-    S.Prec = Precision::AmpBf16;
-    S.Loss = LossKind::Mse;
-    auto C = takeCensus(G, S);
-    EXPECT_TRUE(static_cast<bool>(C)) << llvm::toString(C.takeError());
-    auto Sim = simulateStep(G, S, *C);
-    EXPECT_TRUE(static_cast<bool>(Sim)) << llvm::toString(Sim.takeError());
-    for (const TimelinePoint &P : Sim->Timeline)
+    const StepSimulation Sim = ampLinearStep(WithBias);
+    for (const TimelinePoint &P : Sim.Timeline)
       if (P.Phase == "forward" && P.Op == "/act/Relu")
         return P.Live.Temporaries + P.Live.Activations;
     ADD_FAILURE() << "no point at the activation";
@@ -146,20 +153,8 @@ TEST(AutocastCopies, ALinearsBiasCopyIsCachedLikeItsWeight) {
 // CPU: OPT-350m under autocast peaked 134 KB lower than fp32 gradients at the matmul gave,
 // and ResNet-18's convolutions (-0.05% -> 0).
 TEST(AutocastCopies, GradientsAreMadeIn16BitsAndCastToFp32AfterTheOp) {
-  GraphBuilder B;
-  TensorId X = B.input("x", {64, 128});
-  TensorId Y = B.op("MatMul", {X, B.weight("proj.weight", {128, 256})}, {64, 256}, "/proj/MatMul");
-  B.output(B.op("Relu", {Y}, {64, 256}, "/act/Relu"));
-  Graph G = B.finish();
-  TrainingSetup S;
-  S.Device = DeviceKind::Cuda;
-  S.Prec = Precision::AmpBf16;
-  S.Loss = LossKind::Mse;
-  auto C = takeCensus(G, S);
-  ASSERT_TRUE(static_cast<bool>(C)) << llvm::toString(C.takeError());
-  auto Sim = simulateStep(G, S, *C);
-  ASSERT_TRUE(static_cast<bool>(Sim)) << llvm::toString(Sim.takeError());
-  const std::vector<TimelinePoint> &T = Sim->Timeline;
+  const StepSimulation Sim = ampLinearStep(false);
+  const std::vector<TimelinePoint> &T = Sim.Timeline;
   auto Live = [](const TimelinePoint &P) { return P.Live.Temporaries + P.Live.Gradients; };
   size_t Mm = 0, Cast = 0;
   for (size_t I = 1; I < T.size(); ++I) {

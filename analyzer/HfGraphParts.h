@@ -1,8 +1,9 @@
 //===- HfGraphParts.h - the blocks the Hugging Face families are built from -*- C++ -*-===//
 //
-// Internal to the Hugging Face importer: HfConfigImporter.cpp defines these blocks and
-// builds the LLaMA family from them; HfGptBertFamilies.cpp builds GPT-2, GPT-NeoX and
-// BERT. Each block emits the ops torch.onnx (opset 17) writes for the module it names.
+// Internal to the Hugging Face importer: HfConfigImporter.cpp defines these blocks,
+// HfLlamaFamily.cpp builds the LLaMA family from them, HfGptBertFamilies.cpp GPT-2,
+// GPT-NeoX, Phi, OPT, GPT-J and BERT. Each block emits the ops torch.onnx (opset 17) writes
+// for the module it names.
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_ANALYZER_HFGRAPHPARTS_H
@@ -206,7 +207,7 @@ void questionAnsweringHead(OnnxGraphBuilder &B, const HfModel &M, TensorId X);
 
 //===-- The families --------------------------------------------------------------===//
 
-/// LlamaForCausalLM and its descendants (HfConfigImporter.cpp).
+/// LlamaForCausalLM and its descendants (HfLlamaFamily.cpp).
 void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);
 /// GPT2LMHeadModel (HfGptBertFamilies.cpp).
 void buildGpt2(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D);

@@ -31,6 +31,10 @@ llvm::Expected<Graph> importFor(const AnalysisRequest &R, int64_t MicroBatch) {
   std::string Path = R.Path.toStdString();
   if (isHfConfig(R.Path)) {
     Import.Dims = {{"batch", R.Batch}, {"seq", R.Seq}};
+    // A multiple-choice head's third dim, from the field its first analysis showed.
+    for (const DimBinding &D : R.Dims)
+      if (D.Name == "choices")
+        Import.Dims.push_back(D);
     Import.PaddedBatches = R.Padded;
     return importHfConfig(Path, Import);
   }

@@ -248,7 +248,8 @@ QWidget *MainWindow::buildSetupPanel() {
   Form->addRow("", Padded);
   DimsBox = new QGroupBox("model dims", Panel);
   DimsForm = new QFormLayout(DimsBox);
-  DimsBox->setToolTip("the ONNX model's symbolic dims; 'sequence' binds any left out");
+  DimsBox->setToolTip("the ONNX model's symbolic dims ('sequence' binds any left out), or a "
+                      "multiple-choice head's choices per row");
   DimsBox->hide();
   Form->addRow(DimsBox);
   Form->addRow("precision", Precision);
@@ -562,10 +563,12 @@ void MainWindow::rebuildDims(const MemoryReport &R) {
   std::vector<std::pair<std::string, int64_t>> Wanted;
   // Padding is a choice for HF configs only: an ONNX export carries its own mask.
   Padded->setEnabled(R.Model.Format != "onnx");
-  if (R.Model.Format == "onnx")
-    for (const DimBinding &D : R.Model.Dims)
-      if (!llvm::StringRef(D.Name).contains_insensitive("batch"))
-        Wanted.push_back({D.Name, D.Value});
+  // An ONNX model's symbolic dims but its batch; an HF config's multiple-choice head's
+  // choices (batch and seq have their own fields).
+  for (const DimBinding &D : R.Model.Dims)
+    if (R.Model.Format == "onnx" ? !llvm::StringRef(D.Name).contains_insensitive("batch")
+                                 : D.Name == "choices")
+      Wanted.push_back({D.Name, D.Value});
   bool Same = Wanted.size() == DimSpins.size();
   for (size_t I = 0; Same && I < Wanted.size(); ++I)
     Same = Wanted[I].first == DimSpins[I].first;

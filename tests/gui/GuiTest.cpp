@@ -288,6 +288,34 @@ private slots:
     QCOMPARE(W.report()->Model.Inputs[0].Shape, (std::vector<int64_t>{4, 16}));
   }
 
+  void multipleChoiceGetsItsChoicesField() {
+    // A ...ForMultipleChoice config analyses with 4 choices per row until told otherwise:
+    // the field shows them, and a change re-analyses with [batch, choices, seq] inputs.
+    QTemporaryDir Dir;
+    QString Config = Dir.filePath("config.json");
+    QVERIFY(QFile::copy(source("tests/data/measured-hf/configs/bert-mc.json"), Config));
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    AnalysisRequest R = request(Config);
+    R.Batch = 2;
+    R.Seq = 32;
+    W.applyRequest(R);
+    W.openPath(Config);
+    QVERIFY(Shown.wait(30000));
+    QSpinBox *Choices = nullptr;
+    for (QSpinBox *S : W.findChildren<QSpinBox *>())
+      if (S->parentWidget() && S->parentWidget()->inherits("QGroupBox"))
+        Choices = S;
+    QVERIFY(Choices);
+    QCOMPARE(Choices->value(), 4);
+    QCOMPARE(W.report()->Model.Inputs[0].Shape, (std::vector<int64_t>{2, 4, 32}));
+    const int64_t Before = *W.report()->Peak;
+    Choices->setValue(2);
+    QVERIFY(Shown.wait(30000));
+    QCOMPARE(W.report()->Model.Inputs[0].Shape, (std::vector<int64_t>{2, 2, 32}));
+    QVERIFY(*W.report()->Peak < Before);
+  }
+
   void historyOpens() {
     QTemporaryDir Dir;
     QString Db = Dir.filePath("history.db");

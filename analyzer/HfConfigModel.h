@@ -108,6 +108,9 @@ struct HfModel {
   /// dropout of the embeddings' output (EmbeddingDropout) before the first layer.
   bool LayerNormBlocks = false, PlainMlp = false;
   double EmbeddingDropout = 0;
+  /// StableLM: nn.Dropout(hidden_dropout) on the MLP's output only (the attention's is not
+  /// dropped out), placed by the builder.
+  double MlpDropout = 0;
   double LocalRopeTheta = 10000.0;
   /// Gemma 3: each layer type has its rotary tables, the sliding layers' at
   /// LocalRopeTheta; Gemma 2 shares one table between them.

@@ -18,8 +18,8 @@ namespace {
 
 const char *const SupportedTypes =
     "llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, "
-    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, "
-    "opt, gptj, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
+    "phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, "
+    "stablelm, phi, opt, gptj, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert";
 const char *const SupportedActivations = "silu, swish, gelu, gelu_new, gelu_pytorch_tanh, relu";
 
 /// Typed access to config fields that remembers the first problem, so the importer can
@@ -118,6 +118,7 @@ constexpr TypeDefaults KnownTypes[] = {
     {"smollm3", ArchFamily::Llama, 32768, "rms_norm_eps", 1e-6, "hidden_act", "silu", true},
     {"starcoder2", ArchFamily::Llama, 4096, "norm_epsilon", 1e-5, "hidden_act",
      "gelu_pytorch_tanh", true},
+    {"stablelm", ArchFamily::Llama, 4096, "layer_norm_eps", 1e-5, "hidden_act", "silu", false},
     {"gemma3_text", ArchFamily::Llama, 131072, "rms_norm_eps", 1e-6, "hidden_activation",
      "gelu_pytorch_tanh", true},
     {"gpt2", ArchFamily::Gpt2, 1024, "layer_norm_epsilon", 1e-5, "activation_function",
@@ -683,6 +684,23 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
         R.fail(llvm::formatv("field 'embedding_dropout' is {0}; expected a probability in "
                              "[0, 1)",
                              M.EmbeddingDropout));
+    } else if (M.ModelType == "stablelm") {
+      // StableLM: LayerNorms with biases, LLaMA's gated MLP without biases, q/k/v biases
+      // when use_qkv_bias, o_proj without; the first partial_rotary_factor of each head
+      // rotated.
+      M.QkvBias = R.get("use_qkv_bias", false);
+      M.LayerNormBlocks = true;
+      M.MlpDropout = R.get("hidden_dropout", 0.0);
+      if (M.MlpDropout < 0 || M.MlpDropout >= 1)
+        R.fail(llvm::formatv("field 'hidden_dropout' is {0}; expected a probability in [0, 1)",
+                             M.MlpDropout));
+      // StableLM-2-12B's per-head q/k LayerNorms and parallel residual are not modelled.
+      if (R.get("qk_layernorm", false))
+        R.fail("field 'qk_layernorm' is true: StableLM's per-head q and k LayerNorms are not "
+               "modelled (StableLM-2-1.6B and StableLM-3B-4E1T have none)");
+      if (R.get("use_parallel_residual", false))
+        R.fail("field 'use_parallel_residual' is true: StableLM's parallel residual is not "
+               "modelled (StableLM-2-1.6B and StableLM-3B-4E1T use the sequential one)");
     } else if (M.ModelType != "mistral" && M.ModelType != "mixtral" && M.ModelType != "phi3") {
       M.QkvBias = M.OutBias = R.get("attention_bias", M.ModelType == "gpt_oss");
       M.MlpBias = (M.ModelType == "llama" || M.ModelType == "smollm3") &&
@@ -719,8 +737,9 @@ llvm::Expected<HfModel> readHfModel(const llvm::json::Object &Obj, llvm::StringR
     if (M.ModelType == "smollm3")
       readSmolLm3(R, Obj, M);
     // Phi-3 rotates the first partial_rotary_factor of each head (Phi-4-mini: 0.75).
-    readRope(R, Obj, M, "rope_theta", M.ModelType == "phi3" ? "partial_rotary_factor" : "",
-             1.0);
+    readRope(R, Obj, M, "rope_theta",
+             M.ModelType == "phi3" || M.ModelType == "stablelm" ? "partial_rotary_factor" : "",
+             M.ModelType == "stablelm" ? 0.25 : 1.0); // StableLmConfig's default fraction
     if (M.Mla) // DeepSeek rotates qk_rope_head_dim channels of each head's 192
       M.RotaryDim = M.QkRopeDim;
     // null (Mistral v0.2 on) or absent: no window. Qwen2 and Qwen3 use it only when asked.

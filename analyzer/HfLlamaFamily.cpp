@@ -188,6 +188,8 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
       Down = linear(B, Mlp.child("down_proj"), Gated, M.Intermediate, H, M.MlpBias);
     } else {
       Down = gatedMlp(B, Mlp, M, Normed, M.Intermediate);
+      if (M.MlpDropout > 0) // StableLM's self.dropout(mlp_output)
+        Down = B.dropout(Layer.Scope, Down, M.MlpDropout);
     }
     B.holdUntil(Normed, Down);
     if (M.SandwichNorms || M.PostNormsOnly)

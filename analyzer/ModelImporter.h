@@ -50,7 +50,7 @@ ModelFormat detectModelFormat(const std::string &Path);
 llvm::Expected<Graph> importModel(const std::string &Path, const ImportOptions &Options);
 
 llvm::Expected<Graph> importOnnx(const std::string &Path, const ImportOptions &Options);
-/// A Hugging Face `config.json` (llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, opt, gptj, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert):
+/// A Hugging Face `config.json` (llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, stablelm, phi, opt, gptj, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert):
 /// builds the same IR an ONNX export of the model would give, with dims `batch` and
 /// `seq` (defaults 1 and 2048).
 llvm::Expected<Graph> importHfConfig(const std::string &Path, const ImportOptions &Options);

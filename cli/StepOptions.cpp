@@ -80,7 +80,7 @@ cl::opt<std::string> ModelPath(cl::Positional, cl::desc("<model.onnx>"), S.A, S.
                                cl::cat(ModelCategory));
 cl::opt<std::string> HfConfig("hf-config",
                               cl::desc("Build the model from a Hugging Face config.json "
-                                       "(llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, opt, gptj, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert; the head from architectures: causal or masked LM, base model, sequence or token classification, question answering, multiple choice)"),
+                                       "(llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, stablelm, phi, opt, gptj, gpt2, gpt_neox, bert, roberta, xlm-roberta, camembert, distilbert; the head from architectures: causal or masked LM, base model, sequence or token classification, question answering, multiple choice)"),
                               cl::value_desc("file"), S.A, S.V, S.C, S.R, S.E, S.P, cl::cat(ModelCategory));
 cl::list<std::string> DimBindings("dim",
                                   cl::desc("Bind a symbolic dimension, e.g. --dim batch=8 "

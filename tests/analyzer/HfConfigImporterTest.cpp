@@ -51,6 +51,7 @@ const std::map<std::string, int64_t> MeasuredParameterCounts = {
     {"phi-2", 2'779'683'840},      {"opt-1.3b", 1'315'758'080},
     {"opt-350m", 331'196'416}, // word embeddings 512 wide, projected in and out
     {"starcoder2-3b", 3'030'371'328}, {"gpt-j-6b", 6'050'882'784},
+    {"stablelm-2-1.6b", 1'644'515'328},
     {"gemma-3-1b", 999'885'952},    {"gemma-2-2b", 2'614'341'888},
     {"llama-3.1-8b", 8'030'261'248}, {"llama-3.2-1b", 1'235'814'400}, // tied, head_dim 64
     {"olmo-2-7b", 7'298'617'344},   {"granite-3-2b", 2'533'531'648},
@@ -461,7 +462,7 @@ TEST(HfConfigImporter, UnknownModelTypeListsSupportedOnes) {
   std::string Error = importError(Config.path());
   EXPECT_NE(Error.find(Config.path()), std::string::npos) << Error;
   EXPECT_NE(Error.find("'t5'"), std::string::npos) << Error;
-  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, phi, opt, gptj, gpt2, gpt_neox, bert"), std::string::npos)
+  EXPECT_NE(Error.find("llama, mistral, mixtral, qwen2, qwen2_moe, qwen3, qwen3_moe, gemma, gemma2, gemma3_text, phi3, olmo2, olmoe, gpt_oss, deepseek_v2, deepseek_v3, granite, smollm3, starcoder2, stablelm, phi, opt, gptj, gpt2, gpt_neox, bert"), std::string::npos)
       << Error;
 
   ConfigVariant NoType("tiny-llama", "no-type", {}, {"model_type"});

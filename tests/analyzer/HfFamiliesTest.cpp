@@ -109,6 +109,26 @@ TEST(HfFamilies, StarCoder2IsLlamaWithLayerNormsAPlainMlpAndItsDropouts) {
   EXPECT_EQ(G.DeclaredDropoutSites->Embedding, 0.0);
 }
 
+TEST(HfFamilies, StableLmIsLlamaWithLayerNormsAndAPartialRotary) {
+  Graph G = importSample("stablelm-2-1.6b", dims(1, 16));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.input_layernorm.bias"), (Shape{2048}));
+  EXPECT_EQ(shapeOf(G, "model.layers.0.self_attn.q_proj.bias"), (Shape{2048})); // use_qkv_bias
+  EXPECT_EQ(findTensor(G, "model.layers.0.self_attn.o_proj.bias"), nullptr);
+  EXPECT_EQ(findTensor(G, "model.layers.0.mlp.gate_proj.bias"), nullptr);
+  // partial_rotary_factor 0.25 of 64-wide heads: 16 channels, 8 frequencies.
+  EXPECT_EQ(shapeOf(G, "model.rotary_emb.inv_freq"), (Shape{8}));
+  // hidden_dropout drops out the MLP's output only: one dropout op per layer.
+  ConfigVariant Dropped("stablelm-2-1.6b", "stablelm-dropout", {{"hidden_dropout", 0.1}});
+  Graph D = importPath(Dropped.path(), dims(1, 16));
+  EXPECT_EQ(D.DropoutAt.size(), 24u);
+  // StableLM-2-12B's per-head norms and parallel residual are refused, not mis-modelled.
+  for (const char *Field : {"qk_layernorm", "use_parallel_residual"}) {
+    ConfigVariant V("stablelm-2-1.6b", std::string("stablelm-") + Field, {{Field, true}});
+    std::string Error = importError(V.path());
+    EXPECT_NE(Error.find(std::string("field '") + Field + "' is true"), std::string::npos) << Error;
+  }
+}
+
 TEST(HfFamilies, GptJRotatesTheFirstChannelsOfEachHeadPairByPair) {
   Graph G = importSample("gpt-j-6b", dims(1, 16));
   // The sinusoid table is a buffer of max positions x rotary_dim (fp32: 512 KiB).

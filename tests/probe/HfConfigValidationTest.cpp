@@ -94,7 +94,7 @@ TEST(HfConfigValidation, EveryArchitectureAgreesWithTheSimulator) {
               "saved pred", "saved meas");
   for (bool Padded : {false, true})
   for (const char *Checkpoint : {"none", "blocks"})
-  for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "qwen3-0.6b", "phi-3-mini-4k", "phi-2", "opt-1.3b", "opt-350m", "starcoder2-3b", "gpt-j-6b", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "olmo-2-7b", "granite-3-2b",
+  for (const char *Name : {"tiny-llama", "gpt2", "pythia-160m", "qwen2-0.5b", "qwen3-0.6b", "phi-3-mini-4k", "phi-2", "opt-1.3b", "opt-350m", "starcoder2-3b", "gpt-j-6b", "stablelm-2-1.6b", "gemma-2b", "gemma-2-2b", "gemma-3-1b", "olmo-2-7b", "granite-3-2b",
                            "mistral-7b", "bert-base-uncased", "mixtral-8x7b", "qwen3-30b-a3b",
                            "qwen1.5-moe-a2.7b", "olmoe-1b-7b", "gpt-oss-20b"}) {
     std::string Path = shrunkConfig(Name);

@@ -87,14 +87,13 @@ int32_t CachingAllocatorModel::takeFreeBlock(FreePool &Pool, int64_t Size) {
   // among equals. The oversize checks reject that one block without looking further,
   // as PyTorch does.
   const int64_t MaxSplit = Options.MaxSplitSizeBytes;
-  auto Found = Pool.takeFirstNotLess(
-      FreeKey{Size, std::numeric_limits<int64_t>::min(), -1}, [&](const FreeKey &F) {
-        if (Size < MaxSplit && F.Size >= MaxSplit)
-          return false; // "Do not return an oversized block for a large request"
-        if (Size >= MaxSplit && F.Size >= Size + LargeBuffer)
-          return false; // "Allow oversized block size to be rounded up but within a limit"
-        return true;
-      });
+  auto Found = Pool.takeSmallestAtLeast(Size, [&](const FreeKey &F) {
+    if (Size < MaxSplit && F.Size >= MaxSplit)
+      return false; // "Do not return an oversized block for a large request"
+    if (Size >= MaxSplit && F.Size >= Size + LargeBuffer)
+      return false; // "Allow oversized block size to be rounded up but within a limit"
+    return true;
+  });
   return Found ? Found->Index : -1;
 }
 

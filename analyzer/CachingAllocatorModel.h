@@ -57,7 +57,8 @@ struct CachingAllocatorOptions {
 };
 
 /// A replay of PyTorch's CUDA caching allocator for one device and one stream.
-/// Every operation is O(log n) in the number of blocks.
+/// A search is O(log n) in the number of free blocks; an insertion or removal moves at
+/// most the entries of one block size.
 class CachingAllocatorModel {
 public:
   /// Names one live allocation; NullHandle is the allocation of zero bytes.
@@ -121,95 +122,112 @@ private:
     bool Allocated = false;
     bool InSmallPool = false;
   };
-  /// Free blocks ordered as PyTorch's BlockComparatorSize: size, then address.
+  /// A free block as PyTorch's BlockComparatorSize orders them: size, then address.
   struct FreeKey {
     int64_t Size;
     int64_t Address;
     int32_t Index;
-    bool operator<(const FreeKey &O) const {
-      // Without branches: equal sizes are common, and a mispredicted branch per step of
-      // the pools' binary searches was most of their cost.
-      return (Size < O.Size) | ((Size == O.Size) & (Address < O.Address));
-    }
   };
-  /// Free blocks sorted as BlockComparatorSize, in sorted chunks of at most 64 keys.
-  /// PyTorch keeps a std::set; here the replay inserts and erases at nearly every event
-  /// (19 k times per simulated 7B step, the pool holding 170 blocks on average and up to
-  /// 1,300), where a set's node allocations, and a single sorted vector's moves, were a
-  /// fifth of the planner's time. A chunk moves at most 64 keys; a search is two
-  /// binary searches. (LLVM has no B-tree; this is the smallest structure that bounds
-  /// both costs.)
+  /// Free blocks in BlockComparatorSize's order, kept as one class per size: the sizes
+  /// ascending, and each size's blocks by address. PyTorch keeps a std::set; the replay
+  /// inserts and erases at nearly every event (19 k times per simulated 7B step), and a
+  /// 7B step's large pool holds 180-490 blocks on average but only 11-14 sizes at once
+  /// (its saved activations and their gradients come in few shapes). A search is then a
+  /// binary search among the sizes and one among a class's addresses, and a change moves
+  /// only its class's entries. (The sorted vector of (size, address) keys in chunks of 64
+  /// that this replaces searched and moved 24-byte keys: the pools were a third of a
+  /// planner simulation. LLVM has no ordered container of this shape.)
   class FreePool {
-    /// std::lower_bound over [First, First + N) without a branch per step (the
+    struct Entry {
+      int64_t Address;
+      int32_t Index;
+    };
+    /// A class's blocks by descending address: the lowest, which a request takes, last.
+    using Class = std::vector<Entry>;
+    /// A non-empty class: its size and where its blocks are kept.
+    struct SizeClass {
+      int64_t Size;
+      uint32_t Id; ///< index into Storage
+    };
+
+    /// Where Size belongs among Order: std::lower_bound without a branch per step (the
     /// comparison picks the half with a conditional move).
-    template <typename It> static It firstNotLess(It First, size_t N, const FreeKey &K) {
+    size_t sizePlace(int64_t Size) const {
+      const SizeClass *First = Order.data();
+      size_t N = Order.size();
       while (N > 1) {
         const size_t Half = N / 2;
-        First = First[Half - 1] < K ? First + Half : First;
+        First = First[Half - 1].Size < Size ? First + Half : First;
         N -= Half;
       }
-      return N == 1 && *First < K ? First + 1 : First;
+      return static_cast<size_t>(First - Order.data()) +
+             (N == 1 && First->Size < Size ? 1 : 0);
+    }
+    /// The first entry of C whose address is not above Address.
+    static Class::iterator addressPlace(Class &C, int64_t Address) {
+      return std::partition_point(C.begin(), C.end(),
+                                  [&](const Entry &E) { return E.Address > Address; });
+    }
+    void dropClass(size_t I) {
+      FreeIds.push_back(Order[I].Id);
+      Order.erase(Order.begin() + static_cast<ptrdiff_t>(I));
     }
 
   public:
-    /// The first key not less than K, taken out of the pool if Accept(key) says so: one
-    /// search where finding it and then erasing it made two (a third of the pool's
-    /// searches). (Putting a split block's remainder in its place in the same step
-    /// measured slower than inserting it apart.)
+    /// The smallest block of at least Size, the lowest address among equals, taken out
+    /// of the pool if Accept(its key) says so (get_free_block looks no further).
     template <typename AcceptFn>
-    std::optional<FreeKey> takeFirstNotLess(const FreeKey &K, AcceptFn Accept) {
-      auto C = chunkFor(K);
-      if (C == Chunks.end())
+    std::optional<FreeKey> takeSmallestAtLeast(int64_t Size, AcceptFn Accept) {
+      const size_t I = sizePlace(Size);
+      if (I == Order.size())
         return std::nullopt;
-      auto It = firstNotLess(C->begin(), C->size(), K);
-      const FreeKey Found = *It;
+      Class &C = Storage[Order[I].Id];
+      const FreeKey Found{Order[I].Size, C.back().Address, C.back().Index};
       if (!Accept(Found))
         return std::nullopt;
-      C->erase(It);
-      if (C->empty())
-        Chunks.erase(C);
+      C.pop_back();
+      if (C.empty())
+        dropClass(I);
       return Found;
     }
     void erase(const FreeKey &K) {
-      auto C = chunkFor(K);
-      if (C == Chunks.end())
+      const size_t I = sizePlace(K.Size);
+      if (I == Order.size() || Order[I].Size != K.Size)
         return;
-      auto It = firstNotLess(C->begin(), C->size(), K);
-      if (K < *It)
+      Class &C = Storage[Order[I].Id];
+      auto It = addressPlace(C, K.Address);
+      if (It == C.end() || It->Address != K.Address)
         return;
-      C->erase(It);
-      if (C->empty())
-        Chunks.erase(C);
+      C.erase(It);
+      if (C.empty())
+        dropClass(I);
     }
     void insert(const FreeKey &K) {
-      if (Chunks.empty()) {
-        Chunks.emplace_back(1, K);
+      const size_t I = sizePlace(K.Size);
+      if (I == Order.size() || Order[I].Size != K.Size) {
+        uint32_t Id;
+        if (!FreeIds.empty()) {
+          Id = FreeIds.back();
+          FreeIds.pop_back();
+        } else {
+          Id = static_cast<uint32_t>(Storage.size());
+          Storage.emplace_back();
+        }
+        Storage[Id].push_back(Entry{K.Address, K.Index});
+        Order.insert(Order.begin() + static_cast<ptrdiff_t>(I), SizeClass{K.Size, Id});
         return;
       }
-      auto C = chunkFor(K);
-      if (C == Chunks.end())
-        --C; // past every key: the last chunk grows
-      auto It = firstNotLess(C->begin(), C->size(), K);
-      if (It != C->end() && !(K < *It))
+      Class &C = Storage[Order[I].Id];
+      auto It = addressPlace(C, K.Address);
+      if (It != C.end() && It->Address == K.Address)
         return;
-      C->insert(It, K);
-      if (C->size() <= ChunkKeys)
-        return;
-      // Split a full chunk in halves.
-      std::vector<FreeKey> Upper(C->begin() + ChunkKeys / 2, C->end());
-      C->resize(ChunkKeys / 2);
-      Chunks.insert(C + 1, std::move(Upper));
+      C.insert(It, Entry{K.Address, K.Index});
     }
 
   private:
-    static constexpr size_t ChunkKeys = 64;
-    using Chunk = std::vector<FreeKey>;
-    /// The first chunk whose last key is not less than K (the one that holds K's place).
-    std::vector<Chunk>::iterator chunkFor(const FreeKey &K) {
-      return std::partition_point(Chunks.begin(), Chunks.end(),
-                                  [&](const Chunk &C) { return C.back() < K; });
-    }
-    std::vector<Chunk> Chunks; ///< non-empty, sorted, each chunk's keys before the next's
+    std::vector<SizeClass> Order; ///< the non-empty classes by ascending size
+    std::vector<Class> Storage;   ///< every class's blocks; emptied ones keep their room
+    std::vector<uint32_t> FreeIds; ///< emptied classes of Storage, for reuse
   };
 
   int32_t newBlock();

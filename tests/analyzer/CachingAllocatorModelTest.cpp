@@ -390,9 +390,9 @@ TEST(CachingAllocatorRuntime, ContextIsAnEstimateAndSaysSo) {
 }
 
 TEST(CachingAllocator, BestFitHoldsWithHundredsOfFreeBlocks) {
-  // Hundreds of free small-pool blocks (the pool keeps its keys in sorted chunks of 64,
-  // so this crosses chunk splits and removals): every request must take the smallest
-  // free block that fits, the lowest address among equals, and leave the remainder free.
+  // Hundreds of free small-pool blocks of 64 sizes (the pool keeps a class per size, so
+  // this creates and empties classes): every request must take the smallest free block
+  // that fits, the lowest address among equals, and leave the remainder free.
   std::mt19937_64 Rng(7);
   CachingAllocatorModel A;
   struct Placed {
@@ -489,4 +489,59 @@ TEST(CachingAllocator, StateComparesBlocksNotHandles) {
   std::vector<int64_t> SA2;
   A.appendState(SA2);
   EXPECT_NE(SA, SA2);
+}
+
+TEST(CachingAllocator, EveryRequestTakesTheBestFitOfItsPool) {
+  // A seeded replay in both pools, sizes drawn from a few shapes (the pools' size classes
+  // then hold tens of blocks, as a training step's do) and from anywhere: before every
+  // request the free blocks are read from the model's own state, and the request must
+  // take the one BlockComparatorSize puts first among those of its pool that fit (the
+  // smallest, the lowest address among equals), or a new segment at the end of the
+  // others when none fits.
+  std::mt19937_64 Rng(20261130);
+  const int64_t Shapes[] = {512,      4 * KiB,  96 * KiB, 1 * MiB,  3 * MiB,
+                            8 * MiB,  12 * MiB, 32 * MiB, 45 * MiB, 64 * MiB};
+  auto pickSize = [&]() -> int64_t {
+    if (Rng() % 4 != 0)
+      return Shapes[Rng() % std::size(Shapes)] - static_cast<int64_t>(Rng() % 512);
+    return static_cast<int64_t>(Rng() % (70 * MiB)) + 1;
+  };
+  CachingAllocatorModel A;
+  std::vector<Handle> Live;
+  std::vector<int64_t> State;
+  int Checked = 0, FromPool = 0;
+  for (int Step = 0; Step < 6000; ++Step) {
+    if (!Live.empty() && Rng() % 100 < (Live.size() < 200 ? 40 : 60)) {
+      const size_t Pick = Rng() % Live.size();
+      A.free(Live[Pick]);
+      Live[Pick] = Live.back();
+      Live.pop_back();
+      continue;
+    }
+    const int64_t Request = pickSize();
+    const int64_t Rounded = CachingAllocatorModel::roundSize(Request);
+    const bool Small = Rounded <= 1 * MiB;
+    State.clear();
+    A.appendState(State);
+    // appendState: a count, then (address, size, flags) per block, then the next
+    // segment's address first among the counters.
+    const size_t Count = static_cast<size_t>(State[0]);
+    std::set<std::pair<int64_t, int64_t>> Free; // (size, address)
+    for (size_t I = 0; I < Count; ++I) {
+      const int64_t Address = State[1 + 3 * I], Size = State[2 + 3 * I],
+                    Flags = State[3 + 3 * I];
+      if (!(Flags & 1) && ((Flags & 2) != 0) == Small)
+        Free.insert({Size, Address});
+    }
+    const int64_t NextSegment = State[1 + 3 * Count];
+    auto Best = Free.lower_bound({Rounded, std::numeric_limits<int64_t>::min()});
+    const Handle H = A.allocate(Request);
+    ASSERT_EQ(A.addressOf(H), Best == Free.end() ? NextSegment : Best->second)
+        << "request " << Request << " at step " << Step;
+    FromPool += Best != Free.end();
+    ++Checked;
+    Live.push_back(H);
+  }
+  EXPECT_GT(Checked, 2500);
+  EXPECT_GT(FromPool, 1500); // most requests are served from cached blocks
 }

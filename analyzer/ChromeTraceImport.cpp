@@ -567,13 +567,29 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       Queries.push_back({QueryTids[DI].back(), D.PeakTimeUs, &D.PeakOp});
     }
     // The innermost operator enclosing each point on its thread: the shortest one, the
-    // first in file order on ties.
+    // first in file order on ties. The points by time, so that an operator is checked
+    // against those inside it only, found by a binary search (each point keeps its own
+    // best, so the order they are offered an operator in does not matter): checking every
+    // point against every operator was a sixth of what follows the reading of a 100 MB
+    // trace (2.4 of 14 ms), and would grow with TraceOptions::TopAllocations.
+    std::vector<size_t> ByTime(Queries.size());
+    for (size_t I = 0; I < ByTime.size(); ++I)
+      ByTime[I] = I;
+    llvm::stable_sort(ByTime, [&](size_t A, size_t B) { return Queries[A].Ts < Queries[B].Ts; });
+    std::vector<double> QueryTs;
+    QueryTs.reserve(ByTime.size());
+    for (size_t I : ByTime)
+      QueryTs.push_back(Queries[I].Ts);
     auto Offer = [&](uint32_t Tid, double Ts, double Dur, llvm::StringRef Name) {
-      for (OpQuery &Q : Queries)
-        if (Q.Tid == Tid && Ts <= Q.Ts && Q.Ts <= Ts + Dur && Dur < Q.BestDur) {
+      const double End = Ts + Dur;
+      for (size_t K = static_cast<size_t>(llvm::lower_bound(QueryTs, Ts) - QueryTs.begin());
+           K < QueryTs.size() && QueryTs[K] <= End; ++K) {
+        OpQuery &Q = Queries[ByTime[K]];
+        if (Q.Tid == Tid && Dur < Q.BestDur) {
           Q.BestDur = Dur;
           *Q.Into = Name.str();
         }
+      }
     };
     if (OpsKept) {
       for (const OpRecord &R : OpRecords)

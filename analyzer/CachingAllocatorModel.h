@@ -150,8 +150,9 @@ private:
       uint32_t Id; ///< index into Storage
     };
 
-    /// Where Size belongs among Order: std::lower_bound without a branch per step (the
-    /// comparison picks the half with a conditional move).
+    /// Where Size belongs among Order: std::lower_bound over the sizes. GCC compiles the
+    /// choice of half to a branch, which predicts well among a dozen sizes; the choice
+    /// made by a multiply, without a branch, measured 8% slower on a planner step.
     size_t sizePlace(int64_t Size) const {
       const SizeClass *First = Order.data();
       size_t N = Order.size();

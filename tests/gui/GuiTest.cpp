@@ -42,6 +42,16 @@ AnalysisRequest request(const QString &Path) {
   return R;
 }
 
+/// The last spin box of the model-dims box (a group box's own fields; the setup's spin
+/// boxes sit elsewhere): the one a model's own dim or its choices get.
+QSpinBox *lastModelDimField(MainWindow &W) {
+  QSpinBox *Last = nullptr;
+  for (QSpinBox *S : W.findChildren<QSpinBox *>())
+    if (S->parentWidget() && S->parentWidget()->inherits("QGroupBox"))
+      Last = S;
+  return Last;
+}
+
 } // namespace
 
 class GuiTest : public QObject {
@@ -277,10 +287,7 @@ private slots:
     QCOMPARE(QString::fromStdString(Dims[0].Name), QString("sequence"));
     QCOMPARE(Dims[0].Value, int64_t(32));
     int64_t Before = *W.report()->Peak;
-    QSpinBox *Sequence = nullptr;
-    for (QSpinBox *S : W.findChildren<QSpinBox *>())
-      if (S->parentWidget() && S->parentWidget()->inherits("QGroupBox"))
-        Sequence = S;
+    QSpinBox *Sequence = lastModelDimField(W);
     QVERIFY(Sequence);
     Sequence->setValue(16);
     QVERIFY(Shown.wait(30000));
@@ -302,10 +309,7 @@ private slots:
     W.applyRequest(R);
     W.openPath(Config);
     QVERIFY(Shown.wait(30000));
-    QSpinBox *Choices = nullptr;
-    for (QSpinBox *S : W.findChildren<QSpinBox *>())
-      if (S->parentWidget() && S->parentWidget()->inherits("QGroupBox"))
-        Choices = S;
+    QSpinBox *Choices = lastModelDimField(W);
     QVERIFY(Choices);
     QCOMPARE(Choices->value(), 4);
     QCOMPARE(W.report()->Model.Inputs[0].Shape, (std::vector<int64_t>{2, 4, 32}));

@@ -11,20 +11,113 @@ namespace trainmem {
 namespace sim {
 namespace {
 
-/// GaLore's update of one parameter (galore-torch AdamW): project the gradient to rank r,
-/// run Adam on it (denom = exp_avg_sq.sqrt() + eps), project the update back to full size;
-/// and, every UpdateGap steps, the projector refresh: an SVD of an fp32 copy of the
-/// gradient (torch.linalg.svd, full_matrices=False: U m x k, S, Vh k x n).
-std::pair<int64_t, int64_t> galoreTransients(const CensusParameter &P,
-                                                    const TrainingSetup &Setup) {
+/// The bytes of one GaLore step's tensors for a parameter (galore-torch 1.0's AdamW, a copy
+/// of transformers' AdamW): the update's tensor (denom, and norm_grad) in the gradient's
+/// dtype, full-size for the other parameters and r x max(m, n) for a target's projected
+/// gradient; the weight's own size; the SVD's transients at a projector refresh.
+struct GaloreSizes {
+  bool Target = false;
+  int64_t Full = 0;    ///< the parameter's size: the update projected back
+  int64_t Update = 0;  ///< grad (projected), denom and norm_grad, each this size
+  int64_t Svd = 0;     ///< torch.linalg.svd(grad, full_matrices=False), every update gap
+};
+
+/// galore-torch's GaLoreAdamW8bit: bitsandbytes updates the states and the weight in place,
+/// so the other parameters step without temporaries; a target clones its weight
+/// (p.saved_data), steps a projected copy in place and adds project_back's result (the
+/// product and its scaled copy) to the clone. Read from galore-torch 1.0's source, not
+/// measured here.
+bool galoreEightBit(const TrainingSetup &Setup) {
+  return Setup.Optimizer == OptimizerKind::AdamW8bit ||
+         Setup.Optimizer == OptimizerKind::PagedAdamW8bit;
+}
+
+GaloreSizes galoreSizes(const CensusParameter &P, const TrainingSetup &Setup) {
+  DType T = Setup.keepsMasterWeights() ? DType::Float32 : P.Type;
+  GaloreSizes S;
+  S.Full = dtypeBytes(T, P.NumElements);
+  S.Update = galoreEightBit(Setup) ? 0 : S.Full;
   if (!isGaloreTarget(P, Setup))
-    return {dtypeBytes(P.Type, P.NumElements), 0}; // transformers' AdamW: one denom
+    return S;
   int64_t M = P.Shape[0], N = P.Shape[1], K = std::min(M, N), Large = std::max(M, N);
   int64_t R = std::min(Setup.Galore->Rank, K);
-  int64_t LowRank = dtypeBytes(P.Type, R * Large);
-  int64_t Update = P.bytes() + 2 * LowRank;
-  int64_t Svd = 4 * (M * N + M * K + K + K * N);
-  return {Update, Svd};
+  S.Target = true;
+  S.Update = dtypeBytes(T, R * Large);
+  // The input copied (the solver overwrites it), U m x k, S and Vh k x n, in fp32.
+  S.Svd = 4 * (M * N + M * K + K + K * N);
+  return S;
+}
+
+/// The largest GaLore step of one parameter in its own step() call (per-layer GaLore: an
+/// optimizer per weight). A target projects its gradient (grad), computes denom and
+/// norm_grad at that size, then project_back makes the full-size product and its scaled
+/// copy (`full_rank_grad * self.scale`) while the three are alive; another parameter
+/// holds a full-size denom and norm_grad.
+std::pair<int64_t, int64_t> galoreTransients(const CensusParameter &P,
+                                             const TrainingSetup &Setup) {
+  GaloreSizes S = galoreSizes(P, Setup);
+  if (galoreEightBit(Setup))
+    return {S.Target ? 2 * S.Update + 2 * S.Full : 0, S.Svd};
+  if (!S.Target)
+    return {2 * S.Full, 0};
+  return {3 * S.Update + 2 * S.Full, S.Svd};
+}
+
+/// The largest live GaLore step tensors over one optimizer.step(), parameter by parameter
+/// as galore-torch's loop runs: Hugging Face's Trainer (and galore-torch's own training
+/// script) put the other parameters in the first group and the targets in the second,
+/// each in model order. The loop's locals keep their tensors until the next parameter
+/// rebinds them: `denom` and `norm_grad` (the full-size update, for a target too) of one
+/// parameter are alive while the next one's projection and denom are made, and the
+/// previous norm_grad until the new one replaces it. Measured on an H200 with
+/// galore-torch 1.0 (TinyLlama, r 8): the largest moment is the first target's denom,
+/// made while lm_head's denom and norm_grad are still held.
+struct GaloreStepPeaks {
+  int64_t Update = 0, Svd = 0;
+  std::string UpdateAt, SvdAt;
+};
+
+GaloreStepPeaks galoreStepPeaks(const ParameterCensus &Census, const TrainingSetup &Setup) {
+  GaloreStepPeaks Peaks;
+  if (galoreEightBit(Setup)) {
+    // No locals outlive a parameter's update but the small projected gradient.
+    for (const CensusParameter &P : Census.Parameters)
+      if (P.Trainable) {
+        auto [Update, Svd] = galoreTransients(P, Setup);
+        if (Update > Peaks.Update) {
+          Peaks.Update = Update;
+          Peaks.UpdateAt = P.Name;
+        }
+        if (Svd > Peaks.Svd) {
+          Peaks.Svd = Svd;
+          Peaks.SvdAt = P.Name;
+        }
+      }
+    return Peaks;
+  }
+  int64_t Denom = 0, NormGrad = 0; // held from the previous parameter
+  auto Moment = [](int64_t Live, const CensusParameter &P, int64_t &Peak, std::string &At) {
+    if (Live > Peak) {
+      Peak = Live;
+      At = P.Name;
+    }
+  };
+  for (bool Targets : {false, true})
+    for (const CensusParameter &P : Census.Parameters) {
+      if (!P.Trainable || isGaloreTarget(P, Setup) != Targets)
+        continue;
+      GaloreSizes S = galoreSizes(P, Setup);
+      int64_t Grad = S.Target ? S.Update : 0; // grad = p.grad frees the last projection
+      if (S.Target)
+        Moment(Denom + NormGrad + S.Svd, P, Peaks.Svd, Peaks.SvdAt);
+      Moment(Denom + NormGrad + Grad + S.Update, P, Peaks.Update, Peaks.UpdateAt); // denom
+      Moment(NormGrad + Grad + 2 * S.Update, P, Peaks.Update, Peaks.UpdateAt);     // norm_grad
+      if (S.Target)
+        Moment(3 * S.Update + 2 * S.Full, P, Peaks.Update, Peaks.UpdateAt); // project_back
+      Denom = S.Update;
+      NormGrad = S.Full;
+    }
+  return Peaks;
 }
 
 } // namespace
@@ -361,21 +454,18 @@ void Simulator::backward() {
 
 void Simulator::optimizerStep() {
   if (Setup.Galore) {
-    int64_t Update = 0, Svd = 0;
-    for (const CensusParameter &P : Census.Parameters)
-      if (P.Trainable && !Setup.Galore->PerLayer) {
-        auto [U, S] = galoreTransients(P, Setup);
-        Update = std::max(Update, U);
-        Svd = std::max(Svd, S);
+    if (!Setup.Galore->PerLayer) {
+      GaloreStepPeaks Peaks = galoreStepPeaks(Census, Setup);
+      for (auto [Bytes, What, At] :
+           {std::tuple{Peaks.Svd, "GaLore projector SVD (every update gap)", &Peaks.SvdAt},
+            std::tuple{Peaks.Update, "optimizer.step", &Peaks.UpdateAt}}) {
+        StorageId S = Bytes ? Mem.alloc(Bytes, Cat::Temporaries, What,
+                                        "optimizer.step " + *At, "", DType::Float32, {})
+                            : NoStorage;
+        Mem.point("optimizer", What, "");
+        if (S != NoStorage)
+          Mem.release(S);
       }
-    for (auto [Bytes, What] : {std::pair{Svd, "GaLore projector SVD (every update gap)"},
-                               std::pair{Update, "optimizer.step"}}) {
-      StorageId S = Bytes ? Mem.alloc(Bytes, Cat::Temporaries, What, "optimizer.step", "",
-                                      DType::Float32, {})
-                          : NoStorage;
-      Mem.point("optimizer", What, "");
-      if (S != NoStorage)
-        Mem.release(S);
     }
     Mem.point("optimizer", "optimizer.step done", "");
     return;

@@ -302,6 +302,15 @@ int runValidate() {
     return reportError(Census.takeError());
   probe::ExecutorOptions Options;
   Options.Steps = static_cast<int>(StepsOpt);
+  if (Setup.Galore && !Setup.Galore->PerLayer) {
+    // The predicted peak includes the projector's SVD, which a run does every update gap;
+    // the measured step must hold it too.
+    Options.GaloreRefreshEveryStep = true;
+    R.Adjustments.push_back("GaLore: the executor refreshes the projectors at every step, so "
+                            "the measured step holds the SVD that every " +
+                            std::to_string(Setup.Galore->UpdateGap) +
+                            "th step runs (the predicted peak includes it)");
+  }
   std::unique_ptr<probe::CuptiSession> Session;
   if (Dev->isCuda()) {
     auto S = probe::CuptiSession::start();

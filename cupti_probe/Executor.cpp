@@ -87,6 +87,9 @@ llvm::Error ExecutorImpl::checkSetup() {
   }
   if (Setup.Galore && Setup.Galore->PerLayer)
     return No("--galore-per-layer");
+  if (Setup.Galore && (Setup.Optimizer == OptimizerKind::AdamW8bit ||
+                       Setup.Optimizer == OptimizerKind::PagedAdamW8bit))
+    return No("--galore-rank with an 8-bit optimizer (galore-torch's GaLoreAdamW8bit)");
   // Every kernel is sized by the graph's shapes; a tensor inference left unknown would be
   // run as a scalar (a Transpose indexed its dims past the end).
   size_t Unknown = 0;

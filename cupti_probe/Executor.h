@@ -38,6 +38,9 @@ struct ExecutorOptions {
   uint64_t Seed = 2024;  ///< weights, batch and every random draw
   bool RecordTimeline = true;
   double LearningRate = 1e-3;
+  /// GaLore refreshes its projector at every step, not every update gap: the measured step
+  /// then holds the SVD that the prediction's peak includes (it runs every gap steps).
+  bool GaloreRefreshEveryStep = false;
   /// Called after every forward and backward op (CUDA: cudaMemGetInfo samples).
   std::function<void()> AfterEachOp;
   /// Called right before the measured step starts (CUDA: the CUPTI window opens).

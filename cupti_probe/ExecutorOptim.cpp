@@ -4,8 +4,9 @@
 // scratch; the for-loop and foreach ones as the elementwise ops they run, with their
 // temporaries: sqrt and denom per parameter, or for all parameters at once), bitsandbytes'
 // AdamW8bit (blockwise 8-bit states for tensors of at least 4,096 values, fp32 states
-// below that, as its min_8bit_size) and galore-torch's GaLoreAdamW (Adam on the rank-r
-// projection of each target weight's gradient, projector refreshed every update gap).
+// below that, as its min_8bit_size) and galore-torch's GaLoreAdamW (a transformers AdamW
+// run on the rank-r projection of each target weight's gradient, the projector refreshed
+// every update gap).
 // States are created lazily in the first step, as PyTorch does.
 //
 //===----------------------------------------------------------------------------===//
@@ -31,6 +32,8 @@ llvm::Error ExecutorImpl::optimizerStep() {
   Base.Lr = Options.LearningRate;
   Base.Decoupled = Setup.Optimizer != OptimizerKind::Adam;
   Base.WeightDecay = Base.Decoupled ? 0.01 : 0.0;
+  if (Setup.Galore)
+    return galoreStep(Base);
   std::vector<size_t> ForeachParams;
   for (size_t I = 0; I < Census.Parameters.size(); ++I) {
     const CensusParameter &P = Census.Parameters[I];
@@ -48,67 +51,6 @@ llvm::Error ExecutorImpl::optimizerStep() {
       Dev.zero(T.Buf->data(), T.Buf->bytes());
       return T;
     };
-    if (Setup.Galore && isGaloreTarget(P, Setup)) {
-      int64_t M = P.Shape[0], Cols = P.Shape[1];
-      // galore-torch projects on the smaller side: a tall gradient from the right.
-      bool Right = M >= Cols;
-      int64_t Small = std::min(M, Cols), Large = std::max(M, Cols);
-      int64_t R = std::min<int64_t>(Setup.Galore->Rank, Small);
-      bool Refresh = !S.Projector.defined() || (S.Steps - 1) % Setup.Galore->UpdateGap == 0;
-      if (!S.Projector.defined()) {
-        S.Projector = State(Small * R, ElemType::F32, "GaLore projector");
-        S.ExpAvg = State(R * Large, ElemType::F32, "exp_avg (projected)");
-        S.ExpAvgSq = State(R * Large, ElemType::F32, "exp_avg_sq (projected)");
-      }
-      float *Proj = S.Projector.Buf->as<float>();
-      if (Refresh) {
-        // The top-r singular subspace of the gradient (galore-torch takes it from an
-        // SVD); the randomized range finder of kernels/ gives it for a left projection,
-        // and the same steps on G^T for a right one.
-        uint64_t SeedNow = Options.Seed + 7919 * static_cast<uint64_t>(S.Steps);
-        if (!Right) {
-          XTensor Sketch = alloc({Cols * R}, ElemType::F32, MemCategory::Temporaries,
-                                 "GaLore sketch");
-          kernels::galoreUpdateProjector(Dev, Proj, Sketch.Buf->as<float>(), Grad, M, Cols, R,
-                                         SeedNow);
-        } else {
-          XTensor Omega = alloc({M * R}, ElemType::F32, MemCategory::Temporaries,
-                                "GaLore sketch");
-          Dev.fillNormal(Omega.Buf->as<float>(), M * R, SeedNow, 0);
-          // Y = G^T Omega [Cols, R]; one power iteration (G^T G) Y; orthonormalise.
-          Dev.matmul(kernels::MatmulArgs::plain(Cols, R, M, true, false, Grad, Omega.Buf->as<float>(), Proj));
-          Dev.orthonormalizeColumns(Proj, Cols, R);
-          Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, Grad, Proj, Omega.Buf->as<float>()));
-          Dev.matmul(kernels::MatmulArgs::plain(Cols, R, M, true, false, Grad, Omega.Buf->as<float>(), Proj));
-          Dev.orthonormalizeColumns(Proj, Cols, R);
-        }
-      }
-      // The projected gradient, Adam on it into a zeroed update, and the update back in
-      // the weight's shape.
-      XTensor Low = alloc({R * Large}, ElemType::F32, MemCategory::Temporaries,
-                          "GaLore projected gradient");
-      if (!Right)
-        kernels::galoreProject(Dev, Low.Buf->as<float>(), Proj, Grad, M, Cols, R);
-      else
-        Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, Grad, Proj, Low.Buf->as<float>()));
-      XTensor Update = zeros({R * Large}, ElemType::F32, "GaLore low-rank update");
-      kernels::AdamOptions Inner = O;
-      Inner.WeightDecay = 0.0;
-      Dev.adamStep(Update.Buf->as<float>(), Low.Buf->as<float>(), S.ExpAvg.Buf->as<float>(),
-                   S.ExpAvgSq.Buf->as<float>(), R * Large, Inner);
-      XTensor Full = alloc({M * Cols}, ElemType::F32, MemCategory::Temporaries,
-                           "GaLore full-rank update");
-      if (!Right)
-        kernels::galoreProjectBack(Dev, Full.Buf->as<float>(), Proj, Update.Buf->as<float>(), M,
-                                   Cols, R, GaloreScale);
-      else
-        Dev.matmul(kernels::MatmulArgs::plain(M, Cols, R, false, true, Update.Buf->as<float>(), Proj,
-                               Full.Buf->as<float>(), GaloreScale));
-      Dev.add(Param, Param, Full.Buf->as<float>(), N);
-      if (O.WeightDecay > 0)
-        Dev.scale(Param, Param, static_cast<float>(1.0 - O.Lr * O.WeightDecay), N);
-      continue;
-    }
     if (EightBit && N >= Min8bitSize) {
       if (!SignedMapBuf.defined()) {
         // The code books live on the device beside the states (bitsandbytes' qmap1/2).
@@ -139,12 +81,12 @@ llvm::Error ExecutorImpl::optimizerStep() {
     if (!S.ExpAvg.defined()) {
       S.ExpAvg = State(N, ElemType::F32, EightBit ? "state1" : "exp_avg");
       S.ExpAvgSq = State(N, ElemType::F32, EightBit ? "state2" : "exp_avg_sq");
-      // torch.optim keeps `step` as a one-element fp32 tensor; bitsandbytes and GaLore's
-      // AdamW keep a Python int.
-      if (!EightBit && !Setup.Galore)
+      // torch.optim keeps `step` as a one-element fp32 tensor; bitsandbytes keeps a
+      // Python int.
+      if (!EightBit)
         S.Step = State(1, ElemType::F32, "step");
     }
-    bool Fused = EightBit || Setup.Galore || Setup.Impl == OptimizerImpl::Fused;
+    bool Fused = EightBit || Setup.Impl == OptimizerImpl::Fused;
     if (Fused) {
       Dev.adamStep(Param, Grad, S.ExpAvg.Buf->as<float>(), S.ExpAvgSq.Buf->as<float>(), N, O);
       continue;
@@ -184,6 +126,152 @@ llvm::Error ExecutorImpl::optimizerStep() {
                 stepOptions(ForeachParams[K], Base));
   }
   return deviceError("the optimizer step");
+}
+
+llvm::Error ExecutorImpl::galoreStep(const kernels::AdamOptions &Base) {
+  // galore-torch 1.0's AdamW.step(), a copy of transformers' AdamW, run as Hugging Face's
+  // Trainer and galore-torch's own training script group the parameters: the others
+  // first, then the target weights, each group in model order. The loop's Python locals
+  // (grad, denom, norm_grad) are mirrored by these three: each keeps its tensor until the
+  // next parameter rebinds it, which frees the old one only once the new one exists.
+  std::vector<size_t> Order;
+  for (bool Targets : {false, true})
+    for (size_t I = 0; I < Census.Parameters.size(); ++I)
+      if (Census.Parameters[I].Trainable && ParamGrad[I].defined() &&
+          isGaloreTarget(Census.Parameters[I], Setup) == Targets)
+        Order.push_back(I);
+  XTensor GradVar, Denom, NormGrad;
+  for (size_t I : Order) {
+    const CensusParameter &P = Census.Parameters[I];
+    Alloc.setOp("optimizer.step " + P.Name, P.LayerPath);
+    ParamState &S = States[I];
+    GradVar = ParamGrad[I]; // grad = p.grad
+    const bool Target = isGaloreTarget(P, Setup);
+    int64_t M = Target ? P.Shape[0] : 0, Cols = Target ? P.Shape[1] : 0;
+    // galore-torch's 'std' projection: a tall gradient from the right (G Vh[:r]^T, m x r),
+    // a wide one from the left (U[:, :r]^T G, r x n).
+    const bool Right = M >= Cols;
+    const int64_t K = std::min(M, Cols);
+    const int64_t R = std::min<int64_t>(Setup.Galore->Rank, K);
+    if (Target) {
+      // project(grad, state["step"]) runs before the step is counted: it refreshes the
+      // projector at steps 0, gap, 2 gap, ...
+      bool Refresh = !S.Projector.defined() || S.Steps % Setup.Galore->UpdateGap == 0 ||
+                     Options.GaloreRefreshEveryStep;
+      if (Refresh)
+        galoreRefresh(I, Right, R);
+      const float *Proj = S.Projector.Buf->as<float>();
+      const float *Grad = ParamGrad[I].Buf->as<float>();
+      XTensor Low = alloc(Right ? Shape{M, R} : Shape{R, Cols}, ElemType::F32,
+                          MemCategory::Temporaries, "GaLore projected gradient");
+      if (Right)
+        Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, Grad, Proj,
+                                              Low.Buf->as<float>()));
+      else
+        kernels::galoreProject(Dev, Low.Buf->as<float>(), Proj, Grad, M, Cols, R);
+      GradVar = Low;
+    }
+    const int64_t Len = GradVar.numel();
+    if (!S.ExpAvg.defined()) {
+      for (XTensor *St : {&S.ExpAvg, &S.ExpAvgSq}) {
+        *St = alloc({Len}, ElemType::F32, MemCategory::OptimizerStates,
+                    P.Name + (St == &S.ExpAvg ? " exp_avg" : " exp_avg_sq") +
+                        (Target ? " (projected)" : ""));
+        Dev.zero(St->Buf->data(), St->Buf->bytes());
+      }
+    }
+    kernels::AdamOptions O = Base;
+    O.Step = ++S.Steps;
+    // exp_avg.mul_(b1).add_(grad, 1 - b1); exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2)
+    const float *G = static_cast<const float *>(Host.read(*GradVar.Buf));
+    float *Mom = static_cast<float *>(Host.write(*S.ExpAvg.Buf));
+    float *Var = static_cast<float *>(Host.write(*S.ExpAvgSq.Buf));
+    const float B1 = static_cast<float>(O.Beta1), B2 = static_cast<float>(O.Beta2);
+    for (int64_t E = 0; E < Len; ++E) {
+      Mom[E] = Mom[E] * B1 + G[E] * (1.0f - B1);
+      Var[E] = Var[E] * B2 + G[E] * G[E] * (1.0f - B2);
+    }
+    Host.flush();
+    // denom = exp_avg_sq.sqrt().add_(eps); norm_grad = exp_avg / denom
+    const double Eps = O.Eps;
+    Denom = unary(S.ExpAvgSq, ElemType::F32, [Eps](double X) { return std::sqrt(X) + Eps; },
+                  "denom");
+    NormGrad = binary(S.ExpAvg, Denom, S.ExpAvg.Dims, ElemType::F32,
+                      [](double A, double B) { return A / B; }, "norm_grad");
+    if (Target) {
+      // project_back: the product, then `full_rank_grad * self.scale`, a second tensor;
+      // the product goes when the function returns, the projected norm_grad when the
+      // result replaces it.
+      const float *Proj = S.Projector.Buf->as<float>();
+      XTensor Scaled;
+      {
+        XTensor Product = alloc({M, Cols}, ElemType::F32, MemCategory::Temporaries,
+                                "GaLore update, projected back");
+        if (Right)
+          Dev.matmul(kernels::MatmulArgs::plain(M, Cols, R, false, true, NormGrad.Buf->as<float>(),
+                                                Proj, Product.Buf->as<float>()));
+        else
+          kernels::galoreProjectBack(Dev, Product.Buf->as<float>(), Proj,
+                                     NormGrad.Buf->as<float>(), M, Cols, R, 1.0f);
+        Scaled = alloc({M, Cols}, ElemType::F32, MemCategory::Temporaries,
+                       "GaLore update, scaled");
+        Dev.scale(Scaled.Buf->as<float>(), Product.Buf->as<float>(), GaloreScale, M * Cols);
+      }
+      NormGrad = Scaled;
+    }
+    // p.add_(norm_grad, alpha=-step_size), the bias corrections folded into step_size;
+    // then the decoupled decay, p.add_(p, alpha=-lr * weight_decay).
+    double StepSize = O.Lr * std::sqrt(1.0 - std::pow(O.Beta2, static_cast<double>(O.Step))) /
+                      (1.0 - std::pow(O.Beta1, static_cast<double>(O.Step)));
+    int64_t N = P.NumElements;
+    float *Param = static_cast<float *>(Host.write(*ParamValue[I].Buf));
+    const float *U = static_cast<const float *>(Host.read(*NormGrad.Buf));
+    float Decay = static_cast<float>(1.0 - O.Lr * O.WeightDecay);
+    for (int64_t E = 0; E < N; ++E)
+      Param[E] = (Param[E] - static_cast<float>(StepSize) * U[E]) * Decay;
+    Host.flush();
+  }
+  return deviceError("the GaLore optimizer step");
+}
+
+void ExecutorImpl::galoreRefresh(size_t I, bool Right, int64_t R) {
+  // get_orthogonal_matrix: torch.linalg.svd(grad, full_matrices=False) copies its input
+  // (the solver overwrites it) and returns U [m, k], S [k] and Vh [k, n]; galore-torch
+  // keeps Vh[:r] (right) or U[:, :r] (left), views that keep the whole k x k factor alive,
+  // drops the other factor and S when the function returns, and the old projector when the
+  // new one is assigned. kernels/ has no SVD: the randomized range finder fills the kept
+  // factor's first r columns (the span galore-torch's slice has); the rest is never read.
+  const CensusParameter &P = Census.Parameters[I];
+  ParamState &S = States[I];
+  int64_t M = P.Shape[0], Cols = P.Shape[1], K = std::min(M, Cols), Large = std::max(M, Cols);
+  const float *Grad = ParamGrad[I].Buf->as<float>();
+  uint64_t Seed = Options.Seed + 7919 * static_cast<uint64_t>(S.Steps + 1);
+  XTensor Kept = alloc({K, K}, ElemType::F32, MemCategory::Temporaries,
+                       P.Name + " GaLore projector (the SVD factor its slice keeps)");
+  {
+    XTensor Input = alloc({M, Cols}, ElemType::F32, MemCategory::Temporaries,
+                          "SVD input (a copy of the gradient)");
+    Dev.copy(Input.Buf->data(), Grad, Input.Buf->bytes());
+    XTensor Other = alloc({K, Large}, ElemType::F32, MemCategory::Temporaries,
+                          "SVD factor galore-torch drops");
+    XTensor Singular = alloc({K}, ElemType::F32, MemCategory::Temporaries, "singular values");
+    float *Proj = Kept.Buf->as<float>();
+    float *Work = Other.Buf->as<float>();
+    const float *A = Input.Buf->as<float>();
+    if (!Right) {
+      kernels::galoreUpdateProjector(Dev, Proj, Work, A, M, Cols, R, Seed);
+    } else {
+      // The same steps on G^T: Y = G^T Omega [Cols, R], one power iteration, orthonormal.
+      Dev.fillNormal(Work, M * R, Seed, 0);
+      Dev.matmul(kernels::MatmulArgs::plain(Cols, R, M, true, false, A, Work, Proj));
+      Dev.orthonormalizeColumns(Proj, Cols, R);
+      Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, A, Proj, Work));
+      Dev.matmul(kernels::MatmulArgs::plain(Cols, R, M, true, false, A, Work, Proj));
+      Dev.orthonormalizeColumns(Proj, Cols, R);
+    }
+  }
+  Alloc.recategorize(*Kept.Buf, MemCategory::OptimizerStates);
+  S.Projector = Kept;
 }
 
 kernels::AdamOptions ExecutorImpl::stepOptions(size_t I, const kernels::AdamOptions &Base) const {

@@ -16,6 +16,7 @@
 
 #include "analyzer/OpMemoryRules.h"
 
+#include <array>
 #include <functional>
 #include <initializer_list>
 #include <map>
@@ -96,6 +97,11 @@ public:
 
   //===--- ExecutorOptim.cpp ---===//
   llvm::Error optimizerStep();
+  /// galore-torch's AdamW: every parameter, the others first, then the targets.
+  llvm::Error galoreStep(const kernels::AdamOptions &Base);
+  /// A new projector for parameter I from its gradient (an SVD's memory, a range finder's
+  /// values).
+  void galoreRefresh(size_t I, bool Right, int64_t R);
   void zeroGrad();
   kernels::AdamOptions stepOptions(size_t I, const kernels::AdamOptions &Base) const;
   void adamMoments(size_t I, const kernels::AdamOptions &O);
@@ -143,6 +149,11 @@ public:
                                   std::vector<XTensor> &Out, BackwardFn *Bw);
   llvm::Expected<bool> runArithmeticOp(const SimOp &Op, std::vector<XTensor> &In,
                                        std::vector<XTensor> &Out, BackwardFn *Bw);
+  /// PyTorch's math attention kernel (CUDA, fp32, grouped k/v heads), causal, no bias.
+  void mathAttention(const XTensor &Query, const XTensor &Key, const XTensor &Value,
+                     const kernels::AttentionShape &S, int64_t Groups, bool Transposed,
+                     std::array<bool, 3> Needs, const std::string &OutName,
+                     std::vector<XTensor> &Out, BackwardFn *Bw);
   llvm::Expected<bool> runNNOp(const SimOp &Op, std::vector<XTensor> &In,
                                std::vector<XTensor> &Out, BackwardFn *Bw);
   /// ExecutorMoe.cpp: TopK, ScatterElements and GroupedMatMul; false if Op is none of those.

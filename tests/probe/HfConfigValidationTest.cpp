@@ -190,4 +190,44 @@ TEST(HfConfigValidation, ClassificationHeadsAgreeWithTheSimulator) {
   }
 }
 
+TEST(HfConfigValidation, GaloreStepsParameterByParameterAsTheSimulatorDoes) {
+  // galore-torch's AdamW loop: the tiny LLaMA's embedding and head (the other group) step
+  // first, their denom and norm_grad still held while the first target projects its
+  // gradient; its peak is in the optimizer step. The executor keeps the loop's locals as
+  // Python does; the simulator walks the parameters in the same order. At a projector
+  // refresh the SVD's tensors join them (the prediction's peak); at other steps they don't
+  // (the prediction's "optimizer.step" point).
+  ImportOptions Import;
+  Import.Dims = {{"batch", 1}, {"seq", 32}};
+  auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/tiny-llama/config.json",
+                          Import);
+  ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
+  TrainingSetup Setup;
+  Setup.Device = DeviceKind::Cpu;
+  Setup.Galore = GaloreSetup{};
+  Setup.Galore->Rank = 8;
+  TrainingSetup ExecSetup = Setup;
+  auto Predicted = predictStepReport(*G, Setup);
+  ASSERT_TRUE(bool(Predicted)) << llvm::toString(Predicted.takeError());
+  int64_t Update = 0;
+  for (const TimelinePoint &P : Predicted->Timeline)
+    if (P.Phase == "optimizer" && P.Op == "optimizer.step")
+      Update = P.Live.total();
+  auto Census = takeCensus(*G, ExecSetup);
+  ASSERT_TRUE(bool(Census));
+  auto Dev = kernels::makeHostDevice();
+  for (bool Refresh : {true, false}) {
+    probe::ExecutorOptions Options;
+    Options.GaloreRefreshEveryStep = Refresh;
+    auto Measured = probe::executeTrainingSteps(*G, ExecSetup, *Census, *Dev, Options);
+    ASSERT_TRUE(bool(Measured)) << llvm::toString(Measured.takeError());
+    std::printf("GaLore %s: predicted %lld, measured %lld at %s\n",
+                Refresh ? "refresh step" : "other steps",
+                static_cast<long long>(Refresh ? Predicted->Peak.value_or(0) : Update),
+                static_cast<long long>(Measured->Peak), Measured->PeakOp.c_str());
+    EXPECT_EQ(Measured->PeakPhase, "optimizer");
+    EXPECT_EQ(Measured->Peak, Refresh ? Predicted->Peak.value_or(0) : Update);
+  }
+}
+
 } // namespace

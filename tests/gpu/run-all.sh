@@ -10,6 +10,8 @@
 # validate exits 1 with the CUDA runtime's reason (recorded in the table).
 #   tests/gpu/run-all.sh [BUILD_DIR]
 # TRAINMEM_BIN=PATH skips the build and the kernel tests and validates with that binary;
+# TRAINMEM_PREBUILT=DIR (made by tests/gpu/pack.sh, for a GPU machine without trainmem's
+# build dependencies) skips the build and runs the gpu tests and validate from DIR;
 # VALIDATE_DEVICE (default cuda) and VALIDATE_BUDGET_S (default 540) change the rest.
 set -eu
 build=${1:-build-gpu}
@@ -19,8 +21,29 @@ device=${VALIDATE_DEVICE:-cuda}
 mkdir -p "$out"
 start=$(date +%s)
 status=0
-if [ -z "${TRAINMEM_BIN:-}" ]; then
-  command -v nvidia-smi >/dev/null && nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+launch=
+command -v nvidia-smi >/dev/null && nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || true
+if [ -n "${TRAINMEM_PREBUILT:-}" ]; then
+  pre=$(cd "$TRAINMEM_PREBUILT" && pwd)
+  LD_LIBRARY_PATH="$pre/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  export LD_LIBRARY_PATH
+  # A target whose C library is older than the build machine's refuses the programs: run
+  # them under the build machine's loader and C library, packed beside them.
+  if ! "$pre/bin/trainmem" --version > "$out/loader.txt" 2>&1; then
+    launch="$pre/glibc/ld-linux-x86-64.so.2 --library-path $pre/glibc:$LD_LIBRARY_PATH:/usr/local/nvidia/lib64:/usr/lib/x86_64-linux-gnu"
+    echo "the programs run under the packed C library" >> "$out/loader.txt"
+  fi
+  TRAINMEM_BIN=$pre/bin/trainmem
+  : > "$out/gpu-tests.log"
+  for t in "kernels_tests --gtest_filter=CudaTwin.*" probe_gpu_tests; do
+    set -- $t
+    p=$1
+    shift
+    echo "== $p $*" >> "$out/gpu-tests.log"
+    timeout 240 $launch "$pre/bin/$p" "$@" >> "$out/gpu-tests.log" 2>&1 || status=$?
+  done
+  grep -E "^== |PASSED|SKIPPED|FAILED|tracking allocator" "$out/gpu-tests.log" | tee "$out/summary.txt"
+elif [ -z "${TRAINMEM_BIN:-}" ]; then
   cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRAINMEM_WITH_CUDA=ON \
     -DTRAINMEM_BUILD_GUI=OFF > "$out/configure.log" 2>&1
   cmake --build "$build" -j "$(nproc)" --target kernels_tests probe_gpu_tests trainmem > "$out/build.log" 2>&1
@@ -46,7 +69,7 @@ run() {
   log="$out/validate-$name-$variant.txt"
   t0=$(date +%s)
   rc=0
-  timeout "$limit" "$bin" validate --device="$device" "$@" > "$log" 2>&1 || rc=$?
+  timeout "$limit" $launch "$bin" validate --device="$device" "$@" > "$log" 2>&1 || rc=$?
   secs=$(( $(date +%s) - t0 ))
   if [ "$rc" -ne 0 ]; then
     why=$(tail -n 1 "$log" | tr '|' '/')

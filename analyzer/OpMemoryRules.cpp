@@ -38,8 +38,20 @@ bool isScalarConstantTensor(const RuleContext &Ctx, TensorId T) {
 } // namespace
 
 bool sdpaRunsMathKernel(const RuleContext &Ctx, const SimOp &Op) {
-  if (!Ctx.Cpu)
-    return false;
+  if (!Ctx.Cpu) {
+    // CUDA's fused kernels: flash and cuDNN take 16-bit inputs only; the memory-efficient
+    // kernel takes fp32 but not grouped key/value heads (sdp_utils.cpp's
+    // check_batch_size_and_num_heads_dense<false>). fp32 with enable_gqa runs the math
+    // kernel: measured on an H200 (torch 2.11), TinyLlama's layers in fp32 save the
+    // scaled q and k, the probabilities and the repeated v (BmmBackward0), while with
+    // 32 key/value heads or in bf16 they save q, k, v and the log-sum-exp.
+    if (Op.Inputs.size() < 3 || Op.Inputs[0] == NoTensor || Op.Inputs[1] == NoTensor ||
+        Ctx.AutocastType || Ctx.TypeOf[Op.Inputs[0]] != DType::Float32)
+      return false;
+    const std::vector<int64_t> &Q = Ctx.G.Tensors[Op.Inputs[0]].Shape,
+                               &K = Ctx.G.Tensors[Op.Inputs[1]].Shape;
+    return Q.size() == 4 && K.size() == 4 && Q[1] != K[1];
+  }
   if (Ctx.AttentionDropout > 0)
     return true;
   // The CPU's flash kernel wants q, k and v of one head width: DeepSeek's latent attention

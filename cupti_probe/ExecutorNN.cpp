@@ -368,6 +368,13 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
       XTensor C = clone(Rep, Name);
       return C.view(QD, contiguousStrides(QD), 0);
     };
+    // On CUDA, fp32 with grouped k/v heads has no fused kernel (flash and cuDNN take 16-bit
+    // inputs, the memory-efficient kernel no grouped heads): PyTorch runs the math kernel.
+    if (Dev.isCuda() && Groups > 1 && In.size() == 3 && In[0].Type == ElemType::F32) {
+      std::array<bool, 3> Needs{Need(0), Need(1), Need(2)};
+      mathAttention(In[0], Key, In[2], S, Groups, Transposed, Needs, OutName, Out, Bw);
+      return true;
+    }
     // Flash (and the CPU kernel) allocate the output like the query; the memory-efficient
     // kernel (CUDA's for fp32) as [batch, seq, heads, head_dim]. Either way returned as
     // [batch, heads, seq, head_dim].
@@ -474,6 +481,138 @@ llvm::Expected<bool> ExecutorImpl::runNNOp(const SimOp &Op, std::vector<XTensor>
     return unsupported(Op, "the executor does not run convolutional networks yet (pooling and "
                            "batch norm have no kernels)");
   return false;
+}
+
+void ExecutorImpl::mathAttention(const XTensor &Query, const XTensor &Key, const XTensor &Value,
+                                 const kernels::AttentionShape &S, int64_t Groups, bool Transposed,
+                                 std::array<bool, 3> Needs, const std::string &OutName,
+                                 std::vector<XTensor> &Out, BackwardFn *Bw) {
+  // _scaled_dot_product_attention_math (aten/native/transformers/attention.cpp), its
+  // tensors in its order: q and k scaled by sqrt(scale) each; the causal mask, a boolean
+  // tril made a float bias; k and v repeated to the query heads (repeat_interleave); the
+  // scores, the bias added in place, replaced by their softmax; probabilities @ v.
+  // Autograd keeps what each product's backward reads: the scaled q and k, the
+  // probabilities (also the softmax's output) and the repeated v, each only where the
+  // other operand needs a gradient.
+  const int64_t B = S.Batch, H = S.Heads, L = S.SeqLen, D = S.HeadDim, BH = B * H;
+  const float Sf = std::sqrt(S.scale());
+  const Shape QD = {B, H, L, D}, PD = {B, H, L, L};
+  const bool ScoresNeed = Needs[0] || Needs[1];
+  XTensor Qs = alloc(QD, ElemType::F32, MemCategory::Temporaries, OutName + " q (scaled)");
+  copyInto(Qs, Query);
+  Dev.scale(Qs.Buf->as<float>(), Qs.Buf->as<float>(), Sf, Qs.numel());
+  XTensor Mask;
+  if (S.Causal) {
+    Mask = alloc({L, L}, ElemType::F32, MemCategory::Temporaries, "causal mask");
+    XTensor Tril = alloc({L, L}, ElemType::Bool, MemCategory::Temporaries, "causal mask (bool)");
+    uint8_t *T = static_cast<uint8_t *>(Host.write(*Tril.Buf));
+    for (int64_t I = 0; I < L; ++I)
+      for (int64_t J = 0; J < L; ++J)
+        T[I * L + J] = J <= I;
+    Host.flush();
+    float *M = static_cast<float *>(Host.write(*Mask.Buf));
+    const uint8_t *TR = static_cast<const uint8_t *>(Host.read(*Tril.Buf));
+    for (int64_t E = 0; E < L * L; ++E)
+      M[E] = TR[E] ? 0.0f : -std::numeric_limits<float>::infinity();
+    Host.flush();
+  }
+  auto Repeat = [&](const XTensor &T, const std::string &Name) {
+    XTensor Rep = T.view({T.Dims[0], T.Dims[1], Groups, T.Dims[2], T.Dims[3]},
+                         {T.Strides[0], T.Strides[1], 0, T.Strides[2], T.Strides[3]}, T.Offset);
+    return clone(Rep, Name).view(QD, contiguousStrides(QD), 0);
+  };
+  XTensor KRep = Repeat(Key, "k (repeated to the query heads)");
+  XTensor VRep = Repeat(Value, "v (repeated to the query heads)");
+  XTensor Ks = alloc(QD, ElemType::F32, MemCategory::Temporaries, "k (repeated, scaled)");
+  Dev.scale(Ks.Buf->as<float>(), KRep.Buf->as<float>(), Sf, Ks.numel());
+  auto Bmm = [this, BH](const XTensor &A, const XTensor &Bt, XTensor &C, int64_t M, int64_t N,
+                        int64_t K, bool TransA, bool TransB) {
+    kernels::MatmulArgs Args;
+    Args.M = M;
+    Args.N = N;
+    Args.K = K;
+    Args.Batch = BH;
+    Args.TransA = TransA;
+    Args.TransB = TransB;
+    Args.A = A.Buf->as<float>() + A.Offset;
+    Args.B = Bt.Buf->as<float>() + Bt.Offset;
+    Args.C = C.Buf->as<float>() + C.Offset;
+    Dev.matmul(Args);
+  };
+  XTensor Probs;
+  {
+    XTensor Scores = alloc(PD, ElemType::F32, MemCategory::Temporaries, "attention scores");
+    Bmm(Qs, Ks, Scores, L, L, D, false, true);
+    for (int64_t I = 0; Mask.defined() && I < BH; ++I)
+      Dev.add(Scores.Buf->as<float>() + I * L * L, Scores.Buf->as<float>() + I * L * L,
+              Mask.Buf->as<float>(), L * L);
+    Probs = alloc(PD, ElemType::F32, MemCategory::Temporaries, "attention probabilities");
+    Dev.softmaxForward(Probs.Buf->as<float>(), Scores.Buf->as<float>(), BH * L, L, false);
+  }
+  XTensor O = alloc(QD, ElemType::F32, MemCategory::Temporaries, OutName);
+  Bmm(Probs, VRep, O, L, D, L, false, false);
+  Out[0] = O;
+  if (!Bw)
+    return;
+  XTensor SQ = Needs[1] ? save(Qs) : XTensor(), SK = Needs[0] ? save(Ks) : XTensor();
+  XTensor SP = ScoresNeed || Needs[2] ? save(Probs) : XTensor();
+  XTensor SV = ScoresNeed ? save(VRep) : XTensor();
+  *Bw = [this, SQ, SK, SP, SV, QD, PD, L, D, Sf, Groups, Transposed, Needs, ScoresNeed,
+         Bmm](std::vector<XTensor> &GOut) {
+    // The autograd engine runs the nodes latest first: the second product, the softmax,
+    // the first product, k's scaling, then the two repeats (v's, made after k's, first)
+    // and q's scaling; the repeated v's gradient waits until its repeat runs.
+    XTensor Gr = contiguous(GOut[0], "grad (contiguous)");
+    std::vector<XTensor> R(3);
+    XTensor GProbs, GVRep, GScores, GQs, GKs;
+    if (ScoresNeed) {
+      GProbs = alloc(PD, ElemType::F32, MemCategory::Temporaries, "grad(attention probabilities)");
+      Bmm(Gr, SV, GProbs, L, L, D, false, true);
+    }
+    if (Needs[2]) {
+      GVRep = alloc(QD, ElemType::F32, MemCategory::Temporaries, "grad(v repeated)");
+      Bmm(SP, Gr, GVRep, L, D, L, true, false);
+    }
+    Gr = {};
+    if (ScoresNeed) {
+      GScores = alloc(PD, ElemType::F32, MemCategory::Temporaries, "grad(attention scores)");
+      Dev.softmaxBackward(GScores.Buf->as<float>(), GProbs.Buf->as<float>(),
+                          SP.Buf->as<float>() + SP.Offset, QD[0] * QD[1] * L, L);
+      GProbs = {};
+      if (Needs[0]) {
+        GQs = alloc(QD, ElemType::F32, MemCategory::Temporaries, "grad(q scaled)");
+        Bmm(GScores, SK, GQs, L, D, L, false, false);
+      }
+      if (Needs[1]) {
+        GKs = alloc(QD, ElemType::F32, MemCategory::Temporaries, "grad(k scaled)");
+        Bmm(GScores, SQ, GKs, L, D, L, true, false);
+      }
+      GScores = {};
+    }
+    XTensor GKRep;
+    if (GKs.defined()) {
+      GKRep = alloc(QD, ElemType::F32, MemCategory::Temporaries, "grad(k repeated)");
+      Dev.scale(GKRep.Buf->as<float>(), GKs.Buf->as<float>(), Sf, GKRep.numel());
+      GKs = {};
+    }
+    if (GVRep.defined()) {
+      R[2] = sumHeadGroups(GVRep, Groups, "grad(v)");
+      GVRep = {};
+    }
+    if (GKRep.defined()) {
+      R[1] = sumHeadGroups(GKRep, Groups, "grad(k)");
+      GKRep = {};
+      if (Transposed) // the gradient of K^T is a view of K's
+        R[1] = R[1].view({R[1].Dims[0], R[1].Dims[1], R[1].Dims[3], R[1].Dims[2]},
+                         {R[1].Strides[0], R[1].Strides[1], R[1].Strides[3], R[1].Strides[2]},
+                         R[1].Offset);
+    }
+    if (GQs.defined()) {
+      R[0] = alloc(QD, ElemType::F32, MemCategory::Temporaries, "grad(q)");
+      Dev.scale(R[0].Buf->as<float>(), GQs.Buf->as<float>(), Sf, R[0].numel());
+    }
+    return R;
+  };
 }
 
 } // namespace trainmem::probe

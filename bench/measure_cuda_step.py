@@ -15,6 +15,11 @@ each rounded up to 512 bytes):
   saved       bytes the forward left alive once its output (the logits) is dropped
   workspace   bytes allocated at the step's start beyond parameters, buffers and
               optimizer states: cuBLAS's workspaces, one per handle
+  requested   each phase's peak the same way from the bytes the tensors asked for
+              (memory_stats' requested_bytes: no rounding to 512 B, no unsplit block
+              remainders)
+  reserved    torch.cuda.max_memory_reserved over the step (the caching allocator's
+              segments, what trainmem's peak_reserved replays, less the CUDA context)
 
 Optimizers: torch.optim.AdamW (--impl foreach, fused or forloop), or galore-torch's
 GaLoreAdamW (--galore-rank) with its param groups as Hugging Face's Trainer builds them:
@@ -127,32 +132,42 @@ def main():
     for step in range(1, args.steps + 1):
         torch.cuda.synchronize()
         start = torch.cuda.memory_allocated()
+        requested_start = torch.cuda.memory_stats().get("requested_bytes.all.current", 0)
         workspace = start - resident(model, opt) - ids.nbytes - labels.nbytes
-        phases = {}
+        phases, requested, reserved = {}, {}, 0
+
+        def phase_end(name):
+            nonlocal reserved
+            phases[name] = torch.cuda.max_memory_allocated()
+            requested[name] = torch.cuda.memory_stats().get("requested_bytes.all.peak", 0)
+            reserved = max(reserved, torch.cuda.max_memory_reserved())
+            torch.cuda.reset_peak_memory_stats()
+
         torch.cuda.reset_peak_memory_stats()
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp_bf16):
             out = model(input_ids=ids, labels=labels)
         loss = out.loss
-        phases["forward"] = torch.cuda.max_memory_allocated()
+        phase_end("forward")
         del out
         saved = torch.cuda.memory_allocated() - start
-        torch.cuda.reset_peak_memory_stats()
         loss.backward()
         del loss
-        phases["backward"] = torch.cuda.max_memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
+        phase_end("backward")
         opt.step()
-        phases["optimizer"] = torch.cuda.max_memory_allocated()
+        phase_end("optimizer")
         opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
         # Counted from the step's start: parameters, buffers, inputs and states (states
         # created in step 1 count from their creation), the workspaces taken out.
         base = start - workspace
         phases = {k: v - start + base for k, v in phases.items()}
+        requested = {k: v - requested_start + base for k, v in requested.items()}
         steps.append({"step": step, "peak_bytes": max(phases.values()), "phases": phases,
+                      "requested_phases": requested, "reserved_bytes": reserved,
                       "saved_bytes": saved, "workspace_bytes": workspace,
                       "start_bytes": base})
-    case = {"config": args.config, "batch": args.batch, "seq": args.seq, "precision": "bf16" if args.bf16 else "amp-bf16" if args.amp_bf16 else "fp32",
+    case = {"config": args.config, "batch": args.batch, "seq": args.seq,
+            "precision": "bf16" if args.bf16 else "amp-bf16" if args.amp_bf16 else "fp32",
             "optimizer": "galore-adamw" if args.galore_rank else "adamw-" + args.impl,
             "lora_rank": args.lora_rank or None,
             "galore": dict(rank=args.galore_rank, targets=args.galore_targets, gap=args.galore_gap,

@@ -90,3 +90,33 @@ TEST(StepPrediction, SaysWhenTheCheckpointIsStoredIn16Bits) {
 }
 
 } // namespace
+
+TEST(StepPrediction, SaysWhatGaloresFp32ProjectorsKeep) {
+  // TinyLlama-1.1B at rank 8: 22 layers of q, o, gate, up, down (k = 2048) and k, v
+  // (k = 256), each fp32 projector a whole k x k factor; the bf16 slices r x k.
+  for (Precision Prec : {Precision::AmpBf16, Precision::Bf16}) {
+    ImportOptions O;
+    O.Dims = {{"batch", 1}, {"seq", 128}};
+    auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) +
+                                "/samples/hf/tinyllama-1.1b/config.json",
+                            O);
+    ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
+    TrainingSetup S;
+    S.Device = DeviceKind::Cuda;
+    S.Prec = Prec;
+    S.Galore = GaloreSetup{};
+    S.Galore->Rank = 8;
+    auto R = predictStepReport(std::move(*G), S);
+    ASSERT_TRUE(bool(R)) << llvm::toString(R.takeError());
+    const Diagnostic *D = note(*R, "galore-projector");
+    if (Prec == Precision::Bf16) {
+      EXPECT_EQ(D, nullptr) << "a bf16 gradient's projector is already the slice";
+      continue;
+    }
+    ASSERT_NE(D, nullptr);
+    const int64_t Kept = 22 * 4 * (5 * 2048 * 2048 + 2 * 256 * 256);
+    const int64_t Sliced = 22 * 2 * 8 * (5 * 2048 + 2 * 256);
+    EXPECT_NE(D->Message.find(formatBytes(Kept)), std::string::npos) << D->Message;
+    EXPECT_NE(D->Message.find(formatBytes(Sliced)), std::string::npos) << D->Message;
+  }
+}

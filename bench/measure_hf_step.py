@@ -92,6 +92,30 @@ def build(config_path, args):
     return model, cfg, model_type
 
 
+def galore_optimizer(model, args):
+    """galore-torch's optimizer with Trainer's two groups, loaded from --galore-src."""
+    import importlib
+    import types
+    pkg = types.ModuleType("galore_torch")
+    pkg.__path__ = [args.galore_src]
+    sys.modules["galore_torch"] = pkg
+    if not torch.cuda.is_available():
+        torch.cuda.synchronize = lambda *a, **k: None  # GaLoreAdamW8bit calls it every step
+    eight_bit = args.optimizer == "galore-adamw8bit"
+    module = importlib.import_module("galore_torch.adamw8bit" if eight_bit else "galore_torch.adamw")
+    keys = args.galore_targets.split(",")
+    targets = [m.weight for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and any(k in name for k in keys)]
+    ids = {id(p) for p in targets}
+    regular = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    groups = [{"params": regular},
+              {"params": targets, "rank": args.galore_rank, "update_proj_gap": args.galore_gap,
+               "scale": 0.25, "proj_type": "std"}]
+    if eight_bit:
+        return module.AdamW8bit(groups, lr=1e-4, weight_decay=0.0)
+    return module.AdamW(groups, lr=1e-4, weight_decay=0.0, no_deprecation_warning=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("config")
@@ -104,7 +128,17 @@ def main():
     ap.add_argument("--lora-dropout", type=float, default=0.0, help="PEFT's lora_dropout")
     ap.add_argument("--no-dropout", action="store_true", help="every dropout probability set to 0")
     ap.add_argument("--checkpoint", action="store_true", help="gradient checkpointing of every block")
-    ap.add_argument("--optimizer", default="adamw", choices=["adamw", "sgd-momentum"])
+    ap.add_argument("--optimizer", default="adamw",
+                    choices=["adamw", "sgd-momentum", "galore-adamw", "galore-adamw8bit"],
+                    help="galore-*: galore-torch's GaLoreAdamW or GaLoreAdamW8bit (bitsandbytes), "
+                         "grouped as Hugging Face's Trainer groups them (the other parameters "
+                         "first, then the nn.Linear weights whose names hold a --galore-targets key)")
+    ap.add_argument("--galore-rank", type=int, default=8)
+    ap.add_argument("--galore-targets", default="attn,mlp")
+    ap.add_argument("--galore-gap", type=int, default=200,
+                    help="update_proj_gap; 1 refreshes the projectors at every step (step 2 too)")
+    ap.add_argument("--galore-src", default="",
+                    help="galore-torch's galore_torch folder (read without its package __init__)")
     ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on its default targets")
     ap.add_argument("--lora-targets", default="",
                     help="comma-separated module names for PEFT's target_modules (default: PEFT's for "
@@ -156,8 +190,11 @@ def main():
             for name, p in model.named_parameters():
                 p.requires_grad_(re.search(args.trainable, name) is not None)
         params = [p for p in model.parameters() if p.requires_grad]
-        opt = (torch.optim.AdamW(params, lr=1e-4) if args.optimizer == "adamw"
-               else torch.optim.SGD(params, lr=1e-2, momentum=0.9))
+        if args.optimizer.startswith("galore"):
+            opt = galore_optimizer(model, args)
+        else:
+            opt = (torch.optim.AdamW(params, lr=1e-4) if args.optimizer == "adamw"
+                   else torch.optim.SGD(params, lr=1e-2, momentum=0.9))
         gen = torch.Generator().manual_seed(1)
         head = head_of(model)
         # A multiple-choice head reads [batch, choices, seq] and one right choice per row.
@@ -240,6 +277,8 @@ def main():
         "dropout": 0.0 if args.no_dropout else None,
         "checkpoint": "blocks" if args.checkpoint else "none",
         "optimizer": args.optimizer,
+        "galore": dict(rank=args.galore_rank, targets=args.galore_targets, gap=args.galore_gap)
+        if args.optimizer.startswith("galore") else None,
         "grad_accum": args.grad_accum if args.grad_accum > 1 else None,
         "attention": args.attention if args.attention != "sdpa" else None,
         "lora_rank": args.lora_rank,

@@ -111,9 +111,35 @@ def galore_optimizer(model, args):
     groups = [{"params": regular},
               {"params": targets, "rank": args.galore_rank, "update_proj_gap": args.galore_gap,
                "scale": 0.25, "proj_type": "std"}]
-    if eight_bit:
-        return module.AdamW8bit(groups, lr=1e-4, weight_decay=0.0)
-    return module.AdamW(groups, lr=1e-4, weight_decay=0.0, no_deprecation_warning=True)
+    def make(groups):
+        if eight_bit:
+            return module.AdamW8bit(groups, lr=1e-4, weight_decay=0.0)
+        return module.AdamW(groups, lr=1e-4, weight_decay=0.0, no_deprecation_warning=True)
+
+    if not args.galore_layerwise:
+        return make(groups)
+    # Trainer's layer-wise GaLore: an optimizer per parameter, stepped in a hook once the
+    # parameter's gradient is complete, the gradient freed there; the optimizer the loop
+    # sees does nothing (transformers' LayerWiseDummyOptimizer).
+    per_param = {p: make([{"params": [p]}]) for p in regular}
+    per_param.update({p: make([dict(groups[1], params=[p])]) for p in targets})
+
+    def hook(p):
+        if p.grad is not None:
+            per_param[p].step()
+            per_param[p].zero_grad()
+
+    for p in per_param:
+        p.register_post_accumulate_grad_hook(hook)
+
+    class Dummy:
+        def step(self):
+            pass
+
+        def zero_grad(self, set_to_none=True):
+            pass
+
+    return Dummy()
 
 
 def main():
@@ -137,6 +163,9 @@ def main():
     ap.add_argument("--galore-targets", default="attn,mlp")
     ap.add_argument("--galore-gap", type=int, default=200,
                     help="update_proj_gap; 1 refreshes the projectors at every step (step 2 too)")
+    ap.add_argument("--galore-layerwise", action="store_true",
+                    help="one optimizer per parameter, stepped in its post-accumulate-grad hook "
+                         "and its gradient then freed, as Trainer's galore_adamw_layerwise")
     ap.add_argument("--galore-src", default="",
                     help="galore-torch's galore_torch folder (read without its package __init__)")
     ap.add_argument("--lora-rank", type=int, default=0, help="PEFT LoRA of this rank on its default targets")
@@ -277,7 +306,8 @@ def main():
         "dropout": 0.0 if args.no_dropout else None,
         "checkpoint": "blocks" if args.checkpoint else "none",
         "optimizer": args.optimizer,
-        "galore": dict(rank=args.galore_rank, targets=args.galore_targets, gap=args.galore_gap)
+        "galore": dict(rank=args.galore_rank, targets=args.galore_targets, gap=args.galore_gap,
+                       **({"layerwise": True} if args.galore_layerwise else {}))
         if args.optimizer.startswith("galore") else None,
         "grad_accum": args.grad_accum if args.grad_accum > 1 else None,
         "attention": args.attention if args.attention != "sdpa" else None,

@@ -302,7 +302,7 @@ int runValidate() {
     return reportError(Census.takeError());
   probe::ExecutorOptions Options;
   Options.Steps = static_cast<int>(StepsOpt);
-  if (Setup.Galore && !Setup.Galore->PerLayer) {
+  if (Setup.Galore) {
     // The predicted peak includes the projector's SVD, which a run does every update gap;
     // the measured step must hold it too.
     Options.GaloreRefreshEveryStep = true;

@@ -85,8 +85,9 @@ llvm::Error ExecutorImpl::checkSetup() {
     return No(std::string("--optimizer=") + optimizerName(Setup.Optimizer) +
               ": it runs adamw, adam and adamw-8bit");
   }
-  if (Setup.Galore && Setup.Galore->PerLayer)
-    return No("--galore-per-layer");
+  if (Setup.Galore && Setup.Galore->PerLayer && Setup.GradAccum > 1)
+    return No("--galore-per-layer with --grad-accum (transformers refuses it: each weight "
+              "steps in its gradient hook)");
   if (Setup.Galore && (Setup.Optimizer == OptimizerKind::AdamW8bit ||
                        Setup.Optimizer == OptimizerKind::PagedAdamW8bit))
     return No("--galore-rank with an 8-bit optimizer (galore-torch's GaLoreAdamW8bit)");

@@ -25,13 +25,18 @@ constexpr float GaloreScale = 0.25f;
 
 } // namespace
 
-llvm::Error ExecutorImpl::optimizerStep() {
-  bool EightBit = Setup.Optimizer == OptimizerKind::AdamW8bit ||
-                  Setup.Optimizer == OptimizerKind::PagedAdamW8bit;
+kernels::AdamOptions ExecutorImpl::baseAdamOptions() const {
   kernels::AdamOptions Base;
   Base.Lr = Options.LearningRate;
   Base.Decoupled = Setup.Optimizer != OptimizerKind::Adam;
   Base.WeightDecay = Base.Decoupled ? 0.01 : 0.0;
+  return Base;
+}
+
+llvm::Error ExecutorImpl::optimizerStep() {
+  bool EightBit = Setup.Optimizer == OptimizerKind::AdamW8bit ||
+                  Setup.Optimizer == OptimizerKind::PagedAdamW8bit;
+  kernels::AdamOptions Base = baseAdamOptions();
   if (Setup.Galore)
     return galoreStep(Base);
   std::vector<size_t> ForeachParams;
@@ -140,8 +145,16 @@ llvm::Error ExecutorImpl::galoreStep(const kernels::AdamOptions &Base) {
       if (Census.Parameters[I].Trainable && ParamGrad[I].defined() &&
           isGaloreTarget(Census.Parameters[I], Setup) == Targets)
         Order.push_back(I);
-  XTensor GradVar, Denom, NormGrad;
-  for (size_t I : Order) {
+  GaloreLocals Locals;
+  for (size_t I : Order)
+    galoreParamStep(I, Base, Locals);
+  return deviceError("the GaLore optimizer step");
+}
+
+void ExecutorImpl::galoreParamStep(size_t I, const kernels::AdamOptions &Base,
+                                   GaloreLocals &L) {
+  XTensor &GradVar = L.Grad, &Denom = L.Denom, &NormGrad = L.NormGrad;
+  {
     const CensusParameter &P = Census.Parameters[I];
     Alloc.setOp("optimizer.step " + P.Name, P.LayerPath);
     ParamState &S = States[I];
@@ -231,7 +244,17 @@ llvm::Error ExecutorImpl::galoreStep(const kernels::AdamOptions &Base) {
       Param[E] = (Param[E] - static_cast<float>(StepSize) * U[E]) * Decay;
     Host.flush();
   }
-  return deviceError("the GaLore optimizer step");
+}
+
+void ExecutorImpl::galoreLayerWiseStep(size_t I) {
+  // Trainer's layer-wise GaLore: an optimizer of its own per parameter, stepped in the
+  // post-accumulate-grad hook, then zero_grad() (the gradient freed). Each step() call
+  // has its own locals, gone when it returns.
+  {
+    GaloreLocals Fresh;
+    galoreParamStep(I, baseAdamOptions(), Fresh);
+  }
+  ParamGrad[I] = {};
 }
 
 void ExecutorImpl::galoreRefresh(size_t I, bool Right, int64_t R) {

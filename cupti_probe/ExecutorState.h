@@ -97,8 +97,17 @@ public:
 
   //===--- ExecutorOptim.cpp ---===//
   llvm::Error optimizerStep();
+  kernels::AdamOptions baseAdamOptions() const;
+  /// The locals of galore-torch's AdamW.step() loop: grad, denom and norm_grad.
+  struct GaloreLocals {
+    XTensor Grad, Denom, NormGrad;
+  };
   /// galore-torch's AdamW: every parameter, the others first, then the targets.
   llvm::Error galoreStep(const kernels::AdamOptions &Base);
+  /// One parameter's turn of that loop, the loop's locals in L.
+  void galoreParamStep(size_t I, const kernels::AdamOptions &Base, GaloreLocals &L);
+  /// Layer-wise GaLore: parameter I's own optimizer, stepped once its gradient is complete.
+  void galoreLayerWiseStep(size_t I);
   /// A new projector for parameter I from its gradient (an SVD's memory, a range finder's
   /// values).
   void galoreRefresh(size_t I, bool Right, int64_t R);

@@ -46,6 +46,8 @@ void ExecutorImpl::accumulateParamGrad(size_t P, XTensor Grad) {
     XTensor Owned = Steal ? Grad : clone(Grad, "");
     Alloc.recategorize(*Owned.Buf, MemCategory::Gradients);
     ParamGrad[P] = Owned.view(Value.Dims, contiguousStrides(Value.Dims), 0);
+    if (Setup.Galore && Setup.Galore->PerLayer)
+      galoreLayerWiseStep(P);
     return;
   }
   // .grad += new_grad, in place (kept gradients, or a second backward).

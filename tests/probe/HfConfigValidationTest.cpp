@@ -190,6 +190,16 @@ TEST(HfConfigValidation, ClassificationHeadsAgreeWithTheSimulator) {
   }
 }
 
+/// GaLore at rank 8 on attn and mlp (galore-torch's defaults), stepped on the CPU.
+TrainingSetup galoreOnTheCpu(bool PerLayer) {
+  TrainingSetup Setup;
+  Setup.Device = DeviceKind::Cpu;
+  Setup.Galore = GaloreSetup{};
+  Setup.Galore->Rank = 8;
+  Setup.Galore->PerLayer = PerLayer;
+  return Setup;
+}
+
 TEST(HfConfigValidation, GaloreStepsParameterByParameterAsTheSimulatorDoes) {
   // galore-torch's AdamW loop: the tiny LLaMA's embedding and head (the other group) step
   // first, their denom and norm_grad still held while the first target projects its
@@ -202,10 +212,7 @@ TEST(HfConfigValidation, GaloreStepsParameterByParameterAsTheSimulatorDoes) {
   auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/tiny-llama/config.json",
                           Import);
   ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
-  TrainingSetup Setup;
-  Setup.Device = DeviceKind::Cpu;
-  Setup.Galore = GaloreSetup{};
-  Setup.Galore->Rank = 8;
+  TrainingSetup Setup = galoreOnTheCpu(/*PerLayer=*/false);
   TrainingSetup ExecSetup = Setup;
   auto Predicted = predictStepReport(*G, Setup);
   ASSERT_TRUE(bool(Predicted)) << llvm::toString(Predicted.takeError());
@@ -241,11 +248,7 @@ TEST(HfConfigValidation, LayerWiseGaloreStepsEachWeightInItsHook) {
                               "/tests/data/measured-hf/configs/tiny-llama.json",
                           Import);
   ASSERT_TRUE(bool(G)) << llvm::toString(G.takeError());
-  TrainingSetup Setup;
-  Setup.Device = DeviceKind::Cpu;
-  Setup.Galore = GaloreSetup{};
-  Setup.Galore->Rank = 8;
-  Setup.Galore->PerLayer = true;
+  TrainingSetup Setup = galoreOnTheCpu(/*PerLayer=*/true);
   expectExecutorAgrees(*G, Setup, "tiny-llama galore layer-wise");
   TrainingSetup ExecSetup = Setup;
   auto Census = takeCensus(*G, ExecSetup);

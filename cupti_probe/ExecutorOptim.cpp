@@ -154,96 +154,94 @@ llvm::Error ExecutorImpl::galoreStep(const kernels::AdamOptions &Base) {
 void ExecutorImpl::galoreParamStep(size_t I, const kernels::AdamOptions &Base,
                                    GaloreLocals &L) {
   XTensor &GradVar = L.Grad, &Denom = L.Denom, &NormGrad = L.NormGrad;
-  {
-    const CensusParameter &P = Census.Parameters[I];
-    Alloc.setOp("optimizer.step " + P.Name, P.LayerPath);
-    ParamState &S = States[I];
-    GradVar = ParamGrad[I]; // grad = p.grad
-    const bool Target = isGaloreTarget(P, Setup);
-    int64_t M = Target ? P.Shape[0] : 0, Cols = Target ? P.Shape[1] : 0;
-    // galore-torch's 'std' projection: a tall gradient from the right (G Vh[:r]^T, m x r),
-    // a wide one from the left (U[:, :r]^T G, r x n).
-    const bool Right = M >= Cols;
-    const int64_t K = std::min(M, Cols);
-    const int64_t R = std::min<int64_t>(Setup.Galore->Rank, K);
-    if (Target) {
-      // project(grad, state["step"]) runs before the step is counted: it refreshes the
-      // projector at steps 0, gap, 2 gap, ...
-      bool Refresh = !S.Projector.defined() || S.Steps % Setup.Galore->UpdateGap == 0 ||
-                     Options.GaloreRefreshEveryStep;
-      if (Refresh)
-        galoreRefresh(I, Right, R);
-      const float *Proj = S.Projector.Buf->as<float>();
-      const float *Grad = ParamGrad[I].Buf->as<float>();
-      XTensor Low = alloc(Right ? Shape{M, R} : Shape{R, Cols}, ElemType::F32,
-                          MemCategory::Temporaries, "GaLore projected gradient");
-      if (Right)
-        Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, Grad, Proj,
-                                              Low.Buf->as<float>()));
-      else
-        kernels::galoreProject(Dev, Low.Buf->as<float>(), Proj, Grad, M, Cols, R);
-      GradVar = Low;
-    }
-    const int64_t Len = GradVar.numel();
-    if (!S.ExpAvg.defined()) {
-      for (XTensor *St : {&S.ExpAvg, &S.ExpAvgSq}) {
-        *St = alloc({Len}, ElemType::F32, MemCategory::OptimizerStates,
-                    P.Name + (St == &S.ExpAvg ? " exp_avg" : " exp_avg_sq") +
-                        (Target ? " (projected)" : ""));
-        Dev.zero(St->Buf->data(), St->Buf->bytes());
-      }
-    }
-    kernels::AdamOptions O = Base;
-    O.Step = ++S.Steps;
-    // exp_avg.mul_(b1).add_(grad, 1 - b1); exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2)
-    const float *G = static_cast<const float *>(Host.read(*GradVar.Buf));
-    float *Mom = static_cast<float *>(Host.write(*S.ExpAvg.Buf));
-    float *Var = static_cast<float *>(Host.write(*S.ExpAvgSq.Buf));
-    const float B1 = static_cast<float>(O.Beta1), B2 = static_cast<float>(O.Beta2);
-    for (int64_t E = 0; E < Len; ++E) {
-      Mom[E] = Mom[E] * B1 + G[E] * (1.0f - B1);
-      Var[E] = Var[E] * B2 + G[E] * G[E] * (1.0f - B2);
-    }
-    Host.flush();
-    // denom = exp_avg_sq.sqrt().add_(eps); norm_grad = exp_avg / denom
-    const double Eps = O.Eps;
-    Denom = unary(S.ExpAvgSq, ElemType::F32, [Eps](double X) { return std::sqrt(X) + Eps; },
-                  "denom");
-    NormGrad = binary(S.ExpAvg, Denom, S.ExpAvg.Dims, ElemType::F32,
-                      [](double A, double B) { return A / B; }, "norm_grad");
-    if (Target) {
-      // project_back: the product, then `full_rank_grad * self.scale`, a second tensor;
-      // the product goes when the function returns, the projected norm_grad when the
-      // result replaces it.
-      const float *Proj = S.Projector.Buf->as<float>();
-      XTensor Scaled;
-      {
-        XTensor Product = alloc({M, Cols}, ElemType::F32, MemCategory::Temporaries,
-                                "GaLore update, projected back");
-        if (Right)
-          Dev.matmul(kernels::MatmulArgs::plain(M, Cols, R, false, true, NormGrad.Buf->as<float>(),
-                                                Proj, Product.Buf->as<float>()));
-        else
-          kernels::galoreProjectBack(Dev, Product.Buf->as<float>(), Proj,
-                                     NormGrad.Buf->as<float>(), M, Cols, R, 1.0f);
-        Scaled = alloc({M, Cols}, ElemType::F32, MemCategory::Temporaries,
-                       "GaLore update, scaled");
-        Dev.scale(Scaled.Buf->as<float>(), Product.Buf->as<float>(), GaloreScale, M * Cols);
-      }
-      NormGrad = Scaled;
-    }
-    // p.add_(norm_grad, alpha=-step_size), the bias corrections folded into step_size;
-    // then the decoupled decay, p.add_(p, alpha=-lr * weight_decay).
-    double StepSize = O.Lr * std::sqrt(1.0 - std::pow(O.Beta2, static_cast<double>(O.Step))) /
-                      (1.0 - std::pow(O.Beta1, static_cast<double>(O.Step)));
-    int64_t N = P.NumElements;
-    float *Param = static_cast<float *>(Host.write(*ParamValue[I].Buf));
-    const float *U = static_cast<const float *>(Host.read(*NormGrad.Buf));
-    float Decay = static_cast<float>(1.0 - O.Lr * O.WeightDecay);
-    for (int64_t E = 0; E < N; ++E)
-      Param[E] = (Param[E] - static_cast<float>(StepSize) * U[E]) * Decay;
-    Host.flush();
+  const CensusParameter &P = Census.Parameters[I];
+  Alloc.setOp("optimizer.step " + P.Name, P.LayerPath);
+  ParamState &S = States[I];
+  GradVar = ParamGrad[I]; // grad = p.grad
+  const bool Target = isGaloreTarget(P, Setup);
+  int64_t M = Target ? P.Shape[0] : 0, Cols = Target ? P.Shape[1] : 0;
+  // galore-torch's 'std' projection: a tall gradient from the right (G Vh[:r]^T, m x r),
+  // a wide one from the left (U[:, :r]^T G, r x n).
+  const bool Right = M >= Cols;
+  const int64_t K = std::min(M, Cols);
+  const int64_t R = std::min<int64_t>(Setup.Galore->Rank, K);
+  if (Target) {
+    // project(grad, state["step"]) runs before the step is counted: it refreshes the
+    // projector at steps 0, gap, 2 gap, ...
+    bool Refresh = !S.Projector.defined() || S.Steps % Setup.Galore->UpdateGap == 0 ||
+                   Options.GaloreRefreshEveryStep;
+    if (Refresh)
+      galoreRefresh(I, Right, R);
+    const float *Proj = S.Projector.Buf->as<float>();
+    const float *Grad = ParamGrad[I].Buf->as<float>();
+    XTensor Low = alloc(Right ? Shape{M, R} : Shape{R, Cols}, ElemType::F32,
+                        MemCategory::Temporaries, "GaLore projected gradient");
+    if (Right)
+      Dev.matmul(kernels::MatmulArgs::plain(M, R, Cols, false, false, Grad, Proj,
+                                            Low.Buf->as<float>()));
+    else
+      kernels::galoreProject(Dev, Low.Buf->as<float>(), Proj, Grad, M, Cols, R);
+    GradVar = Low;
   }
+  const int64_t Len = GradVar.numel();
+  if (!S.ExpAvg.defined()) {
+    for (XTensor *St : {&S.ExpAvg, &S.ExpAvgSq}) {
+      *St = alloc({Len}, ElemType::F32, MemCategory::OptimizerStates,
+                  P.Name + (St == &S.ExpAvg ? " exp_avg" : " exp_avg_sq") +
+                      (Target ? " (projected)" : ""));
+      Dev.zero(St->Buf->data(), St->Buf->bytes());
+    }
+  }
+  kernels::AdamOptions O = Base;
+  O.Step = ++S.Steps;
+  // exp_avg.mul_(b1).add_(grad, 1 - b1); exp_avg_sq.mul_(b2).addcmul_(grad, grad, 1 - b2)
+  const float *G = static_cast<const float *>(Host.read(*GradVar.Buf));
+  float *Mom = static_cast<float *>(Host.write(*S.ExpAvg.Buf));
+  float *Var = static_cast<float *>(Host.write(*S.ExpAvgSq.Buf));
+  const float B1 = static_cast<float>(O.Beta1), B2 = static_cast<float>(O.Beta2);
+  for (int64_t E = 0; E < Len; ++E) {
+    Mom[E] = Mom[E] * B1 + G[E] * (1.0f - B1);
+    Var[E] = Var[E] * B2 + G[E] * G[E] * (1.0f - B2);
+  }
+  Host.flush();
+  // denom = exp_avg_sq.sqrt().add_(eps); norm_grad = exp_avg / denom
+  const double Eps = O.Eps;
+  Denom = unary(S.ExpAvgSq, ElemType::F32, [Eps](double X) { return std::sqrt(X) + Eps; },
+                "denom");
+  NormGrad = binary(S.ExpAvg, Denom, S.ExpAvg.Dims, ElemType::F32,
+                    [](double A, double B) { return A / B; }, "norm_grad");
+  if (Target) {
+    // project_back: the product, then `full_rank_grad * self.scale`, a second tensor;
+    // the product goes when the function returns, the projected norm_grad when the
+    // result replaces it.
+    const float *Proj = S.Projector.Buf->as<float>();
+    XTensor Scaled;
+    {
+      XTensor Product = alloc({M, Cols}, ElemType::F32, MemCategory::Temporaries,
+                              "GaLore update, projected back");
+      if (Right)
+        Dev.matmul(kernels::MatmulArgs::plain(M, Cols, R, false, true, NormGrad.Buf->as<float>(),
+                                              Proj, Product.Buf->as<float>()));
+      else
+        kernels::galoreProjectBack(Dev, Product.Buf->as<float>(), Proj,
+                                   NormGrad.Buf->as<float>(), M, Cols, R, 1.0f);
+      Scaled = alloc({M, Cols}, ElemType::F32, MemCategory::Temporaries,
+                     "GaLore update, scaled");
+      Dev.scale(Scaled.Buf->as<float>(), Product.Buf->as<float>(), GaloreScale, M * Cols);
+    }
+    NormGrad = Scaled;
+  }
+  // p.add_(norm_grad, alpha=-step_size), the bias corrections folded into step_size;
+  // then the decoupled decay, p.add_(p, alpha=-lr * weight_decay).
+  double StepSize = O.Lr * std::sqrt(1.0 - std::pow(O.Beta2, static_cast<double>(O.Step))) /
+                    (1.0 - std::pow(O.Beta1, static_cast<double>(O.Step)));
+  int64_t N = P.NumElements;
+  float *Param = static_cast<float *>(Host.write(*ParamValue[I].Buf));
+  const float *U = static_cast<const float *>(Host.read(*NormGrad.Buf));
+  float Decay = static_cast<float>(1.0 - O.Lr * O.WeightDecay);
+  for (int64_t E = 0; E < N; ++E)
+    Param[E] = (Param[E] - static_cast<float>(StepSize) * U[E]) * Decay;
+  Host.flush();
 }
 
 void ExecutorImpl::galoreLayerWiseStep(size_t I) {

@@ -567,6 +567,14 @@ MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
   return R;
 }
 
+int64_t peakBetweenGaloreRefreshes(const std::vector<TimelinePoint> &Timeline) {
+  int64_t Peak = 0;
+  for (const TimelinePoint &P : Timeline)
+    if (P.Op != GaloreRefreshPoint)
+      Peak = std::max(Peak, P.Live.total());
+  return Peak;
+}
+
 size_t keepFreedMemoryForReuse(size_t HugePageReserve) {
   size_t Marked = 0;
 #if defined(__GLIBC__)

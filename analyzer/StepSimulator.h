@@ -118,6 +118,13 @@ simulateStep(const Graph &G, const TrainingSetup &Setup, const ParameterCensus &
 MemoryReport buildStepReport(const Graph &G, const TrainingSetup &Setup,
                              const ParameterCensus &Census, StepSimulation Sim);
 
+/// The timeline point of GaLore's projector refresh: an SVD of each target's gradient,
+/// which a run does every update gap. The report's peak includes it.
+inline constexpr const char *GaloreRefreshPoint = "GaLore projector SVD (every update gap)";
+/// The largest total of Timeline leaving out GaloreRefreshPoint: the peak of a GaLore step
+/// between refreshes (the report's peak for any other setup).
+int64_t peakBetweenGaloreRefreshes(const std::vector<TimelinePoint> &Timeline);
+
 /// For programs (the CLI, the benchmarks) that simulate many steps in one process, as a
 /// plan search does: the C library keeps freed memory for reuse instead of returning
 /// each large buffer to the kernel and faulting it in again for the next simulation.

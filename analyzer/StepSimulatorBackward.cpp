@@ -461,7 +461,7 @@ void Simulator::optimizerStep() {
     if (!Setup.Galore->PerLayer) {
       GaloreStepPeaks Peaks = galoreStepPeaks(Census, Setup);
       for (auto [Bytes, What, At] :
-           {std::tuple{Peaks.Svd, "GaLore projector SVD (every update gap)", &Peaks.SvdAt},
+           {std::tuple{Peaks.Svd, GaloreRefreshPoint, &Peaks.SvdAt},
             std::tuple{Peaks.Update, "optimizer.step", &Peaks.UpdateAt}}) {
         StorageId S = Bytes ? Mem.alloc(Bytes, Cat::Temporaries, What,
                                         "optimizer.step " + *At, "", DType::Float32, {})

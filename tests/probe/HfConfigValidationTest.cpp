@@ -13,6 +13,7 @@
 
 #include "analyzer/ModelImporter.h"
 #include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
 #include "planner/StepPrediction.h"
 
 #include "llvm/Support/FileSystem.h"
@@ -206,7 +207,7 @@ TEST(HfConfigValidation, GaloreStepsParameterByParameterAsTheSimulatorDoes) {
   // gradient; its peak is in the optimizer step. The executor keeps the loop's locals as
   // Python does; the simulator walks the parameters in the same order. At a projector
   // refresh the SVD's tensors join them (the prediction's peak); at other steps they don't
-  // (the prediction's "optimizer.step" point).
+  // (peakBetweenGaloreRefreshes).
   ImportOptions Import;
   Import.Dims = {{"batch", 1}, {"seq", 32}};
   auto G = importHfConfig(std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/tiny-llama/config.json",
@@ -216,10 +217,7 @@ TEST(HfConfigValidation, GaloreStepsParameterByParameterAsTheSimulatorDoes) {
   TrainingSetup ExecSetup = Setup;
   auto Predicted = predictStepReport(*G, Setup);
   ASSERT_TRUE(bool(Predicted)) << llvm::toString(Predicted.takeError());
-  int64_t Update = 0;
-  for (const TimelinePoint &P : Predicted->Timeline)
-    if (P.Phase == "optimizer" && P.Op == "optimizer.step")
-      Update = P.Live.total();
+  const int64_t Update = peakBetweenGaloreRefreshes(Predicted->Timeline);
   auto Census = takeCensus(*G, ExecSetup);
   ASSERT_TRUE(bool(Census));
   auto Dev = kernels::makeHostDevice();

@@ -42,6 +42,8 @@ namespace {
 
 using chrome::Event;
 
+constexpr int64_t Absent = std::numeric_limits<int64_t>::min();
+
 struct MemoryRecord {
   double Ts;
   int64_t Bytes;
@@ -58,7 +60,22 @@ struct MemoryRecord {
 /// was a tenth of the importing thread on a 100 MB trace.
 using RecordList = llvm::SmallVector<MemoryRecord, 0>;
 
-constexpr int64_t Absent = std::numeric_limits<int64_t>::min();
+/// A device's records, and what the pass after reading needs to know of all of them,
+/// noted as each is added (three passes over a long trace's records otherwise, a tenth of
+/// the work after reading).
+struct DeviceRecords {
+  RecordList Records;
+  bool AllTotals = true;    ///< every record has Total Allocated
+  bool AnyReserved = false; ///< some record has a positive Total Reserved
+  bool HaveAddrs = true;    ///< every record has Addr
+
+  void add(const MemoryRecord &R) {
+    Records.push_back(R);
+    AllTotals &= R.TotalAllocated != Absent;
+    AnyReserved |= R.TotalReserved != Absent && R.TotalReserved > 0;
+    HaveAddrs &= R.HasAddr;
+  }
+};
 
 /// DenseMap's key traits for addresses: DenseMapInfo<uint64_t> hashes by multiplying by 37,
 /// which keeps the low bits of aligned addresses zero, so they would share a few buckets.
@@ -277,7 +294,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   std::optional<llvm::Regex> &Window = *WindowOr;
   Intervals WindowIntervals;
   llvm::StringMap<uint32_t> Tids;
-  std::map<std::string, RecordList> ByDevice;
+  std::map<std::string, DeviceRecords> ByDevice;
   std::vector<MeasuredRange> Ranges;
   Intervals Phases[NumPhases];
   int64_t OpEvents = 0;
@@ -296,8 +313,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     return LastTidIndex;
   };
   std::optional<int64_t> LastDeviceType, LastDeviceId;
-  RecordList *LastDevice = nullptr;
-  auto deviceRecords = [&](const Event &E) -> RecordList & {
+  DeviceRecords *LastDevice = nullptr;
+  auto deviceRecords = [&](const Event &E) -> DeviceRecords & {
     if (!LastDevice || E.DeviceType != LastDeviceType || E.DeviceId != LastDeviceId) {
       LastDevice = &ByDevice[deviceName(E.DeviceType, E.DeviceId)];
       LastDeviceType = E.DeviceType;
@@ -323,11 +340,11 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   bool OpsKept = true;
   auto Count = chrome::forEachEvent(Path, Opts.ChunkBytes, Opts.ParseAhead, [&](const Event &E) {
     if (E.Memory && E.Bytes && !std::isnan(E.Ts)) {
-      RecordList &Records = deviceRecords(E);
-      Records.push_back({E.Ts, *E.Bytes, E.TotalAllocated.value_or(Absent),
-                         E.TotalReserved.value_or(Absent),
-                         static_cast<uint64_t>(E.Addr.value_or(0)), tidIndex(E.Tid),
-                         static_cast<uint32_t>(Records.size()), E.Addr.has_value()});
+      DeviceRecords &Device = deviceRecords(E);
+      Device.add({E.Ts, *E.Bytes, E.TotalAllocated.value_or(Absent),
+                  E.TotalReserved.value_or(Absent), static_cast<uint64_t>(E.Addr.value_or(0)),
+                  tidIndex(E.Tid), static_cast<uint32_t>(Device.Records.size()),
+                  E.Addr.has_value()});
       return;
     }
     if (E.Ph != "X" || std::isnan(E.Ts))
@@ -387,7 +404,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   std::vector<OpQuery> Queries;
   // Devices in a stable order: CUDA devices first (by index), then the CPU, then others.
   std::vector<std::string> Names;
-  for (auto &[Name, Records] : ByDevice)
+  for (auto &[Name, Device] : ByDevice)
     Names.push_back(Name);
   std::stable_sort(Names.begin(), Names.end(), [](const std::string &A, const std::string &B) {
     auto Rank = [](llvm::StringRef N) { return N.starts_with("cuda:") ? 0 : N == "cpu" ? 1 : 2; };
@@ -398,16 +415,13 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   T.Devices.reserve(Names.size());
   std::vector<std::vector<uint32_t>> QueryTids; // per device: tid of each LiveAtPeak entry
   for (const std::string &Name : Names) {
-    RecordList &Records = ByDevice[Name];
+    DeviceRecords &Device = ByDevice[Name];
+    RecordList &Records = Device.Records;
     sortByTime(Records);
     DeviceMemory D;
     D.Device = Name;
     D.Events = static_cast<int64_t>(Records.size());
-    bool AllTotals = std::all_of(Records.begin(), Records.end(),
-                                 [](const MemoryRecord &R) { return R.TotalAllocated != Absent; });
-    bool AnyReserved = std::any_of(Records.begin(), Records.end(), [](const MemoryRecord &R) {
-      return R.TotalReserved != Absent && R.TotalReserved > 0;
-    });
+    const bool AllTotals = Device.AllTotals, AnyReserved = Device.AnyReserved;
     D.PeakBasis = AllTotals ? "total_allocated" : "running_sum";
     // One pass over the time-sorted records: the peak, the phases' and ranges' peaks, and
     // a timeline decimated as it grows, so only the records themselves scale with the trace.
@@ -424,8 +438,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     // The allocations live at the peak, where the trace pairs frees with addresses: on a
     // second thread beside the pass below, for a long trace (the hash map of live blocks
     // was a quarter of the work after reading).
-    const bool HaveAddrs = std::all_of(Records.begin(), Records.end(),
-                                       [](const MemoryRecord &R) { return R.HasAddr; });
+    const bool HaveAddrs = Device.HaveAddrs;
     std::optional<size_t> EarlyPeak;
     std::vector<size_t> LiveOrder;
     std::jthread LiveWorker; // joined on every way out of this iteration

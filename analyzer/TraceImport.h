@@ -159,23 +159,28 @@ inline bool addBytesChecked(int64_t &Acc, int64_t V) {
 /// larger allocated (and reserved) figure, so the peak survives. Any sample type with
 /// Allocated and Reserved members: the Chrome-trace importer decimates compact samples as
 /// it reads and builds MeasuredSamples only of those it keeps.
+///
+/// In place: the vector keeps its capacity, so one that grows again after (the importer's)
+/// is not reallocated and copied each time (a new vector per halving had made its growth
+/// and copies a fifth of the work after reading a long trace).
 template <typename Sample> void decimateSamples(std::vector<Sample> &Timeline, size_t Max) {
   if (Max < 2)
     Max = 2;
   while (Timeline.size() > Max) {
-    std::vector<Sample> Merged;
-    Merged.reserve(Timeline.size() / 2 + 1);
-    for (size_t I = 0; I + 1 < Timeline.size(); I += 2) {
+    const size_t N = Timeline.size();
+    size_t Out = 0;
+    for (size_t I = 0; I + 1 < N; I += 2) {
+      // Out <= I: the pair is read before its slot (or an earlier one) is written.
       const Sample &A = Timeline[I];
       const Sample &B = Timeline[I + 1];
       Sample M = A.Allocated >= B.Allocated ? A : B; // the time of the larger
       if (A.Reserved || B.Reserved)
         M.Reserved = std::max(A.Reserved.value_or(0), B.Reserved.value_or(0));
-      Merged.push_back(M);
+      Timeline[Out++] = std::move(M);
     }
-    if (Timeline.size() % 2)
-      Merged.push_back(Timeline.back()); // the last sample stays the last state
-    Timeline = std::move(Merged);
+    if (N % 2)
+      Timeline[Out++] = std::move(Timeline[N - 1]); // the last sample stays the last state
+    Timeline.resize(Out);
   }
 }
 inline void decimateTimeline(std::vector<MeasuredSample> &Timeline, size_t Max) {

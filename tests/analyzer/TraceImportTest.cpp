@@ -767,6 +767,28 @@ TEST(TraceTimeline, DecimationKeepsThePeak) {
   EXPECT_EQ(Max, 1000000);
 }
 
+TEST(TraceTimeline, DecimationMergesPairsInPlace) {
+  // Each round merges neighbours: the larger allocated figure with its time (the earlier
+  // on a tie), the larger reserved of the two, an odd last sample carried as it is.
+  std::vector<MeasuredSample> Samples = {{0, 5, std::nullopt, std::nullopt, ""},
+                                         {1, 5, 7, std::nullopt, ""},
+                                         {2, 3, std::nullopt, std::nullopt, ""},
+                                         {3, 9, 1, std::nullopt, ""},
+                                         {4, 2, std::nullopt, std::nullopt, ""}};
+  const size_t Capacity = Samples.capacity();
+  // Round one: (0, 5, 7) (3, 9, 1) (4, 2); round two: (3, 9, 7) (4, 2).
+  decimateTimeline(Samples, 2);
+  ASSERT_EQ(Samples.size(), 2u);
+  EXPECT_EQ(Samples[0].TimeUs, 3);
+  EXPECT_EQ(Samples[0].Allocated, 9);
+  EXPECT_EQ(Samples[0].Reserved, 7);
+  EXPECT_EQ(Samples[1].TimeUs, 4);
+  EXPECT_EQ(Samples[1].Allocated, 2);
+  EXPECT_FALSE(Samples[1].Reserved);
+  // In place: the importer's timeline grows again after each decimation.
+  EXPECT_EQ(Samples.capacity(), Capacity);
+}
+
 TEST(Compare, ErrorsPerPhase) {
   auto T = importTrace(data("kineto_small.json"));
   ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());

@@ -44,16 +44,18 @@ using chrome::Event;
 
 constexpr int64_t Absent = std::numeric_limits<int64_t>::min();
 
+/// One memory event, as kept until the end of the reading: a long trace's records are most
+/// of an import's memory, so nothing else is kept per record (whether it had an address
+/// is noted per device, DeviceRecords::HaveAddrs).
 struct MemoryRecord {
   double Ts;
   int64_t Bytes;
   int64_t TotalAllocated; // INT64_MIN when absent
   int64_t TotalReserved;  // INT64_MIN when absent
-  uint64_t Addr;
+  uint64_t Addr;          // 0 when absent
   uint32_t Tid;
-  uint32_t Order;
-  bool HasAddr;
 };
+static_assert(sizeof(MemoryRecord) == 48);
 
 /// Grown by realloc (llvm::SmallVector does so for trivially copyable elements): a large
 /// buffer is then extended or remapped in place instead of copied into fresh pages, which
@@ -69,11 +71,11 @@ struct DeviceRecords {
   bool AnyReserved = false; ///< some record has a positive Total Reserved
   bool HaveAddrs = true;    ///< every record has Addr
 
-  void add(const MemoryRecord &R) {
+  void add(const MemoryRecord &R, bool HasAddr) {
     Records.push_back(R);
     AllTotals &= R.TotalAllocated != Absent;
     AnyReserved |= R.TotalReserved != Absent && R.TotalReserved > 0;
-    HaveAddrs &= R.HasAddr;
+    HaveAddrs &= HasAddr;
   }
 };
 
@@ -343,8 +345,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       DeviceRecords &Device = deviceRecords(E);
       Device.add({E.Ts, *E.Bytes, E.TotalAllocated.value_or(Absent),
                   E.TotalReserved.value_or(Absent), static_cast<uint64_t>(E.Addr.value_or(0)),
-                  tidIndex(E.Tid), static_cast<uint32_t>(Device.Records.size()),
-                  E.Addr.has_value()});
+                  tidIndex(E.Tid)},
+                 E.Addr.has_value());
       return;
     }
     if (E.Ph != "X" || std::isnan(E.Ts))

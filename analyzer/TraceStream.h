@@ -184,6 +184,13 @@ public:
   bool readCanonicalInteger(llvm::StringRef &Text);
   bool skipValue();
 
+  /// Where the scanner stands, and how many bytes lie ahead of it in the buffer.
+  const char *position() const { return At; }
+  size_t remaining() const { return static_cast<size_t>(End - At); }
+  /// Passes over N bytes the caller has matched against text this scanner read before
+  /// (N <= remaining()).
+  void pass(size_t N) { At += N; }
+
 private:
   bool readNumberRun(JsonCursor::Number &N);
   bool readEscapedString(const char *Start, llvm::StringRef &View, std::string &Scratch);

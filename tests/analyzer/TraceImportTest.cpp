@@ -19,6 +19,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <random>
 
 namespace trainmem {
 namespace {
@@ -337,6 +338,80 @@ TEST(ChromeTrace, ParsingAheadKeepsErrorsAndOffsets) {
     }
     llvm::sys::fs::remove(Plain);
     llvm::sys::fs::remove(Packed);
+  }
+}
+
+TEST(ChromeTrace, LearnedMemberTextReadsAsTheStepsRead) {
+  // The in-place reader learns the text between members that events repeat (`,\n    "ts": `)
+  // and matches it whole. After events that teach it, the same bytes and bytes a little
+  // different must read as the member-by-member steps read them: a first member's text
+  // after a value (no comma) is an error at the same byte, keys spelled with escapes or
+  // spaced otherwise are the same keys, and any one-byte change to the last events gives
+  // the cursor's result (chunks of one byte: no in-place reading, nothing learned).
+  auto event = [](int I, int64_t Total) {
+    const std::string Ts = std::to_string(1000 + 10 * I);
+    return "  {\n    \"ph\": \"X\", \"cat\": \"cpu_op\",\n    \"name\": \"aten::mm\", \"pid\": 7, "
+           "\"tid\": 7,\n    \"ts\": " + Ts + ", \"dur\": 5,\n    \"args\": {\n      \"External "
+           "id\": " + std::to_string(I) + ", \"Input Dims\": [[8, 16], [16, 4]]\n    }\n  },\n"
+           "  {\n    \"ph\": \"i\", \"cat\": \"cpu_instant_event\", \"s\": \"t\", \"name\": "
+           "\"[memory]\",\n    \"pid\": 7, \"tid\": 7,\n    \"ts\": " + Ts + ",\n    \"args\": {\n"
+           "      \"Total Reserved\": 0, \"Total Allocated\": " + std::to_string(Total) +
+           ", \"Bytes\": 512, \"Addr\": " + std::to_string(4096 + 512 * I) +
+           ", \"Device Id\": -1, \"Device Type\": 0\n    }\n  }";
+  };
+  std::string Events = "{\"traceEvents\": [\n";
+  for (int I = 0; I < 12; ++I)
+    Events += (I ? ",\n" : "") + event(I, 512 * (I + 1));
+  const size_t Learned = Events.size();
+  // The same keys, escaped and spaced otherwise.
+  Events += ",\n{\"ph\":\"i\",\"n\\u0061me\":\"[memory]\", \"ts\" : 5000,\"args\":{\"Byt\\u0065s\":"
+            "512,\"Total Allocated\":" + std::to_string(512 * 13) + "}}";
+  for (int I = 13; I < 16; ++I)
+    Events += ",\n" + event(I, 512 * (I + 1));
+  auto import = [](const std::string &Text, size_t Chunk) {
+    const std::string Path = tempFile(".json", Text);
+    TraceOptions Opts;
+    Opts.ChunkBytes = Chunk;
+    auto T = importChromeTrace(Path, Opts);
+    llvm::sys::fs::remove(Path);
+    if (!T)
+      return "error" + [&] {
+        std::string M = llvm::toString(T.takeError());
+        return M.substr(M.find(": byte ")); // (the paths differ)
+      }();
+    T->Path = "trace";
+    return reportJson(*T);
+  };
+  const std::string Valid = Events + "]}";
+  const std::string Reference = import(Valid, 1);
+  ASSERT_EQ(Reference.rfind("error", 0), std::string::npos) << Reference;
+  EXPECT_NE(Reference.find("\"peak\": " + std::to_string(512 * 16)), std::string::npos);
+  for (size_t Chunk : {size_t(4096), size_t(1) << 20})
+    EXPECT_TRUE(import(Valid, Chunk) == Reference) << "chunks of " << Chunk;
+  // `"name":` where a second member belongs, right after a value: the steps want a comma.
+  const std::string Bad = Events + ",\n  {\n    \"ts\": 7000\"name\": \"x\"}]}";
+  const std::string Error = import(Bad, 1);
+  EXPECT_NE(Error.find("','"), std::string::npos) << Error;
+  EXPECT_EQ(import(Bad, 1 << 20), Error);
+  // One-byte changes past the learned events (fixed seed).
+  std::mt19937 Rng(7);
+  const char Bytes[] = ",:\"{}[] \n\\a0-";
+  for (int K = 0; K < 100; ++K) {
+    std::string Text = Valid;
+    const size_t At = Learned + Rng() % (Text.size() - Learned);
+    const char C = Bytes[Rng() % (sizeof(Bytes) - 1)];
+    switch (Rng() % 3) {
+    case 0:
+      Text.erase(At, 1);
+      break;
+    case 1:
+      Text.insert(At, 1, C);
+      break;
+    default:
+      Text[At] = C;
+    }
+    SCOPED_TRACE("change at byte " + std::to_string(At));
+    EXPECT_TRUE(import(Text, 1 << 20) == import(Text, 1));
   }
 }
 

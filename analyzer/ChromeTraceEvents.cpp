@@ -140,23 +140,10 @@ ArgField argFieldOf(llvm::StringRef Key) {
 
 /// The member of args that Field names, or null for one the importer does not read.
 std::optional<int64_t> *argField(Event &E, ArgField Field) {
-  switch (Field) {
-  case Bytes:
-    return &E.Bytes;
-  case Addr:
-    return &E.Addr;
-  case TotalAllocated:
-    return &E.TotalAllocated;
-  case TotalReserved:
-    return &E.TotalReserved;
-  case DeviceType:
-    return &E.DeviceType;
-  case DeviceId:
-    return &E.DeviceId;
-  case NumArgFields:
-    break;
-  }
-  return nullptr;
+  static constexpr std::optional<int64_t> Event::*Members[NumArgFields] = {
+      &Event::Bytes,         &Event::Addr,       &Event::TotalAllocated,
+      &Event::TotalReserved, &Event::DeviceType, &Event::DeviceId};
+  return Field < NumArgFields ? &(E.*Members[Field]) : nullptr;
 }
 
 /// The members of an event the importer reads, by number; OtherKey: any other.

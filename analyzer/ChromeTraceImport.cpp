@@ -7,15 +7,17 @@
 // is a running sum from the trace's start; newer ones (cpu_op / cuda_runtime) give the
 // allocator's own counter. Operators are the "X" events of category cpu_op or Operator.
 //
-// One streamed pass reads the memory events (compact records, time-sorted per device
-// afterwards: kineto does not write them in time order), the named ranges and the
-// operators; the allocations live at each device's peak are then attributed to the
-// innermost operator enclosing them on their thread. Past 2 M operators a second streamed
-// pass does the attribution instead of keeping them. The file is never held in memory.
+// One streamed pass reads the memory events (kept as records, encoded past 64 Ki of them
+// (TraceRecords.h), and time-sorted per device afterwards: kineto does not write them in
+// time order), the named ranges and the operators; the allocations live at each device's
+// peak are then attributed to the innermost operator enclosing them on their thread. Past
+// 2 M operators a second streamed pass does the attribution instead of keeping them. The
+// file is never held in memory.
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ChromeTraceEvents.h"
 #include "analyzer/TraceImport.h"
+#include "analyzer/TraceRecords.h"
 
 #include "llvm/ADT/CachedHashString.h"
 #include "llvm/ADT/DenseMap.h"
@@ -42,37 +44,23 @@ namespace {
 
 using chrome::Event;
 
-constexpr int64_t Absent = std::numeric_limits<int64_t>::min();
-
-/// One memory event, as kept until the end of the reading: a long trace's records are most
-/// of an import's memory, so nothing else is kept per record (whether it had an address
-/// is noted per device, DeviceRecords::HaveAddrs).
-struct MemoryRecord {
-  double Ts;
-  int64_t Bytes;
-  int64_t TotalAllocated; // INT64_MIN when absent
-  int64_t TotalReserved;  // INT64_MIN when absent
-  uint64_t Addr;          // 0 when absent
-  uint32_t Tid;
-};
-static_assert(sizeof(MemoryRecord) == 48);
-
-/// Grown by realloc (llvm::SmallVector does so for trivially copyable elements): a large
-/// buffer is then extended or remapped in place instead of copied into fresh pages, which
-/// was a tenth of the importing thread on a 100 MB trace.
-using RecordList = llvm::SmallVector<MemoryRecord, 0>;
+using trace::Absent;
+using trace::MemoryRecord;
+using trace::MemoryRecordStream;
 
 /// A device's records, and what the pass after reading needs to know of all of them,
 /// noted as each is added (three passes over a long trace's records otherwise, a tenth of
 /// the work after reading).
 struct DeviceRecords {
-  RecordList Records;
+  explicit DeviceRecords(size_t PlainLimit = trace::DefaultPlainLimit)
+      : Records(PlainLimit) {}
+  MemoryRecordStream Records;
   bool AllTotals = true;    ///< every record has Total Allocated
   bool AnyReserved = false; ///< some record has a positive Total Reserved
   bool HaveAddrs = true;    ///< every record has Addr
 
   void add(const MemoryRecord &R, bool HasAddr) {
-    Records.push_back(R);
+    Records.append(R);
     AllTotals &= R.TotalAllocated != Absent;
     AnyReserved |= R.TotalReserved != Absent && R.TotalReserved > 0;
     HaveAddrs &= HasAddr;
@@ -87,61 +75,50 @@ struct AddressInfo : llvm::DenseMapInfo<uint64_t> {
   }
 };
 
-/// Sorts records by time, stably. Kineto writes a device's memory events almost in time
-/// order (one or two runs in the traces at hand), so the runs already in order are merged
-/// pairwise (stable, so the same order as std::stable_sort's, in n log(runs) rather than
-/// n log n: sorting was a fifth of a 100 MB trace's import).
-void sortByTime(RecordList &Records) {
-  auto Earlier = [](const MemoryRecord &A, const MemoryRecord &B) { return A.Ts < B.Ts; };
-  std::vector<size_t> Bounds{0}; // where each run starts, and the end
-  for (size_t I = 1; I < Records.size(); ++I)
-    if (Earlier(Records[I], Records[I - 1]))
-      Bounds.push_back(I);
-  Bounds.push_back(Records.size());
-  if (Bounds.size() > 65) {
-    std::stable_sort(Records.begin(), Records.end(), Earlier);
-    return;
-  }
-  while (Bounds.size() > 2) {
-    std::vector<size_t> Merged{0};
-    size_t K = 0;
-    for (; K + 2 < Bounds.size(); K += 2) {
-      std::inplace_merge(Records.begin() + static_cast<long>(Bounds[K]),
-                         Records.begin() + static_cast<long>(Bounds[K + 1]),
-                         Records.begin() + static_cast<long>(Bounds[K + 2]), Earlier);
-      Merged.push_back(Bounds[K + 2]);
-    }
-    if (Merged.back() != Bounds.back())
-      Merged.push_back(Bounds.back()); // an odd run out: carried to the next round
-    Bounds = std::move(Merged);
-  }
-}
+/// An allocation live at the peak: what the report lists of it, and its place in time
+/// order (the records are read in order only, so what is listed is kept as they pass).
+struct LiveRecord {
+  size_t Index;
+  double Ts;
+  int64_t Bytes;
+  uint64_t Addr;
+  uint32_t Tid;
+};
 
-/// The indices of the records live at PeakIndex (allocated at or before it and not freed
-/// since), largest first, earlier first on ties.
-std::vector<size_t> liveAtPeak(const RecordList &Records, size_t PeakIndex) {
+/// The allocations live at PeakIndex (made at or before it and not freed since), largest
+/// first, earlier first on ties.
+std::vector<LiveRecord> liveAtPeak(const MemoryRecordStream &Records, size_t PeakIndex) {
   // llvm::DenseMap where std::unordered_map was a third of the work after the pass, with
   // its keys mixed (AddressInfo). Its two reserved keys (~0 and ~0 - 1) are no heap
-  // address, but a trace could still write them: those live in a side table.
-  llvm::DenseMap<uint64_t, size_t, AddressInfo> Live(1024);
-  std::map<uint64_t, size_t> LiveAtReservedKeys;
-  for (size_t I = 0; I <= PeakIndex; ++I) {
-    const MemoryRecord &R = Records[I];
+  // address, but a trace could still write them: those live in a side table. The
+  // address is the key: the values leave it out.
+  struct Block {
+    size_t Index;
+    double Ts;
+    int64_t Bytes;
+    uint32_t Tid;
+  };
+  llvm::DenseMap<uint64_t, Block, AddressInfo> Live(1024);
+  std::map<uint64_t, Block> LiveAtReservedKeys;
+  MemoryRecordStream::Reader From(Records);
+  MemoryRecord R;
+  for (size_t I = 0; I <= PeakIndex && From.next(R); ++I) {
     const bool Reserved = R.Addr >= ~uint64_t(0) - 1;
     if (R.Bytes > 0)
-      (Reserved ? LiveAtReservedKeys[R.Addr] : Live[R.Addr]) = I;
+      (Reserved ? LiveAtReservedKeys[R.Addr] : Live[R.Addr]) = {I, R.Ts, R.Bytes, R.Tid};
     else if (Reserved)
       LiveAtReservedKeys.erase(R.Addr);
     else
       Live.erase(R.Addr);
   }
-  std::vector<size_t> Order; // sorted below: the maps' order does not matter
-  for (auto &[Addr, I] : Live)
-    Order.push_back(I);
-  for (auto &[Addr, I] : LiveAtReservedKeys)
-    Order.push_back(I);
-  std::sort(Order.begin(), Order.end(), [&](size_t A, size_t B) {
-    return Records[A].Bytes != Records[B].Bytes ? Records[A].Bytes > Records[B].Bytes : A < B;
+  std::vector<LiveRecord> Order; // sorted below: the maps' order does not matter
+  Order.reserve(Live.size() + LiveAtReservedKeys.size());
+  for (auto &[Addr, B] : Live)
+    Order.push_back({B.Index, B.Ts, B.Bytes, Addr, B.Tid});
+  for (auto &[Addr, B] : LiveAtReservedKeys)
+    Order.push_back({B.Index, B.Ts, B.Bytes, Addr, B.Tid});
+  std::sort(Order.begin(), Order.end(), [](const LiveRecord &A, const LiveRecord &B) {
+    return A.Bytes != B.Bytes ? A.Bytes > B.Bytes : A.Index < B.Index;
   });
   return Order;
 }
@@ -163,18 +140,32 @@ using chrome::Optimizer;
 using chrome::PhaseNames;
 using chrome::ZeroGrad;
 
-using Intervals = std::vector<std::pair<double, double>>;
+/// Grown by realloc, as the record streams: a long trace has a backward range per
+/// backward operator.
+using Intervals = llvm::SmallVector<std::pair<double, double>, 0>;
 
+/// Adds [Start, End], merged into the last interval where it starts inside it: what
+/// mergeIntervals would make of the two, kept as they arrive (autograd's operators nest
+/// inside one another, so most of a trace's backward ranges take no room).
+void addInterval(Intervals &I, double Start, double End) {
+  if (!I.empty() && I.back().first <= Start && Start <= I.back().second) {
+    I.back().second = std::max(I.back().second, End);
+    return;
+  }
+  I.push_back({Start, End});
+}
+
+/// Sorts and merges in place: touching intervals become one.
 void mergeIntervals(Intervals &I) {
   if (!std::is_sorted(I.begin(), I.end())) // operators come in time order, mostly
     std::sort(I.begin(), I.end());
-  Intervals Out;
-  for (auto &P : I)
-    if (!Out.empty() && P.first <= Out.back().second)
-      Out.back().second = std::max(Out.back().second, P.second);
+  size_t Out = 0;
+  for (size_t K = 0; K < I.size(); ++K)
+    if (Out > 0 && I[K].first <= I[Out - 1].second)
+      I[Out - 1].second = std::max(I[Out - 1].second, I[K].second);
     else
-      Out.push_back(P);
-  I = std::move(Out);
+      I[Out++] = I[K];
+  I.truncate(Out);
 }
 
 /// A merged interval list read at times that never decrease (the memory records, sorted
@@ -243,15 +234,16 @@ private:
 /// The record at the peak as the per-device pass below finds it (the first of the largest
 /// allocated figures inside the window; 0 when none is), found ahead of that pass so that
 /// liveAtPeak can run beside it. Null when the running sum overflows (the pass reports it).
-std::optional<size_t> peakIndex(const RecordList &Records, bool AllTotals,
+std::optional<size_t> peakIndex(const MemoryRecordStream &Records, bool AllTotals,
                                 const Intervals *Window) {
   std::optional<IntervalCursor> Cursor;
   if (Window)
     Cursor.emplace(*Window);
   int64_t Sum = 0, Peak = std::numeric_limits<int64_t>::min();
   size_t PeakAt = 0;
-  for (size_t I = 0; I < Records.size(); ++I) {
-    const MemoryRecord &R = Records[I];
+  MemoryRecordStream::Reader From(Records);
+  MemoryRecord R;
+  for (size_t I = 0; From.next(R); ++I) {
     if (!addBytesChecked(Sum, R.Bytes))
       return std::nullopt;
     const int64_t Allocated = AllTotals ? R.TotalAllocated : Sum;
@@ -318,20 +310,18 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   DeviceRecords *LastDevice = nullptr;
   auto deviceRecords = [&](const Event &E) -> DeviceRecords & {
     if (!LastDevice || E.DeviceType != LastDeviceType || E.DeviceId != LastDeviceId) {
-      LastDevice = &ByDevice[deviceName(E.DeviceType, E.DeviceId)];
+      LastDevice = &ByDevice.try_emplace(deviceName(E.DeviceType, E.DeviceId),
+                                         Opts.PlainRecords)
+                        .first->second;
       LastDeviceType = E.DeviceType;
       LastDeviceId = E.DeviceId;
     }
     return *LastDevice;
   };
-  // Operators are kept from the first pass for the attribution, up to a cap (48 MB of
-  // records by default); a trace with more is attributed by a second streamed pass
-  // instead, so memory stays bounded on the largest traces.
-  struct OpRecord {
-    double Ts, Dur;
-    uint32_t Tid, Name;
-  };
-  llvm::SmallVector<OpRecord, 0> OpRecords; // grown by realloc, as RecordList
+  // Operators are kept from the first pass for the attribution, up to a cap (2 M by
+  // default, about 8 bytes each encoded); a trace with more is attributed by a second
+  // streamed pass instead, so memory stays bounded on the largest traces.
+  trace::OperatorStream OpRecords(Opts.PlainRecords);
   // Operator names, interned: a DenseMap of hashed views (llvm::hash_value reads eight
   // bytes a step) instead of a StringMap, whose hash (LLVM 16's djbHash) reads a byte at a
   // time on the importer's thread, which sets an import's pace.
@@ -365,16 +355,16 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
                    .first;
           NameOf.push_back(Kept);
         }
-        OpRecords.push_back({E.Ts, E.Dur, tidIndex(E.Tid), It->second});
+        OpRecords.append({E.Ts, E.Dur, tidIndex(E.Tid), It->second});
       } else if (OpsKept) {
         OpsKept = false;
-        llvm::SmallVector<OpRecord, 0>().swap(OpRecords);
+        OpRecords.clear();
       }
     }
     if (E.Phase >= 0)
-      Phases[E.Phase].push_back({E.Ts, E.Ts + E.Dur});
+      addInterval(Phases[E.Phase], E.Ts, E.Ts + E.Dur);
     if (Window && Window->match(E.Name))
-      WindowIntervals.push_back({E.Ts, E.Ts + E.Dur});
+      addInterval(WindowIntervals, E.Ts, E.Ts + E.Dur);
     if (E.Name.starts_with("ProfilerStep#") ||
         (Pattern && Pattern->match(E.Name)))
       Ranges.push_back({E.Name.str(), E.Ts, E.Ts + E.Dur, 0, 0});
@@ -418,8 +408,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   std::vector<std::vector<uint32_t>> QueryTids; // per device: tid of each LiveAtPeak entry
   for (const std::string &Name : Names) {
     DeviceRecords &Device = ByDevice[Name];
-    RecordList &Records = Device.Records;
-    sortByTime(Records);
+    MemoryRecordStream &Records = Device.Records;
+    Records.sortByTime();
     DeviceMemory D;
     D.Device = Name;
     D.Events = static_cast<int64_t>(Records.size());
@@ -429,6 +419,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     // a timeline decimated as it grows, so only the records themselves scale with the trace.
     int64_t Sum = 0;
     size_t PeakIndex = 0;
+    uint32_t PeakTid = 0;
     bool AnyInWindow = false;
     D.Peak = std::numeric_limits<int64_t>::min();
     std::optional<int64_t> PhasePeak[NumPhases];
@@ -439,17 +430,20 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     std::vector<MeasuredRange> Closed;
     // The allocations live at the peak, where the trace pairs frees with addresses: on a
     // second thread beside the pass below, for a long trace (the hash map of live blocks
-    // was a quarter of the work after reading).
+    // was a quarter of the work after reading). That thread finds the peak first, in a
+    // pass of its own (decoding the records once more, which the pass below would wait
+    // for if it ran here).
     const bool HaveAddrs = Device.HaveAddrs;
     std::optional<size_t> EarlyPeak;
-    std::vector<size_t> LiveOrder;
+    std::vector<LiveRecord> LiveOrder;
     std::jthread LiveWorker; // joined on every way out of this iteration
     if (HaveAddrs && Records.size() >= (size_t(1) << 16) &&
-        llvm::hardware_concurrency().compute_thread_count() > 1) {
-      EarlyPeak = peakIndex(Records, AllTotals, Window ? &WindowIntervals : nullptr);
-      if (EarlyPeak)
-        LiveWorker = std::jthread([&] { LiveOrder = liveAtPeak(Records, *EarlyPeak); });
-    }
+        llvm::hardware_concurrency().compute_thread_count() > 1)
+      LiveWorker = std::jthread([&] {
+        EarlyPeak = peakIndex(Records, AllTotals, Window ? &WindowIntervals : nullptr);
+        if (EarlyPeak)
+          LiveOrder = liveAtPeak(Records, *EarlyPeak);
+      });
     PhaseClock Clock(Phases);
     IntervalCursor WindowCursor(WindowIntervals);
     // The timeline as it is read: MeasuredSample's strings and optional categories made
@@ -461,8 +455,9 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       const char *Phase = ""; // one of PhaseNames, or ""
     };
     std::vector<CompactSample> Timeline;
-    for (size_t I = 0; I < Records.size(); ++I) {
-      const MemoryRecord &R = Records[I];
+    MemoryRecordStream::Reader From(Records);
+    MemoryRecord R;
+    for (size_t I = 0; From.next(R); ++I) {
       if (!addBytesChecked(Sum, R.Bytes))
         return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                        "%s: %s: the running sum of Bytes overflows 64 bits",
@@ -481,6 +476,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         if (S.Allocated > D.Peak) {
           D.Peak = S.Allocated;
           PeakIndex = I;
+          PeakTid = R.Tid;
           D.PeakTimeUs = R.Ts;
           D.FragmentationAtPeak.reset();
           if (S.Reserved)
@@ -521,9 +517,9 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         ++K;
       }
     }
-    for (const MeasuredRange &R : Open)
-      if (R.Peak != std::numeric_limits<int64_t>::min())
-        Closed.push_back(R);
+    for (const MeasuredRange &Range : Open)
+      if (Range.Peak != std::numeric_limits<int64_t>::min())
+        Closed.push_back(Range);
     if (!AnyInWindow) {
       T.Diags.note("window-empty", Name,
                    "no memory events of this device inside --trace-window=" +
@@ -538,21 +534,21 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
                        return A.StartUs < B.StartUs;
                      });
     D.Ranges = std::move(Closed);
-    for (const MeasuredRange &R : D.Ranges)
-      if (R.StartUs <= D.PeakTimeUs && D.PeakTimeUs <= R.EndUs)
-        D.PeakRange = R.Name; // sorted by start: the last match is the innermost
+    for (const MeasuredRange &Range : D.Ranges)
+      if (Range.StartUs <= D.PeakTimeUs && D.PeakTimeUs <= Range.EndUs)
+        D.PeakRange = Range.Name; // sorted by start: the last match is the innermost
     std::vector<uint32_t> LiveTids;
     if (HaveAddrs) {
       if (LiveWorker.joinable())
         LiveWorker.join();
-      std::vector<size_t> Order = EarlyPeak && *EarlyPeak == PeakIndex
+      std::vector<LiveRecord> Order = EarlyPeak && *EarlyPeak == PeakIndex
                                       ? std::move(LiveOrder)
                                       : liveAtPeak(Records, PeakIndex);
       D.LiveAtPeakCount = static_cast<int64_t>(Order.size());
       Order.resize(std::min(Order.size(), Opts.TopAllocations));
-      for (size_t I : Order) {
-        D.LiveAtPeak.push_back({Records[I].Bytes, Records[I].Addr, Records[I].Ts, "", ""});
-        LiveTids.push_back(Records[I].Tid);
+      for (const LiveRecord &L : Order) {
+        D.LiveAtPeak.push_back({L.Bytes, L.Addr, L.Ts, "", ""});
+        LiveTids.push_back(L.Tid);
       }
     } else {
       T.Diags.note("no-addresses", Name,
@@ -560,7 +556,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
                    "paired with allocations: the peak is exact, the allocations live at it "
                    "are not listed");
     }
-    LiveTids.push_back(Records[PeakIndex].Tid); // last: the peak event itself
+    LiveTids.push_back(PeakTid); // last: the peak event itself
     QueryTids.push_back(std::move(LiveTids));
     decimateSamples(Timeline, Opts.MaxTimelinePoints);
     D.Timeline.reserve(Timeline.size());
@@ -607,7 +603,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       }
     };
     if (OpsKept) {
-      for (const OpRecord &R : OpRecords)
+      trace::OperatorStream::Reader From(OpRecords);
+      for (trace::OperatorRecord R; From.next(R);)
         Offer(R.Tid, R.Ts, R.Dur, NameOf[R.Name]);
     } else {
       auto Second =

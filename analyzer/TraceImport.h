@@ -9,7 +9,7 @@
 // traceToReport turns it into the MemoryReport every writer renders.
 //
 // Importers stream their input: a trace is read in memory proportional to what is live
-// (plus the compact memory-event records a time sort needs), never to the file.
+// (plus the memory-event records a time sort needs, a few bytes each), never to the file.
 //
 //===----------------------------------------------------------------------------===//
 #ifndef TRAINMEM_ANALYZER_TRACEIMPORT_H
@@ -56,8 +56,13 @@ struct TraceOptions {
   /// more evenly (fixture traces +3-4%; 256 KB slower again).
   size_t ChunkBytes = 1 << 19;
   /// Chrome traces: operators kept from the first pass to attribute the allocations at
-  /// the peak (24 bytes each); a trace with more is attributed by a second pass instead.
+  /// the peak (about 8 bytes each, encoded); a trace with more is attributed by a second pass instead.
   size_t MaxKeptOperators = size_t(1) << 21;
+  /// Chrome traces: a device's memory events, and the operators, kept as structs (48 and
+  /// 24 bytes each) until there are this many; past that, all are kept encoded (5-12 and
+  /// about 6 bytes each), which costs a few nanoseconds a record to write and read back.
+  /// Tests set 0 to encode every record.
+  size_t PlainRecords = size_t(1) << 16;
   /// Chrome traces, with more than one core: a second thread parses chunks ahead of the
   /// importer (same results and errors; off only to compare).
   bool ParseAhead = true;

@@ -8,6 +8,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/TraceImport.h"
+#include "analyzer/TraceRecords.h"
 
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -151,3 +153,57 @@ void BM_ImportFixtureTraceGz(benchmark::State &State) {
 BENCHMARK(BM_ImportFixtureTraceGz)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 } // namespace
+
+/// The encoded records a Chrome-trace import keeps (analyzer/TraceRecords.h): kineto-like
+/// memory events (an allocator counter moved by each event, frees of earlier addresses,
+/// 512-byte multiples) appended, or read back in order, per second. Arg 0 appends, 1 reads.
+void BM_MemoryRecordStream(benchmark::State &State) {
+  using namespace trainmem::trace;
+  std::mt19937_64 Rng(5);
+  std::vector<MemoryRecord> Records;
+  std::vector<std::pair<uint64_t, int64_t>> Live;
+  double Ts = 1623212756351.123;
+  int64_t Total = 0;
+  for (int I = 0; I < (1 << 20); ++I) {
+    MemoryRecord R;
+    Ts += static_cast<double>(Rng() % 50000) / 1000.0;
+    R.Ts = Ts;
+    if (Live.empty() || Rng() % 2) {
+      Live.push_back({0x7f0000000000ull + (Rng() % (uint64_t(1) << 32)) * 512,
+                      512 * static_cast<int64_t>(1 + Rng() % 4096)});
+      R.Addr = Live.back().first;
+      R.Bytes = Live.back().second;
+    } else {
+      const size_t K = Rng() % Live.size();
+      R.Addr = Live[K].first;
+      R.Bytes = -Live[K].second;
+      Live[K] = Live.back();
+      Live.pop_back();
+    }
+    R.TotalAllocated = Total += R.Bytes;
+    R.TotalReserved = int64_t(1) << 32;
+    R.Tid = 1;
+    Records.push_back(R);
+  }
+  MemoryRecordStream Kept;
+  for (const MemoryRecord &R : Records)
+    Kept.append(R);
+  for (auto _ : State) {
+    if (State.range(0) == 0) {
+      MemoryRecordStream S;
+      for (const MemoryRecord &R : Records)
+        S.append(R);
+      benchmark::DoNotOptimize(S.bytes());
+    } else {
+      int64_t Sum = 0;
+      MemoryRecordStream::Reader From(Kept);
+      for (MemoryRecord R; From.next(R);)
+        Sum += R.Bytes;
+      benchmark::DoNotOptimize(Sum);
+    }
+  }
+  State.SetItemsProcessed(State.iterations() * static_cast<int64_t>(Records.size()));
+  State.counters["bytes_per_record"] =
+      static_cast<double>(Kept.bytes()) / static_cast<double>(Kept.size());
+}
+BENCHMARK(BM_MemoryRecordStream)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);

@@ -92,6 +92,36 @@ TEST(ChromeTrace, TheSecondPassAttributesLikeTheKeptOperators) {
   }
 }
 
+TEST(ChromeTrace, EncodedRecordsGiveTheSameReports) {
+  // Memory events kept encoded from the first, or from the third on (the two kinds of
+  // record in one stream), against structs: the same reports, for the small trace and
+  // the fixtures' kineto traces (two devices each, out-of-order runs in the DDP one).
+  std::vector<std::string> Paths = {data("kineto_small.json.gz")};
+  for (const char *Name : {"resnet50_num_workers_4.worker0.1623212756351.pt.trace.json.gz",
+                           "tests__data__df_index_resolver__df_index_resolver.json.gz"}) {
+    const std::string Path = std::string(TRAINMEM_FIXTURES_DIR) + "/traces/" + Name;
+    if (llvm::sys::fs::exists(Path))
+      Paths.push_back(Path);
+    else
+      std::printf("no fixture trace %s: checked on the small trace only\n", Path.c_str());
+  }
+  for (const std::string &Path : Paths)
+    for (const char *Device : {"", "cpu"}) {
+      SCOPED_TRACE(Path + " device '" + Device + "'");
+      TraceOptions Opts;
+      Opts.Device = Device;
+      auto Structs = importChromeTrace(Path, Opts);
+      ASSERT_TRUE(bool(Structs)) << llvm::toString(Structs.takeError());
+      const std::string Expected = reportJson(*Structs);
+      for (size_t Plain : {size_t(0), size_t(2)}) {
+        Opts.PlainRecords = Plain;
+        auto Encoded = importChromeTrace(Path, Opts);
+        ASSERT_TRUE(bool(Encoded)) << llvm::toString(Encoded.takeError());
+        EXPECT_TRUE(reportJson(*Encoded) == Expected) << "plain records: " << Plain;
+      }
+    }
+}
+
 TEST(ChromeTrace, DeviceSelection) {
   TraceOptions Opts;
   Opts.Device = "cpu";
@@ -251,10 +281,16 @@ TEST(ChromeTrace, MemoryEventsInAnyOrderGiveTheSameReport) {
       for (size_t I = R * Events.size() / Runs; I < (R + 1) * Events.size() / Runs; ++I)
         Shuffled.push_back(Events[I]);
     const std::string Path = tempFile(".json", traceOf(Shuffled));
-    auto T = importChromeTrace(Path, TraceOptions());
-    ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
-    T->Path = "trace";
-    EXPECT_TRUE(reportJson(*T) == Expected);
+    // As structs, encoded, and encoded from the 101st record on.
+    for (size_t Plain : {TraceOptions().PlainRecords, size_t(0), size_t(100)}) {
+      SCOPED_TRACE("plain records: " + std::to_string(Plain));
+      TraceOptions Opts;
+      Opts.PlainRecords = Plain;
+      auto T = importChromeTrace(Path, Opts);
+      ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+      T->Path = "trace";
+      EXPECT_TRUE(reportJson(*T) == Expected);
+    }
     llvm::sys::fs::remove(Path);
   }
   llvm::sys::fs::remove(Sorted);
@@ -287,10 +323,12 @@ TEST(ChromeTrace, AllocationsLiveAtThePeakOfALongTrace) {
   for (int64_t I = 1; I < 40000; I += 2)
     event(4096 * (I + 1), -size(I));
   const std::string Path = tempFile(".json", T + "]");
-  for (const char *Window : {"", "step"}) {
-    SCOPED_TRACE(std::string("window: ") + Window);
+  for (const char *Window : {"", "step"})
+  for (size_t Plain : {TraceOptions().PlainRecords, size_t(0)}) {
+    SCOPED_TRACE(std::string("window: ") + Window + ", plain records: " + std::to_string(Plain));
     TraceOptions Opts;
     Opts.WindowPattern = Window;
+    Opts.PlainRecords = Plain;
     auto M = importChromeTrace(Path, Opts);
     ASSERT_TRUE(bool(M)) << llvm::toString(M.takeError());
     const DeviceMemory &D = M->selected();

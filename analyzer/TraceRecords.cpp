@@ -1,0 +1,356 @@
+//===- TraceRecords.cpp - a trace's memory events and operators, encoded --===//
+#include "analyzer/TraceRecords.h"
+
+#include "llvm/Support/LEB128.h"
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <new>
+
+namespace trainmem::trace {
+
+static_assert(std::endian::native == std::endian::little,
+              "fields are stored and loaded as little-endian words");
+
+void RecordBytes::grow(size_t AtLeast) {
+  const size_t NewCapacity = std::max({AtLeast, 2 * Capacity, size_t(4096)});
+  void *P = std::realloc(Data.get(), NewCapacity);
+  if (!P)
+    throw std::bad_alloc();
+  (void)Data.release();
+  Data.reset(static_cast<uint8_t *>(P));
+  Capacity = NewCapacity;
+}
+
+namespace {
+
+// A field's length code (3 bits): 0-6 bytes, or 7 for all eight.
+constexpr unsigned LengthOf[8] = {0, 1, 2, 3, 4, 5, 6, 8};
+constexpr uint64_t MaskOf[8] = {0,          0xff,           0xffff,           0xffffff,
+                                0xffffffff, 0xffffffffffull, 0xffffffffffffull, ~0ull};
+
+unsigned lengthCode(uint64_t V) {
+  const unsigned Bytes = (64 - static_cast<unsigned>(std::countl_zero(V)) + 7) / 8;
+  return std::min(Bytes, 7u);
+}
+
+/// Stores V's low bytes that its code keeps: eight are written, the slack past the record
+/// takes the rest until the next field overwrites them.
+uint8_t *put(uint8_t *P, uint64_t V, unsigned Code) {
+  std::memcpy(P, &V, sizeof V);
+  return P + LengthOf[Code];
+}
+
+uint64_t take(const uint8_t *&P, unsigned Code) {
+  uint64_t V;
+  std::memcpy(&V, P, sizeof V);
+  P += LengthOf[Code];
+  return V & MaskOf[Code];
+}
+
+uint64_t zigzag(int64_t V) {
+  return (static_cast<uint64_t>(V) << 1) ^ static_cast<uint64_t>(V >> 63);
+}
+int64_t unzigzag(uint64_t Z) { return static_cast<int64_t>((Z >> 1) ^ (0 - (Z & 1))); }
+
+// Differences are taken modulo 2^64 and read back the same way, so any value survives.
+int64_t minus(uint64_t A, uint64_t B) { return static_cast<int64_t>(A - B); }
+uint64_t plus(uint64_t A, int64_t D) { return A + static_cast<uint64_t>(D); }
+
+// The values were written here, so the LEB128 decoders' bounds and overflow checks are
+// not asked for (null end and error).
+int64_t readSigned(const uint8_t *&P) {
+  unsigned N;
+  const int64_t V = llvm::decodeSLEB128(P, &N);
+  P += N;
+  return V;
+}
+
+uint64_t readUnsigned(const uint8_t *&P) {
+  unsigned N;
+  const uint64_t V = llvm::decodeULEB128(P, &N);
+  P += N;
+  return V;
+}
+
+// A memory record's 16-bit header: four 3-bit codes (the time's, Bytes', the address's
+// and Total Reserved's steps), then flags. A changed Total Allocated and thread follow the
+// fixed fields as LEB128: in kineto's traces the counter moves by each event's Bytes, and
+// one thread allocates.
+enum : uint16_t {
+  TsShift = 0,
+  BytesShift = 3,
+  AddrShift = 6,     ///< Addr 0 (absent) is written as any address: the step to it
+  ReservedShift = 9, ///< ReservedSame, a length (1-5 bytes, or 8) or ReservedAbsent
+  AllocatedAbsent = 1 << 12,
+  AllocatedPredicted = 1 << 13, ///< the last Total Allocated plus Bytes: nothing written
+  SameTid = 1 << 14,
+  /// Bytes and the address's step divided by 512 (CUDA's caching allocator rounds both).
+  By512 = 1 << 15,
+};
+
+// Total Reserved's code: the same as the last one present, a step of 1-5 or 8 bytes, or
+// absent (which leaves the last one present as it was).
+constexpr unsigned ReservedSame = 0, ReservedAbsent = 7;
+constexpr unsigned ReservedLengthOf[8] = {0, 1, 2, 3, 4, 5, 8, 0};
+constexpr uint64_t ReservedMaskOf[8] = {0,          0xff,          0xffff, 0xffffff,
+                                        0xffffffff, 0xffffffffffull, ~0ull, 0};
+
+} // namespace
+
+size_t MemoryCodec::encode(const MemoryRecord &R, State &S, uint8_t *Out) {
+  uint16_t Header = 0;
+  const uint64_t Bits = std::bit_cast<uint64_t>(R.Ts);
+  const uint64_t TsStep = zigzag(minus(Bits, S.TsBits));
+  S.TsBits = Bits;
+  int64_t Bytes = R.Bytes;
+  int64_t AddrStep = minus(R.Addr, S.Addr);
+  S.Addr = R.Addr;
+  if (Bytes % 512 == 0 && AddrStep % 512 == 0) {
+    Header |= By512;
+    Bytes /= 512;
+    AddrStep /= 512;
+  }
+  const uint64_t BytesCode = zigzag(Bytes), AddrCode = zigzag(AddrStep);
+  const unsigned TsLen = lengthCode(TsStep), BytesLen = lengthCode(BytesCode),
+                 AddrLen = lengthCode(AddrCode);
+  uint8_t *P = Out + 2;
+  P = put(P, TsStep, TsLen);
+  P = put(P, BytesCode, BytesLen);
+  P = put(P, AddrCode, AddrLen);
+  unsigned Reserved = ReservedSame;
+  if (R.TotalReserved == Absent) {
+    Reserved = ReservedAbsent;
+  } else if (R.TotalReserved != S.Reserved) {
+    const uint64_t Step = zigzag(minus(static_cast<uint64_t>(R.TotalReserved),
+                                       static_cast<uint64_t>(S.Reserved)));
+    const unsigned Len = lengthCode(Step);
+    Reserved = Len <= 5 ? Len : 6;
+    std::memcpy(P, &Step, sizeof Step);
+    P += ReservedLengthOf[Reserved];
+    S.Reserved = R.TotalReserved;
+  }
+  Header |= static_cast<uint16_t>(TsLen << TsShift | BytesLen << BytesShift |
+                                  AddrLen << AddrShift | Reserved << ReservedShift);
+  if (R.TotalAllocated == Absent) {
+    Header |= AllocatedAbsent;
+  } else {
+    const uint64_t Predicted = plus(static_cast<uint64_t>(S.Allocated), R.Bytes);
+    if (static_cast<uint64_t>(R.TotalAllocated) == Predicted)
+      Header |= AllocatedPredicted;
+    else
+      P += llvm::encodeSLEB128(minus(static_cast<uint64_t>(R.TotalAllocated), Predicted), P);
+    S.Allocated = R.TotalAllocated;
+  }
+  if (R.Tid == S.Tid) {
+    Header |= SameTid;
+  } else {
+    P += llvm::encodeULEB128(R.Tid, P);
+    S.Tid = R.Tid;
+  }
+  std::memcpy(Out, &Header, sizeof Header);
+  return static_cast<size_t>(P - Out);
+}
+
+const uint8_t *MemoryCodec::decode(const uint8_t *P, State &S, MemoryRecord &R) {
+  uint16_t Header;
+  std::memcpy(&Header, P, sizeof Header);
+  P += 2;
+  S.TsBits = plus(S.TsBits, unzigzag(take(P, Header >> TsShift & 7)));
+  R.Ts = std::bit_cast<double>(S.TsBits);
+  const int64_t Scale = Header & By512 ? 512 : 1;
+  R.Bytes = unzigzag(take(P, Header >> BytesShift & 7)) * Scale;
+  S.Addr = plus(S.Addr, unzigzag(take(P, Header >> AddrShift & 7)) * Scale);
+  R.Addr = S.Addr;
+  const unsigned Reserved = Header >> ReservedShift & 7;
+  if (Reserved == ReservedAbsent) {
+    R.TotalReserved = Absent;
+  } else {
+    if (Reserved != ReservedSame) {
+      uint64_t Step;
+      std::memcpy(&Step, P, sizeof Step);
+      P += ReservedLengthOf[Reserved];
+      S.Reserved = static_cast<int64_t>(
+          plus(static_cast<uint64_t>(S.Reserved), unzigzag(Step & ReservedMaskOf[Reserved])));
+    }
+    R.TotalReserved = S.Reserved;
+  }
+  if (Header & AllocatedAbsent) {
+    R.TotalAllocated = Absent;
+  } else {
+    uint64_t V = plus(static_cast<uint64_t>(S.Allocated), R.Bytes);
+    if (!(Header & AllocatedPredicted))
+      V = plus(V, readSigned(P));
+    R.TotalAllocated = S.Allocated = static_cast<int64_t>(V);
+  }
+  if (!(Header & SameTid))
+    S.Tid = static_cast<uint32_t>(readUnsigned(P));
+  R.Tid = S.Tid;
+  return P;
+}
+
+namespace {
+
+// An operator's header byte: the time's step and the duration's length codes, then flags.
+// The thread (when it changes) and the name follow as LEB128.
+enum : uint8_t {
+  OpTsShift = 0,
+  OpDurShift = 3,
+  OpSameTid = 1 << 6,
+  /// Dur is a whole number of nanoseconds, written as that number; else its bits.
+  OpDurNanos = 1 << 7,
+};
+
+} // namespace
+
+size_t OperatorCodec::encode(const OperatorRecord &R, State &S, uint8_t *Out) {
+  uint8_t Header = 0;
+  const uint64_t Bits = std::bit_cast<uint64_t>(R.Ts);
+  const uint64_t TsStep = zigzag(minus(Bits, S.TsBits));
+  S.TsBits = Bits;
+  // Kineto writes durations in microseconds with three decimals: their nanoseconds are a
+  // whole number whose quotient by 1000 gives the same double back (the division is
+  // correctly rounded, as the parse of the decimal text was).
+  uint64_t Dur = std::bit_cast<uint64_t>(R.Dur);
+  const double Nanos = R.Dur * 1000.0;
+  if (Nanos >= 0 && Nanos < 0x1p53) {
+    const uint64_t N = static_cast<uint64_t>(Nanos + 0.5);
+    if (std::bit_cast<uint64_t>(static_cast<double>(N) / 1000.0) == Dur) {
+      Header |= OpDurNanos;
+      Dur = N;
+    }
+  }
+  const unsigned TsLen = lengthCode(TsStep), DurLen = lengthCode(Dur);
+  uint8_t *P = put(Out + 1, TsStep, TsLen);
+  P = put(P, Dur, DurLen);
+  Header |= static_cast<uint8_t>(TsLen << OpTsShift | DurLen << OpDurShift);
+  if (R.Tid == S.Tid) {
+    Header |= OpSameTid;
+  } else {
+    P += llvm::encodeULEB128(R.Tid, P);
+    S.Tid = R.Tid;
+  }
+  P += llvm::encodeULEB128(R.Name, P);
+  *Out = Header;
+  return static_cast<size_t>(P - Out);
+}
+
+const uint8_t *OperatorCodec::decode(const uint8_t *P, State &S, OperatorRecord &R) {
+  const uint8_t Header = *P++;
+  S.TsBits = plus(S.TsBits, unzigzag(take(P, Header >> OpTsShift & 7)));
+  R.Ts = std::bit_cast<double>(S.TsBits);
+  const uint64_t Dur = take(P, Header >> OpDurShift & 7);
+  R.Dur = Header & OpDurNanos ? static_cast<double>(Dur) / 1000.0 : std::bit_cast<double>(Dur);
+  if (!(Header & OpSameTid))
+    S.Tid = static_cast<uint32_t>(readUnsigned(P));
+  R.Tid = S.Tid;
+  R.Name = static_cast<uint32_t>(readUnsigned(P));
+  return P;
+}
+
+template <typename Codec> void RecordStream<Codec>::appendEncoded(const Record &R) {
+  if (!Plain.empty()) {
+    // Past the limit: the records so far are encoded first, and the structs let go.
+    llvm::SmallVector<Record, 0> Kept;
+    Kept.swap(Plain);
+    Count = 0;
+    for (const Record &K : Kept)
+      appendEncoded(K);
+  }
+  if (Count > 0 && R.Ts < LastTs) {
+    if (++RunCount <= MaxRuns)
+      Runs.push_back({Encoded.size(), Count, State});
+  }
+  LastTs = R.Ts;
+  Encoded.commit(Codec::encode(R, State, Encoded.reserveTail(Codec::MaxBytes)));
+  ++Count;
+}
+
+namespace {
+
+/// Sorts records by time, stably, merging the runs already in order pairwise (the same
+/// order as std::stable_sort's, in n log(runs) rather than n log n: sorting was a fifth of
+/// a 100 MB trace's import).
+template <typename Record> void sortPlain(llvm::SmallVectorImpl<Record> &Records) {
+  auto Earlier = [](const Record &A, const Record &B) { return A.Ts < B.Ts; };
+  std::vector<size_t> Bounds{0}; // where each run starts, and the end
+  for (size_t I = 1; I < Records.size(); ++I)
+    if (Earlier(Records[I], Records[I - 1]))
+      Bounds.push_back(I);
+  Bounds.push_back(Records.size());
+  if (Bounds.size() > 65) {
+    std::stable_sort(Records.begin(), Records.end(), Earlier);
+    return;
+  }
+  while (Bounds.size() > 2) {
+    std::vector<size_t> Merged{0};
+    size_t K = 0;
+    for (; K + 2 < Bounds.size(); K += 2) {
+      std::inplace_merge(Records.begin() + static_cast<long>(Bounds[K]),
+                         Records.begin() + static_cast<long>(Bounds[K + 1]),
+                         Records.begin() + static_cast<long>(Bounds[K + 2]), Earlier);
+      Merged.push_back(Bounds[K + 2]);
+    }
+    if (Merged.back() != Bounds.back())
+      Merged.push_back(Bounds.back()); // an odd run out: carried to the next round
+    Bounds = std::move(Merged);
+  }
+}
+
+} // namespace
+
+template <typename Codec> void RecordStream<Codec>::sortByTime() {
+  if (!Plain.empty()) {
+    sortPlain(Plain);
+    return;
+  }
+  if (RunCount == 1)
+    return;
+  RecordStream Sorted(/*PlainLimit=*/0);
+  Sorted.Encoded.reserveTail(Encoded.size());
+  if (RunCount <= MaxRuns) {
+    // Each run's next record; the earliest is taken, the first run's on ties (stable).
+    struct Head {
+      Reader From;
+      Record R;
+      bool Live;
+    };
+    std::vector<Head> Heads;
+    auto addRun = [&](size_t Offset, size_t Index, size_t End,
+                      const typename Codec::State &S) {
+      Head H{Reader(Encoded.data() + Offset, End - Index, S), {}, false};
+      H.Live = H.From.next(H.R);
+      Heads.push_back(H);
+    };
+    addRun(0, 0, Runs.front().Index, typename Codec::State());
+    for (size_t K = 0; K < Runs.size(); ++K)
+      addRun(Runs[K].Offset, Runs[K].Index, K + 1 < Runs.size() ? Runs[K + 1].Index : Count,
+             Runs[K].State);
+    for (size_t Left = Count; Left > 0; --Left) {
+      Head *Best = nullptr;
+      for (Head &H : Heads)
+        if (H.Live && (!Best || H.R.Ts < Best->R.Ts))
+          Best = &H;
+      Sorted.append(Best->R);
+      Best->Live = Best->From.next(Best->R);
+    }
+  } else {
+    llvm::SmallVector<Record, 0> All;
+    All.reserve(Count);
+    Reader From(*this);
+    for (Record R; From.next(R);)
+      All.push_back(R);
+    std::stable_sort(All.begin(), All.end(),
+                     [](const Record &A, const Record &B) { return A.Ts < B.Ts; });
+    for (const Record &R : All)
+      Sorted.append(R);
+  }
+  Sorted.PlainLimit = PlainLimit;
+  *this = std::move(Sorted);
+}
+
+template class RecordStream<MemoryCodec>;
+template class RecordStream<OperatorCodec>;
+
+} // namespace trainmem::trace

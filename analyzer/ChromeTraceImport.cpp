@@ -11,7 +11,7 @@
 // (TraceRecords.h), and time-sorted per device afterwards: kineto does not write them in
 // time order), the named ranges and the operators; the allocations live at each device's
 // peak are then attributed to the innermost operator enclosing them on their thread. Past
-// 2 M operators a second streamed pass does the attribution instead of keeping them. The
+// 8 Mi operators a second streamed pass does the attribution instead of keeping them. The
 // file is never held in memory.
 //
 //===----------------------------------------------------------------------------===//
@@ -318,9 +318,9 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     }
     return *LastDevice;
   };
-  // Operators are kept from the first pass for the attribution, up to a cap (2 M by
-  // default, about 8 bytes each encoded); a trace with more is attributed by a second
-  // streamed pass instead, so memory stays bounded on the largest traces.
+  // Operators are kept from the first pass for the attribution, up to a cap (8 Mi by
+  // default, encoded past 64 Ki); a trace with more is attributed by a second streamed
+  // pass instead, so memory stays bounded on the largest traces.
   trace::OperatorStream OpRecords(Opts.PlainRecords);
   // Operator names, interned: a DenseMap of hashed views (llvm::hash_value reads eight
   // bytes a step) instead of a StringMap, whose hash (LLVM 16's djbHash) reads a byte at a

@@ -56,8 +56,10 @@ struct TraceOptions {
   /// more evenly (fixture traces +3-4%; 256 KB slower again).
   size_t ChunkBytes = 1 << 19;
   /// Chrome traces: operators kept from the first pass to attribute the allocations at
-  /// the peak (about 8 bytes each, encoded); a trace with more is attributed by a second pass instead.
-  size_t MaxKeptOperators = size_t(1) << 21;
+  /// the peak; a trace with more is attributed by a second pass over the file instead,
+  /// which doubles the import's time. 8 Mi, encoded at about 6-8 bytes each: the 48 MB
+  /// that 2 Mi took as 24-byte structs.
+  size_t MaxKeptOperators = size_t(1) << 23;
   /// Chrome traces: a device's memory events, and the operators, kept as structs (48 and
   /// 24 bytes each) until there are this many; past that, all are kept encoded (5-12 and
   /// about 6 bytes each), which costs a few nanoseconds a record to write and read back.

@@ -2,11 +2,11 @@
 #include "analyzer/TraceRecords.h"
 
 #include "llvm/Support/LEB128.h"
+#include "llvm/Support/MemAlloc.h"
 
 #include <algorithm>
 #include <bit>
 #include <cstring>
-#include <new>
 
 namespace trainmem::trace {
 
@@ -22,9 +22,7 @@ void RecordBytes::grow(size_t AtLeast) {
   constexpr size_t Mapped = size_t(16) << 20;
   if (NewCapacity > (size_t(1) << 20) && NewCapacity < Mapped)
     NewCapacity = Mapped;
-  void *P = std::realloc(Data.get(), NewCapacity);
-  if (!P)
-    throw std::bad_alloc();
+  void *P = llvm::safe_realloc(Data.get(), NewCapacity); // reports a failure, never null
   (void)Data.release();
   Data.reset(static_cast<uint8_t *>(P));
   Capacity = NewCapacity;

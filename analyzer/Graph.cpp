@@ -238,10 +238,15 @@ std::string layerPathFromName(const std::string &Name, bool IsTensorName) {
     N.drop_front().split(Parts, '/', /*MaxSplit=*/-1, /*KeepEmpty=*/false);
     if (!Parts.empty())
       Parts.pop_back();
-    std::string Path;
+    size_t Length = 0;
     for (llvm::StringRef P : Parts) {
       if (!plain(P))
         return "";
+      Length += P.size() + 1;
+    }
+    std::string Path; // sized once: appending part by part regrew it (one graph's
+    Path.reserve(Length); // most frequent allocation)
+    for (llvm::StringRef P : Parts) {
       if (!Path.empty())
         Path.push_back('.');
       Path += P;

@@ -101,17 +101,17 @@ void buildLlamaFamily(OnnxGraphBuilder &B, const HfModel &M, const BoundDims &D)
     } else {
       // Qwen3: q_norm(q_proj(x).view(b, s, heads, head_dim)).transpose(1, 2), so the norm
       // runs on the contiguous view and the rotary on the transposed result.
-      auto Project = [&](const char *Name, int64_t Heads, const char *Norm = nullptr) {
+      auto Project = [&](const char *Name, int64_t Heads, const char *NormName = nullptr) {
         TensorId P = linear(B, Attn.child(Name), Normed, H, Heads * Hd, M.QkvBias);
-        if (!Norm || !M.QkNorm)
+        if (!NormName || !M.QkNorm)
           return splitHeads(B, AS, P, Heads, Hd);
         if (M.QkNormWhole) // OLMo 2: q_norm(q_proj(x)), then the heads
-          return splitHeads(B, AS, rmsNorm(B, Attn.child(Norm), M, P), Heads, Hd);
+          return splitHeads(B, AS, rmsNorm(B, Attn.child(NormName), M, P), Heads, Hd);
         if (M.QkNormTransposed) // Gemma 3: q_norm(q_proj(x).view(...).transpose(1, 2))
-          return rmsNorm(B, Attn.child(Norm), M, splitHeads(B, AS, P, Heads, Hd));
+          return rmsNorm(B, Attn.child(NormName), M, splitHeads(B, AS, P, Heads, Hd));
         const Shape &In = B.shape(P);
         TensorId PerHead = B.reshape(AS, P, {In[0], In[1], Heads, Hd});
-        return B.transpose(AS, rmsNorm(B, Attn.child(Norm), M, PerHead), {0, 2, 1, 3});
+        return B.transpose(AS, rmsNorm(B, Attn.child(NormName), M, PerHead), {0, 2, 1, 3});
       };
       TensorId Q, K, V;
       if (M.FusedQkv) {

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/OnnxGraphBuilder.h"
 
+#include "llvm/ADT/SmallString.h"
 #include "llvm/Support/FormatVariadic.h"
 
 #include <algorithm>
@@ -44,23 +45,44 @@ std::vector<TensorId> OnnxGraphBuilder::node(const std::string &Scope, const std
                                              std::vector<TensorId> Inputs,
                                              const std::vector<Shape> &OutShapes, DType OutType,
                                              Attributes Attrs) {
+  std::vector<Shape> Shapes = OutShapes;
+  return G.Nodes[addNamedNode(Scope, OpType, std::move(Inputs), Shapes, OutType,
+                              std::move(Attrs))]
+      .Outputs;
+}
+
+NodeId OnnxGraphBuilder::addNamedNode(const std::string &Scope, const std::string &OpType,
+                                      std::vector<TensorId> Inputs,
+                                      llvm::MutableArrayRef<Shape> OutShapes, DType OutType,
+                                      Attributes Attrs) {
   Node N;
-  std::string Base = Scope + "/" + OpType;
-  int Count = OpCounts[Base]++;
-  N.Name = Count == 0 ? Base : Base + "_" + std::to_string(Count);
+  llvm::SmallString<128> Name(Scope);
+  Name += '/';
+  Name += OpType;
+  const int Count = OpCounts[Name]++;
+  if (Count > 0) {
+    Name += '_';
+    Name += std::to_string(Count);
+  }
+  N.Name = Name.str();
   N.OpType = OpType;
   N.Attributes = std::move(Attrs);
   N.Inputs = std::move(Inputs);
   N.LayerPath = layerPathFromName(N.Name, false);
+  N.Outputs.reserve(OutShapes.size());
   for (size_t I = 0; I < OutShapes.size(); ++I) {
-    std::string OutName = N.Name + "_output_" + std::to_string(I);
-    if (I == 0 && !NextOutputName.empty())
+    std::string OutName;
+    if (I == 0 && !NextOutputName.empty()) {
       OutName = std::exchange(NextOutputName, std::string());
-    N.Outputs.push_back(addTensor(OutName, OutShapes[I], OutType, TensorKind::Activation, false));
+    } else {
+      const std::string Index = std::to_string(I);
+      OutName.reserve(N.Name.size() + 8 + Index.size());
+      OutName.append(N.Name).append("_output_").append(Index);
+    }
+    N.Outputs.push_back(addTensor(std::move(OutName), std::move(OutShapes[I]), OutType,
+                                  TensorKind::Activation, false));
   }
-  std::vector<TensorId> Outs = N.Outputs;
-  G.addNode(std::move(N));
-  return Outs;
+  return G.addNode(std::move(N));
 }
 
 TensorId OnnxGraphBuilder::binary(const std::string &Scope, const std::string &OpType,
@@ -165,10 +187,10 @@ TensorId OnnxGraphBuilder::range(const std::string &Scope, int64_t N) {
             DType::Int64);
 }
 
-TensorId OnnxGraphBuilder::addTensor(const std::string &Name, Shape S, DType Type,
-                                     TensorKind Kind, bool Stored) {
+TensorId OnnxGraphBuilder::addTensor(std::string Name, Shape S, DType Type, TensorKind Kind,
+                                     bool Stored) {
   Tensor T;
-  T.Name = Name;
+  T.Name = std::move(Name);
   T.Type = Type;
   T.Shape = std::move(S);
   T.ShapeKnown = true;

@@ -706,7 +706,8 @@ void scanAhead(llvm::StringRef Chunk, std::unique_ptr<ChunkScan> &Into,
 } // namespace
 
 llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bool ParseAhead,
-                                     llvm::function_ref<void(const Event &)> Visit) {
+                                     llvm::function_ref<void(const Event &)> Visit,
+                                     llvm::function_ref<void(uint64_t)> Progress) {
   auto Reader = ByteReader::open(Path, ChunkBytes, ByteReader::Inflater::Fastest,
                                  ParseAhead ? ChunkScanner(scanAhead) : ChunkScanner());
   if (!Reader)
@@ -720,11 +721,16 @@ llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bo
   // it not yet passed.
   uint64_t BatchChunk = std::numeric_limits<uint64_t>::max();
   size_t Next = 0;
+  uint64_t ProgressChunk = std::numeric_limits<uint64_t>::max();
   auto streamArray = [&]() {
     return C.readArray([&]() -> llvm::Error {
       // readArray has stopped on the element's first character, in the current chunk.
       const auto *B = static_cast<const EventBatch *>(C.currentScan());
       const size_t At = C.chunkOffset();
+      if (Progress && C.offset() - At != ProgressChunk) {
+        ProgressChunk = C.offset() - At;
+        Progress(C.fileBytesRead());
+      }
       if (B) {
         if (C.offset() - At != BatchChunk) {
           BatchChunk = C.offset() - At;

@@ -55,8 +55,12 @@ struct Event {
 /// Calls Visit for each event of the Chrome trace at Path (a JSON array of events, or an
 /// object whose "traceEvents" member is one), in file order; returns how many there were.
 /// ParseAhead: let a second thread parse too (same events, same errors; tests compare).
-llvm::Expected<int64_t> forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bool ParseAhead,
-                                     llvm::function_ref<void(const Event &)> Visit);
+/// Progress, where given, is called with the bytes of the file read so far (compressed
+/// bytes for gzip) each time the reading moves to a new chunk.
+llvm::Expected<int64_t>
+forEachEvent(llvm::StringRef Path, size_t ChunkBytes, bool ParseAhead,
+             llvm::function_ref<void(const Event &)> Visit,
+             llvm::function_ref<void(uint64_t FileBytesRead)> Progress = nullptr);
 
 } // namespace trainmem::chrome
 

@@ -25,6 +25,7 @@
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/Support/Allocator.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/Regex.h"
 #include "llvm/Support/StringSaver.h"
@@ -330,6 +331,19 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   llvm::DenseMap<llvm::CachedHashStringRef, uint32_t> OpNames;
   std::vector<llvm::StringRef> NameOf;
   bool OpsKept = true;
+  // Progress by the bytes of the file read, where the caller asked for it.
+  uint64_t FileSize = 0;
+  if (Opts.Progress && llvm::sys::fs::file_size(Path, FileSize))
+    FileSize = 0; // unknown: reported as 0 bytes of 0
+  auto progressOf = [&](int Pass) {
+    return [&Opts, Pass, FileSize](uint64_t Read) {
+      Opts.Progress(Pass, std::min(Read, FileSize), FileSize);
+    };
+  };
+  auto FirstProgress = progressOf(1);
+  llvm::function_ref<void(uint64_t)> First;
+  if (Opts.Progress)
+    First = FirstProgress;
   auto Count = chrome::forEachEvent(Path, Opts.ChunkBytes, Opts.ParseAhead, [&](const Event &E) {
     if (E.Memory && E.Bytes && !std::isnan(E.Ts)) {
       DeviceRecords &Device = deviceRecords(E);
@@ -368,9 +382,11 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     if (E.Name.starts_with("ProfilerStep#") ||
         (Pattern && Pattern->match(E.Name)))
       Ranges.push_back({E.Name.str(), E.Ts, E.Ts + E.Dur, 0, 0});
-  });
+  }, First);
   if (!Count)
     return Count.takeError();
+  if (Opts.Progress)
+    Opts.Progress(1, FileSize, FileSize);
 
   MeasuredTrace T;
   T.Format = TraceFormat::ChromeTrace;
@@ -607,15 +623,23 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       for (trace::OperatorRecord R; From.next(R);)
         Offer(R.Tid, R.Ts, R.Dur, NameOf[R.Name]);
     } else {
-      auto Second =
-          chrome::forEachEvent(Path, Opts.ChunkBytes, Opts.ParseAhead, [&](const Event &E) {
+      auto SecondProgress = progressOf(2);
+      llvm::function_ref<void(uint64_t)> Again;
+      if (Opts.Progress)
+        Again = SecondProgress;
+      auto Second = chrome::forEachEvent(
+          Path, Opts.ChunkBytes, Opts.ParseAhead,
+          [&](const Event &E) {
             if (E.Ph != "X" || (E.Cat != "cpu_op" && E.Cat != "Operator") || std::isnan(E.Ts))
               return;
             if (auto It = Tids.find(E.Tid); It != Tids.end())
               Offer(It->second, E.Ts, E.Dur, E.Name);
-          });
+          },
+          Again);
       if (!Second)
         return Second.takeError();
+      if (Opts.Progress)
+        Opts.Progress(2, FileSize, FileSize);
     }
   }
   if (llvm::Error E = selectTraceDevice(T, Opts))

@@ -22,6 +22,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <functional>
 #include <algorithm>
 #include <optional>
 #include <string>
@@ -65,6 +66,10 @@ struct TraceOptions {
   /// about 6 bytes each), which costs a few nanoseconds a record to write and read back.
   /// Tests set 0 to encode every record.
   size_t PlainRecords = size_t(1) << 16;
+  /// Chrome traces: called as the file is read, on the importing thread, with the pass
+  /// (1, or 2 when a second pass attributes the peak's allocations), the bytes of the file
+  /// read so far and its size (compressed bytes for gzip); last with Done == Total.
+  std::function<void(int Pass, uint64_t Done, uint64_t Total)> Progress;
   /// Chrome traces, with more than one core: a second thread parses chunks ahead of the
   /// importer (same results and errors; off only to compare).
   bool ParseAhead = true;

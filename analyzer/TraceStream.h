@@ -136,6 +136,8 @@ public:
   const ChunkScan *currentScan() const { return Reader->currentScan(); }
 
   uint64_t offset() const { return Consumed + Pos; }
+  /// Bytes of the file the chunks handed out so far came from (compressed bytes for gzip).
+  uint64_t fileBytesRead() const { return Reader->fileBytesRead(); }
   const std::string &name() const { return Name; }
   llvm::Error error(const llvm::Twine &Message) const;
 

@@ -9,12 +9,18 @@
 #include "analyzer/ReportWriters.h"
 #include "analyzer/TraceCompare.h"
 #include "analyzer/TraceImport.h"
+#include "analyzer/Units.h"
 #include "cli/Commands.h"
 #include "cli/StepOptions.h"
 
 #include "llvm/Support/CommandLine.h"
+#include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 #include "llvm/Support/WithColor.h"
+
+#include <chrono>
+#include <optional>
 
 namespace cl = llvm::cl;
 
@@ -60,12 +66,69 @@ llvm::Error usage(const llvm::Twine &Message) {
 
 } // namespace
 
+namespace {
+
+/// How far a long trace import is, on a terminal: one line on stderr, rewritten in place
+/// after the first second and at most five times a second, cleared when the import ends.
+/// Nothing where stderr is no terminal (logs, pipes, CI), and nothing for a trace read in
+/// under a second.
+class ProgressLine {
+public:
+  explicit ProgressLine(llvm::StringRef Path) : Name(llvm::sys::path::filename(Path).str()) {}
+  ~ProgressLine() { clear(); }
+
+  void update(int Pass, uint64_t Done, uint64_t Total) {
+    const auto Now = Clock::now();
+    if (Now - Start < std::chrono::seconds(1) ||
+        (Shown && Now - Last < std::chrono::milliseconds(200)))
+      return;
+    Last = Now;
+    const std::string Text =
+        llvm::formatv("trainmem: reading {0}{1}: {2}% of {3}", Name,
+                      Pass == 2 ? " again, for the operators at the peak" : "",
+                      Total ? Done * 100 / Total : 0, formatBytes(static_cast<int64_t>(Total)))
+            .str();
+    llvm::errs() << '\r' << Text;
+    if (Text.size() < Width)
+      llvm::errs().indent(static_cast<unsigned>(Width - Text.size()));
+    llvm::errs().flush();
+    Width = std::max(Width, Text.size());
+    Shown = true;
+  }
+  void clear() {
+    if (!Shown)
+      return;
+    llvm::errs() << '\r';
+    llvm::errs().indent(static_cast<unsigned>(Width)) << '\r';
+    llvm::errs().flush();
+    Shown = false;
+  }
+
+private:
+  using Clock = std::chrono::steady_clock;
+  std::string Name;
+  Clock::time_point Start = Clock::now(), Last;
+  size_t Width = 0;
+  bool Shown = false;
+};
+
+} // namespace
+
 llvm::Expected<MemoryReport> measuredReport(llvm::StringRef Path) {
   TraceOptions Opts;
   Opts.Device = TraceDevice;
   Opts.RangePattern = TraceRange;
   Opts.WindowPattern = TraceWindow;
+  std::optional<ProgressLine> Line;
+  if (llvm::errs().is_displayed()) {
+    Line.emplace(Path);
+    Opts.Progress = [&Line](int Pass, uint64_t Done, uint64_t Total) {
+      Line->update(Pass, Done, Total);
+    };
+  }
   auto T = importTrace(Path, Opts);
+  if (Line)
+    Line->clear();
   if (!T)
     return T.takeError();
   return traceToReport(*T);

@@ -122,6 +122,49 @@ TEST(ChromeTrace, EncodedRecordsGiveTheSameReports) {
     }
 }
 
+TEST(ChromeTrace, ProgressCountsTheFileBytes) {
+  // Each new chunk reports the file bytes read so far; the last call says all were read.
+  // Past MaxKeptOperators (0 here) a second pass reports as pass 2.
+  for (const char *Name : {"kineto_small.json", "kineto_small.json.gz"})
+    for (bool Ahead : {false, true}) {
+      SCOPED_TRACE(std::string(Name) + (Ahead ? ", parsed ahead" : ""));
+      uint64_t Size = 0;
+      ASSERT_FALSE(llvm::sys::fs::file_size(data(Name), Size));
+      struct Call {
+        int Pass;
+        uint64_t Done, Total;
+      };
+      std::vector<Call> Calls;
+      TraceOptions Opts;
+      Opts.ChunkBytes = 64;
+      Opts.ParseAhead = Ahead;
+      Opts.MaxKeptOperators = 0;
+      Opts.Progress = [&](int Pass, uint64_t Done, uint64_t Total) {
+        Calls.push_back({Pass, Done, Total});
+      };
+      auto T = importTrace(data(Name), Opts);
+      ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
+      expectKinetoSmall(*T);
+      ASSERT_GE(Calls.size(), 4u);
+      size_t Second = 0;
+      for (size_t I = 0; I < Calls.size(); ++I) {
+        EXPECT_EQ(Calls[I].Total, Size) << "call " << I;
+        EXPECT_LE(Calls[I].Done, Size) << "call " << I;
+        if (I > 0 && Calls[I].Pass == Calls[I - 1].Pass) {
+          EXPECT_GE(Calls[I].Done, Calls[I - 1].Done) << "call " << I;
+        }
+        if (Calls[I].Pass == 2 && Second == 0)
+          Second = I;
+      }
+      ASSERT_GT(Second, 1u) << "no second pass reported";
+      EXPECT_EQ(Calls[Second - 1].Pass, 1);
+      EXPECT_EQ(Calls[Second - 1].Done, Size); // the first pass ends at the file's end
+      EXPECT_LT(Calls[1].Done, Size);          // and reported before it
+      EXPECT_EQ(Calls.back().Pass, 2);
+      EXPECT_EQ(Calls.back().Done, Size);
+    }
+}
+
 TEST(ChromeTrace, DeviceSelection) {
   TraceOptions Opts;
   Opts.Device = "cpu";

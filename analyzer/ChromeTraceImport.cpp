@@ -145,10 +145,13 @@ using chrome::ZeroGrad;
 /// backward operator.
 using Intervals = llvm::SmallVector<std::pair<double, double>, 0>;
 
-/// Adds [Start, End], merged into the last interval where it starts inside it: what
-/// mergeIntervals would make of the two, kept as they arrive (autograd's operators nest
-/// inside one another, so most of a trace's backward ranges take no room).
+/// Adds [Start, End], dropping the last intervals where it holds them and merged into the
+/// last where it starts inside it: the union mergeIntervals makes of them all stays the
+/// same, and nested ranges take no room (autograd's operators nest inside one another,
+/// and kineto writes an enclosing range after those inside it as often as before them).
 void addInterval(Intervals &I, double Start, double End) {
+  while (!I.empty() && Start <= I.back().first && I.back().second <= End)
+    I.pop_back();
   if (!I.empty() && I.back().first <= Start && Start <= I.back().second) {
     I.back().second = std::max(I.back().second, End);
     return;

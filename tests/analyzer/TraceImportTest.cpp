@@ -265,6 +265,39 @@ TEST(ChromeTrace, PhasesByName) {
     EXPECT_EQ(chrome::classifyPhase(Name), Phase) << Name;
 }
 
+TEST(ChromeTrace, NestedRangesInEitherOrderGiveTheSamePhases) {
+  // Backward ranges nested both ways round in the file (the enclosing one after those
+  // inside it, and before them), touching, and apart; a memory event in each place. The
+  // ranges kept as they arrive must place every event as the whole sorted union does.
+  auto range = [](double Ts, double Dur) {
+    return "{\"ph\": \"X\", \"cat\": \"cpu_op\", \"name\": \"MmBackward0\", \"tid\": 1, "
+           "\"ts\": " + std::to_string(Ts) + ", \"dur\": " + std::to_string(Dur) + "}";
+  };
+  std::string T = "[" + range(10, 2) + ",\n" + range(9, 5) + ",\n" + range(20, 5) + ",\n" +
+                  range(21, 1) + ",\n" + range(25, 3) + ",\n" + range(40, 1) + ",\n" +
+                  range(39, 1) + ",\n" + range(40.5, 2);
+  const double Times[] = {8, 13, 15, 23, 26.5, 29, 39.5, 40.25, 42, 50};
+  const char *Want[] = {"forward",  "backward", "forward",  "backward", "backward",
+                        "forward",  "backward", "backward", "backward", ""};
+  int64_t Total = 0;
+  for (double Ts : Times) {
+    Total += 4096;
+    T += ",\n{\"ph\": \"i\", \"name\": \"[memory]\", \"tid\": 1, \"ts\": " +
+         std::to_string(Ts) + ", \"args\": {\"Device Type\": 1, \"Device Id\": 0, "
+         "\"Bytes\": 4096, \"Total Allocated\": " + std::to_string(Total) + "}}";
+  }
+  const std::string Path = tempFile(".json", T + "]");
+  auto M = importChromeTrace(Path, TraceOptions());
+  ASSERT_TRUE(bool(M)) << llvm::toString(M.takeError());
+  const DeviceMemory &D = M->selected();
+  ASSERT_EQ(D.Timeline.size(), std::size(Times));
+  for (size_t I = 0; I < std::size(Times); ++I) {
+    EXPECT_EQ(D.Timeline[I].TimeUs, Times[I]);
+    EXPECT_EQ(D.Timeline[I].Phase, Want[I]) << "the event at " << Times[I];
+  }
+  llvm::sys::fs::remove(Path);
+}
+
 TEST(ChromeTrace, PhasesByNameAtEveryPlace) {
   // The names are sifted 16 places at a time by their first two letters: each word, in
   // either case, at every place of a name long enough for several blocks, among letters

@@ -63,6 +63,19 @@ int64_t unzigzag(uint64_t Z) { return static_cast<int64_t>((Z >> 1) ^ (0 - (Z & 
 int64_t minus(uint64_t A, uint64_t B) { return static_cast<int64_t>(A - B); }
 uint64_t plus(uint64_t A, int64_t D) { return A + static_cast<uint64_t>(D); }
 
+/// A time as the step of its bits from the last one's (zigzagged), which it replaces:
+/// positive doubles order as their bits do, so close times differ in their low bits.
+uint64_t timeStep(double Ts, uint64_t &LastBits) {
+  const uint64_t Bits = std::bit_cast<uint64_t>(Ts);
+  const uint64_t Step = zigzag(minus(Bits, LastBits));
+  LastBits = Bits;
+  return Step;
+}
+double timeAfter(uint64_t Step, uint64_t &LastBits) {
+  LastBits = plus(LastBits, unzigzag(Step));
+  return std::bit_cast<double>(LastBits);
+}
+
 // The values were written here, so the LEB128 decoders' bounds and overflow checks are
 // not asked for (null end and error).
 int64_t readSigned(const uint8_t *&P) {
@@ -106,9 +119,7 @@ constexpr uint64_t ReservedMaskOf[8] = {0,          0xff,          0xffff, 0xfff
 
 size_t MemoryCodec::encode(const MemoryRecord &R, State &S, uint8_t *Out) {
   uint16_t Header = 0;
-  const uint64_t Bits = std::bit_cast<uint64_t>(R.Ts);
-  const uint64_t TsStep = zigzag(minus(Bits, S.TsBits));
-  S.TsBits = Bits;
+  const uint64_t TsStep = timeStep(R.Ts, S.TsBits);
   int64_t Bytes = R.Bytes;
   int64_t AddrStep = minus(R.Addr, S.Addr);
   S.Addr = R.Addr;
@@ -162,8 +173,7 @@ const uint8_t *MemoryCodec::decode(const uint8_t *P, State &S, MemoryRecord &R) 
   uint16_t Header;
   std::memcpy(&Header, P, sizeof Header);
   P += 2;
-  S.TsBits = plus(S.TsBits, unzigzag(take(P, Header >> TsShift & 7)));
-  R.Ts = std::bit_cast<double>(S.TsBits);
+  R.Ts = timeAfter(take(P, Header >> TsShift & 7), S.TsBits);
   const int64_t Scale = Header & By512 ? 512 : 1;
   R.Bytes = unzigzag(take(P, Header >> BytesShift & 7)) * Scale;
   S.Addr = plus(S.Addr, unzigzag(take(P, Header >> AddrShift & 7)) * Scale);
@@ -211,9 +221,7 @@ enum : uint8_t {
 
 size_t OperatorCodec::encode(const OperatorRecord &R, State &S, uint8_t *Out) {
   uint8_t Header = 0;
-  const uint64_t Bits = std::bit_cast<uint64_t>(R.Ts);
-  const uint64_t TsStep = zigzag(minus(Bits, S.TsBits));
-  S.TsBits = Bits;
+  const uint64_t TsStep = timeStep(R.Ts, S.TsBits);
   // Kineto writes durations in microseconds with three decimals: their nanoseconds are a
   // whole number whose quotient by 1000 gives the same double back (the division is
   // correctly rounded, as the parse of the decimal text was).
@@ -243,8 +251,7 @@ size_t OperatorCodec::encode(const OperatorRecord &R, State &S, uint8_t *Out) {
 
 const uint8_t *OperatorCodec::decode(const uint8_t *P, State &S, OperatorRecord &R) {
   const uint8_t Header = *P++;
-  S.TsBits = plus(S.TsBits, unzigzag(take(P, Header >> OpTsShift & 7)));
-  R.Ts = std::bit_cast<double>(S.TsBits);
+  R.Ts = timeAfter(take(P, Header >> OpTsShift & 7), S.TsBits);
   const uint64_t Dur = take(P, Header >> OpDurShift & 7);
   R.Dur = Header & OpDurNanos ? static_cast<double>(Dur) / 1000.0 : std::bit_cast<double>(Dur);
   if (!(Header & OpSameTid))

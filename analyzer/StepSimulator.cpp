@@ -191,14 +191,14 @@ void Simulator::allocatePersistent() {
     StorageId S = Mem.alloc(Bytes, Cat::Weights, P.Name + (ShardParams ? " (shard)" : ""),
                             "parameter", P.LayerPath, P.Type, P.Shape);
     for (TensorId T : P.Tensors)
-      holdValue(T, S, contiguous(G.Tensors[T].Shape));
+      holdContiguous(T, S, G.Tensors[T].Shape);
     for (size_t K = 1; K < P.Tensors.size(); ++K)
       Mem.retain(S);
   }
   for (const CensusBuffer &B : Census.Buffers) {
     StorageId S = Mem.alloc(B.bytes(), Cat::Weights, B.Name, "buffer", B.LayerPath, B.Type, {});
     if (B.Tensor != NoTensor)
-      holdValue(B.Tensor, S, contiguous(G.Tensors[B.Tensor].Shape));
+      holdContiguous(B.Tensor, S, G.Tensors[B.Tensor].Shape);
   }
   ParamGrad.assign(Census.Parameters.size(), NoStorage);
   // ZeRO-1+ shards optimizer states and fp32 masters; --offload=optimizer moves them to

@@ -398,7 +398,7 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
         // Not viewable: reshape copies.
         StorageId S = Mem.alloc(T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries, T.Name, Op.Kind,
                                 Op.Layer, Ctx.TypeOf[O], T.Shape);
-        holdValue(O, S, contiguous(T.Shape));
+        holdContiguous(O, S, T.Shape);
       } else {
         Mem.retain(Src.Storage);
         holdValue(O, Src.Storage, L);
@@ -413,7 +413,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
     StorageId S = Mem.alloc(Unmaterialised ? 0 : T.bytesAs(Ctx.TypeOf[O]), Cat::Temporaries,
                             llvm::Twine(T.Name) + (Unmaterialised ? " (not materialised)" : ""), Op.Kind,
                             Op.Layer, Ctx.TypeOf[O], T.Shape);
-    Layout L = contiguous(T.Shape);
+    Layout &L = Values[O].L; // written in place (an op's output is none of its inputs)
+    setContiguous(L, T.Shape);
     if (Kind == "ScaledDotProductAttention" && T.Shape.size() == 4 && Op.Inputs[0] != NoTensor &&
         Values[Op.Inputs[0]].Held && !sdpaRunsMathKernel(Ctx, Op)) {
       // The memory-efficient kernel (CUDA's for fp32) writes [batch, seq, heads, head_dim]
@@ -436,7 +437,8 @@ void Simulator::runOp(size_t OpI, bool Save, const std::string &Phase) {
           break;
         }
     }
-    holdValue(O, S, std::move(L));
+    Values[O].Storage = S;
+    Values[O].Held = true;
   }
   // Autocast copies of the fp32 operands not copied above. Autocast caches the copy of a
   // weight that requires grad (a leaf: cached_cast's can_try_cache) until its context
@@ -652,7 +654,7 @@ void Simulator::applyDropout(size_t OpI, bool Save, const std::string &Phase) {
   Layout L = Values[T].L;
   dropValue(T);
   int Uses = Values[T].PendingUses;
-  holdValue(T, Out, contiguous(Tn.Shape));
+  holdContiguous(T, Out, Tn.Shape);
   Values[T].PendingUses = Uses;
   if (Saved)
     DropoutMasks[T] = Mask;

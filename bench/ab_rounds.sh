@@ -26,6 +26,10 @@ for R in $(seq "$ROUNDS"); do
   for WHICH in $ORDER; do
     if [ "$WHICH" = base ]; then B=$BASE; else B=$NEW; fi
     "$B" --benchmark_filter="$FILTER" 2>/dev/null | grep -E '^BM_' | while read -r LINE; do
+      if [[ "$LINE" == *"ERROR OCCURRED"* ]]; then
+        echo "ab_rounds.sh: $B: $LINE" >&2
+        continue
+      fi
       NAME=${LINE%% *}
       V=$(echo "$LINE" | grep -o '_per_s=[0-9.]*k\?' | head -1 | cut -d= -f2 || true)
       if [ -z "$V" ]; then V=$(echo "$LINE" | awk '{print 1000 / $2}'); fi

@@ -338,15 +338,13 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   uint64_t FileSize = 0;
   if (Opts.Progress && llvm::sys::fs::file_size(Path, FileSize))
     FileSize = 0; // unknown: reported as 0 bytes of 0
-  auto progressOf = [&](int Pass) {
-    return [&Opts, Pass, FileSize](uint64_t Read) {
-      Opts.Progress(Pass, std::min(Read, FileSize), FileSize);
-    };
+  int Pass = 1; // 2 for the second pass, where one is made
+  auto ReportRead = [&](uint64_t Read) {
+    Opts.Progress(Pass, std::min(Read, FileSize), FileSize);
   };
-  auto FirstProgress = progressOf(1);
-  llvm::function_ref<void(uint64_t)> First;
+  llvm::function_ref<void(uint64_t)> Progress; // null: nobody asked
   if (Opts.Progress)
-    First = FirstProgress;
+    Progress = ReportRead;
   auto Count = chrome::forEachEvent(Path, Opts.ChunkBytes, Opts.ParseAhead, [&](const Event &E) {
     if (E.Memory && E.Bytes && !std::isnan(E.Ts)) {
       DeviceRecords &Device = deviceRecords(E);
@@ -385,11 +383,11 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     if (E.Name.starts_with("ProfilerStep#") ||
         (Pattern && Pattern->match(E.Name)))
       Ranges.push_back({E.Name.str(), E.Ts, E.Ts + E.Dur, 0, 0});
-  }, First);
+  }, Progress);
   if (!Count)
     return Count.takeError();
-  if (Opts.Progress)
-    Opts.Progress(1, FileSize, FileSize);
+  if (Progress)
+    Progress(FileSize); // the pass has read the whole file
 
   MeasuredTrace T;
   T.Format = TraceFormat::ChromeTrace;
@@ -626,10 +624,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       for (trace::OperatorRecord R; From.next(R);)
         Offer(R.Tid, R.Ts, R.Dur, NameOf[R.Name]);
     } else {
-      auto SecondProgress = progressOf(2);
-      llvm::function_ref<void(uint64_t)> Again;
-      if (Opts.Progress)
-        Again = SecondProgress;
+      Pass = 2;
       auto Second = chrome::forEachEvent(
           Path, Opts.ChunkBytes, Opts.ParseAhead,
           [&](const Event &E) {
@@ -638,11 +633,11 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
             if (auto It = Tids.find(E.Tid); It != Tids.end())
               Offer(It->second, E.Ts, E.Dur, E.Name);
           },
-          Again);
+          Progress);
       if (!Second)
         return Second.takeError();
-      if (Opts.Progress)
-        Opts.Progress(2, FileSize, FileSize);
+      if (Progress)
+        Progress(FileSize);
     }
   }
   if (llvm::Error E = selectTraceDevice(T, Opts))

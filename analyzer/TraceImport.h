@@ -17,6 +17,7 @@
 
 #include "analyzer/Diagnostics.h"
 #include "analyzer/MemoryReport.h"
+#include "analyzer/TraceRecords.h"
 
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
@@ -65,7 +66,7 @@ struct TraceOptions {
   /// 24 bytes each) until there are this many; past that, all are kept encoded (5-12 and
   /// about 6 bytes each), which costs a few nanoseconds a record to write and read back.
   /// Tests set 0 to encode every record.
-  size_t PlainRecords = size_t(1) << 16;
+  size_t PlainRecords = trace::DefaultPlainLimit;
   /// Chrome traces: called as the file is read, on the importing thread, with the pass
   /// (1, or 2 when a second pass attributes the peak's allocations), the bytes of the file
   /// read so far and its size (compressed bytes for gzip); last with Done == Total.

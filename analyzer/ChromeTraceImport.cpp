@@ -53,8 +53,7 @@ using trace::MemoryRecordStream;
 /// noted as each is added (three passes over a long trace's records otherwise, a tenth of
 /// the work after reading).
 struct DeviceRecords {
-  explicit DeviceRecords(size_t PlainLimit = trace::DefaultPlainLimit)
-      : Records(PlainLimit) {}
+  DeviceRecords(size_t PlainLimit, size_t MemoryLimit) : Records(PlainLimit, MemoryLimit) {}
   MemoryRecordStream Records;
   bool AllTotals = true;    ///< every record has Total Allocated
   bool AnyReserved = false; ///< some record has a positive Total Reserved
@@ -87,8 +86,9 @@ struct LiveRecord {
 };
 
 /// The allocations live at PeakIndex (made at or before it and not freed since), largest
-/// first, earlier first on ties.
-std::vector<LiveRecord> liveAtPeak(const MemoryRecordStream &Records, size_t PeakIndex) {
+/// first, earlier first on ties. Why says why, where the records could not be read back.
+std::vector<LiveRecord> liveAtPeak(const MemoryRecordStream &Records, size_t PeakIndex,
+                                   std::string &Why) {
   // llvm::DenseMap where std::unordered_map was a third of the work after the pass, with
   // its keys mixed (AddressInfo). Its two reserved keys (~0 and ~0 - 1) are no heap
   // address, but a trace could still write them: those live in a side table. The
@@ -111,6 +111,10 @@ std::vector<LiveRecord> liveAtPeak(const MemoryRecordStream &Records, size_t Pea
       LiveAtReservedKeys.erase(R.Addr);
     else
       Live.erase(R.Addr);
+  }
+  if (!From.failed().empty()) {
+    Why = From.failed();
+    return {};
   }
   std::vector<LiveRecord> Order; // sorted below: the maps' order does not matter
   Order.reserve(Live.size() + LiveAtReservedKeys.size());
@@ -141,14 +145,12 @@ using chrome::Optimizer;
 using chrome::PhaseNames;
 using chrome::ZeroGrad;
 
-/// Grown by realloc, as the record streams: a long trace has a backward range per
-/// backward operator.
 using Intervals = llvm::SmallVector<std::pair<double, double>, 0>;
 
 /// Adds [Start, End], dropping the last intervals where it holds them and merged into the
-/// last where it starts inside it: the union mergeIntervals makes of them all stays the
-/// same, and nested ranges take no room (autograd's operators nest inside one another,
-/// and kineto writes an enclosing range after those inside it as often as before them).
+/// last where it starts inside it: the union made of them all stays the same, and nested
+/// ranges take no room (autograd's operators nest inside one another, and kineto writes
+/// an enclosing range after those inside it as often as before them).
 void addInterval(Intervals &I, double Start, double End) {
   while (!I.empty() && Start <= I.back().first && I.back().second <= End)
     I.pop_back();
@@ -159,51 +161,100 @@ void addInterval(Intervals &I, double Start, double End) {
   I.push_back({Start, End});
 }
 
-/// Sorts and merges in place: touching intervals become one.
-void mergeIntervals(Intervals &I) {
-  if (!std::is_sorted(I.begin(), I.end())) // operators come in time order, mostly
-    std::sort(I.begin(), I.end());
-  size_t Out = 0;
-  for (size_t K = 0; K < I.size(); ++K)
-    if (Out > 0 && I[K].first <= I[Out - 1].second)
-      I[Out - 1].second = std::max(I[Out - 1].second, I[K].second);
-    else
-      I[Out++] = I[K];
-  I.truncate(Out);
-}
+/// A phase's intervals (or --trace-window's), whose union says where the phase is: a long
+/// trace has a backward range per backward operator, a million in the 1.17 GB synthetic
+/// trace, so past the last ones (kept in memory, where a new range may merge into or
+/// replace them) they go to an interval stream, encoded and past its memory limit in a
+/// temporary file.
+class IntervalList {
+public:
+  IntervalList(size_t PlainLimit, size_t MemoryLimit) : Older(PlainLimit, MemoryLimit) {}
+  void add(double Start, double End) {
+    addInterval(Recent, Start, End);
+    if (Recent.size() >= 2 * RecentKept) [[unlikely]]
+      keepOlder();
+  }
+  /// Done adding: every interval in the stream, sorted by start (operators come in time
+  /// order, mostly). False, with the reason in Why, where the stream's file fails.
+  bool finish(std::string &Why) {
+    for (const auto &[Start, End] : Recent)
+      Older.append({Start, End});
+    Recent.clear();
+    return Older.sortByTime(Why);
+  }
+  bool empty() const { return Older.size() == 0 && Recent.empty(); }
+  const trace::IntervalStream &sorted() const { return Older; }
 
-/// A merged interval list read at times that never decrease (the memory records, sorted
-/// by time): the position of upper_bound(T) only moves forward, so it is kept instead of
-/// searched for at every record (a trace has a backward range per backward operator, and
-/// the searches took a tenth of an import).
+private:
+  /// The first RecentKept of the last ones on to the stream.
+  [[gnu::noinline]] void keepOlder() {
+    for (size_t K = 0; K < RecentKept; ++K)
+      Older.append({Recent[K].first, Recent[K].second});
+    Recent.erase(Recent.begin(), Recent.begin() + RecentKept);
+  }
+
+  static constexpr size_t RecentKept = 1024;
+  Intervals Recent;
+  trace::IntervalStream Older;
+};
+
+/// The union of a finished IntervalList, read at times that never decrease (the memory
+/// records, sorted by time): its intervals are merged as they are read (touching ones
+/// become one), and the first one starting after the last time asked is kept instead of
+/// searched for at every record (the searches took a tenth of an import).
 class IntervalCursor {
 public:
-  explicit IntervalCursor(const Intervals &I) : List(&I) {}
+  explicit IntervalCursor(const IntervalList &L) : From(L.sorted()) {
+    HavePending = From.next(Pending);
+    HaveAfter = nextMerged(After);
+  }
   /// Whether an interval holds T.
   bool contains(double T) {
-    size_t After = moveTo(T);
-    return After > 0 && (*List)[After - 1].second >= T;
+    moveTo(T);
+    return HaveBefore && Before.second >= T;
   }
   /// The start of the first interval that starts after T.
   std::optional<double> nextStart(double T) {
-    size_t After = moveTo(T);
-    if (After == List->size())
+    moveTo(T);
+    if (!HaveAfter)
       return std::nullopt;
-    return (*List)[After].first;
+    return After.first;
   }
+  /// Why the intervals stopped short: empty unless their temporary file failed.
+  const std::string &failed() const { return From.failed(); }
 
 private:
-  /// The index of the first interval starting after T: upper_bound by (T, +infinity).
-  size_t moveTo(double T) {
+  using Interval = std::pair<double, double>;
+  /// Past the intervals starting at or before T: a check inline (most records stay inside
+  /// or between the same two intervals), the move out of line.
+  void moveTo(double T) {
     assert(!(T < Last) && "times must not decrease");
     Last = T;
-    while (Next < List->size() && !(T < (*List)[Next].first))
-      ++Next;
-    return Next;
+    if (HaveAfter && !(T < After.first)) [[unlikely]]
+      moveOn(T);
+  }
+  [[gnu::noinline]] void moveOn(double T) {
+    while (HaveAfter && !(T < After.first)) {
+      Before = After;
+      HaveBefore = true;
+      HaveAfter = nextMerged(After);
+    }
+  }
+  /// The union's next interval into Out; false past the last.
+  bool nextMerged(Interval &Out) {
+    if (!HavePending)
+      return false;
+    Out = {Pending.Ts, Pending.End};
+    while ((HavePending = From.next(Pending)) && Pending.Ts <= Out.second)
+      Out.second = std::max(Out.second, Pending.End);
+    return true;
   }
 
-  const Intervals *List;
-  size_t Next = 0;
+  trace::IntervalStream::Reader From;
+  trace::IntervalRecord Pending;
+  bool HavePending = false;
+  Interval Before, After; ///< the last interval starting at or before Last, the first after
+  bool HaveBefore = false, HaveAfter = false;
   double Last = -std::numeric_limits<double>::infinity();
 };
 
@@ -212,7 +263,7 @@ private:
 /// decrease from one call to the next.
 class PhaseClock {
 public:
-  explicit PhaseClock(const Intervals (&P)[NumPhases])
+  explicit PhaseClock(const std::vector<IntervalList> &P)
       : NoForwardRanges(P[Forward].empty()),
         Cursors{IntervalCursor(P[Forward]), IntervalCursor(P[Backward]),
                 IntervalCursor(P[Optimizer]), IntervalCursor(P[ZeroGrad])} {}
@@ -229,6 +280,13 @@ public:
       return PhaseNames[Forward];
     return "";
   }
+  /// Why the phases stopped short: empty unless their temporary file failed.
+  std::string failed() const {
+    for (const IntervalCursor &C : Cursors)
+      if (!C.failed().empty())
+        return C.failed();
+    return "";
+  }
 
 private:
   bool NoForwardRanges;
@@ -237,9 +295,10 @@ private:
 
 /// The record at the peak as the per-device pass below finds it (the first of the largest
 /// allocated figures inside the window; 0 when none is), found ahead of that pass so that
-/// liveAtPeak can run beside it. Null when the running sum overflows (the pass reports it).
+/// liveAtPeak can run beside it. Null when the running sum overflows or the records cannot
+/// be read back (the pass reports either).
 std::optional<size_t> peakIndex(const MemoryRecordStream &Records, bool AllTotals,
-                                const Intervals *Window) {
+                                const IntervalList *Window) {
   std::optional<IntervalCursor> Cursor;
   if (Window)
     Cursor.emplace(*Window);
@@ -256,6 +315,8 @@ std::optional<size_t> peakIndex(const MemoryRecordStream &Records, bool AllTotal
       PeakAt = I;
     }
   }
+  if (!From.failed().empty() || (Cursor && !Cursor->failed().empty()))
+    return std::nullopt;
   return PeakAt;
 }
 
@@ -290,11 +351,13 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     return WindowOr.takeError();
   std::optional<llvm::Regex> &Pattern = *PatternOr;
   std::optional<llvm::Regex> &Window = *WindowOr;
-  Intervals WindowIntervals;
+  IntervalList WindowIntervals(Opts.PlainRecords, Opts.RecordMemory);
   llvm::StringMap<uint32_t> Tids;
   std::map<std::string, DeviceRecords> ByDevice;
   std::vector<MeasuredRange> Ranges;
-  Intervals Phases[NumPhases];
+  std::vector<IntervalList> Phases; // indexed by PhaseKind
+  for (int K = 0; K < NumPhases; ++K)
+    Phases.emplace_back(Opts.PlainRecords, Opts.RecordMemory);
   int64_t OpEvents = 0;
   // Consecutive events mostly share a thread and a device: the last lookup of each is
   // kept, which saves a hash (or a name built and a map searched) per event.
@@ -315,7 +378,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   auto deviceRecords = [&](const Event &E) -> DeviceRecords & {
     if (!LastDevice || E.DeviceType != LastDeviceType || E.DeviceId != LastDeviceId) {
       LastDevice = &ByDevice.try_emplace(deviceName(E.DeviceType, E.DeviceId),
-                                         Opts.PlainRecords)
+                                         Opts.PlainRecords, Opts.RecordMemory)
                         .first->second;
       LastDeviceType = E.DeviceType;
       LastDeviceId = E.DeviceId;
@@ -325,7 +388,7 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   // Operators are kept from the first pass for the attribution, up to a cap (8 Mi by
   // default, encoded past 64 Ki); a trace with more is attributed by a second streamed
   // pass instead, so memory stays bounded on the largest traces.
-  trace::OperatorStream OpRecords(Opts.PlainRecords);
+  trace::OperatorStream OpRecords(Opts.PlainRecords, Opts.RecordMemory);
   // Operator names, interned: a DenseMap of hashed views (llvm::hash_value reads eight
   // bytes a step) instead of a StringMap, whose hash (LLVM 16's djbHash) reads a byte at a
   // time on the importer's thread, which sets an import's pace.
@@ -377,9 +440,9 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       }
     }
     if (E.Phase >= 0)
-      addInterval(Phases[E.Phase], E.Ts, E.Ts + E.Dur);
+      Phases[E.Phase].add(E.Ts, E.Ts + E.Dur);
     if (Window && Window->match(E.Name))
-      addInterval(WindowIntervals, E.Ts, E.Ts + E.Dur);
+      WindowIntervals.add(E.Ts, E.Ts + E.Dur);
     if (E.Name.starts_with("ProfilerStep#") ||
         (Pattern && Pattern->match(E.Name)))
       Ranges.push_back({E.Name.str(), E.Ts, E.Ts + E.Dur, 0, 0});
@@ -402,9 +465,13 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   }
   std::sort(Ranges.begin(), Ranges.end(),
             [](const MeasuredRange &A, const MeasuredRange &B) { return A.StartUs < B.StartUs; });
-  for (Intervals &I : Phases)
-    mergeIntervals(I);
-  mergeIntervals(WindowIntervals);
+  for (IntervalList *I : {&Phases[Forward], &Phases[Backward], &Phases[Optimizer],
+                          &Phases[ZeroGrad], &WindowIntervals}) {
+    std::string Why;
+    if (!I->finish(Why))
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
+                                     Path.str().c_str(), Why.c_str());
+  }
   if (Window && WindowIntervals.empty())
     return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                    "%s: --trace-window=%s matches no range of the trace",
@@ -424,9 +491,12 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
   T.Devices.reserve(Names.size());
   std::vector<std::vector<uint32_t>> QueryTids; // per device: tid of each LiveAtPeak entry
   for (const std::string &Name : Names) {
-    DeviceRecords &Device = ByDevice[Name];
+    DeviceRecords &Device = ByDevice.find(Name)->second;
     MemoryRecordStream &Records = Device.Records;
-    Records.sortByTime();
+    std::string Why;
+    if (!Records.sortByTime(Why))
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
+                                     Path.str().c_str(), Why.c_str());
     DeviceMemory D;
     D.Device = Name;
     D.Events = static_cast<int64_t>(Records.size());
@@ -453,13 +523,14 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     const bool HaveAddrs = Device.HaveAddrs;
     std::optional<size_t> EarlyPeak;
     std::vector<LiveRecord> LiveOrder;
+    std::string LiveWhy;
     std::jthread LiveWorker; // joined on every way out of this iteration
     if (HaveAddrs && Records.size() >= (size_t(1) << 16) &&
         llvm::hardware_concurrency().compute_thread_count() > 1)
       LiveWorker = std::jthread([&] {
         EarlyPeak = peakIndex(Records, AllTotals, Window ? &WindowIntervals : nullptr);
         if (EarlyPeak)
-          LiveOrder = liveAtPeak(Records, *EarlyPeak);
+          LiveOrder = liveAtPeak(Records, *EarlyPeak, LiveWhy);
       });
     PhaseClock Clock(Phases);
     IntervalCursor WindowCursor(WindowIntervals);
@@ -534,6 +605,11 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
         ++K;
       }
     }
+    for (const std::string &Failed :
+         {From.failed(), Clock.failed(), WindowCursor.failed()})
+      if (!Failed.empty())
+        return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
+                                       Path.str().c_str(), Failed.c_str());
     for (const MeasuredRange &Range : Open)
       if (Range.Peak != std::numeric_limits<int64_t>::min())
         Closed.push_back(Range);
@@ -558,9 +634,12 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     if (HaveAddrs) {
       if (LiveWorker.joinable())
         LiveWorker.join();
-      std::vector<LiveRecord> Order = EarlyPeak && *EarlyPeak == PeakIndex
-                                      ? std::move(LiveOrder)
-                                      : liveAtPeak(Records, PeakIndex);
+      const bool Early = EarlyPeak && *EarlyPeak == PeakIndex;
+      std::vector<LiveRecord> Order =
+          Early ? std::move(LiveOrder) : liveAtPeak(Records, PeakIndex, LiveWhy);
+      if (!LiveWhy.empty())
+        return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
+                                       Path.str().c_str(), LiveWhy.c_str());
       D.LiveAtPeakCount = static_cast<int64_t>(Order.size());
       Order.resize(std::min(Order.size(), Opts.TopAllocations));
       for (const LiveRecord &L : Order) {
@@ -623,6 +702,9 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
       trace::OperatorStream::Reader From(OpRecords);
       for (trace::OperatorRecord R; From.next(R);)
         Offer(R.Tid, R.Ts, R.Dur, NameOf[R.Name]);
+      if (!From.failed().empty())
+        return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: %s",
+                                       Path.str().c_str(), From.failed().c_str());
     } else {
       Pass = 2;
       auto Second = chrome::forEachEvent(

@@ -67,6 +67,11 @@ struct TraceOptions {
   /// about 6 bytes each), which costs a few nanoseconds a record to write and read back.
   /// Tests set 0 to encode every record.
   size_t PlainRecords = trace::DefaultPlainLimit;
+  /// Chrome traces: the encoded bytes of each stream of records (a device's memory events,
+  /// the operators) kept in memory; past that, the earlier ones go to an unnamed temporary
+  /// file in TMPDIR and are read back from it, so a trace ten times as long takes no more
+  /// memory. 0: all in memory. Tests make it tiny to cross every boundary.
+  size_t RecordMemory = trace::DefaultMemoryLimit;
   /// Chrome traces: called as the file is read, on the importing thread, with the pass
   /// (1, or 2 when a second pass attributes the peak's allocations), the bytes of the file
   /// read so far and its size (compressed bytes for gzip); last with Done == Total.

@@ -1,11 +1,16 @@
 //===- TraceRecords.cpp - a trace's memory events and operators, encoded --===//
 #include "analyzer/TraceRecords.h"
 
+#include "llvm/ADT/SmallString.h"
+#include "llvm/Support/Error.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/LEB128.h"
 #include "llvm/Support/MemAlloc.h"
+#include "llvm/Support/raw_ostream.h"
 
 #include <algorithm>
 #include <bit>
+#include <cassert>
 #include <cstring>
 
 namespace trainmem::trace {
@@ -13,15 +18,104 @@ namespace trainmem::trace {
 static_assert(std::endian::native == std::endian::little,
               "fields are stored and loaded as little-endian words");
 
+/// An unnamed temporary file, written at its end and read anywhere (pread, so readers on
+/// several threads need no lock): removed as soon as it is made, so that nothing is left
+/// behind however the process ends. In the system's temporary folder (TMPDIR).
+class SpillFile {
+public:
+  static std::unique_ptr<SpillFile> create() {
+    int FD = -1;
+    llvm::SmallString<128> Path;
+    if (llvm::sys::fs::createTemporaryFile("trainmem-records", "bin", FD, Path))
+      return nullptr;
+    (void)llvm::sys::fs::remove(Path); // open, it lives on without a name
+    return std::unique_ptr<SpillFile>(new SpillFile(FD));
+  }
+  ~SpillFile() {
+    Out.close();
+  }
+  /// Writes N bytes at the end; false where they could not all be written.
+  bool append(const uint8_t *P, size_t N) {
+    Out.write(reinterpret_cast<const char *>(P), N);
+    Out.flush();
+    if (Out.has_error()) {
+      Out.clear_error(); // else raw_fd_ostream's destructor aborts
+      return false;
+    }
+    return true;
+  }
+  bool read(uint64_t Offset, uint8_t *Into, size_t N, std::string &Why) const {
+    while (N > 0) {
+      llvm::Expected<size_t> Got = llvm::sys::fs::readNativeFileSlice(
+          FD, llvm::MutableArrayRef<char>(reinterpret_cast<char *>(Into), N), Offset);
+      if (!Got) {
+        Why = "reading back the trace's records from their temporary file: " +
+              llvm::toString(Got.takeError());
+        return false;
+      }
+      if (*Got == 0) {
+        Why = "reading back the trace's records from their temporary file: it ended early";
+        return false;
+      }
+      Into += *Got;
+      Offset += *Got;
+      N -= *Got;
+    }
+    return true;
+  }
+
+private:
+  explicit SpillFile(int FD) : FD(FD), Out(FD, /*shouldClose=*/true, /*unbuffered=*/true) {}
+  int FD;
+  llvm::raw_fd_ostream Out;
+};
+
+RecordBytes::RecordBytes(size_t MemoryLimit) : Limit(MemoryLimit) {}
+RecordBytes::RecordBytes(RecordBytes &&) noexcept = default;
+RecordBytes &RecordBytes::operator=(RecordBytes &&) noexcept = default;
+RecordBytes::~RecordBytes() = default;
+
+void RecordBytes::makeRoom(size_t N) {
+  // Past the limit, what memory holds goes to the file and the buffer starts again.
+  if (Limit && Size > 0 && Size + N + Slack > Limit && spill() && N + Slack <= Capacity)
+    return;
+  grow(Size + N + Slack);
+}
+
+bool RecordBytes::spill() {
+  if (!File)
+    File = SpillFile::create();
+  if (!File || !File->append(Data.get(), Size)) {
+    // No file, or a full disk: the bytes stay in memory, as without a limit (bytes the
+    // file holds past Spilled, from a write cut short, are never read).
+    Limit = 0;
+    return false;
+  }
+  Spilled += Size;
+  Size = 0;
+  return true;
+}
+
+bool RecordBytes::readSpilled(uint64_t Offset, uint8_t *Into, size_t N,
+                              std::string &Why) const {
+  assert(File && Offset + N <= Spilled && "only the spilled bytes are in the file");
+  return File->read(Offset, Into, N, Why);
+}
+
 void RecordBytes::grow(size_t AtLeast) {
   size_t NewCapacity = std::max({AtLeast, 2 * Capacity, size_t(4096)});
-  // From 1 MiB straight to 16 MiB: a block that size is mapped on its own (glibc's mmap
-  // threshold, which the CLI fixes at 16 MiB), and pages it has not touched take no
-  // memory. Doubling through 2, 4 and 8 MiB in the heap left those blocks there, freed
-  // but resident, after each move (a 1.17 GB trace: ~15 MB of its peak RSS).
-  constexpr size_t Mapped = size_t(16) << 20;
-  if (NewCapacity > (size_t(1) << 20) && NewCapacity < Mapped)
-    NewCapacity = Mapped;
+  if (Limit) {
+    // Never past the limit but for a record that needs it.
+    NewCapacity = std::min(NewCapacity, std::max(AtLeast, Limit));
+  } else {
+    // From 1 MiB straight to 16 MiB: a block that size is mapped on its own (glibc's mmap
+    // threshold, which the CLI fixes at 16 MiB), and pages it has not touched take no
+    // memory. Doubling through 2, 4 and 8 MiB in the heap left those blocks there, freed
+    // but resident, after each move (a 1.17 GB trace: ~15 MB of its peak RSS).
+    constexpr size_t Mapped = size_t(16) << 20;
+    if (NewCapacity > (size_t(1) << 20) && NewCapacity < Mapped)
+      NewCapacity = Mapped;
+  }
   void *P = llvm::safe_realloc(Data.get(), NewCapacity); // reports a failure, never null
   (void)Data.release();
   Data.reset(static_cast<uint8_t *>(P));
@@ -261,6 +355,23 @@ const uint8_t *OperatorCodec::decode(const uint8_t *P, State &S, OperatorRecord 
   return P;
 }
 
+size_t IntervalCodec::encode(const IntervalRecord &R, State &S, uint8_t *Out) {
+  const uint64_t TsStep = timeStep(R.Ts, S.TsBits);
+  const uint64_t Length = zigzag(minus(std::bit_cast<uint64_t>(R.End), S.TsBits));
+  const unsigned TsLen = lengthCode(TsStep), LengthLen = lengthCode(Length);
+  uint8_t *P = put(Out + 1, TsStep, TsLen);
+  P = put(P, Length, LengthLen);
+  *Out = static_cast<uint8_t>(TsLen | LengthLen << 3);
+  return static_cast<size_t>(P - Out);
+}
+
+const uint8_t *IntervalCodec::decode(const uint8_t *P, State &S, IntervalRecord &R) {
+  const uint8_t Header = *P++;
+  R.Ts = timeAfter(take(P, Header & 7), S.TsBits);
+  R.End = std::bit_cast<double>(plus(S.TsBits, unzigzag(take(P, Header >> 3 & 7))));
+  return P;
+}
+
 template <typename Codec> void RecordStream<Codec>::appendEncoded(const Record &R) {
   if (!Plain.empty()) {
     // Past the limit: the records so far are encoded first, and the structs let go.
@@ -272,7 +383,7 @@ template <typename Codec> void RecordStream<Codec>::appendEncoded(const Record &
   }
   if (Count > 0 && R.Ts < LastTs) {
     if (++RunCount <= MaxRuns)
-      Runs.push_back({Encoded.size(), Count, State});
+      Runs.push_back({Encoded.offset(), Count, State});
   }
   LastTs = R.Ts;
   Encoded.commit(Codec::encode(R, State, Encoded.reserveTail(Codec::MaxBytes)));
@@ -312,15 +423,74 @@ template <typename Record> void sortPlain(llvm::SmallVectorImpl<Record> &Records
 
 } // namespace
 
-template <typename Codec> void RecordStream<Codec>::sortByTime() {
+template <typename Codec>
+RecordStream<Codec>::Reader::Reader(const RecordBytes &Bytes, uint64_t Offset, size_t Left,
+                                    const typename Codec::State &S)
+    : Bytes(&Bytes), Left(Left), State(S) {
+  if (Offset < Bytes.spilled()) {
+    // P == Refill (both null): the first next() reads the window.
+    InFile = true;
+    FilePos = Offset;
+  } else {
+    P = Bytes.data() + (Offset - Bytes.spilled());
+    Refill = Bytes.data() + Bytes.size(); // never reached: Left ends first
+  }
+}
+
+template <typename Codec> bool RecordStream<Codec>::Reader::refill() {
+  if (!InFile) {
+    Why = "a record stream read past its end"; // cannot happen: Left ends first
+    Left = 0;
+    return false;
+  }
+  const size_t Tail = static_cast<size_t>(WindowEnd - P); // a record cut by the window
+  const uint64_t FileEnd = Bytes->spilled();
+  if (FilePos == FileEnd) {
+    if (Tail > 0) { // the last records of the file, whole: read to the window's end
+      Refill = WindowEnd;
+      return true;
+    }
+    // The file ends between two records: on to the bytes in memory.
+    InFile = false;
+    Window.reset();
+    P = Bytes->data();
+    Refill = Bytes->data() + Bytes->size();
+    return true;
+  }
+  // A window of up to 256 KiB (one pread each: the syscall is nothing beside decoding
+  // 20 k records), smaller with a small memory limit, down to what lets tests cross
+  // every boundary: never under a record and its cut predecessor.
+  const size_t WindowBytes =
+      std::clamp(Bytes->memoryLimit(), 4 * Codec::MaxBytes, size_t(256) << 10);
+  if (!Window)
+    Window.reset(new uint8_t[WindowBytes + RecordBytes::Slack]()); // zeroed: loads past a
+                                                                    // field read set bytes
+  if (Tail > 0)
+    std::memmove(Window.get(), P, Tail);
+  const size_t N =
+      static_cast<size_t>(std::min<uint64_t>(WindowBytes - Tail, FileEnd - FilePos));
+  if (!Bytes->readSpilled(FilePos, Window.get() + Tail, N, Why)) {
+    Left = 0;
+    return false;
+  }
+  FilePos += N;
+  P = Window.get();
+  WindowEnd = P + Tail + N;
+  Refill = FilePos == FileEnd ? WindowEnd : WindowEnd - Codec::MaxBytes;
+  return true;
+}
+
+template <typename Codec> bool RecordStream<Codec>::sortByTime(std::string &Why) {
   if (!Plain.empty()) {
     sortPlain(Plain);
-    return;
+    return true;
   }
   if (RunCount == 1)
-    return;
-  RecordStream Sorted(/*PlainLimit=*/0);
-  Sorted.Encoded.reserveTail(Encoded.size());
+    return true;
+  RecordStream Sorted(/*PlainLimit=*/0, Encoded.memoryLimit());
+  Sorted.Encoded.reserveTail(static_cast<size_t>(
+      std::min<uint64_t>(Encoded.offset(), Encoded.memoryLimit() ? Encoded.memoryLimit()
+                                                                  : Encoded.offset())));
   if (RunCount <= MaxRuns) {
     // Each run's next record; the earliest is taken, the first run's on ties (stable).
     struct Head {
@@ -329,11 +499,11 @@ template <typename Codec> void RecordStream<Codec>::sortByTime() {
       bool Live;
     };
     std::vector<Head> Heads;
-    auto addRun = [&](size_t Offset, size_t Index, size_t End,
+    Heads.reserve(Runs.size() + 1);
+    auto addRun = [&](uint64_t Offset, size_t Index, size_t End,
                       const typename Codec::State &S) {
-      Head H{Reader(Encoded.data() + Offset, End - Index, S), {}, false};
-      H.Live = H.From.next(H.R);
-      Heads.push_back(H);
+      Heads.push_back({Reader(Encoded, Offset, End - Index, S), {}, false});
+      Heads.back().Live = Heads.back().From.next(Heads.back().R);
     };
     addRun(0, 0, Runs.front().Index, typename Codec::State());
     for (size_t K = 0; K < Runs.size(); ++K)
@@ -344,15 +514,26 @@ template <typename Codec> void RecordStream<Codec>::sortByTime() {
       for (Head &H : Heads)
         if (H.Live && (!Best || H.R.Ts < Best->R.Ts))
           Best = &H;
+      if (!Best)
+        break; // a run ended early: its reader says why
       Sorted.append(Best->R);
       Best->Live = Best->From.next(Best->R);
     }
+    for (const Head &H : Heads)
+      if (!H.From.failed().empty()) {
+        Why = H.From.failed();
+        return false;
+      }
   } else {
     llvm::SmallVector<Record, 0> All;
     All.reserve(Count);
     Reader From(*this);
     for (Record R; From.next(R);)
       All.push_back(R);
+    if (!From.failed().empty()) {
+      Why = From.failed();
+      return false;
+    }
     std::stable_sort(All.begin(), All.end(),
                      [](const Record &A, const Record &B) { return A.Ts < B.Ts; });
     for (const Record &R : All)
@@ -360,9 +541,11 @@ template <typename Codec> void RecordStream<Codec>::sortByTime() {
   }
   Sorted.PlainLimit = PlainLimit;
   *this = std::move(Sorted);
+  return true;
 }
 
 template class RecordStream<MemoryCodec>;
 template class RecordStream<OperatorCodec>;
+template class RecordStream<IntervalCodec>;
 
 } // namespace trainmem::trace

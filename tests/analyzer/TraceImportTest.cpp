@@ -113,11 +113,15 @@ TEST(ChromeTrace, EncodedRecordsGiveTheSameReports) {
       auto Structs = importChromeTrace(Path, Opts);
       ASSERT_TRUE(bool(Structs)) << llvm::toString(Structs.takeError());
       const std::string Expected = reportJson(*Structs);
-      for (size_t Plain : {size_t(0), size_t(2)}) {
+      // Encoded, and past a memory limit read back from the temporary file (the
+      // memory events, the operators and the phases' ranges).
+      for (auto [Plain, Memory] : {std::pair<size_t, size_t>{0, 0}, {2, 0}, {0, 64}, {2, 4096}}) {
         Opts.PlainRecords = Plain;
+        Opts.RecordMemory = Memory;
         auto Encoded = importChromeTrace(Path, Opts);
         ASSERT_TRUE(bool(Encoded)) << llvm::toString(Encoded.takeError());
-        EXPECT_TRUE(reportJson(*Encoded) == Expected) << "plain records: " << Plain;
+        EXPECT_TRUE(reportJson(*Encoded) == Expected)
+            << "plain records: " << Plain << ", memory: " << Memory;
       }
     }
 }
@@ -287,13 +291,74 @@ TEST(ChromeTrace, NestedRangesInEitherOrderGiveTheSamePhases) {
          "\"Bytes\": 4096, \"Total Allocated\": " + std::to_string(Total) + "}}";
   }
   const std::string Path = tempFile(".json", T + "]");
-  auto M = importChromeTrace(Path, TraceOptions());
-  ASSERT_TRUE(bool(M)) << llvm::toString(M.takeError());
-  const DeviceMemory &D = M->selected();
-  ASSERT_EQ(D.Timeline.size(), std::size(Times));
-  for (size_t I = 0; I < std::size(Times); ++I) {
-    EXPECT_EQ(D.Timeline[I].TimeUs, Times[I]);
-    EXPECT_EQ(D.Timeline[I].Phase, Want[I]) << "the event at " << Times[I];
+  // The ranges kept as structs, and encoded and read back from the temporary file.
+  for (size_t Memory : {TraceOptions().RecordMemory, size_t(1)}) {
+    TraceOptions Opts;
+    Opts.PlainRecords = Memory == 1 ? 0 : Opts.PlainRecords;
+    Opts.RecordMemory = Memory;
+    auto M = importChromeTrace(Path, Opts);
+    ASSERT_TRUE(bool(M)) << llvm::toString(M.takeError());
+    const DeviceMemory &D = M->selected();
+    ASSERT_EQ(D.Timeline.size(), std::size(Times));
+    for (size_t I = 0; I < std::size(Times); ++I) {
+      EXPECT_EQ(D.Timeline[I].TimeUs, Times[I]);
+      EXPECT_EQ(D.Timeline[I].Phase, Want[I]) << "the event at " << Times[I];
+    }
+  }
+  llvm::sys::fs::remove(Path);
+}
+
+TEST(ChromeTrace, ThousandsOfPhaseRangesGiveTheSamePhases) {
+  // 5,000 backward operators apart from one another (each a range of its own, as in a
+  // long trace), written in time order, then one holding the first 2,000 of them (too
+  // many for the ranges kept in memory to absorb), then a second batch written in
+  // reverse; a memory event inside each range and one in each gap. Past the last ranges
+  // kept in memory the ranges are streamed (and past a memory limit, written to the
+  // temporary file) and merged as they are read back: every event must still fall in the
+  // phase the ranges give it. Without forward ranges, what precedes a backward range is
+  // forward; after the last, no phase.
+  std::string T = "[";
+  auto add = [&](const std::string &Event) { T += (T.size() > 1 ? ",\n" : "") + Event; };
+  auto range = [](int64_t Ts, int64_t Dur = 10) {
+    return "{\"ph\": \"X\", \"cat\": \"cpu_op\", \"name\": \"MmBackward0\", \"tid\": 1, "
+           "\"ts\": " + std::to_string(Ts) + ", \"dur\": " + std::to_string(Dur) + "}";
+  };
+  constexpr int64_t N = 5000, Held = 2000;
+  for (int64_t K = 0; K < N; ++K)
+    add(range(100 + 20 * K)); // [100 + 20K, 110 + 20K]
+  add(range(100, 20 * (Held - 1) + 10));
+  for (int64_t K = 2 * N; K-- > N;)
+    add(range(100 + 20 * K));
+  std::vector<std::pair<int64_t, const char *>> Want;
+  int64_t Total = 0;
+  for (int64_t K = 0; K < 2 * N; ++K)
+    for (auto [Ts, Phase] : {std::pair<int64_t, const char *>{105 + 20 * K, "backward"},
+                             {115 + 20 * K, K + 1 < Held    ? "backward"
+                                            : K + 1 < 2 * N ? "forward"
+                                                            : ""}}) {
+      Total += 512;
+      add("{\"ph\": \"i\", \"name\": \"[memory]\", \"tid\": 1, \"ts\": " +
+          std::to_string(Ts) + ", \"args\": {\"Device Type\": 1, \"Device Id\": 0, "
+          "\"Bytes\": 512, \"Total Allocated\": " + std::to_string(Total) + "}}");
+      Want.push_back({Ts, Phase});
+    }
+  const std::string Path = tempFile(".json", T + "]");
+  for (auto [Plain, Memory] : {std::pair<size_t, size_t>{TraceOptions().PlainRecords, 0},
+                               {0, 0}, {0, 100}}) {
+    SCOPED_TRACE("plain " + std::to_string(Plain) + ", memory " + std::to_string(Memory));
+    TraceOptions Opts;
+    Opts.PlainRecords = Plain;
+    Opts.RecordMemory = Memory;
+    Opts.MaxTimelinePoints = 4 * N; // every event kept
+    auto M = importChromeTrace(Path, Opts);
+    ASSERT_TRUE(bool(M)) << llvm::toString(M.takeError());
+    const DeviceMemory &D = M->selected();
+    ASSERT_EQ(D.Timeline.size(), Want.size());
+    size_t Wrong = 0;
+    for (size_t I = 0; I < Want.size(); ++I)
+      Wrong += D.Timeline[I].TimeUs != static_cast<double>(Want[I].first) ||
+               D.Timeline[I].Phase != Want[I].second;
+    EXPECT_EQ(Wrong, 0u);
   }
   llvm::sys::fs::remove(Path);
 }
@@ -357,11 +422,15 @@ TEST(ChromeTrace, MemoryEventsInAnyOrderGiveTheSameReport) {
       for (size_t I = R * Events.size() / Runs; I < (R + 1) * Events.size() / Runs; ++I)
         Shuffled.push_back(Events[I]);
     const std::string Path = tempFile(".json", traceOf(Shuffled));
-    // As structs, encoded, and encoded from the 101st record on.
-    for (size_t Plain : {TraceOptions().PlainRecords, size_t(0), size_t(100)}) {
-      SCOPED_TRACE("plain records: " + std::to_string(Plain));
+    // As structs, encoded, and encoded from the 101st record on; encoded runs read back
+    // from the temporary file.
+    for (auto [Plain, Memory] : {std::pair<size_t, size_t>{TraceOptions().PlainRecords, 0},
+                                 {0, 0}, {100, 0}, {0, 100}}) {
+      SCOPED_TRACE("plain records: " + std::to_string(Plain) + ", memory " +
+                   std::to_string(Memory));
       TraceOptions Opts;
       Opts.PlainRecords = Plain;
+      Opts.RecordMemory = Memory;
       auto T = importChromeTrace(Path, Opts);
       ASSERT_TRUE(bool(T)) << llvm::toString(T.takeError());
       T->Path = "trace";
@@ -400,11 +469,14 @@ TEST(ChromeTrace, AllocationsLiveAtThePeakOfALongTrace) {
     event(4096 * (I + 1), -size(I));
   const std::string Path = tempFile(".json", T + "]");
   for (const char *Window : {"", "step"})
-  for (size_t Plain : {TraceOptions().PlainRecords, size_t(0)}) {
-    SCOPED_TRACE(std::string("window: ") + Window + ", plain records: " + std::to_string(Plain));
+  for (auto [Plain, Memory] : {std::pair<size_t, size_t>{TraceOptions().PlainRecords, 0},
+                               {0, 0}, {0, 4096}}) {
+    SCOPED_TRACE(std::string("window: ") + Window + ", plain records: " +
+                 std::to_string(Plain) + ", memory " + std::to_string(Memory));
     TraceOptions Opts;
     Opts.WindowPattern = Window;
     Opts.PlainRecords = Plain;
+    Opts.RecordMemory = Memory;
     auto M = importChromeTrace(Path, Opts);
     ASSERT_TRUE(bool(M)) << llvm::toString(M.takeError());
     const DeviceMemory &D = M->selected();

@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <limits>
 #include <random>
 #include <vector>
@@ -33,6 +35,7 @@ std::vector<MemoryRecord> readAll(const MemoryRecordStream &S) {
   MemoryRecordStream::Reader From(S);
   for (MemoryRecord R; From.next(R);)
     Out.push_back(R);
+  EXPECT_TRUE(From.failed().empty()) << From.failed();
   return Out;
 }
 
@@ -103,13 +106,22 @@ TEST(TraceRecords, MemoryRecordsReadBackBitForBit) {
     Records.push_back(R);
   }
   // Encoded from the first record, from the 1001st (the first thousand encoded then),
-  // and never.
-  for (size_t Limit : {size_t(0), size_t(1000), DefaultPlainLimit}) {
-    MemoryRecordStream S(Limit);
+  // and never; all in memory, or past a memory limit in the temporary file: each record
+  // written on its own (1 byte), a few at a time (300), and past 4 KiB.
+  struct Limits {
+    size_t Plain, Memory;
+  };
+  for (Limits L : {Limits{0, 0}, Limits{1000, 0}, Limits{DefaultPlainLimit, 0},
+                   Limits{0, 1}, Limits{0, 300}, Limits{1000, 4096}}) {
+    SCOPED_TRACE("plain " + std::to_string(L.Plain) + ", memory " + std::to_string(L.Memory));
+    const size_t Limit = L.Plain;
+    MemoryRecordStream S(L.Plain, L.Memory);
     for (const MemoryRecord &R : Records)
       S.append(R);
     ASSERT_EQ(S.size(), Records.size());
     EXPECT_EQ(S.encoded(), Limit < Records.size()) << "limit " << Limit;
+    EXPECT_EQ(S.spilledBytes() > 0, L.Memory > 0);
+    EXPECT_LE(S.bytes() - S.spilledBytes(), L.Memory ? L.Memory + 64 : S.bytes());
     std::vector<MemoryRecord> Back = readAll(S);
     ASSERT_EQ(Back.size(), Records.size());
     for (size_t I = 0; I < Records.size(); ++I)
@@ -162,12 +174,16 @@ TEST(TraceRecords, TimeSortIsStableSortsOrder) {
     std::vector<MemoryRecord> Want = Records;
     std::stable_sort(Want.begin(), Want.end(),
                      [](const MemoryRecord &A, const MemoryRecord &B) { return A.Ts < B.Ts; });
-    // Encoded (with the switch from structs in the middle of a run), and as structs.
+    // Encoded (with the switch from structs in the middle of a run), and as structs; the
+    // encoded runs read back from the temporary file, where memory holds 200 bytes.
+    for (size_t Memory : {size_t(0), size_t(200)})
     for (size_t Limit : {size_t(0), size_t(2500), DefaultPlainLimit}) {
-      MemoryRecordStream S(Limit);
+      SCOPED_TRACE("memory limit " + std::to_string(Memory));
+      MemoryRecordStream S(Limit, Memory);
       for (const MemoryRecord &R : Records)
         S.append(R);
-      S.sortByTime();
+      std::string Why;
+      ASSERT_TRUE(S.sortByTime(Why)) << Why;
       std::vector<MemoryRecord> Got = readAll(S);
       ASSERT_EQ(Got.size(), Want.size()) << Runs << " runs";
       size_t Wrong = 0;
@@ -178,7 +194,7 @@ TEST(TraceRecords, TimeSortIsStableSortsOrder) {
                  Want[I].TotalReserved != Got[I].TotalReserved || Want[I].Tid != Got[I].Tid;
       EXPECT_EQ(Wrong, 0u) << Runs << " runs, limit " << Limit;
       // Sorted again: nothing moves.
-      S.sortByTime();
+      ASSERT_TRUE(S.sortByTime(Why)) << Why;
       Got = readAll(S);
       ASSERT_EQ(Got.size(), Want.size());
       for (size_t I = 0; I < Want.size(); ++I)
@@ -208,8 +224,10 @@ TEST(TraceRecords, OperatorsReadBackBitForBit) {
                                       : static_cast<double>(Rng() % 10000000) / 1000.0;
     Ops.push_back({Ts, Dur, static_cast<uint32_t>(Rng() % 3), static_cast<uint32_t>(Rng() % 400)});
   }
+  for (size_t Memory : {size_t(0), size_t(100)})
   for (size_t Limit : {size_t(0), size_t(1000), DefaultPlainLimit}) {
-    OperatorStream S(Limit);
+    SCOPED_TRACE("memory limit " + std::to_string(Memory));
+    OperatorStream S(Limit, Memory);
     for (const OperatorRecord &R : Ops)
       S.append(R);
     ASSERT_EQ(S.size(), Ops.size());
@@ -246,4 +264,72 @@ TEST(TraceRecords, KinetoOperatorsTakeUnderAThirdOfTheirStructs) {
   std::printf("kineto-like operators: %.2f bytes each encoded, %zu as a struct\n", PerRecord,
               sizeof(OperatorRecord));
   EXPECT_LE(PerRecord, sizeof(OperatorRecord) / 3.0);
+}
+
+TEST(TraceRecords, IntervalsReadBackBitForBit) {
+  std::vector<IntervalRecord> Intervals = {
+      {0.0, 0.0},
+      {-0.0, 1e-300},
+      {1e15, 1e15},
+      {-5.0, -15.0}, // an end before its start: kept as given
+      {-std::numeric_limits<double>::infinity(), std::numeric_limits<double>::infinity()},
+      {1623212756351.123, std::nan("")},
+      {std::numeric_limits<double>::denorm_min(), std::numeric_limits<double>::max()},
+  };
+  std::mt19937_64 Rng(5);
+  double Ts = 1623212756351.0;
+  for (int I = 0; I < 5000; ++I) {
+    Ts += static_cast<double>(Rng() % 100000) / 1000.0;
+    Intervals.push_back({Ts, Rng() % 4 == 0 ? std::bit_cast<double>(Rng())
+                                            : Ts + static_cast<double>(Rng() % 10000000) / 1e3});
+  }
+  for (size_t Memory : {size_t(0), size_t(1), size_t(64)}) {
+    IntervalStream S(0, Memory);
+    for (const IntervalRecord &R : Intervals)
+      S.append(R);
+    EXPECT_EQ(S.spilledBytes() > 0, Memory > 0);
+    IntervalStream::Reader From(S);
+    size_t I = 0;
+    for (IntervalRecord R; From.next(R); ++I) {
+      ASSERT_LT(I, Intervals.size());
+      EXPECT_EQ(std::bit_cast<uint64_t>(Intervals[I].Ts), std::bit_cast<uint64_t>(R.Ts)) << I;
+      EXPECT_EQ(std::bit_cast<uint64_t>(Intervals[I].End), std::bit_cast<uint64_t>(R.End)) << I;
+    }
+    EXPECT_EQ(I, Intervals.size()) << "memory limit " << Memory;
+    EXPECT_TRUE(From.failed().empty()) << From.failed();
+  }
+  // Kineto-like ranges (microseconds with three decimals, microseconds long) take under
+  // half their 16-byte structs.
+  IntervalStream S(0, 0);
+  for (size_t I = 7; I < Intervals.size(); ++I)
+    if (std::isfinite(Intervals[I].End) && Intervals[I].End >= Intervals[I].Ts &&
+        Intervals[I].End - Intervals[I].Ts < 1e4)
+      S.append(Intervals[I]);
+  ASSERT_GT(S.size(), 3000u);
+  const double PerRecord = static_cast<double>(S.bytes()) / static_cast<double>(S.size());
+  std::printf("kineto-like ranges: %.2f bytes each encoded, %zu as a struct\n", PerRecord,
+              sizeof(IntervalRecord));
+  EXPECT_LE(PerRecord, sizeof(IntervalRecord) / 2.0);
+}
+
+TEST(TraceRecords, RecordsStayInMemoryWhereNoTemporaryFileCanBeMade) {
+  // TMPDIR names no folder: the stream keeps its bytes in memory, as without a limit,
+  // and reads them all back.
+  const char *Was = std::getenv("TMPDIR");
+  const std::string Saved = Was ? Was : "";
+  ::setenv("TMPDIR", "/nonexistent/trainmem-no-such-folder", 1);
+  std::mt19937_64 Rng(17);
+  std::vector<MemoryRecord> Records = kinetoLike(20000, Rng);
+  MemoryRecordStream S(0, 256);
+  for (const MemoryRecord &R : Records)
+    S.append(R);
+  if (Was)
+    ::setenv("TMPDIR", Saved.c_str(), 1);
+  else
+    ::unsetenv("TMPDIR");
+  EXPECT_EQ(S.spilledBytes(), 0u);
+  std::vector<MemoryRecord> Back = readAll(S);
+  ASSERT_EQ(Back.size(), Records.size());
+  for (size_t I = 0; I < Records.size(); ++I)
+    expectSame(Records[I], Back[I], I);
 }

@@ -9,10 +9,12 @@
 //
 // One streamed pass reads the memory events (kept as records, encoded past 64 Ki of them
 // (TraceRecords.h), and time-sorted per device afterwards: kineto does not write them in
-// time order), the named ranges and the operators; the allocations live at each device's
-// peak are then attributed to the innermost operator enclosing them on their thread. Past
-// 8 Mi operators a second streamed pass does the attribution instead of keeping them. The
-// file is never held in memory.
+// time order), the phases' and named ranges and the operators; the allocations live at
+// each device's peak are then attributed to the innermost operator enclosing them on their
+// thread. Past 8 Mi operators a second streamed pass does the attribution instead of
+// keeping them. The file is never held in memory, and past 4 MiB of encoded records per
+// stream neither are the records (they go to a temporary file): the import's memory is
+// the live blocks, the timeline and fixed buffers, however long the trace.
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/ChromeTraceEvents.h"
@@ -386,8 +388,8 @@ llvm::Expected<MeasuredTrace> importChromeTrace(llvm::StringRef Path, const Trac
     return *LastDevice;
   };
   // Operators are kept from the first pass for the attribution, up to a cap (8 Mi by
-  // default, encoded past 64 Ki); a trace with more is attributed by a second streamed
-  // pass instead, so memory stays bounded on the largest traces.
+  // default, encoded past 64 Ki, in the temporary file past 4 MiB); a trace with more is
+  // attributed by a second streamed pass instead, so the temporary file stays bounded.
   trace::OperatorStream OpRecords(Opts.PlainRecords, Opts.RecordMemory);
   // Operator names, interned: a DenseMap of hashed views (llvm::hash_value reads eight
   // bytes a step) instead of a StringMap, whose hash (LLVM 16's djbHash) reads a byte at a

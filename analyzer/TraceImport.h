@@ -60,7 +60,7 @@ struct TraceOptions {
   /// Chrome traces: operators kept from the first pass to attribute the allocations at
   /// the peak; a trace with more is attributed by a second pass over the file instead,
   /// which doubles the import's time. 8 Mi, encoded at about 6-8 bytes each: the 48 MB
-  /// that 2 Mi took as 24-byte structs.
+  /// that 2 Mi took as 24-byte structs, in the temporary file past RecordMemory.
   size_t MaxKeptOperators = size_t(1) << 23;
   /// Chrome traces: a device's memory events, and the operators, kept as structs (48 and
   /// 24 bytes each) until there are this many; past that, all are kept encoded (5-12 and

@@ -20,7 +20,9 @@ static_assert(std::endian::native == std::endian::little,
 
 /// An unnamed temporary file, written at its end and read anywhere (pread, so readers on
 /// several threads need no lock): removed as soon as it is made, so that nothing is left
-/// behind however the process ends. In the system's temporary folder (TMPDIR).
+/// behind however the process ends. In the system's temporary folder (TMPDIR). LLVM's
+/// file functions underneath; not llvm::sys::fs::TempFile, which keeps its name until it
+/// is discarded, so a killed import would leave the file behind.
 class SpillFile {
 public:
   static std::unique_ptr<SpillFile> create() {

@@ -384,7 +384,7 @@ template <typename Codec> void RecordStream<Codec>::appendEncoded(const Record &
       appendEncoded(K);
   }
   if (Count > 0 && R.Ts < LastTs) {
-    if (++RunCount <= MaxRuns)
+    if (++RunCount <= RunsKept)
       Runs.push_back({Encoded.offset(), Count, State});
   }
   LastTs = R.Ts;
@@ -482,65 +482,106 @@ template <typename Codec> bool RecordStream<Codec>::Reader::refill() {
   return true;
 }
 
-template <typename Codec> bool RecordStream<Codec>::sortByTime(std::string &Why) {
+template <typename Codec>
+bool RecordStream<Codec>::mergeRuns(size_t First, size_t End, RecordStream &Into,
+                                    std::string &Why) const {
+  // Each run's next record; the earliest is taken, the first run's on ties (stable).
+  struct Head {
+    Reader From;
+    Record R;
+    bool Live;
+  };
+  std::vector<Head> Heads;
+  Heads.reserve(End - First);
+  for (size_t K = First; K < End; ++K) {
+    // Run 0 starts the stream; run K > 0 at Runs[K - 1].
+    const uint64_t Offset = K == 0 ? 0 : Runs[K - 1].Offset;
+    const size_t Index = K == 0 ? 0 : Runs[K - 1].Index;
+    const size_t Next = K < Runs.size() ? Runs[K].Index : Count;
+    Heads.push_back({Reader(Encoded, Offset, Next - Index,
+                            K == 0 ? typename Codec::State() : Runs[K - 1].State),
+                     {},
+                     false});
+    Heads.back().Live = Heads.back().From.next(Heads.back().R);
+  }
+  while (true) {
+    Head *Best = nullptr;
+    for (Head &H : Heads)
+      if (H.Live && (!Best || H.R.Ts < Best->R.Ts))
+        Best = &H;
+    if (!Best)
+      break; // every run read (or one ended early: its reader says why)
+    Into.append(Best->R);
+    Best->Live = Best->From.next(Best->R);
+  }
+  for (const Head &H : Heads)
+    if (!H.From.failed().empty()) {
+      Why = H.From.failed();
+      return false;
+    }
+  return true;
+}
+
+template <typename Codec>
+bool RecordStream<Codec>::sortByTime(std::string &Why, size_t Batch) {
   if (!Plain.empty()) {
     sortPlain(Plain);
     return true;
   }
   if (RunCount == 1)
     return true;
-  RecordStream Sorted(/*PlainLimit=*/0, Encoded.memoryLimit());
-  Sorted.Encoded.reserveTail(static_cast<size_t>(
-      std::min<uint64_t>(Encoded.offset(), Encoded.memoryLimit() ? Encoded.memoryLimit()
-                                                                  : Encoded.offset())));
-  if (RunCount <= MaxRuns) {
-    // Each run's next record; the earliest is taken, the first run's on ties (stable).
-    struct Head {
-      Reader From;
-      Record R;
-      bool Live;
-    };
-    std::vector<Head> Heads;
-    Heads.reserve(Runs.size() + 1);
-    auto addRun = [&](uint64_t Offset, size_t Index, size_t End,
-                      const typename Codec::State &S) {
-      Heads.push_back({Reader(Encoded, Offset, End - Index, S), {}, false});
-      Heads.back().Live = Heads.back().From.next(Heads.back().R);
-    };
-    addRun(0, 0, Runs.front().Index, typename Codec::State());
-    for (size_t K = 0; K < Runs.size(); ++K)
-      addRun(Runs[K].Offset, Runs[K].Index, K + 1 < Runs.size() ? Runs[K + 1].Index : Count,
-             Runs[K].State);
-    for (size_t Left = Count; Left > 0; --Left) {
-      Head *Best = nullptr;
-      for (Head &H : Heads)
-        if (H.Live && (!Best || H.R.Ts < Best->R.Ts))
-          Best = &H;
-      if (!Best)
-        break; // a run ended early: its reader says why
-      Sorted.append(Best->R);
-      Best->Live = Best->From.next(Best->R);
-    }
-    for (const Head &H : Heads)
-      if (!H.From.failed().empty()) {
-        Why = H.From.failed();
-        return false;
-      }
-  } else {
-    llvm::SmallVector<Record, 0> All;
-    All.reserve(Count);
+  const size_t Memory = Encoded.memoryLimit();
+  // Streams between passes: every record encoded, every run's start kept (they are few).
+  auto Between = [&] {
+    RecordStream S(/*PlainLimit=*/0, Memory);
+    S.RunsKept = std::numeric_limits<size_t>::max();
+    return S;
+  };
+  if (RunCount > MaxRuns) {
+    // Too many runs to merge at once, and only the first ones' starts were kept: batches
+    // of Batch records, sorted in memory, are written out in turn, which leaves a run or
+    // less per batch. Stable: a batch keeps its ties' order, and the merges below prefer
+    // the earlier run.
+    RecordStream Batched = Between();
+    llvm::SmallVector<Record, 0> Some;
+    Some.reserve(std::min(Batch, Count));
     Reader From(*this);
-    for (Record R; From.next(R);)
-      All.push_back(R);
+    for (bool More = true; More;) {
+      Some.clear();
+      Record R;
+      while (Some.size() < Batch && (More = From.next(R)))
+        Some.push_back(R);
+      std::stable_sort(Some.begin(), Some.end(),
+                       [](const Record &A, const Record &B) { return A.Ts < B.Ts; });
+      for (const Record &K : Some)
+        Batched.append(K);
+    }
     if (!From.failed().empty()) {
       Why = From.failed();
       return false;
     }
-    std::stable_sort(All.begin(), All.end(),
-                     [](const Record &A, const Record &B) { return A.Ts < B.Ts; });
-    for (const Record &R : All)
-      Sorted.append(R);
+    Batched.PlainLimit = PlainLimit;
+    Batched.RunsKept = RunsKept;
+    *this = std::move(Batched);
+    // More than MaxRuns batches (8 Mi records out of order, with the default batch):
+    // each pass merges MaxRuns runs into one.
+    while (RunCount > MaxRuns) {
+      RecordStream Merged = Between();
+      for (size_t First = 0; First < RunCount; First += MaxRuns)
+        if (!mergeRuns(First, std::min(RunCount, First + MaxRuns), Merged, Why))
+          return false;
+      Merged.PlainLimit = PlainLimit;
+      Merged.RunsKept = RunsKept;
+      *this = std::move(Merged);
+    }
+    if (RunCount == 1)
+      return true;
   }
+  RecordStream Sorted(/*PlainLimit=*/0, Memory);
+  Sorted.Encoded.reserveTail(static_cast<size_t>(
+      std::min<uint64_t>(Encoded.offset(), Memory ? Memory : Encoded.offset())));
+  if (!mergeRuns(0, RunCount, Sorted, Why))
+    return false;
   Sorted.PlainLimit = PlainLimit;
   *this = std::move(Sorted);
   return true;

@@ -202,10 +202,14 @@ public:
   void clear() { *this = RecordStream(PlainLimit, Encoded.memoryLimit()); }
   /// Stably by time (records of equal times keep the order they were added in). Kineto
   /// writes a device's memory events in one or two runs already in time order: up to 64
-  /// runs are merged (encoded records without decoding them all into structs), past that
-  /// all are sorted in memory. False, with the reason in Why, where records kept in the
-  /// temporary file cannot be read back (the stream is then as it was).
-  bool sortByTime(std::string &Why);
+  /// runs are merged (encoded records without decoding them all into structs). Past that,
+  /// batches of Batch records are sorted in memory and written out in turn, and the
+  /// batches merged, 64 at a time, so that memory stays bounded however disordered the
+  /// records are. False, with the reason in Why, where records kept in the temporary file
+  /// cannot be read back (the stream is then as it was).
+  bool sortByTime(std::string &Why, size_t Batch = DefaultSortBatch);
+  /// Records sorted in memory at a time past 64 runs: 128 Ki, 6 MiB of memory records.
+  static constexpr size_t DefaultSortBatch = size_t(1) << 17;
 
   /// Reads the records in order. Any number of readers may read one stream at once, each
   /// with a window of its own onto the records in the file. next() says false at the end
@@ -261,9 +265,13 @@ public:
 
 private:
   void appendEncoded(const Record &R);
+  /// Appends runs [First, End) to Into, merged by time (the earlier run's record first on
+  /// ties). False, with the reason in Why, where the file cannot be read back.
+  bool mergeRuns(size_t First, size_t End, RecordStream &Into, std::string &Why) const;
 
   /// Where a run of encoded records in time order starts, with the state that decodes
-  /// its first. Past MaxRuns only their number is kept: such a stream is sorted whole.
+  /// its first. Past RunsKept (MaxRuns, but for the streams sortByTime makes between its
+  /// passes) only their number is kept: such a stream is sorted by batches.
   struct RunStart {
     uint64_t Offset;
     size_t Index;
@@ -281,6 +289,7 @@ private:
   double LastTs = 0;
   std::vector<RunStart> Runs; ///< of the encoded records, after the first
   size_t RunCount = 1;        ///< of the encoded records
+  size_t RunsKept = MaxRuns;
 };
 
 extern template class RecordStream<MemoryCodec>;

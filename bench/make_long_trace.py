@@ -4,9 +4,12 @@ speed figures (bench/README.md): the event mix of TraceBench.cpp's BM_ImportChro
 (per profiler step a ProfilerStep# range, 2,000 cpu_op events, 1,000 forward and 1,000
 backward, each followed by a [memory] event with a random address and the allocator's
 totals, the blocks left live freed at the step's end), over as many steps as asked.
-A step is ~1.17 MB of JSON: 1,000 steps make 1.17 GB, 92 MB gzipped.
+A step is ~1.17 MB of JSON: 1,000 steps make 1.17 GB, 92 MB gzipped. With --disorder each
+pair of a step's memory events is written in reverse, so that the events come in a run of
+two out of time order after another (a million runs in 1,000 steps), as the worst case of
+an importer that must sort them.
 
-    bench/make_long_trace.py STEPS OUT.json.gz [--seed N]
+    bench/make_long_trace.py STEPS OUT.json.gz [--seed N] [--disorder]
 
 Standard library only; not a dependency of trainmem or its tests."""
 import argparse
@@ -20,6 +23,8 @@ def main():
     ap.add_argument("steps", type=int, help="profiler steps (>= 1)")
     ap.add_argument("out", help="the .json.gz to write")
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--disorder", action="store_true",
+                    help="write each pair of memory events in reverse order")
     a = ap.parse_args()
     if a.steps < 1:
         sys.exit("make_long_trace.py: STEPS must be at least 1")
@@ -34,6 +39,7 @@ def main():
                        '"pid": 1, "tid": 1, "ts": %.17g, "dur": 50000}\n'
                        % ("" if s == 0 else ",", s, ts))
             live = []
+            held = None  # with --disorder: a memory event written after the next one
             for op in range(2000):
                 at = ts + op * 20
                 backward = op >= 1000
@@ -54,11 +60,21 @@ def main():
                     live[i] = live[-1]
                     live.pop()
                 total += nbytes
-                out.append(',{"ph": "i", "cat": "cpu_instant_event", "s": "t", "name": '
-                           '"[memory]", "pid": 1, "tid": %d, "ts": %.17g, "args": {"Device '
-                           'Type": 1, "Device Id": 0, "Addr": %d, "Bytes": %d, "Total '
-                           'Allocated": %d, "Total Reserved": %d}}\n'
-                           % (tid, at + 5, addr, nbytes, total, total + (1 << 30)))
+                event = (',{"ph": "i", "cat": "cpu_instant_event", "s": "t", "name": '
+                         '"[memory]", "pid": 1, "tid": %d, "ts": %.17g, "args": {"Device '
+                         'Type": 1, "Device Id": 0, "Addr": %d, "Bytes": %d, "Total '
+                         'Allocated": %d, "Total Reserved": %d}}\n'
+                         % (tid, at + 5, addr, nbytes, total, total + (1 << 30)))
+                if not a.disorder:
+                    out.append(event)
+                elif held is None:
+                    held = event
+                else:
+                    out.append(event)
+                    out.append(held)
+                    held = None
+            if held is not None:
+                out.append(held)
             for addr, nbytes in live:
                 total -= nbytes
                 out.append(',{"ph": "i", "name": "[memory]", "pid": 1, "tid": 1, "ts": '

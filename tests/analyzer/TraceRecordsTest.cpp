@@ -5,9 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <string>
 #include <limits>
@@ -156,7 +159,7 @@ TEST(TraceRecords, KinetoMemoryEventsTakeAQuarterOfTheirStructs) {
 
 TEST(TraceRecords, TimeSortIsStableSortsOrder) {
   // Runs already in time order, with equal times across and inside runs (the addresses
-  // tell the records apart): merged up to 64 runs, sorted whole past that.
+  // tell the records apart): merged up to 64 runs, sorted by batches past that.
   for (size_t Runs : {1, 2, 3, 8, 63, 64, 65, 300}) {
     std::mt19937_64 Rng(Runs);
     std::vector<MemoryRecord> Records = kinetoLike(6000, Rng);
@@ -175,15 +178,19 @@ TEST(TraceRecords, TimeSortIsStableSortsOrder) {
     std::stable_sort(Want.begin(), Want.end(),
                      [](const MemoryRecord &A, const MemoryRecord &B) { return A.Ts < B.Ts; });
     // Encoded (with the switch from structs in the middle of a run), and as structs; the
-    // encoded runs read back from the temporary file, where memory holds 200 bytes.
+    // encoded runs read back from the temporary file, where memory holds 200 bytes. Past
+    // 64 runs, sorted in batches: one, 120 batches merged in one pass and a last merge,
+    // and 858 of 7 records merged in two passes and a last merge.
+    for (size_t Batch : {MemoryRecordStream::DefaultSortBatch, size_t(50), size_t(7)})
     for (size_t Memory : {size_t(0), size_t(200)})
     for (size_t Limit : {size_t(0), size_t(2500), DefaultPlainLimit}) {
-      SCOPED_TRACE("memory limit " + std::to_string(Memory));
+      SCOPED_TRACE("memory limit " + std::to_string(Memory) + ", batch " +
+                   std::to_string(Batch));
       MemoryRecordStream S(Limit, Memory);
       for (const MemoryRecord &R : Records)
         S.append(R);
       std::string Why;
-      ASSERT_TRUE(S.sortByTime(Why)) << Why;
+      ASSERT_TRUE(S.sortByTime(Why, Batch)) << Why;
       std::vector<MemoryRecord> Got = readAll(S);
       ASSERT_EQ(Got.size(), Want.size()) << Runs << " runs";
       size_t Wrong = 0;
@@ -328,6 +335,38 @@ TEST(TraceRecords, RecordsStayInMemoryWhereNoTemporaryFileCanBeMade) {
   else
     ::unsetenv("TMPDIR");
   EXPECT_EQ(S.spilledBytes(), 0u);
+  std::vector<MemoryRecord> Back = readAll(S);
+  ASSERT_EQ(Back.size(), Records.size());
+  for (size_t I = 0; I < Records.size(); ++I)
+    expectSame(Records[I], Back[I], I);
+}
+
+TEST(TraceRecords, RecordsStayInMemoryWhenTheTemporaryFileCannotGrow) {
+  // The process may write files of 64 KiB at most (RLIMIT_FSIZE, with SIGXFSZ ignored, as
+  // a full disk would): the spill that passes that fails, possibly after writing part of
+  // its bytes, and the stream keeps the rest in memory. Every record reads back, the first
+  // ones from the file.
+  rlimit Was{};
+  ASSERT_EQ(::getrlimit(RLIMIT_FSIZE, &Was), 0);
+  constexpr rlim_t Cap = 64 << 10;
+  if (Was.rlim_max != RLIM_INFINITY && Was.rlim_max < Cap)
+    GTEST_SKIP() << "the file size limit is already under 64 KiB";
+  std::mt19937_64 Rng(19);
+  std::vector<MemoryRecord> Records = kinetoLike(30000, Rng);
+  MemoryRecordStream S(0, 4096);
+  {
+    auto *OldHandler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit Small = Was;
+    Small.rlim_cur = Cap;
+    ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &Small), 0);
+    for (const MemoryRecord &R : Records)
+      S.append(R);
+    ::setrlimit(RLIMIT_FSIZE, &Was);
+    std::signal(SIGXFSZ, OldHandler);
+  }
+  EXPECT_GT(S.spilledBytes(), 0u);
+  EXPECT_LE(S.spilledBytes(), Cap);
+  EXPECT_GT(S.bytes(), 2 * Cap); // most of it stayed in memory
   std::vector<MemoryRecord> Back = readAll(S);
   ASSERT_EQ(Back.size(), Records.size());
   for (size_t I = 0; I < Records.size(); ++I)

@@ -165,6 +165,41 @@ TEST(JsonScanner, StringRunsEndAtTheFirstQuoteOrBackslash) {
       }
 }
 
+TEST(JsonScanner, WhitespaceRunsEndAtTheFirstOtherByte) {
+  // Runs of the four JSON whitespace bytes are passed 16 at a time (SSE2), byte by byte
+  // near the end: runs up to 70 bytes, mixed, ending in every kind of byte a token or an
+  // error may start with (control bytes, which are no whitespace, and bytes past 0x7f
+  // among them), or at the buffer's end, against a byte loop; peekToken stops at the same
+  // byte. Each buffer is exactly as long as its text (ASan: nothing read past it).
+  for (size_t Length = 0; Length <= 70; ++Length)
+    for (int Next :
+         {-1, int('"'), int('{'), int('0'), int(','), 0x01, 0x1f, 0x7f, 0xc3, 0x0b, 0x0c})
+      for (unsigned Mix = 0; Mix < 3; ++Mix) {
+        std::vector<char> Text;
+        for (size_t I = 0; I < Length; ++I)
+          Text.push_back(Mix == 0 ? ' ' : " \n\r\t"[(I * (Mix + 2)) % 4]);
+        if (Next >= 0)
+          Text.push_back(static_cast<char>(Next));
+        const char *End = Text.data() + Text.size();
+        auto byteLoop = [&](const char *P) {
+          while (P < End && (*P == ' ' || *P == '\n' || *P == '\r' || *P == '\t'))
+            ++P;
+          return P;
+        };
+        const char *Want = byteLoop(Text.data());
+        ASSERT_EQ(json_detail::spaceRunEnd(Text.data(), End), Want)
+            << "run of " << Length << ", then byte " << Next << ", mix " << Mix;
+        JsonScanner S(llvm::StringRef(Text.data(), Text.size()));
+        char C = 0;
+        const bool Got = S.peekToken(C);
+        ASSERT_EQ(Got, Want != End) << "run of " << Length << ", then byte " << Next;
+        if (Got) {
+          EXPECT_EQ(C, *Want);
+          EXPECT_EQ(S.position(), Want);
+        }
+      }
+}
+
 // skipValue passes over containers of plain text 16 bytes at a time (kineto's "Input
 // Dims" and "Input type" lists) and leaves the rest to its token loop: random containers
 // of plain tokens, and of tokens that must send it back to the loop (escapes, literals,

@@ -12,6 +12,7 @@
 #include "analyzer/ReportWriters.h"
 #include "planner/StepPrediction.h"
 
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -20,6 +21,54 @@ namespace trainmem::cli {
 int reportError(llvm::Error E) {
   llvm::WithColor::error(llvm::errs(), "trainmem") << llvm::toString(std::move(E)) << "\n";
   return ExitInputError;
+}
+
+// llvm::writeToOutput's steps (stdout for "-", else a temporary file beside Path renamed
+// over it once whole), written out here because LLVM 16's neither checks the stream
+// before the rename (a full disk or a file past ulimit -f put a cut file in place of the
+// user's, then aborted on the stream's error) nor leaves the executable bits out of the
+// file's mode.
+llvm::Error writeOutput(llvm::StringRef Path,
+                        llvm::function_ref<llvm::Error(llvm::raw_ostream &)> Write) {
+  // The stream's write error, cleared (else its destructor aborts), as an error naming Name.
+  auto streamError = [](llvm::raw_fd_ostream &OS, llvm::StringRef Name) -> llvm::Error {
+    OS.flush();
+    if (!OS.has_error())
+      return llvm::Error::success();
+    const std::error_code EC = OS.error();
+    OS.clear_error();
+    return llvm::createFileError(Name, EC);
+  };
+  if (Path == "-") {
+    if (llvm::Error E = Write(llvm::outs()))
+      return E;
+    return streamError(llvm::outs(), "<stdout>");
+  }
+  if (Path == "/dev/null") {
+    llvm::raw_null_ostream Null;
+    return Write(Null);
+  }
+  llvm::Expected<llvm::sys::fs::TempFile> Temp = llvm::sys::fs::TempFile::create(
+      Path + ".temp-stream-%%%%%%", llvm::sys::fs::all_read | llvm::sys::fs::all_write);
+  if (!Temp)
+    return llvm::createFileError(Path, Temp.takeError());
+  llvm::Error Failed = llvm::Error::success();
+  {
+    llvm::raw_fd_ostream Out(Temp->FD, /*shouldClose=*/false);
+    Failed = Write(Out);
+    if (!Failed)
+      Failed = streamError(Out, Path);
+    else
+      Out.clear_error(); // the write's own error is the one reported
+  }
+  if (Failed) {
+    if (llvm::Error Discard = Temp->discard())
+      return llvm::joinErrors(std::move(Failed), std::move(Discard));
+    return Failed;
+  }
+  if (llvm::Error E = Temp->keep(Path))
+    return llvm::createFileError(Path, std::move(E));
+  return llvm::Error::success();
 }
 
 llvm::Expected<MemoryReport> predictStep(StepRequest &Request) {
@@ -66,7 +115,7 @@ int runAnalyze() {
   if (!Predicted)
     return reportError(Predicted.takeError());
   const MemoryReport &Report = *Predicted;
-  if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
+  if (llvm::Error E = writeOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           writeReportJson(Report, OS);
         else

@@ -149,7 +149,7 @@ int runDiff() {
   std::optional<std::string> Regression;
   if (Limit)
     Regression = checkIncrease(D, *Limit);
-  if (llvm::Error E = llvm::writeToOutput(DiffOutput, [&](llvm::raw_ostream &OS) {
+  if (llvm::Error E = writeOutput(DiffOutput, [&](llvm::raw_ostream &OS) {
         if (DiffFormat == "json")
           OS << llvm::formatv("{0:2}", diffToJson(D, Regression)) << "\n";
         else if (DiffFormat == "markdown")

@@ -178,7 +178,7 @@ int runPlan() {
                  << formatBytes(Plan.Budget) << ") into " << EmitDir << "\n";
     return ExitOk;
   }
-  if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
+  if (llvm::Error E = writeOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json") {
           llvm::json::Value Json = plansToJson(*Plans, Plan);
           if (Request->Import.PaddedBatches) // only when set: other plans' JSON unchanged

@@ -135,7 +135,7 @@ int runReport() {
   std::vector<GateResult> Gates;
   if (Limit)
     Gates.push_back(checkBudget(Report, Limit->Bytes, Limit->Text, BudgetOn == "reserved"));
-  if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
+  if (llvm::Error E = writeOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           writeReportJson(Report, OS);
         else if (Format == "markdown")

@@ -158,7 +158,7 @@ int runAnalyzeTrace() {
   auto Report = measuredReport(modelPositional());
   if (!Report)
     return reportError(Report.takeError());
-  if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
+  if (llvm::Error E = writeOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           writeReportJson(*Report, OS);
         else
@@ -211,7 +211,7 @@ int runCompare() {
                              (Measured->Diags.size() ? Measured->Diags.all()[0].Message
                                                      : std::string("no memory events"))));
   Comparison C = compareReports(*Predicted, *Measured);
-  if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
+  if (llvm::Error E = writeOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           OS << llvm::formatv("{0:2}", comparisonToJson(C)) << "\n";
         else if (Format == "markdown")

@@ -328,7 +328,7 @@ int runValidate() {
     if (llvm::Error E = Session->finish(R.Measured))
       return reportError(std::move(E));
   llvm::json::Object Json = toJson(R);
-  if (llvm::Error E = llvm::writeToOutput(outputPath(), [&](llvm::raw_ostream &OS) {
+  if (llvm::Error E = writeOutput(outputPath(), [&](llvm::raw_ostream &OS) {
         if (Format == "json")
           OS << llvm::formatv("{0:2}", llvm::json::Value(llvm::json::Object(Json))) << "\n";
         else

@@ -16,8 +16,16 @@
 #include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <csignal>
+
 static int run(int Argc, char **Argv) {
   llvm::InitLLVM X(Argc, Argv);
+  // A file written past the size limit (ulimit -f) fails its write with EFBIG, which each
+  // writer reports (an output: an error and exit code 1, the file that was there kept;
+  // a trace import's temporary file: its records kept in memory instead), rather than
+  // the default SIGXFSZ killing the process with a stack dump (LLVM's handler, installed
+  // just above, which ignoring the signal replaces).
+  std::signal(SIGXFSZ, SIG_IGN);
   llvm::cl::SetVersionPrinter([](llvm::raw_ostream &OS) {
     OS << "trainmem " << TRAINMEM_VERSION_STRING << "\n";
   });

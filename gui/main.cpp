@@ -14,9 +14,14 @@
 #include <QCommandLineParser>
 #include <QTimer>
 
+#include <csignal>
 #include <cstdio>
 
 int main(int Argc, char **Argv) {
+  // A file written past the size limit (ulimit -f) fails its write with EFBIG, which each
+  // writer reports, instead of SIGXFSZ ending the program (a trace import's temporary
+  // file then keeps its records in memory).
+  std::signal(SIGXFSZ, SIG_IGN);
   QApplication App(Argc, Argv);
   QApplication::setApplicationName("trainmem-gui");
   QApplication::setApplicationVersion(TRAINMEM_VERSION_STRING);

@@ -158,6 +158,51 @@ TEST(AtomicOutput, AFailedRunLeavesTheExistingOutputWhole) {
   for (llvm::sys::fs::directory_iterator It(Dir, EC), End; It != End && !EC; It.increment(EC))
     ++Left;
   EXPECT_EQ(Left, 1) << "a temporary file was left beside the output";
+  // Read and written by its owner, read by others (umask 022 at most): not executable.
+  auto Perms = llvm::sys::fs::getPermissions(Out);
+  ASSERT_TRUE(bool(Perms));
+  EXPECT_EQ(*Perms & llvm::sys::fs::all_exe, 0);
+  llvm::sys::fs::remove_directories(Dir);
+}
+
+TEST(AtomicOutput, AWriteThatFailsLeavesTheExistingOutputWhole) {
+  // The report cannot be written whole (a file size limit of one block, as a full disk
+  // would cut it): an error naming the file and exit code 1, not SIGXFSZ's kill, and the
+  // file that was there is left as it was, with no temporary file beside it. On stdout
+  // the same: an error and exit code 1.
+  llvm::SmallString<128> Dir;
+  ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("trainmem-full", Dir));
+  const std::string Out = (Dir + "/report.json").str(), Err = (Dir + "/stderr.txt").str();
+  {
+    std::error_code EC;
+    llvm::raw_fd_ostream OS(Out, EC);
+    OS << "the previous report\n";
+  }
+  const std::string Config =
+      std::string(TRAINMEM_SOURCE_DIR) + "/samples/hf/tiny-llama/config.json";
+  const std::string Stdout = (Dir + "/stdout.json").str();
+  auto runLimited = [&](const std::string &Output) {
+    // ulimit -f counts 512- or 1024-byte blocks: one is far below the report's size.
+    std::optional<llvm::StringRef> Redirects[] = {std::nullopt, llvm::StringRef(Stdout),
+                                                  llvm::StringRef(Err)};
+    return llvm::sys::ExecuteAndWait(
+        "/bin/sh",
+        {"sh", "-c", "ulimit -f 1 && exec \"$0\" \"$@\"", TRAINMEM_BINARY, "analyze",
+         "--hf-config=" + Config, "--dim", "batch=1", "--dim", "seq=8", "--format=json", "-o",
+         Output},
+        std::nullopt, Redirects, 60);
+  };
+  EXPECT_EQ(runLimited(Out), 1);
+  EXPECT_EQ(slurp(Out), "the previous report\n");
+  EXPECT_NE(slurp(Err).find("report.json': File too large"), std::string::npos) << slurp(Err);
+  EXPECT_EQ(slurp(Err).find("Stack dump"), std::string::npos) << slurp(Err);
+  std::error_code EC;
+  int Left = 0;
+  for (llvm::sys::fs::directory_iterator It(Dir, EC), End; It != End && !EC; It.increment(EC))
+    ++Left;
+  EXPECT_EQ(Left, 3) << "a temporary file was left beside the output"; // and the two logs
+  EXPECT_EQ(runLimited("-"), 1);
+  EXPECT_NE(slurp(Err).find("<stdout>': File too large"), std::string::npos) << slurp(Err);
   llvm::sys::fs::remove_directories(Dir);
 }
 

@@ -206,7 +206,7 @@ public:
   /// batches of Batch records are sorted in memory and written out in turn, and the
   /// batches merged, 64 at a time, so that memory stays bounded however disordered the
   /// records are. False, with the reason in Why, where records kept in the temporary file
-  /// cannot be read back (the stream is then as it was).
+  /// cannot be read back (the stream then still holds every record, not yet in order).
   bool sortByTime(std::string &Why, size_t Batch = DefaultSortBatch);
   /// Records sorted in memory at a time past 64 runs: 128 Ki, 6 MiB of memory records.
   static constexpr size_t DefaultSortBatch = size_t(1) << 17;

@@ -249,6 +249,41 @@ TEST(ChromeTrace, LearnedMemberTextReadsAsTheStepsRead) {
   }
 }
 
+TEST(ChromeTrace, LearnedMemberTextIsMatchedToItsLastByte) {
+  // A learned literal is compared 16 bytes at a time under a mask of its bytes: a key that
+  // differs from a learned one in a single byte, at every place of the literal's blocks
+  // (its 's' from the 7th to the 45th byte, spaces before the key and after the colon
+  // putting it first, last or inside a whole or a partial block, up to the longest
+  // literal kept), must read as the steps read it: "Bytez" is no Bytes, so the event is
+  // no allocation.
+  for (int Spaces = 0; Spaces <= 38; ++Spaces)
+  for (int After : {1, 2, 9, 17, 25, 33}) {
+    if (Spaces + 9 + After > 48) // the literal: ',', the spaces, "Bytes":, the spaces after
+      continue;
+    const std::string Gap = "," + std::string(static_cast<size_t>(Spaces), ' ');
+    const std::string Colon = ":" + std::string(static_cast<size_t>(After), ' ');
+    auto event = [&](int I, const char *Key) {
+      return "{\"ph\": \"i\", \"name\": \"[memory]\", \"ts\": " + std::to_string(10 + I) +
+             ", \"args\": {\"Device Type\": 1" + Gap + "\"" + Key + "\"" + Colon + "512}}";
+    };
+    std::string Text = "{\"traceEvents\": [";
+    for (int I = 0; I < 12; ++I)
+      Text += (I ? ",\n" : "") + event(I, "Bytes");
+    Text += ",\n" + event(12, "Bytez") + ",\n" + event(13, "Bytes") + "]}";
+    SCOPED_TRACE("the key's last letter at byte " + std::to_string(Spaces + 6) +
+                 " of a literal of " + std::to_string(Spaces + 9 + After));
+    const std::string Path = tempFile(".json", Text);
+    TraceOptions InPlace, Steps;
+    Steps.ChunkBytes = 1; // no in-place reading: nothing learned
+    auto A = importChromeTrace(Path, InPlace), B = importChromeTrace(Path, Steps);
+    llvm::sys::fs::remove(Path);
+    ASSERT_TRUE(A && B);
+    EXPECT_EQ(A->selected().Events, 13);
+    EXPECT_EQ(A->selected().Peak, 13 * 512);
+    EXPECT_TRUE(reportJson(*A) == reportJson(*B));
+  }
+}
+
 TEST(ChromeTrace, InPlaceReadingKeepsErrorsAndOffsets) {
   const std::string Cases[] = {
       R"({"traceEvents": [{"ph": "i", "ts": 1,)",

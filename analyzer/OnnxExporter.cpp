@@ -8,6 +8,8 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/OnnxExporter.h"
 
+#include "analyzer/PendingFile.h"
+
 #include "llvm/ADT/APFloat.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MathExtras.h"
@@ -315,66 +317,6 @@ std::string normalizedDomain(const std::string &Domain) {
   return Domain == "ai.onnx" ? std::string() : Domain;
 }
 
-/// A temporary file beside its destination that is removed unless committed, so no
-/// error path can leave a partial file behind.
-class PendingFile {
-public:
-  static llvm::Expected<PendingFile> create(const std::string &FinalPath) {
-    llvm::Expected<llvm::sys::fs::TempFile> Temp =
-        llvm::sys::fs::TempFile::create(FinalPath + "-%%%%%%%%.tmp");
-    if (!Temp) {
-      std::error_code EC = llvm::errorToErrorCode(Temp.takeError());
-      return makeError(FinalPath, "cannot create a temporary file in its folder: " +
-                                      EC.message(), EC);
-    }
-    PendingFile P;
-    P.File.emplace(std::move(*Temp));
-    P.FinalPath = FinalPath;
-    return P;
-  }
-  PendingFile() = default;
-  // A moved-from PendingFile owns nothing, so its destructor must not discard.
-  PendingFile(PendingFile &&Other)
-      : File(std::move(Other.File)), FinalPath(std::move(Other.FinalPath)) {
-    Other.File.reset();
-  }
-  PendingFile &operator=(PendingFile &&) = delete;
-  ~PendingFile() {
-    if (File)
-      llvm::consumeError(File->discard());
-  }
-
-  int fd() const { return File->FD; }
-
-  /// Renames the temporary file over the final path.
-  llvm::Error commit() {
-    llvm::Error E = File->keep(FinalPath);
-    File.reset();
-    if (E) {
-      std::error_code EC = llvm::errorToErrorCode(std::move(E));
-      return makeError(FinalPath, "cannot rename the temporary file into place: " +
-                                      EC.message(), EC);
-    }
-    return llvm::Error::success();
-  }
-
-private:
-  std::optional<llvm::sys::fs::TempFile> File;
-  std::string FinalPath;
-};
-
-llvm::Error writeBytes(PendingFile &File, const std::string &Path, const std::string &Bytes) {
-  llvm::raw_fd_ostream OS(File.fd(), /*shouldClose=*/false);
-  OS.write(Bytes.data(), Bytes.size());
-  OS.flush();
-  if (std::error_code EC = OS.error()) {
-    // raw_fd_ostream aborts the process in its destructor on an unchecked error.
-    OS.clear_error();
-    return makeError(Path, EC.message(), EC);
-  }
-  return llvm::Error::success();
-}
-
 /// Completes graph outputs and value_info whose shape or dtype the IR does not know
 /// from ONNX's own inference, if it derives them: the checker requires both on every
 /// graph output, and a derived shape is not an invented one. What the IR knows is never
@@ -666,7 +608,8 @@ llvm::Error exportWeightlessOnnx(const Graph &G, const std::string &OutPath,
   llvm::Expected<PendingFile> ModelFile = PendingFile::create(OutPath);
   if (!ModelFile)
     return ModelFile.takeError();
-  if (llvm::Error E = writeBytes(*ModelFile, OutPath, Bytes))
+  ModelFile->os().write(Bytes.data(), Bytes.size());
+  if (llvm::Error E = ModelFile->finishWriting())
     return E;
 
   if (ExternalBytes == 0)

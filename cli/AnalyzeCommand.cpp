@@ -9,10 +9,10 @@
 
 #include "analyzer/MemoryReport.h"
 #include "analyzer/ModelImporter.h"
+#include "analyzer/PendingFile.h"
 #include "analyzer/ReportWriters.h"
 #include "planner/StepPrediction.h"
 
-#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -23,52 +23,29 @@ int reportError(llvm::Error E) {
   return ExitInputError;
 }
 
-// llvm::writeToOutput's steps (stdout for "-", else a temporary file beside Path renamed
-// over it once whole), written out here because LLVM 16's neither checks the stream
-// before the rename (a full disk or a file past ulimit -f put a cut file in place of the
-// user's, then aborted on the stream's error) nor leaves the executable bits out of the
-// file's mode.
 llvm::Error writeOutput(llvm::StringRef Path,
                         llvm::function_ref<llvm::Error(llvm::raw_ostream &)> Write) {
-  // The stream's write error, cleared (else its destructor aborts), as an error naming Name.
-  auto streamError = [](llvm::raw_fd_ostream &OS, llvm::StringRef Name) -> llvm::Error {
-    OS.flush();
-    if (!OS.has_error())
-      return llvm::Error::success();
-    const std::error_code EC = OS.error();
-    OS.clear_error();
-    return llvm::createFileError(Name, EC);
-  };
   if (Path == "-") {
-    if (llvm::Error E = Write(llvm::outs()))
+    llvm::raw_fd_ostream &Out = llvm::outs();
+    if (llvm::Error E = Write(Out))
       return E;
-    return streamError(llvm::outs(), "<stdout>");
+    Out.flush();
+    if (!Out.has_error())
+      return llvm::Error::success();
+    const std::error_code EC = Out.error();
+    Out.clear_error(); // else its destructor aborts
+    return llvm::createStringError(EC, "cannot write to stdout: %s", EC.message().c_str());
   }
   if (Path == "/dev/null") {
     llvm::raw_null_ostream Null;
     return Write(Null);
   }
-  llvm::Expected<llvm::sys::fs::TempFile> Temp = llvm::sys::fs::TempFile::create(
-      Path + ".temp-stream-%%%%%%", llvm::sys::fs::all_read | llvm::sys::fs::all_write);
-  if (!Temp)
-    return llvm::createFileError(Path, Temp.takeError());
-  llvm::Error Failed = llvm::Error::success();
-  {
-    llvm::raw_fd_ostream Out(Temp->FD, /*shouldClose=*/false);
-    Failed = Write(Out);
-    if (!Failed)
-      Failed = streamError(Out, Path);
-    else
-      Out.clear_error(); // the write's own error is the one reported
-  }
-  if (Failed) {
-    if (llvm::Error Discard = Temp->discard())
-      return llvm::joinErrors(std::move(Failed), std::move(Discard));
-    return Failed;
-  }
-  if (llvm::Error E = Temp->keep(Path))
-    return llvm::createFileError(Path, std::move(E));
-  return llvm::Error::success();
+  llvm::Expected<PendingFile> File = PendingFile::create(Path);
+  if (!File)
+    return File.takeError();
+  if (llvm::Error E = Write(File->os()))
+    return E; // the file is discarded as it goes
+  return File->commit();
 }
 
 llvm::Expected<MemoryReport> predictStep(StepRequest &Request) {

@@ -70,10 +70,10 @@ llvm::Error recordReportRun(const std::string &Command, const StepRequest &Reque
 /// Prints "trainmem: error: MESSAGE" to stderr and returns ExitInputError.
 int reportError(llvm::Error E);
 
-/// Writes an output through Write: to stdout for "-", else to a temporary file beside
-/// Path that is renamed over it once whole (mode 0666 less the umask). A failed write (a
-/// full disk, a file past ulimit -f) is an error naming Path, and leaves the file that
-/// was there as it was.
+/// Writes an output through Write: to stdout for "-", else through a PendingFile
+/// (analyzer/PendingFile.h), renamed over Path once whole. A failed write (a full disk, a
+/// file past ulimit -f) is an error naming Path, and leaves the file that was there as
+/// it was.
 llvm::Error writeOutput(llvm::StringRef Path,
                         llvm::function_ref<llvm::Error(llvm::raw_ostream &)> Write);
 

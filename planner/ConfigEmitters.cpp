@@ -13,6 +13,8 @@
 #include "planner/CheckpointOptimal.h"
 #include "planner/EmitterSupport.h"
 
+#include "analyzer/PendingFile.h"
+
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/Twine.h"
 #include "llvm/Support/FileSystem.h"
@@ -193,39 +195,24 @@ llvm::Error writeConfigs(ConfigTarget Target, const TrainingSetup &Setup,
     return error(Dir + ": cannot create the folder: " + EC.message());
 
   // Every file goes to a temporary beside its destination first; only when all are
-  // written are they renamed into place, so a failure leaves no partial set.
-  std::vector<std::pair<std::string, llvm::sys::fs::TempFile>> Pending;
-  auto DiscardFrom = [&](size_t First) {
-    for (size_t I = First; I < Pending.size(); ++I)
-      llvm::consumeError(Pending[I].second.discard());
-  };
+  // written are they renamed into place, so a failure leaves no partial set (the files
+  // not yet renamed are discarded as Pending goes).
+  std::vector<PendingFile> Pending;
+  Pending.reserve(Files->size());
   for (const auto &[Name, Text] : *Files) {
     llvm::SmallString<256> Path(Dir);
     llvm::sys::path::append(Path, Name);
-    llvm::Expected<llvm::sys::fs::TempFile> Temp =
-        llvm::sys::fs::TempFile::create(Path + "-%%%%%%%%.tmp");
-    if (!Temp) {
-      DiscardFrom(0);
-      return error(Path + ": cannot create a temporary file in its folder: " +
-                   llvm::toString(Temp.takeError()));
-    }
-    llvm::raw_fd_ostream OS(Temp->FD, /*shouldClose=*/false);
-    OS << Text;
-    OS.flush();
-    if (std::error_code EC = OS.error()) {
-      OS.clear_error(); // raw_fd_ostream aborts in its destructor on an unchecked error
-      llvm::consumeError(Temp->discard());
-      DiscardFrom(0);
-      return error(Path + ": cannot write: " + EC.message());
-    }
-    Pending.emplace_back(Path.str().str(), std::move(*Temp));
+    llvm::Expected<PendingFile> File = PendingFile::create(Path);
+    if (!File)
+      return File.takeError();
+    File->os() << Text;
+    if (llvm::Error E = File->finishWriting())
+      return E;
+    Pending.push_back(std::move(*File));
   }
-  for (size_t I = 0; I < Pending.size(); ++I)
-    if (llvm::Error E = Pending[I].second.keep(Pending[I].first)) {
-      DiscardFrom(I + 1);
-      return error(Pending[I].first + ": cannot rename the temporary file into place: " +
-                   llvm::toString(std::move(E)));
-    }
+  for (PendingFile &File : Pending)
+    if (llvm::Error E = File.commit())
+      return E;
   return llvm::Error::success();
 }
 

@@ -202,7 +202,8 @@ TEST(AtomicOutput, AWriteThatFailsLeavesTheExistingOutputWhole) {
     ++Left;
   EXPECT_EQ(Left, 3) << "a temporary file was left beside the output"; // and the two logs
   EXPECT_EQ(runLimited("-"), 1);
-  EXPECT_NE(slurp(Err).find("<stdout>': File too large"), std::string::npos) << slurp(Err);
+  EXPECT_NE(slurp(Err).find("cannot write to stdout: File too large"), std::string::npos)
+      << slurp(Err);
   llvm::sys::fs::remove_directories(Dir);
 }
 

@@ -598,19 +598,24 @@ size_t keepFreedMemoryForReuse(size_t HugePageReserve) {
   // reserve stays below the trim threshold, so freeing never hands it back; a run that
   // needs more grows the heap in small pages as before.
   if (HugePageReserve > 0 && HugePageReserve <= TrimThreshold - (8 << 20)) {
-    uintptr_t Start = reinterpret_cast<uintptr_t>(sbrk(0));
     // Above the mmap threshold for this one block, so that it comes from the heap; through
-    // a volatile pointer, as compilers drop a malloc that is freed unused.
+    // a volatile pointer, as compilers drop a malloc that is freed unused. The block's own
+    // range is what is marked, not the heap's growth: in a process whose heap already has
+    // free memory at its top (a test binary after other tests), the block takes that first
+    // and the heap grows by less.
     mallopt(M_MMAP_THRESHOLD, TrimThreshold);
     void *volatile Block = malloc(HugePageReserve);
-    free(Block);
-    mallopt(M_MMAP_THRESHOLD, MmapThreshold);
-    uintptr_t End = reinterpret_cast<uintptr_t>(sbrk(0));
+    uintptr_t Start = reinterpret_cast<uintptr_t>(static_cast<void *>(Block));
+    uintptr_t End = Start + HugePageReserve;
     constexpr uintptr_t HugePage = 2 << 20;
     uintptr_t From = (Start + HugePage - 1) & ~(HugePage - 1), To = End & ~(HugePage - 1);
-    if (Start != uintptr_t(-1) && To > From &&
+    // Marked while still allocated, and only where the block lies below the heap's end: a
+    // block the allocator had to map on its own goes back to the kernel when freed.
+    if (Start != 0 && To > From && End <= reinterpret_cast<uintptr_t>(sbrk(0)) &&
         madvise(reinterpret_cast<void *>(From), To - From, MADV_HUGEPAGE) == 0)
       Marked = To - From;
+    free(Block);
+    mallopt(M_MMAP_THRESHOLD, MmapThreshold);
   }
 #else
   (void)HugePageReserve;

@@ -131,8 +131,8 @@ int64_t peakBetweenGaloreRefreshes(const std::vector<TimelinePoint> &Timeline);
 /// Process-wide, so the programs' main() calls it; libraries never do. No effect where the
 /// C library is not glibc.
 ///
-/// With HugePageReserve > 0 (the CLI: one short run per process), the heap also grows
-/// once by that many bytes, asking the kernel for transparent huge pages on them
+/// With HugePageReserve > 0 (the CLI: one short run per process), the heap also keeps
+/// that many bytes free (growing once if it must), asking the kernel for transparent huge pages on them
 /// (madvise(MADV_HUGEPAGE), as glibc's own glibc.malloc.hugetlb=1 does): a run then
 /// faults its memory in 2 MiB at a time instead of 4 KiB. Virtual until touched; where
 /// the kernel offers no huge pages, or the heap cannot grow in place (sanitizers'

@@ -1,7 +1,8 @@
 //===- HeapReserveTest.cpp - the CLI's heap in transparent huge pages -----------===//
 //
-// keepFreedMemoryForReuse(Reserve) grows the heap once and marks the new part
-// MADV_HUGEPAGE. A compiler that drops the malloc/free pair, or a block that ends up in a
+// keepFreedMemoryForReuse(Reserve) keeps Reserve bytes of the heap free (growing it once
+// if it must) and marks them MADV_HUGEPAGE, in a fresh process (ctest) or after other
+// tests have left free memory at the heap's top (the whole binary in one run). A compiler that drops the malloc/free pair, or a block that ends up in a
 // mapping of its own, leaves nothing marked: the kernel's own account of the heap
 // (/proc/self/smaps, VmFlags "hg") is what this test reads.
 //
@@ -62,7 +63,7 @@ uint64_t heapBytesMarkedForHugePages() {
   return Marked;
 }
 
-TEST(HeapReserve, MarksTheHeapsNewPartForHugePages) {
+TEST(HeapReserve, MarksTheReservedPartOfTheHeapForHugePages) {
 #if !defined(__GLIBC__)
   GTEST_SKIP() << "the heap is tuned for glibc only";
 #endif

@@ -10,7 +10,7 @@
 # ratio_first: what a one-shot script pays for them); and as a process, start to exit,
 # like trainmem (python_proc_ms, ratio_proc). start_ms is `trainmem --version`: the
 # process start and exit every trainmem run pays before and after any work (loading its
-# shared libraries: ONNX, protobuf, libstdc++, the CUDA runtime). Prints a table with
+# shared libraries: ONNX, protobuf, libstdc++). Prints a table with
 # nodes, the times, the ratios and trainmem's peak RSS, then a least-squares line through
 # trainmem's times against the node counts (milliseconds per 1,000 nodes, the intercept,
 # R^2) to show the growth is linear.

@@ -61,3 +61,14 @@ if(CMAKE_CUDA_COMPILER AND CUDAToolkit_FOUND AND TARGET CUDA::cupti)
 else()
   option(TRAINMEM_WITH_CUDA "Build the CUDA kernels and the CUPTI probe" OFF)
 endif()
+# The CUDA runtime is linked statically, as nvcc does by default and PyTorch does (its
+# profiler's CUPTI works with it): linked as libcudart.so, every trainmem command, an HF
+# config's analysis too, refused to start where that file is missing (a CUDA toolkit
+# removed or upgraded after the build: "error while loading shared libraries"), and each
+# start paid 0.2-0.3 ms to load it. The static runtime opens the driver (libcuda.so.1) at
+# its first call and answers "no device" where there is none.
+if(TARGET CUDA::cudart_static)
+  set(TRAINMEM_CUDART CUDA::cudart_static)
+else()
+  set(TRAINMEM_CUDART CUDA::cudart)
+endif()

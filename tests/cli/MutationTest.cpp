@@ -15,8 +15,13 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <optional>
 #include <random>
+
+#include <elf.h>
 
 namespace {
 
@@ -247,6 +252,85 @@ TEST(Limits, DeeplyNestedJsonIsAnErrorNotAStackOverflow) {
     EXPECT_NE(Stderr.find("nested"), std::string::npos) << C.File << ": " << Stderr;
   }
   llvm::sys::fs::remove_directories(Dir);
+}
+
+} // namespace
+
+namespace {
+
+/// The shared libraries an ELF executable names (DT_NEEDED), read from its dynamic
+/// section through the program headers, as the dynamic loader reads them; empty with
+/// Why set where the file is not a 64-bit ELF this code can read.
+std::vector<std::string> neededLibraries(const std::string &Data, std::string &Why) {
+  std::vector<std::string> Names;
+  auto Fits = [&](uint64_t Off, uint64_t Size) {
+    return Off <= Data.size() && Size <= Data.size() - Off;
+  };
+  if (!Fits(0, sizeof(Elf64_Ehdr)) || Data.compare(0, SELFMAG, ELFMAG) != 0 ||
+      Data[EI_CLASS] != ELFCLASS64) {
+    Why = "not a 64-bit ELF file";
+    return Names;
+  }
+  Elf64_Ehdr Eh;
+  std::memcpy(&Eh, Data.data(), sizeof Eh);
+  std::vector<Elf64_Phdr> Ph(Eh.e_phnum);
+  if (Eh.e_phentsize != sizeof(Elf64_Phdr) || !Fits(Eh.e_phoff, Ph.size() * sizeof(Elf64_Phdr))) {
+    Why = "program headers out of the file";
+    return Names;
+  }
+  std::memcpy(Ph.data(), Data.data() + Eh.e_phoff, Ph.size() * sizeof(Elf64_Phdr));
+  // An address of the loaded image, as an offset in the file.
+  auto OffsetOf = [&](uint64_t Addr) -> std::optional<uint64_t> {
+    for (const Elf64_Phdr &P : Ph)
+      if (P.p_type == PT_LOAD && Addr >= P.p_vaddr && Addr - P.p_vaddr < P.p_filesz)
+        return P.p_offset + (Addr - P.p_vaddr);
+    return std::nullopt;
+  };
+  for (const Elf64_Phdr &P : Ph) {
+    if (P.p_type != PT_DYNAMIC)
+      continue;
+    if (!Fits(P.p_offset, P.p_filesz)) {
+      Why = "dynamic section out of the file";
+      return Names;
+    }
+    std::vector<Elf64_Dyn> Dyn(P.p_filesz / sizeof(Elf64_Dyn));
+    std::memcpy(Dyn.data(), Data.data() + P.p_offset, Dyn.size() * sizeof(Elf64_Dyn));
+    std::optional<uint64_t> StrTab;
+    for (const Elf64_Dyn &D : Dyn)
+      if (D.d_tag == DT_STRTAB)
+        StrTab = OffsetOf(D.d_un.d_ptr);
+    if (!StrTab) {
+      Why = "no string table for the dynamic section";
+      return Names;
+    }
+    for (const Elf64_Dyn &D : Dyn) {
+      if (D.d_tag == DT_NULL)
+        break;
+      if (D.d_tag == DT_NEEDED && *StrTab + D.d_un.d_val < Data.size())
+        Names.emplace_back(Data.c_str() + *StrTab + D.d_un.d_val);
+    }
+  }
+  return Names;
+}
+
+// The CUDA runtime is linked statically (cmake/Dependencies.cmake): a trainmem that named
+// libcudart.so refused every command, an HF config's analysis too, where that file was
+// gone (a CUDA toolkit removed or upgraded after the build). CUPTI is opened when a
+// measurement starts, and the driver by the runtime at its first call.
+TEST(Binary, NamesNoCudaLibraryItCannotStartWithout) {
+  auto Buffer = llvm::MemoryBuffer::getFile(TRAINMEM_BINARY);
+  ASSERT_TRUE(Buffer) << TRAINMEM_BINARY << ": " << Buffer.getError().message();
+  std::string Why;
+  std::vector<std::string> Needed = neededLibraries((*Buffer)->getBuffer().str(), Why);
+  ASSERT_TRUE(Why.empty()) << TRAINMEM_BINARY << ": " << Why;
+  // Every executable names the C library: an empty list means the reader failed.
+  ASSERT_TRUE(std::find_if(Needed.begin(), Needed.end(), [](const std::string &N) {
+                return llvm::StringRef(N).starts_with("libc.so");
+              }) != Needed.end())
+      << "libc.so not among the libraries read";
+  for (const std::string &N : Needed)
+    for (const char *Cuda : {"libcudart", "libcupti", "libcuda.", "libcublas"})
+      EXPECT_FALSE(llvm::StringRef(N).starts_with(Cuda)) << TRAINMEM_BINARY << " needs " << N;
 }
 
 } // namespace

@@ -418,6 +418,12 @@ std::vector<OptimizerStatePart> optimizerStateOf(const CensusParameter &P,
   switch (Setup.Optimizer) {
   case OptimizerKind::Adam:
   case OptimizerKind::AdamW:
+    // torch.optim's Adam(W) keeps `step` as a scalar tensor on the host unless the
+    // implementation is fused (or capturable): "Deliberately host `step` on CPU if both
+    // capturable and fused are off" (_init_group, PyTorch 1.12 on). On a CUDA device it
+    // then takes no device memory; on the CPU the host is the device.
+    if (Setup.Device == DeviceKind::Cuda && Setup.Impl != OptimizerImpl::Fused)
+      return {{"exp_avg", Full}, {"exp_avg_sq", Full}};
     return {{"exp_avg", Full}, {"exp_avg_sq", Full}, {"step", 4}};
   case OptimizerKind::Sgd:
     return {};

@@ -41,7 +41,9 @@ constexpr int64_t MlpParams = 8 * 16 + 16 + 16 * 4 + 4; // 212
 
 TEST(Census, AdamWKeepsTwoMomentsAndAStepTensorPerParameter) {
   Graph G = twoLayerMlp();
-  ParameterCensus C = census(G);
+  TrainingSetup S;
+  S.Device = DeviceKind::Cpu;
+  ParameterCensus C = census(G, S);
   EXPECT_EQ(C.TotalParameters, MlpParams);
   EXPECT_EQ(C.TrainableParameters, MlpParams);
   EXPECT_EQ(C.weightBytes(), MlpParams * 4);
@@ -51,6 +53,25 @@ TEST(Census, AdamWKeepsTwoMomentsAndAStepTensorPerParameter) {
   ASSERT_EQ(C.OptimizerStates.size(), 3u);
   EXPECT_EQ(C.OptimizerStates[2].Name, "step");
   EXPECT_EQ(C.OptimizerStates[2].Bytes, 16);
+}
+
+// torch.optim's Adam(W) hosts `step` on the CPU unless it is fused (or capturable):
+// on a CUDA device only the fused implementation keeps it in device memory.
+TEST(Census, AdamsStepIsDeviceMemoryOnCudaOnlyWhenFused) {
+  Graph G = twoLayerMlp();
+  TrainingSetup S;
+  S.Device = DeviceKind::Cuda;
+  for (OptimizerImpl I : {OptimizerImpl::ForLoop, OptimizerImpl::Foreach}) {
+    S.Impl = I;
+    ParameterCensus C = census(G, S);
+    EXPECT_EQ(C.OptimizerStateBytes, 2 * MlpParams * 4) << optimizerImplName(I);
+    EXPECT_EQ(C.OptimizerStates.size(), 2u) << optimizerImplName(I);
+  }
+  S.Impl = OptimizerImpl::Fused;
+  ParameterCensus C = census(G, S);
+  EXPECT_EQ(C.OptimizerStateBytes, 2 * MlpParams * 4 + 4 * 4);
+  ASSERT_EQ(C.OptimizerStates.size(), 3u);
+  EXPECT_EQ(C.OptimizerStates[2].Name, "step");
 }
 
 TEST(Census, SgdVariantsAndLion) {
@@ -93,6 +114,7 @@ TEST(Census, Bf16HalvesWeightsGradsAndMomentsButNotTheStep) {
   Graph G = twoLayerMlp();
   TrainingSetup S;
   S.Prec = Precision::Bf16;
+  S.Device = DeviceKind::Cpu; // where `step` is in the device's memory
   ParameterCensus C = census(G, S);
   EXPECT_EQ(C.weightBytes(), MlpParams * 2);
   EXPECT_EQ(C.GradientBytes, MlpParams * 2);
@@ -108,7 +130,7 @@ TEST(Census, MixedPrecisionKeepsFp32MasterWeightsAndStates) {
   EXPECT_EQ(C.weightBytes(), MlpParams * 2);
   EXPECT_EQ(C.GradientBytes, MlpParams * 2);
   EXPECT_EQ(C.MasterWeightBytes, MlpParams * 4);
-  EXPECT_EQ(C.OptimizerStateBytes, 2 * MlpParams * 4 + 16);
+  EXPECT_EQ(C.OptimizerStateBytes, 2 * MlpParams * 4); // `step` on the host (CUDA, for-loop)
 }
 
 TEST(Census, AmpKeepsEverythingFp32) {
@@ -129,7 +151,7 @@ TEST(Census, TrainableFileSelectsByInitializerName) {
   EXPECT_EQ(C.TotalParameters, MlpParams);
   EXPECT_EQ(C.TrainableParameters, 16 * 4 + 4);
   EXPECT_EQ(C.GradientBytes, (16 * 4 + 4) * 4);
-  EXPECT_EQ(C.OptimizerStateBytes, 2 * (16 * 4 + 4) * 4 + 2 * 4);
+  EXPECT_EQ(C.OptimizerStateBytes, 2 * (16 * 4 + 4) * 4); // `step` on the host
 }
 
 TEST(Census, TrainableFileNamingNoParameterIsAnError) {

@@ -4,12 +4,14 @@
 // They run on GPUs with PyTorch 2.x, where the fixtures (CPU, torch 1.13) cannot reach.
 //
 //===----------------------------------------------------------------------------===//
+#include "analyzer/CachingAllocatorModel.h"
 #include "analyzer/ModelImporter.h"
 #include "analyzer/ParameterCensus.h"
 #include "analyzer/StepSimulator.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 
@@ -52,4 +54,87 @@ TEST(PublishedFigures, OptimumBenchmarkBertBaseTrainingOnAGpu) {
   S.Torch = TorchVersion::V1_13;
   StepSimulation Old = simulate("bert-base-uncased", 2, 16, S);
   EXPECT_EQ(Old.Peak - R.Peak, 109514298LL * 4);
+}
+
+// Hugging Face's "Model training anatomy" and "Methods and tools for efficient training on
+// a single GPU" (transformers docs, January 2022; the same run in both): bert-large-uncased
+// as a sequence classifier (two labels), 512 random token ids a row and no attention mask
+// in the data, transformers' Trainer with its defaults of then, on a Tesla V100-SXM2 16GB
+// (driver 460.91.03, CUDA 11.2). Each figure is nvidia-smi's "used" (pynvml, in MiB) after
+// an epoch, so the caching allocator's reserve plus everything outside it; the doc measured
+// the latter as 1,343 MiB (the context and PyTorch's kernels, loaded whole before CUDA
+// 11.7's lazy loading) before the model was loaded. That is taken off the figure and
+// trainmem's own context estimate off its peak_reserved, leaving the allocator's reserve
+// to compare.
+//
+// The setup is what PyTorch 1.10 and transformers 4.15 did then: eager attention (no
+// SDPA), zero_grad() zeroing the gradients in place rather than freeing them (the default
+// became set_to_none in PyTorch 2.0), for-loop AdamW; fp16 is autocast with a gradient
+// scaler, gradient checkpointing every layer, Adafactor transformers' own and 8-bit Adam
+// bitsandbytes'. Not modelled, so part of the error: transformers' AdamW of then
+// (adamw_hf) kept one parameter-sized temporary where torch.optim's keeps two (119 MiB
+// here, where the optimizer step is the peak: the checkpointed runs), cuBLAS's kernels
+// (loaded at the first matmul, after the context was measured), and the fragmentation of
+// the earlier steps (the replay starts from an empty allocator; a trial replay of a first
+// step, its states made at the optimizer step, lowered the batch-4 reserves rather than
+// raising them). The four runs at batch 4 come out 8-13% short, the five at batch 1 within
+// 4%.
+TEST(PublishedFigures, HfTrainingAnatomyBertLargeOnAV100) {
+  const std::string Config =
+      std::string(TRAINMEM_SOURCE_DIR) + "/tests/data/published/bert-large-uncased/config.json";
+  constexpr double MiB = 1 << 20, ContextMeasured = 1343;
+  struct Case {
+    const char *Name;
+    int64_t Batch, Accumulate;
+    bool Checkpoint;
+    Precision Prec;
+    OptimizerKind Optimizer;
+    double Published; ///< nvidia-smi "used", MiB
+  };
+  const Case Cases[] = {
+      {"batch 4", 4, 1, false, Precision::Fp32, OptimizerKind::AdamW, 14949},
+      {"batch 1 x 4 accumulated", 1, 4, false, Precision::Fp32, OptimizerKind::AdamW, 8681},
+      {"  + checkpointing", 1, 4, true, Precision::Fp32, OptimizerKind::AdamW, 6775},
+      {"batch 4, fp16", 4, 1, false, Precision::AmpFp16, OptimizerKind::AdamW, 13939},
+      {"1 x 4, checkpointing, fp16", 1, 4, true, Precision::AmpFp16, OptimizerKind::AdamW, 7275},
+      {"batch 4, Adafactor", 4, 1, false, Precision::Fp32, OptimizerKind::Adafactor, 12295},
+      {"1 x 4, checkpointing, fp16, Adafactor", 1, 4, true, Precision::AmpFp16,
+       OptimizerKind::Adafactor, 4847},
+      {"batch 4, 8-bit Adam", 4, 1, false, Precision::Fp32, OptimizerKind::AdamW8bit, 13085},
+      {"1 x 4, checkpointing, fp16, 8-bit Adam", 1, 4, true, Precision::AmpFp16,
+       OptimizerKind::AdamW8bit, 5363},
+  };
+  const double Context =
+      static_cast<double>(estimateCudaRuntimeOverhead("v100-sxm2-16gb").ContextBytes) / MiB;
+  double Worst = 0;
+  for (const Case &C : Cases) {
+    ImportOptions O;
+    O.Dims = {{"batch", C.Batch}, {"seq", 512}};
+    auto G = importHfConfig(Config, O);
+    ASSERT_TRUE(static_cast<bool>(G)) << llvm::toString(G.takeError());
+    TrainingSetup S;
+    S.Device = DeviceKind::Cuda;
+    S.Gpu = "v100-sxm2-16gb";
+    S.Attention = AttentionImpl::Eager;
+    S.Torch = TorchVersion::V1_13;
+    S.KeepGrads = true;
+    S.GradAccum = C.Accumulate;
+    S.Checkpoint = C.Checkpoint ? "blocks" : "none";
+    S.Prec = C.Prec;
+    S.Optimizer = C.Optimizer;
+    auto Census = takeCensus(*G, S);
+    ASSERT_TRUE(static_cast<bool>(Census)) << llvm::toString(Census.takeError());
+    auto R = simulateStep(*G, S, *Census);
+    ASSERT_TRUE(static_cast<bool>(R)) << llvm::toString(R.takeError());
+    ASSERT_TRUE(R->PeakReserved.has_value());
+    double Predicted = static_cast<double>(*R->PeakReserved) / MiB - Context;
+    double Measured = C.Published - ContextMeasured;
+    double Error = 100.0 * (Predicted - Measured) / Measured;
+    Worst = std::max(Worst, std::fabs(Error));
+    std::printf("bert-large-uncased on a V100, %-40s reserve: predicted %6.0f MiB, published "
+                "%5.0f - %4.0f = %5.0f MiB, error %+5.1f%%\n",
+                C.Name, Predicted, C.Published, ContextMeasured, Measured, Error);
+    EXPECT_LE(std::fabs(Error), 15.0) << C.Name;
+  }
+  std::printf("bert-large-uncased on a V100: worst |error| %.1f%% over 9 published runs\n", Worst);
 }

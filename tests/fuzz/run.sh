@@ -21,7 +21,8 @@ seed() { # seed TARGET FILE [PREFIX-BYTE]: copy FILE into TARGET's seed folder
 
 for f in "$root"/tests/data/traces/*; do
   case $f in
-    *kineto*) seed FuzzTraces "$f" 0 ;;
+    # Chrome traces behind six ways of keeping their records (FuzzTraces.cpp).
+    *kineto*) for b in 0 6 18 30 36 66; do seed FuzzTraces "$f" $b; done ;;
     *timeline*) seed FuzzTraces "$f" 1 ;;
     *snapshot*.pickle|*pickle_values*) seed FuzzTraces "$f" 2; seed FuzzUnpickle "$f" ;;
     *snapshot*.json) seed FuzzTraces "$f" 3 ;;

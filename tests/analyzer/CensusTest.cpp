@@ -5,7 +5,9 @@
 // hand in the test.
 //
 //===----------------------------------------------------------------------------===//
+#include "analyzer/CachingAllocatorModel.h"
 #include "analyzer/ParameterCensus.h"
+#include "analyzer/StepSimulator.h"
 #include "support/GraphBuilder.h"
 
 #include <gtest/gtest.h>
@@ -310,4 +312,42 @@ TEST(Census, WeightReachedThroughTransposeIsAParameter) {
   ParameterCensus C = census(G);
   ASSERT_EQ(C.Parameters.size(), 1u);
   EXPECT_EQ(C.Parameters[0].LayerPath, "fc");
+}
+
+namespace {
+
+/// x[1,2048] -> fc (2048 x 2048, 16 MiB in fp32): one weight whose tensors are each
+/// exactly 16 MiB, a multiple of the caching allocator's 2 MiB rounding.
+Graph oneSquareLayer() {
+  GraphBuilder B;
+  TensorId X = B.input("x", {1, 2048});
+  TensorId W = B.weight("fc.weight", {2048, 2048});
+  B.output(B.op("MatMul", {X, W}, {1, 2048}, "/fc/MatMul"));
+  return B.finish();
+}
+
+} // namespace
+
+// Adam's moments are two tensors (zeros_like each), so the caching allocator gives each a
+// 16 MiB segment of its own; as one storage with the 4-byte step they took 32 MiB + 4 B,
+// rounded to a 34 MiB segment. On CUDA the replay then reserves: the cuBLAS workspaces'
+// 20 MiB segment, the weight, two moments, the gradient and the update's two temporaries
+// (16 MiB each), and one 2 MiB small-pool segment for everything under 1 MiB.
+TEST(Census, EachOptimizerStateIsItsOwnAllocationInTheAllocatorReplay) {
+  Graph G = oneSquareLayer();
+  constexpr int64_t MiB = 1 << 20;
+  for (OptimizerImpl I : {OptimizerImpl::ForLoop, OptimizerImpl::Fused}) {
+    TrainingSetup S;
+    S.Device = DeviceKind::Cuda;
+    S.Gpu = "a100-sxm-80gb";
+    S.Impl = I;
+    ParameterCensus C = census(G, S);
+    auto R = simulateStep(G, S, C);
+    ASSERT_TRUE(static_cast<bool>(R)) << llvm::toString(R.takeError());
+    ASSERT_TRUE(R->PeakReserved.has_value());
+    int64_t Context = estimateCudaRuntimeOverhead(S.Gpu).ContextBytes;
+    // The fused update needs no temporaries: 32 MiB less.
+    int64_t Expected = I == OptimizerImpl::Fused ? 20 + 4 * 16 + 2 : 20 + 6 * 16 + 2;
+    EXPECT_EQ(*R->PeakReserved - Context, Expected * MiB) << optimizerImplName(I);
+  }
 }

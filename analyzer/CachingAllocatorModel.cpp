@@ -375,15 +375,17 @@ CudaRuntimeOverhead estimateCudaRuntimeOverhead(llvm::StringRef GpuName) {
                           "CUDA default";
     break;
   }
+  Result.WorkspaceNote =
+      Workspace +
+      ", allocated through the caching allocator once per cuBLAS handle and stream "
+      "(so already in memory_reserved; by our reading of the source, training may "
+      "hold two, as the autograd engine runs backward on its own thread and handle).";
   Result.Note =
       "Estimate from published figures, not measured here. CUDA context ~400 MiB: "
       "figures published by PyTorch developers are 270-400 MiB with lazy module "
       "loading (CUDA >= 11.7, the default), over 1 GB without; it varies with GPU, "
       "driver, CUDA version and the libraries loaded (cuDNN, NCCL add more). " +
-      Workspace +
-      ", allocated through the caching allocator once per cuBLAS handle and stream "
-      "(so already in memory_reserved; by our reading of the source, training may "
-      "hold two, as the autograd engine runs backward on its own thread and handle).";
+      Result.WorkspaceNote;
   return Result;
 }
 

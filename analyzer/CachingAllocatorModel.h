@@ -260,6 +260,8 @@ struct CudaRuntimeOverhead {
   int64_t CublasWorkspaceBytes = 0;
   /// Where the figures come from and how far to trust them.
   std::string Note;
+  /// The part of Note about the workspace alone.
+  std::string WorkspaceNote;
 };
 
 /// Estimates the context and cuBLAS workspace for a GPU named as in the catalogue

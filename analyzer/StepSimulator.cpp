@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------------===//
 #include "analyzer/StepSimulatorState.h"
+#include "analyzer/Units.h"
 
 #include "llvm/ADT/DenseMap.h"
 
@@ -363,6 +364,12 @@ llvm::Expected<StepSimulation> Simulator::run() {
   planDropout();
   planGathers();
   CudaRuntimeOverhead Runtime = estimateCudaRuntimeOverhead(Setup.Gpu);
+  if (Setup.CudaContextBytes) {
+    Runtime.ContextBytes = *Setup.CudaContextBytes;
+    Runtime.Note = "CUDA context " + formatBytes(Runtime.ContextBytes) +
+                   " as given (--cuda-context), in place of the estimate from published "
+                   "figures (~400 MiB). " + Runtime.WorkspaceNote;
+  }
   ContextBytes = Runtime.ContextBytes;
   if (Setup.Device == DeviceKind::Cuda) {
     Mem.Allocator.emplace();

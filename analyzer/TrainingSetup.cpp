@@ -6,6 +6,7 @@
 //===----------------------------------------------------------------------------===//
 #include "analyzer/TrainingSetup.h"
 #include "analyzer/SafeJson.h"
+#include "analyzer/Units.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/MemoryBuffer.h"
@@ -339,6 +340,8 @@ llvm::json::Object setupToJson(const TrainingSetup &S) {
     O["dropout"] = *S.Dropout;
   if (!S.Gpu.empty())
     O["gpu"] = jsonString(S.Gpu);
+  if (S.CudaContextBytes)
+    O["cuda_context"] = *S.CudaContextBytes;
   if (S.Lora) {
     llvm::json::Array Targets;
     for (const std::string &T : S.Lora->Targets)
@@ -527,6 +530,18 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
         }
       }
       S.Lora = Lora;
+    } else if (Key == "cuda_context") {
+      // Bytes, as a report echoes it, or a size with its unit ("1343MiB").
+      if (Int && *Int >= 0) {
+        S.CudaContextBytes = *Int;
+      } else if (Str) {
+        auto Bytes = parseBytes(*Str);
+        if (!Bytes)
+          return Wrap(Key, Bytes.takeError());
+        S.CudaContextBytes = *Bytes;
+      } else {
+        return Bad(Key, "bytes (a non-negative integer) or a size such as \"1343MiB\"");
+      }
     } else if (Key == "dropout") {
       auto D = V.getAsNumber();
       if (!D || *D < 0 || *D >= 1)
@@ -536,7 +551,8 @@ llvm::Error applySetupJson(const llvm::json::Object &Obj, TrainingSetup &S,
       return Bad(Key, "one of precision, autocast_policy, device, attention, lora, galore, "
                       "sharding, sparse_update, zeroth_order, activation_storage, optimizer, "
                       "optimizer_impl, loss, tie, keep_grads, checkpoint, grad_accum, "
-                      "micro_batch, dropout, gpu, train, freeze, trainable_file (unknown key)");
+                      "micro_batch, dropout, gpu, cuda_context, train, freeze, trainable_file "
+                      "(unknown key)");
     }
     if (E)
       return E;

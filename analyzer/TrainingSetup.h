@@ -135,6 +135,10 @@ struct TrainingSetup {
   std::optional<int64_t> MicroBatch;
   std::optional<double> Dropout;
   std::string Gpu;
+  /// `--cuda-context`: the device memory the process holds outside the caching allocator
+  /// (CUDA context, loaded kernels), as measured on the user's machine; unset, peak_reserved
+  /// adds estimateCudaRuntimeOverhead()'s published-figure estimate.
+  std::optional<int64_t> CudaContextBytes;
   std::optional<LoraSetup> Lora;
   ShardingSetup Sharding;
   std::optional<GaloreSetup> Galore;

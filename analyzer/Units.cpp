@@ -73,8 +73,13 @@ llvm::Expected<int64_t> parseBytes(llvm::StringRef Text) {
       {"GB", 1e9},       {"TB", 1e12}};
   for (const UnitScale &U : Units)
     if (Unit.equals_insensitive(U.Name) && (Unit == U.Name || Unit.size() <= 1 ||
-                                            Unit.equals_insensitive(U.Name)))
+                                            Unit.equals_insensitive(U.Name))) {
+      // Past 2^63 bytes llround has no answer (and no memory is that large).
+      if (!(V * U.Scale < 9.2e18))
+        return llvm::createStringError(llvm::inconvertibleErrorCode(),
+                                       "'%s' is too large a size", Text.str().c_str());
       return static_cast<int64_t>(std::llround(V * U.Scale));
+    }
   return llvm::createStringError(llvm::inconvertibleErrorCode(),
                                  "'%s': unknown unit '%s'; expected B, KiB, MiB, GiB, TiB, "
                                  "KB, MB, GB or TB",

@@ -1,6 +1,7 @@
 //===- StepOptions.cpp - the options every step-modelling command shares --------===//
 #include "cli/StepOptions.h"
 #include "analyzer/SafeJson.h"
+#include "analyzer/Units.h"
 
 #include "llvm/Support/MemoryBuffer.h"
 
@@ -197,6 +198,13 @@ cl::opt<std::string> GpuOpt("gpu",
                             cl::desc("Target GPU from the catalogue ('trainmem gpus' lists it): "
                                      "the report says whether the step fits"),
                             cl::value_desc("name"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
+cl::opt<std::string> CudaContextOpt(
+    "cuda-context",
+    cl::desc("Device memory the process holds outside PyTorch's caching allocator (CUDA "
+             "context and loaded kernels), as measured on your machine, e.g. nvidia-smi "
+             "after torch.ones(1, device='cuda'): 1343MiB; added to peak_reserved instead "
+             "of the published-figure estimate (~400 MiB, CUDA >= 11.7 with lazy loading)"),
+    cl::value_desc("size"), S.A, S.C, S.R, S.P, cl::cat(SetupCategory));
 cl::OptionCategory StrategyCategory("Strategy options");
 cl::opt<unsigned> LoraRank("lora-rank",
                            cl::desc("Train LoRA adapters of rank R on the target linears (base "
@@ -441,6 +449,12 @@ llvm::Expected<StepRequest> parseStepRequest(bool TargetsGpu, llvm::StringRef Mo
   }
   if (GpuOpt.getNumOccurrences())
     Setup.Gpu = GpuOpt;
+  if (CudaContextOpt.getNumOccurrences()) {
+    auto Bytes = parseBytes(CudaContextOpt);
+    if (!Bytes)
+      return optionError("--cuda-context: " + llvm::toString(Bytes.takeError()));
+    Setup.CudaContextBytes = *Bytes;
+  }
   if (ZeroStage.getNumOccurrences() || Fsdp || Gpus.getNumOccurrences() ||
       Offload.getNumOccurrences()) {
     ShardingSetup &Sh = Setup.Sharding;

@@ -48,6 +48,7 @@ TEST(SetupJson, EveryEchoedKeyReadsBack) {
   S.Sharding = ShardingSetup{3, true, 8, OffloadKind::Params};
   S.Dropout = 0.25;
   S.Gpu = "h100-sxm";
+  S.CudaContextBytes = 1408237568; // 1343 MiB
   S.Lora = LoraSetup{};
   S.Lora->Rank = 16;
   S.Lora->Alpha = 32;
@@ -74,4 +75,24 @@ TEST(SetupJson, BadValuesNameTheFileAndKey) {
   EXPECT_NE(applyError(R"({"zeroth_order": "yes"})").find("key 'zeroth_order': expected true"),
             std::string::npos);
   EXPECT_NE(applyError(R"({"optimzer": "adamw"})").find("unknown key"), std::string::npos);
+  EXPECT_EQ(applyError(R"({"cuda_context": true})"),
+            "setup.json: key 'cuda_context': expected bytes (a non-negative integer) or a "
+            "size such as \"1343MiB\"");
+  EXPECT_NE(applyError(R"({"cuda_context": "lots"})").find("key 'cuda_context': 'lots' is not a size"),
+            std::string::npos);
+  EXPECT_NE(applyError(R"({"cuda_context": "9000000TiB"})").find("too large a size"),
+            std::string::npos);
+}
+
+// A context size given with its unit reads as bytes, and is echoed as bytes.
+TEST(SetupJson, CudaContextTakesASizeOrBytes) {
+  for (const char *Json : {R"({"cuda_context": "1343MiB"})", R"({"cuda_context": 1408237568})"}) {
+    auto V = llvm::json::parse(Json);
+    ASSERT_TRUE(static_cast<bool>(V));
+    TrainingSetup S;
+    ASSERT_FALSE(static_cast<bool>(applySetupJson(*V->getAsObject(), S, "setup.json")));
+    ASSERT_TRUE(S.CudaContextBytes.has_value()) << Json;
+    EXPECT_EQ(*S.CudaContextBytes, 1343LL << 20) << Json;
+    EXPECT_EQ(setupToJson(S).getInteger("cuda_context"), std::optional<int64_t>(1343LL << 20));
+  }
 }

@@ -196,6 +196,10 @@ const GoldenCase Cases[] = {
     {"analyze_hf_llama2_7b", {"analyze", "--hf-config=samples/hf/llama-2-7b/config.json", "--dim", "batch=4", "--dim", "seq=4096"}, false},
     {"analyze_hf_gpt2_json", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--precision=mixed-bf16", "--format=json"}, false},
     {"analyze_hf_gpt2_fit_4090", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=8", "--dim", "seq=1024", "--gpu=rtx-4090"}, false},
+    // A measured context in place of the estimate (CUDA 11.2 on a V100, every kernel
+    // loaded at start); bad sizes are errors that name the option.
+    {"analyze_hf_gpt2_cuda_context_v100", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--dim", "batch=2", "--dim", "seq=512", "--gpu=v100-sxm2-16gb", "--cuda-context=1343MiB"}, false},
+    {"error_cuda_context_not_a_size", {"analyze", "--hf-config=samples/hf/gpt2/config.json", "--gpu=v100-sxm2-16gb", "--cuda-context=1.3 gigs"}, false},
     {"analyze_gpt2_tiny_checkpoint_cpu", {"analyze", GT + "gpt2_tiny.onnx", "--input=input_ids=4x32", "--checkpoint=blocks", "--device=cpu"}, true},
     {"analyze_gpt2_tiny_lora", {"analyze", GT + "gpt2_tiny.onnx", "--input=input_ids=4x32", "--lora-rank=8", "--lora-alpha=16"}, true},
     {"analyze_hf_qwen3_moe_lora_h100", {"analyze", "--hf-config=samples/hf/qwen3-30b-a3b/config.json", "--dim", "batch=4", "--dim", "seq=2048", "--precision=bf16", "--lora-rank=16", "--lora-targets=all-linear", "--checkpoint=blocks", "--gpu=h100-sxm"}, false},

@@ -236,6 +236,14 @@ QWidget *MainWindow::buildSetupPanel() {
   Gpus = new QSpinBox(Panel);
   Gpus->setRange(1, 4096);
   Offload = combo({"none", "optimizer", "params"}, Panel);
+  CudaContext = new QSpinBox(Panel);
+  CudaContext->setRange(0, 1 << 20);
+  CudaContext->setSuffix(" MiB");
+  CudaContext->setSpecialValueText("estimate (400 MiB)");
+  CudaContext->setToolTip("device memory outside PyTorch's caching allocator (CUDA context "
+                          "and loaded kernels) as you measured it, e.g. nvidia-smi after "
+                          "torch.ones(1, device='cuda'); added to peak_reserved "
+                          "(--cuda-context)");
   Gpu = new QComboBox(Panel);
   Gpu->addItem("none (host semantics)", QString());
   if (auto Catalog = GpuCatalog::loadConfigured())
@@ -270,6 +278,7 @@ QWidget *MainWindow::buildSetupPanel() {
   Form->addRow("GPUs", Gpus);
   Form->addRow("offload", Offload);
   Form->addRow("target GPU", Gpu);
+  Form->addRow("CUDA context", CudaContext);
   auto Changed = [this] {
     if (Applying)
       return;
@@ -277,7 +286,7 @@ QWidget *MainWindow::buildSetupPanel() {
     AppliedName.clear();
     analyse();
   };
-  for (QSpinBox *S : {Batch, Seq, GradAccum, LoraRank, GaloreRank, GaloreGap, Gpus})
+  for (QSpinBox *S : {Batch, Seq, GradAccum, LoraRank, GaloreRank, GaloreGap, Gpus, CudaContext})
     connect(S, &QSpinBox::valueChanged, this, Changed);
   for (QComboBox *C : {Precision, Optimizer, Impl, Checkpoint, Sparse, Zero, Offload, Gpu})
     connect(C, &QComboBox::currentIndexChanged, this, Changed);
@@ -395,6 +404,8 @@ AnalysisRequest MainWindow::currentRequest() const {
   S.Sharding.Gpus = Gpus->value();
   Take(parseOffload(Offload->currentText().toStdString()), S.Sharding.Offload);
   S.Gpu = Gpu->currentData().toString().toStdString();
+  if (CudaContext->value() > 0)
+    S.CudaContextBytes = int64_t(CudaContext->value()) << 20;
   // As `trainmem analyze` with --device=auto: CUDA when a GPU is targeted, else the host.
   S.Device = S.Gpu.empty() ? DeviceKind::Cpu : DeviceKind::Cuda;
   S.Autocast = S.Gpu.empty() ? AutocastPolicy::Cpu : AutocastPolicy::Cuda;
@@ -430,6 +441,10 @@ void MainWindow::applyRequest(const AnalysisRequest &R) {
   Offload->setCurrentText(offloadName(R.Setup.Sharding.Offload));
   int G = Gpu->findData(QString::fromStdString(R.Setup.Gpu));
   Gpu->setCurrentIndex(G < 0 ? 0 : G);
+  // Whole MiB, rounded up so that a context given in bytes is never shown as "estimate".
+  CudaContext->setValue(R.Setup.CudaContextBytes
+                            ? int((*R.Setup.CudaContextBytes + (1 << 20) - 1) >> 20)
+                            : 0);
   Applying = false;
 }
 

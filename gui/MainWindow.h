@@ -105,6 +105,7 @@ private:
   std::optional<TrainingSetup> AppliedSetup;
   QString AppliedName;
   QSpinBox *Batch, *Seq, *GradAccum, *LoraRank, *GaloreRank, *GaloreGap, *Gpus;
+  QSpinBox *CudaContext; ///< MiB; 0 shows "estimate" (--cuda-context unset)
   QComboBox *Precision, *Optimizer, *Impl, *Loss, *Checkpoint, *Sparse, *Zero, *Offload, *Gpu;
   QLineEdit *LoraTargets;
   QTableView *TensorView = nullptr;

@@ -246,6 +246,32 @@ private slots:
     QVERIFY(W.report()->TrainableParameters < W.report()->TotalParameters);
   }
 
+  // The panel's context size reaches peak_reserved, as --cuda-context does in the CLI:
+  // the same step's figure moves by the difference from the 400 MiB estimate.
+  void aMeasuredCudaContextReplacesTheEstimate() {
+    MainWindow W;
+    QSignalSpy Shown(&W, &MainWindow::analysisShown);
+    AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
+    R.Setup.Gpu = "rtx-4090";
+    W.applyRequest(R);
+    W.openPath(R.Path);
+    QVERIFY(Shown.wait(30000));
+    QVERIFY(W.report()->PeakReserved.has_value());
+    const int64_t Estimated = *W.report()->PeakReserved;
+    QVERIFY(!W.currentRequest().Setup.CudaContextBytes.has_value());
+    R.Setup.CudaContextBytes = int64_t(1343) << 20;
+    W.applyRequest(R);
+    QCOMPARE(W.currentRequest().Setup.CudaContextBytes,
+             std::optional<int64_t>(int64_t(1343) << 20));
+    W.openPath(R.Path);
+    QVERIFY(Shown.wait(30000));
+    QVERIFY(W.report()->PeakReserved.has_value());
+    QCOMPARE(*W.report()->PeakReserved - Estimated, int64_t(1343 - 400) << 20);
+    R.Setup.CudaContextBytes.reset();
+    W.applyRequest(R);
+    QVERIFY(!W.currentRequest().Setup.CudaContextBytes.has_value());
+  }
+
   void aTraceIsDrawnOverThePrediction() {
     QString Onnx = QString(TRAINMEM_FIXTURES_DIR) + "/gt/onnx/gpt2_tiny.onnx";
     QString Trace =

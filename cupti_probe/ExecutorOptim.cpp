@@ -86,9 +86,10 @@ llvm::Error ExecutorImpl::optimizerStep() {
     if (!S.ExpAvg.defined()) {
       S.ExpAvg = State(N, ElemType::F32, EightBit ? "state1" : "exp_avg");
       S.ExpAvgSq = State(N, ElemType::F32, EightBit ? "state2" : "exp_avg_sq");
-      // torch.optim keeps `step` as a one-element fp32 tensor; bitsandbytes keeps a
+      // torch.optim keeps `step` as a one-element fp32 tensor, on the device only when
+      // fused (on the host otherwise: off a CUDA device's memory); bitsandbytes keeps a
       // Python int.
-      if (!EightBit)
+      if (!EightBit && (!Dev.isCuda() || Setup.Impl == OptimizerImpl::Fused))
         S.Step = State(1, ElemType::F32, "step");
     }
     bool Fused = EightBit || Setup.Impl == OptimizerImpl::Fused;
@@ -306,8 +307,10 @@ void ExecutorImpl::adamMoments(size_t I, const kernels::AdamOptions &O) {
   // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, 1 - beta2): all in place.
   ParamState &S = States[I];
   int64_t N = ParamValue[I].numel();
-  float *Step = static_cast<float *>(Host.write(*S.Step.Buf));
-  Step[0] += 1.0f;
+  if (S.Step.defined()) {
+    float *Step = static_cast<float *>(Host.write(*S.Step.Buf));
+    Step[0] += 1.0f;
+  }
   float *P = static_cast<float *>(Host.write(*ParamValue[I].Buf));
   const float *Gr = static_cast<const float *>(Host.read(*ParamGrad[I].Buf));
   float *M = static_cast<float *>(Host.write(*S.ExpAvg.Buf));

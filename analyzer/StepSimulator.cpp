@@ -225,11 +225,20 @@ void Simulator::allocatePersistent() {
       // Each part is a tensor of its own (zeros_like for each moment), so the caching
       // allocator rounds and places each one: one storage of both Adam moments and the
       // step counter took a 34 MiB segment for a 16 MiB weight's 2 x 16 MiB + 4 B.
-      for (const OptimizerStatePart &Part : Parts)
-        if (Part.Bytes)
-          Mem.alloc(Part.Bytes, Cat::OptimizerStates,
-                    llvm::Twine(P.Name) + " (" + Part.Name + ")", "optimizer", P.LayerPath,
-                    P.Type, P.Shape);
+      // Described as what it is where its size says so: a moment of the parameter's shape
+      // (in the states' dtype, or one byte a value for 8-bit codes); anything else (a step
+      // counter, block scales, factored rows) without a shape.
+      const DType StateType = Setup.keepsMasterWeights() ? DType::Float32 : P.Type;
+      for (const OptimizerStatePart &Part : Parts) {
+        if (!Part.Bytes)
+          continue;
+        const bool Full = Part.Bytes == dtypeBytes(StateType, P.NumElements);
+        const bool Codes = !Full && Part.Bytes == P.NumElements;
+        Mem.alloc(Part.Bytes, Cat::OptimizerStates, llvm::Twine(P.Name) + " (" + Part.Name + ")",
+                  "optimizer", P.LayerPath,
+                  Full ? StateType : Codes ? DType::UInt8 : DType::Float32,
+                  Full || Codes ? llvm::ArrayRef<int64_t>(P.Shape) : llvm::ArrayRef<int64_t>());
+      }
     }
     if (Setup.keepsMasterWeights() && !StatesOnCpu) {
       int64_t Master = dtypeBytes(DType::Float32, P.NumElements);

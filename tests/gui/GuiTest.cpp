@@ -42,6 +42,13 @@ AnalysisRequest request(const QString &Path) {
   return R;
 }
 
+/// Sets R on the window, opens its file and waits for the analysis it runs.
+bool openAndWait(MainWindow &W, QSignalSpy &Shown, const AnalysisRequest &R) {
+  W.applyRequest(R);
+  W.openPath(R.Path);
+  return Shown.wait(30000);
+}
+
 /// The last spin box of the model-dims box (a group box's own fields; the setup's spin
 /// boxes sit elsewhere): the one a model's own dim or its choices get.
 QSpinBox *lastModelDimField(MainWindow &W) {
@@ -123,9 +130,7 @@ private slots:
     MainWindow W;
     QSignalSpy Shown(&W, &MainWindow::analysisShown);
     AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
-    W.applyRequest(R);
-    W.openPath(R.Path);
-    QVERIFY(Shown.wait(30000));
+    QVERIFY(openAndWait(W, Shown, R));
     auto Need = [&] { return W.report()->PeakReserved.value_or(*W.report()->Peak); };
     int64_t None = Need();
     QComboBox *Ckpt = nullptr;
@@ -163,9 +168,7 @@ private slots:
     MainWindow W;
     QSignalSpy Shown(&W, &MainWindow::analysisShown);
     AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
-    W.applyRequest(R);
-    W.openPath(R.Path);
-    QVERIFY(Shown.wait(30000));
+    QVERIFY(openAndWait(W, Shown, R));
     QCOMPARE(Shown.takeFirst().at(0).toBool(), true);
     double Before = W.timeline()->drawnMaximum();
     QVERIFY(Before > 0);
@@ -202,9 +205,7 @@ private slots:
     QSignalSpy Planned(&W, &MainWindow::plansShown);
     AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
     R.Setup.Gpu = "rtx-4090";
-    W.applyRequest(R);
-    W.openPath(R.Path);
-    QVERIFY(Shown.wait(30000));
+    QVERIFY(openAndWait(W, Shown, R));
     W.searchPlans();
     QVERIFY(Planned.wait(60000));
     QCOMPARE(Planned.takeFirst().at(0).toBool(), true);
@@ -230,9 +231,7 @@ private slots:
     MainWindow W;
     QSignalSpy Shown(&W, &MainWindow::analysisShown);
     AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
-    W.applyRequest(R);
-    W.openPath(R.Path);
-    QVERIFY(Shown.wait(30000));
+    QVERIFY(openAndWait(W, Shown, R));
     QCOMPARE(W.report()->TrainableParameters, W.report()->TotalParameters);
     R.Setup.Lora = LoraSetup{};
     R.Setup.Lora->Rank = 4;
@@ -253,9 +252,7 @@ private slots:
     QSignalSpy Shown(&W, &MainWindow::analysisShown);
     AnalysisRequest R = request(source("samples/hf/tiny-llama/config.json"));
     R.Setup.Gpu = "rtx-4090";
-    W.applyRequest(R);
-    W.openPath(R.Path);
-    QVERIFY(Shown.wait(30000));
+    QVERIFY(openAndWait(W, Shown, R));
     QVERIFY(W.report()->PeakReserved.has_value());
     const int64_t Estimated = *W.report()->PeakReserved;
     QVERIFY(!W.currentRequest().Setup.CudaContextBytes.has_value());

@@ -4,7 +4,8 @@
 # run-all.sh needs (trainmem, kernels_tests, probe_gpu_tests; debug info stripped), the
 # shared libraries they load that are not the C library, and CUPTI (the CUDA runtime is
 # linked in statically), the build machine's C library and loader in DEST/glibc for a
-# target whose glibc is older, and the gt fixtures that run-all.sh validates. Then, on the GPU machine:
+# target whose glibc is older, and the gt fixtures that run-all.sh validates. Then, on the
+# GPU machine:
 #   TRAINMEM_PREBUILT=DEST TRAINMEM_FIXTURES=DEST/fixtures tests/gpu/run-all.sh
 #   tests/gpu/pack.sh [BUILD_DIR] [DEST]     (defaults: build, build/gpu-pack)
 set -eu
